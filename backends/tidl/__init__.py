@@ -1,0 +1,1 @@
+"""tidlc.backends.tidl package."""

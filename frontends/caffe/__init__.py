@@ -1,0 +1,1 @@
+"""tidlc.frontends.caffe package."""

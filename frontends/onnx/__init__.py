@@ -1,0 +1,1 @@
+"""tidlc.frontends.onnx package."""

@@ -1,0 +1,98 @@
+"""Float reference interpreter: runs any IR graph with numpy, op by op.
+
+Each op's float reference implementation comes from its OpDef; convolutions
+and dense layers use im2col + BLAS. Intermediate tensors are released as soon
+as their last reader has run.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping, Optional
+
+import numpy as np
+
+from tidlc.diagnostics import TidlcError
+from tidlc.ir.core import Graph, Op, Value
+from tidlc.ir.types import numpy_dtype
+
+
+def check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Match feeds to graph inputs by name (or position for a single input); check shapes."""
+    inputs = graph.input_ops
+    names = [op.attrs["name"] for op in inputs]
+    unknown = sorted(set(feeds) - set(names))
+    if unknown and not (len(inputs) == 1 and len(feeds) == 1):
+        raise TidlcError(f"unknown input(s) {', '.join(unknown)}", hint=f"the model's inputs are: {', '.join(names)}")
+    if len(inputs) == 1 and len(feeds) == 1:
+        feeds = {names[0]: next(iter(feeds.values()))}
+    missing = [n for n in names if n not in feeds]
+    if missing:
+        raise TidlcError(f"missing input(s) {', '.join(missing)}", hint="pass --input NAME=FILE.npy for each")
+    out = {}
+    for op in inputs:
+        name = op.attrs["name"]
+        t = op.results[0].type
+        arr = np.asarray(feeds[name])
+        if t.shape is not None:
+            ok = len(arr.shape) == len(t.shape) and all(d is None or d == a for d, a in zip(t.shape, arr.shape))
+            if not ok:
+                raise TidlcError(f"input '{name}' has shape {tuple(arr.shape)}, the model expects "
+                                 f"{tuple('?' if d is None else d for d in t.shape)}",
+                                 hint="use --input-shape NAME=d0,d1,... to change the model's input shape")
+        out[name] = np.ascontiguousarray(arr.astype(numpy_dtype(t.dtype), copy=False))
+    return out
+
+
+def evaluate_op(op: Op, args: list[np.ndarray]) -> list[np.ndarray]:
+    """Run one op's float reference implementation; always returns a list."""
+    compute = op.opdef.compute
+    if compute is None:
+        raise TidlcError(f"op '{op.kind}' has no reference implementation", op.where())
+    out = compute(op, *args)
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray],
+              observer: Optional[Callable[[Op, list[np.ndarray]], None]] = None,
+              keep_all: bool = False) -> dict[str, np.ndarray]:
+    """Execute ``graph``; returns ``{output name: array}``.
+
+    ``observer(op, results)`` is called after each compute op (calibration, tracing).
+    """
+    feeds = check_feeds(graph, feeds)
+    last_use: dict[int, int] = {}
+    for i, op in enumerate(graph.ops):
+        for v in op.operands:
+            last_use[id(v)] = i
+    keep = {id(v) for v in graph.outputs}
+    env: dict[int, np.ndarray] = {}
+    for i, op in enumerate(graph.ops):
+        if op.kind == "input":
+            env[id(op.results[0])] = feeds[op.attrs["name"]]
+            continue
+        if op.kind == "const":
+            env[id(op.results[0])] = op.data
+            continue
+        try:
+            args = [env[id(v)] for v in op.operands]
+        except KeyError:
+            raise TidlcError("operand used before it was computed", op.where()) from None
+        try:
+            results = evaluate_op(op, args)
+        except TidlcError:
+            raise
+        except (ValueError, IndexError, TypeError) as exc:
+            raise TidlcError(f"{op.kind} failed: {exc}", op.where()) from None
+        for v, r in zip(op.results, results):
+            env[id(v)] = np.asarray(r)
+        if observer is not None:
+            observer(op, results)
+        if not keep_all:
+            for v in op.operands:
+                if last_use.get(id(v)) == i and id(v) not in keep:
+                    env.pop(id(v), None)
+    names = graph.output_names or [v.name or f"output{k}" for k, v in enumerate(graph.outputs)]
+    return {n: env[id(v)] for n, v in zip(names, graph.outputs)}
+
+
+def value_of(env: dict, v: Value) -> np.ndarray:
+    return env[id(v)]

@@ -1,0 +1,80 @@
+"""Build graphs op by op with types inferred as you go (used by every frontend)."""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from tidlc.diagnostics import Loc, TidlcError
+from tidlc.ir.core import Graph, Op, Value
+from tidlc.ir.opdef import get_opdef
+from tidlc.ir.types import TensorType, dtype_of
+
+
+def infer_types(op: Op) -> list[TensorType]:
+    """Run the op's type inference; errors become TidlcError at the op's location."""
+    opdef = op.opdef
+    try:
+        return list(opdef.infer(op, [v.type for v in op.operands]))
+    except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError) as exc:
+        raise TidlcError(f"{op.kind}: {exc}", op.where()) from None
+
+
+class Builder:
+    """Appends ops to a graph.
+
+    ``b.op("conv2d", [x, w], strides=(2, 2), name="conv1")`` validates the
+    attributes against the op's declaration, infers the result types and
+    returns the result value (a list when the op has several).
+    """
+
+    def __init__(self, graph: Optional[Graph] = None, file: str = ""):
+        self.graph = graph if graph is not None else Graph()
+        self.file = file
+
+    def input(self, name: str, type_: TensorType, loc: Optional[Loc] = None) -> Value:
+        op = Op("input", [], [], {"name": name}, name, loc)
+        op.results = [Value(type_, op, 0, name)]
+        self.graph.ops.append(op)
+        return op.results[0]
+
+    def const(self, data: Any, name: str = "", loc: Optional[Loc] = None,
+              layout: Optional[str] = None) -> Value:
+        arr = np.asarray(data)
+        if arr.dtype == np.float64:
+            arr = arr.astype(np.float32)
+        op = Op("const", [], [], {}, name, loc, data=arr)
+        op.results = [Value(TensorType(arr.shape, dtype_of(arr), layout), op, 0, name)]
+        self.graph.ops.append(op)
+        return op.results[0]
+
+    def make(self, kind: str, operands: Sequence[Value], attrs: Optional[dict] = None,
+             name: str = "", loc: Optional[Loc] = None) -> Op:
+        """Create (but do not insert) a typed op."""
+        opdef = get_opdef(kind)
+        where = loc if loc is not None else Loc(name, self.file)
+        n = len(operands)
+        if n < opdef.min_operands or n > opdef.max_operands:
+            raise TidlcError(f"{kind} takes {opdef.min_operands}..{opdef.max_operands} operands, got {n}", where)
+        try:
+            norm = opdef.normalize_attrs({k: v for k, v in (attrs or {}).items()})
+        except ValueError as exc:
+            raise TidlcError(str(exc), where) from None
+        op = Op(kind, list(operands), [], norm, name, loc)
+        count = opdef.result_count(norm)
+        op.results = [Value(TensorType(None), op, i) for i in range(count)]
+        for v, t in zip(op.results, infer_types(op)):
+            v.type = t
+        return op
+
+    def op(self, kind: str, operands: Sequence[Value], name: str = "", loc: Optional[Loc] = None,
+           **attrs: Any):
+        op = self.make(kind, operands, attrs, name, loc)
+        self.graph.ops.append(op)
+        return op.results[0] if len(op.results) == 1 else list(op.results)
+
+    def output(self, value: Value, name: str = "") -> None:
+        self.graph.outputs.append(value)
+        self.graph.output_names.append(name or value.name or f"output{len(self.graph.outputs) - 1}")
+        if name and not value.name:
+            value.name = name

@@ -1,0 +1,130 @@
+"""Tensor types: shape, element type, layout and optional quantization.
+
+Types are immutable values (``attrs.frozen``); two equal types are
+interchangeable. A dimension is an ``int`` or ``None`` (unknown until shape
+inference); ``shape is None`` means even the rank is unknown.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import attrs
+import numpy as np
+
+DTYPES = {
+    "f32": np.float32, "f64": np.float64, "f16": np.float16,
+    "i8": np.int8, "u8": np.uint8, "i16": np.int16, "u16": np.uint16,
+    "i32": np.int32, "u32": np.uint32, "i64": np.int64, "bool": np.bool_,
+}
+_NP_TO_DTYPE = {np.dtype(v): k for k, v in DTYPES.items()}
+LAYOUTS = ("NCHW", "NHWC")
+
+
+def dtype_of(array_or_dtype) -> str:
+    """The IR dtype name of a numpy array or dtype."""
+    dt = np.dtype(getattr(array_or_dtype, "dtype", array_or_dtype))
+    try:
+        return _NP_TO_DTYPE[dt]
+    except KeyError:
+        raise ValueError(f"no IR element type for numpy dtype {dt}") from None
+
+
+def numpy_dtype(dtype: str) -> np.dtype:
+    return np.dtype(DTYPES[dtype])
+
+
+def _check_dtype(inst, attribute, value):
+    if value not in DTYPES:
+        raise ValueError(f"unknown element type {value!r}; one of {', '.join(DTYPES)}")
+
+
+def _check_layout(inst, attribute, value):
+    if value is not None and value not in LAYOUTS:
+        raise ValueError(f"unknown layout {value!r}; one of {', '.join(LAYOUTS)}")
+
+
+def _to_shape(value):
+    if value is None:
+        return None
+    return tuple(None if d is None or (isinstance(d, (int, np.integer)) and d < 0) else int(d)
+                 for d in value)
+
+
+def _to_floats(value):
+    return tuple(float(v) for v in np.atleast_1d(value))
+
+
+@attrs.frozen
+class QuantInfo:
+    """How a fixed-point tensor maps to real numbers: ``real = (q - zero_point) / scale``.
+
+    ``scale`` has one entry (per tensor) or one per channel along ``axis``.
+    ``shift`` is the power-of-2 output shift (TIDL ``roundBits``) that produced
+    the tensor from its accumulator, when known.
+    """
+
+    bits: int = attrs.field(validator=attrs.validators.in_((4, 8, 12, 16, 32)))
+    signed: bool
+    scale: tuple[float, ...] = attrs.field(converter=_to_floats)
+    zero_point: int = 0
+    shift: Optional[int] = None
+    axis: Optional[int] = None
+
+    @property
+    def storage(self) -> str:
+        """The integer element type that holds the values."""
+        width = 8 if self.bits <= 8 else 16 if self.bits <= 16 else 32
+        return ("i" if self.signed else "u") + str(width)
+
+    @property
+    def qmin(self) -> int:
+        return -(1 << (self.bits - 1)) if self.signed else 0
+
+    @property
+    def qmax(self) -> int:
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+
+
+@attrs.frozen
+class TensorType:
+    """A tensor's static type."""
+
+    shape: Optional[tuple[Optional[int], ...]] = attrs.field(converter=_to_shape)
+    dtype: str = attrs.field(default="f32", validator=_check_dtype)
+    layout: Optional[str] = attrs.field(default=None, validator=_check_layout)
+    quant: Optional[QuantInfo] = None
+
+    @property
+    def rank(self) -> Optional[int]:
+        return None if self.shape is None else len(self.shape)
+
+    @property
+    def is_static(self) -> bool:
+        return self.shape is not None and all(d is not None for d in self.shape)
+
+    @property
+    def size(self) -> int:
+        """Number of elements (the shape must be static)."""
+        if not self.is_static:
+            raise ValueError(f"size of a dynamic shape {self}")
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def with_shape(self, shape) -> "TensorType":
+        return attrs.evolve(self, shape=shape)
+
+    def with_dtype(self, dtype: str) -> "TensorType":
+        return attrs.evolve(self, dtype=dtype)
+
+    def with_layout(self, layout: Optional[str]) -> "TensorType":
+        return attrs.evolve(self, layout=layout)
+
+    def with_quant(self, quant: Optional[QuantInfo]) -> "TensorType":
+        return attrs.evolve(self, quant=quant)
+
+    def __str__(self) -> str:
+        from tidlc.ir.printer import format_type
+        return format_type(self)
+
+
+def f32(*shape, layout=None) -> TensorType:
+    return TensorType(shape, "f32", layout)
