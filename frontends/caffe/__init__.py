@@ -1,1 +1,16 @@
-"""tidlc.frontends.caffe package."""
+"""Caffe frontend: ``.prototxt`` (lark grammar) + ``.caffemodel`` weights."""
+from __future__ import annotations
+
+from tidlc.frontend import Frontend
+from tidlc.hookspecs import hookimpl
+
+
+def _sniff(head: bytes, path: str) -> bool:
+    text = head.decode("utf-8", "replace")
+    return any(k in text for k in ("layer {", "layers {", "layer{", "input_dim", "input_shape"))
+
+
+@hookimpl
+def tidlc_frontends():
+    return [Frontend("caffe", (".prototxt", ".pt"), "tidlc.frontends.caffe.lower:load_caffe", _sniff,
+                     "Caffe prototxt (+ caffemodel weights)")]

@@ -442,7 +442,11 @@ def _syntax_error(exc: lark.exceptions.UnexpectedInput, text: str, filename: str
                 hint = "a '{' or '<' is not closed"
         else:
             line, col, got = token.line, token.column, _got(token)
-        message = f"{_expected(exc.expected)}, got {got}"
+        expected = exc.expected
+        if getattr(exc, "interactive_parser", None) is not None:
+            # LALR tables merge look-aheads; ask the parser what it really accepts here.
+            expected = exc.interactive_parser.accepts() or expected
+        message = f"{_expected(expected)}, got {got}"
     return TidlcError(message, loc=Loc(file=filename, line=line, col=col), hint=hint,
                       problems=_source_lines(text, line, col))
 
@@ -456,9 +460,12 @@ def parse_prototxt(text: str, filename: str = "<string>") -> Message:
     try:
         fields = _Builder(filename).transform(tree)
     except lark.exceptions.VisitError as exc:
-        if isinstance(exc.orig_exc, TidlcError):
-            raise exc.orig_exc from None
-        raise
+        error = exc.orig_exc
+        if not isinstance(error, TidlcError):
+            raise
+        loc = error.loc
+        raise TidlcError(error.message, loc=loc, hint=error.hint,
+                         problems=_source_lines(text, loc.line, loc.col)) from None
     return Message(tuple(fields), Loc(file=filename, line=1, col=1))
 
 

@@ -1,0 +1,112 @@
+"""fold-constants: evaluate everything that does not depend on a graph input.
+
+Rules, applied in one topological sweep (repeated up to ``max-iters`` times):
+
+* an op whose operands are all constants is evaluated with its float
+  reference implementation and replaced by ``const`` ops (this folds
+  ``constant_of_shape``; its splat result stays a zero-stride view, so a
+  weight filled with one value costs no memory);
+* ``shape`` of a value with a static type becomes a constant, which lets
+  ``Shape -> Gather -> Concat -> Reshape`` subgraphs collapse;
+* ``reshape``/``expand`` whose target operand became constant keep only the
+  data operand (the target moves into the ``shape`` attribute);
+* types downstream are re-inferred as constants appear.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+import numpy as np
+
+from tidlc.diagnostics import TidlcError
+from tidlc.hookspecs import hookimpl
+from tidlc.interp import evaluate_op
+from tidlc.ir.builder import Builder, infer_types
+from tidlc.ir.core import Graph, Op
+from tidlc.ir.types import numpy_dtype
+from tidlc.passes.base import Pass
+
+_NEVER = {"input", "const"}
+
+
+def _const_op(data: np.ndarray, name: str, like) -> Op:
+    data = np.asarray(data)
+    want = numpy_dtype(like.type.dtype)
+    if data.dtype != want:
+        data = data.astype(want)
+    value = Builder(Graph()).const(data, name, layout=like.type.layout)
+    if value.type.dtype == "f64":
+        value.type = value.type.with_dtype("f32")
+    return value.producer
+
+
+def _sweep(graph: Graph) -> bool:
+    changed = False
+    new_ops: list[Op] = []
+    replace: dict[int, object] = {}
+    for op in graph.ops:
+        if replace:
+            op.operands = [replace.get(id(v), v) for v in op.operands]
+        if op.kind in _NEVER:
+            new_ops.append(op)
+            continue
+        folded = None
+        if op.kind == "shape" and op.operands[0].type.is_static:
+            folded = [np.array(op.operands[0].type.shape, dtype=np.int64)]
+        elif op.opdef.foldable and op.opdef.compute is not None and all(
+                v.producer is not None and v.producer.kind == "const" for v in op.operands):
+            try:
+                folded = evaluate_op(op, [v.producer.data for v in op.operands])
+            except TidlcError:
+                raise
+            except Exception as exc:  # a bad constant subgraph is the model's fault
+                raise TidlcError(f"cannot fold {op.kind}: {exc}", op.where()) from None
+        elif op.kind in ("reshape", "expand") and len(op.operands) > 1 and op.operands[1].const_value() is not None \
+                and op.kind == "reshape":
+            op.attrs = {**op.attrs, "shape": tuple(int(v) for v in op.operands[1].const_value().reshape(-1))}
+            op.operands = op.operands[:1]
+            changed = True
+        if folded is not None:
+            for i, (res, data) in enumerate(zip(op.results, folded)):
+                name = op.name if len(op.results) == 1 else f"{op.name}:{i}"
+                cop = _const_op(data, name or res.name, res)
+                cop.results[0].name = res.name
+                new_ops.append(cop)
+                replace[id(res)] = cop.results[0]
+            changed = True
+            continue
+        # keep types current so later shape ops see static shapes
+        for v, t in zip(op.results, infer_types(op)):
+            if t.shape is not None and t != v.type and v.type.quant is None:
+                v.type = t if t.layout or not v.type.layout else t.with_layout(v.type.layout)
+        new_ops.append(op)
+    if replace:
+        graph.outputs = [replace.get(id(v), v) for v in graph.outputs]
+    graph.ops = new_ops
+    return changed
+
+
+@attrs.frozen
+class FoldConstants(Pass):
+    name: ClassVar[str] = "fold-constants"
+    opt_level: ClassVar[int] = 1
+    summary: ClassVar[str] = "evaluate constant subgraphs (incl. Shape-driven ones)"
+    max_iters: int = 4
+
+    def run(self, ctx, graph) -> bool:
+        changed = False
+        for _ in range(max(1, self.max_iters)):
+            if not _sweep(graph):
+                break
+            changed = True
+        if changed:
+            from tidlc.plugins.cleanup import live_ops
+            live = live_ops(graph)
+            graph.remove_ops([op for op in graph.ops if op.kind == "const" and id(op) not in live])
+        return changed
+
+
+@hookimpl
+def tidlc_passes():
+    return [FoldConstants]

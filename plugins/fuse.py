@@ -1,0 +1,243 @@
+"""Fusions TIDL performs at import.
+
+``fuse-batchnorm`` (rules in order):
+
+* ``batchnorm`` with constant statistics -> ``scale`` (per-channel affine);
+* ``mul``/``add`` of a per-channel (or scalar) constant on an NCHW/2-D tensor -> ``scale``;
+* ``scale`` of a single-reader ``scale`` -> one ``scale``;
+* ``scale`` after a single-reader ``conv2d``/``deconv2d``/``dense`` without a fused
+  activation -> folded into the weights and bias.
+
+``fuse-activation``: an activation whose input comes from a single-reader op
+that can carry a fused activation (conv2d, deconv2d, dense, scale, add, ...)
+and has none yet -> the producer's ``act``. ``clip(0, 6)`` becomes ``relu6``
+and ``clip(0, inf)`` ``relu``; hardswish is kept separate (TIDL has no fused
+hardswish).
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Optional
+
+import attrs
+import numpy as np
+
+from tidlc.hookspecs import hookimpl
+from tidlc.ir.ops.elementwise import act_params_of
+from tidlc.passes.base import Pass
+from tidlc.passes.rewrite import Rewriter, apply_rules
+
+
+def _const(v) -> Optional[np.ndarray]:
+    return v.const_value()
+
+
+def _bn_to_scale(rw: Rewriter, op) -> bool:
+    params = [_const(v) for v in op.operands[1:]]
+    if any(p is None for p in params):
+        return False
+    gamma, beta, mean, var = (p.astype(np.float64).reshape(-1) for p in params)
+    s = gamma / np.sqrt(var + op.attrs["epsilon"])
+    b = beta - mean * s
+    x = op.operands[0]
+    sv = rw.const(s.astype(np.float32), f"{op.name}.scale", anchor=op)
+    bv = rw.const(b.astype(np.float32), f"{op.name}.bias", anchor=op)
+    new = rw.make("scale", [x, sv, bv], {}, op.name, op.loc)
+    rw.insert_before(op, new)
+    rw.replace(op.results[0], new.results[0])
+    rw.erase(op)
+    return True
+
+
+def _per_channel(x_type, c: np.ndarray) -> Optional[np.ndarray]:
+    """The per-channel vector if constant ``c`` broadcasts along axis 1 of ``x`` only."""
+    shape = x_type.shape
+    if shape is None or len(shape) not in (2, 4) or shape[1] is None:
+        return None
+    channels = shape[1]
+    if c.size == 1 and c.ndim <= len(shape):
+        return np.full(channels, c.reshape(()), dtype=np.float32)
+    cs = (1,) * (len(shape) - c.ndim) + tuple(c.shape)
+    if len(cs) != len(shape) or cs[1] != channels or any(d != 1 for i, d in enumerate(cs) if i != 1):
+        return None
+    return c.reshape(-1).astype(np.float32)
+
+
+def _arith_to_scale(rw: Rewriter, op) -> bool:
+    if op.attrs["act"] != "none":
+        return False
+    a, b = op.operands
+    x, c = (a, _const(b)) if _const(b) is not None else (b, _const(a))
+    if c is None or _const(x) is not None or x.type.dtype != "f32":
+        return False
+    vec = _per_channel(x.type, c)
+    if vec is None or op.results[0].type.shape != x.type.shape:
+        return False
+    if op.kind == "mul":
+        operands = [x, rw.const(vec, f"{op.name}.scale", anchor=op)]
+    else:
+        operands = [x, rw.const(np.ones_like(vec), f"{op.name}.scale", anchor=op),
+                    rw.const(vec, f"{op.name}.bias", anchor=op)]
+    new = rw.make("scale", operands, {}, op.name, op.loc)
+    rw.insert_before(op, new)
+    rw.replace(op.results[0], new.results[0])
+    rw.erase(op)
+    return True
+
+
+def _scale_parts(op):
+    s = _const(op.operands[1])
+    b = _const(op.operands[2]) if len(op.operands) > 2 else None
+    if s is None or (len(op.operands) > 2 and b is None):
+        return None
+    n = max(s.size, 1 if b is None else b.size)
+    s = np.broadcast_to(s.reshape(-1), (n,)).astype(np.float64) if s.size in (1, n) else None
+    if s is None:
+        return None
+    b = np.zeros(n) if b is None else np.broadcast_to(b.reshape(-1), (n,)).astype(np.float64)
+    return s, b
+
+
+def _merge_scales(rw: Rewriter, op) -> bool:
+    inner = op.operands[0].producer
+    if inner is None or inner.kind != "scale" or inner.attrs["act"] != "none" or op.attrs["axis"] != inner.attrs["axis"]:
+        return False
+    if rw.single_user(inner.results[0]) is not op:
+        return False
+    outer_p, inner_p = _scale_parts(op), _scale_parts(inner)
+    if outer_p is None or inner_p is None:
+        return False
+    (s2, b2), (s1, b1) = outer_p, inner_p
+    if s1.size != s2.size and 1 not in (s1.size, s2.size):
+        return False
+    s = s1 * s2
+    b = b1 * s2 + b2
+    sv = rw.const(s.astype(np.float32), f"{op.name}.scale", anchor=op)
+    bv = rw.const(b.astype(np.float32), f"{op.name}.bias", anchor=op)
+    new = rw.make("scale", [inner.operands[0], sv, bv], {"axis": op.attrs["axis"], "act": op.attrs["act"],
+                                                         "act_params": op.attrs["act_params"]}, op.name, op.loc)
+    rw.insert_before(op, new)
+    rw.replace(op.results[0], new.results[0])
+    rw.erase(op)
+    rw.erase(inner)
+    return True
+
+
+def _fold_scale_into_producer(rw: Rewriter, op) -> bool:
+    prod = op.operands[0].producer
+    if prod is None or prod.kind not in ("conv2d", "deconv2d", "dense") or prod.attrs["act"] != "none":
+        return False
+    if rw.single_user(prod.results[0]) is not op:
+        return False
+    rank = len(prod.results[0].type.shape or ())
+    axis = op.attrs["axis"] % rank if rank else None
+    if axis != (1 if prod.kind != "dense" else rank - 1):
+        return False
+    parts = _scale_parts(op)
+    w = _const(prod.operands[1])
+    bias = _const(prod.operands[2]) if len(prod.operands) > 2 else None
+    if parts is None or w is None or (len(prod.operands) > 2 and bias is None):
+        return False
+    s, t = parts
+    if prod.kind == "conv2d":
+        cout = w.shape[0]
+        if s.size not in (1, cout):
+            return False
+        s = np.broadcast_to(s, (cout,))
+        t = np.broadcast_to(t, (cout,))
+        new_w = w * s.astype(np.float32).reshape(-1, 1, 1, 1)
+    elif prod.kind == "dense":
+        cout = w.shape[0]
+        if s.size not in (1, cout):
+            return False
+        s = np.broadcast_to(s, (cout,))
+        t = np.broadcast_to(t, (cout,))
+        new_w = w * s.astype(np.float32).reshape(-1, 1)
+    else:  # deconv2d: (I, O/g, kh, kw), output channel = group * O/g + o
+        g = prod.attrs["groups"]
+        cin, cout_g = w.shape[:2]
+        cout = cout_g * g
+        if s.size not in (1, cout):
+            return False
+        s = np.broadcast_to(s, (cout,))
+        t = np.broadcast_to(t, (cout,))
+        new_w = (w.reshape(g, cin // g, cout_g, *w.shape[2:]) *
+                 s.astype(np.float32).reshape(g, 1, cout_g, 1, 1)).reshape(w.shape)
+    old_b = np.zeros(cout) if bias is None else bias.reshape(-1).astype(np.float64)
+    new_b = old_b * s + t
+    wv = rw.const(new_w.astype(np.float32), prod.operands[1].producer.name or f"{prod.name}.w", anchor=prod)
+    bv = rw.const(new_b.astype(np.float32), f"{prod.name}.b" if bias is None else
+                  (prod.operands[2].producer.name or f"{prod.name}.b"), anchor=prod)
+    attrs_ = dict(prod.attrs)
+    attrs_["act"], attrs_["act_params"] = op.attrs["act"], op.attrs["act_params"]
+    new = rw.make(prod.kind, [prod.operands[0], wv, bv], attrs_, prod.name, prod.loc)
+    rw.insert_before(prod, new)
+    rw.replace(op.results[0], new.results[0])
+    rw.erase(op)
+    rw.erase(prod)
+    return True
+
+
+BN_RULES = [
+    ("batchnorm", _bn_to_scale),
+    ("mul", _arith_to_scale),
+    ("add", _arith_to_scale),
+    ("scale", _fold_scale_into_producer),
+    ("scale", _merge_scales),
+]
+
+
+@attrs.frozen
+class FuseBatchNorm(Pass):
+    name: ClassVar[str] = "fuse-batchnorm"
+    opt_level: ClassVar[int] = 2
+    summary: ClassVar[str] = "fold batchnorm/scale/bias into conv/deconv/dense (TIDL foldBnInConv2D)"
+
+    def run(self, ctx, graph) -> bool:
+        return apply_rules(graph, BN_RULES)
+
+
+FUSABLE_ACTS = ("relu", "relu6", "clip", "leaky_relu", "sigmoid", "tanh", "hardsigmoid", "elu", "gelu")
+
+
+def _canonical_act(op):
+    kind, params = op.kind, act_params_of(op)
+    if kind == "clip":
+        lo, hi = params
+        if lo == 0 and hi == 6:
+            return "relu6", ()
+        if lo == 0 and hi == float("inf"):
+            return "relu", ()
+    return kind, params
+
+
+def _fuse_act(rw: Rewriter, op) -> bool:
+    prod = op.operands[0].producer
+    if prod is None or "act" not in prod.attrs or prod.attrs["act"] != "none":
+        return False
+    if rw.single_user(prod.results[0]) is not op or len(prod.results) != 1:
+        return False
+    if prod.results[0].type.dtype != "f32":
+        return False
+    act, params = _canonical_act(op)
+    prod.attrs = {**prod.attrs, "act": act, "act_params": tuple(params)}
+    rw.replace(op.results[0], prod.results[0])
+    rw.erase(op)
+    return True
+
+
+ACT_RULES = [(kind, _fuse_act) for kind in FUSABLE_ACTS]
+
+
+@attrs.frozen
+class FuseActivation(Pass):
+    name: ClassVar[str] = "fuse-activation"
+    opt_level: ClassVar[int] = 2
+    summary: ClassVar[str] = "fuse activations into their producer's act attribute"
+
+    def run(self, ctx, graph) -> bool:
+        return apply_rules(graph, ACT_RULES)
+
+
+@hookimpl
+def tidlc_passes():
+    return [FuseBatchNorm, FuseActivation]

@@ -1,0 +1,275 @@
+"""The ``tidlc`` command.
+
+Every failure a user can cause prints one line per problem (``file:line:col:
+error: ... (hint: ...)``) and exits 2; ``--debug`` shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from typing import Optional, Sequence
+
+import tidlc
+from tidlc.config import CompileOptions, parse_shape_spec
+from tidlc.diagnostics import TidlcError, TidlcWarning
+
+
+def _add_model_options(p: argparse.ArgumentParser, with_opt: bool = True, default_level: int = 2) -> None:
+    if with_opt:
+        for level in range(4):
+            p.add_argument(f"-O{level}", dest="opt_level", action="store_const", const=level,
+                           help=f"optimisation level {level}" + (" (default)" if level == default_level else ""))
+        p.set_defaults(opt_level=default_level)
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=d0,d1,...",
+                   help="fix a dynamic input shape or override a declared one (repeatable)")
+    p.add_argument("--format", help="force the input format (frontend name, see `tidlc plugins`)")
+    p.add_argument("--weights", help="weights file for formats that keep them apart (Caffe .caffemodel)")
+    p.add_argument("--random-weights", type=int, metavar="SEED",
+                   help="fill missing weights with seeded random values (exploration only)")
+
+
+def _add_pass_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--print-pipeline", action="store_true", help="print the exact pass pipeline")
+    p.add_argument("--verify-each", action="store_true", help="verify the IR after every pass")
+    p.add_argument("--time-passes", action="store_true", help="print the time each pass took")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tidlc", description="Open model compiler for TI TDA4 (C7x + MMA).")
+    parser.add_argument("--version", action="version", version=f"tidlc {tidlc.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-p", dest="plugin_args", action="append", default=[], metavar="no:NAME | PIPELINE",
+                        help="'no:NAME' blocks a plugin; otherwise a pass pipeline "
+                             "'name{opt=v},...' that replaces the -O pipeline")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("compile", help="import, optimise and write the compiled model")
+    p.add_argument("model")
+    p.add_argument("-o", "--output-dir", default="out", help="output directory (default: out)")
+    p.add_argument("--emit", default="ir", choices=["ir", "none"], help="what to write (ir: OUTDIR/model.tir)")
+    _add_model_options(p)
+    _add_pass_options(p)
+
+    p = sub.add_parser("run", help="run a model (source model or .tir) with the float interpreter")
+    p.add_argument("model")
+    p.add_argument("--input", action="append", default=[], metavar="[NAME=]FILE.npy",
+                   help="an input tensor (repeatable)")
+    p.add_argument("--output", "-o", default=None, metavar="OUT.npz", help="where to write the outputs")
+    p.add_argument("--random-input", type=int, metavar="SEED", help="feed seeded uniform random inputs")
+    _add_model_options(p, default_level=0)
+    _add_pass_options(p)
+
+    p = sub.add_parser("ir", help="print the IR of a model")
+    p.add_argument("model")
+    _add_model_options(p, default_level=0)
+    _add_pass_options(p)
+
+    p = sub.add_parser("opt", help="run passes over a .tir file and print (or write) the result")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", default=None, metavar="OUT.tir")
+    _add_model_options(p, default_level=0)
+    _add_pass_options(p)
+
+    sub.add_parser("plugins", help="list installed plugins, frontends, passes, backends and ops")
+    return parser
+
+
+def _options(args, blocked: tuple, pipeline: Optional[str]) -> CompileOptions:
+    shapes = dict(parse_shape_spec(s) for s in getattr(args, "input_shape", []))
+    return CompileOptions(
+        opt_level=getattr(args, "opt_level", 2), input_shapes=shapes, pipeline=pipeline,
+        verify_each=getattr(args, "verify_each", False), time_passes=getattr(args, "time_passes", False),
+        emit=getattr(args, "emit", "ir"), outdir=getattr(args, "output_dir", "out"),
+        format=getattr(args, "format", None), weights=getattr(args, "weights", None),
+        random_weights=getattr(args, "random_weights", None), blocked_plugins=blocked)
+
+
+def _split_p(values: Sequence[str]) -> tuple[tuple, Optional[str]]:
+    blocked = tuple(v[3:] for v in values if v.startswith("no:"))
+    pipes = [v for v in values if not v.startswith("no:")]
+    return blocked, (",".join(pipes) if pipes else None)
+
+
+def _report_passes(pm, args) -> None:
+    if getattr(args, "time_passes", False):
+        print(pm.timing_report(), file=sys.stderr)
+
+
+def _print_pipeline(options, plugins) -> None:
+    from tidlc.compiler import build_pass_manager
+    print(build_pass_manager(options, plugins).pipeline_string())
+
+
+def cmd_compile(args, options) -> int:
+    from tidlc.compiler import compile_model, plugins_for
+    plugins = plugins_for(options)
+    if args.print_pipeline:
+        _print_pipeline(options, plugins)
+    start = time.perf_counter()
+    result = compile_model(args.model, options, plugins)
+    _report_passes(result.pass_manager, args)
+    g = result.graph
+    n_ops = sum(1 for _ in g.compute_ops())
+    print(f"compiled {args.model} at -O{options.opt_level}: {n_ops} ops, "
+          f"{time.perf_counter() - start:.2f} s")
+    for path in result.outputs:
+        print(f"  wrote {path}")
+    return 0
+
+
+def _read_inputs(specs: Sequence[str], graph) -> dict:
+    from tidlc.fileio import load_array
+    feeds = {}
+    names = graph.input_names()
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or (os.path.exists(spec) and name not in names):
+            name, path = "", spec
+        if not name:
+            if len(names) != 1:
+                raise TidlcError(f"--input {spec}: the model has {len(names)} inputs, name one",
+                                 hint=f"--input NAME=FILE.npy with NAME in {', '.join(names)}")
+            name = names[0]
+        feeds[name] = load_array(path)
+    return feeds
+
+
+def cmd_run(args, options) -> int:
+    import numpy as np
+
+    from tidlc.compiler import load, optimize, plugins_for
+    from tidlc.fileio import save_npz
+    from tidlc.interp import run_graph
+    plugins = plugins_for(options)
+    if args.print_pipeline:
+        _print_pipeline(options, plugins)
+    graph = load(args.model, options, plugins)
+    pm = optimize(graph, options, plugins)
+    _report_passes(pm, args)
+    feeds = _read_inputs(args.input, graph)
+    if args.random_input is not None:
+        rng = np.random.default_rng(args.random_input)
+        for op in graph.input_ops:
+            t = op.results[0].type
+            if op.attrs["name"] not in feeds:
+                if not t.is_static:
+                    raise TidlcError(f"input '{op.attrs['name']}' has a dynamic shape",
+                                     hint="give --input-shape NAME=d0,d1,...")
+                feeds[op.attrs["name"]] = rng.random(t.shape, dtype=np.float32).astype(t.dtype)
+    start = time.perf_counter()
+    outputs = run_graph(graph, feeds)
+    elapsed = time.perf_counter() - start
+    for name, arr in outputs.items():
+        flat = np.asarray(arr).reshape(-1)
+        summary = f"min {flat.min():.6g} max {flat.max():.6g}" if flat.size and arr.dtype.kind in "fiu" else ""
+        print(f"{name}: {arr.dtype} {list(arr.shape)} {summary}")
+    print(f"ran in {elapsed * 1e3:.1f} ms")
+    if args.output:
+        save_npz(args.output, outputs)
+        print(f"  wrote {args.output}")
+    return 0
+
+
+def cmd_ir(args, options) -> int:
+    from tidlc.compiler import load, optimize, plugins_for
+    from tidlc.ir.printer import print_graph
+    plugins = plugins_for(options)
+    graph = load(args.model, options, plugins)
+    if args.print_pipeline:
+        _print_pipeline(options, plugins)
+    pm = optimize(graph, options, plugins)
+    _report_passes(pm, args)
+    sys.stdout.write(print_graph(graph)[0])
+    return 0
+
+
+def cmd_opt(args, options) -> int:
+    from tidlc.compiler import load, optimize, plugins_for, write_ir
+    from tidlc.ir.printer import print_graph
+    plugins = plugins_for(options)
+    graph = load(args.model, options, plugins)
+    if args.print_pipeline:
+        _print_pipeline(options, plugins)
+    pm = optimize(graph, options, plugins)
+    _report_passes(pm, args)
+    if args.output:
+        stem = os.path.splitext(os.path.basename(args.output))[0]
+        for path in write_ir(graph, os.path.dirname(os.path.abspath(args.output)), stem):
+            print(f"  wrote {path}", file=sys.stderr)
+    else:
+        sys.stdout.write(print_graph(graph)[0])
+    return 0
+
+
+def cmd_plugins(args, options) -> int:
+    from tidlc.compiler import plugins_for
+    from tidlc.ir.opdef import OPS
+    plugins = plugins_for(options)
+    print("plugins:")
+    for name, dist in plugins.plugin_names():
+        print(f"  {name:<24} {dist}")
+    reg = plugins.registry
+    print("frontends:")
+    for name, fe in sorted(reg.frontends.items()):
+        print(f"  {name:<24} {' '.join(fe.suffixes):<20} {fe.description}  [{fe.plugin}]")
+    print("passes:")
+    for name, cls in sorted(reg.passes.items()):
+        print(f"  {name:<24} -O{cls.opt_level}  {cls.summary}  [{reg.owner[('pass', name)]}]")
+    print("backends:")
+    for name in sorted(reg.backends):
+        print(f"  {name:<24} [{reg.owner[('backend', name)]}]")
+    print(f"ops: {len(OPS.names())} ({', '.join(OPS.names())})")
+    return 0
+
+
+COMMANDS = {"compile": cmd_compile, "run": cmd_run, "ir": cmd_ir, "opt": cmd_opt, "plugins": cmd_plugins}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    debug = args.debug
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, TidlcWarning) or debug:
+            print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show_warning
+    try:
+        blocked, pipeline = _split_p(args.plugin_args)
+        options = _options(args, blocked, pipeline)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", TidlcWarning)
+            if not debug:
+                warnings.filterwarnings("ignore", category=DeprecationWarning)
+                warnings.filterwarnings("ignore", category=RuntimeWarning)
+            return COMMANDS[args.command](args, options)
+    except TidlcError as exc:
+        if debug:
+            raise
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        if debug:
+            raise
+        print("error: out of memory", file=sys.stderr)
+        return 3
+    except Exception as exc:  # an internal error: short message, traceback on --debug
+        if debug:
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback "
+              "and please report it)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

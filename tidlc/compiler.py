@@ -1,0 +1,91 @@
+"""The compile driver (the Python API behind ``tidlc compile``)."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import attrs
+
+from tidlc.config import CompileOptions
+from tidlc.diagnostics import TidlcError
+from tidlc.frontend import load_model
+from tidlc.ir.core import Graph
+from tidlc.ir.printer import print_graph
+from tidlc.ir.verifier import verify
+from tidlc.ir.weights import write_weights
+from tidlc.passes.base import PassContext
+from tidlc.passes.manager import PassManager
+from tidlc.plugin_manager import Plugins, create_plugins, default_plugins
+from tidlc.shapes import apply_input_shapes
+
+
+@attrs.define
+class CompileResult:
+    graph: Graph
+    pass_manager: PassManager
+    outputs: list[str] = attrs.Factory(list)
+    notes: list[str] = attrs.Factory(list)
+
+
+def plugins_for(options: CompileOptions) -> Plugins:
+    if options.blocked_plugins:
+        return create_plugins(options.blocked_plugins)
+    return default_plugins()
+
+
+def load(path: str, options: Optional[CompileOptions] = None, plugins: Optional[Plugins] = None) -> Graph:
+    """Import a model file into IR (input shapes applied, types inferred)."""
+    options = options or CompileOptions()
+    plugins = plugins or plugins_for(options)
+    graph = load_model(plugins.registry.frontends, path, options, options.format)
+    if options.input_shapes:
+        apply_input_shapes(graph, options.input_shapes)
+    return graph
+
+
+def build_pass_manager(options: CompileOptions, plugins: Plugins) -> PassManager:
+    reg = plugins.registry.passes
+    kw = dict(verify_each=options.verify_each, time_passes=options.time_passes)
+    if options.pipeline:
+        return PassManager.from_string(reg, options.pipeline, hook=plugins.hook, **kw)
+    return PassManager.from_level(reg, options.opt_level, hook=plugins.hook, **kw)
+
+
+def optimize(graph: Graph, options: CompileOptions, plugins: Optional[Plugins] = None) -> PassManager:
+    plugins = plugins or plugins_for(options)
+    pm = build_pass_manager(options, plugins)
+    ctx = PassContext(options=options, hook=plugins.hook, verify_each=options.verify_each)
+    pm.run(graph, ctx)
+    verify(graph)
+    return pm
+
+
+def write_ir(graph: Graph, outdir: str, stem: str = "model") -> list[str]:
+    """Write ``stem.tir`` and its ``stem.weights`` sidecar (weights first, text last)."""
+    graph.attrs["weights"] = f"{stem}.weights"
+    text, weights = print_graph(graph)
+    tir_path = os.path.join(outdir, f"{stem}.tir")
+    weights_path = os.path.join(outdir, f"{stem}.weights")
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as exc:
+        raise TidlcError(f"cannot create output directory: {exc.strerror}", outdir) from None
+    write_weights(weights_path, weights)
+    from tidlc.fileio import atomic_write
+    with atomic_write(tir_path, "w") as fh:
+        fh.write(text)
+    return [tir_path, weights_path]
+
+
+def compile_model(path: str, options: Optional[CompileOptions] = None,
+                  plugins: Optional[Plugins] = None) -> CompileResult:
+    options = options or CompileOptions()
+    plugins = plugins or plugins_for(options)
+    graph = load(path, options, plugins)
+    pm = optimize(graph, options, plugins)
+    result = CompileResult(graph, pm)
+    if options.emit == "ir":
+        result.outputs = write_ir(graph, options.outdir)
+    elif options.emit != "none":
+        raise TidlcError(f"unknown --emit {options.emit!r}", hint="use --emit ir")
+    return result

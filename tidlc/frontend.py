@@ -1,0 +1,67 @@
+"""Frontend descriptors and model loading (format detection by suffix and by sniffing)."""
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Callable, Optional
+
+import attrs
+
+from tidlc.diagnostics import TidlcError
+from tidlc.ir.core import Graph
+
+
+@attrs.frozen
+class Frontend:
+    """How to recognise and load one model format.
+
+    ``loader`` is ``"package.module:function"``; it is imported only when a
+    model of this format is loaded. The function is called as
+    ``function(path, options) -> Graph`` where ``options`` is a
+    :class:`tidlc.config.CompileOptions`.
+    """
+
+    name: str
+    suffixes: tuple[str, ...]
+    loader: str
+    sniff: Optional[Callable[[bytes, str], bool]] = None
+    description: str = ""
+    plugin: str = "builtin"
+
+    def load_function(self) -> Callable:
+        module, _, func = self.loader.partition(":")
+        return getattr(importlib.import_module(module), func)
+
+
+def pick_frontend(frontends: dict[str, Frontend], path: str, forced: Optional[str] = None) -> Frontend:
+    """The frontend for ``path``: forced by name, else by suffix, else by sniffing the first bytes."""
+    if forced:
+        if forced not in frontends:
+            raise TidlcError(f"unknown input format '{forced}'", hint=f"known: {', '.join(sorted(frontends))}")
+        return frontends[forced]
+    if not os.path.exists(path):
+        raise TidlcError("no such file", path)
+    if os.path.isdir(path):
+        raise TidlcError("is a directory, expected a model file", path)
+    lower = path.lower()
+    by_suffix = [f for f in frontends.values() if any(lower.endswith(s) for s in f.suffixes)]
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise TidlcError(f"cannot read: {exc.strerror}", path) from None
+    if len(by_suffix) == 1:
+        return by_suffix[0]
+    candidates = by_suffix or list(frontends.values())
+    sniffed = [f for f in candidates if f.sniff is not None and f.sniff(head, path)]
+    if len(sniffed) >= 1:
+        return sniffed[0]
+    known = ", ".join(sorted(s for f in frontends.values() for s in f.suffixes))
+    raise TidlcError("unrecognised model format", path, hint=f"known suffixes: {known}; or pass --format NAME")
+
+
+def load_model(frontends: dict[str, Frontend], path: str, options, forced: Optional[str] = None) -> Graph:
+    frontend = pick_frontend(frontends, path, forced)
+    graph = frontend.load_function()(path, options)
+    graph.attrs.setdefault("source", os.path.basename(path))
+    return graph

@@ -1,0 +1,54 @@
+"""The plugin contract: every hook tidlc calls, in one module.
+
+Plugins implement these with ``@tidlc.hookimpl`` and register through the
+``tidlc`` entry-point group (``entry_points={"tidlc": ["name = package.module"]}``).
+Builtin plugins are registered through the very same path. Hooks are for
+discovery and events only; nothing here runs per tensor element.
+"""
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("tidlc")
+hookimpl = pluggy.HookimplMarker("tidlc")
+
+
+@hookspec
+def tidlc_frontends():
+    """Return a list of :class:`tidlc.frontend.Frontend` descriptors.
+
+    A descriptor names the format, its file suffixes, a ``sniff(head, path)``
+    function that recognises the format from the first bytes, and a lazy
+    loader (``"package.module:function"``) so that importing tidlc never
+    imports a framework until a model of that format is loaded.
+    """
+
+
+@hookspec
+def tidlc_passes():
+    """Return a list of pass classes (subclasses of :class:`tidlc.passes.Pass`)."""
+
+
+@hookspec
+def tidlc_backends():
+    """Return a list of backend classes (subclasses of :class:`tidlc.backend.Backend`)."""
+
+
+@hookspec
+def tidlc_ops():
+    """Return a list of :class:`tidlc.ir.OpDef` for ops the plugin brings (custom layers)."""
+
+
+@hookspec
+def tidlc_pipeline(level: int, passes: list):
+    """Edit the pass-name list of the ``-O<level>`` pipeline in place.
+
+    Insert your passes relative to named points, e.g.
+    ``passes.insert(passes.index("fuse-activation"), "my-pass")``.
+    Called once per pipeline construction, in plugin registration order.
+    """
+
+
+@hookspec
+def tidlc_pass_finished(pass_, graph, changed: bool, seconds: float):
+    """Instrument: called after every pass with whether it changed the graph and how long it took."""

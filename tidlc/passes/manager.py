@@ -1,0 +1,155 @@
+"""Pipelines: -O levels, ``-p`` pipeline strings, verification and timing."""
+from __future__ import annotations
+
+import re
+import time
+from typing import Optional, Sequence
+
+import attrs
+
+from tidlc.diagnostics import TidlcError
+from tidlc.ir.core import Graph
+from tidlc.ir.verifier import verify
+from tidlc.passes.base import Pass, PassContext
+
+# What each level is for (printed by --print-pipeline and documented in docs/passes.md).
+LEVEL_PURPOSE = {
+    0: "correct, nothing clever: the passes the backend needs",
+    1: "cheap cleanup",
+    2: "default, what TIDL does: fusions",
+    3: "search: alignment and mixed precision guided by the perf model",
+}
+
+
+def default_pipeline(level: int) -> list[str]:
+    """The builtin pass names of ``-O<level>``, before plugins edit the list."""
+    if level not in LEVEL_PURPOSE:
+        raise TidlcError(f"unknown optimisation level -O{level}", hint="use -O0, -O1, -O2 or -O3")
+    names = ["shape-inference"]
+    if level >= 1:
+        names += ["remove-identity", "fold-constants", "dce"]
+    if level >= 2:
+        names += ["fuse-batchnorm", "fuse-activation", "dce"]
+    return names
+
+
+_ITEM = re.compile(r"\s*([A-Za-z0-9_.-]+)\s*(\{([^{}]*)\})?\s*(,|$)")
+
+
+def parse_pipeline(text: str) -> list[tuple[str, dict[str, str]]]:
+    """``"a,b{x=1,y=on}"`` -> ``[("a", {}), ("b", {"x": "1", "y": "on"})]``."""
+    items, pos = [], 0
+    text = text.strip()
+    while pos < len(text):
+        m = _ITEM.match(text, pos)
+        if not m or m.end() == pos:
+            raise TidlcError(f"bad pipeline string at column {pos + 1}: {text!r}",
+                             hint="write passes as name or name{option=value,...}, comma separated")
+        opts = {}
+        if m.group(3):
+            for kv in filter(None, (s.strip() for s in m.group(3).split(","))):
+                if "=" not in kv:
+                    raise TidlcError(f"pass option {kv!r} in {m.group(1)!r} needs a value", hint="name{option=value}")
+                k, v = kv.split("=", 1)
+                opts[k.strip()] = v.strip()
+        items.append((m.group(1), opts))
+        pos = m.end()
+    return items
+
+
+def _convert(field: attrs.Attribute, text: str, where: str):
+    kind = field.type if isinstance(field.type, type) else type(field.default)
+    if isinstance(field.type, str):
+        kind = {"int": int, "float": float, "bool": bool, "str": str}.get(field.type, type(field.default))
+    try:
+        if kind is bool:
+            if text.lower() in ("1", "true", "on", "yes"):
+                return True
+            if text.lower() in ("0", "false", "off", "no"):
+                return False
+            raise ValueError
+        return kind(text)
+    except ValueError:
+        raise TidlcError(f"{where}: {text!r} is not a valid {kind.__name__}") from None
+
+
+def instantiate(registry: dict[str, type], name: str, options: dict[str, str]) -> Pass:
+    cls = registry.get(name)
+    if cls is None:
+        raise TidlcError(f"unknown pass '{name}'", hint=f"known passes: {', '.join(sorted(registry))}")
+    known = cls.options()
+    values = {}
+    for key, text in options.items():
+        field = known.get(key) or known.get(key.replace("_", "-"))
+        if field is None:
+            raise TidlcError(f"pass '{name}' has no option '{key}'",
+                             hint=f"its options: {', '.join(known) or 'none'}")
+        values[field.name] = _convert(field, text, f"{name}{{{key}}}")
+    return cls(**values)
+
+
+@attrs.define
+class PassManager:
+    """Runs a list of configured passes over a graph."""
+
+    passes: list[Pass]
+    verify_each: bool = False
+    time_passes: bool = False
+    hook: object = None
+    timings: list[tuple[str, float, bool]] = attrs.Factory(list)
+
+    @classmethod
+    def from_level(cls, registry: dict[str, type], level: int, hook=None, **kw) -> "PassManager":
+        names = default_pipeline(level)
+        if hook is not None:
+            hook.tidlc_pipeline(level=level, passes=names)
+        return cls([instantiate(registry, n, {}) for n in names], hook=hook, **kw)
+
+    @classmethod
+    def from_string(cls, registry: dict[str, type], text: str, hook=None, **kw) -> "PassManager":
+        return cls([instantiate(registry, n, o) for n, o in parse_pipeline(text)], hook=hook, **kw)
+
+    def pipeline_string(self) -> str:
+        return ",".join(p.spec() for p in self.passes)
+
+    def run(self, graph: Graph, ctx: Optional[PassContext] = None) -> bool:
+        ctx = ctx or PassContext()
+        ctx.hook = ctx.hook or self.hook
+        changed_any = False
+        done: list[str] = []
+        for p in self.passes:
+            ctx.pass_name = p.name
+            start = time.perf_counter()
+            try:
+                changed = bool(p.run(ctx, graph))
+            except TidlcError as exc:
+                if not exc.problems and done:
+                    exc.problems = [f"in pass '{p.name}' (after: {', '.join(done[-3:])})"]
+                raise
+            seconds = time.perf_counter() - start
+            self.timings.append((p.spec(), seconds, changed))
+            changed_any |= changed
+            if self.verify_each:
+                try:
+                    verify(graph)
+                except TidlcError as exc:
+                    raise TidlcError(f"IR invalid after pass '{p.name}' (passes before it: "
+                                     f"{', '.join(done) or 'none'})", graph.name, problems=exc.problems) from None
+            if ctx.hook is not None:
+                ctx.hook.tidlc_pass_finished(pass_=p, graph=graph, changed=changed, seconds=seconds)
+            done.append(p.name)
+        ctx.pass_name = None
+        return changed_any
+
+    def timing_report(self) -> str:
+        total = sum(t for _, t, _ in self.timings) or 1e-12
+        rows = [f"{'pass':<40} {'ms':>10} {'%':>6}  changed"]
+        for name, t, changed in self.timings:
+            rows.append(f"{name:<40} {t * 1e3:>10.2f} {100 * t / total:>6.1f}  {'yes' if changed else 'no'}")
+        rows.append(f"{'total':<40} {total * 1e3:>10.2f}")
+        return "\n".join(rows)
+
+
+def run_pipeline(graph: Graph, names: Sequence[str], registry: dict[str, type]) -> None:
+    """Convenience for tests: run passes by name."""
+    PassManager([instantiate(registry, n, {}) for n in names]).run(graph)

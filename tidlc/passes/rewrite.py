@@ -1,0 +1,98 @@
+"""Table-driven rewriting: rules are (op kind, function) rows, applied to a fixed point.
+
+A rule function ``fn(rw, op) -> bool`` inspects ``op`` and, if it matches,
+edits the graph through the :class:`Rewriter` and returns True.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional
+
+from tidlc.ir.builder import Builder
+from tidlc.ir.core import Graph, Op, Value
+
+Rule = tuple[str, Callable[["Rewriter", Op], bool]]
+
+
+class Rewriter:
+    """Graph edits with a maintained use map, so rules stay O(1) per look-up."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.uses = graph.users()
+        self.outputs = {id(v) for v in graph.outputs}
+        self.dead: set[int] = set()
+        self.builder = Builder(graph)
+
+    def users(self, v: Value) -> list[tuple[Op, int]]:
+        return [(op, i) for op, i in self.uses.get(v, ()) if id(op) not in self.dead]
+
+    def single_user(self, v: Value) -> Optional[Op]:
+        """The only reader of ``v`` if there is exactly one and ``v`` is not a graph output."""
+        users = self.users(v)
+        if len(users) != 1 or id(v) in self.outputs:
+            return None
+        return users[0][0]
+
+    def is_output(self, v: Value) -> bool:
+        return id(v) in self.outputs
+
+    def replace(self, old: Value, new: Value) -> None:
+        for op, i in self.users(old):
+            op.operands[i] = new
+            self.uses.setdefault(new, []).append((op, i))
+        self.uses.pop(old, None)
+        if id(old) in self.outputs:
+            self.graph.outputs = [new if v is old else v for v in self.graph.outputs]
+            self.outputs.discard(id(old))
+            self.outputs.add(id(new))
+            if not new.name:
+                new.name = old.name
+
+    def erase(self, op: Op) -> None:
+        self.dead.add(id(op))
+
+    def insert_before(self, anchor: Op, op: Op) -> None:
+        self.graph.insert_before(anchor, [op])
+        for i, v in enumerate(op.operands):
+            self.uses.setdefault(v, []).append((op, i))
+
+    def const(self, data, name: str = "", anchor: Optional[Op] = None) -> Value:
+        """A new const op placed before ``anchor`` (or at the front)."""
+        value = Builder(Graph()).const(data, name)
+        op = value.producer
+        if anchor is None:
+            self.graph.ops.insert(0, op)
+        else:
+            self.graph.insert_before(anchor, [op])
+        return value
+
+    def make(self, kind: str, operands, attrs=None, name: str = "", loc=None) -> Op:
+        return self.builder.make(kind, operands, attrs, name, loc)
+
+    def commit(self) -> None:
+        if self.dead:
+            self.graph.remove_ops([op for op in self.graph.ops if id(op) in self.dead])
+            self.dead.clear()
+
+
+def apply_rules(graph: Graph, rules: Iterable[Rule], max_iters: int = 8) -> bool:
+    """Apply the rules over the graph until nothing matches (or ``max_iters`` sweeps)."""
+    table: dict[str, list] = {}
+    for kind, fn in rules:
+        table.setdefault(kind, []).append(fn)
+    changed = False
+    for _ in range(max_iters):
+        rw = Rewriter(graph)
+        sweep = False
+        for op in list(graph.ops):
+            if id(op) in rw.dead:
+                continue
+            for fn in table.get(op.kind, ()) + table.get("*", []):
+                if fn(rw, op):
+                    sweep = True
+                    break
+        rw.commit()
+        if not sweep:
+            break
+        changed = True
+    return changed
