@@ -3,12 +3,15 @@
 Builtin plugin modules are listed in :data:`BUILTIN_PLUGINS`; third-party
 ones come from the ``tidlc`` entry-point group. Everything they provide
 (frontends, passes, backends, ops) is collected into a :class:`Registry`;
-the same name provided twice is an error naming both plugins.
+the same name provided twice is an error naming both plugins, and so is a
+hook implementation whose name matches no hook (a misspelling).
 """
 from __future__ import annotations
 
+import difflib
 import importlib
-from typing import Iterable, Optional
+import importlib.metadata
+from collections.abc import Iterable
 
 import attrs
 import pluggy
@@ -41,6 +44,7 @@ class Plugins:
     manager: pluggy.PluginManager
     registry: Registry
     blocked: tuple[str, ...] = ()
+    origins: dict = attrs.Factory(dict)  # plugin name -> "builtin", "extra" or "project version"
 
     @property
     def hook(self):
@@ -52,14 +56,33 @@ class Plugins:
         return sorted(rows)
 
     def plugin_names(self) -> list[tuple[str, str]]:
-        out = []
-        for name, plugin in self.manager.list_name_plugin():
-            dist = ""
-            for p, d in self.manager.list_plugin_distinfo():
-                if p is plugin:
-                    dist = f"{d.project_name} {d.version}"
-            out.append((name, dist or "builtin"))
-        return sorted(out)
+        """(plugin name, "project version" or "builtin") rows, sorted; for ``tidlc plugins``."""
+        return sorted((name, self.origins.get(name, "builtin"))
+                      for name, _ in self.manager.list_name_plugin() if name != _CORE_PIPELINE)
+
+
+_CORE_PIPELINE = "tidlc.pipeline"
+
+
+class _AvailablePasses:
+    """Core hook implementation: the -O pipelines name only passes that are installed.
+
+    The default pipelines list builtin pass names; when their plugin is blocked
+    (``-p no:fuse``) they are dropped here, first (``tryfirst``), so that the
+    plugins editing the list afterwards see the pipeline that will really run.
+    Names a plugin inserts are not filtered: a misspelt one stays an error.
+    """
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+
+    @hookspecs.hookimpl(tryfirst=True)
+    def tidlc_pipeline(self, level: int, passes: list) -> None:
+        kept: list[str] = []
+        for name in passes:
+            if name in self.registry.passes and (not kept or kept[-1] != name):
+                kept.append(name)  # (a pass dropped between two ``dce`` leaves one)
+        passes[:] = kept
 
 
 def _collect(pm: pluggy.PluginManager, hook_name: str) -> Iterable[tuple[str, object]]:
@@ -77,25 +100,100 @@ def _add(registry: Registry, table: dict, kind: str, name: str, item, plugin: st
     registry.owner[(kind, name)] = plugin
 
 
-def create_plugins(blocked: Iterable[str] = (), load_entry_points: bool = True) -> Plugins:
-    """A plugin manager with builtins and installed third-party plugins, minus ``blocked``."""
+def _register(pm: pluggy.PluginManager, origins: dict, plugin: object, name: str, origin: str) -> None:
+    """``pm.register`` with pluggy's errors turned into one-line errors naming the plugins."""
+    if pm.get_plugin(name) is not None:
+        raise TidlcError(f"two plugins are named '{name}': {origins[name]} and {origin}",
+                         hint=f"rename one entry point, or block one with -p no:{name}")
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise TidlcError(f"plugin '{name}' ({origin}) is invalid: {exc}",
+                         hint=f"fix the plugin, or block it with -p no:{name}") from None
+    origins[name] = origin
+
+
+def _load_entry_points(pm: pluggy.PluginManager, origins: dict) -> None:
+    """Register every installed ``tidlc`` entry point that is not blocked."""
+    seen: set[str] = set()
+    for dist in importlib.metadata.distributions():
+        project = dist.metadata["Name"] or "?"
+        key = project.lower().replace("_", "-")
+        if key in seen:  # the same project again, further down sys.path: shadowed, as for imports
+            continue
+        seen.add(key)
+        for ep in dist.entry_points:
+            if ep.group != "tidlc" or pm.is_blocked(ep.name):
+                continue
+            origin = f"{project} {dist.version}"
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # noqa: BLE001  (a broken plugin must not hide which one it is)
+                raise TidlcError(f"plugin '{ep.name}' ({origin}) failed to load: {type(exc).__name__}: {exc}",
+                                 hint=f"fix or uninstall it, or block it with -p no:{ep.name}") from None
+            _register(pm, origins, plugin, ep.name, origin)
+
+
+def _check_hook_names(pm: pluggy.PluginManager) -> None:
+    """Every hook implementation must match a hook: pluggy's ``check_pending``, all problems at once."""
+    known = sorted(name for name in dir(hookspecs) if name.startswith("tidlc_"))
+    problems = []
+    for name in sorted(pm.hook.__dict__):
+        if name.startswith("_") or getattr(pm.hook, name).has_spec():
+            continue
+        for impl in getattr(pm.hook, name).get_hookimpls():
+            if not impl.optionalhook:
+                close = difflib.get_close_matches(name, known, n=1)
+                problems.append(f"plugin '{impl.plugin_name}' implements unknown hook '{name}'"
+                                + (f" (did you mean '{close[0]}'?)" if close else ""))
+    if problems:
+        raise TidlcError("unknown hook implementation" + ("s" if len(problems) > 1 else ""),
+                         hint=f"tidlc's hooks are {', '.join(known)}", problems=problems)
+    pm.check_pending()  # pluggy's own check; cannot fail after the loop above
+
+
+def _register_ops(pm: pluggy.PluginManager, registry: Registry) -> None:
+    """Put the plugins' op definitions into the global op table.
+
+    A name defined twice in this plugin set, or shadowing a builtin op, is an
+    error; an op left in the table by an earlier plugin set is replaced.
+    """
+    from tidlc.ir import ops  # noqa: F401  (the builtin op tables, to detect clashes)
+
+    for plugin, opdef in _collect(pm, "tidlc_ops"):
+        _add(registry, registry.ops, "op", opdef.name, opdef, plugin)
+        existing = OPS.get(opdef.name)
+        if existing is not None and existing.plugin == "builtin":
+            raise TidlcError(f"op '{opdef.name}' is provided twice: builtin and by plugin '{plugin}'",
+                             hint=f"rename the plugin's op, or block it with -p no:{plugin}")
+        OPS.unregister(opdef.name)
+        OPS.register(attrs.evolve(opdef, plugin=plugin))
+        registry.ops[opdef.name] = OPS.get(opdef.name)
+
+
+def create_plugins(blocked: Iterable[str] = (), load_entry_points: bool = True,
+                   extra: Iterable[tuple[str, object]] = ()) -> Plugins:
+    """A plugin manager with builtins and installed third-party plugins, minus ``blocked``.
+
+    ``extra`` plugins, ``(name, module or object)`` pairs, are registered after
+    the entry points through the same path (for embedding applications and tests).
+    Blocking a name that is not installed is harmless, as in pytest.
+    """
     blocked = tuple(blocked)
     pm = pluggy.PluginManager("tidlc")
     pm.add_hookspecs(hookspecs)
     for name in blocked:
         pm.set_blocked(name)
+    origins: dict[str, str] = {}
     for name, module in BUILTIN_PLUGINS:
-        if name in blocked:
-            continue
-        pm.register(importlib.import_module(module), name=name)
+        if not pm.is_blocked(name):
+            _register(pm, origins, importlib.import_module(module), name, "builtin")
     if load_entry_points:
-        try:
-            pm.load_setuptools_entrypoints("tidlc")
-        except Exception as exc:  # a broken third-party plugin must not hide which one it is
-            raise TidlcError(f"a tidlc plugin failed to load: {exc}", hint="uninstall it or block it with -p no:NAME") from None
-    unknown = [n for n in blocked if n not in {x for x, _ in BUILTIN_PLUGINS} and not pm.is_blocked(n)]
-    del unknown  # blocking a name that is not installed is harmless, like pytest
-    pm.check_pending()
+        _load_entry_points(pm, origins)
+    for name, plugin in extra:
+        if not pm.is_blocked(name):
+            _register(pm, origins, plugin, name, "extra")
+    _check_hook_names(pm)
     registry = Registry()
     for plugin, fe in _collect(pm, "tidlc_frontends"):
         _add(registry, registry.frontends, "frontend", fe.name, attrs.evolve(fe, plugin=plugin), plugin)
@@ -103,19 +201,12 @@ def create_plugins(blocked: Iterable[str] = (), load_entry_points: bool = True) 
         _add(registry, registry.passes, "pass", cls.name, cls, plugin)
     for plugin, cls in _collect(pm, "tidlc_backends"):
         _add(registry, registry.backends, "backend", cls.name, cls, plugin)
-    for plugin, opdef in _collect(pm, "tidlc_ops"):
-        existing = OPS.get(opdef.name)
-        if existing is not None and existing.plugin != plugin:
-            raise TidlcError(f"op '{opdef.name}' is provided twice: by '{existing.plugin}' and by plugin '{plugin}'",
-                             hint=f"block one with -p no:{plugin}")
-        opdef = attrs.evolve(opdef, plugin=plugin)
-        OPS.unregister(opdef.name)
-        OPS.register(opdef)
-        _add(registry, registry.ops, "op", opdef.name, opdef, plugin)
-    return Plugins(pm, registry, blocked)
+    _register_ops(pm, registry)
+    pm.register(_AvailablePasses(registry), name=_CORE_PIPELINE)
+    return Plugins(pm, registry, blocked, origins)
 
 
-_DEFAULT: Optional[Plugins] = None
+_DEFAULT: Plugins | None = None
 
 
 def default_plugins() -> Plugins:

@@ -31,7 +31,7 @@ from tidlc.diagnostics import Loc, TidlcError
 
 from .prototxt import v1_layer_type
 
-__all__ = ["LayerWeights", "CaffeWeights", "read_caffemodel", "sniff_caffemodel"]
+__all__ = ["CaffeWeights", "LayerWeights", "read_caffemodel", "sniff_caffemodel"]
 
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
 _MAX_AXES = 32  # caffe::kMaxBlobAxes
@@ -107,7 +107,8 @@ def read_caffemodel(path: str | Path) -> CaffeWeights:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise TidlcError(f"cannot read caffemodel: {exc.strerror}", loc=Loc(file=str(path))) from None
+        raise TidlcError(f"cannot read caffemodel: {exc.strerror}",
+                         loc=Loc(file=str(path))) from None
     return _Reader(data, str(path)).net()
 
 
@@ -119,7 +120,7 @@ class _Reader:
         self.path = path
 
     def fail(self, what: str, offset: int) -> TidlcError:
-        hint = "the file is truncated or not a .caffemodel"
+        hint = "the file is damaged, truncated or not a .caffemodel"
         head = self.data[:256]
         if head.startswith(b"\x89HDF"):
             hint = "this is an HDF5 file (.caffemodel.h5); convert it to a binary caffemodel"
@@ -262,10 +263,8 @@ class _Reader:
                 self.expect(number, wire, _VARINT, "legacy blob dimension", pos)
                 legacy[number] = self.signed(a)
             pos = next_pos
-        if legacy:
-            shape = tuple(legacy.get(i, 0) for i in (1, 2, 3, 4))
-        else:
-            shape = tuple(dims or ())
+        # Like caffe::Blob::FromProto: any legacy dimension means a 4-D legacy shape.
+        shape = tuple(legacy.get(i, 0) for i in (1, 2, 3, 4)) if legacy else tuple(dims or ())
         if any(d < 0 for d in shape):
             raise self.fail(f"{what} has a negative dimension {shape}", offset)
         # Like caffe::Blob::FromProto: double_data wins when present.
@@ -301,12 +300,20 @@ class _Reader:
         Each element is a one-byte tag plus ``size`` bytes, so the run is a
         (rows, 1 + size) byte matrix; it ends at the first row whose first byte
         is not the tag. The caller has checked that the first element is whole.
+        The end is searched in doubling windows, so many short runs in one blob
+        cost time linear in the blob, not quadratic.
         """
         stride = 1 + size
         tag = self.data[pos]
         rows = (end - pos) // stride
         matrix = np.frombuffer(self.data, np.uint8, rows * stride, pos).reshape(rows, stride)
-        not_tag = np.flatnonzero(matrix[:, 0] != tag)
-        count = int(not_tag[0]) if not_tag.size else rows
+        count, window = 0, 64
+        while count < rows:
+            limit = min(rows, count + window)
+            not_tag = np.flatnonzero(matrix[count:limit, 0] != tag)
+            if not_tag.size:
+                count += int(not_tag[0])
+                break
+            count, window = limit, window * 2
         values = np.ascontiguousarray(matrix[:count, 1:]).view(dtype).reshape(count)
         return values, pos + count * stride

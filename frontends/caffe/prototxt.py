@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Union
@@ -35,11 +36,28 @@ import lark
 from tidlc.diagnostics import Loc, TidlcError
 
 __all__ = [
-    "Enum", "Field", "Message", "parse_prototxt", "load_prototxt", "format_prototxt",
-    "InputSpec", "LayerSpec", "NetSpec", "parse_netspec", "load_netspec",
-    "ConvParams", "PoolParams", "conv_params", "pool_params",
-    "V1_LAYER_TYPES", "v1_layer_type", "PHASE", "POOL_METHOD", "ELTWISE_OP",
-    "LRN_NORM_REGION", "POOL_ROUND_MODE",
+    "ELTWISE_OP",
+    "LRN_NORM_REGION",
+    "PHASE",
+    "POOL_METHOD",
+    "POOL_ROUND_MODE",
+    "V1_LAYER_TYPES",
+    "ConvParams",
+    "Enum",
+    "Field",
+    "InputSpec",
+    "LayerSpec",
+    "Message",
+    "NetSpec",
+    "PoolParams",
+    "conv_params",
+    "format_prototxt",
+    "load_netspec",
+    "load_prototxt",
+    "parse_netspec",
+    "parse_prototxt",
+    "pool_params",
+    "v1_layer_type",
 ]
 
 _MISSING: Any = object()
@@ -263,7 +281,8 @@ def _parser() -> lark.Lark:
 
 _ESCAPES = {"n": b"\n", "t": b"\t", "r": b"\r", "a": b"\a", "b": b"\b", "f": b"\f",
             "v": b"\v", "\\": b"\\", "'": b"'", '"': b'"', "?": b"?"}
-_HEX = "0123456789abcdefABCDEF"
+_ESCAPE = re.compile(r"\\(?:([0-7]{1,3})|[xX]([0-9a-fA-F]{1,2})"
+                     r"|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|(.))")
 _SPECIAL_FLOATS = {"inf": math.inf, "infinity": math.inf, "nan": math.nan}
 
 
@@ -337,46 +356,28 @@ class _Builder(lark.Transformer):
         body = str(token)[1:-1]
         if "\\" not in body:
             return body
-        out, i = bytearray(), 0
-        while i < len(body):
-            c = body[i]
-            if c != "\\":
-                out += c.encode()
-                i += 1
-                continue
-            e = body[i + 1]
-            if e in _ESCAPES:
-                out += _ESCAPES[e]
-                n = 2
-            elif e in "01234567":
-                n = 2
-                while n < 4 and i + n < len(body) and body[i + n] in "01234567":
-                    n += 1
-                code = int(body[i + 1:i + n], 8)
+        out, last = bytearray(), 0  # escapes make bytes; the result must be UTF-8
+        for m in _ESCAPE.finditer(body):
+            out += body[last:m.start()].encode()
+            last = m.end()
+            octal, hex2, short_unicode, long_unicode, other = m.groups()
+            unicode = short_unicode or long_unicode
+            where = self._loc(token, m.start() + 1)
+            if octal or hex2:
+                code = int(octal, 8) if octal else int(hex2, 16)
                 if code > 255:
-                    raise TidlcError(f"octal escape '{body[i:i + n]}' is out of range",
-                                     loc=self._loc(token, i + 1))
+                    raise TidlcError(f"octal escape '{m[0]}' is out of range", loc=where)
                 out.append(code)
-            elif e in "xXuU":
-                width = {"x": 2, "X": 2, "u": 4, "U": 8}[e]
-                n = 2
-                while n < 2 + width and i + n < len(body) and body[i + n] in _HEX:
-                    n += 1
-                digits = body[i + 2:i + n]
-                if not digits or (e in "uU" and len(digits) != width):
-                    raise TidlcError(f"incomplete escape '{body[i:i + n]}'",
-                                     loc=self._loc(token, i + 1))
-                code = int(digits, 16)
-                if e in "xX":
-                    out.append(code)
-                elif code > 0x10FFFF:
-                    raise TidlcError(f"escape '{body[i:i + n]}' is not a Unicode code point",
-                                     loc=self._loc(token, i + 1))
-                else:
-                    out += chr(code).encode("utf-8", "surrogatepass")
+            elif unicode:
+                if int(unicode, 16) > 0x10FFFF:
+                    raise TidlcError(f"escape '{m[0]}' is not a Unicode code point", loc=where)
+                out += chr(int(unicode, 16)).encode("utf-8", "surrogatepass")
+            elif other in _ESCAPES:
+                out += _ESCAPES[other]
             else:
-                raise TidlcError(f"unknown escape sequence '\\{e}'", loc=self._loc(token, i + 1))
-            i += n
+                problem = "incomplete escape" if other in "xXuU" else "unknown escape sequence"
+                raise TidlcError(f"{problem} '{m[0]}'", loc=where)
+        out += body[last:].encode()
         try:
             return out.decode("utf-8")
         except UnicodeDecodeError:
@@ -495,27 +496,21 @@ def load_prototxt(path: str | Path) -> Message:
     return parse_prototxt(_read_text(path, "prototxt"), str(path))
 
 
+_QUOTE = {**{c: f"\\{c:03o}" for c in [*range(32), 127]},
+          **{ord(k): v for k, v in {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t"}.items()}}
+
+
 def _quote(s: str) -> str:
-    out = []
-    for c in s:
-        if c in "\"\\":
-            out.append("\\" + c)
-        elif c == "\n":
-            out.append("\\n")
-        elif c == "\t":
-            out.append("\\t")
-        elif ord(c) < 32 or ord(c) == 127:
-            out.append(f"\\{ord(c):03o}")
-        else:
-            out.append(c)
-    return '"' + "".join(out) + '"'
+    return '"' + s.translate(_QUOTE) + '"'
 
 
 def _format_value(v: Value) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
-        return "nan" if math.isnan(v) else ("-inf" if v < 0 else "inf") if math.isinf(v) else repr(v)
+        if math.isnan(v) or math.isinf(v):
+            return "nan" if math.isnan(v) else "-inf" if v < 0 else "inf"
+        return repr(v)
     if isinstance(v, str):
         return _quote(v)
     return str(v)
@@ -712,7 +707,7 @@ def _included(msg: Message, phase: str, level: int, stages: tuple[str, ...]) -> 
 def _shape(msg: Message) -> tuple[int, ...]:
     """A BlobShape message: ``dim`` values (negative is an error)."""
     dims = msg.get_ints("dim")
-    for f, d in zip(msg.fields_named("dim"), dims):
+    for f, d in zip(msg.fields_named("dim"), dims, strict=True):
         if d < 0:
             raise TidlcError(f"negative input dimension {d}", loc=f.loc)
     return tuple(dims)
@@ -735,8 +730,8 @@ def _net_inputs(net: Message) -> list[InputSpec]:
         where = net.fields_named("input_shape") or dim_fields
         raise TidlcError(f"{len(shapes)} input shape(s) for {len(names)} input(s)",
                          loc=where[0].loc)
-    return [InputSpec(_as_str(f), shapes[i] if shapes else None, attrs.evolve(f.loc, name=_as_str(f)))
-            for i, f in enumerate(names)]
+    return [InputSpec(_as_str(f), shapes[i] if shapes else None,
+                      attrs.evolve(f.loc, name=_as_str(f))) for i, f in enumerate(names)]
 
 
 def _input_layer(layer: LayerSpec) -> list[InputSpec]:

@@ -1,12 +1,13 @@
 """The IR text form (parser side): lark grammar ``ir.lark`` -> :class:`Graph`.
 
-``print_graph(parse_graph(text, weights)) == text`` for every text the printer
-wrote; this is a tested invariant.
+``print_graph(parse_graph(text, weights))[0] == text`` for every text the
+printer wrote; this is a tested invariant. Every error is a TidlcError at
+``file:line:col`` followed by the offending line and a caret.
 """
 from __future__ import annotations
 
 import functools
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import lark
 import numpy as np
@@ -16,10 +17,20 @@ from tidlc.ir.core import Graph, Op, Value
 from tidlc.ir.opdef import get_opdef
 from tidlc.ir.types import DTYPES, QuantInfo, TensorType
 
+QUANT_FIELDS = ("bits", "signed", "scale", "zp", "shift", "axis")
+_QUANT_BITS = (4, 8, 12, 16, 32)
+# How the terminals of the grammar are named in "expected ..." messages.
+_TERMINAL_NAMES = {
+    "VALUE": "%value", "SYMBOL": "@symbol", "IDENT": "identifier", "STRING": "string",
+    "INT": "integer", "FLOAT": "number", "SHAPE_DTYPE": "shape and element type (e.g. 1x3x?xf32)",
+    "LAYOUT": "layout (NCHW or NHWC)", "$END": "end of input",
+}
+
 
 @functools.lru_cache(maxsize=1)
 def _parser() -> lark.Lark:
-    return lark.Lark.open("ir.lark", rel_to=__file__, parser="lalr", propagate_positions=True)
+    return lark.Lark.open("ir.lark", rel_to=__file__, parser="lalr", propagate_positions=True,
+                          cache=True)
 
 
 def _unquote(token: str) -> str:
@@ -41,8 +52,38 @@ def _symbol(token: str) -> str:
     return _unquote(token[1:]) if token.startswith('@"') else token[1:]
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _quant_info(fields: dict[str, Any]) -> QuantInfo:
+    """Validate the fields of a ``!q<...>`` annotation (ValueError with a readable message)."""
+    missing = [k for k in ("bits", "signed", "scale") if k not in fields]
+    if missing:
+        raise ValueError(f"quantization needs {', '.join(missing)}")
+    bits, signed, scale = fields["bits"], fields["signed"], fields["scale"]
+    if not _is_int(bits) or bits not in _QUANT_BITS:
+        raise ValueError(f"quantization bits must be one of {', '.join(map(str, _QUANT_BITS))}, got {bits!r}")
+    if not isinstance(signed, bool):
+        raise ValueError(f"quantization signed must be true or false, got {signed!r}")
+    scales = scale if isinstance(scale, list) else [scale]
+    if not scales or not all(_is_number(s) for s in scales):
+        raise ValueError("quantization scale must be a number or a list of numbers")
+    for key in ("zp", "shift", "axis"):
+        if key in fields and not _is_int(fields[key]):
+            raise ValueError(f"quantization {key} must be an integer, got {fields[key]!r}")
+    if len(scales) > 1 and "axis" not in fields:
+        raise ValueError("per-channel quantization (a list of scales) needs an axis")
+    return QuantInfo(bits=bits, signed=signed, scale=scales, zero_point=fields.get("zp", 0),
+                     shift=fields.get("shift"), axis=fields.get("axis"))
+
+
 class _Values(lark.Transformer):
-    """Bottom-up conversion of scalars, lists, types and locations."""
+    """Bottom-up conversion of scalars, lists, types and locations (tokens keep positions)."""
 
     def int_(self, items):
         return int(items[0])
@@ -63,31 +104,36 @@ class _Values(lark.Transformer):
         return [x for x in items if x is not None]
 
     def attr(self, items):
-        return (str(items[0]), items[1])
+        key = items[0]
+        return (_unquote(str(key)) if key.type == "STRING" else str(key), items[1])
 
     def attr_dict(self, items):
-        return dict(x for x in items if x is not None)
+        out: dict[str, Any] = {}
+        for key, value in (x for x in items if x is not None):
+            if key in out:
+                raise ValueError(f"attribute '{key}' is given twice")
+            out[key] = value
+        return out
 
     def quant_field(self, items):
         return (str(items[0]), items[1])
 
     def quant(self, items):
-        fields = dict(x for x in items if x is not None)
-        scale = fields.get("scale")
-        return QuantInfo(bits=fields["bits"], signed=fields["signed"],
-                         scale=scale if isinstance(scale, list) else [scale],
-                         zero_point=fields.get("zp", 0), shift=fields.get("shift"), axis=fields.get("axis"))
+        fields: dict[str, Any] = {}
+        for key, value in (x for x in items if x is not None):
+            if key not in QUANT_FIELDS:
+                raise ValueError(f"unknown quantization field '{key}'; known: {', '.join(QUANT_FIELDS)}")
+            if key in fields:
+                raise ValueError(f"quantization field '{key}' is given twice")
+            fields[key] = value
+        return _quant_info(fields)
 
     def type(self, items):
         spec = str(items[0])
         layout = next((str(x) for x in items[1:] if isinstance(x, lark.Token)), None)
         quant = next((x for x in items[1:] if isinstance(x, QuantInfo)), None)
-        parts = spec.split("x")
-        dtype = parts[-1]
-        if parts[0] == "*":
-            shape = None
-        else:
-            shape = tuple(None if d == "?" else int(d) for d in parts[:-1])
+        *dims, dtype = spec.split("x")
+        shape = None if dims == ["*"] else tuple(None if d == "?" else int(d) for d in dims)
         return TensorType(shape, dtype, layout, quant)
 
     def loc(self, items):
@@ -98,28 +144,61 @@ class _Values(lark.Transformer):
         return Loc(name, file, line, col)
 
     def value_list(self, items):
-        return [str(x) for x in items]
+        return list(items)
+
+
+def _dense_array(values: Any, dtype: np.dtype) -> np.ndarray:
+    """Inline constant values -> array; refuses lossy or meaningless conversions."""
+    flat = list(_flatten(values))
+    if dtype.kind == "b":
+        ok = all(isinstance(v, bool) for v in flat)
+    elif dtype.kind in "iu":
+        ok = all(_is_int(v) for v in flat)
+    else:
+        ok = all(_is_number(v) for v in flat)
+    if not ok:
+        raise ValueError(f"dense values do not fit element type {np.dtype(dtype).name}")
+    try:
+        return np.array(flat, dtype=dtype)
+    except OverflowError as exc:
+        raise ValueError(f"dense value out of range: {exc}") from None
+
+
+def _flatten(values):
+    if isinstance(values, list):
+        for v in values:
+            yield from _flatten(v)
+    else:
+        yield values
 
 
 class _GraphBuilder:
-    def __init__(self, weights: Mapping[str, np.ndarray], filename: str):
+    """Lowers the located parse tree to IR; remembers where each value was defined."""
+
+    def __init__(self, text: str, weights: Mapping[str, np.ndarray], filename: str):
+        self.lines = text.splitlines()
         self.weights = weights
         self.filename = filename
         self.values: dict[str, Value] = {}
+        self.defined_at: dict[str, int] = {}
 
-    def err(self, meta, message: str, hint: str = "") -> TidlcError:
-        return TidlcError(message, Loc("", self.filename, meta.line, meta.column), hint)
+    def err(self, pos, message: str, hint: str = "") -> TidlcError:
+        return located_error(self.lines, self.filename, pos.line, pos.column, message, hint)
 
-    def lookup(self, token, meta) -> Value:
+    def lookup(self, token) -> Value:
         try:
             return self.values[str(token)]
         except KeyError:
-            raise self.err(meta, f"use of undefined value {token}") from None
+            raise self.err(token, f"use of undefined value {token}",
+                           "values must be defined by an earlier line") from None
 
-    def define(self, name: str, value: Value, meta) -> None:
+    def define(self, token, value: Value) -> None:
+        name = str(token)
         if name in self.values:
-            raise self.err(meta, f"value {name} is defined twice")
+            raise self.err(token, f"value {name} is defined twice",
+                           f"first defined on line {self.defined_at[name]}")
         self.values[name] = value
+        self.defined_at[name] = token.line
 
     def build(self, tree) -> Graph:
         graph_node = tree.children[0]
@@ -134,40 +213,26 @@ class _GraphBuilder:
                 graph.ops.append(self.op(item))
         return graph
 
-    def _loc_name(self, loc: Optional[Loc]):
+    @staticmethod
+    def _loc_name(loc: Optional[Loc]):
         if loc is None:
             return "", None
-        name = loc.name
-        return name, (Loc("", loc.file, loc.line, loc.col) if loc.file else None)
+        return loc.name, (Loc("", loc.file, loc.line, loc.col) if loc.file else None)
 
     def op(self, node) -> Op:
-        meta = node.meta
         kids = node.children
         loc = kids[-1] if kids and isinstance(kids[-1], Loc) else None
         name, oploc = self._loc_name(loc)
         if node.data in ("input_op", "const_op"):
-            lhs, payload, ty = kids[0], kids[1], kids[2]
-            if len(lhs) != 1:
-                raise self.err(meta, f"{node.data[:-3]} defines exactly one value")
-            if node.data == "input_op":
-                op = Op("input", [], [], {"name": _unquote(str(payload))}, name, oploc)
-            else:
-                op = Op("const", [], [], {}, name, oploc, data=self.payload(payload, ty, meta))
-            value = Value(ty, op, 0)
-            if node.data == "input_op":
-                value.name = op.attrs["name"]
-            op.results = [value]
-            self.define(lhs[0], value, meta)
-            return op
-        # generic op
+            return self.boundary_op(node, name, oploc)
+        lhs: list = []
         idx = 0
-        lhs: list[str] = []
         if isinstance(kids[0], list):
             lhs, idx = kids[0], 1
-        kind = str(kids[idx])
-        idx += 1
+        kind_tok = kids[idx]
+        kind = str(kind_tok)
         operand_toks, attrs_, types = [], {}, []
-        for item in kids[idx:]:
+        for item in kids[idx + 1:]:
             if isinstance(item, lark.Token) and item.type == "VALUE":
                 operand_toks.append(item)
             elif isinstance(item, dict):
@@ -177,46 +242,79 @@ class _GraphBuilder:
         try:
             opdef = get_opdef(kind)
         except KeyError:
-            raise self.err(meta, f"unknown op '{kind}'", "is the plugin that defines it installed?") from None
+            raise self.err(kind_tok, f"unknown op '{kind}'", "is the plugin that defines it installed?") from None
+        if kind in ("input", "const"):
+            raise self.err(kind_tok, f"'{kind}' is written without parentheses")
         try:
             norm = opdef.normalize_attrs(attrs_)
         except ValueError as exc:
-            raise self.err(meta, str(exc)) from None
-        operands = [self.lookup(t, meta) for t in operand_toks]
+            raise self.err(kind_tok, str(exc)) from None
+        n = len(operand_toks)
+        if n < opdef.min_operands or n > opdef.max_operands:
+            most = "" if opdef.max_operands == np.inf else f"..{opdef.max_operands}"
+            raise self.err(kind_tok, f"{kind} takes {opdef.min_operands}{most} operand(s), got {n}")
+        operands = [self.lookup(t) for t in operand_toks]
+        want = opdef.result_count(norm)
+        if len(lhs) != want:
+            raise self.err(kind_tok, f"{kind} has {want} result(s), {len(lhs)} named")
         if len(types) != len(lhs):
-            raise self.err(meta, f"{kind}: {len(lhs)} result(s) but {len(types)} type(s)")
+            raise self.err(kind_tok, f"{kind}: {len(lhs)} result(s) but {len(types)} type(s)")
         op = Op(kind, operands, [], norm, name, oploc)
         op.results = [Value(t, op, i) for i, t in enumerate(types)]
         for tok, v in zip(lhs, op.results):
-            self.define(tok, v, meta)
+            self.define(tok, v)
+        return op
+
+    def boundary_op(self, node, name: str, oploc: Optional[Loc]) -> Op:
+        lhs, payload, ty = node.children[0], node.children[1], node.children[2]
+        kind = node.data[:-3]
+        if len(lhs) != 1:
+            raise self.err(lhs[1], f"{kind} defines exactly one value")
+        if kind == "input":
+            op = Op("input", [], [], {"name": _unquote(str(payload))}, name, oploc)
+        else:
+            op = Op("const", [], [], {}, name, oploc, data=self.payload(payload, ty, node.meta))
+        value = Value(ty, op, 0)
+        if kind == "input":
+            value.name = op.attrs["name"]
+        op.results = [value]
+        self.define(lhs[0], value)
         return op
 
     def payload(self, node, ty: TensorType, meta) -> np.ndarray:
         if not ty.is_static:
-            raise self.err(meta, "a constant needs a static shape")
-        dtype = DTYPES[ty.dtype]
+            raise self.err(meta, f"a constant needs a static shape, got {ty}")
+        dtype = np.dtype(DTYPES[ty.dtype])
         if node.data == "symbol_payload":
-            sym = _symbol(str(node.children[0]))
+            tok = node.children[0]
+            sym = _symbol(str(tok))
             if sym not in self.weights:
-                raise self.err(meta, f"constant {format_sym(sym)} not found in the weights file",
+                raise self.err(tok, f"constant {tok} not found in the weights file",
                                "keep the .weights file next to the .tir file")
             data = np.asarray(self.weights[sym])
             if data.shape != ty.shape or data.dtype != dtype:
-                raise self.err(meta, f"constant @{sym} is {data.dtype}{list(data.shape)} in the weights "
-                                     f"file but {ty} in the text")
+                raise self.err(tok, f"constant {tok} is {data.dtype}{list(data.shape)} in the weights "
+                                    f"file but {ty} in the text")
             return data
-        if node.data == "splat_payload":
-            return np.broadcast_to(np.array(node.children[0], dtype=dtype), ty.shape)
-        values = node.children[0]
-        arr = np.array(values, dtype=dtype)
-        if arr.size != int(np.prod(ty.shape)):
-            raise self.err(meta, f"dense constant has {arr.size} values, type {ty} needs {int(np.prod(ty.shape))}")
+        try:
+            if node.data == "splat_payload":
+                return np.broadcast_to(_dense_array(node.children[0], dtype).reshape(()), ty.shape)
+            arr = _dense_array(node.children[0], dtype)
+        except ValueError as exc:
+            raise self.err(meta, str(exc)) from None
+        if arr.size != ty.size:
+            raise self.err(meta, f"dense constant has {arr.size} values, type {ty} needs {ty.size}")
         return arr.reshape(ty.shape)
 
     def output(self, graph: Graph, node) -> None:
-        values = [self.lookup(t, node.meta) for t in node.children if isinstance(t, lark.Token)]
+        values = [self.lookup(t) for t in node.children if isinstance(t, lark.Token)]
         attrs_ = next((x for x in node.children if isinstance(x, dict)), {})
+        extra = sorted(set(attrs_) - {"names"})
+        if extra:
+            raise self.err(node.meta, f"output: unknown attribute(s) {', '.join(extra)}; known: names")
         names = attrs_.get("names", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise self.err(node.meta, "output names must be a list of strings")
         if names and len(names) != len(values):
             raise self.err(node.meta, f"output has {len(values)} values but {len(names)} names")
         graph.outputs = values
@@ -226,22 +324,51 @@ class _GraphBuilder:
                 v.name = n
 
 
-def format_sym(sym: str) -> str:
-    from tidlc.ir.printer import format_symbol
-    return format_symbol(sym)
+def located_error(lines: list[str], filename: str, line: int, col: int, message: str,
+                  hint: str = "") -> TidlcError:
+    """``file:line:col: error: message`` followed by the source line and a caret."""
+    problems = []
+    if 0 < line <= len(lines):
+        problems = [lines[line - 1], " " * max(col - 1, 0) + "^"]
+    return TidlcError(message, Loc("", filename, line, col), hint, problems=problems)
+
+
+def _expected(exc: lark.exceptions.UnexpectedInput) -> str:
+    names = getattr(exc, "expected", None) or getattr(exc, "allowed", None) or []
+    terminals = {t.name: t for t in _parser().terminals}
+    shown = set()
+    for name in names:
+        term = terminals.get(name)
+        if name in _TERMINAL_NAMES:
+            shown.add(_TERMINAL_NAMES[name])
+        elif term is not None and isinstance(term.pattern, lark.lexer.PatternStr):
+            shown.add(f"'{term.pattern.value}'")
+        else:
+            shown.add(name)
+    return ", ".join(sorted(shown))
 
 
 def parse_graph(text: str, weights: Optional[Mapping[str, np.ndarray]] = None,
                 filename: str = "<ir>") -> Graph:
     """Parse IR text; ``weights`` resolves ``@symbol`` constants."""
+    lines = text.splitlines()
     try:
         tree = _parser().parse(text)
     except lark.exceptions.UnexpectedInput as exc:
-        line = text.splitlines()[exc.line - 1] if 0 < exc.line <= len(text.splitlines()) else ""
-        expected = getattr(exc, "expected", None) or getattr(exc, "allowed", None) or []
-        exp = ", ".join(sorted(expected)[:8])
-        raise TidlcError(f"syntax error{': expected ' + exp if exp else ''}",
-                         Loc("", filename, exc.line, exc.column),
-                         problems=[line, " " * max(exc.column - 1, 0) + "^"]) from None
-    tree = _Values().transform(tree)
-    return _GraphBuilder(weights or {}, filename).build(tree)
+        token = getattr(exc, "token", None)
+        if token is not None and token.type == "$END":
+            what = "unexpected end of input"
+        elif token is not None:
+            what = f"unexpected {token!s}"
+        else:
+            what = "unexpected character"
+        exp = _expected(exc)
+        raise located_error(lines, filename, exc.line, exc.column,
+                            f"syntax error: {what}" + (f"; expected {exp}" if exp else "")) from None
+    try:
+        tree = _Values().transform(tree)
+    except lark.exceptions.VisitError as exc:
+        meta = getattr(exc.obj, "meta", None)
+        line, col = (meta.line, meta.column) if meta is not None and not meta.empty else (0, 0)
+        raise located_error(lines, filename, line, col, str(exc.orig_exc)) from None
+    return _GraphBuilder(text, weights or {}, filename).build(tree)

@@ -26,6 +26,7 @@ from tidlc.ir.types import QuantInfo, TensorType, dtype_of
 
 INLINE_LIMIT = 16
 _BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.$-]*$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def format_float(v: float) -> str:
@@ -43,6 +44,10 @@ def format_string(s: str) -> str:
 
 def format_symbol(name: str) -> str:
     return "@" + (name if _BARE.match(name) else format_string(name))
+
+
+def format_attr_key(key: str) -> str:
+    return key if _IDENT.match(key) else format_string(key)
 
 
 def format_attr_value(v: Any) -> str:
@@ -182,7 +187,8 @@ class Printer:
         g = self.graph
         head = f"tidlc.graph {format_symbol(g.name)}"
         if g.attrs:
-            head += " {" + ", ".join(f"{k} = {format_attr_value(g.attrs[k])}" for k in sorted(g.attrs)) + "}"
+            head += " {" + ", ".join(f"{format_attr_key(k)} = {format_attr_value(g.attrs[k])}"
+                                     for k in sorted(g.attrs)) + "}"
         lines = [head + " {"]
         for op in g.ops:
             lines.append("  " + self.print_op(op))

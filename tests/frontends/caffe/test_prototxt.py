@@ -5,11 +5,24 @@ import math
 from pathlib import Path
 
 import pytest
+from tidlc.frontends.caffe.prototxt import (
+    PHASE,
+    POOL_METHOD,
+    V1_LAYER_TYPES,
+    Enum,
+    Field,
+    Message,
+    conv_params,
+    format_prototxt,
+    load_netspec,
+    load_prototxt,
+    parse_netspec,
+    parse_prototxt,
+    pool_params,
+    v1_layer_type,
+)
 
 from tidlc.diagnostics import TidlcError
-from tidlc.frontends.caffe.prototxt import (
-    PHASE, POOL_METHOD, V1_LAYER_TYPES, Enum, Field, Message, conv_params, format_prototxt,
-    load_netspec, load_prototxt, parse_netspec, parse_prototxt, pool_params, v1_layer_type)
 
 CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus" / "caffe"
 PROTOTXTS = sorted(CORPUS.glob("*/*.prototxt")) if CORPUS.is_dir() else []
@@ -75,6 +88,10 @@ def test_corpus_specifics():
     assert load_netspec(CORPUS / "mobilenet_ssd" / "deploy.prototxt", phase="TRAIN"
                         ).layers[-1].type != "DetectionOutput"
 
+    for weights in CORPUS.glob("*/*.caffemodel"):  # passed by mistake as the net
+        with pytest.raises(TidlcError, match="prototxt is not a text file"):
+            load_prototxt(weights)
+
     enet = load_netspec(CORPUS / "enet" / "enet_deploy.prototxt")
     python = next(layer for layer in enet.layers if layer.type == "Python")
     assert python.param("python_param").get_str("param_str") == "{'phase': 'TEST', 'p': '0.01'}"
@@ -114,7 +131,8 @@ def test_identifiers_and_booleans():
     ("1", 1), ("-3", -3), ("- 3", -3), ("0", 0), ("1e-5", 1e-5), ("1E5", 1e5), (".5", 0.5),
     ("5.", 5.0), ("-.25", -0.25), ("1.0f", 1.0), ("2F", 2.0), ("0x1F", 31), ("-0X10", -16),
     ("017", 15), ("1.5e+3", 1500.0), ("inf", math.inf), ("-inf", -math.inf),
-    ("Infinity", math.inf), ("-infinity", -math.inf), ("12345678901234567890", 12345678901234567890),
+    ("Infinity", math.inf), ("-infinity", -math.inf),
+    ("12345678901234567890", 12345678901234567890),
 ])
 def test_numbers(literal, expected):
     (value,) = values(f"a: {literal}")
@@ -130,7 +148,8 @@ def test_nan():
 @pytest.mark.parametrize("literal, expected", [
     ('"plain"', "plain"), ("'single'", "single"), (r'"tab\tnl\n"', "tab\tnl\n"),
     (r'"q\"q"', 'q"q'), (r"'a\'b'", "a'b"), (r'"back\\slash"', "back\\slash"),
-    (r'"\101\60\7"', "A0\x07"), (r'"\x41\x4a\x7"', "AJ\x07"), (r'"\u00e9\U0001F600"', "\u00e9\U0001F600"),
+    (r'"\101\60\7"', "A0\x07"), (r'"\x41\x4a\x7"', "AJ\x07"),
+    (r'"\u00e9\U0001F600"', "\u00e9\U0001F600"),
     (r'"\303\251"', "\u00e9"), ('"a" \'b\'\n "c"', "abc"), ('"# not a comment"', "# not a comment"),
     ('"é"', "é"), ('""', ""),
 ])
@@ -171,7 +190,8 @@ def test_format_round_trip_special_values():
 # ----------------------------------------------------------------------------- syntax errors
 
 @pytest.mark.parametrize("text, where, message", [
-    ('layer {\n  name: "a"\n  type "Conv"\n}', "3:8", "expected ':', '<' or '{', got string \"Conv\""),
+    ('layer {\n  name: "a"\n  type "Conv"\n}', "3:8",
+     "expected ':', '<' or '{', got string \"Conv\""),
     ('layer {\n  name: "a"\n', "2:12", "expected '}', got end of file"),
     ("}", "1:1", "expected end of file or field name, got '}'"),
     ("a: [1 2]", "1:7", "expected ',' or ']', got number '2'"),
@@ -343,7 +363,8 @@ def test_v1_layers_map_to_v2_types():
     ("DROPOUT", 6, "Dropout"), ("DATA", 5, "Data"), ("SPLIT", 22, "Split"), ("SLICE", 33, "Slice"),
     ("FLATTEN", 8, "Flatten"), ("SIGMOID", 19, "Sigmoid"), ("TANH", 23, "TanH"),
     ("POWER", 26, "Power"), ("BNLL", 2, "BNLL"), ("ABSVAL", 35, "AbsVal"),
-    ("ARGMAX", 30, "ArgMax"), ("DECONVOLUTION", 39, "Deconvolution"), ("THRESHOLD", 31, "Threshold"),
+    ("ARGMAX", 30, "ArgMax"), ("DECONVOLUTION", 39, "Deconvolution"),
+    ("THRESHOLD", 31, "Threshold"),
 ])
 def test_v1_type_table(v1, number, v2):
     assert V1_LAYER_TYPES[v1] == (number, v2)
