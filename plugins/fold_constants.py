@@ -8,8 +8,8 @@ Rules, applied in one topological sweep (repeated up to ``max-iters`` times):
   weight filled with one value costs no memory);
 * ``shape`` of a value with a static type becomes a constant, which lets
   ``Shape -> Gather -> Concat -> Reshape`` subgraphs collapse;
-* ``reshape``/``expand`` whose target operand became constant keep only the
-  data operand (the target moves into the ``shape`` attribute);
+* ``reshape`` whose target operand became constant keeps only the data
+  operand (the target moves into the ``shape`` attribute);
 * types downstream are re-inferred as constants appear.
 """
 from __future__ import annotations
@@ -22,23 +22,22 @@ import numpy as np
 from tidlc.diagnostics import TidlcError
 from tidlc.hookspecs import hookimpl
 from tidlc.interp import evaluate_op
-from tidlc.ir.builder import Builder, infer_types
-from tidlc.ir.core import Graph, Op
-from tidlc.ir.types import numpy_dtype
+from tidlc.ir.builder import infer_types, to_dtype
+from tidlc.ir.core import Graph, Op, Value
+from tidlc.ir.types import TensorType, numpy_dtype
 from tidlc.passes.base import Pass
 
 _NEVER = {"input", "const"}
 
 
-def _const_op(data: np.ndarray, name: str, like) -> Op:
-    data = np.asarray(data)
-    want = numpy_dtype(like.type.dtype)
-    if data.dtype != want:
-        data = data.astype(want)
-    value = Builder(Graph()).const(data, name, layout=like.type.layout)
-    if value.type.dtype == "f64":
-        value.type = value.type.with_dtype("f32")
-    return value.producer
+def _const_op(data: np.ndarray, name: str, like: Value) -> Op:
+    """A const op holding ``data`` in the element type of the value it replaces (splats stay views)."""
+    data = to_dtype(np.asarray(data), numpy_dtype(like.type.dtype))
+    t = like.type
+    layout = t.layout if data.ndim == 4 else None
+    op = Op("const", [], [], {}, name, like.producer.loc if like.producer else None, data=data)
+    op.results = [Value(TensorType(data.shape, t.dtype, layout, t.quant), op, 0, like.name)]
+    return op
 
 
 def _sweep(graph: Graph) -> bool:
@@ -62,16 +61,14 @@ def _sweep(graph: Graph) -> bool:
                 raise
             except Exception as exc:  # a bad constant subgraph is the model's fault
                 raise TidlcError(f"cannot fold {op.kind}: {exc}", op.where()) from None
-        elif op.kind in ("reshape", "expand") and len(op.operands) > 1 and op.operands[1].const_value() is not None \
-                and op.kind == "reshape":
+        elif op.kind == "reshape" and len(op.operands) > 1 and op.operands[1].const_value() is not None:
             op.attrs = {**op.attrs, "shape": tuple(int(v) for v in op.operands[1].const_value().reshape(-1))}
             op.operands = op.operands[:1]
             changed = True
         if folded is not None:
             for i, (res, data) in enumerate(zip(op.results, folded)):
-                name = op.name if len(op.results) == 1 else f"{op.name}:{i}"
+                name = op.name if len(op.results) == 1 or not op.name else f"{op.name}:{i}"
                 cop = _const_op(data, name or res.name, res)
-                cop.results[0].name = res.name
                 new_ops.append(cop)
                 replace[id(res)] = cop.results[0]
             changed = True

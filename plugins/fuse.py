@@ -3,16 +3,18 @@
 ``fuse-batchnorm`` (rules in order):
 
 * ``batchnorm`` with constant statistics -> ``scale`` (per-channel affine);
-* ``mul``/``add`` of a per-channel (or scalar) constant on an NCHW/2-D tensor -> ``scale``;
+* ``mul``/``add`` (either operand order), ``sub``/``div`` (constant second) of a
+  per-channel (or scalar) float constant on a 4-D or 2-D tensor -> ``scale``;
 * ``scale`` of a single-reader ``scale`` -> one ``scale``;
 * ``scale`` after a single-reader ``conv2d``/``deconv2d``/``dense`` without a fused
-  activation -> folded into the weights and bias.
+  activation and with f32 weights -> folded into the weights and bias.
 
 ``fuse-activation``: an activation whose input comes from a single-reader op
 that can carry a fused activation (conv2d, deconv2d, dense, scale, add, ...)
-and has none yet -> the producer's ``act``. ``clip(0, 6)`` becomes ``relu6``
-and ``clip(0, inf)`` ``relu``; hardswish is kept separate (TIDL has no fused
-hardswish).
+and has none yet, is not a graph output and has f32 results -> the
+producer's ``act``. ``clip(0, 6)`` becomes ``relu6`` and ``clip(0, inf)``
+``relu`` (also when it stays a separate op); hardswish is kept separate
+(TIDL has no fused hardswish).
 """
 from __future__ import annotations
 
@@ -66,15 +68,22 @@ def _arith_to_scale(rw: Rewriter, op) -> bool:
     if op.attrs["act"] != "none":
         return False
     a, b = op.operands
-    x, c = (a, _const(b)) if _const(b) is not None else (b, _const(a))
-    if c is None or _const(x) is not None or x.type.dtype != "f32":
+    if op.kind in ("mul", "add") and _const(b) is None:
+        a, b = b, a  # commutative: the constant may come first
+    x, c = a, _const(b)  # x - c and x / c only: c - x is not an affine map of x
+    if c is None or _const(x) is not None or x.type.dtype != "f32" or c.dtype.kind != "f":
         return False
     vec = _per_channel(x.type, c)
     if vec is None or op.results[0].type.shape != x.type.shape:
         return False
-    if op.kind == "mul":
+    if op.kind == "div" and not np.all(vec):
+        return False
+    if op.kind in ("mul", "div"):
+        # x / c as x * (1 / c): may differ from the division in the last bit
+        vec = vec if op.kind == "mul" else (1.0 / vec.astype(np.float64)).astype(np.float32)
         operands = [x, rw.const(vec, f"{op.name}.scale", anchor=op)]
     else:
+        vec = vec if op.kind == "add" else -vec
         operands = [x, rw.const(np.ones_like(vec), f"{op.name}.scale", anchor=op),
                     rw.const(vec, f"{op.name}.bias", anchor=op)]
     new = rw.make("scale", operands, {}, op.name, op.loc)
@@ -137,6 +146,8 @@ def _fold_scale_into_producer(rw: Rewriter, op) -> bool:
     bias = _const(prod.operands[2]) if len(prod.operands) > 2 else None
     if parts is None or w is None or (len(prod.operands) > 2 and bias is None):
         return False
+    if w.dtype != np.float32:  # integer (pre-quantized) weights keep their values
+        return False
     s, t = parts
     if prod.kind == "conv2d":
         cout = w.shape[0]
@@ -181,6 +192,8 @@ BN_RULES = [
     ("batchnorm", _bn_to_scale),
     ("mul", _arith_to_scale),
     ("add", _arith_to_scale),
+    ("sub", _arith_to_scale),
+    ("div", _arith_to_scale),
     ("scale", _fold_scale_into_producer),
     ("scale", _merge_scales),
 ]
@@ -225,7 +238,19 @@ def _fuse_act(rw: Rewriter, op) -> bool:
     return True
 
 
-ACT_RULES = [(kind, _fuse_act) for kind in FUSABLE_ACTS]
+def _canonical_clip(rw: Rewriter, op) -> bool:
+    """A clip that could not be fused still becomes relu6/relu when it is one."""
+    act, _ = _canonical_act(op)
+    if act == "clip":
+        return False
+    new = rw.make(act, [op.operands[0]], {}, op.name, op.loc)
+    rw.insert_before(op, new)
+    rw.replace(op.results[0], new.results[0])
+    rw.erase(op)
+    return True
+
+
+ACT_RULES = [(kind, _fuse_act) for kind in FUSABLE_ACTS] + [("clip", _canonical_clip)]
 
 
 @attrs.frozen

@@ -113,7 +113,8 @@ def cmd_compile(args, options) -> int:
     _report_passes(result.pass_manager, args)
     g = result.graph
     n_ops = sum(1 for _ in g.compute_ops())
-    print(f"compiled {args.model} at -O{options.opt_level}: {n_ops} ops, "
+    how = f"with -p '{options.pipeline}'" if options.pipeline else f"at -O{options.opt_level}"
+    print(f"compiled {args.model} {how}: {n_ops} ops, "
           f"{time.perf_counter() - start:.2f} s")
     for path in result.outputs:
         print(f"  wrote {path}")
@@ -143,6 +144,7 @@ def cmd_run(args, options) -> int:
     from tidlc.compiler import load, optimize, plugins_for
     from tidlc.fileio import save_npz
     from tidlc.interp import run_graph
+    from tidlc.ir.types import numpy_dtype
     plugins = plugins_for(options)
     if args.print_pipeline:
         _print_pipeline(options, plugins)
@@ -158,7 +160,7 @@ def cmd_run(args, options) -> int:
                 if not t.is_static:
                     raise TidlcError(f"input '{op.attrs['name']}' has a dynamic shape",
                                      hint="give --input-shape NAME=d0,d1,...")
-                feeds[op.attrs["name"]] = rng.random(t.shape, dtype=np.float32).astype(t.dtype)
+                feeds[op.attrs["name"]] = rng.random(t.shape, dtype=np.float32).astype(numpy_dtype(t.dtype))
     start = time.perf_counter()
     outputs = run_graph(graph, feeds)
     elapsed = time.perf_counter() - start
@@ -221,7 +223,11 @@ def cmd_plugins(args, options) -> int:
     print("backends:")
     for name in sorted(reg.backends):
         print(f"  {name:<24} [{reg.owner[('backend', name)]}]")
-    print(f"ops: {len(OPS.names())} ({', '.join(OPS.names())})")
+    plugin_ops = {name: owner for (kind, name), owner in reg.owner.items() if kind == "op"}
+    builtin = [n for n in OPS.names() if n not in plugin_ops]
+    print(f"ops: {len(builtin)} builtin ({', '.join(builtin)})")
+    for name, owner in sorted(plugin_ops.items()):
+        print(f"  {name:<24} [{owner}]")
     return 0
 
 
@@ -258,6 +264,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tidlc ir model | head`: the reader left, that is fine
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
     except MemoryError:
         if debug:
             raise

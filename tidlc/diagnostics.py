@@ -56,6 +56,9 @@ class TidlcError(Exception):
             head += f" (hint: {self.hint})"
         return "\n".join([head] + [f"  {p}" for p in self.problems])
 
+    def __str__(self) -> str:  # built when shown, so problems added later appear
+        return self.format()
+
 
 class TidlcWarning(UserWarning):
     """A warning tidlc wants the user to see once (printed by the CLI as 'warning: ...')."""

@@ -45,7 +45,9 @@ def tidlc_pipeline(level: int, passes: list):
 
     Insert your passes relative to named points, e.g.
     ``passes.insert(passes.index("fuse-activation"), "my-pass")``.
-    Called once per pipeline construction, in plugin registration order.
+    Passes of blocked plugins (``-p no:fuse``) are already gone from the list,
+    so check that an anchor is there. Called once per pipeline construction;
+    an explicit ``-p`` pipeline string is never edited.
     """
 
 

@@ -48,7 +48,10 @@ def evaluate_op(op: Op, args: list[np.ndarray]) -> list[np.ndarray]:
     if compute is None:
         raise TidlcError(f"op '{op.kind}' has no reference implementation", op.where())
     out = compute(op, *args)
-    return list(out) if isinstance(out, (list, tuple)) else [out]
+    results = list(out) if isinstance(out, (list, tuple)) else [out]
+    if len(results) != len(op.results):  # a bug in the op's reference, not in the model
+        raise RuntimeError(f"{op.kind} reference returned {len(results)} results for {len(op.results)}")
+    return results
 
 
 def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray],
@@ -80,7 +83,7 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray],
             results = evaluate_op(op, args)
         except TidlcError:
             raise
-        except (ValueError, IndexError, TypeError) as exc:
+        except (ValueError, IndexError, TypeError, ArithmeticError) as exc:
             raise TidlcError(f"{op.kind} failed: {exc}", op.where()) from None
         for v, r in zip(op.results, results):
             env[id(v)] = np.asarray(r)

@@ -57,8 +57,10 @@ class Plugins:
 
     def plugin_names(self) -> list[tuple[str, str]]:
         """(plugin name, "project version" or "builtin") rows, sorted; for ``tidlc plugins``."""
+        # (pluggy lists blocked names too, with no plugin object)
         return sorted((name, self.origins.get(name, "builtin"))
-                      for name, _ in self.manager.list_name_plugin() if name != _CORE_PIPELINE)
+                      for name, plugin in self.manager.list_name_plugin()
+                      if plugin is not None and name != _CORE_PIPELINE)
 
 
 _CORE_PIPELINE = "tidlc.pipeline"
@@ -87,7 +89,7 @@ class _AvailablePasses:
 
 def _collect(pm: pluggy.PluginManager, hook_name: str) -> Iterable[tuple[str, object]]:
     caller = getattr(pm.hook, hook_name)
-    for impl in reversed(caller.get_hookimpls()):  # registration order
+    for impl in caller.get_hookimpls():  # registration order (calls run in reverse)
         for item in impl.function() or ():
             yield impl.plugin_name, item
 
@@ -108,7 +110,8 @@ def _register(pm: pluggy.PluginManager, origins: dict, plugin: object, name: str
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
-        raise TidlcError(f"plugin '{name}' ({origin}) is invalid: {exc}",
+        detail = " ".join(str(exc).split())  # pluggy's message spans lines
+        raise TidlcError(f"plugin '{name}' ({origin}) is invalid: {detail}",
                          hint=f"fix the plugin, or block it with -p no:{name}") from None
     origins[name] = origin
 
@@ -129,7 +132,8 @@ def _load_entry_points(pm: pluggy.PluginManager, origins: dict) -> None:
             try:
                 plugin = ep.load()
             except Exception as exc:  # noqa: BLE001  (a broken plugin must not hide which one it is)
-                raise TidlcError(f"plugin '{ep.name}' ({origin}) failed to load: {type(exc).__name__}: {exc}",
+                problem = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+                raise TidlcError(f"plugin '{ep.name}' ({origin}) failed to load: {problem}",
                                  hint=f"fix or uninstall it, or block it with -p no:{ep.name}") from None
             _register(pm, origins, plugin, ep.name, origin)
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from tidlc.diagnostics import Loc, TidlcError
 
-from .prototxt import v1_layer_type
+from .netspec import v1_layer_type
 
 __all__ = ["CaffeWeights", "LayerWeights", "read_caffemodel", "sniff_caffemodel"]
 

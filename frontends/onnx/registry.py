@@ -16,12 +16,12 @@ once (unsupported modes, training outputs, ...).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import attrs
 
 ConvertFn = Callable[..., None]
-CheckFn = Callable[..., Optional[str]]
+CheckFn = Callable[..., str | None]
 
 
 @attrs.frozen
@@ -29,7 +29,7 @@ class Converter:
     op_type: str
     since: int
     convert: ConvertFn
-    check: Optional[CheckFn] = None
+    check: CheckFn | None = None
 
 
 class ConverterTable:
@@ -38,7 +38,7 @@ class ConverterTable:
     def __init__(self) -> None:
         self._rows: dict[str, list[Converter]] = {}
 
-    def register(self, op_type: str, since: int, check: Optional[CheckFn] = None):
+    def register(self, op_type: str, since: int, check: CheckFn | None = None):
         def decorate(fn: ConvertFn) -> ConvertFn:
             rows = self._rows.setdefault(op_type, [])
             if any(r.since == since for r in rows):
@@ -48,7 +48,7 @@ class ConverterTable:
             return fn
         return decorate
 
-    def lookup(self, op_type: str, opset: int) -> Optional[Converter]:
+    def lookup(self, op_type: str, opset: int) -> Converter | None:
         """The newest converter of ``op_type`` usable at ``opset`` (None if there is none)."""
         best = None
         for row in self._rows.get(op_type, ()):
@@ -56,7 +56,7 @@ class ConverterTable:
                 best = row
         return best
 
-    def first_opset(self, op_type: str) -> Optional[int]:
+    def first_opset(self, op_type: str) -> int | None:
         rows = self._rows.get(op_type)
         return rows[0].since if rows else None
 
@@ -71,6 +71,6 @@ class ConverterTable:
 CONVERTERS = ConverterTable()
 
 
-def converter(op_type: str, since: int = 1, check: Optional[CheckFn] = None):
+def converter(op_type: str, since: int = 1, check: CheckFn | None = None):
     """Register ``fn(node)`` as the converter of ``op_type`` from opset ``since`` on."""
     return CONVERTERS.register(op_type, since, check)

@@ -7,5 +7,5 @@ from tidlc.ir.printer import print_graph
 from tidlc.ir.types import QuantInfo, TensorType
 from tidlc.ir.verifier import verify
 
-__all__ = ["AttrSpec", "Builder", "Graph", "OPS", "Op", "OpDef", "QuantInfo", "TensorType", "Value",
+__all__ = ["OPS", "AttrSpec", "Builder", "Graph", "Op", "OpDef", "QuantInfo", "TensorType", "Value",
            "get_opdef", "infer_types", "parse_graph", "print_graph", "verify"]

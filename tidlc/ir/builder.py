@@ -11,13 +11,25 @@ from tidlc.ir.opdef import get_opdef
 from tidlc.ir.types import TensorType, dtype_of
 
 
-def infer_types(op: Op) -> list[TensorType]:
+def to_dtype(arr: np.ndarray, dtype) -> np.ndarray:
+    """``arr.astype(dtype)`` that keeps a splat (zero-stride) array a zero-stride view."""
+    if arr.dtype == dtype:
+        return arr
+    if arr.size > 1 and all(s == 0 for s in arr.strides):
+        return np.broadcast_to(arr.reshape(-1)[:1].astype(dtype).reshape(()), arr.shape)
+    return arr.astype(dtype)
+
+
+def infer_types(op: Op, where: Optional[Loc] = None) -> list[TensorType]:
     """Run the op's type inference; errors become TidlcError at the op's location."""
     opdef = op.opdef
     try:
         return list(opdef.infer(op, [v.type for v in op.operands]))
     except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError) as exc:
-        raise TidlcError(f"{op.kind}: {exc}", op.where()) from None
+        message = str(exc)
+        if not message.startswith(op.kind):  # most rules already name their op
+            message = f"{op.kind}: {message}"
+        raise TidlcError(message, where or op.where()) from None
 
 
 class Builder:
@@ -41,8 +53,8 @@ class Builder:
     def const(self, data: Any, name: str = "", loc: Optional[Loc] = None,
               layout: Optional[str] = None) -> Value:
         arr = np.asarray(data)
-        if arr.dtype == np.float64:
-            arr = arr.astype(np.float32)
+        if arr.dtype == np.float64:  # numpy's default float; the IR computes in f32
+            arr = to_dtype(arr, np.float32)
         op = Op("const", [], [], {}, name, loc, data=arr)
         op.results = [Value(TensorType(arr.shape, dtype_of(arr), layout), op, 0, name)]
         self.graph.ops.append(op)
@@ -55,7 +67,7 @@ class Builder:
         where = loc if loc is not None else Loc(name, self.file)
         n = len(operands)
         if n < opdef.min_operands or n > opdef.max_operands:
-            raise TidlcError(f"{kind} takes {opdef.min_operands}..{opdef.max_operands} operands, got {n}", where)
+            raise TidlcError(f"{kind} takes {opdef.arity} operand(s), got {n}", where)
         try:
             norm = opdef.normalize_attrs({k: v for k, v in (attrs or {}).items()})
         except ValueError as exc:
@@ -63,7 +75,7 @@ class Builder:
         op = Op(kind, list(operands), [], norm, name, loc)
         count = opdef.result_count(norm)
         op.results = [Value(TensorType(None), op, i) for i in range(count)]
-        for v, t in zip(op.results, infer_types(op)):
+        for v, t in zip(op.results, infer_types(op, where)):
             v.type = t
         return op
 

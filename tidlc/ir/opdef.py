@@ -1,10 +1,10 @@
 """Ops declared as data.
 
 An :class:`OpDef` states everything about an op kind in one place: operand
-names (``"b?"`` optional, ``"xs*"`` variadic), typed attributes with defaults
-and validators, result count, type inference, the float reference
-implementation (used by the interpreter and by constant folding) and the MAC
-count. The registry is filled by the builtin op modules and by plugins through
+names (``"b?"`` optional, ``"xs*"`` zero or more, ``"xs+"`` one or more),
+typed attributes with defaults and validators, result count, type inference,
+the float reference implementation (used by the interpreter and by constant
+folding) and the MAC count. The registry is filled by the builtin op modules and by plugins through
 the ``tidlc_ops`` hook.
 """
 from __future__ import annotations
@@ -58,6 +58,8 @@ class AttrSpec:
     def normalize(self, value: Any) -> Any:
         """Convert ``value`` to the canonical Python form or raise ValueError."""
         if self.kind in ("ints", "floats", "strs"):
+            if isinstance(value, np.ndarray):  # frontends hand over arrays, 0-d ones too
+                value = value.reshape(-1).tolist()
             if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
                 value = [value]
             value = tuple(_normalize_scalar(self.kind[:-1], v) for v in value)
@@ -135,7 +137,15 @@ class OpDef:
 
     @property
     def max_operands(self) -> float:
-        return math.inf if any(o.endswith("*") for o in self.operands) else len(self.operands)
+        return math.inf if any(o.endswith(("*", "+")) for o in self.operands) else len(self.operands)
+
+    @property
+    def arity(self) -> str:
+        """The operand count in words: ``2``, ``2 to 3``, ``at least 1``."""
+        lo, hi = self.min_operands, self.max_operands
+        if lo == hi:
+            return str(lo)
+        return f"at least {lo}" if hi == math.inf else f"{lo} to {hi}"
 
     def normalize_attrs(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults filled in, values converted; raises ValueError naming the attribute."""

@@ -22,11 +22,11 @@ from typing import Any, Optional
 import numpy as np
 
 from tidlc.ir.core import Graph, Op, Value
-from tidlc.ir.types import QuantInfo, TensorType, dtype_of
+from tidlc.ir.types import QuantInfo, TensorType
 
 INLINE_LIMIT = 16
-_BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.$-]*$")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.$-]*")  # used with fullmatch: "$" would accept "x\n"
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def format_float(v: float) -> str:
@@ -38,19 +38,28 @@ def format_float(v: float) -> str:
     return repr(v)
 
 
+def format_element(v: np.floating) -> str:
+    """Shortest text that reads back to the same value *in v's own precision* (1e-08, not 9.99...e-09)."""
+    if np.isnan(v):
+        return "nan"
+    return str(v)  # numpy prints the shortest round-tripping digits of float16/32/64 scalars
+
+
 def format_string(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
 
 
 def format_symbol(name: str) -> str:
-    return "@" + (name if _BARE.match(name) else format_string(name))
+    return "@" + (name if _BARE.fullmatch(name) else format_string(name))
 
 
 def format_attr_key(key: str) -> str:
-    return key if _IDENT.match(key) else format_string(key)
+    return key if _IDENT.fullmatch(key) else format_string(key)
 
 
 def format_attr_value(v: Any) -> str:
+    if isinstance(v, np.generic):  # frontends may hand over numpy scalars
+        v = v.item()
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):
@@ -92,9 +101,9 @@ def format_type(t: TensorType) -> str:
 
 def format_dense(data: np.ndarray) -> str:
     flat = data.reshape(-1)
-    fmt = format_float if data.dtype.kind in "fc" else (
+    fmt = format_element if data.dtype.kind == "f" else (
         (lambda b: "true" if b else "false") if data.dtype.kind == "b" else (lambda x: str(int(x))))
-    if is_splat(data) and data.size > 1:
+    if data.ndim == 0 or (is_splat(data) and data.size > 1):  # scalars and splats: one value
         return f"dense<{fmt(flat[0])}>"
     return "dense<[" + ", ".join(fmt(x) for x in flat) + "]>"
 
@@ -104,9 +113,10 @@ def is_splat(data: np.ndarray) -> bool:
     return data.size > 0 and (data.size == 1 or all(s == 0 for s in data.strides))
 
 
-def format_loc(op: Op) -> str:
+def format_loc(op: Op, implied_name: str = "") -> str:
+    """`` loc("name" "file":line:col)``; the name is left out when the line already says it."""
     loc = op.loc
-    name = op.name
+    name = op.name if op.name != implied_name else ""
     if not name and (loc is None or not loc.file):
         return ""
     text = f" loc({format_string(name)}"
@@ -142,7 +152,7 @@ class Printer:
             raise ValueError(f"value {v!r} is used before it is defined") from None
 
     def _define(self, v: Value, hint: Optional[str] = None) -> str:
-        if hint and _BARE.match(hint) and not hint[0].isdigit():
+        if hint and _BARE.fullmatch(hint) and not hint[0].isdigit():
             name = self._unique(hint, self._used)
         else:
             while str(self._counter) in self._used:
@@ -161,18 +171,20 @@ class Printer:
     def print_op(self, op: Op) -> str:
         operands = [self.value_name(v) for v in op.operands]
         if op.kind == "input":
-            lhs = self._define(op.results[0], op.attrs["name"])
-            return f"{lhs} = input {format_string(op.attrs['name'])} : {format_type(op.results[0].type)}{format_loc(op)}"
+            name = op.attrs["name"]
+            lhs = self._define(op.results[0], name)
+            return f"{lhs} = input {format_string(name)} : {format_type(op.results[0].type)}{format_loc(op, name)}"
         if op.kind == "const":
             lhs = self._define(op.results[0])
             data = op.data
+            sym = ""
             if data.size <= self.inline_limit or is_splat(data):
                 payload = format_dense(data)
             else:
                 sym = self._weight_symbol(op)
                 self.weights[sym] = data
                 payload = format_symbol(sym)
-            return f"{lhs} = const {payload} : {format_type(op.results[0].type)}{format_loc(op)}"
+            return f"{lhs} = const {payload} : {format_type(op.results[0].type)}{format_loc(op, sym)}"
         lhs = ", ".join(self._define(r) for r in op.results)
         defaults = op.opdef.attrs
         shown = {k: v for k, v in op.attrs.items() if k not in defaults or defaults[k].default != v}
@@ -194,7 +206,8 @@ class Printer:
             lines.append("  " + self.print_op(op))
         outs = ", ".join(self.value_name(v) for v in g.outputs)
         names = list(g.output_names) or [v.name for v in g.outputs]
-        lines.append(f"  output({outs}) {{names = {format_attr_value(names)}}}")
+        names_text = f" {{names = {format_attr_value(names)}}}" if any(names) else ""
+        lines.append(f"  output({outs}){names_text}")
         lines.append("}")
         return "\n".join(lines) + "\n"
 

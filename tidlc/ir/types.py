@@ -21,8 +21,9 @@ LAYOUTS = ("NCHW", "NHWC")
 
 
 def dtype_of(array_or_dtype) -> str:
-    """The IR dtype name of a numpy array or dtype."""
-    dt = np.dtype(getattr(array_or_dtype, "dtype", array_or_dtype))
+    """The IR dtype name of a numpy array, scalar or dtype."""
+    is_value = isinstance(array_or_dtype, (np.ndarray, np.generic))
+    dt = np.dtype(array_or_dtype.dtype if is_value else array_or_dtype)
     try:
         return _NP_TO_DTYPE[dt]
     except KeyError:
@@ -54,6 +55,19 @@ def _to_floats(value):
     return tuple(float(v) for v in np.atleast_1d(value))
 
 
+QUANT_BITS = (4, 8, 12, 16, 32)
+
+
+def _check_bits(inst, attribute, value):
+    if isinstance(value, bool) or value not in QUANT_BITS:
+        raise ValueError(f"quantization bits must be one of {', '.join(map(str, QUANT_BITS))}, got {value!r}")
+
+
+def _check_scale(inst, attribute, value):
+    if not value or not all(np.isfinite(s) and s > 0 for s in value):
+        raise ValueError(f"quantization scales must be positive and finite, got {list(value)}")
+
+
 @attrs.frozen
 class QuantInfo:
     """How a fixed-point tensor maps to real numbers: ``real = (q - zero_point) / scale``.
@@ -63,9 +77,9 @@ class QuantInfo:
     the tensor from its accumulator, when known.
     """
 
-    bits: int = attrs.field(validator=attrs.validators.in_((4, 8, 12, 16, 32)))
+    bits: int = attrs.field(validator=_check_bits)
     signed: bool
-    scale: tuple[float, ...] = attrs.field(converter=_to_floats)
+    scale: tuple[float, ...] = attrs.field(converter=_to_floats, validator=_check_scale)
     zero_point: int = 0
     shift: Optional[int] = None
     axis: Optional[int] = None

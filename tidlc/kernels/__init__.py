@@ -14,4 +14,4 @@ except ImportError:  # pragma: no cover - only in unbuilt source trees
     im2col_f32 = im2col_f32_numpy
     HAVE_CYTHON = False
 
-__all__ = ["im2col_f32", "im2col_f32_numpy", "HAVE_CYTHON"]
+__all__ = ["HAVE_CYTHON", "im2col_f32", "im2col_f32_numpy"]

@@ -13,6 +13,11 @@ import attrs
 from tidlc.ir.core import Graph
 
 
+def option_text(value: Any) -> str:
+    """An option value as written in a pipeline string."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
 @attrs.frozen
 class Pass:
     name: ClassVar[str] = ""
@@ -33,8 +38,7 @@ class Pass:
         for key, field in self.options().items():
             value = getattr(self, field.name)
             if value != field.default:
-                text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-                opts.append(f"{key}={text}")
+                opts.append(f"{key}={option_text(value)}")
         return self.name + ("{" + ",".join(opts) + "}" if opts else "")
 
 

@@ -1,6 +1,7 @@
 """Pipelines: -O levels, ``-p`` pipeline strings, verification and timing."""
 from __future__ import annotations
 
+import difflib
 import re
 import time
 from typing import Optional, Sequence
@@ -10,7 +11,7 @@ import attrs
 from tidlc.diagnostics import TidlcError
 from tidlc.ir.core import Graph
 from tidlc.ir.verifier import verify
-from tidlc.passes.base import Pass, PassContext
+from tidlc.passes.base import Pass, PassContext, option_text
 
 # What each level is for (printed by --print-pipeline and documented in docs/passes.md).
 LEVEL_PURPOSE = {
@@ -57,10 +58,21 @@ def parse_pipeline(text: str) -> list[tuple[str, dict[str, str]]]:
     return items
 
 
-def _convert(field: attrs.Attribute, text: str, where: str):
-    kind = field.type if isinstance(field.type, type) else type(field.default)
-    if isinstance(field.type, str):
-        kind = {"int": int, "float": float, "bool": bool, "str": str}.get(field.type, type(field.default))
+_KINDS = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _option_kind(field: attrs.Attribute) -> type:
+    """int/float/bool/str from the field's annotation (a string under PEP 563) or its default."""
+    if isinstance(field.type, type) and field.type in _KINDS.values():
+        return field.type
+    if isinstance(field.type, str) and field.type in _KINDS:
+        return _KINDS[field.type]
+    default = field.default
+    return type(default) if type(default) in _KINDS.values() else str
+
+
+def _convert(field: attrs.Attribute, text: str, pass_name: str, key: str):
+    kind = _option_kind(field)
     try:
         if kind is bool:
             if text.lower() in ("1", "true", "on", "yes"):
@@ -69,23 +81,42 @@ def _convert(field: attrs.Attribute, text: str, where: str):
                 return False
             raise ValueError
         return kind(text)
-    except ValueError:
-        raise TidlcError(f"{where}: {text!r} is not a valid {kind.__name__}") from None
+    except (TypeError, ValueError):
+        hint = ""
+        if field.default is not attrs.NOTHING:
+            hint = f"e.g. {pass_name}{{{key}={option_text(field.default)}}}, the default"
+        if kind is bool:
+            hint = "write true/false, on/off, yes/no or 1/0" + (f"; {hint}" if hint else "")
+        raise TidlcError(f"pass '{pass_name}': option {key}={text!r} is not {_KIND_WORDS[kind]}",
+                         hint=hint) from None
+
+
+_KIND_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"did you mean '{close[0]}'? " if close else ""
 
 
 def instantiate(registry: dict[str, type], name: str, options: dict[str, str]) -> Pass:
     cls = registry.get(name)
     if cls is None:
-        raise TidlcError(f"unknown pass '{name}'", hint=f"known passes: {', '.join(sorted(registry))}")
+        raise TidlcError(f"unknown pass '{name}'",
+                         hint=_did_you_mean(name, registry) + f"known passes: {', '.join(sorted(registry))}")
     known = cls.options()
     values = {}
     for key, text in options.items():
         field = known.get(key) or known.get(key.replace("_", "-"))
         if field is None:
             raise TidlcError(f"pass '{name}' has no option '{key}'",
-                             hint=f"its options: {', '.join(known) or 'none'}")
-        values[field.name] = _convert(field, text, f"{name}{{{key}}}")
+                             hint=_did_you_mean(key, known) + f"its options: {', '.join(known) or 'none'}")
+        values[field.name] = _convert(field, text, name, key)
     return cls(**values)
+
+
+def _in_pass(name: str, done: Sequence[str]) -> str:
+    return f"in pass '{name}' (passes before it: {', '.join(done) or 'none'})"
 
 
 @attrs.define
@@ -123,8 +154,12 @@ class PassManager:
             try:
                 changed = bool(p.run(ctx, graph))
             except TidlcError as exc:
-                if not exc.problems and done:
-                    exc.problems = [f"in pass '{p.name}' (after: {', '.join(done[-3:])})"]
+                # name the failing pass (str(exc) is fixed at construction: refresh it)
+                exc.problems = exc.problems + [_in_pass(p.name, done)]
+                exc.args = (exc.format(),)
+                raise
+            except Exception as exc:  # an internal error: still say where it happened
+                exc.add_note(_in_pass(p.name, done))
                 raise
             seconds = time.perf_counter() - start
             self.timings.append((p.spec(), seconds, changed))
@@ -134,7 +169,8 @@ class PassManager:
                     verify(graph)
                 except TidlcError as exc:
                     raise TidlcError(f"IR invalid after pass '{p.name}' (passes before it: "
-                                     f"{', '.join(done) or 'none'})", graph.name, problems=exc.problems) from None
+                                     f"{', '.join(done) or 'none'})", graph.name, problems=exc.problems,
+                                     hint="this is a bug in that pass") from None
             if ctx.hook is not None:
                 ctx.hook.tidlc_pass_finished(pass_=p, graph=graph, changed=changed, seconds=seconds)
             done.append(p.name)

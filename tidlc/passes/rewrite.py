@@ -1,7 +1,8 @@
 """Table-driven rewriting: rules are (op kind, function) rows, applied to a fixed point.
 
 A rule function ``fn(rw, op) -> bool`` inspects ``op`` and, if it matches,
-edits the graph through the :class:`Rewriter` and returns True.
+edits the graph through the :class:`Rewriter` and returns True. The kind
+``"*"`` matches every op (tried after the rules for the op's own kind).
 """
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ def apply_rules(graph: Graph, rules: Iterable[Rule], max_iters: int = 8) -> bool
         for op in list(graph.ops):
             if id(op) in rw.dead:
                 continue
-            for fn in table.get(op.kind, ()) + table.get("*", []):
+            for fn in table.get(op.kind, []) + table.get("*", []):
                 if fn(rw, op):
                     sweep = True
                     break

@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from tidlc.frontends.caffe.caffemodel import CaffeWeights, read_caffemodel, sniff_caffemodel
-from tidlc.frontends.caffe.prototxt import conv_params, load_netspec, pool_params
+from tidlc.frontends.caffe.netspec import conv_params, load_netspec, pool_params
 
 from tidlc.diagnostics import TidlcError
 

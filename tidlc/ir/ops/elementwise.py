@@ -56,8 +56,8 @@ def _make_binary(kind: str, fn, doc: str):
     def compute(op, a, b):
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             out = fn(a, b)
-        if out.dtype != a.dtype and a.dtype.kind == b.dtype.kind:
-            out = out.astype(np.result_type(a, b), copy=False)
+        if out.dtype != a.dtype:  # the result has a's element type (as type inference says)
+            out = out.astype(a.dtype, copy=False)
         return apply_act(out, op.attrs["act"], op.attrs["act_params"])
 
     defop(kind, ("a", "b"), dict(ACT_ATTRS), infer=_binary_infer, compute=compute,

@@ -296,12 +296,18 @@ defop("scale", ("x", "scale", "bias?"), {"axis": a_int(1), **ACT_ATTRS},
 
 
 def _prelu_compute(op, x, slope):
-    s = _bcast(slope, x, 1) if slope.size == (x.shape[1] if x.ndim > 1 else 1) else slope.astype(x.dtype)
+    # a 1-D slope with one value per channel is per channel (axis 1, Caffe); any other
+    # shape broadcasts numpy-style (a (W,) slope of an NCHW tensor is per column)
+    if slope.ndim == 1 and x.ndim > 1 and slope.size == x.shape[1]:
+        s = _bcast(slope, x, 1)
+    else:
+        s = slope.astype(x.dtype, copy=False)
     return np.where(x >= 0, x, x * s)
 
 
 defop("prelu", ("x", "slope"), {}, infer=same_as_first, compute=_prelu_compute, category="vector",
-      doc="y = x if x >= 0 else slope * x (slope per channel, or broadcast).")
+      doc="y = x if x >= 0 else slope * x; a 1-D slope of C values is per channel (axis 1), "
+          "other shapes broadcast numpy-style.")
 
 
 # --------------------------------------------------------------------------- pooling
@@ -311,41 +317,50 @@ def _pool_infer(op, types):
     if x.shape is None:
         return [x]
     a = op.attrs
-    (kh, kw), (sh, sw), (pt, pl, pb, pr) = a["kernel"], a["strides"], a["pads"]
-    if max(pt, pb) >= kh + (kh == 1) or max(pl, pr) >= kw + (kw == 1):
+    (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = a["kernel"], a["strides"], a["pads"], a["dilations"]
+    eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    if max(pt, pb) >= eh + (eh == 1) or max(pl, pr) >= ew + (ew == 1):
         raise ValueError(f"pool2d pads {a['pads']} not smaller than kernel {a['kernel']}")
-    h = spatial_out(x.shape[2], kh, sh, pt, pb, 1, a["ceil_mode"])
-    w = spatial_out(x.shape[3], kw, sw, pl, pr, 1, a["ceil_mode"])
+    h = spatial_out(x.shape[2], kh, sh, pt, pb, dh, a["ceil_mode"])
+    w = spatial_out(x.shape[3], kw, sw, pl, pr, dw, a["ceil_mode"])
     return [TensorType((x.shape[0], x.shape[1], h, w), x.dtype, x.layout)]
 
 
-def pool2d_ref(x, mode, kernel, strides, pads, ceil_mode=False, count_include_pad=False):
+def _taps_inside(starts, k, d, lo, hi):
+    """How many of the window taps ``start + i*d`` (i < k) fall in [lo, hi), per window."""
+    taps = starts[:, None] + np.arange(k)[None, :] * d
+    return ((taps >= lo) & (taps < hi)).sum(axis=1)
+
+
+def pool2d_ref(x, mode, kernel, strides, pads, ceil_mode=False, count_include_pad=False, dilations=(1, 1)):
     n, c, h, w = x.shape
-    (kh, kw), (sh, sw), (pt, pl, pb, pr) = kernel, strides, pads
-    ho = spatial_out(h, kh, sh, pt, pb, 1, ceil_mode)
-    wo = spatial_out(w, kw, sw, pl, pr, 1, ceil_mode)
+    (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = kernel, strides, pads, dilations
+    ho = spatial_out(h, kh, sh, pt, pb, dh, ceil_mode)
+    wo = spatial_out(w, kw, sw, pl, pr, dw, ceil_mode)
     # pad far enough that every window (incl. ceil-mode overhang) is in bounds
-    extra_b = max(0, (ho - 1) * sh + kh - (h + pt + pb))
-    extra_r = max(0, (wo - 1) * sw + kw - (w + pl + pr))
+    extra_b = max(0, (ho - 1) * sh + (kh - 1) * dh + 1 - (h + pt + pb))
+    extra_r = max(0, (wo - 1) * sw + (kw - 1) * dw + 1 - (w + pl + pr))
     fill = -np.inf if mode == "max" else 0.0
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb + extra_b), (pl, pr + extra_r)), constant_values=fill)
+
+    def tap(i, j):
+        return xp[:, :, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw]
+
     if mode == "max":
         out = np.full((n, c, ho, wo), -np.inf, dtype=x.dtype)
         for i in range(kh):
             for j in range(kw):
-                np.maximum(out, xp[:, :, i: i + (ho - 1) * sh + 1: sh, j: j + (wo - 1) * sw + 1: sw], out=out)
+                np.maximum(out, tap(i, j), out=out)
         return out
     out = np.zeros((n, c, ho, wo), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            out += xp[:, :, i: i + (ho - 1) * sh + 1: sh, j: j + (wo - 1) * sw + 1: sw]
-    # divisor: window clipped to the padded extent, or to the real input
+            out += tap(i, j)
+    # divisor: the taps inside the padded extent, or inside the real input
     lo_h, hi_h = (-pt, h + pb) if count_include_pad else (0, h)
     lo_w, hi_w = (-pl, w + pr) if count_include_pad else (0, w)
-    hs = np.arange(ho) * sh - pt
-    ws = np.arange(wo) * sw - pl
-    cnt_h = np.minimum(hs + kh, hi_h) - np.maximum(hs, lo_h)
-    cnt_w = np.minimum(ws + kw, hi_w) - np.maximum(ws, lo_w)
+    cnt_h = _taps_inside(np.arange(ho) * sh - pt, kh, dh, lo_h, hi_h)
+    cnt_w = _taps_inside(np.arange(wo) * sw - pl, kw, dw, lo_w, hi_w)
     div = np.maximum(cnt_h[:, None] * cnt_w[None, :], 1).astype(x.dtype)
     return out / div
 
@@ -353,7 +368,7 @@ def pool2d_ref(x, mode, kernel, strides, pads, ceil_mode=False, count_include_pa
 def _pool_compute(op, x):
     a = op.attrs
     return pool2d_ref(x, a["mode"], a["kernel"], a["strides"], a["pads"], a["ceil_mode"],
-                      a["count_include_pad"])
+                      a["count_include_pad"], a["dilations"])
 
 
 defop("pool2d", ("x",), {"mode": a_str(choices=("max", "avg")), **_window_attrs((1, 1)),
@@ -401,10 +416,11 @@ defop("lrn", ("x",), {"size": a_int(check=positive), "alpha": a_float(1e-4), "be
 
 def _softmax_compute(op, x):
     axis = op.attrs["axis"]
-    m = x.max(axis=axis, keepdims=True)
-    e = np.exp(x - m)
-    out = e / e.sum(axis=axis, keepdims=True)
-    return np.log(out) if op.attrs["log"] else out
+    shifted = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(shifted)
+    total = e.sum(axis=axis, keepdims=True)
+    # log(e / total) would be log(0) = -inf where exp underflows; this form stays finite
+    return shifted - np.log(total) if op.attrs["log"] else e / total
 
 
 defop("softmax", ("x",), {"axis": a_int(-1), "log": a_bool(False)}, infer=same_as_first,

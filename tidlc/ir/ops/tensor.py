@@ -31,7 +31,7 @@ def _concat_infer(op, types):
     return [TensorType(shape, types[0].dtype, types[0].layout)]
 
 
-defop("concat", ("xs*",), {"axis": a_int(1)}, infer=_concat_infer,
+defop("concat", ("xs+",), {"axis": a_int(1)}, infer=_concat_infer,
       compute=lambda op, *xs: np.concatenate(xs, axis=op.attrs["axis"]), category="data",
       doc="Concatenate along an axis.")
 
@@ -73,7 +73,8 @@ def _slice_bounds(shape, starts, ends, axes, steps):
             continue
         sl = slice(s, e, st)
         lo, hi, step = sl.indices(shape[a])
-        slices[a] = slice(lo, hi, step)
+        # slice.indices gives stop -1 for "down to index 0"; as a slice stop -1 means the end
+        slices[a] = slice(lo, hi if hi >= 0 else None, step)
         out[a] = len(range(lo, hi, step))
     return out, tuple(slices)
 
@@ -206,7 +207,7 @@ def _flatten_infer(op, types):
     x = types[0]
     if x.shape is None:
         return [TensorType((None, None), x.dtype)]
-    axis = norm_axis(op.attrs["axis"], len(x.shape) + 1) if op.attrs["axis"] != len(x.shape) else len(x.shape)
+    axis = _flatten_axis(op.attrs["axis"], len(x.shape))
 
     def prod(ds):
         return None if any(d is None for d in ds) else int(np.prod(ds, dtype=np.int64))
@@ -214,9 +215,16 @@ def _flatten_infer(op, types):
     return [TensorType((prod(x.shape[:axis]), prod(x.shape[axis:])), x.dtype)]
 
 
+def _flatten_axis(axis: int, rank: int) -> int:
+    # ONNX: axis in [-rank, rank]; a negative axis counts from the end
+    if not -rank <= axis <= rank:
+        raise ValueError(f"flatten axis {axis} out of range for rank {rank}")
+    return axis + rank if axis < 0 else axis
+
+
 def _flatten_compute(op, x):
-    axis = op.attrs["axis"] % (x.ndim + 1) if op.attrs["axis"] < 0 else op.attrs["axis"]
-    return x.reshape(int(np.prod(x.shape[:axis])), -1)
+    axis = _flatten_axis(op.attrs["axis"], x.ndim)
+    return x.reshape(int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:])))
 
 
 defop("flatten", ("x",), {"axis": a_int(1)}, infer=_flatten_infer, compute=_flatten_compute,
@@ -403,29 +411,50 @@ def _resize_infer(op, types):
     sizes = op.attrs["sizes"]
     if sizes:
         return [TensorType(sizes, x.dtype, x.layout)]
-    return [TensorType([None if d is None else int(np.floor(d * s)) for d, s in zip(x.shape, scales)],
+    return [TensorType([None if d is None else _scaled_len(d, s) for d, s in zip(x.shape, scales)],
                        x.dtype, x.layout)]
 
 
+def _scaled_len(n: int, scale: float) -> int:
+    """floor(n * scale) in float32, as onnxruntime computes it (10 x 0.7f gives 7, not 6)."""
+    return int(np.floor(np.float32(n) * np.float32(scale)))
+
+
+RESIZE_COORD_MODES = ("asymmetric", "half_pixel", "pytorch_half_pixel", "align_corners",
+                      "tf_half_pixel_for_nn", "half_pixel_symmetric")
+
+
 def _source_coords(out_len, in_len, scale, coord_mode):
-    o = np.arange(out_len, dtype=np.float64)
+    """Input coordinate of each output index, in float32 like onnxruntime (so ties round alike)."""
+    f = np.float32
+    o = np.arange(out_len, dtype=f)
+    scale = f(scale)
+    half = f(0.5)
     if coord_mode == "half_pixel":
-        return (o + 0.5) / scale - 0.5
+        return (o + half) / scale - half
     if coord_mode == "pytorch_half_pixel":
-        return (o + 0.5) / scale - 0.5 if out_len > 1 else np.zeros_like(o)
+        return (o + half) / scale - half if out_len > 1 else np.zeros_like(o)
+    if coord_mode == "tf_half_pixel_for_nn":
+        return (o + half) / scale
+    if coord_mode == "half_pixel_symmetric":
+        adjustment = f(out_len) / (scale * f(in_len))
+        offset = f(in_len) / f(2) * (f(1) - adjustment)
+        return offset + (o + half) / scale - half
     if coord_mode == "align_corners":
-        return o * (in_len - 1) / (out_len - 1) if out_len > 1 else np.zeros_like(o)
+        return o * f(in_len - 1) / f(out_len - 1) if out_len > 1 else np.zeros_like(o)
     return o / scale  # asymmetric
 
 
 def _resize_compute(op, x):
     a = op.attrs
-    out_shape = tuple(a["sizes"]) if a["sizes"] else tuple(int(np.floor(d * s)) for d, s in zip(x.shape, a["scales"]))
+    out_shape = tuple(a["sizes"]) if a["sizes"] else tuple(_scaled_len(d, s) for d, s in zip(x.shape, a["scales"]))
     out = x
+    if out_shape == tuple(x.shape):  # onnxruntime copies then, whatever the scales say
+        return x
     for axis, (n_in, n_out) in enumerate(zip(x.shape, out_shape)):
-        if n_in == n_out:
-            continue
         scale = n_out / n_in if a["sizes"] else a["scales"][axis]
+        if scale == 1.0:  # (a scale != 1 that keeps an axis' length still moves its samples)
+            continue
         src = _source_coords(n_out, n_in, scale, a["coord_mode"])
         if a["mode"] == "nearest":
             rule = a["nearest_mode"]
@@ -443,7 +472,7 @@ def _resize_compute(op, x):
             src = np.clip(src, 0, n_in - 1)
             lo = np.floor(src).astype(np.int64)
             hi = np.minimum(lo + 1, n_in - 1)
-            frac = (src - lo).astype(x.dtype)
+            frac = (src - lo.astype(src.dtype)).astype(x.dtype)
             shape = [1] * x.ndim
             shape[axis] = -1
             frac = frac.reshape(shape)
@@ -454,7 +483,7 @@ def _resize_compute(op, x):
 defop("resize", ("x",),
       {"scales": a_floats(), "sizes": a_ints(()),
        "mode": a_str("nearest", choices=("nearest", "linear")),
-       "coord_mode": a_str("asymmetric", choices=("asymmetric", "half_pixel", "pytorch_half_pixel", "align_corners")),
+       "coord_mode": a_str("asymmetric", choices=RESIZE_COORD_MODES),
        "nearest_mode": a_str("floor", choices=("floor", "ceil", "round_prefer_floor", "round_prefer_ceil"))},
       infer=_resize_infer, compute=_resize_compute, category="data",
       doc="Nearest/linear resize of every axis by 'scales' (or to 'sizes').")

@@ -1,0 +1,210 @@
+"""Caffe prototxt (+ caffemodel) -> tidlc IR.
+
+``load_caffe(path, options)`` is the frontend entry point. The steps:
+
+1. parse the prototxt into a :class:`~tidlc.frontends.caffe.netspec.NetSpec`
+   (TEST phase);
+2. find the weights: ``options.weights``, else ``<stem>.caffemodel`` beside
+   the prototxt; without one, ``options.random_weights`` fills every blob
+   with seeded random values, or else the net is imported *structure-only*
+   (zero-splat constants, ``graph.attrs["missing_weights"] = True``, one
+   warning) so that shape-level commands still work;
+3. check every layer against the converter table (``registry.CONVERTERS``)
+   and report *all* unsupported layers at once, with their locations;
+4. convert the layers in file order. Blob names are SSA-renamed: an in-place
+   layer (``top == bottom``) defines a new value under the same blob name;
+5. report every weight problem at once (missing layers or blobs, wrong
+   shapes, extra blobs);
+6. the graph outputs are the blobs nobody consumed (Caffe's rule), in the
+   order they were produced.
+
+Every op is named after its layer and located at the layer's
+``file:line:col``; values carry their blob names.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from tidlc.diagnostics import Loc, TidlcError, warn
+from tidlc.ir.builder import Builder
+from tidlc.ir.core import Graph, Value
+from tidlc.ir.types import TensorType
+
+from . import convert_detection, convert_nn, convert_tensor  # noqa: F401  (fill the table)
+from .caffemodel import read_caffemodel
+from .netspec import LayerSpec, NetSpec, load_netspec
+from .registry import CONVERTERS, Layer
+from .weights import FileWeights, RandomWeights, WeightSource, ZeroWeights
+
+__all__ = ["Lowering", "find_weights", "load_caffe", "lower_net", "unsupported_layers"]
+
+
+def find_weights(prototxt: str, weights: str | None = None) -> str | None:
+    """The caffemodel to use: the given path, else ``<stem>.caffemodel`` beside the prototxt."""
+    if weights:
+        if not os.path.isfile(weights):
+            raise TidlcError("weights file not found", Loc(file=weights),
+                             hint="--weights takes the path of a .caffemodel")
+        return weights
+    beside = Path(prototxt).with_suffix(".caffemodel")
+    return str(beside) if beside.is_file() else None
+
+
+def unsupported_layers(net: NetSpec, weights: WeightSource | None = None) -> list[str]:
+    """One line per layer that cannot be converted: ``file:line:col: 'name': why``."""
+    problems = []
+    for spec in net.layers:
+        row = CONVERTERS.get(spec.type)
+        if row is None:
+            problems.append(f"{spec.loc.where()}: '{spec.name}': unsupported layer type "
+                            f"'{spec.type}'{_type_detail(spec)}")
+            continue
+        if row.check is not None:
+            problem = row.check(spec, weights)
+            if problem:
+                problems.append(f"{spec.loc.where()}: '{spec.name}': {spec.type}: {problem}")
+    return problems
+
+
+def _type_detail(spec: LayerSpec) -> str:
+    if spec.type == "Python":
+        p = spec.param("python_param")
+        module, layer = p.get("module", "?"), p.get("layer", "?")
+        return f" (python_param {module}.{layer}: arbitrary Python code)"
+    return ""
+
+
+class Lowering:
+    """The state of one conversion: the builder, the blob table, the inputs and the weights."""
+
+    def __init__(self, net: NetSpec, weights: WeightSource, path: str = "",
+                 input_shapes: dict[str, tuple[int, ...]] | None = None):
+        self.net = net
+        self.weights = weights
+        self.path = path
+        self.input_shapes = dict(input_shapes or {})
+        self.builder = Builder(Graph(name=net.name or Path(path).stem or "caffe"), path)
+        self.blobs: dict[str, Value] = {}
+        self.available: dict[str, None] = {}  # produced, not yet consumed (ordered)
+        self.missing_shapes: list[str] = []
+
+    @property
+    def graph(self) -> Graph:
+        return self.builder.graph
+
+    # --- the blob table --------------------------------------------------------------------
+    def lookup(self, spec: LayerSpec, blob: str) -> Value:
+        value = self.blobs.get(blob)
+        if value is None:
+            raise TidlcError(f"bottom '{blob}' is not produced by any earlier layer or input",
+                             spec.loc, hint="layers run in file order; check the blob name")
+        self.available.pop(blob, None)
+        return value
+
+    def define(self, blob: str, value: Value) -> None:
+        if not value.name:
+            value.name = blob
+        self.blobs[blob] = value
+        self.available.pop(blob, None)
+        self.available[blob] = None
+
+    def add_input(self, name: str, shape: Sequence[int] | None, loc: Loc) -> Value:
+        if name in self.input_shapes:
+            given = self.input_shapes.pop(name)
+            if shape is not None and len(shape) != len(given):
+                raise TidlcError(f"--input-shape {name}: rank {len(given)} but the prototxt declares "
+                                 f"{list(shape)}", loc, hint="give one value per dimension")
+            shape = given
+        if shape is None or any(d <= 0 for d in shape):
+            self.missing_shapes.append(f"{loc.where()}: input '{name}' has no shape in the prototxt")
+            shape = (1,)  # placeholder; the error is raised after all inputs are seen
+        value = self.builder.input(name, TensorType(tuple(shape), "f32", "NCHW" if len(shape) == 4 else None),
+                                   Loc(name, loc.file, loc.line, loc.col))
+        self.define(name, value)
+        return value
+
+    # --- the conversion ---------------------------------------------------------------------
+    def run(self) -> Graph:
+        problems = unsupported_layers(self.net, self.weights)
+        if problems:
+            raise TidlcError(f"{len(problems)} layer(s) of the net cannot be imported",
+                             Loc(file=self.path),
+                             hint="see docs/frontends/caffe.md for the supported layers",
+                             problems=problems)
+        for spec in self.net.inputs:
+            self.add_input(spec.name, spec.shape, spec.loc)
+        data_layers = [s for s in self.net.layers if s.type in convert_tensor.DATA_LAYERS]
+        for spec in data_layers:
+            convert_tensor.declare_data_layer(Layer(self, spec))
+        self._raise_missing_shapes()
+        for spec in self.net.layers:
+            if spec.type in convert_tensor.DATA_LAYERS:
+                continue
+            layer = Layer(self, spec)
+            CONVERTERS.get(spec.type).convert(layer)
+            if not layer.bound and spec.top:
+                raise layer.error("converter bound no result (internal error)")
+        if isinstance(self.weights, FileWeights):
+            self.weights.check_counts(self.net.layers)
+        if self.weights.problems:
+            raise TidlcError(f"{len(self.weights.problems)} problem(s) with the weights",
+                             Loc(file=getattr(getattr(self.weights, "weights", None), "path", "")),
+                             hint="is the caffemodel trained from this prototxt?",
+                             problems=self.weights.problems)
+        for blob in self.available:
+            self.builder.output(self.blobs[blob], blob)
+        if not self.graph.outputs:
+            raise TidlcError("the net has no outputs (every blob is consumed)", Loc(file=self.path))
+        return self.graph
+
+    def _raise_missing_shapes(self) -> None:
+        if self.input_shapes:
+            unknown = ", ".join(sorted(self.input_shapes))
+            names = ", ".join(op.attrs["name"] for op in self.graph.input_ops)
+            raise TidlcError(f"--input-shape names unknown input(s) {unknown}",
+                             hint=f"the net's inputs are: {names}")
+        if self.missing_shapes:
+            raise TidlcError("input shape(s) unknown", Loc(file=self.path),
+                             hint="pass --input-shape NAME=d0,d1,... e.g. data=1,3,224,224",
+                             problems=self.missing_shapes)
+
+
+def lower_net(net: NetSpec, weights: WeightSource, path: str = "",
+              input_shapes: dict[str, tuple[int, ...]] | None = None) -> Graph:
+    """Convert a parsed net with the given weight source (see :class:`Lowering`)."""
+    return Lowering(net, weights, path, input_shapes).run()
+
+
+def weight_source(path: str, options) -> WeightSource:
+    """The weight source ``load_caffe`` uses for these options (see the module docstring)."""
+    seed = getattr(options, "random_weights", None)
+    weights_path = find_weights(path, getattr(options, "weights", None))
+    if weights_path is not None:
+        fallback = RandomWeights(seed) if seed is not None else None
+        return FileWeights(read_caffemodel(weights_path), fallback)
+    if seed is not None:
+        return RandomWeights(seed)
+    return ZeroWeights()
+
+
+def load_caffe(path: str, options=None) -> Graph:
+    """The Caffe frontend: ``.prototxt`` (+ ``.caffemodel``) -> IR graph."""
+    net = load_netspec(path)
+    source = weight_source(path, options)
+    shapes = dict(getattr(options, "input_shapes", None) or {})
+    graph = lower_net(net, source, path, shapes)
+    graph.attrs["source"] = os.path.basename(path)
+    if isinstance(source, ZeroWeights):
+        graph.attrs["missing_weights"] = True
+        warn(f"{path}: no weights (no --weights and no {Path(path).with_suffix('.caffemodel').name} "
+             "beside it): structure only, every weight is zero; use --random-weights SEED to explore")
+    elif isinstance(source, RandomWeights):
+        graph.attrs["random_weights"] = source.seed
+    elif isinstance(source, FileWeights) and source.filled:
+        graph.attrs["random_weights"] = source.fallback.seed
+        warn(f"{len(source.filled)} layer(s) have no weights in {Path(source.weights.path).name} "
+             f"and were filled randomly: {', '.join(source.filled[:5])}"
+             + (" ..." if len(source.filled) > 5 else ""))
+    return graph

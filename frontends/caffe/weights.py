@@ -1,0 +1,155 @@
+"""Where a Caffe layer's blobs come from: a caffemodel, seeded random values, or nothing.
+
+Converters ask for blob ``index`` of a layer with the shape the prototxt
+implies (:meth:`WeightSource.blob`); every source records what it handed out
+in ``used`` (Caffe's layout, by layer name), which is what a test writes
+back into a caffemodel to run the same net in another framework.
+
+* :class:`FileWeights` matches blobs to layers by name, like Caffe's
+  ``CopyTrainedLayersFrom``. A missing layer or blob, or a blob of the wrong
+  size, is recorded as a problem (all are reported together after lowering);
+  layers of the caffemodel that the prototxt does not have are ignored.
+* :class:`RandomWeights` draws each blob from a generator seeded by the seed,
+  the layer name and the blob index, so a blob does not depend on the order
+  of conversion. Distributions keep activations in a sane range (He-scaled
+  weights, positive variances, slopes in [0, 0.3]).
+* :class:`ZeroWeights` (structure-only mode) returns zero splats:
+  ``np.broadcast_to(np.float32(0), shape)`` costs no memory.
+"""
+from __future__ import annotations
+
+import zlib
+from math import prod
+from pathlib import Path
+
+import numpy as np
+
+from .caffemodel import CaffeWeights
+from .netspec import LayerSpec
+
+
+def zero_splat(shape) -> np.ndarray:
+    return np.broadcast_to(np.float32(0), tuple(shape))
+
+
+class WeightSource:
+    """Base class: records the blobs handed out and the problems found."""
+
+    kind = "none"
+
+    def __init__(self) -> None:
+        self.used: dict[str, dict[int, np.ndarray]] = {}
+        self.problems: list[str] = []
+
+    def blob(self, layer: LayerSpec, index: int, shape: tuple[int, ...], role: str) -> np.ndarray:
+        array = self._blob(layer, index, shape, role)
+        self.used.setdefault(layer.name, {})[index] = array
+        return array
+
+    def _blob(self, layer: LayerSpec, index: int, shape: tuple[int, ...], role: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def available(self, layer_name: str) -> int | None:
+        """How many blobs the source holds for a layer (None: any number, generated)."""
+        return None
+
+    def blobs_in_caffe_layout(self) -> dict[str, list[np.ndarray]]:
+        """The blobs handed out, per layer, in index order (for writing a caffemodel)."""
+        return {name: [np.ascontiguousarray(blobs[i], np.float32) for i in sorted(blobs)]
+                for name, blobs in self.used.items()}
+
+
+class ZeroWeights(WeightSource):
+    kind = "missing"
+
+    def _blob(self, layer, index, shape, role):
+        return zero_splat(shape)
+
+
+_ROLES = ("weight", "bias", "mean", "var", "factor", "gamma", "beta", "slope")
+
+
+class RandomWeights(WeightSource):
+    kind = "random"
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = int(seed)
+
+    def _blob(self, layer, index, shape, role):
+        if role not in _ROLES:
+            raise ValueError(f"unknown blob role {role!r}")
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, zlib.crc32(layer.name.encode()), index])
+        if role == "weight":
+            fan_in = max(1, prod(shape[1:]) if len(shape) > 1 else 1)
+            data = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+        elif role in ("bias", "beta"):
+            data = rng.uniform(-0.1, 0.1, shape)
+        elif role == "mean":
+            data = rng.normal(0.0, 0.1, shape)
+        elif role == "var":
+            data = rng.uniform(0.5, 1.5, shape)
+        elif role == "factor":
+            data = np.ones(shape)
+        elif role == "gamma":
+            data = rng.uniform(0.8, 1.2, shape)
+        else:  # slope
+            data = rng.uniform(0.0, 0.3, shape)
+        return data.astype(np.float32)
+
+
+class FileWeights(WeightSource):
+    """Blobs of a caffemodel; ``fallback`` (if any) fills layers the file does not have."""
+
+    kind = "file"
+
+    def __init__(self, weights: CaffeWeights, fallback: WeightSource | None = None):
+        super().__init__()
+        self.weights = weights
+        self.fallback = fallback
+        self.filled: list[str] = []  # layers the fallback had to fill
+
+    def available(self, layer_name: str) -> int | None:
+        if layer_name in self.weights:
+            return len(self.weights[layer_name])
+        return None if self.fallback is not None else 0
+
+    def _blob(self, layer, index, shape, role):
+        name = Path(self.weights.path).name
+        where = layer.loc.where()
+        if layer.name not in self.weights:
+            if self.fallback is not None:
+                if layer.name not in self.filled:
+                    self.filled.append(layer.name)
+                return self.fallback.blob(layer, index, shape, role)
+            self._problem(f"{where}: '{layer.name}': {name} has no weights for this {layer.type} layer")
+            return zero_splat(shape)
+        blobs = self.weights[layer.name]
+        if index >= len(blobs):
+            self._problem(f"{where}: '{layer.name}': {name} has {len(blobs)} blob(s) for this "
+                          f"{layer.type} layer, blob {index} ({role}, shape {list(shape)}) is needed")
+            return zero_splat(shape)
+        array = blobs[index]
+        if tuple(array.shape) == shape:
+            return array
+        if array.size == prod(shape):
+            return array.reshape(shape)  # legacy 4-D blobs, e.g. (1, 1, N, K) for InnerProduct
+        self._problem(f"{where}: '{layer.name}': blob {index} ({role}) in {name} has shape "
+                      f"{list(array.shape)}, the prototxt implies {list(shape)}")
+        return zero_splat(shape)
+
+    def _problem(self, line: str) -> None:
+        if line not in self.problems:
+            self.problems.append(line)
+
+    def check_counts(self, layers: list[LayerSpec]) -> None:
+        """Extra blobs: layers of the prototxt whose caffemodel entry has more blobs than used."""
+        name = Path(self.weights.path).name
+        for layer in layers:
+            if layer.name not in self.weights:
+                continue
+            have = len(self.weights[layer.name])
+            used = len(self.used.get(layer.name, {}))
+            if have > used:
+                self._problem(f"{layer.loc.where()}: '{layer.name}': {name} has {have} blob(s) for "
+                              f"this {layer.type} layer, the prototxt uses {used}")

@@ -1,0 +1,380 @@
+"""Converters for ops with weights or windows: Conv, ConvTranspose, Gemm, MatMul,
+BatchNormalization, pooling, LRN, Softmax.
+
+1-D convolutions and pools (rank-3 inputs) run as 2-D ones over a height of 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tidlc.ir.core import Value
+from tidlc.ir.types import numpy_dtype
+
+from .context import Node
+from .registry import converter
+
+AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
+
+
+def scalar(node: Node, value: float, like: Value, suffix: str) -> Value:
+    """A 0-d constant of ``like``'s element type."""
+    return node.const(np.asarray(value, dtype=numpy_dtype(like.dtype)), suffix)
+
+
+# ----------------------------------------------------------------------------- windows
+def _check_window(node: Node, what: str) -> str | None:
+    kernel = node.attr_ints("kernel_shape", None)
+    if kernel is not None and len(kernel) not in (1, 2):
+        return f"{len(kernel)}-D {what} is not supported (1-D and 2-D only)"
+    auto_pad = node.attr_str("auto_pad", "NOTSET")
+    if auto_pad not in AUTO_PADS:
+        return f"auto_pad '{auto_pad}' is not one of {', '.join(AUTO_PADS)}"
+    return None
+
+
+def _same_pads(in_size: int, kernel: int, stride: int, dilation: int, upper: bool) -> tuple[int, int]:
+    """SAME_UPPER/SAME_LOWER: output = ceil(in / stride); the odd pixel goes at the end (upper)."""
+    out = -(-in_size // stride)
+    total = max(0, (out - 1) * stride + (kernel - 1) * dilation + 1 - in_size)
+    small, big = total // 2, total - total // 2
+    return (small, big) if upper else (big, small)
+
+
+class Window:
+    """Kernel/strides/dilations/pads of a Conv or pool, normalised to 2-D (t, l, b, r pads)."""
+
+    def __init__(self, node: Node, x: Value, kernel: tuple[int, ...], dilations_default=None):
+        spatial = len(kernel)
+        self.lifted = spatial == 1  # 1-D: run as 2-D over a height of 1
+        ones = (1,) * spatial
+        strides = node.attr_ints("strides", ones)
+        dilations = node.attr_ints("dilations", dilations_default or ones)
+        if len(strides) != spatial or len(dilations) != spatial:
+            raise node.error(f"strides {strides} / dilations {dilations} do not match a "
+                             f"{spatial}-D kernel {kernel}")
+        auto_pad = node.attr_str("auto_pad", "NOTSET")
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            shape = x.shape
+            if shape is None or len(shape) != 2 + spatial or any(d is None for d in shape[2:]):
+                raise node.error(f"auto_pad {auto_pad} needs the static spatial size of the input, "
+                                 f"which is {'unknown' if shape is None else x.type}",
+                                 hint="give the input shapes with --input-shape NAME=d0,d1,...")
+            pairs = [_same_pads(shape[2 + i], kernel[i], strides[i], dilations[i], auto_pad == "SAME_UPPER")
+                     for i in range(spatial)]
+            pads = tuple(p[0] for p in pairs) + tuple(p[1] for p in pairs)
+        elif auto_pad == "VALID":
+            pads = (0,) * (2 * spatial)
+        else:
+            pads = node.attr_ints("pads", (0,) * (2 * spatial))
+            if len(pads) != 2 * spatial:
+                raise node.error(f"pads {pads} need {2 * spatial} values for a {spatial}-D kernel")
+        if self.lifted:
+            kernel, strides, dilations = (1,) + kernel, (1,) + strides, (1,) + dilations
+            pads = (0, pads[0], 0, pads[1])
+        self.kernel, self.strides, self.dilations, self.pads = kernel, strides, dilations, pads
+
+    def lift(self, node: Node, x: Value) -> Value:
+        return node.op("unsqueeze", [x], axes=(2,)) if self.lifted else x
+
+    def lower(self, node: Node, y: Value) -> Value:
+        return node.op("squeeze", [y], axes=(2,)) if self.lifted else y
+
+
+def _kernel_of(node: Node, w: Value) -> tuple[int, ...]:
+    kernel = node.attr_ints("kernel_shape", None)
+    if kernel is None:
+        if w.shape is None or any(d is None for d in w.shape[2:]):
+            raise node.error("kernel_shape is missing and the weight shape is unknown")
+        kernel = tuple(w.shape[2:])
+    if len(kernel) not in (1, 2):
+        raise node.error(f"{len(kernel)}-D kernels are not supported (1-D and 2-D only)")
+    return kernel
+
+
+def _check_conv(node: Node) -> str | None:
+    return _check_window(node, "convolution")
+
+
+@converter("Conv", since=1, check=_check_conv)
+def conv(node: Node) -> None:
+    x, w, b = node.input(0), node.input(1), node.optional_input(2)
+    kernel = _kernel_of(node, w)
+    win = Window(node, x, kernel)
+    operands = [win.lift(node, x), win.lift(node, w)] + ([b] if b is not None else [])
+    y = node.op("conv2d", operands, strides=win.strides, pads=win.pads, dilations=win.dilations,
+                groups=node.attr_int("group", 1))
+    node.bind(win.lower(node, y))
+
+
+@converter("ConvTranspose", since=1, check=_check_conv)
+def conv_transpose(node: Node) -> None:
+    x, w, b = node.input(0), node.input(1), node.optional_input(2)
+    kernel = _kernel_of(node, w)
+    spatial = len(kernel)
+    ones = (1,) * spatial
+    strides = node.attr_ints("strides", ones)
+    dilations = node.attr_ints("dilations", ones)
+    out_pad = list(node.attr_ints("output_padding", (0,) * spatial))
+    output_shape = node.attr_ints("output_shape", None)
+    auto_pad = node.attr_str("auto_pad", "NOTSET")
+    if len(strides) != spatial or len(dilations) != spatial or len(out_pad) != spatial:
+        raise node.error("strides, dilations and output_padding must have one value per spatial axis")
+    if output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        in_hw = node.static_shape(x)[2:]
+        if output_shape is not None:
+            target = list(output_shape[-spatial:])
+        else:
+            target = [in_hw[i] * strides[i] for i in range(spatial)]
+        begins, ends = [], []
+        for i in range(spatial):
+            natural = strides[i] * (in_hw[i] - 1) + out_pad[i] + (kernel[i] - 1) * dilations[i] + 1
+            total = natural - target[i]
+            if total < 0:  # a larger output than the sweep covers: zeros at the end
+                out_pad[i] -= total
+                total = 0
+            if auto_pad == "SAME_UPPER":
+                begins.append(total // 2)
+                ends.append(total - total // 2)
+            else:
+                begins.append(total - total // 2)
+                ends.append(total // 2)
+        pads = tuple(begins) + tuple(ends)
+    elif auto_pad == "VALID":
+        pads = (0,) * (2 * spatial)
+    else:
+        pads = node.attr_ints("pads", (0,) * (2 * spatial))
+        if len(pads) != 2 * spatial:
+            raise node.error(f"pads {pads} need {2 * spatial} values")
+    lifted = spatial == 1
+    if lifted:
+        strides, dilations, out_pad = (1,) + strides, (1,) + dilations, [0] + out_pad
+        pads = (0, pads[0], 0, pads[1])
+        x = node.op("unsqueeze", [x], axes=(2,))
+        w = node.op("unsqueeze", [w], axes=(2,))
+    operands = [x, w] + ([b] if b is not None else [])
+    y = node.op("deconv2d", operands, strides=strides, pads=pads, dilations=dilations,
+                groups=node.attr_int("group", 1), output_padding=tuple(out_pad))
+    node.bind(node.op("squeeze", [y], axes=(2,)) if lifted else y)
+
+
+# ----------------------------------------------------------------------------- Gemm / MatMul
+def _weight_rows(node: Node, b: Value, transposed: bool) -> Value:
+    """``b`` as a dense weight (outputs, inputs): ``b`` itself if ``transposed`` else b.T."""
+    if transposed:
+        return b
+    data = b.const_value()
+    if data is not None:
+        return node.const(np.ascontiguousarray(data.T), "weight")
+    return node.op("transpose", [b], perm=(1, 0))  # constant subgraph: folded at -O1
+
+
+def _scaled(node: Node, v: Value, factor: float, suffix: str) -> Value:
+    if factor == 1.0:
+        return v
+    data = v.const_value()
+    if data is not None:
+        return node.const((data * np.asarray(factor, data.dtype)).astype(data.dtype, copy=False), suffix)
+    return node.op("mul", [v, scalar(node, factor, v, suffix)])
+
+
+def _dense_bias(node: Node, c: Value, beta: float, outputs: int | None) -> Value | None:
+    """``beta * c`` as a 1-D dense bias if ``c`` is one value per output, else None."""
+    if outputs is None or c.shape is None or tuple(c.shape) not in ((outputs,), (1, outputs)):
+        return None
+    data = c.const_value()
+    if data is not None:
+        if beta == 1.0 and data.ndim == 1:
+            return c
+        return node.const((data.reshape(-1) * np.asarray(beta, data.dtype)).astype(data.dtype, copy=False), "bias")
+    if not node.is_constant(c):
+        return None
+    if len(c.shape) == 2:
+        c = node.op("reshape", [c], shape=(outputs,))
+    return _scaled(node, c, beta, "beta")
+
+
+@converter("Gemm", since=1)
+def gemm(node: Node) -> None:
+    a, b, c = node.input(0), node.input(1), node.optional_input(2)
+    alpha, beta = node.attr_float("alpha", 1.0), node.attr_float("beta", 1.0)
+    trans_a, trans_b = node.attr_int("transA", 0), node.attr_int("transB", 0)
+    if beta == 0.0:
+        c = None
+    if not trans_a and node.is_constant(b) and b.type.rank == 2:
+        w = _scaled(node, _weight_rows(node, b, bool(trans_b)), alpha, "alpha")
+        bias = _dense_bias(node, c, beta, w.shape[0]) if c is not None else None
+        y = node.op("dense", [a, w] + ([bias] if bias is not None else []))
+        if c is not None and bias is None:
+            y = node.op("add", [y, _scaled(node, c, beta, "beta")])
+        node.bind(y)
+        return
+    if trans_a:
+        a = node.op("transpose", [a], perm=(1, 0))
+    if trans_b:
+        b = node.op("transpose", [b], perm=(1, 0))
+    y = node.op("matmul", [a, b])
+    if alpha != 1.0:
+        y = node.op("mul", [y, scalar(node, alpha, y, "alpha")])
+    if c is not None:
+        y = node.op("add", [y, _scaled(node, c, beta, "beta")])
+    node.bind(y)
+
+
+@converter("MatMul", since=1)
+def matmul(node: Node) -> None:
+    a, b = node.input(0), node.input(1)
+    if node.is_constant(b) and b.type.rank == 2 and a.type.rank is not None:
+        node.bind(node.op("dense", [a, _weight_rows(node, b, False)]))
+    else:
+        node.bind(node.op("matmul", [a, b]))
+
+
+# ----------------------------------------------------------------------------- normalisation
+def _check_batchnorm(node: Node) -> str | None:
+    if node.attr_int("training_mode", 0):
+        return "training_mode=1 is not supported (export the model in eval mode)"
+    # before opset 14 the optional outputs themselves select training mode
+    extra = [name for name in node.output_names[1:] if name]
+    if extra and (node.opset < 14 or any(node.output_used(i) for i in range(1, node.num_outputs))):
+        return "training-mode outputs (running/saved mean and variance) are not supported " \
+               "(export the model in eval mode)"
+    return None
+
+
+@converter("BatchNormalization", since=1, check=_check_batchnorm)
+def batch_normalization(node: Node) -> None:
+    x = node.input(0)
+    scale, bias, mean, var = (node.input(i) for i in range(1, 5))
+    eps = node.attr_float("epsilon", 1e-5)
+    spatial = node.attr_int("spatial", 1) if node.opset < 9 else 1
+    if spatial or (x.type.rank is not None and x.type.rank <= 2):
+        node.bind(node.op("batchnorm", [x, scale, bias, mean, var], epsilon=eps))
+        return
+    # spatial=0 (opsets 7-8): statistics per element of (C, D1, ...), a broadcast affine
+    std = node.op("sqrt", [node.op("add", [var, scalar(node, eps, var, "epsilon")])])
+    mul = node.op("div", [scale, std])
+    shift = node.op("sub", [bias, node.op("mul", [mean, mul])])
+    node.bind(node.op("add", [node.op("mul", [x, mul]), shift]))
+
+
+@converter("LRN", since=1)
+def lrn(node: Node) -> None:
+    node.bind(node.op("lrn", [node.input(0)], size=node.attr_int("size"),
+                      alpha=node.attr_float("alpha", 1e-4), beta=node.attr_float("beta", 0.75),
+                      bias=node.attr_float("bias", 1.0)))
+
+
+# ----------------------------------------------------------------------------- pooling
+def _check_maxpool(node: Node) -> str | None:
+    if node.output_used(1):
+        return "the Indices output is not supported"
+    return _check_window(node, "pooling")
+
+
+def _pool(node: Node, mode: str, ceil_mode: int, count_include_pad: int = 0,
+          dilations: bool = False) -> None:
+    x = node.input(0)
+    kernel = node.attr_ints("kernel_shape")
+    if len(kernel) not in (1, 2):
+        raise node.error(f"{len(kernel)}-D pooling is not supported (1-D and 2-D only)")
+    if not dilations and node.has_attr("dilations"):
+        raise node.error(f"dilations need opset {10 if mode == 'max' else 19} or newer")
+    win = Window(node, x, kernel)
+    y = node.op("pool2d", [win.lift(node, x)], mode=mode, kernel=win.kernel, strides=win.strides,
+                pads=win.pads, dilations=win.dilations, ceil_mode=bool(ceil_mode),
+                count_include_pad=bool(count_include_pad))
+    node.bind(win.lower(node, y))
+
+
+@converter("MaxPool", since=1, check=_check_maxpool)
+def max_pool_v1(node: Node) -> None:
+    _pool(node, "max", 0)
+
+
+@converter("MaxPool", since=10, check=_check_maxpool)
+def max_pool_v10(node: Node) -> None:
+    # storage_order only matters for the Indices output, which is rejected
+    _pool(node, "max", node.attr_int("ceil_mode", 0), dilations=True)
+
+
+def _check_avgpool(node: Node) -> str | None:
+    return _check_window(node, "pooling")
+
+
+@converter("AveragePool", since=1, check=_check_avgpool)
+def average_pool_v1(node: Node) -> None:
+    _pool(node, "avg", 0, node.attr_int("count_include_pad", 0))
+
+
+@converter("AveragePool", since=10, check=_check_avgpool)
+def average_pool_v10(node: Node) -> None:
+    _pool(node, "avg", node.attr_int("ceil_mode", 0), node.attr_int("count_include_pad", 0))
+
+
+@converter("AveragePool", since=19, check=_check_avgpool)
+def average_pool_v19(node: Node) -> None:
+    _pool(node, "avg", node.attr_int("ceil_mode", 0), node.attr_int("count_include_pad", 0), dilations=True)
+
+
+@converter("GlobalAveragePool", since=1)
+def global_average_pool(node: Node) -> None:
+    node.bind(node.op("global_pool", [node.input(0)], mode="avg"))
+
+
+@converter("GlobalMaxPool", since=1)
+def global_max_pool(node: Node) -> None:
+    node.bind(node.op("global_pool", [node.input(0)], mode="max"))
+
+
+# ----------------------------------------------------------------------------- softmax
+def _softmax_2d(node: Node, log: bool) -> None:
+    """Opsets < 13: the input is coerced to 2-D at ``axis`` and normalised over the second part."""
+    x = node.input(0)
+    rank = node.need_rank(x)
+    axis = node.attr_int("axis", 1)
+    axis = axis + rank if axis < 0 else axis
+    if not 0 <= axis < rank:
+        raise node.error(f"axis {node.attr_int('axis', 1)} out of range for rank {rank}")
+    if axis == rank - 1:  # the 2-D view normalises the last axis only: a plain softmax
+        node.bind(node.op("softmax", [x], axis=axis, log=log))
+        return
+    flat = node.op("flatten", [x], axis=axis)
+    y = node.op("softmax", [flat], axis=1, log=log)
+    if x.type.is_static:
+        node.bind(node.op("reshape", [y], shape=tuple(x.shape)))
+    else:
+        node.bind(node.op("reshape", [y, node.op("shape", [x])]))
+
+
+def _softmax_13(node: Node, log: bool) -> None:
+    x = node.input(0)
+    axis = node.attr_int("axis", -1)
+    rank = x.type.rank
+    if rank is not None:
+        if not -rank <= axis < rank:
+            raise node.error(f"axis {axis} out of range for rank {rank}")
+        axis %= rank
+    node.bind(node.op("softmax", [x], axis=axis, log=log))
+
+
+@converter("Softmax", since=1)
+def softmax_v1(node: Node) -> None:
+    _softmax_2d(node, log=False)
+
+
+@converter("Softmax", since=13)
+def softmax_v13(node: Node) -> None:
+    _softmax_13(node, log=False)
+
+
+@converter("LogSoftmax", since=1)
+def log_softmax_v1(node: Node) -> None:
+    _softmax_2d(node, log=True)
+
+
+@converter("LogSoftmax", since=13)
+def log_softmax_v13(node: Node) -> None:
+    _softmax_13(node, log=True)
+
+
+__all__ = ["Window", "scalar"]

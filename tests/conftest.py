@@ -1,0 +1,35 @@
+"""Suite-wide checks only; fixtures belong in the conftest of the folder that uses them.
+
+Double-import guard (DESIGN.md, "Layout"): the source folders ``plugins/``,
+``frontends/`` and ``backends/`` install as ``tidlc.plugins`` etc. If one is
+ever imported as a top-level package, its module-level state (op and pass
+registrations) exists twice and the two copies silently disagree.
+"""
+import sys
+
+import pytest
+
+SOURCE_FOLDERS = ("plugins", "frontends", "backends")
+
+
+def top_level_source_imports() -> list[str]:
+    """Source folders that are in sys.modules as top-level packages."""
+    return [name for name in SOURCE_FOLDERS if name in sys.modules]
+
+
+@pytest.fixture(autouse=True)
+def _no_top_level_source_packages():
+    before = set(top_level_source_imports())
+    yield
+    bad = [name for name in top_level_source_imports() if name not in before]  # blame one test only
+    if bad:
+        pytest.fail(f"imported as top-level module(s): {', '.join(bad)}; "
+                    "import them as tidlc.plugins / tidlc.frontends / tidlc.backends", pytrace=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    bad = top_level_source_imports()
+    if bad:
+        sys.stderr.write(f"\nERROR: top-level module(s) {', '.join(bad)} were imported during the "
+                         "test session (use tidlc.plugins / tidlc.frontends / tidlc.backends)\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,0 +1,300 @@
+"""Per-op numerics against onnxruntime: Conv, ConvTranspose, Gemm, MatMul, BatchNormalization,
+pooling, LRN, Softmax. Each case runs at -O0 and -O2 (relative tolerance 1e-5)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+# ----------------------------------------------------------------------------- Conv
+CONV_CASES = {
+    "3x3_pad1": ((1, 3, 8, 8), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "stride2_asym_pads": ((2, 3, 9, 7), (5, 3, 3, 3), {"strides": [2, 2], "pads": [0, 1, 2, 1]}),
+    "dilation2": ((1, 2, 11, 10), (3, 2, 3, 3), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+    "dilation_stride_rect": ((1, 2, 13, 9), (3, 2, 3, 2), {"dilations": [2, 1], "strides": [1, 2]}),
+    "group2": ((1, 4, 7, 7), (6, 2, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}),
+    "depthwise": ((1, 6, 9, 9), (6, 1, 3, 3), {"group": 6, "pads": [1, 1, 1, 1]}),
+    "depthwise_s2_asym": ((1, 4, 10, 9), (4, 1, 3, 3), {"group": 4, "strides": [2, 2], "pads": [0, 0, 1, 1]}),
+    "depthwise_mult2": ((1, 3, 6, 6), (6, 1, 3, 3), {"group": 3}),
+    "same_upper_s2": ((1, 3, 9, 8), (4, 3, 3, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    "same_lower_s2": ((1, 3, 9, 8), (4, 3, 3, 3), {"auto_pad": "SAME_LOWER", "strides": [2, 2]}),
+    "same_upper_even_k": ((1, 2, 7, 6), (3, 2, 4, 2), {"auto_pad": "SAME_UPPER"}),
+    "same_lower_even_k": ((1, 2, 7, 6), (3, 2, 2, 4), {"auto_pad": "SAME_LOWER", "strides": [1, 2]}),
+    "valid": ((1, 3, 8, 8), (4, 3, 3, 3), {"auto_pad": "VALID", "strides": [2, 2]}),
+    "1x1_s2": ((1, 8, 6, 6), (4, 8, 1, 1), {"strides": [2, 2]}),
+    "kernel_shape_attr": ((1, 3, 6, 6), (2, 3, 3, 3), {"kernel_shape": [3, 3]}),
+    "conv1d": ((2, 3, 12), (4, 3, 3), {"pads": [1, 2], "strides": [2], "dilations": [1]}),
+    "conv1d_same": ((1, 3, 11), (2, 3, 4), {"auto_pad": "SAME_UPPER", "strides": [2]}),
+}
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("case", sorted(CONV_CASES))
+def test_conv(ox, case, bias):
+    xs, ws, attrs = CONV_CASES[case]
+    inits = {"w": ox.randn(*ws, seed=1)}
+    if bias:
+        inits["b"] = ox.randn(ws[0], seed=2)
+    ox.check_node("Conv", {"x": ox.randn(*xs)}, attrs, opset=11, initializers=inits)
+
+
+@pytest.mark.parametrize("opset", [7, 13, 21])
+def test_conv_opsets(ox, opset):
+    ox.check_node("Conv", {"x": ox.randn(1, 4, 7, 7)}, {"group": 2, "strides": [2, 2], "pads": [1, 0, 1, 2]},
+                  opset=opset, initializers={"w": ox.randn(6, 2, 3, 3, seed=1), "b": ox.randn(6, seed=2)})
+
+
+def test_conv_weight_as_graph_input(ox):
+    # a weight that is not an initializer still converts (runtime weights)
+    ox.check_node("Conv", {"x": ox.randn(1, 2, 5, 5), "w": ox.randn(3, 2, 3, 3, seed=1)}, {"pads": [1, 1, 1, 1]})
+
+
+# ----------------------------------------------------------------------------- ConvTranspose
+DECONV_CASES = {
+    "s2_k3_p1_op1": ((1, 3, 5, 5), (3, 4, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]}),
+    "s1": ((1, 2, 4, 5), (2, 3, 3, 3), {}),
+    "s2_k2": ((2, 3, 4, 4), (3, 2, 2, 2), {"strides": [2, 2]}),
+    "groups2": ((1, 4, 5, 5), (4, 3, 3, 3), {"group": 2, "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "depthwise": ((1, 4, 5, 5), (4, 1, 4, 4), {"group": 4, "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "dilation2": ((1, 2, 4, 4), (2, 3, 3, 3), {"dilations": [2, 2], "pads": [1, 0, 1, 2]}),
+    "asym_pads": ((1, 2, 5, 4), (2, 2, 3, 3), {"strides": [2, 1], "pads": [0, 1, 2, 0]}),
+    "output_padding_rect": ((1, 2, 3, 4), (2, 2, 3, 3), {"strides": [3, 2], "output_padding": [2, 1]}),
+    "output_shape": ((1, 3, 5, 5), (3, 2, 3, 3), {"strides": [2, 2], "output_shape": [10, 10]}),
+    "output_shape_odd": ((1, 3, 5, 5), (3, 2, 3, 3), {"strides": [2, 2], "output_shape": [9, 11]}),
+    "output_shape_pads_ignored": ((1, 3, 4, 4), (3, 2, 3, 3), {"strides": [2, 2], "output_shape": [8, 8],
+                                                                 "pads": [1, 1, 1, 1]}),
+    "same_upper": ((1, 2, 5, 4), (2, 3, 3, 3), {"strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+    "same_lower": ((1, 2, 5, 4), (2, 3, 3, 3), {"strides": [2, 2], "auto_pad": "SAME_LOWER"}),
+    "same_upper_k4": ((1, 2, 4, 4), (2, 3, 4, 4), {"strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+    "valid": ((1, 2, 4, 4), (2, 3, 3, 3), {"strides": [2, 2], "auto_pad": "VALID"}),
+    "deconv1d": ((1, 3, 6), (3, 2, 3), {"strides": [2], "pads": [1, 0], "output_padding": [1]}),
+}
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("case", sorted(DECONV_CASES))
+def test_conv_transpose(ox, case, bias):
+    xs, ws, attrs = DECONV_CASES[case]
+    group = attrs.get("group", 1)
+    inits = {"w": ox.randn(*ws, seed=1)}
+    if bias:
+        inits["b"] = ox.randn(ws[1] * group, seed=2)
+    ox.check_node("ConvTranspose", {"x": ox.randn(*xs)}, attrs, opset=11, initializers=inits)
+
+
+@pytest.mark.parametrize("opset", [7, 13, 21])
+def test_conv_transpose_opsets(ox, opset):
+    ox.check_node("ConvTranspose", {"x": ox.randn(1, 4, 4, 4)}, {"strides": [2, 2], "group": 2, "pads": [1, 1, 0, 0],
+                                                                    "output_padding": [1, 1]},
+                  opset=opset, initializers={"w": ox.randn(4, 2, 3, 3, seed=1), "b": ox.randn(4, seed=2)})
+
+
+# ----------------------------------------------------------------------------- Gemm / MatMul
+@pytest.mark.parametrize("c_shape", [None, (5,), (1, 5), (3, 5), (3, 1), (1,), ()],
+                         ids=["noC", "C_n", "C_1n", "C_mn", "C_m1", "C_1", "C_scalar"])
+@pytest.mark.parametrize("trans", [(0, 0), (0, 1), (1, 0), (1, 1)], ids=lambda t: f"tA{t[0]}tB{t[1]}")
+@pytest.mark.parametrize("const_b", [True, False], ids=["constB", "inputB"])
+def test_gemm(ox, c_shape, trans, const_b):
+    ta, tb = trans
+    a = ox.randn(*((4, 3) if ta else (3, 4)))
+    b = ox.randn(*((5, 4) if tb else (4, 5)), seed=1)
+    inputs, inits = {"a": a}, {}
+    (inits if const_b else inputs)["b"] = b
+    names = ["a", "b"]
+    if c_shape is not None:
+        inits["c"] = ox.randn(*c_shape, seed=2)
+        names.append("c")
+    ox.check_node("Gemm", inputs, {"transA": ta, "transB": tb, "alpha": 0.5, "beta": 2.0}, opset=11,
+                  initializers=inits, input_names=names)
+
+
+@pytest.mark.parametrize("opset", [7, 9, 11, 13])
+@pytest.mark.parametrize("alpha_beta", [(1.0, 1.0), (1.5, 0.0), (1.0, -0.5)])
+def test_gemm_opsets(ox, opset, alpha_beta):
+    alpha, beta = alpha_beta
+    ox.check_node("Gemm", {"a": ox.randn(2, 6)}, {"transB": 1, "alpha": alpha, "beta": beta}, opset=opset,
+                  initializers={"w": ox.randn(4, 6, seed=1), "c": ox.randn(4, seed=2)})
+
+
+@pytest.mark.parametrize("shapes", [((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((4,), (4, 5)),
+                                    ((2, 1, 3, 4), (4, 6))], ids=str)
+@pytest.mark.parametrize("const_b", [True, False], ids=["constB", "inputB"])
+def test_matmul(ox, shapes, const_b):
+    a = ox.randn(*shapes[0])
+    b = ox.randn(*shapes[1], seed=1)
+    inputs, inits = ({"a": a}, {"b": b}) if const_b else ({"a": a, "b": b}, {})
+    ox.check_node("MatMul", inputs, initializers=inits, input_names=["a", "b"])
+
+
+@pytest.mark.parametrize("shapes", [((2, 3, 4), (2, 4, 5)), ((3, 4), (2, 4, 5)), ((2, 3, 4), (4,))], ids=str)
+def test_matmul_batched(ox, shapes):
+    ox.check_node("MatMul", {"a": ox.randn(*shapes[0])}, initializers={"b": ox.randn(*shapes[1], seed=1)})
+
+
+def test_matmul_becomes_dense(ox):
+    model = ox.make_model([ox.helper.make_node("MatMul", ["a", "w"], ["y"], name="fc")], {"a": ox.randn(2, 4)},
+                          ["y"], {"w": ox.randn(4, 3, seed=1)})
+    graph = ox.tidlc_graph(model, None)
+    assert [op.kind for op in graph.compute_ops()] == ["dense"]
+
+
+# ----------------------------------------------------------------------------- BatchNormalization
+def _bn_params(c, seed=3):
+    rng = np.random.default_rng(seed)
+    return {"scale": rng.standard_normal(c).astype(np.float32), "bias": rng.standard_normal(c).astype(np.float32),
+            "mean": rng.standard_normal(c).astype(np.float32),
+            "var": rng.uniform(0.5, 2.0, c).astype(np.float32)}
+
+
+@pytest.mark.parametrize("opset", [7, 9, 14, 15])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (2, 3), (2, 3, 7)], ids=str)
+def test_batchnorm(ox, opset, shape):
+    ox.check_node("BatchNormalization", {"x": ox.randn(*shape)}, {"epsilon": 1e-3}, opset=opset,
+                  initializers=_bn_params(shape[1]))
+
+
+def test_batchnorm_spatial0(ox):
+    params = _bn_params(3 * 4 * 5)
+    params = {k: v.reshape(3, 4, 5) for k, v in params.items()}
+    ox.check_node("BatchNormalization", {"x": ox.randn(2, 3, 4, 5)}, {"spatial": 0}, opset=7, initializers=params)
+
+
+@pytest.mark.parametrize("opset", [7, 13, 14])
+def test_batchnorm_training_outputs_rejected(ox, opset):
+    # before opset 14 declaring the extra outputs *is* training mode (batch statistics)
+    from tidlc.diagnostics import TidlcError
+    outputs = ["y", "m", "v"] + (["sm", "sv"] if opset < 14 else [])
+    attrs = {"training_mode": 1} if opset >= 14 else {}
+    node = ox.helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], outputs,
+                               name="bn", **attrs)
+    model = ox.make_model([node], {"x": ox.randn(1, 3, 2, 2)}, ["y"], _bn_params(3), opset=opset)
+    with pytest.raises(TidlcError, match="1 unsupported ONNX op") as info:
+        ox.tidlc_graph(model)
+    assert info.value.problems == ["'bn' (BatchNormalization): " + (
+        "training_mode=1 is not supported (export the model in eval mode)" if opset >= 14 else
+        "training-mode outputs (running/saved mean and variance) are not supported "
+        "(export the model in eval mode)")]
+
+
+# ----------------------------------------------------------------------------- pooling
+MAXPOOL_CASES = {
+    "k2s2": ((1, 2, 8, 8), {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    "k3s2_pad1": ((1, 2, 9, 8), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "asym_pads": ((1, 2, 7, 6), {"kernel_shape": [3, 2], "strides": [2, 1], "pads": [0, 1, 2, 0]}),
+    "same_upper": ((1, 2, 7, 6), {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+    "same_lower": ((1, 2, 7, 6), {"kernel_shape": [2, 2], "strides": [2, 2], "auto_pad": "SAME_LOWER"}),
+    "valid": ((1, 2, 7, 6), {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "VALID"}),
+    "k1s2": ((1, 2, 7, 7), {"kernel_shape": [1, 1], "strides": [2, 2]}),
+    "pool1d": ((1, 3, 10), {"kernel_shape": [3], "strides": [2], "pads": [1, 1]}),
+}
+CEIL_CASES = {
+    "ceil_k3s2": ((1, 2, 8, 8), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
+    "ceil_k3s2_pad1": ((1, 2, 8, 7), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}),
+    "ceil_k2s2_pad1": ((1, 2, 6, 6), {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}),
+    "ceil_k3s3_asym": ((1, 2, 10, 11), {"kernel_shape": [3, 3], "strides": [3, 3], "pads": [0, 1, 1, 0], "ceil_mode": 1}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MAXPOOL_CASES))
+@pytest.mark.parametrize("opset", [7, 12])
+def test_maxpool(ox, case, opset):
+    shape, attrs = MAXPOOL_CASES[case]
+    ox.check_node("MaxPool", {"x": ox.randn(*shape)}, attrs, opset=opset)
+
+
+@pytest.mark.parametrize("case", sorted(CEIL_CASES))
+def test_maxpool_ceil(ox, case):
+    shape, attrs = CEIL_CASES[case]
+    ox.check_node("MaxPool", {"x": ox.randn(*shape)}, attrs, opset=12)
+
+
+@pytest.mark.parametrize("case", [{"kernel_shape": [3, 3], "dilations": [2, 2]},
+                                  {"kernel_shape": [2, 3], "dilations": [2, 1], "strides": [2, 2], "pads": [1, 1, 1, 1]},
+                                  {"kernel_shape": [3, 3], "dilations": [2, 2], "strides": [2, 2], "ceil_mode": 1}],
+                         ids=["d2", "d21_s2_p1", "d2_ceil"])
+def test_maxpool_dilations(ox, case):
+    ox.check_node("MaxPool", {"x": ox.randn(1, 2, 10, 9)}, case, opset=12)
+
+
+def test_maxpool_declared_unused_indices(ox):
+    node = ox.helper.make_node("MaxPool", ["x"], ["y", "idx"], kernel_shape=[2, 2], strides=[2, 2],
+                               storage_order=1)
+    model = ox.make_model([node], {"x": ox.randn(1, 2, 4, 4)}, ["y"], opset=12)
+    ox.check(model, {"x": ox.randn(1, 2, 4, 4)})
+
+
+@pytest.mark.parametrize("count_include_pad", [0, 1])
+@pytest.mark.parametrize("case", sorted(MAXPOOL_CASES))
+@pytest.mark.parametrize("opset", [7, 11])
+def test_avgpool(ox, case, count_include_pad, opset):
+    shape, attrs = MAXPOOL_CASES[case]
+    ox.check_node("AveragePool", {"x": ox.randn(*shape)}, dict(attrs, count_include_pad=count_include_pad),
+                  opset=opset)
+
+
+@pytest.mark.parametrize("count_include_pad", [0, 1])
+@pytest.mark.parametrize("case", sorted(CEIL_CASES))
+def test_avgpool_ceil(ox, case, count_include_pad):
+    shape, attrs = CEIL_CASES[case]
+    ox.check_node("AveragePool", {"x": ox.randn(*shape)}, dict(attrs, count_include_pad=count_include_pad),
+                  opset=11)
+
+
+@pytest.mark.parametrize("count_include_pad", [0, 1])
+def test_avgpool_dilations(ox, count_include_pad):
+    ox.check_node("AveragePool", {"x": ox.randn(1, 2, 10, 9)},
+                  {"kernel_shape": [3, 2], "dilations": [2, 2], "strides": [1, 2], "pads": [1, 1, 2, 0],
+                       "count_include_pad": count_include_pad}, opset=19)
+
+
+@pytest.mark.parametrize("op_type", ["GlobalAveragePool", "GlobalMaxPool"])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 4), (1, 3, 7)], ids=str)
+def test_global_pool(ox, op_type, shape):
+    ox.check_node(op_type, {"x": ox.randn(*shape)})
+
+
+# ----------------------------------------------------------------------------- LRN / Softmax
+@pytest.mark.parametrize("size", [1, 3, 5])  # onnxruntime rejects even sizes
+def test_lrn(ox, size):
+    ox.check_node("LRN", {"x": ox.randn(1, 7, 3, 3)}, {"size": size, "alpha": 1e-3, "beta": 0.7, "bias": 1.5})
+
+
+@pytest.mark.parametrize("op_type", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("opset", [7, 11, 13])
+@pytest.mark.parametrize("axis", [None, 0, 1, 2, -1, -3])
+def test_softmax(ox, op_type, opset, axis):
+    attrs = {} if axis is None else {"axis": axis}
+    ox.check_node(op_type, {"x": ox.randn(2, 3, 4)}, attrs, opset=opset)
+
+
+@pytest.mark.parametrize("opset", [9, 13])
+def test_softmax_rank4_default_axis(ox, opset):
+    ox.check_node("Softmax", {"x": ox.randn(2, 3, 2, 5)}, opset=opset)
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+def test_softmax_dynamic_batch(ox, opset):
+    # before opset 13 the 2-D coercion reshapes back to the runtime shape (a Shape op)
+    node = ox.helper.make_node("Softmax", ["x"], ["y"], axis=1)
+    model = ox.make_model([node], {"x": ox.randn(2, 3, 4)}, ["y"], opset=opset)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    x = ox.randn(5, 3, 4)
+    ref = ox.ort_run(model, {"x": x})["y"]
+    for level in (0, 2):
+        graph = ox.tidlc_graph(model, level)
+        assert graph.inputs[0].shape == (None, 3, 4)
+        ox.assert_close(ox.run_graph(graph, {"x": x})["y"], ref)
+
+
+@pytest.mark.parametrize("op_type", ["Gemm", "MatMul"])
+def test_weights_from_constant_of_shape_become_dense(ox, op_type):
+    # the light models' pattern: the weight is ConstantOfShape(shape initializer)
+    h = ox.helper
+    fill = ox.numpy_helper.from_array(np.array([0.25], np.float32))
+    w_shape = [3, 4] if op_type == "Gemm" else [4, 3]
+    nodes = [h.make_node("ConstantOfShape", ["w_shape"], ["w"], value=fill),
+             h.make_node(op_type, ["x", "w"], ["y"], **({"transB": 1, "alpha": 2.0} if op_type == "Gemm" else {}))]
+    model = ox.make_model(nodes, {"x": ox.randn(2, 4)}, ["y"], {"w_shape": np.array(w_shape, np.int64)})
+    ox.check(model, {"x": ox.randn(2, 4)}, levels=(0, 1, 2))
+    assert "dense" in [op.kind for op in ox.tidlc_graph(model, None).compute_ops()]
+    graph = ox.tidlc_graph(model, 1)
+    assert [op.kind for op in graph.compute_ops()] == ["dense"]

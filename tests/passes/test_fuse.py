@@ -1,0 +1,219 @@
+"""fuse-batchnorm and fuse-activation: op counts after the pass, numerics unchanged, and the cases
+that must not fuse (several readers, graph outputs, an activation already fused, integer weights)."""
+import numpy as np
+import pytest
+
+from tidlc.ir import Builder, TensorType
+
+RNG = np.random.default_rng(11)
+
+
+def randn(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def bn_params(b, c):
+    return [b.const(randn(c)), b.const(randn(c)), b.const(randn(c)), b.const(RNG.random(c).astype(np.float32) + 0.5)]
+
+
+def conv_input(b, c=4, size=6):
+    return b.input("x", TensorType((2, c, size, size), layout="NCHW"))
+
+
+def feeds_for(graph):
+    return {op.attrs["name"]: randn(*op.results[0].type.shape) for op in graph.input_ops}
+
+
+@pytest.mark.parametrize("groups, with_bias", [(1, True), (1, False), (2, True), (4, False)])
+def test_batchnorm_into_conv(run_passes, count, groups, with_bias):
+    b = Builder()
+    x = conv_input(b)
+    operands = [x, b.const(randn(8, 4 // groups, 3, 3))] + ([b.const(randn(8))] if with_bias else [])
+    y = b.op("conv2d", operands, name="conv", pads=(1, 1, 1, 1), groups=groups)
+    b.output(b.op("batchnorm", [y, *bn_params(b, 8)], name="bn", epsilon=1e-3), "out")
+    assert run_passes(b.graph, "fuse-batchnorm,dce", feeds_for(b.graph)) is True
+    assert count(b.graph) == {"conv2d": 1}
+    conv = b.graph.outputs[0].producer
+    assert conv.name == "conv" and len(conv.operands) == 3 and b.graph.output_names == ["out"]
+
+
+def test_scale_mul_add_sub_div_chain_into_conv(run_passes, count):
+    b = Builder()
+    x = conv_input(b)
+    y = b.op("conv2d", [x, b.const(randn(4, 4, 1, 1))])
+    y = b.op("scale", [y, b.const(randn(4)), b.const(randn(4))])
+    y = b.op("mul", [b.const(randn(4, 1, 1)), y])  # constant first
+    y = b.op("add", [y, b.const(randn(1, 4, 1, 1))])
+    y = b.op("sub", [y, b.const(np.float32(0.5))])  # scalar
+    y = b.op("div", [y, b.const(np.abs(randn(4, 1, 1)) + 0.5)])
+    b.output(y, "out")
+    assert run_passes(b.graph, "fuse-batchnorm,dce", feeds_for(b.graph)) is True
+    assert count(b.graph) == {"conv2d": 1}
+
+
+def test_deconv_with_groups_and_dense(run_passes, count):
+    b = Builder()
+    x = conv_input(b)
+    y = b.op("deconv2d", [x, b.const(randn(4, 3, 2, 2)), b.const(randn(6))], strides=(2, 2), groups=2)
+    b.output(b.op("batchnorm", [y, *bn_params(b, 6)]), "up")
+    v = b.input("v", TensorType((3, 5)))
+    z = b.op("dense", [v, b.const(randn(7, 5))])
+    b.output(b.op("batchnorm", [z, *bn_params(b, 7)]), "fc")
+    assert run_passes(b.graph, "fuse-batchnorm,dce", feeds_for(b.graph)) is True
+    assert count(b.graph) == {"deconv2d": 1, "dense": 1}
+
+
+def test_scales_merge_when_there_is_no_conv(run_passes, count):
+    b = Builder()
+    x = conv_input(b)
+    y = b.op("batchnorm", [x, *bn_params(b, 4)])
+    y = b.op("mul", [y, b.const(randn(1, 4, 1, 1))])
+    b.output(b.op("add", [y, b.const(randn(4, 1, 1))]), "out")
+    assert run_passes(b.graph, "fuse-batchnorm,dce", feeds_for(b.graph)) is True
+    assert count(b.graph) == {"scale": 1}
+
+
+def test_batchnorm_with_several_readers_of_the_conv_is_not_fused(run_passes, count):
+    b = Builder()
+    x = conv_input(b)
+    y = b.op("conv2d", [x, b.const(randn(4, 4, 3, 3))], pads=(1, 1, 1, 1))
+    b.output(b.op("batchnorm", [y, *bn_params(b, 4)]), "bn")
+    b.output(b.op("relu", [y]), "other_reader")
+    run_passes(b.graph, "fuse-batchnorm,dce", feeds_for(b.graph))
+    assert count(b.graph) == {"conv2d": 1, "scale": 1, "relu": 1}
+
+
+def test_conv_that_is_a_graph_output_keeps_its_value(run_passes, count):
+    b = Builder()
+    x = conv_input(b)
+    y = b.op("conv2d", [x, b.const(randn(4, 4, 1, 1))])
+    b.output(y, "features")
+    b.output(b.op("batchnorm", [y, *bn_params(b, 4)]), "bn")
+    run_passes(b.graph, "fuse-batchnorm,dce", feeds_for(b.graph))
+    assert count(b.graph) == {"conv2d": 1, "scale": 1}
+
+
+@pytest.mark.parametrize("build", ["act", "spatial", "int_weights", "bad_channels", "const_minus_x"])
+def test_batchnorm_negative_cases(run_passes, count, build):
+    b = Builder()
+    x = conv_input(b)
+    if build == "act":  # conv -> relu -> bn: the bn is after the activation
+        y = b.op("conv2d", [x, b.const(randn(4, 4, 1, 1))], act="relu")
+        b.output(b.op("batchnorm", [y, *bn_params(b, 4)]), "out")
+        want = {"conv2d": 1, "scale": 1}
+    elif build == "spatial":  # not per channel
+        y = b.op("conv2d", [x, b.const(randn(4, 4, 1, 1))])
+        b.output(b.op("mul", [y, b.const(randn(6, 6))]), "out")
+        want = {"conv2d": 1, "mul": 1}
+    elif build == "int_weights":  # pre-quantized weights are not rewritten
+        y = b.op("conv2d", [x, b.const(RNG.integers(-5, 5, (4, 4, 1, 1)).astype(np.int8))])
+        b.output(b.op("scale", [y, b.const(randn(4))]), "out")
+        want = {"conv2d": 1, "scale": 1}
+    elif build == "bad_channels":  # a scale over another axis
+        y = b.op("conv2d", [x, b.const(randn(4, 4, 1, 1))])
+        b.output(b.op("scale", [y, b.const(randn(6))], axis=3), "out")
+        want = {"conv2d": 1, "scale": 1}
+    else:  # c - x is not an affine map of x with a positive sign
+        y = b.op("conv2d", [x, b.const(randn(4, 4, 1, 1))])
+        b.output(b.op("sub", [b.const(randn(4, 1, 1)), y]), "out")
+        want = {"conv2d": 1, "sub": 1}
+    if build == "int_weights":
+        assert count(b.graph) == want  # (the interpreter has no int8 x f32 conv; structure only)
+        from tidlc.plugins.fuse import FuseBatchNorm
+        FuseBatchNorm().run(None, b.graph)
+    else:
+        run_passes(b.graph, "fuse-batchnorm,dce", feeds_for(b.graph))
+    assert count(b.graph) == want
+
+
+ACTS = [  # (op, attrs, expected act, expected act_params)
+    ("relu", {}, "relu", ()),
+    ("relu6", {}, "relu6", ()),
+    ("clip", {"min": 0.0, "max": 6.0}, "relu6", ()),
+    ("clip", {"min": 0.0}, "relu", ()),
+    ("clip", {"min": -1.0, "max": 1.0}, "clip", (-1.0, 1.0)),
+    ("leaky_relu", {"alpha": 0.2}, "leaky_relu", (0.2,)),
+    ("sigmoid", {}, "sigmoid", ()),
+    ("tanh", {}, "tanh", ()),
+    ("hardsigmoid", {}, "hardsigmoid", (0.2, 0.5)),
+    ("elu", {"alpha": 0.5}, "elu", (0.5,)),
+    ("gelu", {}, "gelu", ()),
+]
+
+
+@pytest.mark.parametrize("kind, attrs, act, params", ACTS)
+def test_activation_into_conv(run_passes, count, kind, attrs, act, params):
+    b = Builder()
+    y = b.op("conv2d", [conv_input(b), b.const(randn(4, 4, 3, 3))], name="conv")
+    b.output(b.op(kind, [y], **attrs), "out")
+    assert run_passes(b.graph, "fuse-activation", feeds_for(b.graph)) is True
+    assert count(b.graph) == {"conv2d": 1}
+    conv = b.graph.ops[-1]
+    assert (conv.attrs["act"], conv.attrs["act_params"]) == (act, params)
+    assert b.graph.outputs == [conv.results[0]] and b.graph.output_names == ["out"]
+
+
+@pytest.mark.parametrize("producer", ["deconv2d", "dense", "scale", "add", "mul"])
+def test_activation_into_other_producers(run_passes, count, producer):
+    b = Builder()
+    x = conv_input(b)
+    if producer == "deconv2d":
+        y = b.op("deconv2d", [x, b.const(randn(4, 2, 2, 2))], strides=(2, 2))
+    elif producer == "dense":
+        y = b.op("dense", [b.input("v", TensorType((3, 5))), b.const(randn(7, 5))])
+    elif producer == "scale":
+        y = b.op("scale", [x, b.const(randn(4))], name="s")
+    else:
+        y = b.op(producer, [x, b.const(randn(4, 1, 1))])
+    b.output(b.op("relu6", [y]), "out")
+    assert run_passes(b.graph, "fuse-activation,dce", feeds_for(b.graph)) is True
+    assert count(b.graph) == {producer: 1}
+
+
+def test_activation_with_a_multi_reader_producer_is_not_fused(run_passes, count):
+    b = Builder()
+    y = b.op("conv2d", [conv_input(b), b.const(randn(4, 4, 1, 1))])
+    b.output(b.op("relu", [y]), "a")
+    b.output(b.op("sigmoid", [y]), "b")
+    assert run_passes(b.graph, "fuse-activation", feeds_for(b.graph)) is False
+    assert count(b.graph) == {"conv2d": 1, "relu": 1, "sigmoid": 1}
+    assert b.graph.ops[-3].attrs["act"] == "none"
+
+
+def test_activation_after_a_graph_output_is_not_fused(run_passes, count):
+    b = Builder()
+    y = b.op("conv2d", [conv_input(b), b.const(randn(4, 4, 1, 1))])
+    b.output(y, "raw")  # someone reads the pre-activation values
+    b.output(b.op("relu", [y]), "activated")
+    assert run_passes(b.graph, "fuse-activation", feeds_for(b.graph)) is False
+    assert count(b.graph) == {"conv2d": 1, "relu": 1}
+
+
+def test_activation_is_not_fused_twice_or_when_unsupported(run_passes, count):
+    b = Builder()
+    x = conv_input(b)
+    y = b.op("conv2d", [x, b.const(randn(4, 4, 1, 1))], act="relu")
+    b.output(b.op("sigmoid", [y]), "twice")
+    z = b.op("conv2d", [x, b.const(randn(4, 4, 1, 1))])
+    b.output(b.op("hardswish", [z]), "hardswish")  # TIDL has no fused hardswish
+    p = b.op("pool2d", [x], mode="max", kernel=(2, 2), strides=(2, 2))
+    b.output(b.op("clip", [p], min=0.0, max=6.0), "pooled")  # no act attribute on pool2d
+    assert run_passes(b.graph, "fuse-activation", feeds_for(b.graph)) is True
+    assert count(b.graph) == {"conv2d": 2, "sigmoid": 1, "hardswish": 1, "pool2d": 1, "relu6": 1}
+
+
+def test_o2_turns_conv_bn_relu_into_one_conv(run_passes, count):
+    b = Builder()
+    x = conv_input(b)
+    y = b.op("identity", [x])
+    for i in range(3):
+        y = b.op("conv2d", [y, b.const(randn(4, 4, 3, 3)), b.const(randn(4))], name=f"conv{i}", pads=(1, 1, 1, 1))
+        y = b.op("batchnorm", [y, *bn_params(b, 4)], name=f"bn{i}")
+        y = b.op("dropout", [y])
+        y = b.op("clip", [y], min=0.0, max=6.0)
+    b.output(y, "out")
+    o2 = "shape-inference,remove-identity,fold-constants,dce,fuse-batchnorm,fuse-activation,dce"
+    assert run_passes(b.graph, o2, feeds_for(b.graph)) is True
+    assert count(b.graph) == {"conv2d": 3}
+    assert [op.attrs["act"] for op in b.graph.compute_ops()] == ["relu6"] * 3
+    assert len([op for op in b.graph.ops if op.kind == "const"]) == 6  # old weights are gone
