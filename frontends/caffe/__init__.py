@@ -12,5 +12,6 @@ def _sniff(head: bytes, path: str) -> bool:
 
 @hookimpl
 def tidlc_frontends():
-    return [Frontend("caffe", (".prototxt", ".pt"), "tidlc.frontends.caffe.lower:load_caffe", _sniff,
+    # (".pt" is not claimed: it is PyTorch's suffix; other names are recognised by _sniff)
+    return [Frontend("caffe", (".prototxt",), "tidlc.frontends.caffe.lower:load_caffe", _sniff,
                      "Caffe prototxt (+ caffemodel weights)")]

@@ -8,7 +8,7 @@ one ``detection_output`` op.
 """
 from __future__ import annotations
 
-from .convert_nn import channels_of
+from .convert_nn import channels_of, one_bottom
 from .registry import Layer, converter
 
 CODE_TYPE = {"CORNER": 1, "CENTER_SIZE": 2, "CORNER_SIZE": 3}
@@ -99,7 +99,7 @@ def detection_output(layer: Layer) -> None:
     layer.bind(layer.op("detection_output", layer.inputs, **attrs_))
 
 
-@converter("Normalize", check=lambda spec, weights=None: None if len(spec.bottom) == 1 else "Normalize takes one bottom")
+@converter("Normalize", check=one_bottom)
 def normalize(layer: Layer) -> None:
     """normalize: L2 over channels (or the whole sample if across_spatial), times scale."""
     p = layer.param("norm_param")

@@ -57,6 +57,10 @@ def channels_of(layer: Layer) -> int:
     return 1 if len(shape) == 1 else shape[1]
 
 
+def one_bottom(spec, weights=None) -> str | None:
+    return None if len(spec.bottom) == 1 else f"{len(spec.bottom)} bottoms; {spec.type} takes one"
+
+
 def _single_bottom(spec, weights=None) -> str | None:
     if len(spec.bottom) != 1 or len(spec.top) != 1:
         return (f"{len(spec.bottom)} bottoms / {len(spec.top)} tops: only one of each "
@@ -90,7 +94,8 @@ def convolution(layer: Layer) -> None:
     _, c, _, _ = _conv_input(layer)
     if c % p.group:
         raise layer.error(f"{c} input channels are not divisible by group {p.group}")
-    operands = [layer.input(), layer.const(layer.blob(0, (p.num_output, c // p.group, *p.kernel)), "w")]
+    w = layer.blob(0, (p.num_output, c // p.group, *p.kernel))
+    operands = [layer.input(), layer.const(w, "w")]
     if p.bias_term:
         operands.append(layer.const(layer.blob(1, (p.num_output,), "bias"), "b"))
     layer.bind(layer.op("conv2d", operands, strides=p.stride, pads=p.pads, dilations=p.dilation,
@@ -104,7 +109,8 @@ def deconvolution(layer: Layer) -> None:
     _, c, _, _ = _conv_input(layer)
     if c % p.group:
         raise layer.error(f"{c} input channels are not divisible by group {p.group}")
-    operands = [layer.input(), layer.const(layer.blob(0, (c, p.num_output // p.group, *p.kernel)), "w")]
+    w = layer.blob(0, (c, p.num_output // p.group, *p.kernel))
+    operands = [layer.input(), layer.const(w, "w")]
     if p.bias_term:
         operands.append(layer.const(layer.blob(1, (p.num_output,), "bias"), "b"))
     layer.bind(layer.op("deconv2d", operands, strides=p.stride, pads=p.pads, dilations=p.dilation,
@@ -191,7 +197,8 @@ def pooling(layer: Layer) -> None:
         layer.bind(*layer.op("max_pool_index", [layer.input()], kernel=pp.kernel, strides=pp.stride,
                              pads=pp.pads, ceil_mode=pp.ceil_mode))
         return
-    attrs_ = {"mode": mode, "kernel": pp.kernel, "strides": pp.stride, "pads": pp.pads, "ceil_mode": pp.ceil_mode}
+    attrs_ = {"mode": mode, "kernel": pp.kernel, "strides": pp.stride, "pads": pp.pads,
+              "ceil_mode": pp.ceil_mode}
     if mode == "avg":
         attrs_["count_include_pad"] = True
     layer.bind(layer.op("pool2d", [layer.input()], **attrs_))
@@ -236,7 +243,8 @@ converter("BNLL", check=_single_bottom)(_simple("softplus"))
 @converter("ELU", check=_single_bottom)
 def elu(layer: Layer) -> None:
     """elu(alpha)."""
-    layer.bind(layer.op("elu", [layer.input()], alpha=layer.param("elu_param").get_float("alpha", 1.0)))
+    alpha = layer.param("elu_param").get_float("alpha", 1.0)
+    layer.bind(layer.op("elu", [layer.input()], alpha=alpha))
 
 
 @converter("PReLU", check=_single_bottom)
@@ -270,7 +278,8 @@ def dropout(layer: Layer) -> None:
 def power(layer: Layer) -> None:
     """(shift + scale * x) ^ power as mul/add/pow with scalar constants."""
     p = layer.param("power_param")
-    pw, scale, shift = (p.get_float(k, d) for k, d in (("power", 1.0), ("scale", 1.0), ("shift", 0.0)))
+    pw, scale, shift = (p.get_float(k, d)
+                        for k, d in (("power", 1.0), ("scale", 1.0), ("shift", 0.0)))
     steps = [(kind, value, what) for kind, value, what, noop in
              (("mul", scale, "scale", 1.0), ("add", shift, "shift", 0.0), ("pow", pw, "power", 1.0))
              if value != noop]
@@ -330,7 +339,8 @@ def _enet_bn_check(spec, weights=None) -> str | None:
     if problem:
         return problem
     p = spec.param("bn_param")
-    inference = p.has("bn_mode") and p.get_enum("bn_mode", {"LEARN": 0, "INFERENCE": 1}) == "INFERENCE"
+    mode = p.get_enum("bn_mode", {"LEARN": 0, "INFERENCE": 1}, "LEARN")
+    inference = mode == "INFERENCE"
     have = weights.available(spec.name) if weights is not None else None
     if inference or have == 4:
         return None
@@ -367,7 +377,8 @@ def _param_shape(layer: Layer, param_name: str, x_shape: tuple) -> tuple[int, tu
         raise layer.error(f"num_axes {num_axes} must be -1 or more")
     end = len(x_shape) if num_axes == -1 else axis + num_axes
     if end > len(x_shape):
-        raise layer.error(f"axis {axis} + num_axes {num_axes} exceeds the bottom's {len(x_shape)} axes")
+        raise layer.error(f"axis {axis} + num_axes {num_axes} exceeds the bottom's "
+                          f"{len(x_shape)} axes")
     return axis, tuple(x_shape[axis:end])
 
 
@@ -464,7 +475,8 @@ def lrn(layer: Layer) -> None:
     alpha, beta = p.get_float("alpha", 1.0), p.get_float("beta", 0.75)
     x = layer.input()
     if p.get_enum("norm_region", LRN_NORM_REGION, "ACROSS_CHANNELS") == "ACROSS_CHANNELS":
-        layer.bind(layer.op("lrn", [x], size=size, alpha=alpha, beta=beta, bias=p.get_float("k", 1.0)))
+        k = p.get_float("k", 1.0)
+        layer.bind(layer.op("lrn", [x], size=size, alpha=alpha, beta=beta, bias=k))
         return
     _conv_input(layer)
     pad = (size - 1) // 2
@@ -506,7 +518,8 @@ def eltwise(layer: Layer) -> None:
         layer.bind(layer.op("sub", terms))
         return
     if operation == "SUM":
-        terms = [t if c == 1.0 else layer.op("mul", [t, layer.const(np.float32(c), f"coeff{i}")], f"coeff{i}")
+        terms = [t if c == 1.0 else
+                 layer.op("mul", [t, layer.const(np.float32(c), f"coeff{i}")], f"coeff{i}")
                  for i, (t, c) in enumerate(zip(terms, coeffs))]
     acc = terms[0]
     for i, t in enumerate(terms[1:], 1):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from math import prod
 
-from .convert_nn import _axis, _single_bottom
+from .convert_nn import _axis, _single_bottom, one_bottom
 from .registry import Layer, converter
 
 # Layers that feed data in training/eval nets. In a TEST-phase net their first top is a
@@ -71,7 +71,8 @@ def concat(layer: Layer) -> None:
     """concat along axis (or legacy concat_dim)."""
     p = layer.param("concat_param")
     rank = len(layer.shape())
-    axis = p.get_int("axis", 1) if p.has("axis") or not p.has("concat_dim") else p.get_int("concat_dim")
+    legacy = p.has("concat_dim") and not p.has("axis")
+    axis = p.get_int("concat_dim") if legacy else p.get_int("axis", 1)
     axis = _axis(layer, axis, rank)
     if len(layer.inputs) == 1:
         layer.bind(layer.op("identity", [layer.input()]))
@@ -79,26 +80,29 @@ def concat(layer: Layer) -> None:
     layer.bind(layer.op("concat", layer.inputs, axis=axis))
 
 
-@converter("Slice", check=lambda spec, weights=None: None if len(spec.bottom) == 1 else "Slice takes one bottom")
+@converter("Slice", check=one_bottom)
 def slice_(layer: Layer) -> None:
     """split at slice_point (or into equal parts) along axis (or legacy slice_dim)."""
     p = layer.param("slice_param")
     shape = layer.shape()
-    axis = p.get_int("axis", 1) if p.has("axis") or not p.has("slice_dim") else p.get_int("slice_dim")
+    legacy = p.has("slice_dim") and not p.has("axis")
+    axis = p.get_int("slice_dim") if legacy else p.get_int("axis", 1)
     axis = _axis(layer, axis, len(shape))
     n_tops = len(layer.spec.top)
     points = p.get_ints("slice_point")
     size = shape[axis]
     if points:
         if len(points) != n_tops - 1:
-            raise layer.error(f"{len(points)} slice_point(s) for {n_tops} tops; expected {n_tops - 1}")
+            raise layer.error(f"{len(points)} slice_point(s) for {n_tops} tops; "
+                              f"expected {n_tops - 1}")
         bounds = [0, *points, size]
         sizes = [b - a for a, b in itertools.pairwise(bounds)]
         if any(s <= 0 for s in sizes):
             raise layer.error(f"slice points {points} must increase within (0, {size})")
     else:
         if size % n_tops:
-            raise layer.error(f"axis {axis} of size {size} does not split into {n_tops} equal parts")
+            raise layer.error(f"axis {axis} of size {size} does not split into {n_tops} "
+                              "equal parts")
         sizes = [size // n_tops] * n_tops
     if n_tops == 1:
         layer.bind(layer.op("identity", [layer.input()]))
@@ -123,7 +127,8 @@ def flatten(layer: Layer) -> None:
     layer.bind(layer.op("reshape", [layer.input()], shape=target))
 
 
-def caffe_reshape(in_shape: tuple[int, ...], dims: list[int], axis: int, num_axes: int) -> tuple[int, ...]:
+def caffe_reshape(in_shape: tuple[int, ...], dims: list[int], axis: int,
+                  num_axes: int) -> tuple[int, ...]:
     """caffe::ReshapeLayer's output shape (raises ValueError with a readable message)."""
     rank = len(in_shape)
     start = axis if axis >= 0 else rank + axis + 1
@@ -198,7 +203,8 @@ def crop(layer: Layer) -> None:
     for i, off in enumerate(offsets):
         a = axis + i
         if off + ref[a] > shape[a]:
-            raise layer.error(f"crop of {ref[a]} at offset {off} exceeds axis {a} of size {shape[a]}")
+            raise layer.error(f"crop of {ref[a]} at offset {off} exceeds axis {a} "
+                              f"of size {shape[a]}")
         if off or ref[a] != shape[a]:
             starts.append(off)
             ends.append(off + ref[a])
@@ -234,7 +240,8 @@ def _interp_check(spec, weights=None) -> str | None:
     p = spec.param("interp_param")
     if p.get_int("pad_beg", 0) or p.get_int("pad_end", 0):
         return "pad_beg/pad_end (cropping before interpolation) is not supported"
-    if len(spec.bottom) == 1 and not any(p.has(k) for k in ("zoom_factor", "shrink_factor", "height")):
+    sized = any(p.has(k) for k in ("zoom_factor", "shrink_factor", "height"))
+    if len(spec.bottom) == 1 and not sized:
         return "needs zoom_factor, shrink_factor, height/width or a second bottom for the size"
     return None
 

@@ -114,13 +114,16 @@ class Lowering:
         if name in self.input_shapes:
             given = self.input_shapes.pop(name)
             if shape is not None and len(shape) != len(given):
-                raise TidlcError(f"--input-shape {name}: rank {len(given)} but the prototxt declares "
-                                 f"{list(shape)}", loc, hint="give one value per dimension")
+                raise TidlcError(f"--input-shape {name}: rank {len(given)} but the prototxt "
+                                 f"declares {list(shape)}", loc,
+                                 hint="give one value per dimension")
             shape = given
         if shape is None or any(d <= 0 for d in shape):
-            self.missing_shapes.append(f"{loc.where()}: input '{name}' has no shape in the prototxt")
+            self.missing_shapes.append(
+                f"{loc.where()}: input '{name}' has no shape in the prototxt")
             shape = (1,)  # placeholder; the error is raised after all inputs are seen
-        value = self.builder.input(name, TensorType(tuple(shape), "f32", "NCHW" if len(shape) == 4 else None),
+        layout = "NCHW" if len(shape) == 4 else None
+        value = self.builder.input(name, TensorType(tuple(shape), "f32", layout),
                                    Loc(name, loc.file, loc.line, loc.col))
         self.define(name, value)
         return value
@@ -150,7 +153,7 @@ class Lowering:
             self.weights.check_counts(self.net.layers)
         if self.weights.problems:
             raise TidlcError(f"{len(self.weights.problems)} problem(s) with the weights",
-                             Loc(file=getattr(getattr(self.weights, "weights", None), "path", "")),
+                             Loc(file=self.weights.path),
                              hint="is the caffemodel trained from this prototxt?",
                              problems=self.weights.problems)
         for blob in self.available:
@@ -198,8 +201,9 @@ def load_caffe(path: str, options=None) -> Graph:
     graph.attrs["source"] = os.path.basename(path)
     if isinstance(source, ZeroWeights):
         graph.attrs["missing_weights"] = True
-        warn(f"{path}: no weights (no --weights and no {Path(path).with_suffix('.caffemodel').name} "
-             "beside it): structure only, every weight is zero; use --random-weights SEED to explore")
+        beside = Path(path).with_suffix(".caffemodel").name
+        warn(f"{path}: no weights (no --weights and no {beside} beside it): structure only, "
+             "every weight is zero; use --random-weights SEED to explore")
     elif isinstance(source, RandomWeights):
         graph.attrs["random_weights"] = source.seed
     elif isinstance(source, FileWeights) and source.filled:

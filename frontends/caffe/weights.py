@@ -35,7 +35,7 @@ def zero_splat(shape) -> np.ndarray:
 class WeightSource:
     """Base class: records the blobs handed out and the problems found."""
 
-    kind = "none"
+    path = ""  # the file the blobs come from, if any
 
     def __init__(self) -> None:
         self.used: dict[str, dict[int, np.ndarray]] = {}
@@ -60,7 +60,7 @@ class WeightSource:
 
 
 class ZeroWeights(WeightSource):
-    kind = "missing"
+    """Structure only: every blob is a zero splat."""
 
     def _blob(self, layer, index, shape, role):
         return zero_splat(shape)
@@ -70,7 +70,7 @@ _ROLES = ("weight", "bias", "mean", "var", "factor", "gamma", "beta", "slope")
 
 
 class RandomWeights(WeightSource):
-    kind = "random"
+    """Seeded random blobs, independent of the order in which layers ask for them."""
 
     def __init__(self, seed: int):
         super().__init__()
@@ -79,7 +79,8 @@ class RandomWeights(WeightSource):
     def _blob(self, layer, index, shape, role):
         if role not in _ROLES:
             raise ValueError(f"unknown blob role {role!r}")
-        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, zlib.crc32(layer.name.encode()), index])
+        key = [self.seed & 0xFFFFFFFF, zlib.crc32(layer.name.encode()), index]
+        rng = np.random.default_rng(key)
         if role == "weight":
             fan_in = max(1, prod(shape[1:]) if len(shape) > 1 else 1)
             data = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
@@ -101,11 +102,11 @@ class RandomWeights(WeightSource):
 class FileWeights(WeightSource):
     """Blobs of a caffemodel; ``fallback`` (if any) fills layers the file does not have."""
 
-    kind = "file"
 
     def __init__(self, weights: CaffeWeights, fallback: WeightSource | None = None):
         super().__init__()
         self.weights = weights
+        self.path = weights.path
         self.fallback = fallback
         self.filled: list[str] = []  # layers the fallback had to fill
 
@@ -122,12 +123,14 @@ class FileWeights(WeightSource):
                 if layer.name not in self.filled:
                     self.filled.append(layer.name)
                 return self.fallback.blob(layer, index, shape, role)
-            self._problem(f"{where}: '{layer.name}': {name} has no weights for this {layer.type} layer")
+            self._problem(f"{where}: '{layer.name}': {name} has no weights for this "
+                          f"{layer.type} layer")
             return zero_splat(shape)
         blobs = self.weights[layer.name]
         if index >= len(blobs):
             self._problem(f"{where}: '{layer.name}': {name} has {len(blobs)} blob(s) for this "
-                          f"{layer.type} layer, blob {index} ({role}, shape {list(shape)}) is needed")
+                          f"{layer.type} layer, blob {index} ({role}, shape {list(shape)}) "
+                          "is needed")
             return zero_splat(shape)
         array = blobs[index]
         if tuple(array.shape) == shape:

@@ -158,14 +158,18 @@ def conv_transpose(node: Node) -> None:
 
 
 # ----------------------------------------------------------------------------- Gemm / MatMul
-def _weight_rows(node: Node, b: Value, transposed: bool) -> Value:
-    """``b`` as a dense weight (outputs, inputs): ``b`` itself if ``transposed`` else b.T."""
-    if transposed:
-        return b
+def _dense_weight(node: Node, b: Value, transposed: bool, alpha: float) -> Value:
+    """``alpha * b`` as a dense weight (outputs, inputs): ``b`` is that already if ``transposed``."""
     data = b.const_value()
-    if data is not None:
-        return node.const(np.ascontiguousarray(data.T), "weight")
-    return node.op("transpose", [b], perm=(1, 0))  # constant subgraph: folded at -O1
+    if data is not None:  # an initializer: one new array at most
+        if transposed and alpha == 1.0:
+            return b
+        w = data if transposed else data.T
+        if alpha != 1.0:
+            w = w * np.asarray(alpha, data.dtype)
+        return node.const(np.ascontiguousarray(w), "weight")
+    w = b if transposed else node.op("transpose", [b], perm=(1, 0))  # a constant subgraph:
+    return _scaled(node, w, alpha, "alpha")  # folded at -O1
 
 
 def _scaled(node: Node, v: Value, factor: float, suffix: str) -> Value:
@@ -201,7 +205,7 @@ def gemm(node: Node) -> None:
     if beta == 0.0:
         c = None
     if not trans_a and node.is_constant(b) and b.type.rank == 2:
-        w = _scaled(node, _weight_rows(node, b, bool(trans_b)), alpha, "alpha")
+        w = _dense_weight(node, b, bool(trans_b), alpha)
         bias = _dense_bias(node, c, beta, w.shape[0]) if c is not None else None
         y = node.op("dense", [a, w] + ([bias] if bias is not None else []))
         if c is not None and bias is None:
@@ -224,7 +228,7 @@ def gemm(node: Node) -> None:
 def matmul(node: Node) -> None:
     a, b = node.input(0), node.input(1)
     if node.is_constant(b) and b.type.rank == 2 and a.type.rank is not None:
-        node.bind(node.op("dense", [a, _weight_rows(node, b, False)]))
+        node.bind(node.op("dense", [a, _dense_weight(node, b, False, 1.0)]))
     else:
         node.bind(node.op("matmul", [a, b]))
 

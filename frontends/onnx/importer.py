@@ -189,8 +189,15 @@ class OnnxImporter:
         for out in self.graph_proto.output:
             self.builder.output(self.value(out.name, None), out.name)
         graph = self.builder.graph
+        self._drop_unread_constants(graph)
         graph.attrs["onnx_opset"] = self.opset
         return graph
+
+    @staticmethod
+    def _drop_unread_constants(graph: Graph) -> None:
+        """Constants only a converter looked at (Resize scales, a weight it transposed) are not kept."""
+        read = {id(v) for op in graph.ops for v in op.operands} | {id(v) for v in graph.outputs}
+        graph.remove_ops([op for op in graph.ops if op.kind == "const" and id(op.results[0]) not in read])
 
     def check_supported(self, nodes: list[Node]) -> None:
         """One TidlcError listing every node tidlc cannot convert, before converting any."""

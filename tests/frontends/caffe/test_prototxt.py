@@ -1,4 +1,4 @@
-"""Caffe prototxt: text-format parsing, located errors, and NetSpec normalisation."""
+"""Caffe prototxt: text-format parsing, located errors, the corpus parsed and round-tripped."""
 from __future__ import annotations
 
 import math

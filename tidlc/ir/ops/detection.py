@@ -35,7 +35,8 @@ def _prior_count(a) -> int:
 def _prior_box_infer(op, types):
     a = op.attrs
     if a["max_sizes"] and len(a["max_sizes"]) != len(a["min_sizes"]):
-        raise ValueError(f"prior_box: {len(a['max_sizes'])} max sizes for {len(a['min_sizes'])} min sizes")
+        raise ValueError(f"prior_box: {len(a['max_sizes'])} max sizes for "
+                         f"{len(a['min_sizes'])} min sizes")
     for lo, hi in zip(a["min_sizes"], a["max_sizes"]):
         if hi <= lo:
             raise ValueError(f"prior_box: max size {hi} must be larger than min size {lo}")
@@ -47,7 +48,7 @@ def _prior_box_infer(op, types):
 
 def prior_boxes(feature_size, image_size, steps, min_sizes, max_sizes=(), aspect_ratios=(1.0,),
                 offset=0.5, clip=False, variances=(0.1, 0.1, 0.1, 0.1)) -> np.ndarray:
-    """SSD priors, shape (1, 2, H*W*P*4): boxes (xmin, ymin, xmax, ymax) / image size, then variances.
+    """SSD priors (1, 2, H*W*P*4): boxes (xmin, ymin, xmax, ymax) / image size, then variances.
 
     Per position and per min size the order is: the square min box, the square
     sqrt(min*max) box (if a max size is given), then one box per aspect ratio != 1.
@@ -78,8 +79,8 @@ def prior_boxes(feature_size, image_size, steps, min_sizes, max_sizes=(), aspect
 
 def _prior_box_compute(op):
     a = op.attrs
-    return prior_boxes(a["feature_size"], a["image_size"], a["steps"], a["min_sizes"], a["max_sizes"],
-                       a["aspect_ratios"], a["offset"], a["clip"], a["variances"])
+    return prior_boxes(a["feature_size"], a["image_size"], a["steps"], a["min_sizes"],
+                       a["max_sizes"], a["aspect_ratios"], a["offset"], a["clip"], a["variances"])
 
 
 defop("prior_box", (),
@@ -91,7 +92,7 @@ defop("prior_box", (),
        "offset": a_float(0.5), "clip": a_bool(False),
        "variances": a_floats((0.1, 0.1, 0.1, 0.1), length=4)},
       infer=_prior_box_infer, compute=_prior_box_compute, category="detection",
-      doc="SSD prior boxes of one feature map (depends on sizes only; folded to a constant at -O1).")
+      doc="SSD prior boxes of one feature map (sizes only: folded to a constant at -O1).")
 
 
 # --------------------------------------------------------------------------- detection_output
@@ -106,14 +107,16 @@ def _det_layout(op, types):
         raise ValueError(f"detection_output priors must be [1, 1 or 2, P*4], got {prior.shape}")
     want_rows = 1 if a["variance_encoded_in_target"] else 2
     if prior.shape[1] != want_rows:
-        raise ValueError(f"detection_output priors have {prior.shape[1]} rows, expected {want_rows} "
+        raise ValueError(f"detection_output priors have {prior.shape[1]} rows, expected "
+                         f"{want_rows} "
                          "(boxes, then variances unless they are encoded in the target)")
     priors = prior.shape[2] // 4
     batch = loc.shape[0]
     classes = a["num_classes"]
     loc_classes = 1 if a["share_location"] else classes
     if conf.shape[0] != batch:
-        raise ValueError(f"detection_output: batch {conf.shape[0]} of the scores != {batch} of the boxes")
+        raise ValueError(f"detection_output: batch {conf.shape[0]} of the scores != "
+                         f"{batch} of the boxes")
     if int(np.prod(loc.shape[1:])) != priors * loc_classes * 4:
         raise ValueError(f"detection_output: location input {loc.shape} does not hold "
                          f"{priors} priors x {loc_classes} x 4 values")
@@ -159,7 +162,8 @@ def _area(b: np.ndarray) -> np.ndarray:
 
 def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Jaccard overlap of one box with many (normalised coordinates, no +1)."""
-    inter = np.concatenate([np.maximum(box[:2], boxes[:, :2]), np.minimum(box[2:], boxes[:, 2:])], axis=1)
+    inter = np.concatenate([np.maximum(box[:2], boxes[:, :2]),
+                            np.minimum(box[2:], boxes[:, 2:])], axis=1)
     inter_area = _area(inter)
     union = _area(box) + _area(boxes) - inter_area
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -193,7 +197,8 @@ def detection_output_ref(loc, conf, prior, num_classes, share_location=True, bac
     priors = prior.shape[2] // 4
     loc_classes = 1 if share_location else num_classes
     prior_boxes_ = prior[0, 0].reshape(priors, 4)
-    variances = None if variance_encoded_in_target else prior[0, 1].reshape(priors, 4).astype(np.float64)
+    variances = (None if variance_encoded_in_target
+                 else prior[0, 1].reshape(priors, 4).astype(np.float64))
     found = []
     for n in range(batch):
         boxes = decode_boxes(loc[n].reshape(priors, loc_classes, 4),
@@ -209,7 +214,8 @@ def detection_output_ref(loc, conf, prior, num_classes, share_location=True, bac
         total = sum(len(v) for v in picked.values())
         if keep_top_k > -1 and total > keep_top_k:
             flat = [(c, i) for c, idx in picked.items() for i in idx]
-            best = np.argsort(-np.array([scores[i, c] for c, i in flat]), kind="stable")[:keep_top_k]
+            flat_scores = np.array([scores[i, c] for c, i in flat])
+            best = np.argsort(-flat_scores, kind="stable")[:keep_top_k]
             picked = {}
             for j in best:
                 c, i = flat[j]
@@ -241,7 +247,7 @@ defop("detection_output", ("loc", "conf", "priors"),
        "top_k": a_int(-1), "keep_top_k": a_int(-1), "confidence_threshold": a_float(-np.inf),
        "eta": a_float(1.0)},
       infer=_det_infer, compute=_det_compute, foldable=False, category="detection",
-      doc="SSD box decoding + per-class NMS; result [1, 1, rows, 7], zero rows after the kept ones.")
+      doc="SSD box decoding + per-class NMS; result [1, 1, rows, 7], zero rows after the kept.")
 
 
 # --------------------------------------------------------------------------- normalize

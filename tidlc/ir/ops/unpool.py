@@ -40,7 +40,8 @@ def max_pool_index_ref(x, kernel, strides, pads, ceil_mode=False):
     wo = spatial_out(w, kw, sw, pl, pr, 1, ceil_mode)
     extra_b = max(0, (ho - 1) * sh + kh - (h + pt + pb))
     extra_r = max(0, (wo - 1) * sw + kw - (w + pl + pr))
-    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb + extra_b), (pl, pr + extra_r)), constant_values=-np.inf)
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb + extra_b), (pl, pr + extra_r)),
+                constant_values=-np.inf)
     taps = np.stack([xp[:, :, i: i + (ho - 1) * sh + 1: sh, j: j + (wo - 1) * sw + 1: sw]
                      for i in range(kh) for j in range(kw)])
     best = np.argmax(taps, axis=0)  # first maximum in row-major window order
@@ -56,7 +57,8 @@ def _max_pool_index_compute(op, x):
 
 
 defop("max_pool_index", ("x",),
-      {"kernel": a_ints(length=2, check=positive), "strides": a_ints((1, 1), length=2, check=positive),
+      {"kernel": a_ints(length=2, check=positive),
+       "strides": a_ints((1, 1), length=2, check=positive),
        "pads": a_ints((0, 0, 0, 0), length=4, check=non_negative, doc="top, left, bottom, right"),
        "ceil_mode": a_bool(False)},
       infer=_max_pool_index_infer, compute=_max_pool_index_compute, num_results=2,
@@ -87,6 +89,7 @@ def _max_unpool_compute(op, x, index):
     return out.reshape(n, c, h, w)
 
 
-defop("max_unpool", ("x", "indices"), {"output_size": a_ints(length=2, check=positive, doc="(H, W)")},
+defop("max_unpool", ("x", "indices"),
+      {"output_size": a_ints(length=2, check=positive, doc="(H, W)")},
       infer=_max_unpool_infer, compute=_max_unpool_compute, category="data",
       doc="Scatter each value to its index (h * W + w) in a zero (H, W) plane (max-unpooling).")
