@@ -64,7 +64,7 @@ setup(
         "protobuf>=4.21", "rich>=13",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "onnxruntime>=1.17", "opencv-python-headless>=4.8", "setuptools>=69", "wheel"],
+        "test": ["pytest>=7.4", "onnxruntime>=1.17", "opencv-python-headless>=4.8,<5", "setuptools>=69", "wheel"],
         "bench": ["onnxruntime>=1.17", "onnxsim>=0.4.36", "openvino>=2024.0"],
     },
     entry_points={"console_scripts": ["tidlc = tidlc.cli:main"]},

@@ -54,47 +54,77 @@ def evaluate_op(op: Op, args: list[np.ndarray]) -> list[np.ndarray]:
     return results
 
 
+class Interpreter:
+    """A graph prepared for repeated execution.
+
+    Constants are made contiguous once (splat weights are materialised here,
+    not on every run) and the point after which each value is dead is
+    precomputed, so intermediate tensors are freed as early as possible.
+    """
+
+    def __init__(self, graph: Graph):
+        if graph.attrs.get("missing_weights"):
+            raise TidlcError("the model has no weights (structure only), so it cannot be run",
+                             graph.attrs.get("source", graph.name),
+                             hint="pass --weights FILE or --random-weights SEED")
+        self.graph = graph
+        self.consts: dict[int, np.ndarray] = {}
+        for op in graph.ops:
+            if op.kind == "const":
+                data = op.data  # (ascontiguousarray would turn 0-d into 1-d)
+                self.consts[id(op.results[0])] = data if data.flags.c_contiguous else data.copy(order="C")
+        last_use: dict[int, int] = {}
+        for i, op in enumerate(graph.ops):
+            for v in op.operands:
+                last_use[id(v)] = i
+        keep = {id(v) for v in graph.outputs} | set(self.consts)
+        self.free_after: list[list[int]] = [[] for _ in graph.ops]
+        for vid, i in last_use.items():
+            if vid not in keep:
+                self.free_after[i].append(vid)
+        self.names = graph.output_names or [v.name or f"output{k}" for k, v in enumerate(graph.outputs)]
+
+    def run(self, feeds: Mapping[str, np.ndarray],
+            observer: Optional[Callable[[Op, list[np.ndarray]], None]] = None,
+            keep_all: bool = False) -> dict[str, np.ndarray]:
+        graph = self.graph
+        feeds = check_feeds(graph, feeds)
+        env: dict[int, np.ndarray] = dict(self.consts)
+        for i, op in enumerate(graph.ops):
+            if op.kind == "input":
+                env[id(op.results[0])] = feeds[op.attrs["name"]]
+                continue
+            if op.kind == "const":
+                continue
+            try:
+                args = [env[id(v)] for v in op.operands]
+            except KeyError:
+                raise TidlcError("operand used before it was computed", op.where()) from None
+            try:
+                results = evaluate_op(op, args)
+            except TidlcError:
+                raise
+            except (ValueError, IndexError, TypeError, ArithmeticError) as exc:
+                raise TidlcError(f"{op.kind} failed: {exc}", op.where()) from None
+            for v, r in zip(op.results, results):
+                env[id(v)] = np.asarray(r)
+            if observer is not None:
+                observer(op, results)
+            if not keep_all:
+                for vid in self.free_after[i]:
+                    env.pop(vid, None)
+        return {n: env[id(v)] for n, v in zip(self.names, graph.outputs)}
+
+
 def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray],
               observer: Optional[Callable[[Op, list[np.ndarray]], None]] = None,
               keep_all: bool = False) -> dict[str, np.ndarray]:
-    """Execute ``graph``; returns ``{output name: array}``.
+    """Execute ``graph`` once; returns ``{output name: array}``.
 
     ``observer(op, results)`` is called after each compute op (calibration, tracing).
+    For repeated runs, build an :class:`Interpreter` once.
     """
-    feeds = check_feeds(graph, feeds)
-    last_use: dict[int, int] = {}
-    for i, op in enumerate(graph.ops):
-        for v in op.operands:
-            last_use[id(v)] = i
-    keep = {id(v) for v in graph.outputs}
-    env: dict[int, np.ndarray] = {}
-    for i, op in enumerate(graph.ops):
-        if op.kind == "input":
-            env[id(op.results[0])] = feeds[op.attrs["name"]]
-            continue
-        if op.kind == "const":
-            env[id(op.results[0])] = op.data
-            continue
-        try:
-            args = [env[id(v)] for v in op.operands]
-        except KeyError:
-            raise TidlcError("operand used before it was computed", op.where()) from None
-        try:
-            results = evaluate_op(op, args)
-        except TidlcError:
-            raise
-        except (ValueError, IndexError, TypeError, ArithmeticError) as exc:
-            raise TidlcError(f"{op.kind} failed: {exc}", op.where()) from None
-        for v, r in zip(op.results, results):
-            env[id(v)] = np.asarray(r)
-        if observer is not None:
-            observer(op, results)
-        if not keep_all:
-            for v in op.operands:
-                if last_use.get(id(v)) == i and id(v) not in keep:
-                    env.pop(id(v), None)
-    names = graph.output_names or [v.name or f"output{k}" for k, v in enumerate(graph.outputs)]
-    return {n: env[id(v)] for n, v in zip(names, graph.outputs)}
+    return Interpreter(graph).run(feeds, observer, keep_all)
 
 
 def value_of(env: dict, v: Value) -> np.ndarray:

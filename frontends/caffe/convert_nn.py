@@ -334,16 +334,17 @@ def batch_norm(layer: Layer) -> None:
     layer.bind(layer.op("batchnorm", operands, epsilon=eps))
 
 
+_BN_MODE = {"LEARN": 0, "INFERENCE": 1}
+
+
 def _enet_bn_check(spec, weights=None) -> str | None:
     problem = _single_bottom(spec)
     if problem:
         return problem
-    p = spec.param("bn_param")
-    mode = p.get_enum("bn_mode", {"LEARN": 0, "INFERENCE": 1}, "LEARN")
-    inference = mode == "INFERENCE"
-    have = weights.available(spec.name) if weights is not None else None
-    if inference or have == 4:
+    if spec.param("bn_param").get_enum("bn_mode", _BN_MODE, "LEARN") == "INFERENCE":
         return None
+    if weights is not None and weights.available(spec.name) == 4:
+        return None  # scale, shift and stored statistics (mean, variance)
     return ("bn_mode LEARN normalises with batch statistics, which has no inference meaning "
             "(hint: use ENet's BN-merged deploy net, or set bn_mode: INFERENCE after computing "
             "the statistics)")
@@ -351,21 +352,22 @@ def _enet_bn_check(spec, weights=None) -> str | None:
 
 @converter("BN", check=_enet_bn_check)
 def enet_bn(layer: Layer) -> None:
-    """ENet/SegNet fork BN: scale (x * scale + shift) in INFERENCE mode; 4 blobs: batchnorm."""
+    """ENet/SegNet fork BN: ``scale`` (x * scale + shift) in INFERENCE mode; with stored
+    statistics (4 blobs), ``batchnorm``."""
     p = layer.param("bn_param")
     c = channels_of(layer)
     shape = (1, c, 1, 1)
     gamma = layer.blob(0, shape, "gamma").reshape(c)
     beta = layer.blob(1, shape, "beta").reshape(c)
     x = layer.input()
-    if layer.lowering.weights.available(layer.name) == 4:
-        mean = layer.blob(2, shape, "mean").reshape(c)
-        var = layer.blob(3, shape, "var").reshape(c)
-        operands = [x, layer.const(gamma, "gamma"), layer.const(beta, "beta"),
-                    layer.const(mean, "mean"), layer.const(var, "var")]
-        layer.bind(layer.op("batchnorm", operands, epsilon=p.get_float("eps", 1e-5)))
-    else:
+    if p.get_enum("bn_mode", _BN_MODE, "LEARN") == "INFERENCE":
         layer.bind(layer.op("scale", [x, layer.const(gamma, "scale"), layer.const(beta, "shift")]))
+        return
+    mean = layer.blob(2, shape, "mean").reshape(c)
+    var = layer.blob(3, shape, "var").reshape(c)
+    operands = [x, layer.const(gamma, "gamma"), layer.const(beta, "beta"),
+                layer.const(mean, "mean"), layer.const(var, "var")]
+    layer.bind(layer.op("batchnorm", operands, epsilon=p.get_float("eps", 1e-5)))
 
 
 def _param_shape(layer: Layer, param_name: str, x_shape: tuple) -> tuple[int, tuple]:

@@ -106,6 +106,18 @@ def test_structure_only_compile_warns_once_and_writes_ir(tmp_path, capsys):
     assert "missing_weights = true" in text.splitlines()[0]
 
 
+def test_structure_only_run_is_refused_random_weights_run(tmp_path, capsys):
+    path = write(tmp_path, NET)
+    np.save(tmp_path / "x.npy", np.ones((1, 3, 8, 8), np.float32))
+    code, out, err = tidlc(capsys, "run", path, "--input", tmp_path / "x.npy")
+    assert code == 2 and out == []
+    assert err[0].startswith("warning: ") and err[1].endswith(
+        "net.prototxt: error: the model has no weights (structure only), so it cannot be run "
+        "(hint: pass --weights FILE or --random-weights SEED)")
+    code, out, err = tidlc(capsys, "run", path, "--input", tmp_path / "x.npy", "--random-weights", "3")
+    assert code == 0 and err == [] and out[0].startswith("conv: float32 [1, 4, 6, 6] min 0 max ")
+
+
 @pytest.mark.skipif(not EXAMPLE.is_file(), reason="example model not in this checkout")
 def test_ultraface_example_compiles_and_runs_like_opencv(tmp_path, capsys, monkeypatch):
     cv2 = pytest.importorskip("cv2")

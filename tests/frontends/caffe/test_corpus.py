@@ -17,6 +17,7 @@ from tidlc.diagnostics import TidlcError, TidlcWarning
 from tidlc.ir.parser import parse_graph
 from tidlc.ir.printer import print_graph
 from tidlc.ir.verifier import verify
+from tidlc.ir.weights import read_weights
 
 CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus" / "caffe"
 PROTOTXTS = sorted(CORPUS.glob("*/*.prototxt")) if CORPUS.is_dir() else []
@@ -37,6 +38,9 @@ OUTPUTS = {
     "enet/enet_deploy_final.prototxt": {"deconv6_0_0": (1, 19, 512, 1024)},
     "jacinto_cityscapes5_jsegnet21v2/deploy.prototxt": {"argMaxOut": (1, 1, 512, 1024)},
 }
+
+
+pytestmark = pytest.mark.skipif(not PROTOTXTS, reason="shared corpus not available")
 
 
 def _id(path: Path) -> str:
@@ -93,4 +97,13 @@ def test_structure_only_constants_are_zero_splats():
     assert len(conv_weights) == 53 and all(float(w.reshape(-1)[0]) == 0.0 for w in conv_weights)
 
 
-pytestmark = pytest.mark.skipif(not PROTOTXTS, reason="shared corpus not available")
+@pytest.mark.parametrize("key", ["mobilenet_ssd/MobileNetSSD_deploy.prototxt", "enet/enet_deploy_final.prototxt",
+                                 "jacinto_cityscapes5_jsegnet21v2/deploy.prototxt"])
+def test_detection_and_unpool_ops_round_trip_at_O0(key, tmp_path):
+    """At -O0 prior_box (no operands), detection_output, max_pool_index and max_unpool stay ops."""
+    result = compile_model(str(CORPUS / key), CompileOptions(opt_level=0, emit="ir", outdir=str(tmp_path),
+                                                             random_weights=1))
+    kinds = {op.kind for op in result.graph.ops}
+    assert kinds & {"prior_box", "detection_output", "max_pool_index", "max_unpool", "argmax"}
+    text = (tmp_path / "model.tir").read_text()
+    assert print_graph(parse_graph(text, read_weights(str(tmp_path / "model.weights"))))[0] == text

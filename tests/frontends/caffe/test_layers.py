@@ -6,6 +6,7 @@ is a direct numpy transcription of what Caffe's layer computes.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -535,3 +536,37 @@ def test_decode_boxes(code_type):
     }[code_type]
     np.testing.assert_allclose(decode_boxes(loc, prior, var, code_type), expect, rtol=1e-12)
     np.testing.assert_allclose(decode_boxes(d, prior, None, code_type), expect, rtol=1e-12)
+
+
+def test_docs_list_every_supported_layer_type():
+    from tidlc.frontends.caffe.registry import CONVERTERS
+    doc = Path(__file__).resolve().parents[3] / "docs" / "frontends" / "caffe.md"
+    rows = [line.split("|")[1] for line in doc.read_text().splitlines() if line.startswith("| ")]
+    documented = {name.strip() for row in rows for name in row.replace("(SSD)", "").split(",")}
+    documented = {name.split(" ")[0] for name in documented}
+    assert set(CONVERTERS.types()) - documented == set()
+
+
+def test_fork_activations_and_shuffle_channel():
+    g = lower(net('''layer { name: "r6" type: "ReLU6" bottom: "data" top: "r6" }
+layer { name: "cl" type: "Clip" bottom: "data" top: "cl" clip_param { min: -0.5 max: 0.25 } }
+layer { name: "sh" type: "ShuffleChannel" bottom: "data" top: "sh" shuffle_channel_param { group: 2 } }''',
+                  (1, 4, 3, 3)))
+    x = np.random.default_rng(0).uniform(-8, 8, (1, 4, 3, 3)).astype(np.float32)
+    out = run_graph(g, {"data": x})
+    np.testing.assert_array_equal(out["r6"], np.clip(x, 0, 6))
+    np.testing.assert_array_equal(out["cl"], np.clip(x, -0.5, 0.25))
+    # ShuffleNet: (N, g, C/g, H, W) -> (N, C/g, g, H, W)
+    np.testing.assert_array_equal(out["sh"], x.reshape(1, 2, 2, 3, 3).swapaxes(1, 2).reshape(1, 4, 3, 3))
+
+
+def test_enet_bn_with_stored_statistics(tmp_path, caffemodel_writer):
+    rng = np.random.default_rng(3)
+    scale, shift, mean = (rng.normal(size=(1, 4, 1, 1)).astype(np.float32) for _ in range(3))
+    var = rng.uniform(0.5, 2, (1, 4, 1, 1)).astype(np.float32)
+    weights = _model(tmp_path, caffemodel_writer, {"bn": ("BN", [scale, shift, mean, var])})
+    g = lower(net('layer { name: "bn" type: "BN" bottom: "data" top: "bn" bn_param { eps: 0.01 } }'),
+              FileWeights(weights))
+    x, out = run(g)
+    np.testing.assert_allclose(out["bn"], (x - mean) / np.sqrt(var + 0.01) * scale + shift,
+                               rtol=1e-5, atol=1e-6)

@@ -39,10 +39,20 @@ def _erf(x):
         return np.vectorize(math.erf, otypes=[x.dtype])(x)
 
 
-def apply_act(x: np.ndarray, act: str, params: tuple = ()) -> np.ndarray:
-    """The float reference of every fusable activation."""
+def apply_act(x: np.ndarray, act: str, params: tuple = (), inplace: bool = False) -> np.ndarray:
+    """The float reference of every fusable activation.
+
+    ``inplace=True`` lets the clamping activations overwrite ``x`` (callers
+    pass it for arrays they just allocated, e.g. a conv's output).
+    """
     if act == "none":
         return x
+    if inplace and x.flags.writeable and x.dtype.kind == "f":
+        if act == "relu":
+            return np.maximum(x, 0, out=x)
+        if act in ("relu6", "clip"):
+            lo, hi = (0.0, 6.0) if act == "relu6" else params
+            return np.clip(x, lo, hi, out=x)
     if act == "relu":
         return np.maximum(x, 0, dtype=x.dtype)
     if act == "relu6":

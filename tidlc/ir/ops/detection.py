@@ -247,7 +247,7 @@ defop("detection_output", ("loc", "conf", "priors"),
        "top_k": a_int(-1), "keep_top_k": a_int(-1), "confidence_threshold": a_float(-np.inf),
        "eta": a_float(1.0)},
       infer=_det_infer, compute=_det_compute, foldable=False, category="detection",
-      doc="SSD box decoding + per-class NMS; result [1, 1, rows, 7], zero rows after the kept.")
+      doc="SSD box decoding + per-class NMS -> [1, 1, rows, 7]: the kept rows, then zero rows.")
 
 
 # --------------------------------------------------------------------------- normalize

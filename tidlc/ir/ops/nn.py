@@ -89,23 +89,40 @@ def conv2d_ref(x, w, b=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1)
             for j in range(kw):
                 tap = xp[:, :, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw]
                 out += tap * w[None, :, 0, i, j, None, None]
+    elif groups == 1:
+        out = _dense_conv(x, w, strides, pads, dilations)
     else:
         cols, ho, wo = im2col(x, kh, kw, strides, pads, dilations)
-        if groups == 1:
-            out = np.matmul(w.reshape(cout, -1), cols)
-        else:
-            cols = cols.reshape(n, groups, cin_g * kh * kw, ho * wo)
-            out = np.matmul(w.reshape(groups, cout // groups, cin_g * kh * kw), cols)
-        out = out.reshape(n, cout, ho, wo)
+        cols = cols.reshape(n, groups, cin_g * kh * kw, ho * wo)
+        out = np.matmul(w.reshape(groups, cout // groups, cin_g * kh * kw), cols).reshape(n, cout, ho, wo)
     if b is not None:
         out += b.reshape(1, -1, 1, 1).astype(out.dtype, copy=False)
     return out
 
 
+def _dense_conv(x, w, strides, pads, dilations):
+    """groups == 1: one GEMM per image; 1x1 unpadded convs need no im2col at all."""
+    n, c = x.shape[:2]
+    cout, _, kh, kw = w.shape
+    dtype = np.result_type(x, w)
+    w2 = np.ascontiguousarray(w.reshape(cout, -1), dtype=dtype)
+    if kh == kw == 1 and not any(pads):
+        xs = x[:, :, ::strides[0], ::strides[1]]
+        ho, wo = xs.shape[2:]
+        cols = np.ascontiguousarray(xs, dtype=dtype).reshape(n, c, ho * wo)
+    else:
+        cols, ho, wo = im2col(x, kh, kw, strides, pads, dilations)
+        cols = cols.astype(dtype, copy=False)
+    out = np.empty((n, cout, ho * wo), dtype=dtype)
+    for i in range(n):
+        np.dot(w2, cols[i], out=out[i])
+    return out.reshape(n, cout, ho, wo)
+
+
 def _conv_compute(op, x, w, b=None):
     a = op.attrs
     out = conv2d_ref(x, w, b, a["strides"], a["pads"], a["dilations"], a["groups"])
-    return apply_act(out, a["act"], a["act_params"])
+    return apply_act(out, a["act"], a["act_params"], inplace=True)
 
 
 def _conv_macs(op):
@@ -169,7 +186,7 @@ def deconv2d_ref(x, w, b=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 
 def _deconv_compute(op, x, w, b=None):
     a = op.attrs
     out = deconv2d_ref(x, w, b, a["strides"], a["pads"], a["dilations"], a["groups"], a["output_padding"])
-    return apply_act(out, a["act"], a["act_params"])
+    return apply_act(out, a["act"], a["act_params"], inplace=True)
 
 
 def _deconv_macs(op):
