@@ -44,6 +44,8 @@ def _sweep(graph: Graph) -> bool:
     changed = False
     new_ops: list[Op] = []
     replace: dict[int, object] = {}
+    # values whose type changed or that became constants: only their readers are re-inferred
+    dirty: set[int] = set()
     for op in graph.ops:
         if replace:
             op.operands = [replace.get(id(v), v) for v in op.operands]
@@ -65,18 +67,22 @@ def _sweep(graph: Graph) -> bool:
             op.attrs = {**op.attrs, "shape": tuple(int(v) for v in op.operands[1].const_value().reshape(-1))}
             op.operands = op.operands[:1]
             changed = True
+            dirty.add(id(op.operands[0]))
         if folded is not None:
             for i, (res, data) in enumerate(zip(op.results, folded)):
                 name = op.name if len(op.results) == 1 or not op.name else f"{op.name}:{i}"
                 cop = _const_op(data, name or res.name, res)
                 new_ops.append(cop)
                 replace[id(res)] = cop.results[0]
+                dirty.add(id(cop.results[0]))
             changed = True
             continue
         # keep types current so later shape ops see static shapes
-        for v, t in zip(op.results, infer_types(op)):
-            if t.shape is not None and t != v.type and v.type.quant is None:
-                v.type = t if t.layout or not v.type.layout else t.with_layout(v.type.layout)
+        if any(id(v) in dirty for v in op.operands):
+            for v, t in zip(op.results, infer_types(op)):
+                if t.shape is not None and t != v.type and v.type.quant is None:
+                    v.type = t if t.layout or not v.type.layout else t.with_layout(v.type.layout)
+                    dirty.add(id(v))
         new_ops.append(op)
     if replace:
         graph.outputs = [replace.get(id(v), v) for v in graph.outputs]

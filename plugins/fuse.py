@@ -175,7 +175,7 @@ def _fold_scale_into_producer(rw: Rewriter, op) -> bool:
                  s.astype(np.float32).reshape(g, 1, cout_g, 1, 1)).reshape(w.shape)
     old_b = np.zeros(cout) if bias is None else bias.reshape(-1).astype(np.float64)
     new_b = old_b * s + t
-    wv = rw.const(new_w.astype(np.float32), prod.operands[1].producer.name or f"{prod.name}.w", anchor=prod)
+    wv = rw.const(new_w.astype(np.float32, copy=False), prod.operands[1].producer.name or f"{prod.name}.w", anchor=prod)
     bv = rw.const(new_b.astype(np.float32), f"{prod.name}.b" if bias is None else
                   (prod.operands[2].producer.name or f"{prod.name}.b"), anchor=prod)
     attrs_ = dict(prod.attrs)

@@ -73,3 +73,53 @@ def test_other_dtypes_use_the_twin(dtype):
     got, ho, wo = im2col_f32(x, 2, 2, (1, 1), (0, 1, 1, 0), (1, 1))
     want, _, _ = im2col_f32_numpy(x, 2, 2, (1, 1), (0, 1, 1, 0), (1, 1))
     assert got.dtype == dtype and got.tobytes() == want.tobytes() and (ho, wo) == (4, 4)
+
+
+# --- sliding-window kernels: depthwise conv and pooling -----------------------------------
+from tidlc.kernels import depthwise_conv2d, max_pool2d, pool2d_window, reference  # noqa: E402
+
+
+def test_window_kernels_are_compiled():
+    assert depthwise_conv2d is not reference.depthwise_conv2d
+    assert pool2d_window is not reference.pool2d_window
+
+
+def _out_size(size, k, s, p0, p1, d, extra):
+    return (size + p0 + p1 - (k - 1) * d - 1) // s + 1 + extra
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("seed", range(6))
+def test_depthwise_equals_twin(dtype, seed):
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(20):
+        shape, kh, kw, strides, pads, dilations = random_case(rng)
+        x = rng.standard_normal(shape).astype(dtype)
+        w = rng.standard_normal((shape[1], 1, kh, kw)).astype(dtype)
+        x.flat[3::11] = np.nan
+        w.flat[::5] = -0.0
+        got = depthwise_conv2d(x, w, strides, pads, dilations)
+        want = reference.depthwise_conv2d(x, w, strides, pads, dilations)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got.view(f"u{got.itemsize}"), want.view(f"u{want.itemsize}"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("seed", range(6))
+def test_pool_equals_twin_and_max_is_separable(dtype, seed):
+    rng = np.random.default_rng(200 + seed)
+    for _ in range(20):
+        shape, kh, kw, strides, pads, dilations = random_case(rng)
+        extra = int(rng.integers(0, 2))  # ceil-mode windows overhanging the bottom/right edge
+        ho = _out_size(shape[2], kh, strides[0], pads[0], pads[2], dilations[0], extra)
+        wo = _out_size(shape[3], kw, strides[1], pads[1], pads[3], dilations[1], extra)
+        x = rng.standard_normal(shape).astype(dtype)
+        x.flat[4::17] = np.nan
+        divisor = rng.integers(1, 10, (ho, wo)).astype(dtype)
+        got = pool2d_window(x, False, (kh, kw), strides, pads, dilations, ho, wo, divisor)
+        want = reference.pool2d_window(x, False, (kh, kw), strides, pads, dilations, ho, wo, divisor)
+        np.testing.assert_array_equal(got.view(f"u{got.itemsize}"), want.view(f"u{want.itemsize}"))
+        got_max = pool2d_window(x, True, (kh, kw), strides, pads, dilations, ho, wo)
+        want_max = reference.pool2d_window(x, True, (kh, kw), strides, pads, dilations, ho, wo)
+        np.testing.assert_array_equal(got_max, want_max)
+        np.testing.assert_array_equal(max_pool2d(x, (kh, kw), strides, pads, dilations, ho, wo), want_max)

@@ -88,5 +88,7 @@ def test_replace_moves_graph_outputs_and_names():
     rw.commit()
     assert b.graph.outputs == [new.results[0]] and new.results[0].name == "result"
     c = rw.const(np.ones(3, np.float32), "one")
+    assert c.producer not in b.graph.ops  # insertions are buffered until commit
+    rw.commit()
     assert b.graph.ops[0] is c.producer  # no anchor: placed first
     verify(b.graph)

@@ -13,6 +13,7 @@ import attrs
 import numpy as np
 
 from tidlc.diagnostics import Loc
+from tidlc.ir import opdef as _opdef
 from tidlc.ir.types import TensorType
 
 
@@ -63,8 +64,7 @@ class Op:
 
     @property
     def opdef(self):
-        from tidlc.ir.opdef import get_opdef
-        return get_opdef(self.kind)
+        return _opdef.OPS._defs.get(self.kind) or _opdef.get_opdef(self.kind)
 
     def attr(self, key: str) -> Any:
         return self.attrs[key]

@@ -47,6 +47,8 @@ def _check_layout(inst, attribute, value):
 def _to_shape(value):
     if value is None:
         return None
+    if type(value) is tuple and all(type(d) is int and d >= 0 for d in value):
+        return value  # the common case, already canonical
     return tuple(None if d is None or (isinstance(d, (int, np.integer)) and d < 0) else int(d)
                  for d in value)
 

@@ -23,6 +23,9 @@ class Rewriter:
         self.outputs = {id(v) for v in graph.outputs}
         self.dead: set[int] = set()
         self.builder = Builder(graph)
+        # insertions are buffered and placed by commit(): list.index per insert is O(n)
+        self.before: dict[int, list[Op]] = {}
+        self.front: list[Op] = []
 
     def users(self, v: Value) -> list[tuple[Op, int]]:
         return [(op, i) for op, i in self.uses.get(v, ()) if id(op) not in self.dead]
@@ -53,7 +56,7 @@ class Rewriter:
         self.dead.add(id(op))
 
     def insert_before(self, anchor: Op, op: Op) -> None:
-        self.graph.insert_before(anchor, [op])
+        self.before.setdefault(id(anchor), []).append(op)
         for i, v in enumerate(op.operands):
             self.uses.setdefault(v, []).append((op, i))
 
@@ -62,18 +65,33 @@ class Rewriter:
         value = Builder(Graph()).const(data, name)
         op = value.producer
         if anchor is None:
-            self.graph.ops.insert(0, op)
+            self.front.append(op)
         else:
-            self.graph.insert_before(anchor, [op])
+            self.before.setdefault(id(anchor), []).append(op)
         return value
 
     def make(self, kind: str, operands, attrs=None, name: str = "", loc=None) -> Op:
         return self.builder.make(kind, operands, attrs, name, loc)
 
     def commit(self) -> None:
-        if self.dead:
-            self.graph.remove_ops([op for op in self.graph.ops if id(op) in self.dead])
-            self.dead.clear()
+        """Place buffered insertions (each before its anchor) and drop erased ops."""
+        if not (self.dead or self.before or self.front):
+            return
+        ops: list[Op] = []
+
+        def place(op: Op) -> None:
+            for new in self.before.pop(id(op), ()):
+                place(new)
+            if id(op) not in self.dead:
+                ops.append(op)
+
+        for op in self.front:
+            place(op)
+        for op in self.graph.ops:
+            place(op)
+        self.graph.ops = ops
+        self.front = []
+        self.dead.clear()
 
 
 def apply_rules(graph: Graph, rules: Iterable[Rule], max_iters: int = 8) -> bool:

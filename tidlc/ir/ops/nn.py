@@ -1,6 +1,8 @@
 """Neural-network ops with weights or windows: conv, deconv, dense, pooling, norms."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tidlc.ir.opdef import (a_bool, a_float, a_floats, a_int, a_ints, a_str, defop, non_negative,
@@ -81,14 +83,9 @@ def conv2d_ref(x, w, b=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1)
     sh, sw = strides
     dh, dw = dilations
     if groups == c and cin_g == 1 and cout == c and kh * kw > 1:
-        xp = _pad_nchw(x, pads)
-        ho = (xp.shape[2] - (kh - 1) * dh - 1) // sh + 1
-        wo = (xp.shape[3] - (kw - 1) * dw - 1) // sw + 1
-        out = np.zeros((n, cout, ho, wo), dtype=np.result_type(x, w))
-        for i in range(kh):
-            for j in range(kw):
-                tap = xp[:, :, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw]
-                out += tap * w[None, :, 0, i, j, None, None]
+        from tidlc.kernels import depthwise_conv2d
+        dtype = np.result_type(x, w)
+        out = depthwise_conv2d(x.astype(dtype, copy=False), w.astype(dtype, copy=False), strides, pads, dilations)
     elif groups == 1:
         out = _dense_conv(x, w, strides, pads, dilations)
     else:
@@ -213,7 +210,7 @@ def _dense_infer(op, types):
     m, k = w.shape
     if x.shape is not None and x.shape[-1] is not None and x.shape[-1] != k:
         raise ValueError(f"dense input has {x.shape[-1]} features, weight expects {k}")
-    if len(types) > 2 and types[2].shape is not None and int(np.prod(types[2].shape)) != m:
+    if len(types) > 2 and types[2].shape is not None and math.prod(types[2].shape) != m:
         raise ValueError(f"dense bias shape {types[2].shape} does not match {m} outputs")
     shape = None if x.shape is None else tuple(x.shape[:-1]) + (m,)
     return [TensorType(shape, x.dtype, None)]
@@ -266,7 +263,7 @@ def _channel_param_check(x: TensorType, params: list[TensorType], axis: int, wha
         return
     c = x.shape[norm_axis(axis, len(x.shape))]
     for p in params:
-        if p.shape is not None and c is not None and int(np.prod(p.shape)) not in (c, 1):
+        if p.shape is not None and c is not None and math.prod(p.shape) not in (c, 1):
             raise ValueError(f"{what} parameter of shape {p.shape} does not match {c} channels")
 
 
@@ -354,32 +351,16 @@ def pool2d_ref(x, mode, kernel, strides, pads, ceil_mode=False, count_include_pa
     (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = kernel, strides, pads, dilations
     ho = spatial_out(h, kh, sh, pt, pb, dh, ceil_mode)
     wo = spatial_out(w, kw, sw, pl, pr, dw, ceil_mode)
-    # pad far enough that every window (incl. ceil-mode overhang) is in bounds
-    extra_b = max(0, (ho - 1) * sh + (kh - 1) * dh + 1 - (h + pt + pb))
-    extra_r = max(0, (wo - 1) * sw + (kw - 1) * dw + 1 - (w + pl + pr))
-    fill = -np.inf if mode == "max" else 0.0
-    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb + extra_b), (pl, pr + extra_r)), constant_values=fill)
-
-    def tap(i, j):
-        return xp[:, :, i * dh: i * dh + (ho - 1) * sh + 1: sh, j * dw: j * dw + (wo - 1) * sw + 1: sw]
-
+    from tidlc.kernels import max_pool2d, pool2d_window
     if mode == "max":
-        out = np.full((n, c, ho, wo), -np.inf, dtype=x.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                np.maximum(out, tap(i, j), out=out)
-        return out
-    out = np.zeros((n, c, ho, wo), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            out += tap(i, j)
+        return max_pool2d(x, kernel, strides, pads, dilations, ho, wo)
     # divisor: the taps inside the padded extent, or inside the real input
     lo_h, hi_h = (-pt, h + pb) if count_include_pad else (0, h)
     lo_w, hi_w = (-pl, w + pr) if count_include_pad else (0, w)
     cnt_h = _taps_inside(np.arange(ho) * sh - pt, kh, dh, lo_h, hi_h)
     cnt_w = _taps_inside(np.arange(wo) * sw - pl, kw, dw, lo_w, hi_w)
     div = np.maximum(cnt_h[:, None] * cnt_w[None, :], 1).astype(x.dtype)
-    return out / div
+    return pool2d_window(x, False, kernel, strides, pads, dilations, ho, wo, div)
 
 
 def _pool_compute(op, x):

@@ -1,6 +1,8 @@
 """Data-movement and shape ops: concat, split, slice, pad, reshape, transpose, resize, ..."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tidlc.ir.opdef import a_bool, a_float, a_floats, a_int, a_ints, a_str, defop, positive
