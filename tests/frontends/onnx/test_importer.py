@@ -283,7 +283,9 @@ def test_cycle(ox):
 def test_cli_truncated_model_exits_2_with_one_line(tmp_path):
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(SQUEEZENET.read_bytes()[:5000])
+    # cwd outside the source tree: `python -m` puts the cwd first on sys.path
     proc = subprocess.run([sys.executable, "-m", "tidlc.cli", "compile", str(broken), "-o", str(tmp_path / "o")],
+                          cwd=tmp_path,
                           capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 2
     assert proc.stdout == ""

@@ -113,6 +113,7 @@ def test_compile_o2_and_run_cli(case: Case):
     npz = case.tmp / "outputs.npz"
     proc = subprocess.run([sys.executable, "-m", "tidlc.cli", "run", str(out / "model.tir"),
                            "--input", f"{name}={x_path}", "--output", str(npz)],
+                          cwd=case.tmp,  # not the source tree: `python -m` puts the cwd on sys.path
                           capture_output=True, text=True, check=False, timeout=300)
     assert proc.returncode == 0, proc.stderr
     in_process = run_graph(result.graph, case.feeds)
