@@ -6,18 +6,21 @@ error: ... (hint: ...)``) and exits 2; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
 import warnings
 from typing import Optional, Sequence
 
+import attrs
+
 import tidlc
 from tidlc.config import CompileOptions, parse_shape_spec
 from tidlc.diagnostics import TidlcError, TidlcWarning
 
 
-def _add_model_options(p: argparse.ArgumentParser, with_opt: bool = True, default_level: int = 2) -> None:
+def add_model_options(p: argparse.ArgumentParser, with_opt: bool = True, default_level: int = 2) -> None:
     if with_opt:
         for level in range(4):
             p.add_argument(f"-O{level}", dest="opt_level", action="store_const", const=level,
@@ -31,7 +34,7 @@ def _add_model_options(p: argparse.ArgumentParser, with_opt: bool = True, defaul
                    help="fill missing weights with seeded random values (exploration only)")
 
 
-def _add_pass_options(p: argparse.ArgumentParser) -> None:
+def add_pass_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-pipeline", action="store_true", help="print the exact pass pipeline")
     p.add_argument("--verify-each", action="store_true", help="verify the IR after every pass")
     p.add_argument("--time-passes", action="store_true", help="print the time each pass took")
@@ -50,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("-o", "--output-dir", default="out", help="output directory (default: out)")
     p.add_argument("--emit", default="ir", choices=["ir", "none"], help="what to write (ir: OUTDIR/model.tir)")
-    _add_model_options(p)
-    _add_pass_options(p)
+    add_model_options(p)
+    add_pass_options(p)
 
     p = sub.add_parser("run", help="run a model (source model or .tir) with the float interpreter")
     p.add_argument("model")
@@ -59,32 +62,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an input tensor (repeatable)")
     p.add_argument("--output", "-o", default=None, metavar="OUT.npz", help="where to write the outputs")
     p.add_argument("--random-input", type=int, metavar="SEED", help="feed seeded uniform random inputs")
-    _add_model_options(p, default_level=0)
-    _add_pass_options(p)
+    add_model_options(p, default_level=0)
+    add_pass_options(p)
 
     p = sub.add_parser("ir", help="print the IR of a model")
     p.add_argument("model")
-    _add_model_options(p, default_level=0)
-    _add_pass_options(p)
+    add_model_options(p, default_level=0)
+    add_pass_options(p)
 
     p = sub.add_parser("opt", help="run passes over a .tir file and print (or write) the result")
     p.add_argument("model")
     p.add_argument("-o", "--output", default=None, metavar="OUT.tir")
-    _add_model_options(p, default_level=0)
-    _add_pass_options(p)
+    add_model_options(p, default_level=0)
+    add_pass_options(p)
 
     sub.add_parser("plugins", help="list installed plugins, frontends, passes, backends and ops")
+    for module in COMMAND_MODULES:
+        mod = importlib.import_module(module)
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.__doc__)
+        mod.add_arguments(p)
     return parser
 
 
 def _options(args, blocked: tuple, pipeline: Optional[str]) -> CompileOptions:
-    shapes = dict(parse_shape_spec(s) for s in getattr(args, "input_shape", []))
-    return CompileOptions(
-        opt_level=getattr(args, "opt_level", 2), input_shapes=shapes, pipeline=pipeline,
-        verify_each=getattr(args, "verify_each", False), time_passes=getattr(args, "time_passes", False),
-        emit=getattr(args, "emit", "ir"), outdir=getattr(args, "output_dir", "out"),
-        format=getattr(args, "format", None), weights=getattr(args, "weights", None),
-        random_weights=getattr(args, "random_weights", None), blocked_plugins=blocked)
+    """CompileOptions from parsed arguments: every argparse ``dest`` named like an
+    options field (and not None) sets that field, so commands add options by
+    declaring arguments only."""
+    values = {}
+    for field in attrs.fields(CompileOptions):
+        value = getattr(args, field.name, None)
+        if value is not None:
+            values[field.name] = value
+    values["input_shapes"] = dict(parse_shape_spec(s) for s in getattr(args, "input_shape", []))
+    if getattr(args, "output_dir", None) is not None:
+        values["outdir"] = args.output_dir
+    values["pipeline"] = pipeline
+    values["blocked_plugins"] = blocked
+    return CompileOptions(**values)
 
 
 def _split_p(values: Sequence[str]) -> tuple[tuple, Optional[str]]:
@@ -233,6 +247,11 @@ def cmd_plugins(args, options) -> int:
 
 COMMANDS = {"compile": cmd_compile, "run": cmd_run, "ir": cmd_ir, "opt": cmd_opt, "plugins": cmd_plugins}
 
+# Commands in their own modules (tidlc/commands/*.py). Each module has NAME,
+# HELP, a docstring, ``add_arguments(parser)`` and ``run(args, options) -> int``;
+# arguments whose ``dest`` matches a CompileOptions field fill that field.
+COMMAND_MODULES: tuple[str, ...] = ()
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
@@ -255,7 +274,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if not debug:
                 warnings.filterwarnings("ignore", category=DeprecationWarning)
                 warnings.filterwarnings("ignore", category=RuntimeWarning)
-            return COMMANDS[args.command](args, options)
+            handler = COMMANDS.get(args.command)
+            if handler is None:
+                handler = next(importlib.import_module(m).run for m in COMMAND_MODULES
+                               if importlib.import_module(m).NAME == args.command)
+            return handler(args, options)
     except TidlcError as exc:
         if debug:
             raise
