@@ -61,11 +61,16 @@ setup(
     ext_modules=_extensions(),
     install_requires=[
         "numpy>=1.26", "attrs>=23.1", "pluggy>=1.3", "lark>=1.1.9", "onnx>=1.14",
-        "protobuf>=4.21", "rich>=13",
+        "protobuf>=4.21", "rich>=13", 'tomli>=2; python_version < "3.11"',
     ],
     extras_require={
-        "test": ["pytest>=7.4", "onnxruntime>=1.17", "opencv-python-headless>=4.8,<5", "setuptools>=69", "wheel"],
-        "bench": ["onnxruntime>=1.17", "onnxsim>=0.4.36", "openvino>=2024.0"],
+        "test": ["pytest>=7.4", "onnxruntime>=1.17", "opencv-python-headless>=4.8,<5", "setuptools>=69", "wheel",
+                 "matplotlib>=3.7",
+                 # TF/TFLite frontend tests only: tidlc itself reads .pb/.tflite without them
+                 "tensorflow-cpu>=2.15", "tflite>=2.10"],
+        "plot": ["matplotlib>=3.5"],  # tidlc perf --plot
+        "bench": ["onnxruntime>=1.17", "onnxsim>=0.4.36", "openvino>=2024.0", "matplotlib>=3.7", "scikit-image>=0.22",
+                  "tensorflow-cpu>=2.15", "tf2onnx>=1.16"],
     },
     entry_points={"console_scripts": ["tidlc = tidlc.cli:main"]},
     zip_safe=False,

@@ -16,7 +16,7 @@ from tidlc.diagnostics import TidlcError
 from tidlc.interp import evaluate_op, run_graph
 from tidlc.ir import Builder, TensorType
 from tidlc.ir.opdef import OPS
-from tidlc.ir.types import dtype_of, numpy_dtype
+from tidlc.ir.types import QuantInfo, dtype_of, numpy_dtype
 
 RNG = np.random.default_rng(1234)
 TESTED: set[str] = set()
@@ -562,6 +562,36 @@ def test_detection_output_by_hand():
     got = run_op("detection_output", loc, conf, prior, num_classes=2, keep_top_k=3, nms_threshold=0.5)
     assert got.shape == (1, 1, 3, 7)
     close(got[0, 0], [[0, 1, 0.9, 0, 0, 0.5, 0.5], [0] * 7, [0] * 7])
+
+
+def test_quantize_dequantize_by_hand():
+    # scale is steps per unit (QuantInfo's convention); ties: away from zero, to even, or up
+    x = np.float32([-1.25, -0.75, 0.25, 0.75, 1.25, 100.0, -100.0])
+    np.testing.assert_array_equal(run_op("quantize", x, scale=[2.0], zero_point=1),
+                                  np.int8([-2, -1, 2, 3, 4, 127, -128]))
+    np.testing.assert_array_equal(run_op("quantize", x, scale=[2.0], round="half_even", dtype="u8", zero_point=10),
+                                  np.uint8([8, 8, 10, 12, 12, 210, 0]))
+    np.testing.assert_array_equal(run_op("quantize", x, scale=[2.0], round="half_up", dtype="i16", bits=4),
+                                  np.int16([-2, -1, 1, 2, 3, 7, -8]))
+    q = np.int8([[-128, 0, 127], [2, -2, 4]])  # per-channel along axis 0
+    close(run_op("dequantize", q, scale=[4.0, 0.5], axis=0), [[-32, 0, 31.75], [4, -4, 8]])
+    close(run_op("dequantize", q, scale=[2.0], zero_point=-2), (q.astype(np.float64) + 2) / 2.0)
+
+
+def test_data_convert_by_hand():
+    # the scales live in the types (docs/quantization.md): real = q / scale; ties round away from zero
+    TESTED.add("data_convert")
+    b = Builder()
+    x = b.input("x", TensorType((6,)))
+    q = b.op("data_convert", [x], dtype="u8")
+    q.type = q.type.with_quant(QuantInfo(8, False, 2.0))
+    s = b.op("data_convert", [q], dtype="i8")  # requantize: 2.0 -> 0.5 steps per unit
+    s.type = s.type.with_quant(QuantInfo(8, True, 0.5))
+    b.output(b.op("data_convert", [q], dtype="f32"), "real")
+    b.output(s, "requantized")
+    got = run_graph(b.graph, {"x": np.float32([-1.0, 0.25, 0.75, 1.25, 7.0, 200.0])})
+    np.testing.assert_array_equal(got["real"], np.float32([0.0, 0.5, 1.0, 1.5, 7.0, 127.5]))
+    np.testing.assert_array_equal(got["requantized"], np.int8([0, 0, 1, 1, 4, 64]))
 
 
 # --------------------------------------------------------------------------- interpreter

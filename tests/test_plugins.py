@@ -259,7 +259,7 @@ def test_pipeline_hook_inserts_the_pass_before_fuse_batchnorm_at_o2_only(tidlc, 
 
 def test_darknet_model_compiles_and_runs_like_numpy(tidlc, model):
     out = model["root"] / "out"
-    compiled = tidlc("compile", model["cfg"], "-o", out)
+    compiled = tidlc("compile", model["cfg"], "--emit", "ir", "-o", out)  # float IR (qir is the default)
     assert compiled.code == 0, compiled.err
     assert (out / "model.tir").is_file() and (out / "model.weights").is_file()
     for source in (out / "model.tir", model["cfg"]):  # compiled at -O2; source run at -O0
@@ -480,4 +480,4 @@ def test_blocked_builtin_passes_leave_the_o2_pipeline_before_plugins_see_it():
     assert seen == [[p.name for p in pm.passes]]
     assert not {"fuse-batchnorm", "fuse-activation"} & set(seen[0])
     assert [name for name, _ in plugins.plugin_names()] == sorted(
-        ["cleanup", "fold-constants", "onnx", "caffe", "tir", "watcher"])
+        ["cleanup", "fold-constants", "layout", "quantize", "onnx", "caffe", "tensorflow", "tflite", "tir", "watcher"])

@@ -32,6 +32,8 @@ def add_model_options(p: argparse.ArgumentParser, with_opt: bool = True, default
     p.add_argument("--weights", help="weights file for formats that keep them apart (Caffe .caffemodel)")
     p.add_argument("--random-weights", type=int, metavar="SEED",
                    help="fill missing weights with seeded random values (exploration only)")
+    p.add_argument("--input-layout", choices=["NCHW", "NHWC"],
+                   help="layout of the network's 4-D inputs (TIDL inLayout; default: the model's own)")
 
 
 def add_pass_options(p: argparse.ArgumentParser) -> None:
@@ -52,12 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="import, optimise and write the compiled model")
     p.add_argument("model")
     p.add_argument("-o", "--output-dir", default="out", help="output directory (default: out)")
-    p.add_argument("--emit", default="ir", choices=["ir", "none"], help="what to write (ir: OUTDIR/model.tir)")
+    p.add_argument("--emit", default="qir", choices=["qir", "ir", "none"],
+                   help="what to write: qir = quantized IR (default), ir = float IR (OUTDIR/model.tir)")
     add_model_options(p)
     add_pass_options(p)
+    from tidlc.commands.quant_options import add_quant_options
+    add_quant_options(p)
 
-    p = sub.add_parser("run", help="run a model (source model or .tir) with the float interpreter")
+    p = sub.add_parser("run", help="run a model (source model or .tir): float interpreter, or the "
+                                   "fixed-point executor for a quantized .tir")
     p.add_argument("model")
+    p.add_argument("--raw", action="store_true", help="quantized model: write the integer outputs")
     p.add_argument("--input", action="append", default=[], metavar="[NAME=]FILE.npy",
                    help="an input tensor (repeatable)")
     p.add_argument("--output", "-o", default=None, metavar="OUT.npz", help="where to write the outputs")
@@ -176,7 +183,11 @@ def cmd_run(args, options) -> int:
                                      hint="give --input-shape NAME=d0,d1,...")
                 feeds[op.attrs["name"]] = rng.random(t.shape, dtype=np.float32).astype(numpy_dtype(t.dtype))
     start = time.perf_counter()
-    outputs = run_graph(graph, feeds)
+    from tidlc.backends.tidl.fixed import FixedExecutor, graph_is_quantized
+    if graph_is_quantized(graph):  # the fixed-point reference executor
+        outputs = FixedExecutor(graph).run(feeds, raw=args.raw)
+    else:
+        outputs = run_graph(graph, feeds)
     elapsed = time.perf_counter() - start
     for name, arr in outputs.items():
         flat = np.asarray(arr).reshape(-1)
@@ -250,7 +261,7 @@ COMMANDS = {"compile": cmd_compile, "run": cmd_run, "ir": cmd_ir, "opt": cmd_opt
 # Commands in their own modules (tidlc/commands/*.py). Each module has NAME,
 # HELP, a docstring, ``add_arguments(parser)`` and ``run(args, options) -> int``;
 # arguments whose ``dest`` matches a CompileOptions field fill that field.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("tidlc.commands.compare", "tidlc.commands.perf")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

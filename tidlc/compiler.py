@@ -16,7 +16,7 @@ from tidlc.ir.weights import write_weights
 from tidlc.passes.base import PassContext
 from tidlc.passes.manager import PassManager
 from tidlc.plugin_manager import Plugins, create_plugins, default_plugins
-from tidlc.shapes import apply_input_shapes
+from tidlc.shapes import apply_input_layout, apply_input_shapes
 
 
 @attrs.define
@@ -40,6 +40,8 @@ def load(path: str, options: Optional[CompileOptions] = None, plugins: Optional[
     graph = load_model(plugins.registry.frontends, path, options, options.format)
     if options.input_shapes:
         apply_input_shapes(graph, options.input_shapes)
+    if options.input_layout:
+        apply_input_layout(graph, options.input_layout)
     return graph
 
 
@@ -48,7 +50,10 @@ def build_pass_manager(options: CompileOptions, plugins: Plugins) -> PassManager
     kw = dict(verify_each=options.verify_each, time_passes=options.time_passes)
     if options.pipeline:
         return PassManager.from_string(reg, options.pipeline, hook=plugins.hook, **kw)
-    return PassManager.from_level(reg, options.opt_level, hook=plugins.hook, **kw)
+    pm = PassManager.from_level(reg, options.opt_level, hook=plugins.hook, **kw)
+    if not options.wants_quantization():  # float output (--emit ir, tidlc ir/opt/run): no quantize pass
+        pm.passes = [p for p in pm.passes if p.name != "quantize"]
+    return pm
 
 
 def optimize(graph: Graph, options: CompileOptions, plugins: Optional[Plugins] = None) -> PassManager:
@@ -85,8 +90,8 @@ def compile_model(path: str, options: Optional[CompileOptions] = None,
     graph = load(path, options, plugins)
     pm = optimize(graph, options, plugins)
     result = CompileResult(graph, pm)
-    if options.emit == "ir":
+    if options.emit in ("ir", "qir"):  # qir: the same text form, fixed-point types
         result.outputs = write_ir(graph, options.outdir)
     elif options.emit != "none":
-        raise TidlcError(f"unknown --emit {options.emit!r}", hint="use --emit ir")
+        raise TidlcError(f"unknown --emit {options.emit!r}", hint="use --emit qir (fixed point) or ir (float)")
     return result

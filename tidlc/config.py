@@ -37,3 +37,30 @@ class CompileOptions:
     weights: Optional[str] = None  # Caffe: .caffemodel path
     random_weights: Optional[int] = None  # seed: fill missing weights randomly
     blocked_plugins: tuple[str, ...] = ()
+    input_layout: Optional[str] = None  # NCHW | NHWC: what the compiled network accepts (TIDL inLayout)
+
+    # --- quantization (docs/quantization.md; CLI flags in tidlc/commands/quant_options.py) ---
+    quantize: Optional[bool] = None  # None: when the emitted artifact is fixed point (emit "qir")
+    bits: int = 8  # numParamBits / numFeatureBits: 8 or 16
+    quant_style: str = "np2"  # quantizationStyle 2 (np2) or 3 (p2)
+    calib: Optional[str] = None  # list file, folder, .npy or .npz of calibration frames
+    calib_frames: Optional[int] = None  # numFrames (None: all of --calib, or 8 synthetic)
+    calib_method: str = "histogram"  # minmax | histogram | entropy | mse
+    percentile: float = 0.01  # percentileActRangeShrink (%)
+    bias_calibration: Optional[int] = None  # biasCalibrationIterations (None: off)
+    bias_calibration_factor: float = 0.05  # biasCalibrationFactor
+    per_channel_depthwise: bool = False  # calibrationOption bit 8
+    layers_16bit: tuple[str, ...] = ()  # outputFeature16bitNamesList / params16bitNamesList
+    mixed_precision_factor: Optional[float] = None  # mixedPrecisionFactor
+    mean: tuple[float, ...] = ()  # inMean (per channel)
+    scale: tuple[float, ...] = ()  # inScale (per channel)
+    resize: Optional[tuple[int, int]] = None  # resizeWidth, resizeHeight
+    crop: Optional[tuple[int, int]] = None  # inWidth, inHeight (centre crop)
+    channel_order: str = "rgb"  # inDataFormat 1 (rgb) or 0 (bgr)
+
+    def wants_quantization(self) -> bool:
+        """Whether the -O pipeline keeps its ``quantize`` pass."""
+        return self.quantize if self.quantize is not None else self.emit in QUANTIZED_EMITS
+
+
+QUANTIZED_EMITS = ("qir", "bin")  # artifacts that are fixed point

@@ -54,3 +54,14 @@ def tidlc_pipeline(level: int, passes: list):
 @hookspec
 def tidlc_pass_finished(pass_, graph, changed: bool, seconds: float):
     """Instrument: called after every pass with whether it changed the graph and how long it took."""
+
+
+@hookspec
+def tidlc_devices():
+    """Return devices for the performance model (``tidlc perf --device NAME``).
+
+    Each item is a path to a TOML device file or a dict with the same keys
+    (see ``backends/tidl/devices/tda4vm.toml`` and docs/perf.md). A device may
+    set ``extends = "tda4vm"`` and give only the values that differ. A device
+    name defined twice (builtin or plugin) is an error naming both.
+    """

@@ -24,8 +24,12 @@ BUILTIN_PLUGINS = (
     ("cleanup", "tidlc.plugins.cleanup"),
     ("fold-constants", "tidlc.plugins.fold_constants"),
     ("fuse", "tidlc.plugins.fuse"),
+    ("layout", "tidlc.plugins.layout"),
+    ("quantize", "tidlc.plugins.quantize"),
     ("onnx", "tidlc.frontends.onnx"),
     ("caffe", "tidlc.frontends.caffe"),
+    ("tensorflow", "tidlc.frontends.tensorflow"),
+    ("tflite", "tidlc.frontends.tflite"),
     ("tir", "tidlc.frontends.tir"),
 )
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import attrs
+
 from tidlc.diagnostics import TidlcError
 from tidlc.ir.builder import infer_types
 from tidlc.ir.core import Graph
@@ -32,11 +34,49 @@ def reinfer(graph: Graph) -> bool:
             continue
         for v, t in zip(op.results, infer_types(op)):
             # keep annotations the inference cannot know (quantization)
-            if v.type.quant is not None and t.quant is None:
-                t = t.with_quant(v.type.quant)
+            if v.type.quant is not None and t.quant != v.type.quant:
+                t = t.with_quant(v.type.quant)  # the declared quantization wins over an operand's
+                if v.type.dtype[0] in "iu":  # a fixed-point result keeps its storage type
+                    t = t.with_dtype(v.type.dtype)
             if t.layout is None and v.type.layout is not None and t.shape == v.type.shape:
                 t = t.with_layout(v.type.layout)
             if t != v.type:
                 v.type = t
                 changed = True
+    return changed
+
+
+def apply_input_layout(graph: Graph, layout: str) -> bool:
+    """Make every 4-D input of another declared layout accept ``layout`` (``--input-layout``).
+
+    The input's type becomes the permuted shape in ``layout``, and a transpose
+    back to the model's own layout feeds its former readers; the ``layout``
+    pass (-O2) cancels it against the transposes of the NHWC importers.
+    Inputs without a layout (not 4-D) are left alone. Returns whether any changed.
+    """
+    from tidlc.ir.builder import Builder
+    perms = {("NHWC", "NCHW"): (0, 3, 1, 2), ("NCHW", "NHWC"): (0, 2, 3, 1)}
+    if layout not in ("NCHW", "NHWC"):
+        raise TidlcError(f"unknown input layout {layout!r}", hint="use NCHW or NHWC")
+    changed = False
+    for op in graph.input_ops:
+        value = op.results[0]
+        t = value.type
+        if t.layout is None or t.layout == layout or t.rank != 4:
+            continue
+        to_new = perms[(t.layout, layout)]
+        back = perms[(layout, t.layout)]
+        new_type = t.with_shape(None if t.shape is None else [t.shape[p] for p in to_new]).with_layout(layout)
+        if t.quant is not None and t.quant.axis is not None:
+            new_type = new_type.with_quant(attrs.evolve(t.quant, axis=to_new.index(t.quant.axis % 4)))
+        fresh = Builder(Graph()).input(op.attrs["name"], new_type, op.loc)
+        transpose = Builder(Graph()).make("transpose", [fresh], {"perm": back}, op.name, op.loc)
+        graph.replace_uses(value, transpose.results[0])
+        transpose.results[0].name = value.name
+        fresh.name = value.name
+        i = graph.ops.index(op)
+        graph.ops[i:i + 1] = [fresh.producer, transpose]
+        changed = True
+    if changed:
+        reinfer(graph)
     return changed

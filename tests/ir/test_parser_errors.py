@@ -52,7 +52,7 @@ CASES = [
     ("quant field", "  %0 = relu(%x) : tensor<1x4xf32, !q<bits=8, signed=true, scale=1.0, zero=0>>\n", 3, 35,
      "unknown quantization field 'zero'; known: bits, signed, scale, zp, shift, axis"),
     ("quant bits", "  %0 = relu(%x) : tensor<1x4xf32, !q<bits=7, signed=true, scale=1.0>>\n", 3, 35,
-     "quantization bits must be one of 4, 8, 12, 16, 32, got 7"),
+     "quantization bits must be one of 4, 8, 12, 16, 32, 64, got 7"),
     ("quant missing", "  %0 = relu(%x) : tensor<1x4xf32, !q<bits=8, scale=1.0>>\n", 3, 35,
      "quantization needs signed"),
     ("per-channel without axis", "  %0 = relu(%x) : tensor<1x4xf32, !q<bits=8, signed=true, scale=[1.0, 2.0]>>\n",

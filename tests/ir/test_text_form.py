@@ -154,11 +154,33 @@ SSD = r"""tidlc.graph @ssd {
 }
 """
 
+QUANT = r"""tidlc.graph @quant {
+  %x = input "x" : tensor<1x2x2x3xf32, NHWC>
+  %0 = quantize(%x) {scale = [64.0], zero_point = -3} : tensor<1x2x2x3xi8, NHWC, !q<bits=8, signed=true, scale=64.0, zp=-3>>
+  %1 = const dense<[1, -2, 3, 4, 5, -128]> : tensor<2x3xi8, !q<bits=8, signed=true, scale=[100.0, 50.0], axis=0>>
+  %2 = dequantize(%1) {scale = [100.0, 50.0], axis = 0} : tensor<2x3xf32>
+  %3 = dequantize(%0) {scale = [64.0], zero_point = -3} : tensor<1x2x2x3xf32, NHWC>
+  %4 = quantize(%3) {scale = [2.0, 4.0, 8.0], axis = -1, dtype = "u16", bits = 12, round = "half_even"} : tensor<1x2x2x3xu16, NHWC, !q<bits=12, signed=false, scale=[2.0, 4.0, 8.0], axis=3>>
+  output(%2, %4) {names = ["w", "u"]}
+}
+"""
+
+FIXED = r"""tidlc.graph @fixed {quantized = true} {
+  %x = input "x" : tensor<1x2x4x4xf32, NCHW>
+  %0 = data_convert(%x) {dtype = "i8"} : tensor<1x2x4x4xi8, NCHW, !q<bits=8, signed=true, scale=31.75>> loc("x.quantize")
+  %1 = const dense<[3, -7, 127, -128]> : tensor<2x2x1x1xi8, !q<bits=8, signed=true, scale=101.5>>
+  %2 = const dense<[-40, 1000]> : tensor<2xi32, !q<bits=32, signed=true, scale=3222.625>>
+  %3 = conv2d(%0, %1, %2) {act = "relu"} : tensor<1x2x4x4xu8, NCHW, !q<bits=8, signed=false, scale=100.70703125, shift=5>> loc("conv")
+  %4 = data_convert(%3) {dtype = "f32"} : tensor<1x2x4x4xf32, NCHW> loc("conv.dequantize")
+  output(%4) {names = ["conv"]}
+}
+"""
+
 # symbol -> shape of the (f32) sidecar constants the graphs reference
 CNN_WEIGHTS = {"gpu_0/conv1_w_0": (8, 4, 3, 3), "conv2.w": (8, 2, 3, 3), "deconv.w": (8, 2, 4, 4),
                "fc.w": (10, 16)}
 GRAPHS = {"cnn": (CNN, CNN_WEIGHTS), "eltwise": (ELTWISE, {}), "shapes": (SHAPES, {}), "types": (TYPES, {}),
-          "ssd": (SSD, {})}
+          "ssd": (SSD, {}), "quant": (QUANT, {}), "fixed": (FIXED, {})}
 
 
 def make_weights(shapes, seed=0):

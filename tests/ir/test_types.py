@@ -34,7 +34,7 @@ def test_rank_size_and_text():
     (lambda: TensorType((1,), "f8"),
      "unknown element type 'f8'; one of f32, f64, f16, i8, u8, i16, u16, i32, u32, i64, bool"),
     (lambda: TensorType((1,), "f32", "NCWH"), "unknown layout 'NCWH'; one of NCHW, NHWC"),
-    (lambda: QuantInfo(7, True, 1.0), "quantization bits must be one of 4, 8, 12, 16, 32, got 7"),
+    (lambda: QuantInfo(7, True, 1.0), "quantization bits must be one of 4, 8, 12, 16, 32, 64, got 7"),
     (lambda: QuantInfo(8, True, [1.0, 0.0]), "quantization scales must be positive and finite, got [1.0, 0.0]"),
     (lambda: QuantInfo(8, True, []), "quantization scales must be positive and finite, got []"),
     (lambda: dtype_of(np.complex64), "no IR element type for numpy dtype complex64"),

@@ -4,13 +4,15 @@ import pytest
 from tidlc.plugins.cleanup import DeadCodeElimination, RemoveIdentity, ShapeInference
 from tidlc.plugins.fold_constants import FoldConstants
 from tidlc.plugins.fuse import FuseActivation, FuseBatchNorm
+from tidlc.plugins.layout import Layout
+from tidlc.plugins.quantize import Quantize
 
 from tidlc.interp import run_graph
 from tidlc.ir import verify
 from tidlc.passes.manager import PassManager
 
 BUILTIN_PASSES = (ShapeInference, DeadCodeElimination, RemoveIdentity, FoldConstants, FuseBatchNorm,
-                  FuseActivation)
+                  FuseActivation, Quantize, Layout)
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from tidlc.ir import Builder, TensorType
 from tidlc.passes import Pass, PassContext, PassManager, default_pipeline, parse_pipeline
 from tidlc.passes.manager import LEVEL_PURPOSE, instantiate
 
-O2 = ["shape-inference", "remove-identity", "fold-constants", "dce", "fuse-batchnorm", "fuse-activation", "dce"]
+O2 = ["shape-inference", "remove-identity", "fold-constants", "dce", "layout", "fuse-batchnorm", "fuse-activation", "dce",
+      "quantize"]
 
 
 def graph_with_dead_code():
@@ -70,8 +71,8 @@ def passes(registry):
 
 
 def test_levels_and_their_pipelines():
-    assert default_pipeline(0) == ["shape-inference"]
-    assert default_pipeline(1) == ["shape-inference", "remove-identity", "fold-constants", "dce"]
+    assert default_pipeline(0) == ["shape-inference", "quantize"]
+    assert default_pipeline(1) == ["shape-inference", "remove-identity", "fold-constants", "dce", "quantize"]
     assert default_pipeline(2) == O2
     assert default_pipeline(3) == O2
     assert sorted(LEVEL_PURPOSE) == [0, 1, 2, 3] and all(LEVEL_PURPOSE.values())
@@ -117,7 +118,7 @@ def test_unknown_pass_and_option_give_hints(passes):
         PassManager.from_string(passes, "dce,fold-constant")
     assert str(info.value) == (
         "error: unknown pass 'fold-constant' (hint: did you mean 'fold-constants'? known passes: break-it, "
-        "crashes, dce, fold-constants, fuse-activation, fuse-batchnorm, refuses, remove-identity, "
+        "crashes, dce, fold-constants, fuse-activation, fuse-batchnorm, layout, quantize, refuses, remove-identity, "
         "shape-inference, tunable)")
     with pytest.raises(TidlcError) as info:
         PassManager.from_string(passes, "fold-constants{iters=2}")
@@ -218,11 +219,11 @@ def test_hooks_edit_the_pipeline_and_see_every_pass(passes):
     recorder = Recorder()
     pm_.register(recorder)
     pm = PassManager.from_level(passes, 1, hook=pm_.hook)
-    assert pm.pipeline_string() == "shape-inference,remove-identity,fold-constants,tunable,dce"
-    pm.run(graph_with_dead_code())
+    assert pm.pipeline_string() == "shape-inference,remove-identity,fold-constants,tunable,dce,quantize"
+    pm.run(graph_with_dead_code())  # (without compile options quantize does nothing)
     assert recorder.calls == [("shape-inference", False, True, "main"), ("remove-identity", True, True, "main"),
                               ("fold-constants", False, True, "main"), ("tunable", False, True, "main"),
-                              ("dce", True, True, "main")]
+                              ("dce", True, True, "main"), ("quantize", False, True, "main")]
 
 
 def test_run_passes_on_a_real_graph(run_passes, count):

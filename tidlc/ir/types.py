@@ -57,7 +57,7 @@ def _to_floats(value):
     return tuple(float(v) for v in np.atleast_1d(value))
 
 
-QUANT_BITS = (4, 8, 12, 16, 32)
+QUANT_BITS = (4, 8, 12, 16, 32, 64)  # 32/64: accumulator-scale biases
 
 
 def _check_bits(inst, attribute, value):
@@ -89,7 +89,7 @@ class QuantInfo:
     @property
     def storage(self) -> str:
         """The integer element type that holds the values."""
-        width = 8 if self.bits <= 8 else 16 if self.bits <= 16 else 32
+        width = 8 if self.bits <= 8 else 16 if self.bits <= 16 else 32 if self.bits <= 32 else 64
         return ("i" if self.signed else "u") + str(width)
 
     @property

@@ -30,7 +30,9 @@ def default_pipeline(level: int) -> list[str]:
     if level >= 1:
         names += ["remove-identity", "fold-constants", "dce"]
     if level >= 2:
-        names += ["fuse-batchnorm", "fuse-activation", "dce"]
+        # layout first: fusions see conv -> scale once the NHWC transposes are gone
+        names += ["layout", "fuse-batchnorm", "fuse-activation", "dce"]
+    names.append("quantize")  # last at every level (the compile driver drops it for float output)
     return names
 
 

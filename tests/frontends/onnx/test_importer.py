@@ -188,7 +188,7 @@ def test_all_unsupported_ops_in_one_error(ox, tmp_path):
     nodes = [h.make_node("Relu", ["x"], ["a"], name="ok"),
              h.make_node("NonMaxSuppression", ["a"], ["b"], name="nms"),
              h.make_node("Resize", ["b", "", "scales"], ["c"], name="up", mode="cubic"),
-             h.make_node("QuantizeLinear", ["c", "s"], ["d"], name="q"),
+             h.make_node("QuantizeLinear", ["c", "s"], ["d"], name="q", block_size=2),
              h.make_node("FusedConv", ["d"], ["e"], name="fc", domain="com.microsoft"),
              h.make_node("ArgMax", ["e"], ["y"], name="am", select_last_index=1)]
     model = ox.make_model(nodes, {"x": ox.randn(1, 2, 3, 3)}, [("y", np.int64)],
@@ -202,7 +202,7 @@ def test_all_unsupported_ops_in_one_error(ox, tmp_path):
     assert err.problems == [
         "'nms' (NonMaxSuppression): not supported",
         "'up' (Resize): mode 'cubic' is not supported (nearest and linear are)",
-        "'q' (QuantizeLinear): not supported",
+        "'q' (QuantizeLinear): blocked quantization (block_size) is not supported",
         "'fc' (FusedConv): ops of domain 'com.microsoft' are not supported",
         "'am' (ArgMax): select_last_index=1 is not supported",
     ]

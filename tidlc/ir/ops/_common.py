@@ -135,6 +135,12 @@ def spatial_out(size, k, stride, pad_begin, pad_end, dilation=1, ceil_mode=False
     return out
 
 
+def require_nchw(t: TensorType, what: str) -> None:
+    """Ops with a channel axis 1 (conv, pool, batchnorm, ...) refuse tensors typed NHWC."""
+    if t.layout == "NHWC":
+        raise ValueError(f"{what} computes on NCHW data, got an NHWC tensor {t} (transpose it first)")
+
+
 def require_rank(t: TensorType, rank: int, what: str) -> None:
     if t.shape is not None and len(t.shape) != rank:
         raise ValueError(f"{what} must have rank {rank}, got shape {t.shape}")

@@ -8,7 +8,7 @@ import numpy as np
 from tidlc.ir.opdef import (a_bool, a_float, a_floats, a_int, a_ints, a_str, defop, non_negative,
                             positive)
 from tidlc.ir.ops._common import (ACTIVATIONS, apply_act, check_act_params, norm_axis,
-                                  require_rank, same_as_first, spatial_out)
+                                  require_nchw, require_rank, same_as_first, spatial_out)
 from tidlc.ir.types import TensorType
 
 ACT_ATTRS = {
@@ -45,6 +45,7 @@ def _conv_out_hw(x_shape, kh, kw, a):
 def _conv_infer(op, types):
     x, w = types[0], types[1]
     require_rank(x, 4, "conv2d input")
+    require_nchw(x, "conv2d")
     require_rank(w, 4, "conv2d weight")
     _act_check(op)
     g = op.attrs["groups"]
@@ -140,6 +141,7 @@ defop("conv2d", ("x", "w", "b?"), {**_window_attrs(), "groups": a_int(1, check=p
 def _deconv_infer(op, types):
     x, w = types[0], types[1]
     require_rank(x, 4, "deconv2d input")
+    require_nchw(x, "deconv2d")
     _act_check(op)
     g = op.attrs["groups"]
     cin, cout_g, kh, kw = w.shape
@@ -274,6 +276,7 @@ def _bcast(p, x, axis):
 
 
 def _bn_infer(op, types):
+    require_nchw(types[0], "batchnorm")
     _channel_param_check(types[0], types[1:], 1, "batchnorm")
     return [types[0]]
 
@@ -328,6 +331,7 @@ defop("prelu", ("x", "slope"), {}, infer=same_as_first, compute=_prelu_compute, 
 def _pool_infer(op, types):
     x = types[0]
     require_rank(x, 4, "pool2d input")
+    require_nchw(x, "pool2d")
     if x.shape is None:
         return [x]
     a = op.attrs
@@ -377,6 +381,7 @@ defop("pool2d", ("x",), {"mode": a_str(choices=("max", "avg")), **_window_attrs(
 
 def _global_pool_infer(op, types):
     x = types[0]
+    require_nchw(x, "global_pool")
     if x.shape is None:
         return [x]
     return [TensorType(tuple(x.shape[:2]) + (1,) * (len(x.shape) - 2), x.dtype, x.layout)]

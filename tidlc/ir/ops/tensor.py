@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import numpy as np
 
 from tidlc.ir.opdef import a_bool, a_float, a_floats, a_int, a_ints, a_str, defop, positive
-from tidlc.ir.ops._common import norm_axis
+from tidlc.ir.ops._common import norm_axis, require_nchw
 from tidlc.ir.types import DTYPES, TensorType
 
 
@@ -240,7 +241,14 @@ def _transpose_infer(op, types):
         return [x]
     if sorted(perm) != list(range(len(x.shape))):
         raise ValueError(f"transpose perm {perm} is not a permutation of rank {len(x.shape)}")
-    return [TensorType([x.shape[p] for p in perm], x.dtype, None)]
+    quant = x.quant
+    if quant is not None and quant.axis is not None:  # per-channel: the channel axis moves
+        quant = attrs.evolve(quant, axis=perm.index(quant.axis % len(perm)))
+    return [TensorType([x.shape[p] for p in perm], x.dtype, LAYOUT_PERMS.get((x.layout, tuple(perm))), quant)]
+
+
+# transposes that change a tensor's layout: (layout, perm) -> the result's layout
+LAYOUT_PERMS = {("NHWC", (0, 3, 1, 2)): "NCHW", ("NCHW", (0, 2, 3, 1)): "NHWC"}
 
 
 defop("transpose", ("x",), {"perm": a_ints()}, infer=_transpose_infer,
@@ -360,6 +368,7 @@ defop("gather", ("x", "indices"), {"axis": a_int(0)}, infer=_gather_infer, compu
 # --------------------------------------------------------------------------- rearrangements
 def _d2s_infer(op, types):
     x = types[0]
+    require_nchw(x, "depth_to_space")
     b = op.attrs["block"]
     if x.shape is None:
         return [x]
@@ -386,6 +395,7 @@ defop("depth_to_space", ("x",), {"block": a_int(check=positive), "mode": a_str("
 
 def _shuffle_infer(op, types):
     x = types[0]
+    require_nchw(x, "shuffle_channel")
     g = op.attrs["groups"]
     if x.shape is not None and x.shape[1] is not None and x.shape[1] % g:
         raise ValueError(f"shuffle_channel: {x.shape[1]} channels not divisible by {g} groups")

@@ -1,0 +1,362 @@
+"""The fixed-point specification, kernel by kernel (numpy; docs/quantization.md).
+
+Every function takes integer arrays (and integer parameters) and returns
+integer arrays; none reads a graph. A Cython twin must return the same
+values bit for bit. Conventions:
+
+* a tensor ``q`` with scale ``S`` and zero point 0 means ``q / S``;
+* accumulators are int64 arrays; the stated accumulator width (32 bits for
+  8-bit layers, 64 for 16-bit) is applied by :func:`saturate`;
+* :func:`round_shift` is the only rounding of integers: add half, then an
+  arithmetic right shift (halves round toward +inf: -2.5 -> -2);
+* :func:`round_half_away` is the only rounding of reals (TIDL
+  ``quantRoundAdd = 50``: add 0.5 away from zero, truncate): 2.5 -> 3, -2.5 -> -3;
+* results are saturated to the output type's range after rounding.
+
+Integer dot products run as float GEMMs when that is exact: every partial
+sum of integer products is an integer below 2**24 (float32) or 2**53
+(float64), so any summation order gives the exact integer.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+MULTIPLIER_BITS = 15  # requantization multipliers m satisfy 2**14 <= m < 2**15 (unless the ratio is huge)
+AVG_POOL_SHIFT = 16  # average pooling multiplies the window sum by round(2**16 / count)
+RESIZE_WEIGHT_BITS = 10  # linear resize: per-axis weights in Q10
+SOFTMAX_EXP_BITS = {8: 16, 16: 30}  # softmax: exp(-d) in Q16 (8-bit outputs) or Q30 (16-bit outputs)
+
+
+# ----------------------------------------------------------------------------- scalars
+def round_half_away(v):
+    """Round to the nearest integer, halves away from zero (TIDL quantRoundAdd = 50)."""
+    v = np.asarray(v, dtype=np.float64)
+    return np.trunc(v + np.copysign(0.5, v))
+
+
+def round_half_away_int(v: float) -> int:
+    return int(math.copysign(math.floor(abs(v) + 0.5), v))
+
+
+def qrange(bits: int, signed: bool) -> tuple[int, int]:
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
+def multiplier(ratio: float, bits: int = MULTIPLIER_BITS) -> tuple[int, int]:
+    """``(m, n)`` with ``m / 2**n ~= ratio``: m has ``bits`` bits (``2**(bits-1) <= m < 2**bits``),
+    except that n never goes below 0 (huge ratios get a larger m)."""
+    if not ratio > 0 or not math.isfinite(ratio):
+        raise ValueError(f"requantization ratio must be positive and finite, got {ratio}")
+    _, exp = math.frexp(ratio)  # ratio = mant * 2**exp, 0.5 <= mant < 1: floor(log2) = exp - 1
+    n = max(0, bits - exp)
+    m = round_half_away_int(ratio * 2.0 ** n)
+    if m >= 1 << bits and n > 0:  # rounding carried into the next power of two
+        n -= 1
+        m = round_half_away_int(ratio * 2.0 ** n)
+    return m, n
+
+
+def common_multipliers(ratios: Sequence[float], bits: int = MULTIPLIER_BITS) -> tuple[list[int], int]:
+    """Multipliers of several inputs that share one shift (eltwise scale alignment):
+    the largest ratio gets a ``bits``-bit multiplier, the others proportionally smaller ones."""
+    _, n = multiplier(max(ratios), bits)
+    return [round_half_away_int(r * 2.0 ** n) for r in ratios], n
+
+
+# ----------------------------------------------------------------------------- integers
+def round_shift(acc: np.ndarray, shift) -> np.ndarray:
+    """``(acc + 2**(shift-1)) >> shift`` (arithmetic); shift 0 returns acc. ``shift`` may be an
+    array broadcasting against acc (per channel)."""
+    acc = np.asarray(acc, dtype=np.int64)
+    if np.isscalar(shift) or np.ndim(shift) == 0:
+        shift = int(shift)
+        if shift <= 0:
+            return acc << -shift if shift else acc
+        return (acc + (1 << (shift - 1))) >> shift
+    shift = np.asarray(shift, dtype=np.int64)
+    half = np.where(shift > 0, np.left_shift(1, np.maximum(shift - 1, 0)), 0)
+    return (acc + half) >> shift
+
+
+def saturate(q: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    return np.clip(q, lo, hi)
+
+
+def acc_bits(bits: int) -> int:
+    """Accumulator width of a MAC layer computing with ``bits``-bit operands."""
+    return 32 if bits <= 8 else 64
+
+
+def quantize(x: np.ndarray, scale, qmin: int, qmax: int, zero_point: int = 0) -> np.ndarray:
+    """Real -> integer (int64): ``sat(round_half_away(x * scale) + zero_point)``.
+    ``scale`` is a float or an array broadcasting against ``x`` (per channel)."""
+    q = round_half_away(np.asarray(x, dtype=np.float64) * np.asarray(scale, dtype=np.float64))
+    if zero_point:
+        q += zero_point
+    return np.clip(q, qmin, qmax).astype(np.int64)
+
+
+def dequantize(q: np.ndarray, scale, zero_point: int = 0) -> np.ndarray:
+    """Integer -> f32 real: ``(q - zero_point) / scale``."""
+    q = np.asarray(q, dtype=np.float64)
+    if zero_point:
+        q = q - zero_point
+    return (q / np.asarray(scale, dtype=np.float64)).astype(np.float32)
+
+
+def requantize(q: np.ndarray, s_in: float, s_out: float, qmin: int, qmax: int) -> np.ndarray:
+    """Integer at scale ``s_in`` -> integer at ``s_out``: ``sat(round_shift(q * m, n))``.
+    Equal scales copy (no multiplier)."""
+    q = np.asarray(q, dtype=np.int64)
+    if s_in == s_out:
+        return np.clip(q, qmin, qmax)
+    m, n = multiplier(s_out / s_in)
+    return np.clip(round_shift(q * m, n), qmin, qmax)
+
+
+def _channel_view(values, axis: int | None, ndim: int):
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 1:
+        return float(arr.reshape(-1)[0])
+    shape = [1] * ndim
+    shape[axis % ndim] = -1
+    return arr.reshape(shape)
+
+
+def convert(x: np.ndarray, src, dst, dtype: str) -> np.ndarray:
+    """The data_convert op: ``src``/``dst`` are QuantInfo or None (a float tensor)."""
+    from tidlc.ir.types import numpy_dtype
+    out_dtype = numpy_dtype(dtype)
+    is_int = np.dtype(out_dtype).kind in "iu"
+    if src is None and dst is None:
+        return np.asarray(x).astype(out_dtype)
+    if src is None:  # quantize
+        if not is_int:  # a float result with a quant annotation: fake quantization
+            q = quantize(x, _channel_view(dst.scale, dst.axis, np.ndim(x)), dst.qmin, dst.qmax, dst.zero_point)
+            return dequantize(q, _channel_view(dst.scale, dst.axis, np.ndim(x)), dst.zero_point).astype(out_dtype)
+        return quantize(x, _channel_view(dst.scale, dst.axis, np.ndim(x)), dst.qmin, dst.qmax,
+                        dst.zero_point).astype(out_dtype)
+    if dst is None or not is_int:  # dequantize
+        return dequantize(x, _channel_view(src.scale, src.axis, np.ndim(x)), src.zero_point).astype(out_dtype)
+    if len(src.scale) > 1 or len(dst.scale) > 1 or src.zero_point or dst.zero_point:
+        # per-channel or asymmetric requantization goes through the reals (never on the TIDL path)
+        real = dequantize(x, _channel_view(src.scale, src.axis, np.ndim(x)), src.zero_point)
+        return quantize(real, _channel_view(dst.scale, dst.axis, np.ndim(x)), dst.qmin, dst.qmax,
+                        dst.zero_point).astype(out_dtype)
+    return requantize(x, src.scale[0], dst.scale[0], dst.qmin, dst.qmax).astype(out_dtype)
+
+
+# ----------------------------------------------------------------------------- MAC layers
+def _gemm_dtype(k: int, x_abs: int, w_abs: int):
+    """float32 if every partial sum stays below 2**24, float64 below 2**53, else exact int64."""
+    bound = k * x_abs * w_abs
+    if bound < 1 << 24:
+        return np.float32
+    if bound < 1 << 53:
+        return np.float64
+    return np.int64
+
+
+def _abs_max(q: np.ndarray) -> int:
+    return int(max(abs(int(q.min())), abs(int(q.max())))) if q.size else 0
+
+
+def conv2d_acc(x: np.ndarray, w: np.ndarray, strides, pads, dilations, groups: int) -> np.ndarray:
+    """Exact integer convolution sums (int64), no bias: x (N, C, H, W), w (O, C/g, kh, kw)."""
+    from tidlc.ir.ops.nn import conv2d_ref
+    k = w.shape[1] * w.shape[2] * w.shape[3]
+    dtype = _gemm_dtype(k, _abs_max(x), _abs_max(w))
+    if dtype is np.int64:
+        return _conv2d_int64(x, w, strides, pads, dilations, groups)
+    out = conv2d_ref(x.astype(dtype), w.astype(dtype), None, strides, pads, dilations, groups)
+    return out.astype(np.int64)
+
+
+def _conv2d_int64(x, w, strides, pads, dilations, groups):
+    from tidlc.kernels.reference import im2col_f32
+    n = x.shape[0]
+    cout, cin_g, kh, kw = w.shape
+    cols, ho, wo = im2col_f32(x.astype(np.int64), kh, kw, strides, pads, dilations)
+    cols = cols.reshape(n, groups, cin_g * kh * kw, ho * wo)
+    wg = w.astype(np.int64).reshape(groups, cout // groups, cin_g * kh * kw)
+    return np.matmul(wg, cols).reshape(n, cout, ho, wo)
+
+
+def deconv2d_acc(x: np.ndarray, w: np.ndarray, strides, pads, dilations, groups: int,
+                 output_padding) -> np.ndarray:
+    from tidlc.ir.ops.nn import deconv2d_ref
+    k = x.shape[1] // groups * w.shape[2] * w.shape[3]  # taps that can land on one output
+    dtype = _gemm_dtype(k, _abs_max(x), _abs_max(w))
+    dtype = np.float64 if dtype is np.float32 else dtype
+    if dtype is np.int64:
+        raise OverflowError("deconv2d accumulator exceeds 2**53")
+    out = deconv2d_ref(x.astype(dtype), w.astype(dtype), None, strides, pads, dilations, groups, output_padding)
+    return out.astype(np.int64)
+
+
+def dense_acc(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x (..., K) @ w.T (M, K) -> (..., M) exact int64."""
+    dtype = _gemm_dtype(w.shape[1], _abs_max(x), _abs_max(w))
+    if dtype is np.int64:
+        return np.matmul(x.astype(np.int64), w.astype(np.int64).T)
+    return np.matmul(x.astype(dtype), w.astype(dtype).T).astype(np.int64)
+
+
+def matmul_acc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    dtype = _gemm_dtype(a.shape[-1], _abs_max(a), _abs_max(b))
+    if dtype is np.int64:
+        return np.matmul(a.astype(np.int64), b.astype(np.int64))
+    return np.matmul(a.astype(dtype), b.astype(dtype)).astype(np.int64)
+
+
+def channel_view(v: np.ndarray, ndim: int, axis: int = 1) -> np.ndarray:
+    """A per-channel vector shaped to broadcast along ``axis`` of an ``ndim`` array."""
+    shape = [1] * ndim
+    shape[axis % ndim] = -1
+    return np.asarray(v).reshape(shape)
+
+
+def add_bias(acc: np.ndarray, bias: np.ndarray | None, axis: int = 1) -> np.ndarray:
+    if bias is None:
+        return acc
+    return acc + channel_view(bias.astype(np.int64), acc.ndim, axis)
+
+
+def mac_output(acc: np.ndarray, acc_width: int, mult, shift, lo: int, hi: int, axis: int = 1) -> np.ndarray:
+    """The output stage of a MAC layer, in this order:
+
+    1. saturate the exact sum to the accumulator width (32 or 64 bits);
+    2. multiply by the per-channel multiplier ``mult`` (1 for per-tensor weights);
+    3. :func:`round_shift` by ``shift``;
+    4. saturate to ``[lo, hi]``: the output type's range intersected with the fused
+       activation's range (ReLU: lo = 0; ReLU6/clip: their bounds times the output scale).
+    """
+    amin, amax = -(1 << (acc_width - 1)), (1 << (acc_width - 1)) - 1
+    if acc_width < 64:
+        acc = np.clip(acc, amin, amax)
+    if not (np.ndim(mult) == 0 and int(mult) == 1):
+        acc = acc * (channel_view(mult, acc.ndim, axis) if np.ndim(mult) else int(mult))
+    return np.clip(round_shift(acc, shift), lo, hi)
+
+
+# ----------------------------------------------------------------------------- pooling
+def max_pool(q: np.ndarray, kernel, strides, pads, dilations, ho: int, wo: int) -> np.ndarray:
+    """Max over each window; padding never wins (it reads the type's minimum)."""
+    from tidlc.kernels.reference import max_pool2d
+    out = max_pool2d(q.astype(np.float32), kernel, strides, pads, dilations, ho, wo)  # exact below 2**24
+    return out.astype(np.int64)
+
+
+def avg_pool(q: np.ndarray, kernel, strides, pads, dilations, ho: int, wo: int,
+             counts: np.ndarray) -> np.ndarray:
+    """``round_shift(window_sum * round(2**16 / count), 16)``; ``counts`` is (ho, wo)
+    (the taps each window averages over, padding in or out as the op says)."""
+    from tidlc.kernels.reference import pool2d_window
+    sums = pool2d_window(q.astype(np.float64), False, kernel, strides, pads, dilations, ho, wo,
+                         np.ones((ho, wo)))  # exact: sums of integers below 2**53
+    mult = avg_multipliers(counts)
+    return round_shift(sums.astype(np.int64) * mult, AVG_POOL_SHIFT)
+
+
+def avg_multipliers(counts: np.ndarray) -> np.ndarray:
+    counts = np.asarray(counts, dtype=np.float64)
+    return round_half_away((1 << AVG_POOL_SHIFT) / counts).astype(np.int64)
+
+
+def global_avg_pool(q: np.ndarray) -> np.ndarray:
+    n, c = q.shape[:2]
+    count = int(np.prod(q.shape[2:]))
+    sums = q.reshape(n, c, -1).astype(np.int64).sum(axis=2)
+    mult = int(avg_multipliers(np.array(count)))
+    return round_shift(sums * mult, AVG_POOL_SHIFT).reshape((n, c) + (1,) * (q.ndim - 2))
+
+
+# ----------------------------------------------------------------------------- eltwise
+def eltwise_align(qs: Sequence[np.ndarray], mults: Sequence[int]) -> list[np.ndarray]:
+    return [np.asarray(q, dtype=np.int64) * m for q, m in zip(qs, mults)]
+
+
+def eltwise_add(qa, qb, ma: int, mb: int, shift: int, lo: int, hi: int, subtract: bool = False):
+    """``sat(round_shift(qa * ma +/- qb * mb, shift))`` (both inputs aligned to the output scale)."""
+    a, b = eltwise_align([qa, qb], [ma, mb])
+    acc = a - b if subtract else a + b
+    return np.clip(round_shift(acc, shift), lo, hi)
+
+
+def eltwise_mul(qa, qb, mult: int, shift: int, lo: int, hi: int):
+    """``sat(round_shift(qa * qb * m, n))``: the product's scale is ``Sa * Sb``."""
+    acc = np.asarray(qa, dtype=np.int64) * np.asarray(qb, dtype=np.int64)
+    return np.clip(round_shift(acc * mult, shift), lo, hi)
+
+
+def eltwise_max(qa, qb, ma: int, mb: int, shift: int, lo: int, hi: int, minimum: bool = False):
+    """Both inputs requantized to the output scale (each rounded), then max/min."""
+    a = round_shift(np.asarray(qa, dtype=np.int64) * ma, shift)
+    b = round_shift(np.asarray(qb, dtype=np.int64) * mb, shift)
+    return np.clip(np.minimum(a, b) if minimum else np.maximum(a, b), lo, hi)
+
+
+# ----------------------------------------------------------------------------- tables
+def lut(q: np.ndarray, table: np.ndarray, qmin_in: int) -> np.ndarray:
+    """``table[q - qmin_in]``: any unary function of an 8/16-bit input (sigmoid, tanh, ...)."""
+    return table[np.asarray(q, dtype=np.int64) - qmin_in]
+
+
+def make_table(fn, s_in: float, s_out: float, in_range: tuple[int, int], out_range: tuple[int, int]):
+    """``table[i] = sat(round_half_away(fn((qmin_in + i) / s_in) * s_out))``, fn on float64."""
+    codes = np.arange(in_range[0], in_range[1] + 1, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        real = np.asarray(fn(codes / s_in), dtype=np.float64)
+    real = np.nan_to_num(real, nan=0.0, posinf=out_range[1] / s_out, neginf=out_range[0] / s_out)
+    return np.clip(round_half_away(real * s_out), *out_range).astype(np.int64)
+
+
+def softmax(q: np.ndarray, axis: int, exp_table: np.ndarray, qmax_out: int) -> np.ndarray:
+    """Integer softmax: ``d = max - q`` along the axis, ``e = exp_table[min(d, len-1)]`` (Q16/Q30
+    values of ``exp(-d / s_in)``), ``y = (e * qmax + sum / 2) // sum`` (the output scale is ``qmax``)."""
+    q = np.asarray(q, dtype=np.int64)
+    d = q.max(axis=axis, keepdims=True) - q
+    e = exp_table[np.minimum(d, len(exp_table) - 1)]
+    total = e.sum(axis=axis, keepdims=True)
+    return (e * qmax_out + total // 2) // total
+
+
+def exp_table(s_in: float, bits: int, out_bits: int = 8) -> np.ndarray:
+    """``round_half_away(2**Q * exp(-d / s_in))`` for d = 0 .. 2**bits - 1 (zeros in the tail);
+    Q = 16 for 8-bit outputs, 30 for 16-bit ones."""
+    d = np.arange(1 << bits, dtype=np.float64)
+    q = SOFTMAX_EXP_BITS[8 if out_bits <= 8 else 16]
+    return round_half_away(np.exp(-d / s_in) * float(1 << q)).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- resize
+def linear_weights(src: np.ndarray, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source coordinates -> (lo index, hi index, Q10 weight of hi)."""
+    src = np.clip(np.asarray(src, dtype=np.float64), 0, n_in - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
+    w_hi = round_half_away((src - lo) * (1 << RESIZE_WEIGHT_BITS)).astype(np.int64)
+    return lo, hi, w_hi
+
+
+def resize_linear(q: np.ndarray, axes_weights: Sequence[tuple[int, np.ndarray, np.ndarray, np.ndarray]]):
+    """Separable linear resize with Q10 weights per axis; the products of the weights are kept
+    exact and rounded once: ``round_shift(sum, 10 * number of axes)``."""
+    acc = np.asarray(q, dtype=np.int64)
+    for axis, lo, hi, w_hi in axes_weights:
+        shape = [1] * acc.ndim
+        shape[axis] = -1
+        w = w_hi.reshape(shape)
+        acc = np.take(acc, lo, axis=axis) * ((1 << RESIZE_WEIGHT_BITS) - w) + np.take(acc, hi, axis=axis) * w
+    return round_shift(acc, RESIZE_WEIGHT_BITS * len(axes_weights))
+
+
+# ----------------------------------------------------------------------------- prelu
+def prelu(q: np.ndarray, m_pos: int, m_neg, shift: int, lo: int, hi: int, axis: int = 1):
+    """``sat(round_shift(q * (m_pos if q >= 0 else m_neg[c]), n))``."""
+    q = np.asarray(q, dtype=np.int64)
+    neg = channel_view(m_neg, q.ndim, axis) if np.ndim(m_neg) else int(m_neg)
+    return np.clip(round_shift(np.where(q >= 0, q * m_pos, q * neg), shift), lo, hi)

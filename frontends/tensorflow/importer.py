@@ -1,0 +1,302 @@
+"""Frozen TensorFlow GraphDef (``.pb``) -> tidlc IR.
+
+``load_pb(path, options)`` parses the file with tidlc's own minimal GraphDef
+schema (``graphdef.py``; TensorFlow itself is never imported), then:
+
+* **outputs** are the nodes nothing reads (``NoOp``, ``Const`` and
+  ``Placeholder`` sinks aside), in file order, or the names given to
+  :func:`import_graphdef`; only nodes they depend on (data edges; control
+  edges ``^name`` are ignored) are imported;
+* **every node is checked before any is converted**: one error lists all
+  unsupported ops and unsupported attribute values, with node names;
+* ``Placeholder`` nodes become ``input`` ops; rank-4 ones are typed NHWC (or
+  NCHW when the graph's ops say ``data_format = "NCHW"``). Unknown dims must
+  be fixed with ``--input-shape NAME=...`` (a clear error otherwise);
+* nodes are converted in topological order by the converter table
+  (``convert.py``); an op whose operands are all constants is folded at once
+  (``Shape``/``StridedSlice``/``Pack`` on static shapes, batch-norm factors);
+* IR ops are named after their node and located at ``loc(node, file)``;
+  values keep TF tensor names (``node`` or ``node:1``).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tidlc.diagnostics import Loc, TidlcError
+from tidlc.ir.core import Graph, Value
+from tidlc.ir.types import TensorType, dtype_of
+
+from . import convert  # noqa: F401  (registers the converters)
+from .common import ImporterBase, NodeBase
+from .graphdef import decode_attr, numpy_type, parse_graphdef
+from .registry import CONVERTERS
+
+DOCS = "docs/frontends/tensorflow.md"
+_REQUIRED = object()
+IGNORED_SINKS = {"NoOp", "Const", "Placeholder", "PlaceholderWithDefault", "Assert", "VarHandleOp",
+                 "SaveV2", "RestoreV2"}
+
+
+def split_ref(ref: str) -> tuple[str, int]:
+    """``"conv/BiasAdd:1"`` -> ``("conv/BiasAdd", 1)``; a bare name is output 0."""
+    name, sep, index = ref.rpartition(":")
+    if sep and index.isdigit():
+        return name, int(index)
+    return ref, 0
+
+
+def tensor_name(node: str, index: int) -> str:
+    return node if index == 0 else f"{node}:{index}"
+
+
+class TFNode(NodeBase):
+    """One NodeDef during conversion: decoded attributes, resolved inputs, output binding."""
+
+    def __init__(self, importer: TFImporter, proto):
+        self.importer = importer
+        self.proto = proto
+        self.name: str = proto.name
+        self.op_type: str = proto.op
+        self.input_refs = [ref for ref in proto.input if not ref.startswith("^")]
+        self.loc = Loc(self.name, importer.path)
+        self._attrs: dict[str, Any] = {}
+
+    # --- attributes ---------------------------------------------------------------
+    def has_attr(self, key: str) -> bool:
+        return key in self.proto.attr
+
+    def attr(self, key: str, default: Any = _REQUIRED) -> Any:
+        if key not in self._attrs:
+            if key not in self.proto.attr:
+                if default is _REQUIRED:
+                    raise self.error(f"missing required attribute '{key}'")
+                return default
+            self._attrs[key] = decode_attr(self.proto.attr[key])
+        return self._attrs[key]
+
+    def attr_ints(self, key: str, default: Any = _REQUIRED) -> tuple[int, ...]:
+        value = self.attr(key, default)
+        return tuple(int(v) for v in value) if value is not None else value
+
+    def data_format(self) -> str:
+        fmt = self.attr("data_format", "NHWC")
+        return "NHWC" if fmt in ("NHWC", "NWC", "NDHWC") else "NCHW"
+
+    # --- inputs ---------------------------------------------------------------------
+    @property
+    def num_inputs(self) -> int:
+        return len(self.input_refs)
+
+    def input(self, i: int) -> Value:
+        if i >= len(self.input_refs):
+            raise self.error(f"input {i} is required but the node has {len(self.input_refs)}")
+        return self.importer.value(self.input_refs[i], self)
+
+    def inputs(self) -> list[Value]:
+        return [self.importer.value(ref, self) for ref in self.input_refs]
+
+    def const_input(self, i: int, what: str = "") -> np.ndarray:
+        data = self.input(i).const_value()
+        if data is None:
+            raise self.error(f"{what or f'input {i}'} ('{self.input_refs[i]}') must be a constant",
+                             hint="tidlc imports static graphs: freeze the model and fix the input "
+                                  "shapes with --input-shape so that shape computations fold")
+        return data
+
+    def const_ints(self, i: int, what: str = "") -> tuple[int, ...]:
+        return tuple(int(v) for v in np.asarray(self.const_input(i, what)).reshape(-1))
+
+    # --- outputs ---------------------------------------------------------------------
+    def bind(self, *values: Value | None) -> None:
+        for i, value in enumerate(values):
+            if value is not None:
+                self.importer.bind(tensor_name(self.name, i), value, self)
+
+
+class TFImporter(ImporterBase):
+    """Builds one IR graph from one GraphDef (see the module docstring)."""
+
+    def __init__(self, graphdef, options: Any = None, path: str = "", outputs: Sequence[str] | None = None):
+        super().__init__(path, options, _stem(path))
+        self.graphdef = graphdef
+        self.values: dict[str, Value] = {}
+        self.protos: dict[str, Any] = {}
+        for proto in graphdef.node:
+            if proto.name in self.protos:
+                raise TidlcError(f"two nodes are named '{proto.name}'", path)
+            self.protos[proto.name] = proto
+        self.output_refs = list(outputs) if outputs else self._sinks()
+        if not self.output_refs:
+            raise TidlcError("the graph has no outputs (every node's result is read by another node)", path)
+
+    # --- structure --------------------------------------------------------------------
+    def _sinks(self) -> list[str]:
+        read = {split_ref(ref)[0] for proto in self.graphdef.node for ref in proto.input if not ref.startswith("^")}
+        return [p.name for p in self.graphdef.node if p.name not in read and p.op not in IGNORED_SINKS]
+
+    def _order(self) -> list:
+        """The nodes the outputs depend on, in a topological order (a cycle is an error)."""
+        order, state = [], {}  # state: 1 on the stack, 2 done
+        for ref in self.output_refs:
+            name = split_ref(ref)[0]
+            if name not in self.protos:
+                raise TidlcError(f"output '{ref}' names no node of the graph", self.path)
+            stack = [(name, False)]
+            while stack:
+                current, expanded = stack.pop()
+                if expanded:
+                    state[current] = 2
+                    order.append(self.protos[current])
+                    continue
+                if state.get(current) == 2:
+                    continue
+                if state.get(current) == 1:
+                    raise TidlcError("the graph has a cycle", self.path, hint=f"through node '{current}'")
+                state[current] = 1
+                stack.append((current, True))
+                for ref in self.protos[current].input:
+                    if ref.startswith("^"):
+                        continue
+                    dep = split_ref(ref)[0]
+                    if dep not in self.protos:
+                        raise TidlcError(f"node '{current}' reads '{ref}', which no node produces", self.path)
+                    if state.get(dep) != 2:
+                        if state.get(dep) == 1:
+                            raise TidlcError("the graph has a cycle", self.path, hint=f"through node '{dep}'")
+                        stack.append((dep, False))
+        return order
+
+    def run(self) -> Graph:
+        nodes = [TFNode(self, proto) for proto in self._order()]
+        self.check_supported(nodes)
+        self.add_inputs(nodes)
+        for node in nodes:
+            try:
+                CONVERTERS.get(node.op_type).convert(node)
+            except TidlcError:
+                raise
+            except (ValueError, IndexError, TypeError) as exc:  # malformed attribute or tensor data
+                raise node.error(f"cannot convert: {exc}") from None
+        for ref in self.output_refs:
+            name, index = split_ref(ref)
+            self.builder.output(self.value(ref, None), tensor_name(name, index))
+        graph = self.graph
+        read = {id(v) for op in graph.ops for v in op.operands} | {id(v) for v in graph.outputs}
+        graph.remove_ops([op for op in graph.ops if op.kind == "const" and id(op.results[0]) not in read])
+        graph.attrs["tf_nodes"] = len(nodes)
+        return graph
+
+    def check_supported(self, nodes: list[TFNode]) -> None:
+        problems = []
+        for node in nodes:
+            row = CONVERTERS.get(node.op_type)
+            if row is None:
+                problems.append(f"{node.label}: not supported")
+                continue
+            if row.check is not None:
+                try:
+                    problem = row.check(node)
+                except TidlcError as exc:
+                    problem = exc.message
+                if problem:
+                    problems.append(f"{node.label}: {problem}")
+        if problems:
+            n = len(problems)
+            raise TidlcError(f"{n} unsupported TensorFlow op{'s' if n > 1 else ''}", self.path,
+                             hint=f"{DOCS} lists the {len(CONVERTERS.names())} supported ops", problems=problems)
+
+    def add_inputs(self, nodes: list[TFNode]) -> None:
+        shapes = dict(getattr(self.options, "input_shapes", None) or {})
+        formats = {node.attr("data_format", None) for node in nodes if node.has_attr("data_format")}
+        layout4 = "NCHW" if formats == {"NCHW"} else "NHWC"
+        for node in nodes:
+            if node.op_type != "Placeholder":
+                continue
+            name = node.name
+            dtype = dtype_of(numpy_type(node.attr("dtype"), f"input '{name}'", node.loc))
+            declared = node.attr("shape", None)
+            if name in shapes:
+                given = tuple(shapes[name])
+                if declared is not None and len(declared) != len(given):
+                    raise TidlcError(f"--input-shape {name}: rank {len(given)} but the model declares "
+                                     f"{_shape_text(declared)}", self.path, hint="give one value per dimension")
+                shape = given
+            elif declared is None or any(d < 0 for d in declared):
+                example = "1,224,224,3" if declared is None else ",".join(
+                    str(d if d >= 0 else 1) for d in declared)
+                raise TidlcError(f"input '{name}' has shape {_shape_text(declared)}: its unknown dims must be "
+                                 "given", node.loc, hint=f"--input-shape {name}={example}")
+            else:
+                shape = tuple(declared)
+            layout = layout4 if len(shape) == 4 else None
+            value = self.builder.input(name, TensorType(shape, dtype, layout), loc=node.loc)
+            self.values[name] = value
+
+    # --- values -----------------------------------------------------------------------
+    def value(self, ref: str, node: TFNode | None) -> Value:
+        name, index = split_ref(ref)
+        key = tensor_name(name, index)
+        value = self.values.get(key)
+        if value is None:
+            producer = self.protos.get(name)
+            what = f"output {index} of '{name}' ({producer.op})" if producer is not None else f"'{ref}'"
+            raise TidlcError(f"{what} is not supported (tidlc converts only its first output)"
+                             if producer is not None and index > 0 else f"{what} has no value",
+                             node.loc if node is not None else self.path)
+        return value
+
+    def bind(self, name: str, value: Value, node: TFNode) -> None:
+        if value.name and value.name != name:
+            # the converter forwarded a value that has a tensor name already: keep both names
+            value = self.emit("identity", [value], {}, node.name, node.loc)
+        value.name = name
+        self.values[name] = value
+
+
+def _shape_text(shape) -> str:
+    if shape is None:
+        return "of unknown rank"
+    return "(" + ", ".join("?" if d is None or d < 0 else str(d) for d in shape) + ")"
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0] or "main"
+
+
+def read_pb(path: str):
+    if not os.path.exists(path):
+        raise TidlcError("no such file", path)
+    if os.path.isdir(path):
+        raise TidlcError("is a directory; tidlc reads frozen GraphDef files", path,
+                         hint="freeze a SavedModel first (docs/frontends/tensorflow.md shows how)")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise TidlcError(f"cannot read: {exc.strerror}", path) from None
+    graph = parse_graphdef(data, path)
+    if not len(graph.node):
+        raise TidlcError("not a TensorFlow GraphDef (no nodes)", path)
+    return graph
+
+
+def import_graphdef(graphdef, options: Any = None, path: str = "",
+                    outputs: Sequence[str] | None = None) -> Graph:
+    """Convert a GraphDef message (tidlc's or TensorFlow's own class: only fields are read)."""
+    return TFImporter(graphdef, options, path, outputs).run()
+
+
+def load_pb(path: str, options: Any = None) -> Graph:
+    """The frontend entry point: read ``path`` and convert it to IR."""
+    return import_graphdef(read_pb(path), options, path)
+
+
+def supported_ops() -> list[str]:
+    return CONVERTERS.names()
+
+
+__all__ = ["TFImporter", "import_graphdef", "load_pb", "read_pb", "supported_ops"]

@@ -1,0 +1,374 @@
+"""TFLite builtin-op converters (NHWC data, OHWI weights; see docs/frontends/tflite.md).
+
+Converters compute in float (``node.input`` is the dequantized view of a
+quantized tensor, ``node.bind`` quantizes into a quantized output), so one
+converter serves float, float16-weight and int8 models.
+"""
+from __future__ import annotations
+
+import numpy as np
+from tidlc.frontends.tensorflow.common import (
+    deconv_pads,
+    nchw_op,
+    resize_modes,
+    resize_nhwc,
+    strided_slice,
+    window_pads,
+)
+
+from .registry import converter
+from .schema import MIRROR_PAD_MODES, PADDINGS
+
+
+def _padding(node) -> str:
+    return PADDINGS.get(node.options.get("padding", 1), "?")
+
+
+def _check_padding(node) -> str | None:
+    code = node.options.get("padding", 1)
+    return None if code in PADDINGS else f"padding {code} is not SAME or VALID"
+
+
+def _hw(x):
+    shape = x.shape or (None,) * 4
+    return shape[1], shape[2]
+
+
+# ----------------------------------------------------------------------------- convolutions
+@converter("CONV_2D", check=_check_padding)
+def conv_2d(node) -> None:
+    x = node.input(0)
+    _, kh, kw, cin_g = node.tensor(1).shape
+    cin = (x.shape or (None,) * 4)[3]
+    if cin is None or cin % cin_g:
+        raise node.error(f"input channels {cin} are not a multiple of the filter's {cin_g}")
+    w = node.weight(1, (0, 3, 1, 2))  # OHWI -> OIHW
+    b = [node.weight(2)] if node.has_input(2) else []
+    strides = (node.options["stride_h"], node.options["stride_w"])
+    dilations = node.extra.get("dilation") or (node.options["dilation_h_factor"], node.options["dilation_w_factor"])
+    pads = node.extra.get("pads") or window_pads(node, _padding(node), _hw(x), (kh, kw), strides, dilations)
+    node.bind(nchw_op(node, "conv2d", x, [w, *b], strides=strides, pads=pads, dilations=dilations,
+                      groups=cin // cin_g, **node.act()))
+
+
+@converter("DEPTHWISE_CONV_2D", check=_check_padding)
+def depthwise_conv_2d(node) -> None:
+    x = node.input(0)
+    _, kh, kw, channels = node.tensor(1).shape
+    cin = (x.shape or (None,) * 4)[3]
+    if cin is None or channels % cin:
+        raise node.error(f"filter has {channels} channels, not a multiple of the input's {cin}")
+    w = node.weight(1, (3, 0, 1, 2))  # (1, kh, kw, C*m) -> (C*m, 1, kh, kw): channel c*m + k
+    b = [node.weight(2)] if node.has_input(2) else []
+    strides = (node.options["stride_h"], node.options["stride_w"])
+    dilations = node.extra.get("dilation") or (node.options["dilation_h_factor"], node.options["dilation_w_factor"])
+    pads = node.extra.get("pads") or window_pads(node, _padding(node), _hw(x), (kh, kw), strides, dilations)
+    node.bind(nchw_op(node, "conv2d", x, [w, *b], strides=strides, pads=pads, dilations=dilations,
+                      groups=cin, **node.act()))
+
+
+@converter("TRANSPOSE_CONV", check=_check_padding)
+def transpose_conv(node) -> None:
+    out_shape = node.const_ints(0, "output_shape")
+    x = node.input(2)
+    kh, kw = node.tensor(1).shape[1:3]  # (O, kh, kw, I)
+    in_hw = node.static_shape(x)[1:3]
+    strides = (node.options["stride_h"], node.options["stride_w"])
+    pads, extra = deconv_pads(node, _padding(node), in_hw, out_shape[1:3], (kh, kw), strides)
+    w = node.weight(1, (3, 0, 1, 2))  # (O, kh, kw, I) -> (I, O, kh, kw)
+    b = [node.weight(3)] if node.has_input(3) else []
+    node.bind(nchw_op(node, "deconv2d", x, [w, *b], strides=strides, pads=pads, output_padding=extra,
+                      **node.act()))
+
+
+def _check_fc(node) -> str | None:
+    fmt = node.options.get("weights_format", 0)
+    return None if fmt == 0 else f"weights_format {fmt} (shuffled weights) is not supported"
+
+
+@converter("FULLY_CONNECTED", check=_check_fc)
+def fully_connected(node) -> None:
+    x = node.input(0)
+    in_features = node.tensor(1).shape[1]  # (out, in)
+    w = node.weight(1)
+    b = [node.weight(2)] if node.has_input(2) else []
+    if not node.options["keep_num_dims"] and x.type.rank != 2:
+        x = node.op("reshape", [x], shape=(-1, in_features))
+    node.bind(node.op("dense", [x, w, *b], **node.act()))
+
+
+# ----------------------------------------------------------------------------- pooling, reductions
+def _pool(node, mode: str) -> None:
+    x = node.input(0)
+    kernel = (node.options["filter_height"], node.options["filter_width"])
+    strides = (node.options["stride_h"], node.options["stride_w"])
+    pads = window_pads(node, _padding(node), _hw(x), kernel, strides)
+    y = nchw_op(node, "pool2d", x, (), mode=mode, kernel=kernel, strides=strides, pads=pads)
+    act = node.act()
+    if act["act"] != "none":
+        y = node.op(act["act"], [y], **dict(zip(("min", "max"), act["act_params"])))
+    node.bind(y)
+
+
+@converter("AVERAGE_POOL_2D", check=_check_padding)
+def average_pool_2d(node) -> None:
+    _pool(node, "avg")
+
+
+@converter("MAX_POOL_2D", check=_check_padding)
+def max_pool_2d(node) -> None:
+    _pool(node, "max")
+
+
+_REDUCE = {"MEAN": "mean", "SUM": "sum", "REDUCE_MAX": "max", "REDUCE_MIN": "min", "REDUCE_PROD": "prod"}
+
+
+@converter(*_REDUCE)
+def reduce(node) -> None:
+    x = node.input(0)
+    rank = node.need_rank(x)
+    axes = sorted({a % rank for a in node.const_ints(1, "axis")})
+    keep = bool(node.options["keep_dims"])
+    kind = _REDUCE[node.op_type]
+    if rank == 4 and axes == [1, 2] and kind in ("mean", "max"):  # a global pool (TIDL's layer)
+        xt = node.op("transpose", [x], perm=(0, 3, 1, 2))
+        pooled = node.op("global_pool", [xt], mode="avg" if kind == "mean" else "max")
+        node.bind(node.op("transpose", [pooled], perm=(0, 2, 3, 1)) if keep
+                  else node.op("squeeze", [pooled], axes=(2, 3)))
+        return
+    node.bind(node.op("reduce", [x], op=kind, axes=axes, keepdims=keep))
+
+
+@converter("ARG_MAX")
+def arg_max(node) -> None:
+    axis = node.const_ints(1, "axis")[0]
+    node.bind(node.op("argmax", [node.input(0)], axis=axis, keepdims=False))  # bind casts to i32
+
+
+# ----------------------------------------------------------------------------- element-wise
+_BINARY = {"ADD": "add", "SUB": "sub", "MUL": "mul", "DIV": "div", "MAXIMUM": "max", "MINIMUM": "min",
+           "POW": "pow"}
+
+
+@converter(*_BINARY)
+def binary(node) -> None:
+    kind = _BINARY[node.op_type]
+    act = node.act() if "fused_activation_function" in node.options else {}
+    node.bind(node.op(kind, [node.input(0), node.input(1)], **act))
+
+
+@converter("SQUARED_DIFFERENCE")
+def squared_difference(node) -> None:
+    d = node.op("sub", [node.input(0), node.input(1)])
+    node.bind(node.op("mul", [d, d]))
+
+
+_UNARY = {"LOGISTIC": "sigmoid", "TANH": "tanh", "RELU": "relu", "RELU6": "relu6", "HARD_SWISH": "hardswish",
+          "EXP": "exp", "LOG": "log", "SQRT": "sqrt", "ABS": "abs", "NEG": "neg", "FLOOR": "floor",
+          "CEIL": "ceil"}
+
+
+@converter(*_UNARY)
+def unary(node) -> None:
+    node.bind(node.op(_UNARY[node.op_type], [node.input(0)]))
+
+
+@converter("RELU_N1_TO_1")
+def relu_n1_to_1(node) -> None:
+    node.bind(node.op("clip", [node.input(0)], min=-1.0, max=1.0))
+
+
+@converter("RSQRT")
+def rsqrt(node) -> None:
+    node.bind(node.op("reciprocal", [node.op("sqrt", [node.input(0)])]))
+
+
+@converter("ELU")
+def elu(node) -> None:
+    node.bind(node.op("elu", [node.input(0)], alpha=1.0))
+
+
+@converter("GELU")
+def gelu(node) -> None:
+    if node.options.get("approximate"):
+        raise node.error("the tanh approximation is not supported")
+    node.bind(node.op("gelu", [node.input(0)]))
+
+
+@converter("LEAKY_RELU")
+def leaky_relu(node) -> None:
+    node.bind(node.op("leaky_relu", [node.input(0)], alpha=float(node.options["alpha"])))
+
+
+@converter("PRELU")
+def prelu(node) -> None:
+    x, alpha = node.input(0), node.input(1)
+    rank, arank = node.need_rank(x), node.need_rank(alpha, "alpha")
+    if arank < rank:  # numpy broadcasting (per channel = the last axis), written out in full rank
+        alpha = node.op("reshape", [alpha], shape=(1,) * (rank - arank) + tuple(node.static_shape(alpha, "alpha")))
+    node.bind(node.op("prelu", [x, alpha]))
+
+
+@converter("SOFTMAX", "LOG_SOFTMAX")
+def softmax(node) -> None:
+    x = node.input(0)
+    beta = float(node.options.get("beta", 1.0)) if node.op_type == "SOFTMAX" else 1.0
+    if beta != 1.0:
+        x = node.op("mul", [x, node.const(np.float32(beta), "beta")])
+    node.bind(node.op("softmax", [x], axis=-1, log=node.op_type == "LOG_SOFTMAX"))
+
+
+# ----------------------------------------------------------------------------- quantization
+@converter("DEQUANTIZE")
+def dequantize(node) -> None:
+    node.bind(node.input(0))  # the float view: dequantize op, or f16 -> f32 (folded for constants)
+
+
+@converter("QUANTIZE")
+def quantize(node) -> None:
+    node.bind(node.input(0))  # bind quantizes into the output's scale (a requantization if the input was)
+
+
+@converter("CAST")
+def cast(node) -> None:
+    node.bind(node.input(0))  # bind casts to the output tensor's type
+
+
+# ----------------------------------------------------------------------------- data movement
+def _paddings(node, i: int = 1) -> tuple[int, ...]:
+    p = np.asarray(node.const_input(i, "paddings")).reshape(-1, 2)
+    return tuple(int(v) for v in p[:, 0]) + tuple(int(v) for v in p[:, 1])
+
+
+@converter("PAD", "PADV2")
+def pad(node) -> None:
+    pads = _paddings(node)
+    if node.op_type == "PADV2" and node.has_input(2):
+        value = float(np.asarray(node.input(2).const_value()).reshape(()))
+        node.bind(node.op("pad", [node.input(0)], pads=pads, value=value))
+        return
+    if node.same_quant():  # pad the integers with the zero point (real 0)
+        zero = node.raw_input(0).type.quant.zero_point
+        node.bind(node.op("pad", [node.raw_input(0)], pads=pads, value=float(zero)))
+        return
+    node.bind(node.op("pad", [node.input(0)], pads=pads))
+
+
+@converter("MIRROR_PAD", check=lambda node: None if MIRROR_PAD_MODES.get(node.options["mode"]) == "REFLECT"
+           else f"mode {MIRROR_PAD_MODES.get(node.options['mode'], node.options['mode'])} is not supported")
+def mirror_pad(node) -> None:
+    node.bind(node.op("pad", [node.data_input(0)], pads=_paddings(node), mode="reflect"))
+
+
+@converter("CONCATENATION")
+def concatenation(node) -> None:
+    act = node.act()
+    # (a fused activation computes on real values: then the float views, even with equal scales)
+    values = [node.data_input(i) if act["act"] == "none" else node.input(i) for i in range(len(node.inputs_idx))]
+    y = node.op("concat", values, axis=node.options["axis"])
+    if act["act"] != "none":
+        y = node.op(act["act"], [y], **dict(zip(("min", "max"), act["act_params"])))
+    node.bind(y)
+
+
+@converter("RESHAPE")
+def reshape(node) -> None:
+    if node.has_input(1):
+        target = node.const_ints(1, "shape")
+    else:
+        target = node.options["new_shape"] or ()
+    node.bind(node.op("reshape", [node.data_input(0)], shape=target, allowzero=True))
+
+
+@converter("SQUEEZE")
+def squeeze(node) -> None:
+    node.bind(node.op("squeeze", [node.data_input(0)], axes=node.options["squeeze_dims"] or ()))
+
+
+@converter("EXPAND_DIMS")
+def expand_dims(node) -> None:
+    node.bind(node.op("unsqueeze", [node.data_input(0)], axes=node.const_ints(1, "axis")[:1]))
+
+
+@converter("TRANSPOSE")
+def transpose(node) -> None:
+    node.bind(node.op("transpose", [node.data_input(0)], perm=node.const_ints(1, "perm")))
+
+
+@converter("STRIDED_SLICE")
+def strided_slice_(node) -> None:
+    begin, end, strides = (node.const_ints(i, what) for i, what in ((1, "begin"), (2, "end"), (3, "strides")))
+    o = node.options
+    if o.get("offset"):
+        end = tuple(b + e for b, e in zip(begin, end))
+    node.bind(strided_slice(node, node.data_input(0), begin, end, strides, o["begin_mask"], o["end_mask"],
+                            o["ellipsis_mask"], o["new_axis_mask"], o["shrink_axis_mask"]))
+
+
+@converter("SLICE")
+def slice_(node) -> None:
+    begin, size = node.const_ints(1, "begin"), node.const_ints(2, "size")
+    ends = [b + s if s >= 0 else 2**31 - 1 for b, s in zip(begin, size)]
+    node.bind(node.op("slice", [node.data_input(0)], starts=begin, ends=ends, axes=tuple(range(len(begin)))))
+
+
+def _bind_parts(node, parts) -> None:
+    node.bind(*(parts if isinstance(parts, list) else [parts]))
+
+
+@converter("SPLIT")
+def split(node) -> None:
+    axis = node.const_ints(0, "axis")[0]
+    x = node.raw_input(1) if node.same_quant() else node.input(1)
+    n = int(node.options["num_splits"])
+    size = node.static_shape(x)[axis]
+    if n <= 0 or size % n:
+        raise node.error(f"cannot split {size} into {n} equal parts")
+    _bind_parts(node, node.op("split", [x], axis=axis, sizes=[size // n] * n))
+
+
+@converter("SPLIT_V")
+def split_v(node) -> None:
+    x = node.data_input(0)
+    sizes = list(node.const_ints(1, "size_splits"))
+    axis = node.const_ints(2, "axis")[0]
+    if -1 in sizes:
+        sizes[sizes.index(-1)] = node.static_shape(x)[axis] - (sum(sizes) + 1)
+    _bind_parts(node, node.op("split", [x], axis=axis, sizes=sizes))
+
+
+@converter("PACK")
+def pack(node) -> None:
+    axis = int(node.options["axis"])
+    values = [node.data_input(i) for i in range(len(node.inputs_idx))]
+    node.bind(node.op("concat", [node.op("unsqueeze", [v], axes=(axis,)) for v in values], axis=axis))
+
+
+@converter("SHAPE")
+def shape(node) -> None:
+    node.bind(node.op("shape", [node.raw_input(0)]))  # bind casts i64 to the output's type
+
+
+def _check_resize(node) -> str | None:
+    if node.options["align_corners"] and node.options["half_pixel_centers"]:
+        return "align_corners and half_pixel_centers together are not supported"
+    return None
+
+
+@converter("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", check=_check_resize)
+def resize(node) -> None:
+    size = node.const_ints(1, "size")
+    modes = resize_modes(node.op_type == "RESIZE_BILINEAR", bool(node.options["align_corners"]),
+                         bool(node.options["half_pixel_centers"]))
+    node.bind(resize_nhwc(node, node.input(0), size, **modes))
+
+
+@converter("DEPTH_TO_SPACE")
+def depth_to_space(node) -> None:
+    node.bind(nchw_op(node, "depth_to_space", node.data_input(0), (), block=int(node.options["block_size"]),
+                      mode="DCR"))
+
+
+@converter("SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND")
+def space_batch(node) -> None:  # pragma: no cover - fused into a dilated convolution before converting
+    raise node.error("only supported as part of a dilated convolution")

@@ -1,0 +1,210 @@
+"""Quantize a float graph end to end: prepare, calibrate, choose precisions, build, bias-calibrate.
+
+``quantize_graph(graph, options)`` leaves ``graph`` untouched and returns a
+:class:`Quantized` with the fixed-point graph, the prepared float graph it
+was derived from (the reference ``tidlc compare`` uses) and the map between
+their values.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+import numpy as np
+
+from tidlc.diagnostics import TidlcError, warn
+from tidlc.ir.core import Graph, Value
+from tidlc.preprocess import FrameSource, Preprocess, input_specs, synthetic_frames
+
+from .calibrate import Calibration
+from .observers import METHODS
+from .prepare import prepare
+from .ptq import INHERIT_OPS, QuantConfig, quantize_prepared
+
+SYNTHETIC_FRAMES = 8
+WIDE_HEADROOM = 1.25  # 16-bit ranges: calibrated min/max x 1.25
+CALIB_WARNING = ("no calibration data: quantized with ranges from {n} synthetic random frames, which can be far "
+                 "from real inputs; pass real ones with --calib DATA (a list file of 'path [label]' lines, "
+                 "a folder of images or .npy files, or one .npy of stacked pre-processed frames)")
+
+
+@attrs.define
+class QuantSettings:
+    """The quantization options (a view of CompileOptions; see docs/quantization.md)."""
+
+    bits: int = 8
+    quant_style: str = "np2"
+    calib: str | None = None
+    calib_frames: int | None = None
+    calib_method: str = "histogram"
+    percentile: float = 0.01
+    bias_calibration: int | None = None
+    bias_calibration_factor: float = 0.05
+    per_channel_depthwise: bool = False
+    layers_16bit: tuple[str, ...] = ()
+    mixed_precision_factor: float | None = None
+    preprocess: Preprocess = attrs.Factory(Preprocess)
+
+    @classmethod
+    def from_options(cls, options: Any) -> QuantSettings:
+        if options is None:
+            return cls()
+        fields = {f.name for f in attrs.fields(cls)} - {"preprocess"}
+        values = {k: getattr(options, k) for k in fields if getattr(options, k, None) is not None}
+        settings = cls(**values, preprocess=Preprocess.from_options(options))
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.bits not in (8, 16):
+            raise TidlcError(f"--bits {self.bits}: tidlc quantizes to 8 or 16 bits", hint="--bits 8 or --bits 16")
+        if self.quant_style not in ("np2", "p2"):
+            raise TidlcError(f"unknown --quant-style {self.quant_style!r}", hint="np2 (quantizationStyle 2) or p2 (3)")
+        if self.calib_method not in METHODS:
+            raise TidlcError(f"unknown --calib-method {self.calib_method!r}", hint=f"one of {', '.join(METHODS)}")
+        if self.mixed_precision_factor is not None and self.mixed_precision_factor < 1.0:
+            raise TidlcError("--mixed-precision-factor must be at least 1.0 (the 8-bit cost)",
+                             hint="e.g. 1.2 allows 20% more cycles than all 8-bit")
+
+
+@attrs.define
+class Quantized:
+    graph: Graph  # the fixed-point graph
+    reference: Graph  # the prepared float graph
+    origin: dict[int, Value]  # fixed-point value id -> reference value
+    mapping: dict[int, Value]  # input graph value id -> reference value
+    ranges: dict[int, tuple[float, float]]
+    calibration: Calibration
+    settings: QuantSettings
+    layers_16bit: tuple[str, ...] = ()
+    float_islands: list[str] = attrs.Factory(list)
+    calib_seconds: float = 0.0
+    synthetic: bool = False
+
+
+def calibration_frames(graph: Graph, settings: QuantSettings) -> tuple[Iterable[Mapping[str, np.ndarray]], int, bool]:
+    """(frames, count, synthetic?) for the graph's inputs."""
+    specs = input_specs(graph)
+    if settings.calib:
+        source = FrameSource(settings.calib, specs, settings.preprocess, settings.calib_frames)
+        return source, len(source), False
+    count = settings.calib_frames or SYNTHETIC_FRAMES
+    return synthetic_frames(specs, count, settings.preprocess), count, True
+
+
+def observed_values(graph: Graph) -> set[int]:
+    """Float tensors that need a range (results of ops that do not just keep their input's scale)."""
+    wanted = {id(op.results[0]) for op in graph.input_ops}
+    for op in graph.compute_ops():
+        if op.kind in INHERIT_OPS:
+            continue
+        wanted.update(id(r) for r in op.results if r.type.dtype[0] == "f")
+    return wanted
+
+
+def quantize_graph(graph: Graph, options: Any = None, frames: Iterable | None = None,
+                   warn_synthetic: bool = True) -> Quantized:
+    settings = QuantSettings.from_options(options)
+    prepared, mapping = prepare(graph)
+    ref_graph = prepared.graph
+    if prepared.asymmetric:
+        names = ", ".join(sorted({n for n in prepared.asymmetric if n})[:5])
+        warn(f"{len(set(prepared.asymmetric))} pre-quantized tensor(s) have an asymmetric zero point "
+             f"(e.g. {names}); TDA4VM is symmetric, so each range is widened to max(|min|, |max|)")
+    synthetic = False
+    if frames is None:
+        frames, total, synthetic = calibration_frames(ref_graph, settings)
+    else:
+        frames = list(frames)
+        total = len(frames)
+    if synthetic and warn_synthetic:
+        warn(CALIB_WARNING.format(n=total))
+    keep = max(settings.bias_calibration and 1 or 0, 4 if settings.mixed_precision_factor else 0)
+    kept: list = []
+    calibration = Calibration(ref_graph, observed_values(ref_graph))
+
+    def tee(source):
+        for feeds in source:
+            if keep and len(kept) < 64:
+                kept.append(feeds)
+            yield feeds
+
+    start = time.perf_counter()
+    calibration.run(tee(frames), total)
+    if calibration.frames == 0:
+        raise TidlcError("no calibration frames", settings.calib or "", hint="--calib-frames must be at least 1")
+    ranges = compute_ranges(calibration, prepared.hints, settings)
+    wide = compute_ranges(calibration, prepared.hints, attrs.evolve(settings, calib_method="minmax"))
+    calib_seconds = time.perf_counter() - start
+
+    def range_of(v: Value, bits: int = 8) -> tuple[float, float]:
+        got = (ranges if bits <= 8 else wide).get(id(v))
+        if got is None:
+            raise TidlcError(f"no calibration range for '{v.name or (v.producer.name if v.producer else '?')}'")
+        if bits > 8 and id(v) not in prepared.hints:
+            # 16-bit steps are so fine that clipping only adds error: min/max, with headroom for
+            # inputs beyond the calibration frames (x 1.25 costs a third of one of the 16 bits)
+            got = (got[0] * WIDE_HEADROOM, got[1] * WIDE_HEADROOM)
+        return got
+
+    config = QuantConfig(bits=settings.bits, style=settings.quant_style,
+                         per_channel_depthwise=settings.per_channel_depthwise,
+                         layers_16bit=frozenset(_check_layer_names(ref_graph, settings.layers_16bit)),
+                         ensure_bias=bool(settings.bias_calibration))
+    if settings.mixed_precision_factor is not None and settings.bits == 8:
+        from .mixed import choose_16bit_layers
+        few = kept[:max(1, min(len(kept), 4))]
+        extra = choose_16bit_layers(ref_graph, range_of, config, few, settings.mixed_precision_factor)
+        config = attrs.evolve(config, layers_16bit=config.layers_16bit | frozenset(extra))
+    result = quantize_prepared(ref_graph, range_of, config)
+    if settings.bias_calibration:
+        from .bias import calibrate_biases
+        frames_for_bias = kept[:min(len(kept), 16)] if kept else []
+        calibrate_biases(ref_graph, result.graph, result.origin, frames_for_bias, settings.bias_calibration,
+                         settings.bias_calibration_factor)
+    result.graph.attrs.update(quant_attrs(settings, calibration, synthetic))
+    return Quantized(result.graph, ref_graph, result.origin, mapping, ranges, calibration, settings,
+                     tuple(sorted(config.layers_16bit)), result.float_islands, calib_seconds, synthetic)
+
+
+def _check_layer_names(graph: Graph, names) -> list[str]:
+    known = {op.name for op in graph.compute_ops()}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        import difflib
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        raise TidlcError(f"--16bit-layers names unknown layer(s) {', '.join(unknown)}",
+                         hint=(f"did you mean '{close[0]}'? " if close else "") + "layer names are the op names "
+                         "of `tidlc ir MODEL -O2`")
+    return list(names)
+
+
+def compute_ranges(calibration: Calibration, hints: Mapping[int, tuple[float, float]],
+                   settings: QuantSettings) -> dict[int, tuple[float, float]]:
+    ranges = {}
+    for vid, obs in calibration.observers.items():
+        if not obs.seen:
+            continue
+        signed = obs.lo < 0
+        levels = 1 << (settings.bits - (1 if signed else 0))
+        ranges[vid] = obs.range(settings.calib_method, settings.percentile, levels)
+    ranges.update(hints)  # a pre-quantized model's ranges win
+    return ranges
+
+
+def quant_attrs(settings: QuantSettings, calibration: Calibration, synthetic: bool) -> dict[str, Any]:
+    """What the quantized graph records about how it was made (graph attributes, for io.bin)."""
+    out = {"quant.bits": settings.bits, "quant.style": settings.quant_style,
+           "quant.calib_method": settings.calib_method, "quant.calib_frames": calibration.frames,
+           "quant.calib_source": "synthetic" if synthetic else str(settings.calib)}
+    if settings.bias_calibration:
+        out["quant.bias_calibration"] = settings.bias_calibration
+    out.update(settings.preprocess.graph_attrs())
+    return out
+
+
+def first(iterable, n: int) -> list:
+    return list(itertools.islice(iterable, n))

@@ -1,0 +1,434 @@
+"""Post-training quantization: a calibrated float graph -> the fixed-point graph (TIDL's scheme).
+
+The rules (docs/quantization.md has the full specification):
+
+* weights: symmetric, ``scale = 2**(bits-1) / max|w|`` (``np2``), or with
+  ``max|w|`` rounded up to a power of two (``p2``); per output channel only
+  for depthwise layers with ``per_channel_depthwise``; capped so the bias
+  fits the accumulator;
+* MAC outputs (conv2d, deconv2d, dense, scale, matmul): the accumulator scale
+  is ``input scale x weight scale``; the output scale is that divided by
+  ``2**shift`` with TIDL's ``roundBits`` rule ``shift = ceil(log2(max *
+  acc_scale / 2**elem_bits))`` (0 if negative); outputs are unsigned when the
+  range is non-negative (ReLU, ReLU6, clip >= 0); a ReLU6/clip output gets
+  the full-range scale ``qmax / hi`` and the weight scale is lowered so the
+  shift stays a power of two (TIDL's fixed-range rule); biases are stored
+  at the accumulator scale in 32 (8-bit layers) or 64 bits (16-bit layers);
+* eltwise, prelu, table ops and graph inputs get the full-range scale
+  ``qmax / max|x|`` of their calibrated range; concat takes the coarsest
+  input scale; pooling, resize and data movement keep their input's;
+* any op without a fixed-point kernel runs in float between ``data_convert`` ops;
+* every graph output ends with a ``data_convert`` to f32.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import attrs
+import numpy as np
+from tidlc.backends.tidl.fixed import reference as ref
+from tidlc.backends.tidl.fixed.executor import DATA_MOVEMENT, INTEGER_OPS, MAC_OPS, TABLE_OPS
+
+from tidlc.diagnostics import TidlcError
+from tidlc.ir.builder import infer_types
+from tidlc.ir.core import Graph, Op, Value
+from tidlc.ir.types import QuantInfo, TensorType, numpy_dtype
+
+# ops whose result keeps the scale of their (first) operand
+INHERIT_OPS = DATA_MOVEMENT | frozenset({"pool2d", "global_pool", "resize", "pad"})
+# operands that are not tensors to quantize (shapes, indices, slopes)
+AUX_OPERANDS = {"reshape": (1,), "expand": (1,), "gather": (1,), "prelu": (1,)}
+# real ranges some ops always produce
+FIXED_RANGES: dict[str, tuple[float, float]] = {
+    "sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "hardsigmoid": (0.0, 1.0), "relu6": (0.0, 6.0)}
+MIN_RANGE = 2.0 ** -16  # a tensor that is always 0 still gets a finite scale
+
+
+@attrs.define
+class QuantConfig:
+    bits: int = 8
+    style: str = "np2"  # np2 | p2
+    per_channel_depthwise: bool = False
+    layers_16bit: frozenset = frozenset()  # op (layer) names computed in 16 bits
+    ensure_bias: bool = False  # give every MAC layer a bias (bias calibration adjusts it)
+
+
+@attrs.define
+class QuantResult:
+    graph: Graph
+    origin: dict[int, Value]  # fixed-point value id -> the prepared float value it stands for
+    float_islands: list[str] = attrs.Factory(list)
+    notes: list[str] = attrs.Factory(list)
+
+
+def is_depthwise(op: Op) -> bool:
+    if op.kind != "conv2d":
+        return False
+    w = op.operands[1].type.shape
+    x = op.operands[0].type.shape
+    return w is not None and x is not None and w[1] == 1 and op.attrs["groups"] == x[1] == w[0] and x[1] > 1
+
+
+def weight_scale(absmax, bits: int, style: str):
+    """``2**(bits-1) / absmax`` (np2) or with absmax rounded up to a power of two (p2)."""
+    absmax = np.maximum(np.asarray(absmax, dtype=np.float64), MIN_RANGE)
+    if style == "p2":
+        absmax = 2.0 ** np.ceil(np.log2(absmax))
+    return float(1 << (bits - 1)) / absmax
+
+
+def round_bits(max_abs: float, acc_scale: float, elem_bits: int) -> int:
+    """TIDL's ``roundBits``: ``ceil(log2(max * accScale / 2**elemBits))``, 0 if that is negative."""
+    out_div = max_abs * acc_scale / float(1 << elem_bits)
+    return max(0, math.ceil(math.log2(out_div))) if out_div > 1 else 0
+
+
+def full_range_scale(lo: float, hi: float, bits: int, signed: bool) -> float:
+    qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    r = max(abs(lo), abs(hi)) if signed else hi
+    return qmax / max(r, MIN_RANGE)
+
+
+def storage(bits: int, signed: bool) -> str:
+    return ("i" if signed else "u") + ("8" if bits <= 8 else "16" if bits <= 16 else "32" if bits <= 32 else "64")
+
+
+class Quantizer:
+    """Builds the fixed-point graph from a prepared float graph and the ranges of its tensors.
+
+    ``ranges(value, bits) -> (lo, hi)`` gives the clipping range of a float value
+    quantized to ``bits`` (from calibration or a pre-quantized model's hints).
+    """
+
+    def __init__(self, fgraph: Graph, ranges: Callable[[Value], tuple[float, float]], config: QuantConfig):
+        self.f = fgraph
+        self.ranges = ranges
+        self.cfg = config
+        self.g = Graph(fgraph.name, [], [], list(fgraph.output_names), dict(fgraph.attrs))
+        self.qv: dict[int, Value] = {}  # float value id -> fixed-point value
+        self.fv: dict[int, Value] = {}  # float value id -> float value in the new graph
+        self.origin: dict[int, Value] = {}
+        self.islands: list[str] = []
+        self.notes: list[str] = []
+        self.users: dict[int, list[Op]] = {}
+        for op in fgraph.ops:
+            for v in op.operands:
+                self.users.setdefault(id(v), []).append(op)
+
+    # --- helpers ---------------------------------------------------------------------
+    def layer_bits(self, op: Op) -> int:
+        return 16 if op.name in self.cfg.layers_16bit else self.cfg.bits
+
+    def emit(self, op: Op) -> Op:
+        self.g.ops.append(op)
+        return op
+
+    def new_op(self, kind: str, operands: list[Value], attrs_: dict, like: Op, name: str = "") -> Op:
+        op = Op(kind, list(operands), [], dict(attrs_), name or like.name, like.loc)
+        op.results = [Value(TensorType(None), op, i) for i in range(len(like.results) if kind == like.kind else 1)]
+        for v, t in zip(op.results, infer_types(op)):
+            v.type = t
+        return op
+
+    def const(self, data: np.ndarray, name: str, quant: QuantInfo | None = None, like: Value | None = None) -> Value:
+        from tidlc.ir.types import dtype_of
+        op = Op("const", [], [], {}, name, like.producer.loc if like is not None and like.producer else None,
+                data=data)
+        layout = like.type.layout if like is not None else None
+        op.results = [Value(TensorType(data.shape, dtype_of(data), layout, quant), op, 0)]
+        return self.emit(op).results[0]
+
+    def float_of(self, v: Value) -> Value:
+        """The float value of ``v`` in the new graph (dequantizing if needed)."""
+        got = self.fv.get(id(v))
+        if got is not None:
+            return got
+        if v.producer is not None and v.producer.kind == "const":
+            out = self.const(v.producer.data, v.producer.name, v.type.quant if v.type.dtype[0] == "f" else None, v)
+            self.fv[id(v)] = out
+            return out
+        q = self.qv[id(v)]
+        op = Op("data_convert", [q], [], {"dtype": v.type.dtype if v.type.dtype[0] == "f" else "f32"},
+                f"{v.producer.name}.dequantize" if v.producer else "", v.producer.loc if v.producer else None)
+        op.results = [Value(TensorType(q.type.shape, op.attrs["dtype"], q.type.layout), op, 0, v.name)]
+        self.emit(op)
+        self.fv[id(v)] = op.results[0]
+        self.origin[id(op.results[0])] = v
+        return op.results[0]
+
+    def quant_of(self, v: Value, bits: int | None = None) -> Value:
+        """The fixed-point value of ``v`` (quantizing a float value or constant if needed)."""
+        got = self.qv.get(id(v))
+        if got is not None:
+            return got
+        bits = bits or self.cfg.bits
+        if v.producer is not None and v.producer.kind == "const":
+            data = np.asarray(v.producer.data, dtype=np.float64)
+            lo, hi = float(data.min(initial=0.0)), float(data.max(initial=0.0))
+            signed = lo < 0
+            q = QuantInfo(bits, signed, full_range_scale(lo, hi, bits, signed))
+            codes = ref.quantize(data, q.scale[0], q.qmin, q.qmax).astype(numpy_dtype(storage(bits, signed)))
+            out = self.const(codes, v.producer.name, q, v)
+            self.qv[id(v)] = out
+            return out
+        src = self.float_of(v)
+        lo, hi = self.ranges(v, bits)
+        signed = lo < 0
+        q = QuantInfo(bits, signed, full_range_scale(lo, hi, bits, signed))
+        name = f"{v.producer.name}.quantize" if v.producer is not None and v.producer.kind != "input" else \
+            (v.name or "input")
+        op = Op("data_convert", [src], [], {"dtype": storage(bits, signed)}, name,
+                v.producer.loc if v.producer else None)
+        op.results = [Value(TensorType(src.type.shape, storage(bits, signed), src.type.layout, q), op, 0)]
+        self.emit(op)
+        self.qv[id(v)] = op.results[0]
+        self.origin[id(op.results[0])] = v
+        return op.results[0]
+
+    def finish(self, fop: Op, op: Op, quants: list[QuantInfo | None]) -> None:
+        """Give ``op``'s results their fixed-point types and bind them to ``fop``'s."""
+        for fres, res, q in zip(fop.results, op.results, quants):
+            if q is not None:
+                res.type = TensorType(res.type.shape, storage(q.bits, q.signed), res.type.layout, q)
+                self.qv[id(fres)] = res
+            else:
+                self.fv[id(fres)] = res
+            res.name = fres.name
+            self.origin[id(res)] = fres
+        self.emit(op)
+
+    def out_range(self, fop: Op, bits: int, index: int = 0) -> tuple[float, float]:
+        lo, hi = self.ranges(fop.results[index], bits)
+        act = fop.attrs.get("act", "none")
+        if fop.kind in FIXED_RANGES:
+            lo, hi = FIXED_RANGES[fop.kind]
+        elif fop.kind == "clip":
+            lo, hi = _finite_clip(fop.attrs["min"], fop.attrs["max"], lo, hi)
+        if act == "relu":
+            lo = max(lo, 0.0)
+        elif act == "relu6":
+            lo, hi = 0.0, 6.0
+        elif act == "clip":
+            lo, hi = _finite_clip(*fop.attrs["act_params"], lo, hi)
+        return lo, hi
+
+    def free_quant(self, fop: Op, bits: int, index: int = 0) -> QuantInfo:
+        lo, hi = self.out_range(fop, bits, index)
+        signed = lo < 0
+        return QuantInfo(bits, signed, full_range_scale(lo, hi, bits, signed))
+
+    # --- the walk ------------------------------------------------------------------------
+    def run(self) -> QuantResult:
+        for fop in self.f.ops:
+            if fop.kind == "input":
+                new = Op("input", [], [], dict(fop.attrs), fop.name, fop.loc)
+                new.results = [Value(fop.results[0].type.with_quant(None), new, 0, fop.results[0].name)]
+                self.emit(new)
+                self.fv[id(fop.results[0])] = new.results[0]
+                self.origin[id(new.results[0])] = fop.results[0]
+            elif fop.kind == "const":
+                continue  # created where they are used (quantized or float)
+            elif self.supported(fop):
+                self.quantize_op(fop)
+            else:
+                self.float_op(fop)
+        outputs = []
+        for v in self.f.outputs:
+            outputs.append(self.float_of(v))
+        self.g.outputs = outputs
+        for v, name in zip(outputs, self.g.output_names or []):
+            v.name = v.name or name
+        live = _live_ops(self.g)
+        self.g.ops = [op for op in self.g.ops if id(op) in live or op.kind == "input"]
+        self.g.attrs["quantized"] = True
+        return QuantResult(self.g, self.origin, self.islands, self.notes)
+
+    def supported(self, fop: Op) -> bool:
+        kind = fop.kind
+        if kind not in INTEGER_OPS or not fop.results or fop.results[0].type.dtype[0] != "f":
+            return False
+        if not all(v.type.is_static for v in fop.results):
+            return False
+        if kind in MAC_OPS:
+            if kind == "matmul":
+                return fop.operands[1].const_value() is None or fop.operands[1].type.rank == 2
+            weights_const = fop.operands[1].const_value() is not None
+            bias_ok = len(fop.operands) < 3 or fop.operands[2].const_value() is not None
+            if kind == "scale":
+                return weights_const and bias_ok and fop.operands[0].type.rank is not None
+            return weights_const and bias_ok and fop.attrs.get("act", "none") in ("none", "relu", "relu6", "clip")
+        if kind in ("add", "sub", "mul", "max", "min"):
+            return fop.attrs["act"] in ("none", "relu", "relu6", "clip")
+        if kind == "softmax":
+            return not fop.attrs["log"]
+        if kind == "prelu":
+            slope = fop.operands[1].const_value()
+            x = fop.operands[0].type.shape
+            return slope is not None and x is not None and len(x) > 1 and slope.size in (1, x[1]) and \
+                (slope.ndim <= 1 or slope.size == 1)
+        if kind == "pad":
+            return fop.attrs["mode"] == "constant"
+        if kind == "argmax":
+            return True
+        if kind in TABLE_OPS:
+            return True
+        return True
+
+    def float_op(self, fop: Op) -> None:
+        operands = [self.float_of(v) for v in fop.operands]
+        op = Op(fop.kind, operands, [], dict(fop.attrs), fop.name, fop.loc, fop.data)
+        # (a pre-quantized model's own integer ops run as they are, by their float reference)
+        op.results = [Value(r.type.with_quant(None), op, i, r.name) for i, r in enumerate(fop.results)]
+        self.finish(fop, op, [None] * len(op.results))
+        if fop.kind not in ("shape", "constant_of_shape", "prior_box"):
+            self.islands.append(f"{fop.name or fop.kind} ({fop.kind})")
+
+    def quantize_op(self, fop: Op) -> None:
+        kind = fop.kind
+        if kind in MAC_OPS:
+            return self.mac(fop)
+        bits = self.layer_bits(fop)
+        aux = AUX_OPERANDS.get(kind, ())
+        data_idx = [i for i in range(len(fop.operands)) if i not in aux]
+        in_bits = bits if fop.name in self.cfg.layers_16bit else None
+        operands = [self.quant_of(v, in_bits) if i in data_idx else self.float_of(v) for i, v in enumerate(fop.operands)]
+        op = self.new_op(kind, operands, fop.attrs, fop)
+        first = operands[data_idx[0]].type.quant if data_idx else None
+        if kind == "argmax":
+            return self.finish(fop, op, [None])
+        if kind in INHERIT_OPS:
+            q = attrs.evolve(first, shift=None)
+            return self.finish(fop, op, [q] * len(op.results))
+        if kind == "concat":
+            qs = [attrs.evolve(v.type.quant, shift=None) for v in operands]
+            if all(q == qs[0] for q in qs):
+                return self.finish(fop, op, [qs[0]])
+            # the widest input range at the widest precision; the other inputs are requantized
+            signed = any(q.signed for q in qs)
+            bits = max(q.bits for q in qs)
+            r = max(q.qmax / q.scale[0] for q in qs)
+            return self.finish(fop, op, [QuantInfo(bits, signed, full_range_scale(-r, r, bits, signed))])
+        if kind == "softmax":
+            b = first.bits
+            return self.finish(fop, op, [QuantInfo(b, False, float((1 << b) - 1))])
+        if kind in TABLE_OPS:
+            b = 16 if fop.name in self.cfg.layers_16bit else first.bits
+            return self.finish(fop, op, [self.free_quant(fop, b)])
+        # add/sub/mul/max/min, prelu: a free output scale
+        return self.finish(fop, op, [self.free_quant(fop, bits)])
+
+    def mac(self, fop: Op) -> None:
+        kind = fop.kind
+        bits_out = self.layer_bits(fop)
+        x = self.quant_of(fop.operands[0], bits_out if fop.name in self.cfg.layers_16bit else None)
+        xq = x.type.quant
+        sx = xq.scale[0]
+        bw = max(xq.bits, bits_out)
+        acc_w = ref.acc_bits(bw)
+        if kind == "matmul" and fop.operands[1].const_value() is None:
+            wv = self.quant_of(fop.operands[1], bw)
+            return self._finish_mac(fop, [x, wv], sx * wv.type.quant.scale[0], None, bits_out)
+        wf = fop.operands[1]
+        w = np.asarray(wf.const_value(), dtype=np.float64)
+        b = np.asarray(fop.operands[2].const_value(), dtype=np.float64).reshape(-1) if len(fop.operands) > 2 else None
+        if b is None and self.cfg.ensure_bias and kind != "matmul":  # bias calibration needs one to adjust
+            b = np.zeros(_out_channels(fop, w))
+        per_channel = self.cfg.per_channel_depthwise and (is_depthwise(fop) or (kind == "scale" and w.size > 1))
+        given = wf.type.quant  # a pre-quantized model's weight scale
+        if per_channel:
+            absmax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
+        else:
+            absmax = float(np.abs(w).max(initial=0.0))
+        sw = weight_scale(absmax, bw, self.cfg.style)
+        if given is not None and len(given.scale) == 1 and not given.zero_point and not per_channel \
+                and given.bits <= bw and self.cfg.style == "np2":
+            sw = given.scale[0] * float(1 << (bw - given.bits))  # keep the model's grid (exact codes)
+        if b is not None and b.size:
+            # cap the weight scale so the bias fits the accumulator (TIDL's maxScale)
+            bmax = np.abs(b).max() if not per_channel else np.abs(b)
+            cap = ((1 << (acc_w - 1)) - 1) / (np.maximum(bmax, MIN_RANGE) * sx)
+            sw = np.minimum(sw, cap) if per_channel else min(float(sw), float(cap))
+        lo, hi = self.out_range(fop, bits_out)
+        signed = lo < 0
+        elem_bits = bits_out - (1 if signed else 0)
+        act = fop.attrs.get("act", "none")
+        if not per_channel:
+            sw = float(sw)
+            # (not for a pre-quantized model's weights: their codes are kept exactly)
+            fixed = act in ("relu6", "clip") and self.cfg.style == "np2" and given is None
+            if fixed:  # TIDL: a fixed output range sets the output scale; the weight scale follows
+                target = full_range_scale(lo, hi, bits_out, signed)
+                n = math.floor(math.log2(sw * sx / target))
+                if n >= 0:
+                    sw = target * 2.0 ** n / sx
+                    shift = n
+                else:
+                    fixed = False
+            if not fixed:
+                shift = round_bits(max(abs(lo), abs(hi)), sx * sw, elem_bits)
+            s_acc = sx * sw
+            out_scale = s_acc / 2.0 ** shift
+            wq = QuantInfo(bw, True, sw)
+        else:
+            sw = np.asarray(sw, dtype=np.float64)
+            s_acc = sx * sw
+            out_scale = full_range_scale(lo, hi, bits_out, signed)
+            _, shift = ref.multiplier(float(np.max(out_scale / s_acc)))
+            wq = QuantInfo(bw, True, tuple(sw), axis=0)
+        qmin, qmax = ref.qrange(bw, True)
+        scale_view = sw if not per_channel else sw.reshape((-1,) + (1,) * (w.ndim - 1))
+        codes = ref.quantize(w, scale_view, qmin, qmax).astype(numpy_dtype(storage(bw, True)))
+        wv = self.const(codes, wf.producer.name, wq, wf)
+        operands = [x, wv]
+        if b is not None:
+            amin, amax = -(1 << (acc_w - 1)), (1 << (acc_w - 1)) - 1
+            bias_codes = ref.quantize(b, s_acc, amin, amax).astype(np.int32 if acc_w == 32 else np.int64)
+            bq = QuantInfo(acc_w, True, tuple(np.atleast_1d(s_acc)) if per_channel else s_acc,
+                           axis=0 if per_channel else None)
+            has_bias = len(fop.operands) > 2
+            operands.append(self.const(bias_codes, fop.operands[2].producer.name if has_bias else f"{fop.name}.bias",
+                                       bq, fop.operands[2] if has_bias else None))
+        q_out = QuantInfo(bits_out, signed, float(out_scale), shift=int(shift))
+        op = self.new_op(kind, operands, fop.attrs, fop)
+        self.finish(fop, op, [q_out])
+
+    def _finish_mac(self, fop, operands, s_acc, _b, bits_out) -> None:
+        lo, hi = self.out_range(fop, bits_out)
+        signed = lo < 0
+        shift = round_bits(max(abs(lo), abs(hi)), s_acc, bits_out - (1 if signed else 0))
+        op = self.new_op(fop.kind, operands, fop.attrs, fop)
+        self.finish(fop, op, [QuantInfo(bits_out, signed, s_acc / 2.0 ** shift, shift=shift)])
+
+
+def _out_channels(fop: Op, w: np.ndarray) -> int:
+    if fop.kind == "conv2d":
+        return w.shape[0]
+    if fop.kind == "deconv2d":
+        return w.shape[1] * fop.attrs["groups"]
+    if fop.kind == "dense":
+        return w.shape[0]
+    return w.size  # scale
+
+
+def _finite_clip(a: float, b: float, lo: float, hi: float) -> tuple[float, float]:
+    return (a if math.isfinite(a) else lo), (b if math.isfinite(b) else hi)
+
+
+def _live_ops(graph: Graph) -> set[int]:
+    live: set[int] = set()
+    stack = [v.producer for v in graph.outputs if v.producer is not None]
+    while stack:
+        op = stack.pop()
+        if id(op) in live:
+            continue
+        live.add(id(op))
+        stack.extend(v.producer for v in op.operands if v.producer is not None)
+    return live
+
+
+def quantize_prepared(fgraph: Graph, ranges, config: QuantConfig) -> QuantResult:
+    try:
+        return Quantizer(fgraph, ranges, config).run()
+    except (ValueError, ZeroDivisionError, OverflowError) as exc:  # a bug, but say where
+        raise TidlcError(f"quantization failed: {exc}", fgraph.name) from None

@@ -1,0 +1,133 @@
+"""The commands: compile (qir by default, --calib), run (fixed point), compare (table, JSON, plot)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tidlc.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+CIFAR = ROOT.parent / "shared" / "corpus" / "caffe" / "cifar10_quick"
+
+NET = '''name: "small"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 12 dim: 12 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
+layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param { num_output: 5 } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
+'''
+
+
+def tidlc(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def model(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text(NET)
+    rng = np.random.default_rng(0)
+    calib = tmp_path / "calib.npy"
+    np.save(calib, rng.uniform(-1, 1, (6, 1, 3, 12, 12)).astype(np.float32))
+    x = tmp_path / "x.npy"
+    np.save(x, rng.uniform(-1, 1, (1, 3, 12, 12)).astype(np.float32))
+    return {"net": path, "calib": calib, "x": x, "dir": tmp_path}
+
+
+def test_compile_quantizes_by_default_with_one_loud_warning(model, capsys):
+    out_dir = model["dir"] / "out"
+    code, _, err = tidlc(capsys, "compile", model["net"], "-O2", "--random-weights", "1", "-o", out_dir)
+    assert code == 0
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: no calibration data") and "--calib DATA" in lines[0]
+    text = (out_dir / "model.tir").read_text()
+    assert "!q<" in text and "data_convert" in text and "quantized = true" in text.splitlines()[0]
+
+
+def test_compile_with_calib_then_run_fixed_point(model, capsys):
+    out_dir = model["dir"] / "q"
+    code, out, err = tidlc(capsys, "compile", model["net"], "--random-weights", "1", "--calib", model["calib"],
+                           "--calib-method", "mse", "-o", out_dir)
+    assert code == 0 and err == ""
+    text = (out_dir / "model.tir").read_text()
+    assert '"quant.calib_frames" = 6' in text and '"quant.calib_method" = "mse"' in text
+    code, out, err = tidlc(capsys, "run", out_dir / "model.tir", "--input", model["x"], "-o", model["dir"] / "q.npz")
+    assert code == 0, err
+    code, _, err = tidlc(capsys, "run", model["net"], "--random-weights", "1", "--input", model["x"],
+                         "-o", model["dir"] / "f.npz")
+    assert code == 0, err
+    fixed, real = np.load(model["dir"] / "q.npz")["prob"], np.load(model["dir"] / "f.npz")["prob"]
+    assert fixed.dtype == np.float32 and fixed.shape == real.shape
+    assert not np.array_equal(fixed, real) and np.abs(fixed - real).max() < 0.05
+    code, out, err = tidlc(capsys, "run", out_dir / "model.tir", "--input", model["x"], "--raw",
+                           "-o", model["dir"] / "raw.npz")
+    assert code == 0 and "prob: uint8" in out
+
+
+def test_emit_ir_keeps_float(model, capsys):
+    out_dir = model["dir"] / "f"
+    code, _, err = tidlc(capsys, "compile", model["net"], "--random-weights", "1", "--emit", "ir", "-o", out_dir)
+    assert code == 0 and err == ""
+    assert "!q<" not in (out_dir / "model.tir").read_text()
+    code, out, _ = tidlc(capsys, "compile", model["net"], "--random-weights", "1", "--print-pipeline",
+                         "--emit", "none", "-O0")
+    assert out.splitlines()[0] == "shape-inference"
+    code, out, _ = tidlc(capsys, "compile", model["net"], "--random-weights", "1", "--print-pipeline",
+                         "--calib", model["calib"], "-O0", "-o", model["dir"] / "o0")
+    assert out.splitlines()[0] == "shape-inference,quantize"
+
+
+def test_sixteen_bits_and_bad_options(model, capsys):
+    code, _, err = tidlc(capsys, "compile", model["net"], "--random-weights", "1", "--calib", model["calib"],
+                         "--bits", "16", "-o", model["dir"] / "b16")
+    assert code == 0, err
+    assert "tensor<1x8x12x12xu16" in (model["dir"] / "b16" / "model.tir").read_text()
+    code, _, err = tidlc(capsys, "compile", model["net"], "--random-weights", "1", "--calib", model["calib"],
+                         "--16bit-layers", "conv,nope", "-o", model["dir"] / "bad")
+    assert code == 2 and "unknown layer(s) nope" in err and "in pass 'quantize'" in err
+    code, _, err = tidlc(capsys, "compile", model["net"], "--random-weights", "1", "--calib",
+                         model["dir"] / "missing", "-o", model["dir"] / "bad")
+    assert code == 2 and "no such file or folder" in err
+
+
+def test_compare_prints_the_table_json_and_plot(model, capsys):
+    report = model["dir"] / "report.json"
+    argv = ["compare", model["net"], "--random-weights", "1", "--calib", model["calib"], "--input", model["x"],
+            "--threshold", "80", "--json", report]
+    try:  # matplotlib is optional
+        import matplotlib  # noqa: F401
+        argv += ["--plot", model["dir"] / "snr.png"]
+    except ImportError:
+        pass
+    code, out, err = tidlc(capsys, *argv)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["layer", "op", "shape", "type"]
+    assert any(line.startswith("> ") for line in lines)  # the first layer below 80 dB is marked
+    assert "first layer below 80 dB:" in out and "likely cause:" in out
+    doc = json.loads(report.read_text())
+    names = [row["name"] for row in doc["layers"]]
+    assert {"conv", "pool", "fc", "prob"} <= set(names)
+    row = doc["layers"][names.index("conv")]
+    assert row["dtype"] == "u8" and 0 <= row["saturated_pct"] <= 100 and -1 <= row["cosine"] <= 1
+    assert sum(r["below"] for r in doc["layers"]) == 1
+    if (model["dir"] / "snr.png").exists():
+        assert (model["dir"] / "snr.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.skipif(not CIFAR.is_dir(), reason="corpus not available")
+def test_compare_on_a_trained_model_with_images(tmp_path, capsys):
+    samples = CIFAR / "samples"
+    listing = tmp_path / "calib.txt"
+    listing.write_text("".join(f"{p} 0\n" for p in sorted(samples.glob("*.png"))))
+    code, out, err = tidlc(capsys, "compare", CIFAR / "cifar10_quick.prototxt", "--weights",
+                           CIFAR / "cifar10_quick_iter_5000.caffemodel", "--calib", listing,
+                           "--mean", "125.3,123.0,113.9", "--channel-order", "bgr",
+                           "--input", samples / "dog10.png", "--threshold", "15")
+    assert code == 0, err
+    assert "every layer is at or above 15 dB" in out

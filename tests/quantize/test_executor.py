@@ -1,0 +1,146 @@
+"""Quantized graphs: structure, text round trip, fixed-point execution against float."""
+import numpy as np
+import pytest
+from tidlc.backends.tidl.fixed import FixedExecutor, graph_is_quantized
+from tidlc.plugins.quantize.api import quantize_graph
+from tidlc.plugins.quantize.metrics import snr_db
+
+from tidlc.config import CompileOptions
+from tidlc.interp import run_graph
+from tidlc.ir import parse_graph, print_graph, verify
+
+from .conftest import frames, small_cnn
+
+
+def quantized(graph, n=8, **kw):
+    return quantize_graph(graph, CompileOptions(**kw), frames=frames(n), warn_synthetic=False)
+
+
+def test_quantized_graph_types(cnn):
+    q = quantized(cnn)
+    verify(q.graph)
+    assert graph_is_quantized(q.graph) and not graph_is_quantized(cnn)
+    ops = {op.name: op for op in q.graph.ops}
+    c1 = ops["c1"].results[0].type
+    assert c1.dtype == "u8" and not c1.quant.signed and c1.quant.shift is not None  # unsigned after ReLU
+    w = ops["c1"].operands[1].type
+    assert w.dtype == "i8" and w.quant.signed
+    bias = ops["c1"].operands[2].type
+    assert bias.dtype == "i32" and bias.quant.scale[0] == pytest.approx(
+        ops["c1"].operands[0].type.quant.scale[0] * w.quant.scale[0])  # accumulator scale
+    assert c1.quant.scale[0] == pytest.approx(bias.quant.scale[0] / 2 ** c1.quant.shift)
+    dw = ops["dw"].results[0].type.quant  # ReLU6: the full u8 range over [0, 6]
+    assert not dw.signed and dw.scale[0] == pytest.approx(255 / 6)
+    assert ops["prob"].results[0].type.quant.scale[0] == 255.0
+    assert [op.kind for op in q.graph.ops if op.kind == "data_convert"] == ["data_convert"] * 3  # in, 2 outs
+    assert q.graph.outputs[0].type.dtype == "f32"
+
+
+def test_fixed_point_tracks_float(cnn):
+    q = quantized(cnn)
+    executor = FixedExecutor(q.graph)
+    for feeds in frames(4, seed=7):
+        want = run_graph(cnn, feeds)
+        got = executor.run(feeds)
+        assert snr_db(want["logits"], got["logits"]) > 25
+        assert snr_db(want["prob"], got["prob"]) > 25
+
+
+def test_sixteen_bits_is_much_closer(cnn):
+    q8, q16 = quantized(cnn), quantized(cnn, bits=16)
+    feeds = frames(1, seed=9)[0]
+    want = run_graph(cnn, feeds)["logits"]
+    s8 = snr_db(want, FixedExecutor(q8.graph).run(feeds)["logits"])
+    s16 = snr_db(want, FixedExecutor(q16.graph).run(feeds)["logits"])
+    assert s16 > 60 and s16 > s8 + 30
+    types = {v.type.dtype for op in q16.graph.ops for v in op.results if v.type.quant is not None}
+    assert types <= {"i16", "u16", "i64"}
+
+
+def test_text_form_round_trips_and_runs_bit_exactly(cnn):
+    q = quantized(cnn)
+    text, weights = print_graph(q.graph)
+    again = parse_graph(text, weights)
+    assert print_graph(again)[0] == text
+    feeds = frames(1, seed=3)[0]
+    a = FixedExecutor(q.graph).run(feeds, raw=True)
+    b = FixedExecutor(again).run(feeds, raw=True)
+    for name in a:
+        assert a[name].dtype.kind in "iu"
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_raw_outputs_are_the_integers_before_the_last_conversion(cnn):
+    q = quantized(cnn)
+    feeds = frames(1)[0]
+    raw = FixedExecutor(q.graph).run(feeds, raw=True)
+    real = FixedExecutor(q.graph).run(feeds)
+    scale = q.graph.outputs[0].producer.operands[0].type.quant.scale[0]
+    np.testing.assert_allclose(real["prob"], raw["prob"].astype(np.float32) / np.float32(scale), rtol=1e-6)
+    assert raw["prob"].dtype == np.uint8
+
+
+def test_input_graph_is_left_untouched(cnn):
+    before = print_graph(cnn)[0]
+    quantized(cnn, bias_calibration=2)
+    assert print_graph(cnn)[0] == before
+
+
+def test_power_of_two_weight_scales(cnn):
+    q = quantized(cnn, quant_style="p2")
+    for op in q.graph.ops:
+        if op.kind == "conv2d":
+            s = op.operands[1].type.quant.scale[0]
+            assert s == 2.0 ** round(np.log2(s))
+
+
+def test_per_channel_depthwise_scales(cnn):
+    q = quantized(cnn, per_channel_depthwise=True)
+    dw = next(op for op in q.graph.ops if op.name == "dw")
+    wq = dw.operands[1].type.quant
+    assert len(wq.scale) == 8 and wq.axis == 0
+    c1 = next(op for op in q.graph.ops if op.name == "c1")
+    assert len(c1.operands[1].type.quant.scale) == 1  # only depthwise layers
+    feeds = frames(1, seed=5)[0]
+    assert snr_db(run_graph(cnn, feeds)["logits"], FixedExecutor(q.graph).run(feeds)["logits"]) > 25
+
+
+def test_sixteen_bit_layers_by_name(cnn):
+    q = quantized(cnn, layers_16bit=("c1",))
+    ops = {op.name: op for op in q.graph.ops}
+    assert ops["c1"].results[0].type.dtype == "u16" and ops["c1"].operands[1].type.dtype == "i16"
+    assert ops["c1"].operands[2].type.dtype == "i64"  # 64-bit accumulator for 16-bit layers
+    assert ops["dw"].results[0].type.dtype == "u8"
+    with pytest.raises(Exception, match="unknown layer"):
+        quantized(cnn, layers_16bit=("c9",))
+
+
+def test_bias_calibration_and_mixed_precision_run(cnn):
+    q = quantized(cnn, bias_calibration=3)
+    assert all(len(op.operands) == 3 for op in q.graph.ops if op.kind == "conv2d")  # a bias to adjust
+    mixed = quantized(cnn, mixed_precision_factor=1.5)
+    assert set(mixed.layers_16bit) <= {"c1", "dw", "fc"}
+
+
+def test_float_islands_for_ops_without_kernels():
+    from tidlc.ir import Builder, TensorType
+    b = Builder()
+    x = b.input("x", TensorType((1, 3, 8, 8), layout="NCHW"))
+    w = b.const(np.random.default_rng(0).normal(0, 0.3, (4, 3, 1, 1)).astype(np.float32), "w")
+    c = b.op("conv2d", [x, w], name="conv")
+    n = b.op("lrn", [c], size=3, name="lrn")  # no fixed-point kernel: runs in float
+    b.output(b.op("relu", [n], name="r"), "y")
+    q = quantize_graph(b.graph, CompileOptions(), frames=frames(4), warn_synthetic=False)
+    kinds = [op.kind for op in q.graph.compute_ops()]
+    assert kinds.index("lrn") > kinds.index("conv2d")
+    lrn = next(op for op in q.graph.ops if op.kind == "lrn")
+    assert lrn.operands[0].producer.kind == "data_convert" and lrn.results[0].type.dtype == "f32"
+    assert q.float_islands == ["lrn (lrn)"]
+    feeds = frames(1, seed=2)[0]
+    assert snr_db(run_graph(b.graph, feeds)["y"], FixedExecutor(q.graph).run(feeds)["y"]) > 25
+
+
+def test_small_cnn_is_deterministic():
+    a = quantized(small_cnn(3))
+    b = quantized(small_cnn(3))
+    assert print_graph(a.graph)[0] == print_graph(b.graph)[0]

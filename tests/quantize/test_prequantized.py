@@ -1,0 +1,93 @@
+"""Pre-quantized ONNX (QDQ): QuantizeLinear/DequantizeLinear import and ranges kept by the quantize pass."""
+import warnings
+
+import numpy as np
+import pytest
+from tidlc.backends.tidl.fixed import FixedExecutor
+from tidlc.plugins.quantize.api import quantize_graph
+from tidlc.plugins.quantize.metrics import snr_db
+
+from tidlc.compiler import load, optimize
+from tidlc.config import CompileOptions
+from tidlc.diagnostics import TidlcWarning
+from tidlc.interp import run_graph
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper
+
+
+def qdq_model(path, x_zero_point=0):
+    """x -> Q/DQ (u8, scale 1/64) -> conv with DQ(int8) weights -> relu -> Q/DQ (u8) -> y."""
+    rng = np.random.default_rng(0)
+    w = rng.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8)
+    inits = [numpy_helper.from_array(np.float32(1 / 64), "xs"), numpy_helper.from_array(np.uint8(x_zero_point), "xz"),
+             numpy_helper.from_array(w, "wq"), numpy_helper.from_array(np.float32(0.01), "ws"),
+             numpy_helper.from_array(np.int8(0), "wz"), numpy_helper.from_array(np.float32(0.05), "ys"),
+             numpy_helper.from_array(np.uint8(0), "yz"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "b")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"]),
+             helper.make_node("Conv", ["xd", "wd", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "ys", "yz"], ["rq"]),
+             helper.make_node("DequantizeLinear", ["rq", "ys", "yz"], ["y"])]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return w
+
+
+def test_qdq_imports_as_quantize_dequantize_and_runs_like_onnxruntime(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    path = tmp_path / "qdq.onnx"
+    qdq_model(path)
+    graph = load(str(path), CompileOptions())
+    kinds = [op.kind for op in graph.compute_ops()]
+    assert kinds.count("quantize") == 2 and kinds.count("dequantize") == 3
+    q = next(op for op in graph.ops if op.kind == "quantize")
+    assert q.attrs["scale"] == (64.0,) and q.attrs["round"] == "half_even"
+    assert q.results[0].type.dtype == "u8" and q.results[0].type.quant.scale == (64.0,)
+    x = np.random.default_rng(1).uniform(-0.5, 3.0, (1, 3, 6, 6)).astype(np.float32)
+    ours = run_graph(graph, {"x": x})["y"]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    theirs = sess.run(None, {"x": x})[0]
+    assert np.mean(ours == theirs) > 0.99 and np.abs(ours - theirs).max() <= 0.05 + 1e-6  # one step at most
+
+
+def test_quantize_pass_keeps_the_model_ranges_and_weight_codes(tmp_path):
+    path = tmp_path / "qdq.onnx"
+    w = qdq_model(path)
+    options = CompileOptions()
+    graph = load(str(path), options)
+    optimize(graph, options)
+    frames = [{"x": np.random.default_rng(i).uniform(0, 1, (1, 3, 6, 6)).astype(np.float32)} for i in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TidlcWarning)  # symmetric (zero point 0): no warning
+        result = quantize_graph(graph, options, frames=frames, warn_synthetic=False)
+    qg = result.graph
+    first = next(op for op in qg.ops if op.kind == "data_convert")
+    # the calibration frames only reach 1.0, but the model's range [0, 255/64] is kept: u8 at 64 steps/unit
+    assert first.results[0].type.quant.scale == (255 / (255 / 64),) and not first.results[0].type.quant.signed
+    conv = next(op for op in qg.ops if op.kind == "conv2d")
+    np.testing.assert_array_equal(conv.operands[1].producer.data, w)  # the model's int8 codes, unchanged
+    assert conv.operands[1].type.quant.scale[0] == pytest.approx(100.0)  # 1 / float32(0.01)
+    assert conv.results[0].type.dtype == "u8"
+    x = np.random.default_rng(5).uniform(0, 3.9, (1, 3, 6, 6)).astype(np.float32)
+    assert snr_db(run_graph(graph, {"x": x})["y"], FixedExecutor(qg).run({"x": x})["y"]) > 30
+
+
+def test_asymmetric_zero_points_are_folded_with_a_warning(tmp_path):
+    path = tmp_path / "asym.onnx"
+    qdq_model(path, x_zero_point=128)
+    options = CompileOptions()
+    graph = load(str(path), options)
+    optimize(graph, options)
+    frames = [{"x": np.zeros((1, 3, 6, 6), np.float32)}]
+    with pytest.warns(TidlcWarning, match="asymmetric zero point"):
+        result = quantize_graph(graph, options, frames=frames, warn_synthetic=False)
+    first = next(op for op in result.graph.ops if op.kind == "data_convert")
+    q = first.results[0].type.quant
+    assert q.signed and q.zero_point == 0 and q.scale[0] == pytest.approx(127 / 2.0)  # max(|-2|, |1.98|) = 2

@@ -1,0 +1,104 @@
+"""Estimate TDA4 (C7x + MMA) performance offline: cycles, ms, FPS, DDR traffic and tuning hints.
+
+MODEL is a compile output directory (its model.tir is estimated as compiled)
+or a model file (imported and optimised with the same options as `tidlc
+compile`; structure-only models such as a Caffe prototxt without its
+caffemodel are fine). The model and its constants are in docs/perf.md.
+
+Examples:
+  tidlc perf out/ultraface
+  tidlc perf examples/ultraface/ultraface-rfb320.prototxt --fps 30
+  tidlc perf model.onnx --batches 4 --persist-weights on --msmc-size 4096 --json
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from tidlc.cli import add_model_options, add_pass_options
+from tidlc.diagnostics import TidlcError
+
+NAME = "perf"
+HELP = "estimate cycles, ms, FPS, DDR traffic and tuning hints on TDA4 (C7x + MMA)"
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("model", metavar="OUTDIR|MODEL", help="a `tidlc compile` output directory or a model file")
+    g = p.add_argument_group("device and deployment settings")
+    g.add_argument("--device", default="tda4vm", metavar="NAME|FILE.toml",
+                   help="device name (builtin or from a plugin) or a device file (default: tda4vm)")
+    g.add_argument("--msmc-size", dest="msmc_kb", type=int, metavar="KB",
+                   help="MSMC (L3) KB usable by the network (msmcSizeKB; default: the device's)")
+    g.add_argument("--batches", type=int, metavar="N", help="frames processed per call (numBatches; default 1)")
+    g.add_argument("--persist-weights", choices=("on", "off"), default="off",
+                   help="keep weights that fit in MSMC between frames (default: off)")
+    g.add_argument("--bits", type=int, choices=(8, 16),
+                   help="8- or 16-bit inference (default: the compiled model's, else 8)")
+    g.add_argument("--16bit-layers", dest="layers_16bit", type=_names, metavar="NAME,...",
+                   help="layers computed in 16 bits (mixed precision)")
+    g.add_argument("--fps", type=float, metavar="F", help="check against an F frames/s video input")
+    g = p.add_argument_group("output")
+    g.add_argument("--json", action="store_true", help="print the JSON report (schema in docs/perf.md)")
+    g.add_argument("--plot", metavar="FILE.png", help="draw the heaviest layers' cycles (needs matplotlib)")
+    g.add_argument("--top", type=int, metavar="N", help="table: only the N heaviest layers")
+    g.add_argument("--no-hints", dest="show_hints", action="store_false", help="skip the tuning hints")
+    add_model_options(p)
+    add_pass_options(p)
+
+
+def _graph_bits(graph) -> int | None:
+    """The precision a quantized graph was compiled at, or None for a float graph."""
+    declared = graph.attrs.get("quant.bits")
+    if isinstance(declared, int):
+        return declared
+    widths = [v.type.quant.bits for op in graph.compute_ops() for v in op.results
+              if v.type.quant is not None and v.type.quant.bits <= 16]  # not 32-bit biases
+    return max(widths) if widths else None
+
+
+def load_graph(args, options):
+    """The graph to estimate: an OUTDIR's model.tir as compiled, or a model file optimised now."""
+    from tidlc.compiler import load, optimize, plugins_for
+    plugins = plugins_for(options)
+    if os.path.isdir(args.model):
+        tir = os.path.join(args.model, "model.tir")
+        if not os.path.isfile(tir):
+            raise TidlcError("no model.tir in this directory", args.model,
+                             hint="run `tidlc compile MODEL -o DIR` first, or give the model file")
+        return load(tir, options, plugins), plugins
+    graph = load(args.model, options, plugins)
+    if args.print_pipeline:
+        from tidlc.compiler import build_pass_manager
+        print(build_pass_manager(options, plugins).pipeline_string(), file=sys.stderr)
+    pm = optimize(graph, options, plugins)
+    if args.time_passes:
+        print(pm.timing_report(), file=sys.stderr)
+    return graph, plugins
+
+
+def run(args, options) -> int:
+    from tidlc.backends.tidl.perf import PerfOptions, estimate, load_device
+    from tidlc.backends.tidl.perf.report import plot, render_rich, render_text
+    graph, plugins = load_graph(args, options)
+    device = load_device(args.device, plugins)
+    bits = args.bits or _graph_bits(graph) or getattr(options, "bits", 8) or 8
+    perf_options = PerfOptions(
+        bits=16 if bits > 8 else 8, layers_16bit=getattr(args, "layers_16bit", None) or (),
+        batches=args.batches or 1, msmc_kb=args.msmc_kb, persist_weights=args.persist_weights == "on",
+        fps=args.fps, hints=args.show_hints)
+    rep = estimate(graph, device, perf_options)
+    if args.json:
+        sys.stdout.write(rep.to_json())
+    elif sys.stdout.isatty():
+        sys.stdout.write(render_rich(rep, args.top))
+    else:
+        sys.stdout.write(render_text(rep, args.top))
+    if args.plot:
+        print(f"  wrote {plot(rep, args.plot)}", file=sys.stderr)
+    return 0
