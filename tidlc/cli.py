@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="import, optimise and write the compiled model")
     p.add_argument("model")
     p.add_argument("-o", "--output-dir", default="out", help="output directory (default: out)")
-    p.add_argument("--emit", default="qir", choices=["qir", "ir", "none"],
-                   help="what to write: qir = quantized IR (default), ir = float IR (OUTDIR/model.tir)")
+    p.add_argument("--emit", default="qir", choices=["qir", "bin", "ir", "none"],
+                   help="what to write: qir = quantized IR (default), bin = OUTDIR/net.bin + io.bin "
+                        "(docs/format.md), ir = float IR (OUTDIR/model.tir)")
     add_model_options(p)
     add_pass_options(p)
     from tidlc.commands.quant_options import add_quant_options
@@ -69,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an input tensor (repeatable)")
     p.add_argument("--output", "-o", default=None, metavar="OUT.npz", help="where to write the outputs")
     p.add_argument("--random-input", type=int, metavar="SEED", help="feed seeded uniform random inputs")
+    p.add_argument("--kernels", choices=["auto", "numpy"], default="auto",
+                   help="compiled model: auto = the fastest exact kernels, numpy = the numpy specification")
+    p.add_argument("--repeat", type=int, default=1, metavar="N", help="compiled model: run N times, print the median")
+    p.add_argument("--trace", metavar="DIR", help="compiled model: write every layer's output to DIR/trace.npz")
+    p.add_argument("--post", choices=["classify", "detect", "segment"],
+                   help="compiled model: post-processing (TIDL postProcType): top-5 classes, boxes or a colour map (PNG)")
+    p.add_argument("--threshold", type=float, default=0.5, help="--post detect: smallest score drawn (default 0.5)")
+    p.add_argument("--labels", metavar="LIST", help="--post classify: 'image label' lines; prints top-1/top-5 accuracy")
+    p.add_argument("--post-output", metavar="OUT.png",
+                   help="--post detect|segment: the PNG to write (default detect.png / segment.png)")
     add_model_options(p, default_level=0)
     add_pass_options(p)
 
@@ -166,6 +177,9 @@ def cmd_run(args, options) -> int:
     from tidlc.fileio import save_npz
     from tidlc.interp import run_graph
     from tidlc.ir.types import numpy_dtype
+    from tidlc.commands.run_bin import is_compiled_location, run_compiled
+    if is_compiled_location(args.model):  # net.bin + io.bin (docs/run.md)
+        return run_compiled(args)
     plugins = plugins_for(options)
     if args.print_pipeline:
         _print_pipeline(options, plugins)

@@ -92,6 +92,9 @@ def compile_model(path: str, options: Optional[CompileOptions] = None,
     result = CompileResult(graph, pm)
     if options.emit in ("ir", "qir"):  # qir: the same text form, fixed-point types
         result.outputs = write_ir(graph, options.outdir)
+    elif options.emit == "bin":  # net.bin + io.bin (docs/format.md)
+        from tidlc.backends.tidl.binfmt import write_bin
+        result.outputs = write_bin(graph, options.outdir, options)
     elif options.emit != "none":
-        raise TidlcError(f"unknown --emit {options.emit!r}", hint="use --emit qir (fixed point) or ir (float)")
+        raise TidlcError(f"unknown --emit {options.emit!r}", hint="use --emit bin, qir (fixed point) or ir (float)")
     return result

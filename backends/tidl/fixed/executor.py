@@ -104,16 +104,32 @@ def mac_params(op: Op) -> dict:
     return {"s_acc": s_acc, "mult": mult, "shift": shift, "acc_width": ref.acc_bits(bits), "lo": lo, "hi": hi}
 
 
-def _mac_kernel(op: Op) -> Kernel:
+def _mac_kernel(op: Op, fast: bool = False) -> Kernel:
     p = mac_params(op)
     a = op.attrs
     kind = op.kind
+    prepared = None  # fast path: exact chunked float32 GEMMs (fast.py), same bits as the specification
+    w_const = op.operands[1].const_value()
+    if fast and w_const is not None and (kind == "dense" or (kind == "conv2d" and a["groups"] == 1)):
+        from . import fast as fast_kernels
+        prepared = fast_kernels.DenseWeights(np.asarray(w_const))
     axis = {"conv2d": 1, "deconv2d": 1, "dense": -1, "matmul": -1, "scale": a.get("axis", 1)}[kind]
 
     def run(args):
         x, w = args[0], args[1]
         b = args[2] if len(args) > 2 else None
-        if kind == "conv2d":
+        acc = None
+        if prepared is not None:
+            from . import fast as fast_kernels
+            if kind == "conv2d":
+                sums = fast_kernels.conv2d_sums(x, prepared, a["strides"], a["pads"], a["dilations"])
+                if sums is not None:
+                    return [fast_kernels.mac_output(sums, b, p["acc_width"], p["mult"], p["shift"], p["lo"], p["hi"])]
+            else:
+                acc = fast_kernels.dense_acc(x, prepared)
+        if acc is not None:
+            pass
+        elif kind == "conv2d":
             acc = ref.conv2d_acc(x, w, a["strides"], a["pads"], a["dilations"], a["groups"])
         elif kind == "deconv2d":
             acc = ref.deconv2d_acc(x, w, a["strides"], a["pads"], a["dilations"], a["groups"], a["output_padding"])
@@ -132,7 +148,7 @@ def _mac_kernel(op: Op) -> Kernel:
 
 
 # ----------------------------------------------------------------------------- eltwise
-def _eltwise_kernel(op: Op) -> Kernel:
+def _eltwise_kernel(op: Op, fast: bool = False) -> Kernel:
     out = _quant(op.results[0])
     s_out = out.scale[0]
     sa, sb = _scale(op.operands[0]), _scale(op.operands[1])
@@ -143,6 +159,9 @@ def _eltwise_kernel(op: Op) -> Kernel:
         return lambda args: [ref.eltwise_mul(args[0], args[1], m, n, lo, hi)]
     (ma, mb), n = ref.common_multipliers([s_out / sa, s_out / sb])
     if kind in ("add", "sub"):
+        if fast:
+            from . import fast as fast_kernels
+            return lambda args: [fast_kernels.eltwise_add(args[0], args[1], ma, mb, n, lo, hi, subtract=kind == "sub")]
         return lambda args: [ref.eltwise_add(args[0], args[1], ma, mb, n, lo, hi, subtract=kind == "sub")]
     return lambda args: [ref.eltwise_max(args[0], args[1], ma, mb, n, lo, hi, minimum=kind == "min")]
 
@@ -302,8 +321,10 @@ KERNELS: dict[str, Callable[[Op], Kernel]] = {
 }
 
 
-def make_kernel(op: Op) -> Kernel:
-    """The callable that runs ``op``: its integer kernel, or its float reference for float ops."""
+def make_kernel(op: Op, fast: bool = False) -> Kernel:
+    """The callable that runs ``op``: its integer kernel, or its float reference for float ops.
+
+    ``fast``: use the exact fast MAC kernels (:mod:`.fast`) where they apply; same bits."""
     if op.kind == "data_convert":
         return _data_convert_kernel(op)
     fixed_operands = any(is_fixed(v.type) for v in op.operands)
@@ -315,15 +336,20 @@ def make_kernel(op: Op) -> Kernel:
         raise TidlcError(f"op '{op.kind}' has no fixed-point kernel", op.where(),
                          hint="the quantize pass keeps such ops in float between data_convert ops")
     if op.kind == "argmax" or fixed_results:
-        return factory(op)
+        return factory(op, fast) if factory in (_mac_kernel, _eltwise_kernel) else factory(op)
     raise TidlcError(f"{op.kind} reads fixed-point operands but has a float result", op.where(),
                      hint="insert a data_convert to f32 before it")
 
 
 class FixedExecutor:
-    """A quantized graph prepared for repeated execution (kernels and their parameters built once)."""
+    """A quantized graph prepared for repeated execution (kernels and their parameters built once).
 
-    def __init__(self, graph: Graph):
+    ``kernels``: ``"numpy"`` runs the specification (:mod:`.reference`) only; ``"auto"`` uses the
+    exact fast kernels where they apply (bit-identical results, tested)."""
+
+    def __init__(self, graph: Graph, kernels: str = "numpy"):
+        if kernels not in ("numpy", "auto"):
+            raise TidlcError(f"unknown kernels {kernels!r}", hint="auto or numpy")
         self.graph = graph
         self.consts: dict[int, np.ndarray] = {}
         self.kernels: list[Kernel | None] = []
@@ -334,7 +360,7 @@ class FixedExecutor:
             elif op.kind == "input":
                 self.kernels.append(None)
             else:
-                self.kernels.append(make_kernel(op))
+                self.kernels.append(make_kernel(op, fast=kernels == "auto"))
         last_use: dict[int, int] = {}
         for i, op in enumerate(graph.ops):
             for v in op.operands:

@@ -1,0 +1,117 @@
+"""``tidlc run OUTDIR``: run a compiled model from its net.bin + io.bin only (docs/run.md)."""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import numpy as np
+
+from tidlc.diagnostics import TidlcError
+
+
+def is_compiled_location(path: str) -> bool:
+    return (os.path.isdir(path) and os.path.exists(os.path.join(path, "net.bin"))) or path.endswith("net.bin")
+
+
+def _feeds(specs, model, random_seed) -> dict:
+    from tidlc.fileio import load_array
+    from tidlc.preprocess import IMAGE_SUFFIXES, Preprocess, read_image
+    entries = {e["name"]: e for e in model.io["inputs"]}
+    names = list(entries)
+    feeds = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or (os.path.exists(spec) and name not in names):
+            name, path = "", spec
+        if not name:
+            if len(names) != 1:
+                raise TidlcError(f"--input {spec}: the model has {len(names)} inputs, name one",
+                                 hint=f"--input NAME=FILE with NAME in {', '.join(names)}")
+            name = names[0]
+        if name not in entries:
+            raise TidlcError(f"--input {spec}: no input named '{name}'", hint=f"inputs: {', '.join(names)}")
+        entry = entries[name]
+        if path.lower().endswith(IMAGE_SUFFIXES):  # io.bin's pre-processing, as TIDL applies it
+            pre = entry.get("preprocess") or {}
+            pre = Preprocess(**{k: (v if v is not None else None) for k, v in pre.items()})
+            dims = entry["dims"]
+            channels = dims[3] if entry["layout"] == "NHWC" else dims[1]
+            feeds[name] = pre.apply(read_image(path, channels), dims, entry["layout"])
+        else:
+            feeds[name] = load_array(path)
+    if random_seed is not None:
+        rng = np.random.default_rng(random_seed)
+        for name, entry in entries.items():
+            if name not in feeds:
+                feeds[name] = rng.random(entry["dims"], dtype=np.float32)
+    return feeds
+
+
+def run_compiled(args) -> int:
+    from tidlc.backends.tidl.binfmt import read_compiled
+    from tidlc.backends.tidl.fixed import FixedExecutor
+    from tidlc.fileio import save_npz
+    model = read_compiled(args.model)
+    if getattr(args, "post", None) == "classify" and getattr(args, "labels", None) and not args.input:
+        from tidlc.commands.postprocess import read_labels
+        args.input = [read_labels(args.labels)[0][0]]
+    feeds = _feeds(args.input, model, args.random_input)
+    executor = FixedExecutor(model.graph, kernels=args.kernels)
+    observer = None
+    if args.trace:
+        trace: dict[str, np.ndarray] = {}
+
+        def observer(op, results):  # TIDL's layer trace: every layer's output, in order
+            for k, r in enumerate(results):
+                trace[f"{len(trace):04d}_{op.name or op.kind}" + (f"_{k}" if k else "")] = r
+    repeat = max(1, args.repeat or 1)
+    times = []
+    for i in range(repeat):
+        start = time.perf_counter()
+        outputs = executor.run(feeds, observer=observer if i == 0 else None, raw=args.raw)
+        times.append(time.perf_counter() - start)
+    for name, arr in outputs.items():
+        flat = np.asarray(arr).reshape(-1)
+        summary = f"min {flat.min():.6g} max {flat.max():.6g}" if flat.size and arr.dtype.kind in "fiu" else ""
+        print(f"{name}: {arr.dtype} {list(arr.shape)} {summary}")
+    median = statistics.median(times)
+    if repeat > 1:
+        print(f"median {median * 1e3:.2f} ms per frame over {repeat} runs ({args.kernels} kernels)")
+    else:
+        print(f"ran in {median * 1e3:.1f} ms ({args.kernels} kernels)")
+    post = getattr(args, "post", None)
+    if post == "classify":
+        from tidlc.commands.postprocess import classify_accuracy, read_labels, top_k
+        print("top-5 classes: " + " ".join(map(str, top_k(outputs))))
+        if getattr(args, "labels", None):
+            (name,) = [e["name"] for e in model.io["inputs"]][:1]
+
+            def run_image(image):
+                return executor.run(_feeds([f"{name}={image}"], model, None))
+            top1, top5 = classify_accuracy(run_image, read_labels(args.labels))
+            print(f"accuracy over {args.labels}: top-1 {top1 * 100:.2f}%, top-5 {top5 * 100:.2f}%")
+    elif post == "segment":
+        from tidlc.commands.postprocess import segment_png
+        images = [spec.partition("=")[2] or spec for spec in args.input
+                  if spec.lower().endswith((".png", ".jpg", ".jpeg", ".bmp"))]
+        path = args.post_output or "segment.png"
+        segment_png(outputs, images[0] if images else None, path)
+        print(f"  wrote {path}")
+    elif post == "detect":
+        from tidlc.commands.postprocess import detect_png
+        images = [spec.partition("=")[2] or spec for spec in args.input
+                  if spec.lower().endswith((".png", ".jpg", ".jpeg", ".bmp"))]
+        dims = model.io["inputs"][0]["dims"]
+        size = (dims[2], dims[1]) if model.io["inputs"][0]["layout"] == "NHWC" else (dims[3], dims[2])
+        path = args.post_output or "detect.png"
+        count = detect_png(outputs, images[0] if images else None, size, path, args.threshold)
+        print(f"  wrote {path} ({count} boxes with score >= {args.threshold})")
+    if args.trace:
+        path = os.path.join(args.trace, "trace.npz")
+        save_npz(path, trace)
+        print(f"  wrote {path} ({len(trace)} layer outputs)")
+    if args.output:
+        save_npz(args.output, outputs)
+        print(f"  wrote {args.output}")
+    return 0
