@@ -80,7 +80,21 @@ def test_compile_output_directory(capsys, tmp_path):
 
 def test_directory_without_model_tir(capsys, tmp_path):
     code, _, err = perf(capsys, tmp_path)
-    assert code == 2 and "no model.tir" in err and "tidlc compile" in err
+    assert code == 2 and "no model.tir or net.bin" in err and "tidlc compile" in err
+
+
+def test_bin_output_directory_matches_its_qir_twin(capsys, tmp_path):
+    model = ROOT / "examples" / "ultraface" / "ultraface-rfb320.onnx"
+    for emit in ("bin", "qir"):
+        assert main(["compile", str(model), "-o", str(tmp_path / emit), "--emit", emit]) == 0
+    capsys.readouterr()
+    totals = []
+    for emit in ("bin", "qir"):
+        code, out, err = perf(capsys, tmp_path / emit, "--no-hints")
+        assert code == 0, err
+        _table_and_totals(out)
+        totals.append([line for line in out.splitlines() if line.startswith("total")])
+    assert totals[0] == totals[1]
 
 
 def test_json_output(capsys):

@@ -68,10 +68,13 @@ def load_graph(args, options):
     plugins = plugins_for(options)
     if os.path.isdir(args.model):
         tir = os.path.join(args.model, "model.tir")
-        if not os.path.isfile(tir):
-            raise TidlcError("no model.tir in this directory", args.model,
-                             hint="run `tidlc compile MODEL -o DIR` first, or give the model file")
-        return load(tir, options, plugins), plugins
+        if os.path.isfile(tir):
+            return load(tir, options, plugins), plugins
+        if os.path.isfile(os.path.join(args.model, "net.bin")):  # a --emit bin output: the graph it holds
+            from tidlc.backends.tidl.binfmt import read_compiled
+            return read_compiled(args.model).graph, plugins
+        raise TidlcError("no model.tir or net.bin in this directory", args.model,
+                         hint="run `tidlc compile MODEL -o DIR` first, or give the model file")
     graph = load(args.model, options, plugins)
     if args.print_pipeline:
         from tidlc.compiler import build_pass_manager
