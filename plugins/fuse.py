@@ -18,7 +18,7 @@ producer's ``act``. ``clip(0, 6)`` becomes ``relu6`` and ``clip(0, inf)``
 """
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import attrs
 import numpy as np
@@ -29,7 +29,7 @@ from tidlc.passes.base import Pass
 from tidlc.passes.rewrite import Rewriter, apply_rules
 
 
-def _const(v) -> Optional[np.ndarray]:
+def _const(v) -> np.ndarray | None:
     return v.const_value()
 
 
@@ -50,7 +50,7 @@ def _bn_to_scale(rw: Rewriter, op) -> bool:
     return True
 
 
-def _per_channel(x_type, c: np.ndarray) -> Optional[np.ndarray]:
+def _per_channel(x_type, c: np.ndarray) -> np.ndarray | None:
     """The per-channel vector if constant ``c`` broadcasts along axis 1 of ``x`` only."""
     shape = x_type.shape
     if shape is None or len(shape) not in (2, 4) or shape[1] is None:

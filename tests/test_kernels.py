@@ -76,7 +76,7 @@ def test_other_dtypes_use_the_twin(dtype):
 
 
 # --- sliding-window kernels: depthwise conv and pooling -----------------------------------
-from tidlc.kernels import depthwise_conv2d, max_pool2d, pool2d_window, reference  # noqa: E402
+from tidlc.kernels import depthwise_conv2d, max_pool2d, pool2d_window, reference
 
 
 def test_window_kernels_are_compiled():

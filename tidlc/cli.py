@@ -11,7 +11,7 @@ import os
 import sys
 import time
 import warnings
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import attrs
 
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _options(args, blocked: tuple, pipeline: Optional[str]) -> CompileOptions:
+def _options(args, blocked: tuple, pipeline: str | None) -> CompileOptions:
     """CompileOptions from parsed arguments: every argparse ``dest`` named like an
     options field (and not None) sets that field, so commands add options by
     declaring arguments only."""
@@ -119,7 +119,7 @@ def _options(args, blocked: tuple, pipeline: Optional[str]) -> CompileOptions:
     return CompileOptions(**values)
 
 
-def _split_p(values: Sequence[str]) -> tuple[tuple, Optional[str]]:
+def _split_p(values: Sequence[str]) -> tuple[tuple, str | None]:
     blocked = tuple(v[3:] for v in values if v.startswith("no:"))
     pipes = [v for v in values if not v.startswith("no:")]
     return blocked, (",".join(pipes) if pipes else None)
@@ -173,11 +173,11 @@ def _read_inputs(specs: Sequence[str], graph) -> dict:
 def cmd_run(args, options) -> int:
     import numpy as np
 
+    from tidlc.commands.run_bin import is_compiled_location, run_compiled
     from tidlc.compiler import load, optimize, plugins_for
     from tidlc.fileio import save_npz
     from tidlc.interp import run_graph
     from tidlc.ir.types import numpy_dtype
-    from tidlc.commands.run_bin import is_compiled_location, run_compiled
     if is_compiled_location(args.model):  # net.bin + io.bin (docs/run.md)
         return run_compiled(args)
     plugins = plugins_for(options)
@@ -278,7 +278,7 @@ COMMANDS = {"compile": cmd_compile, "run": cmd_run, "ir": cmd_ir, "opt": cmd_opt
 COMMAND_MODULES: tuple[str, ...] = ("tidlc.commands.compare", "tidlc.commands.perf")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

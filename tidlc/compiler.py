@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import attrs
 
@@ -33,7 +32,7 @@ def plugins_for(options: CompileOptions) -> Plugins:
     return default_plugins()
 
 
-def load(path: str, options: Optional[CompileOptions] = None, plugins: Optional[Plugins] = None) -> Graph:
+def load(path: str, options: CompileOptions | None = None, plugins: Plugins | None = None) -> Graph:
     """Import a model file into IR (input shapes applied, types inferred)."""
     options = options or CompileOptions()
     plugins = plugins or plugins_for(options)
@@ -56,7 +55,7 @@ def build_pass_manager(options: CompileOptions, plugins: Plugins) -> PassManager
     return pm
 
 
-def optimize(graph: Graph, options: CompileOptions, plugins: Optional[Plugins] = None) -> PassManager:
+def optimize(graph: Graph, options: CompileOptions, plugins: Plugins | None = None) -> PassManager:
     plugins = plugins or plugins_for(options)
     pm = build_pass_manager(options, plugins)
     ctx = PassContext(options=options, hook=plugins.hook, verify_each=options.verify_each)
@@ -83,8 +82,8 @@ def write_ir(graph: Graph, outdir: str, stem: str = "model") -> list[str]:
     return [tir_path, weights_path]
 
 
-def compile_model(path: str, options: Optional[CompileOptions] = None,
-                  plugins: Optional[Plugins] = None) -> CompileResult:
+def compile_model(path: str, options: CompileOptions | None = None,
+                  plugins: Plugins | None = None) -> CompileResult:
     options = options or CompileOptions()
     plugins = plugins or plugins_for(options)
     graph = load(path, options, plugins)

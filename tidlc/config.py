@@ -1,8 +1,6 @@
 """Compile options (one attrs class shared by the CLI and the Python API)."""
 from __future__ import annotations
 
-from typing import Optional
-
 import attrs
 
 from tidlc.diagnostics import TidlcError
@@ -28,34 +26,34 @@ class CompileOptions:
 
     opt_level: int = 2
     input_shapes: dict[str, tuple[int, ...]] = attrs.Factory(dict)
-    pipeline: Optional[str] = None  # explicit -p pipeline string; replaces the -O list
+    pipeline: str | None = None  # explicit -p pipeline string; replaces the -O list
     verify_each: bool = False
     time_passes: bool = False
     emit: str = "ir"
     outdir: str = "out"
-    format: Optional[str] = None  # force a frontend by name
-    weights: Optional[str] = None  # Caffe: .caffemodel path
-    random_weights: Optional[int] = None  # seed: fill missing weights randomly
+    format: str | None = None  # force a frontend by name
+    weights: str | None = None  # Caffe: .caffemodel path
+    random_weights: int | None = None  # seed: fill missing weights randomly
     blocked_plugins: tuple[str, ...] = ()
-    input_layout: Optional[str] = None  # NCHW | NHWC: what the compiled network accepts (TIDL inLayout)
+    input_layout: str | None = None  # NCHW | NHWC: what the compiled network accepts (TIDL inLayout)
 
     # --- quantization (docs/quantization.md; CLI flags in tidlc/commands/quant_options.py) ---
-    quantize: Optional[bool] = None  # None: when the emitted artifact is fixed point (emit "qir")
+    quantize: bool | None = None  # None: when the emitted artifact is fixed point (emit "qir")
     bits: int = 8  # numParamBits / numFeatureBits: 8 or 16
     quant_style: str = "np2"  # quantizationStyle 2 (np2) or 3 (p2)
-    calib: Optional[str] = None  # list file, folder, .npy or .npz of calibration frames
-    calib_frames: Optional[int] = None  # numFrames (None: all of --calib, or 8 synthetic)
+    calib: str | None = None  # list file, folder, .npy or .npz of calibration frames
+    calib_frames: int | None = None  # numFrames (None: all of --calib, or 8 synthetic)
     calib_method: str = "histogram"  # minmax | histogram | entropy | mse
     percentile: float = 0.01  # percentileActRangeShrink (%)
-    bias_calibration: Optional[int] = None  # biasCalibrationIterations (None: off)
+    bias_calibration: int | None = None  # biasCalibrationIterations (None: off)
     bias_calibration_factor: float = 0.05  # biasCalibrationFactor
     per_channel_depthwise: bool = False  # calibrationOption bit 8
     layers_16bit: tuple[str, ...] = ()  # outputFeature16bitNamesList / params16bitNamesList
-    mixed_precision_factor: Optional[float] = None  # mixedPrecisionFactor
+    mixed_precision_factor: float | None = None  # mixedPrecisionFactor
     mean: tuple[float, ...] = ()  # inMean (per channel)
     scale: tuple[float, ...] = ()  # inScale (per channel)
-    resize: Optional[tuple[int, int]] = None  # resizeWidth, resizeHeight
-    crop: Optional[tuple[int, int]] = None  # inWidth, inHeight (centre crop)
+    resize: tuple[int, int] | None = None  # resizeWidth, resizeHeight
+    crop: tuple[int, int] | None = None  # inWidth, inHeight (centre crop)
     channel_order: str = "rgb"  # inDataFormat 1 (rgb) or 0 (bgr)
 
     def wants_quantization(self) -> bool:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Iterator, Mapping
 
 import numpy as np
 
@@ -37,14 +37,13 @@ def atomic_write(path: str, mode: str = "wb") -> Iterator:
 
 def save_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
     """Like ``numpy.savez`` but byte-identical for identical arrays (fixed zip timestamps)."""
-    with atomic_write(path) as fh:
-        with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
-            for name in arrays:
-                buf = io.BytesIO()
-                np.lib.format.write_array(buf, np.asarray(arrays[name]), allow_pickle=False)
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.external_attr = 0o644 << 16
-                zf.writestr(info, buf.getvalue())
+    with atomic_write(path) as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
+        for name in arrays:
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asarray(arrays[name]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, buf.getvalue())
 
 
 def load_array(path: str) -> np.ndarray:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import attrs
 
@@ -24,7 +24,7 @@ class Frontend:
     name: str
     suffixes: tuple[str, ...]
     loader: str
-    sniff: Optional[Callable[[bytes, str], bool]] = None
+    sniff: Callable[[bytes, str], bool] | None = None
     description: str = ""
     plugin: str = "builtin"
 
@@ -33,7 +33,7 @@ class Frontend:
         return getattr(importlib.import_module(module), func)
 
 
-def pick_frontend(frontends: dict[str, Frontend], path: str, forced: Optional[str] = None) -> Frontend:
+def pick_frontend(frontends: dict[str, Frontend], path: str, forced: str | None = None) -> Frontend:
     """The frontend for ``path``: forced by name, else by suffix, else by sniffing the first bytes."""
     if forced:
         if forced not in frontends:
@@ -60,7 +60,7 @@ def pick_frontend(frontends: dict[str, Frontend], path: str, forced: Optional[st
     raise TidlcError("unrecognised model format", path, hint=f"known suffixes: {known}; or pass --format NAME")
 
 
-def load_model(frontends: dict[str, Frontend], path: str, options, forced: Optional[str] = None) -> Graph:
+def load_model(frontends: dict[str, Frontend], path: str, options, forced: str | None = None) -> Graph:
     frontend = pick_frontend(frontends, path, forced)
     graph = frontend.load_function()(path, options)
     graph.attrs.setdefault("source", os.path.basename(path))

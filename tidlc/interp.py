@@ -6,7 +6,7 @@ as their last reader has run.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -85,7 +85,7 @@ class Interpreter:
         self.names = graph.output_names or [v.name or f"output{k}" for k, v in enumerate(graph.outputs)]
 
     def run(self, feeds: Mapping[str, np.ndarray],
-            observer: Optional[Callable[[Op, list[np.ndarray]], None]] = None,
+            observer: Callable[[Op, list[np.ndarray]], None] | None = None,
             keep_all: bool = False) -> dict[str, np.ndarray]:
         graph = self.graph
         feeds = check_feeds(graph, feeds)
@@ -117,7 +117,7 @@ class Interpreter:
 
 
 def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray],
-              observer: Optional[Callable[[Op, list[np.ndarray]], None]] = None,
+              observer: Callable[[Op, list[np.ndarray]], None] | None = None,
               keep_all: bool = False) -> dict[str, np.ndarray]:
     """Execute ``graph`` once; returns ``{output name: array}``.
 

@@ -1,7 +1,7 @@
 """Input-shape overrides and whole-graph type re-inference."""
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import attrs
 

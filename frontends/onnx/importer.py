@@ -32,8 +32,13 @@ from tidlc.ir.core import Graph, Value
 from tidlc.ir.types import TensorType, dtype_of
 
 # importing the tables registers the converters
-from . import convert_elementwise, convert_nn, convert_resize, convert_tensor  # noqa: F401
-from . import convert_quant  # noqa: F401
+from . import (  # noqa: F401
+    convert_elementwise,
+    convert_nn,
+    convert_quant,
+    convert_resize,
+    convert_tensor,
+)
 from .context import Node, ir_dtype, tensor_to_array
 from .registry import CONVERTERS
 

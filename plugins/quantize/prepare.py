@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import attrs
 import numpy as np
+from tidlc.plugins.cleanup import live_ops
 
 from tidlc.ir.builder import Builder
 from tidlc.ir.core import Graph, Op, Value
@@ -117,7 +118,7 @@ def prepare(graph: Graph) -> tuple[Prepared, dict[int, Value]]:
         ops.append(op)
     clone.ops = ops
     clone.outputs = [operand(v) for v in clone.outputs]
-    live = _live(clone)
+    live = live_ops(clone)
     clone.ops = [op for op in clone.ops if id(op) in live or op.kind == "input"]
     for key, value in list(mapping.items()):
         mapping[key] = operand(value)
@@ -211,13 +212,3 @@ def _split_activation(builder: Builder, op: Op, replace: dict) -> Op:
     return act_op
 
 
-def _live(graph: Graph) -> set[int]:
-    live: set[int] = set()
-    stack = [v.producer for v in graph.outputs if v.producer is not None]
-    while stack:
-        op = stack.pop()
-        if id(op) in live:
-            continue
-        live.add(id(op))
-        stack.extend(v.producer for v in op.operands if v.producer is not None)
-    return live

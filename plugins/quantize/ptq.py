@@ -29,6 +29,7 @@ import attrs
 import numpy as np
 from tidlc.backends.tidl.fixed import reference as ref
 from tidlc.backends.tidl.fixed.executor import DATA_MOVEMENT, INTEGER_OPS, MAC_OPS, TABLE_OPS
+from tidlc.plugins.cleanup import live_ops
 
 from tidlc.diagnostics import TidlcError
 from tidlc.ir.builder import infer_types
@@ -239,7 +240,7 @@ class Quantizer:
         self.g.outputs = outputs
         for v, name in zip(outputs, self.g.output_names or []):
             v.name = v.name or name
-        live = _live_ops(self.g)
+        live = live_ops(self.g)
         self.g.ops = [op for op in self.g.ops if id(op) in live or op.kind == "input"]
         self.g.attrs["quantized"] = True
         return QuantResult(self.g, self.origin, self.islands, self.notes)
@@ -413,18 +414,6 @@ def _out_channels(fop: Op, w: np.ndarray) -> int:
 
 def _finite_clip(a: float, b: float, lo: float, hi: float) -> tuple[float, float]:
     return (a if math.isfinite(a) else lo), (b if math.isfinite(b) else hi)
-
-
-def _live_ops(graph: Graph) -> set[int]:
-    live: set[int] = set()
-    stack = [v.producer for v in graph.outputs if v.producer is not None]
-    while stack:
-        op = stack.pop()
-        if id(op) in live:
-            continue
-        live.add(id(op))
-        stack.extend(v.producer for v in op.operands if v.producer is not None)
-    return live
 
 
 def quantize_prepared(fgraph: Graph, ranges, config: QuantConfig) -> QuantResult:

@@ -50,7 +50,7 @@ def ops_table() -> str:
 
 
 def _table_span(text: str) -> re.Match:
-    match = re.search(re.escape(BEGIN) + r"\n(.*?)" + re.escape(END), text, re.S)
+    match = re.search(re.escape(BEGIN) + r"\n(.*?)" + re.escape(END), text, re.DOTALL)
     assert match, f"{DOC} has no generated op table"
     return match
 

@@ -1,7 +1,8 @@
 """Build graphs op by op with types inferred as you go (used by every frontend)."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,7 @@ def to_dtype(arr: np.ndarray, dtype) -> np.ndarray:
     return arr.astype(dtype)
 
 
-def infer_types(op: Op, where: Optional[Loc] = None) -> list[TensorType]:
+def infer_types(op: Op, where: Loc | None = None) -> list[TensorType]:
     """Run the op's type inference; errors become TidlcError at the op's location."""
     opdef = op.opdef
     try:
@@ -40,18 +41,18 @@ class Builder:
     returns the result value (a list when the op has several).
     """
 
-    def __init__(self, graph: Optional[Graph] = None, file: str = ""):
+    def __init__(self, graph: Graph | None = None, file: str = ""):
         self.graph = graph if graph is not None else Graph()
         self.file = file
 
-    def input(self, name: str, type_: TensorType, loc: Optional[Loc] = None) -> Value:
+    def input(self, name: str, type_: TensorType, loc: Loc | None = None) -> Value:
         op = Op("input", [], [], {"name": name}, name, loc)
         op.results = [Value(type_, op, 0, name)]
         self.graph.ops.append(op)
         return op.results[0]
 
-    def const(self, data: Any, name: str = "", loc: Optional[Loc] = None,
-              layout: Optional[str] = None) -> Value:
+    def const(self, data: Any, name: str = "", loc: Loc | None = None,
+              layout: str | None = None) -> Value:
         arr = np.asarray(data)
         if arr.dtype == np.float64:  # numpy's default float; the IR computes in f32
             arr = to_dtype(arr, np.float32)
@@ -60,8 +61,8 @@ class Builder:
         self.graph.ops.append(op)
         return op.results[0]
 
-    def make(self, kind: str, operands: Sequence[Value], attrs: Optional[dict] = None,
-             name: str = "", loc: Optional[Loc] = None) -> Op:
+    def make(self, kind: str, operands: Sequence[Value], attrs: dict | None = None,
+             name: str = "", loc: Loc | None = None) -> Op:
         """Create (but do not insert) a typed op."""
         opdef = get_opdef(kind)
         where = loc if loc is not None else Loc(name, self.file)
@@ -79,7 +80,7 @@ class Builder:
             v.type = t
         return op
 
-    def op(self, kind: str, operands: Sequence[Value], name: str = "", loc: Optional[Loc] = None,
+    def op(self, kind: str, operands: Sequence[Value], name: str = "", loc: Loc | None = None,
            **attrs: Any):
         op = self.make(kind, operands, attrs, name, loc)
         self.graph.ops.append(op)

@@ -7,7 +7,8 @@ A graph keeps its ops in a topological order.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import attrs
 import numpy as np
@@ -22,7 +23,7 @@ class Value:
     """An SSA value: a tensor of a known (possibly partially known) type."""
 
     type: TensorType
-    producer: Optional["Op"] = None
+    producer: Op | None = None
     index: int = 0
     name: str = ""  # framework tensor name, kept for users (run outputs, errors)
 
@@ -34,7 +35,7 @@ class Value:
     def dtype(self) -> str:
         return self.type.dtype
 
-    def const_value(self) -> Optional[np.ndarray]:
+    def const_value(self) -> np.ndarray | None:
         """The array if this value is produced by a ``const`` op, else None."""
         op = self.producer
         return op.data if op is not None and op.kind == "const" else None
@@ -53,8 +54,8 @@ class Op:
     results: list[Value]
     attrs: dict[str, Any]
     name: str = ""
-    loc: Optional[Loc] = None
-    data: Optional[np.ndarray] = None  # payload of ``const`` ops
+    loc: Loc | None = None
+    data: np.ndarray | None = None  # payload of ``const`` ops
 
     @property
     def result(self) -> Value:
@@ -101,7 +102,7 @@ class Graph:
     def input_names(self) -> list[str]:
         return [op.attrs["name"] for op in self.input_ops]
 
-    def find_input(self, name: str) -> Optional[Op]:
+    def find_input(self, name: str) -> Op | None:
         for op in self.input_ops:
             if op.attrs["name"] == name:
                 return op
@@ -123,7 +124,7 @@ class Graph:
         return set(self.outputs)
 
     # --- edits -------------------------------------------------------------
-    def replace_uses(self, old: Value, new: Value, uses: Optional[dict] = None) -> None:
+    def replace_uses(self, old: Value, new: Value, uses: dict | None = None) -> None:
         """Make every reader of ``old`` (ops and graph outputs) read ``new``."""
         if uses is not None:
             for op, i in uses.get(old, ()):

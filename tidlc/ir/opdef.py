@@ -10,7 +10,8 @@ the ``tidlc_ops`` hook.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
@@ -50,9 +51,9 @@ class AttrSpec:
 
     kind: str = attrs.field(validator=attrs.validators.in_(_KINDS))
     default: Any = REQUIRED
-    choices: Optional[tuple] = None
-    length: Optional[int] = None  # exact length of an ``ints``/``floats`` list
-    check: Optional[Callable[[Any], Optional[str]]] = None  # returns a problem or None
+    choices: tuple | None = None
+    length: int | None = None  # exact length of an ``ints``/``floats`` list
+    check: Callable[[Any], str | None] | None = None  # returns a problem or None
     doc: str = ""
 
     def normalize(self, value: Any) -> Any:
@@ -101,12 +102,12 @@ def a_floats(default=REQUIRED, **kw) -> AttrSpec:
     return AttrSpec("floats", tuple(default) if isinstance(default, (list, tuple)) else default, **kw)
 
 
-def positive(value) -> Optional[str]:
+def positive(value) -> str | None:
     vals = value if isinstance(value, tuple) else (value,)
     return None if all(v > 0 for v in vals) else "must be positive"
 
 
-def non_negative(value) -> Optional[str]:
+def non_negative(value) -> str | None:
     vals = value if isinstance(value, tuple) else (value,)
     return None if all(v >= 0 for v in vals) else "must not be negative"
 
@@ -123,7 +124,7 @@ class OpDef:
     operands: tuple[str, ...]
     attrs: Mapping[str, AttrSpec]
     infer: Callable[[Any, list[TensorType]], list[TensorType]]
-    compute: Optional[Callable[..., Any]] = None
+    compute: Callable[..., Any] | None = None
     macs: Callable[[Any], int] = _no_macs
     num_results: Any = 1  # int, or callable(op attrs) -> int
     foldable: bool = True  # may constant folding evaluate it?
@@ -186,7 +187,7 @@ class OpRegistry:
     def unregister(self, name: str) -> None:
         self._defs.pop(name, None)
 
-    def get(self, name: str) -> Optional[OpDef]:
+    def get(self, name: str) -> OpDef | None:
         return self._defs.get(name)
 
     def __contains__(self, name: str) -> bool:
@@ -209,7 +210,7 @@ def get_opdef(name: str) -> OpDef:
     return opdef
 
 
-def defop(name: str, operands: Sequence[str], attrs_: Optional[Mapping[str, AttrSpec]] = None,
+def defop(name: str, operands: Sequence[str], attrs_: Mapping[str, AttrSpec] | None = None,
           *, infer, compute=None, macs=_no_macs, num_results=1, foldable=True,
           category="misc", doc="") -> OpDef:
     """Declare and register a builtin op."""

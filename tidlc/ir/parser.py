@@ -7,7 +7,8 @@ printer wrote; this is a tested invariant. Every error is a TidlcError at
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import lark
 import numpy as np
@@ -211,7 +212,7 @@ class _GraphBuilder:
         return graph
 
     @staticmethod
-    def _loc_name(loc: Optional[Loc]):
+    def _loc_name(loc: Loc | None):
         if loc is None:
             return "", None
         return loc.name, (Loc("", loc.file, loc.line, loc.col) if loc.file else None)
@@ -261,7 +262,7 @@ class _GraphBuilder:
             self.define(tok, v)
         return op
 
-    def boundary_op(self, node, name: str, oploc: Optional[Loc]) -> Op:
+    def boundary_op(self, node, name: str, oploc: Loc | None) -> Op:
         lhs, payload, ty = node.children[0], node.children[1], node.children[2]
         kind = node.data[:-3]
         if len(lhs) != 1:
@@ -347,7 +348,7 @@ def _expected(exc: lark.exceptions.UnexpectedInput) -> str:
     return ", ".join(sorted(shown))
 
 
-def parse_graph(text: str, weights: Optional[Mapping[str, np.ndarray]] = None,
+def parse_graph(text: str, weights: Mapping[str, np.ndarray] | None = None,
                 filename: str = "<ir>") -> Graph:
     """Parse IR text; ``weights`` resolves ``@symbol`` constants."""
     lines = text.splitlines()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -151,7 +151,7 @@ class Printer:
         except KeyError:
             raise ValueError(f"value {v!r} is used before it is defined") from None
 
-    def _define(self, v: Value, hint: Optional[str] = None) -> str:
+    def _define(self, v: Value, hint: str | None = None) -> str:
         if hint and _BARE.fullmatch(hint) and not hint[0].isdigit():
             name = self._unique(hint, self._used)
         else:

@@ -6,8 +6,6 @@ inference); ``shape is None`` means even the rank is unknown.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import attrs
 import numpy as np
 
@@ -83,8 +81,8 @@ class QuantInfo:
     signed: bool
     scale: tuple[float, ...] = attrs.field(converter=_to_floats, validator=_check_scale)
     zero_point: int = 0
-    shift: Optional[int] = None
-    axis: Optional[int] = None
+    shift: int | None = None
+    axis: int | None = None
 
     @property
     def storage(self) -> str:
@@ -105,13 +103,13 @@ class QuantInfo:
 class TensorType:
     """A tensor's static type."""
 
-    shape: Optional[tuple[Optional[int], ...]] = attrs.field(converter=_to_shape)
+    shape: tuple[int | None, ...] | None = attrs.field(converter=_to_shape)
     dtype: str = attrs.field(default="f32", validator=_check_dtype)
-    layout: Optional[str] = attrs.field(default=None, validator=_check_layout)
-    quant: Optional[QuantInfo] = None
+    layout: str | None = attrs.field(default=None, validator=_check_layout)
+    quant: QuantInfo | None = None
 
     @property
-    def rank(self) -> Optional[int]:
+    def rank(self) -> int | None:
         return None if self.shape is None else len(self.shape)
 
     @property
@@ -125,16 +123,16 @@ class TensorType:
             raise ValueError(f"size of a dynamic shape {self}")
         return int(np.prod(self.shape, dtype=np.int64))
 
-    def with_shape(self, shape) -> "TensorType":
+    def with_shape(self, shape) -> TensorType:
         return attrs.evolve(self, shape=shape)
 
-    def with_dtype(self, dtype: str) -> "TensorType":
+    def with_dtype(self, dtype: str) -> TensorType:
         return attrs.evolve(self, dtype=dtype)
 
-    def with_layout(self, layout: Optional[str]) -> "TensorType":
+    def with_layout(self, layout: str | None) -> TensorType:
         return attrs.evolve(self, layout=layout)
 
-    def with_quant(self, quant: Optional[QuantInfo]) -> "TensorType":
+    def with_quant(self, quant: QuantInfo | None) -> TensorType:
         return attrs.evolve(self, quant=quant)
 
     def __str__(self) -> str:

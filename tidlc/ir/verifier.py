@@ -5,8 +5,6 @@ raised together in one TidlcError.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 from tidlc.diagnostics import TidlcError
 from tidlc.ir.core import Graph, Op
 from tidlc.ir.opdef import get_opdef
@@ -94,7 +92,7 @@ def verify(graph: Graph, check_types: bool = True) -> None:
         except ValueError as exc:
             add(str(exc))
             attrs_ok = False
-        want: Optional[int] = opdef.result_count(op.attrs) if attrs_ok else None
+        want: int | None = opdef.result_count(op.attrs) if attrs_ok else None
         if want is not None and len(op.results) != want:
             add(f"{op.kind} has {len(op.results)} results, expects {want}")
         for i, r in enumerate(op.results):

@@ -12,7 +12,7 @@ import json
 import os
 import struct
 import zlib
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -6,7 +6,7 @@ variables, and ``run(ctx, graph)`` returns whether it changed the graph.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import attrs
 
@@ -24,7 +24,7 @@ class Pass:
     opt_level: ClassVar[int] = 1  # lowest -O level whose default pipeline runs it
     summary: ClassVar[str] = ""
 
-    def run(self, ctx: "PassContext", graph: Graph) -> bool:  # pragma: no cover - abstract
+    def run(self, ctx: PassContext, graph: Graph) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
 
     @classmethod
@@ -50,7 +50,7 @@ class PassContext:
     hook: Any = None  # pluggy hook relay (for tidlc_pass_finished)
     verify_each: bool = False
     notes: list[str] = attrs.Factory(list)
-    pass_name: Optional[str] = None
+    pass_name: str | None = None
 
     def note(self, message: str) -> None:
         self.notes.append(f"{self.pass_name}: {message}" if self.pass_name else message)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import re
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import attrs
 
@@ -132,20 +132,20 @@ class PassManager:
     timings: list[tuple[str, float, bool]] = attrs.Factory(list)
 
     @classmethod
-    def from_level(cls, registry: dict[str, type], level: int, hook=None, **kw) -> "PassManager":
+    def from_level(cls, registry: dict[str, type], level: int, hook=None, **kw) -> PassManager:
         names = default_pipeline(level)
         if hook is not None:
             hook.tidlc_pipeline(level=level, passes=names)
         return cls([instantiate(registry, n, {}) for n in names], hook=hook, **kw)
 
     @classmethod
-    def from_string(cls, registry: dict[str, type], text: str, hook=None, **kw) -> "PassManager":
+    def from_string(cls, registry: dict[str, type], text: str, hook=None, **kw) -> PassManager:
         return cls([instantiate(registry, n, o) for n, o in parse_pipeline(text)], hook=hook, **kw)
 
     def pipeline_string(self) -> str:
         return ",".join(p.spec() for p in self.passes)
 
-    def run(self, graph: Graph, ctx: Optional[PassContext] = None) -> bool:
+    def run(self, graph: Graph, ctx: PassContext | None = None) -> bool:
         ctx = ctx or PassContext()
         ctx.hook = ctx.hook or self.hook
         changed_any = False

@@ -6,7 +6,7 @@ edits the graph through the :class:`Rewriter` and returns True. The kind
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
 
 from tidlc.ir.builder import Builder
 from tidlc.ir.core import Graph, Op, Value
@@ -30,7 +30,7 @@ class Rewriter:
     def users(self, v: Value) -> list[tuple[Op, int]]:
         return [(op, i) for op, i in self.uses.get(v, ()) if id(op) not in self.dead]
 
-    def single_user(self, v: Value) -> Optional[Op]:
+    def single_user(self, v: Value) -> Op | None:
         """The only reader of ``v`` if there is exactly one and ``v`` is not a graph output."""
         users = self.users(v)
         if len(users) != 1 or id(v) in self.outputs:
@@ -60,7 +60,7 @@ class Rewriter:
         for i, v in enumerate(op.operands):
             self.uses.setdefault(v, []).append((op, i))
 
-    def const(self, data, name: str = "", anchor: Optional[Op] = None) -> Value:
+    def const(self, data, name: str = "", anchor: Op | None = None) -> Value:
         """A new const op placed before ``anchor`` (or at the front)."""
         value = Builder(Graph()).const(data, name)
         op = value.producer

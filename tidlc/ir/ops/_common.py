@@ -1,8 +1,6 @@
 """Helpers shared by the op tables: typing rules and activation numerics."""
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from tidlc.ir.types import TensorType
@@ -15,7 +13,7 @@ ACTIVATIONS = {
 }
 
 
-def check_act_params(act: str, params: tuple) -> Optional[str]:
+def check_act_params(act: str, params: tuple) -> str | None:
     want = ACTIVATIONS.get(act)
     if want is None:
         return f"unknown activation {act!r}"

@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from tidlc.ir.opdef import a_float, a_str, defop
-from tidlc.ir.ops._common import (_erf, apply_act, broadcast_infer, check_act_params,
-                                  same_as_first)
+from tidlc.ir.ops._common import _erf, apply_act, broadcast_infer, check_act_params, same_as_first
 from tidlc.ir.ops.nn import ACT_ATTRS, _act_check
 from tidlc.ir.types import DTYPES, TensorType
 

@@ -5,10 +5,27 @@ import math
 
 import numpy as np
 
-from tidlc.ir.opdef import (a_bool, a_float, a_floats, a_int, a_ints, a_str, defop, non_negative,
-                            positive)
-from tidlc.ir.ops._common import (ACTIVATIONS, apply_act, check_act_params, norm_axis,
-                                  require_nchw, require_rank, same_as_first, spatial_out)
+from tidlc.ir.opdef import (
+    a_bool,
+    a_float,
+    a_floats,
+    a_int,
+    a_ints,
+    a_str,
+    defop,
+    non_negative,
+    positive,
+)
+from tidlc.ir.ops._common import (
+    ACTIVATIONS,
+    apply_act,
+    check_act_params,
+    norm_axis,
+    require_nchw,
+    require_rank,
+    same_as_first,
+    spatial_out,
+)
 from tidlc.ir.types import TensorType
 
 ACT_ATTRS = {

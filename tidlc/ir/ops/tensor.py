@@ -1,8 +1,6 @@
 """Data-movement and shape ops: concat, split, slice, pad, reshape, transpose, resize, ..."""
 from __future__ import annotations
 
-import math
-
 import attrs
 import numpy as np
 
