@@ -65,3 +65,19 @@ def load_model(frontends: dict[str, Frontend], path: str, options, forced: str |
     graph = frontend.load_function()(path, options)
     graph.attrs.setdefault("source", os.path.basename(path))
     return graph
+
+
+def run_check(check: Callable | None, node) -> str | None:
+    """A converter row's pre-conversion check: its problem text, or None (a raised TidlcError counts as one)."""
+    if check is None:
+        return None
+    try:
+        return check(node) or None
+    except TidlcError as exc:
+        return exc.message
+
+
+def unsupported_error(what: str, problems: list[str], path: str, hint: str) -> TidlcError:
+    """The one error listing every unsupported node of a model (``"3 unsupported ONNX ops"``)."""
+    n = len(problems)
+    return TidlcError(f"{n} unsupported {what}{'s' if n > 1 else ''}", path, hint=hint, problems=problems)

@@ -54,6 +54,24 @@ def evaluate_op(op: Op, args: list[np.ndarray]) -> list[np.ndarray]:
     return results
 
 
+def free_after(graph: Graph, keep: set[int]) -> list[list[int]]:
+    """For each op position, the ids of values last read there (minus ``keep``): free them after it runs."""
+    last_use: dict[int, int] = {}
+    for i, op in enumerate(graph.ops):
+        for v in op.operands:
+            last_use[id(v)] = i
+    dead: list[list[int]] = [[] for _ in graph.ops]
+    for vid, i in last_use.items():
+        if vid not in keep:
+            dead[i].append(vid)
+    return dead
+
+
+def output_names(graph: Graph) -> list[str]:
+    """The names results are returned under (declared names, else value names, else outputN)."""
+    return graph.output_names or [v.name or f"output{k}" for k, v in enumerate(graph.outputs)]
+
+
 class Interpreter:
     """A graph prepared for repeated execution.
 
@@ -73,16 +91,8 @@ class Interpreter:
             if op.kind == "const":
                 data = op.data  # (ascontiguousarray would turn 0-d into 1-d)
                 self.consts[id(op.results[0])] = data if data.flags.c_contiguous else data.copy(order="C")
-        last_use: dict[int, int] = {}
-        for i, op in enumerate(graph.ops):
-            for v in op.operands:
-                last_use[id(v)] = i
-        keep = {id(v) for v in graph.outputs} | set(self.consts)
-        self.free_after: list[list[int]] = [[] for _ in graph.ops]
-        for vid, i in last_use.items():
-            if vid not in keep:
-                self.free_after[i].append(vid)
-        self.names = graph.output_names or [v.name or f"output{k}" for k, v in enumerate(graph.outputs)]
+        self.free_after = free_after(graph, {id(v) for v in graph.outputs} | set(self.consts))
+        self.names = output_names(graph)
 
     def run(self, feeds: Mapping[str, np.ndarray],
             observer: Callable[[Op, list[np.ndarray]], None] | None = None,

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from tidlc.diagnostics import TidlcError, warn
+from tidlc.frontend import run_check, unsupported_error
 from tidlc.ir.builder import Builder
 from tidlc.ir.core import Graph, Value
 from tidlc.ir.types import TensorType, dtype_of
@@ -218,19 +219,13 @@ class OnnxImporter:
                 problems.append(f"{node.label}: not supported" if first is None else
                                 f"{node.label}: supported from opset {first}, the model has opset {self.opset}")
                 continue
-            if row.check is not None:
-                try:
-                    problem = row.check(node)
-                except TidlcError as exc:
-                    problem = exc.message
-                if problem:
-                    problems.append(f"{node.label}: {problem}")
+            problem = run_check(row.check, node)
+            if problem:
+                problems.append(f"{node.label}: {problem}")
         if problems:
-            n = len(problems)
-            raise TidlcError(f"{n} unsupported ONNX op{'s' if n > 1 else ''}", self.path,
-                             hint=f"{DOCS} lists the {len(CONVERTERS.versions())} supported op types "
-                                  f"and their opsets ({MIN_OPSET}-{MAX_OPSET})",
-                             problems=problems)
+            raise unsupported_error("ONNX op", problems, self.path,
+                                    hint=f"{DOCS} lists the {len(CONVERTERS.versions())} supported op types "
+                                         f"and their opsets ({MIN_OPSET}-{MAX_OPSET})")
 
     def add_inputs(self) -> None:
         shapes = dict(getattr(self.options, "input_shapes", None) or {})

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from tidlc.diagnostics import Loc, TidlcError
+from tidlc.frontend import run_check, unsupported_error
 from tidlc.ir.core import Graph, Value
 from tidlc.ir.types import TensorType, dtype_of
 
@@ -197,17 +198,12 @@ class TFImporter(ImporterBase):
             if row is None:
                 problems.append(f"{node.label}: not supported")
                 continue
-            if row.check is not None:
-                try:
-                    problem = row.check(node)
-                except TidlcError as exc:
-                    problem = exc.message
-                if problem:
-                    problems.append(f"{node.label}: {problem}")
+            problem = run_check(row.check, node)
+            if problem:
+                problems.append(f"{node.label}: {problem}")
         if problems:
-            n = len(problems)
-            raise TidlcError(f"{n} unsupported TensorFlow op{'s' if n > 1 else ''}", self.path,
-                             hint=f"{DOCS} lists the {len(CONVERTERS.names())} supported ops", problems=problems)
+            raise unsupported_error("TensorFlow op", problems, self.path,
+                                    hint=f"{DOCS} lists the {len(CONVERTERS.names())} supported ops")
 
     def add_inputs(self, nodes: list[TFNode]) -> None:
         shapes = dict(getattr(self.options, "input_shapes", None) or {})

@@ -33,6 +33,7 @@ import numpy as np
 from tidlc.frontends.tensorflow.common import ImporterBase, NodeBase, permute_weight
 
 from tidlc.diagnostics import Loc, TidlcError
+from tidlc.frontend import run_check, unsupported_error
 from tidlc.ir.core import Graph, Value
 from tidlc.ir.ops.quant import QUANT_DTYPES
 from tidlc.ir.types import QuantInfo, TensorType, numpy_dtype
@@ -208,18 +209,13 @@ class TFLiteImporter(ImporterBase):
                 code = node.options["fused_activation_function"]
                 if ACTIVATIONS.get(code, "?") not in _FUSED:
                     problem = f"fused activation {ACTIVATIONS.get(code, code)} is not supported"
-            if problem is None and row.check is not None:
-                try:
-                    problem = row.check(node)
-                except TidlcError as exc:
-                    problem = exc.message
+            if problem is None:
+                problem = run_check(row.check, node)
             if problem:
                 problems.append(f"{node.label}: {problem}")
         if problems:
-            n = len(problems)
-            raise TidlcError(f"{n} unsupported TFLite operator{'s' if n > 1 else ''}", self.path,
-                             hint=f"{DOCS} lists the {len(CONVERTERS.names())} supported builtin ops",
-                             problems=problems)
+            raise unsupported_error("TFLite operator", problems, self.path,
+                                    hint=f"{DOCS} lists the {len(CONVERTERS.names())} supported builtin ops")
 
     def fuse_dilated_convolutions(self, nodes: list[TFLiteNode]) -> None:
         """SPACE_TO_BATCH_ND -> (DEPTHWISE_)CONV_2D (VALID) -> BATCH_TO_SPACE_ND: one dilated conv."""

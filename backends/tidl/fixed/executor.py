@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from tidlc.diagnostics import TidlcError
-from tidlc.interp import check_feeds, evaluate_op
+from tidlc.interp import check_feeds, evaluate_op, free_after, output_names
 from tidlc.ir.core import Graph, Op
 from tidlc.ir.types import QuantInfo, numpy_dtype
 
@@ -361,19 +361,12 @@ class FixedExecutor:
                 self.kernels.append(None)
             else:
                 self.kernels.append(make_kernel(op, fast=kernels == "auto"))
-        last_use: dict[int, int] = {}
-        for i, op in enumerate(graph.ops):
-            for v in op.operands:
-                last_use[id(v)] = i
         keep = {id(v) for v in graph.outputs} | set(self.consts)
         for v in graph.outputs:  # --raw reads the operand of a final data_convert
             if v.producer is not None and v.producer.kind == "data_convert":
                 keep.add(id(v.producer.operands[0]))
-        self.free_after: list[list[int]] = [[] for _ in graph.ops]
-        for vid, i in last_use.items():
-            if vid not in keep:
-                self.free_after[i].append(vid)
-        self.names = graph.output_names or [v.name or f"output{k}" for k, v in enumerate(graph.outputs)]
+        self.free_after = free_after(graph, keep)
+        self.names = output_names(graph)
 
     def run(self, feeds: Mapping[str, np.ndarray],
             observer: Callable[[Op, list[np.ndarray]], None] | None = None,
