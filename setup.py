@@ -6,9 +6,12 @@ the architecture while the import namespace stays one package.
 """
 import os
 
+import tempfile
+
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAPPED = {"plugins": "tidlc.plugins", "frontends": "tidlc.frontends", "backends": "tidlc.backends"}
@@ -24,6 +27,9 @@ def _packages():
     return packages, package_dir
 
 
+OPENMP_MODULES = set()  # extensions with prange loops: built with OpenMP when the compiler has it
+
+
 def _extensions():
     """Every .pyx under the package folders becomes an extension module."""
     exts = []
@@ -36,13 +42,43 @@ def _extensions():
                 rel = os.path.relpath(os.path.join(dirpath, fname), HERE)
                 sub = os.path.relpath(dirpath, os.path.join(HERE, folder))
                 parts = [name] + ([] if sub == "." else sub.split(os.sep)) + [fname[:-4]]
+                with open(os.path.join(dirpath, fname), encoding="utf-8") as f:
+                    if "prange(" in f.read():
+                        OPENMP_MODULES.add(".".join(parts))
                 exts.append(Extension(
-                    ".".join(parts), [rel], include_dirs=[numpy.get_include()],
+                    ".".join(parts), [rel], include_dirs=[numpy.get_include(), dirpath],
                     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
                     extra_compile_args=["-O3"]))
     return cythonize(exts, language_level=3, compiler_directives={
         "boundscheck": False, "wraparound": False, "cdivision": True,
         "initializedcheck": False})
+
+
+class BuildExt(build_ext):
+    """Adds OpenMP to the extensions that use prange if a test program builds with it (else their
+    loops run serially: same results, one thread)."""
+
+    def _openmp_flags(self) -> list[str]:
+        flag = "/openmp" if self.compiler.compiler_type == "msvc" else "-fopenmp"
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "omp_probe.c")
+            with open(src, "w") as f:
+                f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
+            try:
+                objs = self.compiler.compile([src], output_dir=tmp, extra_postargs=[flag])
+                self.compiler.link_executable(objs, os.path.join(tmp, "omp_probe"), extra_postargs=[flag])
+            except Exception:  # noqa: BLE001 - any failure means: no OpenMP
+                print("tidlc: the compiler has no OpenMP; the integer kernels will run on one thread")
+                return []
+        return [flag]
+
+    def build_extensions(self):
+        flags = self._openmp_flags() if OPENMP_MODULES else []
+        for ext in self.extensions:
+            if ext.name in OPENMP_MODULES and flags:
+                ext.extra_compile_args = list(ext.extra_compile_args) + flags
+                ext.extra_link_args = list(ext.extra_link_args) + flags
+        super().build_extensions()
 
 
 packages, package_dir = _packages()
@@ -57,8 +93,9 @@ setup(
     python_requires=">=3.10",
     packages=packages,
     package_dir=package_dir,
-    package_data={"": ["*.lark", "*.toml", "*.pxd", "*.pyx"]},
+    package_data={"": ["*.lark", "*.toml", "*.pxd", "*.pyx", "*.h"]},
     ext_modules=_extensions(),
+    cmdclass={"build_ext": BuildExt},
     install_requires=[
         "numpy>=1.26", "attrs>=23.1", "pluggy>=1.3", "lark>=1.1.9", "onnx>=1.14",
         "protobuf>=4.21", "rich>=13", 'tomli>=2; python_version < "3.11"',

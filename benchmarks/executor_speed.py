@@ -4,8 +4,9 @@ Models: the 8-bit compiled ResNet-50 (``light_resnet50.onnx`` from the onnx
 wheel) and MobileNetV2 (the Caffe corpus prototxt with seeded random weights;
 exported to ONNX here, float, for the peers). For each model:
 
-* tidlc ``--kernels auto`` (fast exact kernels) and ``--kernels numpy`` (the
-  specification), run from net.bin/io.bin read back from disk;
+* tidlc ``--kernels auto`` (fast exact kernels; 2 threads like the onnxruntime session, and
+  1 thread) and ``--kernels numpy`` (the specification), run from net.bin/io.bin read back
+  from disk;
 * onnxruntime float32, CPU, 2 intra-op threads;
 * ``onnx.reference.ReferenceEvaluator`` (one timed run: it is slow).
 
@@ -113,9 +114,9 @@ def bench(label: str, onnx_path: str, source: str, options: dict, repeat: int, s
     (entry,) = model.io["inputs"]
     x = np.random.default_rng(0).uniform(-1, 1, entry["dims"]).astype(np.float32)
     row = {"model": label}
-    for kernels in ("auto", "numpy"):
-        ex = FixedExecutor(model.graph, kernels=kernels)
-        row[f"tidlc_{kernels}"] = 1 / median_time(lambda ex=ex: ex.run({entry["name"]: x}), repeat)
+    for key, kernels, threads in (("tidlc_auto", "auto", 2), ("tidlc_auto_1t", "auto", 1), ("tidlc_numpy", "numpy", 1)):
+        ex = FixedExecutor(model.graph, kernels=kernels, threads=threads)
+        row[key] = 1 / median_time(lambda ex=ex: ex.run({entry["name"]: x}), repeat)
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = 2, 1
     sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
@@ -150,11 +151,12 @@ def main() -> None:
             export_float_onnx(graph, path)
             rows.append(bench("mobilenet_v2", path, MOBILENET_V2, {"random_weights": 0, "calib_frames": 2},
                               args.repeat, args.skip_reference))
-    print(f"{'model':<18} {'tidlc auto':>11} {'tidlc numpy':>12} {'ORT f32 2T':>11} {'onnx.ref':>9} "
+    print(f"{'model':<18} {'tidlc 2T':>9} {'tidlc 1T':>9} {'tidlc numpy':>12} {'ORT f32 2T':>11} {'onnx.ref':>9} "
           f"{'ORT/auto':>9} {'auto/ref':>9}   (frames/s; ratios of fps)")
     for r in rows:
         ref_fps = r.get("onnx_reference")
-        print(f"{r['model']:<18} {r['tidlc_auto']:>11.2f} {r['tidlc_numpy']:>12.2f} {r['onnxruntime_f32']:>11.2f} "
+        print(f"{r['model']:<18} {r['tidlc_auto']:>9.2f} {r['tidlc_auto_1t']:>9.2f} {r['tidlc_numpy']:>12.2f} "
+              f"{r['onnxruntime_f32']:>11.2f} "
               f"{ref_fps if ref_fps else float('nan'):>9.3f} {r['onnxruntime_f32'] / r['tidlc_auto']:>9.2f} "
               f"{(r['tidlc_auto'] / ref_fps) if ref_fps else float('nan'):>9.1f}")
 

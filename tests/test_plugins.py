@@ -259,7 +259,7 @@ def test_pipeline_hook_inserts_the_pass_before_fuse_batchnorm_at_o2_only(tidlc, 
 
 def test_darknet_model_compiles_and_runs_like_numpy(tidlc, model):
     out = model["root"] / "out"
-    compiled = tidlc("compile", model["cfg"], "--emit", "ir", "-o", out)  # float IR (qir is the default)
+    compiled = tidlc("compile", model["cfg"], "--emit", "ir", "-o", out)  # float IR (net.bin is the default)
     assert compiled.code == 0, compiled.err
     assert (out / "model.tir").is_file() and (out / "model.weights").is_file()
     for source in (out / "model.tir", model["cfg"]):  # compiled at -O2; source run at -O0

@@ -51,19 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
                              "'name{opt=v},...' that replaces the -O pipeline")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("compile", help="import, optimise and write the compiled model")
-    p.add_argument("model")
-    p.add_argument("-o", "--output-dir", default="out", help="output directory (default: out)")
-    p.add_argument("--emit", default="qir", choices=["qir", "bin", "ir", "none"],
-                   help="what to write: qir = quantized IR (default), bin = OUTDIR/net.bin + io.bin "
-                        "(docs/format.md), ir = float IR (OUTDIR/model.tir)")
+    p = sub.add_parser("compile", help="import, optimise, quantize and write net.bin + io.bin",
+                       description="MODEL is a model file or a TIDL-RT import config (docs/import-config.md); "
+                                   "after a config file, TIDL-style --key value arguments override its keys.")
+    p.add_argument("model", nargs="?", metavar="MODEL|IMPORT.txt",
+                   help="a model file, or a TIDL import config file (detected by its key = value lines)")
+    p.add_argument("--import-config", metavar="FILE",
+                   help="read FILE as a TIDL import config (when detection is not wanted)")
+    p.add_argument("-o", "--output-dir", default=None,
+                   help="output directory (default: out; with an import config, its outputNetFile's folder)")
+    p.add_argument("--emit", default="bin", choices=["bin", "qir", "ir", "none"],
+                   help="what to write: bin = OUTDIR/net.bin + io.bin (default; docs/format.md), "
+                        "qir = quantized IR (OUTDIR/model.tir), ir = float IR, none = nothing")
     add_model_options(p)
     add_pass_options(p)
     from tidlc.commands.quant_options import add_quant_options
     add_quant_options(p)
 
-    p = sub.add_parser("run", help="run a model (source model or .tir): float interpreter, or the "
-                                   "fixed-point executor for a quantized .tir")
+    p = sub.add_parser("run", help="run a compiled model (OUTDIR, a net.bin or an import config) or a "
+                                   "source model / .tir (float interpreter; fixed point for a quantized .tir)")
     p.add_argument("model")
     p.add_argument("--raw", action="store_true", help="quantized model: write the integer outputs")
     p.add_argument("--input", action="append", default=[], metavar="[NAME=]FILE.npy",
@@ -72,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-input", type=int, metavar="SEED", help="feed seeded uniform random inputs")
     p.add_argument("--kernels", choices=["auto", "numpy"], default="auto",
                    help="compiled model: auto = the fastest exact kernels, numpy = the numpy specification")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="worker threads of the fast kernels (default: $TIDLC_NUM_THREADS, else every CPU)")
     p.add_argument("--repeat", type=int, default=1, metavar="N", help="compiled model: run N times, print the median")
     p.add_argument("--trace", metavar="DIR", help="compiled model: write every layer's output to DIR/trace.npz")
     p.add_argument("--post", choices=["classify", "detect", "segment"],
@@ -135,18 +143,49 @@ def _print_pipeline(options, plugins) -> None:
     print(build_pass_manager(options, plugins).pipeline_string())
 
 
+def _explicit_options(args) -> set[str]:
+    """CompileOptions fields the user set with tidlc's own flags (they win over an import config)."""
+    fields = {f.name for f in attrs.fields(CompileOptions)} - {"opt_level", "emit", "verify_each", "time_passes"}
+    explicit = {name for name in fields if getattr(args, name, None) is not None}
+    if getattr(args, "output_dir", None) is not None:
+        explicit.add("outdir")
+    return explicit
+
+
+def _compile_source(args, options) -> tuple[str, CompileOptions]:
+    """The model to compile and its options: a model file, or an import config's model and keys."""
+    from tidlc.import_config import load_import_config, looks_like_import_config
+    overrides = getattr(args, "tidl_overrides", [])
+    config = args.import_config
+    if config and args.model:
+        raise TidlcError(f"give the model ({args.model}) or --import-config {config}, not both",
+                         hint="the config's inputNetFile names the model")
+    if not config and not args.model:
+        raise TidlcError("no model given", hint="tidlc compile MODEL or tidlc compile IMPORT.txt (a TIDL import config)")
+    if not config and looks_like_import_config(args.model):
+        config = args.model
+    if not config:
+        if overrides:
+            raise TidlcError(f"unrecognized arguments: {' '.join(overrides)}",
+                             hint="--key value overrides follow a TIDL import config file; see tidlc compile --help")
+        return args.model, options
+    imported = load_import_config(config, overrides)
+    return imported.model, imported.compile_options(options, _explicit_options(args))
+
+
 def cmd_compile(args, options) -> int:
     from tidlc.compiler import compile_model, plugins_for
+    model, options = _compile_source(args, options)
     plugins = plugins_for(options)
     if args.print_pipeline:
         _print_pipeline(options, plugins)
     start = time.perf_counter()
-    result = compile_model(args.model, options, plugins)
+    result = compile_model(model, options, plugins)
     _report_passes(result.pass_manager, args)
     g = result.graph
     n_ops = sum(1 for _ in g.compute_ops())
     how = f"with -p '{options.pipeline}'" if options.pipeline else f"at -O{options.opt_level}"
-    print(f"compiled {args.model} {how}: {n_ops} ops, "
+    print(f"compiled {args.model or args.import_config} {how}: {n_ops} ops, "
           f"{time.perf_counter() - start:.2f} s")
     for path in result.outputs:
         print(f"  wrote {path}")
@@ -178,7 +217,7 @@ def cmd_run(args, options) -> int:
     from tidlc.fileio import save_npz
     from tidlc.interp import run_graph
     from tidlc.ir.types import numpy_dtype
-    if is_compiled_location(args.model):  # net.bin + io.bin (docs/run.md)
+    if is_compiled_location(args.model):  # net.bin + io.bin, or an import config naming them (docs/run.md)
         return run_compiled(args)
     plugins = plugins_for(options)
     if args.print_pipeline:
@@ -199,7 +238,7 @@ def cmd_run(args, options) -> int:
     start = time.perf_counter()
     from tidlc.backends.tidl.fixed import FixedExecutor, graph_is_quantized
     if graph_is_quantized(graph):  # the fixed-point reference executor
-        outputs = FixedExecutor(graph).run(feeds, raw=args.raw)
+        outputs = FixedExecutor(graph, kernels=args.kernels, threads=args.threads).run(feeds, raw=args.raw)
     else:
         outputs = run_graph(graph, feeds)
     elapsed = time.perf_counter() - start
@@ -280,7 +319,10 @@ COMMAND_MODULES: tuple[str, ...] = ("tidlc.commands.compare", "tidlc.commands.pe
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras and args.command != "compile":
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    args.tidl_overrides = extras  # compile: TIDL's --key value overrides of an import config
     if not args.command:
         parser.print_help()
         return 2

@@ -37,11 +37,34 @@ def load(path: str, options: CompileOptions | None = None, plugins: Plugins | No
     options = options or CompileOptions()
     plugins = plugins or plugins_for(options)
     graph = load_model(plugins.registry.frontends, path, options, options.format)
-    if options.input_shapes:
-        apply_input_shapes(graph, options.input_shapes)
+    shapes = {**tidl_input_shapes(graph, options.input_dims), **options.input_shapes}
+    if shapes:
+        apply_input_shapes(graph, shapes)
     if options.input_layout:
         apply_input_layout(graph, options.input_layout)
     return graph
+
+
+def tidl_input_shapes(graph: Graph, dims) -> dict[str, tuple[int, ...]]:
+    """``--input-shape`` entries from TIDL's per-input (N, C, H, W) sizes (-1: the model's own).
+
+    Only 4-D inputs whose shape changes are listed; an NHWC input takes the
+    sizes in its own order (N, H, W, C).
+    """
+    shapes = {}
+    for op, wanted in zip(graph.input_ops, dims):
+        t = op.results[0].type
+        if t.shape is None or len(t.shape) != 4:
+            continue
+        nhwc = t.layout == "NHWC"
+        n, c, h, w = (t.shape[0], t.shape[3], t.shape[1], t.shape[2]) if nhwc else t.shape
+        new = [old if size is None or size < 0 else size for size, old in zip(wanted, (n, c, h, w))]
+        if None in new:
+            continue  # still dynamic: the shape inference error names the input
+        shape = (new[0], new[2], new[3], new[1]) if nhwc else tuple(new)
+        if shape != tuple(t.shape):
+            shapes[op.attrs["name"]] = shape
+    return shapes
 
 
 def build_pass_manager(options: CompileOptions, plugins: Plugins) -> PassManager:
@@ -86,14 +109,29 @@ def compile_model(path: str, options: CompileOptions | None = None,
                   plugins: Plugins | None = None) -> CompileResult:
     options = options or CompileOptions()
     plugins = plugins or plugins_for(options)
+    if options.emit not in EMITS:
+        raise TidlcError(f"unknown --emit {options.emit!r}", hint="use --emit bin, qir (fixed point) or ir (float)")
     graph = load(path, options, plugins)
+    if options.emit == "bin" and graph.attrs.get("missing_weights"):  # say so before optimising
+        raise TidlcError("the model has no weights (structure only), so net.bin cannot be written", path,
+                         hint="pass --weights FILE or --random-weights SEED; --emit ir writes the "
+                              "structure-only IR (for tidlc perf)")
     pm = optimize(graph, options, plugins)
+    if options.post_process:  # after quantize, which rebuilds the graph attributes
+        graph.attrs["post_process"] = options.post_process
     result = CompileResult(graph, pm)
     if options.emit in ("ir", "qir"):  # qir: the same text form, fixed-point types
         result.outputs = write_ir(graph, options.outdir)
     elif options.emit == "bin":  # net.bin + io.bin (docs/format.md)
         from tidlc.backends.tidl.binfmt import write_bin
-        result.outputs = write_bin(graph, options.outdir, options)
-    elif options.emit != "none":
-        raise TidlcError(f"unknown --emit {options.emit!r}", hint="use --emit bin, qir (fixed point) or ir (float)")
+        from tidlc.backends.tidl.fixed import graph_is_quantized
+        if not graph_is_quantized(graph):
+            raise TidlcError("the compiled graph is not quantized, so net.bin cannot be written", path,
+                             hint="an explicit -p pipeline must end with quantize ('...,quantize'); "
+                                  "--emit ir writes the float IR")
+        result.outputs = write_bin(graph, options.outdir, options, net_name=options.net_name,
+                                   io_name=options.io_name, device=options.device)
     return result
+
+
+EMITS = ("bin", "qir", "ir", "none")

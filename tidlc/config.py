@@ -36,6 +36,17 @@ class CompileOptions:
     random_weights: int | None = None  # seed: fill missing weights randomly
     blocked_plugins: tuple[str, ...] = ()
     input_layout: str | None = None  # NCHW | NHWC: what the compiled network accepts (TIDL inLayout)
+    # per input (N, C, H, W) in order, -1 keeps the model's (TIDL inNumChannels/inHeight/inWidth);
+    # --input-shape wins for the inputs it names
+    input_dims: tuple[tuple[int, int, int, int], ...] = ()
+
+    # --- --emit bin outputs (TIDL import config: outputNetFile, outputParamsFile, deviceName, ...)
+    net_name: str = "net.bin"  # the net file: a name inside outdir, or a path
+    io_name: str = "io.bin"  # the io descriptor: a name inside outdir, or a path
+    device: str = "tda4vm"  # the device net.bin and its perf estimate are for (deviceName)
+    batches: int | None = None  # frames per call of the perf estimate in net.bin (numBatches)
+    msmc_kb: int | None = None  # MSMC KB of the perf estimate in net.bin (msmcSizeKB)
+    post_process: str | None = None  # classify | detect | segment: `tidlc run`'s default --post (postProcType)
 
     # --- quantization (docs/quantization.md; CLI flags in tidlc/commands/quant_options.py) ---
     quantize: bool | None = None  # None: when the emitted artifact is fixed point (emit "qir")

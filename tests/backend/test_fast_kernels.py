@@ -48,8 +48,9 @@ def test_16_bit_data_uses_float64_and_beyond_that_the_specification():
     assert fast.conv2d_sums(huge, fast.DenseWeights(huge[:, :, :1, :1]), (1, 1), (0, 0, 0, 0), (1, 1)) is None
 
 
-def test_executor_auto_equals_numpy_on_a_real_network():
-    """ResNet-50 (the onnx wheel's light model), 8-bit: every layer's output identical."""
+def test_executor_auto_equals_numpy_on_a_real_network(monkeypatch):
+    """ResNet-50 (the onnx wheel's light model), 8-bit: every layer's output identical, with the
+    VNNI integer convolutions and (VNNI switched off) with the exact float GEMMs."""
     onnx = pytest.importorskip("onnx")
     import os
     path = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_resnet50.onnx")
@@ -61,14 +62,20 @@ def test_executor_auto_equals_numpy_on_a_real_network():
         graph = compile_model(path, CompileOptions(emit="none", quantize=True, calib_frames=1)).graph
     feeds = {op.attrs["name"]: np.random.default_rng(0).uniform(-2, 2, op.results[0].type.shape).astype(np.float32)
              for op in graph.input_ops}
-    traces = []
-    for kernels in ("numpy", "auto"):
+    from tidlc.backends.tidl.fixed import _igemm
+
+    def trace(kernels):
         seen = []
-        FixedExecutor(graph, kernels=kernels).run(feeds, observer=lambda op, rs, seen=seen: seen.extend(r.copy() for r in rs))
-        traces.append(seen)
-    assert len(traces[0]) == len(traces[1]) > 50
-    for a, b in zip(*traces):
-        assert a.dtype == b.dtype and np.array_equal(a, b)
+        FixedExecutor(graph, kernels=kernels).run(feeds, observer=lambda op, rs: seen.extend(r.copy() for r in rs))
+        return seen
+
+    want, got = trace("numpy"), [trace("auto")]
+    monkeypatch.setattr(_igemm, "available", lambda: False)
+    got.append(trace("auto"))
+    for seen in got:
+        assert len(seen) == len(want) > 50
+        for a, b in zip(want, seen):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
 
 
 def test_the_compiled_kernels_are_in_use():

@@ -1,9 +1,10 @@
-"""The commands: compile (qir by default, --calib), run (fixed point), compare (table, JSON, plot)."""
+"""The commands: compile (net.bin by default, --emit qir, --calib), run (fixed point), compare (table, JSON, plot)."""
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tidlc.backends.tidl.binfmt import read_compiled
 
 from tidlc.cli import main
 
@@ -45,6 +46,11 @@ def test_compile_quantizes_by_default_with_one_loud_warning(model, capsys):
     assert code == 0
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("warning: no calibration data") and "--calib DATA" in lines[0]
+    graph = read_compiled(str(out_dir)).graph  # the default output: net.bin + io.bin
+    assert graph.attrs["quantized"] is True and "data_convert" in [op.kind for op in graph.ops]
+    code, _, err = tidlc(capsys, "compile", model["net"], "-O2", "--random-weights", "1", "--emit", "qir",
+                         "-o", out_dir)
+    assert code == 0
     text = (out_dir / "model.tir").read_text()
     assert "!q<" in text and "data_convert" in text and "quantized = true" in text.splitlines()[0]
 
@@ -54,9 +60,9 @@ def test_compile_with_calib_then_run_fixed_point(model, capsys):
     code, out, err = tidlc(capsys, "compile", model["net"], "--random-weights", "1", "--calib", model["calib"],
                            "--calib-method", "mse", "-o", out_dir)
     assert code == 0 and err == ""
-    text = (out_dir / "model.tir").read_text()
-    assert '"quant.calib_frames" = 6' in text and '"quant.calib_method" = "mse"' in text
-    code, out, err = tidlc(capsys, "run", out_dir / "model.tir", "--input", model["x"], "-o", model["dir"] / "q.npz")
+    attrs = read_compiled(str(out_dir)).graph.attrs
+    assert attrs["quant.calib_frames"] == 6 and attrs["quant.calib_method"] == "mse"
+    code, out, err = tidlc(capsys, "run", out_dir, "--input", model["x"], "-o", model["dir"] / "q.npz")
     assert code == 0, err
     code, _, err = tidlc(capsys, "run", model["net"], "--random-weights", "1", "--input", model["x"],
                          "-o", model["dir"] / "f.npz")
@@ -64,7 +70,7 @@ def test_compile_with_calib_then_run_fixed_point(model, capsys):
     fixed, real = np.load(model["dir"] / "q.npz")["prob"], np.load(model["dir"] / "f.npz")["prob"]
     assert fixed.dtype == np.float32 and fixed.shape == real.shape
     assert not np.array_equal(fixed, real) and np.abs(fixed - real).max() < 0.05
-    code, out, err = tidlc(capsys, "run", out_dir / "model.tir", "--input", model["x"], "--raw",
+    code, out, err = tidlc(capsys, "run", out_dir, "--input", model["x"], "--raw",
                            "-o", model["dir"] / "raw.npz")
     assert code == 0 and "prob: uint8" in out
 
@@ -86,7 +92,8 @@ def test_sixteen_bits_and_bad_options(model, capsys):
     code, _, err = tidlc(capsys, "compile", model["net"], "--random-weights", "1", "--calib", model["calib"],
                          "--bits", "16", "-o", model["dir"] / "b16")
     assert code == 0, err
-    assert "tensor<1x8x12x12xu16" in (model["dir"] / "b16" / "model.tir").read_text()
+    graph = read_compiled(str(model["dir"] / "b16")).graph
+    assert any(v.type.dtype == "u16" and v.type.shape == (1, 8, 12, 12) for op in graph.ops for v in op.results)
     code, _, err = tidlc(capsys, "compile", model["net"], "--random-weights", "1", "--calib", model["calib"],
                          "--16bit-layers", "conv,nope", "-o", model["dir"] / "bad")
     assert code == 2 and "unknown layer(s) nope" in err and "in pass 'quantize'" in err

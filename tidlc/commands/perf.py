@@ -1,8 +1,9 @@
 """Estimate TDA4 (C7x + MMA) performance offline: cycles, ms, FPS, DDR traffic and tuning hints.
 
-MODEL is a compile output directory (its model.tir is estimated as compiled)
-or a model file (imported and optimised with the same options as `tidlc
-compile`; structure-only models such as a Caffe prototxt without its
+MODEL is a compile output: a directory (the graph in its net.bin, or its
+model.tir; the newer if both), a net file, or the TIDL import config that
+wrote it; or a model file (imported and optimised with the same options as
+`tidlc compile`; structure-only models such as a Caffe prototxt without its
 caffemodel are fine). The model and its constants are in docs/perf.md.
 
 Examples:
@@ -29,7 +30,8 @@ def _names(text: str) -> tuple[str, ...]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("model", metavar="OUTDIR|MODEL", help="a `tidlc compile` output directory or a model file")
+    p.add_argument("model", metavar="OUTDIR|MODEL", help="a `tidlc compile` output (directory, net file or "
+                                                         "import config) or a model file")
     g = p.add_argument_group("device and deployment settings")
     g.add_argument("--device", default="tda4vm", metavar="NAME|FILE.toml",
                    help="device name (builtin or from a plugin) or a device file (default: tda4vm)")
@@ -63,16 +65,17 @@ def _graph_bits(graph) -> int | None:
 
 
 def load_graph(args, options):
-    """The graph to estimate: an OUTDIR's model.tir as compiled, or a model file optimised now."""
+    """The graph to estimate: a compile output as compiled, or a model file optimised now."""
+    from tidlc.commands.run_bin import compiled_paths, read_model
     from tidlc.compiler import load, optimize, plugins_for
     plugins = plugins_for(options)
+    compiled = compiled_paths(args.model)
+    tir = os.path.join(args.model, "model.tir") if os.path.isdir(args.model) else None
+    if tir and os.path.isfile(tir) and (compiled is None or os.path.getmtime(tir) >= os.path.getmtime(compiled[0])):
+        return load(tir, options, plugins), plugins  # --emit qir/ir output (the newer one if both)
+    if compiled is not None:  # net.bin: the graph it holds
+        return read_model(args.model).graph, plugins
     if os.path.isdir(args.model):
-        tir = os.path.join(args.model, "model.tir")
-        if os.path.isfile(tir):
-            return load(tir, options, plugins), plugins
-        if os.path.isfile(os.path.join(args.model, "net.bin")):  # a --emit bin output: the graph it holds
-            from tidlc.backends.tidl.binfmt import read_compiled
-            return read_compiled(args.model).graph, plugins
         raise TidlcError("no model.tir or net.bin in this directory", args.model,
                          hint="run `tidlc compile MODEL -o DIR` first, or give the model file")
     graph = load(args.model, options, plugins)

@@ -1,4 +1,8 @@
-"""``tidlc run OUTDIR``: run a compiled model from its net.bin + io.bin only (docs/run.md)."""
+"""``tidlc run OUTDIR``: run a compiled model from its net.bin + io.bin only (docs/run.md).
+
+The compiled model is named by a folder (``net.bin``, or its one net under a
+TIDL-style name), a net file, or the TIDL import config that wrote it.
+"""
 from __future__ import annotations
 
 import os
@@ -7,11 +11,30 @@ import time
 
 import numpy as np
 
-from tidlc.diagnostics import TidlcError
+from tidlc.diagnostics import TidlcError, warn
+
+
+def compiled_paths(path: str) -> tuple[str, str | None] | None:
+    """(net file, io file or None: found beside it) of a compiled model, or None if ``path`` is not one."""
+    from tidlc.backends.tidl.binfmt import find_net
+    from tidlc.import_config import load_import_config, looks_like_import_config
+    if looks_like_import_config(path):
+        config = load_import_config(path, quiet=True)
+        options = config.compile_options()
+        return (os.path.join(options.outdir, options.net_name), os.path.join(options.outdir, options.io_name))
+    net = find_net(path)
+    return (net, None) if net else None
 
 
 def is_compiled_location(path: str) -> bool:
-    return (os.path.isdir(path) and os.path.exists(os.path.join(path, "net.bin"))) or path.endswith("net.bin")
+    return compiled_paths(path) is not None
+
+
+def read_model(path: str):
+    """The CompiledModel at ``path`` (a folder, a net file or an import config)."""
+    from tidlc.backends.tidl.binfmt import read_compiled
+    net, io = compiled_paths(path) or (path, None)
+    return read_compiled(net, io)
 
 
 def _feeds(specs, model, random_seed) -> dict:
@@ -49,15 +72,16 @@ def _feeds(specs, model, random_seed) -> dict:
 
 
 def run_compiled(args) -> int:
-    from tidlc.backends.tidl.binfmt import read_compiled
     from tidlc.backends.tidl.fixed import FixedExecutor
     from tidlc.fileio import save_npz
-    model = read_compiled(args.model)
-    if getattr(args, "post", None) == "classify" and getattr(args, "labels", None) and not args.input:
+    model = read_model(args.model)
+    stored = model.graph.attrs.get("post_process")  # TIDL postProcType, kept in net.bin by the compiler
+    post = getattr(args, "post", None) or stored
+    if post == "classify" and getattr(args, "labels", None) and not args.input:
         from tidlc.commands.postprocess import read_labels
         args.input = [read_labels(args.labels)[0][0]]
     feeds = _feeds(args.input, model, args.random_input)
-    executor = FixedExecutor(model.graph, kernels=args.kernels)
+    executor = FixedExecutor(model.graph, kernels=args.kernels, threads=args.threads)
     observer = None
     if args.trace:
         trace: dict[str, np.ndarray] = {}
@@ -80,7 +104,25 @@ def run_compiled(args) -> int:
         print(f"median {median * 1e3:.2f} ms per frame over {repeat} runs ({args.kernels} kernels)")
     else:
         print(f"ran in {median * 1e3:.1f} ms ({args.kernels} kernels)")
-    post = getattr(args, "post", None)
+    if getattr(args, "post", None):
+        _post_process(post, args, model, executor, outputs)
+    elif post:  # stored in the net: a model whose outputs do not fit still runs
+        try:
+            _post_process(post, args, model, executor, outputs)
+        except TidlcError as exc:
+            warn(f"post-processing '{post}' (postProcType kept in the net) skipped: {exc.message}")
+    if args.trace:
+        path = os.path.join(args.trace, "trace.npz")
+        save_npz(path, trace)
+        print(f"  wrote {path} ({len(trace)} layer outputs)")
+    if args.output:
+        save_npz(args.output, outputs)
+        print(f"  wrote {args.output}")
+    return 0
+
+
+def _post_process(post: str, args, model, executor, outputs) -> None:
+    """TIDL's postProcType on the outputs: top-5 classes (and accuracy over --labels), boxes or a colour map."""
     if post == "classify":
         from tidlc.commands.postprocess import classify_accuracy, read_labels, top_k
         print("top-5 classes: " + " ".join(map(str, top_k(outputs))))
@@ -107,11 +149,3 @@ def run_compiled(args) -> int:
         path = args.post_output or "detect.png"
         count = detect_png(outputs, images[0] if images else None, size, path, args.threshold)
         print(f"  wrote {path} ({count} boxes with score >= {args.threshold})")
-    if args.trace:
-        path = os.path.join(args.trace, "trace.npz")
-        save_npz(path, trace)
-        print(f"  wrote {path} ({len(trace)} layer outputs)")
-    if args.output:
-        save_npz(args.output, outputs)
-        print(f"  wrote {args.output}")
-    return 0

@@ -118,7 +118,9 @@ def _fixed_params(op: Op) -> dict:
     return {}
 
 
-def encode_net(graph: Graph, perf: dict | None = None, device: str = "") -> bytes:
+def encode_net(graph: Graph, perf: dict | None = None, device: str = "", io_file: str | None = None) -> bytes:
+    """net.bin's bytes; ``io_file`` (the io descriptor's path relative to the net file) is
+    recorded in META when it is not the default ``io.bin`` beside it."""
     ids: dict[int, int] = {}
     for op in graph.ops:
         for r in op.results:
@@ -151,8 +153,10 @@ def encode_net(graph: Graph, perf: dict | None = None, device: str = "") -> byte
         else:
             layers.put("QQB", NO_PARAM, 0, 0)
     outputs = [ids[id(v)] for v in graph.outputs]
-    meta = canonical_json({"name": graph.name, "attrs": graph.attrs, "outputs": outputs,
-                           "output_names": list(graph.output_names)})
+    meta = {"name": graph.name, "attrs": graph.attrs, "outputs": outputs, "output_names": list(graph.output_names)}
+    if io_file:
+        meta["io_file"] = io_file
+    meta = canonical_json(meta)
     sections = {"META": meta, "TENS": tensors.bytes(), "LAYR": layers.bytes(), "PARM": bytes(params),
                 "PERF": canonical_json(perf or {})}
     return pack(NET_MAGIC, sections, tidlc.__version__, device)

@@ -109,16 +109,49 @@ def _mac_kernel(op: Op, fast: bool = False) -> Kernel:
     a = op.attrs
     kind = op.kind
     prepared = None  # fast path: exact chunked float32 GEMMs (fast.py), same bits as the specification
+    int_prepared = None  # faster: exact integer VNNI GEMM with the output stage fused (8-bit conv2d, dense)
     w_const = op.operands[1].const_value()
+    depthwise = None  # 8-bit depthwise on the AVX-512 kernel
+    if fast and w_const is not None and kind == "conv2d" and a["groups"] > 1 and p["acc_width"] == 32:
+        from . import fast as fast_kernels
+        depthwise = fast_kernels.VnniDepthwise.plan_for(
+            np.asarray(w_const), a["groups"], numpy_dtype(op.operands[0].type.dtype), a["strides"], a["pads"],
+            a["dilations"], op.results[0].type.shape, p["mult"], p["shift"], p["lo"], p["hi"],
+            numpy_dtype(op.results[0].type.dtype))
     if fast and w_const is not None and (kind == "dense" or (kind == "conv2d" and a["groups"] == 1)):
         from . import fast as fast_kernels
-        prepared = fast_kernels.DenseWeights(np.asarray(w_const))
+        w_const = np.asarray(w_const)
+        prepared = fast_kernels.DenseWeights(w_const)
+    out_type = op.results[0].type
+    if prepared is not None and p["acc_width"] == 32:
+        x_dtype, out_dtype = numpy_dtype(op.operands[0].type.dtype), numpy_dtype(out_type.dtype)
+        if kind == "conv2d" and fast_kernels.IntConvWeights.supports(w_const):
+            int_prepared = fast_kernels.VnniConv.plan(
+                fast_kernels.IntConvWeights(w_const), x_dtype, a["strides"], a["pads"], a["dilations"],
+                out_type.shape, p["mult"], p["shift"], p["lo"], p["hi"], out_dtype)
+        elif kind == "dense":
+            int_prepared = fast_kernels.VnniDense.plan(w_const, x_dtype, out_type.shape, p["mult"], p["shift"],
+                                                       p["lo"], p["hi"], out_dtype)
     axis = {"conv2d": 1, "deconv2d": 1, "dense": -1, "matmul": -1, "scale": a.get("axis", 1)}[kind]
 
     def run(args):
         x, w = args[0], args[1]
         b = args[2] if len(args) > 2 else None
         acc = None
+        if depthwise is not None:
+            out = depthwise.run(x, b)
+            if out is not None:
+                return [out]
+        if fast and kind == "conv2d" and a["groups"] > 1:  # depthwise / grouped: direct Cython loops
+            from . import fast_ops
+            return [fast_ops.grouped_conv(x, w, b, a["strides"], a["pads"], a["dilations"], a["groups"],
+                                          p["acc_width"], p["mult"], p["shift"], p["lo"], p["hi"],
+                                          numpy_dtype(out_type.dtype))]
+        if int_prepared is not None:
+            from . import fast as fast_kernels
+            out = int_prepared.run(x, b)
+            if out is not None:
+                return [out]
         if prepared is not None:
             from . import fast as fast_kernels
             if kind == "conv2d":
@@ -154,15 +187,21 @@ def _eltwise_kernel(op: Op, fast: bool = False) -> Kernel:
     sa, sb = _scale(op.operands[0]), _scale(op.operands[1])
     lo, hi = act_bounds(op, out)
     kind = op.kind
+    dtype = numpy_dtype(op.results[0].type.dtype)
+    if fast:
+        from . import fast_ops
     if kind == "mul":
         m, n = ref.multiplier(s_out / (sa * sb))
+        if fast:
+            return lambda args: [fast_ops.eltwise_mul(args[0], args[1], m, n, lo, hi, dtype)]
         return lambda args: [ref.eltwise_mul(args[0], args[1], m, n, lo, hi)]
     (ma, mb), n = ref.common_multipliers([s_out / sa, s_out / sb])
     if kind in ("add", "sub"):
         if fast:
-            from . import fast as fast_kernels
-            return lambda args: [fast_kernels.eltwise_add(args[0], args[1], ma, mb, n, lo, hi, subtract=kind == "sub")]
+            return lambda args: [fast_ops.eltwise_add(args[0], args[1], ma, mb, n, lo, hi, kind == "sub", dtype)]
         return lambda args: [ref.eltwise_add(args[0], args[1], ma, mb, n, lo, hi, subtract=kind == "sub")]
+    if fast:
+        return lambda args: [fast_ops.eltwise_max(args[0], args[1], ma, mb, n, lo, hi, kind == "min", dtype)]
     return lambda args: [ref.eltwise_max(args[0], args[1], ma, mb, n, lo, hi, minimum=kind == "min")]
 
 
@@ -178,10 +217,14 @@ def eltwise_params(op: Op) -> dict:
 
 
 # ----------------------------------------------------------------------------- others
-def _concat_kernel(op: Op) -> Kernel:
+def _concat_kernel(op: Op, fast: bool = False) -> Kernel:
     out = _quant(op.results[0])
     scales = [_scale(v) for v in op.operands]
     axis = op.attrs["axis"]
+    if fast:
+        from . import fast_ops
+        dtype = numpy_dtype(op.results[0].type.dtype)
+        return lambda args: [fast_ops.concat(args, scales, out.scale[0], out.qmin, out.qmax, axis, dtype)]
 
     def run(args):
         parts = [ref.requantize(q, s, out.scale[0], out.qmin, out.qmax) for q, s in zip(args, scales)]
@@ -189,11 +232,15 @@ def _concat_kernel(op: Op) -> Kernel:
     return run
 
 
-def _requant_result(op: Op, fn: Kernel) -> Kernel:
+def _requant_result(op: Op, fn: Kernel, fast: bool = False) -> Kernel:
     """Run a scale-preserving kernel; requantize if the pass gave the result another scale."""
     s_in, out = _scale(op.operands[0]), _quant(op.results[0])
     if s_in == out.scale[0]:
         return fn  # moving, selecting, pooling and resizing never leave the input's range
+    if fast:
+        from . import fast_ops
+        dtype = numpy_dtype(op.results[0].type.dtype)
+        return lambda args: [fast_ops.requantize(fn(args)[0], s_in, out.scale[0], out.qmin, out.qmax, dtype)]
     return lambda args: [ref.requantize(fn(args)[0], s_in, out.scale[0], out.qmin, out.qmax)]
 
 
@@ -209,9 +256,26 @@ def avg_pool_counts(op: Op, h: int, w: int, ho: int, wo: int) -> np.ndarray:
     return np.maximum(ch[:, None] * cw[None, :], 1)
 
 
-def _pool_kernel(op: Op) -> Kernel:
+def _pool_kernel(op: Op, fast: bool = False) -> Kernel:
     a = op.attrs
     ho, wo = op.results[0].type.shape[2:]
+    if fast:  # the requantization (if any) fused into the Cython kernel
+        from . import fast_ops
+        s_in, out = _scale(op.operands[0]), _quant(op.results[0])
+        # an average can exceed the type by one step (Q16 reciprocals round up): always saturate
+        requant = None if s_in == out.scale[0] and a["mode"] == "max" else (s_in, out.scale[0], out.qmin, out.qmax)
+        dtype = numpy_dtype(op.results[0].type.dtype)
+        window = (a["kernel"], a["strides"], a["pads"], a["dilations"], ho, wo)
+        counts = {}
+
+        def run_fast(args):
+            x = args[0]
+            if a["mode"] == "max":
+                return [fast_ops.max_pool(x, *window, requant, dtype)]
+            if x.shape[2:] not in counts:
+                counts[x.shape[2:]] = avg_pool_counts(op, x.shape[2], x.shape[3], ho, wo)
+            return [fast_ops.avg_pool(x, *window, counts[x.shape[2:]], requant, dtype)]
+        return run_fast
 
     def run(args):
         x = args[0]
@@ -219,23 +283,38 @@ def _pool_kernel(op: Op) -> Kernel:
             return [ref.max_pool(x, a["kernel"], a["strides"], a["pads"], a["dilations"], ho, wo)]
         counts = avg_pool_counts(op, x.shape[2], x.shape[3], ho, wo)
         return [ref.avg_pool(x, a["kernel"], a["strides"], a["pads"], a["dilations"], ho, wo, counts)]
-    return _requant_result(op, run)
+    return _requant_result(op, run) if a["mode"] == "max" else _saturated(op, run)
 
 
-def _global_pool_kernel(op: Op) -> Kernel:
+def _saturated(op: Op, fn: Kernel) -> Kernel:
+    """Average pools: requantize to the result's scale and always saturate to its type (a Q16
+    reciprocal that rounds up can take an average one step past the input's range)."""
+    s_in, out = _scale(op.operands[0]), _quant(op.results[0])
+    return lambda args: [ref.requantize(fn(args)[0], s_in, out.scale[0], out.qmin, out.qmax)]
+
+
+def _global_pool_kernel(op: Op, fast: bool = False) -> Kernel:
+    if fast:
+        from . import fast_ops
+        s_in, out = _scale(op.operands[0]), _quant(op.results[0])
+        mode = op.attrs["mode"]
+        requant = None if s_in == out.scale[0] and mode == "max" else (s_in, out.scale[0], out.qmin, out.qmax)
+        dtype = numpy_dtype(op.results[0].type.dtype)
+        return lambda args: [fast_ops.global_pool(args[0], mode, requant, dtype)]
+
     def run(args):
         x = args[0]
         if op.attrs["mode"] == "max":
             return [x.max(axis=tuple(range(2, x.ndim)), keepdims=True).astype(np.int64)]
         return [ref.global_avg_pool(x)]
-    return _requant_result(op, run)
+    return _requant_result(op, run) if op.attrs["mode"] == "max" else _saturated(op, run)
 
 
-def _resize_kernel(op: Op) -> Kernel:
+def _resize_kernel(op: Op, fast: bool = False) -> Kernel:
     from tidlc.ir.ops.tensor import _scaled_len, _source_coords
     a = op.attrs
     if a["mode"] == "nearest":
-        return _requant_result(op, lambda args: evaluate_op(op, args))
+        return _requant_result(op, lambda args: evaluate_op(op, args), fast)
     in_shape = op.operands[0].type.shape
     out_shape = tuple(a["sizes"]) if a["sizes"] else tuple(_scaled_len(d, s) for d, s in zip(in_shape, a["scales"]))
     axes = []
@@ -246,13 +325,23 @@ def _resize_kernel(op: Op) -> Kernel:
         src = _source_coords(n_out, n_in, scale, a["coord_mode"])
         lo, hi, w_hi = ref.linear_weights(src, n_in)
         axes.append((axis, lo, hi, w_hi))
+    if fast:  # the requantization (if any) fused into the Cython kernel
+        from . import fast_ops
+        s_in, out = _scale(op.operands[0]), _quant(op.results[0])
+        requant = None if s_in == out.scale[0] else (s_in, out.scale[0], out.qmin, out.qmax)
+        dtype = numpy_dtype(op.results[0].type.dtype)
+        return lambda args: [fast_ops.resize_linear(args[0], axes, requant, dtype)]
     return _requant_result(op, lambda args: [ref.resize_linear(args[0], axes)])
 
 
-def _table_kernel(op: Op) -> Kernel:
+def _table_kernel(op: Op, fast: bool = False) -> Kernel:
     xq, out = _quant(op.operands[0]), _quant(op.results[0])
     table = ref.make_table(lambda r: op.opdef.compute(op, r), _scale(op.operands[0]), out.scale[0],
                            (xq.qmin, xq.qmax), (out.qmin, out.qmax))
+    if fast:
+        from . import fast_ops
+        dtype = numpy_dtype(op.results[0].type.dtype)
+        return lambda args: [fast_ops.lut(args[0], table, xq.qmin, dtype)]
     return lambda args: [ref.lut(args[0], table, xq.qmin)]
 
 
@@ -263,16 +352,20 @@ def table_of(op: Op) -> np.ndarray:
                           (xq.qmin, xq.qmax), (out.qmin, out.qmax))
 
 
-def _softmax_kernel(op: Op) -> Kernel:
+def _softmax_kernel(op: Op, fast: bool = False) -> Kernel:
     if op.attrs["log"]:
         raise TidlcError("log-softmax has no fixed-point form", op.where())
     xq, out = _quant(op.operands[0]), _quant(op.results[0])
     table = ref.exp_table(_scale(op.operands[0]), xq.bits, out.bits)
     axis = op.attrs["axis"]
+    if fast:
+        from . import fast_ops
+        dtype = numpy_dtype(op.results[0].type.dtype)
+        return lambda args: [fast_ops.softmax(args[0], axis, table, out.qmax, dtype)]
     return lambda args: [ref.softmax(args[0], axis, table, out.qmax)]
 
 
-def _prelu_kernel(op: Op) -> Kernel:
+def _prelu_kernel(op: Op, fast: bool = False) -> Kernel:
     s_in, out = _scale(op.operands[0]), _quant(op.results[0])
     slope = op.operands[1].const_value()
     if slope is None:
@@ -281,10 +374,14 @@ def _prelu_kernel(op: Op) -> Kernel:
     m_pos, n = ref.multiplier(ratio)
     m_neg = ref.round_half_away(np.asarray(slope, np.float64).reshape(-1) * ratio * 2.0 ** n).astype(np.int64)
     m_neg = int(m_neg[0]) if m_neg.size == 1 else m_neg
+    if fast:
+        from . import fast_ops
+        dtype = numpy_dtype(op.results[0].type.dtype)
+        return lambda args: [fast_ops.prelu(args[0], m_pos, m_neg, n, out.qmin, out.qmax, dtype)]
     return lambda args: [ref.prelu(args[0], m_pos, m_neg, n, out.qmin, out.qmax)]
 
 
-def _pad_kernel(op: Op) -> Kernel:
+def _pad_kernel(op: Op, fast: bool = False) -> Kernel:
     a = op.attrs
     out = _quant(op.results[0])
     code = ref.round_half_away_int(a["value"] * out.scale[0]) if np.isfinite(a["value"]) else (
@@ -295,18 +392,22 @@ def _pad_kernel(op: Op) -> Kernel:
         from tidlc.ir.ops.tensor import _pad_compute
         fake = Op("pad", op.operands, op.results, {**a, "value": float(code)})
         return [_pad_compute(fake, args[0])]
-    return _requant_result(op, run)
+    return _requant_result(op, run, fast)
 
 
-def _argmax_kernel(op: Op) -> Kernel:
+def _argmax_kernel(op: Op, fast: bool = False) -> Kernel:
     return lambda args: evaluate_op(op, args)
 
 
-def _data_movement_kernel(op: Op) -> Kernel:
-    return _requant_result(op, lambda args: evaluate_op(op, args))
+def _data_movement_kernel(op: Op, fast: bool = False) -> Kernel:
+    return _requant_result(op, lambda args: evaluate_op(op, args), fast)
 
 
-def _data_convert_kernel(op: Op) -> Kernel:
+def _data_convert_kernel(op: Op, fast: bool = False) -> Kernel:
+    if fast:
+        from . import fast_ops
+        src, dst, dtype = op.operands[0].type.quant, op.results[0].type.quant, op.attrs["dtype"]
+        return lambda args: [fast_ops.convert(args[0], src, dst, dtype)]
     return lambda args: evaluate_op(op, args)
 
 
@@ -326,7 +427,7 @@ def make_kernel(op: Op, fast: bool = False) -> Kernel:
 
     ``fast``: use the exact fast MAC kernels (:mod:`.fast`) where they apply; same bits."""
     if op.kind == "data_convert":
-        return _data_convert_kernel(op)
+        return _data_convert_kernel(op, fast)
     fixed_operands = any(is_fixed(v.type) for v in op.operands)
     fixed_results = any(is_fixed(r.type) for r in op.results)
     if not (fixed_operands or fixed_results):
@@ -336,7 +437,7 @@ def make_kernel(op: Op, fast: bool = False) -> Kernel:
         raise TidlcError(f"op '{op.kind}' has no fixed-point kernel", op.where(),
                          hint="the quantize pass keeps such ops in float between data_convert ops")
     if op.kind == "argmax" or fixed_results:
-        return factory(op, fast) if factory in (_mac_kernel, _eltwise_kernel) else factory(op)
+        return factory(op, fast)
     raise TidlcError(f"{op.kind} reads fixed-point operands but has a float result", op.where(),
                      hint="insert a data_convert to f32 before it")
 
@@ -345,11 +446,17 @@ class FixedExecutor:
     """A quantized graph prepared for repeated execution (kernels and their parameters built once).
 
     ``kernels``: ``"numpy"`` runs the specification (:mod:`.reference`) only; ``"auto"`` uses the
-    exact fast kernels where they apply (bit-identical results, tested)."""
+    exact fast kernels where they apply (bit-identical results, tested). ``threads``: worker
+    threads of the fast kernels (default: ``TIDLC_NUM_THREADS``, else every CPU available)."""
 
-    def __init__(self, graph: Graph, kernels: str = "numpy"):
+    def __init__(self, graph: Graph, kernels: str = "numpy", threads: int | None = None):
         if kernels not in ("numpy", "auto"):
             raise TidlcError(f"unknown kernels {kernels!r}", hint="auto or numpy")
+        if threads is not None:
+            if threads < 1:
+                raise TidlcError(f"--threads must be at least 1, got {threads}")
+            from . import fast
+            fast.set_threads(threads)
         self.graph = graph
         self.consts: dict[int, np.ndarray] = {}
         self.kernels: list[Kernel | None] = []

@@ -9,8 +9,14 @@ sums are added in float64 (exact below 2**53). Weights are converted once per
 layer, not once per frame, and the output stage (bias, accumulator saturation,
 multiplier, rounding shift, clamp) runs fused in Cython (``_requant.pyx``)
 straight on the float sums.
+
+On CPUs with AVX-512 VNNI, 8-bit convolutions (groups == 1), dense layers and depthwise
+convolutions skip the float GEMM: ``_igemm`` computes the sums exactly in integers with the output
+stage fused, split over :func:`threads` OpenMP threads (:func:`set_threads`).
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -135,3 +141,209 @@ def eltwise_add(qa, qb, ma: int, mb: int, shift: int, lo: int, hi: int, subtract
     out = _requant.eltwise_add_flat(np.ascontiguousarray(qa).reshape(-1), np.ascontiguousarray(qb).reshape(-1),
                                     ma, mb, shift, lo, hi, subtract)
     return out.reshape(qa.shape)
+
+
+# ----------------------------------------------------------------------------- VNNI integer path
+_VNNI_OUT = (np.int8, np.uint8, np.int16, np.uint16)
+_threads = 0  # 0: not chosen yet (TIDLC_NUM_THREADS, else every CPU this process may use)
+
+
+def default_threads() -> int:
+    env = os.environ.get("TIDLC_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def set_threads(n: int | None) -> int:
+    """Threads of the integer kernels (None: the default); returns the number in use."""
+    global _threads
+    n = default_threads() if n is None else int(n)
+    if n < 1:
+        raise ValueError(f"threads must be >= 1, got {n}")
+    _threads = n
+    return n
+
+
+def threads() -> int:
+    return _threads or set_threads(None)
+
+
+def vnni_available() -> bool:
+    from . import _igemm
+    return _igemm.available()
+
+
+class IntConvWeights:
+    """int8 conv2d weights (groups == 1) packed for the VNNI kernel, with their row sums."""
+
+    def __init__(self, w: np.ndarray):
+        from . import _igemm
+        self.shape = w.shape
+        w2 = np.asarray(w).reshape(w.shape[0], -1)
+        self.packed = _igemm.pack_weights(w2)
+        self.row_sums = w2.astype(np.int64).sum(axis=1)
+
+    @staticmethod
+    def supports(w) -> bool:
+        from . import _igemm
+        return (w is not None and w.dtype == np.int8 and w.ndim == 4
+                and int(np.prod(w.shape[1:])) <= _igemm.MAX_K and _igemm.available())
+
+
+class VnniConv:
+    """One 8-bit conv2d layer (groups == 1) on the VNNI kernel: constants prepared once, then
+    :meth:`run` per frame. Equals ``mac_output(add_bias(conv2d_acc(x, w, ..., 1), bias), 32, mult,
+    shift, lo, hi)`` cast to ``out_dtype``. Build with :meth:`plan`, which returns None for cases
+    the kernel does not cover (the caller keeps its other path)."""
+
+    def __init__(self, weights: IntConvWeights, x_dtype, strides, pads, dilations, out_shape, mult, shift,
+                 lo, hi, out_dtype, mult_arr):
+        n, m, ho, wo = out_shape
+        self.weights, self.signed = weights, np.dtype(x_dtype) == np.int8
+        self.strides, self.pads, self.dilations = tuple(strides), tuple(pads), tuple(dilations)
+        self.ho, self.wo, self.m = ho, wo, m
+        self.mult, self.shift, self.lo, self.hi = mult_arr, int(shift), int(lo), int(hi)
+        self.out_dtype = np.dtype(out_dtype)
+        self._bias_key = self._plan = None
+        kh, kw = weights.shape[2:]
+        self.need_h = (ho - 1) * strides[0] + (kh - 1) * dilations[0] + 1
+        self.need_w = (wo - 1) * strides[1] + (kw - 1) * dilations[1] + 1
+
+    @classmethod
+    def plan(cls, weights: IntConvWeights, x_dtype, strides, pads, dilations, out_shape, mult, shift, lo, hi,
+             out_dtype) -> "VnniConv | None":
+        out_dtype = np.dtype(out_dtype)
+        if (np.dtype(x_dtype) not in (np.int8, np.uint8) or out_dtype.type not in _VNNI_OUT
+                or np.ndim(shift) != 0 or not 0 <= int(shift) <= 62 or len(out_shape) != 4):
+            return None
+        m = weights.shape[0]
+        mult_arr = np.ascontiguousarray(np.broadcast_to(np.asarray(mult, np.int64).reshape(-1), (m,)))
+        if int(np.abs(mult_arr).max()) >= 1 << 31:
+            return None
+        return cls(weights, x_dtype, strides, pads, dilations, out_shape, mult, shift, lo, hi, out_dtype, mult_arr)
+
+    def _kernel_plan(self, bias, c: int):
+        """The Cython plan for this bias (cached: a constant bias is the same array every frame)."""
+        from . import _igemm
+        key = (id(bias), c)
+        if self._plan is None or self._bias_key != key:
+            m = self.m
+            b = np.zeros(m, np.int64) if bias is None else np.broadcast_to(np.asarray(bias, np.int64).reshape(-1), (m,))
+            b = np.ascontiguousarray(b - 128 * self.weights.row_sums if self.signed else b)
+            if int(np.abs(b).max()) >= 1 << 62:
+                return None
+            kh, kw = self.weights.shape[2:]
+            self._plan = _igemm.ConvPlan(self.weights.packed, m, c, kh, kw, self.strides, self.dilations, self.ho,
+                                         self.wo, b, self.mult, self.shift, self.lo, self.hi, self.out_dtype,
+                                         self.signed)
+            self._bias_key, self._bias_ref = key, bias
+        return self._plan
+
+    def run(self, x: np.ndarray, bias) -> np.ndarray | None:
+        from . import _igemm
+        if x.ndim != 4 or (x.dtype == np.int8) != self.signed or x.dtype not in (np.int8, np.uint8):
+            return None
+        plan = self._kernel_plan(bias, x.shape[1])
+        if plan is None:
+            return None
+        xb = np.ascontiguousarray(x).view(np.uint8)
+        pt, pl = self.pads[:2]
+        extra_h, extra_w = max(0, self.need_h - xb.shape[2] - pt), max(0, self.need_w - xb.shape[3] - pl)
+        if pt or pl or extra_h or extra_w:  # zero is the code of 0 in both int8 and uint8
+            xb = np.pad(xb, ((0, 0), (0, 0), (pt, extra_h), (pl, extra_w)))
+        n = x.shape[0]
+        out = np.empty((n, self.m, self.ho * self.wo), self.out_dtype)
+        raw = out.view(np.uint8)
+        for i in range(n):
+            plan.run(xb[i], raw[i], threads())
+        return out.reshape(n, self.m, self.ho, self.wo)
+
+
+class VnniDense:
+    """An 8-bit dense layer (x (..., K) @ w.T (M, K)) on the VNNI kernel, as a 1x1 convolution of
+    the K x rows matrix (so a fixed-point run calls no BLAS: OpenBLAS threads spin after every
+    call and would steal the cores of the worker threads)."""
+
+    def __init__(self, conv: VnniConv, rows: int):
+        self.conv, self.rows = conv, rows
+
+    @classmethod
+    def plan(cls, w: np.ndarray, x_dtype, out_shape, mult, shift, lo, hi, out_dtype) -> "VnniDense | None":
+        w = np.asarray(w)
+        if w.ndim != 2 or not IntConvWeights.supports(w.reshape(w.shape + (1, 1))):
+            return None
+        rows = int(np.prod(out_shape[:-1]))
+        conv = VnniConv.plan(IntConvWeights(w.reshape(w.shape + (1, 1))), x_dtype, (1, 1), (0, 0, 0, 0), (1, 1),
+                             (1, w.shape[0], 1, rows), mult, shift, lo, hi, out_dtype)
+        return None if conv is None else cls(conv, rows)
+
+    def run(self, x: np.ndarray, bias) -> np.ndarray | None:
+        k = x.shape[-1]
+        if x.size != self.rows * k:
+            return None
+        cols = np.ascontiguousarray(x.reshape(self.rows, k).T).reshape(1, k, 1, self.rows)
+        out = self.conv.run(cols, bias)
+        return None if out is None else out.reshape(-1, self.rows).T.reshape(x.shape[:-1] + (-1,))
+
+
+class VnniDepthwise:
+    """An 8-bit depthwise conv2d (groups == channels == outputs, int8 weights, W stride 1 or 2) on
+    the AVX-512 kernel of igemm.h, output stage fused; channels split over the worker threads."""
+
+    def __init__(self, plan, signed: bool, pads, out_shape, out_dtype):
+        self.plan, self.signed, self.pads = plan, signed, tuple(pads)
+        self.out_shape, self.out_dtype = tuple(out_shape), np.dtype(out_dtype)
+
+    @classmethod
+    def plan_for(cls, w: np.ndarray, groups: int, x_dtype, strides, pads, dilations, out_shape, mult, shift, lo, hi,
+                 out_dtype) -> "VnniDepthwise | None":
+        from . import _igemm
+        w = np.asarray(w)
+        out_dtype = np.dtype(out_dtype)
+        if (w.ndim != 4 or w.dtype != np.int8 or w.shape[1] != 1 or w.shape[0] != groups or len(out_shape) != 4
+                or np.dtype(x_dtype) not in (np.int8, np.uint8) or out_dtype.type not in _VNNI_OUT or min(pads) < 0
+                or np.ndim(shift) != 0 or not 0 <= int(shift) <= 62 or strides[1] not in (1, 2)
+                or not _igemm.available()):
+            return None
+        c = w.shape[0]
+        mult_arr = np.ascontiguousarray(np.broadcast_to(np.asarray(mult, np.int64).reshape(-1), (c,)))
+        if int(np.abs(mult_arr).max()) >= 1 << 31:
+            return None
+        ho, wo = out_shape[2:]
+        plan = (np.ascontiguousarray(w.reshape(c, w.shape[2], w.shape[3])), tuple(strides), tuple(dilations), ho, wo,
+                mult_arr, int(shift), int(lo), int(hi), out_dtype, np.dtype(x_dtype) == np.int8)
+        return cls(plan, plan[-1], pads, out_shape, out_dtype)
+
+    def _kernel(self, bias):
+        from . import _igemm
+        if getattr(self, "_bias_ref", self) is not bias:
+            c = self.plan[0].shape[0]
+            b = np.zeros(c, np.int64) if bias is None else np.broadcast_to(np.asarray(bias, np.int64).reshape(-1), (c,))
+            w, strides, dilations, ho, wo, mult, shift, lo, hi, out_dtype, signed = self.plan
+            self._compiled = _igemm.DepthwisePlan(w, strides, self.pads, dilations, ho, wo, np.ascontiguousarray(b), mult,
+                                                  shift, lo, hi, out_dtype, signed)
+            self._bias_ref = bias
+        return self._compiled
+
+    def run(self, x: np.ndarray, bias) -> np.ndarray | None:
+        if x.ndim != 4 or x.dtype not in (np.int8, np.uint8) or (x.dtype == np.int8) != self.signed:
+            return None
+        kernel = self._kernel(bias)
+        xb = np.ascontiguousarray(x).view(np.uint8)  # the kernel reads padding as zeros itself
+        n, c, ho, wo = x.shape[0], *self.out_shape[1:]
+        out = np.empty((n, c, ho * wo), self.out_dtype)
+        raw = out.view(np.uint8)
+        for i in range(n):
+            kernel.run(xb[i], raw[i], threads())
+        return out.reshape(n, c, ho, wo)
+
+
+def conv2d_vnni(x: np.ndarray, prepared: IntConvWeights, bias, strides, pads, dilations, out_shape,
+                mult, shift: int, lo: int, hi: int, out_dtype) -> np.ndarray | None:
+    """One-off :class:`VnniConv` (tests): the result, or None when the kernel does not cover the case."""
+    conv = VnniConv.plan(prepared, x.dtype, strides, pads, dilations, out_shape, mult, shift, lo, hi, out_dtype)
+    return None if conv is None else conv.run(x, bias)

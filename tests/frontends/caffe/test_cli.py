@@ -97,7 +97,12 @@ def test_wrong_input_shape(tmp_path, capsys, spec, message):
 
 def test_structure_only_compile_warns_once_and_writes_ir(tmp_path, capsys):
     path = write(tmp_path, NET)
-    code, out, err = tidlc(capsys, "compile", path, "-o", tmp_path / "out")
+    code, out, err = tidlc(capsys, "compile", path, "-o", tmp_path / "bin")  # default: net.bin, which needs weights
+    assert code == 2 and out == [] and not (tmp_path / "bin").exists()
+    assert err[1] == (f"{path}: error: the model has no weights (structure only), so net.bin cannot be written "
+                      "(hint: pass --weights FILE or --random-weights SEED; --emit ir writes the structure-only "
+                      "IR (for tidlc perf))")
+    code, out, err = tidlc(capsys, "compile", path, "--emit", "ir", "-o", tmp_path / "out")
     assert code == 0
     assert err == [(f"warning: {path}: no weights (no --weights and no net.caffemodel beside it): "
                    "structure only, every weight is zero; use --random-weights SEED to explore")]
@@ -125,7 +130,7 @@ def test_ultraface_example_compiles_and_runs_like_opencv(tmp_path, capsys, monke
     code, out, err = tidlc(capsys, "compile", EXAMPLE, "-O2", "-o", "out/uf")
     # the caffemodel beside the prototxt is found: the one warning is quantization's (no --calib)
     assert code == 0 and len(err) == 1 and "no calibration data" in err[0] and "--calib" in err[0]
-    assert out[1:] == ["  wrote out/uf/model.tir", "  wrote out/uf/model.weights"]
+    assert out[1:] == ["  wrote out/uf/net.bin", "  wrote out/uf/io.bin"]
     if CORPUS.is_dir():
         img = cv2.imread(str(CORPUS / "cifar10_quick" / "samples" / "dog10.png"), cv2.IMREAD_COLOR)
         img = cv2.resize(img, (320, 240)).astype(np.float32)[:, :, ::-1]
@@ -144,8 +149,8 @@ def test_ultraface_example_compiles_and_runs_like_opencv(tmp_path, capsys, monke
         ours = np.load(tmp_path / "y.npz")
         for name, ref in (("boxes", boxes), ("scores", scores)):
             assert np.abs(ours[name] - ref.reshape(ours[name].shape)).max() <= 1e-4 * np.abs(ref).max()
-    # the compiled (8-bit, synthetically calibrated) IR runs too, in fixed point, close to float
-    code, out, err = tidlc(capsys, "run", "out/uf/model.tir", "--input", f"input={tmp_path / 'x.npy'}",
+    # the compiled (8-bit, synthetically calibrated) net.bin runs too, in fixed point, close to float
+    code, out, err = tidlc(capsys, "run", "out/uf", "--input", f"input={tmp_path / 'x.npy'}",
                            "-o", tmp_path / "z.npz")
     assert code == 0, err
     fixed, real = np.load(tmp_path / "z.npz")["scores"], np.load(tmp_path / "y.npz")["scores"]

@@ -312,7 +312,7 @@ def test_cli_compile_and_run(tmp_path, capsys):
     np.save(tmp_path / "x.npy", x)
     with warnings.catch_warnings():
         warnings.simplefilter("error", TidlcWarning)
-        assert main(["run", str(tmp_path / "out" / "model.tir"), "--input", f"data_0={tmp_path / 'x.npy'}",
+        assert main(["run", str(tmp_path / "out"), "--input", f"data_0={tmp_path / 'x.npy'}",
                      "--output", str(tmp_path / "y.npz")]) == 0
     out = capsys.readouterr().out
     assert "softmaxout_1: float32 [1, 1000, 1, 1]" in out

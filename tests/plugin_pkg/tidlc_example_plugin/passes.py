@@ -10,7 +10,7 @@ which computes the same function. ``approximate=true`` instead maps SiLU
 (beta == 1) to the builtin ``hardswish`` (MobileNetV3's piecewise-linear
 stand-in, one op that TIDL runs natively; absolute error up to about 0.14,
 so only for networks trained or fine-tuned with it):
-``tidlc -p 'decompose-swish{approximate=true}' compile net.cfg``.
+``tidlc -p 'decompose-swish{approximate=true},quantize' compile net.cfg``.
 """
 from __future__ import annotations
 

@@ -1,0 +1,192 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False, language_level=3
+"""Exact 8-bit convolution on AVX-512 VNNI (igemm.h), output stage fused.
+
+Twin: ``reference.mac_output(reference.add_bias(reference.conv2d_acc(x, w, ..., groups=1), b), 32, ...)``.
+:func:`available` says whether this CPU (and build) has the kernel; callers keep their float-BLAS
+path otherwise. ``run(x, out, threads)`` splits the work (output-pixel panels, or channels) into
+``threads`` contiguous parts on OpenMP threads (when the build has OpenMP; else one after the
+other): the parts never share a buffer, so the result does not depend on the thread count.
+"""
+from cython.parallel import prange
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
+from libc.stdlib cimport calloc, free, malloc
+
+import numpy as np
+
+cdef extern from "igemm.h" nogil:
+    int IG_MR
+    int IG_NR
+    int IG_HAVE_VNNI
+    ctypedef struct ig_conv_t:
+        const uint8_t *x
+        int is_signed
+        int C, H, W, kh, kw, sh, sw, dh, dw, Ho, Wo
+        const int8_t *apack
+        int M, K
+        const int64_t *bias
+        const int64_t *mult
+        int shift
+        int64_t lo, hi
+        void *out
+        int out_kind
+    ctypedef struct ig_dw_t:
+        const uint8_t *x
+        int is_signed
+        int C, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo
+        const int8_t *w
+        const int64_t *bias
+        const int64_t *mult
+        int shift
+        int64_t lo, hi
+        void *out
+        int out_kind
+    size_t ig_scratch_bytes(int K)
+    int ig_available()
+    int ig_conv_panels(const ig_conv_t *p, int pb, int pe, uint8_t *scratch)
+    int ig_dw_channels(const ig_dw_t *p, int cb, int ce, int32_t *acc)
+
+MR = IG_MR
+NR = IG_NR
+MAX_K = 65792  # K * 255 * 128 < 2**31: every int32 sum is exact
+OUT_KINDS = {np.dtype(np.int8): 0, np.dtype(np.uint8): 1, np.dtype(np.int16): 2, np.dtype(np.uint16): 3}
+
+
+def available() -> bool:
+    return bool(ig_available())
+
+
+def pack_weights(w) -> np.ndarray:
+    """(M, K) int8 -> [M/MR][K4][MR][4] int8, zero padded (the layout ig_kernel reads)."""
+    w = np.asarray(w, dtype=np.int8)
+    m, k = w.shape
+    mp, kp = -(-m // IG_MR) * IG_MR, -(-k // 4) * 4
+    padded = np.zeros((mp, kp), np.int8)
+    padded[:m, :k] = w
+    return np.ascontiguousarray(padded.reshape(mp // IG_MR, IG_MR, kp // 4, 4).transpose(0, 2, 1, 3))
+
+
+cdef class ConvPlan:
+    """One convolution layer's constants (packed weights, per-channel bias and multiplier, output
+    stage); :meth:`run` computes panels of one image."""
+    cdef ig_conv_t p
+    cdef object keep  # the arrays p points into
+    cdef size_t scratch
+
+    def __init__(self, const int8_t[:, :, :, ::1] apack, int m, int c, int kh, int kw, strides, dilations,
+                 int ho, int wo, const int64_t[::1] bias, const int64_t[::1] mult, int shift, int64_t lo,
+                 int64_t hi, out_dtype, bint is_signed):
+        cdef int k = c * kh * kw
+        if not ig_available():
+            raise RuntimeError("the VNNI kernel is not available on this CPU")
+        if k > MAX_K or not 0 <= shift <= 62 or bias.shape[0] != m or mult.shape[0] != m or m < 1:
+            raise ValueError("ConvPlan: unsupported parameters")
+        if apack.shape[0] * IG_MR < m or apack.shape[1] * 4 < k:
+            raise ValueError("ConvPlan: packed weights do not match")
+        self.keep = (apack, bias, mult)
+        self.p.is_signed = is_signed
+        self.p.C, self.p.kh, self.p.kw = c, kh, kw
+        self.p.sh, self.p.sw = strides
+        self.p.dh, self.p.dw = dilations
+        if min(self.p.sh, self.p.sw, self.p.dh, self.p.dw) < 1 or ho < 1 or wo < 1:
+            raise ValueError("ConvPlan: bad geometry")
+        self.p.Ho, self.p.Wo = ho, wo
+        self.p.apack = &apack[0, 0, 0, 0]
+        self.p.M, self.p.K = m, k
+        self.p.bias = &bias[0]
+        self.p.mult = &mult[0]
+        self.p.shift = shift
+        self.p.lo, self.p.hi = lo, hi
+        self.p.out_kind = OUT_KINDS[np.dtype(out_dtype)]
+        self.scratch = ig_scratch_bytes(k)
+
+    def run(self, const uint8_t[:, :, ::1] x, uint8_t[:, ::1] out, int threads=1):
+        """One image: ``x`` (C, H, W) bytes padded already (zeros are the code of 0), ``out`` the
+        (M, ho * wo) result viewed as bytes."""
+        cdef ig_conv_t p = self.p
+        cdef int itemsize = 1 if p.out_kind <= 1 else 2
+        if x.shape[0] != p.C or (p.Ho - 1) * p.sh + (p.kh - 1) * p.dh >= x.shape[1] or \
+                (p.Wo - 1) * p.sw + (p.kw - 1) * p.dw >= x.shape[2]:
+            raise ValueError("ConvPlan.run: the padded input does not match the layer")
+        if out.shape[0] != p.M or out.shape[1] != p.Ho * p.Wo * itemsize:
+            raise ValueError("ConvPlan.run: bad output buffer")
+        p.x = &x[0, 0, 0]
+        p.H, p.W = x.shape[1], x.shape[2]
+        p.out = <void *>&out[0, 0]
+        cdef int panels = (p.Ho * p.Wo + IG_NR - 1) // IG_NR
+        cdef int parts = max(1, min(threads, panels)), t, rc = 0
+        cdef size_t size = self.scratch + 64
+        cdef uint8_t *raw = <uint8_t *>malloc(size * parts)
+        cdef int *rcs = <int *>calloc(parts, sizeof(int))
+        if raw == NULL or rcs == NULL:
+            free(raw)
+            free(rcs)
+            raise MemoryError()
+        with nogil:
+            for t in prange(parts, num_threads=parts, schedule="static", chunksize=1):
+                rcs[t] = ig_conv_panels(&p, panels * t // parts, panels * (t + 1) // parts,
+                                        <uint8_t *>((<size_t>(raw + size * t) + 63) & ~(<size_t>63)))
+        for t in range(parts):
+            rc = rc or rcs[t]
+        free(raw)
+        free(rcs)
+        if rc != 0:
+            raise RuntimeError("the VNNI kernel is not available in this build")
+
+
+cdef class DepthwisePlan:
+    """One depthwise layer (groups == channels == outputs, 8-bit, stride 1 or 2 along W):
+    :meth:`run` computes a range of channels of one image."""
+    cdef ig_dw_t p
+    cdef object keep
+
+    def __init__(self, const int8_t[:, :, ::1] w, strides, pads, dilations, int ho, int wo, const int64_t[::1] bias,
+                 const int64_t[::1] mult, int shift, int64_t lo, int64_t hi, out_dtype, bint is_signed):
+        cdef int c = w.shape[0]
+        if not ig_available():
+            raise RuntimeError("the AVX-512 kernels are not available on this CPU")
+        if not 0 <= shift <= 62 or bias.shape[0] != c or mult.shape[0] != c or c < 1 or ho < 1 or wo < 1:
+            raise ValueError("DepthwisePlan: unsupported parameters")
+        self.keep = (w, bias, mult)
+        self.p.is_signed = is_signed
+        self.p.C, self.p.kh, self.p.kw = c, w.shape[1], w.shape[2]
+        self.p.sh, self.p.sw = strides
+        self.p.dh, self.p.dw = dilations
+        self.p.pt, self.p.pl = pads[0], pads[1]
+        if self.p.sw not in (1, 2) or min(self.p.sh, self.p.dh, self.p.dw) < 1 or min(self.p.pt, self.p.pl) < 0:
+            raise ValueError("DepthwisePlan: stride along W must be 1 or 2")
+        self.p.Ho, self.p.Wo = ho, wo
+        self.p.w = &w[0, 0, 0]
+        self.p.bias = &bias[0]
+        self.p.mult = &mult[0]
+        self.p.shift = shift
+        self.p.lo, self.p.hi = lo, hi
+        self.p.out_kind = OUT_KINDS[np.dtype(out_dtype)]
+
+    def run(self, const uint8_t[:, :, ::1] x, uint8_t[:, ::1] out, int threads=1):
+        """One image: ``x`` (C, H, W) bytes, not padded; ``out`` the (C, ho * wo) result as bytes."""
+        cdef ig_dw_t p = self.p
+        cdef int itemsize = 1 if p.out_kind <= 1 else 2
+        if x.shape[0] != p.C or x.shape[1] < 1 or x.shape[2] < 1:
+            raise ValueError("DepthwisePlan.run: the input does not match the layer")
+        if out.shape[0] != p.C or out.shape[1] != p.Ho * p.Wo * itemsize:
+            raise ValueError("DepthwisePlan.run: bad output buffer")
+        p.x = &x[0, 0, 0]
+        p.H, p.W = x.shape[1], x.shape[2]
+        p.out = <void *>&out[0, 0]
+        cdef int parts = max(1, min(threads, p.C)), t, rc = 0
+        cdef size_t size = ((p.Wo + 31) // 32) * 32 * sizeof(int32_t) + 64
+        cdef uint8_t *raw = <uint8_t *>malloc(size * parts)
+        cdef int *rcs = <int *>calloc(parts, sizeof(int))
+        if raw == NULL or rcs == NULL:
+            free(raw)
+            free(rcs)
+            raise MemoryError()
+        with nogil:
+            for t in prange(parts, num_threads=parts, schedule="static", chunksize=1):
+                rcs[t] = ig_dw_channels(&p, p.C * t // parts, p.C * (t + 1) // parts, <int32_t *>(raw + size * t))
+        for t in range(parts):
+            rc = rc or rcs[t]
+        free(raw)
+        free(rcs)
+        if rc != 0:
+            raise RuntimeError("the depthwise kernel is not available in this build")

@@ -1,0 +1,394 @@
+/* Exact 8-bit integer convolution: u8 x s8 -> s32 GEMM on AVX-512 VNNI (vpdpbusd), with the
+ * im2col packing and the MAC output stage (bias, 32-bit saturation, multiplier, rounding shift,
+ * clamp) fused. Used by _igemm.pyx; the numpy specification is reference.conv2d_acc +
+ * reference.mac_output, and tests/backend/test_igemm.py checks that they agree bit for bit.
+ *
+ * Layouts (K = C * kh * kw in (c, i, j) order, K4 = ceil(K / 4), zero padded):
+ *   packed weights  [M / IG_MR][K4][IG_MR][4]  int8    (prepared once per layer)
+ *   packed columns  [panel][K4][IG_NR][4]      uint8   (built per IG_NR output pixels)
+ * vpdpbusd multiplies unsigned bytes by signed bytes, so signed activations are offset by
+ * +128 (x ^ 0x80) while packing (a zero pad becomes 128 too, consistently); the caller folds -128 * sum(weights of the row) into the bias.
+ * Every sum is exact: |sum| <= K * 255 * 128 < 2**31 for K < 65793 (checked by the caller).
+ *
+ * Work is split by output-pixel panels, so threads never share a buffer: each call packs the
+ * columns of its own panels into its own scratch and computes every output channel of them.
+ * Without VNNI (or off x86-64 / GCC-compatible compilers) ig_available() is 0 and the caller
+ * keeps its float-BLAS path. The same file holds an AVX-512 depthwise kernel (ig_dw_channels).
+ */
+#ifndef TIDLC_IGEMM_H
+#define TIDLC_IGEMM_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define IG_MR 8      /* output channels per micro tile */
+#define IG_NR 32     /* output pixels per micro tile (two zmm of 16 int32 lanes) */
+#define IG_CHUNK 8   /* panels packed together (IG_CHUNK * IG_NR columns stay in L2) */
+
+typedef struct {
+    const uint8_t *x;      /* one image, (C, H, W) bytes (int8 or uint8), padded already */
+    int is_signed;         /* 1: x holds int8 (packed with +128) */
+    int C, H, W, kh, kw, sh, sw, dh, dw, Ho, Wo;
+    const int8_t *apack;   /* packed weights */
+    int M, K;
+    const int64_t *bias;   /* M: bias (minus 128 * row sum for signed x) */
+    const int64_t *mult;   /* M multipliers, |m| < 2**31 */
+    int shift;             /* 0 .. 62 */
+    int64_t lo, hi;        /* output clamp */
+    void *out;             /* (M, Ho * Wo) of out_kind */
+    int out_kind;          /* 0 int8, 1 uint8, 2 int16, 3 uint16 */
+} ig_conv_t;
+
+static inline size_t ig_scratch_bytes(int K) {
+    size_t k4 = (size_t)((K + 3) / 4);
+    return k4 * 4 * IG_NR * IG_CHUNK + 4 * (size_t)IG_NR * IG_CHUNK + 64;
+}
+
+/* Output pixels [n0, n0 + len) as runs along output rows: run q covers row positions
+ * [t[q], t[q] + run[q]) and starts at input offset base[q] (without the tap's offset). */
+typedef struct {
+    int count;
+    int t[IG_NR * IG_CHUNK + 1], run[IG_NR * IG_CHUNK + 1];
+    size_t base[IG_NR * IG_CHUNK + 1];
+} ig_runs_t;
+
+static void ig_make_runs(const ig_conv_t *p, int n0, int len, ig_runs_t *runs) {
+    int npix = p->Ho * p->Wo, oh = n0 / p->Wo, ow = n0 % p->Wo, t = 0;
+    runs->count = 0;
+    while (t < len && n0 + t < npix) {
+        int run = p->Wo - ow;
+        if (run > len - t) run = len - t;
+        if (run > npix - (n0 + t)) run = npix - (n0 + t);
+        int q = runs->count++;
+        runs->t[q] = t;
+        runs->run[q] = run;
+        runs->base[q] = (size_t)oh * p->sh * p->W + (size_t)ow * p->sw;
+        t += run;
+        ow = 0;
+        oh++;
+    }
+}
+
+/* Copy n bytes src[0], src[2], ... (stride 2) to dst; `end` bounds the readable input. */
+static inline void ig_copy_stride2(uint8_t *dst, const uint8_t *src, int n, const uint8_t *end);
+
+/* One im2col row: the values of tap k for output pixels [n0, n0 + len), 0 beyond the last pixel.
+ * The input is padded already. Returns a pointer straight into the input when the row is a
+ * plain slice of it (1x1, stride 1), else builds it in `row`. */
+static const uint8_t *ig_build_row(const ig_conv_t *p, const ig_runs_t *runs, int k, int n0, int len,
+                                   uint8_t *row) {
+    if (k >= p->K) {
+        memset(row, 0, (size_t)len);
+        return row;
+    }
+    int taps = p->kh * p->kw;
+    int c = k / taps, r = k % taps, i = r / p->kw, j = r % p->kw;
+    const uint8_t *plane = p->x + (size_t)c * p->H * p->W;
+    if (taps == 1 && p->sh == 1 && p->sw == 1 && p->Wo == p->W && n0 + len <= p->Ho * p->Wo)
+        return plane + n0;
+    const uint8_t *src = plane + (size_t)i * p->dh * p->W + (size_t)j * p->dw;
+    const uint8_t *end = p->x + (size_t)p->C * p->H * p->W;
+    int filled = 0;
+    for (int q = 0; q < runs->count; q++) {
+        uint8_t *dst = row + runs->t[q];
+        const uint8_t *s = src + runs->base[q];
+        if (p->sw == 1)
+            memcpy(dst, s, (size_t)runs->run[q]);
+        else if (p->sw == 2)
+            ig_copy_stride2(dst, s, runs->run[q], end);
+        else
+            for (int e = 0; e < runs->run[q]; e++) dst[e] = s[e * p->sw];
+        filled = runs->t[q] + runs->run[q];
+    }
+    if (filled < len) memset(row + filled, 0, (size_t)(len - filled));
+    return row;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
+    (defined(__clang__) || __GNUC__ >= 9)
+#define IG_HAVE_VNNI 1
+#include <immintrin.h>
+
+static inline void ig_copy_stride2(uint8_t *dst, const uint8_t *src, int n, const uint8_t *end) {
+    const __m128i even = _mm_set1_epi16(0x00ff);
+    int e = 0;
+    for (; e + 16 <= n && src + 2 * e + 32 <= end; e += 16) {
+        __m128i lo = _mm_and_si128(_mm_loadu_si128((const __m128i *)(src + 2 * e)), even);
+        __m128i hi = _mm_and_si128(_mm_loadu_si128((const __m128i *)(src + 2 * e + 16)), even);
+        _mm_storeu_si128((__m128i *)(dst + e), _mm_packus_epi16(lo, hi));
+    }
+    for (; e < n; e++) dst[e] = src[2 * e];
+}
+
+/* Interleave 4 rows (len = npanels * IG_NR bytes each) into [panel][IG_NR][4] at k4 of each panel. */
+static void ig_interleave(const uint8_t *r0, const uint8_t *r1, const uint8_t *r2, const uint8_t *r3,
+                          int npanels, uint8_t *dst, size_t panel_stride, int flip) {
+    const __m128i sign = _mm_set1_epi8(flip ? (char)0x80 : 0);
+    for (int q = 0; q < npanels; q++) {
+        uint8_t *d = dst + (size_t)q * panel_stride;
+        for (int h = 0; h < IG_NR / 16; h++) {
+            size_t o = (size_t)q * IG_NR + (size_t)h * 16;
+            __m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(r0 + o)), sign);
+            __m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(r1 + o)), sign);
+            __m128i c = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(r2 + o)), sign);
+            __m128i e = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(r3 + o)), sign);
+            __m128i ab_lo = _mm_unpacklo_epi8(a, b), ab_hi = _mm_unpackhi_epi8(a, b);
+            __m128i ce_lo = _mm_unpacklo_epi8(c, e), ce_hi = _mm_unpackhi_epi8(c, e);
+            __m128i *out = (__m128i *)(d + h * 64);
+            _mm_storeu_si128(out + 0, _mm_unpacklo_epi16(ab_lo, ce_lo));
+            _mm_storeu_si128(out + 1, _mm_unpackhi_epi16(ab_lo, ce_lo));
+            _mm_storeu_si128(out + 2, _mm_unpacklo_epi16(ab_hi, ce_hi));
+            _mm_storeu_si128(out + 3, _mm_unpackhi_epi16(ab_hi, ce_hi));
+        }
+    }
+}
+
+/* acc[IG_MR][IG_NR] = packed weights block x packed column panel, over k4 groups of 4 taps. */
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void ig_kernel(const int8_t *a, const uint8_t *b, int k4, int32_t *acc) {
+    __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00,
+            c70 = c00, c71 = c00;
+    const int32_t *aw = (const int32_t *)a;
+    for (int k = 0; k < k4; k++) {
+        __m512i b0 = _mm512_loadu_si512((const void *)b);
+        __m512i b1 = _mm512_loadu_si512((const void *)(b + 64));
+        __m512i w;
+#define IG_STEP(r, x0, x1)                       \
+        w = _mm512_set1_epi32(aw[r]);             \
+        x0 = _mm512_dpbusd_epi32(x0, b0, w);      \
+        x1 = _mm512_dpbusd_epi32(x1, b1, w);
+        IG_STEP(0, c00, c01) IG_STEP(1, c10, c11) IG_STEP(2, c20, c21) IG_STEP(3, c30, c31)
+        IG_STEP(4, c40, c41) IG_STEP(5, c50, c51) IG_STEP(6, c60, c61) IG_STEP(7, c70, c71)
+#undef IG_STEP
+        aw += IG_MR;
+        b += IG_NR * 4;
+    }
+#define IG_STORE(r, x0, x1)                                          \
+    _mm512_storeu_si512((void *)(acc + (r) * IG_NR), x0);            \
+    _mm512_storeu_si512((void *)(acc + (r) * IG_NR + 16), x1);
+    IG_STORE(0, c00, c01) IG_STORE(1, c10, c11) IG_STORE(2, c20, c21) IG_STORE(3, c30, c31)
+    IG_STORE(4, c40, c41) IG_STORE(5, c50, c51) IG_STORE(6, c60, c61) IG_STORE(7, c70, c71)
+#undef IG_STORE
+}
+
+/* The output stage of one tile: rows m0.., pixels n0.. (mv x nv valid entries), 8 lanes of int64
+ * at a time: clamp(acc + bias, int32) * mult (|both| < 2**31: vpmuldq is exact), + half, >> shift,
+ * clamp(lo, hi), narrowed to the output type (values are in range, so truncation is exact). */
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+static void ig_epilogue(const ig_conv_t *p, const int32_t *acc, int m0, int mv, int n0, int nv) {
+    const __m512i amin = _mm512_set1_epi64(-((int64_t)1 << 31)), amax = _mm512_set1_epi64(((int64_t)1 << 31) - 1);
+    const __m512i half = _mm512_set1_epi64(p->shift > 0 ? ((int64_t)1 << (p->shift - 1)) : 0);
+    const __m128i sh = _mm_cvtsi32_si128(p->shift);
+    const __m512i lo = _mm512_set1_epi64(p->lo), hi = _mm512_set1_epi64(p->hi);
+    size_t npix = (size_t)p->Ho * p->Wo;
+    for (int r = 0; r < mv; r++) {
+        int m = m0 + r;
+        const __m512i bias = _mm512_set1_epi64(p->bias[m]), mult = _mm512_set1_epi64(p->mult[m]);
+        size_t base = (size_t)m * npix + (size_t)n0;
+        for (int q = 0; q < nv; q += 8) {
+            __m512i v = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(acc + r * IG_NR + q)));
+            v = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(v, bias), amin), amax);
+            v = _mm512_sra_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, mult), half), sh);
+            v = _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
+            __mmask8 k = nv - q >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (nv - q)) - 1);
+            if (p->out_kind <= 1)
+                _mm512_mask_cvtepi64_storeu_epi8((uint8_t *)p->out + base + q, k, v);
+            else
+                _mm512_mask_cvtepi64_storeu_epi16((uint16_t *)p->out + base + q, k, v);
+        }
+    }
+}
+
+static int ig_available(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+}
+
+/* Output pixels of panels [pb, pe); scratch: ig_scratch_bytes(K), 64-byte aligned. Returns 0. */
+static int ig_conv_panels(const ig_conv_t *p, int pb, int pe, uint8_t *scratch) {
+    int k4n = (p->K + 3) / 4;
+    size_t panel_stride = (size_t)k4n * 4 * IG_NR;
+    uint8_t *cols = scratch;
+    uint8_t *rows = scratch + panel_stride * IG_CHUNK;
+    int npix = p->Ho * p->Wo;
+    int mblocks = (p->M + IG_MR - 1) / IG_MR;
+    int32_t acc[IG_MR * IG_NR] __attribute__((aligned(64)));
+    ig_runs_t runs;
+    for (int c0 = pb; c0 < pe; c0 += IG_CHUNK) {
+        int np = pe - c0 < IG_CHUNK ? pe - c0 : IG_CHUNK;
+        int len = np * IG_NR, n0 = c0 * IG_NR;
+        ig_make_runs(p, n0, len, &runs);
+        for (int k4 = 0; k4 < k4n; k4++) {
+            const uint8_t *r[4];
+            for (int q = 0; q < 4; q++)
+                r[q] = ig_build_row(p, &runs, 4 * k4 + q, n0, len, rows + (size_t)q * IG_NR * IG_CHUNK);
+            ig_interleave(r[0], r[1], r[2], r[3], np, cols + (size_t)k4 * 4 * IG_NR, panel_stride,
+                          p->is_signed);
+        }
+        for (int mb = 0; mb < mblocks; mb++) {
+            const int8_t *a = p->apack + (size_t)mb * k4n * 4 * IG_MR;
+            int mv = p->M - mb * IG_MR < IG_MR ? p->M - mb * IG_MR : IG_MR;
+            for (int q = 0; q < np; q++) {
+                int n = n0 + q * IG_NR;
+                int nv = npix - n < IG_NR ? npix - n : IG_NR;
+                ig_kernel(a, cols + (size_t)q * panel_stride, k4n, acc);
+                ig_epilogue(p, acc, mb * IG_MR, mv, n, nv);
+            }
+        }
+    }
+    return 0;
+}
+
+
+/* ------------------------------------------------------------------ depthwise (groups == C == M)
+ * One channel plane at a time, 32 outputs of a row at a time: per tap, 32 inputs widened to
+ * int16 (masked loads: zero outside the image, so the input needs no padding), times the tap's
+ * weight (|u8 x s8| <= 32640 fits int16), added into int32 accumulators held in registers; then
+ * the same output stage as the GEMM. */
+typedef struct {
+    const uint8_t *x;      /* (C, H, W), int8 or uint8, not padded */
+    int is_signed;
+    int C, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo;
+    const int8_t *w;       /* (C, kh, kw) */
+    const int64_t *bias, *mult;
+    int shift;
+    int64_t lo, hi;
+    void *out;             /* (C, Ho * Wo) of out_kind */
+    int out_kind;
+} ig_dw_t;
+
+/* the byte mask of the valid columns among nbytes starting at column iw0: [0, W) */
+static inline uint64_t ig_col_mask(int iw0, int W, int nbytes) {
+    int lo = iw0 < 0 ? -iw0 : 0, hi = W - iw0;
+    if (hi > nbytes) hi = nbytes;
+    if (hi <= lo) return 0;
+    return (hi >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << hi) - 1)) & ~(((uint64_t)1 << lo) - 1);
+}
+
+/* the 32 inputs at columns iw0 + q * SW (SW 1 or 2) as int16 lanes, 0 where the mask is off: a
+ * masked load never touches the bytes it leaves out, so the input needs no padding */
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"), always_inline))
+static inline __m512i ig_load16(const uint8_t *p, uint64_t m, const int SW, const int SIGNED) {
+    if (SW == 1) {
+        __m256i b = _mm256_maskz_loadu_epi8((__mmask32)m, (const void *)p);
+        return SIGNED ? _mm512_cvtepi8_epi16(b) : _mm512_cvtepu8_epi16(b);
+    }
+    __m512i v = _mm512_maskz_loadu_epi8((__mmask64)m, (const void *)p);  /* the even bytes are the inputs */
+    return SIGNED ? _mm512_srai_epi16(_mm512_slli_epi16(v, 8), 8) : _mm512_and_si512(v, _mm512_set1_epi16(0xff));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+static void ig_dw_store(const ig_dw_t *p, int c, int oh, const int32_t *acc) {
+    const __m512i amin = _mm512_set1_epi64(-((int64_t)1 << 31)), amax = _mm512_set1_epi64(((int64_t)1 << 31) - 1);
+    const __m512i half = _mm512_set1_epi64(p->shift > 0 ? ((int64_t)1 << (p->shift - 1)) : 0);
+    const __m128i sh = _mm_cvtsi32_si128(p->shift);
+    const __m512i lo = _mm512_set1_epi64(p->lo), hi = _mm512_set1_epi64(p->hi);
+    const __m512i bias = _mm512_set1_epi64(p->bias[c]), mult = _mm512_set1_epi64(p->mult[c]);
+    size_t base = ((size_t)c * p->Ho + oh) * p->Wo;
+    for (int q = 0; q < p->Wo; q += 8) {
+        __m512i v = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(acc + q)));
+        v = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(v, bias), amin), amax);
+        v = _mm512_sra_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, mult), half), sh);
+        v = _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
+        __mmask8 k = p->Wo - q >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (p->Wo - q)) - 1);
+        if (p->out_kind <= 1)
+            _mm512_mask_cvtepi64_storeu_epi8((uint8_t *)p->out + base + q, k, v);
+        else
+            _mm512_mask_cvtepi64_storeu_epi16((uint16_t *)p->out + base + q, k, v);
+    }
+}
+
+/* Channels [cb, ce) for a given W stride and signedness (constants after inlining). masks/offs:
+ * per 32-output block v and tap column j, the valid-column mask and the first column. */
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"), always_inline))
+static inline void ig_dw_body(const ig_dw_t *p, int cb, int ce, int32_t *acc, const uint64_t *masks,
+                              const int *offs, const int SW, const int SIGNED) {
+    int wv = (p->Wo + 31) / 32, taps = p->kh * p->kw;
+    for (int c = cb; c < ce; c++) {
+        const uint8_t *plane = p->x + (size_t)c * p->H * p->W;
+        const int8_t *wc = p->w + (size_t)c * taps;
+        for (int oh = 0; oh < p->Ho; oh++) {
+            for (int v = 0; v < wv; v++) {  /* 32 outputs, accumulated in registers over the taps */
+                __m512i a0 = _mm512_setzero_si512(), a1 = a0;
+                for (int i = 0; i < p->kh; i++) {
+                    int ih = oh * p->sh - p->pt + i * p->dh;
+                    if (ih < 0 || ih >= p->H) continue;  /* a padding row adds nothing */
+                    const uint8_t *row = plane + (size_t)ih * p->W;
+                    for (int j = 0; j < p->kw; j++) {
+                        int t = v * p->kw + j;
+                        __m512i x = ig_load16(row + offs[t], masks[t], SW, SIGNED);
+                        __m512i prod = _mm512_mullo_epi16(x, _mm512_set1_epi16((short)wc[i * p->kw + j]));
+                        a0 = _mm512_add_epi32(a0, _mm512_cvtepi16_epi32(_mm512_castsi512_si256(prod)));
+                        a1 = _mm512_add_epi32(a1, _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(prod, 1)));
+                    }
+                }
+                _mm512_storeu_si512((void *)(acc + 32 * v), a0);
+                _mm512_storeu_si512((void *)(acc + 32 * v + 16), a1);
+            }
+            ig_dw_store(p, c, oh, acc);
+        }
+    }
+}
+
+/* Channels [cb, ce); acc: ceil(Wo / 32) * 32 int32 of scratch. Returns 0 (-1: W stride not 1/2,
+ * -2: out of memory). */
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+static int ig_dw_channels(const ig_dw_t *p, int cb, int ce, int32_t *acc) {
+    if (p->sw != 1 && p->sw != 2) return -1;
+    int wv = (p->Wo + 31) / 32;
+    uint64_t *masks = (uint64_t *)malloc(sizeof(uint64_t) * (size_t)wv * p->kw);
+    int *offs = (int *)malloc(sizeof(int) * (size_t)wv * p->kw);
+    if (!masks || !offs) {
+        free(masks);
+        free(offs);
+        return -2;
+    }
+    for (int v = 0; v < wv; v++)
+        for (int j = 0; j < p->kw; j++) {
+            int iw0 = 32 * v * p->sw - p->pl + j * p->dw;
+            masks[v * p->kw + j] = ig_col_mask(iw0, p->W, 32 * p->sw);
+            offs[v * p->kw + j] = iw0;
+        }
+    if (p->sw == 1)
+        p->is_signed ? ig_dw_body(p, cb, ce, acc, masks, offs, 1, 1) : ig_dw_body(p, cb, ce, acc, masks, offs, 1, 0);
+    else
+        p->is_signed ? ig_dw_body(p, cb, ce, acc, masks, offs, 2, 1) : ig_dw_body(p, cb, ce, acc, masks, offs, 2, 0);
+    free(masks);
+    free(offs);
+    return 0;
+}
+
+#else  /* no VNNI kernel on this platform/compiler */
+#define IG_HAVE_VNNI 0
+static int ig_available(void) { return 0; }
+typedef struct {
+    const uint8_t *x;
+    int is_signed;
+    int C, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo;
+    const int8_t *w;
+    const int64_t *bias, *mult;
+    int shift;
+    int64_t lo, hi;
+    void *out;
+    int out_kind;
+} ig_dw_t;
+static int ig_dw_channels(const ig_dw_t *p, int cb, int ce, int32_t *acc) {
+    (void)p; (void)cb; (void)ce; (void)acc;
+    return -1;
+}
+static inline void ig_copy_stride2(uint8_t *dst, const uint8_t *src, int n, const uint8_t *end) {
+    (void)end;
+    for (int e = 0; e < n; e++) dst[e] = src[2 * e];
+}
+static int ig_conv_panels(const ig_conv_t *p, int pb, int pe, uint8_t *scratch) {
+    (void)p; (void)pb; (void)pe; (void)scratch;
+    (void)ig_build_row;
+    (void)ig_make_runs;
+    return -1;
+}
+#endif
+
+#endif /* TIDLC_IGEMM_H */

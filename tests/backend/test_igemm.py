@@ -1,0 +1,146 @@
+"""The VNNI integer convolution (fast.conv2d_vnni / _igemm) equals the numpy specification bit for bit."""
+import numpy as np
+import pytest
+from tidlc.backends.tidl.fixed import fast
+from tidlc.backends.tidl.fixed import reference as ref
+
+pytestmark = pytest.mark.skipif(not fast.vnni_available(), reason="this CPU has no AVX-512 VNNI")
+
+
+def out_hw(h, w, k, strides, pads, dil):
+    ho = (h + pads[0] + pads[2] - dil[0] * (k[0] - 1) - 1) // strides[0] + 1
+    wo = (w + pads[1] + pads[3] - dil[1] * (k[1] - 1) - 1) // strides[1] + 1
+    return ho, wo
+
+
+def spec(x, w, bias, strides, pads, dil, mult, shift, lo, hi):
+    acc = ref.add_bias(ref.conv2d_acc(x, w, strides, pads, dil, 1), bias)
+    return ref.mac_output(acc, 32, mult, shift, lo, hi)
+
+
+def vnni(x, w, bias, strides, pads, dil, mult, shift, lo, hi, dtype):
+    ho, wo = out_hw(x.shape[2], x.shape[3], w.shape[2:], strides, pads, dil)
+    return fast.conv2d_vnni(x, fast.IntConvWeights(w), bias, strides, pads, dil, (x.shape[0], w.shape[0], ho, wo),
+                            mult, shift, lo, hi, dtype)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_convolutions(seed):
+    rng = np.random.default_rng(seed)
+    for t in range(25):
+        cin, cout = int(rng.integers(1, 70)), int(rng.integers(1, 20))
+        kh, kw = (int(v) for v in rng.integers(1, 4, 2))
+        strides = tuple(int(v) for v in rng.integers(1, 4, 2))
+        dil = tuple(int(v) for v in rng.integers(1, 3, 2))
+        pads = tuple(int(v) for v in rng.integers(0, 3, 4))
+        h, w = int(rng.integers((kh - 1) * dil[0] + 1, 40)), int(rng.integers((kw - 1) * dil[1] + 1, 40))
+        signed = bool(rng.integers(2))
+        x = (rng.integers(-128, 128, (2, cin, h, w)).astype(np.int8) if signed
+             else rng.integers(0, 256, (2, cin, h, w)).astype(np.uint8))
+        wt = rng.integers(-128, 128, (cout, cin, kh, kw)).astype(np.int8)
+        bias = rng.integers(-100000, 100000, cout).astype(np.int64) if t % 4 else None
+        mult = rng.integers(1 << 14, 1 << 15, cout).astype(np.int64) if t % 2 else int(rng.integers(1, 1 << 15))
+        shift = int(rng.integers(0, 30))
+        dtype = [np.int8, np.uint8, np.int16, np.uint16][t % 4]
+        lo, hi = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
+        if t % 5 == 0:
+            lo, hi = max(lo, 0), min(hi, 90)  # a fused ReLU6-like clamp
+        got = vnni(x, wt, bias, strides, pads, dil, mult, shift, lo, hi, dtype)
+        assert got.dtype == dtype
+        assert np.array_equal(got.astype(np.int64), spec(x, wt, bias, strides, pads, dil, mult, shift, lo, hi))
+
+
+def test_extreme_values_saturate_the_accumulator_like_the_specification():
+    """K = 4608 of 255 x -128 (and 127): the int32 sums are exact, bias pushes them past 2**31."""
+    x = np.full((1, 512, 5, 5), 255, np.uint8)
+    w = np.full((9, 512, 3, 3), -128, np.int8)
+    w[1], w[2] = 127, 0
+    w[3, :, 1, 1] = 127
+    bias = np.array([-(1 << 31), (1 << 31), 0, 5, -5, 1 << 40, -(1 << 40), 7, 0], np.int64)
+    for shift, mult in ((0, 1), (31, (1 << 31) - 1), (20, 12345)):
+        got = vnni(x, w, bias, (1, 1), (1, 1, 1, 1), (1, 1), mult, shift, -(1 << 15), (1 << 15) - 1, np.int16)
+        want = spec(x, w, bias, (1, 1), (1, 1, 1, 1), (1, 1), mult, shift, -(1 << 15), (1 << 15) - 1)
+        assert np.array_equal(got, want)
+    xs = np.full((1, 512, 5, 5), -128, np.int8)
+    got = vnni(xs, w, bias, (2, 2), (0, 1, 2, 0), (1, 1), 777, 24, -128, 127, np.int8)
+    assert np.array_equal(got, spec(xs, w, bias, (2, 2), (0, 1, 2, 0), (1, 1), 777, 24, -128, 127))
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (2, 40, 23, 31)).astype(np.uint8)
+    w = rng.integers(-128, 128, (33, 40, 3, 3)).astype(np.int8)
+    mult = rng.integers(1 << 14, 1 << 15, 33)
+    results = []
+    try:
+        for threads in (1, 2, 3, 7):
+            fast.set_threads(threads)
+            results.append(vnni(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), mult, 21, 0, 255, np.uint8))
+    finally:
+        fast.set_threads(None)
+    assert all(np.array_equal(r, results[0]) for r in results)
+    assert np.array_equal(results[0], spec(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), mult, 21, 0, 255))
+
+
+def test_cases_outside_the_kernel_are_declined():
+    x = np.zeros((1, 2, 4, 4), np.int16)
+    w = np.zeros((1, 2, 1, 1), np.int8)
+    assert vnni(x, w, None, (1, 1), (0, 0, 0, 0), (1, 1), 1, 0, 0, 1, np.int16) is None  # 16-bit data
+    x8 = np.zeros((1, 2, 4, 4), np.uint8)
+    assert vnni(x8, w, None, (1, 1), (0, 0, 0, 0), (1, 1), 1, -1, 0, 1, np.uint8) is None  # left shift
+    assert vnni(x8, w, None, (1, 1), (0, 0, 0, 0), (1, 1), 1 << 31, 3, 0, 1, np.uint8) is None  # huge multiplier
+    assert vnni(x8, w, None, (1, 1), (0, 0, 0, 0), (1, 1), 1, 3, 0, 1, np.int32) is None  # 32-bit output
+    assert not fast.IntConvWeights.supports(np.zeros((1, 2, 1, 1), np.int16))
+    assert not fast.IntConvWeights.supports(np.zeros((1, 65793, 1, 1), np.int8))  # int32 sums could overflow
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dense_layers(seed):
+    rng = np.random.default_rng(seed)
+    for t in range(10):
+        rows, k, m = int(rng.integers(1, 5)), int(rng.integers(1, 3000)), int(rng.integers(1, 40))
+        signed = bool(t % 2)
+        x = (rng.integers(-128, 128, (rows, k)).astype(np.int8) if signed
+             else rng.integers(0, 256, (rows, k)).astype(np.uint8))
+        w = rng.integers(-128, 128, (m, k)).astype(np.int8)
+        bias = rng.integers(-5000, 5000, m)
+        mult, shift = rng.integers(1 << 14, 1 << 15, m), int(rng.integers(8, 24))
+        dtype = (np.int8, np.uint8, np.int16)[t % 3]
+        lo, hi = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
+        want = ref.mac_output(ref.add_bias(ref.dense_acc(x, w), bias, -1), 32, mult, shift, lo, hi, -1)
+        layer = fast.VnniDense.plan(w, x.dtype, (rows, m), mult, shift, lo, hi, dtype)
+        got = layer.run(x, bias)
+        assert got.dtype == dtype and got.shape == want.shape and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_depthwise_layers(seed):
+    """The AVX-512 depthwise kernel (masked loads read the padding as zeros)."""
+    rng = np.random.default_rng(seed)
+    for t in range(12):
+        c = int(rng.integers(1, 20))
+        kh, kw = (int(v) for v in rng.integers(1, 6, 2))
+        strides = (int(rng.integers(1, 4)), int(rng.integers(1, 3)))
+        dil = tuple(int(v) for v in rng.integers(1, 3, 2))
+        pads = tuple(int(v) for v in rng.integers(0, 4, 4))
+        h = int(rng.integers(max(1, (kh - 1) * dil[0] + 1 - pads[0] - pads[2]), 30))
+        w = int(rng.integers(max(1, (kw - 1) * dil[1] + 1 - pads[1] - pads[3]), 90))
+        signed = bool(t % 2)
+        x = (rng.integers(-128, 128, (2, c, h, w)).astype(np.int8) if signed
+             else rng.integers(0, 256, (2, c, h, w)).astype(np.uint8))
+        if t % 3 == 0:
+            x[...] = -128 if signed else 255  # the extremes
+        wt = rng.integers(-128, 128, (c, 1, kh, kw)).astype(np.int8)
+        bias = rng.integers(-(1 << 20), 1 << 20, c)
+        mult = rng.integers(1, 1 << 15, c) if t % 2 else int(rng.integers(1, 1 << 15))
+        shift = int(rng.integers(0, 24))
+        dtype = (np.int8, np.uint8, np.int16, np.uint16)[t % 4]
+        lo, hi = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
+        ho, wo = out_hw(h, w, (kh, kw), strides, pads, dil)
+        want = ref.mac_output(ref.add_bias(ref.conv2d_acc(x, wt, strides, pads, dil, c), bias), 32, mult, shift, lo, hi)
+        layer = fast.VnniDepthwise.plan_for(wt, c, x.dtype, strides, pads, dil, (2, c, ho, wo), mult, shift, lo, hi,
+                                            dtype)
+        got = layer.run(x, bias)
+        assert got.dtype == dtype and np.array_equal(got, want), (c, kh, kw, strides, dil, pads, h, w)
+    assert fast.VnniDepthwise.plan_for(wt, c, x.dtype, (1, 3), (0, 0, 0, 0), (1, 1), (2, c, 1, 1), 1, 0, 0, 1,
+                                       np.uint8) is None  # W stride 3: the Cython kernel's case
