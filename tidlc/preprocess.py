@@ -34,58 +34,6 @@ from tidlc.diagnostics import TidlcError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 CHANNEL_ORDERS = ("rgb", "bgr")
 
-def tidl_config_options(config: dict[str, str]) -> dict[str, Any]:
-    """CompileOptions values from a TIDL import config (``key = value`` pairs, values as text).
-
-    Pre-processing: inMean, inScale, resizeWidth/Height, inWidth/Height (crop),
-    inDataFormat (0 bgr, 1 rgb). Quantization: numParamBits/numFeatureBits,
-    quantizationStyle (2 np2, 3 p2), calibrationOption (bit 1 histogram, else
-    minmax; bit 4 bias calibration; bit 8 per-channel depthwise), numFrames,
-    percentileActRangeShrink, biasCalibrationIterations/Factor,
-    outputFeature16bitNamesList, mixedPrecisionFactor, inData (calibration data).
-    """
-    def num(key, kind=float):
-        return kind(float(config[key])) if key in config and str(config[key]).strip() else None
-
-    out: dict[str, Any] = {}
-    if "inMean" in config:
-        out["mean"] = _floats(config["inMean"])
-    if "inScale" in config:
-        out["scale"] = _floats(config["inScale"])
-    if (num("resizeWidth", int) or -1) > 0 and (num("resizeHeight", int) or -1) > 0:
-        out["resize"] = (num("resizeWidth", int), num("resizeHeight", int))
-    if (num("inWidth", int) or -1) > 0 and (num("inHeight", int) or -1) > 0:
-        out["crop"] = (num("inWidth", int), num("inHeight", int))
-    if "inDataFormat" in config:
-        out["channel_order"] = "bgr" if num("inDataFormat", int) == 0 else "rgb"
-    bits = max(num("numParamBits", int) or 8, num("numFeatureBits", int) or 8)
-    out["bits"] = 16 if bits > 8 else 8
-    style = num("quantizationStyle", int)
-    if style in (2, 3):
-        out["quant_style"] = "np2" if style == 2 else "p2"
-    option = num("calibrationOption", int) or 0
-    out["calib_method"] = "histogram" if option & 1 else "minmax"
-    if option & 4:
-        iterations = num("biasCalibrationIterations", int)
-        out["bias_calibration"] = iterations if iterations and iterations > 0 else 50
-    if option & 8:
-        out["per_channel_depthwise"] = True
-    frames = num("numFrames", int)
-    if frames and frames > 0:
-        out["calib_frames"] = frames
-    for key, field in (("percentileActRangeShrink", "percentile"), ("biasCalibrationFactor", "bias_calibration_factor"),
-                       ("mixedPrecisionFactor", "mixed_precision_factor")):
-        value = num(key)
-        if value is not None and value > 0:
-            out[field] = value
-    names = str(config.get("outputFeature16bitNamesList", "")).replace(",", " ").split()
-    if names:
-        out["layers_16bit"] = tuple(names)
-    if config.get("inData"):
-        out["calib"] = str(config["inData"]).strip('"')
-    return out
-
-
 def _floats(value) -> tuple[float, ...]:
     if value is None:
         return ()

@@ -144,3 +144,28 @@ def test_depthwise_layers(seed):
         assert got.dtype == dtype and np.array_equal(got, want), (c, kh, kw, strides, dil, pads, h, w)
     assert fast.VnniDepthwise.plan_for(wt, c, x.dtype, (1, 3), (0, 0, 0, 0), (1, 1), (2, c, 1, 1), 1, 0, 0, 1,
                                        np.uint8) is None  # W stride 3: the Cython kernel's case
+
+
+def test_both_output_stage_forms_are_exercised_and_exact():
+    """int32 lanes when the bounds allow it (typical layers), int64 lanes otherwise."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (1, 30, 9, 37)).astype(np.uint8)
+    w = rng.integers(-128, 128, (11, 30, 3, 3)).astype(np.int8)
+    wd = rng.integers(-128, 128, (30, 1, 3, 3)).astype(np.int8)
+    mult = rng.integers(1 << 14, 1 << 15, 11)
+    for shift, bias, narrow in ((20, rng.integers(-9999, 9999, 11), True), (12, None, False),
+                                (20, np.full(11, 1 << 31), False), (47, None, False)):
+        conv = fast.VnniConv.plan(fast.IntConvWeights(w), np.uint8, (1, 1), (1, 1, 1, 1), (1, 1), (1, 11, 9, 37), mult,
+                                  shift, 0, 255, np.uint8)
+        got = conv.run(x, bias)
+        assert conv._plan.narrow is narrow
+        assert np.array_equal(got, spec(x, w, bias, (1, 1), (1, 1, 1, 1), (1, 1), mult, shift, 0, 255))
+        dbias = None if bias is None else np.resize(bias, 30)
+        dmult = np.resize(mult, 30)
+        dw = fast.VnniDepthwise.plan_for(wd, 30, np.uint8, (1, 2), (1, 1, 1, 1), (1, 1), (1, 30, 9, 19), dmult,
+                                         shift, -128, 127, np.int8)
+        got = dw.run(x, dbias)
+        assert dw._compiled.narrow is narrow
+        want = ref.mac_output(ref.add_bias(ref.conv2d_acc(x, wd, (1, 2), (1, 1, 1, 1), (1, 1), 30), dbias), 32, dmult,
+                              shift, -128, 127)
+        assert np.array_equal(got, want)

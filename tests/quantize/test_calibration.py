@@ -9,7 +9,6 @@ from tidlc.preprocess import (
     InputSpec,
     Preprocess,
     synthetic_frames,
-    tidl_config_options,
 )
 
 cv2 = pytest.importorskip("cv2")
@@ -120,20 +119,6 @@ def test_synthetic_frames_are_smooth_and_seeded():
     b = list(synthetic_frames(spec, 2))
     np.testing.assert_array_equal(a[1]["x"], b[1]["x"])
     assert -1.0 <= a[0]["x"].min() and a[0]["x"].max() <= 1.0
-
-
-def test_tidl_import_config_keys_map_onto_options():
-    config = {"inMean": "123.675 116.28 103.53", "inScale": "0.017125 0.017507 0.017429", "resizeWidth": "256",
-              "resizeHeight": "256", "inWidth": "224", "inHeight": "224", "inDataFormat": "0",
-              "numParamBits": "16", "quantizationStyle": "3", "calibrationOption": "13", "numFrames": "20",
-              "biasCalibrationIterations": "-1", "outputFeature16bitNamesList": "conv1, fc",
-              "inData": '"calib.txt"', "percentileActRangeShrink": "0.02"}
-    assert tidl_config_options(config) == {
-        "mean": (123.675, 116.28, 103.53), "scale": (0.017125, 0.017507, 0.017429), "resize": (256, 256),
-        "crop": (224, 224), "channel_order": "bgr", "bits": 16, "quant_style": "p2", "calib_method": "histogram",
-        "bias_calibration": 50, "per_channel_depthwise": True, "calib_frames": 20, "percentile": 0.02,
-        "layers_16bit": ("conv1", "fc"), "calib": "calib.txt"}
-    assert tidl_config_options({}) == {"bits": 8, "calib_method": "minmax"}
 
 
 def test_histogram_kernel_equals_its_numpy_twin():

@@ -29,6 +29,7 @@ cdef extern from "igemm.h" nogil:
         int64_t lo, hi
         void *out
         int out_kind
+        int narrow
     ctypedef struct ig_dw_t:
         const uint8_t *x
         int is_signed
@@ -40,6 +41,7 @@ cdef extern from "igemm.h" nogil:
         int64_t lo, hi
         void *out
         int out_kind
+        int narrow
     size_t ig_scratch_bytes(int K)
     int ig_available()
     int ig_conv_panels(const ig_conv_t *p, int pb, int pe, uint8_t *scratch)
@@ -63,6 +65,18 @@ def pack_weights(w) -> np.ndarray:
     padded = np.zeros((mp, kp), np.int8)
     padded[:m, :k] = w
     return np.ascontiguousarray(padded.reshape(mp // IG_MR, IG_MR, kp // 4, 4).transpose(0, 2, 1, 3))
+
+
+cdef bint _narrow(int64_t sum_abs, const int64_t[::1] bias, const int64_t[::1] mult, int shift):
+    """May the output stage run in int32 lanes (ig_row_out): |sum + bias| < 2**31 for every channel,
+    0 <= mult < 2**15 and 17 <= shift <= 46."""
+    cdef Py_ssize_t i
+    if not 17 <= shift <= 46:
+        return False
+    for i in range(bias.shape[0]):
+        if mult[i] < 0 or mult[i] >= (1 << 15) or sum_abs + (bias[i] if bias[i] >= 0 else -bias[i]) >= (1 << 31):
+            return False
+    return True
 
 
 cdef class ConvPlan:
@@ -97,7 +111,12 @@ cdef class ConvPlan:
         self.p.shift = shift
         self.p.lo, self.p.hi = lo, hi
         self.p.out_kind = OUT_KINDS[np.dtype(out_dtype)]
+        self.p.narrow = _narrow(<int64_t>k * 255 * 128, bias, mult, shift)  # |packed sums| <= K * 255 * 128
         self.scratch = ig_scratch_bytes(k)
+
+    @property
+    def narrow(self) -> bool:
+        return bool(self.p.narrow)
 
     def run(self, const uint8_t[:, :, ::1] x, uint8_t[:, ::1] out, int threads=1):
         """One image: ``x`` (C, H, W) bytes padded already (zeros are the code of 0), ``out`` the
@@ -161,6 +180,11 @@ cdef class DepthwisePlan:
         self.p.shift = shift
         self.p.lo, self.p.hi = lo, hi
         self.p.out_kind = OUT_KINDS[np.dtype(out_dtype)]
+        self.p.narrow = _narrow(<int64_t>self.p.kh * self.p.kw * 255 * 128, bias, mult, shift)
+
+    @property
+    def narrow(self) -> bool:
+        return bool(self.p.narrow)
 
     def run(self, const uint8_t[:, :, ::1] x, uint8_t[:, ::1] out, int threads=1):
         """One image: ``x`` (C, H, W) bytes, not padded; ``out`` the (C, ho * wo) result as bytes."""
@@ -174,7 +198,7 @@ cdef class DepthwisePlan:
         p.H, p.W = x.shape[1], x.shape[2]
         p.out = <void *>&out[0, 0]
         cdef int parts = max(1, min(threads, p.C)), t, rc = 0
-        cdef size_t size = ((p.Wo + 31) // 32) * 32 * sizeof(int32_t) + 64
+        cdef size_t size = ((p.Wo + 31) // 32) * 32 * sizeof(int32_t) + 64  # + 64: room to align each to 64
         cdef uint8_t *raw = <uint8_t *>malloc(size * parts)
         cdef int *rcs = <int *>calloc(parts, sizeof(int))
         if raw == NULL or rcs == NULL:
@@ -183,7 +207,8 @@ cdef class DepthwisePlan:
             raise MemoryError()
         with nogil:
             for t in prange(parts, num_threads=parts, schedule="static", chunksize=1):
-                rcs[t] = ig_dw_channels(&p, p.C * t // parts, p.C * (t + 1) // parts, <int32_t *>(raw + size * t))
+                rcs[t] = ig_dw_channels(&p, p.C * t // parts, p.C * (t + 1) // parts,
+                                        <int32_t *>((<size_t>(raw + size * t) + 63) & ~(<size_t>63)))
         for t in range(parts):
             rc = rc or rcs[t]
         free(raw)

@@ -38,6 +38,7 @@ typedef struct {
     int64_t lo, hi;        /* output clamp */
     void *out;             /* (M, Ho * Wo) of out_kind */
     int out_kind;          /* 0 int8, 1 uint8, 2 int16, 3 uint16 */
+    int narrow;            /* the output stage may run in int32 lanes (see ig_row_out) */
 } ig_conv_t;
 
 static inline size_t ig_scratch_bytes(int K) {
@@ -144,9 +145,66 @@ static void ig_interleave(const uint8_t *r0, const uint8_t *r1, const uint8_t *r
     }
 }
 
-/* acc[IG_MR][IG_NR] = packed weights block x packed column panel, over k4 groups of 4 taps. */
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void ig_kernel(const int8_t *a, const uint8_t *b, int k4, int32_t *acc) {
+/* The output stage of n sums of one output channel, written to out (element type out_kind); acc
+ * is readable up to n rounded up to 16 (the lanes past n are computed and dropped):
+ * clamp(acc + bias, int32) * mult, + half, >> shift, clamp(lo, hi), narrowed (values are in range,
+ * so truncation is exact). Two exact forms:
+ *  - 16 int32 lanes when `narrow` (the caller proved |acc + bias| < 2**31, 0 <= mult < 2**15 and
+ *    17 <= shift <= 46): v = vh * 2**16 + vl with vl in [0, 2**16), so
+ *    (v * mult + 2**(shift-1)) >> shift == (vh * mult + 2**(shift-17) + ((vl * mult) >> 16)) >> (shift - 16),
+ *    every term fitting int32;
+ *  - else 8 int64 lanes (vpmuldq is exact for |int32| x |mult| < 2**31). */
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"), always_inline))
+static inline void ig_out16(__m512i acc, int n, int64_t bias, int64_t mult, int shift, int64_t lo, int64_t hi,
+                            int out_kind, void *out) {
+    /* the int32-lane form on 16 sums in a register; n (>= 1) of them are stored */
+    __mmask16 k = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+    const __m512i m = _mm512_set1_epi32((int32_t)mult);
+    __m512i v = _mm512_add_epi32(acc, _mm512_set1_epi32((int32_t)bias));
+    __m512i a = _mm512_mullo_epi32(_mm512_srai_epi32(v, 16), m);
+    __m512i c = _mm512_srli_epi32(_mm512_mullo_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0xffff)), m), 16);
+    __m512i r = _mm512_sra_epi32(_mm512_add_epi32(_mm512_add_epi32(a, _mm512_set1_epi32(1 << (shift - 17))), c),
+                                 _mm_cvtsi32_si128(shift - 16));
+    r = _mm512_min_epi32(_mm512_max_epi32(r, _mm512_set1_epi32((int32_t)lo)), _mm512_set1_epi32((int32_t)hi));
+    if (out_kind <= 1)
+        _mm512_mask_cvtepi32_storeu_epi8(out, k, r);
+    else
+        _mm512_mask_cvtepi32_storeu_epi16(out, k, r);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+static void ig_row_out(const int32_t *acc, int n, int64_t bias, int64_t mult, int shift, int64_t lo, int64_t hi,
+                       int narrow, int out_kind, void *out) {
+    if (narrow) {
+        for (int q = 0; q < n; q += 16)
+            ig_out16(_mm512_loadu_si512((const void *)(acc + q)), n - q, bias, mult, shift, lo, hi, out_kind,
+                     (uint8_t *)out + (size_t)q * (out_kind <= 1 ? 1 : 2));
+        return;
+    }
+    const __m512i amin = _mm512_set1_epi64(-((int64_t)1 << 31)), amax = _mm512_set1_epi64(((int64_t)1 << 31) - 1);
+    const __m512i half = _mm512_set1_epi64(shift > 0 ? ((int64_t)1 << (shift - 1)) : 0);
+    const __m128i sh = _mm_cvtsi32_si128(shift);
+    const __m512i vlo = _mm512_set1_epi64(lo), vhi = _mm512_set1_epi64(hi);
+    const __m512i b = _mm512_set1_epi64(bias), m = _mm512_set1_epi64(mult);
+    for (int q = 0; q < n; q += 8) {
+        __mmask8 k = n - q >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (n - q)) - 1);
+        __m512i v = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(acc + q)));
+        v = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(v, b), amin), amax);
+        v = _mm512_sra_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, m), half), sh);
+        v = _mm512_min_epi64(_mm512_max_epi64(v, vlo), vhi);
+        if (out_kind <= 1)
+            _mm512_mask_cvtepi64_storeu_epi8((uint8_t *)out + q, k, v);
+        else
+            _mm512_mask_cvtepi64_storeu_epi16((uint16_t *)out + q, k, v);
+    }
+}
+
+/* The tile of output rows m0.. (mv valid) x pixels n0.. (nv valid): packed weights block x packed
+ * column panel over k4 groups of 4 taps. With p->narrow the output stage runs straight on the
+ * registers; else the sums go to acc[IG_MR][IG_NR] for ig_epilogue. */
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+static void ig_kernel(const int8_t *a, const uint8_t *b, int k4, int32_t *acc, const ig_conv_t *p, int m0, int mv,
+                      int n0, int nv) {
     __m512i c00 = _mm512_setzero_si512(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
             c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00,
             c70 = c00, c71 = c00;
@@ -165,6 +223,21 @@ static void ig_kernel(const int8_t *a, const uint8_t *b, int k4, int32_t *acc) {
         aw += IG_MR;
         b += IG_NR * 4;
     }
+    if (p->narrow) {
+        size_t npix = (size_t)p->Ho * p->Wo, size = p->out_kind <= 1 ? 1 : 2;
+#define IG_OUT(r, x0, x1)                                                                                  \
+        if ((r) < mv) {                                                                                    \
+            int m = m0 + (r);                                                                              \
+            uint8_t *o = (uint8_t *)p->out + ((size_t)m * npix + (size_t)n0) * size;                       \
+            ig_out16(x0, nv, p->bias[m], p->mult[m], p->shift, p->lo, p->hi, p->out_kind, o);              \
+            if (nv > 16)                                                                                   \
+                ig_out16(x1, nv - 16, p->bias[m], p->mult[m], p->shift, p->lo, p->hi, p->out_kind, o + 16 * size); \
+        }
+        IG_OUT(0, c00, c01) IG_OUT(1, c10, c11) IG_OUT(2, c20, c21) IG_OUT(3, c30, c31)
+        IG_OUT(4, c40, c41) IG_OUT(5, c50, c51) IG_OUT(6, c60, c61) IG_OUT(7, c70, c71)
+#undef IG_OUT
+        return;
+    }
 #define IG_STORE(r, x0, x1)                                          \
     _mm512_storeu_si512((void *)(acc + (r) * IG_NR), x0);            \
     _mm512_storeu_si512((void *)(acc + (r) * IG_NR + 16), x1);
@@ -173,31 +246,14 @@ static void ig_kernel(const int8_t *a, const uint8_t *b, int k4, int32_t *acc) {
 #undef IG_STORE
 }
 
-/* The output stage of one tile: rows m0.., pixels n0.. (mv x nv valid entries), 8 lanes of int64
- * at a time: clamp(acc + bias, int32) * mult (|both| < 2**31: vpmuldq is exact), + half, >> shift,
- * clamp(lo, hi), narrowed to the output type (values are in range, so truncation is exact). */
+/* The output stage of one tile: rows m0.., pixels n0.. (mv x nv valid entries). */
 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
 static void ig_epilogue(const ig_conv_t *p, const int32_t *acc, int m0, int mv, int n0, int nv) {
-    const __m512i amin = _mm512_set1_epi64(-((int64_t)1 << 31)), amax = _mm512_set1_epi64(((int64_t)1 << 31) - 1);
-    const __m512i half = _mm512_set1_epi64(p->shift > 0 ? ((int64_t)1 << (p->shift - 1)) : 0);
-    const __m128i sh = _mm_cvtsi32_si128(p->shift);
-    const __m512i lo = _mm512_set1_epi64(p->lo), hi = _mm512_set1_epi64(p->hi);
-    size_t npix = (size_t)p->Ho * p->Wo;
+    size_t npix = (size_t)p->Ho * p->Wo, size = p->out_kind <= 1 ? 1 : 2;
     for (int r = 0; r < mv; r++) {
         int m = m0 + r;
-        const __m512i bias = _mm512_set1_epi64(p->bias[m]), mult = _mm512_set1_epi64(p->mult[m]);
-        size_t base = (size_t)m * npix + (size_t)n0;
-        for (int q = 0; q < nv; q += 8) {
-            __m512i v = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(acc + r * IG_NR + q)));
-            v = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(v, bias), amin), amax);
-            v = _mm512_sra_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, mult), half), sh);
-            v = _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
-            __mmask8 k = nv - q >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (nv - q)) - 1);
-            if (p->out_kind <= 1)
-                _mm512_mask_cvtepi64_storeu_epi8((uint8_t *)p->out + base + q, k, v);
-            else
-                _mm512_mask_cvtepi64_storeu_epi16((uint16_t *)p->out + base + q, k, v);
-        }
+        ig_row_out(acc + r * IG_NR, nv, p->bias[m], p->mult[m], p->shift, p->lo, p->hi, p->narrow, p->out_kind,
+                   (uint8_t *)p->out + ((size_t)m * npix + (size_t)n0) * size);
     }
 }
 
@@ -234,8 +290,9 @@ static int ig_conv_panels(const ig_conv_t *p, int pb, int pe, uint8_t *scratch) 
             for (int q = 0; q < np; q++) {
                 int n = n0 + q * IG_NR;
                 int nv = npix - n < IG_NR ? npix - n : IG_NR;
-                ig_kernel(a, cols + (size_t)q * panel_stride, k4n, acc);
-                ig_epilogue(p, acc, mb * IG_MR, mv, n, nv);
+                ig_kernel(a, cols + (size_t)q * panel_stride, k4n, acc, p, mb * IG_MR, mv, n, nv);
+                if (!p->narrow)
+                    ig_epilogue(p, acc, mb * IG_MR, mv, n, nv);
             }
         }
     }
@@ -258,6 +315,7 @@ typedef struct {
     int64_t lo, hi;
     void *out;             /* (C, Ho * Wo) of out_kind */
     int out_kind;
+    int narrow;
 } ig_dw_t;
 
 /* the byte mask of the valid columns among nbytes starting at column iw0: [0, W) */
@@ -282,23 +340,9 @@ static inline __m512i ig_load16(const uint8_t *p, uint64_t m, const int SW, cons
 
 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
 static void ig_dw_store(const ig_dw_t *p, int c, int oh, const int32_t *acc) {
-    const __m512i amin = _mm512_set1_epi64(-((int64_t)1 << 31)), amax = _mm512_set1_epi64(((int64_t)1 << 31) - 1);
-    const __m512i half = _mm512_set1_epi64(p->shift > 0 ? ((int64_t)1 << (p->shift - 1)) : 0);
-    const __m128i sh = _mm_cvtsi32_si128(p->shift);
-    const __m512i lo = _mm512_set1_epi64(p->lo), hi = _mm512_set1_epi64(p->hi);
-    const __m512i bias = _mm512_set1_epi64(p->bias[c]), mult = _mm512_set1_epi64(p->mult[c]);
-    size_t base = ((size_t)c * p->Ho + oh) * p->Wo;
-    for (int q = 0; q < p->Wo; q += 8) {
-        __m512i v = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(acc + q)));
-        v = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(v, bias), amin), amax);
-        v = _mm512_sra_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, mult), half), sh);
-        v = _mm512_min_epi64(_mm512_max_epi64(v, lo), hi);
-        __mmask8 k = p->Wo - q >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (p->Wo - q)) - 1);
-        if (p->out_kind <= 1)
-            _mm512_mask_cvtepi64_storeu_epi8((uint8_t *)p->out + base + q, k, v);
-        else
-            _mm512_mask_cvtepi64_storeu_epi16((uint16_t *)p->out + base + q, k, v);
-    }
+    size_t size = p->out_kind <= 1 ? 1 : 2;
+    ig_row_out(acc, p->Wo, p->bias[c], p->mult[c], p->shift, p->lo, p->hi, p->narrow, p->out_kind,
+               (uint8_t *)p->out + ((size_t)c * p->Ho + oh) * p->Wo * size);
 }
 
 /* Channels [cb, ce) for a given W stride and signedness (constants after inlining). masks/offs:
@@ -325,10 +369,20 @@ static inline void ig_dw_body(const ig_dw_t *p, int cb, int ce, int32_t *acc, co
                         a1 = _mm512_add_epi32(a1, _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(prod, 1)));
                     }
                 }
+                if (p->narrow) {  /* the output stage straight from the registers */
+                    size_t size = p->out_kind <= 1 ? 1 : 2, q = (size_t)32 * v;
+                    uint8_t *o = (uint8_t *)p->out + (((size_t)c * p->Ho + oh) * p->Wo + q) * size;
+                    ig_out16(a0, p->Wo - (int)q, p->bias[c], p->mult[c], p->shift, p->lo, p->hi, p->out_kind, o);
+                    if (p->Wo - (int)q > 16)
+                        ig_out16(a1, p->Wo - (int)q - 16, p->bias[c], p->mult[c], p->shift, p->lo, p->hi,
+                                 p->out_kind, o + 16 * size);
+                    continue;
+                }
                 _mm512_storeu_si512((void *)(acc + 32 * v), a0);
                 _mm512_storeu_si512((void *)(acc + 32 * v + 16), a1);
             }
-            ig_dw_store(p, c, oh, acc);
+            if (!p->narrow)
+                ig_dw_store(p, c, oh, acc);
         }
     }
 }
@@ -374,6 +428,7 @@ typedef struct {
     int64_t lo, hi;
     void *out;
     int out_kind;
+    int narrow;
 } ig_dw_t;
 static int ig_dw_channels(const ig_dw_t *p, int cb, int ce, int32_t *acc) {
     (void)p; (void)cb; (void)ce; (void)acc;
