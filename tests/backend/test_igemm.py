@@ -169,3 +169,19 @@ def test_both_output_stage_forms_are_exercised_and_exact():
         want = ref.mac_output(ref.add_bias(ref.conv2d_acc(x, wd, (1, 2), (1, 1, 1, 1), (1, 1), 30), dbias), 32, dmult,
                               shift, -128, 127)
         assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_one_pixel_layers_take_the_matrix_vector_kernel(signed):
+    """A window covering the whole input (classifier convolutions, dense with one row)."""
+    rng = np.random.default_rng(int(signed))
+    for (c, k, m) in ((1280, 1, 1000), (37, 3, 19), (5, 7, 33)):
+        x = (rng.integers(-128, 128, (2, c, k, k)).astype(np.int8) if signed
+             else rng.integers(0, 256, (2, c, k, k)).astype(np.uint8))
+        x[1] = -128 if signed else 255
+        w = rng.integers(-128, 128, (m, c, k, k)).astype(np.int8)
+        bias = rng.integers(-(1 << 20), 1 << 20, m)
+        mult = rng.integers(1 << 14, 1 << 15, m)
+        for shift in (10, 22):
+            got = vnni(x, w, bias, (1, 1), (0, 0, 0, 0), (1, 1), mult, shift, -128, 127, np.int8)
+            assert np.array_equal(got, spec(x, w, bias, (1, 1), (0, 0, 0, 0), (1, 1), mult, shift, -128, 127))

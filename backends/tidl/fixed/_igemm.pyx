@@ -46,6 +46,7 @@ cdef extern from "igemm.h" nogil:
     int ig_available()
     int ig_conv_panels(const ig_conv_t *p, int pb, int pe, uint8_t *scratch)
     int ig_dw_channels(const ig_dw_t *p, int cb, int ce, int32_t *acc)
+    int ig_gemv(const ig_conv_t *p, const int8_t *wpack, const uint8_t *x)
 
 MR = IG_MR
 NR = IG_NR
@@ -65,6 +66,16 @@ def pack_weights(w) -> np.ndarray:
     padded = np.zeros((mp, kp), np.int8)
     padded[:m, :k] = w
     return np.ascontiguousarray(padded.reshape(mp // IG_MR, IG_MR, kp // 4, 4).transpose(0, 2, 1, 3))
+
+
+def pack_weights_gemv(w) -> np.ndarray:
+    """(M, K) int8 -> [M/16][K4][16][4] int8, zero padded (the layout ig_gemv reads)."""
+    w = np.asarray(w, dtype=np.int8)
+    m, k = w.shape
+    mp, kp = -(-m // 16) * 16, -(-k // 4) * 4
+    padded = np.zeros((mp, kp), np.int8)
+    padded[:m, :k] = w
+    return np.ascontiguousarray(padded.reshape(mp // 16, 16, kp // 4, 4).transpose(0, 2, 1, 3))
 
 
 cdef bint _narrow(int64_t sum_abs, const int64_t[::1] bias, const int64_t[::1] mult, int shift):
@@ -117,6 +128,20 @@ cdef class ConvPlan:
     @property
     def narrow(self) -> bool:
         return bool(self.p.narrow)
+
+    def gemv(self, const int8_t[:, :, :, ::1] wpack, const uint8_t[::1] x, uint8_t[::1] out):
+        """One output pixel whose window is the whole input: ``x`` the K input bytes in (c, i, j)
+        order, ``wpack`` from :func:`pack_weights_gemv`, ``out`` the M results as bytes."""
+        cdef ig_conv_t p = self.p
+        cdef int itemsize = 1 if p.out_kind <= 1 else 2, rc
+        if x.shape[0] != p.K or out.shape[0] != p.M * itemsize or wpack.shape[0] * 16 < p.M or \
+                wpack.shape[1] * 4 < p.K:
+            raise ValueError("ConvPlan.gemv: buffers do not match the layer")
+        p.out = <void *>&out[0]
+        with nogil:
+            rc = ig_gemv(&p, &wpack[0, 0, 0, 0], &x[0])
+        if rc != 0:
+            raise RuntimeError("ig_gemv failed")
 
     def run(self, const uint8_t[:, :, ::1] x, uint8_t[:, ::1] out, int threads=1):
         """One image: ``x`` (C, H, W) bytes padded already (zeros are the code of 0), ``out`` the

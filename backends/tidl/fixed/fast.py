@@ -186,6 +186,7 @@ class IntConvWeights:
         w2 = np.asarray(w).reshape(w.shape[0], -1)
         self.packed = _igemm.pack_weights(w2)
         self.row_sums = w2.astype(np.int64).sum(axis=1)
+        self.packed_rows, self.packed_gemv = w2, None  # the one-pixel layout, packed when first needed
 
     @staticmethod
     def supports(w) -> bool:
@@ -258,6 +259,13 @@ class VnniConv:
         n = x.shape[0]
         out = np.empty((n, self.m, self.ho * self.wo), self.out_dtype)
         raw = out.view(np.uint8)
+        kh, kw = self.weights.shape[2:]
+        if xb.shape[2:] == (kh, kw) and self.ho == self.wo == 1 and self.dilations == (1, 1):  # a classifier
+            if self.weights.packed_gemv is None:
+                self.weights.packed_gemv = _igemm.pack_weights_gemv(self.weights.packed_rows)
+            for i in range(n):
+                plan.gemv(self.weights.packed_gemv, xb[i].reshape(-1), raw[i].reshape(-1))
+            return out.reshape(n, self.m, 1, 1)
         for i in range(n):
             plan.run(xb[i], raw[i], threads())
         return out.reshape(n, self.m, self.ho, self.wo)

@@ -257,6 +257,56 @@ static void ig_epilogue(const ig_conv_t *p, const int32_t *acc, int m0, int mv, 
     }
 }
 
+/* A layer with one output pixel whose window is the whole input (a classifier: dense, or a 1x1
+ * convolution on 1x1): out[m] = sum_k w[m][k] x[k], 16 output channels per register, lanes over m
+ * (weights packed [M/16][K4][16][4]; x broadcast 4 bytes at a time, offset by +128 when signed
+ * like the GEMM). Then the output stage per channel, in int64 (M values: no need for lanes). */
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static int ig_gemv(const ig_conv_t *p, const int8_t *wpack, const uint8_t *x) {
+    int k4n = (p->K + 3) / 4, mblocks = (p->M + 15) / 16;
+    uint8_t *xs = (uint8_t *)calloc((size_t)k4n * 4, 1);
+    int32_t *acc = (int32_t *)malloc(sizeof(int32_t) * 16 * (size_t)mblocks);
+    if (!xs || !acc) {
+        free(xs);
+        free(acc);
+        return -2;
+    }
+    memcpy(xs, x, (size_t)p->K);
+    if (p->is_signed)
+        for (int k = 0; k < p->K; k++) xs[k] ^= 0x80;  /* padding past K meets zero weights */
+    const int32_t *x4 = (const int32_t *)xs;
+    for (int mb = 0; mb < mblocks; mb++) {
+        const int8_t *w = wpack + (size_t)mb * k4n * 64;
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0;
+        int k = 0;
+        for (; k + 1 < k4n; k += 2) {
+            a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(x4[k]), _mm512_loadu_si512((const void *)(w + 64 * k)));
+            a1 = _mm512_dpbusd_epi32(a1, _mm512_set1_epi32(x4[k + 1]),
+                                     _mm512_loadu_si512((const void *)(w + 64 * k + 64)));
+        }
+        if (k < k4n)
+            a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(x4[k]), _mm512_loadu_si512((const void *)(w + 64 * k)));
+        _mm512_storeu_si512((void *)(acc + 16 * mb), _mm512_add_epi32(a0, a1));
+    }
+    const int64_t amin = -((int64_t)1 << 31), amax = ((int64_t)1 << 31) - 1;
+    const int64_t half = p->shift > 0 ? ((int64_t)1 << (p->shift - 1)) : 0;
+    for (int m = 0; m < p->M; m++) {
+        int64_t v = (int64_t)acc[m] + p->bias[m];
+        v = v < amin ? amin : (v > amax ? amax : v);
+        v = (v * p->mult[m] + half) >> p->shift;
+        v = v < p->lo ? p->lo : (v > p->hi ? p->hi : v);
+        switch (p->out_kind) {
+        case 0: ((int8_t *)p->out)[m] = (int8_t)v; break;
+        case 1: ((uint8_t *)p->out)[m] = (uint8_t)v; break;
+        case 2: ((int16_t *)p->out)[m] = (int16_t)v; break;
+        default: ((uint16_t *)p->out)[m] = (uint16_t)v; break;
+        }
+    }
+    free(xs);
+    free(acc);
+    return 0;
+}
+
 static int ig_available(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
@@ -432,6 +482,10 @@ typedef struct {
 } ig_dw_t;
 static int ig_dw_channels(const ig_dw_t *p, int cb, int ce, int32_t *acc) {
     (void)p; (void)cb; (void)ce; (void)acc;
+    return -1;
+}
+static int ig_gemv(const ig_conv_t *p, const int8_t *wpack, const uint8_t *x) {
+    (void)p; (void)wpack; (void)x;
     return -1;
 }
 static inline void ig_copy_stride2(uint8_t *dst, const uint8_t *src, int n, const uint8_t *end) {
