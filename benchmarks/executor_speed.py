@@ -10,7 +10,9 @@ exported to ONNX here, float, for the peers). For each model:
 * onnxruntime float32, CPU, 2 intra-op threads;
 * ``onnx.reference.ReferenceEvaluator`` (one timed run: it is slow).
 
-Each time is the median of ``--repeat`` runs after one warm-up, in frames/s.
+Each time is the median of ``--repeat`` runs, in frames/s; the contenders take turns in blocks
+of runs (the first of each block not counted), so the slow phases of a shared machine hit all
+of them alike.
 Targets (issue 6): tidlc auto within 2x of onnxruntime (ratio ort_fps / tidlc_fps
 <= 2); at least 20x faster than onnx.reference.
 
@@ -32,14 +34,20 @@ MOBILENET_V2 = os.path.join(os.path.dirname(ROOT), "shared", "corpus", "caffe", 
                             "mobilenet_v2_deploy.prototxt")
 
 
-def median_time(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def median_times(fns: dict, repeat: int, block: int = 5) -> dict:
+    """Median seconds per call of each function. The functions take turns in blocks of ``block``
+    calls after a pause, the first call of each block not counted (the previous contender's
+    threads may still be spinning), so a slow phase of a shared machine hits every contender alike."""
+    times = {key: [] for key in fns}
+    while min(len(t) for t in times.values()) < repeat:
+        for key, fn in fns.items():
+            time.sleep(0.2)  # let the previous contender's threads stop spinning and sleep
+            fn()
+            for _ in range(block - 1):
+                start = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(t) for key, t in times.items()}
 
 
 def export_float_onnx(graph, path: str) -> None:
@@ -103,7 +111,7 @@ def bench(label: str, onnx_path: str, source: str, options: dict, repeat: int, s
     import onnx
     import onnxruntime as ort
     from tidlc.backends.tidl.binfmt import read_compiled
-    from tidlc.backends.tidl.fixed import FixedExecutor
+    from tidlc.backends.tidl.fixed import FixedExecutor, fast
 
     from tidlc.compiler import compile_model
     from tidlc.config import CompileOptions
@@ -114,14 +122,21 @@ def bench(label: str, onnx_path: str, source: str, options: dict, repeat: int, s
     (entry,) = model.io["inputs"]
     x = np.random.default_rng(0).uniform(-1, 1, entry["dims"]).astype(np.float32)
     row = {"model": label}
-    for key, kernels, threads in (("tidlc_auto", "auto", 2), ("tidlc_auto_1t", "auto", 1), ("tidlc_numpy", "numpy", 1)):
-        ex = FixedExecutor(model.graph, kernels=kernels, threads=threads)
-        row[key] = 1 / median_time(lambda ex=ex: ex.run({entry["name"]: x}), repeat)
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = 2, 1
     sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
     in_name = sess.get_inputs()[0].name
-    row["onnxruntime_f32"] = 1 / median_time(lambda: sess.run(None, {in_name: x}), repeat)
+    fns = {}
+    ex = FixedExecutor(model.graph, kernels="auto")
+    for key, threads in (("tidlc_auto", 2), ("tidlc_auto_1t", 1)):
+        fns[key] = lambda threads=threads: (fast.set_threads(threads), ex.run({entry["name"]: x}))
+    fns["onnxruntime_f32"] = lambda: sess.run(None, {in_name: x})
+    row.update({key: 1 / t for key, t in median_times(fns, repeat).items()})
+    fast.set_threads(None)
+    # the specification runs apart: its float GEMMs leave OpenBLAS threads spinning, which would
+    # take the cores of whatever runs next
+    spec = FixedExecutor(model.graph, kernels="numpy")
+    row["tidlc_numpy"] = 1 / median_times({"spec": lambda: spec.run({entry["name"]: x})}, 3, block=4)["spec"]
     if not skip_reference:
         from onnx.reference import ReferenceEvaluator
         ref = ReferenceEvaluator(onnx.load(onnx_path))

@@ -146,26 +146,27 @@ def test_depthwise_layers(seed):
                                        np.uint8) is None  # W stride 3: the Cython kernel's case
 
 
-def test_both_output_stage_forms_are_exercised_and_exact():
-    """int32 lanes when the bounds allow it (typical layers), int64 lanes otherwise."""
+def test_every_output_stage_form_is_exercised_and_exact():
+    """int32 lanes when the bounds allow it (direct: power-of-2 scales; split: 15-bit multipliers
+    with long shifts), int64 lanes otherwise."""
     rng = np.random.default_rng(5)
     x = rng.integers(0, 256, (1, 30, 9, 37)).astype(np.uint8)
     w = rng.integers(-128, 128, (11, 30, 3, 3)).astype(np.int8)
     wd = rng.integers(-128, 128, (30, 1, 3, 3)).astype(np.int8)
     mult = rng.integers(1 << 14, 1 << 15, 11)
-    for shift, bias, narrow in ((20, rng.integers(-9999, 9999, 11), True), (12, None, False),
-                                (20, np.full(11, 1 << 31), False), (47, None, False)):
+    for shift, bias, narrow in ((20, rng.integers(-9999, 9999, 11), 1), (12, None, 0),
+                                (20, np.full(11, 1 << 31), 0), (47, None, 0)):
         conv = fast.VnniConv.plan(fast.IntConvWeights(w), np.uint8, (1, 1), (1, 1, 1, 1), (1, 1), (1, 11, 9, 37), mult,
                                   shift, 0, 255, np.uint8)
         got = conv.run(x, bias)
-        assert conv._plan.narrow is narrow
+        assert conv._plan.narrow == narrow
         assert np.array_equal(got, spec(x, w, bias, (1, 1), (1, 1, 1, 1), (1, 1), mult, shift, 0, 255))
         dbias = None if bias is None else np.resize(bias, 30)
         dmult = np.resize(mult, 30)
         dw = fast.VnniDepthwise.plan_for(wd, 30, np.uint8, (1, 2), (1, 1, 1, 1), (1, 1), (1, 30, 9, 19), dmult,
                                          shift, -128, 127, np.int8)
         got = dw.run(x, dbias)
-        assert dw._compiled.narrow is narrow
+        assert dw._compiled.narrow == narrow
         want = ref.mac_output(ref.add_bias(ref.conv2d_acc(x, wd, (1, 2), (1, 1, 1, 1), (1, 1), 30), dbias), 32, dmult,
                               shift, -128, 127)
         assert np.array_equal(got, want)
@@ -185,3 +186,23 @@ def test_one_pixel_layers_take_the_matrix_vector_kernel(signed):
         for shift in (10, 22):
             got = vnni(x, w, bias, (1, 1), (0, 0, 0, 0), (1, 1), mult, shift, -128, 127, np.int8)
             assert np.array_equal(got, spec(x, w, bias, (1, 1), (0, 0, 0, 0), (1, 1), mult, shift, -128, 127))
+
+
+def test_power_of_two_scales_take_the_direct_int32_form():
+    """TIDL's default style: multiplier 1 (or small) and a short shift."""
+    rng = np.random.default_rng(8)
+    x = rng.integers(-128, 128, (1, 24, 11, 45)).astype(np.int8)
+    w = rng.integers(-128, 128, (13, 24, 3, 3)).astype(np.int8)
+    wd = rng.integers(-128, 128, (24, 1, 3, 3)).astype(np.int8)
+    for mult, shift, narrow in ((1, 7, 2), (3, 0, 2), (1, 0, 2), (-5, 9, 2), (1 << 14, 7, 0)):
+        bias = rng.integers(-3000, 3000, 13)
+        conv = fast.VnniConv.plan(fast.IntConvWeights(w), np.int8, (1, 1), (1, 1, 1, 1), (1, 1), (1, 13, 11, 45),
+                                  mult, shift, -128, 127, np.int8)
+        assert np.array_equal(conv.run(x, bias), spec(x, w, bias, (1, 1), (1, 1, 1, 1), (1, 1), mult, shift, -128, 127))
+        assert conv._plan.narrow == narrow
+        dw = fast.VnniDepthwise.plan_for(wd, 24, np.int8, (1, 1), (1, 1, 1, 1), (1, 1), (1, 24, 11, 45), mult, shift,
+                                         0, 255, np.uint8)
+        want = ref.mac_output(ref.add_bias(ref.conv2d_acc(x, wd, (1, 1), (1, 1, 1, 1), (1, 1), 24), None), 32, mult,
+                              shift, 0, 255)
+        assert np.array_equal(dw.run(x, None), want)
+        assert dw._compiled.narrow == narrow

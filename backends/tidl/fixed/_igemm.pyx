@@ -78,16 +78,23 @@ def pack_weights_gemv(w) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(mp // 16, 16, kp // 4, 4).transpose(0, 2, 1, 3))
 
 
-cdef bint _narrow(int64_t sum_abs, const int64_t[::1] bias, const int64_t[::1] mult, int shift):
-    """May the output stage run in int32 lanes (ig_row_out): |sum + bias| < 2**31 for every channel,
-    0 <= mult < 2**15 and 17 <= shift <= 46."""
+cdef int _narrow(int64_t sum_abs, const int64_t[::1] bias, const int64_t[::1] mult, int shift):
+    """The int32-lane form of the output stage the bounds allow (ig_row_out): 2 (direct) when
+    (|sum| + |bias|) * |mult| + 2**(shift-1) < 2**31 for every channel; 1 (split) when
+    |sum| + |bias| < 2**31, 0 <= mult < 2**15 and 17 <= shift <= 46; else 0 (int64 lanes)."""
     cdef Py_ssize_t i
-    if not 17 <= shift <= 46:
-        return False
+    cdef int64_t v, m, limit = 1 << 31
+    cdef bint direct = 0 <= shift <= 30, split = 17 <= shift <= 46
     for i in range(bias.shape[0]):
-        if mult[i] < 0 or mult[i] >= (1 << 15) or sum_abs + (bias[i] if bias[i] >= 0 else -bias[i]) >= (1 << 31):
-            return False
-    return True
+        v = sum_abs + (bias[i] if bias[i] >= 0 else -bias[i])
+        m = mult[i] if mult[i] >= 0 else -mult[i]
+        if v >= limit:
+            return 0
+        if direct and (m >= limit or v * m + ((<int64_t>1 << shift) >> 1) >= limit):
+            direct = False
+        if split and (mult[i] < 0 or mult[i] >= (1 << 15)):
+            split = False
+    return 2 if direct else (1 if split else 0)
 
 
 cdef class ConvPlan:
@@ -126,8 +133,8 @@ cdef class ConvPlan:
         self.scratch = ig_scratch_bytes(k)
 
     @property
-    def narrow(self) -> bool:
-        return bool(self.p.narrow)
+    def narrow(self) -> int:
+        return self.p.narrow
 
     def gemv(self, const int8_t[:, :, :, ::1] wpack, const uint8_t[::1] x, uint8_t[::1] out):
         """One output pixel whose window is the whole input: ``x`` the K input bytes in (c, i, j)
@@ -208,8 +215,8 @@ cdef class DepthwisePlan:
         self.p.narrow = _narrow(<int64_t>self.p.kh * self.p.kw * 255 * 128, bias, mult, shift)
 
     @property
-    def narrow(self) -> bool:
-        return bool(self.p.narrow)
+    def narrow(self) -> int:
+        return self.p.narrow
 
     def run(self, const uint8_t[:, :, ::1] x, uint8_t[:, ::1] out, int threads=1):
         """One image: ``x`` (C, H, W) bytes, not padded; ``out`` the (C, ho * wo) result as bytes."""

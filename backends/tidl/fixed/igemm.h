@@ -38,7 +38,7 @@ typedef struct {
     int64_t lo, hi;        /* output clamp */
     void *out;             /* (M, Ho * Wo) of out_kind */
     int out_kind;          /* 0 int8, 1 uint8, 2 int16, 3 uint16 */
-    int narrow;            /* the output stage may run in int32 lanes (see ig_row_out) */
+    int narrow;            /* the output stage may run in int32 lanes: 1 split, 2 direct (ig_row_out) */
 } ig_conv_t;
 
 static inline size_t ig_scratch_bytes(int K) {
@@ -149,22 +149,31 @@ static void ig_interleave(const uint8_t *r0, const uint8_t *r1, const uint8_t *r
  * is readable up to n rounded up to 16 (the lanes past n are computed and dropped):
  * clamp(acc + bias, int32) * mult, + half, >> shift, clamp(lo, hi), narrowed (values are in range,
  * so truncation is exact). Two exact forms:
- *  - 16 int32 lanes when `narrow` (the caller proved |acc + bias| < 2**31, 0 <= mult < 2**15 and
- *    17 <= shift <= 46): v = vh * 2**16 + vl with vl in [0, 2**16), so
+ *  - 16 int32 lanes, narrow == 2 (direct; the caller proved |acc + bias| * |mult| + 2**(shift-1)
+ *    < 2**31, e.g. TIDL's power-of-2 scales: mult 1, small shifts): every step in int32;
+ *  - 16 int32 lanes, narrow == 1 (split; the caller proved |acc + bias| < 2**31, 0 <= mult < 2**15
+ *    and 17 <= shift <= 46): v = vh * 2**16 + vl with vl in [0, 2**16), so
  *    (v * mult + 2**(shift-1)) >> shift == (vh * mult + 2**(shift-17) + ((vl * mult) >> 16)) >> (shift - 16),
  *    every term fitting int32;
  *  - else 8 int64 lanes (vpmuldq is exact for |int32| x |mult| < 2**31). */
 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"), always_inline))
 static inline void ig_out16(__m512i acc, int n, int64_t bias, int64_t mult, int shift, int64_t lo, int64_t hi,
-                            int out_kind, void *out) {
-    /* the int32-lane form on 16 sums in a register; n (>= 1) of them are stored */
+                            int out_kind, void *out, int narrow) {
+    /* an int32-lane form (narrow 1: split, 2: direct) on 16 sums in a register; n (>= 1) stored */
     __mmask16 k = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
     const __m512i m = _mm512_set1_epi32((int32_t)mult);
-    __m512i v = _mm512_add_epi32(acc, _mm512_set1_epi32((int32_t)bias));
-    __m512i a = _mm512_mullo_epi32(_mm512_srai_epi32(v, 16), m);
-    __m512i c = _mm512_srli_epi32(_mm512_mullo_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0xffff)), m), 16);
-    __m512i r = _mm512_sra_epi32(_mm512_add_epi32(_mm512_add_epi32(a, _mm512_set1_epi32(1 << (shift - 17))), c),
-                                 _mm_cvtsi32_si128(shift - 16));
+    __m512i v = _mm512_add_epi32(acc, _mm512_set1_epi32((int32_t)bias)), r;
+    if (narrow == 2) {
+        if (mult != 1)
+            v = _mm512_mullo_epi32(v, m);
+        r = _mm512_sra_epi32(_mm512_add_epi32(v, _mm512_set1_epi32(shift > 0 ? 1 << (shift - 1) : 0)),
+                             _mm_cvtsi32_si128(shift));
+    } else {
+        __m512i a = _mm512_mullo_epi32(_mm512_srai_epi32(v, 16), m);
+        __m512i c = _mm512_srli_epi32(_mm512_mullo_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0xffff)), m), 16);
+        r = _mm512_sra_epi32(_mm512_add_epi32(_mm512_add_epi32(a, _mm512_set1_epi32(1 << (shift - 17))), c),
+                             _mm_cvtsi32_si128(shift - 16));
+    }
     r = _mm512_min_epi32(_mm512_max_epi32(r, _mm512_set1_epi32((int32_t)lo)), _mm512_set1_epi32((int32_t)hi));
     if (out_kind <= 1)
         _mm512_mask_cvtepi32_storeu_epi8(out, k, r);
@@ -178,7 +187,7 @@ static void ig_row_out(const int32_t *acc, int n, int64_t bias, int64_t mult, in
     if (narrow) {
         for (int q = 0; q < n; q += 16)
             ig_out16(_mm512_loadu_si512((const void *)(acc + q)), n - q, bias, mult, shift, lo, hi, out_kind,
-                     (uint8_t *)out + (size_t)q * (out_kind <= 1 ? 1 : 2));
+                     (uint8_t *)out + (size_t)q * (out_kind <= 1 ? 1 : 2), narrow);
         return;
     }
     const __m512i amin = _mm512_set1_epi64(-((int64_t)1 << 31)), amax = _mm512_set1_epi64(((int64_t)1 << 31) - 1);
@@ -229,9 +238,10 @@ static void ig_kernel(const int8_t *a, const uint8_t *b, int k4, int32_t *acc, c
         if ((r) < mv) {                                                                                    \
             int m = m0 + (r);                                                                              \
             uint8_t *o = (uint8_t *)p->out + ((size_t)m * npix + (size_t)n0) * size;                       \
-            ig_out16(x0, nv, p->bias[m], p->mult[m], p->shift, p->lo, p->hi, p->out_kind, o);              \
+            ig_out16(x0, nv, p->bias[m], p->mult[m], p->shift, p->lo, p->hi, p->out_kind, o, p->narrow);   \
             if (nv > 16)                                                                                   \
-                ig_out16(x1, nv - 16, p->bias[m], p->mult[m], p->shift, p->lo, p->hi, p->out_kind, o + 16 * size); \
+                ig_out16(x1, nv - 16, p->bias[m], p->mult[m], p->shift, p->lo, p->hi, p->out_kind,         \
+                         o + 16 * size, p->narrow);                                                        \
         }
         IG_OUT(0, c00, c01) IG_OUT(1, c10, c11) IG_OUT(2, c20, c21) IG_OUT(3, c30, c31)
         IG_OUT(4, c40, c41) IG_OUT(5, c50, c51) IG_OUT(6, c60, c61) IG_OUT(7, c70, c71)
@@ -422,10 +432,11 @@ static inline void ig_dw_body(const ig_dw_t *p, int cb, int ce, int32_t *acc, co
                 if (p->narrow) {  /* the output stage straight from the registers */
                     size_t size = p->out_kind <= 1 ? 1 : 2, q = (size_t)32 * v;
                     uint8_t *o = (uint8_t *)p->out + (((size_t)c * p->Ho + oh) * p->Wo + q) * size;
-                    ig_out16(a0, p->Wo - (int)q, p->bias[c], p->mult[c], p->shift, p->lo, p->hi, p->out_kind, o);
+                    ig_out16(a0, p->Wo - (int)q, p->bias[c], p->mult[c], p->shift, p->lo, p->hi, p->out_kind, o,
+                             p->narrow);
                     if (p->Wo - (int)q > 16)
                         ig_out16(a1, p->Wo - (int)q - 16, p->bias[c], p->mult[c], p->shift, p->lo, p->hi,
-                                 p->out_kind, o + 16 * size);
+                                 p->out_kind, o + 16 * size, p->narrow);
                     continue;
                 }
                 _mm512_storeu_si512((void *)(acc + 32 * v), a0);
