@@ -33,3 +33,20 @@ def pytest_sessionfinish(session, exitstatus):
         sys.stderr.write(f"\nERROR: top-level module(s) {', '.join(bad)} were imported during the "
                          "test session (use tidlc.plugins / tidlc.frontends / tidlc.backends)\n")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+SMALL_CAFFE_NET = '''name: "small"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 12 dim: 12 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
+layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param { num_output: 5 } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
+'''
+
+
+@pytest.fixture
+def small_caffe_net() -> str:
+    """A tiny Caffe net (conv, relu, avg pool, fc, softmax) as prototxt text, for CLI tests."""
+    return SMALL_CAFFE_NET

@@ -38,15 +38,6 @@ CAFFEMODEL = EXAMPLES / "ultraface-rfb320.caffemodel"
 ONNX_MODEL = EXAMPLES / "ultraface-rfb320.onnx"
 DOC = ROOT / "docs" / "import-config.md"
 
-SMALL_NET = '''name: "small"
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 12 dim: 12 } } }
-layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
-        convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
-layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
-layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
-layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param { num_output: 5 } }
-layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
-'''
 
 
 def tidlc(capsys, *argv) -> tuple[int, list[str], list[str]]:
@@ -174,8 +165,8 @@ def test_explicit_import_config_flag_and_detection(tmp_path, capsys):
                                   "follow a TIDL import config file; see tidlc compile --help)")]
 
 
-def test_post_proc_type_and_rand_params_reach_tidlc_run(tmp_path, capsys):
-    (tmp_path / "small.prototxt").write_text(SMALL_NET)
+def test_post_proc_type_and_rand_params_reach_tidlc_run(tmp_path, capsys, small_caffe_net):
+    (tmp_path / "small.prototxt").write_text(small_caffe_net)
     config = tmp_path / "import.txt"
     config.write_text("inputNetFile = small.prototxt\nrandParams = 1\npostProcType = classification\n"
                       "outputNetFile = net.bin\noutputParamsFile = io_\ninFileFormat = 4\n")
@@ -186,8 +177,8 @@ def test_post_proc_type_and_rand_params_reach_tidlc_run(tmp_path, capsys):
     assert lines[-1].startswith("top-5 classes: ")
 
 
-def test_input_sizes_resize_the_network_input(tmp_path, capsys):
-    conv_only = SMALL_NET.split('layer { name: "pool"')[0]
+def test_input_sizes_resize_the_network_input(tmp_path, capsys, small_caffe_net):
+    conv_only = small_caffe_net.split('layer { name: "pool"')[0]
     (tmp_path / "conv.prototxt").write_text(conv_only)
     config = tmp_path / "import.txt"
     config.write_text("inputNetFile = conv.prototxt\nrandParams = 1\ninWidth = 20\ninHeight = 16\n"

@@ -195,10 +195,10 @@ def test_average_pool_saturates_where_the_q16_reciprocal_overshoots():
                            np.uint16), np.full((1, 1, 1, 1), 65535, np.uint16))
     same(fast_ops.avg_pool(q, (2, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1, 1, np.full((1, 1), 6)), raw)
 
-    from tidlc.ir import Builder, TensorType
     from tidlc.plugins.quantize.api import quantize_graph
 
     from tidlc.config import CompileOptions
+    from tidlc.ir import Builder, TensorType
     b = Builder()
     x = b.input("x", TensorType((1, 1, 4, 6), layout="NCHW"))
     r = b.op("relu", [x], name="r")

@@ -11,15 +11,6 @@ from tidlc.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 CIFAR = ROOT.parent / "shared" / "corpus" / "caffe" / "cifar10_quick"
 
-NET = '''name: "small"
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 12 dim: 12 } } }
-layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
-        convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
-layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
-layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
-layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param { num_output: 5 } }
-layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
-'''
 
 
 def tidlc(capsys, *argv):
@@ -29,9 +20,9 @@ def tidlc(capsys, *argv):
 
 
 @pytest.fixture
-def model(tmp_path):
+def model(tmp_path, small_caffe_net):
     path = tmp_path / "net.prototxt"
-    path.write_text(NET)
+    path.write_text(small_caffe_net)
     rng = np.random.default_rng(0)
     calib = tmp_path / "calib.npy"
     np.save(calib, rng.uniform(-1, 1, (6, 1, 3, 12, 12)).astype(np.float32))

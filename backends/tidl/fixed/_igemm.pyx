@@ -47,6 +47,9 @@ cdef extern from "igemm.h" nogil:
     int ig_conv_panels(const ig_conv_t *p, int pb, int pe, uint8_t *scratch)
     int ig_dw_channels(const ig_dw_t *p, int cb, int ce, int32_t *acc)
     int ig_gemv(const ig_conv_t *p, const int8_t *wpack, const uint8_t *x)
+    ctypedef int (*ig_part_fn)(const void *p, int begin, int end, void *scratch) noexcept nogil
+    int ig_conv_part(const void *p, int begin, int end, void *scratch)
+    int ig_dw_part(const void *p, int begin, int end, void *scratch)
 
 MR = IG_MR
 NR = IG_NR
@@ -66,6 +69,28 @@ def pack_weights(w) -> np.ndarray:
     padded = np.zeros((mp, kp), np.int8)
     padded[:m, :k] = w
     return np.ascontiguousarray(padded.reshape(mp // IG_MR, IG_MR, kp // 4, 4).transpose(0, 2, 1, 3))
+
+
+cdef int _run_parts(ig_part_fn fn, const void *p, int total, int threads, size_t scratch) except -9:
+    """fn over [0, total) in ``threads`` contiguous parts on OpenMP threads, each with its own
+    64-byte aligned scratch of ``scratch`` bytes; the first non-zero return code, or 0."""
+    cdef int parts = max(1, min(threads, total)), t, rc = 0
+    cdef size_t size = scratch + 64
+    cdef uint8_t *raw = <uint8_t *>malloc(size * parts)
+    cdef int *rcs = <int *>calloc(parts, sizeof(int))
+    if raw == NULL or rcs == NULL:
+        free(raw)
+        free(rcs)
+        raise MemoryError()
+    with nogil:
+        for t in prange(parts, num_threads=parts, schedule="static", chunksize=1):
+            rcs[t] = fn(p, total * t // parts, total * (t + 1) // parts,
+                        <void *>((<size_t>(raw + size * t) + 63) & ~(<size_t>63)))
+    for t in range(parts):
+        rc = rc or rcs[t]
+    free(raw)
+    free(rcs)
+    return rc
 
 
 def pack_weights_gemv(w) -> np.ndarray:
@@ -163,24 +188,7 @@ cdef class ConvPlan:
         p.x = &x[0, 0, 0]
         p.H, p.W = x.shape[1], x.shape[2]
         p.out = <void *>&out[0, 0]
-        cdef int panels = (p.Ho * p.Wo + IG_NR - 1) // IG_NR
-        cdef int parts = max(1, min(threads, panels)), t, rc = 0
-        cdef size_t size = self.scratch + 64
-        cdef uint8_t *raw = <uint8_t *>malloc(size * parts)
-        cdef int *rcs = <int *>calloc(parts, sizeof(int))
-        if raw == NULL or rcs == NULL:
-            free(raw)
-            free(rcs)
-            raise MemoryError()
-        with nogil:
-            for t in prange(parts, num_threads=parts, schedule="static", chunksize=1):
-                rcs[t] = ig_conv_panels(&p, panels * t // parts, panels * (t + 1) // parts,
-                                        <uint8_t *>((<size_t>(raw + size * t) + 63) & ~(<size_t>63)))
-        for t in range(parts):
-            rc = rc or rcs[t]
-        free(raw)
-        free(rcs)
-        if rc != 0:
+        if _run_parts(ig_conv_part, &p, (p.Ho * p.Wo + IG_NR - 1) // IG_NR, threads, self.scratch) != 0:
             raise RuntimeError("the VNNI kernel is not available in this build")
 
 
@@ -229,21 +237,5 @@ cdef class DepthwisePlan:
         p.x = &x[0, 0, 0]
         p.H, p.W = x.shape[1], x.shape[2]
         p.out = <void *>&out[0, 0]
-        cdef int parts = max(1, min(threads, p.C)), t, rc = 0
-        cdef size_t size = ((p.Wo + 31) // 32) * 32 * sizeof(int32_t) + 64  # + 64: room to align each to 64
-        cdef uint8_t *raw = <uint8_t *>malloc(size * parts)
-        cdef int *rcs = <int *>calloc(parts, sizeof(int))
-        if raw == NULL or rcs == NULL:
-            free(raw)
-            free(rcs)
-            raise MemoryError()
-        with nogil:
-            for t in prange(parts, num_threads=parts, schedule="static", chunksize=1):
-                rcs[t] = ig_dw_channels(&p, p.C * t // parts, p.C * (t + 1) // parts,
-                                        <int32_t *>((<size_t>(raw + size * t) + 63) & ~(<size_t>63)))
-        for t in range(parts):
-            rc = rc or rcs[t]
-        free(raw)
-        free(rcs)
-        if rc != 0:
+        if _run_parts(ig_dw_part, &p, p.C, threads, ((p.Wo + 31) // 32) * 32 * sizeof(int32_t)) != 0:
             raise RuntimeError("the depthwise kernel is not available in this build")

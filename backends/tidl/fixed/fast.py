@@ -203,7 +203,7 @@ class VnniConv:
 
     def __init__(self, weights: IntConvWeights, x_dtype, strides, pads, dilations, out_shape, mult, shift,
                  lo, hi, out_dtype, mult_arr):
-        n, m, ho, wo = out_shape
+        _, m, ho, wo = out_shape
         self.weights, self.signed = weights, np.dtype(x_dtype) == np.int8
         self.strides, self.pads, self.dilations = tuple(strides), tuple(pads), tuple(dilations)
         self.ho, self.wo, self.m = ho, wo, m
@@ -216,7 +216,7 @@ class VnniConv:
 
     @classmethod
     def plan(cls, weights: IntConvWeights, x_dtype, strides, pads, dilations, out_shape, mult, shift, lo, hi,
-             out_dtype) -> "VnniConv | None":
+             out_dtype) -> VnniConv | None:
         out_dtype = np.dtype(out_dtype)
         if (np.dtype(x_dtype) not in (np.int8, np.uint8) or out_dtype.type not in _VNNI_OUT
                 or np.ndim(shift) != 0 or not 0 <= int(shift) <= 62 or len(out_shape) != 4):
@@ -280,7 +280,7 @@ class VnniDense:
         self.conv, self.rows = conv, rows
 
     @classmethod
-    def plan(cls, w: np.ndarray, x_dtype, out_shape, mult, shift, lo, hi, out_dtype) -> "VnniDense | None":
+    def plan(cls, w: np.ndarray, x_dtype, out_shape, mult, shift, lo, hi, out_dtype) -> VnniDense | None:
         w = np.asarray(w)
         if w.ndim != 2 or not IntConvWeights.supports(w.reshape(w.shape + (1, 1))):
             return None
@@ -308,7 +308,7 @@ class VnniDepthwise:
 
     @classmethod
     def plan_for(cls, w: np.ndarray, groups: int, x_dtype, strides, pads, dilations, out_shape, mult, shift, lo, hi,
-                 out_dtype) -> "VnniDepthwise | None":
+                 out_dtype) -> VnniDepthwise | None:
         from . import _igemm
         w = np.asarray(w)
         out_dtype = np.dtype(out_dtype)

@@ -511,4 +511,13 @@ static int ig_conv_panels(const ig_conv_t *p, int pb, int pe, uint8_t *scratch) 
 }
 #endif
 
+/* One signature for the parallel driver (_igemm.pyx): a part [begin, end) of the work of p. */
+typedef int (*ig_part_fn)(const void *p, int begin, int end, void *scratch);
+static int ig_conv_part(const void *p, int begin, int end, void *scratch) {
+    return ig_conv_panels((const ig_conv_t *)p, begin, end, (uint8_t *)scratch);
+}
+static int ig_dw_part(const void *p, int begin, int end, void *scratch) {
+    return ig_dw_channels((const ig_dw_t *)p, begin, end, (int32_t *)scratch);
+}
+
 #endif /* TIDLC_IGEMM_H */
