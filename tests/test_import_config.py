@@ -177,6 +177,22 @@ def test_post_proc_type_and_rand_params_reach_tidlc_run(tmp_path, capsys, small_
     assert lines[-1].startswith("top-5 classes: ")
 
 
+def test_calibration_warning_speaks_the_config_language(tmp_path, capsys, small_caffe_net):
+    """No inData: the warning says inData (not --calib); inFileFormat = 4 asks for random frames: no warning."""
+    (tmp_path / "small.prototxt").write_text(small_caffe_net)
+    for extra, expect in (("", "inData = DATA in the import config"), ("inFileFormat = 4\n", None)):
+        config = tmp_path / "import.txt"
+        config.write_text("inputNetFile = small.prototxt\nrandParams = 1\noutputNetFile = net.bin\n"
+                          "outputParamsFile = io_\n" + extra)
+        code, _, err = tidlc(capsys, "compile", config)
+        assert code == 0, err
+        calib = [line for line in err if "no calibration data" in line]
+        if expect is None:
+            assert calib == [], err
+        else:
+            assert len(calib) == 1 and expect in calib[0] and "--calib" not in calib[0], err
+
+
 def test_input_sizes_resize_the_network_input(tmp_path, capsys, small_caffe_net):
     conv_only = small_caffe_net.split('layer { name: "pool"')[0]
     (tmp_path / "conv.prototxt").write_text(conv_only)

@@ -54,6 +54,7 @@ class CompileOptions:
     quant_style: str = "np2"  # quantizationStyle 2 (np2) or 3 (p2)
     calib: str | None = None  # list file, folder, .npy or .npz of calibration frames
     calib_frames: int | None = None  # numFrames (None: all of --calib, or 8 synthetic)
+    calib_source: str = "cli"  # where calibration data is asked for: cli (--calib), config (inData), random (inFileFormat 4)
     calib_method: str = "histogram"  # minmax | histogram | entropy | mse
     percentile: float = 0.01  # percentileActRangeShrink (%)
     bias_calibration: int | None = None  # biasCalibrationIterations (None: off)

@@ -683,6 +683,7 @@ class _Builder:
         if not self.check_range("inFileFormat", 0 <= fmt <= 5, "expected 0 (image), 1 (raw), 2 (list), "
                                 "3/5 (raw list) or 4 (random)", "inFileFormat = 2"):
             return
+        self.values["calib_source"] = "random" if fmt == 4 else "config"
         if fmt == 4 or not self.given("inData"):
             return
         data = self.resolve("inData")

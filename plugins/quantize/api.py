@@ -27,8 +27,9 @@ from .ptq import INHERIT_OPS, QuantConfig, quantize_prepared
 SYNTHETIC_FRAMES = 8
 WIDE_HEADROOM = 1.25  # 16-bit ranges: calibrated min/max x 1.25
 CALIB_WARNING = ("no calibration data: quantized with ranges from {n} synthetic random frames, which can be far "
-                 "from real inputs; pass real ones with --calib DATA (a list file of 'path [label]' lines, "
+                 "from real inputs; pass real ones with {how} (a list file of 'path [label]' lines, "
                  "a folder of images or .npy files, or one .npy of stacked pre-processed frames)")
+CALIB_HOW = {"cli": "--calib DATA", "config": "inData = DATA in the import config"}
 
 
 @attrs.define
@@ -39,6 +40,7 @@ class QuantSettings:
     quant_style: str = "np2"
     calib: str | None = None
     calib_frames: int | None = None
+    calib_source: str = "cli"  # cli | config | random (inFileFormat 4: synthetic frames asked for, no warning)
     calib_method: str = "histogram"
     percentile: float = 0.01
     bias_calibration: int | None = None
@@ -120,8 +122,8 @@ def quantize_graph(graph: Graph, options: Any = None, frames: Iterable | None = 
     else:
         frames = list(frames)
         total = len(frames)
-    if synthetic and warn_synthetic:
-        warn(CALIB_WARNING.format(n=total))
+    if synthetic and warn_synthetic and settings.calib_source != "random":
+        warn(CALIB_WARNING.format(n=total, how=CALIB_HOW.get(settings.calib_source, "--calib DATA")))
     keep = max(settings.bias_calibration and 1 or 0, 4 if settings.mixed_precision_factor else 0)
     kept: list = []
     calibration = Calibration(ref_graph, observed_values(ref_graph))
