@@ -193,18 +193,12 @@ def cmd_compile(args, options) -> int:
 
 
 def _read_inputs(specs: Sequence[str], graph) -> dict:
+    from tidlc.commands.run_bin import split_input_spec
     from tidlc.fileio import load_array
     feeds = {}
     names = graph.input_names()
     for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or (os.path.exists(spec) and name not in names):
-            name, path = "", spec
-        if not name:
-            if len(names) != 1:
-                raise TidlcError(f"--input {spec}: the model has {len(names)} inputs, name one",
-                                 hint=f"--input NAME=FILE.npy with NAME in {', '.join(names)}")
-            name = names[0]
+        name, path = split_input_spec(spec, names, "FILE.npy")
         feeds[name] = load_array(path)
     return feeds
 

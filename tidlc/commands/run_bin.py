@@ -37,6 +37,20 @@ def read_model(path: str):
     return read_compiled(net, io)
 
 
+def split_input_spec(spec: str, names: list[str], file_hint: str) -> tuple[str, str]:
+    """``--input NAME=FILE`` (or just ``FILE`` for a one-input model, also when FILE holds a ``=``)
+    -> (name, path); the name is not checked against ``names`` beyond that."""
+    name, sep, path = spec.partition("=")
+    if not sep or (os.path.exists(spec) and name not in names):
+        name, path = "", spec
+    if not name:
+        if len(names) != 1:
+            raise TidlcError(f"--input {spec}: the model has {len(names)} inputs, name one",
+                             hint=f"--input NAME={file_hint} with NAME in {', '.join(names)}")
+        name = names[0]
+    return name, path
+
+
 def _feeds(specs, model, random_seed) -> dict:
     from tidlc.fileio import load_array
     from tidlc.preprocess import IMAGE_SUFFIXES, Preprocess, read_image
@@ -44,14 +58,7 @@ def _feeds(specs, model, random_seed) -> dict:
     names = list(entries)
     feeds = {}
     for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or (os.path.exists(spec) and name not in names):
-            name, path = "", spec
-        if not name:
-            if len(names) != 1:
-                raise TidlcError(f"--input {spec}: the model has {len(names)} inputs, name one",
-                                 hint=f"--input NAME=FILE with NAME in {', '.join(names)}")
-            name = names[0]
+        name, path = split_input_spec(spec, names, "FILE")
         if name not in entries:
             raise TidlcError(f"--input {spec}: no input named '{name}'", hint=f"inputs: {', '.join(names)}")
         entry = entries[name]
