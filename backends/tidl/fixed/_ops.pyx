@@ -50,6 +50,14 @@ ctypedef fused acc_t:  # exact values before the stage
     int32_t
     int64_t
 
+ctypedef fused out_t:  # a result element type (the kernels pick it from KINDS)
+    int8_t
+    uint8_t
+    int16_t
+    uint16_t
+    int32_t
+    int64_t
+
 ctypedef fused plane_t:  # a zero-padded copy of a conv input plane
     int16_t
     int32_t
@@ -86,14 +94,19 @@ cdef Stage _make_stage(int64_t mult, int shift, int64_t lo, int64_t hi, bint nar
 
 
 cdef void _store(const acc_t* v, Py_ssize_t k, const Stage* s, char* dst, int kind) noexcept nogil:
-    """dst[i] = (T) stage(v[i]) for i < k; dst points at the run's first element."""
-    if s.narrow:
-        _store32(v, k, <int32_t>s.bias, <int32_t>s.mult, s.shift, <int32_t>max(s.lo, <int64_t>INT32_MIN),
-                 <int32_t>min(s.hi, <int64_t>INT32_MAX), dst, kind)
-    elif s.amin == INT64_MIN and s.amax == INT64_MAX:
-        _store64(v, k, s.bias, s.mult, s.shift, s.lo, s.hi, dst, kind)
+    """dst[i] = (T) stage(v[i]) for i < k; dst points at the run's first element, T is ``kind``."""
+    if kind == K_I8:
+        _store_as(<int8_t*>dst, v, k, s)
+    elif kind == K_U8:
+        _store_as(<uint8_t*>dst, v, k, s)
+    elif kind == K_I16:
+        _store_as(<int16_t*>dst, v, k, s)
+    elif kind == K_U16:
+        _store_as(<uint16_t*>dst, v, k, s)
+    elif kind == K_I32:
+        _store_as(<int32_t*>dst, v, k, s)
     else:
-        _store64_sat(v, k, s, dst, kind)
+        _store_as(<int64_t*>dst, v, k, s)
 
 
 cdef inline int32_t _stage32(int32_t t, int32_t bias, int32_t half, int shift, int32_t lo, int32_t hi) noexcept nogil:
@@ -109,110 +122,35 @@ cdef inline int32_t _stage32m(int32_t t, int32_t bias, int32_t mult, int32_t hal
     return hi if t > hi else t
 
 
-cdef void _store32(const acc_t* v, Py_ssize_t k, int32_t bias, int32_t mult, int shift, int32_t lo, int32_t hi,
-                   char* dst, int kind) noexcept nogil:
+cdef void _store_as(out_t* d, const acc_t* v, Py_ssize_t k, const Stage* s) noexcept nogil:
+    """One tight loop per form of the stage (each vectorizes): int32 when every intermediate fits
+    (without the multiply when it is 1: SSE2 has no int32 multiply, it is emulated), int64, and
+    int64 with the accumulator saturation."""
     cdef Py_ssize_t i
-    cdef int32_t half = (1 << (shift - 1)) if shift > 0 else 0
-    if mult == 1:  # (SSE2 has no int32 multiply: it is emulated)
-        if kind == K_I8:
-            for i in range(k):
-                (<int8_t*>dst)[i] = <int8_t>_stage32(<int32_t>v[i], bias, half, shift, lo, hi)
-        elif kind == K_U8:
-            for i in range(k):
-                (<uint8_t*>dst)[i] = <uint8_t>_stage32(<int32_t>v[i], bias, half, shift, lo, hi)
-        elif kind == K_I16:
-            for i in range(k):
-                (<int16_t*>dst)[i] = <int16_t>_stage32(<int32_t>v[i], bias, half, shift, lo, hi)
-        elif kind == K_U16:
-            for i in range(k):
-                (<uint16_t*>dst)[i] = <uint16_t>_stage32(<int32_t>v[i], bias, half, shift, lo, hi)
-        elif kind == K_I32:
-            for i in range(k):
-                (<int32_t*>dst)[i] = _stage32(<int32_t>v[i], bias, half, shift, lo, hi)
-        else:
-            for i in range(k):
-                (<int64_t*>dst)[i] = _stage32(<int32_t>v[i], bias, half, shift, lo, hi)
-    elif kind == K_I8:
-        for i in range(k):
-            (<int8_t*>dst)[i] = <int8_t>_stage32m(<int32_t>v[i], bias, mult, half, shift, lo, hi)
-    elif kind == K_U8:
-        for i in range(k):
-            (<uint8_t*>dst)[i] = <uint8_t>_stage32m(<int32_t>v[i], bias, mult, half, shift, lo, hi)
-    elif kind == K_I16:
-        for i in range(k):
-            (<int16_t*>dst)[i] = <int16_t>_stage32m(<int32_t>v[i], bias, mult, half, shift, lo, hi)
-    elif kind == K_U16:
-        for i in range(k):
-            (<uint16_t*>dst)[i] = <uint16_t>_stage32m(<int32_t>v[i], bias, mult, half, shift, lo, hi)
-    elif kind == K_I32:
-        for i in range(k):
-            (<int32_t*>dst)[i] = _stage32m(<int32_t>v[i], bias, mult, half, shift, lo, hi)
-    else:
-        for i in range(k):
-            (<int64_t*>dst)[i] = _stage32m(<int32_t>v[i], bias, mult, half, shift, lo, hi)
-
-
-cdef void _store64(const acc_t* v, Py_ssize_t k, int64_t bias, int64_t mult, int shift, int64_t lo, int64_t hi,
-                   char* dst, int kind) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef int64_t t, half = (<int64_t>1 << (shift - 1)) if shift > 0 else 0
-    if kind == K_I8:
-        for i in range(k):
-            t = ((v[i] + bias) * mult + half) >> shift
-            t = lo if t < lo else t
-            (<int8_t*>dst)[i] = <int8_t>(hi if t > hi else t)
-    elif kind == K_U8:
-        for i in range(k):
-            t = ((v[i] + bias) * mult + half) >> shift
-            t = lo if t < lo else t
-            (<uint8_t*>dst)[i] = <uint8_t>(hi if t > hi else t)
-    elif kind == K_I16:
-        for i in range(k):
-            t = ((v[i] + bias) * mult + half) >> shift
-            t = lo if t < lo else t
-            (<int16_t*>dst)[i] = <int16_t>(hi if t > hi else t)
-    elif kind == K_U16:
-        for i in range(k):
-            t = ((v[i] + bias) * mult + half) >> shift
-            t = lo if t < lo else t
-            (<uint16_t*>dst)[i] = <uint16_t>(hi if t > hi else t)
-    elif kind == K_I32:
-        for i in range(k):
-            t = ((v[i] + bias) * mult + half) >> shift
-            t = lo if t < lo else t
-            (<int32_t*>dst)[i] = <int32_t>(hi if t > hi else t)
-    else:
-        for i in range(k):
-            t = ((v[i] + bias) * mult + half) >> shift
-            t = lo if t < lo else t
-            (<int64_t*>dst)[i] = hi if t > hi else t
-
-
-cdef void _store64_sat(const acc_t* v, Py_ssize_t k, const Stage* s, char* dst, int kind) noexcept nogil:
-    """The full stage, with the accumulator saturation (a MAC layer's 32-bit accumulator)."""
-    cdef Py_ssize_t i
-    cdef int64_t t, bias = s.bias, amin = s.amin, amax = s.amax, mult = s.mult, lo = s.lo, hi = s.hi
     cdef int shift = s.shift
+    cdef int64_t t, bias = s.bias, mult = s.mult, lo = s.lo, hi = s.hi, amin = s.amin, amax = s.amax
     cdef int64_t half = (<int64_t>1 << (shift - 1)) if shift > 0 else 0
-    for i in range(k):
-        t = v[i] + bias
-        t = amin if t < amin else t
-        t = amax if t > amax else t
-        t = (t * mult + half) >> shift
-        t = lo if t < lo else t
-        t = hi if t > hi else t
-        if kind == K_I8:
-            (<int8_t*>dst)[i] = <int8_t>t
-        elif kind == K_U8:
-            (<uint8_t*>dst)[i] = <uint8_t>t
-        elif kind == K_I16:
-            (<int16_t*>dst)[i] = <int16_t>t
-        elif kind == K_U16:
-            (<uint16_t*>dst)[i] = <uint16_t>t
-        elif kind == K_I32:
-            (<int32_t*>dst)[i] = <int32_t>t
-        else:
-            (<int64_t*>dst)[i] = t
+    cdef int32_t b32 = <int32_t>bias, m32 = <int32_t>mult, h32 = <int32_t>half
+    cdef int32_t lo32 = <int32_t>max(lo, <int64_t>INT32_MIN), hi32 = <int32_t>min(hi, <int64_t>INT32_MAX)
+    if s.narrow and m32 == 1:
+        for i in range(k):
+            d[i] = <out_t>_stage32(<int32_t>v[i], b32, h32, shift, lo32, hi32)
+    elif s.narrow:
+        for i in range(k):
+            d[i] = <out_t>_stage32m(<int32_t>v[i], b32, m32, h32, shift, lo32, hi32)
+    elif amin == INT64_MIN and amax == INT64_MAX:
+        for i in range(k):
+            t = ((v[i] + bias) * mult + half) >> shift
+            t = lo if t < lo else t
+            d[i] = <out_t>(hi if t > hi else t)
+    else:
+        for i in range(k):
+            t = v[i] + bias
+            t = amin if t < amin else t
+            t = amax if t > amax else t
+            t = (t * mult + half) >> shift
+            t = lo if t < lo else t
+            d[i] = <out_t>(hi if t > hi else t)
 
 
 cdef char* _out_ptr(unsigned char[::1] out, int kind, Py_ssize_t count) except NULL:
