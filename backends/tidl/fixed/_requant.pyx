@@ -50,37 +50,3 @@ def mac_output_channels(const acc_t[:, :, ::1] acc, const int64_t[::1] bias, con
                         v = v << (-shift)
                     o[i, ch, k] = _clamp(v, lo, hi)
     return out
-
-
-ctypedef fused a_t:
-    signed char
-    unsigned char
-    short
-    unsigned short
-
-ctypedef fused b_t:
-    signed char
-    unsigned char
-    short
-    unsigned short
-
-
-def eltwise_add_flat(const a_t[::1] qa, const b_t[::1] qb, int64_t ma, int64_t mb, int shift,
-                     int64_t lo, int64_t hi, bint subtract):
-    """int64: clamp(round_shift(qa * ma +/- qb * mb, shift), lo, hi) (twin: ``reference.eltwise_add``)."""
-    cdef Py_ssize_t n = qa.shape[0], k
-    if qb.shape[0] != n:
-        raise ValueError("operands differ in size")
-    if shift > 62 or shift < 0:
-        raise ValueError(f"shift {shift} out of range")
-    out = np.empty(n, dtype=np.int64)
-    cdef int64_t[::1] o = out
-    cdef int64_t half = (<int64_t>1 << (shift - 1)) if shift > 0 else 0
-    cdef int64_t v, sign = -1 if subtract else 1
-    with nogil:
-        for k in range(n):
-            v = <int64_t>qa[k] * ma + sign * (<int64_t>qb[k] * mb)
-            if shift > 0:
-                v = (v + half) >> shift
-            o[k] = _clamp(v, lo, hi)
-    return out

@@ -128,21 +128,6 @@ def dense_acc(x: np.ndarray, prepared: DenseWeights) -> np.ndarray:
     return acc.astype(np.int64)
 
 
-_SMALL_INTS = (np.int8, np.uint8, np.int16, np.uint16)
-
-
-def eltwise_add(qa, qb, ma: int, mb: int, shift: int, lo: int, hi: int, subtract: bool = False):
-    """Equals ``reference.eltwise_add`` (Cython when both operands have one shape and small-integer types)."""
-    qa, qb = np.asarray(qa), np.asarray(qb)
-    if (qa.shape != qb.shape or qa.dtype.type not in _SMALL_INTS or qb.dtype.type not in _SMALL_INTS
-            or not 0 <= shift <= 62 or max(abs(ma), abs(mb)) >= 1 << 31):
-        return ref.eltwise_add(qa, qb, ma, mb, shift, lo, hi, subtract)
-    from . import _requant
-    out = _requant.eltwise_add_flat(np.ascontiguousarray(qa).reshape(-1), np.ascontiguousarray(qb).reshape(-1),
-                                    ma, mb, shift, lo, hi, subtract)
-    return out.reshape(qa.shape)
-
-
 # ----------------------------------------------------------------------------- VNNI integer path
 _VNNI_OUT = (np.int8, np.uint8, np.int16, np.uint16)
 _threads = 0  # 0: not chosen yet (TIDLC_NUM_THREADS, else every CPU this process may use)
