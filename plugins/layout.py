@@ -450,11 +450,35 @@ class Layout(Pass):
             from tidlc.plugins.cleanup import live_ops
             live = live_ops(graph)
             graph.remove_ops([op for op in graph.ops if op.kind in ("const", "transpose") and id(op) not in live])
+            name_transposes(graph)
         left = interior_transposes(graph)
         if left and ctx is not None:
             ctx.note(f"{len(left)} transpose(s) stay inside the graph (first: "
                      f"{left[0].name or left[0].kind!r} before {_readers(graph, left[0])})")
         return changed
+
+
+def name_transposes(graph) -> None:
+    """Transposes the rules made carry the name of the op they came from; where that name is
+    taken by another op, the transpose gets a derived one (``conv1/transpose``, ``conv1/transpose.2``)
+    so every name stays unique (``--16bit-layers NAME`` and trace files name one layer)."""
+    taken: dict[str, int] = {}
+    for op in graph.ops:
+        if op.name and op.kind != "transpose":
+            taken[op.name] = taken.get(op.name, 0) + 1
+    for op in graph.ops:
+        if op.kind != "transpose" or not op.name:
+            continue
+        if op.name not in taken:
+            taken[op.name] = 1
+            continue
+        base = f"{op.name}/transpose"
+        name, k = base, 1
+        while name in taken:
+            k += 1
+            name = f"{base}.{k}"
+        op.name = name
+        taken[name] = 1
 
 
 def _readers(graph, op) -> str:
@@ -467,4 +491,4 @@ def tidlc_passes():
     return [Layout]
 
 
-__all__ = ["RULES", "Layout", "interior_transposes", "inverse", "share_transposes"]
+__all__ = ["RULES", "Layout", "interior_transposes", "inverse", "name_transposes", "share_transposes"]

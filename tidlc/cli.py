@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tidlc", description="Open model compiler for TI TDA4 (C7x + MMA).")
     parser.add_argument("--version", action="version", version=f"tidlc {tidlc.__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--diagnostics", choices=["text", "json"], default="text",
+                        help="json: print every error and warning as one JSON document on stderr "
+                             "(codes in docs/errors.md)")
+    parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                        help="raise or lower a resource limit for untrusted input, e.g. tensor-bytes=4G "
+                             "(repeatable; docs/errors.md lists them; also $TIDLC_LIMITS)")
     parser.add_argument("-p", dest="plugin_args", action="append", default=[], metavar="no:NAME | PIPELINE",
                         help="'no:NAME' blocks a plugin; otherwise a pass pipeline "
                              "'name{opt=v},...' that replaces the -O pipeline")
@@ -63,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emit", default="bin", choices=["bin", "qir", "ir", "none"],
                    help="what to write: bin = OUTDIR/net.bin + io.bin (default; docs/format.md), "
                         "qir = quantized IR (OUTDIR/model.tir), ir = float IR, none = nothing")
+    p.add_argument("--json", action="store_true", help="print a JSON summary instead of text (docs/cli.md)")
     add_model_options(p)
     add_pass_options(p)
     from tidlc.commands.quant_options import add_quant_options
@@ -88,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", metavar="LIST", help="--post classify: 'image label' lines; prints top-1/top-5 accuracy")
     p.add_argument("--post-output", metavar="OUT.png",
                    help="--post detect|segment: the PNG to write (default detect.png / segment.png)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary of the outputs instead of text")
     add_model_options(p, default_level=0)
     add_pass_options(p)
 
@@ -184,12 +192,44 @@ def cmd_compile(args, options) -> int:
     _report_passes(result.pass_manager, args)
     g = result.graph
     n_ops = sum(1 for _ in g.compute_ops())
+    seconds = time.perf_counter() - start
+    if args.json:
+        print_json({"schema": "tidlc.compile/1", "model": args.model or args.import_config,
+                    "opt_level": options.opt_level, "pipeline": result.pass_manager.pipeline_string(),
+                    "emit": options.emit, "ops": n_ops, "op_kinds": _op_kinds(g), "seconds": round(seconds, 3),
+                    "outputs": list(result.outputs)})
+        return 0
     how = f"with -p '{options.pipeline}'" if options.pipeline else f"at -O{options.opt_level}"
-    print(f"compiled {args.model or args.import_config} {how}: {n_ops} ops, "
-          f"{time.perf_counter() - start:.2f} s")
+    print(f"compiled {args.model or args.import_config} {how}: {n_ops} ops, {seconds:.2f} s")
     for path in result.outputs:
         print(f"  wrote {path}")
     return 0
+
+
+def _op_kinds(graph) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for op in graph.compute_ops():
+        kinds[op.kind] = kinds.get(op.kind, 0) + 1
+    return dict(sorted(kinds.items()))
+
+
+def print_json(doc: dict) -> None:
+    import json
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
+def outputs_summary(outputs) -> dict:
+    """``{name: {dtype, shape, min, max, mean}}`` of a run's outputs (the ``tidlc run --json`` schema)."""
+    import numpy as np
+    out = {}
+    for name, arr in outputs.items():
+        arr = np.asarray(arr)
+        entry = {"dtype": str(arr.dtype), "shape": list(arr.shape)}
+        if arr.size and arr.dtype.kind in "fiub":
+            flat = arr.astype(np.float64).reshape(-1)
+            entry.update(min=float(flat.min()), max=float(flat.max()), mean=float(flat.mean()))
+        out[name] = entry
+    return out
 
 
 def _read_inputs(specs: Sequence[str], graph) -> dict:
@@ -236,13 +276,18 @@ def cmd_run(args, options) -> int:
     else:
         outputs = run_graph(graph, feeds)
     elapsed = time.perf_counter() - start
+    if args.output:
+        save_npz(args.output, outputs)
+    if args.json:
+        print_json({"schema": "tidlc.run/1", "model": args.model, "ms": round(elapsed * 1e3, 3),
+                    "outputs": outputs_summary(outputs), "wrote": args.output})
+        return 0
     for name, arr in outputs.items():
         flat = np.asarray(arr).reshape(-1)
         summary = f"min {flat.min():.6g} max {flat.max():.6g}" if flat.size and arr.dtype.kind in "fiu" else ""
         print(f"{name}: {arr.dtype} {list(arr.shape)} {summary}")
     print(f"ran in {elapsed * 1e3:.1f} ms")
     if args.output:
-        save_npz(args.output, outputs)
         print(f"  wrote {args.output}")
     return 0
 
@@ -320,51 +365,99 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    debug = args.debug
+    report = Diagnostics(args.diagnostics == "json", args.debug)
+    with report:
+        return report.finish(_dispatch(args, report))
+    return report.code  # an exception was reported (the with block swallowed it)
 
-    def show_warning(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, TidlcWarning) or debug:
+
+def _dispatch(args, report: Diagnostics) -> int:
+    from tidlc import limits
+    limits.set_limits(limits.parse_limits(args.limit, limits.limits_from_env()))
+    blocked, pipeline = _split_p(args.plugin_args)
+    options = _options(args, blocked, pipeline)
+    with warnings.catch_warnings():
+        warnings.showwarning = report.show_warning
+        warnings.simplefilter("default", TidlcWarning)
+        if not args.debug:
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=RuntimeWarning)
+        handler = COMMANDS.get(args.command)
+        if handler is None:
+            handler = next(importlib.import_module(m).run for m in COMMAND_MODULES
+                           if importlib.import_module(m).NAME == args.command)
+        return handler(args, options)
+
+
+class Diagnostics:
+    """How errors and warnings reach the user: text lines on stderr, or (``--diagnostics json``)
+    one JSON document ``{"schema": "tidlc.diagnostics/1", "diagnostics": [...], "exit_code": N}``
+    on stderr at exit. Used as a context manager around the command: it turns exceptions into
+    exit codes (2 user error, 3 internal error, 130 interrupted) unless ``--debug``."""
+
+    def __init__(self, as_json: bool, debug: bool):
+        self.as_json = as_json
+        self.debug = debug
+        self.items: list[dict] = []
+        self.code = 0
+
+    def show_warning(self, message, category, filename, lineno, file=None, line=None) -> None:
+        if not (issubclass(category, TidlcWarning) or self.debug):
+            return
+        if self.as_json:
+            item = message.to_dict() if isinstance(message, TidlcWarning) else {
+                "severity": "warning", "code": "warning", "message": str(message), "location": {}, "hint": None}
+            self.items.append(item)
+        else:
             print(f"warning: {message}", file=sys.stderr)
 
-    warnings.showwarning = show_warning
-    try:
-        blocked, pipeline = _split_p(args.plugin_args)
-        options = _options(args, blocked, pipeline)
-        with warnings.catch_warnings():
-            warnings.simplefilter("default", TidlcWarning)
-            if not debug:
-                warnings.filterwarnings("ignore", category=DeprecationWarning)
-                warnings.filterwarnings("ignore", category=RuntimeWarning)
-            handler = COMMANDS.get(args.command)
-            if handler is None:
-                handler = next(importlib.import_module(m).run for m in COMMAND_MODULES
-                               if importlib.import_module(m).NAME == args.command)
-            return handler(args, options)
-    except TidlcError as exc:
-        if debug:
-            raise
-        print(str(exc), file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `tidlc ir model | head`: the reader left, that is fine
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
-        return 0
-    except MemoryError:
-        if debug:
-            raise
-        print("error: out of memory", file=sys.stderr)
-        return 3
-    except Exception as exc:  # an internal error: short message, traceback on --debug
-        if debug:
-            raise
-        print(f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback "
-              "and please report it)", file=sys.stderr)
-        return 3
+    def finish(self, code: int) -> int:
+        self.code = code
+        if self.as_json:
+            import json
+            sys.stderr.write(json.dumps({"schema": "tidlc.diagnostics/1", "diagnostics": self.items,
+                                         "exit_code": code}, indent=1) + "\n")
+        return code
+
+    def error(self, item: dict, text: str, code: int) -> None:
+        if self.as_json:
+            self.items.append(item)
+        else:
+            print(text, file=sys.stderr)
+        self.finish(code)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is None:
+            return False
+        if isinstance(exc, KeyboardInterrupt):
+            self.error({"severity": "error", "code": "error", "message": "interrupted", "location": {}},
+                       "interrupted", 130)
+            return True
+        if isinstance(exc, BrokenPipeError):  # `tidlc ir model | head`: the reader left, that is fine
+            try:
+                sys.stdout = open(os.devnull, "w")
+            except OSError:
+                pass
+            self.code = 0
+            return True
+        if self.debug or not isinstance(exc, Exception):
+            return False
+        if isinstance(exc, TidlcError):
+            self.error(exc.to_dict(), str(exc), exc.exit_code)
+        elif isinstance(exc, MemoryError):
+            self.error({"severity": "error", "code": "internal", "message": "out of memory", "location": {},
+                        "hint": "lower --limit tensor-bytes / total-bytes, or report the input"},
+                       "error: out of memory", 3)
+        else:  # an internal error: short message, traceback on --debug
+            text = (f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback "
+                    "and please report it)")
+            self.error({"severity": "error", "code": "internal", "message": f"{type(exc).__name__}: {exc}",
+                        "location": {}, "hint": "run with --debug for a traceback and please report it"},
+                       text, 3)
+        return True
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,19 +37,17 @@ def pick_frontend(frontends: dict[str, Frontend], path: str, forced: str | None 
     """The frontend for ``path``: forced by name, else by suffix, else by sniffing the first bytes."""
     if forced:
         if forced not in frontends:
-            raise TidlcError(f"unknown input format '{forced}'", hint=f"known: {', '.join(sorted(frontends))}")
+            raise TidlcError(f"unknown input format '{forced}'", hint=f"known: {', '.join(sorted(frontends))}",
+                             code="option")
         return frontends[forced]
-    if not os.path.exists(path):
-        raise TidlcError("no such file", path)
-    if os.path.isdir(path):
-        raise TidlcError("is a directory, expected a model file", path)
+    from tidlc.fileio import open_regular
+    with open_regular(path, "model file") as fh:  # refuses FIFOs, devices and folders by name, never blocks
+        try:
+            head = fh.read(4096)
+        except OSError as exc:
+            raise TidlcError(f"cannot read: {exc.strerror}", path, code="file") from None
     lower = path.lower()
     by_suffix = [f for f in frontends.values() if any(lower.endswith(s) for s in f.suffixes)]
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except OSError as exc:
-        raise TidlcError(f"cannot read: {exc.strerror}", path) from None
     if len(by_suffix) == 1:
         return by_suffix[0]
     candidates = by_suffix or list(frontends.values())
@@ -57,7 +55,8 @@ def pick_frontend(frontends: dict[str, Frontend], path: str, forced: str | None 
     if len(sniffed) >= 1:
         return sniffed[0]
     known = ", ".join(sorted(s for f in frontends.values() for s in f.suffixes))
-    raise TidlcError("unrecognised model format", path, hint=f"known suffixes: {known}; or pass --format NAME")
+    raise TidlcError("unrecognised model format" + (" (the file is empty)" if not head else ""), path,
+                     hint=f"known suffixes: {known}; or pass --format NAME", code="format")
 
 
 def load_model(frontends: dict[str, Frontend], path: str, options, forced: str | None = None) -> Graph:

@@ -549,7 +549,7 @@ class _Builder:
         net_path, io_path = self.outputs(model)
         _raise(self.problems)
         for _, message in [] if self.quiet else sorted(self.warnings, key=lambda w: w[0]):
-            warn(message)
+            warn(message, code="config")
         return ImportConfig(self.path, model, self.values, net_path, io_path, dict(self.settings))
 
     def model(self) -> str:

@@ -104,16 +104,31 @@ def _human(n: int) -> str:
     return str(n)
 
 
+def _ceil_size(n: int) -> str:
+    """The smallest round size >= n: 1728 -> '2K' (a value for --limit that surely suffices)."""
+    for unit, size in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= size:
+            return f"{-(-n // size)}{unit}"
+    return str(n)
+
+
+def _bytes(n: int) -> str:
+    text = _human(n)
+    return f"{text[:-1]} {text[-1]}iB" if text[-1:].isalpha() else f"{n} bytes"
+
+
 def exceeded(limit: str, needed: int, what: str, loc: Loc | str | None = None) -> TidlcError:
     """The error for ``needed`` over the limit ``limit`` (a field name of :class:`Limits`)."""
     flag = limit.replace("_", "-")
     allowed = getattr(_current, limit)
     size = limit.endswith("bytes") or limit == "string"
-    shown = f"{_human(needed)}B" if size else f"{needed:,}"
-    allowed_s = f"{_human(allowed)}B" if size else f"{allowed:,}"
-    raise_to = _human(max(needed, allowed + 1)) if size else str(max(needed, allowed + 1))
-    return TidlcError(f"{what} needs {shown}, over the {flag} limit of {allowed_s}", loc,
-                      hint=f"raise it with --limit {flag}={raise_to} if the file is trusted", code="limit")
+    raise_to = _ceil_size(max(needed, allowed + 1)) if size else str(max(needed, allowed + 1))
+    if size:
+        message = f"{what} needs {_bytes(needed)}, over the {flag} limit of {_bytes(allowed)}"
+    else:
+        message = f"{what}: {needed:,} is over the {flag} limit of {allowed:,}"
+    return TidlcError(message, loc, hint=f"raise it with --limit {flag}={raise_to} if the file is trusted",
+                      code="limit")
 
 
 def check(limit: str, needed: int, what: str, loc: Loc | str | None = None) -> None:
@@ -138,6 +153,6 @@ def check_shape(shape: Sequence, itemsize: int = 4, what: str = "tensor",
                 raise exceeded("dim", d, f"{what} dimension", loc)
             if d >= 0:
                 count *= d
-    check("elements", count, what, loc)
+    check("elements", count, f"{what} elements", loc)
     check("tensor_bytes", count * itemsize, what, loc)
     return count

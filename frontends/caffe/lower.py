@@ -203,12 +203,12 @@ def load_caffe(path: str, options=None) -> Graph:
         graph.attrs["missing_weights"] = True
         beside = Path(path).with_suffix(".caffemodel").name
         warn(f"{path}: no weights (no --weights and no {beside} beside it): structure only, "
-             "every weight is zero; use --random-weights SEED to explore")
+             "every weight is zero; use --random-weights SEED to explore", code="weights")
     elif isinstance(source, RandomWeights):
         graph.attrs["random_weights"] = source.seed
     elif isinstance(source, FileWeights) and source.filled:
         graph.attrs["random_weights"] = source.fallback.seed
         warn(f"{len(source.filled)} layer(s) have no weights in {Path(source.weights.path).name} "
              f"and were filled randomly: {', '.join(source.filled[:5])}"
-             + (" ..." if len(source.filled) > 5 else ""))
+             + (" ..." if len(source.filled) > 5 else ""), code="weights")
     return graph

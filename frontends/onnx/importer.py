@@ -181,7 +181,7 @@ class OnnxImporter:
                              self.path, hint="upgrade the model: onnx.version_converter.convert_version(model, 13)")
         if self.opset > MAX_OPSET:
             warn(f"{self.path}: ONNX opset {self.opset} is newer than the tested range "
-                 f"{MIN_OPSET}-{MAX_OPSET}; converting with opset-{MAX_OPSET} semantics")
+                 f"{MIN_OPSET}-{MAX_OPSET}; converting with opset-{MAX_OPSET} semantics", code="version")
         nodes = [Node(self, proto, self.opset) for proto in self.nodes_proto]
         self.check_supported(nodes)
         self.add_inputs()
@@ -224,7 +224,7 @@ class OnnxImporter:
                 problems.append(f"{node.label}: {problem}")
         if problems:
             raise unsupported_error("ONNX op", problems, self.path,
-                                    hint=f"{DOCS} lists the {len(CONVERTERS.versions())} supported op types "
+                                    hint=f"{DOCS} lists the {len(supported_ops())} supported op types "
                                          f"and their opsets ({MIN_OPSET}-{MAX_OPSET})")
 
     def add_inputs(self) -> None:

@@ -115,7 +115,8 @@ def quantize_graph(graph: Graph, options: Any = None, frames: Iterable | None = 
     if prepared.asymmetric:
         names = ", ".join(sorted({n for n in prepared.asymmetric if n})[:5])
         warn(f"{len(set(prepared.asymmetric))} pre-quantized tensor(s) have an asymmetric zero point "
-             f"(e.g. {names}); TDA4VM is symmetric, so each range is widened to max(|min|, |max|)")
+             f"(e.g. {names}); TDA4VM is symmetric, so each range is widened to max(|min|, |max|)",
+             code="quantization")
     synthetic = False
     if frames is None:
         frames, total, synthetic = calibration_frames(ref_graph, settings)
@@ -123,7 +124,7 @@ def quantize_graph(graph: Graph, options: Any = None, frames: Iterable | None = 
         frames = list(frames)
         total = len(frames)
     if synthetic and warn_synthetic and settings.calib_source != "random":
-        warn(CALIB_WARNING.format(n=total, how=CALIB_HOW.get(settings.calib_source, "--calib DATA")))
+        warn(CALIB_WARNING.format(n=total, how=CALIB_HOW.get(settings.calib_source, "--calib DATA")), code="calibration")
     keep = max(settings.bias_calibration and 1 or 0, 4 if settings.mixed_precision_factor else 0)
     kept: list = []
     calibration = Calibration(ref_graph, observed_values(ref_graph))

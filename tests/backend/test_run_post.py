@@ -38,6 +38,12 @@ def test_classify_prints_top5_and_accuracy(capsys, tmp_path):
     top1 = float(line.split("top-1 ")[1].split("%")[0])
     top5_acc = float(line.split("top-5 ")[1].split("%")[0])
     assert top1 in (0.0, 33.33, 66.67, 100.0) and top5_acc >= top1 and top5_acc >= 66.0  # a trained net
+    # --labels alone means classify (it used to fail with "missing input(s)")
+    code, out2, err = tidlc(capsys, "run", tmp_path / "out", "--labels", labels)
+    assert code == 0, err
+    assert line in out2.splitlines()
+    code, _, err = tidlc(capsys, "run", tmp_path / "out", "--labels", labels, "--post", "detect")
+    assert code == 2 and "--labels scores classifications; it does not go with --post detect" in err
 
 
 def test_segment_writes_a_blended_png(capsys, tmp_path):

@@ -224,3 +224,18 @@ def test_layout_runs_at_O2_before_the_fusions():
     names = default_pipeline(2)
     assert names.index("fold-constants") < names.index("layout") < names.index("fuse-batchnorm")
     assert "layout" not in default_pipeline(1)
+
+
+def test_transposes_made_by_the_pass_get_derived_unique_names(run_passes):
+    """A transpose moved next to conv 'c1' used to carry the name 'c1' too, so --16bit-layers c1
+    and trace files could not tell the two apart."""
+    b = Builder()
+    x = nhwc_input(b)
+    y = b.op("relu", [conv_nhwc(b, x, name="c1")], name="r1")
+    b.output(b.op("sigmoid", [conv_nhwc(b, y, name="c2")], name="s"), "out")
+    run_passes(b.graph, "layout,dce", feeds(b.graph))
+    names = [op.name for op in b.graph.ops if op.name]
+    assert len(names) == len(set(names)), names
+    assert {op.name for op in b.graph.ops if op.kind == "conv2d"} == {"c1", "c2"}
+    assert all(op.name.endswith(("/transpose", "/transpose.2")) or not op.name
+               for op in transposes(b.graph) if op.name in {"c1", "c2"} or "/" in op.name)

@@ -138,14 +138,15 @@ def mark(rows: list[Row], threshold: float) -> Row | None:
 
 
 def format_table(rows: list[Row], threshold: float) -> str:
-    head = f"{'':2}{'layer':<28} {'op':<12} {'shape':<18} {'type':<5} {'scale':>10} {'SNR dB':>8} " \
+    width = max([len("layer")] + [len(row.name) for row in rows])  # full names: MobileNet's differ at the end
+    head = f"{'':2}{'layer':<{width}} {'op':<12} {'shape':<18} {'type':<5} {'scale':>10} {'SNR dB':>8} " \
            f"{'cosine':>8} {'max err':>10} {'sat %':>6}"
     lines = [head, "-" * len(head)]
     for row in rows:
         snr = "inf" if math.isinf(row.snr_db) and row.snr_db > 0 else f"{row.snr_db:.1f}"
         flag = "> " if row.below else "  "
         shape = "x".join(map(str, row.shape))
-        lines.append(f"{flag}{row.name[:28]:<28} {row.op:<12} {shape[:18]:<18} {row.dtype:<5} {row.scale:>10.4g} "
+        lines.append(f"{flag}{row.name:<{width}} {row.op:<12} {shape[:18]:<18} {row.dtype:<5} {row.scale:>10.4g} "
                      f"{snr:>8} {row.cosine:>8.5f} {row.max_abs_error:>10.4g} {row.saturated_pct:>6.2f}")
     first = next((r for r in rows if r.below), None)
     if first is not None:

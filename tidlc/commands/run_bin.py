@@ -5,6 +5,8 @@ TIDL-style name), a net file, or the TIDL import config that wrote it.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import statistics
 import time
@@ -81,6 +83,11 @@ def _feeds(specs, model, random_seed) -> dict:
 def run_compiled(args) -> int:
     from tidlc.backends.tidl.fixed import FixedExecutor
     from tidlc.fileio import save_npz
+    if getattr(args, "labels", None):  # labels are scored by the classifier post-processing only
+        if getattr(args, "post", None) not in (None, "classify"):
+            raise TidlcError(f"--labels scores classifications; it does not go with --post {args.post}",
+                             hint="drop --labels, or use --post classify", code="option")
+        args.post = "classify"
     model = read_model(args.model)
     stored = model.graph.attrs.get("post_process")  # TIDL postProcType, kept in net.bin by the compiler
     post = getattr(args, "post", None) or stored
@@ -102,6 +109,21 @@ def run_compiled(args) -> int:
         start = time.perf_counter()
         outputs = executor.run(feeds, observer=observer if i == 0 else None, raw=args.raw)
         times.append(time.perf_counter() - start)
+    if not getattr(args, "json", False):
+        return _report(args, post, model, executor, outputs, times, trace if args.trace else None)
+    from tidlc.cli import outputs_summary, print_json
+    with contextlib.redirect_stdout(io.StringIO()) as text:  # the text report's lines go into "log"
+        _report(args, post, model, executor, outputs, times, trace if args.trace else None)
+    print_json({"schema": "tidlc.run/1", "model": args.model, "ms": round(statistics.median(times) * 1e3, 3),
+                "repeat": repeat, "kernels": args.kernels, "outputs": outputs_summary(outputs),
+                "wrote": args.output, "log": text.getvalue().splitlines()})
+    return 0
+
+
+def _report(args, post, model, executor, outputs, times, trace) -> int:
+    """The text report of a run: outputs, time, post-processing, the files written."""
+    from tidlc.fileio import save_npz
+    repeat = len(times)
     for name, arr in outputs.items():
         flat = np.asarray(arr).reshape(-1)
         summary = f"min {flat.min():.6g} max {flat.max():.6g}" if flat.size and arr.dtype.kind in "fiu" else ""
@@ -117,7 +139,7 @@ def run_compiled(args) -> int:
         try:
             _post_process(post, args, model, executor, outputs)
         except TidlcError as exc:
-            warn(f"post-processing '{post}' (postProcType kept in the net) skipped: {exc.message}")
+            warn(f"post-processing '{post}' (postProcType kept in the net) skipped: {exc.message}", code="ignored")
     if args.trace:
         path = os.path.join(args.trace, "trace.npz")
         save_npz(path, trace)

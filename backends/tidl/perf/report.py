@@ -12,7 +12,7 @@ from tidlc.backends.tidl.perf.model import PerfReport
 
 COLUMNS = ("#", "layer", "TIDL layer", "MACs", "cycles", "%", "MMA util", "bound", "DDR read", "DDR write", "out")
 _RIGHT = {"#", "MACs", "cycles", "%", "MMA util", "DDR read", "DDR write"}
-NAME_WIDTH = 36
+NAME_WIDTH = 36  # plot labels only: the tables show full names (MobileNet's differ at the end)
 
 
 def _si(value: float, unit: str = "") -> str:
@@ -45,7 +45,7 @@ def layer_rows(rep: PerfReport, top: int | None = None) -> list[tuple[str, ...]]
     rows = []
     for layer in layers:
         kind = layer.tidl_layer + (f" ({layer.note})" if layer.note in ("depthwise", "view", "folded") else "")
-        rows.append((str(layer.index), _short(layer.name), kind, _si(layer.macs) if layer.macs else "-",
+        rows.append((str(layer.index), layer.name, kind, _si(layer.macs) if layer.macs else "-",
                      f"{layer.cycles:,.0f}", f"{layer.percent:.1f}",
                      f"{100 * layer.mma_utilization:.1f}%" if layer.macs else "-", layer.bound,
                      _bytes(layer.ddr_read_bytes), _bytes(layer.ddr_write_bytes), layer.output_location))
