@@ -6,6 +6,7 @@ error: ... (hint: ...)``) and exits 2; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
@@ -356,8 +357,15 @@ COMMANDS = {"compile": cmd_compile, "run": cmd_run, "ir": cmd_ir, "opt": cmd_opt
 COMMAND_MODULES: tuple[str, ...] = ("tidlc.commands.compare", "tidlc.commands.perf")
 
 
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    """The parser, built once per process (building it costs more than reading a small model, and
+    argparse re-applies every default on each parse, so reuse is safe)."""
+    return build_parser()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = _parser()
     args, extras = parser.parse_known_args(argv)
     if extras and args.command != "compile":
         parser.error(f"unrecognized arguments: {' '.join(extras)}")

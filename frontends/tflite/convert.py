@@ -24,55 +24,84 @@ def _padding(node) -> str:
     return PADDINGS.get(node.options.get("padding", 1), "?")
 
 
-def _check_padding(node) -> str | None:
+_WINDOW = ("stride_h", "stride_w", "dilation_h_factor", "dilation_w_factor", "filter_height", "filter_width")
+
+
+def _check_window(node) -> str | None:
+    """Padding, strides, dilations and pool sizes of a window op (zero would divide by zero)."""
     code = node.options.get("padding", 1)
-    return None if code in PADDINGS else f"padding {code} is not SAME or VALID"
+    if code not in PADDINGS:
+        return f"padding {code} is not SAME or VALID"
+    bad = next((key for key in _WINDOW if node.options.get(key, 1) < 1), None)
+    return f"{bad} {node.options[bad]} is not positive" if bad else None
 
 
-def _hw(x):
-    shape = x.shape or (None,) * 4
-    return shape[1], shape[2]
+def _channels(node, x) -> int:
+    """The input's (NHWC) channel count, which must be known and positive."""
+    shape = x.shape
+    if shape is None or len(shape) != 4 or shape[3] is None or shape[3] <= 0:
+        raise node.error(f"expects a 4-D NHWC input with known channels, got {x.type}")
+    return shape[3]
+
+
+def _axis(node, axis: int, rank: int) -> int:
+    if not -rank <= axis < rank:
+        raise node.error(f"axis {axis} is out of range for rank {rank}")
+    return axis % rank
+
+
+def _hw(node, x) -> tuple[int | None, int | None]:
+    """Height and width of an NHWC input (None when unknown), which must be 4-D."""
+    if x.shape is None:
+        return None, None
+    if len(x.shape) != 4:
+        raise node.error(f"expects a 4-D NHWC input, got {x.type}")
+    return x.shape[1], x.shape[2]
 
 
 # ----------------------------------------------------------------------------- convolutions
-@converter("CONV_2D", check=_check_padding)
+@converter("CONV_2D", check=_check_window)
 def conv_2d(node) -> None:
     x = node.input(0)
-    _, kh, kw, cin_g = node.tensor(1).shape
-    cin = (x.shape or (None,) * 4)[3]
-    if cin is None or cin % cin_g:
+    _, kh, kw, cin_g = node.weight_shape(1, 4)
+    cin = _channels(node, x)
+    if cin % cin_g:
         raise node.error(f"input channels {cin} are not a multiple of the filter's {cin_g}")
     w = node.weight(1, (0, 3, 1, 2))  # OHWI -> OIHW
     b = [node.weight(2)] if node.has_input(2) else []
     strides = (node.options["stride_h"], node.options["stride_w"])
     dilations = node.extra.get("dilation") or (node.options["dilation_h_factor"], node.options["dilation_w_factor"])
-    pads = node.extra.get("pads") or window_pads(node, _padding(node), _hw(x), (kh, kw), strides, dilations)
+    pads = node.extra.get("pads") or window_pads(node, _padding(node), _hw(node, x), (kh, kw), strides, dilations)
     node.bind(nchw_op(node, "conv2d", x, [w, *b], strides=strides, pads=pads, dilations=dilations,
                       groups=cin // cin_g, **node.act()))
 
 
-@converter("DEPTHWISE_CONV_2D", check=_check_padding)
+@converter("DEPTHWISE_CONV_2D", check=_check_window)
 def depthwise_conv_2d(node) -> None:
     x = node.input(0)
-    _, kh, kw, channels = node.tensor(1).shape
-    cin = (x.shape or (None,) * 4)[3]
-    if cin is None or channels % cin:
+    _, kh, kw, channels = node.weight_shape(1, 4)
+    cin = _channels(node, x)
+    if channels % cin:
         raise node.error(f"filter has {channels} channels, not a multiple of the input's {cin}")
     w = node.weight(1, (3, 0, 1, 2))  # (1, kh, kw, C*m) -> (C*m, 1, kh, kw): channel c*m + k
     b = [node.weight(2)] if node.has_input(2) else []
     strides = (node.options["stride_h"], node.options["stride_w"])
     dilations = node.extra.get("dilation") or (node.options["dilation_h_factor"], node.options["dilation_w_factor"])
-    pads = node.extra.get("pads") or window_pads(node, _padding(node), _hw(x), (kh, kw), strides, dilations)
+    pads = node.extra.get("pads") or window_pads(node, _padding(node), _hw(node, x), (kh, kw), strides, dilations)
     node.bind(nchw_op(node, "conv2d", x, [w, *b], strides=strides, pads=pads, dilations=dilations,
                       groups=cin, **node.act()))
 
 
-@converter("TRANSPOSE_CONV", check=_check_padding)
+@converter("TRANSPOSE_CONV", check=_check_window)
 def transpose_conv(node) -> None:
     out_shape = node.const_ints(0, "output_shape")
+    if len(out_shape) != 4:
+        raise node.error(f"output_shape {out_shape} is not 4-D (NHWC)")
     x = node.input(2)
-    kh, kw = node.tensor(1).shape[1:3]  # (O, kh, kw, I)
+    kh, kw = node.weight_shape(1, 4)[1:3]  # (O, kh, kw, I)
     in_hw = node.static_shape(x)[1:3]
+    if len(in_hw) != 2:
+        raise node.error(f"expects a 4-D NHWC input, got {x.type}")
     strides = (node.options["stride_h"], node.options["stride_w"])
     pads, extra = deconv_pads(node, _padding(node), in_hw, out_shape[1:3], (kh, kw), strides)
     w = node.weight(1, (3, 0, 1, 2))  # (O, kh, kw, I) -> (I, O, kh, kw)
@@ -89,7 +118,7 @@ def _check_fc(node) -> str | None:
 @converter("FULLY_CONNECTED", check=_check_fc)
 def fully_connected(node) -> None:
     x = node.input(0)
-    in_features = node.tensor(1).shape[1]  # (out, in)
+    in_features = node.weight_shape(1, 2, "weights")[1]  # (out, in)
     w = node.weight(1)
     b = [node.weight(2)] if node.has_input(2) else []
     if not node.options["keep_num_dims"] and x.type.rank != 2:
@@ -102,7 +131,7 @@ def _pool(node, mode: str) -> None:
     x = node.input(0)
     kernel = (node.options["filter_height"], node.options["filter_width"])
     strides = (node.options["stride_h"], node.options["stride_w"])
-    pads = window_pads(node, _padding(node), _hw(x), kernel, strides)
+    pads = window_pads(node, _padding(node), _hw(node, x), kernel, strides)
     y = nchw_op(node, "pool2d", x, (), mode=mode, kernel=kernel, strides=strides, pads=pads)
     act = node.act()
     if act["act"] != "none":
@@ -110,12 +139,12 @@ def _pool(node, mode: str) -> None:
     node.bind(y)
 
 
-@converter("AVERAGE_POOL_2D", check=_check_padding)
+@converter("AVERAGE_POOL_2D", check=_check_window)
 def average_pool_2d(node) -> None:
     _pool(node, "avg")
 
 
-@converter("MAX_POOL_2D", check=_check_padding)
+@converter("MAX_POOL_2D", check=_check_window)
 def max_pool_2d(node) -> None:
     _pool(node, "max")
 
@@ -127,7 +156,7 @@ _REDUCE = {"MEAN": "mean", "SUM": "sum", "REDUCE_MAX": "max", "REDUCE_MIN": "min
 def reduce(node) -> None:
     x = node.input(0)
     rank = node.need_rank(x)
-    axes = sorted({a % rank for a in node.const_ints(1, "axis")})
+    axes = sorted({_axis(node, a, rank) for a in node.const_ints(1, "axis")})
     keep = bool(node.options["keep_dims"])
     kind = _REDUCE[node.op_type]
     if rank == 4 and axes == [1, 2] and kind in ("mean", "max"):  # a global pool (TIDL's layer)
@@ -141,7 +170,7 @@ def reduce(node) -> None:
 
 @converter("ARG_MAX")
 def arg_max(node) -> None:
-    axis = node.const_ints(1, "axis")[0]
+    axis = node.const_int(1, "axis")
     node.bind(node.op("argmax", [node.input(0)], axis=axis, keepdims=False))  # bind casts to i32
 
 
@@ -236,7 +265,10 @@ def cast(node) -> None:
 
 # ----------------------------------------------------------------------------- data movement
 def _paddings(node, i: int = 1) -> tuple[int, ...]:
-    p = np.asarray(node.const_input(i, "paddings")).reshape(-1, 2)
+    p = np.asarray(node.const_ints(i, "paddings"), np.int64)
+    if p.size % 2:
+        raise node.error(f"paddings has {p.size} values, expected two per dimension")
+    p = p.reshape(-1, 2)
     return tuple(int(v) for v in p[:, 0]) + tuple(int(v) for v in p[:, 1])
 
 
@@ -244,7 +276,10 @@ def _paddings(node, i: int = 1) -> tuple[int, ...]:
 def pad(node) -> None:
     pads = _paddings(node)
     if node.op_type == "PADV2" and node.has_input(2):
-        value = float(np.asarray(node.input(2).const_value()).reshape(()))
+        value = np.asarray(node.const_input(2, "constant_values"))
+        if value.size != 1:
+            raise node.error(f"constant_values has {value.size} values, expected one")
+        value = float(value.reshape(()))
         node.bind(node.op("pad", [node.input(0)], pads=pads, value=value))
         return
     if node.same_quant():  # pad the integers with the zero point (real 0)
@@ -287,7 +322,7 @@ def squeeze(node) -> None:
 
 @converter("EXPAND_DIMS")
 def expand_dims(node) -> None:
-    node.bind(node.op("unsqueeze", [node.data_input(0)], axes=node.const_ints(1, "axis")[:1]))
+    node.bind(node.op("unsqueeze", [node.data_input(0)], axes=(node.const_int(1, "axis"),)))
 
 
 @converter("TRANSPOSE")
@@ -318,10 +353,11 @@ def _bind_parts(node, parts) -> None:
 
 @converter("SPLIT")
 def split(node) -> None:
-    axis = node.const_ints(0, "axis")[0]
+    axis = node.const_int(0, "axis")
     x = node.raw_input(1) if node.same_quant() else node.input(1)
     n = int(node.options["num_splits"])
-    size = node.static_shape(x)[axis]
+    shape = node.static_shape(x)
+    size = shape[_axis(node, axis, len(shape))]
     if n <= 0 or size % n:
         raise node.error(f"cannot split {size} into {n} equal parts")
     _bind_parts(node, node.op("split", [x], axis=axis, sizes=[size // n] * n))
@@ -331,9 +367,10 @@ def split(node) -> None:
 def split_v(node) -> None:
     x = node.data_input(0)
     sizes = list(node.const_ints(1, "size_splits"))
-    axis = node.const_ints(2, "axis")[0]
+    axis = node.const_int(2, "axis")
     if -1 in sizes:
-        sizes[sizes.index(-1)] = node.static_shape(x)[axis] - (sum(sizes) + 1)
+        shape = node.static_shape(x)
+        sizes[sizes.index(-1)] = shape[_axis(node, axis, len(shape))] - (sum(sizes) + 1)
     _bind_parts(node, node.op("split", [x], axis=axis, sizes=sizes))
 
 
@@ -358,6 +395,11 @@ def _check_resize(node) -> str | None:
 @converter("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", check=_check_resize)
 def resize(node) -> None:
     size = node.const_ints(1, "size")
+    if len(size) != 2 or min(size) < 1:
+        raise node.error(f"size {size} is not two positive values (height, width)")
+    shape = node.static_shape(node.input(0))
+    if len(shape) != 4 or min(shape) < 1:
+        raise node.error(f"expects a 4-D NHWC input without empty dimensions, got {shape}")
     modes = resize_modes(node.op_type == "RESIZE_BILINEAR", bool(node.options["align_corners"]),
                          bool(node.options["half_pixel_centers"]))
     node.bind(resize_nhwc(node, node.input(0), size, **modes))

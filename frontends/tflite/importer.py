@@ -29,16 +29,21 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import attrs
 import numpy as np
 from tidlc.frontends.tensorflow.common import ImporterBase, NodeBase, permute_weight
 
+from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError
+from tidlc.fileio import read_bytes
 from tidlc.frontend import run_check, unsupported_error
+from tidlc.ir.builder import Builder
 from tidlc.ir.core import Graph, Value
 from tidlc.ir.ops.quant import QUANT_DTYPES
 from tidlc.ir.types import QuantInfo, TensorType, numpy_dtype
 
 from . import convert  # noqa: F401  (registers the converters)
+from .flatbuf import FlatBufferError
 from .registry import CONVERTERS
 from .schema import ACTIVATIONS, Model, Operator, Tensor, is_tflite, read_model
 
@@ -47,15 +52,37 @@ _FUSED = {"NONE": ("none", ()), "RELU": ("relu", ()), "RELU6": ("relu6", ()),
           "RELU_N1_TO_1": ("clip", (-1.0, 1.0)), "TANH": ("tanh", ())}
 
 
-def quant_info(t: Tensor) -> QuantInfo | None:
+def quant_info(t: Tensor, path: str = "") -> QuantInfo | None:
     """A quantized integer tensor's QuantInfo (scale = 1 / TFLite's scale), else None."""
     if t.quant is None or t.dtype is None or t.dtype[0] not in "iu":
         return None
+    problem = _quant_problem(t)
+    if problem:
+        raise TidlcError(f"tensor #{t.index} '{t.name}': {problem}", Loc(t.name, path), code="model",
+                         hint="the model's quantization parameters are damaged; convert it again")
     scale = tuple(1.0 / float(s) for s in t.quant.scale)
-    zero = int(t.quant.zero_point.reshape(-1)[0]) if t.quant.zero_point.size else 0
+    zero = int(t.quant.zero_point[0])
     bits = np.dtype(numpy_dtype(t.dtype)).itemsize * 8
     axis = t.quant.axis if len(scale) > 1 else None
     return QuantInfo(bits, t.dtype.startswith("i"), scale, zero, None, axis)
+
+
+def _quant_problem(t: Tensor) -> str | None:
+    """What is wrong with an integer tensor's scales, zero point or channel axis (None: nothing)."""
+    q = t.quant
+    bad = [float(s) for s in q.scale if not (np.isfinite(s) and s > 0)]
+    if bad:
+        return f"quantization scale {bad[0]} is not positive and finite"
+    info = np.iinfo(numpy_dtype(t.dtype))
+    zero = int(q.zero_point[0])
+    if not info.min <= zero <= info.max:
+        return f"zero point {zero} is outside the range of {t.type_name}"
+    if q.scale.size > 1:
+        if not 0 <= q.axis < len(t.shape):
+            return f"quantized dimension {q.axis} is not an axis of shape {t.shape}"
+        if t.shape[q.axis] != q.scale.size:
+            return f"{q.scale.size} scales for {t.shape[q.axis]} channels along axis {q.axis}"
+    return None
 
 
 def quant_attrs(q: QuantInfo) -> dict:
@@ -74,7 +101,7 @@ class TFLiteNode(NodeBase):
         self.options = op.options
         self.inputs_idx = op.inputs
         self.outputs_idx = op.outputs
-        first = importer.model.tensors[op.outputs[0]].name if op.outputs else ""
+        first = next((importer.model.tensors[i].name for i in op.outputs if i >= 0), "")
         self.name = first or f"op{op.index}"
         self.loc = Loc(self.name, importer.path)
         self.extra: dict[str, Any] = {}  # set by importer-level patterns (dilated convolutions)
@@ -93,8 +120,21 @@ class TFLiteNode(NodeBase):
             raise self.error(f"input {i} is required but missing")
         return self.importer.model.tensors[self.inputs_idx[i]]
 
+    def has_output(self, i: int = 0) -> bool:
+        return i < len(self.outputs_idx) and self.outputs_idx[i] >= 0
+
     def out_tensor(self, i: int = 0) -> Tensor:
+        if not self.has_output(i):
+            raise self.error(f"output {i} is required but missing")
         return self.importer.model.tensors[self.outputs_idx[i]]
+
+    def weight_shape(self, i: int, rank: int, what: str = "filter") -> tuple[int, ...]:
+        """The stored shape of constant input ``i``, which must have ``rank`` positive dims."""
+        shape = self.tensor(i).shape
+        if len(shape) != rank or any(d <= 0 for d in shape):
+            raise self.error(f"the {what} ('{self.tensor(i).name}') has shape {shape}, expected {rank} "
+                             "positive dimensions")
+        return shape
 
     def input(self, i: int) -> Value:
         """The float view of input ``i`` (dequantized if the tensor is quantized)."""
@@ -115,12 +155,22 @@ class TFLiteNode(NodeBase):
         return data
 
     def const_ints(self, i: int, what: str = "") -> tuple[int, ...]:
-        return tuple(int(v) for v in np.asarray(self.const_input(i, what)).reshape(-1))
+        data = np.asarray(self.const_input(i, what))
+        if data.dtype.kind not in "biu":
+            raise self.error(f"{what or f'input {i}'} ('{self.tensor(i).name}') must be integers, not {data.dtype}")
+        return tuple(int(v) for v in data.reshape(-1))
+
+    def const_int(self, i: int, what: str) -> int:
+        """A constant holding exactly one integer (an axis)."""
+        values = self.const_ints(i, what)
+        if len(values) != 1:
+            raise self.error(f"{what} ('{self.tensor(i).name}') must be one integer, got {len(values)} values")
+        return values[0]
 
     def weight(self, i: int, perm=None, shape=None) -> Value:
         """A constant weight in the IR's order; integer weights stay integer (+ ``dequantize``)."""
         t = self.tensor(i)
-        q = quant_info(t)
+        q = self.importer.quant(t)
         raw = self.importer.buffer_array(t)
         if q is not None and raw is not None:
             data = raw if perm is None else np.transpose(raw, perm)
@@ -132,13 +182,16 @@ class TFLiteNode(NodeBase):
         value = self.input(i)
         if perm is None and shape is None:
             return value
-        return permute_weight(self, value, perm if perm is not None else range(value.type.rank), shape)
+        rank = self.need_rank(value, f"weight '{t.name}'")
+        if perm is not None and rank != len(perm):
+            raise self.error(f"weight '{t.name}' is {value.type}, expected rank {len(perm)}")
+        return permute_weight(self, value, perm if perm is not None else range(rank), shape)
 
     def same_quant(self) -> bool:
         """Every (non-constant) input and the output share one integer quantization."""
-        infos = [quant_info(self.tensor(i)) for i in range(len(self.inputs_idx))
+        infos = [self.importer.quant(self.tensor(i)) for i in range(len(self.inputs_idx))
                  if self.has_input(i) and self.importer.buffer_array(self.tensor(i)) is None]
-        out = quant_info(self.out_tensor())
+        out = self.importer.quant(self.out_tensor())
         return out is not None and all(q == out for q in infos) and bool(infos)
 
     def data_input(self, i: int) -> Value:
@@ -157,18 +210,37 @@ class TFLiteNode(NodeBase):
                 self.importer.bind(self.outputs_idx[i], value, self)
 
 
+class _FoldingBuilder(Builder):
+    """A Builder that checks the result size of every op on constants against the limits: the
+    importer computes those results at once (a PAD of a constant by huge paddings, a broadcast of
+    two long vectors), so their size must be known to fit before numpy allocates it."""
+
+    def make(self, kind: str, operands, attrs=None, name: str = "", loc: Loc | None = None):
+        op = super().make(kind, operands, attrs, name, loc)
+        if operands and all(v.const_value() is not None for v in operands):
+            for v in op.results:
+                if v.type.shape is not None:
+                    limits.check_shape(v.type.shape, numpy_dtype(v.type.dtype).itemsize,
+                                       f"{kind} of constants", loc or Loc(name, self.file))
+        return op
+
+
 class TFLiteImporter(ImporterBase):
     """Builds one IR graph from one decoded TFLite model."""
 
     def __init__(self, model: Model, options: Any = None, path: str = ""):
         super().__init__(path, options, model.subgraph_name or _stem(path))
+        self.builder = _FoldingBuilder(self.graph, file=path)
         self.model = model
         self.values: dict[int, Value] = {}
         self.views: dict[int, Value] = {}
         self._arrays: dict[int, np.ndarray | None] = {}
+        self._const_bytes = 0  # of the constants read so far (a buffer may back many tensors)
 
     # --- driver -------------------------------------------------------------------
     def run(self) -> Graph:
+        if not self.model.outputs:
+            raise TidlcError("the model's subgraph has no outputs", self.path, code="model")
         nodes = [TFLiteNode(self, op) for op in self.model.operators]
         self.check_supported(nodes)
         self.fuse_dilated_convolutions(nodes)
@@ -176,12 +248,7 @@ class TFLiteImporter(ImporterBase):
         for node in nodes:
             if node.extra.get("skip"):
                 continue
-            try:
-                CONVERTERS.get(node.op_type).convert(node)
-            except TidlcError:
-                raise
-            except (ValueError, IndexError, TypeError) as exc:
-                raise node.error(f"cannot convert: {exc}") from None
+            CONVERTERS.get(node.op_type).convert(node)
         for idx in self.model.outputs:
             t = self.model.tensors[idx]
             self.builder.output(self.value(idx, None), t.name or f"output{idx}")
@@ -227,26 +294,13 @@ class TFLiteImporter(ImporterBase):
         for stb in nodes:
             if stb.op_type != "SPACE_TO_BATCH_ND":
                 continue
-            conv = _only_reader(readers, stb.outputs_idx[0])
-            bts = _only_reader(readers, conv.outputs_idx[0]) if conv is not None else None
-            ok = (conv is not None and conv.op_type in ("CONV_2D", "DEPTHWISE_CONV_2D") and bts is not None
-                  and bts.op_type == "BATCH_TO_SPACE_ND" and conv.options["padding"] == 1
-                  and conv.options["stride_h"] == 1 and conv.options["stride_w"] == 1
-                  and conv.options["dilation_h_factor"] == 1 and conv.options["dilation_w_factor"] == 1)
-            if ok:
-                try:
-                    block = stb.const_ints(1, "block_shape")
-                    pads = np.asarray(stb.const_input(2, "paddings")).reshape(2, 2)
-                    crops = np.asarray(bts.const_input(2, "crops")).reshape(2, 2)
-                    ok = tuple(bts.const_ints(1, "block_shape")) == tuple(block) and len(block) == 2
-                except TidlcError:
-                    ok = False
-            if not ok:
+            found = _dilated_pattern(stb, readers)
+            if found is None:
                 problems.append(f"{stb.label}: only supported as part of a dilated convolution "
                                 "(SPACE_TO_BATCH_ND -> CONV_2D -> BATCH_TO_SPACE_ND)")
                 continue
-            net = pads - crops  # cropping the output = padding the input less
-            if (net < 0).any():
+            conv, bts, block, net = found
+            if (net < 0).any():  # cropping the output = padding the input less
                 problems.append(f"{stb.label}: crops larger than the paddings are not supported")
                 continue
             stb.extra["skip"] = bts.extra["skip"] = True
@@ -256,7 +310,7 @@ class TFLiteImporter(ImporterBase):
             conv.outputs_idx = list(bts.outputs_idx)  # writes what BTS wrote
         if problems:
             raise TidlcError(f"{len(problems)} unsupported TFLite operator{'s' if len(problems) > 1 else ''}",
-                             self.path, problems=problems)
+                             self.path, problems=problems, code="unsupported")
 
     def add_inputs(self) -> None:
         shapes = dict(getattr(self.options, "input_shapes", None) or {})
@@ -264,6 +318,9 @@ class TFLiteImporter(ImporterBase):
             t = self.model.tensors[idx]
             name = t.name or f"input{idx}"
             shape = t.shape
+            problem = _tensor_problem(t)
+            if problem:
+                raise TidlcError(f"graph input: {problem}", Loc(name, self.path), code="unsupported")
             if name in shapes:
                 given = tuple(shapes[name])
                 if len(given) != len(shape):
@@ -271,24 +328,36 @@ class TFLiteImporter(ImporterBase):
                                      f"{shape}", self.path, hint="give one value per dimension")
                 shape = given
             layout = "NHWC" if len(shape) == 4 else None
-            value = self.builder.input(name, TensorType(shape, t.dtype, layout, quant_info(t)),
+            value = self.builder.input(name, TensorType(shape, t.dtype, layout, self.quant(t)),
                                        loc=Loc(name, self.path))
             self.values[idx] = value
 
     # --- tensors ----------------------------------------------------------------------
+    def quant(self, t: Tensor) -> QuantInfo | None:
+        return quant_info(t, self.path)
+
     def buffer_array(self, t: Tensor) -> np.ndarray | None:
         """A constant tensor's data in its stored type (a view of the file), else None."""
         if t.index not in self._arrays:
             data = self.model.buffer_data(t)
-            arr = None
-            if data is not None:
-                dtype = np.dtype(numpy_dtype(t.dtype)).newbyteorder("<")
-                if len(data) != int(np.prod(t.shape, dtype=np.int64)) * dtype.itemsize:
-                    raise TidlcError(f"tensor '{t.name}': {len(data)} bytes for shape {t.shape} of "
-                                     f"{t.type_name}", self.path)
-                arr = np.frombuffer(data, dtype=dtype).reshape(t.shape)
-            self._arrays[t.index] = arr
+            self._arrays[t.index] = None if data is None else self._array(t, data)
         return self._arrays[t.index]
+
+    def _array(self, t: Tensor, data: memoryview) -> np.ndarray:
+        loc = Loc(t.name, self.path)
+        problem = _tensor_problem(t)
+        if problem:
+            raise TidlcError(f"constant {problem}", loc, code="unsupported")
+        if any(d < 0 for d in t.shape):
+            raise TidlcError(f"constant tensor #{t.index} has unknown dimensions {t.shape}", loc, code="corrupt")
+        dtype = np.dtype(numpy_dtype(t.dtype)).newbyteorder("<")
+        count = int(np.prod(t.shape, dtype=np.int64))  # (shapes were checked against the limits)
+        if len(data) != count * dtype.itemsize:
+            raise TidlcError(f"tensor #{t.index}: {len(data)} bytes for shape {t.shape} of {t.type_name} "
+                             f"({count * dtype.itemsize} bytes)", loc, code="corrupt")
+        self._const_bytes += len(data)
+        limits.check("total_bytes", self._const_bytes, "the model's constant tensors", loc)
+        return np.frombuffer(data, dtype=dtype).reshape(t.shape)
 
     def value(self, idx: int, node: TFLiteNode | None) -> Value:
         value = self.values.get(idx)
@@ -298,8 +367,8 @@ class TFLiteImporter(ImporterBase):
         data = self.buffer_array(t)
         if data is None:
             raise TidlcError(f"tensor '{t.name}' (#{idx}) is read before anything produces it",
-                             node.loc if node is not None else self.path)
-        value = self.values[idx] = self.new_const(data, t.name, Loc(t.name, self.path), quant=quant_info(t))
+                             node.loc if node is not None else Loc(t.name, self.path), code="model")
+        value = self.values[idx] = self.new_const(data, t.name, Loc(t.name, self.path), quant=self.quant(t))
         return value
 
     def float_view(self, idx: int, node: TFLiteNode) -> Value:
@@ -319,7 +388,7 @@ class TFLiteImporter(ImporterBase):
 
     def bind(self, idx: int, value: Value, node: TFLiteNode) -> None:
         t = self.model.tensors[idx]
-        q = quant_info(t)
+        q = self.quant(t)
         if q is not None and value.dtype in ("f32", "f16", "f64"):
             value = self.emit("quantize", [value], {**quant_attrs(q), "dtype": t.dtype, "round": "half_away"},
                               node.name, node.loc)
@@ -341,6 +410,30 @@ def _only_reader(readers: dict, idx: int) -> TFLiteNode | None:
     return found[0] if len(found) == 1 else None
 
 
+def _dilated_pattern(stb: TFLiteNode, readers: dict):
+    """(conv, bts, block, pads - crops) when ``stb`` starts a dilated convolution, else None."""
+    conv = _only_reader(readers, stb.outputs_idx[0]) if stb.has_output() and stb.has_input(0) else None
+    if conv is None or conv.op_type not in ("CONV_2D", "DEPTHWISE_CONV_2D") or not conv.has_output():
+        return None
+    bts = _only_reader(readers, conv.outputs_idx[0])
+    o = conv.options
+    if (bts is None or bts.op_type != "BATCH_TO_SPACE_ND" or conv.inputs_idx[:1] != stb.outputs_idx[:1]
+            or (o["padding"], o["stride_h"], o["stride_w"], o["dilation_h_factor"], o["dilation_w_factor"])
+            != (1, 1, 1, 1, 1)):
+        return None
+    try:
+        block = stb.const_ints(1, "block_shape")
+        pads = np.array(stb.const_ints(2, "paddings"), np.int64)
+        crops = np.array(bts.const_ints(2, "crops"), np.int64)
+        if bts.const_ints(1, "block_shape") != block:
+            return None
+    except TidlcError:
+        return None
+    if len(block) != 2 or min(block) < 1 or pads.size != 4 or crops.size != 4:
+        return None
+    return conv, bts, block, (pads - crops).reshape(2, 2)
+
+
 def _tensor_problem(t: Tensor) -> str | None:
     if t.dtype is None:
         return f"tensor '{t.name}' has element type {t.type_name}, which tidlc does not support"
@@ -354,26 +447,22 @@ def _stem(path: str) -> str:
 
 
 def read_tflite(path: str) -> Model:
-    if not os.path.exists(path):
-        raise TidlcError("no such file", path)
-    if os.path.isdir(path):
-        raise TidlcError("is a directory, expected a .tflite file", path)
-    try:
-        with open(path, "rb") as fh:
-            buf = fh.read()
-    except OSError as exc:
-        raise TidlcError(f"cannot read: {exc.strerror}", path) from None
-    return parse_tflite(buf, path)
+    return parse_tflite(read_bytes(path, "TFLite model"), path)
 
 
 def parse_tflite(buf, path: str = "") -> Model:
     if not is_tflite(buf[:8]):
-        raise TidlcError("not a TFLite model (no 'TFL3' file identifier)", path,
+        raise TidlcError("not a TFLite model (no 'TFL3' file identifier)", path, code="format",
                          hint="convert with tf.lite.TFLiteConverter; tidlc reads flatbuffer .tflite files")
     try:
         return read_model(buf)
-    except (ValueError, IndexError) as exc:  # FlatBufferError is a ValueError
-        raise TidlcError(f"corrupt TFLite model ({exc})", path) from None
+    except FlatBufferError as exc:
+        raise TidlcError(f"corrupt TFLite model: {exc}", Loc(file=path, offset=exc.offset), code="corrupt",
+                         hint="the file is truncated or damaged; convert the model again") from None
+    except TidlcError as exc:  # the reader's limit errors know the byte, not the file
+        if isinstance(exc.loc, Loc) and not exc.loc.file:
+            exc.loc = attrs.evolve(exc.loc, file=path)
+        raise
 
 
 def import_model(model: Model, options: Any = None, path: str = "") -> Graph:

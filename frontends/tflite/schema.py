@@ -13,7 +13,11 @@ from typing import Any
 import attrs
 import numpy as np
 
-from .flatbuf import Table, file_identifier
+from tidlc import limits
+from tidlc.diagnostics import Loc
+from tidlc.ir.types import DTYPES
+
+from .flatbuf import FlatBufferError, Table, file_identifier
 
 IDENTIFIER = b"TFL3"
 
@@ -158,20 +162,14 @@ class Model:
     subgraph_name: str
     subgraph_count: int
     buf: Any = attrs.field(repr=False)
-    buffers: list[Table] = attrs.field(repr=False)
+    buffers: list[tuple[int, int]] = attrs.field(repr=False)  # (byte offset, size), checked
 
     def buffer_data(self, tensor: Tensor) -> memoryview | None:
         """The raw bytes of a constant tensor (None for activations)."""
         if tensor.buffer <= 0 or tensor.buffer >= len(self.buffers):
             return None
-        table = self.buffers[tensor.buffer]
-        offset, size = table.scalar(1, "Q", 0), table.scalar(2, "Q", 0)
-        if offset > 1:  # models over 2 GB keep buffers after the flatbuffer
-            return memoryview(self.buf)[offset:offset + size]
-        start, n = table._vector(0)
-        if not start or not n:
-            return None
-        return memoryview(self.buf)[start:start + n]
+        start, size = self.buffers[tensor.buffer]
+        return memoryview(self.buf)[start:start + size] if size else None
 
 
 def op_name(code: int) -> str:
@@ -192,7 +190,7 @@ def _options(op_type: str, table: Table | None) -> dict[str, Any]:
     return out
 
 
-def _quantization(table: Table | None) -> Quantization | None:
+def _quantization(table: Table | None, name: str) -> Quantization | None:
     if table is None:
         return None
     scale = table.numbers(2, np.float32)
@@ -201,47 +199,110 @@ def _quantization(table: Table | None) -> Quantization | None:
     zero = table.numbers(3, np.int64)
     if zero is None or zero.size == 0:
         zero = np.zeros(scale.size, np.int64)
+    elif zero.size not in (1, scale.size):
+        raise FlatBufferError(f"tensor '{name}': {zero.size} zero points for {scale.size} scales",
+                              table.field_offset(3))
+    # (the values are checked where they are used: quant_info; float tensors may carry anything)
     return Quantization(np.array(scale), np.array(zero), table.scalar(6, "i", 0))
 
 
+def _op_code(code: Table) -> tuple[int, str, int]:
+    deprecated = code.scalar(0, "b", 0)
+    builtin = code.scalar(3, "i", 0)
+    # writers fill one field or both: the larger value is the real code
+    return max(deprecated, builtin), code.string(1), code.scalar(2, "i", 1)
+
+
+def _indices(table: Table, slot: int, count: int, what: str, optional: bool) -> list[int]:
+    """A vector of tensor indices, each in ``[0, count)`` (or -1 for an omitted ``optional`` one)."""
+    arr = table.numbers(slot, np.int32)
+    if arr is None:
+        return []
+    low = -1 if optional else 0
+    bad = np.flatnonzero((arr < low) | (arr >= count))
+    if bad.size:
+        i = int(bad[0])
+        raise FlatBufferError(f"{what} {i} is tensor {int(arr[i])}, but the subgraph has {count} tensors",
+                              table.vector_offset(slot, i, 4))
+    return arr.tolist()
+
+
+def _tensor(t: Table, index: int, n_buffers: int) -> Tensor:
+    name = t.string(3)
+    label = f"tensor #{index} '{name}'"
+    shape = t.numbers(0, np.int32)
+    shape = () if shape is None else tuple(shape.tolist())
+    signature = t.numbers(7, np.int32)
+    type_code, buffer = t.scalar(1, "b", 0), t.scalar(2, "I", 0)
+    dtype = TENSOR_TYPES.get(type_code, ("", None))[1]
+    itemsize = np.dtype(DTYPES[dtype]).itemsize if dtype else 1
+    limits.check_shape(shape, itemsize, label, Loc(name, offset=t.field_offset(0)))
+    if any(d < -1 for d in shape):  # (-1: a dimension unknown when converting)
+        raise FlatBufferError(f"{label} has shape {shape}", t.field_offset(0))
+    if buffer >= max(n_buffers, 1):
+        raise FlatBufferError(f"{label} uses buffer {buffer}, but the model has {n_buffers} buffers",
+                              t.field_offset(2))
+    return Tensor(index, name, shape, None if signature is None else tuple(signature.tolist()),
+                  type_code, buffer, _quantization(t.table(4), name))
+
+
+def _operator(op: Table, index: int, codes: list, n_tensors: int) -> Operator:
+    idx = op.scalar(0, "I", 0)
+    if idx >= len(codes):
+        raise FlatBufferError(f"operator #{index} uses op code {idx}, but the model has {len(codes)}",
+                              op.field_offset(0))
+    code, custom, version = codes[idx]
+    op_type = op_name(code)
+    ins = _indices(op, 1, n_tensors, f"operator #{index} ({op_type}) input", optional=True)
+    outs = _indices(op, 2, n_tensors, f"operator #{index} ({op_type}) output", optional=True)
+    return Operator(index, op_type, custom, version, ins, outs, _options(op_type, op.table(4)))
+
+
+def _buffer(table: Table, index: int, size_of_file: int) -> tuple[int, int]:
+    """(byte offset, size) of a buffer's data, inside the file."""
+    offset, size = table.scalar(1, "Q", 0), table.scalar(2, "Q", 0)
+    if offset > 1:  # models over 2 GB keep buffers after the flatbuffer
+        if offset + size > size_of_file:
+            raise FlatBufferError(f"buffer {index}: {size} bytes at byte {offset} lie outside the file "
+                                  f"({size_of_file} bytes)", table.field_offset(1))
+        return offset, size
+    start, n = table._vector(0)
+    return start, n
+
+
+def _check_count(table: Table, slot: int, what: str) -> int:
+    """The length of a vector of tables, checked against the ``ops`` limit before it is read (a
+    vector may repeat one table's offset, so the file size alone does not bound the work)."""
+    n = table.vector_length(slot, 4)
+    limits.check("ops", n, f"TFLite {what}", Loc(offset=table.field_offset(slot)))
+    return n
+
+
 def read_model(buf) -> Model:
-    """Decode a ``.tflite`` file's bytes (the first subgraph; the model's ``main``)."""
+    """Decode a ``.tflite`` file's bytes (the first subgraph; the model's ``main``).
+
+    Raises :class:`FlatBufferError` (with the byte offset) for a malformed file or indices
+    that point nowhere, and limit errors (with the byte offset, no file) for huge counts and
+    shapes: every index the importer follows later is checked here.
+    """
     root = Table.root(buf)
-    codes = []
-    for code in root.tables(1):
-        deprecated = code.scalar(0, "b", 0)
-        builtin = code.scalar(3, "i", 0)
-        # writers fill one field or both: the larger value is the real code
-        codes.append((max(deprecated, builtin), code.string(1), code.scalar(2, "i", 1)))
+    _check_count(root, 1, "operator codes")
+    codes = [_op_code(code) for code in root.tables(1)]
+    _check_count(root, 2, "subgraphs")
     subgraphs = root.tables(2)
     if not subgraphs:
-        raise ValueError("the model has no subgraph")
+        raise FlatBufferError("the model has no subgraph", root.field_offset(2))
     sg = subgraphs[0]
-    tensors = []
-    for i, t in enumerate(sg.tables(0)):
-        shape = t.numbers(0, np.int32)
-        signature = t.numbers(7, np.int32)
-        tensors.append(Tensor(i, t.string(3), tuple(int(d) for d in shape) if shape is not None else (),
-                              None if signature is None else tuple(int(d) for d in signature),
-                              t.scalar(1, "b", 0), t.scalar(2, "I", 0), _quantization(t.table(4))))
-    operators = []
-    for i, op in enumerate(sg.tables(3)):
-        idx = op.scalar(0, "I", 0)
-        if idx >= len(codes):
-            raise ValueError(f"operator {i} uses op code {idx} of {len(codes)}")
-        code, custom, version = codes[idx]
-        op_type = op_name(code)
-        ins = op.numbers(1, np.int32)
-        outs = op.numbers(2, np.int32)
-        operators.append(Operator(i, op_type, custom, version,
-                                  [] if ins is None else [int(v) for v in ins],
-                                  [] if outs is None else [int(v) for v in outs],
-                                  _options(op_type, op.table(4))))
-    sg_in, sg_out = sg.numbers(1, np.int32), sg.numbers(2, np.int32)
+    n_buffers = _check_count(root, 4, "buffers")
+    _check_count(sg, 0, "tensors")
+    _check_count(sg, 3, "operators")
+    tensors = [_tensor(t, i, n_buffers) for i, t in enumerate(sg.tables(0))]
+    operators = [_operator(op, i, codes, len(tensors)) for i, op in enumerate(sg.tables(3))]
     return Model(root.scalar(0, "I", 0), root.string(3), tensors, operators,
-                 [] if sg_in is None else [int(v) for v in sg_in],
-                 [] if sg_out is None else [int(v) for v in sg_out],
-                 sg.string(4), len(subgraphs), buf, root.tables(4))
+                 _indices(sg, 1, len(tensors), "subgraph input", optional=False),
+                 _indices(sg, 2, len(tensors), "subgraph output", optional=False),
+                 sg.string(4), len(subgraphs), buf,
+                 [_buffer(b, i, len(buf)) for i, b in enumerate(root.tables(4))])
 
 
 def is_tflite(head: bytes) -> bool:

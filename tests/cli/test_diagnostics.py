@@ -74,20 +74,30 @@ def test_unknown_limit_is_an_option_error():
 def input_npy(tmp_path) -> pathlib.Path:
     import numpy as np
     path = tmp_path / "x.npy"
-    np.save(path, np.zeros((1, 3, 12, 12), np.float32))  # 1728 bytes of data
+    np.save(path, np.zeros((1, 3, 12, 12), np.float64))  # 3456 bytes of data (the model's input: 1728)
     return path
 
 
-def test_a_lowered_limit_stops_the_reader_and_names_the_flag(tiny, input_npy):
-    code, _, err = tidlc("--limit", "tensor-bytes=1K", "run", tiny, "--random-weights", "0", "--input", input_npy)
+@pytest.fixture
+def relu_net(tmp_path) -> pathlib.Path:
+    path = tmp_path / "relu.prototxt"
+    path.write_text('input: "data"\ninput_shape { dim: 1 dim: 3 dim: 12 dim: 12 }\n'
+                    'layer { name: "relu" type: "ReLU" bottom: "data" top: "out" }\n')
+    return path
+
+
+def test_a_lowered_limit_stops_the_reader_and_names_the_flag(relu_net, input_npy):
+    tiny = relu_net
+    code, _, err = tidlc("--limit", "tensor-bytes=2K", "run", tiny, "--random-weights", "0", "--input", input_npy)
     assert code == 2
-    assert f"{input_npy}: error: array needs 1.7 KiB, over the tensor-bytes limit of 1 KiB" in err
-    assert "(hint: raise it with --limit tensor-bytes=2K if the file is trusted)" in err
-    assert tidlc("--limit", "tensor-bytes=2K", "run", tiny, "--random-weights", "0", "--input", input_npy)[0] == 0
+    assert f"{input_npy}: error: array needs 3.4 KiB, over the tensor-bytes limit of 2 KiB" in err
+    assert "(hint: raise it with --limit tensor-bytes=4K if the file is trusted)" in err
+    assert tidlc("--limit", "tensor-bytes=4K", "run", tiny, "--random-weights", "0", "--input", input_npy)[0] == 0
 
 
-def test_limits_from_the_environment(tiny, input_npy, monkeypatch):
-    monkeypatch.setenv("TIDLC_LIMITS", "tensor-bytes=1K")
+def test_limits_from_the_environment(relu_net, input_npy, monkeypatch):
+    tiny = relu_net
+    monkeypatch.setenv("TIDLC_LIMITS", "tensor-bytes=2K")
     code, _, err = tidlc("run", tiny, "--random-weights", "0", "--input", input_npy)
     assert code == 2 and "tensor-bytes limit" in err
 

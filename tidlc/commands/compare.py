@@ -163,7 +163,7 @@ def plot(rows: list[Row], threshold: float, path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise TidlcError("--plot needs matplotlib", hint="pip install matplotlib (or tidlc[bench])") from None
+        raise TidlcError("--plot needs matplotlib", hint='pip install "tidlc[plot]"', code="unsupported") from None
     snrs = [min(r.snr_db, 120.0) if math.isfinite(r.snr_db) else (120.0 if r.snr_db > 0 else 0.0) for r in rows]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(rows) + 2), 4.0))
     colors = ["tab:red" if r.below else "tab:blue" for r in rows]

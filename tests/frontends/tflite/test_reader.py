@@ -89,7 +89,7 @@ def test_bad_files_are_one_line_errors(tf_models, tmp_path, capsys):
         (tmp_path / name).write_bytes(data)
         assert main(["ir", str(tmp_path / name)]) == 2, name
         err = capsys.readouterr().err
-        assert err.startswith(f"{tmp_path / name}: error: ") and "Traceback" not in err, err
+        assert err.startswith(f"{tmp_path / name}: ") and ": error: " in err and "Traceback" not in err, err
         assert len(err.strip().splitlines()) <= 3
 
 
