@@ -19,6 +19,7 @@ from typing import ClassVar
 import attrs
 import numpy as np
 
+from tidlc import limits
 from tidlc.diagnostics import TidlcError
 from tidlc.hookspecs import hookimpl
 from tidlc.interp import evaluate_op
@@ -40,6 +41,17 @@ def _const_op(data: np.ndarray, name: str, like: Value) -> Op:
     return op
 
 
+def check_fold_size(op: Op) -> None:
+    """Raise the limit error when a result of ``op`` would be over the tensor limits: checked on
+    the inferred types *before* the reference implementation allocates (a 20-byte Expand or
+    ConstantOfShape target may ask for terabytes). Unknown dims are left to the reference."""
+    for res in op.results:
+        shape = res.type.shape
+        if shape is not None:
+            known = [d for d in shape if d is not None]
+            limits.check_shape(known, numpy_dtype(res.type.dtype).itemsize, f"folding {op.kind}", op.where())
+
+
 def _sweep(graph: Graph) -> bool:
     changed = False
     new_ops: list[Op] = []
@@ -57,6 +69,7 @@ def _sweep(graph: Graph) -> bool:
             folded = [np.array(op.operands[0].type.shape, dtype=np.int64)]
         elif op.opdef.foldable and op.opdef.compute is not None and all(
                 v.producer is not None and v.producer.kind == "const" for v in op.operands):
+            check_fold_size(op)
             try:
                 folded = evaluate_op(op, [v.producer.data for v in op.operands])
             except TidlcError:
@@ -64,7 +77,10 @@ def _sweep(graph: Graph) -> bool:
             except Exception as exc:  # a bad constant subgraph is the model's fault
                 raise TidlcError(f"cannot fold {op.kind}: {exc}", op.where()) from None
         elif op.kind == "reshape" and len(op.operands) > 1 and op.operands[1].const_value() is not None:
-            op.attrs = {**op.attrs, "shape": tuple(int(v) for v in op.operands[1].const_value().reshape(-1))}
+            target = op.operands[1].const_value()
+            if target.dtype.kind not in "iub":
+                raise TidlcError(f"reshape: the target shape must be integers, got {target.dtype}", op.where())
+            op.attrs = {**op.attrs, "shape": tuple(int(v) for v in target.reshape(-1).tolist())}
             op.operands = op.operands[:1]
             changed = True
             dirty.add(id(op.operands[0]))

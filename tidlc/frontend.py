@@ -79,4 +79,5 @@ def run_check(check: Callable | None, node) -> str | None:
 def unsupported_error(what: str, problems: list[str], path: str, hint: str) -> TidlcError:
     """The one error listing every unsupported node of a model (``"3 unsupported ONNX ops"``)."""
     n = len(problems)
-    return TidlcError(f"{n} unsupported {what}{'s' if n > 1 else ''}", path, hint=hint, problems=problems)
+    return TidlcError(f"{n} unsupported {what}{'s' if n > 1 else ''}", path, hint=hint, problems=problems,
+                      code="unsupported")

@@ -7,13 +7,15 @@ node's name and ``loc(name, model path)``.
 """
 from __future__ import annotations
 
-import sys
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError
+from tidlc.fileio import open_regular
 from tidlc.ir.core import Value
 
 _REQUIRED = object()
@@ -35,32 +37,80 @@ def ir_dtype(onnx_type: int, what: str, loc) -> str:
                          hint="tidlc holds f32/f16/f64, (u)int8/16/32, int64 and bool tensors") from None
 
 
-# TensorProto.DataType -> (numpy type, the repeated field holding non-raw data)
+# TensorProto.DataType -> (numpy type, the repeated field holding non-raw data); float16 values
+# are stored as their bits in int32_data, uint32 ones in uint64_data (onnx.proto)
 _TENSOR_FIELDS = {1: (np.float32, "float_data"), 2: (np.uint8, "int32_data"), 3: (np.int8, "int32_data"),
                   4: (np.uint16, "int32_data"), 5: (np.int16, "int32_data"), 6: (np.int32, "int32_data"),
-                  7: (np.int64, "int64_data"), 9: (np.bool_, "int32_data"), 11: (np.float64, "double_data"),
-                  12: (np.uint32, "uint64_data")}
-_LITTLE_ENDIAN = sys.byteorder == "little"
+                  7: (np.int64, "int64_data"), 9: (np.bool_, "int32_data"), 10: (np.float16, "int32_data"),
+                  11: (np.float64, "double_data"), 12: (np.uint32, "uint64_data")}
+_EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 
 
-def tensor_to_array(tensor, base_dir: str = "") -> np.ndarray:
-    """A TensorProto as numpy: raw data is viewed, not copied; other cases go to onnx.numpy_helper.
+def tensor_to_array(tensor, what: str, loc, base_dir: str = "") -> np.ndarray:
+    """A TensorProto as numpy, its declared dims checked against the limits before anything is
+    allocated (a 20-byte tensor may declare 2**40 elements); raw data is viewed, not copied.
 
-    (``numpy_helper.to_array`` costs ~20 us a call in checks a tidlc model does not need; the
-    light models alone have thousands of small tensors.)
+    (onnx.numpy_helper is not used: it allocates from the dims before it checks the data, and
+    costs ~20 us a call in checks a tidlc model does not need.)
     """
-    known = _TENSOR_FIELDS.get(tensor.data_type)
-    if known is None or not _LITTLE_ENDIAN or tensor.data_location == 1 or tensor.HasField("segment"):
-        from onnx.numpy_helper import to_array
-        return to_array(tensor, base_dir)
-    dtype, field = known
+    if tensor.data_type not in _TENSOR_FIELDS:
+        ir_dtype(tensor.data_type, what, loc)  # the error naming the type
+    dtype, field = _TENSOR_FIELDS[tensor.data_type]
+    itemsize = np.dtype(dtype).itemsize
     dims = tuple(tensor.dims)
-    if tensor.HasField("raw_data"):
-        return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(dims)
-    return np.asarray(getattr(tensor, field), dtype=dtype).reshape(dims)
+    if any(d < 0 for d in dims):
+        raise TidlcError(f"{what}: negative dimension in {list(dims)}", loc, code="corrupt")
+    count = limits.check_shape(dims, itemsize, what, loc)
+    if tensor.HasField("segment"):
+        raise TidlcError(f"{what}: segmented tensors are not supported", loc, code="unsupported")
+    if tensor.data_location == _EXTERNAL:
+        raw = read_external(tensor, count * itemsize, what, loc, base_dir)
+    elif tensor.HasField("raw_data"):
+        raw = tensor.raw_data
+    else:
+        values = getattr(tensor, field)
+        if len(values) != count:
+            raise TidlcError(f"{what}: {len(values)} values in {field} for shape {list(dims)}", loc, code="corrupt")
+        if dtype == np.float16:  # the bits, one per int32
+            return np.asarray(values, np.int64).astype(np.uint16).view(np.float16).reshape(dims)
+        try:
+            return np.asarray(values, dtype=dtype).reshape(dims)
+        except OverflowError:  # an int32_data value that does not fit an 8/16-bit type, uint64 > 2**32
+            raise TidlcError(f"{what}: a value in {field} is out of range for {np.dtype(dtype).name}", loc,
+                             code="corrupt") from None
+    if len(raw) != count * itemsize:
+        raise TidlcError(f"{what}: raw_data holds {len(raw)} bytes, shape {list(dims)} of "
+                         f"{np.dtype(dtype).name} needs {count * itemsize}", loc, code="corrupt")
+    return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False).reshape(dims)
 
 
-def decode_attribute(attr) -> Any:
+def read_external(tensor, size: int, what: str, loc, base_dir: str) -> bytes:
+    """The ``size`` bytes of an external-data tensor, read from a regular file in the model's
+    folder (locations that leave the folder are refused, as onnx does)."""
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    location = info.get("location", "")
+    parts = location.replace("\\", "/").split("/")
+    if not location or os.path.isabs(location) or ".." in parts or "\0" in location:
+        raise TidlcError(f"{what}: bad external data location {location[:100]!r}", loc,
+                         hint="a file name relative to the model's folder", code="corrupt")
+    try:
+        offset = int(info.get("offset", "0"))
+        length = int(info.get("length", str(size)))
+    except ValueError:
+        raise TidlcError(f"{what}: external data offset/length are not integers", loc, code="corrupt") from None
+    if length != size or offset < 0:
+        raise TidlcError(f"{what}: external data of {length} bytes at offset {offset}, the shape needs "
+                         f"{size}", loc, code="corrupt")
+    path = os.path.join(base_dir, location)
+    with open_regular(path, f"file of external data for {what}") as fh:
+        if offset + size > os.fstat(fh.fileno()).st_size:
+            raise TidlcError(f"cannot load external data: {what} needs bytes {offset}-{offset + size} "
+                             "beyond the end of the file", path, code="corrupt")
+        fh.seek(offset)
+        return fh.read(size)
+
+
+def decode_attribute(attr, loc=None, base_dir: str = "") -> Any:
     """An AttributeProto as a Python value (tensors as numpy arrays, strings decoded)."""
     kind = attr.type
     if kind == _ATTR.UNDEFINED:  # very old exporters left the type out
@@ -83,8 +133,18 @@ def decode_attribute(attr) -> Any:
     if kind == _ATTR.STRINGS:
         return tuple(s.decode("utf-8", "replace") for s in attr.strings)
     if kind == _ATTR.TENSOR:
-        return tensor_to_array(attr.t)
+        return tensor_to_array(attr.t, f"attribute '{attr.name}'", loc, base_dir)
     return attr  # graphs, sparse tensors, type protos: converters reject them
+
+
+def _brief(value: Any) -> str:
+    """A short one-line picture of an attribute value for messages."""
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} tensor of shape {value.shape}"
+    if not isinstance(value, (int, float, str, tuple)):
+        return f"a {type(value).__name__}"
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class _AttributeKinds:
@@ -136,7 +196,7 @@ class Node:
             if default is _REQUIRED:
                 raise self.error(f"missing required attribute '{key}'")
             return default
-        value = self._attrs[key] = decode_attribute(raw)
+        value = self._attrs[key] = decode_attribute(raw, self.loc, self.importer.base_dir)
         return value
 
     def attr_int(self, key: str, default: Any = _REQUIRED) -> int | None:
@@ -144,7 +204,7 @@ class Node:
         if value is None:
             return None
         if not isinstance(value, (int, np.integer)):
-            raise self.error(f"attribute '{key}' must be an integer, got {value!r}")
+            raise self.error(f"attribute '{key}' must be an integer, got {_brief(value)}")
         return int(value)
 
     def attr_float(self, key: str, default: Any = _REQUIRED) -> float | None:
@@ -152,33 +212,33 @@ class Node:
         if value is None:
             return None
         if not isinstance(value, (int, float, np.integer, np.floating)):
-            raise self.error(f"attribute '{key}' must be a number, got {value!r}")
+            raise self.error(f"attribute '{key}' must be a number, got {_brief(value)}")
         return float(value)
 
     def attr_str(self, key: str, default: Any = _REQUIRED) -> str:
         value = self.attr(key, default)
         if not isinstance(value, str):
-            raise self.error(f"attribute '{key}' must be a string, got {value!r}")
+            raise self.error(f"attribute '{key}' must be a string, got {_brief(value)}")
         return value
 
     def attr_ints(self, key: str, default: Any = _REQUIRED) -> tuple[int, ...] | None:
-        value = self.attr(key, default)
-        if value is None:
-            return None
-        if isinstance(value, (int, np.integer)):
-            return (int(value),)
-        try:
-            return tuple(int(v) for v in value)
-        except (TypeError, ValueError):
-            raise self.error(f"attribute '{key}' must be a list of integers, got {value!r}") from None
+        return self._attr_list(key, default, "iub", "a list of integers", int)
 
     def attr_floats(self, key: str, default: Any = _REQUIRED) -> tuple[float, ...] | None:
+        return self._attr_list(key, default, "iubf", "a list of numbers", float)
+
+    def _attr_list(self, key: str, default: Any, kinds: str, expected: str, convert) -> tuple | None:
+        """A list attribute (a single number counts as a list of one; a tensor of rank <= 1 too)."""
         value = self.attr(key, default)
         if value is None:
             return None
-        if isinstance(value, (int, float, np.integer, np.floating)):
-            return (float(value),)
-        return tuple(float(v) for v in value)
+        if isinstance(value, (tuple, list, np.ndarray)):
+            data = np.asarray(value)
+            if data.ndim <= 1 and (data.size == 0 or data.dtype.kind in kinds):
+                return tuple(convert(v) for v in data.reshape(-1).tolist())
+        elif isinstance(value, (int, float, np.integer, np.floating)) and np.asarray(value).dtype.kind in kinds:
+            return (convert(value),)
+        raise self.error(f"attribute '{key}' must be {expected}, got {_brief(value)}")
 
     # --- inputs ---------------------------------------------------------------------
     @property
@@ -222,8 +282,20 @@ class Node:
         return data
 
     def const_ints(self, i: int, what: str = "") -> tuple[int, ...] | None:
+        """The values of an integer constant input (axes, pads, sizes), flattened; None if absent."""
         data = self.const_input(i, what)
-        return None if data is None else tuple(int(v) for v in np.asarray(data).reshape(-1))
+        return None if data is None else self.int_values(data, what or f"input {i}")
+
+    def int_values(self, data: np.ndarray, what: str) -> tuple[int, ...]:
+        if data.dtype.kind not in "iub":
+            raise self.error(f"{what} must be integers, got {data.dtype}")
+        return tuple(int(v) for v in data.reshape(-1).tolist())
+
+    def one_value(self, data: np.ndarray, what: str) -> float:
+        """The single value of a scalar-like constant (a bound, a ratio, a fill value)."""
+        if data.size != 1:
+            raise self.error(f"{what} must hold one value, got shape {data.shape}")
+        return float(data.reshape(-1)[0])
 
     # --- outputs ----------------------------------------------------------------------
     @property
@@ -263,6 +335,14 @@ class Node:
                              f"{'unknown' if value.shape is None else value.type}",
                              hint="give the input shapes with --input-shape NAME=d0,d1,...")
         return tuple(value.shape)
+
+    def axis(self, axis: int, rank: int | None, extra: int = 0) -> int:
+        """``axis`` made non-negative when the rank is known (``extra=1``: axis == rank is allowed)."""
+        if rank is None:
+            return axis
+        if not -rank <= axis < rank + extra:
+            raise self.error(f"axis {axis} out of range for rank {rank}")
+        return axis + rank if axis < 0 else axis
 
     def need_rank(self, value: Value, what: str = "input") -> int:
         rank = value.type.rank

@@ -107,7 +107,8 @@ def clip_v1(node: Node) -> None:
 def clip_v11(node: Node) -> None:
     bounds = [node.optional_input(1), node.optional_input(2)]
     if all(b is None or b.const_value() is not None for b in bounds):
-        lo, hi = (None if b is None else float(np.asarray(b.const_value()).reshape(-1)[0]) for b in bounds)
+        lo, hi = (None if b is None else node.one_value(b.const_value(), what)
+                  for b, what in zip(bounds, ("min", "max")))
         _clip(node, lo, hi)
         return
     y = node.input(0)  # bounds computed in the graph: max(min(x, hi), lo)

@@ -52,6 +52,8 @@ class Window:
         if len(strides) != spatial or len(dilations) != spatial:
             raise node.error(f"strides {strides} / dilations {dilations} do not match a "
                              f"{spatial}-D kernel {kernel}")
+        if not all(v > 0 for v in strides + dilations):
+            raise node.error(f"strides {strides} and dilations {dilations} must be positive")
         auto_pad = node.attr_str("auto_pad", "NOTSET")
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             shape = x.shape
@@ -121,6 +123,9 @@ def conv_transpose(node: Node) -> None:
         raise node.error("strides, dilations and output_padding must have one value per spatial axis")
     if output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         in_hw = node.static_shape(x)[2:]
+        if len(in_hw) != spatial or (output_shape is not None and len(output_shape) < spatial):
+            raise node.error(f"a {spatial}-D kernel needs a {spatial + 2}-D input and {spatial} output_shape "
+                             f"values, got {x.type} and {output_shape}")
         if output_shape is not None:
             target = list(output_shape[-spatial:])
         else:

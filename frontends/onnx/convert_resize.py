@@ -56,9 +56,11 @@ def _full(node: Node, x: Value, values: Sequence, axes: Sequence[int] | None, fi
         if len(values) != rank:
             raise node.error(f"{len(values)} scales/sizes for an input of rank {rank}")
         return list(values)
+    if len(axes) != len(values):
+        raise node.error(f"{len(values)} scales/sizes for {len(axes)} axes")
     out = list(fill(rank))
     for a, v in zip(axes, values):
-        out[a + rank if a < 0 else a] = v
+        out[node.axis(a, rank)] = v
     return out
 
 
@@ -66,17 +68,26 @@ def _emit(node: Node, x: Value, scales: list, sizes: list | None, mode: str, coo
           nearest: str) -> Value:
     if sizes is not None:
         in_shape = node.static_shape(x)
+        if any(s <= 0 for s in sizes) or any(d <= 0 for d in in_shape):
+            raise node.error(f"resizing {in_shape} to sizes {tuple(sizes)}: sizes and input dims must be positive")
         scales = [s / d for s, d in zip(sizes, in_shape)]
+    _check_scales(node, scales)
     mode = "linear" if mode == "bilinear" else mode
     return node.op("resize", [x], scales=tuple(float(s) for s in scales),
                    sizes=tuple(int(s) for s in sizes) if sizes is not None else (),
                    mode=mode, coord_mode=coord, nearest_mode=nearest)
 
 
+def _check_scales(node: Node, scales: Sequence[float]) -> None:
+    if not all(np.isfinite(s) and s > 0 for s in scales):
+        raise node.error(f"scales {tuple(scales)} must be positive and finite")
+
+
 def _legacy(node: Node, scales: Sequence[float]) -> None:
     """Upsample / Resize-10: asymmetric coordinates, floor when enlarging, ceil when shrinking."""
     x = node.input(0)
     scales = _full(node, x, [float(s) for s in scales], None, None)
+    _check_scales(node, scales)
     mode = node.attr_str("mode", "nearest")
     if mode != "nearest" or all(s >= 1 for s in scales) or all(s < 1 for s in scales):
         rule = "floor" if all(s >= 1 for s in scales) else "ceil"
@@ -88,6 +99,12 @@ def _legacy(node: Node, scales: Sequence[float]) -> None:
     node.bind(_emit(node, y, down, None, mode, "asymmetric", "ceil"))
 
 
+def _required(node: Node, i: int, what: str) -> np.ndarray:
+    if not node.has_input(i):
+        raise node.error(f"the {what} input is required")
+    return node.const_input(i, what)
+
+
 @converter("Upsample", since=7, check=_check_mode)
 def upsample_v7(node: Node) -> None:
     _legacy(node, node.attr_floats("scales"))
@@ -95,12 +112,12 @@ def upsample_v7(node: Node) -> None:
 
 @converter("Upsample", since=9, check=_check_mode)
 def upsample_v9(node: Node) -> None:
-    _legacy(node, node.const_input(1, "scales").reshape(-1).tolist())
+    _legacy(node, _required(node, 1, "scales").reshape(-1).tolist())
 
 
 @converter("Resize", since=10, check=_check_mode)
 def resize_v10(node: Node) -> None:
-    _legacy(node, node.const_input(1, "scales").reshape(-1).tolist())
+    _legacy(node, _required(node, 1, "scales").reshape(-1).tolist())
 
 
 @converter("Resize", since=11, check=_check_resize)

@@ -17,15 +17,6 @@ from .registry import converter
 INT64_MAX = np.iinfo(np.int64).max
 
 
-def _axis(node: Node, axis: int, rank: int | None, extra: int = 0) -> int:
-    """``axis`` made non-negative when the rank is known (``extra=1``: axis == rank is allowed)."""
-    if rank is None:
-        return axis
-    if not -rank <= axis < rank + extra:
-        raise node.error(f"axis {axis} out of range for rank {rank}")
-    return axis + rank if axis < 0 else axis
-
-
 # ----------------------------------------------------------------------------- concat / split
 @converter("Concat", since=1)
 def concat(node: Node) -> None:
@@ -33,13 +24,13 @@ def concat(node: Node) -> None:
     if not xs:
         raise node.error("needs at least one input")
     axis = node.attr_int("axis", 1)
-    node.bind(node.op("concat", xs, axis=_axis(node, axis, xs[0].type.rank)))
+    node.bind(node.op("concat", xs, axis=node.axis(axis, xs[0].type.rank)))
 
 
 def _split(node: Node, sizes: tuple[int, ...] | None, num_outputs: int | None = None) -> None:
     x = node.input(0)
     rank = x.type.rank
-    axis = _axis(node, node.attr_int("axis", 0), rank)
+    axis = node.axis(node.attr_int("axis", 0), rank)
     count = num_outputs or node.num_outputs
     if sizes is None:
         if x.shape is None or x.shape[axis] is None:
@@ -94,7 +85,7 @@ def _slice(node: Node, starts, ends, axes, steps) -> None:
     if not len(ends) == len(axes) == len(steps) == n:
         raise node.error(f"starts {starts}, ends {ends}, axes {axes} and steps {steps} differ in length")
     rank = x.type.rank
-    axes = tuple(_axis(node, a, rank) for a in axes)
+    axes = tuple(node.axis(a, rank) for a in axes)
     if any(s == 0 for s in steps):
         raise node.error("slice step 0")
     # with a known dim, show the effective bounds instead of INT64_MAX sentinels
@@ -134,7 +125,7 @@ def _pad(node: Node, pads, value: float, axes=None) -> None:
         raise node.error("pads are required")
     if axes is not None:
         rank = node.need_rank(x)
-        axes = [_axis(node, a, rank) for a in axes]
+        axes = [node.axis(a, rank) for a in axes]
         if len(pads) != 2 * len(axes):
             raise node.error(f"pads {pads} need {2 * len(axes)} values for axes {tuple(axes)}")
         full = [0] * (2 * rank)
@@ -169,7 +160,7 @@ def reshape_v5(node: Node) -> None:
     allowzero = bool(node.attr_int("allowzero", 0))
     data = target.const_value()
     if data is not None:
-        node.bind(node.op("reshape", [x], shape=tuple(int(v) for v in data.reshape(-1)), allowzero=allowzero))
+        node.bind(node.op("reshape", [x], shape=node.int_values(data, "shape"), allowzero=allowzero))
     else:  # computed in the graph (Shape -> ... -> Concat): fold-constants resolves it
         node.bind(node.op("reshape", [x, target], allowzero=allowzero))
 
@@ -177,7 +168,7 @@ def reshape_v5(node: Node) -> None:
 @converter("Flatten", since=1)
 def flatten(node: Node) -> None:
     x = node.input(0)
-    node.bind(node.op("flatten", [x], axis=_axis(node, node.attr_int("axis", 1), x.type.rank, extra=1)
+    node.bind(node.op("flatten", [x], axis=node.axis(node.attr_int("axis", 1), x.type.rank, extra=1)
                       if x.type.rank is not None else node.attr_int("axis", 1)))
 
 
@@ -192,7 +183,7 @@ def transpose(node: Node) -> None:
 
 def _squeeze(node: Node, axes) -> None:
     x = node.input(0)
-    axes = tuple(_axis(node, a, x.type.rank) for a in axes or ())
+    axes = tuple(node.axis(a, x.type.rank) for a in axes or ())
     node.bind(node.op("squeeze", [x], axes=axes))
 
 
@@ -201,7 +192,7 @@ def _unsqueeze(node: Node, axes) -> None:
     if not axes:
         raise node.error("axes are required")
     rank = x.type.rank
-    axes = tuple(sorted(_axis(node, a, None if rank is None else rank + len(axes)) for a in axes))
+    axes = tuple(sorted(node.axis(a, None if rank is None else rank + len(axes)) for a in axes))
     node.bind(node.op("unsqueeze", [x], axes=axes))
 
 
@@ -253,10 +244,10 @@ def dropout_v1(node: Node) -> None:
 def dropout_v12(node: Node) -> None:
     ratio = node.const_input(1, "ratio")
     training = node.const_input(2, "training_mode")
-    if training is not None and bool(np.asarray(training).reshape(-1)[0]):
+    if training is not None and node.one_value(training, "training_mode"):
         raise node.error("training_mode=true is not supported (export the model in eval mode)")
     node.bind(node.op("dropout", [node.input(0)],
-                      ratio=0.5 if ratio is None else float(np.asarray(ratio).reshape(-1)[0])))
+                      ratio=0.5 if ratio is None else node.one_value(ratio, "ratio")))
 
 
 # ----------------------------------------------------------------------------- constants / shapes
@@ -327,7 +318,7 @@ def size(node: Node) -> None:
 @converter("Gather", since=1)
 def gather(node: Node) -> None:
     x = node.input(0)
-    node.bind(node.op("gather", [x, node.input(1)], axis=_axis(node, node.attr_int("axis", 0), x.type.rank)))
+    node.bind(node.op("gather", [x, node.input(1)], axis=node.axis(node.attr_int("axis", 0), x.type.rank)))
 
 
 # ----------------------------------------------------------------------------- reductions
@@ -344,7 +335,7 @@ def _reduce(node: Node, axes) -> None:
     if not axes and node.attr_int("noop_with_empty_axes", 0):
         node.bind(node.op("identity", [x]))
         return
-    axes = tuple(sorted({_axis(node, a, x.type.rank) for a in axes or ()}))
+    axes = tuple(sorted({node.axis(a, x.type.rank) for a in axes or ()}))
     kind = _REDUCE[node.op_type]
     if kind == "l1":
         node.bind(node.op("reduce", [node.op("abs", [x])], op="sum", axes=axes, keepdims=keepdims))
@@ -379,7 +370,7 @@ def _check_arg(node: Node) -> str | None:
 @converter("ArgMax", since=1, check=_check_arg)
 def argmax(node: Node) -> None:
     x = node.input(0)
-    node.bind(node.op("argmax", [x], axis=_axis(node, node.attr_int("axis", 0), x.type.rank),
+    node.bind(node.op("argmax", [x], axis=node.axis(node.attr_int("axis", 0), x.type.rank),
                       keepdims=bool(node.attr_int("keepdims", 1))))
 
 
@@ -387,7 +378,7 @@ def argmax(node: Node) -> None:
 def argmin(node: Node) -> None:
     # the first index of the minimum is the first index of the maximum of -x
     x = node.input(0)
-    node.bind(node.op("argmax", [node.op("neg", [x])], axis=_axis(node, node.attr_int("axis", 0), x.type.rank),
+    node.bind(node.op("argmax", [node.op("neg", [x])], axis=node.axis(node.attr_int("axis", 0), x.type.rank),
                       keepdims=bool(node.attr_int("keepdims", 1))))
 
 
@@ -404,7 +395,10 @@ def depth_to_space(node: Node) -> None:
 def space_to_depth(node: Node) -> None:
     x = node.input(0)
     b = node.attr_int("blocksize")
-    n, c, h, w = node.static_shape(x)
+    shape = node.static_shape(x)
+    if len(shape) != 4 or b <= 0:
+        raise node.error(f"needs a 4-D input and a positive blocksize, got {x.type} and {b}")
+    n, c, h, w = shape
     if h % b or w % b:
         raise node.error(f"spatial size {h}x{w} is not divisible by blocksize {b}")
     t = node.op("reshape", [x], shape=(n, c, h // b, b, w // b, b))

@@ -26,11 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from tidlc.diagnostics import TidlcError, warn
+from tidlc import limits
+from tidlc.diagnostics import Loc, TidlcError, warn
 from tidlc.frontend import run_check, unsupported_error
 from tidlc.ir.builder import Builder
 from tidlc.ir.core import Graph, Value
-from tidlc.ir.types import TensorType, dtype_of
+from tidlc.ir.types import TensorType, dtype_of, numpy_dtype
 
 # importing the tables registers the converters
 from . import (  # noqa: F401
@@ -60,36 +61,50 @@ def _one_line(exc: BaseException) -> str:
 
 
 def read_model(path: str):
-    """``onnx.load`` with every failure turned into a one-line TidlcError."""
-    if not os.path.exists(path):
-        raise TidlcError("no such file", path)
-    if os.path.isdir(path):
-        raise TidlcError("is a directory, expected an .onnx file", path)
+    """The ModelProto of ``path``, every failure a one-line TidlcError. External data is not
+    loaded here: :func:`~.context.read_external` reads it when an initializer is used."""
     import onnx
-    from google.protobuf.message import DecodeError
+
+    from tidlc.fileio import read_bytes
+    data = read_bytes(path, "file")
     try:
-        model = onnx.load(path, load_external_data=True)
-    except DecodeError:
-        raise TidlcError("not a valid ONNX model (truncated or corrupt protobuf)", path,
-                         hint="re-export or re-download the model") from None
-    except (FileNotFoundError, onnx.checker.ValidationError) as exc:
-        raise TidlcError(f"cannot load external data: {_one_line(exc)}", path,
-                         hint="keep the external data files next to the .onnx file") from None
-    except OSError as exc:
-        raise TidlcError(f"cannot read: {exc.strerror or _one_line(exc)}", path) from None
-    except MemoryError:
-        raise
-    except Exception as exc:  # noqa: BLE001  (protobuf and onnx raise assorted types on garbage)
-        raise TidlcError(f"not a valid ONNX model ({type(exc).__name__}: {_one_line(exc)})", path) from None
+        model = onnx.load_model_from_string(data)
+    except Exception as exc:  # noqa: BLE001  (protobuf raises assorted types on garbage)
+        raise TidlcError(f"not a valid ONNX model ({type(exc).__name__}: {_one_line(exc)})", path,
+                         hint="re-export or re-download the model; truncated or corrupt protobuf",
+                         code="corrupt") from None
+    check_text(model, path)
     return model
+
+
+def check_text(model, path: str) -> None:
+    """Every string field tidlc reads is text: protobuf hands a proto2 string that is not UTF-8
+    over as bytes, which no name may be (a name is printed, compared and hashed as str).
+    Metadata (producer, doc strings) is never read and not checked."""
+    from google.protobuf.descriptor import FieldDescriptor
+    stack = [(model.graph, "graph")] + [(o, f"opset_import[{k}]") for k, o in enumerate(model.opset_import)]
+    while stack:
+        message, where = stack.pop()
+        for field, value in message.ListFields():
+            if field.type == FieldDescriptor.TYPE_STRING and field.name != "doc_string":
+                items = value if field.is_repeated else [value]
+                if not all(isinstance(item, str) for item in items):
+                    raise TidlcError(f"not a valid ONNX model: {where}.{field.name} is not UTF-8 text", path,
+                                     code="corrupt")
+            elif field.type == FieldDescriptor.TYPE_MESSAGE:
+                if field.is_repeated:
+                    stack.extend((item, f"{where}.{field.name}[{k}]") for k, item in enumerate(value))
+                else:
+                    stack.append((value, f"{where}.{field.name}"))
 
 
 def model_opset(model, path: str) -> int:
     versions = [o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS]
     if not model.HasField("graph") or not model.opset_import:
-        raise TidlcError("not an ONNX model (no graph or no opset_import; truncated or corrupt file?)", path)
+        raise TidlcError("not an ONNX model (no graph or no opset_import; truncated or corrupt file?)", path,
+                         code="format")
     if not versions:
-        raise TidlcError("the model imports no opset of the default ONNX domain", path)
+        raise TidlcError("the model imports no opset of the default ONNX domain", path, code="model")
     return max(versions)
 
 
@@ -99,10 +114,13 @@ def check_structure(graph_proto, path: str) -> list:
     Every node input must be a graph input, an initializer or the output of
     some node; outputs must be unique. Nodes out of order are sorted (stable).
     """
+    limits.check("ops", len(graph_proto.node), "ONNX graph nodes", path)
+    problems = _duplicates("graph input", [i.name for i in graph_proto.input])
+    problems += _duplicates("initializer", [i.name for i in graph_proto.initializer])
+    problems += _duplicates("graph output", [o.name for o in graph_proto.output])
     defined = {i.name for i in graph_proto.input} | {i.name for i in graph_proto.initializer}
-    defined |= {i.name for i in graph_proto.sparse_initializer}
+    defined |= {i.values.name for i in graph_proto.sparse_initializer}
     producers: dict[str, int] = {}
-    problems = []
     nodes = list(graph_proto.node)
     for k, node in enumerate(nodes):
         for out in node.output:
@@ -114,7 +132,7 @@ def check_structure(graph_proto, path: str) -> list:
     for k, node in enumerate(nodes):
         for name in node.input:
             if name and name not in defined and name not in producers:
-                label = node.name or next((o for o in node.output if o), f"#{k}")
+                label = _node_label(node, k)
                 problems.append(f"node '{label}' ({node.op_type}) reads '{name}', which nothing produces")
     for out in graph_proto.output:
         if out.name not in defined and out.name not in producers:
@@ -122,36 +140,52 @@ def check_structure(graph_proto, path: str) -> list:
     if not graph_proto.output:
         problems.append("the graph has no outputs")
     if problems:
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise TidlcError(f"malformed ONNX graph ({len(problems)} problem{'s' * (len(problems) > 1)})", path,
-                         problems=problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else []))
+                         problems=shown, code="model")
     return _toposort(nodes, producers, defined, path)
 
 
+def _duplicates(what: str, names: list[str]) -> list[str]:
+    seen: set[str] = set()
+    twice = [n for n in names if n in seen or seen.add(n)]
+    return [f"{what} '{n}' is declared twice" for n in dict.fromkeys(twice)]
+
+
 def _toposort(nodes: list, producers: dict[str, int], defined: set, path: str) -> list:
-    if all(producers.get(name, -1) < k for k, node in enumerate(nodes) for name in node.input if name
-           and name not in defined):
+    """The nodes in a topological order (file order when it is one); a cycle is an error.
+    Iterative depth-first search: no recursion, each node and edge visited once."""
+    def deps(k: int) -> list[int]:
+        return [producers[name] for name in nodes[k].input if name and name not in defined and name in producers]
+
+    if all(dep < k for k in range(len(nodes)) for dep in deps(k)):
         return nodes
-    done = [False] * len(nodes)
+    state = [0] * len(nodes)  # 0: not seen, 1: on the current path, 2: placed
     order = []
     for start in range(len(nodes)):
-        stack = [(start, False)]
+        if state[start]:
+            continue
+        state[start] = 1
+        stack = [(start, iter(deps(start)))]
         while stack:
-            k, expanded = stack.pop()
-            if done[k]:
-                continue
-            if expanded:
-                done[k] = True
+            k, pending = stack[-1]
+            for dep in pending:
+                if state[dep] == 1:
+                    raise TidlcError("the ONNX graph has a cycle", Loc(_node_label(nodes[dep], dep), path),
+                                     hint="every node must read tensors produced before it", code="model")
+                if state[dep] == 0:
+                    state[dep] = 1
+                    stack.append((dep, iter(deps(dep))))
+                    break
+            else:
+                stack.pop()
+                state[k] = 2
                 order.append(nodes[k])
-                continue
-            stack.append((k, True))
-            for name in nodes[k].input:
-                dep = producers.get(name) if name and name not in defined else None
-                if dep is not None and not done[dep]:
-                    if any(s == dep and e for s, e in stack):
-                        raise TidlcError("the ONNX graph has a cycle", path,
-                                         hint=f"through node '{nodes[dep].name}'")
-                    stack.append((dep, False))
     return order
+
+
+def _node_label(node, k: int) -> str:
+    return node.name or next((o for o in node.output if o), f"node #{k}")
 
 
 # ----------------------------------------------------------------------------- importing
@@ -161,6 +195,7 @@ class OnnxImporter:
     def __init__(self, model, options: Any = None, path: str = ""):
         self.model = model
         self.path = path
+        self.base_dir = os.path.dirname(path)  # external data files lie beside the model
         self.options = options
         self.opset = model_opset(model, path)
         graph_proto = model.graph
@@ -186,13 +221,7 @@ class OnnxImporter:
         self.check_supported(nodes)
         self.add_inputs()
         for node in nodes:
-            converter = CONVERTERS.lookup(node.op_type, self.opset)
-            try:
-                converter.convert(node)
-            except TidlcError:
-                raise
-            except (ValueError, IndexError) as exc:  # malformed attribute or tensor data
-                raise node.error(f"cannot convert: {exc}") from None
+            CONVERTERS.lookup(node.op_type, self.opset).convert(node)
         for out in self.graph_proto.output:
             self.builder.output(self.value(out.name, None), out.name)
         graph = self.builder.graph
@@ -235,7 +264,7 @@ class OnnxImporter:
             where = f"input '{info.name}'"
             ttype = info.type.tensor_type if info.type.HasField("tensor_type") else None
             if ttype is None:
-                raise TidlcError(f"{where} is not a tensor", self.path)
+                raise TidlcError(f"{where} is not a tensor", _loc(info.name, self.path), code="unsupported")
             dtype = ir_dtype(ttype.elem_type, where, self.path)
             shape = None
             if ttype.HasField("shape"):
@@ -248,6 +277,8 @@ class OnnxImporter:
                                      f"{tuple('?' if d is None else d for d in shape)}", self.path,
                                      hint="give one value per dimension")
                 shape = given
+            if shape is not None:
+                limits.check_shape(shape, np.dtype(numpy_dtype(dtype)).itemsize, where, _loc(info.name, self.path))
             layout = "NCHW" if shape is not None and len(shape) == 4 else None
             value = self.builder.input(info.name, TensorType(shape, dtype, layout))
             value.producer.loc = _loc(info.name, self.path)
@@ -267,14 +298,9 @@ class OnnxImporter:
 
     def _initializer(self, name: str) -> Value:
         if name in self.sparse_initializers:
-            raise TidlcError(f"sparse initializer '{name}' is not supported", self.path,
+            raise TidlcError(f"sparse initializer '{name}' is not supported", _loc(name, self.path),
                              hint="densify it (onnx.numpy_helper) before importing")
-        tensor = self.initializers[name]
-        ir_dtype(tensor.data_type, f"initializer '{name}'", self.path)
-        try:
-            data = tensor_to_array(tensor, os.path.dirname(self.path))
-        except Exception as exc:  # noqa: BLE001  (size mismatch, missing external file, ...)
-            raise TidlcError(f"initializer '{name}' is corrupt: {_one_line(exc)}", self.path) from None
+        data = tensor_to_array(self.initializers[name], f"initializer '{name}'", Loc(name, self.path), self.base_dir)
         return self.new_const(data, name)
 
     def new_const(self, data: np.ndarray, name: str, tensor_name: bool = True) -> Value:
@@ -282,7 +308,7 @@ class OnnxImporter:
         try:
             dtype_of(data)
         except ValueError as exc:
-            raise TidlcError(f"constant '{name}': {exc}", self.path) from None
+            raise TidlcError(f"constant '{name}': {exc}", _loc(name, self.path)) from None
         value = self.builder.const(data, name, loc=_loc(name, self.path))
         value.name = name if tensor_name else ""
         self._constant[id(value)] = True

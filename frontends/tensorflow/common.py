@@ -27,6 +27,7 @@ import numpy as np
 
 from tidlc.diagnostics import Loc, TidlcError
 from tidlc.interp import evaluate_op
+from tidlc.plugins.fold_constants import check_fold_size
 from tidlc.ir.builder import Builder, to_dtype
 from tidlc.ir.core import Graph, Value
 from tidlc.ir.types import dtype_of, numpy_dtype
@@ -91,6 +92,7 @@ class ImporterBase:
             folded = [np.array(operands[0].type.shape, dtype=np.int64)]
         elif op.opdef.foldable and op.opdef.compute is not None and operands and all(
                 v.const_value() is not None for v in operands):
+            check_fold_size(op)
             try:
                 folded = evaluate_op(op, [v.const_value() for v in operands])
             except TidlcError:
@@ -304,6 +306,8 @@ def resize_nhwc(node: NodeBase, x: Value, size: Sequence[int], **modes: str) -> 
     shape = node.static_shape(x)
     if len(shape) != 4:
         raise node.error(f"expects a 4-D input, got {x.type}")
+    if len(size) != 2 or not all(int(v) > 0 for v in size) or not all(d > 0 for d in shape):
+        raise node.error(f"cannot resize {x.type} to size {list(size)}: two positive values for a non-empty input")
     h_axis = 2 if is_nchw(x) else 1
     out = list(shape)
     out[h_axis], out[h_axis + 1] = int(size[0]), int(size[1])

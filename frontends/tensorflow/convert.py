@@ -31,6 +31,21 @@ def _ir_dtype(node, enum: int) -> str:
     return dtype_of(np.dtype(DATA_TYPES[enum][0]))
 
 
+def _axis(node, axis: int, rank: int) -> int:
+    """``axis`` made non-negative; out of range for ``rank`` is an error."""
+    if not -rank <= axis < rank:
+        raise node.error(f"axis {axis} out of range for rank {rank}")
+    return axis % rank
+
+
+def _scalar(node, i: int, what: str) -> float:
+    """The one value of a constant input (a fill value)."""
+    data = np.asarray(node.const_input(i, what))
+    if data.size != 1:
+        raise node.error(f"{what} ('{node.input_refs[i]}') must hold one value, got shape {data.shape}")
+    return float(data.reshape(-1)[0])
+
+
 def scalar(node, value: float, like: Value, suffix: str) -> Value:
     return node.const(np.asarray(value, dtype=numpy_dtype(like.dtype)), suffix)
 
@@ -69,18 +84,20 @@ def const(node) -> None:
 
 # ----------------------------------------------------------------------------- windows
 def _check_window(node) -> str | None:
-    fmt = node.attr("data_format", "NHWC")
+    fmt = node.attr_str("data_format", "NHWC")
     if fmt not in ("NHWC", "NCHW"):
         return f"data_format '{fmt}' is not supported (NHWC and NCHW are)"
-    padding = node.attr("padding", "VALID")
+    padding = node.attr_str("padding", "VALID")
     if padding not in ("SAME", "VALID", "EXPLICIT"):
         return f"padding '{padding}' is not supported"
     for key in ("strides", "ksize", "dilations"):
-        values = node.attr(key, None)
+        values = node.attr_ints(key, None)
         if values is None:
             continue
         if len(values) != 4:
             return f"{key} {list(values)} must have 4 values"
+        if any(v <= 0 for v in values):
+            return f"{key} {list(values)} must be positive"
         batch, channel = (values[0], values[3]) if fmt == "NHWC" else (values[0], values[1])
         if batch != 1 or channel != 1:
             return f"{key} {list(values)} along the batch or channel axis is not supported"
@@ -93,33 +110,51 @@ def _spatial(node, key: str, default=(1, 1, 1, 1)) -> tuple[int, int]:
 
 
 def _hw(node, x: Value) -> tuple:
-    shape = x.shape or (None,) * 4
+    shape = _shape4(node, x)
     return (shape[1], shape[2]) if node.data_format() == "NHWC" else (shape[2], shape[3])
 
 
 def _channels(node, x: Value):
-    shape = x.shape or (None,) * 4
+    shape = _shape4(node, x)
     return shape[3] if node.data_format() == "NHWC" else shape[1]
+
+
+def _shape4(node, x: Value) -> tuple:
+    """The shape of an image input (unknown dims None); other ranks are an error."""
+    if x.shape is None:
+        return (None,) * 4
+    if len(x.shape) != 4:
+        raise node.error(f"expects a 4-D input, got {x.type}")
+    return tuple(x.shape)
+
+
+def _filter(node, f: Value) -> tuple[int, int, int, int]:
+    shape = node.static_shape(f, "filter")
+    if len(shape) != 4 or not all(d > 0 for d in shape):
+        raise node.error(f"the filter must have 4 positive dims (kh, kw, in, out), got {shape}")
+    return shape
 
 
 def _explicit(node):
     values = node.attr_ints("explicit_paddings", ())
     if not values:
         return None
+    if len(values) != 8:
+        raise node.error(f"explicit_paddings {list(values)} must have 8 values (a pair per dim)")
     h, w = (2, 4) if node.data_format() == "NHWC" else (4, 6)  # pairs per dim in data order
     return (values[h], values[h + 1], values[w], values[w + 1])
 
 
 def _conv_common(node, x: Value, kernel):
     strides, dilations = _spatial(node, "strides"), _spatial(node, "dilations")
-    pads = window_pads(node, node.attr("padding"), _hw(node, x), kernel, strides, dilations, _explicit(node))
+    pads = window_pads(node, node.attr_str("padding"), _hw(node, x), kernel, strides, dilations, _explicit(node))
     return {"strides": strides, "pads": pads, "dilations": dilations}
 
 
 @converter("Conv2D", check=_check_window)
 def conv2d(node) -> None:
     x, f = node.input(0), node.input(1)
-    kh, kw, cin_g, _ = node.static_shape(f, "filter")
+    kh, kw, cin_g, _ = _filter(node, f)
     cin = _channels(node, x)
     if cin is None:
         raise node.error("needs the channel count of its input", hint="give the input shapes with --input-shape")
@@ -133,7 +168,7 @@ def conv2d(node) -> None:
 @converter("DepthwiseConv2dNative", check=_check_window)
 def depthwise_conv2d(node) -> None:
     x, f = node.input(0), node.input(1)
-    kh, kw, cin, mult = node.static_shape(f, "filter")
+    kh, kw, cin, mult = _filter(node, f)
     w = permute_weight(node, f, (2, 3, 0, 1), (cin * mult, 1, kh, kw))  # channel c*mult+m
     node.bind(nchw_op(node, "conv2d", x, [w], node.data_format() == "NHWC", groups=cin,
                       **_conv_common(node, x, (kh, kw))))
@@ -142,17 +177,19 @@ def depthwise_conv2d(node) -> None:
 @converter("Conv2DBackpropInput", check=_check_window)
 def conv2d_backprop_input(node) -> None:
     sizes = node.const_ints(0, "input_sizes")
+    if len(sizes) != 4:
+        raise node.error(f"input_sizes {list(sizes)} must have 4 values")
     f, x = node.input(1), node.input(2)
-    kh, kw = node.static_shape(f, "filter")[:2]  # (kh, kw, our output channels, our input channels)
+    kh, kw = _filter(node, f)[:2]  # (kh, kw, our output channels, our input channels)
     nhwc = node.data_format() == "NHWC"
     out_hw = (sizes[1], sizes[2]) if nhwc else (sizes[2], sizes[3])
     in_hw = _hw(node, x)
     if any(d is None for d in in_hw):
         raise node.error("needs the static height and width of its input", hint="use --input-shape")
     strides, dilations = _spatial(node, "strides"), _spatial(node, "dilations")
-    if node.attr("padding") == "EXPLICIT":
+    if node.attr_str("padding") == "EXPLICIT":
         raise node.error("EXPLICIT padding is not supported for transposed convolutions")
-    pads, extra = deconv_pads(node, node.attr("padding"), in_hw, out_hw, (kh, kw), strides, dilations)
+    pads, extra = deconv_pads(node, node.attr_str("padding"), in_hw, out_hw, (kh, kw), strides, dilations)
     w = permute_weight(node, f, (3, 2, 0, 1))  # (kh, kw, out, in) -> (in, out, kh, kw)
     node.bind(nchw_op(node, "deconv2d", x, [w], nhwc, strides=strides, pads=pads, dilations=dilations,
                       output_padding=extra))
@@ -162,7 +199,7 @@ def _check_pool(node) -> str | None:
     problem = _check_window(node)
     if problem:
         return problem
-    if node.attr("padding", "VALID") == "EXPLICIT":
+    if node.attr_str("padding", "VALID") == "EXPLICIT":
         return "EXPLICIT padding is not supported for pooling"
     return None
 
@@ -170,7 +207,7 @@ def _check_pool(node) -> str | None:
 def _pool(node, mode: str) -> None:
     x = node.input(0)
     kernel, strides = _spatial(node, "ksize"), _spatial(node, "strides")
-    pads = window_pads(node, node.attr("padding"), _hw(node, x), kernel, strides)
+    pads = window_pads(node, node.attr_str("padding"), _hw(node, x), kernel, strides)
     node.bind(nchw_op(node, "pool2d", x, (), node.data_format() == "NHWC", mode=mode, kernel=kernel,
                       strides=strides, pads=pads))
 
@@ -188,15 +225,15 @@ def avg_pool(node) -> None:
 @converter("BiasAdd", "BiasAddV1")
 def bias_add(node) -> None:
     x, b = node.input(0), node.input(1)
-    if node.attr("data_format", "NHWC") == "NCHW" and x.type.rank and x.type.rank > 2:
+    if node.attr_str("data_format", "NHWC") == "NCHW" and x.type.rank and x.type.rank > 2:
         b = node.op("reshape", [b], shape=(-1,) + (1,) * (x.type.rank - 2))
     node.bind(node.op("add", [x, b]))
 
 
 def _check_batchnorm(node) -> str | None:
-    if node.attr("is_training", False):
+    if node.attr_bool("is_training", False):
         return "is_training=true is not supported (freeze the model in inference mode)"
-    fmt = node.attr("data_format", "NHWC")
+    fmt = node.attr_str("data_format", "NHWC")
     return None if fmt in ("NHWC", "NCHW") else f"data_format '{fmt}' is not supported"
 
 
@@ -204,10 +241,12 @@ def _check_batchnorm(node) -> str | None:
 def fused_batch_norm(node) -> None:
     x = node.input(0)
     params = [node.input(i) for i in range(1, 5)]  # scale, offset, mean, variance
-    eps = float(node.attr("epsilon", 1e-4))
+    eps = node.attr_float("epsilon", 1e-4)
     nhwc = node.data_format() == "NHWC"
     data = [p.const_value() for p in params]
     if all(d is not None for d in data):
+        if len({d.size for d in data}) != 1:
+            raise node.error(f"scale, offset, mean and variance differ in size: {[d.size for d in data]}")
         gamma, beta, mean, var = (d.astype(np.float64).reshape(-1) for d in data)
         s = gamma / np.sqrt(var + eps)
         shift = beta - mean * s
@@ -233,7 +272,7 @@ def unary(node) -> None:
 
 @converter("LeakyRelu")
 def leaky_relu(node) -> None:
-    node.bind(node.op("leaky_relu", [node.input(0)], alpha=float(node.attr("alpha", 0.2))))
+    node.bind(node.op("leaky_relu", [node.input(0)], alpha=node.attr_float("alpha", 0.2)))
 
 
 @converter("Rsqrt")
@@ -265,6 +304,8 @@ def squared_difference(node) -> None:
 @converter("AddN")
 def add_n(node) -> None:
     values = node.inputs()
+    if not values:
+        raise node.error("needs at least one input")
     total = values[0]
     for v in values[1:]:
         total = node.op("add", [total, v])
@@ -274,7 +315,7 @@ def add_n(node) -> None:
 @converter("MatMul")
 def matmul(node) -> None:
     a, b = node.input(0), node.input(1)
-    ta, tb = bool(node.attr("transpose_a", False)), bool(node.attr("transpose_b", False))
+    ta, tb = node.attr_bool("transpose_a", False), node.attr_bool("transpose_b", False)
     data = b.const_value()
     if data is not None and not ta and data.ndim == 2:
         w = b if tb else node.const(np.ascontiguousarray(data.T), "weight")
@@ -300,8 +341,8 @@ _REDUCE = {"Mean": "mean", "Sum": "sum", "Max": "max", "Min": "min", "Prod": "pr
 def reduce(node) -> None:
     x = node.input(0)
     rank = node.need_rank(x)
-    axes = sorted({a % rank for a in node.const_ints(1, "reduction_indices")})
-    keep = bool(node.attr("keep_dims", False))
+    axes = sorted({_axis(node, a, rank) for a in node.const_ints(1, "reduction_indices")})
+    keep = node.attr_bool("keep_dims", False)
     kind = _REDUCE[node.op_type]
     spatial = [1, 2] if x.type.layout != "NCHW" else [2, 3]
     if rank == 4 and axes == spatial and kind in ("mean", "max"):
@@ -323,15 +364,15 @@ def reduce(node) -> None:
 @converter("ArgMax")
 def arg_max(node) -> None:
     x = node.input(0)
-    axis = node.const_ints(1, "dimension")[0]
+    axis = node.const_int(1, "dimension")
     y = node.op("argmax", [x], axis=axis, keepdims=False)
-    out = int(node.attr("output_type", 9))
+    out = node.attr_int("output_type", 9)
     node.bind(node.op("cast", [y], dtype="i32") if out == 3 else y)
 
 
 # ----------------------------------------------------------------------------- tensor ops
 def _check_mirror_pad(node) -> str | None:
-    mode = node.attr("mode", "REFLECT")
+    mode = node.attr_str("mode", "REFLECT")
     return None if mode == "REFLECT" else f"mode {mode} is not supported (REFLECT is)"
 
 
@@ -339,26 +380,30 @@ def _check_mirror_pad(node) -> str | None:
            if node.op_type == "MirrorPad" else None)
 def pad(node) -> None:
     x = node.input(0)
-    paddings = np.asarray(node.const_input(1, "paddings")).reshape(-1, 2)
-    pads = tuple(int(v) for v in paddings[:, 0]) + tuple(int(v) for v in paddings[:, 1])
+    flat = node.const_ints(1, "paddings")
+    if len(flat) % 2:
+        raise node.error(f"paddings {list(flat)} must hold a (before, after) pair per dim")
+    pads = flat[0::2] + flat[1::2]
     if node.op_type == "MirrorPad":
         node.bind(node.op("pad", [x], pads=pads, mode="reflect"))
         return
-    value = float(np.asarray(node.const_input(2, "constant_values")).reshape(())) if node.op_type == "PadV2" else 0.0
+    value = _scalar(node, 2, "constant_values") if node.op_type == "PadV2" else 0.0
     node.bind(node.op("pad", [x], pads=pads, value=value))
 
 
 @converter("ConcatV2")
 def concat_v2(node) -> None:
+    if node.num_inputs < 2:
+        raise node.error("needs the values and an axis")
     values = node.inputs()
-    axis = node.const_ints(node.num_inputs - 1, "axis")[0]
+    axis = node.const_int(node.num_inputs - 1, "axis")
     node.bind(node.op("concat", values[:-1], axis=axis))
 
 
 @converter("Concat")
 def concat(node) -> None:
     values = node.inputs()
-    axis = node.const_ints(0, "concat_dim")[0]
+    axis = node.const_int(0, "concat_dim")
     node.bind(node.op("concat", values[1:], axis=axis))
 
 
@@ -375,7 +420,7 @@ def squeeze(node) -> None:
 
 @converter("ExpandDims")
 def expand_dims(node) -> None:
-    node.bind(node.op("unsqueeze", [node.input(0)], axes=node.const_ints(1, "dim")[:1]))
+    node.bind(node.op("unsqueeze", [node.input(0)], axes=(node.const_int(1, "dim"),)))
 
 
 @converter("Transpose")
@@ -385,7 +430,7 @@ def transpose(node) -> None:
 
 @converter("Shape")
 def shape(node) -> None:
-    out = int(node.attr("out_type", 3))
+    out = node.attr_int("out_type", 3)
     node.bind(node.op("cast", [node.op("shape", [node.input(0)])], dtype=_ir_dtype(node, out)))
 
 
@@ -393,7 +438,7 @@ def shape(node) -> None:
 def strided_slice_(node) -> None:
     x = node.input(0)
     begin, end, strides = (node.const_ints(i, what) for i, what in ((1, "begin"), (2, "end"), (3, "strides")))
-    masks = {k: int(node.attr(k, 0)) for k in ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
+    masks = {k: node.attr_int(k, 0) for k in ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask",
                                                 "shrink_axis_mask")}
     node.bind(strided_slice(node, x, begin, end, strides, **masks))
 
@@ -409,16 +454,19 @@ def slice_(node) -> None:
 @converter("Pack")
 def pack(node) -> None:
     values = node.inputs()
-    axis = int(node.attr("axis", 0))
+    axis = node.attr_int("axis", 0)
     node.bind(node.op("concat", [node.op("unsqueeze", [v], axes=(axis,)) for v in values], axis=axis))
 
 
 @converter("Split")
 def split(node) -> None:
-    axis = node.const_ints(0, "split_dim")[0]
+    axis = node.const_int(0, "split_dim")
     x = node.input(1)
-    n = int(node.attr("num_split"))
-    size = node.static_shape(x)[axis]
+    n = node.attr_int("num_split")
+    if n <= 0:
+        raise node.error(f"num_split {n} must be positive")
+    shape = node.static_shape(x)
+    size = shape[_axis(node, axis, len(shape))]
     if size % n:
         raise node.error(f"cannot split {size} into {n} equal parts")
     parts = node.op("split", [x], axis=axis, sizes=[size // n] * n)
@@ -429,9 +477,10 @@ def split(node) -> None:
 def split_v(node) -> None:
     x = node.input(0)
     sizes = list(node.const_ints(1, "size_splits"))
-    axis = node.const_ints(2, "axis")[0]
+    axis = node.const_int(2, "axis")
     if -1 in sizes:
-        total = node.static_shape(x)[axis]
+        shape = node.static_shape(x)
+        total = shape[_axis(node, axis, len(shape))]
         sizes[sizes.index(-1)] = total - (sum(sizes) + 1)
     parts = node.op("split", [x], axis=axis, sizes=sizes)
     node.bind(*(parts if isinstance(parts, list) else [parts]))
@@ -439,11 +488,11 @@ def split_v(node) -> None:
 
 @converter("Cast")
 def cast(node) -> None:
-    node.bind(node.op("cast", [node.input(0)], dtype=_ir_dtype(node, int(node.attr("DstT")))))
+    node.bind(node.op("cast", [node.input(0)], dtype=_ir_dtype(node, node.attr_int("DstT"))))
 
 
 def _check_resize(node) -> str | None:
-    if node.attr("align_corners", False) and node.attr("half_pixel_centers", False):
+    if node.attr_bool("align_corners", False) and node.attr_bool("half_pixel_centers", False):
         return "align_corners and half_pixel_centers together are not supported"
     return None
 
@@ -451,14 +500,14 @@ def _check_resize(node) -> str | None:
 @converter("ResizeBilinear", "ResizeNearestNeighbor", check=_check_resize)
 def resize(node) -> None:
     size = node.const_ints(1, "size")
-    modes = resize_modes(node.op_type == "ResizeBilinear", bool(node.attr("align_corners", False)),
-                         bool(node.attr("half_pixel_centers", False)))
+    modes = resize_modes(node.op_type == "ResizeBilinear", node.attr_bool("align_corners", False),
+                         node.attr_bool("half_pixel_centers", False))
     node.bind(resize_nhwc(node, node.input(0), size, **modes))
 
 
-@converter("DepthToSpace", check=lambda node: None if node.attr("data_format", "NHWC") in ("NHWC", "NCHW")
-           else f"data_format '{node.attr('data_format')}' is not supported")
+@converter("DepthToSpace", check=lambda node: None if node.attr_str("data_format", "NHWC") in ("NHWC", "NCHW")
+           else f"data_format '{node.attr_str('data_format')}' is not supported")
 def depth_to_space(node) -> None:
     x = node.input(0)
     node.bind(nchw_op(node, "depth_to_space", x, (), node.data_format() == "NHWC",
-                      block=int(node.attr("block_size")), mode="DCR"))
+                      block=node.attr_int("block_size"), mode="DCR"))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from tidlc import limits
 from tidlc.diagnostics import TidlcError
 
 PACKAGE = "tidlc.tf"
@@ -117,15 +118,19 @@ def _pool() -> descriptor_pool.DescriptorPool:
 
 def parse_graphdef(data: bytes, path: str = ""):
     """Bytes of a serialized GraphDef -> a GraphDef message (a TidlcError if they are not one)."""
-    from google.protobuf.message import DecodeError
     graph = message_class("GraphDef")()
     try:
         graph.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError) as exc:
-        raise TidlcError(f"not a TensorFlow GraphDef (protobuf decode failed: {str(exc)[:120]})", path,
+    except Exception as exc:  # noqa: BLE001 - protobuf's parser fails in assorted ways on garbage
+        raise TidlcError(f"not a TensorFlow GraphDef (protobuf decode failed: {_one_line(exc)})", path,
                          hint="tidlc reads frozen graphs (.pb from convert_variables_to_constants_v2 or "
-                              "freeze_graph); SavedModel folders must be frozen first") from None
+                              "freeze_graph); SavedModel folders must be frozen first", code="corrupt") from None
     return graph
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:120]
 
 
 # ----------------------------------------------------------------------------- values
@@ -153,39 +158,48 @@ def numpy_type(enum: int, what: str, loc) -> Any:
 
 def tensor_to_array(tensor, what: str = "tensor", loc=None) -> np.ndarray:
     """A TensorProto as numpy: ``tensor_content`` is viewed, not copied; a short typed value list
-    fills the shape with its last value (TensorFlow's rule for splat constants)."""
+    fills the shape with its last value (TensorFlow's rule for splat constants). The declared
+    shape is checked against the limits before anything is allocated."""
     dtype = numpy_type(tensor.dtype, what, loc)
-    dims = shape_of(tensor.tensor_shape) or ()
+    dims = shape_of(tensor.tensor_shape)
+    if dims is None:
+        raise TidlcError(f"{what}: constant of unknown rank", loc, code="model")
     if any(d < 0 for d in dims):
-        raise TidlcError(f"{what}: constant with unknown dims {dims}", loc)
-    size = int(np.prod(dims, dtype=np.int64))
+        raise TidlcError(f"{what}: constant with unknown dims {dims}", loc, code="model")
+    size = limits.check_shape(dims, np.dtype(dtype).itemsize, what, loc)
     if tensor.tensor_content:
+        if len(tensor.tensor_content) != size * np.dtype(dtype).itemsize:
+            raise TidlcError(f"{what}: tensor_content holds {len(tensor.tensor_content)} bytes, shape {dims} "
+                             f"of {np.dtype(dtype).name} needs {size * np.dtype(dtype).itemsize}", loc,
+                             code="corrupt")
         arr = np.frombuffer(tensor.tensor_content, dtype=np.dtype(dtype).newbyteorder("<"))
-        if arr.size != size:
-            raise TidlcError(f"{what}: {arr.size} values for shape {dims}", loc)
         if not _LITTLE_ENDIAN:  # pragma: no cover - big-endian hosts
             arr = arr.astype(np.dtype(dtype).newbyteorder("="))
         return arr.reshape(dims)
     field = DATA_TYPES[tensor.dtype][1]
     values = getattr(tensor, field)
-    if tensor.dtype == 19:  # float16 bits stored in int32 slots
-        arr = np.asarray(values, dtype=np.uint16).view(np.float16)
-    else:
-        arr = np.asarray(values, dtype=dtype)
+    if len(values) > size:
+        raise TidlcError(f"{what}: {len(values)} values for shape {dims}", loc, code="corrupt")
+    try:
+        if tensor.dtype == 19:  # float16 bits stored in int32 slots
+            arr = np.asarray(values, dtype=np.uint16).view(np.float16)
+        else:
+            arr = np.asarray(values, dtype=dtype)
+    except OverflowError:  # an int_val that does not fit an 8/16-bit type
+        raise TidlcError(f"{what}: a value in {field} is out of range for {np.dtype(dtype).name}", loc,
+                         code="corrupt") from None
     if arr.size == size:
         return arr.reshape(dims)
-    if arr.size == 0:
-        return np.zeros(dims, dtype)
-    if arr.size > size:
-        raise TidlcError(f"{what}: {arr.size} values for shape {dims}", loc)
-    # fewer values than elements: the last one repeats (a splat is one value)
+    if arr.size <= 1:  # a splat (or no value: zeros) stays a zero-stride view: it costs no memory
+        return np.broadcast_to(arr.reshape(-1)[-1] if arr.size else np.zeros((), dtype), dims)
+    # fewer values than elements: the last one repeats
     out = np.empty(size, dtype)
     out[:arr.size] = arr
     out[arr.size:] = arr[-1]
     return out.reshape(dims)
 
 
-def decode_attr(value) -> Any:
+def decode_attr(value, what: str = "attribute", loc=None) -> Any:
     """An AttrValue as a Python value: ints, floats, bools, str, DataType ints, shapes (tuples),
     tensors (arrays), lists of those."""
     kind = value.WhichOneof("value")
@@ -200,14 +214,14 @@ def decode_attr(value) -> Any:
         if len(lst.shape):
             return [shape_of(s) for s in lst.shape]
         if len(lst.tensor):
-            return [tensor_to_array(t) for t in lst.tensor]
+            return [tensor_to_array(t, what, loc) for t in lst.tensor]
         return []
     if kind == "s":
         return value.s.decode("utf-8", "replace")
     if kind == "shape":
         return shape_of(value.shape)
     if kind == "tensor":
-        return tensor_to_array(value.tensor)
+        return tensor_to_array(value.tensor, what, loc)
     return getattr(value, kind)
 
 

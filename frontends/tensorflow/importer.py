@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError
 from tidlc.frontend import run_check, unsupported_error
 from tidlc.ir.core import Graph, Value
@@ -76,15 +77,40 @@ class TFNode(NodeBase):
                 if default is _REQUIRED:
                     raise self.error(f"missing required attribute '{key}'")
                 return default
-            self._attrs[key] = decode_attr(self.proto.attr[key])
+            self._attrs[key] = decode_attr(self.proto.attr[key], f"attribute '{key}'", self.loc)
         return self._attrs[key]
 
-    def attr_ints(self, key: str, default: Any = _REQUIRED) -> tuple[int, ...]:
+    def _typed(self, key: str, default: Any, ok, expected: str) -> Any:
+        """The attribute if ``ok(value)`` (or it is the default), else an error naming ``expected``."""
         value = self.attr(key, default)
-        return tuple(int(v) for v in value) if value is not None else value
+        if value is not default and not ok(value):
+            raise self.error(f"attribute '{key}' must be {expected}, got {_brief(value)}")
+        return value
+
+    def attr_int(self, key: str, default: Any = _REQUIRED) -> int:
+        """An integer (``i``) or DataType (``type``) attribute."""
+        return self._typed(key, default, lambda v: type(v) is int, "an integer")
+
+    def attr_float(self, key: str, default: Any = _REQUIRED) -> float:
+        return float(self._typed(key, default, lambda v: type(v) in (int, float), "a number"))
+
+    def attr_bool(self, key: str, default: Any = _REQUIRED) -> bool:
+        return bool(self._typed(key, default, lambda v: type(v) in (bool, int), "a boolean"))
+
+    def attr_str(self, key: str, default: Any = _REQUIRED) -> str:
+        return self._typed(key, default, lambda v: type(v) is str, "a string")
+
+    def attr_ints(self, key: str, default: Any = _REQUIRED) -> tuple[int, ...]:
+        value = self._typed(key, default, lambda v: isinstance(v, list) and all(type(i) is int for i in v),
+                            "a list of integers")
+        return tuple(value) if value is not None else value
+
+    def attr_shape(self, key: str, default: Any = _REQUIRED) -> tuple[int, ...] | None:
+        """A ``shape`` attribute: a tuple (-1 for unknown dims) or None for an unknown rank."""
+        return self._typed(key, default, lambda v: v is None or isinstance(v, tuple), "a shape")
 
     def data_format(self) -> str:
-        fmt = self.attr("data_format", "NHWC")
+        fmt = self.attr_str("data_format", "NHWC")
         return "NHWC" if fmt in ("NHWC", "NWC", "NDHWC") else "NCHW"
 
     # --- inputs ---------------------------------------------------------------------
@@ -109,7 +135,20 @@ class TFNode(NodeBase):
         return data
 
     def const_ints(self, i: int, what: str = "") -> tuple[int, ...]:
-        return tuple(int(v) for v in np.asarray(self.const_input(i, what)).reshape(-1))
+        """The values of an integer constant input (shapes, axes, paddings, sizes), flattened."""
+        data = np.asarray(self.const_input(i, what))
+        if data.dtype.kind not in "iub":
+            raise self.error(f"{what or f'input {i}'} ('{self.input_refs[i]}') must be an integer constant, "
+                             f"got {data.dtype}")
+        return tuple(int(v) for v in data.reshape(-1).tolist())
+
+    def const_int(self, i: int, what: str = "") -> int:
+        """The one value of a scalar integer constant input (an axis)."""
+        values = self.const_ints(i, what)
+        if len(values) != 1:
+            raise self.error(f"{what or f'input {i}'} ('{self.input_refs[i]}') must hold one value, "
+                             f"got {len(values)}")
+        return values[0]
 
     # --- outputs ---------------------------------------------------------------------
     def bind(self, *values: Value | None) -> None:
@@ -126,13 +165,15 @@ class TFImporter(ImporterBase):
         self.graphdef = graphdef
         self.values: dict[str, Value] = {}
         self.protos: dict[str, Any] = {}
+        limits.check("ops", len(graphdef.node), "GraphDef nodes", path)
         for proto in graphdef.node:
             if proto.name in self.protos:
-                raise TidlcError(f"two nodes are named '{proto.name}'", path)
+                raise TidlcError(f"two nodes are named '{proto.name}'", Loc(proto.name, path), code="model")
             self.protos[proto.name] = proto
         self.output_refs = list(outputs) if outputs else self._sinks()
         if not self.output_refs:
-            raise TidlcError("the graph has no outputs (every node's result is read by another node)", path)
+            raise TidlcError("the graph has no outputs (every node's result is read by another node)", path,
+                             code="model")
 
     # --- structure --------------------------------------------------------------------
     def _sinks(self) -> list[str]:
@@ -156,7 +197,7 @@ class TFImporter(ImporterBase):
                 if state.get(current) == 2:
                     continue
                 if state.get(current) == 1:
-                    raise TidlcError("the graph has a cycle", self.path, hint=f"through node '{current}'")
+                    raise TidlcError("the graph has a cycle", Loc(current, self.path), code="model")
                 state[current] = 1
                 stack.append((current, True))
                 for ref in self.protos[current].input:
@@ -164,10 +205,11 @@ class TFImporter(ImporterBase):
                         continue
                     dep = split_ref(ref)[0]
                     if dep not in self.protos:
-                        raise TidlcError(f"node '{current}' reads '{ref}', which no node produces", self.path)
+                        raise TidlcError(f"node '{current}' reads '{ref}', which no node produces",
+                                         Loc(current, self.path), code="model")
                     if state.get(dep) != 2:
                         if state.get(dep) == 1:
-                            raise TidlcError("the graph has a cycle", self.path, hint=f"through node '{dep}'")
+                            raise TidlcError("the graph has a cycle", Loc(dep, self.path), code="model")
                         stack.append((dep, False))
         return order
 
@@ -176,12 +218,7 @@ class TFImporter(ImporterBase):
         self.check_supported(nodes)
         self.add_inputs(nodes)
         for node in nodes:
-            try:
-                CONVERTERS.get(node.op_type).convert(node)
-            except TidlcError:
-                raise
-            except (ValueError, IndexError, TypeError) as exc:  # malformed attribute or tensor data
-                raise node.error(f"cannot convert: {exc}") from None
+            CONVERTERS.get(node.op_type).convert(node)
         for ref in self.output_refs:
             name, index = split_ref(ref)
             self.builder.output(self.value(ref, None), tensor_name(name, index))
@@ -207,14 +244,14 @@ class TFImporter(ImporterBase):
 
     def add_inputs(self, nodes: list[TFNode]) -> None:
         shapes = dict(getattr(self.options, "input_shapes", None) or {})
-        formats = {node.attr("data_format", None) for node in nodes if node.has_attr("data_format")}
+        formats = {node.attr_str("data_format") for node in nodes if node.has_attr("data_format")}
         layout4 = "NCHW" if formats == {"NCHW"} else "NHWC"
         for node in nodes:
             if node.op_type != "Placeholder":
                 continue
             name = node.name
-            dtype = dtype_of(numpy_type(node.attr("dtype"), f"input '{name}'", node.loc))
-            declared = node.attr("shape", None)
+            itemtype = numpy_type(node.attr_int("dtype"), f"input '{name}'", node.loc)
+            declared = node.attr_shape("shape", None)
             if name in shapes:
                 given = tuple(shapes[name])
                 if declared is not None and len(declared) != len(given):
@@ -228,8 +265,9 @@ class TFImporter(ImporterBase):
                                  "given", node.loc, hint=f"--input-shape {name}={example}")
             else:
                 shape = tuple(declared)
+            limits.check_shape(shape, np.dtype(itemtype).itemsize, f"input '{name}'", node.loc)
             layout = layout4 if len(shape) == 4 else None
-            value = self.builder.input(name, TensorType(shape, dtype, layout), loc=node.loc)
+            value = self.builder.input(name, TensorType(shape, dtype_of(np.dtype(itemtype)), layout), loc=node.loc)
             self.values[name] = value
 
     # --- values -----------------------------------------------------------------------
@@ -253,6 +291,14 @@ class TFImporter(ImporterBase):
         self.values[name] = value
 
 
+def _brief(value: Any) -> str:
+    """A short one-line picture of an attribute value for messages."""
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} tensor of shape {value.shape}"
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _shape_text(shape) -> str:
     if shape is None:
         return "of unknown rank"
@@ -264,19 +310,14 @@ def _stem(path: str) -> str:
 
 
 def read_pb(path: str):
-    if not os.path.exists(path):
-        raise TidlcError("no such file", path)
     if os.path.isdir(path):
         raise TidlcError("is a directory; tidlc reads frozen GraphDef files", path,
-                         hint="freeze a SavedModel first (docs/frontends/tensorflow.md shows how)")
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise TidlcError(f"cannot read: {exc.strerror}", path) from None
+                         hint="freeze a SavedModel first (docs/frontends/tensorflow.md shows how)", code="file")
+    from tidlc.fileio import read_bytes
+    data = read_bytes(path, "file")
     graph = parse_graphdef(data, path)
     if not len(graph.node):
-        raise TidlcError("not a TensorFlow GraphDef (no nodes)", path)
+        raise TidlcError("not a TensorFlow GraphDef (no nodes)", path, code="format")
     return graph
 
 

@@ -62,7 +62,7 @@ def test_json_diagnostics_carry_warnings_with_codes(tiny, tmp_path):
 
 def test_text_diagnostics_are_one_line_each(tmp_path):
     code, out, err = tidlc("ir", tmp_path / "missing.onnx")
-    assert code == 2 and err.count("\n") == 1 and "error: no such model file" in err
+    assert code == 2 and err.count("\n") == 1 and "error: no such file" in err
 
 
 def test_unknown_limit_is_an_option_error():
