@@ -27,6 +27,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 
+from tidlc import fileio, limits
 from tidlc.diagnostics import Loc, TidlcError
 
 from .netspec import v1_layer_type
@@ -104,12 +105,7 @@ def sniff_caffemodel(head: bytes) -> bool:
 
 def read_caffemodel(path: str | Path) -> CaffeWeights:
     """Read the layer blobs of a binary .caffemodel (V2 ``layer`` or V1 ``layers``)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise TidlcError(f"cannot read caffemodel: {exc.strerror}",
-                         loc=Loc(file=str(path))) from None
-    return _Reader(data, str(path)).net()
+    return _Reader(fileio.read_bytes(str(path), "caffemodel"), str(path)).net()
 
 
 class _Reader:
@@ -118,6 +114,8 @@ class _Reader:
     def __init__(self, data: bytes, path: str):
         self.data = data
         self.path = path
+        self.blob_count = 0
+        self.total_bytes = 0  # of the float32 blobs made so far
 
     def fail(self, what: str, offset: int) -> TidlcError:
         hint = "the file is damaged, truncated or not a .caffemodel"
@@ -127,7 +125,7 @@ class _Reader:
         elif head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
             hint = "this looks like a text file; is it the .prototxt?"
         return TidlcError(f"corrupt caffemodel: {what} at byte {offset}",
-                          loc=Loc(file=self.path), hint=hint)
+                          loc=Loc(file=self.path), hint=hint, code="corrupt")
 
     # -- primitives ------------------------------------------------------------------------
 
@@ -177,6 +175,7 @@ class _Reader:
             raise self.fail(f"{what} (field {number}) has wire type {wire}, expected {wanted}", pos)
 
     def text(self, start: int, end: int, what: str) -> str:
+        limits.check("string", end - start, what, Loc(file=self.path, offset=start))
         try:
             return self.data[start:end].decode("utf-8")
         except UnicodeDecodeError:
@@ -190,7 +189,7 @@ class _Reader:
 
     def net(self) -> CaffeWeights:
         pos, end = 0, len(self.data)
-        name, layers = "", {}
+        name, layers, count = "", {}, 0
         while pos < end:
             number, wire, a, b, next_pos = self.field(pos, end)
             if number == 1:
@@ -198,6 +197,8 @@ class _Reader:
                 name = self.text(a, b, "net name")
             elif number in (100, 2):
                 self.expect(number, wire, _BYTES, "layer", pos)
+                count += 1  # an empty layer is 3 bytes: count them before they pile up
+                limits.check("ops", count, "caffemodel layers", Loc(file=self.path, offset=pos))
                 layer = self.layer(a, b, legacy=number == 2)
                 layers[layer.name] = layer
             pos = next_pos
@@ -223,6 +224,9 @@ class _Reader:
             elif number == blobs_field:
                 self.expect(number, wire, _BYTES, "blob", pos)
                 blobs.append((pos, a, b))
+                self.blob_count += 1  # an empty blob is 2 bytes: count them too
+                limits.check("ops", self.blob_count, "caffemodel blobs",
+                             Loc(file=self.path, offset=pos))
             elif number == 1 and legacy:
                 raise TidlcError("caffemodel uses V0 layers, which tidlc does not read",
                                  loc=Loc(file=self.path),
@@ -237,28 +241,16 @@ class _Reader:
         pos = start
         dims: list[int] | None = None
         legacy: dict[int, int] = {}
-        floats: list[np.ndarray] = []
-        doubles: list[np.ndarray] = []
+        values = {5: _Values(self.data, "<f4"), 8: _Values(self.data, "<f8")}  # data, double_data
         while pos < end:
             number, wire, a, b, next_pos = self.field(pos, end)
             if number == 7:
                 self.expect(number, wire, _BYTES, "blob shape", pos)
                 dims = (dims or []) + self.shape(a, b)
-            elif number in (5, 8):
-                size, dtype, chunks = (4, "<f4", floats) if number == 5 else (8, "<f8", doubles)
-                if wire == _BYTES:
-                    if (b - a) % size:
-                        raise self.fail(f"packed {dtype} data of {b - a} bytes is not a "
-                                        f"multiple of {size}", pos)
-                    chunks.append(np.frombuffer(self.data, dtype, (b - a) // size, a))
-                else:
-                    self.expect(number, wire, _FIXED32 if size == 4 else _FIXED64, "blob data",
-                                pos)
-                    if a == pos + 1:  # canonical one-byte tag: decode the whole run at once
-                        array, next_pos = self.unpacked(pos, end, size, dtype)
-                    else:
-                        array = np.frombuffer(self.data, dtype, 1, a)
-                    chunks.append(array)
+                if len(dims) > _MAX_AXES:  # several shape fields add up
+                    raise self.fail(f"blob shape has more than {_MAX_AXES} dimensions", pos)
+            elif number in values:
+                next_pos = self.data_field(values[number], number, wire, pos, a, b, end)
             elif number in (1, 2, 3, 4):
                 self.expect(number, wire, _VARINT, "legacy blob dimension", pos)
                 legacy[number] = self.signed(a)
@@ -268,12 +260,34 @@ class _Reader:
         if any(d < 0 for d in shape):
             raise self.fail(f"{what} has a negative dimension {shape}", offset)
         # Like caffe::Blob::FromProto: double_data wins when present.
-        chunks = doubles or floats
-        values = chunks[0] if len(chunks) == 1 else np.concatenate(chunks or [np.zeros(0)])
-        if values.size != prod(shape):
-            raise self.fail(f"{what} has {values.size} values but its shape {shape} "
+        array = (values[8] if values[8].count else values[5]).array()
+        if array.size != prod(shape):
+            raise self.fail(f"{what} has {array.size} values but its shape {shape} "
                             f"needs {prod(shape)}", offset)
-        return values.astype(np.float32).reshape(shape)
+        where = Loc(file=self.path, offset=offset)
+        limits.check_shape(shape, 4, what, where)
+        self.total_bytes += 4 * array.size
+        limits.check("total_bytes", self.total_bytes, "the blobs of the caffemodel", where)
+        return array.astype(np.float32).reshape(shape)
+
+    def data_field(self, values: _Values, number: int, wire: int, pos: int, a: int, b: int,
+                   end: int) -> int:
+        """Add one ``data`` / ``double_data`` field at ``pos`` (packed, or the start of a run of
+        unpacked values) to ``values``; return where the next field starts."""
+        size = values.itemsize
+        if wire == _BYTES:
+            if (b - a) % size:
+                raise self.fail(f"packed {values.dtype} data of {b - a} bytes is not a "
+                                f"multiple of {size}", pos)
+            values.add_span(a, b)
+            return b
+        self.expect(number, wire, _FIXED32 if size == 4 else _FIXED64, "blob data", pos)
+        if not self.data.startswith(self.data[pos:a], b):  # a lone value: no run to look for
+            values.add_bytes(memoryview(self.data)[a:b])
+            return b
+        run, after = self.unpacked(pos, a, end, size)
+        values.add_bytes(run)
+        return after
 
     def shape(self, start: int, end: int) -> list[int]:
         pos, dims = start, []
@@ -294,26 +308,67 @@ class _Reader:
             pos = next_pos
         return dims
 
-    def unpacked(self, pos: int, end: int, size: int, dtype: str) -> tuple[np.ndarray, int]:
-        """A run of unpacked repeated floats/doubles starting with the tag at ``pos``.
+    def unpacked(self, pos: int, body: int, end: int, size: int) -> tuple[bytes, int]:
+        """The value bytes of a run of unpacked repeated floats/doubles whose first tag spans
+        [pos, body), and where the run ends.
 
-        Each element is a one-byte tag plus ``size`` bytes, so the run is a
-        (rows, 1 + size) byte matrix; it ends at the first row whose first byte
-        is not the tag. The caller has checked that the first element is whole.
-        The end is searched in doubling windows, so many short runs in one blob
-        cost time linear in the blob, not quadratic.
+        Each element is the same tag plus ``size`` bytes, so the run is a
+        (rows, tag + size) byte matrix; it ends at the first row that does not
+        start with the tag. The caller has checked that the first element is
+        whole. The end is searched in doubling windows, so many short runs in
+        one blob cost time linear in the blob, not quadratic.
         """
-        stride = 1 + size
-        tag = self.data[pos]
+        width = body - pos
+        stride = width + size
+        tag = np.frombuffer(self.data, np.uint8, width, pos)
         rows = (end - pos) // stride
         matrix = np.frombuffer(self.data, np.uint8, rows * stride, pos).reshape(rows, stride)
         count, window = 0, 64
         while count < rows:
             limit = min(rows, count + window)
-            not_tag = np.flatnonzero(matrix[count:limit, 0] != tag)
+            not_tag = np.flatnonzero((matrix[count:limit, :width] != tag).any(axis=1))
             if not_tag.size:
                 count += int(not_tag[0])
                 break
             count, window = limit, window * 2
-        values = np.ascontiguousarray(matrix[:count, 1:]).view(dtype).reshape(count)
-        return values, pos + count * stride
+        return matrix[:count, width:].tobytes(), pos + count * stride
+
+
+class _Values:
+    """The values of one repeated float field of a blob, in file order. A single packed field
+    stays a view of the file; pieces (several fields, unpacked runs) are copied into one buffer,
+    so memory stays within the size of the file and no Python object is made per value."""
+
+    def __init__(self, data: bytes, dtype: str):
+        self.data = data
+        self.dtype = dtype
+        self.itemsize = np.dtype(dtype).itemsize
+        self.span: tuple[int, int] | None = None  # the only piece so far, in the file
+        self.buffer: bytearray | None = None
+
+    @property
+    def count(self) -> int:
+        if self.buffer is not None:
+            return len(self.buffer) // self.itemsize
+        return 0 if self.span is None else (self.span[1] - self.span[0]) // self.itemsize
+
+    def add_span(self, start: int, stop: int) -> None:
+        if self.span is None and self.buffer is None:
+            self.span = (start, stop)
+        else:
+            self.add_bytes(memoryview(self.data)[start:stop])
+
+    def add_bytes(self, piece) -> None:
+        if self.buffer is None:
+            self.buffer = bytearray()
+            if self.span is not None:
+                self.buffer += memoryview(self.data)[self.span[0]:self.span[1]]
+                self.span = None
+        self.buffer += piece
+
+    def array(self) -> np.ndarray:
+        if self.buffer is not None:
+            return np.frombuffer(self.buffer, self.dtype)
+        if self.span is not None:
+            return np.frombuffer(self.data, self.dtype, self.count, self.span[0])
+        return np.zeros(0, self.dtype)

@@ -24,6 +24,9 @@ def _prior_check(spec, weights=None) -> str | None:
         return "explicit prior width/height (an OpenCV extension) is not supported"
     if len(p.get_floats("variance")) not in (0, 1, 4):
         return "variance takes 1 or 4 values"
+    bad = [r for r in p.get_floats("aspect_ratio") if not 0 < r < float("inf")]
+    if bad:
+        return f"aspect_ratio must be positive, got {bad[0]}"
     return None
 
 
@@ -43,8 +46,8 @@ def resolved_aspect_ratios(ratios: list[float], flip: bool) -> list[float]:
 def prior_box(layer: Layer) -> None:
     """prior_box (folded to a constant at -O1)."""
     p = layer.param("prior_box_param")
-    fh, fw = layer.shape(0)[2:4]
-    ih, iw = layer.shape(1)[2:4]
+    fh, fw = layer.shape4(0)[2:4]
+    ih, iw = layer.shape4(1)[2:4]
     if p.has("img_size") or p.has("img_h") or p.has("img_w"):
         ih, iw = p.pair("img_size")
     if p.has("step") or p.has("step_h") or p.has("step_w"):

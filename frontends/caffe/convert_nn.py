@@ -80,18 +80,11 @@ def _conv_check(spec, weights=None) -> str | None:
     return problem_of(conv_params, p)
 
 
-def _conv_input(layer: Layer) -> tuple:
-    shape = layer.shape()
-    if len(shape) != 4:
-        raise layer.error(f"expects a 4-D (N, C, H, W) bottom, got {list(shape)}")
-    return shape
-
-
 @converter("Convolution", check=_conv_check)
 def convolution(layer: Layer) -> None:
     """conv2d: group, dilation, pad/kernel/stride (also _h/_w), bias_term."""
     p = conv_params(layer.param("convolution_param"))
-    _, c, _, _ = _conv_input(layer)
+    _, c, _, _ = layer.shape4()
     if c % p.group:
         raise layer.error(f"{c} input channels are not divisible by group {p.group}")
     w = layer.blob(0, (p.num_output, c // p.group, *p.kernel))
@@ -106,7 +99,7 @@ def convolution(layer: Layer) -> None:
 def deconvolution(layer: Layer) -> None:
     """deconv2d; Caffe's weight is (C_in, num_output / group, kh, kw)."""
     p = conv_params(layer.param("convolution_param"))
-    _, c, _, _ = _conv_input(layer)
+    _, c, _, _ = layer.shape4()
     if c % p.group:
         raise layer.error(f"{c} input channels are not divisible by group {p.group}")
     w = layer.blob(0, (c, p.num_output // p.group, *p.kernel))
@@ -122,6 +115,9 @@ def inner_product(layer: Layer) -> None:
     """dense over the axes from ``axis`` on (flattened first); ``transpose`` weights."""
     p = layer.param("inner_product_param")
     num_output = p.get_int("num_output")
+    if num_output < 1:
+        raise layer.error(f"num_output must be positive, got {num_output}",
+                          at=p.field("num_output").loc)
     shape = layer.shape()
     axis = _axis(layer, p.get_int("axis", 1), len(shape))
     k = prod(shape[axis:])
@@ -179,7 +175,7 @@ def pooling(layer: Layer) -> None:
     """pool2d (MAX/AVE, ceil or floor rounding), global_pool, or max_pool_index (2 tops)."""
     pp = pool_params(layer.param("pooling_param"))
     mode = "max" if pp.method == "MAX" else "avg"
-    shape = _conv_input(layer)
+    shape = layer.shape4()
     if pp.global_pooling:
         layer.bind(layer.op("global_pool", [layer.input()], mode=mode))
         return
@@ -480,7 +476,7 @@ def lrn(layer: Layer) -> None:
         k = p.get_float("k", 1.0)
         layer.bind(layer.op("lrn", [x], size=size, alpha=alpha, beta=beta, bias=k))
         return
-    _conv_input(layer)
+    layer.shape4()
     pad = (size - 1) // 2
     sq = layer.op("mul", [x, x], "square")
     avg = layer.op("pool2d", [sq], "pool", mode="avg", kernel=(size, size), strides=(1, 1),

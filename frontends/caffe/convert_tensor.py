@@ -46,6 +46,8 @@ def _data_shape(layer: Layer) -> tuple[int, ...] | None:
 
 def declare_data_layer(layer: Layer) -> None:
     """Make a data layer's first top a graph input (called before any layer converts)."""
+    if not layer.spec.top:
+        raise layer.error("has no top: the data it reads goes nowhere")
     layer.add_input(layer.spec.top[0], _data_shape(layer))
 
 
@@ -89,6 +91,8 @@ def slice_(layer: Layer) -> None:
     axis = p.get_int("slice_dim") if legacy else p.get_int("axis", 1)
     axis = _axis(layer, axis, len(shape))
     n_tops = len(layer.spec.top)
+    if not n_tops:
+        raise layer.error("has no top")
     points = p.get_ints("slice_point")
     size = shape[axis]
     if points:
@@ -193,6 +197,9 @@ def crop(layer: Layer) -> None:
     layer.expect_bottoms(2)
     p = layer.param("crop_param")
     shape, ref = layer.shape(), layer.shape(1)
+    if len(ref) != len(shape):  # as caffe::CropLayer::Reshape checks
+        raise layer.error(f"bottom 1 {list(ref)} does not have the {len(shape)} axes of "
+                          f"bottom 0 {list(shape)}")
     axis = _axis(layer, p.get_int("axis", 2), len(shape))
     offsets = p.get_ints("offset")
     n = len(shape) - axis
@@ -202,6 +209,8 @@ def crop(layer: Layer) -> None:
     starts, ends, axes = [], [], []
     for i, off in enumerate(offsets):
         a = axis + i
+        if off < 0:
+            raise layer.error(f"offset {off} is negative")
         if off + ref[a] > shape[a]:
             raise layer.error(f"crop of {ref[a]} at offset {off} exceeds axis {a} "
                               f"of size {shape[a]}")
@@ -243,6 +252,9 @@ def _interp_check(spec, weights=None) -> str | None:
     sized = any(p.has(k) for k in ("zoom_factor", "shrink_factor", "height"))
     if len(spec.bottom) == 1 and not sized:
         return "needs zoom_factor, shrink_factor, height/width or a second bottom for the size"
+    for key in ("zoom_factor", "shrink_factor"):
+        if p.has(key) and p.get_int(key) < 1:
+            return f"{key} must be 1 or more, got {p.get_int(key)}"
     return None
 
 
@@ -251,9 +263,9 @@ def interp(layer: Layer) -> None:
     """resize, bilinear with align_corners (Caffe's Interp, e.g. PSPNet/DeepLab forks)."""
     layer.expect_bottoms(1, 2)
     p = layer.param("interp_param")
-    n, c, h, w = layer.shape()
+    n, c, h, w = layer.shape4()
     if len(layer.inputs) == 2:
-        oh, ow = layer.shape(1)[2:4]
+        oh, ow = layer.shape4(1)[2:4]
     else:
         oh, ow = h, w
         if p.has("shrink_factor"):
@@ -280,18 +292,25 @@ def _upsample_check(spec, weights=None) -> str | None:
 def upsample(layer: Layer) -> None:
     """nearest resize by ``scale``; with a pooling mask as bottom 1, max_unpool (SegNet/ENet)."""
     p = layer.param("upsample_param")
-    n, c, h, w = layer.shape()
+    n, c, h, w = layer.shape4()
     if p.has("upsample_h") or p.has("upsample_w"):
         oh, ow = p.get_int("upsample_h"), p.get_int("upsample_w")
     else:
         sh, sw = p.pair("scale", 2)
+        if min(sh, sw) < 1:
+            raise layer.error(f"scale must be 1 or more, got {sh}x{sw}", at=p.loc)
         oh = h * sh - (1 if p.get_bool("pad_out_h", False) else 0)
         ow = w * sw - (1 if p.get_bool("pad_out_w", False) else 0)
+    if oh < 1 or ow < 1:
+        raise layer.error(f"output size {oh}x{ow} is empty", at=p.loc)
     if len(layer.inputs) == 2:
         mask = layer.input(1)
         if mask.type.dtype not in ("i64", "i32"):
             raise layer.error(f"bottom '{layer.spec.bottom[1]}' is not a pooling mask (the second "
                               "top of a MAX Pooling layer)")
+        if oh < h or ow < w:  # Caffe's UpsampleLayer would write outside its top
+            raise layer.error(f"output size {oh}x{ow} is smaller than the pooled input {h}x{w}",
+                              at=p.loc)
         layer.bind(layer.op("max_unpool", [layer.input(), mask], output_size=(oh, ow)))
         return
     layer.bind(layer.op("resize", [layer.input()], scales=(1.0, 1.0, oh / h, ow / w),

@@ -27,6 +27,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError, warn
 from tidlc.ir.builder import Builder
 from tidlc.ir.core import Graph, Value
@@ -44,9 +45,9 @@ __all__ = ["Lowering", "find_weights", "load_caffe", "lower_net", "unsupported_l
 def find_weights(prototxt: str, weights: str | None = None) -> str | None:
     """The caffemodel to use: the given path, else ``<stem>.caffemodel`` beside the prototxt."""
     if weights:
-        if not os.path.isfile(weights):
+        if not os.path.exists(weights):  # anything else that is not a file: fileio says what it is
             raise TidlcError("weights file not found", Loc(file=weights),
-                             hint="--weights takes the path of a .caffemodel")
+                             hint="--weights takes the path of a .caffemodel", code="file")
         return weights
     beside = Path(prototxt).with_suffix(".caffemodel")
     return str(beside) if beside.is_file() else None
@@ -111,6 +112,9 @@ class Lowering:
         self.available[blob] = None
 
     def add_input(self, name: str, shape: Sequence[int] | None, loc: Loc) -> Value:
+        if name in self.blobs:
+            raise TidlcError(f"input '{name}' is declared twice", loc,
+                             hint="give every input its own name")
         if name in self.input_shapes:
             given = self.input_shapes.pop(name)
             if shape is not None and len(shape) != len(given):
@@ -118,6 +122,11 @@ class Lowering:
                                  f"declares {list(shape)}", loc,
                                  hint="give one value per dimension")
             shape = given
+        if shape is not None and any(d < 0 for d in shape):
+            raise TidlcError(f"input '{name}' has a negative dimension: {list(shape)}", loc,
+                             hint="give every dimension as a positive size")
+        if shape is not None:
+            limits.check_shape(shape, 4, f"input '{name}'", loc)
         if shape is None or any(d <= 0 for d in shape):
             self.missing_shapes.append(
                 f"{loc.where()}: input '{name}' has no shape in the prototxt")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import attrs
 
+from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError
 
 from .prototxt import Enum, Field, Message, check_field, field_str, load_prototxt, parse_prototxt
@@ -146,9 +147,12 @@ class NetSpec:
         if v2 and v1:
             raise TidlcError("the net mixes 'layer' (V2) and 'layers' (V1) entries",
                              loc=v1[0].loc, hint="Caffe rejects this too; use one form")
+        entries = v2 or v1
+        limits.check("ops", len(entries) + len(message.fields_named("input")), "layers and inputs",
+                     message.loc)
         inputs = _net_inputs(message)
         layers = []
-        for index, f in enumerate(v2 or v1):
+        for index, f in enumerate(entries):
             msg = check_field(f, isinstance(f.value, Message), "a message")
             if not _included(msg, phase, level, stages):
                 continue
@@ -296,6 +300,9 @@ def conv_params(p: Message) -> ConvParams:
                              loc=p.loc)
     if min(params.pad) < 0:
         raise TidlcError(f"convolution pad must not be negative, got {params.pad}", loc=p.loc)
+    if params.num_output < 1:
+        raise TidlcError(f"num_output must be positive, got {params.num_output}",
+                         loc=p.field("num_output").loc)
     if params.group < 1 or params.num_output % params.group:
         raise TidlcError(f"num_output {params.num_output} is not a multiple of group "
                          f"{params.group}", loc=p.loc)

@@ -17,6 +17,7 @@ Example::
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 import math
 import re
@@ -27,6 +28,7 @@ from typing import Any, Union
 import attrs
 import lark
 
+from tidlc import fileio, limits
 from tidlc.diagnostics import Loc, TidlcError
 
 __all__ = [
@@ -255,8 +257,14 @@ def _as_enum(f: Field, values: Mapping[str, int]) -> str:
 
 @functools.cache
 def _parser() -> lark.Lark:
-    return lark.Lark.open("prototxt.lark", rel_to=__file__, parser="lalr",
-                          propagate_positions=True, cache=True)
+    # The builder is embedded: values are made as the LALR parser reduces, with no parse tree
+    # and no recursion, however deep the (already depth-checked) messages nest.
+    return lark.Lark.open("prototxt.lark", rel_to=__file__, parser="lalr", cache=True,
+                          transformer=_Builder())
+
+
+# The file the running parse reads (the embedded builder is shared by every parse).
+_FILENAME: contextvars.ContextVar[str] = contextvars.ContextVar("prototxt_file", default="<string>")
 
 
 _ESCAPES = {"n": b"\n", "t": b"\t", "r": b"\r", "a": b"\a", "b": b"\b", "f": b"\f",
@@ -264,17 +272,14 @@ _ESCAPES = {"n": b"\n", "t": b"\t", "r": b"\r", "a": b"\a", "b": b"\b", "f": b"\
 _ESCAPE = re.compile(r"\\(?:([0-7]{1,3})|[xX]([0-9a-fA-F]{1,2})"
                      r"|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|(.))")
 _SPECIAL_FLOATS = {"inf": math.inf, "infinity": math.inf, "nan": math.nan}
+_MAX_DIGITS = {8: 22, 10: 20, 16: 16}  # digits of 2**64 - 1 in each base
 
 
 class _Builder(lark.Transformer):
-    """Turns the lark tree into Field/Message values with locations."""
-
-    def __init__(self, filename: str):
-        super().__init__()
-        self.filename = filename
+    """Turns the parser's reductions into Field/Message values with locations."""
 
     def _loc(self, token: lark.Token, offset: int = 0) -> Loc:
-        return Loc(file=self.filename, line=token.line, col=token.column + offset)
+        return Loc(file=_FILENAME.get(), line=token.line, col=token.column + offset)
 
     def start(self, children: list) -> list[Field]:
         return [f for group in children for f in group]
@@ -302,17 +307,29 @@ class _Builder(lark.Transformer):
         token = children[-1]
         text, negative = str(token), len(children) == 2
         if text[:2] in ("0x", "0X"):
-            value: int | float = int(text, 16)
+            value: int | float = self._integer(token, text[2:], 16)
         elif any(c in text for c in ".eEfF"):
             value = float(text.rstrip("fF"))
         elif len(text) > 1 and text[0] == "0":
             if "8" in text or "9" in text:
                 raise TidlcError(f"invalid octal number '{text}'", loc=self._loc(token),
                                  hint="a leading 0 means octal in protobuf text format")
-            value = int(text, 8)
+            value = self._integer(token, text, 8)
         else:
-            value = int(text)
+            value = self._integer(token, text, 10)
         return -value if negative else value
+
+    def _integer(self, token: lark.Token, digits: str, base: int) -> int:
+        """An integer literal within protobuf's 64 bits (checked on the digits before int()
+        converts them: Python refuses to convert very long decimal strings)."""
+        digits = digits.lstrip("0") or "0"
+        if len(digits) <= _MAX_DIGITS[base]:
+            value = int(digits, base)
+            if value < 1 << 64:
+                return value
+        shown = digits if len(digits) <= 24 else digits[:20] + "..."
+        raise TidlcError(f"integer {shown} is out of the 64-bit range", loc=self._loc(token),
+                         hint="protobuf integers have at most 64 bits; write a float as 1e20")
 
     def ident(self, children: list) -> Value:
         token = children[-1]
@@ -330,7 +347,11 @@ class _Builder(lark.Transformer):
         return Enum(text)
 
     def string(self, children: list) -> str:
-        return "".join(self._unescape(token) for token in children)
+        # adjacent literals concatenate: each is within the limit (pre-scan), their sum may not be
+        text = "".join(self._unescape(token) for token in children)
+        limits.check("string", len(text.encode("utf-8", "surrogatepass")), "string",
+                     self._loc(children[0]))
+        return text
 
     def _unescape(self, token: lark.Token) -> str:
         body = str(token)[1:-1]
@@ -384,35 +405,51 @@ def _expected(names: set[str] | None) -> str:
     return f"expected {alternatives}"
 
 
+def _short(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[:width] + "..."
+
+
 def _got(token: lark.Token) -> str:
     if token.type == "$END":
         return "end of file"
     if token.type in ("NAME", "NUMBER", "STRING"):
         word = "identifier" if token.type == "NAME" else token.type.lower()
-        return f"{word} {token.value}" if token.type == "STRING" else f"{word} '{token.value}'"
+        value = _short(token.value)
+        return f"{word} {value}" if token.type == "STRING" else f"{word} '{value}'"
     return f"'{token.value}'"
 
 
+_SHOWN = 120  # characters of the offending line shown under an error
+
+
 def _source_lines(text: str, line: int, col: int) -> list[str]:
-    """The offending line and a caret under ``col`` (tabs kept so the caret lines up)."""
-    lines = text.splitlines()
-    if not 1 <= line <= len(lines):
+    """The offending line (a window of it around ``col``) and a caret under ``col`` (tabs
+    kept so the caret lines up). Lines end at newlines only, as the parser counts them."""
+    if line < 1 or col < 1:
         return []
-    src = lines[line - 1]
-    prefix = "".join("\t" if c == "\t" else " " for c in src[:col - 1])
-    return [src, prefix + "^"]
+    start = 0
+    for _ in range(line - 1):
+        start = text.find("\n", start) + 1
+        if not start:
+            return []
+    stop = text.find("\n", start)
+    src = text[start:stop if stop >= 0 else len(text)].rstrip("\r")
+    first = max(0, min(col - 1, len(src)) - _SHOWN // 2)
+    shown = src[first:first + _SHOWN]
+    prefix = "".join("\t" if c == "\t" else " " for c in shown[:col - 1 - first])
+    return [("..." if first else "") + shown, ("   " if first else "") + prefix + "^"]
 
 
 def _syntax_error(exc: lark.exceptions.UnexpectedInput, text: str, filename: str) -> TidlcError:
     hint = ""
     if isinstance(exc, lark.exceptions.UnexpectedCharacters):
         line, col = exc.line, exc.column
-        char = text[exc.pos_in_stream]
-        if char in "\"'":
+        char = text[exc.pos_in_stream:exc.pos_in_stream + 1]
+        if char in ("\"", "'"):
             message = "unterminated string (a string must end on the line it starts)"
         else:
-            word = text[exc.pos_in_stream:].split(None, 1)[0][:24]
-            message = f"{_expected(exc.allowed)}, got '{word}'"
+            word = _WORD.match(text, exc.pos_in_stream)
+            message = f"{_expected(exc.allowed)}, got '{word.group() if word else char}'"
     else:
         token = getattr(exc, "token", None)
         if token is None or token.type == "$END":
@@ -429,33 +466,66 @@ def _syntax_error(exc: lark.exceptions.UnexpectedInput, text: str, filename: str
             expected = exc.interactive_parser.accepts() or expected
         message = f"{_expected(expected)}, got {got}"
     return TidlcError(message, loc=Loc(file=filename, line=line, col=col), hint=hint,
-                      problems=_source_lines(text, line, col))
+                      problems=_source_lines(text, line, col), code="syntax")
+
+
+_WORD = re.compile(r"\S{1,24}")
+# What the pre-scan looks at: strings (possibly unterminated), comments, and message brackets.
+_SCAN = re.compile(r""""[^"\\\n]*+(?:\\.[^"\\\n]*+)*+"?"""  # double-quoted string
+                   r"""|'[^'\\\n]*+(?:\\.[^'\\\n]*+)*+'?"""  # single-quoted string
+                   r"""|#[^\n]*+|[{}<>]""")
+
+
+def _prescan(text: str, filename: str) -> None:
+    """Enforce the nesting and string limits before the parser runs (a hostile file may nest
+    ten thousand braces or hold a gigabyte string); errors point at the offending character."""
+    lim = limits.current()
+    if text.count("{") + text.count("<") <= lim.nesting and len(text) <= lim.string:
+        return  # nothing can be over a limit: skip the scan
+    depth = 0
+    for m in _SCAN.finditer(text):
+        token = m.group()
+        if token == "{" or token == "<":
+            depth += 1
+            if depth > lim.nesting:
+                raise limits.exceeded("nesting", depth, "message nesting depth",
+                                      _offset_loc(text, filename, m.start()))
+        elif token == "}" or token == ">":
+            depth = max(0, depth - 1)
+        elif token[0] != "#" and len(token) - 2 > lim.string:
+            raise limits.exceeded("string", len(token) - 2, "string",
+                                  _offset_loc(text, filename, m.start()))
+
+
+def _offset_loc(text: str, filename: str, offset: int) -> Loc:
+    line_start = text.rfind("\n", 0, offset) + 1
+    return Loc(file=filename, line=text.count("\n", 0, offset) + 1, col=offset - line_start + 1)
 
 
 def parse_prototxt(text: str, filename: str = "<string>") -> Message:
     """Parse protobuf text format (Caffe prototxt) into a located :class:`Message`."""
+    _prescan(text, filename)
+    token = _FILENAME.set(filename)
     try:
-        tree = _parser().parse(text)
+        fields = _parser().parse(text)
     except lark.exceptions.UnexpectedInput as exc:
         raise _syntax_error(exc, text, filename) from None
-    try:
-        fields = _Builder(filename).transform(tree)
-    except lark.exceptions.VisitError as exc:
-        error = exc.orig_exc
-        if not isinstance(error, TidlcError):
-            raise
-        loc = error.loc
+    except TidlcError as error:  # from the builder (a bad number, escape or string)
+        loc = error.loc if isinstance(error.loc, Loc) else Loc(file=filename)
         raise TidlcError(error.message, loc=loc, hint=error.hint,
+                         code="syntax" if error.code == "error" else error.code,
                          problems=_source_lines(text, loc.line, loc.col)) from None
+    finally:
+        _FILENAME.reset(token)
     return Message(tuple(fields), Loc(file=filename, line=1, col=1))
+
+
+_CONTROLS = bytes(b for b in range(32) if b not in (9, 10, 12, 13))
 
 
 def _read_text(path: str | Path, what: str) -> str:
     """Read a text file; a binary file (e.g. a .caffemodel) is a clean error."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise TidlcError(f"cannot read {what}: {exc.strerror}", loc=Loc(file=str(path))) from None
+    data = fileio.read_bytes(str(path), what)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
@@ -463,10 +533,11 @@ def _read_text(path: str | Path, what: str) -> str:
     except UnicodeDecodeError:
         text = None
     head = data[:65536]
-    controls = sum(b < 32 and b not in (9, 10, 12, 13) for b in head)
+    controls = len(head) - len(head.translate(None, _CONTROLS))
     if b"\0" in head or controls > len(head) // 100 or (text is None and controls):
         raise TidlcError(f"{what} is not a text file", loc=Loc(file=str(path)),
-                         hint="binary weights (.caffemodel) go in the weights argument")
+                         hint="binary weights (.caffemodel) go in the weights argument",
+                         code="format")
     # Non-UTF-8 bytes in an otherwise text file are legacy-encoded comments.
     return text if text is not None else data.decode("utf-8", "replace")
 

@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any, Optional
 import attrs
 import numpy as np
 
+from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError
 from tidlc.ir.core import Value
+from tidlc.ir.types import numpy_dtype
 
 from .netspec import LayerSpec
 from .prototxt import Message
@@ -114,6 +116,14 @@ class Layer:
             raise self.error(f"bottom '{self.spec.bottom[index]}' has no static shape ({t})")
         return tuple(t.shape)
 
+    def shape4(self, index: int = 0) -> tuple[int, int, int, int]:
+        """The shape of bottom ``index``, which must be 4-D (N, C, H, W)."""
+        shape = self.shape(index)
+        if len(shape) != 4:
+            which = "" if index == 0 else f" {index}"
+            raise self.error(f"expects a 4-D (N, C, H, W) bottom{which}, got {list(shape)}")
+        return shape
+
     def expect_bottoms(self, *counts: int) -> None:
         if len(self.inputs) not in counts:
             want = " or ".join(map(str, counts))
@@ -131,7 +141,17 @@ class Layer:
         ``role`` tells the random filler what the blob is (weight, bias, mean,
         var, factor, gamma, beta, slope).
         """
-        return self.lowering.weights.blob(self.spec, index, tuple(int(d) for d in shape), role)
+        shape = tuple(int(d) for d in shape)
+        self.check_shape(shape, f"blob {index} ({role})")
+        return self.lowering.weights.blob(self.spec, index, shape, role)
+
+    def check_shape(self, shape: Sequence[int], what: str, itemsize: int = 4) -> None:
+        """Refuse a shape the layer's parameters made negative or too large (num_output,
+        kernel sizes, upsampling factors come from the file) before anything is allocated."""
+        if any(d < 0 for d in shape):
+            raise self.error(f"{what} would have the negative shape {list(shape)}",
+                             hint="check the layer's parameters and the input shape")
+        limits.check_shape(shape, itemsize, f"{self.type} layer: {what}", self.loc)
 
     # --- building -----------------------------------------------------------------------
     def const(self, data: Any, suffix: str) -> Value:
@@ -149,6 +169,9 @@ class Layer:
         if len(values) != len(tops):
             raise self.error(f"produces {len(values)} result(s) but has {len(tops)} top(s)")
         for top, value in zip(tops, values):
+            if value.type.is_static:  # an activation: later passes and the runtime allocate it
+                itemsize = numpy_dtype(value.type.dtype).itemsize
+                self.check_shape(value.type.shape, f"top '{top}'", itemsize)
             self.lowering.define(top, value)
         self.bound = True
 

@@ -12,7 +12,9 @@ back into a caffemodel to run the same net in another framework.
 * :class:`RandomWeights` draws each blob from a generator seeded by the seed,
   the layer name and the blob index, so a blob does not depend on the order
   of conversion. Distributions keep activations in a sane range (He-scaled
-  weights, positive variances, slopes in [0, 0.3]).
+  weights, positive variances, slopes in [0, 0.3]). A blob of more than 4M
+  values repeats its first 4M (time), and all blobs together stay within the
+  total-bytes limit (memory).
 * :class:`ZeroWeights` (structure-only mode) returns zero splats:
   ``np.broadcast_to(np.float32(0), shape)`` costs no memory.
 """
@@ -23,6 +25,8 @@ from math import prod
 from pathlib import Path
 
 import numpy as np
+
+from tidlc import limits
 
 from .caffemodel import CaffeWeights
 from .netspec import LayerSpec
@@ -75,28 +79,49 @@ class RandomWeights(WeightSource):
     def __init__(self, seed: int):
         super().__init__()
         self.seed = int(seed)
+        self.total = 0  # bytes of the blobs made so far
 
     def _blob(self, layer, index, shape, role):
         if role not in _ROLES:
             raise ValueError(f"unknown blob role {role!r}")
+        self.count_bytes(layer, shape)
         key = [self.seed & 0xFFFFFFFF, zlib.crc32(layer.name.encode()), index]
         rng = np.random.default_rng(key)
         if role == "weight":
             fan_in = max(1, prod(shape[1:]) if len(shape) > 1 else 1)
-            data = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
-        elif role in ("bias", "beta"):
-            data = rng.uniform(-0.1, 0.1, shape)
-        elif role == "mean":
-            data = rng.normal(0.0, 0.1, shape)
-        elif role == "var":
-            data = rng.uniform(0.5, 1.5, shape)
-        elif role == "factor":
-            data = np.ones(shape)
-        elif role == "gamma":
-            data = rng.uniform(0.8, 1.2, shape)
-        else:  # slope
-            data = rng.uniform(0.0, 0.3, shape)
-        return data.astype(np.float32)
+            return _draw(shape, lambda n: rng.normal(0.0, np.sqrt(2.0 / fan_in), n))
+        if role == "factor":
+            return np.ones(shape, np.float32)
+        low, high = _UNIFORM.get(role, (None, None))
+        if low is None:  # mean
+            return _draw(shape, lambda n: rng.normal(0.0, 0.1, n))
+        return _draw(shape, lambda n: rng.uniform(low, high, n))
+
+    def count_bytes(self, layer: LayerSpec, shape: tuple[int, ...]) -> None:
+        """All blobs made together stay within the total-bytes limit (each one is checked by
+        the converter against the tensor limits)."""
+        self.total += 4 * prod(shape)
+        limits.check("total_bytes", self.total, "the random weights of the net", layer.loc)
+
+
+_UNIFORM = {"bias": (-0.1, 0.1), "beta": (-0.1, 0.1), "var": (0.5, 1.5), "gamma": (0.8, 1.2),
+            "slope": (0.0, 0.3)}
+_PERIOD = 1 << 22  # values drawn for one blob; a bigger blob repeats them
+
+
+def _draw(shape: tuple[int, ...], draw) -> np.ndarray:
+    """A float32 blob of ``draw(n)`` values (float64). A blob of more than 4M values repeats
+    its first 4M: drawing the hundreds of millions of normal values a hostile (or just huge)
+    prototxt declares would take a minute, and exploring a structure needs no more."""
+    size = prod(shape)
+    out = np.empty(size, np.float32)
+    out[:_PERIOD] = draw(min(size, _PERIOD))
+    filled = min(size, _PERIOD)
+    while filled < size:  # copy in doubling steps: memory speed
+        count = min(filled, size - filled)
+        out[filled:filled + count] = out[:count]
+        filled += count
+    return out.reshape(shape)
 
 
 class FileWeights(WeightSource):

@@ -372,7 +372,7 @@ def test_corrupt_files_name_file_and_offset(tmp_path, data, message):
 def test_wrong_kind_of_file_hints(tmp_path):
     assert "is it the .prototxt?" in _error(tmp_path, b'name: "LeNet"\nlayer {\n}\n')
     assert "HDF5" in _error(tmp_path, b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
-    with pytest.raises(TidlcError, match="cannot read caffemodel"):
+    with pytest.raises(TidlcError, match="no such caffemodel"):
         read_caffemodel(tmp_path / "missing.caffemodel")
 
 

@@ -236,7 +236,7 @@ def test_binary_and_missing_files(tmp_path):
     with pytest.raises(TidlcError, match="not a text file") as info:
         load_prototxt(binary)
     assert str(binary) in str(info.value) and "weights argument" in str(info.value)
-    with pytest.raises(TidlcError, match="cannot read prototxt"):
+    with pytest.raises(TidlcError, match="no such prototxt"):
         load_prototxt(tmp_path / "missing.prototxt")
     latin1 = tmp_path / "latin1.prototxt"  # legacy-encoded comment: still text
     latin1.write_bytes(b"# caf\xe9\nname: \"n\"\n")
