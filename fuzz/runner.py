@@ -131,6 +131,10 @@ def worker(name: str, indices: list[int], campaign: int, timeout: float, mem_lim
            conn, findings_dir: str) -> None:
     """Runs in a child process: one result tuple per input through ``conn``."""
     os.environ.setdefault("TIDLC_NUM_THREADS", "1")
+    # a parent that already ran the kernels (pytest) has an OpenMP pool that does not survive fork:
+    # one thread in the workers, whatever the parent chose
+    from tidlc.backends.tidl.fixed.fast import set_threads
+    set_threads(1)
     resource.setrlimit(resource.RLIMIT_AS, (mem_limit * 3, mem_limit * 3))  # a safety net for the machine
     signal.signal(signal.SIGALRM, _alarm)
     import warnings

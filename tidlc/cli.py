@@ -294,8 +294,13 @@ def cmd_run(args, options) -> int:
 
 
 def cmd_ir(args, options) -> int:
+    from tidlc.commands.run_bin import compiled_ir
     from tidlc.compiler import load, optimize, plugins_for
     from tidlc.ir.printer import print_graph
+    text = compiled_ir(args.model)  # a net.bin / compiled folder: the graph it holds
+    if text is not None:
+        sys.stdout.write(text)
+        return 0
     plugins = plugins_for(options)
     graph = load(args.model, options, plugins)
     if args.print_pipeline:

@@ -97,11 +97,12 @@ def write_ir(graph: Graph, outdir: str, stem: str = "model") -> list[str]:
     try:
         os.makedirs(outdir, exist_ok=True)
     except OSError as exc:
-        raise TidlcError(f"cannot create output directory: {exc.strerror}", outdir) from None
-    write_weights(weights_path, weights)
-    from tidlc.fileio import atomic_write
-    with atomic_write(tir_path, "w") as fh:
-        fh.write(text)
+        raise TidlcError(f"cannot create output directory: {exc.strerror}", outdir, code="output") from None
+    from tidlc.fileio import atomic_write, folder_lock
+    with folder_lock(outdir):  # two compiles into one folder never interleave their two files
+        write_weights(weights_path, weights)
+        with atomic_write(tir_path, "w") as fh:
+            fh.write(text)
     return [tir_path, weights_path]
 
 

@@ -172,3 +172,13 @@ def test_unnamed_ops_are_named_by_kind():
     op.operands = []
     assert problems_of(b.graph) == ["'relu': relu has 0 operands, expects 1"]
     assert isinstance(op, Op)
+
+
+def test_quantized_integer_tensor_must_be_stored_in_its_bits():
+    """bits=32 on an i8 tensor made the fast kernels write past their buffers (found by fuzzing a .tir)."""
+    from tidlc.ir import QuantInfo, TensorType
+    from tidlc.ir.verifier import type_problems
+    assert type_problems(TensorType((1, 4), "i8", quant=QuantInfo(8, True, 0.5))) == []
+    assert type_problems(TensorType((1, 4), "i8", quant=QuantInfo(32, True, 0.5))) == [
+        "32-bit signed values stored in i8 (expected i32)"]
+    assert type_problems(TensorType((1, 4), "f32", quant=QuantInfo(8, True, 0.5))) == []  # an annotation

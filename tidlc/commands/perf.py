@@ -18,7 +18,7 @@ import os
 import sys
 
 from tidlc.cli import add_model_options, add_pass_options
-from tidlc.diagnostics import TidlcError
+from tidlc.diagnostics import TidlcError, warn
 
 NAME = "perf"
 HELP = "estimate cycles, ms, FPS, DDR traffic and tuning hints on TDA4 (C7x + MMA)"
@@ -33,11 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="OUTDIR|MODEL", help="a `tidlc compile` output (directory, net file or "
                                                          "import config) or a model file")
     g = p.add_argument_group("device and deployment settings")
-    g.add_argument("--device", default="tda4vm", metavar="NAME|FILE.toml",
-                   help="device name (builtin or from a plugin) or a device file (default: tda4vm)")
+    g.add_argument("--device", metavar="NAME|FILE.toml",
+                   help="device name (builtin or from a plugin) or a device file (default: the one a net.bin "
+                        "was compiled for, else tda4vm)")
     g.add_argument("--msmc-size", dest="msmc_kb", type=int, metavar="KB",
-                   help="MSMC (L3) KB usable by the network (msmcSizeKB; default: the device's)")
-    g.add_argument("--batches", type=int, metavar="N", help="frames processed per call (numBatches; default 1)")
+                   help="MSMC (L3) KB usable by the network (msmcSizeKB; default: a net.bin's, else the device's)")
+    g.add_argument("--batches", type=int, metavar="N",
+                   help="frames processed per call (numBatches; default: a net.bin's, else 1)")
     g.add_argument("--persist-weights", choices=("on", "off"), default="off",
                    help="keep weights that fit in MSMC between frames (default: off)")
     g.add_argument("--bits", type=int, choices=(8, 16),
@@ -65,16 +67,18 @@ def _graph_bits(graph) -> int | None:
 
 
 def load_graph(args, options):
-    """The graph to estimate: a compile output as compiled, or a model file optimised now."""
+    """(graph, plugins, stored settings): a compile output as compiled (a net.bin also gives the
+    device and the numBatches/msmcSizeKB it was compiled with), or a model file optimised now."""
     from tidlc.commands.run_bin import compiled_paths, read_model
     from tidlc.compiler import load, optimize, plugins_for
     plugins = plugins_for(options)
     compiled = compiled_paths(args.model)
     tir = os.path.join(args.model, "model.tir") if os.path.isdir(args.model) else None
     if tir and os.path.isfile(tir) and (compiled is None or os.path.getmtime(tir) >= os.path.getmtime(compiled[0])):
-        return load(tir, options, plugins), plugins  # --emit qir/ir output (the newer one if both)
-    if compiled is not None:  # net.bin: the graph it holds
-        return read_model(args.model).graph, plugins
+        return load(tir, options, plugins), plugins, {}  # --emit qir/ir output (the newer one if both)
+    if compiled is not None:  # net.bin: the graph it holds, and what it was compiled for
+        model = read_model(args.model)
+        return model.graph, plugins, {**model.settings, "device": model.device or None}
     if os.path.isdir(args.model):
         raise TidlcError("no model.tir or net.bin in this directory", args.model,
                          hint="run `tidlc compile MODEL -o DIR` first, or give the model file")
@@ -85,19 +89,34 @@ def load_graph(args, options):
     pm = optimize(graph, options, plugins)
     if args.time_passes:
         print(pm.timing_report(), file=sys.stderr)
-    return graph, plugins
+    return graph, plugins, {}
+
+
+def _device_name(args, compiled_for: str | None, plugins) -> str:
+    """--device, else the device a net.bin was compiled for when it is a known name (a net.bin
+    names a device file only by a truncated path: never opened), else tda4vm."""
+    from tidlc.backends.tidl.perf import available_devices
+    if args.device:
+        return args.device
+    if compiled_for and compiled_for in available_devices(plugins):
+        return compiled_for
+    if compiled_for and compiled_for != "tda4vm":
+        warn(f"the net was compiled for device '{compiled_for}', which is not a known device name; "
+             "estimating for tda4vm", code="ignored", hint="pass --device NAME or --device FILE.toml")
+    return "tda4vm"
 
 
 def run(args, options) -> int:
     from tidlc.backends.tidl.perf import PerfOptions, estimate, load_device
     from tidlc.backends.tidl.perf.report import plot, render_rich, render_text
-    graph, plugins = load_graph(args, options)
-    device = load_device(args.device, plugins)
+    graph, plugins, stored = load_graph(args, options)
+    device = load_device(_device_name(args, stored.get("device"), plugins), plugins)
     bits = args.bits or _graph_bits(graph) or getattr(options, "bits", 8) or 8
-    perf_options = PerfOptions(
+    perf_options = PerfOptions(  # the command line wins over what the net.bin stores
         bits=16 if bits > 8 else 8, layers_16bit=getattr(args, "layers_16bit", None) or (),
-        batches=args.batches or 1, msmc_kb=args.msmc_kb, persist_weights=args.persist_weights == "on",
-        fps=args.fps, hints=args.show_hints)
+        batches=args.batches or stored.get("batches") or 1,
+        msmc_kb=args.msmc_kb if args.msmc_kb is not None else stored.get("msmc_kb"),
+        persist_weights=args.persist_weights == "on", fps=args.fps, hints=args.show_hints)
     rep = estimate(graph, device, perf_options)
     if args.json:
         sys.stdout.write(rep.to_json())

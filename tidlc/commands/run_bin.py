@@ -39,6 +39,15 @@ def read_model(path: str):
     return read_compiled(net, io)
 
 
+def compiled_ir(path: str) -> str | None:
+    """The IR text of the graph a compiled model holds (`tidlc ir OUTDIR|net.bin`), or None when
+    ``path`` is not a compiled model (a model file: imported as usual)."""
+    from tidlc.ir.printer import print_graph
+    if not is_compiled_location(path):
+        return None
+    return print_graph(read_model(path).graph)[0]
+
+
 def split_input_spec(spec: str, names: list[str], file_hint: str) -> tuple[str, str]:
     """``--input NAME=FILE`` (or just ``FILE`` for a one-input model, also when FILE holds a ``=``)
     -> (name, path); the name is not checked against ``names`` beyond that."""
@@ -55,7 +64,7 @@ def split_input_spec(spec: str, names: list[str], file_hint: str) -> tuple[str, 
 
 def _feeds(specs, model, random_seed) -> dict:
     from tidlc.fileio import load_array
-    from tidlc.preprocess import IMAGE_SUFFIXES, Preprocess, read_image
+    from tidlc.preprocess import IMAGE_SUFFIXES, Preprocess
     entries = {e["name"]: e for e in model.io["inputs"]}
     names = list(entries)
     feeds = {}
@@ -65,11 +74,7 @@ def _feeds(specs, model, random_seed) -> dict:
             raise TidlcError(f"--input {spec}: no input named '{name}'", hint=f"inputs: {', '.join(names)}")
         entry = entries[name]
         if path.lower().endswith(IMAGE_SUFFIXES):  # io.bin's pre-processing, as TIDL applies it
-            pre = entry.get("preprocess") or {}
-            pre = Preprocess(**{k: (v if v is not None else None) for k, v in pre.items()})
-            dims = entry["dims"]
-            channels = dims[3] if entry["layout"] == "NHWC" else dims[1]
-            feeds[name] = pre.apply(read_image(path, channels), dims, entry["layout"])
+            feeds[name] = _image_feed(path, entry, Preprocess(**entry["preprocess"]))
         else:
             feeds[name] = load_array(path)
     if random_seed is not None:
@@ -78,6 +83,17 @@ def _feeds(specs, model, random_seed) -> dict:
             if name not in feeds:
                 feeds[name] = rng.random(entry["dims"], dtype=np.float32)
     return feeds
+
+
+def _image_feed(path: str, entry: dict, pre) -> np.ndarray:
+    """An image through an input's pre-processing (io.bin's checks leave the shape to here)."""
+    from tidlc.preprocess import read_image
+    dims, layout = entry["dims"], entry["layout"]
+    if len(dims) != 4 or 0 in dims:
+        raise TidlcError(f"--input {path}: images need a 4-D input of non-zero size, '{entry['name']}' is {dims}",
+                         hint="pass a pre-processed .npy tensor instead", code="input")
+    channels = dims[3] if layout == "NHWC" else dims[1]
+    return pre.apply(read_image(path, channels), dims, layout)
 
 
 def run_compiled(args) -> int:

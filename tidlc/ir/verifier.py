@@ -28,6 +28,10 @@ def type_problems(t: TensorType) -> list[str]:
         out.append(f"layout {t.layout} on a rank-{t.rank} tensor (layouts describe 4-D tensors)")
     q = t.quant
     if q is not None:
+        if t.dtype[0] in "iu" and t.dtype != q.storage:  # the fixed-point kernels size buffers by it
+            # (a float tensor may carry quantization as an annotation: pre-quantized imports)
+            out.append(f"{q.bits}-bit {'signed' if q.signed else 'unsigned'} values stored in {t.dtype} "
+                       f"(expected {q.storage})")
         if not q.qmin <= q.zero_point <= q.qmax:
             out.append(f"zero point {q.zero_point} outside [{q.qmin}, {q.qmax}]")
         if len(q.scale) > 1 or q.axis is not None:

@@ -8,18 +8,27 @@ Layout (little-endian; docs/format.md is the specification)::
     sections each at a 64-byte aligned offset, zero padding in between
 
 ``header_crc`` is the CRC32 of header + table with that field zeroed; every
-section carries its own CRC32. Readers never allocate more than the file holds.
+section carries its own CRC32. Readers never allocate more than the file holds,
+and every error names the byte offset where the reader found the problem.
 """
 from __future__ import annotations
 
+import json
+import re
 import struct
 import zlib
 from collections.abc import Mapping
+from typing import Any
 
-from tidlc.diagnostics import TidlcError
+import numpy as np
 
-FORMAT_MAJOR = 1
+from tidlc.diagnostics import Loc, TidlcError
+
+# 2.0: io.bin binds to its net.bin (BIND section: the net's SHA-256); net.bin META keeps the
+# deployment settings. 1.x files are refused with a "recompile" hint.
+FORMAT_MAJOR = 2
 FORMAT_MINOR = 0
+RECOMPILE = "recompile the model with `tidlc compile MODEL -o DIR`"
 ALIGN = 64
 MAX_SECTIONS = 64
 _HEADER = struct.Struct("<8sHHIII16s16sII")
@@ -60,69 +69,127 @@ def pack(magic: bytes, sections: Mapping[str, bytes], tidlc_version: str, device
     return head + b"\0" * (offset - len(head)) + b"".join(body_parts)
 
 
+def at(path: str, offset: int) -> Loc:
+    """The location of byte ``offset`` of a binary file."""
+    return Loc(file=path, offset=max(0, offset))
+
+
 class Container:
     """A parsed, checked file: ``sections[tag] -> memoryview``, plus header fields."""
 
     def __init__(self, data: bytes, magic: bytes, what: str, path: str):
-        self.path = path
+        self.path, self.what = path, what
         size = len(data)
         if size < _HEADER.size:
-            self.fail(f"truncated {what}: {size} bytes, the header alone has {_HEADER.size}")
+            self.fail(f"truncated {what}: {size} bytes, the header alone has {_HEADER.size}", size)
         (got_magic, major, minor, self.flags, header_size, n_sections, version, device,
          header_crc, file_size) = _HEADER.unpack_from(data, 0)
         if got_magic != magic:
-            self.fail(f"not a tidlc {what} (bad magic {got_magic[:8]!r})",
+            self.fail(f"not a tidlc {what} (bad magic {got_magic[:8]!r})", 0, code="format",
                       hint="TI's own net/io binaries are not readable; compile the model with tidlc")
-        if major > FORMAT_MAJOR:
-            self.fail(f"{what} format {major}.{minor} is newer than this tidlc reads "
-                      f"({FORMAT_MAJOR}.{FORMAT_MINOR})", hint="upgrade tidlc or recompile")
+        self._check_version(major, minor)
         if header_size != _HEADER.size or n_sections > MAX_SECTIONS:
-            self.fail(f"corrupt {what} header (header size {header_size}, {n_sections} sections)")
+            self.fail(f"corrupt {what} header (header size {header_size}, {n_sections} sections)", 16)
         table_end = _HEADER.size + _ENTRY.size * n_sections
         if table_end > size:
-            self.fail(f"truncated {what}: the section table ends at byte {table_end}, the file has {size}")
+            self.fail(f"truncated {what}: the section table ends at byte {table_end}, the file has {size}", size)
         zeroed = bytearray(data[:table_end])
         zeroed[56:60] = b"\0\0\0\0"
         if zlib.crc32(zeroed) != header_crc:
-            self.fail(f"corrupt {what}: header checksum mismatch")
+            self.fail(f"corrupt {what}: header checksum mismatch", 56)
         if size != file_size:
             self.fail(f"truncated {what}: {size} bytes, the header says {file_size}" if size < file_size
-                      else f"corrupt {what}: {size - file_size} bytes after the end the header states")
+                      else f"corrupt {what}: {size - file_size} bytes after the end the header states", size)
         self.version = (major, minor)
         self.tidlc_version = version.rstrip(b"\0").decode("utf-8", "replace")
         self.device = device.rstrip(b"\0").decode("utf-8", "replace")
-        view = memoryview(data)
         self.sections: dict[str, memoryview] = {}
+        self.offsets: dict[str, int] = {}
+        self._read_table(memoryview(data), n_sections, table_end)
+
+    def _check_version(self, major: int, minor: int) -> None:
+        if major > FORMAT_MAJOR:
+            self.fail(f"{self.what} format {major}.{minor} is newer than this tidlc reads "
+                      f"({FORMAT_MAJOR}.{FORMAT_MINOR})", 8, code="format", hint="upgrade tidlc or recompile")
+        if major < FORMAT_MAJOR:
+            self.fail(f"{self.what} format {major}.{minor} is older than this tidlc reads "
+                      f"({FORMAT_MAJOR}.{FORMAT_MINOR})", 8, code="format", hint=RECOMPILE)
+
+    def _read_table(self, view: memoryview, n_sections: int, table_end: int) -> None:
+        size = len(view)
         for i in range(n_sections):
-            raw_tag, _align, offset, length, crc = _ENTRY.unpack_from(data, _HEADER.size + _ENTRY.size * i)
+            entry = _HEADER.size + _ENTRY.size * i
+            raw_tag, _align, offset, length, crc = _ENTRY.unpack_from(view, entry)
             tag = raw_tag.decode("ascii", "replace")
             if offset < table_end or offset > size or length > size - offset:
-                self.fail(f"truncated or corrupt {what}: section {tag} at {offset}+{length} "
-                          f"is outside the {size}-byte file")
+                self.fail(f"truncated or corrupt {self.what}: section {tag} at {offset}+{length} "
+                          f"is outside the {size}-byte file", entry + 8)
+            if tag in self.sections:
+                self.fail(f"corrupt {self.what}: section {tag} appears twice", entry)
             body = view[offset: offset + length]
             if zlib.crc32(body) != crc:
-                self.fail(f"corrupt {what}: checksum mismatch in section {tag}")
-            self.sections[tag] = body
+                self.fail(f"corrupt {self.what}: checksum mismatch in section {tag}", offset)
+            self.sections[tag], self.offsets[tag] = body, offset
 
-    def fail(self, message: str, hint: str | None = None):
-        raise TidlcError(message, self.path, hint=hint)
+    def fail(self, message: str, offset: int = 0, hint: str = "", code: str = "corrupt"):
+        raise TidlcError(message, at(self.path, offset), hint=hint, code=code)
 
     def section(self, tag: str) -> memoryview:
         if tag not in self.sections:
-            self.fail(f"corrupt file: section {tag} is missing")
+            self.fail(f"corrupt {self.what}: section {tag} is missing")
         return self.sections[tag]
+
+    def cursor(self, tag: str) -> Cursor:
+        return Cursor(self.section(tag), tag, self.path, self.offsets[tag])
+
+    def json(self, tag: str) -> Any:
+        """A section holding canonical JSON, parsed (nesting checked first: no RecursionError)."""
+        return load_json(bytes(self.section(tag)), f"section {tag}", self.path, self.offsets[tag])
+
+
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def json_depth(raw: bytes, bound: int = 0) -> int:
+    """The deepest bracket nesting of JSON text (strings skipped), computed without recursion;
+    when there are at most ``bound`` opening brackets, that count (an upper bound) is returned."""
+    opening = raw.count(b"[") + raw.count(b"{")
+    if opening <= bound:
+        return opening
+    text = np.frombuffer(_STRINGS.sub(b'""', raw), dtype=np.uint8)
+    if not text.size:
+        return 0
+    step = np.isin(text, (ord("["), ord("{"))).astype(np.int64) - np.isin(text, (ord("]"), ord("}")))
+    return int(np.cumsum(step).max())
+
+
+def load_json(raw: bytes, what: str, path: str, offset: int = 0) -> Any:
+    """Parse JSON from a binary file; every failure is a one-line TidlcError at ``offset``."""
+    from tidlc import limits
+    depth = json_depth(raw, limits.current().nesting)
+    if depth > limits.current().nesting:
+        raise limits.exceeded("nesting", depth, f"{what} JSON nesting", at(path, offset))
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, a huge integer
+        pos = getattr(exc, "pos", 0) or 0
+        raise TidlcError(f"corrupt file: {what} is not valid JSON ({str(exc).splitlines()[0][:120]})",
+                         at(path, offset + pos), code="corrupt") from None
 
 
 class Cursor:
-    """Bounds-checked reading of one section; every overrun is a TidlcError naming the section."""
+    """Bounds-checked reading of one section; every overrun is a TidlcError naming the section
+    and the byte offset in the file."""
 
-    def __init__(self, data: memoryview, tag: str, path: str):
-        self.data, self.tag, self.path, self.pos = data, tag, path, 0
+    def __init__(self, data: memoryview, tag: str, path: str, base: int = 0):
+        self.data, self.tag, self.path, self.pos, self.base = data, tag, path, 0, base
+
+    def fail(self, message: str, code: str = "corrupt", back: int = 0):
+        raise TidlcError(message, at(self.path, self.base + self.pos - back), code=code)
 
     def take(self, n: int) -> memoryview:
         if n < 0 or n > len(self.data) - self.pos:
-            raise TidlcError(f"corrupt file: section {self.tag} ends early (need {n} bytes at {self.pos})",
-                             self.path)
+            self.fail(f"corrupt file: section {self.tag} ends early (need {n} bytes at {self.pos})")
         out = self.data[self.pos: self.pos + n]
         self.pos += n
         return out
@@ -145,16 +212,20 @@ class Cursor:
 
     def string(self) -> str:
         n = self.u16()
-        return bytes(self.take(n)).decode("utf-8", "replace")
+        raw = bytes(self.take(n))
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.fail(f"corrupt file: section {self.tag} holds a name that is not UTF-8", back=n)
 
     def blob(self) -> bytes:
         return bytes(self.take(self.u32()))
 
-    def count(self, item_size: int) -> int:
+    def count(self, item_size: int, what: str = "entries") -> int:
         """A u32 count, checked against the bytes left (no huge allocations from a bad count)."""
         n = self.u32()
         if n * max(item_size, 1) > len(self.data) - self.pos:
-            raise TidlcError(f"corrupt file: section {self.tag} claims {n} entries, more than it holds", self.path)
+            self.fail(f"corrupt file: section {self.tag} claims {n} {what}, more than it holds", back=4)
         return n
 
 
