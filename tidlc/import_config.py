@@ -35,7 +35,9 @@ from typing import Any
 import attrs
 
 from tidlc.config import CompileOptions
+from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError, warn
+from tidlc.fileio import check_regular, open_regular, read_bytes
 
 MAPPED, IGNORED, REJECTED = "mapped", "ignored", "rejected"
 MODEL_TYPES = {"caffe": 0, "tensorflow": 1, "onnx": 2, "tflite": 3}
@@ -259,12 +261,13 @@ def parse_text(text: str, path: str) -> list[Setting]:
         match = _ASSIGNMENT.match(line)
         if not match:
             problems.append(TidlcError(f"expected 'key = value', got {line[:60]!r}", loc,
-                                       hint="one key per line; '#' starts a comment"))
+                                       hint="one key per line; '#' starts a comment", code="syntax"))
             continue
         key, rest = match.group(1), match.group(2)
         items, closed = _items(rest)
         if not closed:
-            problems.append(TidlcError(f"'{key}': unterminated \"", loc, hint='close the quoted value with "'))
+            problems.append(TidlcError(f"'{key}': unterminated \"", loc, hint='close the quoted value with "',
+                                       code="syntax"))
             continue
         settings.append(Setting(key, tuple(items), loc, None))
     _raise(problems)
@@ -316,15 +319,7 @@ def _raise(problems: list[TidlcError]) -> None:
 
 
 def _read_text(path: str) -> str:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except FileNotFoundError:
-        raise TidlcError("no such file", path) from None
-    except IsADirectoryError:
-        raise TidlcError("is a directory, expected an import config file", path) from None
-    except OSError as exc:
-        raise TidlcError(f"cannot read: {exc.strerror}", path) from None
+    data = read_bytes(path, "import config file")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -338,9 +333,9 @@ def looks_like_import_config(path: str, limit: int = 1 << 16) -> bool:
     if not os.path.isfile(path):
         return False
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path, "import config file") as fh:  # (a FIFO swapped in is not read)
             data = fh.read(limit + 1)
-    except OSError:
+    except (TidlcError, OSError):
         return False
     if b"\0" in data:
         return False
@@ -366,7 +361,7 @@ def _unknown_key(setting: Setting) -> TidlcError:
     close = [lower[setting.key.lower()]] if setting.key.lower() in lower else \
         difflib.get_close_matches(setting.key, list(KEYS), n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'?" if close else CONFIG_HINT
-    return TidlcError(f"unknown key '{setting.key}'", setting.loc, hint=hint)
+    return TidlcError(f"unknown key '{setting.key[:100]}'", setting.loc, hint=hint, code="config")
 
 
 def _convert(setting: Setting, spec: Key) -> Any:
@@ -382,8 +377,8 @@ def _convert(setting: Setting, spec: Key) -> Any:
         return " ".join(items)
     many = spec.kind.endswith("s")
     if not many and len(items) > 1:
-        raise TidlcError(f"'{spec.name}' takes one value, got {len(items)}: {' '.join(items)}", setting.loc,
-                         hint=f"{spec.name} = {items[0]}")
+        raise TidlcError(f"'{spec.name}' takes one value, got {len(items)}: {_show(items)}", setting.loc,
+                         hint=f"{spec.name} = {_show(items[0])}", code="config")
     values = []
     for item in (v for text in items for v in text.replace(",", " ").split()):
         values.append(_number(item, spec, setting))
@@ -398,13 +393,17 @@ def _number(item: str, spec: Key, setting: Setting) -> int | float:
         return names[item.lower()]
     try:
         if not spec.kind.startswith("int"):
-            return float(item)
+            value = float(item)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise TidlcError(f"{spec.name} = {_show(item)}: expected a finite number", setting.loc,
+                                 hint=f"{spec.name} = {spec.default}", code="config")
+            return value
         return int(item, 16) if item.lower().lstrip("-").startswith("0x") else int(item)
     except ValueError:
         pass
     what = "an integer" if spec.kind.startswith("int") else "a number"
     choices = f"; or one of {', '.join(spec.names)}" if spec.names else ""
-    raise TidlcError(f"{spec.name} = {item}: expected {what}{choices}", setting.loc,
+    raise TidlcError(f"{spec.name} = {_show(item)}: expected {what}{choices}", setting.loc,
                      hint=f"{spec.name} = {spec.default}")
 
 
@@ -418,8 +417,10 @@ def _is_default(value: Any, spec: Key) -> bool:
     return value == spec.default
 
 
-def _show(value: Any) -> str:
-    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+def _show(value: Any, width: int = 80) -> str:
+    """A value as written, clipped: messages stay one readable line whatever the file holds."""
+    text = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    return text if len(text) <= width else text[:width] + "..."
 
 
 # ----------------------------------------------------------------------------- the config
@@ -496,7 +497,7 @@ class _Builder:
 
     def error(self, key: str, message: str, hint: str = "") -> None:
         s = self.settings.get(key)
-        self.problems.append(TidlcError(message, s.loc if s else self.path, hint=hint))
+        self.problems.append(TidlcError(message, s.loc if s else self.path, hint=hint, code="config"))
 
     def warning(self, key: str, message: str) -> None:
         s = self.settings.get(key)
@@ -526,6 +527,22 @@ class _Builder:
         if self.given(key) and not ok:
             self.error(key, f"{key} = {_show(self.get(key))}: {expected}", hint or f"{key} = {KEYS[key].default}")
         return ok
+
+    def check_file(self, key: str, path: str, folder_ok: bool = False) -> bool:
+        """Whether the file a path key names exists and is a regular file (or a folder, if
+        ``folder_ok``); else an error at the key's line naming what it is (a FIFO, ...)."""
+        if not os.path.lexists(path):
+            self.error(key, f"{key}: no such file '{_show(self.typed[key])}'",
+                       f"relative paths start from the config file's folder ({self.base})")
+            return False
+        if folder_ok and os.path.isdir(path):
+            return True
+        try:
+            check_regular(path, "file")
+        except TidlcError as exc:
+            self.error(key, f"{key}: '{_show(self.typed[key])}' {exc.message}", exc.hint)
+            return False
+        return True
 
     def one_per_input(self, key: str) -> Any:
         """A per-input key that tidlc applies to every input: its single value."""
@@ -567,9 +584,7 @@ class _Builder:
                                             hint="add a line: inputNetFile = path/to/model.onnx"))
             return ""
         model = self.resolve("inputNetFile")
-        if not os.path.isfile(model):
-            self.error("inputNetFile", f"inputNetFile: no such file '{self.typed['inputNetFile']}'",
-                       f"relative paths start from the config file's folder ({self.base})")
+        self.check_file("inputNetFile", model)
         suffix = os.path.splitext(model)[1].lower()
         if fmt and FORMAT_SUFFIXES.get(suffix, fmt) != fmt:
             self.error("modelType", f"modelType = {kind} ({fmt}) but inputNetFile is a {FORMAT_SUFFIXES[suffix]} "
@@ -580,9 +595,7 @@ class _Builder:
         if self.given("inputParamsFile"):
             if caffe:
                 weights = self.resolve("inputParamsFile")
-                if not os.path.isfile(weights):
-                    self.error("inputParamsFile", f"inputParamsFile: no such file '{self.typed['inputParamsFile']}'",
-                               f"relative paths start from the config file's folder ({self.base})")
+                self.check_file("inputParamsFile", weights)
                 self.values["weights"] = weights
             else:
                 self.warning("inputParamsFile", "inputParamsFile ignored: only Caffe models keep their weights "
@@ -646,6 +659,10 @@ class _Builder:
         self.check_range("activationRangeMethod", self.get("activationRangeMethod") in (0, 1), "expected 0 or 1")
         self.check_range("biasCalibrationIterations", self.get("biasCalibrationIterations") >= -1
                          and self.get("biasCalibrationIterations") != 0, "expected -1 (auto) or a positive count")
+        if self.get("biasCalibrationIterations") > limits.current().frames:  # each one runs the frames again
+            self.problems.append(limits.exceeded("frames", self.get("biasCalibrationIterations"),
+                                                 "biasCalibrationIterations",
+                                                 self.settings["biasCalibrationIterations"].loc))
         if self.given("percentileActRangeShrink") and self.check_range(
                 "percentileActRangeShrink", 0 <= self.get("percentileActRangeShrink") < 50,
                 "a percentage in [0, 50)"):
@@ -656,6 +673,10 @@ class _Builder:
         frames = self.get("numFrames")
         if self.check_range("numFrames", frames == -1 or frames > 0, "expected -1 (every frame) or a count") \
                 and frames > 0:
+            synthetic = self.get("inFileFormat") == 4 or not self.given("inData")
+            if synthetic and frames > limits.current().frames:  # made one by one: refuse up front
+                self.problems.append(limits.exceeded("frames", frames, "numFrames (random frames)",
+                                                     self.settings["numFrames"].loc))
             self.values["calib_frames"] = frames
         self.check_range("quantRoundAdd", 0 <= self.get("quantRoundAdd") <= 100, "TIDL accepts 0..100")
         if 0 <= self.get("quantRoundAdd") <= 100 and self.get("quantRoundAdd") != 50:
@@ -687,9 +708,8 @@ class _Builder:
         if fmt == 4 or not self.given("inData"):
             return
         data = self.resolve("inData")
-        if not os.path.exists(data):
-            self.error("inData", f"inData: no such file '{self.typed['inData']}'",
-                       f"relative paths start from the config file's folder ({self.base})")
+        if not self.check_file("inData", data, folder_ok=True):
+            pass
         elif fmt in (1, 3, 5) and not data.lower().endswith((".npy", ".npz")):
             self.error("inFileFormat", f"inFileFormat = {fmt}: tidlc does not read raw binary frames",
                        "save the frames with numpy.save and set inData to the .npy file")

@@ -23,13 +23,17 @@ stacked array per input name. Frames are read one at a time.
 from __future__ import annotations
 
 import os
+import re
+import struct
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
 import numpy as np
 
-from tidlc.diagnostics import TidlcError
+from tidlc import limits
+from tidlc.diagnostics import Loc, TidlcError
+from tidlc.fileio import NpzFile, check_regular, load_array, read_bytes, read_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 CHANNEL_ORDERS = ("rgb", "bgr")
@@ -90,6 +94,9 @@ class Preprocess:
         """An OpenCV image (H, W[, 3] BGR uint8) -> one input tensor of ``shape`` (batch 1)."""
         import cv2
         channels, height, width = _chw(shape, layout)
+        for what, size in (("--resize", self.resize), ("--crop", self.crop)):
+            if size:  # before OpenCV allocates the resized image
+                limits.check("image_pixels", size[0] * size[1], f"{what} {size[0]},{size[1]}")
         if self.resize:
             image = cv2.resize(image, self.resize, interpolation=cv2.INTER_LINEAR)
         crop_w, crop_h = self.crop or (width, height)
@@ -138,12 +145,77 @@ def _chw(shape: Sequence[int], layout: str | None) -> tuple[int, int, int]:
 
 
 def read_image(path: str, channels: int) -> np.ndarray:
+    """Decode an image file (regular files only; its pixel count checked against the
+    image-pixels limit from the header before decoding where the format allows, else after)."""
     import cv2
+    data = read_bytes(path, "image")
+    if not data:
+        raise TidlcError("empty image file", path, code="input")
+    bad = _png_chunk_past_end(data)
+    if bad is not None:  # OpenCV allocates a chunk by its declared length (a 263-byte file took 2.4 GiB)
+        raise TidlcError("corrupt PNG: a chunk runs past the end of the file", Loc(file=path, offset=bad),
+                         hint=IMAGE_HINT, code="input")
+    size = image_size(data)
+    if size is not None:
+        limits.check("image_pixels", size[0] * size[1], f"image of {size[0]}x{size[1]}", path)
     flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
-    image = cv2.imread(path, flag)
-    if image is None:
-        raise TidlcError("cannot read image", path, hint="a PNG/JPEG/BMP file, or pre-processed .npy")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    except cv2.error as exc:  # OpenCV's decoders report some damage as exceptions, most as None
+        raise TidlcError(f"cannot decode image: {str(exc).strip().splitlines()[-1][:120]}", path,
+                         hint=IMAGE_HINT, code="input") from None
+    if image is None or image.size == 0:
+        raise TidlcError("cannot read image", path, hint=IMAGE_HINT, code="input")
+    limits.check("image_pixels", image.shape[0] * image.shape[1], "decoded image", path)
     return image
+
+
+IMAGE_HINT = "a PNG/JPEG/BMP file, or pre-processed .npy"
+_PNM = re.compile(rb"P[1-6]\s+(?:#[^\n]*\n\s*)*(\d{1,12})\s+(\d{1,12})\s")
+_JPEG_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (they hold the size)
+
+
+def _png_chunk_past_end(data: bytes) -> int | None:
+    """The byte offset of the first PNG chunk whose declared length runs past the end of
+    ``data`` (None: every chunk fits, or not a PNG)."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    i = 8
+    while i + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[i:i + 4])
+        if i + 12 + length > len(data):
+            return i
+        if data[i + 4:i + 8] == b"IEND":
+            break
+        i += 12 + length
+    return None
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, BMP, PNM or JPEG header without decoding; None for other
+    formats (or a header too damaged to say: the decoder then decides)."""
+    pnm = _PNM.match(data[:64])
+    if pnm:
+        return int(pnm.group(1)), int(pnm.group(2))
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:2] == b"BM" and len(data) >= 26:
+        w, h = struct.unpack("<ii", data[18:26])
+        return abs(w), abs(h)
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 <= len(data) and data[i] == 0xFF:
+            marker = data[i + 1]
+            if marker in _JPEG_SOF:
+                h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                return w, h
+            if marker == 0xFF:  # fill byte
+                i += 1
+            elif 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
+                i += 2
+            else:
+                i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+    return None
 
 
 # ----------------------------------------------------------------------------- frames
@@ -166,118 +238,166 @@ def input_specs(graph) -> list[InputSpec]:
 
 
 class FrameSource:
-    """Calibration frames from ``--calib DATA`` (see the module docstring)."""
+    """Calibration frames from ``--calib DATA`` (see the module docstring).
+
+    Every file is opened through :mod:`tidlc.fileio` (regular files only, size limits; .npy and
+    .npz headers checked before their data is read); the number of frames is bounded by the
+    frames limit unless ``limit`` (``--calib-frames``) asks for fewer."""
 
     def __init__(self, path: str, specs: list[InputSpec], preprocess: Preprocess = Preprocess(),
                  limit: int | None = None):
-        if not os.path.exists(path):
-            raise TidlcError("no such file or folder", path, hint="--calib takes a list file, a folder or a .npy")
+        if not os.path.lexists(path):
+            raise TidlcError("no such file or folder", path, hint=CALIB_HINT, code="file")
         self.path = path
         self.specs = specs
         self.preprocess = preprocess
         self.limit = limit
+        self.stack: np.ndarray | None = None  # one .npy of stacked frames
+        self.arrays: dict[str, np.ndarray] = {}  # an .npz: input name -> stacked frames
         self.items = self._items()
+
+    def _cap(self) -> int:
+        """How many items to collect: the frames asked for, else one over the frames limit."""
+        return self.limit if self.limit is not None else limits.current().frames + 1
+
+    def _check_count(self, available: int) -> None:
+        if self.limit is None:
+            limits.check("frames", available, "the calibration data's frames", self.path)
 
     def _items(self) -> list:
         path = self.path
         if os.path.isdir(path):
-            names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES + (".npy",)))
-            if not names:
-                raise TidlcError("no images or .npy files in the folder", path)
-            return [("file", os.path.join(path, n)) for n in names]
+            return self._folder(path)
         lower = path.lower()
         if lower.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as data:
-                missing = [s.name for s in self.specs if s.name not in data.files]
-                if missing:
-                    raise TidlcError(f".npz has no array for input(s) {', '.join(missing)}", path)
-                counts = {data[s.name].shape[0] for s in self.specs}
-            if len(counts) != 1:
-                raise TidlcError("the .npz arrays hold different numbers of frames", path)
-            return [("npz", i) for i in range(counts.pop())]
+            return self._npz()
         if lower.endswith(".npy"):
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            return [("stack", i) for i in range(self._stack_frames(arr))]
+            return self._npy_stack()
         if lower.endswith(IMAGE_SUFFIXES):
+            check_regular(path, "image")
             return [("file", path)]
         return self._list_file(path)
 
-    def _stack_frames(self, arr) -> int:
+    def _folder(self, path: str) -> list:
+        try:
+            names = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES + (".npy",)))
+        except OSError as exc:
+            raise TidlcError(f"cannot list the folder: {exc.strerror}", path, code="file") from None
+        if not names:
+            raise TidlcError("no images or .npy files in the folder", path, code="input")
+        self._check_count(len(names))
+        return [("file", os.path.join(path, n)) for n in names[:self._cap()]]
+
+    def _npz(self) -> list:
+        with NpzFile(self.path, "calibration .npz") as npz:
+            missing = [s.name for s in self.specs if s.name not in npz.files]
+            if missing:
+                raise TidlcError(f".npz has no array for input(s) {', '.join(missing)}", self.path,
+                                 hint=f"it holds {', '.join(npz.files[:10]) or 'no arrays'}", code="input")
+            for spec in self.specs:
+                arr = npz.array(spec.name)
+                if arr.ndim != len(spec.shape) + 1 or _size(arr.shape[1:]) != _size(spec.shape):
+                    raise TidlcError(f"array '{spec.name}' of shape {list(arr.shape)} does not hold frames of "
+                                     f"{list(spec.shape)}", self.path, hint="stack the frames on a new first axis",
+                                     code="input")
+                self.arrays[spec.name] = arr
+        counts = {a.shape[0] for a in self.arrays.values()}
+        if len(counts) != 1:
+            raise TidlcError("the .npz arrays hold different numbers of frames", self.path, code="input")
+        count = counts.pop()
+        self._check_count(count)
+        return [("npz", i) for i in range(min(count, self._cap()))]
+
+    def _npy_stack(self) -> list:
         spec = self._single_spec()
-        if arr.ndim == len(spec.shape) + 1:
-            return arr.shape[0]
-        if arr.ndim == len(spec.shape) and arr.shape[0] == spec.shape[0]:
-            return 1 if tuple(arr.shape) == spec.shape else arr.shape[0] // max(spec.shape[0], 1)
-        raise TidlcError(f"array of shape {list(arr.shape)} does not hold frames of {list(spec.shape)}", self.path)
+        arr = load_array(self.path, "calibration .npy")
+        per = _size(spec.shape)
+        if arr.ndim == len(spec.shape) + 1 and _size(arr.shape[1:]) == per:
+            count = arr.shape[0]
+            self.stack = arr.reshape(count, *spec.shape)
+        elif arr.ndim == len(spec.shape) and arr.shape[1:] == spec.shape[1:] and spec.shape[0] > 0 \
+                and arr.shape[0] % spec.shape[0] == 0:  # frames of a batch > 1 stacked on the batch axis
+            count = arr.shape[0] // spec.shape[0]
+            self.stack = arr.reshape(count, *spec.shape)
+        else:
+            raise TidlcError(f"array of shape {list(arr.shape)} does not hold frames of {list(spec.shape)}",
+                             self.path, hint="N x the input shape, or one frame", code="input")
+        self._check_count(count)
+        return [("stack", i) for i in range(min(count, self._cap()))]
 
     def _list_file(self, path: str) -> list:
         base = os.path.dirname(os.path.abspath(path))
+        text = read_text(path, "calibration list file")
         items = []
-        try:
-            with open(path, encoding="utf-8") as fh:
-                lines = fh.read().splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TidlcError(f"cannot read the list file: {exc}", path,
-                             hint="a text file with one 'path [label]' per line") from None
-        for number, line in enumerate(lines, 1):
+        for number, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            entry = line.split()[0]
-            candidates = [entry] if os.path.isabs(entry) else [os.path.join(base, entry), entry]
-            found = next((c for c in candidates if os.path.isfile(c)), None)
-            if found is None:
-                raise TidlcError(f"line {number}: no such file '{entry}'", path)
-            items.append(("file", found))
+            if len(items) == self._cap():
+                self._check_count(len(items))  # (only raises without --calib-frames)
+                break
+            items.append(("file", self._list_entry(line.split()[0], base, Loc(file=path, line=number))))
         if not items:
-            raise TidlcError("the list file names no files", path)
+            raise TidlcError("the list file names no files", path, hint=CALIB_HINT, code="input")
         return items
+
+    def _list_entry(self, entry: str, base: str, loc: Loc) -> str:
+        """The file a list line names: from the list's folder, then from the working directory;
+        a missing or non-regular file is an error at the line."""
+        candidates = [entry] if os.path.isabs(entry) else [os.path.join(base, entry), entry]
+        found = next((c for c in candidates if os.path.lexists(c)), None)
+        if found is None:
+            raise TidlcError(f"no such file '{entry[:200]}'", loc, hint="relative paths start from the list "
+                             "file's folder", code="input")
+        if os.path.abspath(found) == os.path.abspath(self.path):
+            raise TidlcError("the list file names itself", loc, code="input")
+        try:
+            check_regular(found, "calibration file")
+        except TidlcError as exc:
+            raise TidlcError(f"'{entry[:200]}' {exc.message}", loc, hint=exc.hint, code=exc.code) from None
+        return found
 
     def _single_spec(self) -> InputSpec:
         if len(self.specs) != 1:
             raise TidlcError(f"the model has {len(self.specs)} inputs; images and .npy frames feed one",
-                             self.path, hint="pass an .npz with one stacked array per input name")
+                             self.path, hint="pass an .npz with one stacked array per input name", code="input")
         return self.specs[0]
 
     def __len__(self) -> int:
         return len(self.items) if self.limit is None else min(self.limit, len(self.items))
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        stack = None
-        npz = None
-        try:
-            for kind, item in self.items[:len(self)]:
-                if kind == "stack":
-                    if stack is None:
-                        stack = np.load(self.path, mmap_mode="r", allow_pickle=False)
-                    yield {self._single_spec().name: self._frame(stack, item)}
-                elif kind == "npz":
-                    if npz is None:
-                        npz = np.load(self.path, allow_pickle=False)
-                    yield {s.name: np.asarray(npz[s.name][item:item + 1], np.float32).reshape(s.shape)
-                           for s in self.specs}
-                else:
-                    yield {self._single_spec().name: self.load_file(item)}
-        finally:
-            if npz is not None:
-                npz.close()
-
-    def _frame(self, stack, i: int) -> np.ndarray:
-        spec = self._single_spec()
-        if stack.ndim == len(spec.shape) + 1:
-            return np.asarray(stack[i], dtype=np.float32).reshape(spec.shape)
-        n = spec.shape[0]
-        return np.asarray(stack[i * n:(i + 1) * n], dtype=np.float32).reshape(spec.shape)
+        for number, (kind, item) in enumerate(self.items[:len(self)], 1):
+            if kind == "stack":
+                frame = {self._single_spec().name: np.asarray(self.stack[item], np.float32)}
+            elif kind == "npz":
+                frame = {s.name: np.asarray(self.arrays[s.name][item], np.float32).reshape(s.shape)
+                         for s in self.specs}
+            else:
+                frame = {self._single_spec().name: self.load_file(item)}
+            for name, x in frame.items():
+                if not np.isfinite(x).all():  # NaN/inf would make every range (and scale) meaningless
+                    raise TidlcError(f"calibration frame {number} ('{name}') holds NaN or infinite values",
+                                     item if kind == "file" else self.path, code="input")
+            yield frame
 
     def load_file(self, path: str) -> np.ndarray:
         spec = self._single_spec()
         if path.lower().endswith(".npy"):
-            arr = np.load(path, allow_pickle=False)
-            if arr.size != int(np.prod(spec.shape)):
-                raise TidlcError(f"array of shape {list(arr.shape)}, the input '{spec.name}' is {list(spec.shape)}", path)
+            arr = load_array(path, "calibration .npy")
+            if arr.size != _size(spec.shape):
+                raise TidlcError(f"array of shape {list(arr.shape)}, the input '{spec.name}' is {list(spec.shape)}",
+                                 path, code="input")
             return np.asarray(arr, dtype=np.float32).reshape(spec.shape)
         channels = _chw(spec.shape, spec.layout)[0]
         return self.preprocess.apply(read_image(path, channels), spec.shape, spec.layout)
+
+
+CALIB_HINT = "--calib takes a list file, a folder of images or .npy files, a .npy or an .npz"
+
+
+def _size(shape) -> int:
+    return int(np.prod(shape, dtype=object))  # Python integers: no overflow
 
 
 def synthetic_frames(specs: list[InputSpec], count: int, preprocess: Preprocess = Preprocess(),

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 import attrs
 
 from tidlc.diagnostics import TidlcError
-from tidlc.ir.builder import infer_types
+from tidlc.ir.builder import check_result_sizes, infer_types
 from tidlc.ir.core import Graph
 
 
@@ -32,7 +32,9 @@ def reinfer(graph: Graph) -> bool:
     for op in graph.ops:
         if op.kind == "input":
             continue
-        for v, t in zip(op.results, infer_types(op)):
+        types = infer_types(op)
+        check_result_sizes(op, types)
+        for v, t in zip(op.results, types):
             # keep annotations the inference cannot know (quantization)
             if v.type.quant is not None and t.quant != v.type.quant:
                 t = t.with_quant(v.type.quant)  # the declared quantization wins over an operand's

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from tidlc import limits
 from tidlc.diagnostics import TidlcError, warn
 from tidlc.ir.core import Graph, Value
 from tidlc.preprocess import FrameSource, Preprocess, input_specs, synthetic_frames
@@ -67,6 +68,11 @@ class QuantSettings:
             raise TidlcError(f"unknown --quant-style {self.quant_style!r}", hint="np2 (quantizationStyle 2) or p2 (3)")
         if self.calib_method not in METHODS:
             raise TidlcError(f"unknown --calib-method {self.calib_method!r}", hint=f"one of {', '.join(METHODS)}")
+        if self.calib_frames is not None and self.calib_frames < 1:
+            raise TidlcError(f"--calib-frames {self.calib_frames}: expected a positive count",
+                             hint="numFrames = -1 (or no --calib-frames) uses every frame", code="option")
+        if self.bias_calibration is not None:  # each iteration runs every kept frame: bound the time
+            limits.check("frames", self.bias_calibration, "--bias-calibration iterations")
         if self.mixed_precision_factor is not None and self.mixed_precision_factor < 1.0:
             raise TidlcError("--mixed-precision-factor must be at least 1.0 (the 8-bit cost)",
                              hint="e.g. 1.2 allows 20% more cycles than all 8-bit")
@@ -94,6 +100,7 @@ def calibration_frames(graph: Graph, settings: QuantSettings) -> tuple[Iterable[
         source = FrameSource(settings.calib, specs, settings.preprocess, settings.calib_frames)
         return source, len(source), False
     count = settings.calib_frames or SYNTHETIC_FRAMES
+    limits.check("frames", count, "synthetic calibration frames")  # made one by one: bound the time
     return synthetic_frames(specs, count, settings.preprocess), count, True
 
 
@@ -166,6 +173,8 @@ def quantize_graph(graph: Graph, options: Any = None, frames: Iterable | None = 
     if settings.bias_calibration:
         from .bias import calibrate_biases
         frames_for_bias = kept[:min(len(kept), 16)] if kept else []
+        limits.check("frames", settings.bias_calibration * len(frames_for_bias),
+                     f"bias calibration ({settings.bias_calibration} iterations x {len(frames_for_bias)} frames)")
         calibrate_biases(ref_graph, result.graph, result.origin, frames_for_bias, settings.bias_calibration,
                          settings.bias_calibration_factor)
     result.graph.attrs.update(quant_attrs(settings, calibration, synthetic))

@@ -29,27 +29,30 @@ def top_k(outputs: dict, k: int = 5) -> list[int]:
 
 
 def read_labels(path: str) -> list[tuple[str, int]]:
+    """``image label`` lines (regular files only: a FIFO or a device is refused, not read)."""
+    from tidlc.diagnostics import Loc
+    from tidlc.fileio import check_regular, read_text
     base = os.path.dirname(os.path.abspath(path))
     items = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TidlcError(f"cannot read the label list: {exc}", path, hint="lines 'image label'") from None
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(read_text(path, "label list").splitlines(), 1):
         parts = line.split()
         if not parts or parts[0].startswith("#"):
             continue
-        if len(parts) < 2 or not parts[1].lstrip("-").isdigit():
-            raise TidlcError(f"line {number}: expected 'image label'", path)
+        loc = Loc(file=path, line=number)
+        if len(parts) < 2 or not parts[1].lstrip("-").isdigit() or len(parts[1]) > 18:
+            raise TidlcError("expected 'image label'", loc, code="input")
         image = parts[0] if os.path.isabs(parts[0]) else os.path.join(base, parts[0])
-        if not os.path.isfile(image):
-            image = parts[0] if os.path.isfile(parts[0]) else None
+        if not os.path.lexists(image):
+            image = parts[0] if os.path.lexists(parts[0]) else None
         if image is None:
-            raise TidlcError(f"line {number}: no such file '{parts[0]}'", path)
+            raise TidlcError(f"no such file '{parts[0][:200]}'", loc, code="input")
+        try:
+            check_regular(image, "image")
+        except TidlcError as exc:
+            raise TidlcError(f"'{parts[0][:200]}' {exc.message}", loc, hint=exc.hint, code=exc.code) from None
         items.append((image, int(parts[1])))
     if not items:
-        raise TidlcError("the label list names no images", path)
+        raise TidlcError("the label list names no images", path, code="input")
     return items
 
 

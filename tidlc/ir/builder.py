@@ -6,10 +6,11 @@ from typing import Any
 
 import numpy as np
 
+from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError
 from tidlc.ir.core import Graph, Op, Value
 from tidlc.ir.opdef import get_opdef
-from tidlc.ir.types import TensorType, dtype_of
+from tidlc.ir.types import TensorType, dtype_of, numpy_dtype
 
 
 def to_dtype(arr: np.ndarray, dtype) -> np.ndarray:
@@ -25,12 +26,22 @@ def infer_types(op: Op, where: Loc | None = None) -> list[TensorType]:
     """Run the op's type inference; errors become TidlcError at the op's location."""
     opdef = op.opdef
     try:
-        return list(opdef.infer(op, [v.type for v in op.operands]))
-    except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError) as exc:
+        types = list(opdef.infer(op, [v.type for v in op.operands]))
+    except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError) as exc:
         message = str(exc)
         if not message.startswith(op.kind):  # most rules already name their op
             message = f"{op.kind}: {message}"
         raise TidlcError(message, where or op.where()) from None
+    return types
+
+
+def check_result_sizes(op: Op, types: Sequence[TensorType]) -> None:
+    """Inferred result shapes within the limits: an attribute can make any size (a pad of
+    1e30 in an IR text), which must stop at the op that makes it, before anything downstream
+    computes with it or allocates it."""
+    for t in types:
+        if t.shape is not None:
+            limits.check_shape(t.shape, numpy_dtype(t.dtype).itemsize, f"{op.kind} result", op.where())
 
 
 class Builder:

@@ -7,12 +7,14 @@ printer wrote; this is a tested invariant. Every error is a TidlcError at
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import lark
 import numpy as np
 
+from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError
 from tidlc.ir.core import Graph, Op, Value
 from tidlc.ir.opdef import get_opdef
@@ -33,7 +35,8 @@ def _parser() -> lark.Lark:
                           cache=True)
 
 
-def _unquote(token: str) -> str:
+def unquote(token: str) -> str:
+    """The text of a quoted string token (escapes resolved)."""
     body = token[1:-1]
     out, i = [], 0
     escapes = {"n": "\n", "t": "\t", '"': '"', "\\": "\\"}
@@ -49,7 +52,7 @@ def _unquote(token: str) -> str:
 
 
 def _symbol(token: str) -> str:
-    return _unquote(token[1:]) if token.startswith('@"') else token[1:]
+    return unquote(token[1:]) if token.startswith('@"') else token[1:]
 
 
 def _is_int(v: Any) -> bool:
@@ -90,7 +93,7 @@ class _Values(lark.Transformer):
         return float(items[0])
 
     def string(self, items):
-        return _unquote(str(items[0]))
+        return unquote(str(items[0]))
 
     def true(self, _):
         return True
@@ -103,7 +106,7 @@ class _Values(lark.Transformer):
 
     def attr(self, items):
         key = items[0]
-        return (_unquote(str(key)) if key.type == "STRING" else str(key), items[1])
+        return (unquote(str(key)) if key.type == "STRING" else str(key), items[1])
 
     def attr_dict(self, items):
         out: dict[str, Any] = {}
@@ -131,12 +134,16 @@ class _Values(lark.Transformer):
         layout = next((str(x) for x in items[1:] if isinstance(x, lark.Token)), None)
         quant = next((x for x in items[1:] if isinstance(x, QuantInfo)), None)
         *dims, dtype = spec.split("x")
+        if dims != ["*"]:  # a declared type must fit the limits before anything of it is allocated
+            limits.check("rank", len(dims), "tensor type rank")
         shape = None if dims == ["*"] else tuple(None if d == "?" else int(d) for d in dims)
+        if shape is not None:
+            limits.check_shape(shape, np.dtype(DTYPES[dtype]).itemsize, "tensor type")
         return TensorType(shape, dtype, layout, quant)
 
     def loc(self, items):
-        name = _unquote(str(items[0]))
-        file = _unquote(str(items[1])) if len(items) > 1 and items[1] is not None else ""
+        name = unquote(str(items[0]))
+        file = unquote(str(items[1])) if len(items) > 1 and items[1] is not None else ""
         line = int(items[2]) if len(items) > 2 and items[2] is not None else 0
         col = int(items[3]) if len(items) > 3 and items[3] is not None else 0
         return Loc(name, file, line, col)
@@ -202,6 +209,7 @@ class _GraphBuilder:
         graph_node = tree.children[0]
         name_tok, *rest = graph_node.children
         graph = Graph(name=_symbol(str(name_tok)))
+        limits.check("ops", len(rest), "the graph's ops", Loc("", self.filename, graph_node.meta.line))
         for item in rest:
             if isinstance(item, dict):
                 graph.attrs = item
@@ -269,7 +277,7 @@ class _GraphBuilder:
             raise self.err(lhs[1], f"{kind} defines exactly one value")
         # a missing loc name is the one the line implies: the input name or the weight symbol
         if kind == "input":
-            input_name = _unquote(str(payload))
+            input_name = unquote(str(payload))
             op = Op("input", [], [], {"name": input_name}, name or input_name, oploc)
         else:
             implied = _symbol(str(payload.children[0])) if payload.data == "symbol_payload" else ""
@@ -325,12 +333,15 @@ class _GraphBuilder:
 
 
 def located_error(lines: list[str], filename: str, line: int, col: int, message: str,
-                  hint: str = "") -> TidlcError:
-    """``file:line:col: error: message`` followed by the source line and a caret."""
+                  hint: str = "", code: str = "syntax") -> TidlcError:
+    """``file:line:col: error: message`` followed by the source line (at most 200 characters
+    of it around the column) and a caret."""
     problems = []
     if 0 < line <= len(lines):
-        problems = [lines[line - 1], " " * max(col - 1, 0) + "^"]
-    return TidlcError(message, Loc("", filename, line, col), hint, problems=problems)
+        text, caret = lines[line - 1], max(col - 1, 0)
+        start = max(0, caret - 100)
+        problems = [text[start:start + 200], " " * (caret - start) + "^"]
+    return TidlcError(message, Loc("", filename, line, col), hint, problems=problems, code=code)
 
 
 def _expected(exc: lark.exceptions.UnexpectedInput) -> str:
@@ -348,10 +359,37 @@ def _expected(exc: lark.exceptions.UnexpectedInput) -> str:
     return ", ".join(sorted(shown))
 
 
+# what the nesting scan skips (strings, comments) and counts (list brackets: the only
+# construct of the grammar that nests without bound)
+_NESTING = re.compile(r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"|//[^\n]*|[\[\]]')
+
+
+def _check_nesting(text: str, lines: list[str], filename: str) -> None:
+    """Refuse lists nested deeper than the nesting limit before lark builds (and the
+    transformer recurses over) the tree; the error points at the first bracket too deep."""
+    depth, deepest, first = 0, 0, -1
+    limit = limits.current().nesting
+    for m in _NESTING.finditer(text):
+        token = m.group()
+        if token == "[":
+            depth += 1
+            deepest = max(deepest, depth)
+            if depth > limit and first < 0:
+                first = m.start()
+        elif token == "]":
+            depth = max(0, depth - 1)
+    if first >= 0:
+        line = text.count("\n", 0, first) + 1
+        col = first - (text.rfind("\n", 0, first) + 1) + 1
+        err = limits.exceeded("nesting", deepest, "list nesting")
+        raise located_error(lines, filename, line, col, err.message, err.hint, "limit")
+
+
 def parse_graph(text: str, weights: Mapping[str, np.ndarray] | None = None,
                 filename: str = "<ir>") -> Graph:
     """Parse IR text; ``weights`` resolves ``@symbol`` constants."""
     lines = text.splitlines()
+    _check_nesting(text, lines, filename)
     try:
         tree = _parser().parse(text)
     except lark.exceptions.UnexpectedInput as exc:
@@ -359,7 +397,8 @@ def parse_graph(text: str, weights: Mapping[str, np.ndarray] | None = None,
         if token is not None and token.type == "$END":
             what = "unexpected end of input"
         elif token is not None:
-            what = f"unexpected '{token!s}'"
+            shown = str(token)
+            what = f"unexpected '{shown[:60]}{'...' if len(shown) > 60 else ''}'"
         else:
             char = getattr(exc, "char", "")
             what = f"unexpected character '{char}'" if char else "unexpected character"
@@ -371,5 +410,8 @@ def parse_graph(text: str, weights: Mapping[str, np.ndarray] | None = None,
     except lark.exceptions.VisitError as exc:
         meta = getattr(exc.obj, "meta", None)
         line, col = (meta.line, meta.column) if meta is not None and not meta.empty else (0, 0)
-        raise located_error(lines, filename, line, col, str(exc.orig_exc)) from None
+        orig = exc.orig_exc
+        if isinstance(orig, TidlcError):  # a limit: keep its message, hint and code
+            raise located_error(lines, filename, line, col, orig.message, orig.hint, orig.code) from None
+        raise located_error(lines, filename, line, col, str(orig)) from None
     return _GraphBuilder(text, weights or {}, filename).build(tree)

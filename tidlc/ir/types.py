@@ -68,6 +68,22 @@ def _check_scale(inst, attribute, value):
         raise ValueError(f"quantization scales must be positive and finite, got {list(value)}")
 
 
+def _check_shift(inst, attribute, value):
+    # an output shift of an integer accumulator: beyond 63 it is meaningless (and 2.0**shift overflows)
+    if value is not None and (isinstance(value, bool) or not 0 <= value <= 63):
+        raise ValueError(f"quantization shift must be 0..63, got {value!r}")
+
+
+def _check_zero_point(inst, attribute, value):
+    if isinstance(value, bool) or not -(1 << inst.bits) <= value <= (1 << inst.bits):
+        raise ValueError(f"quantization zero point {value!r} does not fit {inst.bits} bits")
+
+
+def _check_axis(inst, attribute, value):
+    if value is not None and (isinstance(value, bool) or not -64 <= value < 64):
+        raise ValueError(f"quantization axis {value!r} is out of range")
+
+
 @attrs.frozen
 class QuantInfo:
     """How a fixed-point tensor maps to real numbers: ``real = (q - zero_point) / scale``.
@@ -80,9 +96,9 @@ class QuantInfo:
     bits: int = attrs.field(validator=_check_bits)
     signed: bool
     scale: tuple[float, ...] = attrs.field(converter=_to_floats, validator=_check_scale)
-    zero_point: int = 0
-    shift: int | None = None
-    axis: int | None = None
+    zero_point: int = attrs.field(default=0, validator=_check_zero_point)
+    shift: int | None = attrs.field(default=None, validator=_check_shift)
+    axis: int | None = attrs.field(default=None, validator=_check_axis)
 
     @property
     def storage(self) -> str:

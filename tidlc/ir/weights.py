@@ -16,12 +16,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from tidlc.diagnostics import TidlcError
-from tidlc.fileio import atomic_write
+from tidlc import limits
+from tidlc.diagnostics import Loc, TidlcError
+from tidlc.fileio import atomic_write, open_regular
 from tidlc.ir.types import DTYPES, dtype_of, numpy_dtype
 
 MAGIC = b"TIRWGT1\n"
 ALIGN = 64
+HEAD = len(MAGIC) + 8  # the magic and the index length
 
 
 def _pad(n: int) -> int:
@@ -48,51 +50,77 @@ def write_weights(path: str, weights: Mapping[str, np.ndarray]) -> None:
 
 
 def read_weights(path: str) -> dict[str, np.ndarray]:
-    """Memory-map the arrays (read-only); corrupt files raise TidlcError."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(len(MAGIC) + 8)
-            if len(head) < len(MAGIC) + 8 or head[:len(MAGIC)] != MAGIC:
-                raise TidlcError("not a tidlc weights file (bad magic)", path)
-            (n,) = struct.unpack("<Q", head[len(MAGIC):])
-            if len(MAGIC) + 8 + n > size:
-                raise TidlcError("weights index runs past the end of the file", path)
-            index = json.loads(f.read(n))
-    except OSError as exc:
-        raise TidlcError(f"cannot read weights: {exc.strerror}", path) from None
-    except (ValueError, UnicodeDecodeError):
-        raise TidlcError("corrupt weights index", path) from None
-    base = len(MAGIC) + 8 + n
-    entries = _check_index(index, path)
-    data = np.memmap(path, dtype=np.uint8, mode="r") if size > base else np.zeros(0, np.uint8)
+    """Memory-map the arrays (read-only); a corrupt file raises TidlcError at the byte it concerns.
+
+    Everything the index declares (dtypes, shapes, offsets, sizes) is checked against the file
+    size and the resource limits before an array is mapped, and every array against its CRC.
+    """
+    with open_regular(path, "weights file") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(HEAD)
+        if len(head) < HEAD or head[:len(MAGIC)] != MAGIC:
+            raise TidlcError("not a tidlc weights file (bad magic)", path, code="format")
+        (n,) = struct.unpack("<Q", head[len(MAGIC):])
+        if HEAD + n > size:
+            raise TidlcError("weights index runs past the end of the file", Loc(file=path, offset=len(MAGIC)),
+                             hint=f"the index declares {n} bytes, the file has {size - HEAD} after the header",
+                             code="corrupt")
+        index = _parse_index(f.read(n), path)
+        base = HEAD + n
+        entries = _check_index(index, path, size - base)
+        data = np.memmap(f, dtype=np.uint8, mode="r") if size > base else np.zeros(0, np.uint8)
     out = {}
     for sym, (dtype, shape, offset, nbytes, crc) in entries.items():
-        if base + offset + nbytes > size or nbytes != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
-            raise TidlcError(f"weights entry '{sym}' is truncated or inconsistent", path)
         arr = np.ndarray(shape, dtype, buffer=data, offset=base + offset) if nbytes else np.zeros(shape, dtype)
         if zlib.crc32(_bytes(arr)) != crc:
-            raise TidlcError(f"weights entry '{sym}' is damaged (checksum mismatch)", path)
+            raise TidlcError(f"weights entry '{sym[:200]}' is damaged (checksum mismatch)",
+                             Loc(file=path, offset=base + offset), code="corrupt")
         out[sym] = arr
     return out
 
 
-def _check_index(index, path: str) -> dict:
-    """``{symbol: (numpy dtype, shape, offset, nbytes, crc32)}`` or TidlcError for a malformed index."""
-    def bad(sym: str) -> TidlcError:
-        return TidlcError(f"corrupt weights index (entry '{sym}')", path)
+def _parse_index(raw: bytes, path: str):
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # json's own failure modes
+        offset = HEAD + getattr(exc, "pos", 0) if isinstance(exc, json.JSONDecodeError) else HEAD
+        raise TidlcError("corrupt weights index", Loc(file=path, offset=offset), code="corrupt") from None
+
+
+def _check_index(index, path: str, data_size: int) -> dict:
+    """``{symbol: (numpy dtype, shape, offset, nbytes, crc32)}`` or TidlcError for a malformed index:
+    every field typed, each array's size consistent with its dtype and shape, inside the data
+    part of the file (``data_size`` bytes) and within the limits."""
+    where = Loc(file=path, offset=HEAD)
+
+    def bad(sym: str, why: str) -> TidlcError:
+        return TidlcError(f"corrupt weights index (entry '{sym[:200]}'): {why}", where, code="corrupt")
 
     if not isinstance(index, dict):
-        raise TidlcError("corrupt weights index", path)
-    out = {}
+        raise TidlcError("corrupt weights index (not a JSON object)", where, code="corrupt")
+    limits.check("ops", len(index), "weights index entries", where)
+    out, total = {}, 0
     for sym, entry in index.items():
         if not isinstance(entry, list) or len(entry) != 5:
-            raise bad(sym)
+            raise bad(sym, "expected [dtype, shape, offset, nbytes, crc32]")
         dtype, shape, offset, nbytes, crc = entry
-        if dtype not in DTYPES or not isinstance(shape, list) or not all(
-                _is_count(v) for v in (*shape, offset, nbytes, crc)) or offset % ALIGN:
-            raise bad(sym)
-        out[sym] = (numpy_dtype(dtype), tuple(shape), offset, nbytes, crc)
+        if not isinstance(dtype, str) or dtype not in DTYPES:
+            raise bad(sym, f"unknown dtype {str(dtype)[:40]}")
+        if not isinstance(shape, list) or not all(_is_count(v) for v in (*shape, offset, nbytes, crc)):
+            raise bad(sym, "shape, offset, size and checksum must be non-negative integers")
+        if offset % ALIGN or crc >> 32:
+            raise bad(sym, f"offset {offset} is not {ALIGN}-byte aligned" if offset % ALIGN else "checksum over 32 bits")
+        np_dtype = numpy_dtype(dtype)
+        count = limits.check_shape(shape, np_dtype.itemsize, f"weights entry '{sym[:200]}'", where)
+        if nbytes != count * np_dtype.itemsize:
+            raise bad(sym, f"{nbytes} bytes declared, {dtype}{shape} needs {count * np_dtype.itemsize}")
+        if offset + nbytes > data_size:
+            raise TidlcError(f"weights entry '{sym[:200]}' is truncated or inconsistent",
+                             Loc(file=path, offset=HEAD), hint=f"it ends at data byte {offset + nbytes}, "
+                             f"the file has {data_size}", code="corrupt")
+        total += nbytes
+        limits.check("total_bytes", total, "the weights", where)
+        out[sym] = (np_dtype, tuple(shape), offset, nbytes, crc)
     return out
 
 

@@ -334,8 +334,18 @@ def _resize_kernel(op: Op, fast: bool = False) -> Kernel:
     return _requant_result(op, lambda args: [ref.resize_linear(args[0], axes)])
 
 
+def _table_input(op: Op):
+    """The quantization of a table op's input: a table has 2**bits entries, so 8 or 16 bits
+    (a 32-bit input, as a hand-written IR text can declare, would need gigabytes)."""
+    xq = _quant(op.operands[0])
+    if xq.bits > 16:
+        raise TidlcError(f"{op.kind}: a {xq.bits}-bit input has no fixed-point lookup table (8 or 16 bits)",
+                         op.where(), code="unsupported")
+    return xq
+
+
 def _table_kernel(op: Op, fast: bool = False) -> Kernel:
-    xq, out = _quant(op.operands[0]), _quant(op.results[0])
+    xq, out = _table_input(op), _quant(op.results[0])
     table = ref.make_table(lambda r: op.opdef.compute(op, r), _scale(op.operands[0]), out.scale[0],
                            (xq.qmin, xq.qmax), (out.qmin, out.qmax))
     if fast:
@@ -347,7 +357,7 @@ def _table_kernel(op: Op, fast: bool = False) -> Kernel:
 
 def table_of(op: Op) -> np.ndarray:
     """The lookup table of a table op (for the backend and tests)."""
-    xq, out = _quant(op.operands[0]), _quant(op.results[0])
+    xq, out = _table_input(op), _quant(op.results[0])
     return ref.make_table(lambda r: op.opdef.compute(op, r), _scale(op.operands[0]), out.scale[0],
                           (xq.qmin, xq.qmax), (out.qmin, out.qmax))
 
@@ -355,7 +365,7 @@ def table_of(op: Op) -> np.ndarray:
 def _softmax_kernel(op: Op, fast: bool = False) -> Kernel:
     if op.attrs["log"]:
         raise TidlcError("log-softmax has no fixed-point form", op.where())
-    xq, out = _quant(op.operands[0]), _quant(op.results[0])
+    xq, out = _table_input(op), _quant(op.results[0])
     table = ref.exp_table(_scale(op.operands[0]), xq.bits, out.bits)
     axis = op.attrs["axis"]
     if fast:
