@@ -21,7 +21,7 @@ def load_tir(path: str, options=None):
         if not os.path.lexists(weights_path):
             raise TidlcError(f"weights file {os.path.basename(weights_path)} not found", path,
                              hint="keep the .weights file that compile wrote next to the .tir file", code="file")
-        graph = parse_graph(text, read_weights(weights_path), path)
+        graph = parse_graph(text, read_weights(weights_path, _header_string(text, "weights_digest")), path)
     if options is not None and options.input_shapes:
         from tidlc.ir.types import TensorType  # noqa: F401
         from tidlc.shapes import apply_input_shapes
@@ -29,11 +29,16 @@ def load_tir(path: str, options=None):
     return graph
 
 
-def _weights_path(path: str, text: str) -> str:
+def _header_string(text: str, key: str) -> str | None:
+    """A string attribute of the graph header (the first line), unquoted; None when absent."""
     from tidlc.ir.parser import unquote
     # (the unrolled string pattern: no backtracking memory on a long first line)
-    m = re.search(r'weights = ("[^"\\\n]*(?:\\.[^"\\\n]*)*")', text.split("\n", 1)[0])
-    name = unquote(m.group(1)) if m else os.path.splitext(os.path.basename(path))[0] + ".weights"
+    m = re.search(rf'\b{key} = ("[^"\\\n]*(?:\\.[^"\\\n]*)*")', text.split("\n", 1)[0])
+    return unquote(m.group(1)) if m else None
+
+
+def _weights_path(path: str, text: str) -> str:
+    name = _header_string(text, "weights") or os.path.splitext(os.path.basename(path))[0] + ".weights"
     return os.path.join(os.path.dirname(os.path.abspath(path)), name)
 
 

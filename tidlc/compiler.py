@@ -11,7 +11,7 @@ from tidlc.frontend import load_model
 from tidlc.ir.core import Graph
 from tidlc.ir.printer import print_graph
 from tidlc.ir.verifier import verify
-from tidlc.ir.weights import write_weights
+from tidlc.ir.weights import weights_digest, write_weights
 from tidlc.passes.base import PassContext
 from tidlc.passes.manager import PassManager
 from tidlc.plugin_manager import Plugins, create_plugins, default_plugins
@@ -91,7 +91,11 @@ def optimize(graph: Graph, options: CompileOptions, plugins: Plugins | None = No
 def write_ir(graph: Graph, outdir: str, stem: str = "model") -> list[str]:
     """Write ``stem.tir`` and its ``stem.weights`` sidecar (weights first, text last)."""
     graph.attrs["weights"] = f"{stem}.weights"
+    graph.attrs.pop("weights_digest", None)
     text, weights = print_graph(graph)
+    if weights:  # the header names the sidecar's digest: a .tir never pairs with another compile's weights
+        graph.attrs["weights_digest"] = weights_digest(weights)
+        text, weights = print_graph(graph)
     tir_path = os.path.join(outdir, f"{stem}.tir")
     weights_path = os.path.join(outdir, f"{stem}.weights")
     try:

@@ -240,3 +240,17 @@ def test_perf_reports_the_settings_the_net_was_compiled_with(models, tmp_path):
             assert main(["perf", str(tmp_path / "out"), "--json", *extra]) == 0
         settings = json.loads(buf.getvalue())["settings"]
         assert (settings["batches"], settings["msmc_kb"]) == expected, extra
+
+
+def test_a_tir_never_pairs_with_another_compiles_weights(models, tmp_path):
+    """--emit qir writes model.weights then model.tir; the .tir names its sidecar's digest, so a kill
+    between the two renames (new weights beside the old text) is refused, not run with wrong weights."""
+    d, _ = models
+    for name in ("a", "b"):
+        assert run_cli("compile", d / "a.prototxt", "--random-weights", "0" if name == "a" else "1",
+                       "--emit", "qir", "-o", tmp_path / name)[0] == 0
+    assert run_cli("run", tmp_path / "a" / "model.tir", "--random-input", "0")[0] == 0
+    (tmp_path / "a" / "model.weights").write_bytes((tmp_path / "b" / "model.weights").read_bytes())
+    code, err = run_cli("run", tmp_path / "a" / "model.tir", "--random-input", "0")
+    assert code == 2 and err.count("\n") == 1
+    assert "model.weights: error: the weights file was not written with this IR text" in err

@@ -8,6 +8,7 @@ damaged index.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -30,8 +31,8 @@ def _pad(n: int) -> int:
     return (-n) % ALIGN
 
 
-def write_weights(path: str, weights: Mapping[str, np.ndarray]) -> None:
-    """Write atomically (temp file + rename)."""
+def _index(weights: Mapping[str, np.ndarray]) -> tuple[bytes, list[np.ndarray]]:
+    """The padded JSON index (dtype, shape, offset, size, CRC32 per symbol) and the arrays in order."""
     index, offset = {}, 0
     arrays = []
     for sym in sorted(weights):
@@ -41,7 +42,22 @@ def write_weights(path: str, weights: Mapping[str, np.ndarray]) -> None:
         offset += arr.nbytes + _pad(arr.nbytes)
     head = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
     start = len(MAGIC) + 8 + len(head)
-    head += b" " * _pad(start)
+    return head + b" " * _pad(start), arrays
+
+
+def _digest(head: bytes) -> str:
+    return hashlib.sha256(head).hexdigest()[:32]
+
+
+def weights_digest(weights: Mapping[str, np.ndarray]) -> str:
+    """A digest of the whole sidecar (its index holds every array's CRC): the .tir records it so a
+    .tir and a .weights from different compiles (a kill between the two renames) never pair up."""
+    return _digest(_index(weights)[0])
+
+
+def write_weights(path: str, weights: Mapping[str, np.ndarray]) -> None:
+    """Write atomically (temp file + rename)."""
+    head, arrays = _index(weights)
     with atomic_write(path) as f:
         f.write(MAGIC + struct.pack("<Q", len(head)) + head)
         for arr in arrays:
@@ -49,11 +65,12 @@ def write_weights(path: str, weights: Mapping[str, np.ndarray]) -> None:
             f.write(b"\0" * _pad(arr.nbytes))
 
 
-def read_weights(path: str) -> dict[str, np.ndarray]:
+def read_weights(path: str, digest: str | None = None) -> dict[str, np.ndarray]:
     """Memory-map the arrays (read-only); a corrupt file raises TidlcError at the byte it concerns.
 
     Everything the index declares (dtypes, shapes, offsets, sizes) is checked against the file
     size and the resource limits before an array is mapped, and every array against its CRC.
+    ``digest`` (from the .tir header) must match the file's, when given.
     """
     with open_regular(path, "weights file") as f:
         size = os.fstat(f.fileno()).st_size
@@ -65,7 +82,12 @@ def read_weights(path: str) -> dict[str, np.ndarray]:
             raise TidlcError("weights index runs past the end of the file", Loc(file=path, offset=len(MAGIC)),
                              hint=f"the index declares {n} bytes, the file has {size - HEAD} after the header",
                              code="corrupt")
-        index = _parse_index(f.read(n), path)
+        raw = f.read(n)
+        if digest is not None and _digest(raw) != digest:
+            raise TidlcError("the weights file was not written with this IR text (the two come from different "
+                             "compiles)", path, hint="recompile, or keep the .tir and .weights of one compile together",
+                             code="mismatch")
+        index = _parse_index(raw, path)
         base = HEAD + n
         entries = _check_index(index, path, size - base)
         data = np.memmap(f, dtype=np.uint8, mode="r") if size > base else np.zeros(0, np.uint8)
