@@ -270,6 +270,10 @@ def _retype(value, **quant):
     ("inconsistent shapes", lambda g: setattr(g.ops[4].results[0], "type",
                                               g.ops[4].results[0].type.with_shape((1, 9, 12, 12))),
      ("inconsistent graph", "infers")),
+    # a dynamic dim reached the conv kernel planner (TypeError on None, found by fuzzing)
+    ("dynamic shape", lambda g: setattr(g.ops[4].results[0], "type",
+                                        g.ops[4].results[0].type.with_shape((1, None, 12, 12))),
+     ("has dimensions [1, -1, 12, 12] (a compiled net has static shapes)",)),
 ])
 def test_hostile_graphs_are_one_line_errors(compiled, capsys, tmp_path, what, edit, needles):
     net = _edited_net(compiled, edit)

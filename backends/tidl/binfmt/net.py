@@ -101,8 +101,9 @@ def _get_tensor(c: Cursor, index: int) -> Value:
     from tidlc import limits
     limits.check("rank", rank, f"tensor {tid} rank", at(c.path, c.base + c.pos - 4))
     dims = c.unpack(f"{rank}q")
-    if min(dims, default=0) < -1 or (rank and not has_shape):
-        c.fail(f"corrupt net.bin: tensor {tid} has dimensions {list(dims)}", back=8 * rank)
+    if min(dims, default=0) < 0 or not has_shape:  # a compiled net is static: the kernels are planned on it
+        c.fail(f"corrupt net.bin: tensor {tid} has dimensions {list(dims) if has_shape else 'unknown'} "
+               "(a compiled net has static shapes)", back=8 * rank)
     limits.check_shape(dims, numpy_dtype(DTYPE_NAMES[dcode]).itemsize, f"tensor {tid}",
                        at(c.path, c.base + c.pos - 8 * rank))
     c.unpack("4H")
