@@ -29,6 +29,7 @@ CODES: dict[str, str] = {
     "config": "a TIDL-RT import config key is unknown, malformed or out of range (an error), or ignored (a warning)",
     "mismatch": "files that belong together do not (net.bin and io.bin from different compiles)",
     "output": "an output cannot be written",
+    "plugin": "a plugin is invalid, provided twice or failed to load",
     "warning": "a warning no more specific code describes",
     "calibration": "calibration is approximate (synthetic frames, too few frames, ignored data)",
     "quantization": "a pre-quantized model's parameters cannot be kept exactly (asymmetric zero points)",

@@ -21,12 +21,12 @@ def check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.n
     names = [op.attrs["name"] for op in inputs]
     unknown = sorted(set(feeds) - set(names))
     if unknown and not (len(inputs) == 1 and len(feeds) == 1):
-        raise TidlcError(f"unknown input(s) {', '.join(unknown)}", hint=f"the model's inputs are: {', '.join(names)}")
+        raise TidlcError(f"unknown input(s) {', '.join(unknown)}", hint=f"the model's inputs are: {', '.join(names)}", code="input")
     if len(inputs) == 1 and len(feeds) == 1:
         feeds = {names[0]: next(iter(feeds.values()))}
     missing = [n for n in names if n not in feeds]
     if missing:
-        raise TidlcError(f"missing input(s) {', '.join(missing)}", hint="pass --input NAME=FILE.npy for each")
+        raise TidlcError(f"missing input(s) {', '.join(missing)}", hint="pass --input NAME=FILE.npy for each", code="input")
     out = {}
     for op in inputs:
         name = op.attrs["name"]
@@ -37,7 +37,7 @@ def check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.n
             if not ok:
                 raise TidlcError(f"input '{name}' has shape {tuple(arr.shape)}, the model expects "
                                  f"{tuple('?' if d is None else d for d in t.shape)}",
-                                 hint="use --input-shape NAME=d0,d1,... to change the model's input shape")
+                                 hint="use --input-shape NAME=d0,d1,... to change the model's input shape", code="input")
         out[name] = np.ascontiguousarray(arr.astype(numpy_dtype(t.dtype), copy=False))
     return out
 
@@ -84,7 +84,7 @@ class Interpreter:
         if graph.attrs.get("missing_weights"):
             raise TidlcError("the model has no weights (structure only), so it cannot be run",
                              graph.attrs.get("source", graph.name),
-                             hint="pass --weights FILE or --random-weights SEED")
+                             hint="pass --weights FILE or --random-weights SEED", code="weights")
         self.graph = graph
         self.consts: dict[int, np.ndarray] = {}
         for op in graph.ops:

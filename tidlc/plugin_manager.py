@@ -101,7 +101,7 @@ def _collect(pm: pluggy.PluginManager, hook_name: str) -> Iterable[tuple[str, ob
 def _add(registry: Registry, table: dict, kind: str, name: str, item, plugin: str) -> None:
     if name in table:
         raise TidlcError(f"{kind} '{name}' is provided twice: by plugin '{registry.owner[(kind, name)]}' "
-                         f"and by plugin '{plugin}'", hint=f"block one with -p no:{plugin}")
+                         f"and by plugin '{plugin}'", hint=f"block one with -p no:{plugin}", code="plugin")
     table[name] = item
     registry.owner[(kind, name)] = plugin
 
@@ -110,13 +110,13 @@ def _register(pm: pluggy.PluginManager, origins: dict, plugin: object, name: str
     """``pm.register`` with pluggy's errors turned into one-line errors naming the plugins."""
     if pm.get_plugin(name) is not None:
         raise TidlcError(f"two plugins are named '{name}': {origins[name]} and {origin}",
-                         hint=f"rename one entry point, or block one with -p no:{name}")
+                         hint=f"rename one entry point, or block one with -p no:{name}", code="plugin")
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
         detail = " ".join(str(exc).split())  # pluggy's message spans lines
         raise TidlcError(f"plugin '{name}' ({origin}) is invalid: {detail}",
-                         hint=f"fix the plugin, or block it with -p no:{name}") from None
+                         hint=f"fix the plugin, or block it with -p no:{name}", code="plugin") from None
     origins[name] = origin
 
 
@@ -138,7 +138,7 @@ def _load_entry_points(pm: pluggy.PluginManager, origins: dict) -> None:
             except Exception as exc:  # noqa: BLE001  (a broken plugin must not hide which one it is)
                 problem = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
                 raise TidlcError(f"plugin '{ep.name}' ({origin}) failed to load: {problem}",
-                                 hint=f"fix or uninstall it, or block it with -p no:{ep.name}") from None
+                                 hint=f"fix or uninstall it, or block it with -p no:{ep.name}", code="plugin") from None
             _register(pm, origins, plugin, ep.name, origin)
 
 
@@ -156,7 +156,7 @@ def _check_hook_names(pm: pluggy.PluginManager) -> None:
                                 + (f" (did you mean '{close[0]}'?)" if close else ""))
     if problems:
         raise TidlcError("unknown hook implementation" + ("s" if len(problems) > 1 else ""),
-                         hint=f"tidlc's hooks are {', '.join(known)}", problems=problems)
+                         hint=f"tidlc's hooks are {', '.join(known)}", problems=problems, code="plugin")
     pm.check_pending()  # pluggy's own check; cannot fail after the loop above
 
 
@@ -173,7 +173,7 @@ def _register_ops(pm: pluggy.PluginManager, registry: Registry) -> None:
         existing = OPS.get(opdef.name)
         if existing is not None and existing.plugin == "builtin":
             raise TidlcError(f"op '{opdef.name}' is provided twice: builtin and by plugin '{plugin}'",
-                             hint=f"rename the plugin's op, or block it with -p no:{plugin}")
+                             hint=f"rename the plugin's op, or block it with -p no:{plugin}", code="plugin")
         OPS.unregister(opdef.name)
         OPS.register(attrs.evolve(opdef, plugin=plugin))
         registry.ops[opdef.name] = OPS.get(opdef.name)

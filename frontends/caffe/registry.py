@@ -129,10 +129,10 @@ class Layer:
             want = " or ".join(map(str, counts))
             raise self.error(f"takes {want} bottom(s), has {len(self.inputs)}")
 
-    def error(self, message: str, hint: str = "", at: Loc | None = None) -> TidlcError:
+    def error(self, message: str, hint: str = "", at: Loc | None = None, code: str = "model") -> TidlcError:
         """A TidlcError at this layer (or at ``at``, e.g. a parameter field)."""
         where = attrs.evolve(at, name=self.name) if at is not None else self.loc
-        return TidlcError(f"{self.type} layer: {message}", where, hint=hint)
+        return TidlcError(f"{self.type} layer: {message}", where, hint=hint, code=code)
 
     # --- weights ------------------------------------------------------------------------
     def blob(self, index: int, shape: Sequence[int], role: str = "weight") -> np.ndarray:

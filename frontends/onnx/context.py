@@ -181,8 +181,8 @@ class Node:
         """``'name' (OpType)`` for messages."""
         return f"'{self.name}' ({self.op_type})"
 
-    def error(self, message: str, hint: str = "") -> TidlcError:
-        return TidlcError(f"{self.op_type}: {message}", self.loc, hint=hint)
+    def error(self, message: str, hint: str = "", code: str = "model") -> TidlcError:
+        return TidlcError(f"{self.op_type}: {message}", self.loc, hint=hint, code=code)
 
     # --- attributes ---------------------------------------------------------------
     def has_attr(self, key: str) -> bool:

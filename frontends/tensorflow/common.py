@@ -132,8 +132,8 @@ class NodeBase:
     def label(self) -> str:
         return f"'{self.name}' ({self.op_type})"
 
-    def error(self, message: str, hint: str = "") -> TidlcError:
-        return TidlcError(f"{self.op_type}: {message}", self.loc, hint=hint)
+    def error(self, message: str, hint: str = "", code: str = "model") -> TidlcError:
+        return TidlcError(f"{self.op_type}: {message}", self.loc, hint=hint, code=code)
 
     def op(self, kind: str, operands: Sequence[Value], **attrs: Any):
         """Append an IR op named after this node (folded at once if all operands are constant)."""

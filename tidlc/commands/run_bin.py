@@ -42,7 +42,10 @@ def read_model(path: str):
 def compiled_ir(path: str) -> str | None:
     """The IR text of the graph a compiled model holds (`tidlc ir OUTDIR|net.bin`), or None when
     ``path`` is not a compiled model (a model file: imported as usual)."""
+    from tidlc.backends.tidl.binfmt import NET_MAGIC, file_magic
     from tidlc.ir.printer import print_graph
+    if not os.path.isdir(path) and file_magic(path) != NET_MAGIC:
+        return None  # a model file, also when it is called *.bin (a renamed frozen graph)
     if not is_compiled_location(path):
         return None
     return print_graph(read_model(path).graph)[0]

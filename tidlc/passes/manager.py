@@ -25,7 +25,7 @@ LEVEL_PURPOSE = {
 def default_pipeline(level: int) -> list[str]:
     """The builtin pass names of ``-O<level>``, before plugins edit the list."""
     if level not in LEVEL_PURPOSE:
-        raise TidlcError(f"unknown optimisation level -O{level}", hint="use -O0, -O1, -O2 or -O3")
+        raise TidlcError(f"unknown optimisation level -O{level}", hint="use -O0, -O1, -O2 or -O3", code="option")
     names = ["shape-inference"]
     if level >= 1:
         names += ["remove-identity", "fold-constants", "dce"]
@@ -47,12 +47,12 @@ def parse_pipeline(text: str) -> list[tuple[str, dict[str, str]]]:
         m = _ITEM.match(text, pos)
         if not m or m.end() == pos:
             raise TidlcError(f"bad pipeline string at column {pos + 1}: {text!r}",
-                             hint="write passes as name or name{option=value,...}, comma separated")
+                             hint="write passes as name or name{option=value,...}, comma separated", code="option")
         opts = {}
         if m.group(3):
             for kv in filter(None, (s.strip() for s in m.group(3).split(","))):
                 if "=" not in kv:
-                    raise TidlcError(f"pass option {kv!r} in {m.group(1)!r} needs a value", hint="name{option=value}")
+                    raise TidlcError(f"pass option {kv!r} in {m.group(1)!r} needs a value", hint="name{option=value}", code="option")
                 k, v = kv.split("=", 1)
                 opts[k.strip()] = v.strip()
         items.append((m.group(1), opts))
@@ -90,7 +90,7 @@ def _convert(field: attrs.Attribute, text: str, pass_name: str, key: str):
         if kind is bool:
             hint = "write true/false, on/off, yes/no or 1/0" + (f"; {hint}" if hint else "")
         raise TidlcError(f"pass '{pass_name}': option {key}={text!r} is not {_KIND_WORDS[kind]}",
-                         hint=hint) from None
+                         hint=hint, code="option") from None
 
 
 _KIND_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
@@ -105,14 +105,14 @@ def instantiate(registry: dict[str, type], name: str, options: dict[str, str]) -
     cls = registry.get(name)
     if cls is None:
         raise TidlcError(f"unknown pass '{name}'",
-                         hint=_did_you_mean(name, registry) + f"known passes: {', '.join(sorted(registry))}")
+                         hint=_did_you_mean(name, registry) + f"known passes: {', '.join(sorted(registry))}", code="option")
     known = cls.options()
     values = {}
     for key, text in options.items():
         field = known.get(key) or known.get(key.replace("_", "-"))
         if field is None:
             raise TidlcError(f"pass '{name}' has no option '{key}'",
-                             hint=_did_you_mean(key, known) + f"its options: {', '.join(known) or 'none'}")
+                             hint=_did_you_mean(key, known) + f"its options: {', '.join(known) or 'none'}", code="option")
         values[field.name] = _convert(field, text, name, key)
     return cls(**values)
 

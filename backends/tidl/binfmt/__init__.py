@@ -28,11 +28,13 @@ from .net import (
 __all__ = [
     "FORMAT_MAJOR",
     "FORMAT_MINOR",
+    "NET_MAGIC",
     "CompiledModel",
     "decode_io",
     "decode_net",
     "encode_io",
     "encode_net",
+    "file_magic",
     "find_net",
     "read_compiled",
     "write_bin",
@@ -87,7 +89,7 @@ def _read(path: str, what: str) -> bytes:
     return read_bytes(path, what)  # regular files only (no FIFO blocks the reader), size-limited
 
 
-def _magic(path: str) -> bytes:
+def file_magic(path: str) -> bytes:
     from tidlc.fileio import open_regular
     try:
         with open_regular(path) as fh:
@@ -105,7 +107,7 @@ def _compiled_files(folder: str, magic: bytes) -> list[str]:
     except OSError:
         return []
     paths = [os.path.join(folder, n) for n in names if not is_temp_name(n)]
-    return [p for p in paths if os.path.isfile(p) and _magic(p) == magic]
+    return [p for p in paths if os.path.isfile(p) and file_magic(p) == magic]
 
 
 def find_net(location: str) -> str | None:
@@ -121,7 +123,7 @@ def find_net(location: str) -> str | None:
             raise TidlcError(f"{len(nets)} compiled networks in this folder ({names})", location,
                              hint=f"name the net file, e.g. {nets[0]}", code="file")
         return nets[0] if nets else None
-    if location.lower().endswith(".bin") or _magic(location) == NET_MAGIC:
+    if location.lower().endswith(".bin") or file_magic(location) == NET_MAGIC:
         return location  # the reader says what is wrong with it, if anything
     return None
 
