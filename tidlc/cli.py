@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tidlc", description="Open model compiler for TI TDA4 (C7x + MMA).")
     parser.add_argument("--version", action="version", version=f"tidlc {tidlc.__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also print the passes' notes")
     parser.add_argument("--diagnostics", choices=["text", "json"], default="text",
                         help="json: print every error and warning as one JSON document on stderr "
                              "(codes in docs/errors.md)")
@@ -145,6 +146,9 @@ def _split_p(values: Sequence[str]) -> tuple[tuple, str | None]:
 def _report_passes(pm, args) -> None:
     if getattr(args, "time_passes", False):
         print(pm.timing_report(), file=sys.stderr)
+    if getattr(args, "time_passes", False) or getattr(args, "verbose", False):
+        for note in pm.notes:  # what the passes had to say (ctx.note)
+            print(f"note: {note}", file=sys.stderr)
 
 
 def _print_pipeline(options, plugins) -> None:

@@ -36,7 +36,8 @@ def load(path: str, options: CompileOptions | None = None, plugins: Plugins | No
     """Import a model file into IR (input shapes applied, types inferred)."""
     options = options or CompileOptions()
     plugins = plugins or plugins_for(options)
-    graph = load_model(plugins.registry.frontends, path, options, options.format)
+    graph = load_model(plugins.registry.frontends, path, options, options.format,
+                       blame=lambda name: plugins.blame("frontend", name))
     shapes = {**tidl_input_shapes(graph, options.input_dims), **options.input_shapes}
     if shapes:
         apply_input_shapes(graph, shapes)
@@ -69,7 +70,8 @@ def tidl_input_shapes(graph: Graph, dims) -> dict[str, tuple[int, ...]]:
 
 def build_pass_manager(options: CompileOptions, plugins: Plugins) -> PassManager:
     reg = plugins.registry.passes
-    kw = dict(verify_each=options.verify_each, time_passes=options.time_passes)
+    owners = {name: who for name in reg if (who := plugins.blame("pass", name))}
+    kw = dict(verify_each=options.verify_each, time_passes=options.time_passes, owners=owners)
     if options.pipeline:
         return PassManager.from_string(reg, options.pipeline, hook=plugins.hook, **kw)
     pm = PassManager.from_level(reg, options.opt_level, hook=plugins.hook, **kw)

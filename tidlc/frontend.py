@@ -59,9 +59,19 @@ def pick_frontend(frontends: dict[str, Frontend], path: str, forced: str | None 
                      hint=f"known suffixes: {known}; or pass --format NAME", code="format")
 
 
-def load_model(frontends: dict[str, Frontend], path: str, options, forced: str | None = None) -> Graph:
+def load_model(frontends: dict[str, Frontend], path: str, options, forced: str | None = None,
+               blame: Callable[[str], str | None] | None = None) -> Graph:
+    """Import ``path`` with its frontend. ``blame(frontend name)`` names the third-party plugin that
+    provides it: an exception from a plugin's loader is that plugin's error, not tidlc's."""
     frontend = pick_frontend(frontends, path, forced)
-    graph = frontend.load_function()(path, options)
+    who = blame(frontend.name) if blame else None
+    try:
+        graph = frontend.load_function()(path, options)
+    except Exception as exc:
+        if who is None or isinstance(exc, TidlcError):
+            raise
+        from tidlc.plugin_manager import plugin_failure
+        raise plugin_failure(who, f"frontend '{frontend.name}'", exc) from exc
     graph.attrs.setdefault("source", os.path.basename(path))
     return graph
 

@@ -59,6 +59,13 @@ class Plugins:
         rows = [(kind, name, plugin) for (kind, name), plugin in self.registry.owner.items()]
         return sorted(rows)
 
+    def blame(self, kind: str, name: str) -> str | None:
+        """``"plugin 'NAME' (project VERSION)"`` when a third-party plugin provides ``kind`` ``name``
+        (its failures are its own, not tidlc's internal errors); None for builtins."""
+        plugin = self.registry.owner.get((kind, name))
+        origin = self.origins.get(plugin, "builtin")
+        return None if plugin is None or origin == "builtin" else f"plugin '{plugin}' ({origin})"
+
     def plugin_names(self) -> list[tuple[str, str]]:
         """(plugin name, "project version" or "builtin") rows, sorted; for ``tidlc plugins``."""
         # (pluggy lists blocked names too, with no plugin object)
@@ -91,11 +98,68 @@ class _AvailablePasses:
         passes[:] = kept
 
 
+def plugin_failure(who: str, where: str, exc: BaseException) -> TidlcError:
+    """The error for an exception raised inside a plugin's code (exit 2, not tidlc's internal error)."""
+    name = who.split("'")[1] if "'" in who else who
+    text = " ".join(str(exc).split())
+    return TidlcError(f"{who} failed in {where}: {type(exc).__name__}: {text[:300]}",
+                      hint=f"report it to the plugin's authors, or block it with -p no:{name}", code="plugin")
+
+
 def _collect(pm: pluggy.PluginManager, hook_name: str) -> Iterable[tuple[str, object]]:
+    """(plugin name, item) for every item every implementation of ``hook_name`` returns, each
+    checked against what the hook promises (a wrong type is named at load, not deep in a compile)."""
     caller = getattr(pm.hook, hook_name)
     for impl in caller.get_hookimpls():  # registration order (calls run in reverse)
-        for item in impl.function() or ():
+        try:
+            items = impl.function()
+            items = list(items or ())
+        except TidlcError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plugin's hook is the plugin's business
+            raise plugin_failure(f"plugin '{impl.plugin_name}'", f"hook {hook_name}", exc) from exc
+        for item in items:
+            problem = _HOOK_CHECKS[hook_name](item)
+            if problem:
+                raise TidlcError(f"plugin '{impl.plugin_name}': {hook_name} returned {problem}",
+                                 hint=f"fix the plugin, or block it with -p no:{impl.plugin_name}", code="plugin")
             yield impl.plugin_name, item
+
+
+def _frontend_problem(item) -> str | None:
+    from tidlc.frontend import Frontend
+    if not isinstance(item, Frontend):
+        return f"{type(item).__name__} {item!r:.60}, expected a tidlc.frontend.Frontend"
+    module, sep, func = item.loader.partition(":")
+    if not (sep and module and func.isidentifier()):
+        return f"frontend '{item.name}' with loader {item.loader!r}, expected 'package.module:function'"
+    import importlib.util
+    try:
+        found = importlib.util.find_spec(module) is not None  # imports the parent packages only
+    except (ImportError, ValueError):
+        found = False
+    return None if found else f"frontend '{item.name}' whose loader module '{module}' does not exist"
+
+
+def _pass_problem(item) -> str | None:
+    from tidlc.passes.base import Pass
+    if not (isinstance(item, type) and issubclass(item, Pass)):
+        return f"{item!r:.60}, expected a subclass of tidlc.passes.Pass"
+    return None if isinstance(item.name, str) and item.name else f"pass class {item.__name__} without a name"
+
+
+def _backend_problem(item) -> str | None:
+    name = getattr(item, "name", None)
+    return None if isinstance(name, str) and name else f"{item!r:.60}, expected a backend with a name"
+
+
+def _op_problem(item) -> str | None:
+    from tidlc.ir.opdef import OpDef
+    return None if isinstance(item, OpDef) else f"{type(item).__name__} {item!r:.60}, expected a tidlc OpDef"
+
+
+_HOOK_CHECKS = {"tidlc_frontends": _frontend_problem, "tidlc_passes": _pass_problem,
+                "tidlc_backends": _backend_problem, "tidlc_ops": _op_problem}
 
 
 def _add(registry: Registry, table: dict, kind: str, name: str, item, plugin: str) -> None:

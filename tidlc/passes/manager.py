@@ -129,6 +129,8 @@ class PassManager:
     verify_each: bool = False
     time_passes: bool = False
     hook: object = None
+    owners: dict = attrs.Factory(dict)  # pass name -> "plugin 'NAME' (project VERSION)" for third-party passes
+    notes: list = attrs.Factory(list)  # the passes' ctx.note(...) messages of the last run
     timings: list[tuple[str, float, bool]] = attrs.Factory(list)
 
     @classmethod
@@ -160,8 +162,12 @@ class PassManager:
                 exc.problems = exc.problems + [_in_pass(p.name, done)]
                 exc.args = (exc.format(),)
                 raise
-            except Exception as exc:  # an internal error: still say where it happened
-                exc.add_note(_in_pass(p.name, done))
+            except Exception as exc:
+                who = self.owners.get(p.name)
+                if who:  # a third-party pass failed: the plugin's bug, named as such
+                    from tidlc.plugin_manager import plugin_failure
+                    raise plugin_failure(who, f"pass '{p.name}'", exc) from exc
+                exc.add_note(_in_pass(p.name, done))  # an internal error: still say where it happened
                 raise
             seconds = time.perf_counter() - start
             self.timings.append((p.spec(), seconds, changed))
@@ -177,6 +183,7 @@ class PassManager:
                 ctx.hook.tidlc_pass_finished(pass_=p, graph=graph, changed=changed, seconds=seconds)
             done.append(p.name)
         ctx.pass_name = None
+        self.notes = list(ctx.notes)
         return changed_any
 
     def timing_report(self) -> str:
