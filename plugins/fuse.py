@@ -9,7 +9,8 @@
 * ``scale`` after a single-reader ``conv2d``/``deconv2d``/``dense`` without a fused
   activation and with f32 weights -> folded into the weights and bias.
 
-``fuse-activation``: an activation whose input comes from a single-reader op
+``fuse-activation``: an activation (an op declaring
+``Trait.FUSABLE_ACTIVATION``) whose input comes from a single-reader op
 that can carry a fused activation (conv2d, deconv2d, dense, scale, add, ...)
 and has none yet, is not a graph output and has f32 results -> the
 producer's ``act``. ``clip(0, 6)`` becomes ``relu6`` and ``clip(0, inf)``
@@ -24,6 +25,7 @@ import attrs
 import numpy as np
 
 from tidlc.hookspecs import hookimpl
+from tidlc.ir.opdef import Trait
 from tidlc.ir.ops.elementwise import act_params_of
 from tidlc.passes.base import Pass
 from tidlc.passes.rewrite import Rewriter, apply_rules
@@ -209,9 +211,6 @@ class FuseBatchNorm(Pass):
         return apply_rules(graph, BN_RULES)
 
 
-FUSABLE_ACTS = ("relu", "relu6", "clip", "leaky_relu", "sigmoid", "tanh", "hardsigmoid", "elu", "gelu")
-
-
 def _canonical_act(op):
     kind, params = op.kind, act_params_of(op)
     if kind == "clip":
@@ -250,7 +249,14 @@ def _canonical_clip(rw: Rewriter, op) -> bool:
     return True
 
 
-ACT_RULES = [(kind, _fuse_act) for kind in FUSABLE_ACTS] + [("clip", _canonical_clip)]
+def _activation(rw: Rewriter, op) -> bool:
+    """A FUSABLE_ACTIVATION op: fused into its producer, else (a clip) made relu6/relu if it is one."""
+    if not op.opdef.has(Trait.FUSABLE_ACTIVATION):
+        return False
+    return _fuse_act(rw, op) or (op.kind == "clip" and _canonical_clip(rw, op))
+
+
+ACT_RULES = [("*", _activation)]
 
 
 @attrs.frozen

@@ -8,20 +8,23 @@ the graph, with rules applied to a fixed point:
 * **cancel / merge**: ``transpose(transpose(x, p), q)`` is one transpose by
   ``p[q]``, and nothing when that is the identity;
 * **fold**: a transpose of a constant is a permuted constant;
-* **sink**: a transpose whose only reader is a layout-agnostic op moves below
-  it, the op's attributes rewritten for the other axis order: element-wise
-  ops and activations, ``cast``, ``quantize``/``dequantize`` (their channel
-  axis), ``scale`` (axis), binary ops whose other operand is a constant
-  (permuted, broadcasting kept) or the same transpose, ``concat`` (axis),
-  ``pad`` (pads), ``slice`` (axes), ``split`` (axis), ``reduce``/``argmax``/
-  ``squeeze`` (axes; dropped axes shrink the permutation), ``softmax``
-  (axis), ``resize`` (scales, sizes). A transpose read by several ops sinks
-  only when every reader can take it (so no transpose is duplicated); a
-  binary/concat operand computed element-wise from a graph input joins through
-  an inverse transpose, which moves up to the input;
+* **sink**: a transpose whose only reader is a layout-agnostic op (an op
+  declaring ``Trait.LAYOUT_AGNOSTIC``) moves below it, the op's attributes
+  rewritten for the other axis order by its ``permute_attrs`` hook. Builtin:
+  element-wise ops and activations, ``cast``, ``quantize``/``dequantize``
+  (their channel axis), ``scale`` (axis), binary ops whose other operand is a
+  constant (permuted, broadcasting kept) or the same transpose, ``concat``
+  (axis), ``pad`` (pads), ``slice`` (axes), ``split`` (axis), ``reduce``/
+  ``argmax``/``squeeze`` (axes; dropped axes shrink the permutation),
+  ``softmax`` (axis), ``resize`` (scales, sizes); a plugin's op declaring the
+  trait too. A transpose read by several ops sinks only when every reader can
+  take it (so no transpose is duplicated); an operand of an element-wise or
+  concat op computed element-wise from a graph input joins through an inverse
+  transpose, which moves up to the input;
 * **share**: two transposes of one value by the same permutation become one;
-* **hoist**: a transpose after a chain of padding or element-wise ops that
-  starts at a graph input moves above the chain, next to the input.
+* **hoist**: a transpose after a chain of padding or (layout-agnostic)
+  element-wise ops that starts at a graph input moves above the chain, next
+  to the input.
 
 Transposes sink towards the outputs until they meet their inverse (the
 ``transpose(0,3,1,2)`` in front of the next conv) and vanish, or stop at an op
@@ -32,20 +35,16 @@ accepts, which ``--input-layout`` sets at load time (tidlc.shapes).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import attrs
 import numpy as np
 
 from tidlc.hookspecs import hookimpl
-from tidlc.ir.ops.elementwise import ACT_PARAM_NAMES
+from tidlc.ir.opdef import Trait
 from tidlc.passes.base import Pass
 from tidlc.passes.rewrite import Rewriter, apply_rules
-
-# ops that compute each element from the same element of their operand
-UNARY = tuple(ACT_PARAM_NAMES) + ("exp", "log", "sqrt", "abs", "neg", "reciprocal", "floor", "ceil", "erf",
-                                  "softplus", "identity", "dropout", "cast")
-BINARY = ("add", "sub", "mul", "div", "max", "min", "pow", "prelu")
 
 
 def inverse(perm) -> tuple[int, ...]:
@@ -63,7 +62,7 @@ def _transposed(rw: Rewriter, v, single_user: bool = True) -> tuple | None:
     if op is None or op.kind != "transpose":
         return None
     if single_user and rw.single_user(v) is None and not all(
-            user.kind in SINKABLE for user, _ in rw.users(v)):
+            _sinkable(user) for user, _ in rw.users(v)):
         return None
     src = op.operands[0]
     if single_user and src.producer is not None and src.producer.kind == "input":
@@ -71,21 +70,38 @@ def _transposed(rw: Rewriter, v, single_user: bool = True) -> tuple | None:
     return src, tuple(op.attrs["perm"])
 
 
-def _per_axis(values, perm) -> tuple:
-    """A per-axis list of the transposed tensor, re-ordered for the source tensor."""
-    inv = inverse(perm)
-    return tuple(values[inv[j]] for j in range(len(perm)))
+def _sinkable(op) -> bool:
+    """Whether ``op`` can take a transpose of its operand (a rule below may still decline)."""
+    return op.kind == "transpose" or op.opdef.has(Trait.LAYOUT_AGNOSTIC)
 
 
-def _axis(axis: int, perm) -> int:
-    return perm[axis % len(perm)]
+def _permuted(op, perm):
+    """(attributes of ``op`` on the untransposed operand, the permutation of its results, or None
+    when the results keep ``perm``), from the op's ``permute_attrs`` hook; None if it cannot move."""
+    hook = op.opdef.permute_attrs
+    if hook is None:
+        return op.attrs, None
+    out = hook(op.attrs, perm)
+    if out is None:
+        return None
+    return (out, None) if isinstance(out, Mapping) else (out[0], tuple(out[1]))
 
 
-def _sink(rw: Rewriter, op, operands, attrs_, perm) -> bool:
-    """Replace ``op`` by ``op'(operands) -> transpose(perm)`` for each of its results."""
+def _sink(rw: Rewriter, op, operands, attrs_, perm, result_perm=None) -> bool:
+    """Replace ``op`` by ``op'(operands) -> transpose(perm)`` for each of its results.
+
+    ``result_perm``: the results have other axes than the operand (a reduction): they are
+    transposed by it instead, and not at all when it is the identity."""
     new = rw.make(op.kind, operands, attrs_, op.name, op.loc)
     rw.insert_before(op, new)
     for old, res in zip(op.results, new.results):
+        if result_perm is not None:
+            if not _is_identity(result_perm):
+                t = rw.make("transpose", [res], {"perm": result_perm}, op.name, op.loc)
+                rw.insert_before(op, t)
+                res = t.results[0]
+            rw.replace(old, res)
+            continue
         if old.type.quant is not None and res.type.quant is None:
             res.type = res.type.with_quant(_moved_quant(old.type.quant, perm))
         t = rw.make("transpose", [res], {"perm": perm}, op.name, op.loc)
@@ -136,27 +152,33 @@ def _merge(rw: Rewriter, op) -> bool:
     return True
 
 
-# ----------------------------------------------------------------------------- element-wise
-def _unary(rw: Rewriter, op) -> bool:
+# ----------------------------------------------------------------------------- layout-agnostic ops
+def _sink_rule(rw: Rewriter, op) -> bool:
+    """A transpose of an operand of a LAYOUT_AGNOSTIC op moves below it. Which operands are
+    transposed: every one of an ELEMENTWISE op (broadcasting) or of a variadic first operand
+    (concat); else the first (the others are parameters its attributes index: scale's vectors)."""
+    opdef = op.opdef
+    if not opdef.has(Trait.LAYOUT_AGNOSTIC) or not op.operands:
+        return False
+    if opdef.has(Trait.ELEMENTWISE) and len(op.operands) > 1:
+        return _broadcasting(rw, op)
+    if opdef.operands and opdef.operands[0].endswith(("+", "*")):
+        return _variadic(rw, op)
+    return _first_operand(rw, op)
+
+
+def _first_operand(rw: Rewriter, op) -> bool:
+    """One transposed operand (unary element-wise ops, softmax, scale, pad, slice, split, resize,
+    reductions): the attributes follow the axes (``permute_attrs``)."""
     t = _transposed(rw, op.operands[0])
     if t is None:
         return False
     x, perm = t
-    return _sink(rw, op, [x] + op.operands[1:], op.attrs, perm)
-
-
-def _with_axis(rw: Rewriter, op) -> bool:
-    """quantize, dequantize, scale, softmax: one axis attribute."""
-    t = _transposed(rw, op.operands[0])
-    if t is None:
+    moved = _permuted(op, perm)
+    if moved is None:
         return False
-    x, perm = t
-    attrs_ = dict(op.attrs)
-    if op.kind in ("quantize", "dequantize") and len(op.attrs["scale"]) == 1:
-        pass  # per tensor: the axis means nothing
-    else:
-        attrs_["axis"] = _axis(op.attrs["axis"], perm)
-    return _sink(rw, op, [x] + op.operands[1:], attrs_, perm)
+    attrs_, result_perm = moved
+    return _sink(rw, op, [x] + op.operands[1:], attrs_, perm, result_perm)
 
 
 def _expanded_const(data: np.ndarray, rank: int, per_channel_axis1: bool) -> np.ndarray:
@@ -167,7 +189,9 @@ def _expanded_const(data: np.ndarray, rank: int, per_channel_axis1: bool) -> np.
     return data.reshape((1,) * (rank - data.ndim) + data.shape)
 
 
-def _binary(rw: Rewriter, op) -> bool:
+def _broadcasting(rw: Rewriter, op) -> bool:
+    """Element-wise ops with several operands: every operand is transposed the same way (a constant
+    is permuted, broadcasting kept; a graph input joins through an inverse transpose)."""
     out_rank = op.results[0].type.rank
     if out_rank is None:
         return False
@@ -178,6 +202,9 @@ def _binary(rw: Rewriter, op) -> bool:
     perm = perms.pop()
     if len(perm) != out_rank:
         return False
+    moved = _permuted(op, perm)
+    if moved is None or moved[1] is not None:
+        return False
     operands = []
     for i, (v, t) in enumerate(zip(op.operands, found)):
         if t is not None:
@@ -185,20 +212,20 @@ def _binary(rw: Rewriter, op) -> bool:
             continue
         data = v.const_value()
         if data is None:
-            moved = _from_input(rw, op, v, perm)
-            if moved is None:
+            joined = _from_input(rw, op, v, perm)
+            if joined is None:
                 return False
-            operands.append(moved)
+            operands.append(joined)
             continue
         if data.ndim > out_rank:
             return False
         axis1 = (op.kind == "prelu" and i == 1 and data.ndim == 1 and out_rank > 1
                  and data.size == op.results[0].type.shape[1] and data.size > 1)
-        moved = np.transpose(_expanded_const(data, out_rank, axis1), inverse(perm))
+        permuted = np.transpose(_expanded_const(data, out_rank, axis1), inverse(perm))
         if data.size == 1:
-            moved = data  # a scalar broadcasts the same way in any order
-        operands.append(rw.const(np.ascontiguousarray(moved), v.producer.name, anchor=op))
-    return _sink(rw, op, operands, op.attrs, perm)
+            permuted = data  # a scalar broadcasts the same way in any order
+        operands.append(rw.const(np.ascontiguousarray(permuted), v.producer.name, anchor=op))
+    return _sink(rw, op, operands, moved[0], perm)
 
 
 def _from_input(rw: Rewriter, op, v, perm):
@@ -211,13 +238,16 @@ def _from_input(rw: Rewriter, op, v, perm):
     return t.results[0]
 
 
-# ----------------------------------------------------------------------------- data movement
-def _concat(rw: Rewriter, op) -> bool:
+def _variadic(rw: Rewriter, op) -> bool:
+    """concat: every operand is transposed the same way (constants permuted, inputs joined)."""
     found = [_transposed(rw, v) for v in op.operands]
     perms = {t[1] for t in found if t is not None}
     if len(perms) != 1:
         return False
     perm = perms.pop()
+    moved = _permuted(op, perm)
+    if moved is None or moved[1] is not None:
+        return False
     operands = []
     for v, t in zip(op.operands, found):
         if t is not None:
@@ -226,96 +256,21 @@ def _concat(rw: Rewriter, op) -> bool:
             data = np.ascontiguousarray(np.transpose(v.const_value(), inverse(perm)))
             operands.append(rw.const(data, v.producer.name, anchor=op))
         else:
-            moved = _from_input(rw, op, v, perm)
-            if moved is None:
+            joined = _from_input(rw, op, v, perm)
+            if joined is None:
                 return False
-            operands.append(moved)
-    return _sink(rw, op, operands, {**op.attrs, "axis": _axis(op.attrs["axis"], perm)}, perm)
-
-
-def _pad(rw: Rewriter, op) -> bool:
-    t = _transposed(rw, op.operands[0])
-    if t is None:
-        return False
-    x, perm = t
-    rank = len(perm)
-    pads = op.attrs["pads"]
-    begins, ends = _per_axis(pads[:rank], perm), _per_axis(pads[rank:], perm)
-    return _sink(rw, op, [x], {**op.attrs, "pads": begins + ends}, perm)
-
-
-def _slice(rw: Rewriter, op) -> bool:
-    t = _transposed(rw, op.operands[0])
-    if t is None:
-        return False
-    x, perm = t
-    axes = tuple(_axis(a, perm) for a in op.attrs["axes"])
-    return _sink(rw, op, [x], {**op.attrs, "axes": axes}, perm)
-
-
-def _split(rw: Rewriter, op) -> bool:
-    t = _transposed(rw, op.operands[0])
-    if t is None:
-        return False
-    x, perm = t
-    return _sink(rw, op, [x], {**op.attrs, "axis": _axis(op.attrs["axis"], perm)}, perm)
-
-
-def _resize(rw: Rewriter, op) -> bool:
-    t = _transposed(rw, op.operands[0])
-    if t is None:
-        return False
-    x, perm = t
-    attrs_ = dict(op.attrs)
-    attrs_["scales"] = _per_axis(op.attrs["scales"], perm)
-    if op.attrs["sizes"]:
-        attrs_["sizes"] = _per_axis(op.attrs["sizes"], perm)
-    return _sink(rw, op, [x], attrs_, perm)
-
-
-def _reduce(rw: Rewriter, op) -> bool:
-    """reduce / argmax: the reduced axes move; without keepdims the permutation shrinks."""
-    t = _transposed(rw, op.operands[0])
-    if t is None:
-        return False
-    x, perm = t
-    rank = len(perm)
-    attrs_ = dict(op.attrs)
-    if op.kind == "argmax":
-        reduced = {op.attrs["axis"] % rank}
-        attrs_["axis"] = _axis(op.attrs["axis"], perm)
-    else:
-        reduced = {a % rank for a in op.attrs["axes"]} if op.attrs["axes"] else set(range(rank))
-        attrs_["axes"] = tuple(sorted(perm[a] for a in reduced))
-    if op.attrs["keepdims"]:
-        return _sink(rw, op, [x], attrs_, perm)
-    # the result keeps x's remaining axes in x's order; the transposed tensor wants them in perm's
-    kept_src = sorted(perm[a] for a in range(rank) if a not in reduced)
-    wanted = [perm[a] for a in range(rank) if a not in reduced]
-    rest = tuple(kept_src.index(a) for a in wanted)
-    new = rw.make(op.kind, [x], attrs_, op.name, op.loc)
-    rw.insert_before(op, new)
-    out = new.results[0]
-    if not _is_identity(rest):
-        t2 = rw.make("transpose", [out], {"perm": rest}, op.name, op.loc)
-        rw.insert_before(op, t2)
-        out = t2.results[0]
-    rw.replace(op.results[0], out)
-    rw.erase(op)
-    src = op.operands[0]
-    if not rw.users(src) and not rw.is_output(src):
-        rw.erase(src.producer)
-    return True
+            operands.append(joined)
+    return _sink(rw, op, operands, moved[0], perm)
 
 
 # ----------------------------------------------------------------------------- towards the inputs
-_HOISTABLE = UNARY + ("pad", "quantize", "dequantize")
-
-
 def _hoistable(op) -> bool:
-    if op.kind in ("quantize", "dequantize"):
-        return len(op.attrs["scale"]) == 1
-    return op.kind in _HOISTABLE
+    """A transpose may move above ``op``: a one-operand layout-agnostic op that is element-wise
+    (or a pad, which the importers write right after an input)."""
+    opdef = op.opdef
+    if not (opdef.has(Trait.LAYOUT_AGNOSTIC) and (opdef.has(Trait.ELEMENTWISE) or op.kind == "pad")):
+        return False
+    return len(op.operands) == 1 and len(op.results) == 1
 
 
 def _leads_to_input(rw: Rewriter, v) -> bool:
@@ -342,13 +297,12 @@ def _hoist(rw: Rewriter, op) -> bool:
     if not _leads_to_input(rw, prod.operands[0]):
         return False
     perm = tuple(op.attrs["perm"])
+    moved = _permuted(prod, inverse(perm))  # f(y) transposed is f'(transpose(y)): f' follows the inverse
+    if moved is None or moved[1] is not None:
+        return False
+    attrs_ = dict(moved[0])
     t = rw.make("transpose", [prod.operands[0]], {"perm": perm}, op.name, op.loc)
     rw.insert_before(op, t)
-    attrs_ = dict(prod.attrs)
-    if prod.kind == "pad":
-        rank = len(perm)
-        pads = prod.attrs["pads"]
-        attrs_["pads"] = tuple(pads[perm[a]] for a in range(rank)) + tuple(pads[rank + perm[a]] for a in range(rank))
     new = rw.make(prod.kind, [t.results[0]] + prod.operands[1:], attrs_, prod.name, prod.loc)
     rw.insert_before(op, new)
     rw.replace(op.results[0], new.results[0])
@@ -357,38 +311,8 @@ def _hoist(rw: Rewriter, op) -> bool:
     return True
 
 
-def _squeeze(rw: Rewriter, op) -> bool:
-    """squeeze drops axes: like a reduction without keepdims."""
-    t = _transposed(rw, op.operands[0])
-    if t is None or not op.attrs["axes"]:
-        return False
-    x, perm = t
-    rank = len(perm)
-    dropped = {a % rank for a in op.attrs["axes"]}
-    kept_src = sorted(perm[a] for a in range(rank) if a not in dropped)
-    wanted = [perm[a] for a in range(rank) if a not in dropped]
-    rest = tuple(kept_src.index(a) for a in wanted)
-    new = rw.make("squeeze", [x], {"axes": tuple(sorted(perm[a] for a in dropped))}, op.name, op.loc)
-    rw.insert_before(op, new)
-    out = new.results[0]
-    if not _is_identity(rest):
-        t2 = rw.make("transpose", [out], {"perm": rest}, op.name, op.loc)
-        rw.insert_before(op, t2)
-        out = t2.results[0]
-    rw.replace(op.results[0], out)
-    rw.erase(op)
-    src = op.operands[0]
-    if not rw.users(src) and not rw.is_output(src):
-        rw.erase(src.producer)
-    return True
-
-
-RULES = ([("transpose", _merge), ("transpose", _hoist)] + [(kind, _unary) for kind in UNARY]
-         + [(kind, _with_axis) for kind in ("quantize", "dequantize", "scale", "softmax")]
-         + [(kind, _binary) for kind in BINARY]
-         + [("concat", _concat), ("pad", _pad), ("slice", _slice), ("split", _split), ("resize", _resize),
-            ("reduce", _reduce), ("argmax", _reduce), ("squeeze", _squeeze)])
-SINKABLE = {kind for kind, _ in RULES}
+# the transpose rules, then one rule for every op kind: sink through a LAYOUT_AGNOSTIC op
+RULES = [("transpose", _merge), ("transpose", _hoist), ("*", _sink_rule)]
 
 
 def share_transposes(graph) -> bool:

@@ -286,6 +286,17 @@ def test_decompose_swish_really_rewrites_the_graph(tidlc, model):
     assert " scale(" not in optimized.out
 
 
+def test_swish_is_quantized_by_its_traits_without_being_decomposed(tidlc, model):
+    """The op declares ELEMENTWISE, LAYOUT_AGNOSTIC and LUT (tests/passes/test_traits.py has the
+    layout side): the quantize pass computes it in fixed point like a builtin activation."""
+    out = model["root"] / "qir"
+    run = tidlc("-p", "shape-inference,quantize", "compile", model["cfg"], "--emit", "qir", "-o", out)
+    assert run.code == 0, run.err
+    text = (out / "model.tir").read_text()
+    assert swish_ops(text) == 1
+    assert re.search(r"= swish\(%\d+\)[^\n]*: tensor<[0-9x]+x[iu]8, ", text), text  # not a float island
+
+
 def test_pass_options_come_from_the_pipeline_string(tidlc, model):
     approx = tidlc("-p", "shape-inference,decompose-swish{approximate=true}", "ir", model["cfg"])
     assert approx.code == 0, approx.err

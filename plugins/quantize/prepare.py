@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import attrs
 import numpy as np
+from tidlc.backends.tidl.fixed.executor import CLAMP_ACTS
 from tidlc.plugins.cleanup import live_ops
 
 from tidlc.ir.builder import Builder
@@ -23,7 +24,6 @@ from tidlc.ir.core import Graph, Op, Value
 from tidlc.ir.ops.elementwise import ACT_PARAM_NAMES
 from tidlc.ir.types import QuantInfo
 
-KEEP_FUSED = ("none", "relu", "relu6", "clip")
 DEQUANTIZE_KINDS = ("data_convert", "dequantize")
 QUANTIZE_KINDS = ("data_convert", "quantize")
 
@@ -109,7 +109,7 @@ def prepare(graph: Graph) -> tuple[Prepared, dict[int, Value]]:
         if op.kind == "batchnorm" and all(v.const_value() is not None for v in op.operands[1:]):
             op = _bn_to_scale(builder, op, ops)
         act = op.attrs.get("act")
-        if act is not None and act not in KEEP_FUSED:
+        if act is not None and act not in CLAMP_ACTS:  # no fixed-point form on the accumulator
             ops.append(op)
             ops.append(_split_activation(builder, op, replace))
             continue
@@ -125,6 +125,7 @@ def prepare(graph: Graph) -> tuple[Prepared, dict[int, Value]]:
     return Prepared(clone, hints, asymmetric), mapping
 
 
+# ops whose TIDL kernel applies a fused clip as its output clamp (a backend list: which kernels do)
 CLIPPABLE = ("conv2d", "deconv2d", "dense", "scale", "add", "sub", "mul")
 
 

@@ -15,9 +15,18 @@ The rules (docs/quantization.md has the full specification):
   shift stays a power of two (TIDL's fixed-range rule); biases are stored
   at the accumulator scale in 32 (8-bit layers) or 64 bits (16-bit layers);
 * eltwise, prelu, table ops and graph inputs get the full-range scale
-  ``qmax / max|x|`` of their calibrated range; concat takes the coarsest
-  input scale; pooling, resize and data movement keep their input's;
-* any op without a fixed-point kernel runs in float between ``data_convert`` ops;
+  ``qmax / max|x|`` of their calibrated range (or of the op's declared
+  ``value_range``: sigmoid, tanh, ...); concat takes the coarsest input
+  scale; pooling, resize and data movement keep their input's;
+* any op without a fixed-point kernel runs in float between ``data_convert`` ops.
+
+What an op is comes from its traits (``tidlc.ir.opdef.Trait``), so an op a
+plugin declares is quantized like a builtin one: ``MAC`` ops by the
+accumulator scheme, ``SCALE_PRESERVING`` ops keep their data operands' scale,
+``LUT`` ops get a scale of their own (a lookup table in fixed point). Which
+ops have a fixed-point kernel at all is the executor's
+(``has_integer_kernel``); the rules per kind that remain (eltwise kinds,
+softmax, prelu, pad, argmax, matmul) describe TIDL's kernels for them.
 * every graph output ends with a ``data_convert`` to f32.
 """
 from __future__ import annotations
@@ -28,21 +37,17 @@ from collections.abc import Callable
 import attrs
 import numpy as np
 from tidlc.backends.tidl.fixed import reference as ref
-from tidlc.backends.tidl.fixed.executor import DATA_MOVEMENT, INTEGER_OPS, MAC_OPS, TABLE_OPS
+from tidlc.backends.tidl.fixed.executor import CLAMP_ACTS, has_integer_kernel
 from tidlc.plugins.cleanup import live_ops
 
 from tidlc.diagnostics import TidlcError
 from tidlc.ir.builder import infer_types
 from tidlc.ir.core import Graph, Op, Value
+from tidlc.ir.opdef import OPS, Trait
 from tidlc.ir.types import QuantInfo, TensorType, numpy_dtype
 
-# ops whose result keeps the scale of their (first) operand
-INHERIT_OPS = DATA_MOVEMENT | frozenset({"pool2d", "global_pool", "resize", "pad"})
-# operands that are not tensors to quantize (shapes, indices, slopes)
-AUX_OPERANDS = {"reshape": (1,), "expand": (1,), "gather": (1,), "prelu": (1,)}
-# real ranges some ops always produce
-FIXED_RANGES: dict[str, tuple[float, float]] = {
-    "sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "hardsigmoid": (0.0, 1.0), "relu6": (0.0, 6.0)}
+# constant operands TIDL's kernel for the kind reads as parameters, not tensors to quantize
+KERNEL_PARAMETERS = {"prelu": (1,)}
 MIN_RANGE = 2.0 ** -16  # a tensor that is always 0 still gets a finite scale
 
 
@@ -61,6 +66,36 @@ class QuantResult:
     origin: dict[int, Value]  # fixed-point value id -> the prepared float value it stands for
     float_islands: list[str] = attrs.Factory(list)
     notes: list[str] = attrs.Factory(list)
+
+
+def _variadic(opdef) -> bool:
+    return bool(opdef.operands) and opdef.operands[0].endswith(("+", "*"))
+
+
+def data_operands(op: Op) -> list[int]:
+    """The operands that are tensors to quantize: a SCALE_PRESERVING op's data operands (those of
+    a variadic first operand, else the first: the others are shapes or indices), else all but
+    the kernel's parameters."""
+    opdef = op.opdef
+    if opdef.has(Trait.SCALE_PRESERVING) and not _variadic(opdef):
+        return [0] if op.operands else []
+    params = KERNEL_PARAMETERS.get(op.kind, ())
+    return [i for i in range(len(op.operands)) if i not in params]
+
+
+def inherits_scale(op: Op) -> bool:
+    """The result takes the scale of the op's one data operand: no range of its own to calibrate."""
+    return op.opdef.has(Trait.SCALE_PRESERVING) and not _variadic(op.opdef)
+
+
+def _builtin_inherit_ops() -> frozenset:
+    import tidlc.ir.ops  # noqa: F401  (registers the builtin ops)
+    return frozenset(name for name in OPS.with_trait(Trait.SCALE_PRESERVING)
+                     if OPS.get(name).plugin == "builtin" and not _variadic(OPS.get(name)))
+
+
+# the builtin kinds inherits_scale() is true of, for callers that still test op.kind (api.py)
+INHERIT_OPS = _builtin_inherit_ops()
 
 
 def is_depthwise(op: Op) -> bool:
@@ -202,8 +237,8 @@ class Quantizer:
     def out_range(self, fop: Op, bits: int, index: int = 0) -> tuple[float, float]:
         lo, hi = self.ranges(fop.results[index], bits)
         act = fop.attrs.get("act", "none")
-        if fop.kind in FIXED_RANGES:
-            lo, hi = FIXED_RANGES[fop.kind]
+        if fop.opdef.value_range is not None:
+            lo, hi = fop.opdef.value_range
         elif fop.kind == "clip":
             lo, hi = _finite_clip(fop.attrs["min"], fop.attrs["max"], lo, hi)
         if act == "relu":
@@ -247,20 +282,20 @@ class Quantizer:
 
     def supported(self, fop: Op) -> bool:
         kind = fop.kind
-        if kind not in INTEGER_OPS or not fop.results or fop.results[0].type.dtype[0] != "f":
+        if not has_integer_kernel(fop) or not fop.results or fop.results[0].type.dtype[0] != "f":
             return False
         if not all(v.type.is_static for v in fop.results):
             return False
-        if kind in MAC_OPS:
+        if fop.opdef.has(Trait.MAC):
             if kind == "matmul":
                 return fop.operands[1].const_value() is None or fop.operands[1].type.rank == 2
             weights_const = fop.operands[1].const_value() is not None
             bias_ok = len(fop.operands) < 3 or fop.operands[2].const_value() is not None
             if kind == "scale":
                 return weights_const and bias_ok and fop.operands[0].type.rank is not None
-            return weights_const and bias_ok and fop.attrs.get("act", "none") in ("none", "relu", "relu6", "clip")
+            return weights_const and bias_ok and fop.attrs.get("act", "none") in CLAMP_ACTS
         if kind in ("add", "sub", "mul", "max", "min"):
-            return fop.attrs["act"] in ("none", "relu", "relu6", "clip")
+            return fop.attrs["act"] in CLAMP_ACTS
         if kind == "softmax":
             return not fop.attrs["log"]
         if kind == "prelu":
@@ -270,10 +305,6 @@ class Quantizer:
                 (slope.ndim <= 1 or slope.size == 1)
         if kind == "pad":
             return fop.attrs["mode"] == "constant"
-        if kind == "argmax":
-            return True
-        if kind in TABLE_OPS:
-            return True
         return True
 
     def float_op(self, fop: Op) -> None:
@@ -287,33 +318,31 @@ class Quantizer:
 
     def quantize_op(self, fop: Op) -> None:
         kind = fop.kind
-        if kind in MAC_OPS:
+        opdef = fop.opdef
+        if opdef.has(Trait.MAC):
             return self.mac(fop)
         bits = self.layer_bits(fop)
-        aux = AUX_OPERANDS.get(kind, ())
-        data_idx = [i for i in range(len(fop.operands)) if i not in aux]
+        data_idx = data_operands(fop)
         in_bits = bits if fop.name in self.cfg.layers_16bit else None
         operands = [self.quant_of(v, in_bits) if i in data_idx else self.float_of(v) for i, v in enumerate(fop.operands)]
         op = self.new_op(kind, operands, fop.attrs, fop)
         first = operands[data_idx[0]].type.quant if data_idx else None
         if kind == "argmax":
             return self.finish(fop, op, [None])
-        if kind in INHERIT_OPS:
-            q = attrs.evolve(first, shift=None)
-            return self.finish(fop, op, [q] * len(op.results))
-        if kind == "concat":
-            qs = [attrs.evolve(v.type.quant, shift=None) for v in operands]
+        if opdef.has(Trait.SCALE_PRESERVING):  # data movement, pooling, resize, pad, concat
+            qs = [attrs.evolve(operands[i].type.quant, shift=None) for i in data_idx]
             if all(q == qs[0] for q in qs):
-                return self.finish(fop, op, [qs[0]])
-            # the widest input range at the widest precision; the other inputs are requantized
+                return self.finish(fop, op, [qs[0]] * len(op.results))
+            # (concat) the widest input range at the widest precision; the other inputs are requantized
             signed = any(q.signed for q in qs)
             bits = max(q.bits for q in qs)
             r = max(q.qmax / q.scale[0] for q in qs)
-            return self.finish(fop, op, [QuantInfo(bits, signed, full_range_scale(-r, r, bits, signed))])
+            q = QuantInfo(bits, signed, full_range_scale(-r, r, bits, signed))
+            return self.finish(fop, op, [q] * len(op.results))
         if kind == "softmax":
             b = first.bits
             return self.finish(fop, op, [QuantInfo(b, False, float((1 << b) - 1))])
-        if kind in TABLE_OPS:
+        if opdef.has(Trait.LUT):
             b = 16 if fop.name in self.cfg.layers_16bit else first.bits
             return self.finish(fop, op, [self.free_quant(fop, b)])
         # add/sub/mul/max/min, prelu: a free output scale

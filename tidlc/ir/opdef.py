@@ -6,11 +6,19 @@ typed attributes with defaults and validators, result count, type inference,
 the float reference implementation (used by the interpreter and by constant
 folding) and the MAC count. The registry is filled by the builtin op modules and by plugins through
 the ``tidlc_ops`` hook.
+
+What an op *is* -- element-wise, indifferent to the axis order, scale
+preserving, a multiply-accumulate layer, a fusable activation, a lookup-table
+function -- is declared by its :class:`Trait` set, and the passes ask the
+OpDef (``op.opdef.has(Trait.ELEMENTWISE)``) instead of keeping lists of op
+names, so an op a plugin declares with traits is handled by the layout pass,
+the fusions and the quantizer like a builtin one.
 """
 from __future__ import annotations
 
+import enum
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -116,9 +124,89 @@ def _no_macs(op) -> int:
     return 0
 
 
+class Trait(str, enum.Enum):
+    """What an op is, for the passes that transform or quantize it (``OpDef.traits``).
+
+    A trait is a promise the op's definition makes; the passes that read it
+    rely on it without knowing the op. Declare only what holds for every
+    attribute value (or say what the op's hooks do about the rest).
+    """
+
+    #: Every result element is computed from the operands' elements at the same
+    #: (broadcast) position: one result shaped like the numpy broadcast of all
+    #: operands (activations, unary math, add/mul/..., cast, quantize). Read by
+    #: the layout pass: every operand of an element-wise op is moved across a
+    #: transpose (constants are permuted, broadcasting kept). ``prelu`` keeps its
+    #: documented exception: a 1-D slope of C values is per channel (axis 1).
+    ELEMENTWISE = "elementwise"
+    #: ``op(transpose(x, perm))`` equals ``transpose(op'(x), perm)``, where
+    #: ``op'`` has the attributes ``OpDef.permute_attrs(attrs, perm)`` (the same
+    #: attributes when the op has no such hook). The layout pass sinks
+    #: transposes through it. Its transposed operands: every operand of an
+    #: ELEMENTWISE op, every operand of a variadic first operand (``"xs+"``:
+    #: concat), else the first one only (the others are parameters the
+    #: attributes index, like ``scale``'s per-channel vectors).
+    LAYOUT_AGNOSTIC = "layout_agnostic"
+    #: Every result value lies within the range of its data operands (they are
+    #: moved, copied, selected, padded, averaged or interpolated: reshape,
+    #: transpose, concat, slice, gather, pooling, resize, pad), so quantization
+    #: passes the input's scale through (the coarsest one for several data
+    #: operands) and needs no calibrated range for the result. Its data
+    #: operands: those of a variadic first operand, else the first one (the
+    #: others are shapes or indices). A fixed-point executor without a kernel of
+    #: its own for the op runs its float ``compute`` on the integer codes,
+    #: which is exact for ops that only move or select values.
+    SCALE_PRESERVING = "scale_preserving"
+    #: A multiply-accumulate layer: data operand 0, weights operand 1 (constant;
+    #: ``matmul`` may take a second tensor), optional bias operand 2. Quantized
+    #: with the accumulator scheme (accumulator scale = input scale x weight
+    #: scale, a rounding shift to the output). ``OpDef.macs`` counts its
+    #: multiply-accumulates on the MMA; a channel-wise ``scale`` counts none
+    #: (TIDL runs it on the vector unit).
+    MAC = "mac"
+    #: An activation a producer can carry in its ``act`` attribute
+    #: (fuse-activation folds it there). Its name must be one of the fused
+    #: activations the ``act`` attribute knows (``tidlc.ir.ops.ACTIVATIONS``).
+    FUSABLE_ACTIVATION = "fusable_activation"
+    #: A unary element-wise function of one input whose fixed-point form is a
+    #: lookup table of its float ``compute`` over every input code (8 or 16
+    #: bits): sigmoid, tanh, exp, ... The quantizer gives its result a scale of
+    #: its own (from calibration or ``OpDef.value_range``) and the fixed-point
+    #: executor builds the table.
+    LUT = "lut"
+
+
+def _traits(values: Iterable) -> frozenset:
+    """Trait members from members or their names (``"elementwise"``); unknown names raise."""
+    if isinstance(values, (str, Trait)):
+        values = (values,)
+    out = set()
+    for value in values:
+        try:
+            out.add(Trait(value))
+        except ValueError:
+            raise ValueError(f"unknown op trait {value!r}; known: "
+                             f"{', '.join(t.value for t in Trait)}") from None
+    return frozenset(out)
+
+
 @attrs.frozen
 class OpDef:
-    """The declaration of one op kind."""
+    """The declaration of one op kind.
+
+    ``traits``: a frozenset of :class:`Trait` (names are accepted:
+    ``traits={"elementwise", "layout_agnostic"}``), what the op is for the
+    passes. ``permute_attrs(attrs, perm)``: for a ``LAYOUT_AGNOSTIC`` op whose
+    attributes name axes (concat axis, softmax axis, reduce axes, pad pads,
+    slice axes, ...), the attributes the op needs on the untransposed operand
+    when its operand is ``transpose(x, perm)``. It returns the new attribute
+    dict; or ``(attrs, result_perm)`` when the result has fewer axes than the
+    operand (a reduction without keepdims, squeeze), ``result_perm`` being the
+    transpose that then restores the result's axis order; or ``None`` when the
+    op cannot take this transpose. ``value_range``: the real range every
+    result value lies in whatever the input (sigmoid: ``(0, 1)``), which
+    quantization uses instead of a calibrated one.
+    """
 
     name: str
     operands: tuple[str, ...]
@@ -131,6 +219,13 @@ class OpDef:
     category: str = "misc"  # mac | vector | data | shape | io | detection | misc
     doc: str = ""
     plugin: str = "builtin"
+    traits: frozenset = attrs.field(default=frozenset(), converter=_traits)
+    permute_attrs: Callable[[Mapping[str, Any], tuple[int, ...]], Any] | None = None
+    value_range: tuple[float, float] | None = None
+
+    def has(self, trait: Trait | str) -> bool:
+        """Whether the op declares ``trait`` (a :class:`Trait` or its name)."""
+        return (trait if isinstance(trait, Trait) else Trait(trait)) in self.traits
 
     @property
     def min_operands(self) -> int:
@@ -196,6 +291,10 @@ class OpRegistry:
     def names(self) -> list[str]:
         return sorted(self._defs)
 
+    def with_trait(self, trait: Trait | str) -> list[str]:
+        """The names of the registered ops that declare ``trait`` (sorted)."""
+        return sorted(name for name, d in self._defs.items() if d.has(trait))
+
 
 OPS = OpRegistry()
 
@@ -212,8 +311,9 @@ def get_opdef(name: str) -> OpDef:
 
 def defop(name: str, operands: Sequence[str], attrs_: Mapping[str, AttrSpec] | None = None,
           *, infer, compute=None, macs=_no_macs, num_results=1, foldable=True,
-          category="misc", doc="") -> OpDef:
+          category="misc", doc="", traits=(), permute_attrs=None, value_range=None) -> OpDef:
     """Declare and register a builtin op."""
     return OPS.register(OpDef(name=name, operands=tuple(operands), attrs=dict(attrs_ or {}),
                               infer=infer, compute=compute, macs=macs, num_results=num_results,
-                              foldable=foldable, category=category, doc=doc))
+                              foldable=foldable, category=category, doc=doc, traits=traits,
+                              permute_attrs=permute_attrs, value_range=value_range))

@@ -19,24 +19,20 @@ import numpy as np
 from tidlc.diagnostics import TidlcError
 from tidlc.interp import check_feeds, evaluate_op, free_after, output_names
 from tidlc.ir.core import Graph, Op
+from tidlc.ir.opdef import Trait
 from tidlc.ir.types import QuantInfo, numpy_dtype
 
 from . import reference as ref
 
 Kernel = Callable[[list], list]
 
-# ops that only move or select elements: their compute runs unchanged on integers
-DATA_MOVEMENT = frozenset({
-    "reshape", "flatten", "transpose", "squeeze", "unsqueeze", "slice", "split", "depth_to_space",
-    "shuffle_channel", "identity", "dropout", "gather", "expand"})
-# unary element-wise ops computed by a table of every input code
-TABLE_OPS = frozenset({
-    "relu", "relu6", "clip", "leaky_relu", "sigmoid", "tanh", "hardsigmoid", "hardswish", "elu", "gelu",
-    "exp", "log", "sqrt", "abs", "neg", "reciprocal", "softplus", "erf"})
+# What an op is comes from its traits (tidlc.ir.opdef.Trait); which ops have a fixed-point kernel is
+# this executor's (the TIDL backend's) own table, KERNELS below: TIDL's layers, by op kind, plus two
+# generic kernels chosen by trait (see kernel_factory).
+# The op kinds the accumulator kernel (_mac_kernel) implements: the builtin Trait.MAC ops.
 MAC_OPS = frozenset({"conv2d", "deconv2d", "dense", "scale", "matmul"})
-INTEGER_OPS = MAC_OPS | DATA_MOVEMENT | TABLE_OPS | frozenset({
-    "add", "sub", "mul", "max", "min", "concat", "pool2d", "global_pool", "resize", "softmax", "prelu",
-    "pad", "argmax"})
+# fused activations the MAC and eltwise kernels apply as their output clamp (act_bounds)
+CLAMP_ACTS = ("none", "relu", "relu6", "clip")
 
 
 def is_fixed(t) -> bool:
@@ -421,15 +417,36 @@ def _data_convert_kernel(op: Op, fast: bool = False) -> Kernel:
     return lambda args: evaluate_op(op, args)
 
 
+# TIDL's own kernels, by op kind
 KERNELS: dict[str, Callable[[Op], Kernel]] = {
     **{k: _mac_kernel for k in MAC_OPS},
     **{k: _eltwise_kernel for k in ("add", "sub", "mul", "max", "min")},
-    **{k: _table_kernel for k in TABLE_OPS},
-    **{k: _data_movement_kernel for k in DATA_MOVEMENT},
     "concat": _concat_kernel, "pool2d": _pool_kernel, "global_pool": _global_pool_kernel,
     "resize": _resize_kernel, "softmax": _softmax_kernel, "prelu": _prelu_kernel, "pad": _pad_kernel,
     "argmax": _argmax_kernel, "data_convert": _data_convert_kernel,
 }
+
+
+def kernel_factory(op: Op) -> Callable[[Op], Kernel] | None:
+    """The kernel factory of ``op``'s kind, or None if it has no fixed-point form: TIDL's own
+    kernel (KERNELS), else by trait a lookup table of its float compute (``Trait.LUT``) or its
+    float compute run on the integer codes (``Trait.SCALE_PRESERVING``: reshape, transpose,
+    slice, ...: values are only moved or selected), requantized if the result's scale differs."""
+    factory = KERNELS.get(op.kind)
+    if factory is not None:
+        return factory
+    opdef = op.opdef
+    if opdef.has(Trait.LUT):
+        return _table_kernel
+    if opdef.has(Trait.SCALE_PRESERVING):
+        return _data_movement_kernel
+    return None
+
+
+def has_integer_kernel(op: Op) -> bool:
+    """Whether the fixed-point executor can run ``op`` in integers (the quantizer keeps the other
+    ops in float between data_convert ops)."""
+    return kernel_factory(op) is not None
 
 
 def make_kernel(op: Op, fast: bool = False) -> Kernel:
@@ -442,7 +459,7 @@ def make_kernel(op: Op, fast: bool = False) -> Kernel:
     fixed_results = any(is_fixed(r.type) for r in op.results)
     if not (fixed_operands or fixed_results):
         return lambda args: evaluate_op(op, args)
-    factory = KERNELS.get(op.kind)
+    factory = kernel_factory(op)
     if factory is None:
         raise TidlcError(f"op '{op.kind}' has no fixed-point kernel", op.where(),
                          hint="the quantize pass keeps such ops in float between data_convert ops")

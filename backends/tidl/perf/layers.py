@@ -24,8 +24,10 @@ detection_output                            DetectionOutput     C7x vector (roug
 prior_box, shape, constant_of_shape         (folded at import)  nothing
 ==========================================  ==================  ==========================
 
-Ops a plugin brings fall back on their ``category``: ``mac`` -> MMA (from its
-MAC count), ``vector`` -> vector, ``data`` -> copy, others -> nothing.
+The tables below are TIDL's own (its layer names and the cost of each
+layer kind), keyed by op kind. Ops a plugin brings fall back on their traits
+and ``category``: ``Trait.MAC`` (or category ``mac``) -> MMA (from its MAC
+count), ``vector`` -> vector, ``data`` -> copy, others -> nothing.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from tidlc.backends.tidl.perf import columns as C
 
 from tidlc.diagnostics import TidlcError
 from tidlc.ir.core import Graph, Op, Value
+from tidlc.ir.opdef import Trait
 
 # Vector instructions per output vector, in milli-ops (1000 = one instruction).
 # Estimates: one load+op+store pipeline per vector for simple maps, a lookup
@@ -264,7 +267,7 @@ class Classifier:
                 work = _shape(op.operands[0], op)
             return self.vector_row(op, work, cost, elem), tidl, "vector", ""
         category = op.opdef.category
-        if category == "mac":  # a plugin's MAC op: an inner product with its MAC count
+        if op.opdef.has(Trait.MAC) or category == "mac":  # a plugin's MAC op: an inner product with its MACs
             macs = int(op.opdef.macs(op) or 0)
             out = _shape(out_v, op)
             n, c, h, w = _nchw(out)

@@ -109,6 +109,35 @@ def broadcast_infer(op, types):
     return [TensorType(shape, types[0].dtype, layout)]
 
 
+# ----------------------------------------------------------------------------- permute_attrs helpers
+# For a LAYOUT_AGNOSTIC op whose operand is ``transpose(x, perm)``: the attributes it needs on ``x``.
+
+def permuted_axis(axis: int, perm) -> int:
+    """Axis ``axis`` of ``transpose(x, perm)`` is axis ``perm[axis]`` of ``x``."""
+    return perm[axis % len(perm)]
+
+
+def per_axis(values, perm) -> tuple:
+    """A per-axis list of ``transpose(x, perm)``, re-ordered for ``x``."""
+    inv = np.argsort(perm)
+    return tuple(values[int(inv[j])] for j in range(len(perm)))
+
+
+def kept_axes_perm(perm, dropped) -> tuple[int, ...]:
+    """When an op drops the axes ``dropped`` of ``transpose(x, perm)``, computing it on ``x`` keeps
+    ``x``'s remaining axes in ``x``'s order: the transpose that puts them in ``perm``'s order."""
+    kept_src = sorted(perm[a] for a in range(len(perm)) if a not in dropped)
+    wanted = [perm[a] for a in range(len(perm)) if a not in dropped]
+    return tuple(kept_src.index(a) for a in wanted)
+
+
+def permute_axis_attr(name: str = "axis"):
+    """A ``permute_attrs`` hook for ops with one axis attribute (concat, split, softmax, scale)."""
+    def permute(attrs_, perm):
+        return {**attrs_, name: permuted_axis(attrs_[name], perm)}
+    return permute
+
+
 def norm_axis(axis: int, rank: int) -> int:
     if not -rank <= axis < rank:
         raise ValueError(f"axis {axis} out of range for rank {rank}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tidlc.ir.opdef import a_float, a_str, defop
+from tidlc.ir.opdef import Trait, a_float, a_str, defop
 from tidlc.ir.ops._common import _erf, apply_act, broadcast_infer, check_act_params, same_as_first
 from tidlc.ir.ops.nn import ACT_ATTRS, _act_check
 from tidlc.ir.types import DTYPES, TensorType
@@ -17,6 +17,10 @@ ACT_PARAM_NAMES = {
 }
 _ACT_DEFAULTS = {"min": -np.inf, "max": np.inf, "alpha": 0.01, "beta": 0.5}
 _ACT_DEFAULT_BY_OP = {("hardsigmoid", "alpha"): 0.2, ("elu", "alpha"): 1.0}
+# the real range some activations always produce (quantization uses it instead of a calibrated one)
+_ACT_RANGES = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "hardsigmoid": (0.0, 1.0), "relu6": (0.0, 6.0)}
+# traits every element-wise op has: the layout pass moves transposes through it
+_ELEMENTWISE = (Trait.ELEMENTWISE, Trait.LAYOUT_AGNOSTIC)
 
 
 def act_params_of(op) -> tuple:
@@ -36,8 +40,11 @@ def _make_act(kind: str, names: tuple):
             raise ValueError(problem)
         return [types[0]]
 
+    # every activation is a lookup table in fixed point; all but hardswish (which TIDL has no
+    # fused form of) can be fused into a producer's ``act``
+    traits = _ELEMENTWISE + (Trait.LUT,) + ((Trait.FUSABLE_ACTIVATION,) if kind != "hardswish" else ())
     defop(kind, ("x",), spec, infer=infer, compute=compute, category="vector",
-          doc=f"Activation {kind}.")
+          doc=f"Activation {kind}.", traits=traits, value_range=_ACT_RANGES.get(kind))
 
 
 for _kind, _names in ACT_PARAM_NAMES.items():
@@ -60,7 +67,7 @@ def _make_binary(kind: str, fn, doc: str):
         return apply_act(out, op.attrs["act"], op.attrs["act_params"])
 
     defop(kind, ("a", "b"), dict(ACT_ATTRS), infer=_binary_infer, compute=compute,
-          category="vector", doc=doc)
+          category="vector", doc=doc, traits=_ELEMENTWISE)
 
 
 def _div(a, b):
@@ -86,22 +93,27 @@ _UNARY = {
 }
 
 
+# unary math without a lookup-table form in fixed point (the quantizer keeps them in float)
+_NO_TABLE = ("floor", "ceil")
+
+
 def _make_unary(kind, fn):
     def compute(op, x):
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             return np.asarray(fn(x)).astype(x.dtype, copy=False)
 
     defop(kind, ("x",), {}, infer=same_as_first, compute=compute, category="vector",
-          doc=f"element-wise {kind}.")
+          doc=f"element-wise {kind}.", traits=_ELEMENTWISE + (() if kind in _NO_TABLE else (Trait.LUT,)))
 
 
 for _kind, _fn in _UNARY.items():
     _make_unary(_kind, _fn)
 
 defop("identity", ("x",), {}, infer=same_as_first, compute=lambda op, x: x, category="data",
-      doc="y = x (removed at -O1).")
+      doc="y = x (removed at -O1).", traits=_ELEMENTWISE + (Trait.SCALE_PRESERVING,))
 defop("dropout", ("x",), {"ratio": a_float(0.5)}, infer=same_as_first, compute=lambda op, x: x,
-      category="data", doc="Inference-time dropout: y = x (removed at -O1).")
+      category="data", doc="Inference-time dropout: y = x (removed at -O1).",
+      traits=_ELEMENTWISE + (Trait.SCALE_PRESERVING,))
 
 
 def _cast_infer(op, types):
@@ -110,7 +122,7 @@ def _cast_infer(op, types):
 
 defop("cast", ("x",), {"dtype": a_str(choices=tuple(DTYPES))}, infer=_cast_infer,
       compute=lambda op, x: x.astype(DTYPES[op.attrs["dtype"]]), category="data",
-      doc="Element type conversion.")
+      doc="Element type conversion.", traits=_ELEMENTWISE)
 
 
 def _where_infer(op, types):
@@ -118,5 +130,7 @@ def _where_infer(op, types):
     return [TensorType(out.shape, types[1].dtype, out.layout)]
 
 
+# (not declared LAYOUT_AGNOSTIC yet: the layout pass has never moved transposes through it)
 defop("where", ("cond", "a", "b"), {}, infer=_where_infer,
-      compute=lambda op, c, a, b: np.where(c, a, b), category="vector", doc="select.")
+      compute=lambda op, c, a, b: np.where(c, a, b), category="vector", doc="select.",
+      traits=(Trait.ELEMENTWISE,))

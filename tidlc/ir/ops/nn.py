@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from tidlc.ir.opdef import (
+    Trait,
     a_bool,
     a_float,
     a_floats,
@@ -21,6 +22,7 @@ from tidlc.ir.ops._common import (
     apply_act,
     check_act_params,
     norm_axis,
+    permute_axis_attr,
     require_nchw,
     require_rank,
     same_as_first,
@@ -150,7 +152,7 @@ def _conv_macs(op):
 
 
 defop("conv2d", ("x", "w", "b?"), {**_window_attrs(), "groups": a_int(1, check=positive), **ACT_ATTRS},
-      infer=_conv_infer, compute=_conv_compute, macs=_conv_macs, category="mac",
+      infer=_conv_infer, compute=_conv_compute, macs=_conv_macs, category="mac", traits=(Trait.MAC,),
       doc="2-D convolution, weights OIHW (O, I/groups, kH, kW); NCHW data.")
 
 
@@ -217,7 +219,7 @@ def _deconv_macs(op):
 defop("deconv2d", ("x", "w", "b?"),
       {**_window_attrs(), "groups": a_int(1, check=positive),
        "output_padding": a_ints((0, 0), length=2, check=non_negative), **ACT_ATTRS},
-      infer=_deconv_infer, compute=_deconv_compute, macs=_deconv_macs, category="mac",
+      infer=_deconv_infer, compute=_deconv_compute, macs=_deconv_macs, category="mac", traits=(Trait.MAC,),
       doc="2-D transposed convolution, weights (I, O/groups, kH, kW).")
 
 
@@ -248,7 +250,7 @@ def _dense_macs(op):
 
 
 defop("dense", ("x", "w", "b?"), dict(ACT_ATTRS), infer=_dense_infer, compute=_dense_compute,
-      macs=_dense_macs, category="mac",
+      macs=_dense_macs, category="mac", traits=(Trait.MAC,),
       doc="Fully connected: y = x @ w.T + b over the last axis; w is (outputs, inputs).")
 
 
@@ -273,7 +275,7 @@ def _matmul_macs(op):
 
 
 defop("matmul", ("a", "b"), {}, infer=_matmul_infer, compute=lambda op, a, b: np.matmul(a, b),
-      macs=_matmul_macs, category="mac", doc="numpy matmul semantics.")
+      macs=_matmul_macs, category="mac", traits=(Trait.MAC,), doc="numpy matmul semantics.")
 
 
 # --------------------------------------------------------------------------- channel-wise
@@ -326,6 +328,7 @@ def _scale_compute(op, x, s, b=None):
 
 defop("scale", ("x", "scale", "bias?"), {"axis": a_int(1), **ACT_ATTRS},
       infer=_scale_infer, compute=_scale_compute, category="vector",
+      traits=(Trait.MAC, Trait.LAYOUT_AGNOSTIC), permute_attrs=permute_axis_attr("axis"),
       doc="Channel-wise affine y = x * scale[c] + bias[c] (TIDL's BatchNorm layer).")
 
 
@@ -340,6 +343,7 @@ def _prelu_compute(op, x, slope):
 
 
 defop("prelu", ("x", "slope"), {}, infer=same_as_first, compute=_prelu_compute, category="vector",
+      traits=(Trait.ELEMENTWISE, Trait.LAYOUT_AGNOSTIC),
       doc="y = x if x >= 0 else slope * x; a 1-D slope of C values is per channel (axis 1), "
           "other shapes broadcast numpy-style.")
 
@@ -392,7 +396,7 @@ def _pool_compute(op, x):
 
 defop("pool2d", ("x",), {"mode": a_str(choices=("max", "avg")), **_window_attrs((1, 1)),
                          "ceil_mode": a_bool(False), "count_include_pad": a_bool(False)},
-      infer=_pool_infer, compute=_pool_compute, category="vector",
+      infer=_pool_infer, compute=_pool_compute, category="vector", traits=(Trait.SCALE_PRESERVING,),
       doc="Max/average pooling; pads (t, l, b, r); ceil mode as Caffe/ONNX compute it.")
 
 
@@ -412,7 +416,8 @@ def _global_pool_compute(op, x):
 
 
 defop("global_pool", ("x",), {"mode": a_str(choices=("max", "avg"))}, infer=_global_pool_infer,
-      compute=_global_pool_compute, category="vector", doc="Pool over all spatial positions.")
+      compute=_global_pool_compute, category="vector", traits=(Trait.SCALE_PRESERVING,),
+      doc="Pool over all spatial positions.")
 
 
 # --------------------------------------------------------------------------- lrn / softmax
@@ -444,4 +449,5 @@ def _softmax_compute(op, x):
 
 
 defop("softmax", ("x",), {"axis": a_int(-1), "log": a_bool(False)}, infer=same_as_first,
-      compute=_softmax_compute, category="vector", doc="Softmax (or log-softmax) along one axis.")
+      compute=_softmax_compute, category="vector", traits=(Trait.LAYOUT_AGNOSTIC,),
+      permute_attrs=permute_axis_attr("axis"), doc="Softmax (or log-softmax) along one axis.")

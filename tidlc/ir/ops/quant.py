@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tidlc.ir.opdef import a_floats, a_int, a_str, defop
-from tidlc.ir.ops._common import norm_axis
+from tidlc.ir.opdef import Trait, a_floats, a_int, a_str, defop
+from tidlc.ir.ops._common import norm_axis, permuted_axis
 from tidlc.ir.types import DTYPES, QUANT_BITS, QuantInfo, TensorType
 
 QUANT_DTYPES = ("i8", "u8", "i16", "u16", "i32")
@@ -113,11 +113,19 @@ def _quantize_compute(op, x):
     return np.clip(out, q.qmin, q.qmax).astype(DTYPES[op.attrs["dtype"]])
 
 
+def _permute_quant_attrs(attrs_, perm):
+    """Per channel, the channel axis moves with a transpose; per tensor, the axis means nothing."""
+    if len(attrs_["scale"]) == 1:
+        return attrs_
+    return {**attrs_, "axis": permuted_axis(attrs_["axis"], perm)}
+
+
 defop("quantize", ("x",),
       {**QUANT_ATTRS, "dtype": a_str("i8", choices=QUANT_DTYPES),
        "bits": a_int(0, check=_bits_ok, doc="0: the width of dtype"),
        "round": a_str("half_away", choices=ROUNDING)},
       infer=_quantize_infer, compute=_quantize_compute, category="data",
+      traits=(Trait.ELEMENTWISE, Trait.LAYOUT_AGNOSTIC), permute_attrs=_permute_quant_attrs,
       doc="q = clamp(round(x * scale) + zero_point); scale in QuantInfo's convention (steps per unit).")
 
 
@@ -138,6 +146,7 @@ def _dequantize_compute(op, x):
 
 defop("dequantize", ("x",), dict(QUANT_ATTRS), infer=_dequantize_infer, compute=_dequantize_compute,
       foldable=False, category="data",
+      traits=(Trait.ELEMENTWISE, Trait.LAYOUT_AGNOSTIC), permute_attrs=_permute_quant_attrs,
       doc="x = (q - zero_point) / scale as f32; not folded, so integer weights stay integer.")
 
 __all__ = ["QUANT_DTYPES", "ROUNDING", "quant_info", "round_values"]

@@ -4,8 +4,20 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from tidlc.ir.opdef import a_bool, a_float, a_floats, a_int, a_ints, a_str, defop, positive
-from tidlc.ir.ops._common import norm_axis, require_nchw
+from tidlc.ir.opdef import Trait, a_bool, a_float, a_floats, a_int, a_ints, a_str, defop, positive
+from tidlc.ir.ops._common import (
+    kept_axes_perm,
+    norm_axis,
+    per_axis,
+    permute_axis_attr,
+    permuted_axis,
+    require_nchw,
+)
+
+# data movement: the result's values are the operand's, so quantization keeps its scale
+_MOVES = (Trait.SCALE_PRESERVING,)
+# ... and a transpose of the operand can move below it (with the axis attributes rewritten)
+_MOVES_ANY_LAYOUT = (Trait.SCALE_PRESERVING, Trait.LAYOUT_AGNOSTIC)
 from tidlc.ir.types import DTYPES, TensorType
 
 
@@ -34,6 +46,7 @@ def _concat_infer(op, types):
 
 defop("concat", ("xs+",), {"axis": a_int(1)}, infer=_concat_infer,
       compute=lambda op, *xs: np.concatenate(xs, axis=op.attrs["axis"]), category="data",
+      traits=_MOVES_ANY_LAYOUT, permute_attrs=permute_axis_attr("axis"),
       doc="Concatenate along an axis.")
 
 
@@ -60,6 +73,7 @@ def _split_compute(op, x):
 
 defop("split", ("x",), {"axis": a_int(1), "sizes": a_ints(check=positive)}, infer=_split_infer,
       compute=_split_compute, num_results=lambda a: len(a["sizes"]), category="data",
+      traits=_MOVES_ANY_LAYOUT, permute_attrs=permute_axis_attr("axis"),
       doc="Split into consecutive parts of the given sizes.")
 
 
@@ -109,8 +123,13 @@ def _slice_compute(op, x):
     return np.ascontiguousarray(x[sl])
 
 
+def _permute_slice(attrs_, perm):
+    return {**attrs_, "axes": tuple(permuted_axis(a, perm) for a in attrs_["axes"])}
+
+
 defop("slice", ("x",), {"starts": a_ints(), "ends": a_ints(), "axes": a_ints(), "steps": a_ints(())},
       infer=_slice_infer, compute=_slice_compute, category="data",
+      traits=_MOVES_ANY_LAYOUT, permute_attrs=_permute_slice,
       doc="Python-style slicing per axis (ends are clamped, negative indices count from the end).")
 
 
@@ -142,9 +161,16 @@ def _pad_compute(op, x):
     return np.pad(x, width, mode={"reflect": "reflect", "edge": "edge"}[mode])
 
 
+def _permute_pad(attrs_, perm):
+    rank = len(perm)
+    pads = attrs_["pads"]
+    return {**attrs_, "pads": per_axis(pads[:rank], perm) + per_axis(pads[rank:], perm)}
+
+
 defop("pad", ("x",), {"pads": a_ints(), "mode": a_str("constant", choices=("constant", "reflect", "edge")),
                       "value": a_float(0.0)},
       infer=_pad_infer, compute=_pad_compute, category="data",
+      traits=_MOVES_ANY_LAYOUT, permute_attrs=_permute_pad,
       doc="Pad every axis: pads = (begin_0..begin_n-1, end_0..end_n-1).")
 
 
@@ -200,7 +226,7 @@ def _reshape_compute(op, x, shape=None):
 
 
 defop("reshape", ("x", "shape?"), {"shape": a_ints(()), "allowzero": a_bool(False)},
-      infer=_reshape_infer, compute=_reshape_compute, category="data",
+      infer=_reshape_infer, compute=_reshape_compute, category="data", traits=_MOVES,
       doc="Reshape; target from the 'shape' attribute or a shape operand (0 copies, -1 infers).")
 
 
@@ -229,7 +255,7 @@ def _flatten_compute(op, x):
 
 
 defop("flatten", ("x",), {"axis": a_int(1)}, infer=_flatten_infer, compute=_flatten_compute,
-      category="data", doc="Collapse into 2-D at 'axis'.")
+      category="data", traits=_MOVES, doc="Collapse into 2-D at 'axis'.")
 
 
 def _transpose_infer(op, types):
@@ -251,7 +277,7 @@ LAYOUT_PERMS = {("NHWC", (0, 3, 1, 2)): "NCHW", ("NCHW", (0, 2, 3, 1)): "NHWC"}
 
 defop("transpose", ("x",), {"perm": a_ints()}, infer=_transpose_infer,
       compute=lambda op, x: np.ascontiguousarray(np.transpose(x, op.attrs["perm"])), category="data",
-      doc="Permute axes.")
+      traits=_MOVES, doc="Permute axes.")
 
 
 def _squeeze_infer(op, types):
@@ -272,8 +298,16 @@ def _squeeze_compute(op, x):
     return np.squeeze(x, axis=tuple(axes) if axes else None)
 
 
+def _permute_squeeze(attrs_, perm):
+    """The dropped axes move; without explicit axes (drop every size-1 axis) it cannot be moved."""
+    if not attrs_["axes"]:
+        return None
+    dropped = {a % len(perm) for a in attrs_["axes"]}
+    return {**attrs_, "axes": tuple(sorted(perm[a] for a in dropped))}, kept_axes_perm(perm, dropped)
+
+
 defop("squeeze", ("x",), {"axes": a_ints(())}, infer=_squeeze_infer, compute=_squeeze_compute,
-      category="data", doc="Remove size-1 axes (all of them if 'axes' is empty).")
+      category="data", traits=_MOVES_ANY_LAYOUT, permute_attrs=_permute_squeeze, doc="Remove size-1 axes (all of them if 'axes' is empty).")
 
 
 def _unsqueeze_infer(op, types):
@@ -294,7 +328,7 @@ def _unsqueeze_compute(op, x):
 
 
 defop("unsqueeze", ("x",), {"axes": a_ints()}, infer=_unsqueeze_infer, compute=_unsqueeze_compute,
-      category="data", doc="Insert size-1 axes.")
+      category="data", traits=_MOVES, doc="Insert size-1 axes.")
 
 
 def _expand_infer(op, types):
@@ -312,7 +346,7 @@ def _expand_compute(op, x, shape):
 
 
 defop("expand", ("x", "shape"), {}, infer=_expand_infer, compute=_expand_compute, category="data",
-      doc="Broadcast to a shape (ONNX Expand).")
+      traits=_MOVES, doc="Broadcast to a shape (ONNX Expand).")
 
 
 # --------------------------------------------------------------------------- shape ops
@@ -360,7 +394,7 @@ def _gather_compute(op, x, idx):
 
 
 defop("gather", ("x", "indices"), {"axis": a_int(0)}, infer=_gather_infer, compute=_gather_compute,
-      category="data", doc="Take entries along an axis (ONNX Gather).")
+      category="data", traits=_MOVES, doc="Take entries along an axis (ONNX Gather).")
 
 
 # --------------------------------------------------------------------------- rearrangements
@@ -388,7 +422,7 @@ def _d2s_compute(op, x):
 
 
 defop("depth_to_space", ("x",), {"block": a_int(check=positive), "mode": a_str("DCR", choices=("DCR", "CRD"))},
-      infer=_d2s_infer, compute=_d2s_compute, category="data", doc="Depth to space (NCHW).")
+      infer=_d2s_infer, compute=_d2s_compute, category="data", traits=_MOVES, doc="Depth to space (NCHW).")
 
 
 def _shuffle_infer(op, types):
@@ -407,7 +441,7 @@ def _shuffle_compute(op, x):
 
 
 defop("shuffle_channel", ("x",), {"groups": a_int(check=positive)}, infer=_shuffle_infer,
-      compute=_shuffle_compute, category="data", doc="ShuffleNet channel shuffle.")
+      compute=_shuffle_compute, category="data", traits=_MOVES, doc="ShuffleNet channel shuffle.")
 
 
 # --------------------------------------------------------------------------- resize
@@ -490,12 +524,20 @@ def _resize_compute(op, x):
     return out.astype(x.dtype, copy=False)
 
 
+def _permute_resize(attrs_, perm):
+    out = {**attrs_, "scales": per_axis(attrs_["scales"], perm)}
+    if attrs_["sizes"]:
+        out["sizes"] = per_axis(attrs_["sizes"], perm)
+    return out
+
+
 defop("resize", ("x",),
       {"scales": a_floats(), "sizes": a_ints(()),
        "mode": a_str("nearest", choices=("nearest", "linear")),
        "coord_mode": a_str("asymmetric", choices=RESIZE_COORD_MODES),
        "nearest_mode": a_str("floor", choices=("floor", "ceil", "round_prefer_floor", "round_prefer_ceil"))},
       infer=_resize_infer, compute=_resize_compute, category="data",
+      traits=_MOVES_ANY_LAYOUT, permute_attrs=_permute_resize,
       doc="Nearest/linear resize of every axis by 'scales' (or to 'sizes').")
 
 
@@ -523,8 +565,23 @@ def _reduce_compute(op, x):
     return np.asarray(out).astype(x.dtype, copy=False)
 
 
+def _permute_reduction(attrs_, perm, reduced, new_attrs):
+    """Reductions: the reduced axes move; without keepdims the result's axes need their own order."""
+    if attrs_["keepdims"]:
+        return new_attrs
+    return new_attrs, kept_axes_perm(perm, reduced)
+
+
+def _permute_reduce(attrs_, perm):
+    rank = len(perm)
+    reduced = {a % rank for a in attrs_["axes"]} if attrs_["axes"] else set(range(rank))
+    return _permute_reduction(attrs_, perm, reduced,
+                              {**attrs_, "axes": tuple(sorted(perm[a] for a in reduced))})
+
+
 defop("reduce", ("x",), {"op": a_str(choices=tuple(_REDUCERS)), "axes": a_ints(()), "keepdims": a_bool(True)},
       infer=_reduce_infer, compute=_reduce_compute, category="vector",
+      traits=(Trait.LAYOUT_AGNOSTIC,), permute_attrs=_permute_reduce,
       doc="Reduction over axes (all axes if empty).")
 
 
@@ -542,5 +599,11 @@ def _argmax_compute(op, x):
     return np.expand_dims(out, op.attrs["axis"]) if op.attrs["keepdims"] else out
 
 
+def _permute_argmax(attrs_, perm):
+    return _permute_reduction(attrs_, perm, {attrs_["axis"] % len(perm)},
+                              {**attrs_, "axis": permuted_axis(attrs_["axis"], perm)})
+
+
 defop("argmax", ("x",), {"axis": a_int(1), "keepdims": a_bool(True)}, infer=_argmax_infer,
-      compute=_argmax_compute, category="vector", doc="Index of the maximum along an axis (i64).")
+      compute=_argmax_compute, category="vector", traits=(Trait.LAYOUT_AGNOSTIC,),
+      permute_attrs=_permute_argmax, doc="Index of the maximum along an axis (i64).")
