@@ -22,9 +22,11 @@ stacked array per input name. Frames are read one at a time.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import struct
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -160,7 +162,8 @@ def read_image(path: str, channels: int) -> np.ndarray:
         limits.check("image_pixels", size[0] * size[1], f"image of {size[0]}x{size[1]}", path)
     flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+        with _quiet_stderr():  # libpng/libjpeg print their own complaints; ours is the one line below
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     except cv2.error as exc:  # OpenCV's decoders report some damage as exceptions, most as None
         raise TidlcError(f"cannot decode image: {str(exc).strip().splitlines()[-1][:120]}", path,
                          hint=IMAGE_HINT, code="input") from None
@@ -168,6 +171,29 @@ def read_image(path: str, channels: int) -> np.ndarray:
         raise TidlcError("cannot read image", path, hint=IMAGE_HINT, code="input")
     limits.check("image_pixels", image.shape[0] * image.shape[1], "decoded image", path)
     return image
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (the C decoders write to it directly) while the block runs."""
+    import cv2
+    try:
+        cv2.setLogLevel(0)  # OpenCV's own "[ERROR:0@...] imdecode_" lines
+    except AttributeError:  # pragma: no cover - older OpenCV
+        pass
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr (embedded): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 IMAGE_HINT = "a PNG/JPEG/BMP file, or pre-processed .npy"
