@@ -7,7 +7,6 @@ splicing). Targets pick the mutator that fits their format, or combine them.
 from __future__ import annotations
 
 import random
-import struct
 
 INTERESTING = [0, 1, 2, 3, 7, 8, 15, 16, 31, 32, 63, 64, 127, 128, 255, 256, 1023, 1024, 4095, 4096,
                32767, 32768, 65535, 65536, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 0x100000000,

@@ -23,7 +23,6 @@ import random
 import resource
 import shutil
 import signal
-import sys
 import tempfile
 import time
 import traceback

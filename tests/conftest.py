@@ -50,3 +50,26 @@ layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
 def small_caffe_net() -> str:
     """A tiny Caffe net (conv, relu, avg pool, fc, softmax) as prototxt text, for CLI tests."""
     return SMALL_CAFFE_NET
+
+
+@pytest.fixture
+def no_hang():
+    """Fail a test that blocks or crawls (a reader stuck on a FIFO, a loop): 20 s means a hang."""
+    import signal
+
+    def expire(signum, frame):
+        raise TimeoutError("the test hung (20 s): a reader blocked or looped")
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture(autouse=True)
+def _default_limits():
+    """Tests that set resource limits through the API (tidlc.limits.set_limits) leave the
+    defaults to the next test."""
+    yield
+    from tidlc import limits
+    limits.set_limits(limits.Limits())

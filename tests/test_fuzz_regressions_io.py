@@ -35,22 +35,7 @@ HEAD = 'tidlc.graph @g {\n  %x = input "x" : tensor<1x4xf32>\n'
 TAIL = "  output(%x)\n}\n"
 
 
-@pytest.fixture(autouse=True)
-def _default_limits():
-    yield
-    limits.set_limits(limits.Limits())  # a --limit of one CLI call must not leak into the next test
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    """Nothing here may block: a test that takes 20 s has hung on a FIFO or a loop."""
-    def expire(signum, frame):
-        raise TimeoutError("the reader blocked")
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+pytestmark = pytest.mark.usefixtures("no_hang")
 
 
 def error_line(capsys, *argv) -> str:

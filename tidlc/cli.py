@@ -35,6 +35,8 @@ def add_model_options(p: argparse.ArgumentParser, with_opt: bool = True, default
                    help="fill missing weights with seeded random values (exploration only)")
     p.add_argument("--input-layout", choices=["NCHW", "NHWC"],
                    help="layout of the network's 4-D inputs (TIDL inLayout; default: the model's own)")
+    p.add_argument("--target", metavar="NAME",
+                   help="the backend to compile for / run on (default: tidl; `tidlc plugins` lists them)")
 
 
 def add_pass_options(p: argparse.ArgumentParser) -> None:
@@ -256,9 +258,11 @@ def cmd_run(args, options) -> int:
     from tidlc.fileio import save_npz
     from tidlc.interp import run_graph
     from tidlc.ir.types import numpy_dtype
-    if is_compiled_location(args.model):  # net.bin + io.bin, or an import config naming them (docs/run.md)
-        return run_compiled(args)
     plugins = plugins_for(options)
+    from tidlc.compiler import backend_for
+    backend_for(options, plugins)  # an unknown --target fails first
+    if is_compiled_location(args.model, options.target, plugins):  # net.bin + io.bin, or an import config (docs/run.md)
+        return run_compiled(args, options.target, plugins)
     if args.print_pipeline:
         _print_pipeline(options, plugins)
     graph = load(args.model, options, plugins)
@@ -275,9 +279,10 @@ def cmd_run(args, options) -> int:
                                      hint="give --input-shape NAME=d0,d1,...")
                 feeds[op.attrs["name"]] = rng.random(t.shape, dtype=np.float32).astype(numpy_dtype(t.dtype))
     start = time.perf_counter()
-    from tidlc.backends.tidl.fixed import FixedExecutor, graph_is_quantized
-    if graph_is_quantized(graph):  # the fixed-point reference executor
-        outputs = FixedExecutor(graph, kernels=args.kernels, threads=args.threads).run(feeds, raw=args.raw)
+    from tidlc.compiler import backend_for
+    backend = backend_for(options, plugins)
+    if _backend_runs(backend, graph):  # a quantized graph: the backend's executor (TIDL: fixed point)
+        outputs = backend.load(graph, kernels=args.kernels, threads=args.threads).run(feeds, raw=args.raw)
     else:
         outputs = run_graph(graph, feeds)
     elapsed = time.perf_counter() - start
@@ -295,6 +300,12 @@ def cmd_run(args, options) -> int:
     if args.output:
         print(f"  wrote {args.output}")
     return 0
+
+
+def _backend_runs(backend, graph) -> bool:
+    """Whether ``graph`` is compiled for ``backend`` (run by it, not by the float interpreter)."""
+    check = getattr(backend, "is_executable_graph", None)
+    return bool(check(graph)) if check is not None else False
 
 
 def cmd_ir(args, options) -> int:
@@ -390,7 +401,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args, report: Diagnostics) -> int:
     from tidlc import limits
+    before = limits.current()
     limits.set_limits(limits.parse_limits(args.limit, limits.limits_from_env()))
+    try:  # the limits hold for this command only (main() may be called again in one process)
+        return _run_command(args, report)
+    finally:
+        limits.set_limits(before)
+
+
+def _run_command(args, report: Diagnostics) -> int:
     blocked, pipeline = _split_p(args.plugin_args)
     options = _options(args, blocked, pipeline)
     with warnings.catch_warnings():

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import attrs
 import pytest
 
 from tidlc import limits
@@ -41,22 +42,7 @@ layer { name: "f" type: "Flatten" bottom: "data" top: "f" }
 '''
 
 
-@pytest.fixture(autouse=True)
-def _default_limits():
-    yield
-    limits.set_limits(limits.Limits())  # a --limit of one CLI call must not leak into the next test
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    """Nothing here may block or crawl: 20 s means a hang."""
-    def expire(signum, frame):
-        raise TimeoutError("the reader hung")
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+pytestmark = pytest.mark.usefixtures("no_hang")
 
 
 def error_line(capsys, *argv) -> str:
@@ -68,9 +54,16 @@ def error_line(capsys, *argv) -> str:
     return err[0]
 
 
-def over(limit: str, needed: int, what: str) -> str:
-    """The message and hint of a limit error (its wording is limits.py's)."""
-    err = limits.exceeded(limit, needed, what)
+def over(limit: str, needed: int, what: str, allowed: int | None = None) -> str:
+    """The message and hint of a limit error (its wording is limits.py's), with the limit at
+    ``allowed`` (what --limit set for the command) or at its current value."""
+    before = limits.current()
+    if allowed is not None:
+        limits.set_limits(attrs.evolve(before, **{limit: allowed}))
+    try:
+        err = limits.exceeded(limit, needed, what)
+    finally:
+        limits.set_limits(before)
     return f"{err.message} (hint: {err.hint})"
 
 
@@ -170,7 +163,7 @@ def test_too_many_layers(capsys, tmp_path):
     relu = 'layer { type: "ReLU" bottom: "data" top: "data" }\n'
     path = write(tmp_path, 'input: "data"\n' + relu * 5)
     assert error_line(capsys, "--limit", "ops=4", "ir", path) == (
-        f"{path}:1:1: error: " + over("ops", 6, "layers and inputs"))
+        f"{path}:1:1: error: " + over("ops", 6, "layers and inputs", allowed=4))
 
 
 # ----------------------------------------------------------------------------- the lowering
@@ -207,7 +200,7 @@ def test_random_weights_stay_within_the_total_bytes_limit(capsys, tmp_path):
     path = write(tmp_path, TINY.replace("num_output: 5", "num_output: 16384"))  # 32 MiB of fc
     limit = error_line(capsys, "--limit", "total-bytes=16M", "ir", path, "--random-weights", "0")
     assert limit == f"{path}:8:1: 'fc': error: " + over(
-        "total_bytes", 4 * (8 * 3 * 3 * 3 + 8 + 16384 * 512), "the random weights of the net")
+        "total_bytes", 4 * (8 * 3 * 3 * 3 + 8 + 16384 * 512), "the random weights of the net", allowed=16 << 20)
 
 
 def test_non_positive_num_output(capsys, tmp_path):
