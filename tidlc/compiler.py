@@ -75,6 +75,11 @@ def build_pass_manager(options: CompileOptions, plugins: Plugins) -> PassManager
     if options.pipeline:
         return PassManager.from_string(reg, options.pipeline, hook=plugins.hook, **kw)
     pm = PassManager.from_level(reg, options.opt_level, hook=plugins.hook, **kw)
+    names = [p.name for p in pm.passes]
+    wanted = list(backend_for(options, plugins).prepare_pipeline(options.opt_level, list(names)))
+    if wanted != names:  # the backend's own passes (an explicit -p pipeline is never edited)
+        from tidlc.passes.manager import instantiate
+        pm.passes = [instantiate(reg, n, {}) for n in wanted]
     if not options.wants_quantization():  # float output (--emit ir, tidlc ir/opt/run): no quantize pass
         pm.passes = [p for p in pm.passes if p.name != "quantize"]
     return pm
@@ -118,6 +123,7 @@ def compile_model(path: str, options: CompileOptions | None = None,
     plugins = plugins or plugins_for(options)
     if options.emit not in EMITS:
         raise TidlcError(f"unknown --emit {options.emit!r}", hint="use --emit bin, qir (fixed point) or ir (float)")
+    backend = backend_for(options, plugins)  # an unknown --target fails before any work
     graph = load(path, options, plugins)
     if options.emit == "bin" and graph.attrs.get("missing_weights"):  # say so before optimising
         raise TidlcError("the model has no weights (structure only), so net.bin cannot be written", path,
@@ -130,15 +136,39 @@ def compile_model(path: str, options: CompileOptions | None = None,
     if options.emit in ("ir", "qir"):  # qir: the same text form, fixed-point types
         result.outputs = write_ir(graph, options.outdir)
     elif options.emit == "bin":  # net.bin + io.bin (docs/format.md)
-        from tidlc.backends.tidl.binfmt import write_bin
-        from tidlc.backends.tidl.fixed import graph_is_quantized
-        if not graph_is_quantized(graph):
-            raise TidlcError("the compiled graph is not quantized, so net.bin cannot be written", path,
-                             hint="an explicit -p pipeline must end with quantize ('...,quantize'); "
-                                  "--emit ir writes the float IR")
-        result.outputs = write_bin(graph, options.outdir, options, net_name=options.net_name,
-                                   io_name=options.io_name, device=options.device)
+        try:
+            result.outputs = list(backend.emit(graph, options.outdir, options))
+        except TidlcError as exc:
+            if exc.loc is None and getattr(exc, "about_model", False):
+                exc.loc = path  # a backend's error about the compiled model names the model file
+            raise
     return result
+
+
+def backend_for(options_or_name: CompileOptions | str | None = None, plugins: Plugins | None = None):
+    """The backend instance registered as ``--target`` (``registry.backends[target]``; default tidl).
+
+    An unknown target is a one-line error (code "option") listing the installed ones.
+    """
+    from tidlc.backend import instance
+    if isinstance(options_or_name, str):
+        name = options_or_name
+    else:
+        options = options_or_name or CompileOptions()
+        name = getattr(options, "target", None) or "tidl"
+        plugins = plugins or plugins_for(options)
+    plugins = plugins or default_plugins()
+    table = plugins.registry.backends
+    if name not in table:
+        installed = ", ".join(sorted(table)) or "none"
+        raise TidlcError(f"unknown --target {name!r} (installed: {installed})",
+                         hint="`tidlc plugins` lists the backends; a plugin adds one through tidlc_backends",
+                         code="option")
+    item = table[name]
+    obj = instance(item)
+    if obj is not item:
+        table[name] = obj  # a class is instantiated once
+    return obj
 
 
 EMITS = ("bin", "qir", "ir", "none")

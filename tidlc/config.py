@@ -44,6 +44,7 @@ class CompileOptions:
     net_name: str = "net.bin"  # the net file: a name inside outdir, or a path
     io_name: str = "io.bin"  # the io descriptor: a name inside outdir, or a path
     device: str = "tda4vm"  # the device net.bin and its perf estimate are for (deviceName)
+    target: str = "tidl"  # the backend (--target; tidlc.backend, docs/backends.md)
     batches: int | None = None  # frames per call of the perf estimate in net.bin (numBatches)
     msmc_kb: int | None = None  # MSMC KB of the perf estimate in net.bin (msmcSizeKB)
     post_process: str | None = None  # classify | detect | segment: `tidlc run`'s default --post (postProcType)

@@ -31,7 +31,12 @@ def tidlc_passes():
 
 @hookspec
 def tidlc_backends():
-    """Return a list of backend classes (subclasses of :class:`tidlc.backend.Backend`)."""
+    """Return a list of backends: objects (or no-argument classes) with the
+    :class:`tidlc.backend.Backend` methods and a ``name`` (the ``--target`` name).
+
+    Keep the plugin module cheap to import: the methods import what they need.
+    See docs/backends.md.
+    """
 
 
 @hookspec

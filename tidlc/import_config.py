@@ -764,8 +764,8 @@ class _Builder:
         device = self.get("deviceName")
         if self.given("deviceName") and device != -1:
             name = DEVICES.get(device & 0xFF) if device >= 0 else None
-            from tidlc.backends.tidl.perf.device import available_devices
-            known = available_devices()
+            from tidlc.compiler import backend_for
+            known = backend_for("tidl").available_devices()
             if name is None:
                 self.error("deviceName", f"deviceName = {device}: expected 0 TDA4VM, 1 TDA4AEP, 2 TDA4AM, "
                            "3 TDA4AMPlus or 4 AM62A", "deviceName = 0")

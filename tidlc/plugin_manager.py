@@ -31,6 +31,7 @@ BUILTIN_PLUGINS = (
     ("tensorflow", "tidlc.frontends.tensorflow"),
     ("tflite", "tidlc.frontends.tflite"),
     ("tir", "tidlc.frontends.tir"),
+    ("tidl", "tidlc.backends.tidl"),
 )
 
 

@@ -66,11 +66,13 @@ class Row:
         return out
 
 
-def layer_rows(quantized, feeds) -> list[Row]:
+def layer_rows(quantized, feeds, backend=None) -> list[Row]:
     """Run both graphs on ``feeds`` and measure every fixed-point result against its float value."""
-    from tidlc.backends.tidl.fixed.executor import FixedExecutor, is_fixed
+    from tidlc.compiler import backend_for
     from tidlc.interp import Interpreter
     from tidlc.plugins.quantize.metrics import cosine, snr_db
+    backend = backend or backend_for("tidl")
+    is_fixed = backend.fixed_value_check()
     wanted = {id(v) for v in quantized.origin.values()}
     float_values: dict[int, np.ndarray] = {}
 
@@ -109,7 +111,7 @@ def layer_rows(quantized, feeds) -> list[Row]:
                 float_max=float(np.abs(ref).max(initial=0.0)), representable_max=max(abs(q.qmin), q.qmax) / scale,
                 codes_used=int(np.unique(r).size)))
 
-    FixedExecutor(quantized.graph).run(feeds, measure)
+    backend.load(quantized.graph).run(feeds, observer=measure)
     return rows
 
 
@@ -204,16 +206,17 @@ def _feeds(args, graph, settings, quantized) -> dict[str, np.ndarray]:
 
 
 def run(args, options) -> int:
-    from tidlc.compiler import load, optimize, plugins_for
+    from tidlc.compiler import backend_for, load, optimize, plugins_for
     from tidlc.plugins.quantize.api import QuantSettings, quantize_graph
     plugins = plugins_for(options)
+    backend = backend_for(options, plugins)  # an unknown --target fails first
     float_options = attrs.evolve(options, quantize=False)
     graph = load(args.model, float_options, plugins)
     optimize(graph, float_options, plugins)
     quantized = quantize_graph(graph, options)
     settings = QuantSettings.from_options(options)
     feeds = _feeds(args, quantized.reference, settings, quantized)
-    rows = layer_rows(quantized, feeds)
+    rows = layer_rows(quantized, feeds, backend)
     mark(rows, args.threshold)
     if args.json != "-":
         print(format_table(rows, args.threshold))

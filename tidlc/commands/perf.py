@@ -70,14 +70,15 @@ def load_graph(args, options):
     """(graph, plugins, stored settings): a compile output as compiled (a net.bin also gives the
     device and the numBatches/msmcSizeKB it was compiled with), or a model file optimised now."""
     from tidlc.commands.run_bin import compiled_paths, read_model
-    from tidlc.compiler import load, optimize, plugins_for
+    from tidlc.compiler import backend_for, load, optimize, plugins_for
     plugins = plugins_for(options)
-    compiled = compiled_paths(args.model)
+    backend_for(options, plugins)  # an unknown --target fails first
+    compiled = compiled_paths(args.model, options.target, plugins)
     tir = os.path.join(args.model, "model.tir") if os.path.isdir(args.model) else None
     if tir and os.path.isfile(tir) and (compiled is None or os.path.getmtime(tir) >= os.path.getmtime(compiled[0])):
         return load(tir, options, plugins), plugins, {}  # --emit qir/ir output (the newer one if both)
     if compiled is not None:  # net.bin: the graph it holds, and what it was compiled for
-        model = read_model(args.model)
+        model = read_model(args.model, options.target, plugins)
         return model.graph, plugins, {**model.settings, "device": model.device or None}
     if os.path.isdir(args.model):
         raise TidlcError("no model.tir or net.bin in this directory", args.model,
@@ -92,13 +93,12 @@ def load_graph(args, options):
     return graph, plugins, {}
 
 
-def _device_name(args, compiled_for: str | None, plugins) -> str:
+def _device_name(args, compiled_for: str | None, plugins, backend) -> str:
     """--device, else the device a net.bin was compiled for when it is a known name (a net.bin
     names a device file only by a truncated path: never opened), else tda4vm."""
-    from tidlc.backends.tidl.perf import available_devices
     if args.device:
         return args.device
-    if compiled_for and compiled_for in available_devices(plugins):
+    if compiled_for and compiled_for in backend.available_devices(plugins):
         return compiled_for
     if compiled_for and compiled_for != "tda4vm":
         warn(f"the net was compiled for device '{compiled_for}', which is not a known device name; "
@@ -107,17 +107,22 @@ def _device_name(args, compiled_for: str | None, plugins) -> str:
 
 
 def run(args, options) -> int:
-    from tidlc.backends.tidl.perf import PerfOptions, estimate, load_device
-    from tidlc.backends.tidl.perf.report import plot, render_rich, render_text
+    from tidlc.compiler import backend_for
     graph, plugins, stored = load_graph(args, options)
-    device = load_device(_device_name(args, stored.get("device"), plugins), plugins)
+    backend = backend_for(options, plugins)
+    needed = ("estimate", "load_device", "perf_options", "report_renderers", "available_devices")
+    if not all(callable(getattr(backend, m, None)) for m in needed):
+        raise TidlcError(f"target '{backend.name}' has no performance model", code="option",
+                         hint="tidlc perf needs a backend with estimate(); --target tidl has one")
+    plot, render_rich, render_text = backend.report_renderers()
+    device = backend.load_device(_device_name(args, stored.get("device"), plugins, backend), plugins)
     bits = args.bits or _graph_bits(graph) or getattr(options, "bits", 8) or 8
-    perf_options = PerfOptions(  # the command line wins over what the net.bin stores
+    perf_options = backend.perf_options(  # the command line wins over what the net.bin stores
         bits=16 if bits > 8 else 8, layers_16bit=getattr(args, "layers_16bit", None) or (),
         batches=args.batches or stored.get("batches") or 1,
         msmc_kb=args.msmc_kb if args.msmc_kb is not None else stored.get("msmc_kb"),
         persist_weights=args.persist_weights == "on", fps=args.fps, hints=args.show_hints)
-    rep = estimate(graph, device, perf_options)
+    rep = backend.estimate(graph, device, perf_options)
     if args.json:
         sys.stdout.write(rep.to_json())
     elif sys.stdout.isatty():

@@ -16,35 +16,44 @@ import numpy as np
 from tidlc.diagnostics import TidlcError, warn
 
 
-def compiled_paths(path: str) -> tuple[str, str | None] | None:
+def _backend(target: str = "tidl", plugins=None):
+    from tidlc.compiler import backend_for
+    return backend_for(target or "tidl", plugins)
+
+
+def compiled_paths(path: str, target: str = "tidl", plugins=None) -> tuple[str, str | None] | None:
     """(net file, io file or None: found beside it) of a compiled model, or None if ``path`` is not one."""
-    from tidlc.backends.tidl.binfmt import find_net
     from tidlc.import_config import load_import_config, looks_like_import_config
     if looks_like_import_config(path):
         config = load_import_config(path, quiet=True)
         options = config.compile_options()
         return (os.path.join(options.outdir, options.net_name), os.path.join(options.outdir, options.io_name))
-    net = find_net(path)
+    find = getattr(_backend(target, plugins), "find_artifact", None)
+    if find is None:  # a backend with the contract only: not a net.bin-style artifact
+        backend = _backend(target, plugins)
+        if backend.recognizes(path):
+            raise TidlcError(f"tidlc run/perf of a compiled '{backend.name}' model is not supported yet", path,
+                             hint="use the Python API: backend.load(location).run(feeds)", code="option")
+        return None
+    net = find(path)
     return (net, None) if net else None
 
 
-def is_compiled_location(path: str) -> bool:
-    return compiled_paths(path) is not None
+def is_compiled_location(path: str, target: str = "tidl", plugins=None) -> bool:
+    return compiled_paths(path, target, plugins) is not None
 
 
-def read_model(path: str):
+def read_model(path: str, target: str = "tidl", plugins=None):
     """The CompiledModel at ``path`` (a folder, a net file or an import config)."""
-    from tidlc.backends.tidl.binfmt import read_compiled
-    net, io = compiled_paths(path) or (path, None)
-    return read_compiled(net, io)
+    net, io = compiled_paths(path, target, plugins) or (path, None)
+    return _backend(target, plugins).read(net, io)
 
 
 def compiled_ir(path: str) -> str | None:
     """The IR text of the graph a compiled model holds (`tidlc ir OUTDIR|net.bin`), or None when
     ``path`` is not a compiled model (a model file: imported as usual)."""
-    from tidlc.backends.tidl.binfmt import NET_MAGIC, file_magic
     from tidlc.ir.printer import print_graph
-    if not os.path.isdir(path) and file_magic(path) != NET_MAGIC:
+    if not os.path.isdir(path) and not _backend().is_artifact_file(path):
         return None  # a model file, also when it is called *.bin (a renamed frozen graph)
     if not is_compiled_location(path):
         return None
@@ -99,22 +108,21 @@ def _image_feed(path: str, entry: dict, pre) -> np.ndarray:
     return pre.apply(read_image(path, channels), dims, layout)
 
 
-def run_compiled(args) -> int:
-    from tidlc.backends.tidl.fixed import FixedExecutor
-    from tidlc.fileio import save_npz
+def run_compiled(args, target: str = "tidl", plugins=None) -> int:
     if getattr(args, "labels", None):  # labels are scored by the classifier post-processing only
         if getattr(args, "post", None) not in (None, "classify"):
             raise TidlcError(f"--labels scores classifications; it does not go with --post {args.post}",
                              hint="drop --labels, or use --post classify", code="option")
         args.post = "classify"
-    model = read_model(args.model)
+    backend = _backend(target, plugins)
+    model = read_model(args.model, target, plugins)
     stored = model.graph.attrs.get("post_process")  # TIDL postProcType, kept in net.bin by the compiler
     post = getattr(args, "post", None) or stored
     if post == "classify" and getattr(args, "labels", None) and not args.input:
         from tidlc.commands.postprocess import read_labels
         args.input = [read_labels(args.labels)[0][0]]
     feeds = _feeds(args.input, model, args.random_input)
-    executor = FixedExecutor(model.graph, kernels=args.kernels, threads=args.threads)
+    executor = backend.load(model, kernels=args.kernels, threads=args.threads)
     observer = None
     if args.trace:
         trace: dict[str, np.ndarray] = {}

@@ -25,7 +25,7 @@ def _data_convert_infer(op, types):
 
 
 def _data_convert_compute(op, x):
-    from tidlc.backends.tidl.fixed.reference import convert  # the spec lives with the backend
+    from tidlc.ir.fixed_arith import convert
     return convert(x, op.operands[0].type.quant, op.results[0].type.quant, op.attrs["dtype"])
 
 
