@@ -2,7 +2,6 @@
 import hashlib
 import json
 import struct
-import sys
 import zlib
 from pathlib import Path
 
@@ -386,19 +385,3 @@ def test_compiled_ir_prints_the_graph_in_a_net_bin(compiled):
 def test_tidlc_ir_on_a_compiled_model(compiled, capsys):
     code, out, err = tidlc(capsys, "ir", compiled["out"] / "net.bin")
     assert code == 0 and "conv2d" in out, err
-
-
-def _fuzz(target: str):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from fuzz.runner import campaign
-    return campaign(target, 200, workers=1)
-
-
-def test_fuzz_smoke_netbin():
-    result = _fuzz("netbin")
-    assert result.inputs == 200 and result.internal == result.hang == result.memory == 0, result.findings
-
-
-def test_fuzz_smoke_iobin():
-    result = _fuzz("iobin")
-    assert result.inputs == 200 and result.internal == result.hang == result.memory == 0, result.findings

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from fuzz.runner import Seed, campaign  # noqa: E402
+from fuzz.runner import TARGETS, Seed, campaign  # noqa: E402
 
 
 def fake_target(name: str, behaviour) -> str:
@@ -72,3 +72,14 @@ def test_hangs_are_cut_at_the_timeout():
 def test_memory_over_the_limit_is_a_finding():
     r = campaign(fake_target("fake_greedy", greedy), 6, workers=1, mem_limit=200 << 20)
     assert r.memory > 0 and r.peak_rss > 200 << 20
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_fuzz_smoke(target):
+    """Every reader, 200 mutated inputs: no internal error, hang or memory finding."""
+    r = campaign(target, 200, workers=1)
+    assert r.inputs == 200
+    assert (r.internal, r.hang, r.memory) == (0, 0, 0), r.findings
+    assert r.clean > 0  # the mutations reach the readers' checks
+    if target in ("onnx", "pb"):
+        assert r.ok > 0

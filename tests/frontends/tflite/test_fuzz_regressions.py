@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import pathlib
 import struct
-import sys
 
 import pytest
 from tidlc.frontends.tflite.flatbuf import FlatBufferError, Table
@@ -366,12 +365,3 @@ def test_zero_point_count_mismatch(tmp_path, capsys):
     q = quant(buf, index)
     put(buf, q.vector_offset(3, 0, 8) - 4, "I", 2)  # 2 zero points for 8 scales
     assert f"M: byte {q.field_offset(3)}: error: corrupt TFLite model: tensor '" in tidlc_ir(tmp_path, capsys, buf)
-
-
-# ----------------------------------------------------------------------------- the campaign
-def test_fuzz_smoke_tflite():
-    sys.path.insert(0, str(ROOT))
-    from fuzz.runner import campaign
-    result = campaign("tflite", 200, workers=1)
-    assert (result.internal, result.hang, result.memory) == (0, 0, 0), result.findings
-    assert result.inputs == 200
