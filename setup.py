@@ -97,18 +97,18 @@ setup(
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExt},
     install_requires=[
-        "numpy>=1.26", "attrs>=23.1", "pluggy>=1.3", "lark>=1.1.9", "onnx>=1.14",
+        "numpy>=1.26", "attrs>=23.1", "pluggy>=1.3", "lark>=1.1.9", "onnx>=1.16",
         "protobuf>=4.21", "rich>=13", 'tomli>=2; python_version < "3.11"',
         # image pre-processing (calibration images, tidlc run IMAGE, io.bin pre-processing, --post drawing)
         "opencv-python-headless>=4.8,<5",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "onnxruntime>=1.17", "setuptools>=69", "wheel", "cython>=3.0",
+        "test": ["pytest>=7.4", "onnxruntime>=1.18", "setuptools>=69", "wheel", "cython>=3.0",
                  "matplotlib>=3.7", "scipy>=1.10", "hypothesis>=6.80",
                  # TF/TFLite frontend tests only: tidlc itself reads .pb/.tflite without them
                  "tensorflow-cpu>=2.15", "tflite>=2.10"],
         "plot": ["matplotlib>=3.5"],  # tidlc perf --plot
-        "bench": ["onnxruntime>=1.17", "onnxsim>=0.4.36", "openvino>=2024.0", "matplotlib>=3.7", "scikit-image>=0.22",
+        "bench": ["onnxruntime>=1.18", "onnxsim>=0.4.36", "openvino>=2024.0", "matplotlib>=3.7", "scikit-image>=0.22",
                   "tensorflow-cpu>=2.15", "tf2onnx>=1.16"],
     },
     entry_points={"console_scripts": ["tidlc = tidlc.cli:main"]},

@@ -216,7 +216,7 @@ def export_onnx(graph, path: str) -> None:
 # ----------------------------------------------------------------------------- runs
 def snr_over(ref_outputs, outputs) -> float:
     """Mean over output names of the SNR (dB) accumulated over all frames."""
-    from tidlc.plugins.quantize.metrics import SnrAccumulator
+    from tidlc.metrics import SnrAccumulator
     per_name = {}
     for ref, out in zip(ref_outputs, outputs):
         for name, value in ref.items():
@@ -249,7 +249,7 @@ def run_model(key: str, model: Model, images, n_calib: int, n_eval: int, methods
         quantize_static,
     )
     from tidlc.backends.tidl.fixed import FixedExecutor
-    from tidlc.plugins.quantize.api import quantize_graph
+    from tidlc.backends.tidl.quantize.api import quantize_graph
 
     from tidlc.compiler import load, optimize
     from tidlc.interp import Interpreter
@@ -341,9 +341,9 @@ def calibration_cost(key: str, model: Model, graph, calib, src_onnx: str, tmp: s
     """Calibration alone (collect statistics + compute ranges): seconds and peak traced memory."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
-    from tidlc.plugins.quantize.api import QuantSettings, compute_ranges, observed_values
-    from tidlc.plugins.quantize.calibrate import Calibration
-    from tidlc.plugins.quantize.prepare import prepare
+    from tidlc.backends.tidl.quantize.api import QuantSettings, compute_ranges, observed_values
+    from tidlc.backends.tidl.quantize.calibrate import Calibration
+    from tidlc.backends.tidl.quantize.prepare import prepare
     prepared, _ = prepare(graph)
 
     def ours(method):

@@ -7,49 +7,14 @@
 """
 from __future__ import annotations
 
-from typing import ClassVar
-
-import attrs
-
 from tidlc.hookspecs import hookimpl
-from tidlc.passes.base import Pass
-from tidlc.passes.rewrite import apply_rules
+from tidlc.passes.rewrite import graph_pass, rule_pass
 from tidlc.shapes import reinfer
 
-
-@attrs.frozen
-class ShapeInference(Pass):
-    name: ClassVar[str] = "shape-inference"
-    opt_level: ClassVar[int] = 0
-    summary: ClassVar[str] = "re-infer all types from the inputs"
-
-    def run(self, ctx, graph) -> bool:
-        return reinfer(graph)
-
-
-def live_ops(graph) -> set[int]:
-    live: set[int] = set()
-    stack = [v.producer for v in graph.outputs if v.producer is not None]
-    while stack:
-        op = stack.pop()
-        if id(op) in live:
-            continue
-        live.add(id(op))
-        stack.extend(v.producer for v in op.operands if v.producer is not None)
-    return live
-
-
-@attrs.frozen
-class DeadCodeElimination(Pass):
-    name: ClassVar[str] = "dce"
-    opt_level: ClassVar[int] = 1
-    summary: ClassVar[str] = "remove ops that do not reach an output (inputs are kept)"
-
-    def run(self, ctx, graph) -> bool:
-        live = live_ops(graph)
-        dead = [op for op in graph.ops if id(op) not in live and op.kind != "input"]
-        graph.remove_ops(dead)
-        return bool(dead)
+ShapeInference = graph_pass("shape-inference", reinfer, opt_level=0,
+                            summary="re-infer all types from the inputs")
+DeadCodeElimination = graph_pass("dce", lambda graph: bool(graph.prune()), opt_level=1,
+                                 summary="remove ops that do not reach an output (inputs are kept)")
 
 
 def _forward(rw, op) -> bool:
@@ -59,8 +24,7 @@ def _forward(rw, op) -> bool:
         return False
     if rw.is_output(out) and (rw.is_output(src) or src.producer.kind == "input"):
         return False  # keep a distinct output value
-    rw.replace(out, src)
-    rw.erase(op)
+    rw.replace_op(op, src)
     return True
 
 
@@ -76,15 +40,8 @@ def _noop_reshape(rw, op) -> bool:
 IDENTITY_RULES = [("identity", _forward), ("dropout", _forward), ("cast", _noop_cast),
                   ("reshape", _noop_reshape), ("flatten", _noop_reshape)]
 
-
-@attrs.frozen
-class RemoveIdentity(Pass):
-    name: ClassVar[str] = "remove-identity"
-    opt_level: ClassVar[int] = 1
-    summary: ClassVar[str] = "drop identity, dropout and no-op cast/reshape"
-
-    def run(self, ctx, graph) -> bool:
-        return apply_rules(graph, IDENTITY_RULES)
+RemoveIdentity = rule_pass("remove-identity", IDENTITY_RULES, opt_level=1,
+                           summary="drop identity, dropout and no-op cast/reshape")
 
 
 @hookimpl

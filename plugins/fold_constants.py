@@ -27,6 +27,7 @@ from tidlc.ir.builder import infer_types, to_dtype
 from tidlc.ir.core import Graph, Op, Value
 from tidlc.ir.types import TensorType, numpy_dtype
 from tidlc.passes.base import Pass
+from tidlc.passes.rewrite import Rewriter, until_unchanged
 
 _NEVER = {"input", "const"}
 
@@ -53,16 +54,12 @@ def check_fold_size(op: Op) -> None:
 
 
 def _sweep(graph: Graph) -> bool:
+    rw = Rewriter(graph)
     changed = False
-    new_ops: list[Op] = []
-    replace: dict[int, object] = {}
     # values whose type changed or that became constants: only their readers are re-inferred
     dirty: set[int] = set()
-    for op in graph.ops:
-        if replace:
-            op.operands = [replace.get(id(v), v) for v in op.operands]
+    for op in list(graph.ops):
         if op.kind in _NEVER:
-            new_ops.append(op)
             continue
         folded = None
         if op.kind == "shape" and op.operands[0].type.is_static:
@@ -80,17 +77,19 @@ def _sweep(graph: Graph) -> bool:
             target = op.operands[1].const_value()
             if target.dtype.kind not in "iub":
                 raise TidlcError(f"reshape: the target shape must be integers, got {target.dtype}", op.where())
-            op.attrs = {**op.attrs, "shape": tuple(int(v) for v in target.reshape(-1).tolist())}
-            op.operands = op.operands[:1]
+            rw.set_operands(op, op.operands[:1])
+            rw.update_attrs(op, shape=tuple(int(v) for v in target.reshape(-1).tolist()))
             changed = True
             dirty.add(id(op.operands[0]))
         if folded is not None:
+            values = []
             for i, (res, data) in enumerate(zip(op.results, folded)):
                 name = op.name if len(op.results) == 1 or not op.name else f"{op.name}:{i}"
                 cop = _const_op(data, name or res.name, res)
-                new_ops.append(cop)
-                replace[id(res)] = cop.results[0]
+                rw.insert_before(op, cop)
+                values.append(cop.results[0])
                 dirty.add(id(cop.results[0]))
+            rw.replace_op(op, values)
             changed = True
             continue
         # keep types current so later shape ops see static shapes
@@ -99,10 +98,7 @@ def _sweep(graph: Graph) -> bool:
                 if t.shape is not None and t != v.type and v.type.quant is None:
                     v.type = t if t.layout or not v.type.layout else t.with_layout(v.type.layout)
                     dirty.add(id(v))
-        new_ops.append(op)
-    if replace:
-        graph.outputs = [replace.get(id(v), v) for v in graph.outputs]
-    graph.ops = new_ops
+    rw.commit()
     return changed
 
 
@@ -114,15 +110,9 @@ class FoldConstants(Pass):
     max_iters: int = 4
 
     def run(self, ctx, graph) -> bool:
-        changed = False
-        for _ in range(max(1, self.max_iters)):
-            if not _sweep(graph):
-                break
-            changed = True
+        changed = until_unchanged(lambda: _sweep(graph), max(1, self.max_iters))
         if changed:
-            from tidlc.plugins.cleanup import live_ops
-            live = live_ops(graph)
-            graph.remove_ops([op for op in graph.ops if op.kind == "const" and id(op) not in live])
+            graph.prune({"const"})
         return changed
 
 

@@ -19,36 +19,37 @@ producer's ``act``. ``clip(0, 6)`` becomes ``relu6`` and ``clip(0, inf)``
 """
 from __future__ import annotations
 
-from typing import ClassVar
-
-import attrs
 import numpy as np
 
 from tidlc.hookspecs import hookimpl
 from tidlc.ir.opdef import Trait
 from tidlc.ir.ops.elementwise import act_params_of
-from tidlc.passes.base import Pass
-from tidlc.passes.rewrite import Rewriter, apply_rules
+from tidlc.passes.rewrite import Rewriter, rule_pass
 
 
 def _const(v) -> np.ndarray | None:
     return v.const_value()
 
 
-def _bn_to_scale(rw: Rewriter, op) -> bool:
+def batchnorm_affine(op) -> tuple[np.ndarray, np.ndarray] | None:
+    """``batchnorm(x) = x * scale + bias`` per channel: (scale, bias) as f32 vectors, or None
+    when a statistic is not constant (TIDL's foldBnInConv2D arithmetic, in float64)."""
     params = [_const(v) for v in op.operands[1:]]
     if any(p is None for p in params):
-        return False
+        return None
     gamma, beta, mean, var = (p.astype(np.float64).reshape(-1) for p in params)
     s = gamma / np.sqrt(var + op.attrs["epsilon"])
     b = beta - mean * s
-    x = op.operands[0]
-    sv = rw.const(s.astype(np.float32), f"{op.name}.scale", anchor=op)
-    bv = rw.const(b.astype(np.float32), f"{op.name}.bias", anchor=op)
-    new = rw.make("scale", [x, sv, bv], {}, op.name, op.loc)
-    rw.insert_before(op, new)
-    rw.replace(op.results[0], new.results[0])
-    rw.erase(op)
+    return s.astype(np.float32), b.astype(np.float32)
+
+
+def _bn_to_scale(rw: Rewriter, op) -> bool:
+    affine = batchnorm_affine(op)
+    if affine is None:
+        return False
+    sv = rw.const(affine[0], f"{op.name}.scale", anchor=op)
+    bv = rw.const(affine[1], f"{op.name}.bias", anchor=op)
+    rw.replace_op(op, rw.make("scale", [op.operands[0], sv, bv], {}, op.name, op.loc))
     return True
 
 
@@ -88,10 +89,7 @@ def _arith_to_scale(rw: Rewriter, op) -> bool:
         vec = vec if op.kind == "add" else -vec
         operands = [x, rw.const(np.ones_like(vec), f"{op.name}.scale", anchor=op),
                     rw.const(vec, f"{op.name}.bias", anchor=op)]
-    new = rw.make("scale", operands, {}, op.name, op.loc)
-    rw.insert_before(op, new)
-    rw.replace(op.results[0], new.results[0])
-    rw.erase(op)
+    rw.replace_op(op, rw.make("scale", operands, {}, op.name, op.loc))
     return True
 
 
@@ -126,9 +124,7 @@ def _merge_scales(rw: Rewriter, op) -> bool:
     bv = rw.const(b.astype(np.float32), f"{op.name}.bias", anchor=op)
     new = rw.make("scale", [inner.operands[0], sv, bv], {"axis": op.attrs["axis"], "act": op.attrs["act"],
                                                          "act_params": op.attrs["act_params"]}, op.name, op.loc)
-    rw.insert_before(op, new)
-    rw.replace(op.results[0], new.results[0])
-    rw.erase(op)
+    rw.replace_op(op, new)
     rw.erase(inner)
     return True
 
@@ -151,30 +147,19 @@ def _fold_scale_into_producer(rw: Rewriter, op) -> bool:
     if w.dtype != np.float32:  # integer (pre-quantized) weights keep their values
         return False
     s, t = parts
-    if prod.kind == "conv2d":
-        cout = w.shape[0]
-        if s.size not in (1, cout):
-            return False
-        s = np.broadcast_to(s, (cout,))
-        t = np.broadcast_to(t, (cout,))
-        new_w = w * s.astype(np.float32).reshape(-1, 1, 1, 1)
-    elif prod.kind == "dense":
-        cout = w.shape[0]
-        if s.size not in (1, cout):
-            return False
-        s = np.broadcast_to(s, (cout,))
-        t = np.broadcast_to(t, (cout,))
-        new_w = w * s.astype(np.float32).reshape(-1, 1)
-    else:  # deconv2d: (I, O/g, kh, kw), output channel = group * O/g + o
-        g = prod.attrs["groups"]
+    # output channels: weights OIHW / (O, I) for conv2d and dense; (I, O/g, kh, kw) for deconv2d
+    g = prod.attrs["groups"] if prod.kind == "deconv2d" else 1
+    cout = w.shape[0] if prod.kind != "deconv2d" else w.shape[1] * g
+    if s.size not in (1, cout):
+        return False
+    s = np.broadcast_to(s, (cout,))
+    t = np.broadcast_to(t, (cout,))
+    s32 = s.astype(np.float32)
+    if prod.kind != "deconv2d":
+        new_w = w * s32.reshape((-1,) + (1,) * (w.ndim - 1))
+    else:  # output channel = group * O/g + o
         cin, cout_g = w.shape[:2]
-        cout = cout_g * g
-        if s.size not in (1, cout):
-            return False
-        s = np.broadcast_to(s, (cout,))
-        t = np.broadcast_to(t, (cout,))
-        new_w = (w.reshape(g, cin // g, cout_g, *w.shape[2:]) *
-                 s.astype(np.float32).reshape(g, 1, cout_g, 1, 1)).reshape(w.shape)
+        new_w = (w.reshape(g, cin // g, cout_g, *w.shape[2:]) * s32.reshape(g, 1, cout_g, 1, 1)).reshape(w.shape)
     old_b = np.zeros(cout) if bias is None else bias.reshape(-1).astype(np.float64)
     new_b = old_b * s + t
     wv = rw.const(new_w.astype(np.float32, copy=False), prod.operands[1].producer.name or f"{prod.name}.w", anchor=prod)
@@ -183,10 +168,8 @@ def _fold_scale_into_producer(rw: Rewriter, op) -> bool:
     attrs_ = dict(prod.attrs)
     attrs_["act"], attrs_["act_params"] = op.attrs["act"], op.attrs["act_params"]
     new = rw.make(prod.kind, [prod.operands[0], wv, bv], attrs_, prod.name, prod.loc)
-    rw.insert_before(prod, new)
-    rw.replace(op.results[0], new.results[0])
-    rw.erase(op)
-    rw.erase(prod)
+    rw.replace_op(prod, new)  # the layer with the scale folded in takes the producer's place
+    rw.replace_op(op, new.results[0])  # and the scale itself is gone
     return True
 
 
@@ -200,15 +183,8 @@ BN_RULES = [
     ("scale", _merge_scales),
 ]
 
-
-@attrs.frozen
-class FuseBatchNorm(Pass):
-    name: ClassVar[str] = "fuse-batchnorm"
-    opt_level: ClassVar[int] = 2
-    summary: ClassVar[str] = "fold batchnorm/scale/bias into conv/deconv/dense (TIDL foldBnInConv2D)"
-
-    def run(self, ctx, graph) -> bool:
-        return apply_rules(graph, BN_RULES)
+FuseBatchNorm = rule_pass("fuse-batchnorm", BN_RULES, opt_level=2,
+                          summary="fold batchnorm/scale/bias into conv/deconv/dense (TIDL foldBnInConv2D)")
 
 
 def _canonical_act(op):
@@ -231,9 +207,8 @@ def _fuse_act(rw: Rewriter, op) -> bool:
     if prod.results[0].type.dtype != "f32":
         return False
     act, params = _canonical_act(op)
-    prod.attrs = {**prod.attrs, "act": act, "act_params": tuple(params)}
-    rw.replace(op.results[0], prod.results[0])
-    rw.erase(op)
+    rw.update_attrs(prod, act=act, act_params=params)
+    rw.replace_op(op, prod.results[0])
     return True
 
 
@@ -242,10 +217,7 @@ def _canonical_clip(rw: Rewriter, op) -> bool:
     act, _ = _canonical_act(op)
     if act == "clip":
         return False
-    new = rw.make(act, [op.operands[0]], {}, op.name, op.loc)
-    rw.insert_before(op, new)
-    rw.replace(op.results[0], new.results[0])
-    rw.erase(op)
+    rw.replace_op(op, rw.make(act, [op.operands[0]], {}, op.name, op.loc))
     return True
 
 
@@ -258,15 +230,8 @@ def _activation(rw: Rewriter, op) -> bool:
 
 ACT_RULES = [("*", _activation)]
 
-
-@attrs.frozen
-class FuseActivation(Pass):
-    name: ClassVar[str] = "fuse-activation"
-    opt_level: ClassVar[int] = 2
-    summary: ClassVar[str] = "fuse activations into their producer's act attribute"
-
-    def run(self, ctx, graph) -> bool:
-        return apply_rules(graph, ACT_RULES)
+FuseActivation = rule_pass("fuse-activation", ACT_RULES, opt_level=2,
+                           summary="fuse activations into their producer's act attribute")
 
 
 @hookimpl

@@ -44,7 +44,7 @@ import numpy as np
 from tidlc.hookspecs import hookimpl
 from tidlc.ir.opdef import Trait
 from tidlc.passes.base import Pass
-from tidlc.passes.rewrite import Rewriter, apply_rules
+from tidlc.passes.rewrite import Rewriter, apply_rules, until_unchanged
 
 
 def inverse(perm) -> tuple[int, ...]:
@@ -94,22 +94,19 @@ def _sink(rw: Rewriter, op, operands, attrs_, perm, result_perm=None) -> bool:
     transposed by it instead, and not at all when it is the identity."""
     new = rw.make(op.kind, operands, attrs_, op.name, op.loc)
     rw.insert_before(op, new)
+    out_perm = perm if result_perm is None else None if _is_identity(result_perm) else result_perm
+    outs = []
     for old, res in zip(op.results, new.results):
-        if result_perm is not None:
-            if not _is_identity(result_perm):
-                t = rw.make("transpose", [res], {"perm": result_perm}, op.name, op.loc)
-                rw.insert_before(op, t)
-                res = t.results[0]
-            rw.replace(old, res)
-            continue
-        if old.type.quant is not None and res.type.quant is None:
+        if result_perm is None and old.type.quant is not None and res.type.quant is None:
             res.type = res.type.with_quant(_moved_quant(old.type.quant, perm))
-        t = rw.make("transpose", [res], {"perm": perm}, op.name, op.loc)
-        rw.insert_before(op, t)
-        rw.replace(old, t.results[0])
-    rw.erase(op)
+        if out_perm is not None:
+            t = rw.make("transpose", [res], {"perm": out_perm}, op.name, op.loc)
+            rw.insert_before(op, t)
+            res = t.results[0]
+        outs.append(res)
+    rw.replace_op(op, outs)
     for v in op.operands:  # a transpose nobody reads any more
-        if v.producer is not None and v.producer.kind == "transpose" and not rw.users(v) and not rw.is_output(v):
+        if v.producer is not None and v.producer.kind == "transpose" and rw.unused(v):
             rw.erase(v.producer)
     return True
 
@@ -129,8 +126,7 @@ def _merge(rw: Rewriter, op) -> bool:
     if data is not None:
         value = rw.const(np.ascontiguousarray(np.transpose(data, perm)), src.producer.name, anchor=op)
         value.type = op.results[0].type
-        rw.replace(op.results[0], value)
-        rw.erase(op)
+        rw.replace_op(op, value)
         return True
     inner = _transposed(rw, src, single_user=False)
     if inner is None:
@@ -138,16 +134,12 @@ def _merge(rw: Rewriter, op) -> bool:
     x, p = inner
     combined = tuple(p[i] for i in perm)
     if _is_identity(combined):
-        out = op.results[0]
-        if rw.is_output(out) and (rw.is_output(x) or x.producer.kind == "input"):
+        if rw.is_output(op.results[0]) and (rw.is_output(x) or x.producer.kind == "input"):
             return False  # keep a distinct output value
-        rw.replace(out, x)
+        rw.replace_op(op, x)
     else:
-        new = rw.make("transpose", [x], {"perm": combined}, op.name, op.loc)
-        rw.insert_before(op, new)
-        rw.replace(op.results[0], new.results[0])
-    rw.erase(op)
-    if not rw.users(src) and not rw.is_output(src):
+        rw.replace_op(op, rw.make("transpose", [x], {"perm": combined}, op.name, op.loc))
+    if rw.unused(src):
         rw.erase(src.producer)
     return True
 
@@ -303,10 +295,7 @@ def _hoist(rw: Rewriter, op) -> bool:
     attrs_ = dict(moved[0])
     t = rw.make("transpose", [prod.operands[0]], {"perm": perm}, op.name, op.loc)
     rw.insert_before(op, t)
-    new = rw.make(prod.kind, [t.results[0]] + prod.operands[1:], attrs_, prod.name, prod.loc)
-    rw.insert_before(op, new)
-    rw.replace(op.results[0], new.results[0])
-    rw.erase(op)
+    rw.replace_op(op, rw.make(prod.kind, [t.results[0]] + prod.operands[1:], attrs_, prod.name, prod.loc))
     rw.erase(prod)
     return True
 
@@ -330,8 +319,7 @@ def share_transposes(graph) -> bool:
             continue
         if rw.is_output(op.results[0]) and rw.is_output(first.results[0]):
             continue
-        rw.replace(op.results[0], first.results[0])
-        rw.erase(op)
+        rw.replace_op(op, first.results[0])
         changed = True
     rw.commit()
     return changed
@@ -363,17 +351,11 @@ class Layout(Pass):
     def run(self, ctx, graph) -> bool:
         if not any(op.kind == "transpose" for op in graph.ops):
             return False
-        changed = False
-        for _ in range(4):  # sharing can enable more sinking (a transpose with one reader left)
-            step = apply_rules(graph, RULES, max_iters=self.max_iters)
-            step |= share_transposes(graph)
-            changed |= step
-            if not step:
-                break
+        # sharing can enable more sinking (a transpose with one reader left): both, repeated
+        changed = until_unchanged(
+            lambda: apply_rules(graph, RULES, max_iters=self.max_iters) | share_transposes(graph), 4)
         if changed:
-            from tidlc.plugins.cleanup import live_ops
-            live = live_ops(graph)
-            graph.remove_ops([op for op in graph.ops if op.kind in ("const", "transpose") and id(op) not in live])
+            graph.prune({"const", "transpose"})
             name_transposes(graph)
         left = interior_transposes(graph)
         if left and ctx is not None:

@@ -52,7 +52,7 @@ def test_plugins_lists_the_tidl_backend(capsys):
     code, out, _ = cli(capsys, "plugins")
     assert code == 0
     section = out.split("backends:")[1].splitlines()
-    assert section[1].split()[0] == "tidl"
+    assert [line.split()[0] for line in section[1:3]] == ["onnx-qdq", "tidl"]
     from tidlc.compiler import backend_for
     backend = backend_for("tidl", create_plugins(load_entry_points=False))
     assert isinstance(backend, Backend)
@@ -67,7 +67,7 @@ def test_unknown_target_is_a_one_line_option_error(tmp_path, small_caffe_net, ca
                              *(("-o", tmp_path / "o") if command == "compile" else ()))
         assert code == 2, command
         lines = err.strip().splitlines()
-        assert len(lines) == 1 and "unknown --target 'nope'" in lines[0] and "installed: tidl" in lines[0], err
+        assert len(lines) == 1 and "unknown --target 'nope'" in lines[0] and "installed: onnx-qdq, tidl" in lines[0], err
     code, _, err = cli(capsys, "--diagnostics", "json", "compile", net, "--random-weights", "1",
                        "--target", "nope", "-o", tmp_path / "o")
     assert code == 2 and '"option"' in err
@@ -150,7 +150,7 @@ def test_a_plugin_backend_is_selected_by_target(tmp_path, small_caffe_net):
             return [fake]
 
     plugins = create_plugins(load_entry_points=False, extra=[("fake", Plugin())])
-    assert sorted(plugins.registry.backends) == ["fake", "tidl"]
+    assert sorted(plugins.registry.backends) == ["fake", "onnx-qdq", "tidl"]
     assert ("backend", "fake", "fake") in plugins.listing()
     net = tmp_path / "net.prototxt"
     net.write_text(small_caffe_net)

@@ -371,6 +371,35 @@ def test_darknet_errors_are_one_line_per_problem(tidlc, model, tmp_path):
     assert "weights file ends early: connected8 needs 84 weights" in short.err
 
 
+def test_plugin_backend_is_listed_and_selected_by_target(tidlc, model, site, monkeypatch):
+    """The plugin's ``float-ref`` backend (tidlc_backends hook): listed beside the builtin ones,
+    chosen by --target, and its compiled folder loads and runs through the contract."""
+    run = tidlc("plugins")
+    assert run.code == 0, run.err
+    assert re.search(r"^  float-ref\s+\[example\]$", run.out, re.MULTILINE), run.out
+    for builtin in ("tidl", "onnx-qdq"):
+        assert re.search(rf"^  {builtin}\s+\[{builtin}\]$", run.out, re.MULTILINE), run.out
+    unknown = tidlc("compile", model["cfg"], "--target", "nope")
+    assert unknown.code == 2 and "float-ref, onnx-qdq, tidl" in unknown.err
+
+    out = model["root"] / "float-ref"
+    compiled = tidlc("compile", model["cfg"], "--target", "float-ref", "--emit", "bin", "-o", out)
+    assert compiled.code == 0, compiled.err
+    assert sorted(p.name for p in out.iterdir()) == ["float-ref.json", "float.tir", "float.weights"]
+    text = (out / "float.tir").read_text()
+    assert "!q<" not in text and "data_convert" not in text  # the backend's pipeline has no quantize
+
+    monkeypatch.syspath_prepend(str(site))
+    from tidlc_example_plugin.backend import FloatRefBackend
+    backend = FloatRefBackend()
+    assert backend.recognizes(str(out)) and not backend.recognizes(str(model["root"]))
+    executable = backend.load(str(out))
+    ((name, shape, dtype),) = executable.input_info()
+    assert shape == (1, 3, 9, 10) and dtype == "float32"
+    got = executable.run({name: np.load(model["x"])})
+    np.testing.assert_allclose(got["softmax9"], model["expected"], rtol=1e-4, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- in process
 
 @attrs.frozen
@@ -492,4 +521,5 @@ def test_blocked_builtin_passes_leave_the_o2_pipeline_before_plugins_see_it():
     assert not {"fuse-batchnorm", "fuse-activation"} & set(seen[0])
     assert [name for name, _ in plugins.plugin_names()] == sorted(
         ["cleanup", "fold-constants", "layout", "quantize", "onnx", "caffe", "tensorflow", "tflite", "tir", "tidl",
+         "onnx-qdq",
          "watcher"])

@@ -36,7 +36,13 @@ class Verdict:
 
 @runtime_checkable
 class Executable(Protocol):
-    """A loaded compiled model."""
+    """A loaded compiled model.
+
+    ``run(feeds)``: input name -> array in, output name -> array out.
+    Optional, for ``tidlc run OUTDIR`` of a backend without a net.bin:
+    ``input_info()``, a list of ``(name, shape, numpy dtype string)`` of the
+    inputs it expects (random inputs and ``--input`` checks are built from it).
+    """
 
     def run(self, feeds: dict, **kw: Any) -> dict:
         """Run once: input name -> array in, output name -> array out."""

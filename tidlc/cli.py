@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to write: bin = OUTDIR/net.bin + io.bin (default; docs/format.md), "
                         "qir = quantized IR (OUTDIR/model.tir), ir = float IR, none = nothing")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of text (docs/cli.md)")
+    p.add_argument("--quant-params", action="store_true", default=None,
+                   help="--target onnx-qdq: also write TIDL's TIDLNetQuantParams prototxt (docs/ti-flow.md)")
     add_model_options(p)
     add_pass_options(p)
     from tidlc.commands.quant_options import add_quant_options
@@ -261,6 +263,9 @@ def cmd_run(args, options) -> int:
     plugins = plugins_for(options)
     from tidlc.compiler import backend_for
     backend_for(options, plugins)  # an unknown --target fails first
+    generic = _artifact_backend(args.model, plugins)
+    if generic is not None:  # a compiled model of a backend without a net.bin (e.g. onnx-qdq)
+        return _run_artifact(args, generic)
     if is_compiled_location(args.model, options.target, plugins):  # net.bin + io.bin, or an import config (docs/run.md)
         return run_compiled(args, options.target, plugins)
     if args.print_pipeline:
@@ -297,6 +302,58 @@ def cmd_run(args, options) -> int:
         summary = f"min {flat.min():.6g} max {flat.max():.6g}" if flat.size and arr.dtype.kind in "fiu" else ""
         print(f"{name}: {arr.dtype} {list(arr.shape)} {summary}")
     print(f"ran in {elapsed * 1e3:.1f} ms")
+    if args.output:
+        print(f"  wrote {args.output}")
+    return 0
+
+
+def _artifact_backend(path: str, plugins):
+    """The backend whose compiled output ``path`` is, among those that have no net.bin-style
+    artifact (``find_artifact``), or None."""
+    from tidlc.backend import instance
+    if not os.path.exists(path):
+        return None
+    for name in sorted(plugins.registry.backends):
+        backend = instance(plugins.registry.backends[name])
+        if getattr(backend, "find_artifact", None) is None and backend.recognizes(path):
+            return backend
+    return None
+
+
+def _run_artifact(args, backend) -> int:
+    """`tidlc run OUTDIR` through the contract only: ``load(OUTDIR).run(feeds)``."""
+    import numpy as np
+
+    from tidlc.fileio import load_array, save_npz
+    executable = backend.load(args.model)
+    info = executable.input_info() if hasattr(executable, "input_info") else []
+    names = [name for name, _, _ in info]
+    from tidlc.commands.run_bin import split_input_spec
+    feeds = {}
+    for spec in args.input:
+        name, path = split_input_spec(spec, names, "FILE.npy")
+        feeds[name] = load_array(path)
+    rng = np.random.default_rng(args.random_input if args.random_input is not None else 0)
+    for name, shape, dtype in info:
+        if name not in feeds:
+            if args.random_input is None:
+                raise TidlcError(f"no value for input '{name}'", args.model,
+                                 hint="give --input NAME=FILE.npy or --random-input SEED", code="input")
+            feeds[name] = rng.random(shape, dtype=np.float32).astype(dtype)
+    start = time.perf_counter()
+    outputs = executable.run(feeds)
+    elapsed = time.perf_counter() - start
+    if args.output:
+        save_npz(args.output, outputs)
+    if args.json:
+        print_json({"schema": "tidlc.run/1", "model": args.model, "target": backend.name,
+                    "ms": round(elapsed * 1e3, 3), "outputs": outputs_summary(outputs), "wrote": args.output})
+        return 0
+    for name, arr in outputs.items():
+        flat = np.asarray(arr).reshape(-1)
+        summary = f"min {flat.min():.6g} max {flat.max():.6g}" if flat.size and arr.dtype.kind in "fiu" else ""
+        print(f"{name}: {arr.dtype} {list(arr.shape)} {summary}")
+    print(f"ran on {backend.name} in {elapsed * 1e3:.1f} ms")
     if args.output:
         print(f"  wrote {args.output}")
     return 0
@@ -357,7 +414,8 @@ def cmd_plugins(args, options) -> int:
         print(f"  {name:<24} {' '.join(fe.suffixes):<20} {fe.description}  [{fe.plugin}]")
     print("passes:")
     for name, cls in sorted(reg.passes.items()):
-        print(f"  {name:<24} -O{cls.opt_level}  {cls.summary}  [{reg.owner[('pass', name)]}]")
+        level = "backend" if cls.opt_level is None else f"-O{cls.opt_level}"
+        print(f"  {name:<24} {level:<8} {cls.summary}  [{reg.owner[('pass', name)]}]")
     print("backends:")
     for name in sorted(reg.backends):
         print(f"  {name:<24} [{reg.owner[('backend', name)]}]")

@@ -77,6 +77,8 @@ def build_pass_manager(options: CompileOptions, plugins: Plugins) -> PassManager
     pm = PassManager.from_level(reg, options.opt_level, hook=plugins.hook, **kw)
     names = [p.name for p in pm.passes]
     wanted = list(backend_for(options, plugins).prepare_pipeline(options.opt_level, list(names)))
+    # a backend pass whose plugin is blocked (-p no:quantize) is left out
+    wanted = [n for n in wanted if n in reg or n not in plugins.blocked]
     if wanted != names:  # the backend's own passes (an explicit -p pipeline is never edited)
         from tidlc.passes.manager import instantiate
         pm.passes = [instantiate(reg, n, {}) for n in wanted]

@@ -47,6 +47,7 @@ class CompileOptions:
     target: str = "tidl"  # the backend (--target; tidlc.backend, docs/backends.md)
     batches: int | None = None  # frames per call of the perf estimate in net.bin (numBatches)
     msmc_kb: int | None = None  # MSMC KB of the perf estimate in net.bin (msmcSizeKB)
+    quant_params: bool = False  # onnx-qdq: also write TIDL's quantization-parameters prototxt
     post_process: str | None = None  # classify | detect | segment: `tidlc run`'s default --post (postProcType)
 
     # --- quantization (docs/quantization.md; CLI flags in tidlc/commands/quant_options.py) ---

@@ -1,14 +1,21 @@
-"""Frontend descriptors and model loading (format detection by suffix and by sniffing)."""
+"""Frontend descriptors, model loading (format detection by suffix and by sniffing), and the
+skeleton every frontend is built from: :class:`ConverterTable`, :class:`NodeContext` and the
+:class:`Importer` template (check all -> inputs -> convert -> outputs -> prune)."""
 from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import attrs
+import numpy as np
 
-from tidlc.diagnostics import TidlcError
-from tidlc.ir.core import Graph
+from tidlc.diagnostics import Loc, TidlcError
+from tidlc.interp import evaluate_op
+from tidlc.ir.builder import Builder, check_result_sizes, to_dtype
+from tidlc.ir.core import Graph, Value
+from tidlc.ir.types import dtype_of, numpy_dtype
 
 
 @attrs.frozen
@@ -76,12 +83,13 @@ def load_model(frontends: dict[str, Frontend], path: str, options, forced: str |
     return graph
 
 
-def run_check(check: Callable | None, node) -> str | None:
-    """A converter row's pre-conversion check: its problem text, or None (a raised TidlcError counts as one)."""
+def run_check(check: Callable | None, *args) -> str | None:
+    """A converter row's pre-conversion check, ``check(*args)``: its problem text, or None (a
+    raised TidlcError counts as one)."""
     if check is None:
         return None
     try:
-        return check(node) or None
+        return check(*args) or None
     except TidlcError as exc:
         return exc.message
 
@@ -91,3 +99,310 @@ def unsupported_error(what: str, problems: list[str], path: str, hint: str) -> T
     n = len(problems)
     return TidlcError(f"{n} unsupported {what}{'s' if n > 1 else ''}", path, hint=hint, problems=problems,
                       code="unsupported")
+
+
+# ----------------------------------------------------------------------------- the frontend skeleton
+# The builtin frontends (ONNX, TensorFlow, TFLite, Caffe) are built from the pieces below, and a
+# third-party frontend can be too (docs/plugins.md, "(b) A frontend"): a ConverterTable of one
+# function per source op, a NodeContext subclass that is what those functions see of a node, and
+# an Importer subclass whose run() is the template check all -> inputs -> convert -> outputs -> prune.
+
+ConvertFn = Callable[..., None]
+CheckFn = Callable[..., str | None]
+
+
+@attrs.frozen
+class Converter:
+    """One row of a :class:`ConverterTable`: ``convert(node)`` for ``op_type`` from version ``since`` on."""
+
+    op_type: str
+    convert: ConvertFn
+    check: CheckFn | None = None
+    since: int = 1
+    doc: str = ""
+
+
+class ConverterTable:
+    """Source op type -> converter rows, sorted by ``since``.
+
+    ``@table.converter("Relu", "Relu6", check=fn)`` registers one function for several op types;
+    ``since=N`` makes a row apply from version N of the format on (ONNX opsets: a model of
+    opset M uses, per op, the newest row with ``since <= M``). Formats without versions leave
+    ``since`` alone and look rows up without a version. ``check(node) -> problem or None`` runs
+    on every node before anything is converted, so every problem of a model is reported at once.
+    """
+
+    def __init__(self, framework: str = "") -> None:
+        self.framework = framework
+        self._rows: dict[str, list[Converter]] = {}
+
+    def register(self, op_type: str, since: int = 1, check: CheckFn | None = None):
+        """Decorator: ``fn`` converts ``op_type`` from version ``since`` on; a second row for the
+        same (op type, since) is an error."""
+        def decorate(fn: ConvertFn) -> ConvertFn:
+            rows = self._rows.setdefault(op_type, [])
+            if any(row.since == since for row in rows):
+                version = f" since version {since}" if since != 1 else ""
+                raise ValueError(f"{self.framework} converter for {op_type}{version} is registered twice".lstrip())
+            rows.append(Converter(op_type, fn, check, since, (fn.__doc__ or "").strip()))
+            rows.sort(key=lambda row: row.since)
+            return fn
+        return decorate
+
+    def converter(self, *op_types: str, since: int = 1, check: CheckFn | None = None):
+        """Decorator: ``fn`` converts each of ``op_types`` (see :meth:`register`)."""
+        def decorate(fn: ConvertFn) -> ConvertFn:
+            for op_type in op_types:
+                self.register(op_type, since, check)(fn)
+            return fn
+        return decorate
+
+    def lookup(self, op_type: str, version: int | None = None) -> Converter | None:
+        """The newest row of ``op_type`` usable at ``version`` (any version if None); None if there is none."""
+        best = None
+        for row in self._rows.get(op_type, ()):
+            if version is None or row.since <= version:
+                best = row
+        return best
+
+    def first_version(self, op_type: str) -> int | None:
+        rows = self._rows.get(op_type)
+        return rows[0].since if rows else None
+
+    def versions(self) -> dict[str, tuple[int, ...]]:
+        """op type -> the versions where its converter rows start (for docs and ``--help``)."""
+        return {op: tuple(row.since for row in rows) for op, rows in sorted(self._rows.items())}
+
+    def names(self) -> list[str]:
+        return sorted(self._rows)
+
+    def __contains__(self, op_type: str) -> bool:
+        return op_type in self._rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+class NodeContext:
+    """What a converter sees of one source node: its name and location, errors at that location,
+    and op emission. Subclasses add the format's attributes, inputs and :meth:`bind`, which maps
+    the node's outputs to IR values. Every op a converter makes is named after the node and
+    located at it, so later errors (a shape that does not fit, a failing pass) point at the node."""
+
+    importer: Importer
+    name: str
+    op_type: str
+    loc: Loc
+
+    @property
+    def label(self) -> str:
+        """``'name' (OpType)``, how the error listing unsupported nodes names this one."""
+        return f"'{self.name}' ({self.op_type})"
+
+    @property
+    def error_prefix(self) -> str:
+        return self.op_type
+
+    def error(self, message: str, hint: str = "", code: str = "model", at: Loc | None = None) -> TidlcError:
+        """A TidlcError at this node (or at ``at``, e.g. one field of its parameters)."""
+        where = attrs.evolve(at, name=self.name) if at is not None else self.loc
+        return TidlcError(f"{self.error_prefix}: {message}", where, hint=hint, code=code)
+
+    def op(self, kind: str, operands: Sequence[Value], suffix: str = "", **attrs_: Any):
+        """Append an IR op named after this node (``node/suffix`` for helper ops); returns its
+        result, a list if it has several."""
+        name = f"{self.name}/{suffix}" if suffix else self.name
+        return self.importer.emit(kind, operands, attrs_, name, self.loc)
+
+    def const(self, data: Any, suffix: str = "") -> Value:
+        """A new constant named ``<node>.<suffix>`` (the node's name without a suffix)."""
+        return self.importer.new_const(np.asarray(data), f"{self.name}.{suffix}" if suffix else self.name, self.loc)
+
+    def chain(self, kind: str, values: Sequence[Value]) -> Value:
+        """``kind(kind(v0, v1), v2) ...``: a variadic op (Sum, AddN) as binary ops."""
+        if not values:
+            raise self.error("needs at least one input")
+        total = values[0]
+        for value in values[1:]:
+            total = self.op(kind, [total, value])
+        return total
+
+    def static_shape(self, value: Value, what: str = "input") -> tuple[int, ...]:
+        """The fully known shape of ``value``, else a TidlcError asking for --input-shape."""
+        if not value.type.is_static:
+            raise self.error(f"needs the static shape of its {what}, which is "
+                             f"{'unknown' if value.shape is None else value.type}", hint=_SHAPE_HINT)
+        return tuple(value.shape)
+
+    def need_rank(self, value: Value, what: str = "input") -> int:
+        if value.type.rank is None:
+            raise self.error(f"needs the rank of its {what}, which is unknown", hint=_SHAPE_HINT)
+        return value.type.rank
+
+    def bind(self, *values: Value | None) -> None:
+        """Bind the node's outputs, in order, to IR values."""
+        raise NotImplementedError
+
+
+_SHAPE_HINT = "give the input shapes with --input-shape NAME=d0,d1,..."
+
+
+class Importer:
+    """One model's conversion. :meth:`run` is the template every builtin frontend follows::
+
+        check all -> inputs -> convert -> outputs -> prune
+
+    ``graph_name`` defaults to the file's stem. A subclass sets ``table`` (its :class:`ConverterTable`) and ``what`` (``"ONNX op"``: the
+    error listing unsupported nodes says ``3 unsupported ONNX ops``) and implements
+    :meth:`nodes`, :meth:`add_inputs` and :meth:`add_outputs`; it overrides the other steps
+    where its format needs more (ONNX also rejects foreign op domains in :meth:`check_node`,
+    Caffe declares data layers in :meth:`add_inputs`). ``version`` selects the converter rows
+    of versioned tables (ONNX: the model's opset).
+    """
+
+    table: ClassVar[ConverterTable]
+    what: ClassVar[str] = "op"
+    docs: ClassVar[str] = ""  # the page that lists the supported ops, named in the error's hint ...
+    listed: ClassVar[str] = "supported ops"  # ... as "{docs} lists the {N} {listed}"
+    source_noun: ClassVar[str] = "model"  # "--input-shape x: rank 3 but the model declares ..."
+
+    def __init__(self, path: str, options: Any = None, graph_name: str = "", version: int | None = None):
+        self.path = path
+        self.options = options
+        self.version = version
+        self.input_shapes: dict[str, tuple] = dict(getattr(options, "input_shapes", None) or {})
+        self.builder = Builder(Graph(name=graph_name or os.path.splitext(os.path.basename(path))[0] or "main"),
+                               file=path)
+
+    @property
+    def graph(self) -> Graph:
+        return self.builder.graph
+
+    def run(self) -> Graph:
+        nodes = self.nodes()
+        self.check_all(nodes)
+        self.add_inputs(nodes)
+        for node in nodes:
+            self.convert(node)
+        self.add_outputs()
+        self.prune()
+        return self.graph
+
+    # --- the steps --------------------------------------------------------------------------
+    def nodes(self) -> list:
+        """The nodes to convert, in an order where every node comes after what it reads."""
+        raise NotImplementedError
+
+    def check_all(self, nodes: list) -> None:
+        """One TidlcError listing every node that cannot be converted, before converting any."""
+        problems = self.problems(nodes)
+        if problems:
+            raise self.unsupported(problems)
+
+    def problems(self, nodes: list) -> list[str]:
+        """``label: problem`` for every node that cannot be converted."""
+        found = []
+        for node in nodes:
+            problem = self.check_node(node)
+            if problem:
+                found.append(f"{self.label(node)}: {problem}")
+        return found
+
+    def check_node(self, node) -> str | None:
+        """What keeps ``node`` from being converted (None: nothing): no converter row, or its check."""
+        row = self.table.lookup(node.op_type, self.version)
+        if row is None:
+            return "not supported"
+        return run_check(row.check, node)
+
+    def label(self, node) -> str:
+        return node.label
+
+    def unsupported(self, problems: list[str]) -> TidlcError:
+        return unsupported_error(self.what, problems, self.path,
+                                 hint=f"{self.docs} lists the {len(self.table)} {self.listed}")
+
+    def add_inputs(self, nodes: list) -> None:
+        raise NotImplementedError
+
+    def convert(self, node) -> None:
+        self.table.lookup(node.op_type, self.version).convert(node)
+
+    def add_outputs(self) -> None:
+        raise NotImplementedError
+
+    def prune(self) -> None:
+        """Drop the constants only a converter looked at (a weight it permuted, Resize scales)."""
+        graph = self.graph
+        read = {id(v) for op in graph.ops for v in op.operands} | {id(v) for v in graph.outputs}
+        graph.remove_ops([op for op in graph.ops if op.kind == "const" and id(op.results[0]) not in read])
+
+    # --- building ---------------------------------------------------------------------------
+    def emit(self, kind: str, operands: Sequence[Value], attrs_: dict, name: str, loc: Loc | None):
+        """Append a typed op; its result (a list if several)."""
+        op = self.builder.make(kind, list(operands), attrs_, name, loc)
+        self.graph.ops.append(op)
+        return op.results[0] if len(op.results) == 1 else list(op.results)
+
+    def named(self, value: Value, name: str, node: NodeContext) -> Value:
+        """``value`` under the tensor name ``name``: a converter that forwards a value which has
+        a tensor name already gets an identity op, so both names stay."""
+        if value.name and value.name != name:
+            value = self.emit("identity", [value], {}, node.name, node.loc)
+        value.name = name
+        return value
+
+    def new_const(self, data: np.ndarray, name: str, loc: Loc | None = None, layout: str | None = None,
+                  quant=None) -> Value:
+        """A ``const`` op; an element type the IR cannot hold is a TidlcError naming the constant."""
+        try:
+            dtype_of(data)
+        except ValueError as exc:
+            raise TidlcError(f"constant '{name}': {exc}", loc or self.path) from None
+        value = self.builder.const(data, name, loc=loc, layout=layout)
+        if quant is not None:
+            value.type = value.type.with_quant(quant)
+        return value
+
+    def input_shape(self, name: str, declared: Sequence | None, shown: str, where: Loc | str | None = None):
+        """The shape of input ``name``: its ``--input-shape`` if one is given, else ``declared``
+        (None: unknown rank). A given shape must have the declared rank; messages show the
+        declared shape as ``shown``."""
+        if name not in self.input_shapes:
+            return declared
+        given = tuple(self.input_shapes.pop(name))
+        if declared is not None and len(declared) != len(given):
+            raise TidlcError(f"--input-shape {name}: rank {len(given)} but the {self.source_noun} declares {shown}",
+                             where or self.path, hint="give one value per dimension")
+        return given
+
+
+class FoldingImporter(Importer):
+    """An importer that folds constants as it goes: an op whose operands are all constants (and
+    ``shape`` of a statically shaped value) becomes a ``const`` at once. Frozen TensorFlow graphs
+    compute reshape targets (``Shape -> StridedSlice -> Pack``) and batch-norm factors from
+    constants; folding them at import gives converters the plain values they need."""
+
+    def emit(self, kind: str, operands: Sequence[Value], attrs_: dict, name: str, loc: Loc | None):
+        op = self.builder.make(kind, list(operands), attrs_, name, loc)
+        folded = None
+        if kind == "shape" and operands[0].type.is_static:
+            folded = [np.array(operands[0].type.shape, dtype=np.int64)]
+        elif op.opdef.foldable and op.opdef.compute is not None and operands and all(
+                v.const_value() is not None for v in operands):
+            check_result_sizes(op, [r.type for r in op.results])  # before numpy allocates them
+            try:
+                folded = evaluate_op(op, [v.const_value() for v in operands])
+            except TidlcError:
+                raise
+            except (ValueError, IndexError, TypeError, ArithmeticError) as exc:
+                raise TidlcError(f"cannot evaluate {kind} of constants: {exc}", loc) from None
+        if folded is None:
+            self.graph.ops.append(op)
+            return op.results[0] if len(op.results) == 1 else list(op.results)
+        values = []
+        for res, data in zip(op.results, folded):
+            data = to_dtype(np.asarray(data), numpy_dtype(res.type.dtype))
+            values.append(self.new_const(data, name, loc, layout=res.type.layout if data.ndim == 4 else None,
+                                         quant=res.type.quant))
+        return values[0] if len(values) == 1 else values

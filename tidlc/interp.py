@@ -6,7 +6,7 @@ as their last reader has run.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -72,31 +72,29 @@ def output_names(graph: Graph) -> list[str]:
     return graph.output_names or [v.name or f"output{k}" for k, v in enumerate(graph.outputs)]
 
 
-class Interpreter:
-    """A graph prepared for repeated execution.
+class GraphRunner:
+    """The walk every executor of a graph shares: constants ready once, feeds bound to the
+    inputs, each compute op run on its operands in order, every value freed after its last
+    reader (except the outputs and what ``keep`` names).
 
-    Constants are made contiguous once (splat weights are materialised here,
-    not on every run) and the point after which each value is dead is
-    precomputed, so intermediate tensors are freed as early as possible.
-    """
+    A subclass says how one op computes (:meth:`compute`); the float interpreter below and the
+    fixed-point executor differ only there and in what they do with the values at the end."""
 
-    def __init__(self, graph: Graph):
-        if graph.attrs.get("missing_weights"):
-            raise TidlcError("the model has no weights (structure only), so it cannot be run",
-                             graph.attrs.get("source", graph.name),
-                             hint="pass --weights FILE or --random-weights SEED", code="weights")
+    def __init__(self, graph: Graph, consts: dict[int, np.ndarray], keep: Iterable[int] = ()):
         self.graph = graph
-        self.consts: dict[int, np.ndarray] = {}
-        for op in graph.ops:
-            if op.kind == "const":
-                data = op.data  # (ascontiguousarray would turn 0-d into 1-d)
-                self.consts[id(op.results[0])] = data if data.flags.c_contiguous else data.copy(order="C")
-        self.free_after = free_after(graph, {id(v) for v in graph.outputs} | set(self.consts))
+        self.consts = consts
+        self.free_after = free_after(graph, {id(v) for v in graph.outputs} | set(consts) | set(keep))
         self.names = output_names(graph)
 
-    def run(self, feeds: Mapping[str, np.ndarray],
-            observer: Callable[[Op, list[np.ndarray]], None] | None = None,
-            keep_all: bool = False) -> dict[str, np.ndarray]:
+    def compute(self, index: int, op: Op, args: list[np.ndarray]) -> list[np.ndarray]:
+        """The results of ``op`` (at position ``index`` in the graph) on the operand arrays."""
+        raise NotImplementedError
+
+    def values(self, feeds: Mapping[str, np.ndarray],
+               observer: Callable[[Op, list[np.ndarray]], None] | None = None,
+               keep_all: bool = False) -> dict[int, np.ndarray]:
+        """Run once; the live values by value id at the end (every value with ``keep_all``).
+        ``observer(op, results)`` sees each compute op's stored results."""
         graph = self.graph
         feeds = check_feeds(graph, feeds)
         env: dict[int, np.ndarray] = dict(self.consts)
@@ -110,20 +108,51 @@ class Interpreter:
                 args = [env[id(v)] for v in op.operands]
             except KeyError:
                 raise TidlcError("operand used before it was computed", op.where()) from None
-            try:
-                results = evaluate_op(op, args)
-            except TidlcError:
-                raise
-            except (ValueError, IndexError, TypeError, ArithmeticError) as exc:
-                raise TidlcError(f"{op.kind} failed: {exc}", op.where()) from None
+            results = self.compute(i, op, args)
             for v, r in zip(op.results, results):
-                env[id(v)] = np.asarray(r)
+                env[id(v)] = r
             if observer is not None:
                 observer(op, results)
             if not keep_all:
                 for vid in self.free_after[i]:
                     env.pop(vid, None)
-        return {n: env[id(v)] for n, v in zip(self.names, graph.outputs)}
+        return env
+
+
+class Interpreter(GraphRunner):
+    """A graph prepared for repeated float execution.
+
+    Constants are made contiguous once (splat weights are materialised here,
+    not on every run) and the point after which each value is dead is
+    precomputed, so intermediate tensors are freed as early as possible.
+    """
+
+    def __init__(self, graph: Graph):
+        if graph.attrs.get("missing_weights"):
+            raise TidlcError("the model has no weights (structure only), so it cannot be run",
+                             graph.attrs.get("source", graph.name),
+                             hint="pass --weights FILE or --random-weights SEED", code="weights")
+        consts: dict[int, np.ndarray] = {}
+        for op in graph.ops:
+            if op.kind == "const":
+                data = op.data  # (ascontiguousarray would turn 0-d into 1-d)
+                consts[id(op.results[0])] = data if data.flags.c_contiguous else data.copy(order="C")
+        super().__init__(graph, consts)
+
+    def compute(self, index: int, op: Op, args: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            results = evaluate_op(op, args)
+        except TidlcError:
+            raise
+        except (ValueError, IndexError, TypeError, ArithmeticError) as exc:
+            raise TidlcError(f"{op.kind} failed: {exc}", op.where()) from None
+        return [np.asarray(r) for r in results]
+
+    def run(self, feeds: Mapping[str, np.ndarray],
+            observer: Callable[[Op, list[np.ndarray]], None] | None = None,
+            keep_all: bool = False) -> dict[str, np.ndarray]:
+        env = self.values(feeds, observer, keep_all)
+        return {n: env[id(v)] for n, v in zip(self.names, self.graph.outputs)}
 
 
 def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray],

@@ -25,13 +25,14 @@ BUILTIN_PLUGINS = (
     ("fold-constants", "tidlc.plugins.fold_constants"),
     ("fuse", "tidlc.plugins.fuse"),
     ("layout", "tidlc.plugins.layout"),
-    ("quantize", "tidlc.plugins.quantize"),
+    ("quantize", "tidlc.backends.tidl.quantize"),
     ("onnx", "tidlc.frontends.onnx"),
     ("caffe", "tidlc.frontends.caffe"),
     ("tensorflow", "tidlc.frontends.tensorflow"),
     ("tflite", "tidlc.frontends.tflite"),
     ("tir", "tidlc.frontends.tir"),
     ("tidl", "tidlc.backends.tidl"),
+    ("onnx-qdq", "tidlc.backends.onnx_qdq"),
 )
 
 

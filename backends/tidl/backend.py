@@ -62,9 +62,15 @@ class TidlBackend:
                        hint="replace it with a supported op, or expect a float (slow) layer")
 
     def prepare_pipeline(self, level: int, passes: list[str]) -> list[str]:
-        """TIDL's own pass is ``quantize`` (the ``quantize`` plugin for now): the builtin -O
-        pipelines already end with it and ``-p no:quantize`` removes it, so the list is kept."""
-        return list(passes)
+        """TIDL's own pass, ``quantize`` (``tidlc.backends.tidl.quantize``), ends every ``-O``
+        pipeline; the compile driver drops it when the output is float (``--emit ir``)."""
+        return [*(p for p in passes if p != "quantize"), "quantize"]
+
+    def quantize(self, graph, options):
+        """TIDL's post-training quantization of a float graph (``Quantized``: the fixed-point
+        graph, its float reference and the map between them, for `tidlc compare`)."""
+        from tidlc.backends.tidl.quantize.api import quantize_graph
+        return quantize_graph(graph, options)
 
     def emit(self, graph, outdir: str, options) -> list[str]:
         from tidlc.backends.tidl.binfmt import write_bin

@@ -80,34 +80,22 @@ def _conv_check(spec, weights=None) -> str | None:
     return problem_of(conv_params, p)
 
 
-@converter("Convolution", check=_conv_check)
+@converter("Convolution", "Deconvolution", check=_conv_check)
 def convolution(layer: Layer) -> None:
-    """conv2d: group, dilation, pad/kernel/stride (also _h/_w), bias_term."""
+    """conv2d / deconv2d: group, dilation, pad/kernel/stride (also _h/_w), bias_term. A
+    Convolution's weight is (num_output, C_in / group, kh, kw), a Deconvolution's
+    (C_in, num_output / group, kh, kw)."""
     p = conv_params(layer.param("convolution_param"))
     _, c, _, _ = layer.shape4()
     if c % p.group:
         raise layer.error(f"{c} input channels are not divisible by group {p.group}")
-    w = layer.blob(0, (p.num_output, c // p.group, *p.kernel))
+    deconv = layer.type == "Deconvolution"
+    w = layer.blob(0, (c, p.num_output // p.group, *p.kernel) if deconv else (p.num_output, c // p.group, *p.kernel))
     operands = [layer.input(), layer.const(w, "w")]
     if p.bias_term:
         operands.append(layer.const(layer.blob(1, (p.num_output,), "bias"), "b"))
-    layer.bind(layer.op("conv2d", operands, strides=p.stride, pads=p.pads, dilations=p.dilation,
-                        groups=p.group))
-
-
-@converter("Deconvolution", check=_conv_check)
-def deconvolution(layer: Layer) -> None:
-    """deconv2d; Caffe's weight is (C_in, num_output / group, kh, kw)."""
-    p = conv_params(layer.param("convolution_param"))
-    _, c, _, _ = layer.shape4()
-    if c % p.group:
-        raise layer.error(f"{c} input channels are not divisible by group {p.group}")
-    w = layer.blob(0, (c, p.num_output // p.group, *p.kernel))
-    operands = [layer.input(), layer.const(w, "w")]
-    if p.bias_term:
-        operands.append(layer.const(layer.blob(1, (p.num_output,), "bias"), "b"))
-    layer.bind(layer.op("deconv2d", operands, strides=p.stride, pads=p.pads, dilations=p.dilation,
-                        groups=p.group))
+    layer.bind(layer.op("deconv2d" if deconv else "conv2d", operands, strides=p.stride, pads=p.pads,
+                        dilations=p.dilation, groups=p.group))
 
 
 @converter("InnerProduct", check=_single_bottom)
@@ -303,7 +291,7 @@ def _bn_check(spec, weights=None) -> str | None:
 
 
 def _bn_blob_count(layer: Layer) -> int:
-    have = layer.lowering.weights.available(layer.name)
+    have = layer.importer.weights.available(layer.name)
     if have is not None:
         return 5 if have >= 5 else 3
     p = layer.param("batch_norm_param")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError, warn
-from tidlc.ir.builder import Builder
+from tidlc.frontend import Importer, run_check
 from tidlc.ir.core import Graph, Value
 from tidlc.ir.types import TensorType
 
@@ -55,18 +55,7 @@ def find_weights(prototxt: str, weights: str | None = None) -> str | None:
 
 def unsupported_layers(net: NetSpec, weights: WeightSource | None = None) -> list[str]:
     """One line per layer that cannot be converted: ``file:line:col: 'name': why``."""
-    problems = []
-    for spec in net.layers:
-        row = CONVERTERS.get(spec.type)
-        if row is None:
-            problems.append(f"{spec.loc.where()}: '{spec.name}': unsupported layer type "
-                            f"'{spec.type}'{_type_detail(spec)}")
-            continue
-        if row.check is not None:
-            problem = row.check(spec, weights)
-            if problem:
-                problems.append(f"{spec.loc.where()}: '{spec.name}': {spec.type}: {problem}")
-    return problems
+    return Lowering(net, weights).problems(net.layers)
 
 
 def _type_detail(spec: LayerSpec) -> str:
@@ -77,23 +66,24 @@ def _type_detail(spec: LayerSpec) -> str:
     return ""
 
 
-class Lowering:
-    """The state of one conversion: the builder, the blob table, the inputs and the weights."""
+class Lowering(Importer):
+    """The state of one conversion: the builder, the blob table, the inputs and the weights.
 
-    def __init__(self, net: NetSpec, weights: WeightSource, path: str = "",
+    The nodes of the importer template are the layer specs (a :class:`Layer` is made when its
+    turn to convert comes, since it resolves its bottoms); data layers are graph inputs."""
+
+    table = CONVERTERS
+    source_noun = "prototxt"
+
+    def __init__(self, net: NetSpec, weights: WeightSource | None, path: str = "",
                  input_shapes: dict[str, tuple[int, ...]] | None = None):
+        super().__init__(path, None, net.name or Path(path).stem or "caffe")
         self.net = net
         self.weights = weights
-        self.path = path
         self.input_shapes = dict(input_shapes or {})
-        self.builder = Builder(Graph(name=net.name or Path(path).stem or "caffe"), path)
         self.blobs: dict[str, Value] = {}
         self.available: dict[str, None] = {}  # produced, not yet consumed (ordered)
         self.missing_shapes: list[str] = []
-
-    @property
-    def graph(self) -> Graph:
-        return self.builder.graph
 
     # --- the blob table --------------------------------------------------------------------
     def lookup(self, spec: LayerSpec, blob: str) -> Value:
@@ -115,13 +105,7 @@ class Lowering:
         if name in self.blobs:
             raise TidlcError(f"input '{name}' is declared twice", loc,
                              hint="give every input its own name")
-        if name in self.input_shapes:
-            given = self.input_shapes.pop(name)
-            if shape is not None and len(shape) != len(given):
-                raise TidlcError(f"--input-shape {name}: rank {len(given)} but the prototxt "
-                                 f"declares {list(shape)}", loc,
-                                 hint="give one value per dimension")
-            shape = given
+        shape = self.input_shape(name, shape, str(list(shape or ())), loc)
         if shape is not None and any(d < 0 for d in shape):
             raise TidlcError(f"input '{name}' has a negative dimension: {list(shape)}", loc,
                              hint="give every dimension as a positive size")
@@ -137,27 +121,42 @@ class Lowering:
         self.define(name, value)
         return value
 
-    # --- the conversion ---------------------------------------------------------------------
-    def run(self) -> Graph:
-        problems = unsupported_layers(self.net, self.weights)
-        if problems:
-            raise TidlcError(f"{len(problems)} layer(s) of the net cannot be imported",
-                             Loc(file=self.path),
-                             hint="see docs/frontends/caffe.md for the supported layers",
-                             problems=problems)
+    # --- the steps ----------------------------------------------------------------------------
+    def nodes(self) -> list[LayerSpec]:
+        return list(self.net.layers)
+
+    def label(self, spec: LayerSpec) -> str:
+        return f"{spec.loc.where()}: '{spec.name}'"
+
+    def check_node(self, spec: LayerSpec) -> str | None:
+        row = CONVERTERS.lookup(spec.type)
+        if row is None:
+            return f"unsupported layer type '{spec.type}'{_type_detail(spec)}"
+        problem = run_check(row.check, spec, self.weights)
+        return f"{spec.type}: {problem}" if problem else None
+
+    def unsupported(self, problems: list[str]) -> TidlcError:
+        return TidlcError(f"{len(problems)} layer(s) of the net cannot be imported", Loc(file=self.path),
+                          hint="see docs/frontends/caffe.md for the supported layers", problems=problems)
+
+    def add_inputs(self, specs: list[LayerSpec]) -> None:
         for spec in self.net.inputs:
             self.add_input(spec.name, spec.shape, spec.loc)
-        data_layers = [s for s in self.net.layers if s.type in convert_tensor.DATA_LAYERS]
-        for spec in data_layers:
-            convert_tensor.declare_data_layer(Layer(self, spec))
-        self._raise_missing_shapes()
-        for spec in self.net.layers:
+        for spec in specs:
             if spec.type in convert_tensor.DATA_LAYERS:
-                continue
-            layer = Layer(self, spec)
-            CONVERTERS.get(spec.type).convert(layer)
-            if not layer.bound and spec.top:
-                raise layer.error("converter bound no result (internal error)")
+                convert_tensor.declare_data_layer(Layer(self, spec))
+        self._raise_missing_shapes()
+
+    def convert(self, spec: LayerSpec) -> None:
+        if spec.type in convert_tensor.DATA_LAYERS:
+            return  # declared as inputs
+        layer = Layer(self, spec)
+        CONVERTERS.lookup(spec.type).convert(layer)
+        if not layer.bound and spec.top:
+            raise layer.error("converter bound no result (internal error)")
+
+    def add_outputs(self) -> None:
+        """Report every weight problem at once; then the outputs are the blobs nobody consumed."""
         if isinstance(self.weights, FileWeights):
             self.weights.check_counts(self.net.layers)
         if self.weights.problems:
@@ -169,7 +168,6 @@ class Lowering:
             self.builder.output(self.blobs[blob], blob)
         if not self.graph.outputs:
             raise TidlcError("the net has no outputs (every blob is consumed)", Loc(file=self.path))
-        return self.graph
 
     def _raise_missing_shapes(self) -> None:
         if self.input_shapes:

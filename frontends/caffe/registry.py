@@ -1,4 +1,5 @@
-"""The Caffe converter table and what a converter sees of one layer.
+"""The Caffe converter table (:class:`tidlc.frontend.ConverterTable`) and what a converter sees
+of one layer (a :class:`tidlc.frontend.NodeContext`).
 
 A converter is a function registered for one Caffe layer type::
 
@@ -21,14 +22,14 @@ that names every op after the layer and locates it at the layer's
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Optional
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import attrs
 import numpy as np
 
 from tidlc import limits
-from tidlc.diagnostics import Loc, TidlcError
+from tidlc.diagnostics import Loc
+from tidlc.frontend import ConverterTable, NodeContext
 from tidlc.ir.core import Value
 from tidlc.ir.types import numpy_dtype
 
@@ -37,67 +38,26 @@ from .prototxt import Message
 
 if TYPE_CHECKING:  # pragma: no cover
     from .lower import Lowering
-    from .weights import WeightSource
 
-ConvertFn = Callable[["Layer"], None]
-CheckFn = Callable[[LayerSpec, Optional["WeightSource"]], str | None]
-
-
-@attrs.frozen
-class Converter:
-    layer_type: str
-    convert: ConvertFn
-    check: CheckFn | None = None
-    doc: str = ""
+CONVERTERS = ConverterTable("Caffe")
+converter = CONVERTERS.converter  # @converter("ReLU", "ReLU6", check=fn); check(spec, weights) -> problem
 
 
-class ConverterTable:
-    """Caffe layer type -> converter."""
-
-    def __init__(self) -> None:
-        self._rows: dict[str, Converter] = {}
-
-    def register(self, layer_type: str, check: CheckFn | None = None):
-        def decorate(fn: ConvertFn) -> ConvertFn:
-            if layer_type in self._rows:
-                raise ValueError(f"Caffe converter for {layer_type} is registered twice")
-            self._rows[layer_type] = Converter(layer_type, fn, check, (fn.__doc__ or "").strip())
-            return fn
-        return decorate
-
-    def get(self, layer_type: str) -> Converter | None:
-        return self._rows.get(layer_type)
-
-    def __contains__(self, layer_type: str) -> bool:
-        return layer_type in self._rows
-
-    def types(self) -> list[str]:
-        return sorted(self._rows)
-
-
-CONVERTERS = ConverterTable()
-
-
-def converter(*layer_types: str, check: CheckFn | None = None):
-    """Register ``fn(layer)`` as the converter of one or more Caffe layer types."""
-    def decorate(fn: ConvertFn) -> ConvertFn:
-        for layer_type in layer_types:
-            CONVERTERS.register(layer_type, check)(fn)
-        return fn
-    return decorate
-
-
-class Layer:
+class Layer(NodeContext):
     """One Caffe layer during lowering (see the module docstring)."""
 
     def __init__(self, lowering: Lowering, spec: LayerSpec):
-        self.lowering = lowering
+        self.importer = lowering
         self.spec = spec
         self.name = spec.name
-        self.type = spec.type
+        self.type = self.op_type = spec.type
         self.loc: Loc = spec.loc
         self.inputs: list[Value] = [lowering.lookup(spec, b) for b in spec.bottom]
         self.bound = False
+
+    @property
+    def error_prefix(self) -> str:
+        return f"{self.type} layer"
 
     # --- reading the layer ------------------------------------------------------------
     def param(self, name: str) -> Message:
@@ -129,11 +89,6 @@ class Layer:
             want = " or ".join(map(str, counts))
             raise self.error(f"takes {want} bottom(s), has {len(self.inputs)}")
 
-    def error(self, message: str, hint: str = "", at: Loc | None = None, code: str = "model") -> TidlcError:
-        """A TidlcError at this layer (or at ``at``, e.g. a parameter field)."""
-        where = attrs.evolve(at, name=self.name) if at is not None else self.loc
-        return TidlcError(f"{self.type} layer: {message}", where, hint=hint, code=code)
-
     # --- weights ------------------------------------------------------------------------
     def blob(self, index: int, shape: Sequence[int], role: str = "weight") -> np.ndarray:
         """Blob ``index`` of this layer in Caffe's layout, checked against ``shape``.
@@ -143,7 +98,7 @@ class Layer:
         """
         shape = tuple(int(d) for d in shape)
         self.check_shape(shape, f"blob {index} ({role})")
-        return self.lowering.weights.blob(self.spec, index, shape, role)
+        return self.importer.weights.blob(self.spec, index, shape, role)
 
     def check_shape(self, shape: Sequence[int], what: str, itemsize: int = 4) -> None:
         """Refuse a shape the layer's parameters made negative or too large (num_output,
@@ -153,16 +108,7 @@ class Layer:
                              hint="check the layer's parameters and the input shape")
         limits.check_shape(shape, itemsize, f"{self.type} layer: {what}", self.loc)
 
-    # --- building -----------------------------------------------------------------------
-    def const(self, data: Any, suffix: str) -> Value:
-        """A constant named ``<layer>.<suffix>`` located at the layer."""
-        return self.lowering.builder.const(data, f"{self.name}.{suffix}", self.loc)
-
-    def op(self, kind: str, operands: Sequence[Value], suffix: str = "", **attrs_: Any):
-        """Append an op named after the layer (``<layer>/<suffix>`` for helper ops)."""
-        name = f"{self.name}/{suffix}" if suffix else self.name
-        return self.lowering.builder.op(kind, operands, name, self.loc, **attrs_)
-
+    # --- building (op() and const() come from NodeContext: ops "<layer>/<suffix>", constants "<layer>.<suffix>")
     def bind(self, *values: Value) -> None:
         """Bind the layer's tops, in order, to ``values``."""
         tops = self.spec.top
@@ -172,9 +118,9 @@ class Layer:
             if value.type.is_static:  # an activation: later passes and the runtime allocate it
                 itemsize = numpy_dtype(value.type.dtype).itemsize
                 self.check_shape(value.type.shape, f"top '{top}'", itemsize)
-            self.lowering.define(top, value)
+            self.importer.define(top, value)
         self.bound = True
 
     def add_input(self, top: str, shape: Sequence[int] | None) -> Value:
         """Declare a graph input (data layers); ``--input-shape`` overrides ``shape``."""
-        return self.lowering.add_input(top, shape, self.loc)
+        return self.importer.add_input(top, shape, self.loc)

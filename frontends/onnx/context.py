@@ -8,7 +8,6 @@ node's name and ``loc(name, model path)``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ import numpy as np
 from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError
 from tidlc.fileio import open_regular
+from tidlc.frontend import NodeContext
 from tidlc.ir.core import Value
 
 _REQUIRED = object()
@@ -160,7 +160,7 @@ class _AttributeKinds:
 _ATTR = _AttributeKinds()
 
 
-class Node:
+class Node(NodeContext):
     """One ONNX node during conversion (see the module docstring)."""
 
     def __init__(self, importer, proto, opset: int):
@@ -175,14 +175,6 @@ class Node:
         self.loc = Loc(self.name, importer.path)
         self._raw_attrs = {a.name: a for a in proto.attribute}
         self._attrs: dict[str, Any] = {}
-
-    @property
-    def label(self) -> str:
-        """``'name' (OpType)`` for messages."""
-        return f"'{self.name}' ({self.op_type})"
-
-    def error(self, message: str, hint: str = "", code: str = "model") -> TidlcError:
-        return TidlcError(f"{self.op_type}: {message}", self.loc, hint=hint, code=code)
 
     # --- attributes ---------------------------------------------------------------
     def has_attr(self, key: str) -> bool:
@@ -308,10 +300,6 @@ class Node:
             self.output_names[i] in self.importer.used_names
 
     # --- building -----------------------------------------------------------------------
-    def op(self, kind: str, operands: Sequence[Value], **attrs: Any):
-        """Append an IR op named after this node; returns its result (a list if several)."""
-        return self.importer.emit(kind, operands, attrs, self)
-
     def const(self, data: Any, suffix: str = "") -> Value:
         """A new constant op named ``<node>.<suffix>`` (or the node's name without a suffix)."""
         return self.importer.new_const(np.asarray(data), f"{self.name}.{suffix}" if suffix else self.name,
@@ -328,14 +316,6 @@ class Node:
     def rank(value: Value) -> int | None:
         return value.type.rank
 
-    def static_shape(self, value: Value, what: str = "input") -> tuple[int, ...]:
-        """The fully known shape of ``value`` or a TidlcError asking for --input-shape."""
-        if not value.type.is_static:
-            raise self.error(f"needs the static shape of its {what}, which is "
-                             f"{'unknown' if value.shape is None else value.type}",
-                             hint="give the input shapes with --input-shape NAME=d0,d1,...")
-        return tuple(value.shape)
-
     def axis(self, axis: int, rank: int | None, extra: int = 0) -> int:
         """``axis`` made non-negative when the rank is known (``extra=1``: axis == rank is allowed)."""
         if rank is None:
@@ -343,10 +323,3 @@ class Node:
         if not -rank <= axis < rank + extra:
             raise self.error(f"axis {axis} out of range for rank {rank}")
         return axis + rank if axis < 0 else axis
-
-    def need_rank(self, value: Value, what: str = "input") -> int:
-        rank = value.type.rank
-        if rank is None:
-            raise self.error(f"needs the rank of its {what}, which is unknown",
-                             hint="give the input shapes with --input-shape NAME=d0,d1,...")
-        return rank

@@ -151,11 +151,7 @@ def pow_(node: Node) -> None:
 def _variadic(kind: str):
     def convert(node: Node) -> None:
         xs = node.inputs()
-        if not xs:
-            raise node.error("needs at least one input")
-        y = xs[0]
-        for x in xs[1:]:
-            y = node.op(kind, [y, x])
+        y = node.chain(kind, xs)
         node.bind(node.op("identity", [y]) if len(xs) == 1 else y)
     return convert
 
@@ -167,11 +163,7 @@ for _onnx, _kind in {"Sum": "add", "Max": "max", "Min": "min"}.items():
 @converter("Mean", since=1)
 def mean(node: Node) -> None:
     xs = node.inputs()
-    if not xs:
-        raise node.error("needs at least one input")
-    y = xs[0]
-    for x in xs[1:]:
-        y = node.op("add", [y, x])
+    y = node.chain("add", xs)
     node.bind(node.op("div", [y, scalar(node, len(xs), y, "count")]))
 
 

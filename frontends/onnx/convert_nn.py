@@ -40,6 +40,16 @@ def _same_pads(in_size: int, kernel: int, stride: int, dilation: int, upper: boo
     return (small, big) if upper else (big, small)
 
 
+def _given_pads(node: Node, auto_pad: str, spatial: int, detail: str = "") -> tuple[int, ...]:
+    """The pads of auto_pad VALID (none) or NOTSET (the ``pads`` attribute, begins then ends)."""
+    if auto_pad == "VALID":
+        return (0,) * (2 * spatial)
+    pads = node.attr_ints("pads", (0,) * (2 * spatial))
+    if len(pads) != 2 * spatial:
+        raise node.error(f"pads {pads} need {2 * spatial} values{detail}")
+    return pads
+
+
 class Window:
     """Kernel/strides/dilations/pads of a Conv or pool, normalised to 2-D (t, l, b, r pads)."""
 
@@ -64,12 +74,8 @@ class Window:
             pairs = [_same_pads(shape[2 + i], kernel[i], strides[i], dilations[i], auto_pad == "SAME_UPPER")
                      for i in range(spatial)]
             pads = tuple(p[0] for p in pairs) + tuple(p[1] for p in pairs)
-        elif auto_pad == "VALID":
-            pads = (0,) * (2 * spatial)
         else:
-            pads = node.attr_ints("pads", (0,) * (2 * spatial))
-            if len(pads) != 2 * spatial:
-                raise node.error(f"pads {pads} need {2 * spatial} values for a {spatial}-D kernel")
+            pads = _given_pads(node, auto_pad, spatial, f" for a {spatial}-D kernel")
         if self.lifted:
             kernel, strides, dilations = (1,) + kernel, (1,) + strides, (1,) + dilations
             pads = (0, pads[0], 0, pads[1])
@@ -144,12 +150,8 @@ def conv_transpose(node: Node) -> None:
                 begins.append(total - total // 2)
                 ends.append(total // 2)
         pads = tuple(begins) + tuple(ends)
-    elif auto_pad == "VALID":
-        pads = (0,) * (2 * spatial)
     else:
-        pads = node.attr_ints("pads", (0,) * (2 * spatial))
-        if len(pads) != 2 * spatial:
-            raise node.error(f"pads {pads} need {2 * spatial} values")
+        pads = _given_pads(node, auto_pad, spatial)
     lifted = spatial == 1
     if lifted:
         strides, dilations, out_pad = (1,) + strides, (1,) + dilations, [0] + out_pad
@@ -366,24 +368,14 @@ def _softmax_13(node: Node, log: bool) -> None:
     node.bind(node.op("softmax", [x], axis=axis, log=log))
 
 
-@converter("Softmax", since=1)
+@converter("Softmax", "LogSoftmax", since=1)
 def softmax_v1(node: Node) -> None:
-    _softmax_2d(node, log=False)
+    _softmax_2d(node, log=node.op_type == "LogSoftmax")
 
 
-@converter("Softmax", since=13)
+@converter("Softmax", "LogSoftmax", since=13)
 def softmax_v13(node: Node) -> None:
-    _softmax_13(node, log=False)
-
-
-@converter("LogSoftmax", since=1)
-def log_softmax_v1(node: Node) -> None:
-    _softmax_2d(node, log=True)
-
-
-@converter("LogSoftmax", since=13)
-def log_softmax_v13(node: Node) -> None:
-    _softmax_13(node, log=True)
+    _softmax_13(node, log=node.op_type == "LogSoftmax")
 
 
 __all__ = ["Window", "scalar"]

@@ -28,10 +28,9 @@ import numpy as np
 
 from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError, warn
-from tidlc.frontend import run_check, unsupported_error
-from tidlc.ir.builder import Builder
+from tidlc.frontend import Importer
 from tidlc.ir.core import Graph, Value
-from tidlc.ir.types import TensorType, dtype_of, numpy_dtype
+from tidlc.ir.types import TensorType, numpy_dtype
 
 # importing the tables registers the converters
 from . import (  # noqa: F401
@@ -189,19 +188,22 @@ def _node_label(node, k: int) -> str:
 
 
 # ----------------------------------------------------------------------------- importing
-class OnnxImporter:
+class OnnxImporter(Importer):
     """Builds one IR graph from one ONNX ModelProto (see the module docstring)."""
 
+    table = CONVERTERS
+    what = "ONNX op"
+    docs = DOCS
+    listed = f"supported op types and their opsets ({MIN_OPSET}-{MAX_OPSET})"
+
     def __init__(self, model, options: Any = None, path: str = ""):
-        self.model = model
-        self.path = path
-        self.base_dir = os.path.dirname(path)  # external data files lie beside the model
-        self.options = options
-        self.opset = model_opset(model, path)
         graph_proto = model.graph
+        super().__init__(path, options, graph_proto.name, version=model_opset(model, path))
+        self.model = model
+        self.base_dir = os.path.dirname(path)  # external data files lie beside the model
+        self.opset = self.version
         self.graph_proto = graph_proto
         self.nodes_proto = check_structure(graph_proto, path)
-        self.builder = Builder(Graph(name=graph_proto.name or _stem(path)), file=path)
         self.values: dict[str, Value] = {}
         self.initializers = {t.name: t for t in graph_proto.initializer}
         self.sparse_initializers = {t.values.name or "": t for t in graph_proto.sparse_initializer}
@@ -209,7 +211,7 @@ class OnnxImporter:
         self.used_names.update(o.name for o in graph_proto.output)
         self._constant: dict[int, bool] = {}  # id(Value) -> independent of graph inputs
 
-    # --- the driver ---------------------------------------------------------------
+    # --- the steps ----------------------------------------------------------------------
     def run(self) -> Graph:
         if self.opset < MIN_OPSET:
             raise TidlcError(f"ONNX opset {self.opset} is not supported (opsets {MIN_OPSET}-{MAX_OPSET})",
@@ -217,47 +219,23 @@ class OnnxImporter:
         if self.opset > MAX_OPSET:
             warn(f"{self.path}: ONNX opset {self.opset} is newer than the tested range "
                  f"{MIN_OPSET}-{MAX_OPSET}; converting with opset-{MAX_OPSET} semantics", code="version")
-        nodes = [Node(self, proto, self.opset) for proto in self.nodes_proto]
-        self.check_supported(nodes)
-        self.add_inputs()
-        for node in nodes:
-            CONVERTERS.lookup(node.op_type, self.opset).convert(node)
-        for out in self.graph_proto.output:
-            self.builder.output(self.value(out.name, None), out.name)
-        graph = self.builder.graph
-        self._drop_unread_constants(graph)
+        graph = super().run()
         graph.attrs["onnx_opset"] = self.opset
         return graph
 
-    @staticmethod
-    def _drop_unread_constants(graph: Graph) -> None:
-        """Constants only a converter looked at (Resize scales, a weight it transposed) are not kept."""
-        read = {id(v) for op in graph.ops for v in op.operands} | {id(v) for v in graph.outputs}
-        graph.remove_ops([op for op in graph.ops if op.kind == "const" and id(op.results[0]) not in read])
+    def nodes(self) -> list[Node]:
+        return [Node(self, proto, self.opset) for proto in self.nodes_proto]
 
-    def check_supported(self, nodes: list[Node]) -> None:
-        """One TidlcError listing every node tidlc cannot convert, before converting any."""
-        problems = []
-        for node in nodes:
-            if node.domain not in DEFAULT_DOMAINS:
-                problems.append(f"{node.label}: ops of domain '{node.domain}' are not supported")
-                continue
-            row = CONVERTERS.lookup(node.op_type, self.opset)
-            if row is None:
-                first = CONVERTERS.first_opset(node.op_type)
-                problems.append(f"{node.label}: not supported" if first is None else
-                                f"{node.label}: supported from opset {first}, the model has opset {self.opset}")
-                continue
-            problem = run_check(row.check, node)
-            if problem:
-                problems.append(f"{node.label}: {problem}")
-        if problems:
-            raise unsupported_error("ONNX op", problems, self.path,
-                                    hint=f"{DOCS} lists the {len(supported_ops())} supported op types "
-                                         f"and their opsets ({MIN_OPSET}-{MAX_OPSET})")
+    def check_node(self, node: Node) -> str | None:
+        if node.domain not in DEFAULT_DOMAINS:
+            return f"ops of domain '{node.domain}' are not supported"
+        if CONVERTERS.lookup(node.op_type, self.opset) is None:
+            first = CONVERTERS.first_version(node.op_type)
+            if first is not None:
+                return f"supported from opset {first}, the model has opset {self.opset}"
+        return super().check_node(node)
 
-    def add_inputs(self) -> None:
-        shapes = dict(getattr(self.options, "input_shapes", None) or {})
+    def add_inputs(self, nodes: list[Node]) -> None:
         for info in self.graph_proto.input:
             if info.name in self.initializers or info.name in self.sparse_initializers:
                 continue  # an overridable default: tidlc treats it as a constant
@@ -270,13 +248,8 @@ class OnnxImporter:
             if ttype.HasField("shape"):
                 shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                               for d in ttype.shape.dim)
-            if info.name in shapes:
-                given = tuple(shapes[info.name])
-                if shape is not None and len(shape) != len(given):
-                    raise TidlcError(f"--input-shape {info.name}: rank {len(given)} but the model declares "
-                                     f"{tuple('?' if d is None else d for d in shape)}", self.path,
-                                     hint="give one value per dimension")
-                shape = given
+            shown = None if shape is None else tuple('?' if d is None else d for d in shape)
+            shape = self.input_shape(info.name, shape, str(shown))
             if shape is not None:
                 limits.check_shape(shape, np.dtype(numpy_dtype(dtype)).itemsize, where, _loc(info.name, self.path))
             layout = "NCHW" if shape is not None and len(shape) == 4 else None
@@ -284,6 +257,10 @@ class OnnxImporter:
             value.producer.loc = _loc(info.name, self.path)
             self.values[info.name] = value
             self._constant[id(value)] = False
+
+    def add_outputs(self) -> None:
+        for out in self.graph_proto.output:
+            self.builder.output(self.value(out.name, None), out.name)
 
     # --- values ---------------------------------------------------------------------
     def value(self, name: str, node: Node | None) -> Value:
@@ -303,45 +280,35 @@ class OnnxImporter:
         data = tensor_to_array(self.initializers[name], f"initializer '{name}'", Loc(name, self.path), self.base_dir)
         return self.new_const(data, name)
 
-    def new_const(self, data: np.ndarray, name: str, tensor_name: bool = True) -> Value:
-        """A ``const`` op named ``name``; its value carries ``name`` as tensor name if ``tensor_name``."""
-        try:
-            dtype_of(data)
-        except ValueError as exc:
-            raise TidlcError(f"constant '{name}': {exc}", _loc(name, self.path)) from None
-        value = self.builder.const(data, name, loc=_loc(name, self.path))
+    def new_const(self, data: np.ndarray, name: str, loc=None, layout=None, quant=None,
+                  tensor_name: bool = True) -> Value:
+        """A ``const`` op named ``name``, located at ``name``; its value carries ``name`` as tensor
+        name if ``tensor_name``."""
+        value = super().new_const(data, name, _loc(name, self.path), layout, quant)
         value.name = name if tensor_name else ""
         self._constant[id(value)] = True
         return value
 
-    def emit(self, kind: str, operands, attrs: dict, node: Node):
-        op = self.builder.make(kind, operands, attrs, node.name, node.loc)
-        self.builder.graph.ops.append(op)
-        constant = op.opdef.foldable and all(self._constant.get(id(v), False) for v in operands)
+    def emit(self, kind: str, operands, attrs: dict, name: str, loc):
+        """Append the op and note whether its results are constant (fold-constants folds them later)."""
+        result = super().emit(kind, operands, attrs, name, loc)
+        constant = self.graph.ops[-1].opdef.foldable and all(self._constant.get(id(v), False) for v in operands)
         if kind == "shape" and operands[0].type.is_static:
             constant = True
-        for r in op.results:
+        for r in (result if isinstance(result, list) else [result]):
             self._constant[id(r)] = constant
-        return op.results[0] if len(op.results) == 1 else list(op.results)
+        return result
 
     def is_constant(self, value: Value) -> bool:
         return self._constant.get(id(value), False)
 
     def bind(self, name: str, value: Value, node: Node) -> None:
-        if value.name and value.name != name:
-            # the converter forwarded a value that has a tensor name already: keep both names
-            value = self.emit("identity", [value], {}, node)
-        value.name = name
-        self.values[name] = value
+        self.values[name] = self.named(value, name, node)
 
 
 def _loc(name: str, path: str):
     from tidlc.diagnostics import Loc
     return Loc(name, path)
-
-
-def _stem(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0] or "main"
 
 
 def import_model(model, options: Any = None, path: str = "") -> Graph:

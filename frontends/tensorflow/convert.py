@@ -1,18 +1,15 @@
 """TensorFlow op converters: one function per op (or family), registered by name.
 
 Data is NHWC unless a node says ``data_format = "NCHW"``; window ops go
-through :func:`~.common.nchw_op` (transpose, NCHW op, transpose) and their
+through :func:`tidlc.frontend_nhwc.nchw_op` (transpose, NCHW op, transpose) and their
 weights are permuted at import (HWIO -> OIHW). See docs/frontends/tensorflow.md.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from tidlc.ir.core import Value
-from tidlc.ir.types import dtype_of, numpy_dtype
-
-from .common import (
-    NHWC_TO_NCHW,
+from tidlc import frontend_nhwc as nhwc
+from tidlc.frontend_nhwc import (
     deconv_pads,
     nchw_op,
     permute_weight,
@@ -21,6 +18,9 @@ from .common import (
     strided_slice,
     window_pads,
 )
+from tidlc.ir.core import Value
+from tidlc.ir.types import dtype_of, numpy_dtype
+
 from .graphdef import DATA_TYPES, dtype_name, tensor_to_array
 from .registry import converter
 
@@ -295,21 +295,12 @@ def binary(node) -> None:
     node.bind(node.op(_BINARY[node.op_type], [node.input(0), node.input(1)]))
 
 
-@converter("SquaredDifference")
-def squared_difference(node) -> None:
-    d = node.op("sub", [node.input(0), node.input(1)])
-    node.bind(node.op("mul", [d, d]))
+converter("SquaredDifference")(nhwc.squared_difference)
 
 
 @converter("AddN")
 def add_n(node) -> None:
-    values = node.inputs()
-    if not values:
-        raise node.error("needs at least one input")
-    total = values[0]
-    for v in values[1:]:
-        total = node.op("add", [total, v])
-    node.bind(total)
+    node.bind(node.chain("add", node.inputs()))
 
 
 @converter("MatMul")
@@ -342,23 +333,7 @@ def reduce(node) -> None:
     x = node.input(0)
     rank = node.need_rank(x)
     axes = sorted({_axis(node, a, rank) for a in node.const_ints(1, "reduction_indices")})
-    keep = node.attr_bool("keep_dims", False)
-    kind = _REDUCE[node.op_type]
-    spatial = [1, 2] if x.type.layout != "NCHW" else [2, 3]
-    if rank == 4 and axes == spatial and kind in ("mean", "max"):
-        # a global pool (TIDL's layer): NCHW global_pool, then back to the model's shape
-        nhwc = spatial == [1, 2]
-        xt = node.op("transpose", [x], perm=NHWC_TO_NCHW) if nhwc else x
-        pooled = node.op("global_pool", [xt], mode="avg" if kind == "mean" else "max")
-        if keep:
-            node.bind(node.op("transpose", [pooled], perm=(0, 2, 3, 1)) if nhwc else pooled)
-        else:
-            node.bind(node.op("squeeze", [pooled], axes=(2, 3)))
-        return
-    if not axes:
-        node.bind(node.input(0))
-        return
-    node.bind(node.op("reduce", [x], op=kind, axes=axes, keepdims=keep))
+    node.bind(nhwc.reduce(node, x, _REDUCE[node.op_type], axes, node.attr_bool("keep_dims", False)) if axes else x)
 
 
 @converter("ArgMax")
@@ -418,14 +393,8 @@ def squeeze(node) -> None:
     node.bind(node.op("squeeze", [node.input(0)], axes=node.attr_ints("squeeze_dims", ())))
 
 
-@converter("ExpandDims")
-def expand_dims(node) -> None:
-    node.bind(node.op("unsqueeze", [node.input(0)], axes=(node.const_int(1, "dim"),)))
-
-
-@converter("Transpose")
-def transpose(node) -> None:
-    node.bind(node.op("transpose", [node.input(0)], perm=node.const_ints(1, "perm")))
+converter("ExpandDims")(nhwc.expand_dims("dim"))
+converter("Transpose")(nhwc.transpose)
 
 
 @converter("Shape")
@@ -443,19 +412,12 @@ def strided_slice_(node) -> None:
     node.bind(strided_slice(node, x, begin, end, strides, **masks))
 
 
-@converter("Slice")
-def slice_(node) -> None:
-    x = node.input(0)
-    begin, size = node.const_ints(1, "begin"), node.const_ints(2, "size")
-    ends = [b + s if s >= 0 else 2**31 - 1 for b, s in zip(begin, size)]
-    node.bind(node.op("slice", [x], starts=begin, ends=ends, axes=tuple(range(len(begin)))))
+converter("Slice")(nhwc.slice_begin_size)
 
 
 @converter("Pack")
 def pack(node) -> None:
-    values = node.inputs()
-    axis = node.attr_int("axis", 0)
-    node.bind(node.op("concat", [node.op("unsqueeze", [v], axes=(axis,)) for v in values], axis=axis))
+    nhwc.pack(node, node.inputs(), node.attr_int("axis", 0))
 
 
 @converter("Split")

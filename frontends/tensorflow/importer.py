@@ -28,12 +28,11 @@ import numpy as np
 
 from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError
-from tidlc.frontend import run_check, unsupported_error
+from tidlc.frontend import FoldingImporter, NodeContext
 from tidlc.ir.core import Graph, Value
 from tidlc.ir.types import TensorType, dtype_of
 
 from . import convert  # noqa: F401  (registers the converters)
-from .common import ImporterBase, NodeBase
 from .graphdef import decode_attr, numpy_type, parse_graphdef
 from .registry import CONVERTERS
 
@@ -55,7 +54,7 @@ def tensor_name(node: str, index: int) -> str:
     return node if index == 0 else f"{node}:{index}"
 
 
-class TFNode(NodeBase):
+class TFNode(NodeContext):
     """One NodeDef during conversion: decoded attributes, resolved inputs, output binding."""
 
     def __init__(self, importer: TFImporter, proto):
@@ -123,6 +122,8 @@ class TFNode(NodeBase):
             raise self.error(f"input {i} is required but the node has {len(self.input_refs)}")
         return self.importer.value(self.input_refs[i], self)
 
+    data_input = input  # (the shared NHWC converters' name for the input they move)
+
     def inputs(self) -> list[Value]:
         return [self.importer.value(ref, self) for ref in self.input_refs]
 
@@ -157,11 +158,15 @@ class TFNode(NodeBase):
                 self.importer.bind(tensor_name(self.name, i), value, self)
 
 
-class TFImporter(ImporterBase):
+class TFImporter(FoldingImporter):
     """Builds one IR graph from one GraphDef (see the module docstring)."""
 
+    table = CONVERTERS
+    what = "TensorFlow op"
+    docs = DOCS
+
     def __init__(self, graphdef, options: Any = None, path: str = "", outputs: Sequence[str] | None = None):
-        super().__init__(path, options, _stem(path))
+        super().__init__(path, options)
         self.graphdef = graphdef
         self.values: dict[str, Value] = {}
         self.protos: dict[str, Any] = {}
@@ -180,7 +185,7 @@ class TFImporter(ImporterBase):
         read = {split_ref(ref)[0] for proto in self.graphdef.node for ref in proto.input if not ref.startswith("^")}
         return [p.name for p in self.graphdef.node if p.name not in read and p.op not in IGNORED_SINKS]
 
-    def _order(self) -> list:
+    def nodes(self) -> list[TFNode]:
         """The nodes the outputs depend on, in a topological order (a cycle is an error)."""
         order, state = [], {}  # state: 1 on the stack, 2 done
         for ref in self.output_refs:
@@ -211,39 +216,15 @@ class TFImporter(ImporterBase):
                         if state.get(dep) == 1:
                             raise TidlcError("the graph has a cycle", Loc(dep, self.path), code="model")
                         stack.append((dep, False))
-        return order
+        self.node_count = len(order)
+        return [TFNode(self, proto) for proto in order]
 
     def run(self) -> Graph:
-        nodes = [TFNode(self, proto) for proto in self._order()]
-        self.check_supported(nodes)
-        self.add_inputs(nodes)
-        for node in nodes:
-            CONVERTERS.get(node.op_type).convert(node)
-        for ref in self.output_refs:
-            name, index = split_ref(ref)
-            self.builder.output(self.value(ref, None), tensor_name(name, index))
-        graph = self.graph
-        read = {id(v) for op in graph.ops for v in op.operands} | {id(v) for v in graph.outputs}
-        graph.remove_ops([op for op in graph.ops if op.kind == "const" and id(op.results[0]) not in read])
-        graph.attrs["tf_nodes"] = len(nodes)
+        graph = super().run()
+        graph.attrs["tf_nodes"] = self.node_count
         return graph
 
-    def check_supported(self, nodes: list[TFNode]) -> None:
-        problems = []
-        for node in nodes:
-            row = CONVERTERS.get(node.op_type)
-            if row is None:
-                problems.append(f"{node.label}: not supported")
-                continue
-            problem = run_check(row.check, node)
-            if problem:
-                problems.append(f"{node.label}: {problem}")
-        if problems:
-            raise unsupported_error("TensorFlow op", problems, self.path,
-                                    hint=f"{DOCS} lists the {len(CONVERTERS.names())} supported ops")
-
     def add_inputs(self, nodes: list[TFNode]) -> None:
-        shapes = dict(getattr(self.options, "input_shapes", None) or {})
         formats = {node.attr_str("data_format") for node in nodes if node.has_attr("data_format")}
         layout4 = "NCHW" if formats == {"NCHW"} else "NHWC"
         for node in nodes:
@@ -252,23 +233,22 @@ class TFImporter(ImporterBase):
             name = node.name
             itemtype = numpy_type(node.attr_int("dtype"), f"input '{name}'", node.loc)
             declared = node.attr_shape("shape", None)
-            if name in shapes:
-                given = tuple(shapes[name])
-                if declared is not None and len(declared) != len(given):
-                    raise TidlcError(f"--input-shape {name}: rank {len(given)} but the model declares "
-                                     f"{_shape_text(declared)}", self.path, hint="give one value per dimension")
-                shape = given
-            elif declared is None or any(d < 0 for d in declared):
+            shape = self.input_shape(name, declared, _shape_text(declared))
+            if shape is None or any(d < 0 for d in shape):
                 example = "1,224,224,3" if declared is None else ",".join(
                     str(d if d >= 0 else 1) for d in declared)
                 raise TidlcError(f"input '{name}' has shape {_shape_text(declared)}: its unknown dims must be "
                                  "given", node.loc, hint=f"--input-shape {name}={example}")
-            else:
-                shape = tuple(declared)
+            shape = tuple(shape)
             limits.check_shape(shape, np.dtype(itemtype).itemsize, f"input '{name}'", node.loc)
             layout = layout4 if len(shape) == 4 else None
             value = self.builder.input(name, TensorType(shape, dtype_of(np.dtype(itemtype)), layout), loc=node.loc)
             self.values[name] = value
+
+    def add_outputs(self) -> None:
+        for ref in self.output_refs:
+            name, index = split_ref(ref)
+            self.builder.output(self.value(ref, None), tensor_name(name, index))
 
     # --- values -----------------------------------------------------------------------
     def value(self, ref: str, node: TFNode | None) -> Value:
@@ -284,11 +264,7 @@ class TFImporter(ImporterBase):
         return value
 
     def bind(self, name: str, value: Value, node: TFNode) -> None:
-        if value.name and value.name != name:
-            # the converter forwarded a value that has a tensor name already: keep both names
-            value = self.emit("identity", [value], {}, node.name, node.loc)
-        value.name = name
-        self.values[name] = value
+        self.values[name] = self.named(value, name, node)
 
 
 def _brief(value: Any) -> str:
@@ -303,10 +279,6 @@ def _shape_text(shape) -> str:
     if shape is None:
         return "of unknown rank"
     return "(" + ", ".join("?" if d is None or d < 0 else str(d) for d in shape) + ")"
-
-
-def _stem(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0] or "main"
 
 
 def read_pb(path: str):

@@ -7,9 +7,9 @@ anything is converted, so a model's whole list of problems is reported at once.
 """
 from __future__ import annotations
 
-from .common import ConverterTable
+from tidlc.frontend import ConverterTable
 
 CONVERTERS = ConverterTable("TensorFlow")
-converter = CONVERTERS.register
+converter = CONVERTERS.converter
 
 __all__ = ["CONVERTERS", "converter"]

@@ -7,7 +7,9 @@ converter serves float, float16-weight and int8 models.
 from __future__ import annotations
 
 import numpy as np
-from tidlc.frontends.tensorflow.common import (
+
+from tidlc import frontend_nhwc as nhwc
+from tidlc.frontend_nhwc import (
     deconv_pads,
     nchw_op,
     resize_modes,
@@ -60,36 +62,27 @@ def _hw(node, x) -> tuple[int | None, int | None]:
 
 
 # ----------------------------------------------------------------------------- convolutions
-@converter("CONV_2D", check=_check_window)
+@converter("CONV_2D", "DEPTHWISE_CONV_2D", check=_check_window)
 def conv_2d(node) -> None:
-    x = node.input(0)
-    _, kh, kw, cin_g = node.weight_shape(1, 4)
-    cin = _channels(node, x)
-    if cin % cin_g:
-        raise node.error(f"input channels {cin} are not a multiple of the filter's {cin_g}")
-    w = node.weight(1, (0, 3, 1, 2))  # OHWI -> OIHW
-    b = [node.weight(2)] if node.has_input(2) else []
-    strides = (node.options["stride_h"], node.options["stride_w"])
-    dilations = node.extra.get("dilation") or (node.options["dilation_h_factor"], node.options["dilation_w_factor"])
-    pads = node.extra.get("pads") or window_pads(node, _padding(node), _hw(node, x), (kh, kw), strides, dilations)
-    node.bind(nchw_op(node, "conv2d", x, [w, *b], strides=strides, pads=pads, dilations=dilations,
-                      groups=cin // cin_g, **node.act()))
-
-
-@converter("DEPTHWISE_CONV_2D", check=_check_window)
-def depthwise_conv_2d(node) -> None:
+    """conv2d; a dilated convolution that the importer fused from SPACE_TO_BATCH_ND -> conv ->
+    BATCH_TO_SPACE_ND brings its own dilation and pads."""
     x = node.input(0)
     _, kh, kw, channels = node.weight_shape(1, 4)
     cin = _channels(node, x)
-    if channels % cin:
-        raise node.error(f"filter has {channels} channels, not a multiple of the input's {cin}")
-    w = node.weight(1, (3, 0, 1, 2))  # (1, kh, kw, C*m) -> (C*m, 1, kh, kw): channel c*m + k
+    if node.op_type == "CONV_2D":  # OHWI, ``channels`` per group
+        if cin % channels:
+            raise node.error(f"input channels {cin} are not a multiple of the filter's {channels}")
+        w, groups = node.weight(1, (0, 3, 1, 2)), cin // channels  # -> OIHW
+    else:
+        if channels % cin:
+            raise node.error(f"filter has {channels} channels, not a multiple of the input's {cin}")
+        w, groups = node.weight(1, (3, 0, 1, 2)), cin  # (1, kh, kw, C*m) -> (C*m, 1, kh, kw): channel c*m + k
     b = [node.weight(2)] if node.has_input(2) else []
     strides = (node.options["stride_h"], node.options["stride_w"])
     dilations = node.extra.get("dilation") or (node.options["dilation_h_factor"], node.options["dilation_w_factor"])
     pads = node.extra.get("pads") or window_pads(node, _padding(node), _hw(node, x), (kh, kw), strides, dilations)
     node.bind(nchw_op(node, "conv2d", x, [w, *b], strides=strides, pads=pads, dilations=dilations,
-                      groups=cin, **node.act()))
+                      groups=groups, **node.act()))
 
 
 @converter("TRANSPOSE_CONV", check=_check_window)
@@ -157,15 +150,7 @@ def reduce(node) -> None:
     x = node.input(0)
     rank = node.need_rank(x)
     axes = sorted({_axis(node, a, rank) for a in node.const_ints(1, "axis")})
-    keep = bool(node.options["keep_dims"])
-    kind = _REDUCE[node.op_type]
-    if rank == 4 and axes == [1, 2] and kind in ("mean", "max"):  # a global pool (TIDL's layer)
-        xt = node.op("transpose", [x], perm=(0, 3, 1, 2))
-        pooled = node.op("global_pool", [xt], mode="avg" if kind == "mean" else "max")
-        node.bind(node.op("transpose", [pooled], perm=(0, 2, 3, 1)) if keep
-                  else node.op("squeeze", [pooled], axes=(2, 3)))
-        return
-    node.bind(node.op("reduce", [x], op=kind, axes=axes, keepdims=keep))
+    node.bind(nhwc.reduce(node, x, _REDUCE[node.op_type], axes, bool(node.options["keep_dims"])))
 
 
 @converter("ARG_MAX")
@@ -186,10 +171,7 @@ def binary(node) -> None:
     node.bind(node.op(kind, [node.input(0), node.input(1)], **act))
 
 
-@converter("SQUARED_DIFFERENCE")
-def squared_difference(node) -> None:
-    d = node.op("sub", [node.input(0), node.input(1)])
-    node.bind(node.op("mul", [d, d]))
+converter("SQUARED_DIFFERENCE")(nhwc.squared_difference)
 
 
 _UNARY = {"LOGISTIC": "sigmoid", "TANH": "tanh", "RELU": "relu", "RELU6": "relu6", "HARD_SWISH": "hardswish",
@@ -320,14 +302,8 @@ def squeeze(node) -> None:
     node.bind(node.op("squeeze", [node.data_input(0)], axes=node.options["squeeze_dims"] or ()))
 
 
-@converter("EXPAND_DIMS")
-def expand_dims(node) -> None:
-    node.bind(node.op("unsqueeze", [node.data_input(0)], axes=(node.const_int(1, "axis"),)))
-
-
-@converter("TRANSPOSE")
-def transpose(node) -> None:
-    node.bind(node.op("transpose", [node.data_input(0)], perm=node.const_ints(1, "perm")))
+converter("EXPAND_DIMS")(nhwc.expand_dims("axis"))
+converter("TRANSPOSE")(nhwc.transpose)
 
 
 @converter("STRIDED_SLICE")
@@ -340,11 +316,7 @@ def strided_slice_(node) -> None:
                             o["ellipsis_mask"], o["new_axis_mask"], o["shrink_axis_mask"]))
 
 
-@converter("SLICE")
-def slice_(node) -> None:
-    begin, size = node.const_ints(1, "begin"), node.const_ints(2, "size")
-    ends = [b + s if s >= 0 else 2**31 - 1 for b, s in zip(begin, size)]
-    node.bind(node.op("slice", [node.data_input(0)], starts=begin, ends=ends, axes=tuple(range(len(begin)))))
+converter("SLICE")(nhwc.slice_begin_size)
 
 
 def _bind_parts(node, parts) -> None:
@@ -376,9 +348,7 @@ def split_v(node) -> None:
 
 @converter("PACK")
 def pack(node) -> None:
-    axis = int(node.options["axis"])
-    values = [node.data_input(i) for i in range(len(node.inputs_idx))]
-    node.bind(node.op("concat", [node.op("unsqueeze", [v], axes=(axis,)) for v in values], axis=axis))
+    nhwc.pack(node, [node.data_input(i) for i in range(len(node.inputs_idx))], int(node.options["axis"]))
 
 
 @converter("SHAPE")

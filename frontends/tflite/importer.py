@@ -26,17 +26,16 @@
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import attrs
 import numpy as np
-from tidlc.frontends.tensorflow.common import ImporterBase, NodeBase, permute_weight
 
 from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError
 from tidlc.fileio import read_bytes
-from tidlc.frontend import run_check, unsupported_error
+from tidlc.frontend import FoldingImporter, NodeContext
+from tidlc.frontend_nhwc import permute_weight
 from tidlc.ir.builder import Builder
 from tidlc.ir.core import Graph, Value
 from tidlc.ir.ops.quant import QUANT_DTYPES
@@ -90,7 +89,7 @@ def quant_attrs(q: QuantInfo) -> dict:
     return {"scale": q.scale, "zero_point": q.zero_point, "axis": q.axis if q.axis is not None else 1}
 
 
-class TFLiteNode(NodeBase):
+class TFLiteNode(NodeContext):
     """One TFLite operator during conversion."""
 
     def __init__(self, importer: TFLiteImporter, op: Operator):
@@ -225,11 +224,16 @@ class _FoldingBuilder(Builder):
         return op
 
 
-class TFLiteImporter(ImporterBase):
+class TFLiteImporter(FoldingImporter):
     """Builds one IR graph from one decoded TFLite model."""
 
+    table = CONVERTERS
+    what = "TFLite operator"
+    docs = DOCS
+    listed = "supported builtin ops"
+
     def __init__(self, model: Model, options: Any = None, path: str = ""):
-        super().__init__(path, options, model.subgraph_name or _stem(path))
+        super().__init__(path, options, model.subgraph_name)
         self.builder = _FoldingBuilder(self.graph, file=path)
         self.model = model
         self.values: dict[int, Value] = {}
@@ -237,52 +241,39 @@ class TFLiteImporter(ImporterBase):
         self._arrays: dict[int, np.ndarray | None] = {}
         self._const_bytes = 0  # of the constants read so far (a buffer may back many tensors)
 
-    # --- driver -------------------------------------------------------------------
+    # --- the steps ----------------------------------------------------------------
     def run(self) -> Graph:
         if not self.model.outputs:
             raise TidlcError("the model's subgraph has no outputs", self.path, code="model")
-        nodes = [TFLiteNode(self, op) for op in self.model.operators]
-        self.check_supported(nodes)
-        self.fuse_dilated_convolutions(nodes)
-        self.add_inputs()
-        for node in nodes:
-            if node.extra.get("skip"):
-                continue
-            CONVERTERS.get(node.op_type).convert(node)
-        for idx in self.model.outputs:
-            t = self.model.tensors[idx]
-            self.builder.output(self.value(idx, None), t.name or f"output{idx}")
-        graph = self.graph
-        read = {id(v) for op in graph.ops for v in op.operands} | {id(v) for v in graph.outputs}
-        graph.remove_ops([op for op in graph.ops if op.kind == "const" and id(op.results[0]) not in read])
+        graph = super().run()
         graph.attrs["tflite_version"] = self.model.version
         return graph
 
-    def check_supported(self, nodes: list[TFLiteNode]) -> None:
-        problems = []
-        for node in nodes:
-            if node.op_type == "CUSTOM":
-                problems.append(f"{node.label}: custom op '{node.model_op.custom_code}' is not supported")
-                continue
-            row = CONVERTERS.get(node.op_type)
-            if row is None:
-                problems.append(f"{node.label}: not supported")
-                continue
-            problem = None
-            for idx in node.inputs_idx + node.outputs_idx:
-                if idx >= 0:
-                    problem = problem or _tensor_problem(self.model.tensors[idx])
-            if problem is None and "fused_activation_function" in node.options:
-                code = node.options["fused_activation_function"]
-                if ACTIVATIONS.get(code, "?") not in _FUSED:
-                    problem = f"fused activation {ACTIVATIONS.get(code, code)} is not supported"
-            if problem is None:
-                problem = run_check(row.check, node)
-            if problem:
-                problems.append(f"{node.label}: {problem}")
-        if problems:
-            raise unsupported_error("TFLite operator", problems, self.path,
-                                    hint=f"{DOCS} lists the {len(CONVERTERS.names())} supported builtin ops")
+    def nodes(self) -> list[TFLiteNode]:
+        return [TFLiteNode(self, op) for op in self.model.operators]
+
+    def check_all(self, nodes: list[TFLiteNode]) -> None:
+        super().check_all(nodes)
+        self.fuse_dilated_convolutions(nodes)
+
+    def check_node(self, node: TFLiteNode) -> str | None:
+        if node.op_type == "CUSTOM":
+            return f"custom op '{node.model_op.custom_code}' is not supported"
+        if CONVERTERS.lookup(node.op_type) is None:
+            return "not supported"
+        problem = None
+        for idx in node.inputs_idx + node.outputs_idx:
+            if idx >= 0:
+                problem = problem or _tensor_problem(self.model.tensors[idx])
+        if problem is None and "fused_activation_function" in node.options:
+            code = node.options["fused_activation_function"]
+            if ACTIVATIONS.get(code, "?") not in _FUSED:
+                problem = f"fused activation {ACTIVATIONS.get(code, code)} is not supported"
+        return problem or super().check_node(node)
+
+    def convert(self, node: TFLiteNode) -> None:
+        if not node.extra.get("skip"):  # the SPACE_TO_BATCH_ND and BATCH_TO_SPACE_ND of a dilated conv
+            super().convert(node)
 
     def fuse_dilated_convolutions(self, nodes: list[TFLiteNode]) -> None:
         """SPACE_TO_BATCH_ND -> (DEPTHWISE_)CONV_2D (VALID) -> BATCH_TO_SPACE_ND: one dilated conv."""
@@ -312,8 +303,7 @@ class TFLiteImporter(ImporterBase):
             raise TidlcError(f"{len(problems)} unsupported TFLite operator{'s' if len(problems) > 1 else ''}",
                              self.path, problems=problems, code="unsupported")
 
-    def add_inputs(self) -> None:
-        shapes = dict(getattr(self.options, "input_shapes", None) or {})
+    def add_inputs(self, nodes: list[TFLiteNode]) -> None:
         for idx in self.model.inputs:
             t = self.model.tensors[idx]
             name = t.name or f"input{idx}"
@@ -321,16 +311,16 @@ class TFLiteImporter(ImporterBase):
             problem = _tensor_problem(t)
             if problem:
                 raise TidlcError(f"graph input: {problem}", Loc(name, self.path), code="unsupported")
-            if name in shapes:
-                given = tuple(shapes[name])
-                if len(given) != len(shape):
-                    raise TidlcError(f"--input-shape {name}: rank {len(given)} but the model declares "
-                                     f"{shape}", self.path, hint="give one value per dimension")
-                shape = given
+            shape = self.input_shape(name, shape, str(shape))
             layout = "NHWC" if len(shape) == 4 else None
             value = self.builder.input(name, TensorType(shape, t.dtype, layout, self.quant(t)),
                                        loc=Loc(name, self.path))
             self.values[idx] = value
+
+    def add_outputs(self) -> None:
+        for idx in self.model.outputs:
+            t = self.model.tensors[idx]
+            self.builder.output(self.value(idx, None), t.name or f"output{idx}")
 
     # --- tensors ----------------------------------------------------------------------
     def quant(self, t: Tensor) -> QuantInfo | None:
@@ -396,12 +386,10 @@ class TFLiteImporter(ImporterBase):
             value = self.emit("cast", [value], {"dtype": t.dtype}, node.name, node.loc)
         elif q is not None and value.type.quant is None:
             value.type = value.type.with_quant(q)  # integers moved unchanged keep their scales
-        if value.name and value.name != t.name:
-            value = self.emit("identity", [value], {}, node.name, node.loc)
-            if q is not None:
-                value.type = value.type.with_quant(q)
-        value.name = t.name
-        self.values[idx] = value
+        named = self.named(value, t.name, node)
+        if named is not value and q is not None:
+            named.type = named.type.with_quant(q)
+        self.values[idx] = named
         self.views.pop(idx, None)
 
 
@@ -440,10 +428,6 @@ def _tensor_problem(t: Tensor) -> str | None:
     if t.quant is not None and t.quant.zero_point.size > 1 and np.any(t.quant.zero_point != t.quant.zero_point[0]):
         return f"tensor '{t.name}' has per-channel zero points (tidlc keeps one zero point per tensor)"
     return None
-
-
-def _stem(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0] or "main"
 
 
 def read_tflite(path: str) -> Model:

@@ -7,9 +7,9 @@ are rejected by the row's ``check`` before anything is converted.
 """
 from __future__ import annotations
 
-from tidlc.frontends.tensorflow.common import ConverterTable
+from tidlc.frontend import ConverterTable
 
 CONVERTERS = ConverterTable("TFLite")
-converter = CONVERTERS.register
+converter = CONVERTERS.converter
 
 __all__ = ["CONVERTERS", "converter"]

@@ -195,7 +195,7 @@ def test_average_pool_saturates_where_the_q16_reciprocal_overshoots():
                            np.uint16), np.full((1, 1, 1, 1), 65535, np.uint16))
     same(fast_ops.avg_pool(q, (2, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1, 1, np.full((1, 1), 6)), raw)
 
-    from tidlc.plugins.quantize.api import quantize_graph
+    from tidlc.backends.tidl.quantize.api import quantize_graph
 
     from tidlc.config import CompileOptions
     from tidlc.ir import Builder, TensorType
@@ -491,7 +491,7 @@ def rescale_results(graph):
 @pytest.mark.parametrize("options", [{}, {"bits": 16}, {"per_channel_depthwise": True}, {"rescaled": True}],
                          ids=["8-bit", "16-bit", "per-channel", "requantizing"])
 def test_executor_auto_equals_numpy_on_every_fast_op(options):
-    from tidlc.plugins.quantize.api import quantize_graph
+    from tidlc.backends.tidl.quantize.api import quantize_graph
 
     from tidlc.config import CompileOptions
     graph = every_op_net()

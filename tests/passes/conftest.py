@@ -5,7 +5,7 @@ from tidlc.plugins.cleanup import DeadCodeElimination, RemoveIdentity, ShapeInfe
 from tidlc.plugins.fold_constants import FoldConstants
 from tidlc.plugins.fuse import FuseActivation, FuseBatchNorm
 from tidlc.plugins.layout import Layout
-from tidlc.plugins.quantize import Quantize
+from tidlc.backends.tidl.quantize import Quantize
 
 from tidlc.interp import run_graph
 from tidlc.ir import verify

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from tidlc.backends.tidl.fixed.executor import MAC_OPS, FixedExecutor, has_integer_kernel, is_fixed
 from tidlc.plugins.layout import interior_transposes, inverse
-from tidlc.plugins.quantize.metrics import snr_db
+from tidlc.metrics import snr_db
 
 import tidlc.ir.ops  # noqa: F401  (registers the builtin ops)
 from tidlc.config import CompileOptions

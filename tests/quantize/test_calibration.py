@@ -1,7 +1,7 @@
 """Calibration: streaming observers, range rules, frame sources and TIDL pre-processing."""
 import numpy as np
 import pytest
-from tidlc.plugins.quantize.observers import BINS, RangeObserver
+from tidlc.backends.tidl.quantize.observers import BINS, RangeObserver
 
 from tidlc.diagnostics import TidlcError
 from tidlc.preprocess import (
@@ -122,7 +122,7 @@ def test_synthetic_frames_are_smooth_and_seeded():
 
 
 def test_histogram_kernel_equals_its_numpy_twin():
-    from tidlc.plugins.quantize import observers
+    from tidlc.backends.tidl.quantize import observers
     if observers._accumulate is None:
         pytest.skip("the Cython kernel is not built")
     rng = np.random.default_rng(3)

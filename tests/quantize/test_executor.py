@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 from tidlc.backends.tidl.fixed import FixedExecutor, graph_is_quantized
-from tidlc.plugins.quantize.api import quantize_graph
-from tidlc.plugins.quantize.metrics import snr_db
+from tidlc.backends.tidl.quantize.api import quantize_graph
+from tidlc.metrics import snr_db
 
 from tidlc.config import CompileOptions
 from tidlc.interp import run_graph

@@ -4,8 +4,8 @@ import warnings
 import numpy as np
 import pytest
 from tidlc.backends.tidl.fixed import FixedExecutor
-from tidlc.plugins.quantize.api import quantize_graph
-from tidlc.plugins.quantize.metrics import snr_db
+from tidlc.backends.tidl.quantize.api import quantize_graph
+from tidlc.metrics import snr_db
 
 from tidlc.compiler import load, optimize
 from tidlc.config import CompileOptions

@@ -70,7 +70,7 @@ def layer_rows(quantized, feeds, backend=None) -> list[Row]:
     """Run both graphs on ``feeds`` and measure every fixed-point result against its float value."""
     from tidlc.compiler import backend_for
     from tidlc.interp import Interpreter
-    from tidlc.plugins.quantize.metrics import cosine, snr_db
+    from tidlc.metrics import cosine, snr_db
     backend = backend or backend_for("tidl")
     is_fixed = backend.fixed_value_check()
     wanted = {id(v) for v in quantized.origin.values()}
@@ -198,23 +198,20 @@ def _feeds(args, graph, settings, quantized) -> dict[str, np.ndarray]:
             feeds[spec.name] = FrameSource(path, [spec], settings.preprocess).load_file(path)
         else:
             raise TidlcError("--input takes an image or a .npy file", path)
-    if not feeds:
-        from tidlc.plugins.quantize.api import calibration_frames
-        frames, _, _ = calibration_frames(graph, settings)
-        feeds = next(iter(frames))
+    if not feeds:  # the first calibration frame (--calib, or a synthetic one)
+        feeds = quantized.first_frame()
     return feeds
 
 
 def run(args, options) -> int:
     from tidlc.compiler import backend_for, load, optimize, plugins_for
-    from tidlc.plugins.quantize.api import QuantSettings, quantize_graph
     plugins = plugins_for(options)
     backend = backend_for(options, plugins)  # an unknown --target fails first
     float_options = attrs.evolve(options, quantize=False)
     graph = load(args.model, float_options, plugins)
     optimize(graph, float_options, plugins)
-    quantized = quantize_graph(graph, options)
-    settings = QuantSettings.from_options(options)
+    quantized = backend.quantize(graph, options)  # the backend's scheme (TIDL: its PTQ)
+    settings = quantized.settings
     feeds = _feeds(args, quantized.reference, settings, quantized)
     rows = layer_rows(quantized, feeds, backend)
     mark(rows, args.threshold)

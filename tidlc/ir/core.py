@@ -123,6 +123,19 @@ class Graph:
     def output_set(self) -> set[Value]:
         return set(self.outputs)
 
+    def live_ops(self) -> set[Op]:
+        """The ops some graph output depends on (the outputs' producers and, through their
+        operands, everything those read)."""
+        live: set[Op] = set()
+        stack = [v.producer for v in self.outputs if v.producer is not None]
+        while stack:
+            op = stack.pop()
+            if op in live:
+                continue
+            live.add(op)
+            stack.extend(v.producer for v in op.operands if v.producer is not None)
+        return live
+
     # --- edits -------------------------------------------------------------
     def replace_uses(self, old: Value, new: Value, uses: dict | None = None) -> None:
         """Make every reader of ``old`` (ops and graph outputs) read ``new``."""
@@ -145,6 +158,19 @@ class Graph:
         dead_ids = {id(op) for op in dead}
         if dead_ids:
             self.ops = [op for op in self.ops if id(op) not in dead_ids]
+
+    def prune(self, kinds: Iterable[str] | None = None) -> list[Op]:
+        """Remove the ops no graph output depends on and return them (in graph order).
+
+        Graph inputs always stay: they are the network's signature, read or not. With
+        ``kinds``, only dead ops of those kinds go (``prune({"const"})`` drops the weights a
+        rewrite orphaned and leaves any other dead op for ``dce``)."""
+        live = self.live_ops()
+        allowed = None if kinds is None else set(kinds)
+        dead = [op for op in self.ops if op not in live and op.kind != "input"
+                and (allowed is None or op.kind in allowed)]
+        self.remove_ops(dead)
+        return dead
 
     def toposort(self) -> None:
         """Re-order ops so every operand is produced before it is read (stable)."""

@@ -60,24 +60,16 @@ def im2col_f32(x, int kh, int kw, strides, pads, dilations):
     cdef Py_ssize_t wo = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
     cols = np.empty((n, c * kh * kw, ho * wo), dtype=x.dtype)
     if x.dtype == np.float32:
-        _run_f32(x, cols, kh, kw, sh, sw, pt, pl, dh, dw, ho, wo)
+        _run[float](x, cols, kh, kw, sh, sw, pt, pl, dh, dw, ho, wo)
     else:
-        _run_f64(x, cols, kh, kw, sh, sw, pt, pl, dh, dw, ho, wo)
+        _run[double](x, cols, kh, kw, sh, sw, pt, pl, dh, dw, ho, wo)
     return cols, ho, wo
 
 
-cdef void _run_f32(const float[:, :, :, ::1] x, float[:, :, ::1] cols, Py_ssize_t kh, Py_ssize_t kw,
-                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
-                   Py_ssize_t dw, Py_ssize_t ho, Py_ssize_t wo) noexcept:
-    cdef Py_ssize_t b
-    with nogil:
-        for b in range(x.shape[0]):
-            _im2col_plane(x[b], cols[b], kh, kw, sh, sw, pt, pl, dh, dw, ho, wo)
-
-
-cdef void _run_f64(const double[:, :, :, ::1] x, double[:, :, ::1] cols, Py_ssize_t kh, Py_ssize_t kw,
-                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
-                   Py_ssize_t dw, Py_ssize_t ho, Py_ssize_t wo) noexcept:
+cdef void _run(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, Py_ssize_t kh, Py_ssize_t kw,
+               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pt, Py_ssize_t pl, Py_ssize_t dh,
+               Py_ssize_t dw, Py_ssize_t ho, Py_ssize_t wo) noexcept:
+    """Every image of the batch, without the GIL (one body for f32 and f64: fused ``floating``)."""
     cdef Py_ssize_t b
     with nogil:
         for b in range(x.shape[0]):

@@ -32,7 +32,6 @@ def default_pipeline(level: int) -> list[str]:
     if level >= 2:
         # layout first: fusions see conv -> scale once the NHWC transposes are gone
         names += ["layout", "fuse-batchnorm", "fuse-activation", "dce"]
-    names.append("quantize")  # last at every level (the compile driver drops it for float output)
     return names
 
 

@@ -17,31 +17,27 @@ cdef extern from "igemm.h" nogil:
     int IG_MR
     int IG_NR
     int IG_HAVE_VNNI
+    ctypedef struct ig_stage_t:
+        const int64_t *bias
+        const int64_t *mult
+        int shift
+        int64_t lo, hi
+        void *out
+        int out_kind
+        int narrow
     ctypedef struct ig_conv_t:
         const uint8_t *x
         int is_signed
         int C, H, W, kh, kw, sh, sw, dh, dw, Ho, Wo
         const int8_t *apack
         int M, K
-        const int64_t *bias
-        const int64_t *mult
-        int shift
-        int64_t lo, hi
-        void *out
-        int out_kind
-        int narrow
+        ig_stage_t st
     ctypedef struct ig_dw_t:
         const uint8_t *x
         int is_signed
         int C, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo
         const int8_t *w
-        const int64_t *bias
-        const int64_t *mult
-        int shift
-        int64_t lo, hi
-        void *out
-        int out_kind
-        int narrow
+        ig_stage_t st
     size_t ig_scratch_bytes(int K)
     int ig_available()
     int ig_conv_panels(const ig_conv_t *p, int pb, int pe, uint8_t *scratch)
@@ -122,6 +118,27 @@ cdef int _narrow(int64_t sum_abs, const int64_t[::1] bias, const int64_t[::1] mu
     return 2 if direct else (1 if split else 0)
 
 
+cdef int _set_stage(ig_stage_t *st, const int64_t[::1] bias, const int64_t[::1] mult, int shift, int64_t lo,
+                    int64_t hi, out_dtype, int64_t sum_abs) except -1:
+    """The output stage of a plan (the arrays must outlive it: the plan keeps them)."""
+    st.bias = &bias[0]
+    st.mult = &mult[0]
+    st.shift = shift
+    st.lo, st.hi = lo, hi
+    st.out_kind = OUT_KINDS[np.dtype(out_dtype)]
+    st.narrow = _narrow(sum_abs, bias, mult, shift)
+    return 0
+
+
+cdef void *_out_rows(ig_stage_t *st, uint8_t[:, ::1] out, Py_ssize_t rows, Py_ssize_t pixels, name) except NULL:
+    """Point the stage at ``out``, the (rows, pixels) result viewed as bytes, after checking its size."""
+    cdef Py_ssize_t itemsize = 1 if st.out_kind <= 1 else 2
+    if out.shape[0] != rows or out.shape[1] != pixels * itemsize:
+        raise ValueError(f"{name}: bad output buffer")
+    st.out = <void *>&out[0, 0]
+    return st.out
+
+
 cdef class ConvPlan:
     """One convolution layer's constants (packed weights, per-channel bias and multiplier, output
     stage); :meth:`run` computes panels of one image."""
@@ -149,27 +166,22 @@ cdef class ConvPlan:
         self.p.Ho, self.p.Wo = ho, wo
         self.p.apack = &apack[0, 0, 0, 0]
         self.p.M, self.p.K = m, k
-        self.p.bias = &bias[0]
-        self.p.mult = &mult[0]
-        self.p.shift = shift
-        self.p.lo, self.p.hi = lo, hi
-        self.p.out_kind = OUT_KINDS[np.dtype(out_dtype)]
-        self.p.narrow = _narrow(<int64_t>k * 255 * 128, bias, mult, shift)  # |packed sums| <= K * 255 * 128
+        _set_stage(&self.p.st, bias, mult, shift, lo, hi, out_dtype, <int64_t>k * 255 * 128)  # |packed sums|
         self.scratch = ig_scratch_bytes(k)
 
     @property
     def narrow(self) -> int:
-        return self.p.narrow
+        return self.p.st.narrow
 
     def gemv(self, const int8_t[:, :, :, ::1] wpack, const uint8_t[::1] x, uint8_t[::1] out):
         """One output pixel whose window is the whole input: ``x`` the K input bytes in (c, i, j)
         order, ``wpack`` from :func:`pack_weights_gemv`, ``out`` the M results as bytes."""
         cdef ig_conv_t p = self.p
-        cdef int itemsize = 1 if p.out_kind <= 1 else 2, rc
+        cdef int itemsize = 1 if p.st.out_kind <= 1 else 2, rc
         if x.shape[0] != p.K or out.shape[0] != p.M * itemsize or wpack.shape[0] * 16 < p.M or \
                 wpack.shape[1] * 4 < p.K:
             raise ValueError("ConvPlan.gemv: buffers do not match the layer")
-        p.out = <void *>&out[0]
+        p.st.out = <void *>&out[0]
         with nogil:
             rc = ig_gemv(&p, &wpack[0, 0, 0, 0], &x[0])
         if rc != 0:
@@ -179,15 +191,12 @@ cdef class ConvPlan:
         """One image: ``x`` (C, H, W) bytes padded already (zeros are the code of 0), ``out`` the
         (M, ho * wo) result viewed as bytes."""
         cdef ig_conv_t p = self.p
-        cdef int itemsize = 1 if p.out_kind <= 1 else 2
         if x.shape[0] != p.C or (p.Ho - 1) * p.sh + (p.kh - 1) * p.dh >= x.shape[1] or \
                 (p.Wo - 1) * p.sw + (p.kw - 1) * p.dw >= x.shape[2]:
             raise ValueError("ConvPlan.run: the padded input does not match the layer")
-        if out.shape[0] != p.M or out.shape[1] != p.Ho * p.Wo * itemsize:
-            raise ValueError("ConvPlan.run: bad output buffer")
+        _out_rows(&p.st, out, p.M, p.Ho * p.Wo, "ConvPlan.run")
         p.x = &x[0, 0, 0]
         p.H, p.W = x.shape[1], x.shape[2]
-        p.out = <void *>&out[0, 0]
         if _run_parts(ig_conv_part, &p, (p.Ho * p.Wo + IG_NR - 1) // IG_NR, threads, self.scratch) != 0:
             raise RuntimeError("the VNNI kernel is not available in this build")
 
@@ -215,27 +224,19 @@ cdef class DepthwisePlan:
             raise ValueError("DepthwisePlan: stride along W must be 1 or 2")
         self.p.Ho, self.p.Wo = ho, wo
         self.p.w = &w[0, 0, 0]
-        self.p.bias = &bias[0]
-        self.p.mult = &mult[0]
-        self.p.shift = shift
-        self.p.lo, self.p.hi = lo, hi
-        self.p.out_kind = OUT_KINDS[np.dtype(out_dtype)]
-        self.p.narrow = _narrow(<int64_t>self.p.kh * self.p.kw * 255 * 128, bias, mult, shift)
+        _set_stage(&self.p.st, bias, mult, shift, lo, hi, out_dtype, <int64_t>self.p.kh * self.p.kw * 255 * 128)
 
     @property
     def narrow(self) -> int:
-        return self.p.narrow
+        return self.p.st.narrow
 
     def run(self, const uint8_t[:, :, ::1] x, uint8_t[:, ::1] out, int threads=1):
         """One image: ``x`` (C, H, W) bytes, not padded; ``out`` the (C, ho * wo) result as bytes."""
         cdef ig_dw_t p = self.p
-        cdef int itemsize = 1 if p.out_kind <= 1 else 2
         if x.shape[0] != p.C or x.shape[1] < 1 or x.shape[2] < 1:
             raise ValueError("DepthwisePlan.run: the input does not match the layer")
-        if out.shape[0] != p.C or out.shape[1] != p.Ho * p.Wo * itemsize:
-            raise ValueError("DepthwisePlan.run: bad output buffer")
+        _out_rows(&p.st, out, p.C, p.Ho * p.Wo, "DepthwisePlan.run")
         p.x = &x[0, 0, 0]
         p.H, p.W = x.shape[1], x.shape[2]
-        p.out = <void *>&out[0, 0]
         if _run_parts(ig_dw_part, &p, p.C, threads, ((p.Wo + 31) // 32) * 32 * sizeof(int32_t)) != 0:
             raise RuntimeError("the depthwise kernel is not available in this build")

@@ -179,52 +179,50 @@ cdef void _pad_plane(const in_t* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t pt, P
         memset(p + r * WP + x1, 0, (WP - x1) * sizeof(plane_t))
 
 
+cdef inline void _add_taps(const plane_t* planes, Py_ssize_t HP, Py_ssize_t WP, const int32_t[:, :, :, ::1] w,
+                           Py_ssize_t o, Py_ssize_t row, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t sw, Py_ssize_t n,
+                           acc_t* acc) noexcept nogil:
+    """acc[0:n] = the sums of output channel o over its group's padded planes (HP, WP): output q reads
+    the input at plane offset (row + i * dh) * WP + j * dw + q * sw for tap (i, j)."""
+    cdef Py_ssize_t cg = w.shape[1], kh = w.shape[2], kw = w.shape[3], ci, i, j, q
+    cdef const plane_t* xr
+    cdef plane_t wv
+    memset(acc, 0, n * sizeof(acc_t))
+    for ci in range(cg):
+        for i in range(kh):
+            for j in range(kw):
+                wv = <plane_t>w[o, ci, i, j]
+                if wv == 0:
+                    continue
+                xr = planes + (ci * HP + row + i * dh) * WP + j * dw
+                if sw == 1:
+                    for q in range(n):
+                        acc[q] += <acc_t>(<int32_t>xr[q] * <int32_t>wv)
+                elif sw == 2:
+                    for q in range(n):
+                        acc[q] += <acc_t>(<int32_t>xr[2 * q] * <int32_t>wv)
+                else:
+                    for q in range(n):
+                        acc[q] += <acc_t>(<int32_t>xr[q * sw] * <int32_t>wv)
+
+
 cdef void _conv_group(const plane_t* planes, Py_ssize_t HP, Py_ssize_t WP, const int32_t[:, :, :, ::1] w,
                       Py_ssize_t o, const Py_ssize_t* geo, acc_t* acc, const Stage* s0,
                       const int64_t[::1] bias, const int64_t[::1] mult, char* dst, int kind) noexcept nogil:
     """Output channel o (all rows) from its group's padded input planes (HP, WP); acc holds HO * WP."""
-    cdef Py_ssize_t sh = geo[0], sw = geo[1], dh = geo[2], dw = geo[3], WO = geo[4], HO = geo[5]
-    cdef Py_ssize_t cg = w.shape[1], kh = w.shape[2], kw = w.shape[3], ci, i, j, oy, ox
-    cdef const plane_t* xr
-    cdef plane_t wv
+    cdef Py_ssize_t sh = geo[0], sw = geo[1], dh = geo[2], dw = geo[3], WO = geo[4], HO = geo[5], oy
     cdef Stage s = s0[0]
     s.bias = bias[o]
     s.mult = mult[o]
-    cdef Py_ssize_t p, span = (HO - 1) * WP + WO
     if sh == 1 and sw == 1:
         # one pass per tap over the whole plane: output (oy, ox) accumulates at oy * WP + ox
         # (the columns between WO and WP are computed and dropped), so every loop is long
-        memset(acc, 0, span * sizeof(acc_t))
-        for ci in range(cg):
-            for i in range(kh):
-                for j in range(kw):
-                    wv = <plane_t>w[o, ci, i, j]
-                    if wv == 0:
-                        continue
-                    xr = planes + (ci * HP + i * dh) * WP + j * dw
-                    for p in range(span):
-                        acc[p] += <acc_t>(<int32_t>xr[p] * <int32_t>wv)
+        _add_taps(planes, HP, WP, w, o, 0, dh, dw, 1, (HO - 1) * WP + WO, acc)
         for oy in range(HO):
             _store(acc + oy * WP, WO, &s, dst + oy * WO * SIZES[kind], kind)
         return
     for oy in range(HO):
-        memset(acc, 0, WO * sizeof(acc_t))
-        for ci in range(cg):
-            for i in range(kh):
-                for j in range(kw):
-                    wv = <plane_t>w[o, ci, i, j]
-                    if wv == 0:
-                        continue
-                    xr = planes + (ci * HP + oy * sh + i * dh) * WP + j * dw
-                    if sw == 1:
-                        for ox in range(WO):
-                            acc[ox] += <acc_t>(<int32_t>xr[ox] * <int32_t>wv)
-                    elif sw == 2:
-                        for ox in range(WO):
-                            acc[ox] += <acc_t>(<int32_t>xr[2 * ox] * <int32_t>wv)
-                    else:
-                        for ox in range(WO):
-                            acc[ox] += <acc_t>(<int32_t>xr[ox * sw] * <int32_t>wv)
+        _add_taps(planes, HP, WP, w, o, oy * sh, dh, dw, sw, WO, acc)
         _store(acc, WO, &s, dst + oy * WO * SIZES[kind], kind)
 
 

@@ -157,6 +157,9 @@ def threads() -> int:
     return _threads or set_threads(None)
 
 
+_default_threads = threads  # for the kernels' ``threads`` arguments, which shadow the name
+
+
 def vnni_available() -> bool:
     from . import _igemm
     return _igemm.available()
@@ -229,7 +232,9 @@ class VnniConv:
             self._bias_key, self._bias_ref = key, bias
         return self._plan
 
-    def run(self, x: np.ndarray, bias) -> np.ndarray | None:
+    def run(self, x: np.ndarray, bias, threads: int | None = None) -> np.ndarray | None:
+        """The layer on ``x`` over ``threads`` worker threads (None: :func:`threads`), or None when
+        ``x`` is not of the planned element type."""
         from . import _igemm
         if x.ndim != 4 or (x.dtype == np.int8) != self.signed or x.dtype not in (np.int8, np.uint8):
             return None
@@ -251,8 +256,9 @@ class VnniConv:
             for i in range(n):
                 plan.gemv(self.weights.packed_gemv, xb[i].reshape(-1), raw[i].reshape(-1))
             return out.reshape(n, self.m, 1, 1)
+        threads = threads or _default_threads()
         for i in range(n):
-            plan.run(xb[i], raw[i], threads())
+            plan.run(xb[i], raw[i], threads)
         return out.reshape(n, self.m, self.ho, self.wo)
 
 
@@ -274,12 +280,12 @@ class VnniDense:
                              (1, w.shape[0], 1, rows), mult, shift, lo, hi, out_dtype)
         return None if conv is None else cls(conv, rows)
 
-    def run(self, x: np.ndarray, bias) -> np.ndarray | None:
+    def run(self, x: np.ndarray, bias, threads: int | None = None) -> np.ndarray | None:
         k = x.shape[-1]
         if x.size != self.rows * k:
             return None
         cols = np.ascontiguousarray(x.reshape(self.rows, k).T).reshape(1, k, 1, self.rows)
-        out = self.conv.run(cols, bias)
+        out = self.conv.run(cols, bias, threads)
         return None if out is None else out.reshape(-1, self.rows).T.reshape(x.shape[:-1] + (-1,))
 
 
@@ -322,16 +328,17 @@ class VnniDepthwise:
             self._bias_ref = bias
         return self._compiled
 
-    def run(self, x: np.ndarray, bias) -> np.ndarray | None:
+    def run(self, x: np.ndarray, bias, threads: int | None = None) -> np.ndarray | None:
         if x.ndim != 4 or x.dtype not in (np.int8, np.uint8) or (x.dtype == np.int8) != self.signed:
             return None
+        threads = threads or _default_threads()
         kernel = self._kernel(bias)
         xb = np.ascontiguousarray(x).view(np.uint8)  # the kernel reads padding as zeros itself
         n, c, ho, wo = x.shape[0], *self.out_shape[1:]
         out = np.empty((n, c, ho * wo), self.out_dtype)
         raw = out.view(np.uint8)
         for i in range(n):
-            kernel.run(xb[i], raw[i], threads())
+            kernel.run(xb[i], raw[i], threads)
         return out.reshape(n, c, ho, wo)
 
 

@@ -26,20 +26,35 @@
 #define IG_NR 32     /* output pixels per micro tile (two zmm of 16 int32 lanes) */
 #define IG_CHUNK 8   /* panels packed together (IG_CHUNK * IG_NR columns stay in L2) */
 
+/* A layer's output stage and where its results go (the GEMM's and the depthwise kernel's alike):
+ * per output channel c, out[c] = clamp(round_shift((sum + bias[c]) * mult[c], shift), lo, hi). */
+typedef struct {
+    const int64_t *bias;   /* per channel (conv: minus 128 * row sum for signed x) */
+    const int64_t *mult;   /* per channel, |m| < 2**31 */
+    int shift;             /* 0 .. 62 */
+    int64_t lo, hi;        /* output clamp */
+    void *out;             /* (channels, Ho * Wo) of out_kind */
+    int out_kind;          /* 0 int8, 1 uint8, 2 int16, 3 uint16 */
+    int narrow;            /* the output stage may run in int32 lanes: 1 split, 2 direct (ig_row_out) */
+} ig_stage_t;
+
 typedef struct {
     const uint8_t *x;      /* one image, (C, H, W) bytes (int8 or uint8), padded already */
     int is_signed;         /* 1: x holds int8 (packed with +128) */
     int C, H, W, kh, kw, sh, sw, dh, dw, Ho, Wo;
     const int8_t *apack;   /* packed weights */
     int M, K;
-    const int64_t *bias;   /* M: bias (minus 128 * row sum for signed x) */
-    const int64_t *mult;   /* M multipliers, |m| < 2**31 */
-    int shift;             /* 0 .. 62 */
-    int64_t lo, hi;        /* output clamp */
-    void *out;             /* (M, Ho * Wo) of out_kind */
-    int out_kind;          /* 0 int8, 1 uint8, 2 int16, 3 uint16 */
-    int narrow;            /* the output stage may run in int32 lanes: 1 split, 2 direct (ig_row_out) */
+    ig_stage_t st;         /* M channels */
 } ig_conv_t;
+
+/* depthwise (groups == C == M) */
+typedef struct {
+    const uint8_t *x;      /* (C, H, W), int8 or uint8, not padded */
+    int is_signed;
+    int C, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo;
+    const int8_t *w;       /* (C, kh, kw) */
+    ig_stage_t st;         /* C channels */
+} ig_dw_t;
 
 static inline size_t ig_scratch_bytes(int K) {
     size_t k4 = (size_t)((K + 3) / 4);
@@ -209,7 +224,7 @@ static void ig_row_out(const int32_t *acc, int n, int64_t bias, int64_t mult, in
 }
 
 /* The tile of output rows m0.. (mv valid) x pixels n0.. (nv valid): packed weights block x packed
- * column panel over k4 groups of 4 taps. With p->narrow the output stage runs straight on the
+ * column panel over k4 groups of 4 taps. With p->st.narrow the output stage runs straight on the
  * registers; else the sums go to acc[IG_MR][IG_NR] for ig_epilogue. */
 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 static void ig_kernel(const int8_t *a, const uint8_t *b, int k4, int32_t *acc, const ig_conv_t *p, int m0, int mv,
@@ -232,16 +247,16 @@ static void ig_kernel(const int8_t *a, const uint8_t *b, int k4, int32_t *acc, c
         aw += IG_MR;
         b += IG_NR * 4;
     }
-    if (p->narrow) {
-        size_t npix = (size_t)p->Ho * p->Wo, size = p->out_kind <= 1 ? 1 : 2;
+    if (p->st.narrow) {
+        size_t npix = (size_t)p->Ho * p->Wo, size = p->st.out_kind <= 1 ? 1 : 2;
 #define IG_OUT(r, x0, x1)                                                                                  \
         if ((r) < mv) {                                                                                    \
             int m = m0 + (r);                                                                              \
-            uint8_t *o = (uint8_t *)p->out + ((size_t)m * npix + (size_t)n0) * size;                       \
-            ig_out16(x0, nv, p->bias[m], p->mult[m], p->shift, p->lo, p->hi, p->out_kind, o, p->narrow);   \
+            uint8_t *o = (uint8_t *)p->st.out + ((size_t)m * npix + (size_t)n0) * size;                       \
+            ig_out16(x0, nv, p->st.bias[m], p->st.mult[m], p->st.shift, p->st.lo, p->st.hi, p->st.out_kind, o, p->st.narrow);   \
             if (nv > 16)                                                                                   \
-                ig_out16(x1, nv - 16, p->bias[m], p->mult[m], p->shift, p->lo, p->hi, p->out_kind,         \
-                         o + 16 * size, p->narrow);                                                        \
+                ig_out16(x1, nv - 16, p->st.bias[m], p->st.mult[m], p->st.shift, p->st.lo, p->st.hi, p->st.out_kind,         \
+                         o + 16 * size, p->st.narrow);                                                        \
         }
         IG_OUT(0, c00, c01) IG_OUT(1, c10, c11) IG_OUT(2, c20, c21) IG_OUT(3, c30, c31)
         IG_OUT(4, c40, c41) IG_OUT(5, c50, c51) IG_OUT(6, c60, c61) IG_OUT(7, c70, c71)
@@ -259,11 +274,11 @@ static void ig_kernel(const int8_t *a, const uint8_t *b, int k4, int32_t *acc, c
 /* The output stage of one tile: rows m0.., pixels n0.. (mv x nv valid entries). */
 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
 static void ig_epilogue(const ig_conv_t *p, const int32_t *acc, int m0, int mv, int n0, int nv) {
-    size_t npix = (size_t)p->Ho * p->Wo, size = p->out_kind <= 1 ? 1 : 2;
+    size_t npix = (size_t)p->Ho * p->Wo, size = p->st.out_kind <= 1 ? 1 : 2;
     for (int r = 0; r < mv; r++) {
         int m = m0 + r;
-        ig_row_out(acc + r * IG_NR, nv, p->bias[m], p->mult[m], p->shift, p->lo, p->hi, p->narrow, p->out_kind,
-                   (uint8_t *)p->out + ((size_t)m * npix + (size_t)n0) * size);
+        ig_row_out(acc + r * IG_NR, nv, p->st.bias[m], p->st.mult[m], p->st.shift, p->st.lo, p->st.hi, p->st.narrow, p->st.out_kind,
+                   (uint8_t *)p->st.out + ((size_t)m * npix + (size_t)n0) * size);
     }
 }
 
@@ -299,17 +314,17 @@ static int ig_gemv(const ig_conv_t *p, const int8_t *wpack, const uint8_t *x) {
         _mm512_storeu_si512((void *)(acc + 16 * mb), _mm512_add_epi32(a0, a1));
     }
     const int64_t amin = -((int64_t)1 << 31), amax = ((int64_t)1 << 31) - 1;
-    const int64_t half = p->shift > 0 ? ((int64_t)1 << (p->shift - 1)) : 0;
+    const int64_t half = p->st.shift > 0 ? ((int64_t)1 << (p->st.shift - 1)) : 0;
     for (int m = 0; m < p->M; m++) {
-        int64_t v = (int64_t)acc[m] + p->bias[m];
+        int64_t v = (int64_t)acc[m] + p->st.bias[m];
         v = v < amin ? amin : (v > amax ? amax : v);
-        v = (v * p->mult[m] + half) >> p->shift;
-        v = v < p->lo ? p->lo : (v > p->hi ? p->hi : v);
-        switch (p->out_kind) {
-        case 0: ((int8_t *)p->out)[m] = (int8_t)v; break;
-        case 1: ((uint8_t *)p->out)[m] = (uint8_t)v; break;
-        case 2: ((int16_t *)p->out)[m] = (int16_t)v; break;
-        default: ((uint16_t *)p->out)[m] = (uint16_t)v; break;
+        v = (v * p->st.mult[m] + half) >> p->st.shift;
+        v = v < p->st.lo ? p->st.lo : (v > p->st.hi ? p->st.hi : v);
+        switch (p->st.out_kind) {
+        case 0: ((int8_t *)p->st.out)[m] = (int8_t)v; break;
+        case 1: ((uint8_t *)p->st.out)[m] = (uint8_t)v; break;
+        case 2: ((int16_t *)p->st.out)[m] = (int16_t)v; break;
+        default: ((uint16_t *)p->st.out)[m] = (uint16_t)v; break;
         }
     }
     free(xs);
@@ -351,7 +366,7 @@ static int ig_conv_panels(const ig_conv_t *p, int pb, int pe, uint8_t *scratch) 
                 int n = n0 + q * IG_NR;
                 int nv = npix - n < IG_NR ? npix - n : IG_NR;
                 ig_kernel(a, cols + (size_t)q * panel_stride, k4n, acc, p, mb * IG_MR, mv, n, nv);
-                if (!p->narrow)
+                if (!p->st.narrow)
                     ig_epilogue(p, acc, mb * IG_MR, mv, n, nv);
             }
         }
@@ -365,18 +380,6 @@ static int ig_conv_panels(const ig_conv_t *p, int pb, int pe, uint8_t *scratch) 
  * int16 (masked loads: zero outside the image, so the input needs no padding), times the tap's
  * weight (|u8 x s8| <= 32640 fits int16), added into int32 accumulators held in registers; then
  * the same output stage as the GEMM. */
-typedef struct {
-    const uint8_t *x;      /* (C, H, W), int8 or uint8, not padded */
-    int is_signed;
-    int C, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo;
-    const int8_t *w;       /* (C, kh, kw) */
-    const int64_t *bias, *mult;
-    int shift;
-    int64_t lo, hi;
-    void *out;             /* (C, Ho * Wo) of out_kind */
-    int out_kind;
-    int narrow;
-} ig_dw_t;
 
 /* the byte mask of the valid columns among nbytes starting at column iw0: [0, W) */
 static inline uint64_t ig_col_mask(int iw0, int W, int nbytes) {
@@ -400,9 +403,9 @@ static inline __m512i ig_load16(const uint8_t *p, uint64_t m, const int SW, cons
 
 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
 static void ig_dw_store(const ig_dw_t *p, int c, int oh, const int32_t *acc) {
-    size_t size = p->out_kind <= 1 ? 1 : 2;
-    ig_row_out(acc, p->Wo, p->bias[c], p->mult[c], p->shift, p->lo, p->hi, p->narrow, p->out_kind,
-               (uint8_t *)p->out + ((size_t)c * p->Ho + oh) * p->Wo * size);
+    size_t size = p->st.out_kind <= 1 ? 1 : 2;
+    ig_row_out(acc, p->Wo, p->st.bias[c], p->st.mult[c], p->st.shift, p->st.lo, p->st.hi, p->st.narrow, p->st.out_kind,
+               (uint8_t *)p->st.out + ((size_t)c * p->Ho + oh) * p->Wo * size);
 }
 
 /* Channels [cb, ce) for a given W stride and signedness (constants after inlining). masks/offs:
@@ -429,20 +432,20 @@ static inline void ig_dw_body(const ig_dw_t *p, int cb, int ce, int32_t *acc, co
                         a1 = _mm512_add_epi32(a1, _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(prod, 1)));
                     }
                 }
-                if (p->narrow) {  /* the output stage straight from the registers */
-                    size_t size = p->out_kind <= 1 ? 1 : 2, q = (size_t)32 * v;
-                    uint8_t *o = (uint8_t *)p->out + (((size_t)c * p->Ho + oh) * p->Wo + q) * size;
-                    ig_out16(a0, p->Wo - (int)q, p->bias[c], p->mult[c], p->shift, p->lo, p->hi, p->out_kind, o,
-                             p->narrow);
+                if (p->st.narrow) {  /* the output stage straight from the registers */
+                    size_t size = p->st.out_kind <= 1 ? 1 : 2, q = (size_t)32 * v;
+                    uint8_t *o = (uint8_t *)p->st.out + (((size_t)c * p->Ho + oh) * p->Wo + q) * size;
+                    ig_out16(a0, p->Wo - (int)q, p->st.bias[c], p->st.mult[c], p->st.shift, p->st.lo, p->st.hi, p->st.out_kind, o,
+                             p->st.narrow);
                     if (p->Wo - (int)q > 16)
-                        ig_out16(a1, p->Wo - (int)q - 16, p->bias[c], p->mult[c], p->shift, p->lo, p->hi,
-                                 p->out_kind, o + 16 * size, p->narrow);
+                        ig_out16(a1, p->Wo - (int)q - 16, p->st.bias[c], p->st.mult[c], p->st.shift, p->st.lo, p->st.hi,
+                                 p->st.out_kind, o + 16 * size, p->st.narrow);
                     continue;
                 }
                 _mm512_storeu_si512((void *)(acc + 32 * v), a0);
                 _mm512_storeu_si512((void *)(acc + 32 * v + 16), a1);
             }
-            if (!p->narrow)
+            if (!p->st.narrow)
                 ig_dw_store(p, c, oh, acc);
         }
     }
@@ -479,18 +482,6 @@ static int ig_dw_channels(const ig_dw_t *p, int cb, int ce, int32_t *acc) {
 #else  /* no VNNI kernel on this platform/compiler */
 #define IG_HAVE_VNNI 0
 static int ig_available(void) { return 0; }
-typedef struct {
-    const uint8_t *x;
-    int is_signed;
-    int C, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo;
-    const int8_t *w;
-    const int64_t *bias, *mult;
-    int shift;
-    int64_t lo, hi;
-    void *out;
-    int out_kind;
-    int narrow;
-} ig_dw_t;
 static int ig_dw_channels(const ig_dw_t *p, int cb, int ce, int32_t *acc) {
     (void)p; (void)cb; (void)ce; (void)acc;
     return -1;

@@ -9,6 +9,8 @@ import numpy as np
 
 from libc.stdint cimport int64_t
 
+from tidlc.backends.tidl.perf import reference as _spec
+
 
 cdef enum:
     KIND_NONE = 0
@@ -162,23 +164,9 @@ def plan_offsets(sizes, first, last, candidates):
 
 
 def place_tensors(tensors, params):
-    """Location (LOC_*) of every tensor, and the top of the feature maps in MSMC."""
-    tensors = np.ascontiguousarray(tensors, dtype=np.int64)
-    params = np.ascontiguousarray(params, dtype=np.int64)
-    sizes = tensors[:, T_BYTES] * params[P_BATCHES]
-    first, last = tensors[:, T_FIRST], tensors[:, T_LAST]
-    free = tensors[:, T_PINNED] == 0
-    loc = np.full(len(sizes), LOC_DDR, dtype=np.int64)
-    l2_pool = int(params[P_L2_POOL])
-    l2_off = plan_offsets(sizes, first, last, free & (sizes <= l2_pool))
-    in_l2 = (l2_off >= 0) & (l2_off + sizes <= l2_pool)
-    loc[in_l2] = LOC_L2
-    msmc_pool = int(params[P_MSMC_POOL])
-    msmc_off = plan_offsets(sizes, first, last, free & ~in_l2)
-    in_msmc = (msmc_off >= 0) & (msmc_off + sizes <= msmc_pool)
-    loc[in_msmc] = LOC_MSMC
-    top = int((msmc_off + sizes)[in_msmc].max()) if in_msmc.any() else 0
-    return loc, top
+    """Location (LOC_*) of every tensor, and the top of the feature maps in MSMC: the twin's rule
+    (vectorised numpy already) with this file's :func:`plan_offsets`."""
+    return _spec.place_tensors(tensors, params, plan_offsets)
 
 
 def persist_weights(layers, params, int64_t msmc_top):

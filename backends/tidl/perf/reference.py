@@ -146,8 +146,10 @@ def plan_offsets(sizes: np.ndarray, first: np.ndarray, last: np.ndarray,
     return offsets
 
 
-def place_tensors(tensors: np.ndarray, params: np.ndarray) -> tuple[np.ndarray, int]:
-    """Location (LOC_*) of every tensor, and the top of the feature maps in MSMC."""
+def place_tensors(tensors: np.ndarray, params: np.ndarray, plan=None) -> tuple[np.ndarray, int]:
+    """Location (LOC_*) of every tensor, and the top of the feature maps in MSMC. ``plan``: the
+    :func:`plan_offsets` to use (the compiled twin passes its own; the rule is this one)."""
+    planner = plan or plan_offsets
     tensors = np.asarray(tensors, dtype=np.int64)
     batches = int(params[P_BATCHES])
     sizes = tensors[:, T_BYTES] * batches
@@ -156,12 +158,12 @@ def place_tensors(tensors: np.ndarray, params: np.ndarray) -> tuple[np.ndarray, 
     loc = np.full(len(sizes), LOC_DDR, dtype=np.int64)
 
     l2_pool = int(params[P_L2_POOL])
-    l2_off = plan_offsets(sizes, first, last, free & (sizes <= l2_pool))
+    l2_off = planner(sizes, first, last, free & (sizes <= l2_pool))
     in_l2 = (l2_off >= 0) & (l2_off + sizes <= l2_pool)
     loc[in_l2] = LOC_L2
 
     msmc_pool = int(params[P_MSMC_POOL])
-    msmc_off = plan_offsets(sizes, first, last, free & ~in_l2)
+    msmc_off = planner(sizes, first, last, free & ~in_l2)
     in_msmc = (msmc_off >= 0) & (msmc_off + sizes <= msmc_pool)
     loc[in_msmc] = LOC_MSMC
     top = int((msmc_off + sizes)[in_msmc].max()) if in_msmc.any() else 0

@@ -4,7 +4,10 @@ Only the fields tidlc and OpenCV read are written (caffe.proto numbers):
 NetParameter.name = 1, .layer = 100; LayerParameter.name = 1, .type = 2,
 .blobs = 7; BlobProto.shape = 7 (BlobShape.dim = 1, packed int64),
 .data = 5 (packed float). Used to hand the random weights of a
-structure-only model to OpenCV, so both run the same numbers.
+structure-only model to OpenCV, so both run the same numbers. The Caffe tests
+that write protobuf by hand use its ``varint`` and ``bytes_field``.
+
+tests/frontends/caffe/conftest.py loads it as ``tidlc_test_caffemodel_writer``.
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """A protobuf varint (negative numbers as their 64-bit two's complement)."""
     n &= (1 << 64) - 1
     out = bytearray()
     while True:
@@ -24,23 +28,24 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _bytes_field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+def bytes_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def encode_blob(array: np.ndarray) -> bytes:
     array = np.asarray(array, dtype="<f4")
-    shape = _bytes_field(1, b"".join(_varint(int(d)) for d in array.shape))
-    return _bytes_field(7, shape) + _bytes_field(5, np.ascontiguousarray(array).tobytes())
+    shape = bytes_field(1, b"".join(varint(int(d)) for d in array.shape))
+    return bytes_field(7, shape) + bytes_field(5, np.ascontiguousarray(array).tobytes())
 
 
 def encode_net(layers: Mapping[str, tuple[str, Sequence[np.ndarray]]], name: str = "") -> bytes:
     """``{layer name: (layer type, [blobs])}`` -> NetParameter bytes (layers in dict order)."""
-    out = bytearray(_bytes_field(1, name.encode()) if name else b"")
+    out = bytearray(bytes_field(1, name.encode()) if name else b"")
     for layer_name, (layer_type, blobs) in layers.items():
-        body = _bytes_field(1, layer_name.encode()) + _bytes_field(2, layer_type.encode())
-        body += b"".join(_bytes_field(7, encode_blob(b)) for b in blobs)
-        out += _bytes_field(100, body)
+        body = bytes_field(1, layer_name.encode()) + bytes_field(2, layer_type.encode())
+        body += b"".join(bytes_field(7, encode_blob(b)) for b in blobs)
+        out += bytes_field(100, body)
     return bytes(out)
 
 

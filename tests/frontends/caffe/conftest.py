@@ -10,27 +10,19 @@ OpenCV 5 dropped ``cv2.dnn.readNetFromCaffe``; the test extra pins
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import attrs
 import numpy as np
 import pytest
+from tidlc_frontend_checks import load_helper
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parents[2].parent / "shared" / "corpus" / "caffe"
 
 
-def _load_writer():
-    # tests run in importlib mode (no sys.path entry for this folder): load the helper by path
-    spec = importlib.util.spec_from_file_location("tidlc_test_caffemodel_writer",
-                                                  HERE / "caffemodel_writer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-WRITER = _load_writer()
+# tests run in importlib mode (no sys.path entry for this folder): the helper is loaded by path
+WRITER = load_helper("tidlc_test_caffemodel_writer", HERE / "caffemodel_writer.py")
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from tidlc.frontends.caffe.caffemodel import CaffeWeights, read_caffemodel, sniff_caffemodel
 from tidlc.frontends.caffe.netspec import conv_params, load_netspec, pool_params
+from tidlc_test_caffemodel_writer import bytes_field as bfield
+from tidlc_test_caffemodel_writer import varint
 
 from tidlc.diagnostics import TidlcError
 
@@ -91,26 +93,12 @@ def write(tmp_path: Path, data: bytes, name: str = "m.caffemodel") -> Path:
 
 # ----------------------------------------------------------------------------- own encoder
 
-def varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def key(number: int, wire: int) -> bytes:
     return varint(number << 3 | wire)
 
 
 def vfield(number: int, value: int) -> bytes:
     return key(number, 0) + varint(value)
-
-
-def bfield(number: int, payload: bytes) -> bytes:
-    return key(number, 2) + varint(len(payload)) + payload
 
 
 def packed_floats(number: int, values) -> bytes:

@@ -18,6 +18,7 @@ from tidlc.diagnostics import TidlcError
 from tidlc.frontends.caffe.caffemodel import read_caffemodel
 from tidlc.frontends.caffe.lower import load_caffe
 from tidlc.frontends.caffe.prototxt import load_prototxt, parse_prototxt
+from tidlc_test_caffemodel_writer import bytes_field, varint
 
 ROOT = Path(__file__).resolve().parents[3]
 SEEDS = ROOT / "fuzz" / "seeds" / "prototxt"
@@ -283,23 +284,10 @@ def test_input_declared_twice(capsys, tmp_path):
 
 
 # ----------------------------------------------------------------------------- the caffemodel
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
 def _layer(blob_body: bytes, *dims: int) -> bytes:
     """A layer 'a' with one blob of shape ``dims`` and the given value fields."""
-    shape = _field(7, _field(1, b"".join(_varint(d) for d in dims)))
-    return _field(100, _field(1, b"a") + _field(7, shape + blob_body))
+    shape = bytes_field(7, bytes_field(1, b"".join(varint(d) for d in dims)))
+    return bytes_field(100, bytes_field(1, b"a") + bytes_field(7, shape + blob_body))
 
 
 def _model(tmp_path: Path, data: bytes) -> Path:
@@ -330,7 +318,7 @@ def test_empty_layers_are_counted_before_they_pile_up(tmp_path):
 
 def test_empty_blobs_are_counted_too(tmp_path):
     limits.set_limits(limits.Limits(ops=1000))
-    text = _read_error(tmp_path, _field(100, _field(1, b"a") + b"\x3a\x00" * 5000))
+    text = _read_error(tmp_path, bytes_field(100, bytes_field(1, b"a") + b"\x3a\x00" * 5000))
     assert text == "m.caffemodel: byte 2007: error: " + over("ops", 1001, "caffemodel blobs")
 
 
@@ -348,14 +336,14 @@ def test_interleaved_tags_take_linear_time(tmp_path):
 
 def test_blob_over_the_tensor_limit(tmp_path):
     limits.set_limits(limits.Limits(tensor_bytes=1024))
-    data = _layer(_field(5, b"\0" * 4096), 32, 32)
+    data = _layer(bytes_field(5, b"\0" * 4096), 32, 32)
     assert _read_error(tmp_path, data) == (
         "m.caffemodel: byte 7: error: " + over("tensor_bytes", 4096, "blob 0 of layer 'a'"))
 
 
 def test_shape_fields_add_up_to_too_many_axes(tmp_path):
-    one_axis = _field(7, _field(1, _varint(1)))
-    data = _field(100, _field(1, b"a") + _field(7, one_axis * 40 + _field(5, b"\0" * 4)))
+    one_axis = bytes_field(7, bytes_field(1, varint(1)))
+    data = bytes_field(100, bytes_field(1, b"a") + bytes_field(7, one_axis * 40 + bytes_field(5, b"\0" * 4)))
     assert "blob shape has more than 32 dimensions at byte" in _read_error(tmp_path, data)
 
 

@@ -544,7 +544,7 @@ def test_docs_list_every_supported_layer_type():
     rows = [line.split("|")[1] for line in doc.read_text().splitlines() if line.startswith("| ")]
     documented = {name.strip() for row in rows for name in row.replace("(SSD)", "").split(",")}
     documented = {name.split(" ")[0] for name in documented}
-    assert set(CONVERTERS.types()) - documented == set()
+    assert set(CONVERTERS.names()) - documented == set()
 
 
 def test_fork_activations_and_shuffle_channel():

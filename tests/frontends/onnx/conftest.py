@@ -15,13 +15,10 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from tidlc.frontends.onnx.importer import import_model
+from tidlc_frontend_checks import randn, roundtrip, verified
 
-from tidlc.compiler import optimize
 from tidlc.config import CompileOptions
 from tidlc.interp import run_graph
-from tidlc.ir.parser import parse_graph
-from tidlc.ir.printer import print_graph
-from tidlc.ir.verifier import verify
 
 NP_TO_ONNX = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64,
               np.dtype(np.int32): TensorProto.INT32, np.dtype(np.bool_): TensorProto.BOOL,
@@ -52,11 +49,7 @@ def ort_run(model: onnx.ModelProto, feeds: dict) -> dict:
 
 
 def tidlc_graph(model: onnx.ModelProto, level: int | None = 0, path: str = "test.onnx", **options):
-    graph = import_model(model, CompileOptions(**options), path)
-    verify(graph)
-    if level is not None:
-        optimize(graph, CompileOptions(opt_level=level, verify_each=True))
-    return graph
+    return verified(import_model(model, CompileOptions(**options), path), level)
 
 
 def assert_close(got: np.ndarray, ref: np.ndarray, rtol: float = 1e-5, what: str = "") -> float:
@@ -76,11 +69,6 @@ def assert_close(got: np.ndarray, ref: np.ndarray, rtol: float = 1e-5, what: str
     err = float(np.max(np.abs(got[finite].astype(np.float64) - ref[finite]))) if ref.size else 0.0
     assert err <= rtol * scale, f"{what}: max abs error {err:.3g} > {rtol:g} x {scale:.3g}"
     return err / scale
-
-
-def roundtrip(graph) -> None:
-    text, weights = print_graph(graph)
-    assert print_graph(parse_graph(text, weights))[0] == text
 
 
 def check(model: onnx.ModelProto, feeds: dict, rtol: float = 1e-5, levels=(0, 2)) -> dict:
@@ -105,10 +93,6 @@ def check_node(op_type: str, inputs: dict, attrs: dict | None = None, opset: int
     node = helper.make_node(op_type, names, out_names, name=f"{op_type.lower()}_node", **(attrs or {}))
     model = make_model([node], inputs, outputs, initializers, opset)
     return check(model, inputs, rtol, **kw)
-
-
-def randn(*shape, seed: int = 0, dtype=np.float32) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
 @pytest.fixture(scope="session")

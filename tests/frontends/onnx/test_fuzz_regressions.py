@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from tidlc_frontend_checks import assert_one_line_error
 
 from tidlc import limits
 from tidlc.cli import main
@@ -57,11 +58,8 @@ def test_invalid_utf8_name_is_an_error_not_bytes(tmp_path):
 
 
 def test_garbage_is_one_line(tmp_path, capsys):
-    path = tmp_path / "g.onnx"
-    path.write_bytes(b"\x08\x07\x12\xff\xff\xff\xff\x0fgarbage")
-    assert main(["ir", str(path)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"{path}: error: not a valid ONNX model"), err
+    assert_one_line_error(capsys, tmp_path / "g.onnx", b"\x08\x07\x12\xff\xff\xff\xff\x0fgarbage",
+                          "not a valid ONNX model")
 
 
 # ----------------------------------------------------------------------------- tensors

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tidlc_frontend_checks import assert_one_line_error
 
-from tidlc.cli import main
 from tidlc.config import CompileOptions
 from tidlc.diagnostics import TidlcError
 from tidlc.frontends.tensorflow.graphdef import message_class, tensor_to_array
@@ -56,11 +56,8 @@ def _error(graph, match: str) -> TidlcError:
 
 # ----------------------------------------------------------------------------- the file
 def test_garbage_is_one_line(tmp_path, capsys):
-    path = tmp_path / "g.pb"
-    path.write_bytes(b"\x0a\x05\x0a\x03\xff\xfe\xfdPlaceholder")
-    assert main(["ir", str(path)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"{path}: error: not a TensorFlow GraphDef"), err
+    assert_one_line_error(capsys, tmp_path / "g.pb", b"\x0a\x05\x0a\x03\xff\xfe\xfdPlaceholder",
+                          "not a TensorFlow GraphDef")
 
 
 # ----------------------------------------------------------------------------- tensors

@@ -2,31 +2,22 @@
 pass on real networks, ``--input-layout`` and the command line."""
 import numpy as np
 import pytest
+import tidlc_frontend_checks as checks
 from tidlc.plugins.layout import interior_transposes
 
 from tidlc.cli import main
-from tidlc.compiler import load, optimize
-from tidlc.config import CompileOptions
 from tidlc.interp import run_graph
 
 MODELS = ["mobilenet_v2", "resnet50"]
 
 
 def compiled(path, level, **options):
-    opts = CompileOptions(opt_level=level, verify_each=True, input_shapes={"input": (1, 224, 224, 3)}, **options)
-    graph = load(str(path), opts)
-    optimize(graph, opts)
-    return graph
-
-
-@pytest.fixture(scope="module")
-def refs(tf_models):
-    return dict(np.load(tf_models / "reference.npz"))
+    return checks.compiled(path, level, input_shapes={"input": (1, 224, 224, 3)}, **options)
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_matches_tensorflow(tf_models, refs, tfx, name):
-    x, ref = refs["input"], refs[f"{name}.pb"]
+def test_matches_tensorflow(tf_models, tf_refs, tfx, name):
+    x, ref = tf_refs["input"], tf_refs[f"{name}.pb"]
     for level in (0, 2):
         graph = compiled(tf_models / f"{name}.pb", level)
         got = run_graph(graph, {"input": x})
@@ -36,8 +27,8 @@ def test_matches_tensorflow(tf_models, refs, tfx, name):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_layout_pass_leaves_no_interior_transpose(tf_models, refs, tfx, name):
-    x = refs["input"]
+def test_layout_pass_leaves_no_interior_transpose(tf_models, tf_refs, tfx, name):
+    x = tf_refs["input"]
     baseline = run_graph(compiled(tf_models / f"{name}.pb", 0), {"input": x})["Identity"]
     # the model's own NHWC interface: one transpose, right after the input
     graph = compiled(tf_models / f"{name}.pb", 2)
@@ -71,15 +62,15 @@ def test_unknown_batch_needs_input_shape(tf_models, capsys):
     assert "--input-shape input=1,224,224,3" in err
 
 
-def test_cli_compile_and_run(tf_models, refs, tmp_path, capsys):
+def test_cli_compile_and_run(tf_models, tf_refs, tmp_path, capsys):
     model = str(tf_models / "mobilenet_v2.pb")
-    np.save(tmp_path / "x.npy", np.ascontiguousarray(refs["input"].transpose(0, 3, 1, 2)))
+    np.save(tmp_path / "x.npy", np.ascontiguousarray(tf_refs["input"].transpose(0, 3, 1, 2)))
     shape = ["--input-shape", "input=1,224,224,3", "--input-layout", "NCHW"]
     assert main(["compile", model, *shape, "--emit", "ir", "-o", str(tmp_path / "out")]) == 0
     assert main(["run", str(tmp_path / "out" / "model.tir"), "--input", f"input={tmp_path / 'x.npy'}",
                  "-o", str(tmp_path / "y.npz")]) == 0
     got = np.load(tmp_path / "y.npz")["Identity"]
-    ref = refs["mobilenet_v2.pb"]
+    ref = tf_refs["mobilenet_v2.pb"]
     assert np.max(np.abs(got - ref)) <= 1e-4 * np.max(np.abs(ref))
     text = (tmp_path / "out" / "model.tir").read_text()
     assert '%input = input "input" : tensor<1x3x224x224xf32, NCHW>' in text and "transpose" not in text

@@ -3,6 +3,7 @@ imports it through tidlc's GraphDef reader and compares at -O0 and -O2 (after th
 has removed the NHWC transposes: ``interior`` transposes at most stay inside)."""
 import numpy as np
 import pytest
+from tidlc_frontend_checks import RESIZE_CASES
 
 
 def const(tfx, shape, seed=1):
@@ -191,9 +192,7 @@ def test_split_pack_expand(tfx):
     tfx.check(lambda x: tf.expand_dims(tf.stack([x, x * 2], axis=1), -1), {"x": x})
 
 
-@pytest.mark.parametrize("method, kwargs", [
-    ("bilinear", {}), ("bilinear", {"align_corners": True}), ("bilinear", {"half_pixel_centers": True}),
-    ("nearest", {}), ("nearest", {"align_corners": True}), ("nearest", {"half_pixel_centers": True})])
+@pytest.mark.parametrize("method, kwargs", RESIZE_CASES)
 def test_resize(tfx, method, kwargs):
     tf = tfx.tf
     fn = tf.compat.v1.image.resize_bilinear if method == "bilinear" else tf.compat.v1.image.resize_nearest_neighbor

@@ -3,14 +3,12 @@ TFLiteConverter (float or full-integer int8), run them in the TFLite interpreter
 (imported through tidlc's own flatbuffer reader, at -O0 and -O2), compare.
 
 Test modules reach the helpers through the ``tfl`` fixture; the Keras models come from the
-session fixture ``tf_models`` (tests/frontends/tensorflow/make_models.py, cached on disk).
+session fixture ``tf_models`` of tests/frontends/conftest.py (tests/frontends/tensorflow/make_models.py,
+cached on disk).
 """
 from __future__ import annotations
 
 import os
-import pathlib
-import subprocess
-import sys
 import types
 import warnings
 
@@ -21,26 +19,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 tf = pytest.importorskip("tensorflow")
 from tidlc.frontends.tflite.importer import import_model, parse_tflite
-from tidlc.plugins.layout import interior_transposes
+from tidlc_frontend_checks import assert_close, check_layout_and_text, randn, roundtrip, verified
 
-from tidlc.compiler import optimize
 from tidlc.config import CompileOptions
 from tidlc.interp import run_graph
-from tidlc.ir.parser import parse_graph
-from tidlc.ir.printer import print_graph
-from tidlc.ir.verifier import verify
-
-MAKE_MODELS = pathlib.Path(__file__).resolve().parents[1] / "tensorflow" / "make_models.py"
-
-
-@pytest.fixture(scope="session")
-def tf_models() -> pathlib.Path:
-    result = subprocess.run([sys.executable, str(MAKE_MODELS), "--cached"], capture_output=True, text=True,
-                            timeout=1200, check=False)
-    lines = [line for line in result.stdout.splitlines() if line.strip()]
-    if result.returncode or not lines:
-        pytest.fail(f"make_models.py failed ({result.returncode}):\n{result.stderr[-3000:]}", pytrace=False)
-    return pathlib.Path(lines[-1])
 
 
 def convert(fn, inputs: dict, int8: bool = False, custom_ops: bool = False, seed: int = 0) -> bytes:
@@ -96,23 +78,7 @@ def tfl_run(model: bytes, feeds: dict, delegates: bool = True) -> list:
 
 
 def tidlc_graph(model: bytes, level: int | None = 0, path: str = "test.tflite", **options):
-    graph = import_model(parse_tflite(model, path), CompileOptions(**options), path)
-    verify(graph)
-    if level is not None:
-        optimize(graph, CompileOptions(opt_level=level, verify_each=True))
-    return graph
-
-
-def assert_close(got, ref, rtol: float = 1e-5, what: str = "") -> float:
-    got, ref = np.asarray(got), np.asarray(ref)
-    assert got.shape == ref.shape, f"{what}: shape {got.shape} != reference {ref.shape}"
-    if ref.dtype.kind in "biu":
-        np.testing.assert_array_equal(got, ref, err_msg=what)
-        return 0.0
-    scale = max(float(np.max(np.abs(ref))) if ref.size else 0.0, 1e-6)
-    err = float(np.max(np.abs(got.astype(np.float64) - ref))) if ref.size else 0.0
-    assert err <= rtol * scale, f"{what}: max abs error {err:.3g} > {rtol:g} x {scale:.3g}"
-    return err / scale
+    return verified(import_model(parse_tflite(model, path), CompileOptions(**options), path), level)
 
 
 def lsb_diff(got, ref) -> int:
@@ -120,11 +86,6 @@ def lsb_diff(got, ref) -> int:
     got, ref = np.asarray(got), np.asarray(ref)
     assert got.shape == ref.shape and got.dtype == ref.dtype, (got.shape, got.dtype, ref.shape, ref.dtype)
     return int(np.max(np.abs(got.astype(np.int64) - ref.astype(np.int64)), initial=0))
-
-
-def roundtrip(graph) -> None:
-    text, weights = print_graph(graph)
-    assert print_graph(parse_graph(text, weights))[0] == text
 
 
 def check(fn, inputs: dict, rtol: float = 1e-5, levels=(0, 2), int8: bool = False, lsb: int = 1,
@@ -146,15 +107,8 @@ def check(fn, inputs: dict, rtol: float = 1e-5, levels=(0, 2), int8: bool = Fals
                     assert diff <= lsb, f"-O{level} output {k}: {diff} LSB from the {name} kernels"
             else:
                 assert_close(value, ref, rtol, f"-O{level} output {k}")
-        if level >= 2 and interior is not None:
-            left = interior_transposes(graph)
-            assert len(left) <= interior, [op.name for op in left]
-        roundtrip(graph)
+        check_layout_and_text(graph, level, interior)
     return refs
-
-
-def randn(*shape, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,9 @@ import pathlib
 import numpy as np
 import pytest
 from tidlc.plugins.layout import interior_transposes
+from tidlc_frontend_checks import compiled
 
 from tidlc.cli import main
-from tidlc.compiler import load, optimize
-from tidlc.config import CompileOptions
 from tidlc.interp import run_graph
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -16,21 +15,9 @@ ULTRAFACE = pathlib.Path("/work/shared/corpus/extra/ultraface/version-RFB-320_wi
 ULTRAFACE_ONNX = ROOT / "examples" / "ultraface" / "ultraface-rfb320.onnx"
 
 
-def compiled(path, level, **options):
-    opts = CompileOptions(opt_level=level, verify_each=True, **options)
-    graph = load(str(path), opts)
-    optimize(graph, opts)
-    return graph
-
-
-@pytest.fixture(scope="module")
-def refs(tf_models):
-    return dict(np.load(tf_models / "reference.npz"))
-
-
 @pytest.mark.parametrize("name", ["mobilenet_v2.tflite", "mobilenet_v2_f16.tflite"])
-def test_float_models_match_the_interpreter(tf_models, refs, tfl, name):
-    x, ref = refs["input"], refs[name]
+def test_float_models_match_the_interpreter(tf_models, tf_refs, tfl, name):
+    x, ref = tf_refs["input"], tf_refs[name]
     baseline = None
     for level in (0, 2):
         graph = compiled(tf_models / name, level)
@@ -51,14 +38,14 @@ def test_float16_weights_become_float32_constants(tf_models):
     assert not [op for op in graph.ops if op.kind in ("cast", "dequantize")]
 
 
-def test_int8_model_within_one_lsb(tf_models, refs, tfl):
-    x = refs["input_int8"]
+def test_int8_model_within_one_lsb(tf_models, tf_refs, tfl):
+    x = tf_refs["input_int8"]
     for level in (0, 2):
         graph = compiled(tf_models / "mobilenet_v2_int8.tflite", level)
         got = run_graph(graph, {"input": x})["Identity"]
         assert got.dtype == np.int8
         for kernels in ("", ":builtin"):
-            ref = refs["mobilenet_v2_int8.tflite" + kernels]
+            ref = tf_refs["mobilenet_v2_int8.tflite" + kernels]
             diff = tfl.lsb_diff(got, ref)
             off = int(np.count_nonzero(got != ref))
             print(f"int8 -O{level} vs {kernels[1:] or 'default'} kernels: max {diff} LSB, {off}/{ref.size} differ")
@@ -66,17 +53,17 @@ def test_int8_model_within_one_lsb(tf_models, refs, tfl):
         if level == 2:
             assert interior_transposes(graph) == []
     # for scale: TFLite's own two kernel sets disagree by as much
-    ref, builtin = refs["mobilenet_v2_int8.tflite"], refs["mobilenet_v2_int8.tflite:builtin"]
+    ref, builtin = tf_refs["mobilenet_v2_int8.tflite"], tf_refs["mobilenet_v2_int8.tflite:builtin"]
     print(f"int8 default vs builtin kernels: max {tfl.lsb_diff(ref, builtin)} LSB, "
           f"{int(np.count_nonzero(ref != builtin))}/{ref.size} differ")
 
 
-def test_int8_model_runs_from_the_command_line(tf_models, refs, tmp_path, capsys):
-    np.save(tmp_path / "x.npy", refs["input_int8"])
+def test_int8_model_runs_from_the_command_line(tf_models, tf_refs, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", tf_refs["input_int8"])
     model = str(tf_models / "mobilenet_v2_int8.tflite")
     assert main(["run", model, "-O2", "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz")]) == 0
     got = np.load(tmp_path / "y.npz")["Identity"]
-    assert got.dtype == np.int8 and np.max(np.abs(got.astype(int) - refs["mobilenet_v2_int8.tflite"])) <= 1
+    assert got.dtype == np.int8 and np.max(np.abs(got.astype(int) - tf_refs["mobilenet_v2_int8.tflite"])) <= 1
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +74,12 @@ def ultraface_input():
 @pytest.mark.skipif(not ULTRAFACE.exists(), reason="the shared model corpus is not here")
 def test_ultraface_matches_the_interpreter(tfl, ultraface_input):
     model = ULTRAFACE.read_bytes()
-    refs = tfl.tfl_run(model, {"input_1": ultraface_input})
+    tf_refs = tfl.tfl_run(model, {"input_1": ultraface_input})
     for level in (0, 2):
         graph = compiled(ULTRAFACE, level)
         got = run_graph(graph, {"input_1": ultraface_input})
         assert list(got) == ["Identity", "Identity_1"]
-        for (name, value), ref in zip(got.items(), refs):
+        for (name, value), ref in zip(got.items(), tf_refs):
             error = tfl.assert_close(value, ref, 1e-4, f"UltraFace {name} -O{level}")
             print(f"UltraFace {name} -O{level}: max error {error:.2e} x max|ref|")
     # the dilated convolution written as SPACE_TO_BATCH_ND -> CONV_2D -> BATCH_TO_SPACE_ND is one conv

@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+from tidlc_frontend_checks import RESIZE_CASES
 
 
 def const(tfl, shape, seed=1, scale=1.0):
@@ -129,9 +130,7 @@ def test_strided_slice_split_pack(tfl):
     tfl.check(lambda x: tf.stack([x[:, 0], x[:, 1]], axis=1) * 2.0, {"x": x})
 
 
-@pytest.mark.parametrize("method, kwargs", [
-    ("bilinear", {}), ("bilinear", {"align_corners": True}), ("bilinear", {"half_pixel_centers": True}),
-    ("nearest", {}), ("nearest", {"align_corners": True}), ("nearest", {"half_pixel_centers": True})])
+@pytest.mark.parametrize("method, kwargs", RESIZE_CASES)
 def test_resize(tfl, method, kwargs):
     tf = tfl.tf
     fn = tf.compat.v1.image.resize_bilinear if method == "bilinear" else tf.compat.v1.image.resize_nearest_neighbor

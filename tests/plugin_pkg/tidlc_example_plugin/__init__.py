@@ -53,5 +53,14 @@ def tidlc_pipeline(level: int, passes: list) -> None:
 
 
 @hookimpl
+def tidlc_backends():
+    from tidlc_example_plugin.backend import (
+        FloatRefBackend,  # the class only: methods import the rest
+    )
+
+    return [FloatRefBackend()]
+
+
+@hookimpl
 def tidlc_pass_finished(pass_, graph, changed: bool, seconds: float) -> None:
     log_pass(pass_, graph, changed, seconds)

@@ -42,8 +42,7 @@ def lower_swish(rw: Rewriter, op, approximate: bool) -> bool:
             z = _emit(rw, op, "mul", [x, b], f"{op.name}.scaled")
         gate = _emit(rw, op, "sigmoid", [z], f"{op.name}.gate")
         out = _emit(rw, op, "mul", [x, gate], op.name)
-    rw.replace(op.results[0], out)
-    rw.erase(op)
+    rw.replace_op(op, out)
     return True
 
 

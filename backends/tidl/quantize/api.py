@@ -92,6 +92,11 @@ class Quantized:
     calib_seconds: float = 0.0
     synthetic: bool = False
 
+    def first_frame(self) -> dict[str, np.ndarray]:
+        """The first calibration frame (of --calib, or a synthetic one), for the reference graph."""
+        frames, _, _ = calibration_frames(self.reference, self.settings)
+        return next(iter(frames))
+
 
 def calibration_frames(graph: Graph, settings: QuantSettings) -> tuple[Iterable[Mapping[str, np.ndarray]], int, bool]:
     """(frames, count, synthetic?) for the graph's inputs."""

@@ -38,7 +38,6 @@ import attrs
 import numpy as np
 from tidlc.backends.tidl.fixed import reference as ref
 from tidlc.backends.tidl.fixed.executor import CLAMP_ACTS, has_integer_kernel
-from tidlc.plugins.cleanup import live_ops
 
 from tidlc.diagnostics import TidlcError
 from tidlc.ir.builder import infer_types
@@ -275,8 +274,7 @@ class Quantizer:
         self.g.outputs = outputs
         for v, name in zip(outputs, self.g.output_names or []):
             v.name = v.name or name
-        live = live_ops(self.g)
-        self.g.ops = [op for op in self.g.ops if id(op) in live or op.kind == "input"]
+        self.g.prune()
         self.g.attrs["quantized"] = True
         return QuantResult(self.g, self.origin, self.islands, self.notes)
 

@@ -1,159 +1,30 @@
-"""What the TensorFlow and TFLite importers share.
+"""Conventions shared by the frontends of NHWC formats (TensorFlow ``.pb``, TFLite), and by any
+plugin frontend of an NHWC format (docs/frontends/tensorflow.md, docs/plugins.md).
 
-* :class:`ConverterTable`: op name -> converter function (+ an optional check
-  run on every node before anything is converted, so all problems of a model
-  are reported at once).
-* :class:`ImporterBase`: builds the IR with a :class:`~tidlc.ir.builder.Builder`
-  and *folds constants as it goes*: an op whose operands are all constants
-  (and ``shape`` of a statically shaped value) becomes a ``const`` right away.
-  Frozen graphs compute reshape targets (``Shape -> StridedSlice -> Pack``)
-  and batch-norm factors (``Rsqrt``, ``Mul``) from constants; folding them
-  at import gives the converters the plain values they need.
-* The NHWC convention (docs/frontends/tensorflow.md): TensorFlow data is
-  NHWC; the IR's window ops (``conv2d``, ``pool2d``, ...) are NCHW. Each
-  layout-sensitive op is emitted as ``transpose -> NCHW op -> transpose``
-  (:func:`nchw_op`) and the ``layout`` pass later cancels the pairs and moves
-  the rest to the graph boundary. Weights are permuted at import.
-* TensorFlow's padding rule (``SAME`` puts the odd pixel at the end), strided
-  slices with masks, resize modes and fused activations.
+* Layouts: TensorFlow data is NHWC; the IR's window ops (``conv2d``, ``pool2d``, ...) are NCHW.
+  Each layout-sensitive op is emitted as ``transpose -> NCHW op -> transpose`` (:func:`nchw_op`)
+  and the ``layout`` pass later cancels the pairs and moves the rest to the graph boundary.
+  Weights are permuted at import (:func:`permute_weight`).
+* TensorFlow's padding rule (``SAME`` puts the odd pixel at the end), strided slices with all
+  five masks, resize modes.
+* Converters whose semantics TensorFlow and TFLite share (Transpose, Slice, SquaredDifference,
+  ...): a frontend registers them under its own op names. They read the node through
+  ``node.data_input(i)`` (the data input: TFLite's integers when the quantization is unchanged),
+  ``node.const_ints(i, what)`` and ``node.const_int(i, what)``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import attrs
 import numpy as np
 
-from tidlc.diagnostics import Loc, TidlcError
-from tidlc.interp import evaluate_op
-from tidlc.plugins.fold_constants import check_fold_size
-from tidlc.ir.builder import Builder, to_dtype
-from tidlc.ir.core import Graph, Value
-from tidlc.ir.types import dtype_of, numpy_dtype
+from tidlc.frontend import NodeContext
+from tidlc.ir.core import Value
 
 NHWC_TO_NCHW = (0, 3, 1, 2)
 NCHW_TO_NHWC = (0, 2, 3, 1)
 INT_MAX = 2**31 - 1
-
-
-# ----------------------------------------------------------------------------- converter table
-@attrs.frozen
-class Converter:
-    name: str
-    convert: Callable[..., None]
-    check: Callable[..., str | None] | None = None
-
-
-class ConverterTable:
-    """op name -> :class:`Converter`. ``@table.register("Relu", "Relu6")`` registers one function
-    for several names; registering a name twice is an error."""
-
-    def __init__(self, framework: str):
-        self.framework = framework
-        self._rows: dict[str, Converter] = {}
-
-    def register(self, *names: str, check: Callable[..., str | None] | None = None):
-        def decorate(fn):
-            for name in names:
-                if name in self._rows:
-                    raise ValueError(f"{self.framework} converter for {name} is registered twice")
-                self._rows[name] = Converter(name, fn, check)
-            return fn
-        return decorate
-
-    def get(self, name: str) -> Converter | None:
-        return self._rows.get(name)
-
-    def names(self) -> list[str]:
-        return sorted(self._rows)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._rows
-
-
-# ----------------------------------------------------------------------------- importing
-class ImporterBase:
-    """The IR side of an importer: emitting ops (constants folded) and constants."""
-
-    def __init__(self, path: str, options: Any, graph_name: str):
-        self.path = path
-        self.options = options
-        self.builder = Builder(Graph(name=graph_name or "main"), file=path)
-
-    @property
-    def graph(self) -> Graph:
-        return self.builder.graph
-
-    def emit(self, kind: str, operands: Sequence[Value], attrs: dict, name: str, loc: Loc):
-        op = self.builder.make(kind, list(operands), attrs, name, loc)
-        folded = None
-        if kind == "shape" and operands[0].type.is_static:
-            folded = [np.array(operands[0].type.shape, dtype=np.int64)]
-        elif op.opdef.foldable and op.opdef.compute is not None and operands and all(
-                v.const_value() is not None for v in operands):
-            check_fold_size(op)
-            try:
-                folded = evaluate_op(op, [v.const_value() for v in operands])
-            except TidlcError:
-                raise
-            except (ValueError, IndexError, TypeError, ArithmeticError) as exc:
-                raise TidlcError(f"cannot evaluate {kind} of constants: {exc}", loc) from None
-        if folded is None:
-            self.graph.ops.append(op)
-            return op.results[0] if len(op.results) == 1 else list(op.results)
-        values = []
-        for res, data in zip(op.results, folded):
-            data = to_dtype(np.asarray(data), numpy_dtype(res.type.dtype))
-            values.append(self.new_const(data, name, loc, layout=res.type.layout if data.ndim == 4 else None,
-                                         quant=res.type.quant))
-        return values[0] if len(values) == 1 else values
-
-    def new_const(self, data: np.ndarray, name: str, loc: Loc | None = None, layout=None, quant=None) -> Value:
-        try:
-            dtype_of(data)
-        except ValueError as exc:
-            raise TidlcError(f"constant '{name}': {exc}", loc or self.path) from None
-        value = self.builder.const(data, name, loc=loc, layout=layout)
-        if quant is not None:
-            value.type = value.type.with_quant(quant)
-        return value
-
-
-class NodeBase:
-    """What every converter sees of one framework node: a name, a location, op emission."""
-
-    importer: ImporterBase
-    name: str
-    op_type: str
-    loc: Loc
-
-    @property
-    def label(self) -> str:
-        return f"'{self.name}' ({self.op_type})"
-
-    def error(self, message: str, hint: str = "", code: str = "model") -> TidlcError:
-        return TidlcError(f"{self.op_type}: {message}", self.loc, hint=hint, code=code)
-
-    def op(self, kind: str, operands: Sequence[Value], **attrs: Any):
-        """Append an IR op named after this node (folded at once if all operands are constant)."""
-        return self.importer.emit(kind, operands, attrs, self.name, self.loc)
-
-    def const(self, data: Any, suffix: str = "") -> Value:
-        return self.importer.new_const(np.asarray(data), f"{self.name}.{suffix}" if suffix else self.name, self.loc)
-
-    def static_shape(self, value: Value, what: str = "input") -> tuple[int, ...]:
-        if not value.type.is_static:
-            raise self.error(f"needs the static shape of its {what}, which is "
-                             f"{'unknown' if value.shape is None else value.type}",
-                             hint="give the input shapes with --input-shape NAME=d0,d1,...")
-        return tuple(value.shape)
-
-    def need_rank(self, value: Value, what: str = "input") -> int:
-        if value.type.rank is None:
-            raise self.error(f"needs the rank of its {what}, which is unknown",
-                             hint="give the input shapes with --input-shape NAME=d0,d1,...")
-        return value.type.rank
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -161,7 +32,7 @@ def is_nchw(value: Value) -> bool:
     return value.type.layout == "NCHW"
 
 
-def nchw_op(node: NodeBase, kind: str, x: Value, extra: Sequence[Value] = (), nhwc: bool = True,
+def nchw_op(node: NodeContext, kind: str, x: Value, extra: Sequence[Value] = (), nhwc: bool = True,
             **attrs: Any) -> Value:
     """Run an NCHW-only IR op on ``x``: wrapped in transposes when the data is NHWC."""
     if not nhwc:
@@ -171,7 +42,7 @@ def nchw_op(node: NodeBase, kind: str, x: Value, extra: Sequence[Value] = (), nh
     return node.op("transpose", [y], perm=NCHW_TO_NHWC)
 
 
-def permute_weight(node: NodeBase, w: Value, perm: Sequence[int], shape: Sequence[int] | None = None) -> Value:
+def permute_weight(node: NodeContext, w: Value, perm: Sequence[int], shape: Sequence[int] | None = None) -> Value:
     """A weight in the IR's order: a constant is permuted (and reshaped) in numpy, anything else by ops."""
     data = w.const_value()
     if data is not None:
@@ -189,7 +60,7 @@ def same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[i
     return total // 2, total - total // 2
 
 
-def window_pads(node: NodeBase, padding: str, hw: Sequence[int | None], kernel: Sequence[int],
+def window_pads(node: NodeContext, padding: str, hw: Sequence[int | None], kernel: Sequence[int],
                 strides: Sequence[int], dilations: Sequence[int] = (1, 1),
                 explicit: Sequence[int] | None = None) -> tuple[int, int, int, int]:
     """(top, left, bottom, right) pads for TF's ``padding`` attribute."""
@@ -209,7 +80,7 @@ def window_pads(node: NodeBase, padding: str, hw: Sequence[int | None], kernel: 
     return (pt, pl, pb, pr)
 
 
-def deconv_pads(node: NodeBase, padding: str, in_hw: Sequence[int], out_hw: Sequence[int],
+def deconv_pads(node: NodeContext, padding: str, in_hw: Sequence[int], out_hw: Sequence[int],
                 kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int] = (1, 1)):
     """Pads and output padding of a transposed conv that must produce ``out_hw`` (TF's
     Conv2DBackpropInput / TFLite TRANSPOSE_CONV: the forward conv's padding, read backwards)."""
@@ -232,7 +103,7 @@ def deconv_pads(node: NodeBase, padding: str, in_hw: Sequence[int], out_hw: Sequ
 
 
 # ----------------------------------------------------------------------------- strided slice
-def strided_slice(node: NodeBase, x: Value, begin: Sequence[int], end: Sequence[int], strides: Sequence[int],
+def strided_slice(node: NodeContext, x: Value, begin: Sequence[int], end: Sequence[int], strides: Sequence[int],
                   begin_mask: int = 0, end_mask: int = 0, ellipsis_mask: int = 0, new_axis_mask: int = 0,
                   shrink_axis_mask: int = 0) -> Value:
     """TensorFlow's StridedSlice (all five masks) as slice + squeeze + unsqueeze."""
@@ -301,7 +172,7 @@ def resize_modes(bilinear: bool, align_corners: bool, half_pixel: bool) -> dict[
     return {"mode": "nearest", "coord_mode": "asymmetric", "nearest_mode": "floor"}
 
 
-def resize_nhwc(node: NodeBase, x: Value, size: Sequence[int], **modes: str) -> Value:
+def resize_nhwc(node: NodeContext, x: Value, size: Sequence[int], **modes: str) -> Value:
     """Resize the H and W of an NHWC (or, if typed so, NCHW) tensor to ``size``."""
     shape = node.static_shape(x)
     if len(shape) != 4:
@@ -315,19 +186,68 @@ def resize_nhwc(node: NodeBase, x: Value, size: Sequence[int], **modes: str) -> 
     return node.op("resize", [x], scales=scales, sizes=out, **modes)
 
 
+# ----------------------------------------------------------------------------- shared converters
+def transpose(node) -> None:
+    """Transpose by a constant permutation."""
+    node.bind(node.op("transpose", [node.data_input(0)], perm=node.const_ints(1, "perm")))
+
+
+def slice_begin_size(node) -> None:
+    """Slice(x, begin, size); a size of -1 runs to the end of the axis."""
+    begin, size = node.const_ints(1, "begin"), node.const_ints(2, "size")
+    ends = [b + s if s >= 0 else INT_MAX for b, s in zip(begin, size)]
+    node.bind(node.op("slice", [node.data_input(0)], starts=begin, ends=ends, axes=tuple(range(len(begin)))))
+
+
+def squared_difference(node) -> None:
+    """(a - b) * (a - b)."""
+    d = node.op("sub", [node.input(0), node.input(1)])
+    node.bind(node.op("mul", [d, d]))
+
+
+def expand_dims(axis_name: str):
+    """ExpandDims(x, axis): the converter, whose axis input is called ``axis_name`` in messages."""
+    def convert(node) -> None:
+        node.bind(node.op("unsqueeze", [node.data_input(0)], axes=(node.const_int(1, axis_name),)))
+    return convert
+
+
+def reduce(node, x: Value, kind: str, axes: Sequence[int], keep: bool) -> Value:
+    """``kind`` (mean, sum, max, min, prod) over ``axes`` (non-negative, sorted). A mean or max
+    over the spatial axes of a 4-D tensor is a global pool (TIDL's layer): the NCHW
+    ``global_pool``, then back to the model's shape."""
+    spatial = [1, 2] if x.type.layout != "NCHW" else [2, 3]
+    if x.type.rank == 4 and list(axes) == spatial and kind in ("mean", "max"):
+        nhwc = spatial == [1, 2]
+        xt = node.op("transpose", [x], perm=NHWC_TO_NCHW) if nhwc else x
+        pooled = node.op("global_pool", [xt], mode="avg" if kind == "mean" else "max")
+        if not keep:
+            return node.op("squeeze", [pooled], axes=(2, 3))
+        return node.op("transpose", [pooled], perm=NCHW_TO_NHWC) if nhwc else pooled
+    return node.op("reduce", [x], op=kind, axes=axes, keepdims=keep)
+
+
+def pack(node, values: Sequence[Value], axis: int) -> None:
+    """Pack (stack) ``values`` along a new axis ``axis``."""
+    node.bind(node.op("concat", [node.op("unsqueeze", [v], axes=(axis,)) for v in values], axis=axis))
+
+
 __all__ = [
     "NCHW_TO_NHWC",
     "NHWC_TO_NCHW",
-    "ConverterTable",
-    "ImporterBase",
-    "NodeBase",
     "deconv_pads",
+    "expand_dims",
     "is_nchw",
     "nchw_op",
+    "pack",
     "permute_weight",
+    "reduce",
     "resize_modes",
     "resize_nhwc",
     "same_pads",
+    "slice_begin_size",
+    "squared_difference",
     "strided_slice",
+    "transpose",
     "window_pads",
 ]

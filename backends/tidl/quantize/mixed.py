@@ -18,7 +18,7 @@ from tidlc.backends.tidl.fixed.executor import MAC_OPS, FixedExecutor
 from tidlc.interp import Interpreter
 from tidlc.ir.core import Graph, Value
 
-from .metrics import SnrAccumulator
+from tidlc.metrics import SnrAccumulator
 from .ptq import QuantConfig, quantize_prepared
 
 

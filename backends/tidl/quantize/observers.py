@@ -28,7 +28,7 @@ BINS = 2048  # bins per sign
 METHODS = ("minmax", "histogram", "entropy", "mse")
 
 try:
-    from tidlc.plugins.quantize._histogram import histogram_accumulate as _accumulate
+    from tidlc.backends.tidl.quantize._histogram import histogram_accumulate as _accumulate
 except ImportError:  # pragma: no cover - an unbuilt source tree uses the numpy twin
     _accumulate = None
 

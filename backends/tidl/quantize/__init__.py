@@ -1,6 +1,6 @@
 """The ``quantize`` pass: TIDL-style post-training quantization (docs/quantization.md).
 
-It runs last in every ``-O`` pipeline when the compiled artifact is fixed
+The TIDL backend's ``prepare_pipeline`` puts it last in every ``-O`` pipeline when the compiled artifact is fixed
 point (``tidlc compile`` emits ``qir`` by default; ``--emit ir`` keeps the
 float IR). Settings come from the compile options (``--bits``,
 ``--calib``, ...). Without a context (a pass run from tests or a plain
@@ -20,7 +20,7 @@ from tidlc.passes.base import Pass
 @attrs.frozen
 class Quantize(Pass):
     name: ClassVar[str] = "quantize"
-    opt_level: ClassVar[int] = 0
+    opt_level: ClassVar[int | None] = None  # not in the -O lists: TidlBackend.prepare_pipeline adds it
     summary: ClassVar[str] = "post-training quantization to 8/16-bit fixed point (TIDL scheme)"
 
     def run(self, ctx, graph) -> bool:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import attrs
 import numpy as np
 from tidlc.backends.tidl.fixed.executor import CLAMP_ACTS
-from tidlc.plugins.cleanup import live_ops
+from tidlc.plugins.fuse import batchnorm_affine
 
 from tidlc.ir.builder import Builder
 from tidlc.ir.core import Graph, Op, Value
 from tidlc.ir.ops.elementwise import ACT_PARAM_NAMES
+from tidlc.ir.rewrite import update_attrs
 from tidlc.ir.types import QuantInfo
 
 DEQUANTIZE_KINDS = ("data_convert", "dequantize")
@@ -118,8 +119,7 @@ def prepare(graph: Graph) -> tuple[Prepared, dict[int, Value]]:
         ops.append(op)
     clone.ops = ops
     clone.outputs = [operand(v) for v in clone.outputs]
-    live = live_ops(clone)
-    clone.ops = [op for op in clone.ops if id(op) in live or op.kind == "input"]
+    clone.prune()
     for key, value in list(mapping.items()):
         mapping[key] = operand(value)
     return Prepared(clone, hints, asymmetric), mapping
@@ -137,7 +137,7 @@ def _clip_producer(v: Value, lo: float, hi: float) -> None:
         lo = max(lo, 0.0)
     if lo >= hi:
         return
-    op.attrs = {**op.attrs, "act": "clip", "act_params": (float(lo), float(hi))}
+    update_attrs(op, act="clip", act_params=(lo, hi))
 
 
 def _is_dequantize(op: Op) -> bool:
@@ -177,11 +177,9 @@ def _merge(old: tuple | None, new: tuple) -> tuple:
 
 
 def _bn_to_scale(builder: Builder, op: Op, ops: list[Op]) -> Op:
-    gamma, beta, mean, var = (v.const_value().astype(np.float64).reshape(-1) for v in op.operands[1:])
-    s = gamma / np.sqrt(var + op.attrs["epsilon"])
-    b = beta - mean * s
-    sv = builder.const(s.astype(np.float32), f"{op.name}.scale")
-    bv = builder.const(b.astype(np.float32), f"{op.name}.bias")
+    scale, bias = batchnorm_affine(op)
+    sv = builder.const(scale, f"{op.name}.scale")
+    bv = builder.const(bias, f"{op.name}.bias")
     ops += [sv.producer, bv.producer]
     new = builder.make("scale", [op.operands[0], sv, bv], {}, op.name, op.loc)
     new.results[0].name = op.results[0].name
@@ -191,7 +189,8 @@ def _bn_to_scale(builder: Builder, op: Op, ops: list[Op]) -> Op:
 
 
 def _rebind(old: Op, new: Op) -> None:
-    """``new`` takes over ``old``'s result values (so readers and the value map follow)."""
+    """``new`` takes over ``old``'s result values (so readers and the value map follow; the
+    walk above keeps values, not ops, in its maps)."""
     for r_old, r_new in zip(old.results, new.results):
         r_old.producer = new
         r_old.index = r_new.index
@@ -204,12 +203,10 @@ def _split_activation(builder: Builder, op: Op, replace: dict) -> Op:
     attrs_ = dict(zip(ACT_PARAM_NAMES[act], params))
     result = op.results[0]
     inner = Value(result.type, op, 0, f"{result.name or op.name}.preact")
-    op.attrs = {**op.attrs, "act": "none", "act_params": ()}
-    op.results = [inner]
+    update_attrs(op, act="none", act_params=())
     act_op = builder.make(act, [inner], attrs_, f"{op.name}.{act}", op.loc)
-    act_op.results = [result]
-    result.producer = act_op
-    result.index = 0
+    _rebind(op, act_op)
+    op.results = [inner]
     return act_op
 
 
