@@ -10,12 +10,15 @@ OpenCV 5 dropped ``cv2.dnn.readNetFromCaffe``; the test extra pins
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import attrs
 import numpy as np
 import pytest
-from tidlc_frontend_checks import load_helper
+
+_tidlc_frontend_checks = sys.modules["tidlc_frontend_checks"]  # loaded from a file by tests/frontends/conftest.py
+load_helper = _tidlc_frontend_checks.load_helper
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parents[2].parent / "shared" / "corpus" / "caffe"

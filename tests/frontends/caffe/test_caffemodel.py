@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 import struct
+import sys
 import time
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from tidlc.frontends.caffe.caffemodel import CaffeWeights, read_caffemodel, sniff_caffemodel
 from tidlc.frontends.caffe.netspec import conv_params, load_netspec, pool_params
-from tidlc_test_caffemodel_writer import bytes_field as bfield
-from tidlc_test_caffemodel_writer import varint
+
+_tidlc_test_caffemodel_writer = sys.modules["tidlc_test_caffemodel_writer"]  # loaded from a file by tests/frontends/caffe/conftest.py
+bfield = _tidlc_test_caffemodel_writer.bytes_field
+varint = _tidlc_test_caffemodel_writer.varint
 
 from tidlc.diagnostics import TidlcError
 

@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import time
 from pathlib import Path
 
 import attrs
 import pytest
+from tidlc.frontends.caffe.caffemodel import read_caffemodel
+from tidlc.frontends.caffe.lower import load_caffe
+from tidlc.frontends.caffe.prototxt import load_prototxt, parse_prototxt
 
 from tidlc import limits
 from tidlc.cli import main
 from tidlc.diagnostics import TidlcError
-from tidlc.frontends.caffe.caffemodel import read_caffemodel
-from tidlc.frontends.caffe.lower import load_caffe
-from tidlc.frontends.caffe.prototxt import load_prototxt, parse_prototxt
-from tidlc_test_caffemodel_writer import bytes_field, varint
+
+_tidlc_test_caffemodel_writer = sys.modules["tidlc_test_caffemodel_writer"]  # loaded from a file by tests/frontends/caffe/conftest.py
+bytes_field = _tidlc_test_caffemodel_writer.bytes_field
+varint = _tidlc_test_caffemodel_writer.varint
 
 ROOT = Path(__file__).resolve().parents[3]
 SEEDS = ROOT / "fuzz" / "seeds" / "prototxt"

@@ -6,6 +6,7 @@ through the ``ox`` fixture (``ox.check_node(...)``, ``ox.make_model(...)``, ...)
 """
 from __future__ import annotations
 
+import sys
 import types
 from collections.abc import Sequence
 
@@ -15,7 +16,11 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from tidlc.frontends.onnx.importer import import_model
-from tidlc_frontend_checks import randn, roundtrip, verified
+
+_tidlc_frontend_checks = sys.modules["tidlc_frontend_checks"]  # loaded from a file by tests/frontends/conftest.py
+randn = _tidlc_frontend_checks.randn
+roundtrip = _tidlc_frontend_checks.roundtrip
+verified = _tidlc_frontend_checks.verified
 
 from tidlc.config import CompileOptions
 from tidlc.interp import run_graph

@@ -4,19 +4,22 @@ hang or a huge allocation. docs/fuzzing.md; fuzz/targets/onnx.py."""
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from tidlc_frontend_checks import assert_one_line_error
+
+_tidlc_frontend_checks = sys.modules["tidlc_frontend_checks"]  # loaded from a file by tests/frontends/conftest.py
+assert_one_line_error = _tidlc_frontend_checks.assert_one_line_error
+
+from tidlc.frontends.onnx.importer import load_onnx
 
 from tidlc import limits
 from tidlc.cli import main
 from tidlc.config import CompileOptions
 from tidlc.diagnostics import TidlcError
-from tidlc.frontends.onnx.importer import load_onnx
-
 
 
 def _model(nodes, inits=(), inputs=None, outputs=("y",), opset=13) -> onnx.ModelProto:

@@ -8,6 +8,7 @@ once by make_models.py and cached on disk).
 from __future__ import annotations
 
 import os
+import sys
 import types
 
 import numpy as np
@@ -19,7 +20,13 @@ tf = pytest.importorskip("tensorflow")
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 from tidlc.frontends.tensorflow.graphdef import parse_graphdef
 from tidlc.frontends.tensorflow.importer import import_graphdef
-from tidlc_frontend_checks import assert_close, check_layout_and_text, randn, roundtrip, verified
+
+_tidlc_frontend_checks = sys.modules["tidlc_frontend_checks"]  # loaded from a file by tests/frontends/conftest.py
+assert_close = _tidlc_frontend_checks.assert_close
+check_layout_and_text = _tidlc_frontend_checks.check_layout_and_text
+randn = _tidlc_frontend_checks.randn
+roundtrip = _tidlc_frontend_checks.roundtrip
+verified = _tidlc_frontend_checks.verified
 
 from tidlc.config import CompileOptions
 from tidlc.interp import run_graph

@@ -3,15 +3,19 @@ TidlcError naming the file and the node, never an exception from numpy or protob
 huge allocation. docs/fuzzing.md; fuzz/targets/pb.py."""
 from __future__ import annotations
 
+import sys
 
 import numpy as np
 import pytest
-from tidlc_frontend_checks import assert_one_line_error
+
+_tidlc_frontend_checks = sys.modules["tidlc_frontend_checks"]  # loaded from a file by tests/frontends/conftest.py
+assert_one_line_error = _tidlc_frontend_checks.assert_one_line_error
+
+from tidlc.frontends.tensorflow.graphdef import message_class, tensor_to_array
+from tidlc.frontends.tensorflow.importer import import_graphdef
 
 from tidlc.config import CompileOptions
 from tidlc.diagnostics import TidlcError
-from tidlc.frontends.tensorflow.graphdef import message_class, tensor_to_array
-from tidlc.frontends.tensorflow.importer import import_graphdef
 
 _DTYPES = {np.dtype(np.float32): 1, np.dtype(np.int32): 3}
 

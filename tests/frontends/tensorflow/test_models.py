@@ -1,8 +1,11 @@
+import sys
+
 """Keras MobileNetV2 and ResNet50 frozen to .pb (make_models.py): tidlc vs TensorFlow, the layout
 pass on real networks, ``--input-layout`` and the command line."""
 import numpy as np
 import pytest
-import tidlc_frontend_checks as checks
+
+checks = sys.modules["tidlc_frontend_checks"]  # loaded from a file by tests/frontends/conftest.py
 from tidlc.plugins.layout import interior_transposes
 
 from tidlc.cli import main

@@ -1,9 +1,13 @@
+import sys
+
 """TensorFlow op converters against TensorFlow itself: each test freezes a small ``tf.function``,
 imports it through tidlc's GraphDef reader and compares at -O0 and -O2 (after the layout pass
 has removed the NHWC transposes: ``interior`` transposes at most stay inside)."""
 import numpy as np
 import pytest
-from tidlc_frontend_checks import RESIZE_CASES
+
+_tidlc_frontend_checks = sys.modules["tidlc_frontend_checks"]  # loaded from a file by tests/frontends/conftest.py
+RESIZE_CASES = _tidlc_frontend_checks.RESIZE_CASES
 
 
 def const(tfx, shape, seed=1):

@@ -9,6 +9,7 @@ cached on disk).
 from __future__ import annotations
 
 import os
+import sys
 import types
 import warnings
 
@@ -19,7 +20,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 tf = pytest.importorskip("tensorflow")
 from tidlc.frontends.tflite.importer import import_model, parse_tflite
-from tidlc_frontend_checks import assert_close, check_layout_and_text, randn, roundtrip, verified
+
+_tidlc_frontend_checks = sys.modules["tidlc_frontend_checks"]  # loaded from a file by tests/frontends/conftest.py
+assert_close = _tidlc_frontend_checks.assert_close
+check_layout_and_text = _tidlc_frontend_checks.check_layout_and_text
+randn = _tidlc_frontend_checks.randn
+roundtrip = _tidlc_frontend_checks.roundtrip
+verified = _tidlc_frontend_checks.verified
 
 from tidlc.config import CompileOptions
 from tidlc.interp import run_graph

@@ -1,3 +1,5 @@
+import sys
+
 """Real TFLite models: Keras MobileNetV2 as float32, float16-weight and full-integer int8 .tflite
 (make_models.py), and the trained UltraFace detector (also against tidlc's import of its ONNX twin)."""
 import pathlib
@@ -5,7 +7,9 @@ import pathlib
 import numpy as np
 import pytest
 from tidlc.plugins.layout import interior_transposes
-from tidlc_frontend_checks import compiled
+
+_tidlc_frontend_checks = sys.modules["tidlc_frontend_checks"]  # loaded from a file by tests/frontends/conftest.py
+compiled = _tidlc_frontend_checks.compiled
 
 from tidlc.cli import main
 from tidlc.interp import run_graph

@@ -1,10 +1,14 @@
+import sys
+
 """TFLite op converters against the TFLite interpreter: float models within 1e-5 x max|ref|,
 full-integer int8 models within 1 LSB of both the default (XNNPACK) and the builtin kernels."""
 import warnings
 
 import numpy as np
 import pytest
-from tidlc_frontend_checks import RESIZE_CASES
+
+_tidlc_frontend_checks = sys.modules["tidlc_frontend_checks"]  # loaded from a file by tests/frontends/conftest.py
+RESIZE_CASES = _tidlc_frontend_checks.RESIZE_CASES
 
 
 def const(tfl, shape, seed=1, scale=1.0):
