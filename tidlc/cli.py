@@ -293,18 +293,7 @@ def cmd_run(args, options) -> int:
     elapsed = time.perf_counter() - start
     if args.output:
         save_npz(args.output, outputs)
-    if args.json:
-        print_json({"schema": "tidlc.run/1", "model": args.model, "ms": round(elapsed * 1e3, 3),
-                    "outputs": outputs_summary(outputs), "wrote": args.output})
-        return 0
-    for name, arr in outputs.items():
-        flat = np.asarray(arr).reshape(-1)
-        summary = f"min {flat.min():.6g} max {flat.max():.6g}" if flat.size and arr.dtype.kind in "fiu" else ""
-        print(f"{name}: {arr.dtype} {list(arr.shape)} {summary}")
-    print(f"ran in {elapsed * 1e3:.1f} ms")
-    if args.output:
-        print(f"  wrote {args.output}")
-    return 0
+    return _print_outputs(args, outputs, elapsed)
 
 
 def _artifact_backend(path: str, plugins):
@@ -345,15 +334,22 @@ def _run_artifact(args, backend) -> int:
     elapsed = time.perf_counter() - start
     if args.output:
         save_npz(args.output, outputs)
+    return _print_outputs(args, outputs, elapsed, backend.name)
+
+
+def _print_outputs(args, outputs, elapsed: float, target: str | None = None) -> int:
+    """`tidlc run`'s report of a model run in process: the --json document, or a line per output."""
+    import numpy as np
     if args.json:
-        print_json({"schema": "tidlc.run/1", "model": args.model, "target": backend.name,
-                    "ms": round(elapsed * 1e3, 3), "outputs": outputs_summary(outputs), "wrote": args.output})
+        doc = {"schema": "tidlc.run/1", "model": args.model, **({"target": target} if target else {}),
+               "ms": round(elapsed * 1e3, 3), "outputs": outputs_summary(outputs), "wrote": args.output}
+        print_json(doc)
         return 0
     for name, arr in outputs.items():
         flat = np.asarray(arr).reshape(-1)
         summary = f"min {flat.min():.6g} max {flat.max():.6g}" if flat.size and arr.dtype.kind in "fiu" else ""
         print(f"{name}: {arr.dtype} {list(arr.shape)} {summary}")
-    print(f"ran on {backend.name} in {elapsed * 1e3:.1f} ms")
+    print(f"ran{f' on {target}' if target else ''} in {elapsed * 1e3:.1f} ms")
     if args.output:
         print(f"  wrote {args.output}")
     return 0
