@@ -58,9 +58,14 @@ def relative_error(ours: np.ndarray, ref: np.ndarray) -> float:
 
 
 def sorted_detections(out: np.ndarray) -> np.ndarray:
-    """[1, 1, rows, 7] detection rows in a canonical order (OpenCV sorts by score, Caffe by label)."""
+    """[1, 1, rows, 7] detection rows in a canonical order (OpenCV sorts by score, Caffe by label).
+
+    Rows [image, label, score, x1, y1, x2, y2] sort by image, label, then box: saturated random
+    weights give boxes of one class equal scores that differ only in the last float bits.
+    """
     rows = np.asarray(out).reshape(-1, 7)
-    return rows[np.lexsort(rows.T[::-1])]
+    image, label, score, x1, y1, x2, y2 = rows.T
+    return rows[np.lexsort((score, y2, x2, y1, x1, label, image))]
 
 
 @attrs.define

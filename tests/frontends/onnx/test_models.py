@@ -11,6 +11,13 @@ UltraFace detector with real weights. For each model, once per module:
   ``tidlc run`` in a subprocess and in process;
 * the copy is imported and run at -O0, -O1 and -O2: each level matches
   onnxruntime and the others (1e-4 x max |ref|), and its IR text round-trips.
+
+A softmax whose logits are so large that 1e-4 of them is more than a nat (the
+splat weights of squeezenet give logits near 1e10 that differ in the last
+float bits) is not determined by a float32 run: onnxruntime and tidlc agree on
+the logits to 1e-7 and still print different distributions. There the softmax
+output is checked against the softmax of tidlc's own logits (which are checked
+against onnxruntime), and must be a distribution.
 """
 from __future__ import annotations
 
@@ -54,6 +61,7 @@ class Case:
     tmp: Path
     feeds: dict
     ref: dict  # onnxruntime outputs of the probe model
+    logits: dict  # softmax output name -> its input (also an output of the probe)
     graphs: dict = attrs.Factory(dict)  # level -> (graph, outputs)
 
     def at_level(self, level: int):
@@ -63,15 +71,27 @@ class Case:
             self.graphs[level] = (graph, run_graph(graph, self.feeds))
         return self.graphs[level]
 
+    def expected(self, out_name: str, logits: np.ndarray | None) -> np.ndarray:
+        """onnxruntime's output, or for an ill-conditioned softmax the softmax of our ``logits``."""
+        ref = self.ref[out_name]
+        source = self.logits.get(out_name)
+        if source is None or TOL * float(np.max(np.abs(self.ref[source]))) < 1.0:
+            return ref
+        assert logits is not None, f"'{out_name}' is an ill-conditioned softmax: its logits are needed"
+        assert rel_err(logits, self.ref[source]) <= TOL
+        z = logits.astype(np.float64)
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
-def _with_logits(model: onnx.ModelProto) -> list[str]:
+
+def _with_logits(model: onnx.ModelProto) -> dict[str, str]:
     """Add the input of every Softmax that produces a graph output as an output ('logits')."""
     outputs = {o.name for o in model.graph.output}
-    added = []
+    added = {}
     for node in model.graph.node:
         if node.op_type == "Softmax" and node.output[0] in outputs and node.input[0] not in outputs:
             model.graph.output.append(onnx.helper.make_tensor_value_info(node.input[0], onnx.TensorProto.FLOAT, None))
-            added.append(node.input[0])
+            added[node.output[0]] = node.input[0]
     return added
 
 
@@ -81,7 +101,7 @@ def case(request, tmp_path_factory) -> Case:
     tmp = tmp_path_factory.mktemp(name)
     source = MODELS[name]
     model = onnx.load(str(source))
-    _with_logits(model)
+    logits = _with_logits(model)
     probe = tmp / f"{name}_probe.onnx"
     onnx.save(model, str(probe))
     session_options = onnxruntime.SessionOptions()
@@ -91,7 +111,7 @@ def case(request, tmp_path_factory) -> Case:
     x = np.random.default_rng(7).random(inp.shape, dtype=np.float32)
     names = [o.name for o in session.get_outputs()]
     ref = dict(zip(names, session.run(None, {inp.name: x})))
-    return Case(name, source, probe, tmp, {inp.name: x}, ref)
+    return Case(name, source, probe, tmp, {inp.name: x}, ref, logits)
 
 
 def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
@@ -119,8 +139,9 @@ def test_compile_o2_and_run_cli(case: Case):
     in_process = run_graph(result.graph, case.feeds)
     with np.load(npz) as cli:
         assert sorted(cli.files) == sorted(result.graph.output_names)
+        probe_outputs = case.at_level(2)[1]  # the same model at -O2, with its logits
         for out_name in result.graph.output_names:
-            ref = case.ref[out_name]
+            ref = case.expected(out_name, probe_outputs.get(case.logits.get(out_name)))
             assert rel_err(cli[out_name], ref) <= TOL
             assert rel_err(in_process[out_name], ref) <= TOL
     print(f"{case.name}: import + -O2 + IR written in {seconds:.3f} s")
@@ -130,7 +151,8 @@ def test_every_level_matches_onnxruntime(case: Case):
     levels = {level: case.at_level(level)[1] for level in (0, 1, 2)}
     for level, outputs in levels.items():
         assert sorted(outputs) == sorted(case.ref)
-        for out_name, ref in case.ref.items():
+        for out_name in case.ref:
+            ref = case.expected(out_name, outputs.get(case.logits.get(out_name)))
             err = rel_err(outputs[out_name], ref)
             assert err <= TOL, f"-O{level} '{out_name}': {err:.2e} vs onnxruntime"
     for out_name in case.ref:
