@@ -73,12 +73,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for path in models:
             name = os.path.basename(path)[len("light_"):-len(".onnx")]
-            options = CompileOptions(opt_level=2, emit="ir", outdir=os.path.join(tmp, name))
+            options = CompileOptions.of(opt_level=2, emit="ir", outdir=os.path.join(tmp, name))
             t_ours = best_of(lambda: compile_model(path, options), args.repeat)
             t_ov = best_of(lambda: ov.convert_model(path), args.repeat) if ov else float("nan")
             t_sim = best_of(lambda: onnxsim.simplify(onnx.load(path)), args.repeat) if onnxsim else float("nan")
 
-            graph = compile_model(path, CompileOptions(opt_level=2, emit="none")).graph
+            graph = compile_model(path, CompileOptions.of(opt_level=2, emit="none")).graph
             in_op = graph.input_ops[0]
             x = np.random.default_rng(0).random(in_op.results[0].type.shape, dtype=np.float32)
             so = ort.SessionOptions()

@@ -117,7 +117,7 @@ def bench(label: str, onnx_path: str, source: str, options: dict, repeat: int, s
     from tidlc.config import CompileOptions
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        compile_model(source, CompileOptions(emit="bin", outdir=tmp, **options))
+        compile_model(source, CompileOptions.of(emit="bin", outdir=tmp, **options))
         model = read_compiled(tmp)
     (entry,) = model.io["inputs"]
     x = np.random.default_rng(0).uniform(-1, 1, entry["dims"]).astype(np.float32)
@@ -158,7 +158,7 @@ def main() -> None:
     if os.path.exists(MOBILENET_V2):
         from tidlc.compiler import load, optimize
         from tidlc.config import CompileOptions
-        opts = CompileOptions(emit="ir", random_weights=0)
+        opts = CompileOptions.of(emit="ir", random_weights=0)
         graph = load(MOBILENET_V2, opts)
         optimize(graph, opts)
         with tempfile.TemporaryDirectory() as tmp:

@@ -101,7 +101,7 @@ class Model:
 
     def options(self, **kw):
         from tidlc.config import CompileOptions
-        return CompileOptions(opt_level=2, weights=self.weights, emit="none", **kw)
+        return CompileOptions.of(opt_level=2, weights=self.weights, emit="none", **kw)
 
 
 def models() -> dict[str, Model]:
@@ -324,7 +324,7 @@ def run_model(key: str, model: Model, images, n_calib: int, n_eval: int, methods
                   (f"  {peak:7.1f} MB" if peak is not None else ""), flush=True)
             if method_name == "MinMax":  # tidlc on the pre-quantized model: its ranges kept
                 from tidlc.config import CompileOptions
-                qopts = CompileOptions(opt_level=2, emit="none")
+                qopts = CompileOptions.of(opt_level=2, emit="none")
                 qgraph = load(out_path, qopts)
                 optimize(qgraph, qopts)
                 q = quantize_graph(qgraph, qopts, frames=calib[:4], warn_synthetic=False)

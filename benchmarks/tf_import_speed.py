@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     folder = None if args.pb else cached_models()
     pb = args.pb or str(folder / "resnet50.pb")
     shape = tuple(int(d) for d in args.shape.split(","))
-    options = CompileOptions(opt_level=2, input_shapes={args.input: shape})
+    options = CompileOptions.of(opt_level=2, input_shapes={args.input: shape})
 
     def tidlc_compile():
         graph = load(pb, options)

@@ -22,10 +22,10 @@ def load_tir(path: str, options=None):
             raise TidlcError(f"weights file {os.path.basename(weights_path)} not found", path,
                              hint="keep the .weights file that compile wrote next to the .tir file", code="file")
         graph = parse_graph(text, read_weights(weights_path, _header_string(text, "weights_digest")), path)
-    if options is not None and options.input_shapes:
+    if options is not None and options.load.input_shapes:
         from tidlc.ir.types import TensorType  # noqa: F401
         from tidlc.shapes import apply_input_shapes
-        apply_input_shapes(graph, options.input_shapes)
+        apply_input_shapes(graph, options.load.input_shapes)
     return graph
 
 

@@ -11,9 +11,10 @@ from tidlc.hookspecs import hookimpl
 from tidlc.passes.rewrite import graph_pass, rule_pass
 from tidlc.shapes import reinfer
 
-ShapeInference = graph_pass("shape-inference", reinfer, opt_level=0,
+ShapeInference = graph_pass("shape-inference", reinfer, opt_level=0, order=0,
                             summary="re-infer all types from the inputs")
-DeadCodeElimination = graph_pass("dce", lambda graph: bool(graph.prune()), opt_level=1,
+# after the cleanups, and from -O2 again after the fusions
+DeadCodeElimination = graph_pass("dce", lambda graph: bool(graph.prune()), opt_level=1, order=30, also_at=((2, 90),),
                                  summary="remove ops that do not reach an output (inputs are kept)")
 
 
@@ -40,7 +41,7 @@ def _noop_reshape(rw, op) -> bool:
 IDENTITY_RULES = [("identity", _forward), ("dropout", _forward), ("cast", _noop_cast),
                   ("reshape", _noop_reshape), ("flatten", _noop_reshape)]
 
-RemoveIdentity = rule_pass("remove-identity", IDENTITY_RULES, opt_level=1,
+RemoveIdentity = rule_pass("remove-identity", IDENTITY_RULES, opt_level=1, order=10,
                            summary="drop identity, dropout and no-op cast/reshape")
 
 

@@ -106,6 +106,7 @@ def _sweep(graph: Graph) -> bool:
 class FoldConstants(Pass):
     name: ClassVar[str] = "fold-constants"
     opt_level: ClassVar[int] = 1
+    order: ClassVar[int] = 20
     summary: ClassVar[str] = "evaluate constant subgraphs (incl. Shape-driven ones)"
     max_iters: int = 4
 

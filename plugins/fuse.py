@@ -183,7 +183,7 @@ BN_RULES = [
     ("scale", _merge_scales),
 ]
 
-FuseBatchNorm = rule_pass("fuse-batchnorm", BN_RULES, opt_level=2,
+FuseBatchNorm = rule_pass("fuse-batchnorm", BN_RULES, opt_level=2, order=50,
                           summary="fold batchnorm/scale/bias into conv/deconv/dense (TIDL foldBnInConv2D)")
 
 
@@ -230,7 +230,7 @@ def _activation(rw: Rewriter, op) -> bool:
 
 ACT_RULES = [("*", _activation)]
 
-FuseActivation = rule_pass("fuse-activation", ACT_RULES, opt_level=2,
+FuseActivation = rule_pass("fuse-activation", ACT_RULES, opt_level=2, order=60,
                            summary="fuse activations into their producer's act attribute")
 
 

@@ -345,6 +345,7 @@ def interior_transposes(graph) -> list:
 class Layout(Pass):
     name: ClassVar[str] = "layout"
     opt_level: ClassVar[int] = 2
+    order: ClassVar[int] = 40  # first at -O2: the fusions see conv -> scale once the NHWC transposes are gone
     summary: ClassVar[str] = "NHWC -> NCHW: cancel transposes, move the rest to the graph boundary"
     max_iters: int = 64
 

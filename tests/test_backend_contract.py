@@ -87,7 +87,7 @@ def test_compile_run_perf_through_the_backend(tmp_path, small_caffe_net, capsys)
     from tidlc.backends.tidl.binfmt import write_bin
 
     from tidlc.compiler import compile_model
-    options = CompileOptions(emit="bin", random_weights=1, outdir=str(tmp_path / "api"))
+    options = CompileOptions.of(emit="bin", random_weights=1, outdir=str(tmp_path / "api"))
     result = compile_model(str(net), options)
     assert result.outputs == [str(tmp_path / "api" / "net.bin"), str(tmp_path / "api" / "io.bin")]
     assert (tmp_path / "api" / "net.bin").read_bytes() == (out / "net.bin").read_bytes()
@@ -154,7 +154,7 @@ def test_a_plugin_backend_is_selected_by_target(tmp_path, small_caffe_net):
     assert ("backend", "fake", "fake") in plugins.listing()
     net = tmp_path / "net.prototxt"
     net.write_text(small_caffe_net)
-    options = CompileOptions(emit="bin", random_weights=1, outdir=str(tmp_path / "o"), target="fake")
+    options = CompileOptions.of(emit="bin", random_weights=1, outdir=str(tmp_path / "o"), backend="fake")
     result = compile_model(str(net), options, plugins)
     assert result.outputs == [f"{tmp_path / 'o'}/fake.bin"]
     assert len(fake.emitted) == 1 and not (tmp_path / "o" / "net.bin").exists()

@@ -307,15 +307,16 @@ def test_keys_map_onto_compile_options(tmp_path, recwarn):
     imported = load_import_config(str(config))
     options = imported.compile_options()
     assert imported.model == str(tmp_path / "m.onnx")
-    assert (options.format, options.bits, options.quant_style, options.calib_method) == ("onnx", 16, "p2", "histogram")
-    assert (options.bias_calibration, options.bias_calibration_factor, options.per_channel_depthwise) == (20, 0.1, True)
-    assert (options.calib, options.calib_frames, options.percentile) == (str(tmp_path / "frames"), 5, 0.05)
-    assert (options.mean, options.scale, options.channel_order) == ((1.0, 2.0, 3.0), (0.5,), "bgr")
-    assert (options.resize, options.crop, options.input_dims) == ((256, 256), (224, 224), ((-1, 3, 224, 224),))
-    assert (options.input_layout, options.batches, options.msmc_kb, options.device) == ("NHWC", 4, 2048, "tda4vm")
-    assert options.post_process == "segment" and options.layers_16bit == ("conv1", "conv2")
-    assert options.mixed_precision_factor == 1.2 and options.emit == "bin"
-    assert (options.outdir, options.net_name, options.io_name) == ("out", "net.bin", "io.bin")  # no output keys
+    load, quant, pre, target = options.load, options.quant, options.preprocess, options.target
+    assert (load.format, quant.bits, quant.quant_style, quant.calib_method) == ("onnx", 16, "p2", "histogram")
+    assert (quant.bias_calibration, quant.bias_calibration_factor, quant.per_channel_depthwise) == (20, 0.1, True)
+    assert (quant.calib, quant.calib_frames, quant.percentile) == (str(tmp_path / "frames"), 5, 0.05)
+    assert (pre.mean, pre.scale, pre.channel_order) == ((1.0, 2.0, 3.0), (0.5,), "bgr")
+    assert (pre.resize, pre.crop, load.input_dims) == ((256, 256), (224, 224), ((-1, 3, 224, 224),))
+    assert (load.input_layout, target.batches, target.msmc_kb, target.device) == ("NHWC", 4, 2048, "tda4vm")
+    assert target.post_process == "segment" and quant.layers_16bit == ("conv1", "conv2")
+    assert quant.mixed_precision_factor == 1.2 and target.emit == "bin"
+    assert (target.outdir, target.net_name, target.io_name) == ("out", "net.bin", "io.bin")  # no output keys
     messages = [str(w.message) for w in recwarn]
     assert messages == [f"{config}:6: numParamBits = 12 needs 16-bit features: numFeatureBits = 16 (TIDL's rule)",
                         f"{config}:6: numParamBits = 12: tidlc stores 16-bit weights"]
@@ -325,9 +326,9 @@ def test_tidl_defaults_apply_without_keys(tmp_path):
     (tmp_path / "m.onnx").write_bytes(b"x")
     config = tmp_path / "c.txt"
     config.write_text("inputNetFile = m.onnx\n")
-    options = load_import_config(str(config)).compile_options(CompileOptions(emit="bin", calib_method="mse"))
-    assert options.format is None  # no modelType: tidlc detects the format
-    assert (options.bits, options.calib_method, options.quant_style) == (8, "minmax", "np2")  # calibrationOption 0
+    options = load_import_config(str(config)).compile_options(CompileOptions.of(emit="bin", calib_method="mse"))
+    assert options.load.format is None  # no modelType: tidlc detects the format
+    assert (options.quant.bits, options.quant.calib_method, options.quant.quant_style) == (8, "minmax", "np2")  # calibrationOption 0
 
 
 # ----------------------------------------------------------------------------- mistakes

@@ -57,7 +57,7 @@ def net(tmp_path):
 
 def test_a_plugin_pass_that_raises_is_attributed_to_the_plugin(net, tmp_path):
     plugins = create_plugins(load_entry_points=False, extra=[("boomer", Provides("tidlc_passes", [Explode]))])
-    options = CompileOptions(pipeline="shape-inference,explode", emit="ir", outdir=str(tmp_path / "o"))
+    options = CompileOptions.of(passes="shape-inference,explode", emit="ir", outdir=str(tmp_path / "o"))
     with pytest.raises(TidlcError) as info:
         compile_model(net, options, plugins)
     assert info.value.code == "plugin"
@@ -71,7 +71,7 @@ def test_a_builtin_pass_failure_stays_an_internal_error(net, tmp_path, monkeypat
     def crash(self, ctx, graph):
         raise ValueError("a bug of ours")
     monkeypatch.setattr(DeadCodeElimination, "run", crash)
-    options = CompileOptions(pipeline="dce", emit="ir", outdir=str(tmp_path / "o"))
+    options = CompileOptions.of(passes="dce", emit="ir", outdir=str(tmp_path / "o"))
     with pytest.raises(ValueError, match="a bug of ours"):
         compile_model(net, options, create_plugins(load_entry_points=False))
 
@@ -82,7 +82,7 @@ def test_a_plugin_frontend_that_raises_is_attributed_to_the_plugin(tmp_path):
     model = tmp_path / "m.weird"
     model.write_text("x")
     with pytest.raises(TidlcError, match=r"plugin 'weirdo' \(extra\) failed in frontend 'weird': KeyError: 'layers'"):
-        compile_model(str(model), CompileOptions(emit="ir", outdir=str(tmp_path / "o")), plugins)
+        compile_model(str(model), CompileOptions.of(emit="ir", outdir=str(tmp_path / "o")), plugins)
 
 
 @pytest.mark.parametrize("hook,items,message", [

@@ -246,7 +246,7 @@ def test_installed_plugin_is_listed_with_its_pass_frontend_and_op(tidlc):
         assert re.search(rf"^  {builtin}\s+builtin$", text, re.MULTILINE)
 
 
-def test_pipeline_hook_inserts_the_pass_before_fuse_batchnorm_at_o2_only(tidlc, model):
+def test_declared_schedule_puts_the_pass_before_fuse_batchnorm_at_o2_only(tidlc, model):
     o2 = tidlc("compile", model["cfg"], "-O2", "--print-pipeline", "--emit", "none")
     assert o2.code == 0, o2.err
     names = pipeline_of(o2)

@@ -14,35 +14,16 @@ import time
 import warnings
 from collections.abc import Sequence
 
-import attrs
-
 import tidlc
-from tidlc.config import CompileOptions, parse_shape_spec
+from tidlc.cli_options import (
+    add_model_options,
+    add_pass_options,
+    add_quant_options,
+    explicit_names,
+    options_from_args,
+)
+from tidlc.config import CompileOptions
 from tidlc.diagnostics import TidlcError, TidlcWarning
-
-
-def add_model_options(p: argparse.ArgumentParser, with_opt: bool = True, default_level: int = 2) -> None:
-    if with_opt:
-        for level in range(4):
-            p.add_argument(f"-O{level}", dest="opt_level", action="store_const", const=level,
-                           help=f"optimisation level {level}" + (" (default)" if level == default_level else ""))
-        p.set_defaults(opt_level=default_level)
-    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=d0,d1,...",
-                   help="fix a dynamic input shape or override a declared one (repeatable)")
-    p.add_argument("--format", help="force the input format (frontend name, see `tidlc plugins`)")
-    p.add_argument("--weights", help="weights file for formats that keep them apart (Caffe .caffemodel)")
-    p.add_argument("--random-weights", type=int, metavar="SEED",
-                   help="fill missing weights with seeded random values (exploration only)")
-    p.add_argument("--input-layout", choices=["NCHW", "NHWC"],
-                   help="layout of the network's 4-D inputs (TIDL inLayout; default: the model's own)")
-    p.add_argument("--target", metavar="NAME",
-                   help="the backend to compile for / run on (default: tidl; `tidlc plugins` lists them)")
-
-
-def add_pass_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--print-pipeline", action="store_true", help="print the exact pass pipeline")
-    p.add_argument("--verify-each", action="store_true", help="verify the IR after every pass")
-    p.add_argument("--time-passes", action="store_true", help="print the time each pass took")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--target onnx-qdq: also write TIDL's TIDLNetQuantParams prototxt (docs/ti-flow.md)")
     add_model_options(p)
     add_pass_options(p)
-    from tidlc.commands.quant_options import add_quant_options
     add_quant_options(p)
 
     p = sub.add_parser("run", help="run a compiled model (OUTDIR, a net.bin or an import config) or a "
@@ -124,29 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _options(args, blocked: tuple, pipeline: str | None) -> CompileOptions:
-    """CompileOptions from parsed arguments: every argparse ``dest`` named like an
-    options field (and not None) sets that field, so commands add options by
-    declaring arguments only."""
-    values = {}
-    for field in attrs.fields(CompileOptions):
-        value = getattr(args, field.name, None)
-        if value is not None:
-            values[field.name] = value
-    values["input_shapes"] = dict(parse_shape_spec(s) for s in getattr(args, "input_shape", []))
-    if getattr(args, "output_dir", None) is not None:
-        values["outdir"] = args.output_dir
-    values["pipeline"] = pipeline
-    values["blocked_plugins"] = blocked
-    return CompileOptions(**values)
-
-
-def _split_p(values: Sequence[str]) -> tuple[tuple, str | None]:
-    blocked = tuple(v[3:] for v in values if v.startswith("no:"))
-    pipes = [v for v in values if not v.startswith("no:")]
-    return blocked, (",".join(pipes) if pipes else None)
-
-
 def _report_passes(pm, args) -> None:
     if getattr(args, "time_passes", False):
         print(pm.timing_report(), file=sys.stderr)
@@ -158,15 +115,6 @@ def _report_passes(pm, args) -> None:
 def _print_pipeline(options, plugins) -> None:
     from tidlc.compiler import build_pass_manager
     print(build_pass_manager(options, plugins).pipeline_string())
-
-
-def _explicit_options(args) -> set[str]:
-    """CompileOptions fields the user set with tidlc's own flags (they win over an import config)."""
-    fields = {f.name for f in attrs.fields(CompileOptions)} - {"opt_level", "emit", "verify_each", "time_passes"}
-    explicit = {name for name in fields if getattr(args, name, None) is not None}
-    if getattr(args, "output_dir", None) is not None:
-        explicit.add("outdir")
-    return explicit
 
 
 def _compile_source(args, options) -> tuple[str, CompileOptions]:
@@ -187,7 +135,7 @@ def _compile_source(args, options) -> tuple[str, CompileOptions]:
                              hint="--key value overrides follow a TIDL import config file; see tidlc compile --help")
         return args.model, options
     imported = load_import_config(config, overrides)
-    return imported.model, imported.compile_options(options, _explicit_options(args))
+    return imported.model, imported.compile_options(options, explicit_names(args))
 
 
 def cmd_compile(args, options) -> int:
@@ -204,11 +152,11 @@ def cmd_compile(args, options) -> int:
     seconds = time.perf_counter() - start
     if args.json:
         print_json({"schema": "tidlc.compile/1", "model": args.model or args.import_config,
-                    "opt_level": options.opt_level, "pipeline": result.pass_manager.pipeline_string(),
-                    "emit": options.emit, "ops": n_ops, "op_kinds": _op_kinds(g), "seconds": round(seconds, 3),
+                    "opt_level": options.pipeline.opt_level, "pipeline": result.pass_manager.pipeline_string(),
+                    "emit": options.target.emit, "ops": n_ops, "op_kinds": _op_kinds(g), "seconds": round(seconds, 3),
                     "outputs": list(result.outputs)})
         return 0
-    how = f"with -p '{options.pipeline}'" if options.pipeline else f"at -O{options.opt_level}"
+    how = f"with -p '{options.pipeline.passes}'" if options.pipeline.passes else f"at -O{options.pipeline.opt_level}"
     print(f"compiled {args.model or args.import_config} {how}: {n_ops} ops, {seconds:.2f} s")
     for path in result.outputs:
         print(f"  wrote {path}")
@@ -266,8 +214,8 @@ def cmd_run(args, options) -> int:
     generic = _artifact_backend(args.model, plugins)
     if generic is not None:  # a compiled model of a backend without a net.bin (e.g. onnx-qdq)
         return _run_artifact(args, generic)
-    if is_compiled_location(args.model, options.target, plugins):  # net.bin + io.bin, or an import config (docs/run.md)
-        return run_compiled(args, options.target, plugins)
+    if is_compiled_location(args.model, options.target.backend, plugins):  # net.bin + io.bin, or an import config (docs/run.md)
+        return run_compiled(args, options.target.backend, plugins)
     if args.print_pipeline:
         _print_pipeline(options, plugins)
     graph = load(args.model, options, plugins)
@@ -464,8 +412,7 @@ def _dispatch(args, report: Diagnostics) -> int:
 
 
 def _run_command(args, report: Diagnostics) -> int:
-    blocked, pipeline = _split_p(args.plugin_args)
-    options = _options(args, blocked, pipeline)
+    options = options_from_args(args)
     with warnings.catch_warnings():
         warnings.showwarning = report.show_warning
         warnings.simplefilter("default", TidlcWarning)

@@ -27,8 +27,8 @@ class CompileResult:
 
 
 def plugins_for(options: CompileOptions) -> Plugins:
-    if options.blocked_plugins:
-        return create_plugins(options.blocked_plugins)
+    if options.pipeline.blocked_plugins:
+        return create_plugins(options.pipeline.blocked_plugins)
     return default_plugins()
 
 
@@ -36,13 +36,13 @@ def load(path: str, options: CompileOptions | None = None, plugins: Plugins | No
     """Import a model file into IR (input shapes applied, types inferred)."""
     options = options or CompileOptions()
     plugins = plugins or plugins_for(options)
-    graph = load_model(plugins.registry.frontends, path, options, options.format,
+    graph = load_model(plugins.registry.frontends, path, options, options.load.format,
                        blame=lambda name: plugins.blame("frontend", name))
-    shapes = {**tidl_input_shapes(graph, options.input_dims), **options.input_shapes}
+    shapes = {**tidl_input_shapes(graph, options.load.input_dims), **options.load.input_shapes}
     if shapes:
         apply_input_shapes(graph, shapes)
-    if options.input_layout:
-        apply_input_layout(graph, options.input_layout)
+    if options.load.input_layout:
+        apply_input_layout(graph, options.load.input_layout)
     return graph
 
 
@@ -71,12 +71,12 @@ def tidl_input_shapes(graph: Graph, dims) -> dict[str, tuple[int, ...]]:
 def build_pass_manager(options: CompileOptions, plugins: Plugins) -> PassManager:
     reg = plugins.registry.passes
     owners = {name: who for name in reg if (who := plugins.blame("pass", name))}
-    kw = dict(verify_each=options.verify_each, time_passes=options.time_passes, owners=owners)
-    if options.pipeline:
-        return PassManager.from_string(reg, options.pipeline, hook=plugins.hook, **kw)
-    pm = PassManager.from_level(reg, options.opt_level, hook=plugins.hook, **kw)
+    kw = dict(verify_each=options.pipeline.verify_each, time_passes=options.pipeline.time_passes, owners=owners)
+    if options.pipeline.passes:
+        return PassManager.from_string(reg, options.pipeline.passes, hook=plugins.hook, **kw)
+    pm = PassManager.from_level(reg, options.pipeline.opt_level, hook=plugins.hook, **kw)
     names = [p.name for p in pm.passes]
-    wanted = list(backend_for(options, plugins).prepare_pipeline(options.opt_level, list(names)))
+    wanted = list(backend_for(options, plugins).prepare_pipeline(options.pipeline.opt_level, list(names)))
     # a backend pass whose plugin is blocked (-p no:quantize) is left out
     wanted = [n for n in wanted if n in reg or n not in plugins.blocked]
     if wanted != names:  # the backend's own passes (an explicit -p pipeline is never edited)
@@ -90,10 +90,10 @@ def build_pass_manager(options: CompileOptions, plugins: Plugins) -> PassManager
 def optimize(graph: Graph, options: CompileOptions, plugins: Plugins | None = None) -> PassManager:
     plugins = plugins or plugins_for(options)
     pm = build_pass_manager(options, plugins)
-    ctx = PassContext(options=options, hook=plugins.hook, verify_each=options.verify_each)
+    ctx = PassContext(options=options, hook=plugins.hook, verify_each=options.pipeline.verify_each)
     pm.run(graph, ctx)
     # structure only: every op's types were inferred when it was built
-    verify(graph, check_types=options.verify_each)
+    verify(graph, check_types=options.pipeline.verify_each)
     return pm
 
 
@@ -123,23 +123,23 @@ def compile_model(path: str, options: CompileOptions | None = None,
                   plugins: Plugins | None = None) -> CompileResult:
     options = options or CompileOptions()
     plugins = plugins or plugins_for(options)
-    if options.emit not in EMITS:
-        raise TidlcError(f"unknown --emit {options.emit!r}", hint="use --emit bin, qir (fixed point) or ir (float)")
+    if options.target.emit not in EMITS:
+        raise TidlcError(f"unknown --emit {options.target.emit!r}", hint="use --emit bin, qir (fixed point) or ir (float)")
     backend = backend_for(options, plugins)  # an unknown --target fails before any work
     graph = load(path, options, plugins)
-    if options.emit == "bin" and graph.attrs.get("missing_weights"):  # say so before optimising
+    if options.target.emit == "bin" and graph.attrs.get("missing_weights"):  # say so before optimising
         raise TidlcError("the model has no weights (structure only), so net.bin cannot be written", path,
                          hint="pass --weights FILE or --random-weights SEED; --emit ir writes the "
                               "structure-only IR (for tidlc perf)")
     pm = optimize(graph, options, plugins)
-    if options.post_process:  # after quantize, which rebuilds the graph attributes
-        graph.attrs["post_process"] = options.post_process
+    if options.target.post_process:  # after quantize, which rebuilds the graph attributes
+        graph.attrs["post_process"] = options.target.post_process
     result = CompileResult(graph, pm)
-    if options.emit in ("ir", "qir"):  # qir: the same text form, fixed-point types
-        result.outputs = write_ir(graph, options.outdir)
-    elif options.emit == "bin":  # net.bin + io.bin (docs/format.md)
+    if options.target.emit in ("ir", "qir"):  # qir: the same text form, fixed-point types
+        result.outputs = write_ir(graph, options.target.outdir)
+    elif options.target.emit == "bin":  # net.bin + io.bin (docs/format.md)
         try:
-            result.outputs = list(backend.emit(graph, options.outdir, options))
+            result.outputs = list(backend.emit(graph, options.target.outdir, options))
         except TidlcError as exc:
             if exc.loc is None and getattr(exc, "about_model", False):
                 exc.loc = path  # a backend's error about the compiled model names the model file
@@ -157,7 +157,7 @@ def backend_for(options_or_name: CompileOptions | str | None = None, plugins: Pl
         name = options_or_name
     else:
         options = options_or_name or CompileOptions()
-        name = getattr(options, "target", None) or "tidl"
+        name = options.target.backend
         plugins = plugins or plugins_for(options)
     plugins = plugins or default_plugins()
     table = plugins.registry.backends

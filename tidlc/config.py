@@ -1,4 +1,4 @@
-"""Compile options (one attrs class shared by the CLI and the Python API)."""
+"""Compile options: typed groups shared by the CLI and the Python API (docs/architecture.md)."""
 from __future__ import annotations
 
 import attrs
@@ -20,38 +20,38 @@ def parse_shape_spec(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-@attrs.define
-class CompileOptions:
-    """Everything that changes what ``compile`` produces."""
+@attrs.frozen
+class LoadOptions:
+    """How a model file becomes a graph (``tidlc.compiler.load``; every frontend reads these)."""
 
-    opt_level: int = 2
-    input_shapes: dict[str, tuple[int, ...]] = attrs.Factory(dict)
-    pipeline: str | None = None  # explicit -p pipeline string; replaces the -O list
-    verify_each: bool = False
-    time_passes: bool = False
-    emit: str = "ir"
-    outdir: str = "out"
     format: str | None = None  # force a frontend by name
     weights: str | None = None  # Caffe: .caffemodel path
     random_weights: int | None = None  # seed: fill missing weights randomly
-    blocked_plugins: tuple[str, ...] = ()
+    input_shapes: dict[str, tuple[int, ...]] = attrs.Factory(dict)
     input_layout: str | None = None  # NCHW | NHWC: what the compiled network accepts (TIDL inLayout)
     # per input (N, C, H, W) in order, -1 keeps the model's (TIDL inNumChannels/inHeight/inWidth);
     # --input-shape wins for the inputs it names
     input_dims: tuple[tuple[int, int, int, int], ...] = ()
 
-    # --- --emit bin outputs (TIDL import config: outputNetFile, outputParamsFile, deviceName, ...)
-    net_name: str = "net.bin"  # the net file: a name inside outdir, or a path
-    io_name: str = "io.bin"  # the io descriptor: a name inside outdir, or a path
-    device: str = "tda4vm"  # the device net.bin and its perf estimate are for (deviceName)
-    target: str = "tidl"  # the backend (--target; tidlc.backend, docs/backends.md)
-    batches: int | None = None  # frames per call of the perf estimate in net.bin (numBatches)
-    msmc_kb: int | None = None  # MSMC KB of the perf estimate in net.bin (msmcSizeKB)
-    quant_params: bool = False  # onnx-qdq: also write TIDL's quantization-parameters prototxt
-    post_process: str | None = None  # classify | detect | segment: `tidlc run`'s default --post (postProcType)
 
-    # --- quantization (docs/quantization.md; CLI flags in tidlc/commands/quant_options.py) ---
-    quantize: bool | None = None  # None: when the emitted artifact is fixed point (emit "qir")
+@attrs.frozen
+class PipelineOptions:
+    """Which passes run (``-O``, ``-p``) and how they are checked and timed."""
+
+    opt_level: int = 2
+    passes: str | None = None  # explicit -p pipeline string; replaces the -O list
+    blocked_plugins: tuple[str, ...] = ()  # -p no:NAME
+    verify_each: bool = False
+    time_passes: bool = False
+
+
+@attrs.frozen
+class QuantOptions:
+    """Post-training quantization (docs/quantization.md). The ``quantize`` pass has one option per
+    field but ``quantize`` and ``calib_source``, so ``-p 'quantize{bits=16,calib-method=mse}'``
+    overrides these for that pass."""
+
+    quantize: bool | None = None  # None: when the emitted artifact is fixed point (emit "qir"/"bin")
     bits: int = 8  # numParamBits / numFeatureBits: 8 or 16
     quant_style: str = "np2"  # quantizationStyle 2 (np2) or 3 (p2)
     calib: str | None = None  # list file, folder, .npy or .npz of calibration frames
@@ -64,15 +64,90 @@ class CompileOptions:
     per_channel_depthwise: bool = False  # calibrationOption bit 8
     layers_16bit: tuple[str, ...] = ()  # outputFeature16bitNamesList / params16bitNamesList
     mixed_precision_factor: float | None = None  # mixedPrecisionFactor
+
+
+@attrs.frozen
+class PreprocessOptions:
+    """Image pre-processing of calibration and run inputs (TIDL inMean/inScale/resize/crop)."""
+
     mean: tuple[float, ...] = ()  # inMean (per channel)
     scale: tuple[float, ...] = ()  # inScale (per channel)
     resize: tuple[int, int] | None = None  # resizeWidth, resizeHeight
     crop: tuple[int, int] | None = None  # inWidth, inHeight (centre crop)
     channel_order: str = "rgb"  # inDataFormat 1 (rgb) or 0 (bgr)
 
+
+@attrs.frozen
+class TargetOptions:
+    """The backend and what it writes (TIDL import config: outputNetFile, deviceName, ...)."""
+
+    backend: str = "tidl"  # --target NAME (tidlc.backend, docs/plugins.md)
+    device: str = "tda4vm"  # the device net.bin and its perf estimate are for (deviceName)
+    emit: str = "ir"
+    outdir: str = "out"
+    net_name: str = "net.bin"  # the net file: a name inside outdir, or a path
+    io_name: str = "io.bin"  # the io descriptor: a name inside outdir, or a path
+    batches: int | None = None  # frames per call of the perf estimate in net.bin (numBatches)
+    msmc_kb: int | None = None  # MSMC KB of the perf estimate in net.bin (msmcSizeKB)
+    quant_params: bool = False  # onnx-qdq: also write TIDL's quantization-parameters prototxt
+    post_process: str | None = None  # classify | detect | segment: `tidlc run`'s default --post (postProcType)
+
+
+GROUPS = {"load": LoadOptions, "pipeline": PipelineOptions, "quant": QuantOptions,
+          "preprocess": PreprocessOptions, "target": TargetOptions}
+
+
+def _group_of_field() -> dict[str, str]:
+    owner: dict[str, str] = {}
+    for group, cls in GROUPS.items():
+        for field in attrs.fields(cls):
+            assert field.name not in owner, f"option {field.name!r} is in two groups"
+            owner[field.name] = group
+    return owner
+
+
+FIELD_GROUP = _group_of_field()  # option name -> the group that holds it
+
+
+@attrs.frozen
+class CompileOptions:
+    """Everything that changes what ``compile`` produces, in typed groups.
+
+    ``CompileOptions.of(emit="bin", bits=16)`` builds one from option names (each
+    name lives in exactly one group); ``options.replace(bits=16)`` changes some.
+    An unknown name is a ``TypeError``, never a silent default.
+    """
+
+    load: LoadOptions = attrs.Factory(LoadOptions)
+    pipeline: PipelineOptions = attrs.Factory(PipelineOptions)
+    quant: QuantOptions = attrs.Factory(QuantOptions)
+    preprocess: PreprocessOptions = attrs.Factory(PreprocessOptions)
+    target: TargetOptions = attrs.Factory(TargetOptions)
+
+    @classmethod
+    def of(cls, **values) -> CompileOptions:
+        return cls().replace(**values)
+
+    def replace(self, **values) -> CompileOptions:
+        by_group: dict[str, dict] = {}
+        for name, value in values.items():
+            group = FIELD_GROUP.get(name)
+            if group is None:
+                raise TypeError(f"CompileOptions has no option {name!r}")
+            by_group.setdefault(group, {})[name] = value
+        return attrs.evolve(self, **{g: attrs.evolve(getattr(self, g), **v) for g, v in by_group.items()})
+
+    def value(self, name: str):
+        """One option by name (``options.value("bits")`` is ``options.quant.bits``)."""
+        group = FIELD_GROUP.get(name)
+        if group is None:
+            raise TypeError(f"CompileOptions has no option {name!r}")
+        return getattr(getattr(self, group), name)
+
     def wants_quantization(self) -> bool:
         """Whether the -O pipeline keeps its ``quantize`` pass."""
-        return self.quantize if self.quantize is not None else self.emit in QUANTIZED_EMITS
+        q = self.quant.quantize
+        return q if q is not None else self.target.emit in QUANTIZED_EMITS
 
 
 QUANTIZED_EMITS = ("qir", "bin")  # artifacts that are fixed point

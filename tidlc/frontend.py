@@ -270,7 +270,7 @@ class Importer:
         self.path = path
         self.options = options
         self.version = version
-        self.input_shapes: dict[str, tuple] = dict(getattr(options, "input_shapes", None) or {})
+        self.input_shapes: dict[str, tuple] = dict(options.load.input_shapes if options is not None else {})
         self.builder = Builder(Graph(name=graph_name or os.path.splitext(os.path.basename(path))[0] or "main"),
                                file=path)
 

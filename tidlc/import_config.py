@@ -439,7 +439,7 @@ class ImportConfig:
         """``base`` with the config's values, except for the fields named in ``explicit``
         (tidlc's own flags win over the file). ``-o`` (``outdir`` in ``explicit``) puts
         the outputs, under the config's file names, into that folder."""
-        base = base or CompileOptions(emit="bin")
+        base = base or CompileOptions.of(emit="bin")
         explicit = set(explicit)
         values = {k: v for k, v in self.values.items() if k not in explicit}  # (--input-shape wins in load)
         if self.net_path or self.io_path:
@@ -451,7 +451,7 @@ class ImportConfig:
                 outdir = os.path.dirname(net)
                 io_name = os.path.basename(io) if os.path.dirname(io) == outdir else io
                 values.update(outdir=outdir, net_name=os.path.basename(net), io_name=io_name)
-        return attrs.evolve(base, **values)
+        return base.replace(**values)
 
 
 def load_import_config(path: str, overrides: Sequence[str] = (), quiet: bool = False) -> ImportConfig:

@@ -245,6 +245,11 @@ def _register_ops(pm: pluggy.PluginManager, registry: Registry) -> None:
         registry.ops[opdef.name] = OPS.get(opdef.name)
 
 
+def builtin_passes() -> dict[str, type]:
+    """The builtin passes by name (the default of :func:`tidlc.passes.default_pipeline`)."""
+    return dict(create_plugins(load_entry_points=False).registry.passes)
+
+
 def create_plugins(blocked: Iterable[str] = (), load_entry_points: bool = True,
                    extra: Iterable[tuple[str, object]] = ()) -> Plugins:
     """A plugin manager with builtins and installed third-party plugins, minus ``blocked``.

@@ -34,6 +34,7 @@ import attrs
 import numpy as np
 
 from tidlc import limits
+from tidlc.config import PreprocessOptions
 from tidlc.diagnostics import Loc, TidlcError
 from tidlc.fileio import NpzFile, check_regular, load_array, read_bytes, read_text
 
@@ -70,10 +71,9 @@ class Preprocess:
     channel_order: str = attrs.field(default="rgb", validator=attrs.validators.in_(CHANNEL_ORDERS))
 
     @classmethod
-    def from_options(cls, options: Any) -> Preprocess:
-        return cls(mean=getattr(options, "mean", ()) or (), scale=getattr(options, "scale", ()) or (),
-                   resize=getattr(options, "resize", None), crop=getattr(options, "crop", None),
-                   channel_order=getattr(options, "channel_order", None) or "rgb")
+    def from_options(cls, options: PreprocessOptions) -> Preprocess:
+        return cls(mean=options.mean, scale=options.scale, resize=options.resize, crop=options.crop,
+                   channel_order=options.channel_order)
 
     @property
     def is_default(self) -> bool:

@@ -9,7 +9,7 @@ pass) and writes the result in those forms (docs/ti-flow.md):
 * ``model.qdq.onnx``: the optimised graph with tidlc's scales (export.py);
 * ``qdq.json``: what the folder holds (so ``recognizes`` is a file check, not a
   guess) and which IR value every activation QDQ pair carries;
-* ``quant_params.prototxt`` when asked for (``options.quant_params``): TIDL's
+* ``quant_params.prototxt`` when asked for (``options.target.quant_params``): TIDL's
   ``TIDLNetQuantParams`` (quant_params.py).
 
 ``load`` runs the QDQ model with onnxruntime (a test extra, imported when used).
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 from tidlc.backend import Verdict
 from tidlc.diagnostics import TidlcError
@@ -30,17 +29,6 @@ META_NAME = "qdq.json"
 QUANT_PARAMS_NAME = "quant_params.prototxt"
 FORMAT = "tidlc-onnx-qdq"
 FORMAT_VERSION = 1
-
-
-def option(options: Any, name: str, default: Any = None) -> Any:
-    """A compile option by field name (flat options, or the grouped ones with ``value(name)``)."""
-    value_of = getattr(options, "value", None)
-    if callable(value_of):
-        try:
-            return value_of(name)
-        except (KeyError, AttributeError, TypeError):
-            pass
-    return getattr(options, name, default)
 
 
 class QdqExecutable:
@@ -135,7 +123,7 @@ class OnnxQdqBackend:
         _check(model, outdir)
         files = {os.path.join(outdir, MODEL_NAME): model.SerializeToString()}
         meta = self.metadata(graph, exported, options)
-        if option(options, "quant_params", False):
+        if options.target.quant_params:
             from tidlc.backends.onnx_qdq.quant_params import quant_params_text
             files[os.path.join(outdir, QUANT_PARAMS_NAME)] = quant_params_text(graph, exported).encode()
             meta["quant_params"] = QUANT_PARAMS_NAME
@@ -153,7 +141,7 @@ class OnnxQdqBackend:
         attrs_ = {k: v for k, v in graph.attrs.items() if k.startswith(("preprocess.", "quant."))
                   and isinstance(v, (str, int, float, bool, list))}
         return {"format": FORMAT, "version": FORMAT_VERSION, "model": MODEL_NAME, "opset": exported.opset,
-                "device": option(options, "device", "tda4vm"), "inputs": inputs,
+                "device": options.target.device, "inputs": inputs,
                 "outputs": list(graph.output_names), "graph_attrs": attrs_, "quant_params": None,
                 "activations": [{"tensor": a.tensor, "op": a.op, "layer": a.layer, "kind": a.kind,
                                  "result": a.result, "bits": a.bits, "signed": a.signed, "scale": a.scale}

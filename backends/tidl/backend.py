@@ -83,8 +83,9 @@ class TidlBackend:
                                   "--emit ir writes the float IR")
             exc.about_model = True  # compile_model puts the model file as the location
             raise exc
-        return write_bin(graph, outdir, options, net_name=options.net_name,
-                         io_name=options.io_name, device=options.device)
+        target = options.target
+        return write_bin(graph, outdir, options, net_name=target.net_name, io_name=target.io_name,
+                         device=target.device)
 
     def is_executable_graph(self, graph) -> bool:
         """Whether a graph is quantized for this backend (runs on the fixed-point executor)."""

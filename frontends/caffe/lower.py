@@ -4,8 +4,8 @@
 
 1. parse the prototxt into a :class:`~tidlc.frontends.caffe.netspec.NetSpec`
    (TEST phase);
-2. find the weights: ``options.weights``, else ``<stem>.caffemodel`` beside
-   the prototxt; without one, ``options.random_weights`` fills every blob
+2. find the weights: ``options.load.weights``, else ``<stem>.caffemodel`` beside
+   the prototxt; without one, ``options.load.random_weights`` fills every blob
    with seeded random values, or else the net is imported *structure-only*
    (zero-splat constants, ``graph.attrs["missing_weights"] = True``, one
    warning) so that shape-level commands still work;
@@ -189,8 +189,9 @@ def lower_net(net: NetSpec, weights: WeightSource, path: str = "",
 
 def weight_source(path: str, options) -> WeightSource:
     """The weight source ``load_caffe`` uses for these options (see the module docstring)."""
-    seed = getattr(options, "random_weights", None)
-    weights_path = find_weights(path, getattr(options, "weights", None))
+    load = options.load if options is not None else None
+    seed = load.random_weights if load else None
+    weights_path = find_weights(path, load.weights if load else None)
     if weights_path is not None:
         fallback = RandomWeights(seed) if seed is not None else None
         return FileWeights(read_caffemodel(weights_path), fallback)
@@ -203,7 +204,7 @@ def load_caffe(path: str, options=None) -> Graph:
     """The Caffe frontend: ``.prototxt`` (+ ``.caffemodel``) -> IR graph."""
     net = load_netspec(path)
     source = weight_source(path, options)
-    shapes = dict(getattr(options, "input_shapes", None) or {})
+    shapes = dict(options.load.input_shapes if options is not None else {})
     graph = lower_net(net, source, path, shapes)
     graph.attrs["source"] = os.path.basename(path)
     if isinstance(source, ZeroWeights):

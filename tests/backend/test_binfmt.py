@@ -42,7 +42,7 @@ def tidlc(capsys, *argv):
 def compiled(tmp_path_factory):
     d = tmp_path_factory.mktemp("bin")
     (d / "net.prototxt").write_text(NET)
-    opts = CompileOptions(emit="bin", outdir=str(d / "out"), random_weights=3)
+    opts = CompileOptions.of(emit="bin", outdir=str(d / "out"), random_weights=3)
     with pytest.warns(Warning):
         result = compile_model(str(d / "net.prototxt"), opts)
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 12, 12)).astype(np.float32)
@@ -51,7 +51,7 @@ def compiled(tmp_path_factory):
 
 
 def test_compile_twice_is_byte_identical(compiled, tmp_path):
-    opts = CompileOptions(emit="bin", outdir=str(tmp_path), random_weights=3)
+    opts = CompileOptions.of(emit="bin", outdir=str(tmp_path), random_weights=3)
     with pytest.warns(Warning):
         compile_model(str(compiled["dir"] / "net.prototxt"), opts)
     for name in ("net.bin", "io.bin"):
@@ -194,7 +194,7 @@ def test_trained_model_with_an_image_uses_io_bin_preprocessing(capsys, tmp_path)
     samples = CIFAR / "samples"
     listing = tmp_path / "calib.txt"
     listing.write_text("".join(f"{p} 0\n" for p in sorted(samples.glob("*.png"))))
-    opts = CompileOptions(emit="bin", outdir=str(tmp_path / "out"), weights=str(CIFAR / "cifar10_quick_iter_5000.caffemodel"),
+    opts = CompileOptions.of(emit="bin", outdir=str(tmp_path / "out"), weights=str(CIFAR / "cifar10_quick_iter_5000.caffemodel"),
                           calib=str(listing), mean=(125.3, 123.0, 113.9), channel_order="bgr")
     result = compile_model(str(CIFAR / "cifar10_quick.prototxt"), opts)
     image = samples / "dog10.png"

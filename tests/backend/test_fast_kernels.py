@@ -59,7 +59,7 @@ def test_executor_auto_equals_numpy_on_a_real_network(monkeypatch):
     from tidlc.compiler import compile_model
     from tidlc.config import CompileOptions
     with pytest.warns(Warning):
-        graph = compile_model(path, CompileOptions(emit="none", quantize=True, calib_frames=1)).graph
+        graph = compile_model(path, CompileOptions.of(emit="none", quantize=True, calib_frames=1)).graph
     feeds = {op.attrs["name"]: np.random.default_rng(0).uniform(-2, 2, op.results[0].type.shape).astype(np.float32)
              for op in graph.input_ops}
     from tidlc.backends.tidl.fixed import _igemm

@@ -205,7 +205,7 @@ def test_average_pool_saturates_where_the_q16_reciprocal_overshoots():
     b.output(b.op("pool2d", [r], mode="avg", kernel=(2, 3), strides=(2, 3), pads=(0, 0, 0, 0), name="av"), "y")
     b.output(b.op("global_pool", [r], mode="avg", name="gp"), "g")
     frames = [{"x": np.full((1, 1, 4, 6), 2.0, np.float32)}]
-    graph = quantize_graph(b.graph, CompileOptions(bits=16), frames=frames, warn_synthetic=False).graph
+    graph = quantize_graph(b.graph, CompileOptions.of(bits=16), frames=frames, warn_synthetic=False).graph
     for kernels in ("numpy", "auto"):
         out = FixedExecutor(graph, kernels=kernels).run({"x": np.full((1, 1, 4, 6), 1e6, np.float32)}, raw=True)
         for name in ("y", "g"):
@@ -497,7 +497,7 @@ def test_executor_auto_equals_numpy_on_every_fast_op(options):
     graph = every_op_net()
     calib = [{"x": np.random.default_rng(i).uniform(-1, 1, (1, 3, 19, 23)).astype(np.float32)} for i in range(4)]
     rescaled = options.pop("rescaled", False)
-    q = quantize_graph(graph, CompileOptions(**options), frames=calib, warn_synthetic=False).graph
+    q = quantize_graph(graph, CompileOptions.of(**options), frames=calib, warn_synthetic=False).graph
     if rescaled:
         rescale_results(q)
     kinds = {op.kind for op in q.ops}
@@ -526,7 +526,7 @@ def test_executor_auto_equals_numpy_on_corpus_models(net):
     from tidlc.config import CompileOptions
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        graph = compile_model(str(CORPUS / net), CompileOptions(emit="none", quantize=True, calib_frames=1,
+        graph = compile_model(str(CORPUS / net), CompileOptions.of(emit="none", quantize=True, calib_frames=1,
                                                                 random_weights=0)).graph
     feeds = {op.attrs["name"]: np.random.default_rng(0).uniform(-2, 2, op.results[0].type.shape).astype(np.float32)
              for op in graph.input_ops}
@@ -543,7 +543,7 @@ def test_executor_auto_equals_numpy_on_ultraface():
     path = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "ultraface", "ultraface-rfb320.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        graph = compile_model(path, CompileOptions(emit="none", quantize=True, calib_frames=2)).graph
+        graph = compile_model(path, CompileOptions.of(emit="none", quantize=True, calib_frames=2)).graph
     x = np.random.default_rng(3).uniform(-1, 1, (1, 3, 240, 320)).astype(np.float32)
     assert_auto_equals_numpy(graph, {graph.input_ops[0].attrs["name"]: x})
 

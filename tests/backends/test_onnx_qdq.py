@@ -19,7 +19,6 @@ Per test model and quantization variant, both targets are compiled and:
 from __future__ import annotations
 
 import json
-import types
 import warnings
 
 import numpy as np
@@ -318,13 +317,13 @@ def test_quant_params_prototxt_parses_with_tidls_schema(model_files, tmp_path, e
     from tidlc.compiler import compile_model
     from tidlc.config import CompileOptions
     model, _ = model_files["caffe"]
-    options = CompileOptions(emit="qir", outdir=str(tmp_path / "qir"), random_weights=3,
+    options = CompileOptions.of(emit="qir", outdir=str(tmp_path / "qir"), random_weights=3,
                              per_channel_depthwise="--per-channel-depthwise" in extra,
                              bits=16 if "16" in extra else 8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # synthetic calibration frames, random weights
         graph = compile_model(str(model), options).graph
-    written = OnnxQdqBackend().emit(graph, str(tmp_path / "out"), types.SimpleNamespace(quant_params=True))
+    written = OnnxQdqBackend().emit(graph, str(tmp_path / "out"), CompileOptions.of(quant_params=True))
     assert sorted(p.rsplit("/", 1)[1] for p in written) == [MODEL_NAME, META_NAME, "quant_params.prototxt"]
     meta = json.loads((tmp_path / "out" / META_NAME).read_text())
     assert meta["quant_params"] == "quant_params.prototxt"

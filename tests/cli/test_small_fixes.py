@@ -66,7 +66,7 @@ def test_perf_table_shows_full_layer_names():
         path = f"{tmp}/long.prototxt"
         with open(path, "w") as fh:
             fh.write(proto)
-        options = CompileOptions(random_weights=0)
+        options = CompileOptions.of(random_weights=0)
         graph = load(path, options)
         optimize(graph, options)
     text = render_text(estimate(graph, "tda4vm", PerfOptions(hints=False)))

@@ -52,13 +52,13 @@ def verified(graph, level: int | None):
     """``graph`` verified, then optimised at ``-O<level>`` with --verify-each (not if None)."""
     verify(graph)
     if level is not None:
-        optimize(graph, CompileOptions(opt_level=level, verify_each=True))
+        optimize(graph, CompileOptions.of(opt_level=level, verify_each=True))
     return graph
 
 
 def compiled(path, level: int, **options):
     """A model file loaded and optimised at ``-O<level>`` with --verify-each."""
-    opts = CompileOptions(opt_level=level, verify_each=True, **options)
+    opts = CompileOptions.of(opt_level=level, verify_each=True, **options)
     graph = load(str(path), opts)
     optimize(graph, opts)
     return graph

@@ -350,7 +350,7 @@ def test_without_its_traits_the_same_op_keeps_its_transposes(swish):
 def test_a_plugin_op_with_traits_is_quantized_by_the_quantize_pass(swish):
     graph = swish_graph("NHWC")
     reference = [run_graph(graph, f)["out"] for f in frames_for(graph, 4, seed=7)]
-    options = CompileOptions(calib_source="random", calib_frames=8)
+    options = CompileOptions.of(calib_source="random", calib_frames=8)
     ctx = PassContext(options=options)
     PassManager.from_string(swish.registry.passes, "layout,dce,quantize", verify_each=True).run(graph, ctx)
     assert graph.attrs.get("quantized")

@@ -90,7 +90,7 @@ def test_batches_report_per_frame_numbers(zoo_graphs):
 def test_options_from_compile_options(zoo_graphs):
     graph = zoo_graphs("resnet18")
     has_bits = "bits" in {f.name for f in attrs.fields(CompileOptions)}
-    compile_options = CompileOptions(bits=16) if has_bits else CompileOptions()
+    compile_options = CompileOptions.of(bits=16) if has_bits else CompileOptions()
     opts = PerfOptions.from_options(compile_options, hints=False)
     assert opts.bits == (16 if has_bits else 8)
     assert estimate(graph, "tda4vm", compile_options).options.bits == opts.bits

@@ -53,7 +53,7 @@ def random_net(seed: int, width: int = 0, height: int = 0, with_dense: bool = Tr
 def _optimized(graph):
     from tidlc.compiler import optimize
     from tidlc.config import CompileOptions
-    optimize(graph, CompileOptions(opt_level=2))
+    optimize(graph, CompileOptions.of(opt_level=2))
     return graph
 
 

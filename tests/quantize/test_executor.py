@@ -13,7 +13,7 @@ from .conftest import frames, small_cnn
 
 
 def quantized(graph, n=8, **kw):
-    return quantize_graph(graph, CompileOptions(**kw), frames=frames(n), warn_synthetic=False)
+    return quantize_graph(graph, CompileOptions.of(**kw), frames=frames(n), warn_synthetic=False)
 
 
 def test_quantized_graph_types(cnn):

@@ -25,8 +25,7 @@ DEFAULT_THRESHOLD = 30.0
 
 
 def add_arguments(p) -> None:
-    from tidlc.cli import add_model_options, add_pass_options
-    from tidlc.commands.quant_options import add_quant_options
+    from tidlc.cli_options import add_model_options, add_pass_options, add_quant_options
     p.add_argument("model")
     p.add_argument("--input", action="append", default=[], metavar="[NAME=]FILE",
                    help="the input to compare on: .npy (pre-processed) or an image (pre-processed with "
@@ -207,7 +206,7 @@ def run(args, options) -> int:
     from tidlc.compiler import backend_for, load, optimize, plugins_for
     plugins = plugins_for(options)
     backend = backend_for(options, plugins)  # an unknown --target fails first
-    float_options = attrs.evolve(options, quantize=False)
+    float_options = options.replace(quantize=False)
     graph = load(args.model, float_options, plugins)
     optimize(graph, float_options, plugins)
     quantized = backend.quantize(graph, options)  # the backend's scheme (TIDL: its PTQ)

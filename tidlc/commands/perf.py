@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-from tidlc.cli import add_model_options, add_pass_options
+from tidlc.cli_options import add_model_options, add_pass_options
 from tidlc.diagnostics import TidlcError, warn
 
 NAME = "perf"
@@ -73,12 +73,12 @@ def load_graph(args, options):
     from tidlc.compiler import backend_for, load, optimize, plugins_for
     plugins = plugins_for(options)
     backend_for(options, plugins)  # an unknown --target fails first
-    compiled = compiled_paths(args.model, options.target, plugins)
+    compiled = compiled_paths(args.model, options.target.backend, plugins)
     tir = os.path.join(args.model, "model.tir") if os.path.isdir(args.model) else None
     if tir and os.path.isfile(tir) and (compiled is None or os.path.getmtime(tir) >= os.path.getmtime(compiled[0])):
         return load(tir, options, plugins), plugins, {}  # --emit qir/ir output (the newer one if both)
     if compiled is not None:  # net.bin: the graph it holds, and what it was compiled for
-        model = read_model(args.model, options.target, plugins)
+        model = read_model(args.model, options.target.backend, plugins)
         return model.graph, plugins, {**model.settings, "device": model.device or None}
     if os.path.isdir(args.model):
         raise TidlcError("no model.tir or net.bin in this directory", args.model,
@@ -116,7 +116,7 @@ def run(args, options) -> int:
                          hint="tidlc perf needs a backend with estimate(); --target tidl has one")
     plot, render_rich, render_text = backend.report_renderers()
     device = backend.load_device(_device_name(args, stored.get("device"), plugins, backend), plugins)
-    bits = args.bits or _graph_bits(graph) or getattr(options, "bits", 8) or 8
+    bits = args.bits or _graph_bits(graph) or options.quant.bits
     perf_options = backend.perf_options(  # the command line wins over what the net.bin stores
         bits=16 if bits > 8 else 8, layers_16bit=getattr(args, "layers_16bit", None) or (),
         batches=args.batches or stored.get("batches") or 1,

@@ -26,8 +26,8 @@ def compiled_paths(path: str, target: str = "tidl", plugins=None) -> tuple[str, 
     from tidlc.import_config import load_import_config, looks_like_import_config
     if looks_like_import_config(path):
         config = load_import_config(path, quiet=True)
-        options = config.compile_options()
-        return (os.path.join(options.outdir, options.net_name), os.path.join(options.outdir, options.io_name))
+        out = config.compile_options().target
+        return (os.path.join(out.outdir, out.net_name), os.path.join(out.outdir, out.io_name))
     find = getattr(_backend(target, plugins), "find_artifact", None)
     if find is None:  # a backend with the contract only: not a net.bin-style artifact
         backend = _backend(target, plugins)

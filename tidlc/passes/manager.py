@@ -22,17 +22,19 @@ LEVEL_PURPOSE = {
 }
 
 
-def default_pipeline(level: int) -> list[str]:
-    """The builtin pass names of ``-O<level>``, before plugins edit the list."""
+def default_pipeline(level: int, registry: dict[str, type] | None = None) -> list[str]:
+    """The pass names of ``-O<level>`` from the passes' declared schedules (see
+    :mod:`tidlc.passes.base`), before the ``tidlc_pipeline`` hook and the backend edit the list.
+
+    ``registry`` (name -> pass class) defaults to the builtin passes."""
     if level not in LEVEL_PURPOSE:
         raise TidlcError(f"unknown optimisation level -O{level}", hint="use -O0, -O1, -O2 or -O3", code="option")
-    names = ["shape-inference"]
-    if level >= 1:
-        names += ["remove-identity", "fold-constants", "dce"]
-    if level >= 2:
-        # layout first: fusions see conv -> scale once the NHWC transposes are gone
-        names += ["layout", "fuse-batchnorm", "fuse-activation", "dce"]
-    return names
+    if registry is None:
+        from tidlc.plugin_manager import builtin_passes
+        registry = builtin_passes()
+    slots = sorted((order, name) for name, cls in registry.items()
+                   for since, order in cls.schedule() if since <= level)
+    return [name for _, name in slots]
 
 
 _ITEM = re.compile(r"\s*([A-Za-z0-9_.-]+)\s*(\{([^{}]*)\})?\s*(,|$)")
@@ -59,15 +61,18 @@ def parse_pipeline(text: str) -> list[tuple[str, dict[str, str]]]:
     return items
 
 
-_KINDS = {"int": int, "float": float, "bool": bool, "str": str}
+_KINDS = {"int": int, "float": float, "bool": bool, "str": str, "tuple[str, ...]": tuple}
 
 
 def _option_kind(field: attrs.Attribute) -> type:
-    """int/float/bool/str from the field's annotation (a string under PEP 563) or its default."""
+    """int/float/bool/str/tuple (of names) from the field's annotation (a string under PEP 563,
+    ``X | None`` allowed) or its default."""
     if isinstance(field.type, type) and field.type in _KINDS.values():
         return field.type
-    if isinstance(field.type, str) and field.type in _KINDS:
-        return _KINDS[field.type]
+    if isinstance(field.type, str):
+        annotation = field.type.removesuffix(" | None")
+        if annotation in _KINDS:
+            return _KINDS[annotation]
     default = field.default
     return type(default) if type(default) in _KINDS.values() else str
 
@@ -75,6 +80,8 @@ def _option_kind(field: attrs.Attribute) -> type:
 def _convert(field: attrs.Attribute, text: str, pass_name: str, key: str):
     kind = _option_kind(field)
     try:
+        if kind is tuple:  # names: layers-16bit=conv1:conv2 (commas separate options)
+            return tuple(n for n in text.replace(":", " ").split() if n)
         if kind is bool:
             if text.lower() in ("1", "true", "on", "yes"):
                 return True
@@ -92,7 +99,8 @@ def _convert(field: attrs.Attribute, text: str, pass_name: str, key: str):
                          hint=hint, code="option") from None
 
 
-_KIND_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+_KIND_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+               tuple: "names separated by ':'"}
 
 
 def _did_you_mean(name: str, known) -> str:
@@ -134,7 +142,7 @@ class PassManager:
 
     @classmethod
     def from_level(cls, registry: dict[str, type], level: int, hook=None, **kw) -> PassManager:
-        names = default_pipeline(level)
+        names = default_pipeline(level, registry)
         if hook is not None:
             hook.tidlc_pipeline(level=level, passes=names)
         return cls([instantiate(registry, n, {}) for n in names], hook=hook, **kw)

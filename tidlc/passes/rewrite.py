@@ -54,10 +54,11 @@ def apply_rules(graph: Graph, rules: Iterable[Rule], max_iters: int = 8) -> bool
     return until_unchanged(sweep, max_iters)
 
 
-def graph_pass(name: str, transform: Callable[[Graph], bool], *, opt_level: int, summary: str) -> type[Pass]:
+def graph_pass(name: str, transform: Callable[[Graph], bool], *, opt_level: int | None, summary: str,
+               order: int = 50, also_at: tuple[tuple[int, int], ...] = ()) -> type[Pass]:
     """A pass class without options whose ``run`` is ``transform(graph) -> changed``.
 
-    ``DeadCodeElimination = graph_pass("dce", lambda g: bool(g.prune()), opt_level=1, summary=...)``
+    ``DeadCodeElimination = graph_pass("dce", lambda g: bool(g.prune()), opt_level=1, order=30, summary=...)``
     declares what a five-line class would; the class is an ordinary frozen :class:`Pass`."""
 
     @attrs.frozen
@@ -66,6 +67,7 @@ def graph_pass(name: str, transform: Callable[[Graph], bool], *, opt_level: int,
             return transform(graph)
 
     GraphPass.name, GraphPass.opt_level, GraphPass.summary = name, opt_level, summary
+    GraphPass.order, GraphPass.also_at = order, tuple(also_at)
     GraphPass.__name__ = GraphPass.__qualname__ = "".join(w.capitalize() for w in name.split("-"))
     # like namedtuple: the class belongs to the module that declares it (not to this one)
     GraphPass.__module__ = sys._getframe(1).f_globals.get("__name__", __name__)
@@ -73,10 +75,12 @@ def graph_pass(name: str, transform: Callable[[Graph], bool], *, opt_level: int,
     return GraphPass
 
 
-def rule_pass(name: str, rules: Sequence[Rule], *, opt_level: int, summary: str) -> type[Pass]:
+def rule_pass(name: str, rules: Sequence[Rule], *, opt_level: int | None, summary: str, order: int = 50,
+              also_at: tuple[tuple[int, int], ...] = ()) -> type[Pass]:
     """A pass class without options that applies the rule table ``rules`` to a fixed point."""
     rules = tuple(rules)
-    cls = graph_pass(name, lambda graph: apply_rules(graph, rules), opt_level=opt_level, summary=summary)
+    cls = graph_pass(name, lambda graph: apply_rules(graph, rules), opt_level=opt_level, summary=summary,
+                     order=order, also_at=also_at)
     cls.__module__ = sys._getframe(1).f_globals.get("__name__", __name__)
     cls.rules = rules
     return cls

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 
+from tidlc.config import CompileOptions
 from tidlc.diagnostics import TidlcError
 from tidlc.ir.core import Graph
 
@@ -15,7 +16,6 @@ from .container import FORMAT_MAJOR, FORMAT_MINOR, RECOMPILE
 from .net import (
     IO_MAGIC,
     NET_MAGIC,
-    SETTINGS,
     check_io,
     decode_io,
     decode_net,
@@ -54,6 +54,7 @@ def write_bin(graph: Graph, outdir: str, options=None, net_name: str = NET_NAME,
     kill between the two renames is refused by ``read_compiled``.
     """
     from tidlc.backends.tidl.fixed import graph_is_quantized
+
     from tidlc.fileio import commit_files
     if not graph_is_quantized(graph):
         raise TidlcError("net.bin holds quantized graphs only", hint="compile with quantization (--emit bin)")
@@ -64,7 +65,8 @@ def write_bin(graph: Graph, outdir: str, options=None, net_name: str = NET_NAME,
         perf = {}
     net_path, io_path = os.path.join(outdir, net_name), os.path.join(outdir, io_name)
     io_file = os.path.relpath(os.path.abspath(io_path), os.path.dirname(os.path.abspath(net_path)))
-    settings = {k: getattr(options, k) for k in SETTINGS if getattr(options, k, None) is not None}
+    from tidlc.backends.tidl.perf.model import compile_settings
+    settings = compile_settings(options) if isinstance(options, CompileOptions) else {}
     net = encode_net(graph, perf, device, io_file=None if io_file == IO_NAME else io_file.replace(os.sep, "/"),
                      settings=settings)
     commit_files({net_path: net, io_path: encode_io(graph, device, net)})

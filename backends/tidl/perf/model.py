@@ -17,6 +17,7 @@ from tidlc.backends.tidl.perf import columns as C
 from tidlc.backends.tidl.perf.device import Device, load_device
 from tidlc.backends.tidl.perf.layers import Tables, build_tables
 
+from tidlc.config import CompileOptions
 from tidlc.diagnostics import TidlcError
 from tidlc.ir.core import Graph
 
@@ -56,10 +57,20 @@ class PerfOptions:
             raise TidlcError(f"--fps must be positive, got {self.fps}")
 
     @classmethod
+    def from_compile_options(cls, options: CompileOptions, graph: Graph | None = None) -> PerfOptions:
+        """What a compile estimates with: the bits the graph was quantized at (else the options'),
+        the 16-bit layers, --batches and --msmc-size."""
+        bits = graph.attrs.get("quant.bits") if graph is not None else None
+        return cls(bits=bits if isinstance(bits, int) else options.quant.bits,
+                   layers_16bit=options.quant.layers_16bit, **compile_settings(options))
+
+    @classmethod
     def from_options(cls, options: Any = None, **overrides: Any) -> PerfOptions:
         """From CompileOptions, an argparse namespace, a PerfOptions or None (missing fields default)."""
         if isinstance(options, cls) and not overrides:
             return options
+        if isinstance(options, CompileOptions):
+            options = cls.from_compile_options(options)
         values = {}
         for field in attrs.fields(cls):
             value = getattr(options, field.name, None) if options is not None else None
@@ -69,6 +80,12 @@ class PerfOptions:
             values["batches"] = options.num_batches
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def compile_settings(options: CompileOptions) -> dict:
+    """The deployment settings a compile gave explicitly (stored in net.bin: numBatches, msmcSizeKB)."""
+    t = options.target
+    return {k: v for k, v in (("batches", t.batches), ("msmc_kb", t.msmc_kb)) if v is not None}
 
 
 def kernel_params(device: Device, options: PerfOptions) -> np.ndarray:
@@ -349,6 +366,8 @@ def estimate(graph: Graph, device: Device | str = "tda4vm", options: Any = None)
     ``batches``/``num_batches``, ``msmc_kb``, ``persist_weights`` are read when
     present) or None.
     """
+    if isinstance(options, CompileOptions):
+        options = PerfOptions.from_compile_options(options, graph)
     return report(prepare(graph, device, options))
 
 

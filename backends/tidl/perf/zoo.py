@@ -346,7 +346,7 @@ def build(name: str, opt_level: int = 2) -> Graph:
     from tidlc.compiler import optimize
     from tidlc.config import CompileOptions
     graph = ZOO[name]()
-    optimize(graph, CompileOptions(opt_level=opt_level))
+    optimize(graph, CompileOptions.of(opt_level=opt_level))
     return graph
 
 

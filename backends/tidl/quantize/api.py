@@ -55,9 +55,13 @@ class QuantSettings:
     def from_options(cls, options: Any) -> QuantSettings:
         if options is None:
             return cls()
-        fields = {f.name for f in attrs.fields(cls)} - {"preprocess"}
-        values = {k: getattr(options, k) for k in fields if getattr(options, k, None) is not None}
-        settings = cls(**values, preprocess=Preprocess.from_options(options))
+        q = options.quant
+        settings = cls(bits=q.bits, quant_style=q.quant_style, calib=q.calib, calib_frames=q.calib_frames,
+                       calib_source=q.calib_source, calib_method=q.calib_method, percentile=q.percentile,
+                       bias_calibration=q.bias_calibration, bias_calibration_factor=q.bias_calibration_factor,
+                       per_channel_depthwise=q.per_channel_depthwise, layers_16bit=q.layers_16bit,
+                       mixed_precision_factor=q.mixed_precision_factor,
+                       preprocess=Preprocess.from_options(options.preprocess))
         settings.check()
         return settings
 

@@ -119,7 +119,7 @@ class Reference:
                 graph.outputs.append(value)
                 graph.output_names.append(name)
             if level is not None:
-                optimize(graph, CompileOptions(opt_level=level))
+                optimize(graph, CompileOptions.of(opt_level=level))
             return graph, source
 
         graph, source = lowered(None)

@@ -51,7 +51,7 @@ def _id(path: Path) -> str:
 def test_corpus_net_compiles_verifies_and_round_trips(path, tmp_path):
     key = _id(path)
     weights = str(CORPUS / WEIGHTS[key]) if key in WEIGHTS else None
-    options = CompileOptions(opt_level=2, emit="ir", outdir=str(tmp_path), weights=weights)
+    options = CompileOptions.of(opt_level=2, emit="ir", outdir=str(tmp_path), weights=weights)
     if key in FAILS:
         layer_type, count = FAILS[key]
         with pytest.raises(TidlcError) as info:
@@ -101,7 +101,7 @@ def test_structure_only_constants_are_zero_splats():
                                  "jacinto_cityscapes5_jsegnet21v2/deploy.prototxt"])
 def test_detection_and_unpool_ops_round_trip_at_O0(key, tmp_path):
     """At -O0 prior_box (no operands), detection_output, max_pool_index and max_unpool stay ops."""
-    result = compile_model(str(CORPUS / key), CompileOptions(opt_level=0, emit="ir", outdir=str(tmp_path),
+    result = compile_model(str(CORPUS / key), CompileOptions.of(opt_level=0, emit="ir", outdir=str(tmp_path),
                                                              random_weights=1))
     kinds = {op.kind for op in result.graph.ops}
     assert kinds & {"prior_box", "detection_output", "max_pool_index", "max_unpool", "argmax"}

@@ -478,7 +478,7 @@ def test_structure_only_mode(tmp_path):
     assert all(c.size == 1 or all(s == 0 for s in c.strides) for c in consts)
     with warnings.catch_warnings():
         warnings.simplefilter("error", TidlcWarning)
-        g = load_caffe(str(path), CompileOptions(random_weights=3))
+        g = load_caffe(str(path), CompileOptions.of(random_weights=3))
     assert "missing_weights" not in g.attrs and g.attrs["random_weights"] == 3
 
 
@@ -494,10 +494,10 @@ def test_weights_found_beside_the_prototxt_or_given(tmp_path, caffemodel_writer)
     out = run_graph(g, {"data": np.ones((1, 3), np.float32)})["fc"]
     np.testing.assert_array_equal(out, [[3, 12]])
     caffemodel_writer.write_caffemodel(tmp_path / "other.caffemodel", {"fc": ("InnerProduct", [w * 2])})
-    g = load_caffe(str(path), CompileOptions(weights=str(tmp_path / "other.caffemodel")))
+    g = load_caffe(str(path), CompileOptions.of(weights=str(tmp_path / "other.caffemodel")))
     np.testing.assert_array_equal(run_graph(g, {"data": np.ones((1, 3), np.float32)})["fc"], [[6, 24]])
     with pytest.raises(TidlcError, match="weights file not found"):
-        load_caffe(str(path), CompileOptions(weights=str(tmp_path / "nope.caffemodel")))
+        load_caffe(str(path), CompileOptions.of(weights=str(tmp_path / "nope.caffemodel")))
 
 
 def test_zero_weights_source_makes_splats():

@@ -81,7 +81,7 @@ def test_lenet_classifies_its_samples():
     from tidlc.compiler import load, optimize
     from tidlc.config import CompileOptions
     from tidlc.interp import run_graph
-    options = CompileOptions(opt_level=2, weights=str(CORPUS / "lenet_mnist" / "lenet_iter_10000.caffemodel"))
+    options = CompileOptions.of(opt_level=2, weights=str(CORPUS / "lenet_mnist" / "lenet_iter_10000.caffemodel"))
     graph = load(str(CORPUS / "lenet_mnist" / "mnist_deploy.prototxt"), options)
     optimize(graph, options)
     samples = sorted((CORPUS / "lenet_mnist" / "samples").glob("img_*.png"))

@@ -54,7 +54,7 @@ def ort_run(model: onnx.ModelProto, feeds: dict) -> dict:
 
 
 def tidlc_graph(model: onnx.ModelProto, level: int | None = 0, path: str = "test.onnx", **options):
-    return verified(import_model(model, CompileOptions(**options), path), level)
+    return verified(import_model(model, CompileOptions.of(**options), path), level)
 
 
 def assert_close(got: np.ndarray, ref: np.ndarray, rtol: float = 1e-5, what: str = "") -> float:

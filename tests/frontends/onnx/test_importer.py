@@ -76,7 +76,7 @@ def test_symbolic_dims_import_as_unknown_and_input_shape_fixes_them(ox, tmp_path
     graph = load_onnx(path, CompileOptions())
     assert graph.inputs[0].shape == (None, 3, 8, 8)
     assert graph.outputs[0].shape == (None, 4, 8, 8)
-    graph = load(path, CompileOptions(input_shapes={"data": (2, 3, 8, 8)}))
+    graph = load(path, CompileOptions.of(input_shapes={"data": (2, 3, 8, 8)}))
     assert graph.outputs[0].shape == (2, 4, 8, 8)
     x = ox.randn(2, 3, 8, 8)
     ref = ox.ort_run(model, {"data": x})["prob"]
@@ -86,7 +86,7 @@ def test_symbolic_dims_import_as_unknown_and_input_shape_fixes_them(ox, tmp_path
 def test_input_shape_rank_mismatch(ox, tmp_path):
     path = _save(_conv_relu_model(ox), tmp_path)
     with pytest.raises(TidlcError, match=r"--input-shape data: rank 2 but the model declares \(1, 3, 8, 8\)"):
-        load_onnx(path, CompileOptions(input_shapes={"data": (1, 3)}))
+        load_onnx(path, CompileOptions.of(input_shapes={"data": (1, 3)}))
 
 
 def test_unknown_rank_input(ox):
@@ -136,7 +136,7 @@ def test_unsorted_nodes_are_sorted(ox):
 def test_light_model_constants_fold_at_o1():
     graph = load(str(SQUEEZENET), CompileOptions())
     assert sum(op.kind == "constant_of_shape" for op in graph.ops) == 39  # imported, not evaluated
-    result = compile_model(str(SQUEEZENET), CompileOptions(opt_level=1, emit="none"))
+    result = compile_model(str(SQUEEZENET), CompileOptions.of(opt_level=1, emit="none"))
     assert not any(op.kind == "constant_of_shape" for op in result.graph.ops)
 
 

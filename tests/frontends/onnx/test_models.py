@@ -67,7 +67,7 @@ class Case:
     def at_level(self, level: int):
         if level not in self.graphs:
             graph = load_onnx(str(self.probe), CompileOptions())
-            optimize(graph, CompileOptions(opt_level=level))
+            optimize(graph, CompileOptions.of(opt_level=level))
             self.graphs[level] = (graph, run_graph(graph, self.feeds))
         return self.graphs[level]
 
@@ -124,7 +124,7 @@ def test_compile_o2_and_run_cli(case: Case):
     """Import + -O2 + IR written; `tidlc run model.tir` and the in-process graph match onnxruntime."""
     out = case.tmp / "out"
     start = time.perf_counter()
-    result = compile_model(str(case.source), CompileOptions(opt_level=2, emit="ir", outdir=str(out)))
+    result = compile_model(str(case.source), CompileOptions.of(opt_level=2, emit="ir", outdir=str(out)))
     seconds = time.perf_counter() - start
     assert sorted(os.path.basename(p) for p in result.outputs) == ["model.tir", "model.weights"]
     (name, x), = case.feeds.items()

@@ -44,7 +44,7 @@ def freeze(fn, inputs: dict):
 
 
 def tidlc_graph(data: bytes, outputs=None, level: int | None = 0, **options):
-    return verified(import_graphdef(parse_graphdef(data), CompileOptions(**options), "test.pb", outputs), level)
+    return verified(import_graphdef(parse_graphdef(data), CompileOptions.of(**options), "test.pb", outputs), level)
 
 
 def check(fn, inputs: dict, rtol: float = 1e-5, levels=(0, 2), interior: int | None = 0) -> list:

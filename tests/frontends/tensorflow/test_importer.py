@@ -125,8 +125,8 @@ def test_input_shape_errors():
     with pytest.raises(TidlcError, match=r"hint: --input-shape x=1,8,8,3"):
         import_graphdef(graph, CompileOptions(), "net.pb")
     with pytest.raises(TidlcError, match=r"--input-shape x: rank 2 but the model declares \(\?, 8, 8, 3\)"):
-        import_graphdef(graph, CompileOptions(input_shapes={"x": (1, 8)}), "net.pb")
-    g = import_graphdef(graph, CompileOptions(input_shapes={"x": (2, 8, 8, 3)}), "net.pb")
+        import_graphdef(graph, CompileOptions.of(input_shapes={"x": (1, 8)}), "net.pb")
+    g = import_graphdef(graph, CompileOptions.of(input_shapes={"x": (2, 8, 8, 3)}), "net.pb")
     assert g.inputs[0].type.shape == (2, 8, 8, 3) and g.inputs[0].type.layout == "NHWC"
 
 
@@ -162,7 +162,7 @@ NO_TENSORFLOW = textwrap.dedent('''
     folder = sys.argv[1]
     for name, shape in (("mobilenet_v2.pb", (1, 224, 224, 3)), ("mobilenet_v2.tflite", None),
                         ("mobilenet_v2_int8.tflite", None)):
-        options = CompileOptions(input_shapes={"input": shape} if shape else {})
+        options = CompileOptions.of(input_shapes={"input": shape} if shape else {})
         graph = load(f"{folder}/{name}", options)
         optimize(graph, options)
         t = graph.inputs[0].type

@@ -85,7 +85,7 @@ def tfl_run(model: bytes, feeds: dict, delegates: bool = True) -> list:
 
 
 def tidlc_graph(model: bytes, level: int | None = 0, path: str = "test.tflite", **options):
-    return verified(import_model(parse_tflite(model, path), CompileOptions(**options), path), level)
+    return verified(import_model(parse_tflite(model, path), CompileOptions.of(**options), path), level)
 
 
 def lsb_diff(got, ref) -> int:

@@ -102,7 +102,7 @@ def test_flatbuffer_offsets_are_checked():
 
 def test_input_shape_override(tf_models):
     model = read_model((tf_models / "mobilenet_v2.tflite").read_bytes())
-    graph = import_model(model, CompileOptions(input_shapes={"input": (2, 160, 160, 3)}), "m.tflite")
+    graph = import_model(model, CompileOptions.of(input_shapes={"input": (2, 160, 160, 3)}), "m.tflite")
     assert graph.inputs[0].type.shape == (2, 160, 160, 3)
     with pytest.raises(TidlcError, match="rank 2 but the model declares"):
-        import_model(model, CompileOptions(input_shapes={"input": (2, 160)}), "m.tflite")
+        import_model(model, CompileOptions.of(input_shapes={"input": (2, 160)}), "m.tflite")

@@ -42,17 +42,6 @@ def tidlc_passes():
 
 
 @hookimpl
-def tidlc_pipeline(level: int, passes: list) -> None:
-    """Lower swish before the fusions of -O2/-O3, so they see only builtin ops."""
-    if level < 2:
-        return
-    if "fuse-batchnorm" in passes:  # absent when the fuse plugin is blocked (-p no:fuse)
-        passes.insert(passes.index("fuse-batchnorm"), DecomposeSwish.name)
-    else:
-        passes.append(DecomposeSwish.name)
-
-
-@hookimpl
 def tidlc_backends():
     from tidlc_example_plugin.backend import (
         FloatRefBackend,  # the class only: methods import the rest

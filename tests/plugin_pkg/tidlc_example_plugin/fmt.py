@@ -181,7 +181,8 @@ class RandomWeights:
 
 
 def _weights_source(path: str, options):
-    given = getattr(options, "weights", None)
+    load = options.load if options is not None else None  # tidlc.config.LoadOptions
+    given = load.weights if load else None
     sibling = os.path.splitext(path)[0] + ".weights"
     if given:
         if not os.path.exists(given):
@@ -189,7 +190,7 @@ def _weights_source(path: str, options):
         return WeightsFile(given)
     if os.path.exists(sibling):
         return WeightsFile(sibling)
-    seed = getattr(options, "random_weights", None)
+    seed = load.random_weights if load else None
     if seed is not None:
         return RandomWeights(seed)
     raise TidlcError(f"no weights: {os.path.basename(sibling)} not found beside the cfg", path,

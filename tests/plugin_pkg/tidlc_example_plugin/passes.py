@@ -1,7 +1,8 @@
 """``decompose-swish``: lower the plugin's ``swish`` op to builtin ops.
 
-Backends know only builtin ops, so at -O2 (inserted by the ``tidlc_pipeline``
-hook) every ``swish(x; beta)`` becomes::
+Backends know only builtin ops, so from -O2 (the pass declares ``opt_level = 2``
+and ``order = 45``: after the layout pass, before the fusions) every
+``swish(x; beta)`` becomes::
 
     mul(x, sigmoid(x))                      beta == 1
     mul(x, sigmoid(mul(x, beta)))           otherwise
@@ -50,6 +51,7 @@ def lower_swish(rw: Rewriter, op, approximate: bool) -> bool:
 class DecomposeSwish(Pass):
     name: ClassVar[str] = "decompose-swish"
     opt_level: ClassVar[int] = 2
+    order: ClassVar[int] = 45  # between layout (40) and fuse-batchnorm (50)
     summary: ClassVar[str] = "lower the example plugin's swish op to sigmoid and mul"
 
     approximate: bool = False  # SiLU -> hardswish (one TIDL-native op, not exact)

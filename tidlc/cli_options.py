@@ -1,0 +1,144 @@
+"""The command-line flags that make CompileOptions, and how the CLI builds them.
+
+Commands add the flag groups they take (``add_model_options``,
+``add_pass_options``, ``add_quant_options``); ``options_from_args`` then
+builds each option group from the parsed flags, naming every field it sets,
+so renaming a field is a ``TypeError`` here and not a silently ignored flag.
+TIDL import-config names are given in the help.
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from tidlc.config import CompileOptions, parse_shape_spec
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
+def _pair(text: str) -> tuple[int, int]:
+    try:
+        pair = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        pair = ()
+    if len(pair) != 2 or min(pair) <= 0:
+        raise argparse.ArgumentTypeError(f"expected W,H (two positive integers), got {text!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def add_quant_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("quantization (docs/quantization.md)")
+    g.add_argument("--bits", type=int, choices=(8, 16), help="activation and weight bits (numParamBits/numFeatureBits; default 8)")
+    g.add_argument("--quant-style", choices=("np2", "p2"),
+                   help="weight scales: np2 = any (quantizationStyle 2, default), p2 = powers of two (3)")
+    g.add_argument("--calib", metavar="DATA",
+                   help="calibration data: a list file ('path [label]' lines), a folder of images/.npy, "
+                        "a .npy of stacked pre-processed frames or an .npz per input")
+    g.add_argument("--calib-frames", type=int, metavar="N", help="use the first N frames (numFrames; default all)")
+    g.add_argument("--calib-method", choices=("minmax", "histogram", "entropy", "mse"),
+                   help="activation ranges: minmax, histogram percentile (default; percentileActRangeShrink), "
+                        "entropy (KL) or mse")
+    g.add_argument("--percentile", type=float, metavar="P",
+                   help="histogram: drop P %% of the elements on each side (default 0.01)")
+    g.add_argument("--bias-calibration", type=int, nargs="?", const=50, metavar="ITERS",
+                   help="TIDL's advanced bias calibration (default 50 iterations when given)")
+    g.add_argument("--bias-calibration-factor", type=float, metavar="F",
+                   help="bias update weight per iteration (biasCalibrationFactor; default 0.05)")
+    g.add_argument("--per-channel-depthwise", action="store_true", default=None,
+                   help="per-channel weight scales for depthwise layers (calibrationOption 8)")
+    g.add_argument("--16bit-layers", dest="layers_16bit", type=_names, metavar="NAME,...",
+                   help="layers computed in 16 bits (outputFeature16bitNamesList)")
+    g.add_argument("--mixed-precision-factor", type=float, metavar="F",
+                   help="promote layers to 16 bits automatically within F x the 8-bit cost (mixedPrecisionFactor)")
+    g.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="image pre-processing: subtract (inMean)")
+    g.add_argument("--scale", type=_floats, metavar="S[,S,S]", help="image pre-processing: then multiply (inScale)")
+    g.add_argument("--resize", type=_pair, metavar="W,H", help="resize images first (resizeWidth/resizeHeight)")
+    g.add_argument("--crop", type=_pair, metavar="W,H", help="then centre-crop (inWidth/inHeight)")
+    g.add_argument("--channel-order", choices=("rgb", "bgr"),
+                   help="channel order the network expects (inDataFormat 1 = rgb, default; 0 = bgr)")
+
+
+def add_model_options(p: argparse.ArgumentParser, with_opt: bool = True, default_level: int = 2) -> None:
+    if with_opt:
+        for level in range(4):
+            p.add_argument(f"-O{level}", dest="opt_level", action="store_const", const=level,
+                           help=f"optimisation level {level}" + (" (default)" if level == default_level else ""))
+        p.set_defaults(opt_level=default_level)
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=d0,d1,...",
+                   help="fix a dynamic input shape or override a declared one (repeatable)")
+    p.add_argument("--format", help="force the input format (frontend name, see `tidlc plugins`)")
+    p.add_argument("--weights", help="weights file for formats that keep them apart (Caffe .caffemodel)")
+    p.add_argument("--random-weights", type=int, metavar="SEED",
+                   help="fill missing weights with seeded random values (exploration only)")
+    p.add_argument("--input-layout", choices=["NCHW", "NHWC"],
+                   help="layout of the network's 4-D inputs (TIDL inLayout; default: the model's own)")
+    p.add_argument("--target", metavar="NAME",
+                   help="the backend to compile for / run on (default: tidl; `tidlc plugins` lists them)")
+
+
+def add_pass_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--print-pipeline", action="store_true", help="print the exact pass pipeline")
+    p.add_argument("--verify-each", action="store_true", help="verify the IR after every pass")
+    p.add_argument("--time-passes", action="store_true", help="print the time each pass took")
+
+
+# ----------------------------------------------------------------------------- argparse -> CompileOptions
+def split_p(values: Sequence[str]) -> tuple[tuple[str, ...], str | None]:
+    """``-p`` values: (blocked plugin names from ``no:NAME``, the pipeline string or None)."""
+    blocked = tuple(v[3:] for v in values if v.startswith("no:"))
+    pipes = [v for v in values if not v.startswith("no:")]
+    return blocked, (",".join(pipes) if pipes else None)
+
+
+def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """Option name -> value of every option flag given (a command lacks the flags it does not take)."""
+    def flag(dest: str):
+        return getattr(args, dest, None)
+
+    values = {
+        # load
+        "format": flag("format"), "weights": flag("weights"), "random_weights": flag("random_weights"),
+        "input_layout": flag("input_layout"),
+        # pipeline
+        "opt_level": flag("opt_level"), "verify_each": flag("verify_each") or None,
+        "time_passes": flag("time_passes") or None,
+        # quant
+        "bits": flag("bits"), "quant_style": flag("quant_style"), "calib": flag("calib"),
+        "calib_frames": flag("calib_frames"), "calib_method": flag("calib_method"), "percentile": flag("percentile"),
+        "bias_calibration": flag("bias_calibration"), "bias_calibration_factor": flag("bias_calibration_factor"),
+        "per_channel_depthwise": flag("per_channel_depthwise"), "layers_16bit": flag("layers_16bit"),
+        "mixed_precision_factor": flag("mixed_precision_factor"),
+        # preprocess
+        "mean": flag("mean"), "scale": flag("scale"), "resize": flag("resize"), "crop": flag("crop"),
+        "channel_order": flag("channel_order"),
+        # target
+        "backend": flag("target"), "device": flag("device"), "emit": flag("emit"), "outdir": flag("output_dir"),
+        "batches": flag("batches"), "msmc_kb": flag("msmc_kb"), "quant_params": flag("quant_params"),
+    }
+    return {name: value for name, value in values.items() if value is not None}
+
+
+# flags that are not "the user chose this over an import config's key"
+_NOT_OVERRIDES = {"opt_level", "emit", "verify_each", "time_passes"}
+
+
+def explicit_names(args: argparse.Namespace) -> set[str]:
+    """The options the user set with tidlc's own flags (they win over an import config)."""
+    return set(_flag_values(args)) - _NOT_OVERRIDES
+
+
+def options_from_args(args: argparse.Namespace) -> CompileOptions:
+    """The CompileOptions of a parsed command line."""
+    blocked, passes = split_p(getattr(args, "plugin_args", None) or ())
+    shapes = dict(parse_shape_spec(s) for s in getattr(args, "input_shape", None) or ())
+    return CompileOptions.of(**_flag_values(args), input_shapes=shapes, passes=passes, blocked_plugins=blocked)
