@@ -62,7 +62,7 @@ def _compile_args(*argv: str) -> argparse.Namespace:
 # one non-default value per compile flag that feeds an option, and the option it must set
 FLAGS = {
     "--format onnx": ("format", "onnx"), "--weights w.caffemodel": ("weights", "w.caffemodel"),
-    "--random-weights 3": ("random_weights", 3), "--input-layout NHWC": ("input_layout", "NHWC"),
+    "--random-weights 3": ("random_weights", 3), "--input-layout NHWC": ("input_layout", "NHWC"), "--no-host": ("allow_host", False),
     "--input-shape x=1,3,8,8": ("input_shapes", {"x": (1, 3, 8, 8)}), "-O1": ("opt_level", 1),
     "--verify-each": ("verify_each", True), "--time-passes": ("time_passes", True),
     "--bits 16": ("bits", 16), "--quant-style p2": ("quant_style", "p2"), "--calib d": ("calib", "d"),

@@ -82,6 +82,8 @@ def add_model_options(p: argparse.ArgumentParser, with_opt: bool = True, default
                    help="fill missing weights with seeded random values (exploration only)")
     p.add_argument("--input-layout", choices=["NCHW", "NHWC"],
                    help="layout of the network's 4-D inputs (TIDL inLayout; default: the model's own)")
+    p.add_argument("--no-host", dest="allow_host", action="store_false", default=None,
+                   help="fail on ops the frontend cannot lower instead of keeping them as host ops")
     p.add_argument("--target", metavar="NAME",
                    help="the backend to compile for / run on (default: tidl; `tidlc plugins` lists them)")
 
@@ -108,7 +110,7 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
     values = {
         # load
         "format": flag("format"), "weights": flag("weights"), "random_weights": flag("random_weights"),
-        "input_layout": flag("input_layout"),
+        "input_layout": flag("input_layout"), "allow_host": flag("allow_host"),
         # pipeline
         "opt_level": flag("opt_level"), "verify_each": flag("verify_each") or None,
         "time_passes": flag("time_passes") or None,

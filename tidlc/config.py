@@ -32,6 +32,9 @@ class LoadOptions:
     # per input (N, C, H, W) in order, -1 keeps the model's (TIDL inNumChannels/inHeight/inWidth);
     # --input-shape wins for the inputs it names
     input_dims: tuple[tuple[int, int, int, int], ...] = ()
+    # an op the frontend cannot lower stays as an opaque `host` op (run on the host);
+    # False (--no-host): one error lists every unsupported op instead
+    allow_host: bool = True
 
 
 @attrs.frozen
