@@ -1,4 +1,5 @@
-"""The command-line flags that make CompileOptions, and how the CLI builds them.
+"""The command-line flags that make CompileOptions, how the CLI builds them, and the
+small output helpers every command shares.
 
 Commands add the flag groups they take (``add_model_options``,
 ``add_pass_options``, ``add_quant_options``); ``options_from_args`` then
@@ -9,6 +10,7 @@ TIDL import-config names are given in the help.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -144,3 +146,36 @@ def options_from_args(args: argparse.Namespace) -> CompileOptions:
     blocked, passes = split_p(getattr(args, "plugin_args", None) or ())
     shapes = dict(parse_shape_spec(s) for s in getattr(args, "input_shape", None) or ())
     return CompileOptions.of(**_flag_values(args), input_shapes=shapes, passes=passes, blocked_plugins=blocked)
+
+
+# ----------------------------------------------------------------------------- shared by the commands
+def report_passes(pm, args) -> None:
+    if getattr(args, "time_passes", False):
+        print(pm.timing_report(), file=sys.stderr)
+    if getattr(args, "time_passes", False) or getattr(args, "verbose", False):
+        for note in pm.notes:  # what the passes had to say (ctx.note)
+            print(f"note: {note}", file=sys.stderr)
+
+
+def print_pipeline(options, plugins) -> None:
+    from tidlc.compiler import build_pass_manager
+    print(build_pass_manager(options, plugins).pipeline_string())
+
+
+def print_json(doc: dict) -> None:
+    import json
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
+def outputs_summary(outputs) -> dict:
+    """``{name: {dtype, shape, min, max, mean}}`` of a run's outputs (the ``tidlc run --json`` schema)."""
+    import numpy as np
+    out = {}
+    for name, arr in outputs.items():
+        arr = np.asarray(arr)
+        entry = {"dtype": str(arr.dtype), "shape": list(arr.shape)}
+        if arr.size and arr.dtype.kind in "fiub":
+            flat = arr.astype(np.float64).reshape(-1)
+            entry.update(min=float(flat.min()), max=float(flat.max()), mean=float(flat.mean()))
+        out[name] = entry
+    return out

@@ -412,7 +412,7 @@ def run_pair(folder: str, selector: int) -> None:
     if selector % 4 == 0:  # perf reads the same files through the same reader, then models the graph
         cli("perf", folder, "--no-hints")
     elif selector % 4 == 1:  # `tidlc ir OUTDIR`: the graph printed as IR text
-        from tidlc.commands.run_bin import compiled_ir
+        from tidlc.run_compiled import compiled_ir
         compiled_ir(folder)
 
 

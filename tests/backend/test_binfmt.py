@@ -375,7 +375,7 @@ def test_image_input_of_a_non_image_model(capsys, tmp_path):
 
 
 def test_compiled_ir_prints_the_graph_in_a_net_bin(compiled):
-    from tidlc.commands.run_bin import compiled_ir
+    from tidlc.run_compiled import compiled_ir
     text = compiled_ir(str(compiled["out"]))
     assert text.startswith("tidlc.graph") and "conv2d" in text and "!q<" in text
     assert compiled_ir(str(compiled["out"] / "net.bin")) == text

@@ -73,7 +73,7 @@ def test_segment_needs_a_4d_output(capsys, tmp_path):
 def test_detect_draws_the_boxes_above_the_threshold(tmp_path):
     import cv2
 
-    from tidlc.commands.postprocess import detect_png, detections
+    from tidlc.postprocess import detect_png, detections
     rows = np.zeros((1, 1, 4, 7), np.float32)
     rows[0, 0, 0] = [0, 3, 0.9, 0.1, 0.1, 0.5, 0.6]
     rows[0, 0, 1] = [0, 7, 0.3, 0.2, 0.2, 0.9, 0.9]  # below the threshold

@@ -69,8 +69,8 @@ def _graph_bits(graph) -> int | None:
 def load_graph(args, options):
     """(graph, plugins, stored settings): a compile output as compiled (a net.bin also gives the
     device and the numBatches/msmcSizeKB it was compiled with), or a model file optimised now."""
-    from tidlc.commands.run_bin import compiled_paths, read_model
     from tidlc.compiler import backend_for, load, optimize, plugins_for
+    from tidlc.run_compiled import compiled_paths, read_model
     plugins = plugins_for(options)
     backend_for(options, plugins)  # an unknown --target fails first
     compiled = compiled_paths(args.model, options.target.backend, plugins)

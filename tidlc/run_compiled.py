@@ -119,7 +119,7 @@ def run_compiled(args, target: str = "tidl", plugins=None) -> int:
     stored = model.graph.attrs.get("post_process")  # TIDL postProcType, kept in net.bin by the compiler
     post = getattr(args, "post", None) or stored
     if post == "classify" and getattr(args, "labels", None) and not args.input:
-        from tidlc.commands.postprocess import read_labels
+        from tidlc.postprocess import read_labels
         args.input = [read_labels(args.labels)[0][0]]
     feeds = _feeds(args.input, model, args.random_input)
     executor = backend.load(model, kernels=args.kernels, threads=args.threads)
@@ -138,7 +138,7 @@ def run_compiled(args, target: str = "tidl", plugins=None) -> int:
         times.append(time.perf_counter() - start)
     if not getattr(args, "json", False):
         return _report(args, post, model, executor, outputs, times, trace if args.trace else None)
-    from tidlc.cli import outputs_summary, print_json
+    from tidlc.cli_options import outputs_summary, print_json
     with contextlib.redirect_stdout(io.StringIO()) as text:  # the text report's lines go into "log"
         _report(args, post, model, executor, outputs, times, trace if args.trace else None)
     print_json({"schema": "tidlc.run/1", "model": args.model, "ms": round(statistics.median(times) * 1e3, 3),
@@ -180,7 +180,7 @@ def _report(args, post, model, executor, outputs, times, trace) -> int:
 def _post_process(post: str, args, model, executor, outputs) -> None:
     """TIDL's postProcType on the outputs: top-5 classes (and accuracy over --labels), boxes or a colour map."""
     if post == "classify":
-        from tidlc.commands.postprocess import classify_accuracy, read_labels, top_k
+        from tidlc.postprocess import classify_accuracy, read_labels, top_k
         print("top-5 classes: " + " ".join(map(str, top_k(outputs))))
         if getattr(args, "labels", None):
             (name,) = [e["name"] for e in model.io["inputs"]][:1]
@@ -190,14 +190,14 @@ def _post_process(post: str, args, model, executor, outputs) -> None:
             top1, top5 = classify_accuracy(run_image, read_labels(args.labels))
             print(f"accuracy over {args.labels}: top-1 {top1 * 100:.2f}%, top-5 {top5 * 100:.2f}%")
     elif post == "segment":
-        from tidlc.commands.postprocess import segment_png
+        from tidlc.postprocess import segment_png
         images = [spec.partition("=")[2] or spec for spec in args.input
                   if spec.lower().endswith((".png", ".jpg", ".jpeg", ".bmp"))]
         path = args.post_output or "segment.png"
         segment_png(outputs, images[0] if images else None, path)
         print(f"  wrote {path}")
     elif post == "detect":
-        from tidlc.commands.postprocess import detect_png
+        from tidlc.postprocess import detect_png
         images = [spec.partition("=")[2] or spec for spec in args.input
                   if spec.lower().endswith((".png", ".jpg", ".jpeg", ".bmp"))]
         dims = model.io["inputs"][0]["dims"]

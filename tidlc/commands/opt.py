@@ -1,0 +1,36 @@
+"""Run passes over a model or .tir file and print (or write) the resulting IR."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from tidlc.cli_options import add_model_options, add_pass_options, print_pipeline, report_passes
+
+NAME = "opt"
+HELP = "run passes over a .tir file and print (or write) the result"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model")
+    p.add_argument("-o", "--output", default=None, metavar="OUT.tir")
+    add_model_options(p, default_level=0)
+    add_pass_options(p)
+
+
+def run(args, options) -> int:
+    from tidlc.compiler import load, optimize, plugins_for, write_ir
+    from tidlc.ir.printer import print_graph
+    plugins = plugins_for(options)
+    graph = load(args.model, options, plugins)
+    if args.print_pipeline:
+        print_pipeline(options, plugins)
+    pm = optimize(graph, options, plugins)
+    report_passes(pm, args)
+    if args.output:
+        stem = os.path.splitext(os.path.basename(args.output))[0]
+        for path in write_ir(graph, os.path.dirname(os.path.abspath(args.output)), stem):
+            print(f"  wrote {path}", file=sys.stderr)
+    else:
+        sys.stdout.write(print_graph(graph)[0])
+    return 0
