@@ -73,7 +73,9 @@ FLAGS = {
     "--mixed-precision-factor 1.5": ("mixed_precision_factor", 1.5), "--mean 1,2,3": ("mean", (1.0, 2.0, 3.0)),
     "--scale 0.5": ("scale", (0.5,)), "--resize 9,8": ("resize", (9, 8)), "--crop 4,4": ("crop", (4, 4)),
     "--channel-order bgr": ("channel_order", "bgr"), "--target onnx-qdq": ("backend", "onnx-qdq"),
-    "--emit qir": ("emit", "qir"), "-o d": ("outdir", "d"), "--quant-params": ("quant_params", True),
+    "--emit qir": ("emit", "qir"), "--max-subgraphs 2": ("max_subgraphs", 2),
+    "--min-subgraph-ops 3": ("min_subgraph_ops", 3), "--deny-op-type conv2d,resize": ("deny_op_types", ("conv2d", "resize")),
+    "--deny-op-name c1": ("deny_op_names", ("c1",)), "-o d": ("outdir", "d"), "--quant-params": ("quant_params", True),
 }
 
 

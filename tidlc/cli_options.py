@@ -86,6 +86,15 @@ def add_model_options(p: argparse.ArgumentParser, with_opt: bool = True, default
                    help="layout of the network's 4-D inputs (TIDL inLayout; default: the model's own)")
     p.add_argument("--no-host", dest="allow_host", action="store_false", default=None,
                    help="fail on ops the frontend cannot lower instead of keeping them as host ops")
+    g = p.add_argument_group("partitioning (docs/partition.md)")
+    g.add_argument("--max-subgraphs", type=int, metavar="N",
+                   help="at most N accelerated subgraphs (default 16); the smallest fall back to the host")
+    g.add_argument("--min-subgraph-ops", type=int, metavar="K",
+                   help="a region of fewer than K ops runs on the host (default 1)")
+    g.add_argument("--deny-op-type", dest="deny_op_types", type=_names, metavar="KIND,...",
+                   help="run these op kinds on the host (TIDL deny_list:layer_type), e.g. conv2d,resize")
+    g.add_argument("--deny-op-name", dest="deny_op_names", type=_names, metavar="NAME,...",
+                   help="run these ops (by name) on the host (TIDL deny_list:layer_name)")
     p.add_argument("--target", metavar="NAME",
                    help="the backend to compile for / run on (default: tidl; `tidlc plugins` lists them)")
 
@@ -128,6 +137,8 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
         # target
         "backend": flag("target"), "device": flag("device"), "emit": flag("emit"), "outdir": flag("output_dir"),
         "batches": flag("batches"), "msmc_kb": flag("msmc_kb"), "quant_params": flag("quant_params"),
+        "max_subgraphs": flag("max_subgraphs"), "min_subgraph_ops": flag("min_subgraph_ops"),
+        "deny_op_types": flag("deny_op_types"), "deny_op_names": flag("deny_op_names"),
     }
     return {name: value for name, value in values.items() if value is not None}
 

@@ -94,6 +94,11 @@ class TargetOptions:
     msmc_kb: int | None = None  # MSMC KB of the perf estimate in net.bin (msmcSizeKB)
     quant_params: bool = False  # onnx-qdq: also write TIDL's quantization-parameters prototxt
     post_process: str | None = None  # classify | detect | segment: `tidlc run`'s default --post (postProcType)
+    # partitioning into accelerator subgraphs + host ops (docs/partition.md; TIDL's deny_list options)
+    max_subgraphs: int = 16  # at most this many accelerated subgraphs; the smallest fall back to the host
+    min_subgraph_ops: int = 1  # a region with fewer ops runs on the host
+    deny_op_types: tuple[str, ...] = ()  # op kinds forced to the host (deny_list:layer_type)
+    deny_op_names: tuple[str, ...] = ()  # op names forced to the host (deny_list:layer_name)
 
 
 GROUPS = {"load": LoadOptions, "pipeline": PipelineOptions, "quant": QuantOptions,
