@@ -104,7 +104,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7.4", "onnxruntime>=1.18", "setuptools>=69", "wheel", "cython>=3.0",
-                 "matplotlib>=3.7", "scipy>=1.10", "hypothesis>=6.80",
+                 "matplotlib>=3.7", "scipy>=1.10", "hypothesis>=6.80", "jsonschema>=4.18",
                  # TF/TFLite frontend tests only: tidlc itself reads .pb/.tflite without them
                  "tensorflow-cpu>=2.15", "tflite>=2.10"],
         "plot": ["matplotlib>=3.5"],  # tidlc perf --plot
