@@ -24,6 +24,7 @@ BUILTIN_PLUGINS = (
     ("cleanup", "tidlc.plugins.cleanup"),
     ("fold-constants", "tidlc.plugins.fold_constants"),
     ("fuse", "tidlc.plugins.fuse"),
+    ("patterns", "tidlc.plugins.patterns"),
     ("layout", "tidlc.plugins.layout"),
     ("quantize", "tidlc.backends.tidl.quantize"),
     ("onnx", "tidlc.frontends.onnx"),

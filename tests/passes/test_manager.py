@@ -13,7 +13,7 @@ from tidlc.ir import Builder, TensorType
 from tidlc.passes import Pass, PassContext, PassManager, default_pipeline, parse_pipeline
 from tidlc.passes.manager import LEVEL_PURPOSE, instantiate
 
-O2 = ["shape-inference", "remove-identity", "fold-constants", "dce", "layout", "fuse-batchnorm", "fuse-activation", "dce"]
+O2 = ["shape-inference", "remove-identity", "fold-constants", "dce", "layout", "fuse-patterns", "fuse-batchnorm", "fuse-activation", "dce"]
 
 
 def graph_with_dead_code():
@@ -121,7 +121,7 @@ def test_unknown_pass_and_option_give_hints(passes):
         PassManager.from_string(passes, "dce,fold-constant")
     assert str(info.value) == (
         "error: unknown pass 'fold-constant' (hint: did you mean 'fold-constants'? known passes: break-it, "
-        "crashes, dce, fold-constants, fuse-activation, fuse-batchnorm, layout, quantize, refuses, remove-identity, "
+        "crashes, dce, fold-constants, fuse-activation, fuse-batchnorm, fuse-patterns, layout, quantize, refuses, remove-identity, "
         "shape-inference, tunable)")
     with pytest.raises(TidlcError) as info:
         PassManager.from_string(passes, "fold-constants{iters=2}")

@@ -1,0 +1,241 @@
+"""``fuse-patterns`` (-O2): the single ops TIDL runs, rebuilt from what exporters decompose them into.
+
+Exporters spell activations out in elementwise arithmetic, and each piece becomes
+a TIDL layer with its own requantization. The rules (a table a plugin can
+extend: ``PATTERN_RULES``) put them back together, float outputs unchanged
+within rounding (1e-5 relative):
+
+* HardSwish ``x * clip(x + 3, 0, 6) / 6`` (any association: ``(x*c)/6``,
+  ``x*(c/6)``, ``x*c*(1/6)``, ``x * hardsigmoid(x; 1/6, 0.5)``) -> ``hardswish``;
+* HardSigmoid ``clip(x * a + b, 0, 1)`` (also ``x / d + b``) and
+  ``clip(x + 3, 0, 6) / 6`` -> ``hardsigmoid(alpha, beta)``;
+* GELU ``0.5 * x * (1 + erf(x / sqrt(2)))`` (any association, ``x * 0.7071...``
+  for the division) -> ``gelu``;
+* an explicit zero ``Pad`` of H and W before a ``conv2d`` (or an average pool
+  that counts the pad) -> the conv's (pool's) own padding.
+
+Runs after ``layout`` (NCHW, transposes gone) and before ``fuse-batchnorm``,
+which would otherwise turn the ``+ 3`` and ``/ 6`` into per-channel scales.
+LayerNorm decompositions are not fused: tidlc has no ``layernorm`` op yet.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tidlc.hookspecs import hookimpl
+from tidlc.passes.rewrite import Rewriter, rule_pass
+
+SQRT2 = math.sqrt(2.0)
+
+
+def _scalar(v) -> float | None:
+    """The value of a constant with one element, else None."""
+    c = v.const_value()
+    if c is None or c.size != 1 or c.dtype.kind != "f":
+        return None
+    return float(np.asarray(c).reshape(()))
+
+
+def _near(value: float | None, target: float, rel: float = 1e-5) -> bool:
+    return value is not None and abs(value - target) <= rel * max(abs(target), 1e-12)
+
+
+def _plain(rw: Rewriter, v, kinds: tuple[str, ...]):
+    """The live producer of ``v`` if it is one of ``kinds`` with no fused activation, else None."""
+    op = v.producer
+    if op is None or op.kind not in kinds or id(op) in rw.dead or op.attrs.get("act", "none") != "none":
+        return None
+    return op
+
+
+def _split_const(op) -> tuple[object, float] | None:
+    """(the non-constant operand, the scalar constant) of a binary op, either order."""
+    a, b = op.operands
+    cb, ca = _scalar(b), _scalar(a)
+    if cb is not None and ca is None:
+        return a, cb
+    if ca is not None and cb is None and op.kind in ("add", "mul"):  # commutative only
+        return b, ca
+    return None
+
+
+def _scaled_by(rw: Rewriter, v, factor: float):
+    """``u`` if ``v`` is ``u * factor`` or ``u / (1/factor)``, else None."""
+    op = _plain(rw, v, ("mul", "div"))
+    if op is None:
+        return None
+    split = _split_const(op)
+    if split is None:
+        return None
+    u, c = split
+    if op.kind == "mul" and _near(c, factor):
+        return u
+    if op.kind == "div" and op.operands[1] is not u and _near(c, 1.0 / factor):
+        return u
+    return None
+
+
+def _relu6_of_plus3(rw: Rewriter, v):
+    """``x`` if ``v`` is ``clip(x + 3, 0, 6)`` (or ``relu6(x + 3)``), else None."""
+    op = v.producer
+    if op is None or id(op) in rw.dead:
+        return None
+    if op.kind == "clip" and not (op.attrs["min"] == 0.0 and op.attrs["max"] == 6.0):
+        return None
+    if op.kind not in ("clip", "relu6"):
+        return None
+    add = _plain(rw, op.operands[0], ("add",))
+    split = _split_const(add) if add is not None else None
+    return split[0] if split is not None and _near(split[1], 3.0) else None
+
+
+def _hardsigmoid_of(rw: Rewriter, v):
+    """``x`` if ``v`` is ``relu6(x + 3) / 6`` (PyTorch's hardsigmoid), else None."""
+    op = v.producer
+    if op is not None and op.kind == "hardsigmoid" and id(op) not in rw.dead:
+        if _near(op.attrs["alpha"], 1 / 6) and _near(op.attrs["beta"], 0.5):
+            return op.operands[0]
+        return None
+    inner = _scaled_by(rw, v, 1 / 6)
+    return _relu6_of_plus3(rw, inner) if inner is not None else None
+
+
+def _replace(rw: Rewriter, old, kind: str, x, attrs=None) -> bool:
+    rw.replace_op(old, rw.make(kind, [x], attrs or {}, old.name, old.loc))
+    return True
+
+
+# ----------------------------------------------------------------------------- hardswish
+def _hardswish(rw: Rewriter, op) -> bool:
+    """At a mul/div: ``x * hs(x)`` or ``(x * relu6(x + 3)) / 6``."""
+    if op.attrs.get("act", "none") != "none":
+        return False
+    if op.kind == "mul":
+        a, b = op.operands
+        for x, h in ((a, b), (b, a)):
+            if _hardsigmoid_of(rw, h) is x:
+                return _replace(rw, op, "hardswish", x)
+    # (x * relu6(x + 3)) / 6, or * (1/6): ``op`` is the scaling, its input the product
+    split = _split_const(op) if op.kind in ("mul", "div") else None
+    if split is None:
+        return False
+    inner, c = split
+    if not ((op.kind == "div" and _near(c, 6.0)) or (op.kind == "mul" and _near(c, 1 / 6))):
+        return False
+    mul = _plain(rw, inner, ("mul",))
+    if mul is None or rw.single_user(inner) is not op:
+        return False
+    a, b = mul.operands
+    for x, r in ((a, b), (b, a)):
+        if _relu6_of_plus3(rw, r) is x:
+            return _replace(rw, op, "hardswish", x)
+    return False
+
+
+# ----------------------------------------------------------------------------- hardsigmoid
+def _hardsigmoid_clip(rw: Rewriter, op) -> bool:
+    """``clip(x * a + b, 0, 1)`` (or ``x / d + b``) -> hardsigmoid(a, b)."""
+    if not (op.attrs["min"] == 0.0 and op.attrs["max"] == 1.0):
+        return False
+    add = _plain(rw, op.operands[0], ("add",))
+    split = _split_const(add) if add is not None else None
+    if split is None:
+        return False
+    u, beta = split
+    scale = _plain(rw, u, ("mul", "div"))
+    inner = _split_const(scale) if scale is not None else None
+    if inner is None or inner[1] == 0.0:
+        return False
+    x, c = inner
+    alpha = c if scale.kind == "mul" else 1.0 / c
+    return _replace(rw, op, "hardsigmoid", x, {"alpha": float(alpha), "beta": float(beta)})
+
+
+def _hardsigmoid_div(rw: Rewriter, op) -> bool:
+    """``relu6(x + 3) / 6`` (or ``* (1/6)``) -> hardsigmoid(1/6, 0.5); a ``x *`` around it is then
+    a hardswish (``_hardswish`` matches ``x * hardsigmoid(x; 1/6, 0.5)``)."""
+    if op.attrs.get("act", "none") != "none":
+        return False
+    x = _hardsigmoid_of(rw, op.results[0])
+    if x is None:
+        return False
+    return _replace(rw, op, "hardsigmoid", x, {"alpha": 1 / 6, "beta": 0.5})
+
+
+# ----------------------------------------------------------------------------- gelu
+def _gelu(rw: Rewriter, erf) -> bool:
+    """At an erf: ``0.5 * x * (1 + erf(x / sqrt(2)))`` in any association -> gelu(x)."""
+    x = _scaled_by(rw, erf.operands[0], 1 / SQRT2)
+    if x is None:
+        return False
+    add = rw.single_user(erf.results[0])
+    if add is None or add.kind != "add" or add.attrs["act"] != "none":
+        return False
+    split = _split_const(add)
+    if split is None or split[0] is not erf.results[0] or not _near(split[1], 1.0):
+        return False
+    m1 = rw.single_user(add.results[0])
+    if m1 is None or m1.kind != "mul" or m1.attrs["act"] != "none":
+        return False
+    other = m1.operands[1] if m1.operands[0] is add.results[0] else m1.operands[0]
+    if _scaled_by(rw, other, 0.5) is x:  # (x * 0.5) * (1 + erf)
+        return _replace(rw, m1, "gelu", x)
+    if other is x or _near(_scalar(other), 0.5):
+        m2 = rw.single_user(m1.results[0])
+        if m2 is None or m2.attrs.get("act", "none") != "none" or m2.kind not in ("mul", "div"):
+            return False
+        split2 = _split_const(m2)
+        if other is x and split2 is not None and split2[0] is m1.results[0] and (
+                (m2.kind == "mul" and _near(split2[1], 0.5)) or (m2.kind == "div" and _near(split2[1], 2.0))):
+            return _replace(rw, m2, "gelu", x)
+        if other is not x and m2.kind == "mul" and x in m2.operands and m1.results[0] in m2.operands:
+            return _replace(rw, m2, "gelu", x)
+    return False
+
+
+# ----------------------------------------------------------------------------- pad into conv / pool
+def _spatial_zero_pad(rw: Rewriter, v, reader) -> tuple[object, tuple[int, int, int, int]] | None:
+    """(input, (top, left, bottom, right)) if ``v`` is a constant-zero pad of only H and W of an
+    NCHW tensor read by ``reader`` alone."""
+    pad = v.producer
+    if pad is None or pad.kind != "pad" or id(pad) in rw.dead or rw.single_user(v) is not reader:
+        return None
+    x = pad.operands[0]
+    pads = pad.attrs["pads"]
+    if pad.attrs["mode"] != "constant" or pad.attrs["value"] != 0.0 or len(pads) != 8:
+        return None
+    if x.type.layout not in (None, "NCHW") or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0:
+        return None
+    return x, (pads[2], pads[3], pads[6], pads[7])
+
+
+def _pad_into_window(rw: Rewriter, op) -> bool:
+    if op.kind == "pool2d" and not (op.attrs["mode"] == "avg" and op.attrs["count_include_pad"]):
+        return False  # max pooling pads with -inf, average pooling without count_include_pad ignores pads
+    found = _spatial_zero_pad(rw, op.operands[0], op)
+    if found is None:
+        return False
+    x, extra = found
+    pads = tuple(int(a + b) for a, b in zip(op.attrs["pads"], extra))
+    new = rw.make(op.kind, [x, *op.operands[1:]], {**op.attrs, "pads": pads}, op.name, op.loc)
+    rw.replace_op(op, new)
+    return True
+
+
+PATTERN_RULES = [
+    ("mul", _hardswish), ("div", _hardswish),
+    ("mul", _hardsigmoid_div), ("div", _hardsigmoid_div),
+    ("clip", _hardsigmoid_clip),
+    ("erf", _gelu),
+    ("conv2d", _pad_into_window), ("pool2d", _pad_into_window),
+]
+
+FusePatterns = rule_pass("fuse-patterns", PATTERN_RULES, opt_level=2, order=42,
+                         summary="rebuild hardswish, hardsigmoid, gelu and conv padding from their decompositions")
+
+
+@hookimpl
+def tidlc_passes():
+    return [FusePatterns]

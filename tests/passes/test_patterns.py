@@ -1,0 +1,146 @@
+"""fuse-patterns (issue 14, item 0): decomposed activations and explicit pads become the single
+ops TIDL runs, float outputs within 1e-5 of onnxruntime on the decomposed model."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tidlc.compiler import optimize
+from tidlc.config import CompileOptions
+from tidlc.frontends.onnx.importer import load_onnx
+from tidlc.interp import run_graph
+
+ort = pytest.importorskip("onnxruntime")
+SHAPE = [1, 8, 6, 6]
+
+
+def _c(name: str, value) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(value, np.float32), name)
+
+
+def _model(tmp_path, nodes, consts: dict, out_shape=None, name="m") -> str:
+    inits = [_c(k, v) for k, v in consts.items()]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape or SHAPE)], inits)
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return str(path)
+
+
+def _check(path: str, expect_kind: str, absent=("mul", "div", "add", "clip", "erf", "pad", "relu6")):
+    x = np.random.default_rng(0).uniform(-6, 6, SHAPE).astype(np.float32)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    graph = load_onnx(path, CompileOptions())
+    optimize(graph, CompileOptions.of(opt_level=2))
+    kinds = [op.kind for op in graph.compute_ops()]
+    assert expect_kind in kinds, kinds
+    assert not set(kinds) & set(absent), kinds
+    got = run_graph(graph, {"x": x})["y"]
+    err = float(np.max(np.abs(got.astype(np.float64) - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
+    assert err <= 1e-5, err
+    return kinds
+
+
+def _relu6_plus3(out="r"):
+    return [helper.make_node("Add", ["x", "three"], ["a"]),
+            helper.make_node("Clip", ["a", "zero", "six"], [out])]
+
+
+C = {"three": 3.0, "zero": 0.0, "six": 6.0}
+
+
+@pytest.mark.parametrize("form", ["(x*r)/6", "x*(r/6)", "(x*r)*(1/6)", "x*(r*(1/6))"])
+def test_hardswish_in_every_association(tmp_path, form):
+    nodes = _relu6_plus3()
+    if form == "(x*r)/6":
+        nodes += [helper.make_node("Mul", ["x", "r"], ["p"]), helper.make_node("Div", ["p", "six"], ["y"])]
+    elif form == "x*(r/6)":
+        nodes += [helper.make_node("Div", ["r", "six"], ["h"]), helper.make_node("Mul", ["x", "h"], ["y"])]
+    elif form == "(x*r)*(1/6)":
+        nodes += [helper.make_node("Mul", ["r", "x"], ["p"]), helper.make_node("Mul", ["p", "sixth"], ["y"])]
+    else:
+        nodes += [helper.make_node("Mul", ["sixth", "r"], ["h"]), helper.make_node("Mul", ["h", "x"], ["y"])]
+    kinds = _check(_model(tmp_path, nodes, {**C, "sixth": 1 / 6}), "hardswish")
+    assert kinds == ["hardswish"]
+
+
+def test_x_times_onnx_hardsigmoid_is_hardswish(tmp_path):
+    nodes = [helper.make_node("HardSigmoid", ["x"], ["h"], alpha=1 / 6, beta=0.5),
+             helper.make_node("Mul", ["x", "h"], ["y"])]
+    assert _check(_model(tmp_path, nodes, {}), "hardswish") == ["hardswish"]
+
+
+@pytest.mark.parametrize("form", ["x*a+b", "x/d+b", "relu6(x+3)/6"])
+def test_hardsigmoid(tmp_path, form):
+    if form == "x*a+b":
+        nodes = [helper.make_node("Mul", ["x", "alpha"], ["m"]), helper.make_node("Add", ["m", "beta"], ["a"]),
+                 helper.make_node("Clip", ["a", "zero", "one"], ["y"])]
+    elif form == "x/d+b":
+        nodes = [helper.make_node("Div", ["x", "d"], ["m"]), helper.make_node("Add", ["beta", "m"], ["a"]),
+                 helper.make_node("Clip", ["a", "zero", "one"], ["y"])]
+    else:
+        nodes = _relu6_plus3() + [helper.make_node("Div", ["r", "six"], ["y"])]
+    consts = {**C, "alpha": 0.2, "beta": 0.5, "d": 6.0, "one": 1.0}
+    assert _check(_model(tmp_path, nodes, consts), "hardsigmoid") == ["hardsigmoid"]
+
+
+@pytest.mark.parametrize("form", ["(x*0.5)*(1+e)", "(x*(1+e))*0.5", "0.5*(x*(1+e))... via (0.5*(1+e))*x",
+                                  "(x*(1+e))/2", "mul-by-1/sqrt2"])
+def test_gelu(tmp_path, form):
+    scaled = ([helper.make_node("Mul", ["x", "rsqrt2"], ["s"])] if form == "mul-by-1/sqrt2"
+              else [helper.make_node("Div", ["x", "sqrt2"], ["s"])])
+    nodes = scaled + [helper.make_node("Erf", ["s"], ["e"]), helper.make_node("Add", ["e", "one"], ["a"])]
+    if form == "(x*0.5)*(1+e)":
+        nodes += [helper.make_node("Mul", ["x", "half"], ["h"]), helper.make_node("Mul", ["h", "a"], ["y"])]
+    elif form in ("(x*(1+e))*0.5", "mul-by-1/sqrt2"):
+        nodes += [helper.make_node("Mul", ["x", "a"], ["p"]), helper.make_node("Mul", ["p", "half"], ["y"])]
+    elif form.startswith("0.5*"):
+        nodes += [helper.make_node("Mul", ["half", "a"], ["p"]), helper.make_node("Mul", ["x", "p"], ["y"])]
+    else:
+        nodes += [helper.make_node("Mul", ["a", "x"], ["p"]), helper.make_node("Div", ["p", "two"], ["y"])]
+    consts = {"sqrt2": math.sqrt(2), "rsqrt2": 1 / math.sqrt(2), "one": 1.0, "half": 0.5, "two": 2.0}
+    assert _check(_model(tmp_path, nodes, consts), "gelu") == ["gelu"]
+
+
+def test_a_near_miss_is_left_alone(tmp_path):
+    """x * clip(x + 3, 0, 6) / 5 is not a hardswish: nothing fuses into one."""
+    nodes = _relu6_plus3() + [helper.make_node("Mul", ["x", "r"], ["p"]), helper.make_node("Div", ["p", "five"], ["y"])]
+    kinds = _check(_model(tmp_path, nodes, {**C, "five": 5.0}), "mul", absent=("hardswish", "hardsigmoid"))
+    assert "hardswish" not in kinds
+
+
+def test_explicit_pad_folds_into_the_conv(tmp_path):
+    rng = np.random.default_rng(1)
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"], mode="constant"),
+             helper.make_node("Conv", ["p", "w"], ["y"], kernel_shape=[3, 3])]
+    path = tmp_path / "pad.onnx"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 7, 6])],
+                              [numpy_helper.from_array(np.array([0, 0, 1, 0, 0, 0, 2, 2], np.int64), "pads"),
+                               _c("w", rng.normal(size=(4, 8, 3, 3)))])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    x = rng.uniform(-1, 1, SHAPE).astype(np.float32)
+    ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    g = load_onnx(str(path), CompileOptions())
+    optimize(g, CompileOptions.of(opt_level=2))
+    convs = [op for op in g.compute_ops() if op.kind == "conv2d"]
+    assert [op.kind for op in g.compute_ops()] == ["conv2d"] and convs[0].attrs["pads"] == (1, 0, 2, 2)
+    got = run_graph(g, {"x": x})["y"]
+    assert np.max(np.abs(got - ref)) <= 1e-5 * np.max(np.abs(ref))
+
+
+def test_max_pool_keeps_its_explicit_pad(tmp_path):
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"], mode="constant"),
+             helper.make_node("MaxPool", ["p"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    path = tmp_path / "padpool.onnx"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4, 4])],
+                              [numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    g = load_onnx(str(path), CompileOptions())
+    optimize(g, CompileOptions.of(opt_level=2))
+    assert [op.kind for op in g.compute_ops()] == ["pad", "pool2d"]
