@@ -25,6 +25,7 @@ BUILTIN_PLUGINS = (
     ("fold-constants", "tidlc.plugins.fold_constants"),
     ("fuse", "tidlc.plugins.fuse"),
     ("patterns", "tidlc.plugins.patterns"),
+    ("equalize", "tidlc.plugins.equalize"),
     ("layout", "tidlc.plugins.layout"),
     ("quantize", "tidlc.backends.tidl.quantize"),
     ("onnx", "tidlc.frontends.onnx"),

@@ -5,6 +5,7 @@ from tidlc.plugins.cleanup import DeadCodeElimination, RemoveIdentity, ShapeInfe
 from tidlc.plugins.fold_constants import FoldConstants
 from tidlc.plugins.fuse import FuseActivation, FuseBatchNorm
 from tidlc.plugins.layout import Layout
+from tidlc.plugins.equalize import Equalize
 from tidlc.plugins.patterns import FusePatterns
 from tidlc.backends.tidl.quantize import Quantize
 
@@ -13,7 +14,7 @@ from tidlc.ir import verify
 from tidlc.passes.manager import PassManager
 
 BUILTIN_PASSES = (ShapeInference, DeadCodeElimination, RemoveIdentity, FoldConstants, FuseBatchNorm,
-                  FuseActivation, Quantize, Layout, FusePatterns)
+                  FuseActivation, Quantize, Layout, FusePatterns, Equalize)
 
 
 @pytest.fixture
