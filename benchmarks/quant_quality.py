@@ -101,7 +101,7 @@ class Model:
 
     def options(self, **kw):
         from tidlc.config import CompileOptions
-        return CompileOptions.of(opt_level=2, weights=self.weights, emit="none", **kw)
+        return CompileOptions.of(**{"opt_level": 2, "weights": self.weights, "emit": "none", **kw})
 
 
 def models() -> dict[str, Model]:
@@ -264,9 +264,14 @@ def run_model(key: str, model: Model, images, n_calib: int, n_eval: int, methods
     rows = []
     quantize_graph(graph, model.options(), frames=calib[:2], warn_synthetic=False)  # warm-up (not timed)
 
-    def tidlc_row(label, **kw):
+    # -O3 (cross-layer equalization): the same float function, another graph to quantize
+    opts3 = model.options(opt_level=3)
+    graph3 = load(model.path, opts3)
+    optimize(graph3, opts3)
+
+    def tidlc_row(label, g=graph, **kw):
         options = model.options(**kw)
-        seconds, q = measure(lambda: quantize_graph(graph, options, frames=calib, warn_synthetic=False), False)
+        seconds, q = measure(lambda: quantize_graph(g, options, frames=calib, warn_synthetic=False), False)
         executor = FixedExecutor(q.graph)
         outs = [executor.run(f) for f in evals]
         row = {"model": model.name, "config": label, "snr": snr_over(ref_outputs, outs), "seconds": seconds}
@@ -279,6 +284,8 @@ def run_model(key: str, model: Model, images, n_calib: int, n_eval: int, methods
 
     for method in methods:
         tidlc_row(f"tidlc 8-bit {method}", calib_method=method)
+    tidlc_row("tidlc -O3 8-bit histogram", g=graph3, calib_method="histogram")
+    tidlc_row("tidlc -O3 8-bit minmax", g=graph3, calib_method="minmax")
     tidlc_row("tidlc 16-bit histogram", bits=16, calib_method="histogram")
 
     # onnxruntime quantize_static on the same frames
