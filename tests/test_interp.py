@@ -594,6 +594,26 @@ def test_data_convert_by_hand():
     np.testing.assert_array_equal(got["requantized"], np.int8([0, 0, 1, 1, 4, 64]))
 
 
+def test_host_op_runs_its_onnx_node_on_onnxruntime():
+    """A host op carries a one-node ONNX model; the interpreter runs it through tidlc.hostrt."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tidlc.ir.ops.host import encode_payload
+    node = helper.make_node("Shrink", ["a"], ["b"], lambd=0.5, bias=0.25)
+    model = helper.make_model(
+        helper.make_graph([node], "host", [helper.make_tensor_value_info("a", TensorProto.FLOAT, None)],
+                          [helper.make_tensor_value_info("b", TensorProto.FLOAT, None)]),
+        opset_imports=[helper.make_opsetid("", 13)])
+    x = randn(2, 5)
+    got = run_op("host", x, framework="onnx", op_type="Shrink", results=("2x5xf32",),
+                 payload=encode_payload(model.SerializeToString()))
+    want = np.where(x < -0.5, x + 0.25, np.where(x > 0.5, x - 0.25, 0)).astype(np.float32)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    _ = onnx  # the payload above is an onnx ModelProto
+
+
 # --------------------------------------------------------------------------- interpreter
 def test_every_builtin_op_has_a_reference_test():
     # runs last in this file (pytest keeps definition order): the tests above filled TESTED

@@ -91,10 +91,81 @@ def optimize(graph: Graph, options: CompileOptions, plugins: Plugins | None = No
     plugins = plugins or plugins_for(options)
     pm = build_pass_manager(options, plugins)
     ctx = PassContext(options=options, hook=plugins.hook, verify_each=options.pipeline.verify_each)
-    pm.run(graph, ctx)
+    pinned = pin_denied(graph, options)
+    try:
+        pm.run(graph, ctx)
+    finally:
+        unpin(graph, pinned)
     # structure only: every op's types were inferred when it was built
     verify(graph, check_types=options.pipeline.verify_each)
     return pm
+
+
+def pin_denied(graph: Graph, options: CompileOptions) -> int | None:
+    """Keep the ops the deny lists name (--deny-op-type/--deny-op-name) through the passes: their
+    operands and results become graph outputs for the pipeline's time, so no fusion absorbs them
+    (a ReLU fused into its conv would leave no 'relu1' to run on the host). Checks the names
+    first (an unknown one is an error naming the nearest). Returns the real output count."""
+    t = options.target
+    if not (t.deny_op_types or t.deny_op_names):
+        return None
+    from tidlc.partition import check_deny_lists
+    check_deny_lists(graph, t.deny_op_types, t.deny_op_names)
+    count = len(graph.outputs)
+    kinds, names = set(t.deny_op_types), set(t.deny_op_names)
+    seen = {id(v) for v in graph.outputs}
+    for op in graph.compute_ops():
+        if op.kind in kinds or op.name in names:
+            for v in (*op.operands, *op.results):
+                if id(v) not in seen and v.producer is not None and v.producer.kind not in ("input", "const"):
+                    seen.add(id(v))
+                    graph.outputs.append(v)
+                    graph.output_names.append(f"__pinned_{len(graph.outputs)}")
+    return count
+
+
+def unpin(graph: Graph, count: int | None) -> None:
+    if count is not None:
+        del graph.outputs[count:]
+        del graph.output_names[count:]
+        graph.prune()
+
+
+def plan_for(graph: Graph, backend, options: CompileOptions):
+    """The partition of an optimised float graph on ``backend`` (tidlc.partition, docs/partition.md)."""
+    from tidlc.partition import plan_partition
+    t = options.target
+    cost_of = getattr(backend, "partition_cost", None)
+    # the names were checked on the imported graph (pin_denied); one a pass removed (an identity) is gone
+    present = {op.name for op in graph.compute_ops()}
+    deny_names = tuple(n for n in t.deny_op_names if n in present)
+    return plan_partition(graph, backend, max_subgraphs=t.max_subgraphs, min_subgraph_ops=t.min_subgraph_ops,
+                          deny_types=t.deny_op_types, deny_names=deny_names,
+                          cost=cost_of(graph, options) if cost_of is not None else None)
+
+
+def optimize_and_plan(graph: Graph, options: CompileOptions, plugins: Plugins, backend):
+    """Optimise, plan the partition after the float passes and before ``quantize``: (pass manager,
+    partition). A whole-model plan runs ``quantize`` as the pipeline's last pass, as always; a
+    partitioned one leaves the graph float (the backend quantizes each subgraph when it emits)."""
+    pm = build_pass_manager(options, plugins)
+    passes = list(pm.passes)
+    last = passes[-1] if passes and passes[-1].name == "quantize" else None
+    ctx = PassContext(options=options, hook=plugins.hook, verify_each=options.pipeline.verify_each)
+    pm.passes = passes[:-1] if last is not None else passes
+    pinned = pin_denied(graph, options)
+    try:
+        pm.run(graph, ctx)
+    finally:
+        unpin(graph, pinned)
+    verify(graph, check_types=options.pipeline.verify_each)
+    partition = plan_for(graph, backend, options)
+    if last is not None and partition.is_whole:
+        pm.passes = [last]
+        pm.run(graph, ctx)
+        verify(graph, check_types=options.pipeline.verify_each)
+        pm.passes = passes
+    return pm, partition
 
 
 def write_ir(graph: Graph, outdir: str, stem: str = "model") -> list[str]:
@@ -131,7 +202,14 @@ def compile_model(path: str, options: CompileOptions | None = None,
         raise TidlcError("the model has no weights (structure only), so net.bin cannot be written", path,
                          hint="pass --weights FILE or --random-weights SEED; --emit ir writes the "
                               "structure-only IR (for tidlc perf)")
-    pm = optimize(graph, options, plugins)
+    partition = None
+    if options.target.emit in ("bin", "qir", "ir") and callable(getattr(backend, "emit_partitioned", None)):
+        # a backend that can leave ops to the host (docs/partition.md); others compile the whole graph
+        pm, partition = optimize_and_plan(graph, options, plugins, backend)
+    else:
+        pm = optimize(graph, options, plugins)
+    if partition is not None and not partition.is_whole:
+        return _compile_partitioned(path, graph, pm, partition, backend, options)
     if options.target.post_process:  # after quantize, which rebuilds the graph attributes
         graph.attrs["post_process"] = options.target.post_process
     result = CompileResult(graph, pm)
@@ -144,6 +222,47 @@ def compile_model(path: str, options: CompileOptions | None = None,
             if exc.loc is None and getattr(exc, "about_model", False):
                 exc.loc = path  # a backend's error about the compiled model names the model file
             raise
+        _remove_stale(options.target.outdir, [MANIFEST])  # a partitioned compile's manifest would shadow net.bin
+    return result
+
+
+MANIFEST = "model.tdp"
+
+
+def _remove_stale(outdir: str, names: list[str]) -> None:
+    for name in names:
+        path = os.path.join(outdir, name)
+        if os.path.isfile(path):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _compile_partitioned(path: str, graph: Graph, pm: PassManager, partition, backend,
+                         options: CompileOptions) -> CompileResult:
+    """A model split into accelerated subgraphs and host ops (docs/partition.md): ``--emit bin``
+    hands the float graph and the plan to the backend (``emit_partitioned``); ``--emit ir`` writes
+    the float graph and reports the plan; ``--emit qir`` has no single quantized graph to write."""
+    if options.target.post_process:
+        graph.attrs["post_process"] = options.target.post_process
+    result = CompileResult(graph, pm, notes=[partition.summary()])
+    emit = options.target.emit
+    if emit == "qir":
+        raise TidlcError("--emit qir writes one quantized graph, but this model is partitioned "
+                         f"({len(partition.regions)} accelerated subgraph(s), {len(partition.host_ops)} host op(s))",
+                         path, hint="use --emit bin (one net.bin per subgraph + model.tdp), or --emit ir",
+                         code="option")
+    if emit == "ir":
+        graph.attrs["partition"] = partition.summary()
+        result.outputs = write_ir(graph, options.target.outdir)
+        return result
+    try:
+        result.outputs = list(backend.emit_partitioned(graph, partition, options.target.outdir, options))
+    except TidlcError as exc:
+        if exc.loc is None and getattr(exc, "about_model", False):
+            exc.loc = path
+        raise
     return result
 
 

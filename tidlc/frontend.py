@@ -265,6 +265,9 @@ class Importer:
     docs: ClassVar[str] = ""  # the page that lists the supported ops, named in the error's hint ...
     listed: ClassVar[str] = "supported ops"  # ... as "{docs} lists the {N} {listed}"
     source_noun: ClassVar[str] = "model"  # "--input-shape x: rank 3 but the model declares ..."
+    # the framework whose runtime runs an op without a converter as a ``host`` op ("onnx",
+    # "tflite"); None: this frontend keeps no op as a host op (every unsupported op is an error)
+    host_framework: ClassVar[str | None] = None
 
     def __init__(self, path: str, options: Any = None, graph_name: str = "", version: int | None = None):
         self.path = path
@@ -273,6 +276,7 @@ class Importer:
         self.input_shapes: dict[str, tuple] = dict(options.load.input_shapes if options is not None else {})
         self.builder = Builder(Graph(name=graph_name or os.path.splitext(os.path.basename(path))[0] or "main"),
                                file=path)
+        self.host_nodes: set[int] = set()  # id() of the nodes check_all kept as host ops
 
     @property
     def graph(self) -> Graph:
@@ -299,14 +303,44 @@ class Importer:
         if problems:
             raise self.unsupported(problems)
 
+    @property
+    def allow_host(self) -> bool:
+        """Whether an op without a converter may become a ``host`` op (``--no-host``: no; no
+        options, as from the Python API: yes)."""
+        if self.host_framework is None:
+            return False
+        load = getattr(self.options, "load", None)
+        return bool(getattr(load, "allow_host", True)) if self.options is not None else True
+
     def problems(self, nodes: list) -> list[str]:
-        """``label: problem`` for every node that cannot be converted."""
+        """``label: problem`` for every node that cannot be converted. With :attr:`allow_host`, a
+        node that has no converter (:meth:`can_host`) is no problem: it is noted in
+        ``host_nodes`` and :meth:`convert` keeps it as a ``host`` op, unless :meth:`host_problem`
+        says its runtime cannot run it either."""
         found = []
+        allow_host = self.allow_host
         for node in nodes:
             problem = self.check_node(node)
+            if problem and allow_host and self.can_host(node):
+                problem = self.host_problem(node)
+                if problem is None:
+                    self.host_nodes.add(id(node))
             if problem:
                 found.append(f"{self.label(node)}: {problem}")
         return found
+
+    def can_host(self, node) -> bool:
+        """Whether ``node`` may be kept as a host op: it has no converter at all. (A node whose
+        converter rejects its attributes stays an error: that is a model tidlc should lower.)"""
+        return self.table.lookup(node.op_type, self.version) is None
+
+    def host_problem(self, node) -> str | None:
+        """Why ``node`` cannot be a host op either (no runtime can run it), else None."""
+        return None
+
+    def convert_host(self, node) -> None:
+        """Emit ``node`` as a ``host`` op and bind its outputs (frontends with a ``host_framework``)."""
+        raise NotImplementedError
 
     def check_node(self, node) -> str | None:
         """What keeps ``node`` from being converted (None: nothing): no converter row, or its check."""
@@ -326,6 +360,9 @@ class Importer:
         raise NotImplementedError
 
     def convert(self, node) -> None:
+        if id(node) in self.host_nodes:
+            self.convert_host(node)
+            return
         self.table.lookup(node.op_type, self.version).convert(node)
 
     def add_outputs(self) -> None:

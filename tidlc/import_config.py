@@ -38,10 +38,13 @@ from tidlc.config import CompileOptions
 from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError, warn
 from tidlc.fileio import check_regular, open_regular, read_bytes
+from tidlc.names import nearest_names, resolve_tensor_name
 
 MAPPED, IGNORED, REJECTED = "mapped", "ignored", "rejected"
 MODEL_TYPES = {"caffe": 0, "tensorflow": 1, "onnx": 2, "tflite": 3}
 FORMATS = {0: "caffe", 1: "tensorflow", 2: "onnx", 3: "tflite"}
+# accepted when they name the model's own inputs / outputs (TensorFlow's 'name:0' too), else rejected
+_IO_NAME_KEYS = ("inDataNamesList", "outDataNamesList")
 FORMAT_SUFFIXES = {".prototxt": "caffe", ".pb": "tensorflow", ".onnx": "onnx", ".tflite": "tflite"}
 POST_PROC_TYPES = {"disabled": 0, "classification": 1, "detection": 2, "segmentation": 3}
 POST_PROCESS = {0: None, 1: "classify", 2: "detect", 3: "segment"}  # tidlc run --post
@@ -481,6 +484,8 @@ class _Builder:
         self.warnings: list[tuple[tuple[int, int], str]] = []  # (order, text); issued if there is no error
         self.values: dict[str, Any] = {}
         self.typed: dict[str, Any] = {}
+        self.model_path = ""  # inputNetFile, once checked (build)
+        self._io_names: tuple[list[str], list[str]] | None | bool = False  # False: not read yet
         for key, s in settings.items():
             try:
                 self.typed[key] = _convert(s, KEYS[key])
@@ -557,7 +562,7 @@ class _Builder:
     def build(self) -> ImportConfig:
         if self.problems:  # values that do not parse: report those first
             _raise(self.problems)
-        model = self.model()
+        model = self.model_path = self.model()
         self.bits()
         self.calibration()
         self.preprocess()
@@ -790,8 +795,48 @@ class _Builder:
                 continue
             if spec.status == IGNORED:
                 self.warning(key, f"{key} ignored: {spec.note}")
+            elif key in _IO_NAME_KEYS:
+                problem = self.io_names_problem(key)
+                if problem is not None:
+                    self.error(key, f"{key} = {_show(value)} is not supported",
+                               spec.note + (f"; {problem}" if problem else ""))
             else:
                 self.error(key, f"{key} = {_show(value)} is not supported", spec.note)
+
+    def io_names_problem(self, key: str) -> str | None:
+        """None when ``inDataNamesList`` / ``outDataNamesList`` names every input / output of the
+        model, in the model's order (nothing is cut, so the key changes nothing); names match as
+        :func:`tidlc.names.resolve_tensor_name` matches them (``input:0`` is input ``input``).
+        Else what differs ("" when the model's names cannot be read)."""
+        listed = [n for n in re.split(r"[\s,]+", self.get(key)) if n]
+        io = self.model_io_names()
+        if io is None:
+            return ""
+        names = io[0] if key == "inDataNamesList" else io[1]
+        what = "input" if key == "inDataNamesList" else "output"
+        for name in listed:
+            if resolve_tensor_name(name, names) is None:
+                near = nearest_names(name, names)
+                return f"'{name}' is not an {what} of the model" + (f" (did you mean '{near[0]}'?)" if near else "")
+        resolved = [resolve_tensor_name(n, names) for n in listed]
+        if resolved != list(names):
+            return f"the model's {what}s are {', '.join(names)} (only the whole list, in this order, is accepted)"
+        return None
+
+    def model_io_names(self) -> tuple[list[str], list[str]] | None:
+        """(input names, output names) of the config's model, imported once; None if it cannot be."""
+        if self._io_names is False:
+            self._io_names = None
+            if self.model_path:
+                from tidlc.compiler import load
+                picked = {k: self.values[k] for k in ("format", "weights", "random_weights") if k in self.values}
+                try:
+                    graph = load(self.model_path, CompileOptions.of(**picked))
+                except TidlcError:
+                    return None
+                outputs = list(graph.output_names) or [v.name for v in graph.outputs]
+                self._io_names = (graph.input_names(), outputs)
+        return self._io_names
 
     def outputs(self, model: str) -> tuple[str | None, str | None]:
         net = self.resolve("outputNetFile") if self.given("outputNetFile") else None

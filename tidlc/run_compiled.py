@@ -62,16 +62,18 @@ def compiled_ir(path: str) -> str | None:
 
 def split_input_spec(spec: str, names: list[str], file_hint: str) -> tuple[str, str]:
     """``--input NAME=FILE`` (or just ``FILE`` for a one-input model, also when FILE holds a ``=``)
-    -> (name, path); the name is not checked against ``names`` beyond that."""
+    -> (name, path). NAME may carry a TensorFlow output index (``input:0`` for ``input``, and
+    the reverse); a name that matches no input is an error naming the nearest."""
+    from tidlc.names import resolve_or_error, resolve_tensor_name
     name, sep, path = spec.partition("=")
-    if not sep or (os.path.exists(spec) and name not in names):
+    if not sep or (os.path.exists(spec) and resolve_tensor_name(name, names) is None):
         name, path = "", spec
     if not name:
         if len(names) != 1:
             raise TidlcError(f"--input {spec}: the model has {len(names)} inputs, name one",
                              hint=f"--input NAME={file_hint} with NAME in {', '.join(names)}")
-        name = names[0]
-    return name, path
+        return names[0], path
+    return resolve_or_error(name, names, "input", "--input"), path
 
 
 def _feeds(specs, model, random_seed) -> dict:
@@ -82,8 +84,6 @@ def _feeds(specs, model, random_seed) -> dict:
     feeds = {}
     for spec in specs:
         name, path = split_input_spec(spec, names, "FILE")
-        if name not in entries:
-            raise TidlcError(f"--input {spec}: no input named '{name}'", hint=f"inputs: {', '.join(names)}")
         entry = entries[name]
         if path.lower().endswith(IMAGE_SUFFIXES):  # io.bin's pre-processing, as TIDL applies it
             feeds[name] = _image_feed(path, entry, Preprocess(**entry["preprocess"]))

@@ -8,15 +8,17 @@ import attrs
 from tidlc.diagnostics import TidlcError
 from tidlc.ir.builder import check_result_sizes, infer_types
 from tidlc.ir.core import Graph
+from tidlc.names import resolve_mapping
 
 
 def apply_input_shapes(graph: Graph, shapes: Mapping[str, tuple[int, ...]]) -> None:
     """Set the declared shape of named inputs (``--input-shape``), then re-infer every type."""
     names = graph.input_names()
-    for name, shape in shapes.items():
+    # TensorFlow's spelling works too: 'x:0' for input 'x' (and 'x' for 'x:0'); see tidlc/names.py.
+    # Of two entries for one input the later wins (compiler.load lists --input-shape after the
+    # import config's sizes); the frontends reject a user's own duplicates.
+    for name, shape in resolve_mapping(shapes, names, "input", "--input-shape", last_wins=True).items():
         op = graph.find_input(name)
-        if op is None:
-            raise TidlcError(f"--input-shape names unknown input '{name}'", hint=f"the model's inputs are: {', '.join(names)}")
         old = op.results[0].type
         if old.shape is not None and len(old.shape) != len(shape):
             raise TidlcError(f"--input-shape {name}: rank {len(shape)} but the model declares "

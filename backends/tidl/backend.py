@@ -44,8 +44,19 @@ class TidlBackend:
         from tidlc.backends.tidl.perf.device import available_devices
         return available_devices(plugins)
 
-    def supports(self, op) -> Verdict:
-        """From what runs today: the perf model's TIDL layer mapping and the executor's integer kernels."""
+    def supports(self, op, device=None) -> Verdict:
+        """TIDL's documented layer constraints first (``constraints.check``: kernel/stride pairs,
+        resize factors, ranks...), then what runs today: the perf model's TIDL layer mapping and
+        the executor's integer kernels. An accelerated op gets its notes (MMA padding waste...).
+        ``device``: a device name, TOML path or Device (default ``tda4vm``)."""
+        from tidlc.backends.tidl import constraints
+        verdict = constraints.check(op, device)
+        if verdict is not None and verdict.level != "accelerated":
+            return verdict
+        return constraints.annotate(self._layer_verdict(op), op, device)
+
+    def _layer_verdict(self, op) -> Verdict:
+        """The TIDL layer an op becomes (perf model tables, executor kernels), constraints aside."""
         from tidlc.backends.tidl.perf import layers
         for table in (layers._MMA, layers._VECTOR_OPS, layers._VIEWS, layers._FREE):
             if op.kind in table:
@@ -87,6 +98,18 @@ class TidlBackend:
         return write_bin(graph, outdir, options, net_name=target.net_name, io_name=target.io_name,
                          device=target.device)
 
+    def emit_partitioned(self, graph, partition, outdir: str, options) -> list[str]:
+        """A model split into subgraphs and host ops (``tidlc.partition``): OUTDIR/subgraph_N/net.bin
+        + io.bin per subgraph (each quantized on its own), the float graph (model.tir + model.weights)
+        and the manifest model.tdp (docs/partition.md)."""
+        from tidlc.backends.tidl.partitioned import emit_partitioned
+        return emit_partitioned(graph, partition, outdir, options)
+
+    def is_partitioned(self, location) -> bool:
+        """Whether ``location`` is a partitioned compiled model (a folder with model.tdp, or the file)."""
+        from tidlc.backends.tidl.partitioned import is_partitioned
+        return is_partitioned(location)
+
     def is_executable_graph(self, graph) -> bool:
         """Whether a graph is quantized for this backend (runs on the fixed-point executor)."""
         from tidlc.backends.tidl.fixed import graph_is_quantized
@@ -94,6 +117,8 @@ class TidlBackend:
 
     def recognizes(self, location: str) -> bool:
         from tidlc.backends.tidl.binfmt import find_net
+        if self.is_partitioned(location):
+            return True
         return isinstance(location, str) and os.path.exists(location) and find_net(location) is not None
 
     def find_artifact(self, location: str) -> str | None:
@@ -111,9 +136,13 @@ class TidlBackend:
         from tidlc.backends.tidl.binfmt import read_compiled
         return read_compiled(net, io)
 
-    def load(self, location, kernels: str = "numpy", threads: int | None = None) -> TidlExecutable:
-        """A location (folder, net file), a (net, io) pair, a CompiledModel or a quantized Graph."""
+    def load(self, location, kernels: str = "numpy", threads: int | None = None):
+        """A location (folder, net file), a (net, io) pair, a CompiledModel or a quantized Graph:
+        a TidlExecutable; a folder with model.tdp (or the file): a PartitionedExecutable."""
         from tidlc.ir.core import Graph
+        if self.is_partitioned(location):  # model.tdp: subgraphs + host ops
+            from tidlc.backends.tidl.partitioned import PartitionedExecutable
+            return PartitionedExecutable(location, kernels, threads)
         if isinstance(location, Graph):
             return TidlExecutable(location, None, kernels, threads)
         if isinstance(location, tuple):
@@ -130,6 +159,52 @@ class TidlBackend:
         if isinstance(device, (str, os.PathLike)):
             device = load_device(device, plugins)
         return estimate(graph, device, options)
+
+    def partition_cost(self, graph, options=None):
+        """``cost(ops)`` for ``tidlc.partition.plan_partition``: the ops' predicted C7x cycles (the
+        perf model on the whole float graph, run on first use) plus one call's network setup; None
+        (count ops) when the perf model cannot estimate the graph."""
+        cache: dict = {}
+
+        def cost(ops) -> float:
+            if "cycles" not in cache:
+                import warnings
+                try:
+                    bits = options.quant.bits if options is not None else 8
+                    device = self.load_device(options.target.device if options is not None else "tda4vm")
+                    with warnings.catch_warnings():  # a cost, not a report: the compile stays quiet
+                        warnings.simplefilter("ignore")
+                        rep = self.estimate(graph, device, self.perf_options(bits=16 if bits > 8 else 8))
+                    cache["cycles"] = {layer.name: float(layer.cycles) for layer in rep.layers}
+                    cache["setup"] = float(device.network_setup_cycles)
+                except Exception:  # noqa: BLE001 - no estimate (dynamic shapes, a plugin device): count ops
+                    cache["cycles"] = None
+            cycles = cache["cycles"]
+            if cycles is None:
+                return float(len(ops))
+            return cache["setup"] + sum(cycles.get(op.name, 0.0) for op in ops)
+        return cost
+
+    def estimate_partitioned(self, graph, partition, subgraph_graphs, device="tda4vm", options=None, plugins=None):
+        """The partitioned perf report (``perf/partitioned.py``): C7x per subgraph, host ops on the
+        A72, call overheads, boundary transfers."""
+        from tidlc.backends.tidl.perf import estimate, load_device
+        from tidlc.backends.tidl.perf.partitioned import estimate_partitioned
+        if isinstance(device, (str, os.PathLike)):
+            device = load_device(device, plugins)
+        return estimate_partitioned(graph, partition, subgraph_graphs, device, options, estimate)
+
+    def read_partitioned(self, location):
+        """(float graph, Partition, quantized subgraph graphs, device name) of a model.tdp folder."""
+        from tidlc.backends.tidl.partitioned import PartitionedExecutable
+
+        from tidlc.partition import Partition, Region
+        exe = PartitionedExecutable(location)
+        m = exe.manifest
+        regions = tuple(Region(s["index"], tuple(s["ops"]), tuple(s["inputs"]), tuple(s["outputs"]), float(s["cost"]))
+                        for s in m["subgraphs"])
+        partition = Partition(regions, tuple(m["host_ops"]), dict(m["boundary"]))
+        return exe.graph, partition, [model.graph for _, model, _ in exe.subgraphs], m["device"]
 
     def perf_options(self, **kw):
         from tidlc.backends.tidl.perf import PerfOptions

@@ -14,7 +14,12 @@ by node:
   ``loc(node name, model path)``, and the node's outputs keep the ONNX
   tensor names;
 * constant subgraphs (``ConstantOfShape``, ``Shape -> Gather -> ...``) are
-  imported as ops, not evaluated: the fold-constants pass folds them.
+  imported as ops, not evaluated: the fold-constants pass folds them;
+* a node without a converter (no row for its op type or opset, a foreign
+  domain) becomes one opaque ``host`` op run by onnxruntime (docs/host-ops.md;
+  ``--no-host``: it is listed in the error instead). Its payload is a one-node
+  model; ``If``/``Loop``/``Scan`` bodies travel inside it and the outer-scope
+  values they read become explicit inputs.
 
 No ``onnx.checker`` or shape inference runs: both are slow on large models
 and tidlc infers its own types.
@@ -30,6 +35,7 @@ from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError, warn
 from tidlc.frontend import Importer
 from tidlc.ir.core import Graph, Value
+from tidlc.ir.ops.host import encode_payload, type_text
 from tidlc.ir.types import TensorType, numpy_dtype
 
 # importing the tables registers the converters
@@ -40,7 +46,7 @@ from . import (  # noqa: F401
     convert_resize,
     convert_tensor,
 )
-from .context import Node, ir_dtype, tensor_to_array
+from .context import ONNX_DTYPES, Node, ir_dtype, tensor_to_array
 from .registry import CONVERTERS
 
 MIN_OPSET, MAX_OPSET = 7, 21
@@ -193,6 +199,7 @@ class OnnxImporter(Importer):
 
     table = CONVERTERS
     what = "ONNX op"
+    host_framework = "onnx"
     docs = DOCS
     listed = f"supported op types and their opsets ({MIN_OPSET}-{MAX_OPSET})"
 
@@ -225,6 +232,22 @@ class OnnxImporter(Importer):
 
     def nodes(self) -> list[Node]:
         return [Node(self, proto, self.opset) for proto in self.nodes_proto]
+
+    def can_host(self, node: Node) -> bool:
+        return node.domain not in DEFAULT_DOMAINS or CONVERTERS.lookup(node.op_type, self.opset) is None
+
+    def convert_host(self, node: Node) -> None:
+        """The node as one ``host`` op run by onnxruntime (see :func:`host_payload`)."""
+        names = host_inputs(node.proto)
+        operands = [self.value(name, node) for name in names]
+        payload, types = host_payload(self, node, names, operands)
+        attrs = {"framework": "onnx", "op_type": node.op_type, "payload": encode_payload(payload),
+                 "results": [type_text(t) for t in types]}
+        results = self.emit("host", operands, attrs, node.name, node.loc)
+        results = results if isinstance(results, list) else [results]
+        outputs = [name for name in node.output_names if name]
+        for name, value in zip(outputs, results):
+            self.bind(name, value, node)
 
     def check_node(self, node: Node) -> str | None:
         if node.domain not in DEFAULT_DOMAINS:
@@ -304,6 +327,164 @@ class OnnxImporter(Importer):
 
     def bind(self, name: str, value: Value, node: Node) -> None:
         self.values[name] = self.named(value, name, node)
+
+
+# ----------------------------------------------------------------------------- host ops
+def _subgraphs(node) -> list:
+    from onnx import AttributeProto
+    out = []
+    for attr in node.attribute:
+        if attr.type == AttributeProto.GRAPH:
+            out.append(attr.g)
+        elif attr.type == AttributeProto.GRAPHS:
+            out.extend(attr.graphs)
+    return out
+
+
+def _outer_refs(graph) -> list[str]:
+    """The names a subgraph (and the subgraphs inside it) reads from an enclosing scope."""
+    local = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    local |= {t.values.name for t in graph.sparse_initializer}
+    local |= {o for n in graph.node for o in n.output if o}
+    refs: list[str] = []
+    for n in graph.node:
+        refs += [name for name in n.input if name and name not in local]
+        for sub in _subgraphs(n):
+            refs += [name for name in _outer_refs(sub) if name not in local]
+    refs += [o.name for o in graph.output if o.name not in local]  # a branch returning an outer value
+    return refs
+
+
+def host_inputs(proto) -> list[str]:
+    """The inputs of a host op's one-node model: the node's inputs (each once, in order), then the
+    outer-scope values its subgraphs read (If/Loop/Scan bodies), which become explicit inputs."""
+    names = [name for name in proto.input if name]
+    for sub in _subgraphs(proto):
+        names += _outer_refs(sub)
+    return list(dict.fromkeys(names))
+
+
+_IR_TO_ONNX = {v: k for k, v in ONNX_DTYPES.items()}
+
+
+def _tensor_info(name: str, elem_type: int, shape):
+    """A ValueInfoProto; ``shape`` None: rank unknown; None dims: unknown."""
+    from onnx import helper
+    dims = None if shape is None else [d if d is not None else None for d in shape]
+    return helper.make_tensor_value_info(name, elem_type, dims)
+
+
+def host_payload(importer: OnnxImporter, node: Node, names: list[str], operands: list[Value]):
+    """``(serialized ModelProto, result types)`` of a host op.
+
+    The model holds the node (attributes, subgraphs) with the original opset imports and local
+    functions; its graph inputs are ``names`` (typed: the ONNX element type, the operand's rank)
+    and its outputs the node's outputs. The result types come from ONNX shape inference (with
+    data propagation) of the node on the operands' IR types, constant operands given as
+    initializers; when inference cannot tell an output's type or rank, onnxruntime runs the node
+    once on seeded inputs and the types are read off the results.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    elem = []
+    for name, value in zip(names, operands):
+        init = importer.initializers.get(name)
+        elem.append(init.data_type if init is not None else _IR_TO_ONNX[value.dtype])
+    proto = onnx.NodeProto()
+    proto.CopyFrom(node.proto)
+    outputs = [o for o in proto.output if o]
+
+    def model(inputs, initializers, outs):
+        graph = helper.make_graph([proto], f"host_{node.op_type}", inputs, outs, initializer=initializers)
+        m = helper.make_model(graph, opset_imports=list(importer.model.opset_import),
+                              producer_name="tidlc-host")
+        m.ir_version = importer.model.ir_version or m.ir_version
+        m.functions.extend(importer.model.functions)
+        return m
+
+    # the payload: rank-only inputs (the runtime takes any shape), element-typed outputs
+    payload_inputs = [_tensor_info(n, e, None if v.shape is None else [None] * len(v.shape))
+                      for n, e, v in zip(names, elem, operands)]
+    # inference: the operands' shapes, constants as initializers
+    inits, infer_inputs, feeds_spec = [], [], []
+    for n, e, v in zip(names, elem, operands):
+        data = v.const_value()
+        if data is not None:
+            arr = np.asarray(data).astype(onnx.helper.tensor_dtype_to_np_dtype(e))
+            inits.append(numpy_helper.from_array(arr, n))
+        else:
+            infer_inputs.append(_tensor_info(n, e, v.shape))
+            feeds_spec.append((n, e, v))
+    untyped = [onnx.ValueInfoProto(name=o) for o in outputs]
+    types = _inferred_types(model(infer_inputs, inits, untyped), outputs)
+    if types is None:
+        types = _run_types(importer, node, model(infer_inputs, inits, untyped), feeds_spec, outputs)
+    out_infos = [_tensor_info(o, _IR_TO_ONNX[t.dtype], None) for o, t in zip(outputs, types)]
+    payload = model(payload_inputs, [], out_infos)
+    return payload.SerializeToString(), types
+
+
+def _inferred_types(m, outputs: list[str]) -> list[TensorType] | None:
+    """Result types from ONNX shape inference; None when an output's element type or rank is unknown."""
+    import onnx
+    try:
+        inferred = onnx.shape_inference.infer_shapes(m, check_type=False, strict_mode=False, data_prop=True)
+    except Exception:  # noqa: BLE001  (inference errors: let the runtime tell)
+        return None
+    infos = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    types = []
+    for name in outputs:
+        info = infos.get(name)
+        if info is None or not info.type.HasField("tensor_type"):
+            return None
+        tt = info.type.tensor_type
+        if tt.elem_type not in ONNX_DTYPES or not tt.HasField("shape"):
+            return None
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim)
+        types.append(TensorType(shape, ONNX_DTYPES[tt.elem_type]))
+    return types
+
+
+def _run_types(importer: OnnxImporter, node: Node, m, feeds_spec, outputs: list[str]) -> list[TensorType]:
+    """Result types read off one onnxruntime run of the node on seeded inputs (static shapes only)."""
+    import onnx
+
+    from tidlc.hostrt import onnx_session, run_session
+    rng = np.random.default_rng(0)
+    feeds = []
+    for name, e, value in feeds_spec:
+        if not value.type.is_static:
+            raise node.error(f"cannot tell the type of its results (kept as a host op): input '{name}' "
+                             f"has the dynamic type {value.type}", hint=_HOST_SHAPE_HINT, code="shape")
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(e)
+        data = rng.standard_normal(value.shape) if np.dtype(dtype).kind == "f" else np.zeros(value.shape)
+        feeds.append(data.astype(dtype))
+    try:
+        session = onnx_session(m.SerializeToString(), f"ONNX node {node.label}", node.loc)
+        results = run_session(session, feeds)
+    except TidlcError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise node.error(f"cannot tell the type of its results (kept as a host op): onnxruntime: "
+                         f"{_one_line(exc)}", code="unsupported") from None
+    types = []
+    for name, arr in zip(outputs, results):
+        try:
+            dtype = ir_dtype(_np_to_onnx(arr.dtype), f"output '{name}'", node.loc)
+        except KeyError:
+            raise node.error(f"output '{name}' has element type {arr.dtype}, which tidlc does not support",
+                             code="unsupported") from None
+        types.append(TensorType(arr.shape, dtype))
+    return types
+
+
+def _np_to_onnx(dtype) -> int:
+    from onnx import helper
+    return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
+_HOST_SHAPE_HINT = "give the input shapes with --input-shape NAME=d0,d1,..., or pass --no-host to list the ops"
 
 
 def _loc(name: str, path: str):

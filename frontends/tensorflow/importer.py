@@ -12,6 +12,10 @@ schema (``graphdef.py``; TensorFlow itself is never imported), then:
 * ``Placeholder`` nodes become ``input`` ops; rank-4 ones are typed NHWC (or
   NCHW when the graph's ops say ``data_format = "NCHW"``). Unknown dims must
   be fixed with ``--input-shape NAME=...`` (a clear error otherwise);
+* names may be given as TensorFlow spells tensors: ``--input-shape input:0=...``
+  and an output ``y:0`` mean Placeholder ``input`` and node ``y`` (inputs and
+  first outputs are named after their node; ``tidlc.names.resolve_tensor_name``
+  matches ``x:0`` to ``x`` wherever a name is looked up);
 * nodes are converted in topological order by the converter table
   (``convert.py``); an op whose operands are all constants is folded at once
   (``Shape``/``StridedSlice``/``Pack`` on static shapes, batch-norm factors);
@@ -31,6 +35,7 @@ from tidlc.diagnostics import Loc, TidlcError
 from tidlc.frontend import FoldingImporter, NodeContext
 from tidlc.ir.core import Graph, Value
 from tidlc.ir.types import TensorType, dtype_of
+from tidlc.names import nearest_names, resolve_mapping
 
 from . import convert  # noqa: F401  (registers the converters)
 from .graphdef import decode_attr, numpy_type, parse_graphdef
@@ -175,12 +180,26 @@ class TFImporter(FoldingImporter):
             if proto.name in self.protos:
                 raise TidlcError(f"two nodes are named '{proto.name}'", Loc(proto.name, path), code="model")
             self.protos[proto.name] = proto
-        self.output_refs = list(outputs) if outputs else self._sinks()
+        # TensorFlow's tensor names work as well as node names: '--input-shape input:0=...' sets the
+        # shape of Placeholder 'input'; outputs 'y:0' and 'y' are both node y's first output
+        placeholders = [p.name for p in graphdef.node if p.op == "Placeholder"]
+        self.input_shapes = resolve_mapping(self.input_shapes, placeholders, "input", "--input-shape")
+        self.output_refs = [self._output_ref(ref) for ref in outputs] if outputs else self._sinks()
         if not self.output_refs:
             raise TidlcError("the graph has no outputs (every node's result is read by another node)", path,
                              code="model")
 
     # --- structure --------------------------------------------------------------------
+    def _output_ref(self, ref: str) -> str:
+        """An output given by name: ``node``, ``node:0`` or ``node:K``, as ``node`` / ``node:K``."""
+        name, index = split_ref(ref)
+        if name not in self.protos:
+            near = nearest_names(name, list(self.protos))
+            raise TidlcError(f"output '{ref}' names no node of the graph", self.path, code="option",
+                             hint=f"did you mean '{near[0]}'?" if near else "outputs are node names, "
+                                  "optionally with TensorFlow's :0")
+        return tensor_name(name, index)
+
     def _sinks(self) -> list[str]:
         read = {split_ref(ref)[0] for proto in self.graphdef.node for ref in proto.input if not ref.startswith("^")}
         return [p.name for p in self.graphdef.node if p.name not in read and p.op not in IGNORED_SINKS]

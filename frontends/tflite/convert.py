@@ -235,6 +235,29 @@ def dequantize(node) -> None:
     node.bind(node.input(0))  # the float view: dequantize op, or f16 -> f32 (folded for constants)
 
 
+def _check_densify(node) -> str | None:
+    if not node.has_input(0) or not node.has_output(0):
+        return "needs one input and one output"
+    t = node.tensor(0)
+    if node.importer.model.buffer_data(t) is None:
+        return f"the input '{t.name}' is not a constant (tidlc densifies constant sparse tensors only)"
+    return None
+
+
+@converter("DENSIFY", check=_check_densify)
+def densify(node) -> None:
+    """A sparse constant (``Tensor.sparsity``, sparsity.py) -> its dense value: a ``const`` named
+    after the output, in the stored type with the input's quantization (nothing is left to run)."""
+    t = node.tensor(0)
+    dense = node.importer.buffer_array(t)  # densified by the importer (sparsity.densify_tensor)
+    out = node.out_tensor(0)
+    if out.shape and all(d >= 0 for d in out.shape) and tuple(dense.shape) != tuple(out.shape):
+        raise node.error(f"the output '{out.name}' has shape {out.shape}, the densified input "
+                         f"'{t.name}' {tuple(dense.shape)}")
+    node.bind(node.importer.new_const(np.ascontiguousarray(dense), out.name, node.loc,
+                                      quant=node.importer.quant(t)))
+
+
 @converter("QUANTIZE")
 def quantize(node) -> None:
     node.bind(node.input(0))  # bind quantizes into the output's scale (a requantization if the input was)

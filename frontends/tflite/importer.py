@@ -6,6 +6,12 @@
 * **checks every operator before converting any**: custom ops (with their
   custom code and operator index), builtin ops without a converter, unsupported
   options, element types and per-channel zero points are reported in one error;
+* an operator without a converter (a builtin tidlc does not lower, a custom op)
+  becomes one opaque ``host`` op run by the TFLite interpreter
+  (docs/host-ops.md): its payload is a one-operator .tflite (constant and state
+  tensors inside, control-flow subgraphs copied), probed at import, so an op no
+  installed interpreter can run (a custom op without a kernel) is an import
+  error. ``--no-host``: every such operator is listed in the error instead;
 * graph inputs become ``input`` ops (rank 4: NHWC); ``--input-shape`` overrides
   the stored shape;
 * **quantized tensors stay quantized**: every TFLite tensor is one IR value of
@@ -38,6 +44,7 @@ from tidlc.frontend import FoldingImporter, NodeContext
 from tidlc.frontend_nhwc import permute_weight
 from tidlc.ir.builder import Builder
 from tidlc.ir.core import Graph, Value
+from tidlc.ir.ops.host import encode_payload, type_text
 from tidlc.ir.ops.quant import QUANT_DTYPES
 from tidlc.ir.types import QuantInfo, TensorType, numpy_dtype
 
@@ -45,6 +52,7 @@ from . import convert  # noqa: F401  (registers the converters)
 from .flatbuf import FlatBufferError
 from .registry import CONVERTERS
 from .schema import ACTIVATIONS, Model, Operator, Tensor, is_tflite, read_model
+from .sparsity import densify_tensor, tensor_sparsity
 
 DOCS = "docs/frontends/tflite.md"
 _FUSED = {"NONE": ("none", ()), "RELU": ("relu", ()), "RELU6": ("relu6", ()),
@@ -229,6 +237,7 @@ class TFLiteImporter(FoldingImporter):
 
     table = CONVERTERS
     what = "TFLite operator"
+    host_framework = "tflite"
     docs = DOCS
     listed = "supported builtin ops"
 
@@ -240,6 +249,8 @@ class TFLiteImporter(FoldingImporter):
         self.views: dict[int, Value] = {}
         self._arrays: dict[int, np.ndarray | None] = {}
         self._const_bytes = 0  # of the constants read so far (a buffer may back many tensors)
+        self._host_payloads: dict[int, bytes] = {}  # operator index -> its one-op model (host ops)
+        self._variable_set: set[int] | None = None
 
     # --- the steps ----------------------------------------------------------------
     def run(self) -> Graph:
@@ -270,6 +281,74 @@ class TFLiteImporter(FoldingImporter):
             if ACTIVATIONS.get(code, "?") not in _FUSED:
                 problem = f"fused activation {ACTIVATIONS.get(code, code)} is not supported"
         return problem or super().check_node(node)
+
+    # --- host ops -------------------------------------------------------------------
+    def can_host(self, node: TFLiteNode) -> bool:
+        return node.op_type == "CUSTOM" or CONVERTERS.lookup(node.op_type) is None
+
+    def host_problem(self, node: TFLiteNode) -> str | None:
+        """Why ``node`` cannot be a host op: a tensor tidlc cannot hold, no TFLite runtime, or a
+        runtime that cannot run it (a custom op without a registered kernel): probed once here,
+        so the model fails at import, not when it runs."""
+        from tidlc.hostrt import INSTALL_HINT, probe_tflite
+        operands, _embedded = self._host_split(node)
+        for idx in operands + [i for i in node.model_op.outputs if i >= 0]:
+            problem = _tensor_problem(self.model.tensors[idx])
+            if problem:
+                return problem
+        try:
+            payload = self._host_payloads[node.index] = host_model(self.model, node.model_op, operands)
+        except TidlcError as exc:
+            return f"{exc.message} ({INSTALL_HINT})"
+        why = probe_tflite(payload)
+        if why is None:
+            return None
+        if node.op_type == "CUSTOM":
+            return (f"custom op '{node.model_op.custom_code}' cannot run on the host: {why}; it needs a "
+                    f"TFLite interpreter with a kernel for '{node.model_op.custom_code}' registered")
+        if "no TFLite runtime" in why:
+            return f"not supported, and no TFLite runtime is installed to run it on the host ({INSTALL_HINT})"
+        return f"not supported, and the TFLite interpreter cannot run it on the host: {why}"
+
+    def _host_split(self, node: TFLiteNode) -> tuple[list[int], list[int]]:
+        """(tensors fed as operands, tensors embedded in the payload: constants and variables)."""
+        operands, embedded = [], []
+        for idx in node.model_op.inputs:
+            if idx < 0:
+                continue
+            t = self.model.tensors[idx]
+            if self.model.buffer_data(t) is not None or idx in self._variables():
+                embedded.append(idx)
+            elif idx not in operands:
+                operands.append(idx)
+        return operands, embedded
+
+    def _variables(self) -> set[int]:
+        """The indices of the variable tensors (LSTM/RNN states) of the main subgraph."""
+        if self._variable_set is None:
+            self._variable_set = variable_tensors(self.model)
+        return self._variable_set
+
+    def convert_host(self, node: TFLiteNode) -> None:
+        """The operator as one ``host`` op run by the TFLite interpreter (see :func:`host_model`)."""
+        operands_idx, _ = self._host_split(node)
+        payload = self._host_payloads.pop(node.index, None)
+        if payload is None:
+            payload = host_model(self.model, node.model_op, operands_idx)
+        outputs = [i for i in node.model_op.outputs if i >= 0]
+        types = []
+        for idx in outputs:
+            t = self.model.tensors[idx]
+            shape = tuple(None if s is not None and s < 0 else d
+                          for d, s in zip(t.shape, t.signature or (None,) * len(t.shape)))
+            types.append(TensorType(shape, t.dtype))
+        op_type = node.model_op.custom_code if node.op_type == "CUSTOM" else node.op_type
+        attrs_ = {"framework": "tflite", "op_type": op_type, "payload": encode_payload(payload),
+                  "results": [type_text(t) for t in types]}
+        results = self.emit("host", [self.value(i, node) for i in operands_idx], attrs_, node.name, node.loc)
+        results = results if isinstance(results, list) else [results]
+        for idx, value in zip(outputs, results):
+            self.bind(idx, value, node)
 
     def convert(self, node: TFLiteNode) -> None:
         if not node.extra.get("skip"):  # the SPACE_TO_BATCH_ND and BATCH_TO_SPACE_ND of a dilated conv
@@ -330,7 +409,13 @@ class TFLiteImporter(FoldingImporter):
         """A constant tensor's data in its stored type (a view of the file), else None."""
         if t.index not in self._arrays:
             data = self.model.buffer_data(t)
-            self._arrays[t.index] = None if data is None else self._array(t, data)
+            sparse = None if data is None else tensor_sparsity(self.model, t.index, self.path)
+            if sparse is not None:
+                self._arrays[t.index] = densify_tensor(self.model, t, sparse, data, self.path)
+                self._const_bytes += self._arrays[t.index].nbytes
+                limits.check("total_bytes", self._const_bytes, "the model's constant tensors", Loc(t.name, self.path))
+            else:
+                self._arrays[t.index] = None if data is None else self._array(t, data)
         return self._arrays[t.index]
 
     def _array(self, t: Tensor, data: memoryview) -> np.ndarray:
@@ -428,6 +513,102 @@ def _tensor_problem(t: Tensor) -> str | None:
     if t.quant is not None and t.quant.zero_point.size > 1 and np.any(t.quant.zero_point != t.quant.zero_point[0]):
         return f"tensor '{t.name}' has per-channel zero points (tidlc keeps one zero point per tensor)"
     return None
+
+
+# ----------------------------------------------------------------------------- host ops
+def _schema():
+    from tidlc.hostrt import missing_runtime, tflite_schema
+    schema = tflite_schema()
+    if schema is None:
+        raise missing_runtime("a TFLite op kept as a host op", "tflite")
+    return schema
+
+
+def variable_tensors(model: Model) -> set[int]:
+    """The indices of the main subgraph's variable tensors (``is_variable``: LSTM/RNN states)."""
+    try:
+        schema = _schema()
+    except TidlcError:
+        return set()
+    sg = schema.Model.GetRootAs(bytes(model.buf), 0).Subgraphs(0)
+    return {i for i in range(sg.TensorsLength()) if sg.Tensors(i).IsVariable()}
+
+
+def host_model(model: Model, op, operands: list[int]) -> bytes:
+    """A .tflite holding just operator ``op`` of ``model``: its op code, options and custom
+    options, its constant tensors (with their data) and variable tensors; the subgraph's inputs
+    are the ``operands`` tensors in order, its outputs the operator's outputs. Written with the
+    flatbuffer object API of the installed TFLite runtime (a TidlcError if there is none)."""
+    schema = _schema()  # a TidlcError naming tidlc[host] without a TFLite runtime (which brings flatbuffers)
+    try:
+        import flatbuffers
+    except ImportError:  # a runtime without it: not seen in practice, but name the fix
+        raise TidlcError("writing a TFLite host op needs the flatbuffers package",
+                         hint="pip install tidlc[host]", code="unsupported") from None
+    root = schema.Model.GetRootAs(bytes(model.buf), 0)
+    sg = root.Subgraphs(0)
+    fb_op = sg.Operators(op.index)
+    op_t = schema.OperatorT.InitFromObj(fb_op)
+    code_t = schema.OperatorCodeT.InitFromObj(root.OperatorCodes(fb_op.OpcodeIndex()))
+    tensors, buffers, remap = [], [schema.BufferT()], {}
+
+    def add(idx: int) -> int:
+        if idx < 0:
+            return idx
+        if idx not in remap:
+            t = schema.TensorT.InitFromObj(sg.Tensors(idx))
+            data = model.buffer_data(model.tensors[idx])
+            t.buffer = 0
+            if data is not None:
+                buf = schema.BufferT()
+                buf.data = np.frombuffer(bytes(data), np.uint8)
+                t.buffer = len(buffers)
+                buffers.append(buf)
+            remap[idx] = len(tensors)
+            tensors.append(t)
+        return remap[idx]
+
+    inputs = [add(i) for i in operands]
+    op_t.opcodeIndex = 0
+    op_t.inputs = [add(int(i)) for i in (op_t.inputs if op_t.inputs is not None else [])]
+    op_t.outputs = [add(int(i)) for i in (op_t.outputs if op_t.outputs is not None else [])]
+    if op_t.intermediates is not None:
+        op_t.intermediates = [add(int(i)) for i in op_t.intermediates]
+    sg_t = schema.SubGraphT()
+    sg_t.tensors, sg_t.operators, sg_t.name = tensors, [op_t], "host"
+    sg_t.inputs = inputs
+    sg_t.outputs = [i for i in op_t.outputs if i >= 0]
+    codes = [code_t]
+    # control flow (WHILE, IF, CALL_ONCE) names the other subgraphs by index: they are copied
+    # unchanged after the one-op main subgraph, keeping their indices, with the op codes and
+    # buffers they use
+    extra = [schema.SubGraphT.InitFromObj(root.Subgraphs(k)) for k in range(1, root.SubgraphsLength())]
+    code_map: dict[int, int] = {}
+    buffer_map: dict[int, int] = {0: 0}
+    for sub in extra:
+        for t in sub.tensors or []:
+            if t.buffer not in buffer_map:
+                start, size = model.buffers[t.buffer] if t.buffer < len(model.buffers) else (0, 0)
+                buf = schema.BufferT()
+                if size:
+                    buf.data = np.frombuffer(bytes(memoryview(model.buf)[start:start + size]), np.uint8)
+                buffer_map[t.buffer] = len(buffers)
+                buffers.append(buf)
+            t.buffer = buffer_map[t.buffer]
+        for sub_op in sub.operators or []:
+            if sub_op.opcodeIndex not in code_map:
+                code_map[sub_op.opcodeIndex] = len(codes)
+                codes.append(schema.OperatorCodeT.InitFromObj(root.OperatorCodes(sub_op.opcodeIndex)))
+            sub_op.opcodeIndex = code_map[sub_op.opcodeIndex]
+    model_t = schema.ModelT()
+    model_t.version = 3
+    model_t.operatorCodes = codes
+    model_t.subgraphs = [sg_t] + extra
+    model_t.buffers = buffers
+    model_t.description = "tidlc host op"
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model_t.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def read_tflite(path: str) -> Model:

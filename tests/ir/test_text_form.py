@@ -179,8 +179,18 @@ FIXED = r"""tidlc.graph @fixed {quantized = true} {
 # symbol -> shape of the (f32) sidecar constants the graphs reference
 CNN_WEIGHTS = {"gpu_0/conv1_w_0": (8, 4, 3, 3), "conv2.w": (8, 2, 3, 3), "deconv.w": (8, 2, 4, 4),
                "fc.w": (10, 16)}
+# an opaque host op (an ONNX NonZero kept by the frontend, docs/host-ops.md)
+HOST = """\
+tidlc.graph @host {
+  %x = input "x" : tensor<2x5xf32>
+  %0 = relu(%x) : tensor<2x5xf32> loc("r")
+  %1 = host(%0) {framework = "onnx", op_type = "NonZero", results = ["2x?xi64"], payload = "CA4SCnRpZGxjLWhvc3Q6OwoPCgFyEgF5IgdOb25aZXJvEgxob3N0X05vblplcm9aDwoBchIKCggIARIECgAKAGIJCgF5EgQKAggHQgQKABAN"} : tensor<2x?xi64> loc("y")
+  output(%1) {names = ["y"]}
+}
+"""
+
 GRAPHS = {"cnn": (CNN, CNN_WEIGHTS), "eltwise": (ELTWISE, {}), "shapes": (SHAPES, {}), "types": (TYPES, {}),
-          "ssd": (SSD, {}), "quant": (QUANT, {}), "fixed": (FIXED, {})}
+          "ssd": (SSD, {}), "quant": (QUANT, {}), "fixed": (FIXED, {}), "host": (HOST, {})}
 
 
 def make_weights(shapes, seed=0):

@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--16bit-layers", dest="layers_16bit", type=_names, metavar="NAME,...",
                    help="layers computed in 16 bits (mixed precision)")
     g.add_argument("--fps", type=float, metavar="F", help="check against an F frames/s video input")
+    g.add_argument("--partitioned", action="store_true",
+                   help="a model file: estimate it split as `tidlc compile` splits it (subgraphs on the C7x, "
+                        "host ops on the A72; implied by the deny lists, --max-subgraphs, --min-subgraph-ops)")
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="print the JSON report (schema in docs/perf.md)")
     g.add_argument("--plot", metavar="FILE.png", help="draw the heaviest layers' cycles (needs matplotlib)")
@@ -107,7 +110,10 @@ def _device_name(args, compiled_for: str | None, plugins, backend) -> str:
 
 
 def run(args, options) -> int:
-    from tidlc.compiler import backend_for
+    from tidlc.compiler import backend_for, plugins_for
+    partitioned = getattr(backend_for(options, plugins_for(options)), "is_partitioned", None)
+    if partitioned is not None and partitioned(args.model):  # model.tdp: subgraphs + host ops
+        return _run_partitioned(args, options)
     graph, plugins, stored = load_graph(args, options)
     backend = backend_for(options, plugins)
     needed = ("estimate", "load_device", "perf_options", "report_renderers", "available_devices")
@@ -122,6 +128,15 @@ def run(args, options) -> int:
         batches=args.batches or stored.get("batches") or 1,
         msmc_kb=args.msmc_kb if args.msmc_kb is not None else stored.get("msmc_kb"),
         persist_weights=args.persist_weights == "on", fps=args.fps, hints=args.show_hints)
+    if _wants_partition(args, options) and callable(getattr(backend, "estimate_partitioned", None)) \
+            and not os.path.isdir(args.model) and not stored and not _graph_bits(graph):  # a float model file
+        from tidlc.compiler import plan_for
+        from tidlc.partition import extract_region
+        partition = plan_for(graph, backend, options)
+        if not partition.is_whole:
+            subgraphs = [extract_region(graph, r) for r in partition.regions]
+            rep = backend.estimate_partitioned(graph, partition, subgraphs, device, perf_options, plugins)
+            return _print_partitioned(args, rep)
     rep = backend.estimate(graph, device, perf_options)
     if args.json:
         sys.stdout.write(rep.to_json())
@@ -131,4 +146,38 @@ def run(args, options) -> int:
         sys.stdout.write(render_text(rep, args.top))
     if args.plot:
         print(f"  wrote {plot(rep, args.plot)}", file=sys.stderr)
+    return 0
+
+
+def _wants_partition(args, options) -> bool:
+    """--partitioned, or a partitioning option given (docs/partition.md)."""
+    from tidlc.config import TargetOptions
+    t, default = options.target, TargetOptions()
+    return bool(getattr(args, "partitioned", False) or t.deny_op_types or t.deny_op_names
+                or t.max_subgraphs != default.max_subgraphs or t.min_subgraph_ops != default.min_subgraph_ops)
+
+
+def _run_partitioned(args, options) -> int:
+    """`tidlc perf OUTDIR` of a partitioned compile (model.tdp; docs/partition.md)."""
+    from tidlc.compiler import backend_for, plugins_for
+    plugins = plugins_for(options)
+    backend = backend_for(options, plugins)
+    graph, partition, subgraphs, compiled_for = backend.read_partitioned(args.model)
+    device = backend.load_device(_device_name(args, compiled_for, plugins, backend), plugins)
+    bits = args.bits or max([_graph_bits(g) or 8 for g in subgraphs] or [8])
+    perf_options = backend.perf_options(bits=16 if bits > 8 else 8, layers_16bit=getattr(args, "layers_16bit", None) or (),
+                                        batches=args.batches or 1, msmc_kb=args.msmc_kb,
+                                        persist_weights=args.persist_weights == "on", fps=args.fps,
+                                        hints=args.show_hints)
+    rep = backend.estimate_partitioned(graph, partition, subgraphs, device, perf_options, plugins)
+    return _print_partitioned(args, rep)
+
+
+def _print_partitioned(args, rep) -> int:
+    if args.json:
+        sys.stdout.write(rep.to_json())
+    else:
+        sys.stdout.write(rep.render_text())
+    if args.plot:
+        warn("--plot draws a whole-model report; a partitioned model has none", code="ignored")
     return 0

@@ -72,6 +72,10 @@ def run(args, options) -> int:
     generic = _artifact_backend(args.model, plugins)
     if generic is not None:  # a compiled model of a backend without a net.bin (e.g. onnx-qdq)
         return _run_artifact(args, generic)
+    partitioned = getattr(backend_for(options, plugins), "is_partitioned", None)
+    if partitioned is not None and partitioned(args.model):  # model.tdp: subgraphs + host ops (docs/partition.md)
+        return _run_artifact(args, backend_for(options, plugins), traced=True, kernels=args.kernels,
+                             threads=args.threads)
     if is_compiled_location(args.model, options.target.backend, plugins):  # net.bin + io.bin, or an import config (docs/run.md)
         return run_compiled(args, options.target.backend, plugins)
     if args.print_pipeline:
@@ -115,12 +119,13 @@ def _artifact_backend(path: str, plugins):
     return None
 
 
-def _run_artifact(args, backend) -> int:
-    """`tidlc run OUTDIR` through the contract only: ``load(OUTDIR).run(feeds)``."""
+def _run_artifact(args, backend, traced: bool = False, **load_kw) -> int:
+    """`tidlc run OUTDIR` through the contract only: ``load(OUTDIR).run(feeds)`` (``--trace``:
+    ``run(feeds, observer=...)``, for executables that take one)."""
     import numpy as np
 
     from tidlc.fileio import load_array, save_npz
-    executable = backend.load(args.model)
+    executable = backend.load(args.model, **load_kw)
     info = executable.input_info() if hasattr(executable, "input_info") else []
     names = [name for name, _, _ in info]
     from tidlc.run_compiled import split_input_spec
@@ -135,11 +140,20 @@ def _run_artifact(args, backend) -> int:
                 raise TidlcError(f"no value for input '{name}'", args.model,
                                  hint="give --input NAME=FILE.npy or --random-input SEED", code="input")
             feeds[name] = rng.random(shape, dtype=np.float32).astype(dtype)
+    trace: dict = {}
+    run_kw = {}
+    if args.trace and traced:
+        def observer(op, results):  # every layer's output in order (host ops and subgraph layers)
+            for k, r in enumerate(results):
+                trace[f"{len(trace):04d}_{op.name or op.kind}" + (f"_{k}" if k else "")] = r
+        run_kw["observer"] = observer
     start = time.perf_counter()
-    outputs = executable.run(feeds)
+    outputs = executable.run(feeds, **run_kw)
     elapsed = time.perf_counter() - start
     if args.output:
         save_npz(args.output, outputs)
+    if args.trace and traced:
+        save_npz(os.path.join(args.trace, "trace.npz"), trace)
     return _print_outputs(args, outputs, elapsed, backend.name)
 
 

@@ -3,6 +3,7 @@ from tidlc.ir.ops import (  # noqa: F401  # noqa: F401
     detection,
     elementwise,
     fixed,
+    host,
     io,
     nn,
     quant,

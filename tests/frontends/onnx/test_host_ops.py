@@ -1,0 +1,199 @@
+"""ONNX ops without a converter become opaque ``host`` ops run by onnxruntime (docs/host-ops.md):
+an LSTM between convolutions, Equal/NonZero between lowered ops, an ``If`` whose branches read an
+outer-scope value. Each: the import keeps them as host ops, the float interpreter matches
+onnxruntime on the whole model, the IR text round-trips, and ``allow_host=False`` gives the one
+error listing every unsupported op."""
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from onnx import TensorProto as TP
+from onnx import helper, numpy_helper
+from tidlc.frontends.onnx.importer import import_model, supported_ops
+
+from tidlc.compiler import optimize
+from tidlc.config import CompileOptions
+from tidlc.diagnostics import TidlcError
+from tidlc.interp import run_graph
+from tidlc.ir.parser import parse_graph
+from tidlc.ir.printer import print_graph
+from tidlc.ir.verifier import verify
+
+RNG = np.random.default_rng(0)
+
+
+def _const(name: str, data) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(data), name)
+
+
+def _weights(name: str, *shape) -> onnx.TensorProto:
+    return _const(name, (RNG.standard_normal(shape) * 0.3).astype(np.float32))
+
+
+def _model(nodes, inputs, outputs, inits, opset: int = 13) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "host_test", inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def _check(model: onnx.ModelProto, feeds: dict, host_types: list[str]) -> None:
+    """Import, host ops of ``host_types`` (in order), run vs onnxruntime, text round-trip,
+    and the old error with allow_host=False."""
+    graph = import_model(model, None, "m.onnx")
+    verify(graph)
+    hosts = [op for op in graph.ops if op.kind == "host"]
+    assert [op.attrs["op_type"] for op in hosts] == host_types
+    assert all(op.attrs["framework"] == "onnx" and not op.opdef.traits for op in hosts)
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    refs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+
+    def compare(g):
+        got = run_graph(g, feeds)
+        for name, ref in refs.items():
+            assert got[name].shape == ref.shape, name
+            if ref.dtype.kind == "f":
+                tol = 1e-4 * max(float(np.abs(ref).max()), 1e-12)
+                assert float(np.abs(got[name] - ref).max()) <= tol, name
+            else:
+                np.testing.assert_array_equal(got[name], ref)
+
+    compare(graph)
+    optimized = import_model(model, None, "m.onnx")
+    optimize(optimized, CompileOptions.of(opt_level=2, verify_each=True))  # the passes leave host ops alone
+    assert [op.attrs["op_type"] for op in optimized.ops if op.kind == "host"] == host_types
+    compare(optimized)
+    text, weights = print_graph(graph)
+    again = parse_graph(text, weights)
+    assert print_graph(again)[0] == text
+    compare(again)  # the parsed payloads run too
+    with pytest.raises(TidlcError) as info:
+        import_model(model, CompileOptions.of(allow_host=False), "m.onnx")
+    err = info.value
+    assert err.code == "unsupported"
+    n = len(host_types)
+    assert err.message == f"{n} unsupported ONNX op{'s' if n > 1 else ''}"
+    assert [p.split(": ", 1)[1] for p in err.problems] == ["not supported"] * n
+
+
+def test_lstm_between_convolutions():
+    hidden = 8
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["a1"], name="relu1"),
+             helper.make_node("Reshape", ["a1", "s1"], ["seq"], name="to_seq"),
+             helper.make_node("LSTM", ["seq", "W", "R", "B"], ["Y", "Y_h"], hidden_size=hidden, name="lstm"),
+             helper.make_node("Reshape", ["Y", "s2"], ["r2"], name="to_img"),
+             helper.make_node("Conv", ["r2", "w2"], ["out"], name="conv2")]
+    inits = [_weights("w1", 4, 3, 3, 3), _const("s1", np.array([4, 1, 16], np.int64)),
+             _weights("W", 1, 4 * hidden, 16), _weights("R", 1, 4 * hidden, hidden), _weights("B", 1, 8 * hidden),
+             _const("s2", np.array([1, 4, 4, 2], np.int64)), _weights("w2", 2, 4, 1, 1)]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, [1, 3, 4, 4])],
+                   [helper.make_tensor_value_info("out", TP.FLOAT, [1, 2, 4, 2]),
+                    helper.make_tensor_value_info("Y_h", TP.FLOAT, [1, 1, hidden])], inits)
+    x = RNG.standard_normal((1, 3, 4, 4)).astype(np.float32)
+    _check(model, {"x": x}, ["LSTM"])
+    graph = import_model(model)
+    (lstm,) = [op for op in graph.ops if op.kind == "host"]
+    assert [str(r.type) for r in lstm.results] == ["tensor<4x1x1x8xf32>", "tensor<1x1x8xf32>"]
+    # the weights are operands (constants of the IR), not payload
+    assert [v.producer.kind for v in lstm.operands] == ["reshape", "const", "const", "const"]
+
+
+def test_equal_where_nonzero():
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Equal", ["r", "zero"], ["is0"], name="eq"),
+             helper.make_node("Where", ["is0", "minus", "x"], ["w"], name="where"),
+             helper.make_node("Mul", ["w", "two"], ["y"], name="mul"),
+             helper.make_node("NonZero", ["is0"], ["nz"], name="nonzero"),
+             helper.make_node("Transpose", ["nz"], ["idx"], perm=[1, 0], name="t")]
+    inits = [_const("zero", np.float32(0)), _const("minus", np.float32(-1)), _const("two", np.float32(2))]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, [2, 5])],
+                   [helper.make_tensor_value_info("y", TP.FLOAT, [2, 5]),
+                    helper.make_tensor_value_info("idx", TP.INT64, ["n", 2])], inits)
+    x = RNG.standard_normal((2, 5)).astype(np.float32)
+    _check(model, {"x": x}, ["Equal", "NonZero"])
+    graph = import_model(model)
+    nonzero = next(op for op in graph.ops if op.attrs.get("op_type") == "NonZero")
+    assert str(nonzero.results[0].type) == "tensor<2x?xi64>"  # data-dependent: unknown count
+
+
+def test_if_with_outer_scope_value():
+    # both branches read 'h' (computed outside the If) and 'bias' (an initializer of the main graph)
+    then_g = helper.make_graph([helper.make_node("Add", ["h", "bias"], ["t_out"])], "then", [],
+                               [helper.make_tensor_value_info("t_out", TP.FLOAT, [1, 4])])
+    else_g = helper.make_graph([helper.make_node("Mul", ["h", "h"], ["e_out"])], "else", [],
+                               [helper.make_tensor_value_info("e_out", TP.FLOAT, [1, 4])])
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"),
+             helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0, name="sum"),
+             helper.make_node("Greater", ["s", "zero"], ["cond"], name="gt"),
+             helper.make_node("If", ["cond"], ["branch"], then_branch=then_g, else_branch=else_g, name="if"),
+             helper.make_node("Relu", ["branch"], ["out"], name="relu")]
+    inits = [_weights("w", 3, 4), _const("bias", np.arange(4, dtype=np.float32)), _const("zero", np.float32(0))]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, [1, 3])],
+                   [helper.make_tensor_value_info("out", TP.FLOAT, [1, 4])], inits)
+    graph = import_model(model)
+    host = next(op for op in graph.ops if op.kind == "host" and op.attrs["op_type"] == "If")
+    # the outer-scope values the branches read are explicit operands of the one-node model
+    assert len(host.operands) == 3
+    payload = onnx.load_model_from_string(base64.b64decode(host.attrs["payload"]))
+    assert [i.name for i in payload.graph.input] == ["cond", "h", "bias"]
+    assert {a.name for a in payload.graph.node[0].attribute} == {"then_branch", "else_branch"}
+    for sign in (1.0, -1.0):  # both branches
+        x = (np.abs(RNG.standard_normal((1, 3))) * sign).astype(np.float32)
+        _check(model, {"x": x}, [t for t in ("Greater", "If") if t not in supported_ops()])
+
+
+def test_converter_errors_still_raise():
+    """A node whose converter rejects its attributes is an error even when host ops are allowed."""
+    nodes = [helper.make_node("ArgMax", ["x"], ["am"], select_last_index=1, name="am"),
+             helper.make_node("NonZero", ["x"], ["nz"], name="nz")]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, [2, 5])],
+                   [helper.make_tensor_value_info("am", TP.INT64, [1, 5]),
+                    helper.make_tensor_value_info("nz", TP.INT64, [2, "n"])], [])
+    with pytest.raises(TidlcError) as info:
+        import_model(model, None, "m.onnx")
+    assert info.value.message == "1 unsupported ONNX op"
+    assert info.value.problems == ["'am' (ArgMax): select_last_index=1 is not supported"]
+
+
+def test_missing_runtime_names_the_extra(monkeypatch):
+    import sys
+
+    from tidlc import hostrt
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"], name="nz")]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, [2, 5])],
+                   [helper.make_tensor_value_info("nz", TP.INT64, [2, "n"])], [])
+    graph = import_model(model)
+    monkeypatch.setattr(hostrt, "_SESSIONS", {})
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
+    with pytest.raises(TidlcError, match=r"host op 'nz' \(onnx NonZero\) runs on onnxruntime") as info:
+        run_graph(graph, {"x": np.ones((2, 5), np.float32)})
+    assert info.value.hint == "pip install tidlc[host]"
+
+
+def test_foreign_domain_op_typed_by_one_runtime_run():
+    """ONNX shape inference does not know com.microsoft ops: the result types come from one
+    onnxruntime run on seeded inputs; the payload keeps the model's opset imports."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Gelu", ["r"], ["g"], domain="com.microsoft", name="gelu"),
+             helper.make_node("Neg", ["g"], ["y"], name="neg")]
+    graph = helper.make_graph(nodes, "ms", [helper.make_tensor_value_info("x", TP.FLOAT, [2, 5])],
+                              [helper.make_tensor_value_info("y", TP.FLOAT, [2, 5])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    x = RNG.standard_normal((2, 5)).astype(np.float32)
+    g = import_model(model, None, "m.onnx")
+    (host,) = [op for op in g.ops if op.kind == "host"]
+    assert host.attrs["op_type"] == "Gelu" and host.attrs["results"] == ("2x5xf32",)
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = session.run(None, {"x": x})[0]
+    np.testing.assert_allclose(run_graph(g, {"x": x})["y"], ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+    with pytest.raises(TidlcError) as info:
+        import_model(model, CompileOptions.of(allow_host=False), "m.onnx")
+    assert info.value.problems == ["'gelu' (Gelu): ops of domain 'com.microsoft' are not supported"]

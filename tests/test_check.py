@@ -1,0 +1,127 @@
+"""`tidlc check` (issue 13, item 1): verdicts, hints, the partition preview, exit codes, JSON schema."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tidlc.cli import main
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "schemas" / "tidlc.check-1.json").read_text())
+
+
+def _run(*argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def _validate(doc: dict) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(doc, SCHEMA)
+
+
+def _weights(name: str, shape, seed: int):
+    return numpy_helper.from_array(np.random.default_rng(seed).normal(0, 0.1, shape).astype(np.float32), name)
+
+
+def _save(tmp_path, nodes, inits, x_shape, y_shape, name="m.onnx", opset=13) -> Path:
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits)
+    path = tmp_path / name
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), str(path))
+    return path
+
+
+@pytest.fixture
+def plain_cnn(tmp_path) -> Path:
+    """conv 3x3 s1 (16 ch) -> relu -> max pool 2x2 s2 -> conv 1x1 (64 ch): every layer accelerated."""
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p1", "w2"], ["y"], name="conv2", kernel_shape=[1, 1])]
+    inits = [_weights("w1", (16, 16, 3, 3), 1), _weights("b1", (16,), 2), _weights("w2", (64, 16, 1, 1), 3)]
+    return _save(tmp_path, nodes, inits, [1, 16, 32, 32], [1, 64, 16, 16])
+
+
+@pytest.fixture
+def awkward(tmp_path) -> Path:
+    """A 3x3 stride-2 ConvTranspose and a x3 nearest resize, between plain convs."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("ConvTranspose", ["c1", "wd"], ["d1"], name="deconv", kernel_shape=[3, 3],
+                              strides=[2, 2], pads=[1, 1, 0, 0], output_padding=[1, 1]),
+             helper.make_node("Resize", ["d1", "", "scales"], ["u1"], name="up3", mode="nearest"),
+             helper.make_node("Conv", ["u1", "w2"], ["y"], name="conv2", kernel_shape=[1, 1])]
+    inits = [_weights("w1", (16, 16, 3, 3), 1), _weights("wd", (16, 16, 3, 3), 2), _weights("w2", (16, 16, 1, 1), 3),
+             numpy_helper.from_array(np.array([1, 1, 3, 3], np.float32), "scales")]
+    return _save(tmp_path, nodes, inits, [1, 16, 16, 16], [1, 16, 96, 96])
+
+
+def test_a_plain_cnn_is_accelerated_whole(plain_cnn):
+    code, out, err = _run("check", plain_cnn)
+    assert code == 0, out + err
+    assert "on the host" in out and "partition: the whole model is one accelerated subgraph" in out
+    code, out, _ = _run("check", plain_cnn, "--json")
+    doc = json.loads(out)
+    _validate(doc)
+    assert code == 0 and doc["summary"]["exit_code"] == 0 and doc["summary"]["host"] == 0
+    assert len(doc["partition"]["subgraphs"]) == 1 and not doc["partition"]["host_ops"]
+
+
+def test_deconv_3x3_s2_and_x3_resize_are_named_with_their_hints(awkward):
+    code, out, err = _run("check", awkward)
+    assert code == 1, out + err
+    rows = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in ("deconv", "up3")}
+    assert set(rows) == {"deconv", "up3"}, out
+    assert "Resize" in rows["deconv"] or "resize" in rows["deconv"]
+    assert "x2" in rows["up3"] or "x4" in rows["up3"]
+    code, out, _ = _run("check", awkward, "--json")
+    doc = json.loads(out)
+    _validate(doc)
+    by_name = {layer["name"]: layer for layer in doc["layers"]}
+    assert by_name["deconv"]["verdict"] != "accelerated" and by_name["deconv"]["hint"]
+    assert by_name["up3"]["verdict"] != "accelerated" and by_name["up3"]["hint"]
+    assert by_name["conv1"]["verdict"] == "accelerated"
+
+
+def test_deny_list_moves_ops_to_the_host_and_shows_the_boundary(plain_cnn):
+    code, out, err = _run("check", plain_cnn, "--deny-op-name", "pool1", "--json")
+    assert code == 1, err
+    doc = json.loads(out)
+    _validate(doc)
+    part = doc["partition"]
+    assert part["host_ops"] == ["pool1"] and len(part["subgraphs"]) == 2
+    boundary = {b["tensor"]: b["bytes_per_frame"] for b in part["boundary"]}
+    assert boundary and all(n > 0 for n in boundary.values())
+    assert {layer["name"]: layer["verdict"] for layer in doc["layers"]}["pool1"] == "host"
+
+
+def test_a_bad_deny_name_is_an_error_naming_the_nearest(plain_cnn):
+    code, out, err = _run("check", plain_cnn, "--deny-op-name", "pool_1")
+    assert code == 2 and "pool1" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_dynamic_input_is_a_problem(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    path = _save(tmp_path, nodes, [], ["N", 3, 8, 8], ["N", 3, 8, 8])
+    code, out, err = _run("check", path, "--json")
+    doc = json.loads(out)
+    _validate(doc)
+    assert code == 1 and doc["dynamic_inputs"][0]["name"] == "x"
+    assert any("--input-shape x=" in p for p in doc["problems"])
+    code, out, err = _run("check", path, "--input-shape", "x=1,3,8,8")
+    assert code == 0, out + err
+
+
+def test_bad_input_exits_2(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage")
+    code, out, err = _run("check", bad)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
