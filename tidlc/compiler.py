@@ -7,6 +7,7 @@ import attrs
 
 from tidlc.config import CompileOptions
 from tidlc.diagnostics import TidlcError
+from tidlc.fileio import remove_stale
 from tidlc.frontend import load_model
 from tidlc.ir.core import Graph
 from tidlc.ir.printer import print_graph
@@ -90,7 +91,13 @@ def build_pass_manager(options: CompileOptions, plugins: Plugins) -> PassManager
 def optimize(graph: Graph, options: CompileOptions, plugins: Plugins | None = None) -> PassManager:
     plugins = plugins or plugins_for(options)
     pm = build_pass_manager(options, plugins)
-    ctx = PassContext(options=options, hook=plugins.hook, verify_each=options.pipeline.verify_each)
+    _run_pinned(pm, graph, PassContext(options=options, hook=plugins.hook,
+                                       verify_each=options.pipeline.verify_each), options)
+    return pm
+
+
+def _run_pinned(pm: PassManager, graph: Graph, ctx: PassContext, options: CompileOptions) -> None:
+    """Run ``pm`` with the deny-listed ops pinned (kept as they are), then verify the graph."""
     pinned = pin_denied(graph, options)
     try:
         pm.run(graph, ctx)
@@ -98,7 +105,6 @@ def optimize(graph: Graph, options: CompileOptions, plugins: Plugins | None = No
         unpin(graph, pinned)
     # structure only: every op's types were inferred when it was built
     verify(graph, check_types=options.pipeline.verify_each)
-    return pm
 
 
 def pin_denied(graph: Graph, options: CompileOptions) -> int | None:
@@ -153,12 +159,7 @@ def optimize_and_plan(graph: Graph, options: CompileOptions, plugins: Plugins, b
     last = passes[-1] if passes and passes[-1].name == "quantize" else None
     ctx = PassContext(options=options, hook=plugins.hook, verify_each=options.pipeline.verify_each)
     pm.passes = passes[:-1] if last is not None else passes
-    pinned = pin_denied(graph, options)
-    try:
-        pm.run(graph, ctx)
-    finally:
-        unpin(graph, pinned)
-    verify(graph, check_types=options.pipeline.verify_each)
+    _run_pinned(pm, graph, ctx, options)
     partition = plan_for(graph, backend, options)
     if last is not None and partition.is_whole:
         pm.passes = [last]
@@ -222,21 +223,11 @@ def compile_model(path: str, options: CompileOptions | None = None,
             if exc.loc is None and getattr(exc, "about_model", False):
                 exc.loc = path  # a backend's error about the compiled model names the model file
             raise
-        _remove_stale(options.target.outdir, [MANIFEST])  # a partitioned compile's manifest would shadow net.bin
+        remove_stale(options.target.outdir, [MANIFEST])  # a partitioned compile's manifest would shadow net.bin
     return result
 
 
 MANIFEST = "model.tdp"
-
-
-def _remove_stale(outdir: str, names: list[str]) -> None:
-    for name in names:
-        path = os.path.join(outdir, name)
-        if os.path.isfile(path):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
 
 
 def _compile_partitioned(path: str, graph: Graph, pm: PassManager, partition, backend,

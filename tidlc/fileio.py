@@ -2,12 +2,13 @@
 (temp file + rename; no timestamps)."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import stat
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -194,6 +195,16 @@ def folder_lock(directory: str) -> Iterator[None]:
     finally:
         _unlink_quietly(path)
         os.close(fd)  # releases the lock
+
+
+def remove_stale(outdir: str, names: Sequence[str]) -> None:
+    """Delete the files ``names`` in ``outdir`` left by an earlier compile of another shape (a
+    partitioned model's manifest beside a whole model's net.bin, or the reverse); best effort."""
+    for name in names:
+        path = os.path.join(outdir, name)
+        if os.path.isfile(path):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def commit_files(files: Mapping[str, bytes]) -> None:

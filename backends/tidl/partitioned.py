@@ -243,7 +243,7 @@ def emit_partitioned(graph, partition, outdir: str, options) -> list[str]:
 
     import tidlc
     from tidlc.config import CompileOptions
-    from tidlc.fileio import commit_files
+    from tidlc.fileio import commit_files, remove_stale
     from tidlc.interp import output_names
     from tidlc.partition import tensor_names
     _check_outdir(outdir)
@@ -282,13 +282,7 @@ def emit_partitioned(graph, partition, outdir: str, options) -> list[str]:
     manifest = os.path.join(outdir, MANIFEST)
     files[manifest] = encode_manifest(doc)
     commit_files(files)
-    for stale in ("net.bin", "io.bin"):  # a whole-model compile's pair would be taken for this model
-        path = os.path.join(outdir, stale)
-        if os.path.isfile(path):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+    remove_stale(outdir, ("net.bin", "io.bin"))  # a whole-model compile's pair would be taken for this model
     return list(files)
 
 
