@@ -58,11 +58,14 @@ class PerfOptions:
 
     @classmethod
     def from_compile_options(cls, options: CompileOptions, graph: Graph | None = None) -> PerfOptions:
-        """What a compile estimates with: the bits the graph was quantized at (else the options'),
-        the 16-bit layers, --batches and --msmc-size."""
-        bits = graph.attrs.get("quant.bits") if graph is not None else None
+        """What a compile estimates with: the bits and 16-bit layers the graph was quantized with
+        (graph attributes ``quant.bits``, ``quant.layers_16bit``; else the options'), --batches
+        and --msmc-size."""
+        attrs_ = graph.attrs if graph is not None else {}
+        bits, wide = attrs_.get("quant.bits"), attrs_.get("quant.layers_16bit")
         return cls(bits=bits if isinstance(bits, int) else options.quant.bits,
-                   layers_16bit=options.quant.layers_16bit, **compile_settings(options))
+                   layers_16bit=tuple(wide) if isinstance(wide, (list, tuple)) else options.quant.layers_16bit,
+                   **compile_settings(options))
 
     @classmethod
     def from_options(cls, options: Any = None, **overrides: Any) -> PerfOptions:
