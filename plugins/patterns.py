@@ -11,12 +11,13 @@ within rounding (1e-5 relative):
   ``clip(x + 3, 0, 6) / 6`` -> ``hardsigmoid(alpha, beta)``;
 * GELU ``0.5 * x * (1 + erf(x / sqrt(2)))`` (any association, ``x * 0.7071...``
   for the division) -> ``gelu``;
+* LayerNorm ``(x - mean) / sqrt(mean((x - mean)^2) + eps) * gamma + beta`` over
+  trailing axes (``pow(d, 2)`` or ``d * d``; gamma/beta optional) -> ``layernorm``;
 * an explicit zero ``Pad`` of H and W before a ``conv2d`` (or an average pool
   that counts the pad) -> the conv's (pool's) own padding.
 
 Runs after ``layout`` (NCHW, transposes gone) and before ``fuse-batchnorm``,
 which would otherwise turn the ``+ 3`` and ``/ 6`` into per-channel scales.
-LayerNorm decompositions are not fused: tidlc has no ``layernorm`` op yet.
 """
 from __future__ import annotations
 
@@ -195,6 +196,77 @@ def _gelu(rw: Rewriter, erf) -> bool:
     return False
 
 
+# ----------------------------------------------------------------------------- layernorm
+def _mean_over(rw: Rewriter, v):
+    """(x, axes) if ``v`` is ``reduce_mean(x, axes, keepdims)`` over the trailing axes of x, else None."""
+    op = v.producer
+    if op is None or op.kind != "reduce" or id(op) in rw.dead or op.attrs["op"] != "mean" \
+            or not op.attrs["keepdims"]:
+        return None
+    x = op.operands[0]
+    rank = x.type.rank
+    if rank is None or not op.attrs["axes"]:
+        return None
+    axes = sorted(a % rank for a in op.attrs["axes"])
+    if axes != list(range(axes[0], rank)):
+        return None
+    return x, axes[0]
+
+
+def _square_of(rw: Rewriter, v):
+    """``d`` if ``v`` is ``d ** 2`` or ``d * d``, else None."""
+    op = _plain(rw, v, ("pow", "mul"))
+    if op is None:
+        return None
+    a, b = op.operands
+    if op.kind == "mul":
+        return a if a is b else None
+    return a if _near(_scalar(b), 2.0) else None
+
+
+def _layernorm(rw: Rewriter, div) -> bool:
+    """At ``(x - mean(x)) / sqrt(mean((x - mean(x))**2) + eps)``, with an optional ``* gamma + beta``
+    of constants over the normalized axes -> layernorm(x, gamma, beta; axis, eps)."""
+    if div.attrs["act"] != "none":
+        return False
+    d, s = div.operands
+    sub = _plain(rw, d, ("sub",))
+    sqrt = s.producer
+    if sub is None or sqrt is None or sqrt.kind != "sqrt" or id(sqrt) in rw.dead:
+        return False
+    x, mean = sub.operands
+    found = _mean_over(rw, mean)
+    if found is None or found[0] is not x:
+        return False
+    axis = found[1]
+    add = _plain(rw, sqrt.operands[0], ("add",))
+    split = _split_const(add) if add is not None else None
+    if split is None or split[1] <= 0:
+        return False
+    var = _mean_over(rw, split[0])
+    if var is None or var[1] != axis or _square_of(rw, var[0]) is not d:
+        return False
+    out, operands = div, [x]
+    normalized = x.type.shape[axis:] if x.type.shape is not None else None
+    for kind in ("mul", "add"):  # the affine part (each optional), constant over the normalized axes
+        user = rw.single_user(out.results[0])
+        if user is None or user.kind != kind or user.attrs["act"] != "none":
+            continue
+        other = user.operands[1] if user.operands[0] is out.results[0] else user.operands[0]
+        c = other.const_value()
+        if c is None or normalized is None or None in normalized or c.ndim > len(normalized) \
+                or c.size not in (1, int(np.prod(normalized))):
+            continue
+        if kind == "add" and len(operands) == 1:  # beta without gamma: gamma = 1
+            operands.append(rw.const(np.ones(normalized, np.float32), f"{div.name}.scale", anchor=user))
+        operands.append(rw.const(np.broadcast_to(c.reshape(c.shape[-len(normalized):] if c.ndim else ()),
+                                                 normalized).astype(np.float32), f"{user.name}.c", anchor=user))
+        out = user
+    attrs = {"axis": axis, "epsilon": float(split[1])}
+    rw.replace_op(out, rw.make("layernorm", operands, attrs, out.name, out.loc))
+    return True
+
+
 # ----------------------------------------------------------------------------- pad into conv / pool
 def _spatial_zero_pad(rw: Rewriter, v, reader) -> tuple[object, tuple[int, int, int, int]] | None:
     """(input, (top, left, bottom, right)) if ``v`` is a constant-zero pad of only H and W of an
@@ -229,6 +301,7 @@ PATTERN_RULES = [
     ("mul", _hardsigmoid_div), ("div", _hardsigmoid_div),
     ("clip", _hardsigmoid_clip),
     ("erf", _gelu),
+    ("div", _layernorm),
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window),
 ]
 

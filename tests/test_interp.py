@@ -275,6 +275,22 @@ def test_lrn():
         close(run_op("lrn", x, size=size, alpha=1e-2, beta=0.6, bias=2.0), want)
 
 
+def test_layernorm():
+    x = randn(2, 3, 4) * 5 + 3
+    gamma, beta = randn(3, 4), randn(3, 4)
+    xd = x.astype(np.float64)
+    for axis, scale, bias in ((-1, None, None), (1, gamma, beta), (-2, gamma, None)):
+        axes = tuple(range(axis % 3, 3))
+        want = (xd - xd.mean(axis=axes, keepdims=True)) / np.sqrt(xd.var(axis=axes, keepdims=True) + 1e-5)
+        args = [x]
+        if scale is not None:  # the normalized axes are (3, 4) for axis 1 / -2
+            want, args = want * scale, [*args, scale]
+        if bias is not None:
+            want, args = want + bias, [*args, bias]
+        close(run_op("layernorm", *args, consts=tuple(range(1, len(args))), axis=axis, epsilon=1e-5), want,
+              tol=1e-5)
+
+
 def test_softmax():
     x = randn(2, 3, 4) * 20
     for axis in (-1, 0, 1):

@@ -378,4 +378,19 @@ def softmax_v13(node: Node) -> None:
     _softmax_13(node, log=node.op_type == "LogSoftmax")
 
 
+# ----------------------------------------------------------------------------- layer normalization
+@converter("LayerNormalization", since=17)
+def layer_normalization(node: Node) -> None:
+    """Y = (X - mean) / sqrt(var + epsilon) * Scale + B over the axes from ``axis`` on; the
+    optional Mean / InvStdDev outputs (training) are not produced."""
+    if node.output_used(1) or node.output_used(2):
+        raise node.error("the Mean / InvStdDev outputs are not supported", hint="use only Y (inference)")
+    if node.attr_int("stash_type", 1) != 1:
+        raise node.error("stash_type other than 1 (float) is not supported")
+    x = node.input(0)
+    operands = [x, node.input(1)] + ([node.input(2)] if node.has_input(2) else [])
+    node.bind(node.op("layernorm", operands, axis=node.attr_int("axis", -1),
+                      epsilon=node.attr_float("epsilon", 1e-5)))
+
+
 __all__ = ["Window", "scalar"]

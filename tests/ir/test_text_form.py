@@ -45,9 +45,11 @@ CNN = r"""tidlc.graph @cnn {source = "cnn.prototxt", weights = "cnn.weights"} {
   %22 = flatten(%21) : tensor<1x16xf32>
   %23 = const @fc.w : tensor<10x16xf32>
   %24 = dense(%22, %23) : tensor<1x10xf32> loc("fc")
-  %25 = softmax(%24) {log = true} : tensor<1x10xf32>
-  %26 = argmax(%25) {keepdims = false} : tensor<1xi64>
-  output(%25, %26, %15, %16) {names = ["prob", "label", "up", "d2s"]}
+  %25 = const dense<[1.5]> : tensor<1xf32>
+  %26 = layernorm(%24, %25) {epsilon = 0.001} : tensor<1x10xf32>
+  %27 = softmax(%26) {log = true} : tensor<1x10xf32>
+  %28 = argmax(%27) {keepdims = false} : tensor<1xi64>
+  output(%27, %28, %15, %16) {names = ["prob", "label", "up", "d2s"]}
 }
 """
 

@@ -144,3 +144,37 @@ def test_max_pool_keeps_its_explicit_pad(tmp_path):
     g = load_onnx(str(path), CompileOptions())
     optimize(g, CompileOptions.of(opt_level=2))
     assert [op.kind for op in g.compute_ops()] == ["pad", "pool2d"]
+
+
+@pytest.mark.parametrize("affine", ["gamma+beta", "gamma", "beta", "none", "mul-square"])
+def test_layernorm(tmp_path, affine):
+    """ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div(/Mul/Add) over the last axis -> layernorm."""
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[-1]),
+             helper.make_node("Sub", ["x", "m"], ["d"]),
+             (helper.make_node("Mul", ["d", "d"], ["p"]) if affine == "mul-square"
+              else helper.make_node("Pow", ["d", "two"], ["p"])),
+             helper.make_node("ReduceMean", ["p"], ["v"], axes=[-1]),
+             helper.make_node("Add", ["v", "eps"], ["ve"]),
+             helper.make_node("Sqrt", ["ve"], ["s"]),
+             helper.make_node("Div", ["d", "s"], ["n" if affine != "none" and affine != "mul-square" else "y"])]
+    rng = np.random.default_rng(5)
+    consts = {"two": 2.0, "eps": 1e-5, "gamma": rng.normal(size=6), "beta": rng.normal(size=6)}
+    if affine == "gamma+beta":
+        nodes += [helper.make_node("Mul", ["n", "gamma"], ["g"]), helper.make_node("Add", ["g", "beta"], ["y"])]
+    elif affine == "gamma":
+        nodes += [helper.make_node("Mul", ["gamma", "n"], ["y"])]
+    elif affine == "beta":
+        nodes += [helper.make_node("Add", ["n", "beta"], ["y"])]
+    assert _check(_model(tmp_path, nodes, consts), "layernorm",
+                  absent=("reduce", "sub", "pow", "sqrt", "div", "mul", "add")) == ["layernorm"]
+
+
+def test_onnx_layer_normalization_imports_as_one_op(tmp_path):
+    rng = np.random.default_rng(6)
+    nodes = [helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["y"], axis=-2, epsilon=1e-3)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, SHAPE)],
+                              [_c("gamma", rng.normal(size=(6, 6))), _c("beta", rng.normal(size=(6, 6)))])
+    path = tmp_path / "ln.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert _check(str(path), "layernorm") == ["layernorm"]

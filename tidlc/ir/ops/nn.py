@@ -448,6 +448,40 @@ def _softmax_compute(op, x):
     return shifted - np.log(total) if op.attrs["log"] else e / total
 
 
+def _layernorm_infer(op, types):
+    x = types[0]
+    if x.shape is not None:
+        rank = len(x.shape)
+        axis = norm_axis(op.attrs["axis"], rank)
+        normalized = x.shape[axis:]
+        for what, t in zip(("scale", "bias"), types[1:]):
+            if t.shape is not None and None not in normalized and t.size not in (1, math.prod(normalized)):
+                raise ValueError(f"layernorm {what} has {t.size} elements; the normalized axes hold "
+                                 f"{math.prod(normalized)}")
+    return [x]
+
+
+def _layernorm_compute(op, x, scale=None, bias=None):
+    axes = tuple(range(norm_axis(op.attrs["axis"], x.ndim), x.ndim))
+    xd = x.astype(np.float64)
+    mean = xd.mean(axis=axes, keepdims=True)
+    centred = xd - mean
+    var = (centred * centred).mean(axis=axes, keepdims=True)
+    y = centred / np.sqrt(var + op.attrs["epsilon"])
+    shape = x.shape[axes[0]:] if axes else ()
+    if scale is not None:
+        y = y * np.asarray(scale, np.float64).reshape(shape if np.size(scale) > 1 else ())
+    if bias is not None:
+        y = y + np.asarray(bias, np.float64).reshape(shape if np.size(bias) > 1 else ())
+    return y.astype(x.dtype, copy=False)
+
+
+defop("layernorm", ("x", "scale?", "bias?"), {"axis": a_int(-1), "epsilon": a_float(1e-5, check=positive)},
+      infer=_layernorm_infer, compute=_layernorm_compute, category="vector",
+      doc="Layer normalization over the axes from `axis` to the last (ONNX LayerNormalization): "
+          "(x - mean) / sqrt(var + epsilon) * scale + bias; scale and bias have the normalized axes' shape.")
+
+
 defop("softmax", ("x",), {"axis": a_int(-1), "log": a_bool(False)}, infer=same_as_first,
       compute=_softmax_compute, category="vector", traits=(Trait.LAYOUT_AGNOSTIC,),
       permute_attrs=permute_axis_attr("axis"), doc="Softmax (or log-softmax) along one axis.")
