@@ -520,6 +520,6 @@ def test_blocked_builtin_passes_leave_the_o2_pipeline_before_plugins_see_it():
     assert seen == [[p.name for p in pm.passes]]
     assert not {"fuse-batchnorm", "fuse-activation"} & set(seen[0])
     assert [name for name, _ in plugins.plugin_names()] == sorted(
-        ["cleanup", "fold-constants", "layout", "patterns", "equalize", "quantize", "onnx", "caffe", "tensorflow", "tflite", "tir", "tidl",
+        ["cleanup", "fold-constants", "layout", "patterns", "equalize", "prune", "quantize", "onnx", "caffe", "tensorflow", "tflite", "tir", "tidl",
          "onnx-qdq",
          "watcher"])

@@ -26,6 +26,7 @@ BUILTIN_PLUGINS = (
     ("fuse", "tidlc.plugins.fuse"),
     ("patterns", "tidlc.plugins.patterns"),
     ("equalize", "tidlc.plugins.equalize"),
+    ("prune", "tidlc.plugins.prune"),
     ("layout", "tidlc.plugins.layout"),
     ("quantize", "tidlc.backends.tidl.quantize"),
     ("onnx", "tidlc.frontends.onnx"),

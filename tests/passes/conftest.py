@@ -7,6 +7,7 @@ from tidlc.plugins.fuse import FuseActivation, FuseBatchNorm
 from tidlc.plugins.layout import Layout
 from tidlc.plugins.equalize import Equalize
 from tidlc.plugins.patterns import FusePatterns
+from tidlc.plugins.prune import PruneChannels
 from tidlc.backends.tidl.quantize import Quantize
 
 from tidlc.interp import run_graph
@@ -14,7 +15,7 @@ from tidlc.ir import verify
 from tidlc.passes.manager import PassManager
 
 BUILTIN_PASSES = (ShapeInference, DeadCodeElimination, RemoveIdentity, FoldConstants, FuseBatchNorm,
-                  FuseActivation, Quantize, Layout, FusePatterns, Equalize)
+                  FuseActivation, Quantize, Layout, FusePatterns, Equalize, PruneChannels)
 
 
 @pytest.fixture

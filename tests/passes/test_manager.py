@@ -74,7 +74,7 @@ def test_levels_and_their_pipelines():
     assert default_pipeline(0) == ["shape-inference"]
     assert default_pipeline(1) == ["shape-inference", "remove-identity", "fold-constants", "dce"]
     assert default_pipeline(2) == O2
-    assert default_pipeline(3) == O2[:-1] + ["equalize", "dce"]
+    assert default_pipeline(3) == O2[:-1] + ["prune-channels", "equalize", "dce"]
     assert sorted(LEVEL_PURPOSE) == [0, 1, 2, 3] and all(LEVEL_PURPOSE.values())
     with pytest.raises(TidlcError) as info:
         default_pipeline(4)
@@ -121,7 +121,7 @@ def test_unknown_pass_and_option_give_hints(passes):
         PassManager.from_string(passes, "dce,fold-constant")
     assert str(info.value) == (
         "error: unknown pass 'fold-constant' (hint: did you mean 'fold-constants'? known passes: break-it, "
-        "crashes, dce, equalize, fold-constants, fuse-activation, fuse-batchnorm, fuse-patterns, layout, quantize, refuses, remove-identity, "
+        "crashes, dce, equalize, fold-constants, fuse-activation, fuse-batchnorm, fuse-patterns, layout, prune-channels, quantize, refuses, remove-identity, "
         "shape-inference, tunable)")
     with pytest.raises(TidlcError) as info:
         PassManager.from_string(passes, "fold-constants{iters=2}")

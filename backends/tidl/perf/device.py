@@ -50,8 +50,18 @@ _FIELDS = (
     ("msmc.efficiency", "msmc_efficiency", float, "fraction"),
     ("overhead.layer_setup_cycles", "layer_setup_cycles", int, "non-negative"),
     ("overhead.network_setup_cycles", "network_setup_cycles", int, "non-negative"),
+    ("multicore.cores", "cores", int, "positive"),
+    ("multicore.mode", "inference_mode", str, "mode"),
+    ("multicore.sync_cycles", "sync_cycles", int, "non-negative"),
 )
 _TOP = ("schema", "name", "description", "extends", "sources")
+
+# TIDL's inference modes on SoCs with several C7x/MMA cores (edgeai-tidl-tools docs/multi_c7x.md):
+# "single" (TIDL_inferenceModeDefault: one network on one core), "high-throughput" (one frame per
+# core, N instances of the network), "low-latency" (one frame split across the cores)
+MODES = ("single", "high-throughput", "low-latency")
+# values a device file may leave out (single-C7x devices need no [multicore] section)
+_DEFAULTS = {"multicore.cores": 1, "multicore.mode": "single", "multicore.sync_cycles": 0}
 
 
 @attrs.frozen
@@ -81,6 +91,9 @@ class Device:
     msmc_efficiency: float
     layer_setup_cycles: int
     network_setup_cycles: int
+    cores: int = 1  # C7x/MMA cores TIDL can use for one network
+    inference_mode: str = "single"  # default mode (MODES); PerfOptions.inference_mode overrides it
+    sync_cycles: int = 0  # low-latency mode: inter-core synchronisation per split layer
     origin: str = ""  # file or plugin it came from
     sources: Mapping[str, str] = attrs.field(factory=dict, converter=dict, eq=False)
 
@@ -106,15 +119,22 @@ class Device:
         return cycles / (self.c7x_mhz * 1e3)
 
     def to_dict(self) -> dict[str, Any]:
-        """The device as nested TOML-like sections (for reports and round trips)."""
+        """The device as nested TOML-like sections (for reports and round trips); a single-core
+        device has no ``multicore`` section."""
         out: dict[str, Any] = {"name": self.name, "description": self.description}
         for key, attr, _, _ in _FIELDS:
             section, leaf = key.split(".")
+            if section == "multicore" and self.cores == 1 and self.inference_mode == "single":
+                continue
             out.setdefault(section, {})[leaf] = getattr(self, attr)
         return out
 
 
 def _check(key: str, value: Any, kind: type, rule: str | None, where: str) -> Any:
+    if kind is str:
+        if not isinstance(value, str) or (rule == "mode" and value not in MODES):
+            raise TidlcError(f"device value '{key}' must be one of {', '.join(MODES)}, got {value!r}", where)
+        return value
     if kind is bool:
         if not isinstance(value, bool):
             raise TidlcError(f"device value '{key}' must be true or false, got {value!r}", where)
@@ -230,6 +250,7 @@ def _resolve(name: str, known: Mapping[str, DeviceSource], chain: tuple = ()) ->
 def build_device(name: str, known: Mapping[str, DeviceSource],
                  overrides: Mapping[str, Any] | None = None) -> Device:
     flat, sources, origin = _resolve(name, known)
+    flat = {**_DEFAULTS, **flat}
     if overrides:
         flat.update(_flatten(_nest(overrides), "overrides"))
     missing = [key for key, *_ in _FIELDS if key not in flat]
@@ -237,6 +258,9 @@ def build_device(name: str, known: Mapping[str, DeviceSource],
         raise TidlcError(f"device '{name}' misses value(s): {', '.join(missing)}", origin,
                          hint="set them, or 'extends' a complete device")
     values = {attr: _check(key, flat[key], kind, rule, origin) for key, attr, kind, rule in _FIELDS}
+    if values["inference_mode"] != "single" and values["cores"] < 2:
+        raise TidlcError(f"device '{name}': multicore.mode '{values['inference_mode']}' needs "
+                         f"multicore.cores >= 2, got {values['cores']}", origin)
     description = str(known[name].data.get("description", ""))
     return Device(name=name, description=description, origin=origin, sources=sources, **values)
 

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 import numpy as np
 from tidlc.backends.tidl.perf import columns as C
-from tidlc.backends.tidl.perf.device import Device, load_device
+from tidlc.backends.tidl.perf.device import MODES, Device, load_device
 from tidlc.backends.tidl.perf.layers import Tables, build_tables
 
 from tidlc.config import CompileOptions
@@ -47,6 +47,7 @@ class PerfOptions:
     persist_weights: bool = False  # ENABLE_PERSIST_WT_ALLOC-style weight persistence
     fps: float | None = attrs.field(default=None, converter=attrs.converters.optional(float))  # video rate
     hints: bool = True  # compute tuning hints (extra what-if runs)
+    inference_mode: str | None = None  # multi-core SoCs: single | high-throughput | low-latency; None: device's
 
     def __attrs_post_init__(self):
         if self.bits not in (8, 16):
@@ -55,6 +56,8 @@ class PerfOptions:
             raise TidlcError(f"--msmc-size must not be negative, got {self.msmc_kb}")
         if self.fps is not None and not self.fps > 0:
             raise TidlcError(f"--fps must be positive, got {self.fps}")
+        if self.inference_mode is not None and self.inference_mode not in MODES:
+            raise TidlcError(f"inference mode must be one of {', '.join(MODES)}, got {self.inference_mode!r}")
 
     @classmethod
     def from_compile_options(cls, options: CompileOptions, graph: Graph | None = None) -> PerfOptions:
@@ -91,8 +94,28 @@ def compile_settings(options: CompileOptions) -> dict:
     return {k: v for k, v in (("batches", t.batches), ("msmc_kb", t.msmc_kb)) if v is not None}
 
 
+def inference_mode(device: Device, options: PerfOptions) -> str:
+    """The multi-core mode an estimate uses: the options' if given, else the device's."""
+    mode = options.inference_mode or device.inference_mode
+    if mode != "single" and device.cores < 2:
+        raise TidlcError(f"inference mode '{mode}' needs a device with several C7x cores; "
+                         f"'{device.name}' has {device.cores}", hint="e.g. --device am69a-ll or am69a-ht")
+    return mode
+
+
+def frames_in_parallel(device: Device, options: PerfOptions) -> int:
+    """Frames in flight: the cores in high-throughput mode (one frame per core), else 1."""
+    return device.cores if inference_mode(device, options) == "high-throughput" else 1
+
+
+def cores_per_frame(device: Device, options: PerfOptions) -> int:
+    """Cores working on one frame: all of them in low-latency mode, else 1."""
+    return device.cores if inference_mode(device, options) == "low-latency" else 1
+
+
 def kernel_params(device: Device, options: PerfOptions) -> np.ndarray:
-    """The device in the kernel's integer units (see columns.py)."""
+    """The device in the kernel's integer units (see columns.py). In high-throughput mode the
+    cores stream their frames at the same time: each sees 1/cores of the DDR bandwidth."""
     p = np.zeros(C.P_COUNT, dtype=np.int64)
     msmc_kb = device.msmc_kb if options.msmc_kb is None else options.msmc_kb
     p[C.P_BATCHES] = options.batches
@@ -105,7 +128,11 @@ def kernel_params(device: Device, options: PerfOptions) -> np.ndarray:
     p[C.P_L2_WORK] = device.l2_work_kb * 1024
     p[C.P_MSMC_POOL] = max(0, msmc_kb - device.msmc_scratch_kb) * 1024
     p[C.P_PERSIST] = int(options.persist_weights)
-    p[C.P_DDR_RATE] = max(1, round(device.ddr_bytes_per_cycle * 1000))
+    sharing = frames_in_parallel(device, options)
+    if sharing == 1:
+        p[C.P_DDR_RATE] = max(1, round(device.ddr_bytes_per_cycle * 1000))
+    else:
+        p[C.P_DDR_RATE] = max(1, round(device.ddr_bytes_per_cycle * 1000 / sharing))
     p[C.P_MSMC_RATE] = max(1, round(device.msmc_effective_bytes_per_cycle * 1000))
     p[C.P_LAYER_SETUP] = device.layer_setup_cycles
     return p
@@ -116,6 +143,47 @@ def run_kernel(tables: Tables, params: np.ndarray, impl=None):
     impl = impl or kernel
     return impl.simulate(tables.layers, tables.in_ptr, tables.in_idx, tables.out_ptr, tables.out_idx,
                          tables.tensors, params)
+
+
+def split_across_cores(res: np.ndarray, params: np.ndarray, cores: int, sync_cycles: int) -> np.ndarray:
+    """Low-latency mode: every layer's work divided between ``cores`` C7x/MMA cores.
+
+    Per layer (integers, like the kernel): compute / cores; the DDR part of the DMA is not
+    divided (the cores share the DDR), the MSMC part is (each core has its own port); the
+    compute/DMA overlap keeps the single-core share; the setup is paid by every core at once
+    (not divided) and a layer with work pays ``sync_cycles`` for the cores to meet. A single
+    core returns ``res`` itself.
+    """
+    if cores <= 1:
+        return res
+    out = res.copy()
+    ddr_rate = max(int(params[C.P_DDR_RATE]), 1)
+    for i in range(res.shape[0]):
+        compute, dma, setup = (int(res[i, C.R_COMPUTE]), int(res[i, C.R_DMA]), int(res[i, C.R_SETUP]))
+        busy = int(res[i, C.R_CYCLES]) - setup
+        if busy <= 0:
+            continue
+        ddr = min(dma, -(-int(res[i, C.R_DDR_READ] + res[i, C.R_DDR_WRITE]) * 1000 // ddr_rate))
+        new_compute = -(-compute // cores)
+        new_dma = ddr + -(-(dma - ddr) // cores)
+        hi, lo = max(compute, dma), min(compute, dma)
+        new_hi, new_lo = max(new_compute, new_dma), min(new_compute, new_dma)
+        overlap = -(-new_lo * (busy - hi) // lo) if lo > 0 else 0
+        out[i, C.R_COMPUTE] = new_compute
+        out[i, C.R_DMA] = new_dma
+        out[i, C.R_CYCLES] = new_hi + overlap + setup + sync_cycles
+    return out
+
+
+def simulate(tables: Tables, device: Device, options: PerfOptions, params: np.ndarray | None = None):
+    """``(results, tensor_locations)`` of one call on ``device`` in its inference mode (the
+    kernel, then the low-latency split when the frame is divided between cores)."""
+    params = kernel_params(device, options) if params is None else params
+    res, loc = run_kernel(tables, params)
+    cores = cores_per_frame(device, options)
+    if cores > 1:
+        res = split_across_cores(res, params, cores, device.sync_cycles)
+    return res, loc
 
 
 def batch_cycles(results: np.ndarray, device: Device) -> int:
@@ -226,8 +294,20 @@ class PerfReport:
         return self.device.cycles_to_ms(self.total_cycles)
 
     @property
+    def frames_in_parallel(self) -> int:
+        """Frames in flight at once: the cores in high-throughput mode, else 1."""
+        return frames_in_parallel(self.device, self.options)
+
+    @property
+    def inference_mode(self) -> str:
+        return inference_mode(self.device, self.options)
+
+    @property
     def fps(self) -> float:
-        return 1000.0 / self.ms if self.ms > 0 else math.inf
+        """Frames per second: 1000 / ms, times the frames in flight (high-throughput mode)."""
+        if self.frames_in_parallel == 1:
+            return 1000.0 / self.ms if self.ms > 0 else math.inf
+        return self.frames_in_parallel * 1000.0 / self.ms if self.ms > 0 else math.inf
 
     @property
     def ddr_bytes_per_frame(self) -> float:
@@ -235,7 +315,8 @@ class PerfReport:
 
     @property
     def peak_macs(self) -> int:
-        return self.device.peak_macs(self.options.bits)
+        """MMA MACs per cycle working on one frame (all the cores' in low-latency mode)."""
+        return self.device.peak_macs(self.options.bits) * cores_per_frame(self.device, self.options)
 
     @property
     def mac_utilization(self) -> float:
@@ -259,7 +340,7 @@ class PerfReport:
             "schema": JSON_SCHEMA,
             "model": self.model,
             "device": {"name": self.device.name, "c7x_mhz": self.device.c7x_mhz,
-                       "peak_macs_per_cycle": self.peak_macs},
+                       "peak_macs_per_cycle": self.peak_macs, **self._multicore()},
             "settings": {"bits": o.bits, "layers_16bit": list(o.layers_16bit), "batches": o.batches,
                          "msmc_kb": self.device.msmc_kb if o.msmc_kb is None else o.msmc_kb,
                          "persist_weights": o.persist_weights, "fps": o.fps},
@@ -286,6 +367,13 @@ class PerfReport:
             "layers": [layer.to_dict() for layer in self.layers],
             "hints": [h.to_dict(self.device) for h in self.hints],
         }
+
+    def _multicore(self) -> dict[str, Any]:
+        """The ``device`` keys of a multi-core device (none for a single-core one)."""
+        if self.device.cores == 1:
+            return {}
+        return {"cores": self.device.cores, "inference_mode": self.inference_mode,
+                "frames_in_parallel": self.frames_in_parallel}
 
     def to_json(self) -> str:
         """Deterministic JSON text (same inputs, same bytes): one key per line, one layer per line."""
@@ -324,7 +412,7 @@ class Prepared:
     def run(self, options: PerfOptions | None = None, tables: Tables | None = None):
         options = options or self.options
         tables = tables or self.tables_for(options)
-        return run_kernel(tables, kernel_params(self.device, options))
+        return simulate(tables, self.device, options)
 
     def frame_cycles(self, options: PerfOptions | None = None, tables: Tables | None = None) -> float:
         options = options or self.options
@@ -377,11 +465,11 @@ def estimate(graph: Graph, device: Device | str = "tda4vm", options: Any = None)
 def report(prep: Prepared) -> PerfReport:
     device, options, tables = prep.device, prep.options, prep.tables
     params = kernel_params(device, options)
-    res, loc = run_kernel(tables, params)
+    res, loc = simulate(tables, device, options, params)
     b = options.batches
     total_batch = batch_cycles(res, device)
     frame_total = total_batch / b
-    peak = device.peak_macs(options.bits)
+    peak = device.peak_macs(options.bits) * cores_per_frame(device, options)
     layers = []
     for i, info in enumerate(tables.info):
         r = res[i]
@@ -409,7 +497,7 @@ def report(prep: Prepared) -> PerfReport:
     weights = tables.layers[:, C.L_WBYTES]
     persistent = int(weights[res[:, C.R_W_LOC] == C.LOC_MSMC].sum())
     spilled = int(((loc == C.LOC_DDR) & (tables.tensors[:, C.T_PINNED] == 0)).sum())
-    unaligned = batch_cycles(run_kernel(_without_width_alignment(tables), params)[0], device) / b
+    unaligned = batch_cycles(simulate(_without_width_alignment(tables), device, options, params)[0], device) / b
     rep = PerfReport(
         model=prep.graph.name, device=device, options=options, layers=tuple(layers),
         batch_cycles=total_batch, macs=sum(layer.macs for layer in layers),
@@ -424,7 +512,11 @@ def report(prep: Prepared) -> PerfReport:
     fps_check = None
     if options.fps:
         budget = 1000.0 / options.fps
-        fps_check = FpsCheck(options.fps, budget, rep.ms <= budget, rep.ms / budget)
+        n = rep.frames_in_parallel  # high-throughput: each core has n frame periods per frame
+        if n == 1:
+            fps_check = FpsCheck(options.fps, budget, rep.ms <= budget, rep.ms / budget)
+        else:
+            fps_check = FpsCheck(options.fps, budget, rep.ms <= budget * n, rep.ms / (budget * n))
     hints: tuple = ()
     if options.hints:
         from tidlc.backends.tidl.perf.hints import tuning_hints
