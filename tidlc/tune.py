@@ -1,0 +1,257 @@
+"""``tidlc tune``: search deployment configurations, print the Pareto front, write the chosen one.
+
+Each configuration (``-O`` level x precision) is optimised, quantized on the
+calibration data and judged on the figures a user judges a deployment by:
+the predicted time per frame (the backend's performance model), the SNR of
+the fixed-point outputs against the float model on calibration frames, and
+the size of the weights. The Pareto front (nothing both faster and more
+accurate) is printed; the chosen configuration is the fastest one that meets
+``--min-snr`` (and ``--fps``), else the most accurate. It is written as a
+TIDL import config and a tidlc command line, and compiled (docs/tune.md).
+
+Everything goes through the Backend contract (``quantize``, ``estimate``,
+``load``), so any backend that offers them can be tuned.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from collections.abc import Callable
+
+import attrs
+import numpy as np
+
+from tidlc.config import CompileOptions
+from tidlc.diagnostics import TidlcError
+
+SCHEMA = "tidlc.tune/1"
+
+
+@attrs.frozen
+class Config:
+    label: str
+    opt_level: int
+    bits: int
+    mixed_precision_factor: float | None = None  # 8-bit with TIDL's automatic 16-bit layers
+
+    def options(self, base: CompileOptions) -> CompileOptions:
+        return base.replace(opt_level=self.opt_level, bits=self.bits,
+                            mixed_precision_factor=self.mixed_precision_factor, emit="bin")
+
+
+@attrs.frozen
+class Trial:
+    config: Config
+    ms: float
+    snr_db: float
+    weight_bytes: int
+    layers_16bit: tuple[str, ...] = ()
+    pareto: bool = False
+
+    @property
+    def fps(self) -> float:
+        return 1000.0 / self.ms if self.ms > 0 else float("inf")
+
+
+@attrs.frozen
+class TuneResult:
+    model: str
+    trials: tuple[Trial, ...]
+    chosen: Trial
+    reason: str
+    min_snr: float | None
+    fps: float | None
+    written: tuple[str, ...] = ()
+    command: str = ""
+
+    def to_dict(self) -> dict:
+        def row(t: Trial) -> dict:
+            return {"config": t.config.label, "opt_level": t.config.opt_level, "bits": t.config.bits,
+                    "mixed_precision_factor": t.config.mixed_precision_factor, "ms": round(t.ms, 4),
+                    "fps": round(t.fps, 2), "snr_db": round(t.snr_db, 2), "weight_bytes": t.weight_bytes,
+                    "layers_16bit": list(t.layers_16bit), "pareto": t.pareto}
+        return {"schema": SCHEMA, "model": self.model, "min_snr": self.min_snr, "fps": self.fps,
+                "trials": [row(t) for t in self.trials], "chosen": row(self.chosen), "reason": self.reason,
+                "written": list(self.written), "command": self.command}
+
+
+DEFAULT_CONFIGS = (
+    Config("-O2 8-bit", 2, 8), Config("-O3 8-bit", 3, 8),
+    Config("-O3 8-bit + 16-bit layers (x1.2)", 3, 8, 1.2),
+    Config("-O2 16-bit", 2, 16), Config("-O3 16-bit", 3, 16),
+)
+
+
+def _weight_bytes(graph) -> int:
+    total = 0
+    for op in graph.ops:
+        if op.kind == "const" and op.results[0].type.is_static:
+            t = op.results[0].type
+            bits = t.quant.bits if t.quant is not None else 32
+            total += int(np.prod(t.shape, dtype=np.int64)) * max(bits, 8) // 8
+    return total
+
+
+def _snr(reference: dict, outputs: dict) -> float:
+    from tidlc.metrics import snr_db
+    return min(snr_db(np.asarray(reference[k]), np.asarray(outputs[k])) for k in reference)
+
+
+def _mark_pareto(trials: list[Trial]) -> list[Trial]:
+    marked = []
+    for t in trials:
+        dominated = any(o is not t and o.ms <= t.ms and o.snr_db >= t.snr_db and (o.ms < t.ms or o.snr_db > t.snr_db)
+                        for o in trials)
+        marked.append(attrs.evolve(t, pareto=not dominated))
+    return marked
+
+
+def choose(trials: list[Trial], min_snr: float | None, fps: float | None) -> tuple[Trial, str]:
+    ok = [t for t in trials if (min_snr is None or t.snr_db >= min_snr) and (fps is None or t.fps >= fps)]
+    if ok:
+        best = min(ok, key=lambda t: (t.ms, -t.snr_db))
+        wants = " and ".join(w for w in (f"SNR >= {min_snr:g} dB" if min_snr is not None else "",
+                                         f">= {fps:g} fps" if fps is not None else "") if w)
+        return best, f"the fastest configuration with {wants}" if wants else "the fastest configuration"
+    best = max(trials, key=lambda t: (t.snr_db, -t.ms))
+    return best, "no configuration meets the targets: the most accurate one"
+
+
+def tune(model: str, options: CompileOptions, plugins=None, configs=DEFAULT_CONFIGS,
+         min_snr: float | None = None, fps: float | None = None,
+         progress: Callable[[str], None] | None = None) -> TuneResult:
+    """Try ``configs`` on ``model`` (no files written; see :func:`write_choice`)."""
+    from tidlc.compiler import backend_for, load, optimize, plugins_for
+    from tidlc.interp import run_graph
+    plugins = plugins or plugins_for(options)
+    backend = backend_for(options, plugins)
+    for method in ("quantize", "estimate", "load"):
+        if not callable(getattr(backend, method, None)):
+            raise TidlcError(f"target '{backend.name}' cannot be tuned: it has no {method}()", code="option",
+                             hint="tidlc tune needs quantize, estimate and load (--target tidl has them)")
+    trials, graphs = [], {}
+    for config in configs:
+        if progress:
+            progress(config.label)
+        opts = config.options(options)
+        if config.opt_level not in graphs:
+            graph = load(model, opts.replace(emit="ir"), plugins)
+            optimize(graph, opts.replace(emit="ir"), plugins)
+            graphs[config.opt_level] = graph
+        graph = graphs[config.opt_level]
+        q = backend.quantize(graph, opts)
+        frame = q.first_frame()
+        reference = run_graph(q.reference, frame)
+        outputs = backend.load(q.graph).run(frame)
+        report = backend.estimate(q.graph, options.target.device, opts)
+        wide = tuple(q.graph.attrs.get("quant.layers_16bit") or q.layers_16bit or ())
+        trials.append(Trial(config, float(report.ms), _snr(reference, outputs), _weight_bytes(q.graph), wide))
+    trials = _mark_pareto(trials)
+    chosen, reason = choose(trials, min_snr, fps)
+    return TuneResult(model, tuple(trials), chosen, reason, min_snr, fps)
+
+
+# ----------------------------------------------------------------------------- writing the choice
+def import_config_text(model: str, options: CompileOptions, trial: Trial, outdir: str) -> str:
+    """The chosen configuration as a TIDL import config (the keys tidlc maps; docs/import-config.md)."""
+    q, load, pre = options.quant, options.load, options.preprocess
+    lines = ["# written by `tidlc tune` (tidlc.tune/1); compile with:",
+             f"#   tidlc compile THIS_FILE{' -O3' if trial.config.opt_level == 3 else ''}",
+             f"inputNetFile = {os.path.abspath(model)}"]
+    if load.format:
+        lines.append(f"modelType = {load.format}")
+    shapes = [s for s in load.input_shapes.values() if len(s) == 4]
+    if shapes and len(shapes) == len(load.input_shapes):  # NCHW inputs: inNumChannels/inHeight/inWidth
+        for key, axis in (("inNumChannels", 1), ("inHeight", 2), ("inWidth", 3)):
+            lines.append(f"{key} = " + " ".join(str(s[axis]) for s in shapes))
+    if load.random_weights is not None:
+        lines.append("randParams = 1")
+    if load.weights:
+        lines.append(f"inputParamsFile = {os.path.abspath(load.weights)}")
+    lines += [f"outputNetFile = {os.path.abspath(os.path.join(outdir, 'net.bin'))}",
+              f"outputParamsFile = {os.path.abspath(os.path.join(outdir, 'io'))}",
+              f"numParamBits = {trial.config.bits}", f"numFeatureBits = {trial.config.bits}",
+              f"quantizationStyle = {2 if q.quant_style == 'np2' else 3}",
+              f"calibrationOption = {(1 if q.calib_method == 'histogram' else 0) | (8 if q.per_channel_depthwise else 0)}"]
+    if q.calib_method not in ("histogram", "minmax"):
+        lines.insert(2, f"# --calib-method {q.calib_method} has no TIDL key: the command line keeps it")
+    if q.calib:
+        lines.append(f"inData = {os.path.abspath(q.calib)}")
+    else:
+        lines.append("inFileFormat = 4")  # synthetic random frames, as tune used
+    if q.calib_frames:
+        lines.append(f"numFrames = {q.calib_frames}")
+    if trial.config.mixed_precision_factor:
+        lines.append(f"mixedPrecisionFactor = {trial.config.mixed_precision_factor}")
+    if trial.layers_16bit and not trial.config.mixed_precision_factor:
+        lines.append(f"outputFeature16bitNamesList = {','.join(trial.layers_16bit)}")
+    if pre.mean or pre.scale:
+        lines.append("inDataNorm = 1")
+        if pre.mean:
+            lines.append("inMean = " + " ".join(f"{v:g}" for v in pre.mean))
+        if pre.scale:
+            lines.append("inScale = " + " ".join(f"{v:g}" for v in pre.scale))
+    if pre.channel_order == "bgr":
+        lines.append("inDataFormat = 0")
+    return "\n".join(lines) + "\n"
+
+
+def command_line(model: str, options: CompileOptions, trial: Trial, outdir: str) -> str:
+    q, pre = options.quant, options.preprocess
+    argv = ["tidlc", "compile", model, f"-O{trial.config.opt_level}", "--bits", str(trial.config.bits),
+            "-o", outdir]
+    if trial.config.mixed_precision_factor:
+        argv += ["--mixed-precision-factor", f"{trial.config.mixed_precision_factor:g}"]
+    if options.load.weights:
+        argv += ["--weights", options.load.weights]
+    if options.load.random_weights is not None:
+        argv += ["--random-weights", str(options.load.random_weights)]
+    if q.calib:
+        argv += ["--calib", q.calib]
+    if q.calib_frames:
+        argv += ["--calib-frames", str(q.calib_frames)]
+    if q.calib_method != "histogram":
+        argv += ["--calib-method", q.calib_method]
+    if pre.mean:
+        argv += ["--mean", ",".join(f"{v:g}" for v in pre.mean)]
+    if pre.scale:
+        argv += ["--scale", ",".join(f"{v:g}" for v in pre.scale)]
+    if pre.channel_order != "rgb":
+        argv += ["--channel-order", pre.channel_order]
+    for name, shape in options.load.input_shapes.items():
+        argv += ["--input-shape", f"{name}={','.join(map(str, shape))}"]
+    return shlex.join(argv)
+
+
+def write_choice(result: TuneResult, options: CompileOptions, outdir: str, plugins=None) -> TuneResult:
+    """Write ``OUTDIR/tune_import.txt``, ``OUTDIR/tune.sh`` and ``tune.json``, then compile the choice."""
+    from tidlc.compiler import compile_model
+    from tidlc.fileio import commit_files
+    trial = result.chosen
+    config_path = os.path.join(outdir, "tune_import.txt")
+    command = command_line(result.model, options, trial, outdir)
+    compiled = compile_model(result.model, trial.config.options(options).replace(outdir=outdir), plugins)
+    doc = attrs.evolve(result, command=command).to_dict()
+    files = {config_path: import_config_text(result.model, options, trial, outdir).encode(),
+             os.path.join(outdir, "tune.sh"): (f"#!/bin/sh\n# written by `tidlc tune`\n{command}\n").encode(),
+             os.path.join(outdir, "tune.json"): (json.dumps(doc, indent=2) + "\n").encode()}
+    commit_files(files)
+    return attrs.evolve(result, written=tuple([*compiled.outputs, *files]), command=command)
+
+
+def render_text(result: TuneResult) -> str:
+    header = f"{'configuration':<34} {'ms':>8} {'fps':>8} {'SNR dB':>7} {'weights KB':>10}  pareto"
+    lines = [f"{result.model}: {len(result.trials)} configurations", "", header, "-" * len(header)]
+    for t in result.trials:
+        mark = ("*" if t.pareto else "") + ("  <- chosen" if t is result.chosen or t == result.chosen else "")
+        lines.append(f"{t.config.label:<34} {t.ms:8.3f} {t.fps:8.1f} {t.snr_db:7.1f} {t.weight_bytes / 1024:10.1f}  {mark}")
+    c = result.chosen
+    lines += ["", f"chosen: {c.config.label} ({result.reason})"]
+    if c.layers_16bit:
+        lines.append(f"  16-bit layers: {', '.join(c.layers_16bit)}")
+    if result.command:
+        lines.append(f"  command: {result.command}")
+    for path in result.written:
+        lines.append(f"  wrote {path}")
+    return "\n".join(lines) + "\n"
