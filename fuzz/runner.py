@@ -139,6 +139,9 @@ def worker(name: str, indices: list[int], campaign: int, timeout: float, mem_lim
     import warnings
     warnings.simplefilter("ignore")
     target = load_target(name)
+    warm_up = getattr(target, "warm_up", None)
+    if warm_up is not None:  # one-time costs (importing a runtime) are not a per-input hang
+        warm_up()
     seeds = target.seeds()
     work = tempfile.mkdtemp(prefix=f"fuzz-{name}-")
     try:

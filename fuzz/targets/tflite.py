@@ -160,6 +160,13 @@ def mutate(data: bytes, rng: random.Random, others: list[bytes]) -> bytes:
     return byte_mutation(data, rng, others)
 
 
+def warm_up() -> None:
+    """Import the TFLite runtime once (TensorFlow takes seconds): models with an op tidlc does not
+    lower are probed on it at import (host ops), which should cost per input only the probe."""
+    from tidlc.hostrt import tflite_interpreter_class
+    tflite_interpreter_class()
+
+
 def run(path: str) -> None:
     # every fourth input only reads the model, its quantization parameters and its constants
     # (no conversion), so they are fuzzed on inputs the converters would reject earlier

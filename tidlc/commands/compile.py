@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--emit", default="bin", choices=["bin", "qir", "ir", "none"],
                    help="what to write: bin = OUTDIR/net.bin + io.bin (default; docs/format.md), "
                         "qir = quantized IR (OUTDIR/model.tir), ir = float IR, none = nothing")
+    p.add_argument("--device", metavar="NAME",
+                   help="the device net.bin and its perf estimate are for (default tda4vm; `tidlc perf --help` "
+                        "lists devices: am62a, am67a, am68a, am69a, ...)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of text (docs/cli.md)")
     p.add_argument("--quant-params", action="store_true", default=None,
                    help="--target onnx-qdq: also write TIDL's TIDLNetQuantParams prototxt (docs/ti-flow.md)")
