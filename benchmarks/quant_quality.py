@@ -114,6 +114,10 @@ def models() -> dict[str, Model]:
         "mtcnn-pnet": Model("MTCNN det1 (PNet)", CAFFE / "mtcnn" / "det1.prototxt", mean=(127.5,), scale=(0.0078125,)),
         "mtcnn-rnet": Model("MTCNN det2 (RNet)", CAFFE / "mtcnn" / "det2.prototxt", mean=(127.5,), scale=(0.0078125,)),
         "mtcnn-onet": Model("MTCNN det3 (ONet)", CAFFE / "mtcnn" / "det3.prototxt", mean=(127.5,), scale=(0.0078125,)),
+        "ultraface-slim": Model("UltraFace slim-320 (Caffe)", CAFFE / "ultraface_slim320" / "slim-320.prototxt",
+                                CAFFE / "ultraface_slim320" / "slim-320.caffemodel", mean=(127.0,), scale=(1 / 128,)),
+        "ultraface-rfb-caffe": Model("UltraFace RFB-320 (Caffe)", CAFFE / "ultraface_rfb320" / "RFB-320.prototxt",
+                                     CAFFE / "ultraface_rfb320" / "RFB-320.caffemodel", mean=(127.0,), scale=(1 / 128,)),
         "ultraface": Model("UltraFace RFB-320", REPO / "examples" / "ultraface" / "ultraface-rfb320.onnx",
                            mean=(127.0,), scale=(1 / 128,), onnx=REPO / "examples" / "ultraface" / "ultraface-rfb320.onnx"),
     }
