@@ -1,0 +1,85 @@
+"""`tidlc eval` (issue 15, item 1, classification): accuracy per precision on labeled data,
+agreement with float on unlabeled data, the tidlc.eval/1 document."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+
+from tidlc.cli import main
+
+LENET = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "caffe" / "lenet_mnist"
+pytestmark = pytest.mark.skipif(not LENET.is_dir(), reason="shared corpus not available")
+
+
+def _run(*argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def _lenet(*extra):
+    return ("eval", LENET / "mnist_deploy.prototxt", "--weights", LENET / "lenet_iter_10000.caffemodel",
+            "--scale", "0.00390625", *extra)
+
+
+@pytest.fixture
+def labeled(tmp_path) -> Path:
+    """The ten MNIST samples (named img_LABEL_N.png) as a 'path label' list."""
+    listing = tmp_path / "mnist.txt"
+    listing.write_text("".join(f"{p} {p.name.split('_')[1]}\n" for p in sorted((LENET / "samples").glob("*.png"))))
+    return listing
+
+
+def test_labeled_list_reports_accuracy_per_precision(labeled, tmp_path):
+    code, out, err = _run(*_lenet("--data", labeled, "--calib", labeled, "--json", "-"))
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["schema"] == "tidlc.eval/1" and doc["labeled"] and doc["task"] == "classify"
+    rows = {r["precision"]: r for r in doc["rows"]}
+    assert set(rows) == {"float", "8", "16"} and all(r["frames"] == 10 for r in rows.values())
+    assert rows["float"]["top1"] == 1.0  # LeNet reads its own samples right
+    assert rows["16"]["top1_agreement"] == 1.0 and rows["16"]["snr_db"] > rows["8"]["snr_db"]
+    assert rows["8"]["top1_delta"] == rows["8"]["top1"] - 1.0
+
+
+def test_class_folders_and_the_text_table(labeled, tmp_path):
+    data = tmp_path / "classes"
+    for line in labeled.read_text().splitlines():
+        path, label = line.split()
+        (data / f"class{label}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, data / f"class{label}")
+    code, out, err = _run(*_lenet("--data", data, "--precision", "float,8", "--json", tmp_path / "e.json"))
+    assert code == 0, err
+    assert "float" in out and "top-1" in out and "wrote" in out
+    doc = json.loads((tmp_path / "e.json").read_text())
+    # folder labels are the sorted folder indices (the samples miss some digits, so index != digit)
+    digits = sorted({int(line.split()[1]) for line in labeled.read_text().splitlines()})
+    want = sum(digits.index(int(line.split()[1])) == int(line.split()[1])
+               for line in labeled.read_text().splitlines()) / 10
+    assert [r["precision"] for r in doc["rows"]] == ["float", "8"] and doc["rows"][0]["top1"] == want
+    assert doc["labeled"] and doc["rows"][1]["top1_agreement"] == 1.0
+
+
+def test_unlabeled_images_give_agreement_only(tmp_path):
+    data = tmp_path / "images"
+    data.mkdir()
+    for p in sorted((LENET / "samples").glob("*.png"))[:4]:
+        shutil.copy(p, data)
+    code, out, err = _run(*_lenet("--data", data, "--precision", "float,16", "--json", "-"))
+    assert code == 0, err
+    doc = json.loads(out)
+    assert not doc["labeled"] and all(r["top1"] is None for r in doc["rows"])
+    assert doc["rows"][1]["top1_agreement"] == 1.0
+
+
+def test_a_bad_precision_is_a_one_line_error(labeled):
+    code, out, err = _run(*_lenet("--data", labeled, "--precision", "float,12"))
+    assert code == 2 and "--precision 12" in err and len(err.strip().splitlines()) == 1
