@@ -105,6 +105,7 @@ setup(
     extras_require={
         "test": ["pytest>=7.4", "onnxruntime>=1.18", "setuptools>=69", "wheel", "cython>=3.0",
                  "matplotlib>=3.7", "scipy>=1.10", "hypothesis>=6.80", "jsonschema>=4.18",
+                 "scikit-learn>=1.3",  # tidlc eval tests: its handwritten digits are real labeled data
                  "flatbuffers>=23.5",  # TFLite host-op payloads (the [host] extra has it too)
                  # TF/TFLite frontend tests only: tidlc itself reads .pb/.tflite without them
                  "tensorflow-cpu>=2.15", "tflite>=2.10"],

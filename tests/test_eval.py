@@ -83,3 +83,63 @@ def test_unlabeled_images_give_agreement_only(tmp_path):
 def test_a_bad_precision_is_a_one_line_error(labeled):
     code, out, err = _run(*_lenet("--data", labeled, "--precision", "float,12"))
     assert code == 2 and "--precision 12" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> tuple[Path, "np.ndarray"]:
+    """scikit-learn's 1,797 labeled handwritten digits (8x8, 0..16) as 28x28 PNGs, MNIST style:
+    the digit scaled to 20x20 and centred, white on black; a 'path label' list beside them."""
+    import numpy as np
+    datasets = pytest.importorskip("sklearn.datasets")
+    cv2 = pytest.importorskip("cv2")
+    d = datasets.load_digits()
+    folder = tmp_path_factory.mktemp("digits")
+    lines = []
+    for i, (img, label) in enumerate(zip(d.images, d.target)):
+        big = cv2.resize((img * (255.0 / 16.0)).astype(np.float32), (20, 20), interpolation=cv2.INTER_LINEAR)
+        canvas = np.zeros((28, 28), np.uint8)
+        canvas[4:24, 4:24] = np.clip(np.rint(big), 0, 255).astype(np.uint8)
+        path = folder / f"{i:04d}.png"
+        cv2.imwrite(str(path), canvas)
+        lines.append(f"{path} {int(label)}")
+    listing = folder / "digits.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    return listing, d.target
+
+
+def test_sklearn_digits_through_lenet(digits, tmp_path):
+    """Real labeled data: 8-bit top-1 within 1 point of float, and float's top-1 equal to a direct
+    numpy computation over the interpreter's outputs."""
+    import numpy as np
+
+    from tidlc.compiler import load, optimize
+    from tidlc.config import CompileOptions
+    from tidlc.evaluate import _frames, dataset
+    from tidlc.interp import Interpreter
+    listing, target = digits
+    code, out, err = _run(*_lenet("--data", listing, "--calib", listing, "--calib-frames", "64", "--json", "-"))
+    assert code == 0, err
+    rows = {r["precision"]: r for r in json.loads(out)["rows"]}
+    assert rows["float"]["frames"] == len(target) == 1797
+    assert abs(rows["8"]["top1"] - rows["float"]["top1"]) <= 0.01, rows
+    assert abs(rows["16"]["top1"] - rows["float"]["top1"]) <= 0.001, rows
+    options = CompileOptions.of(weights=str(LENET / "lenet_iter_10000.caffemodel"), scale=(0.00390625,), emit="ir")
+    graph = load(str(LENET / "mnist_deploy.prototxt"), options)
+    optimize(graph, options)
+    images, labels = dataset(str(listing))
+    interp = Interpreter(graph)
+    predicted = [int(np.argmax(next(iter(interp.run(f).values())))) for f in _frames(graph, options, images)]
+    assert rows["float"]["top1"] == float(np.mean(np.array(predicted) == np.array(labels)))
+    print(f"sklearn digits through LeNet: top-1 float {rows['float']['top1']:.4f}, 8-bit {rows['8']['top1']:.4f}, "
+          f"16-bit {rows['16']['top1']:.4f}")
+
+
+def test_two_workers_give_identical_metrics(digits):
+    listing, _ = digits
+    docs = []
+    for workers in ("1", "2"):
+        code, out, err = _run(*_lenet("--data", listing, "--frames", "300", "--calib", listing,
+                                      "--calib-frames", "32", "--workers", workers, "--json", "-"))
+        assert code == 0, err
+        docs.append([{k: v for k, v in r.items() if k != "fps"} for r in json.loads(out)["rows"]])
+    assert docs[0] == docs[1]

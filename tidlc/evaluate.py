@@ -119,22 +119,25 @@ def _scores(outputs: dict) -> np.ndarray:
     return np.asarray(first, np.float64).reshape(-1)
 
 
-def evaluate(model: str, data: str, options: CompileOptions, precisions=PRECISIONS, frames: int | None = None,
-             task: str = "classify", plugins=None, progress: Callable[[str, int, int], None] | None = None
-             ) -> EvalResult:
-    from tidlc.compiler import backend_for, load, optimize, plugins_for
-    from tidlc.interp import Interpreter
-    from tidlc.metrics import snr_db
+def _check(precisions, task: str) -> None:
     if task != "classify":
         raise TidlcError(f"--task {task}: tidlc eval scores classifiers so far", hint="--task classify", code="option")
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown:
         raise TidlcError(f"--precision {','.join(unknown)}: unknown", hint="float, 8 and/or 16", code="option")
+
+
+def _records(model: str, options: CompileOptions, images: list[str], precisions, plugins=None,
+             progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Per precision: the per-frame top-5 classes and output SNR vs float, and the seconds the runs took.
+
+    Quantization depends only on the model, the options and ``--calib``, never on ``images``: a
+    shard of the frames run in another process gets the very same fixed-point graph."""
+    from tidlc.compiler import backend_for, load, optimize, plugins_for
+    from tidlc.interp import Interpreter
+    from tidlc.metrics import snr_db
     plugins = plugins or plugins_for(options)
     backend = backend_for(options, plugins)
-    images, labels = dataset(data)
-    if frames is not None:
-        images, labels = images[:frames], (labels[:frames] if labels is not None else None)
     float_options = options.replace(emit="ir", quantize=False)
     graph = load(model, float_options, plugins)
     optimize(graph, float_options, plugins)
@@ -146,32 +149,81 @@ def evaluate(model: str, data: str, options: CompileOptions, precisions=PRECISIO
         reference.append(interp.run(f))
         if progress:
             progress("float", i + 1, len(feeds))
-    float_seconds = time.perf_counter() - start
-    ref_top = [np.argsort(-_scores(o), kind="stable")[:5] for o in reference]
-    rows = []
+    records = {"float": ([np.argsort(-_scores(o), kind="stable")[:5] for o in reference],
+                         [float("inf")] * len(feeds), time.perf_counter() - start)}
     for precision in precisions:
         if precision == "float":
-            tops, snrs, seconds = ref_top, [float("inf")] * len(feeds), float_seconds
-        else:
-            q = backend.quantize(graph, options.replace(bits=int(precision), emit="bin"))
-            run = backend.load(q.graph).run
-            tops, snrs = [], []
-            start = time.perf_counter()
-            for i, (f, ref) in enumerate(zip(feeds, reference)):
-                out = run(f)
-                tops.append(np.argsort(-_scores(out), kind="stable")[:5])
-                snrs.append(min(snr_db(np.asarray(ref[k]), np.asarray(out[k])) for k in ref))
-                if progress:
-                    progress(f"{precision}-bit", i + 1, len(feeds))
-            seconds = time.perf_counter() - start
+            continue
+        q = backend.quantize(graph, options.replace(bits=int(precision), emit="bin"))
+        run = backend.load(q.graph).run
+        tops, snrs = [], []
+        start = time.perf_counter()
+        for i, (f, ref) in enumerate(zip(feeds, reference)):
+            out = run(f)
+            tops.append(np.argsort(-_scores(out), kind="stable")[:5])
+            snrs.append(min(snr_db(np.asarray(ref[k]), np.asarray(out[k])) for k in ref))
+            if progress:
+                progress(f"{precision}-bit", i + 1, len(feeds))
+        records[precision] = (tops, snrs, time.perf_counter() - start)
+    return records
+
+
+def _shard(job: tuple) -> dict:
+    """One worker process's share (top-level, so it pickles): one kernel thread per worker."""
+    model, options, images, precisions = job
+    os.environ["TIDLC_NUM_THREADS"] = "1"
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the parent already warned (synthetic calibration, ...)
+        return _records(model, options, images, precisions)
+
+
+def shards(items: list, workers: int) -> list[list]:
+    """Contiguous, deterministic shards (the first ones one longer when the count does not divide)."""
+    size, extra = divmod(len(items), workers)
+    out, start = [], 0
+    for w in range(workers):
+        end = start + size + (1 if w < extra else 0)
+        out.append(items[start:end])
+        start = end
+    return [s for s in out if s]
+
+
+def evaluate(model: str, data: str, options: CompileOptions, precisions=PRECISIONS, frames: int | None = None,
+             task: str = "classify", plugins=None, progress: Callable[[str, int, int], None] | None = None,
+             workers: int = 1) -> EvalResult:
+    """Score ``model`` on ``data`` at each precision; ``workers`` > 1 runs contiguous shards of the
+    frames in that many processes (the metrics are identical to one process: each frame's result does
+    not depend on where it ran, and the shards are put back in order)."""
+    _check(precisions, task)
+    if workers < 1:
+        raise TidlcError(f"--workers {workers}: expected at least 1", code="option")
+    images, labels = dataset(data)
+    if frames is not None:
+        images, labels = images[:frames], (labels[:frames] if labels is not None else None)
+    wall = time.perf_counter()
+    if workers == 1 or len(images) < 2:
+        records = _records(model, options, images, precisions, plugins, progress)
+    else:
+        import concurrent.futures
+        import multiprocessing
+        jobs = [(model, options, part, tuple(precisions)) for part in shards(images, workers)]
+        with concurrent.futures.ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(_shard, jobs))
+        records = {p: ([t for part in parts for t in part[p][0]], [s for part in parts for s in part[p][1]],
+                       time.perf_counter() - wall) for p in parts[0]}
+    ref_top = records["float"][0]
+    rows = []
+    for precision in precisions:
+        tops, snrs, seconds = records[precision]
         top1 = top5 = None
         if labels is not None:
             top1 = float(np.mean([t[0] == y for t, y in zip(tops, labels)]))
             top5 = float(np.mean([y in t for t, y in zip(tops, labels)]))
         agreement = float(np.mean([t[0] == r[0] for t, r in zip(tops, ref_top)]))
-        finite = [s for s in snrs if np.isfinite(s)]
-        rows.append(Row(precision, len(feeds), top1, top5, agreement,
-                        float(np.mean(finite)) if finite else float("inf"), len(feeds) / max(seconds, 1e-9)))
+        finite = [x for x in snrs if np.isfinite(x)]
+        rows.append(Row(precision, len(tops), top1, top5, agreement,
+                        float(np.mean(finite)) if finite else float("inf"), len(tops) / max(seconds, 1e-9)))
     return EvalResult(model, task, labels is not None, tuple(rows))
 
 

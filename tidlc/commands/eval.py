@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", type=_list, default=("float", "8", "16"), metavar="LIST",
                    help="comma-separated: float, 8, 16 (default all three)")
     p.add_argument("--frames", type=int, metavar="N", help="evaluate the first N frames only")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="run the frames in N worker processes (identical results; one kernel thread each)")
     p.add_argument("--json", metavar="FILE", help="also write the tidlc.eval/1 document ('-': print it instead)")
     add_model_options(p)
     add_quant_options(p)
@@ -46,7 +48,7 @@ def run(args, options) -> int:
             print(f"\reval {label}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
     result = evaluate(args.model, args.data, options, precisions=args.precision, frames=args.frames,
-                      task=args.task, progress=progress)
+                      task=args.task, progress=progress, workers=args.workers)
     if args.json == "-":
         import json
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
