@@ -118,35 +118,53 @@ def choose(trials: list[Trial], min_snr: float | None, fps: float | None) -> tup
     return best, "no configuration meets the targets: the most accurate one"
 
 
+def check_backend(backend) -> None:
+    for method in ("quantize", "estimate", "load"):
+        if not callable(getattr(backend, method, None)):
+            raise TidlcError(f"target '{backend.name}' cannot be tuned or swept: it has no {method}()",
+                             code="option", hint="it needs quantize, estimate and load (--target tidl has them)")
+
+
+def measure(model: str, opts: CompileOptions, backend, plugins, graphs: dict | None = None) -> dict:
+    """One configuration: optimise (cached per -O level in ``graphs``), quantize through the backend,
+    and measure predicted ms, SNR vs float on the first calibration frame, weight bytes and the
+    16-bit layers; ``seconds`` is the optimise + quantize time."""
+    import time
+
+    from tidlc.compiler import load, optimize
+    from tidlc.interp import run_graph
+    graphs = {} if graphs is None else graphs
+    start = time.perf_counter()
+    level = opts.pipeline.opt_level
+    if level not in graphs:
+        graph = load(model, opts.replace(emit="ir"), plugins)
+        optimize(graph, opts.replace(emit="ir"), plugins)
+        graphs[level] = graph
+    q = backend.quantize(graphs[level], opts)
+    seconds = time.perf_counter() - start
+    frame = q.first_frame()
+    reference = run_graph(q.reference, frame)
+    outputs = backend.load(q.graph).run(frame)
+    report = backend.estimate(q.graph, opts.target.device, opts)
+    wide = list(q.graph.attrs.get("quant.layers_16bit") or q.layers_16bit or ())
+    return {"ms": float(report.ms), "snr_db": _snr(reference, outputs), "weight_bytes": _weight_bytes(q.graph),
+            "layers_16bit": wide, "seconds": seconds}
+
+
 def tune(model: str, options: CompileOptions, plugins=None, configs=DEFAULT_CONFIGS,
          min_snr: float | None = None, fps: float | None = None,
          progress: Callable[[str], None] | None = None) -> TuneResult:
     """Try ``configs`` on ``model`` (no files written; see :func:`write_choice`)."""
-    from tidlc.compiler import backend_for, load, optimize, plugins_for
-    from tidlc.interp import run_graph
+    from tidlc.compiler import backend_for, plugins_for
     plugins = plugins or plugins_for(options)
     backend = backend_for(options, plugins)
-    for method in ("quantize", "estimate", "load"):
-        if not callable(getattr(backend, method, None)):
-            raise TidlcError(f"target '{backend.name}' cannot be tuned: it has no {method}()", code="option",
-                             hint="tidlc tune needs quantize, estimate and load (--target tidl has them)")
+    check_backend(backend)
     trials, graphs = [], {}
     for config in configs:
         if progress:
             progress(config.label)
-        opts = config.options(options)
-        if config.opt_level not in graphs:
-            graph = load(model, opts.replace(emit="ir"), plugins)
-            optimize(graph, opts.replace(emit="ir"), plugins)
-            graphs[config.opt_level] = graph
-        graph = graphs[config.opt_level]
-        q = backend.quantize(graph, opts)
-        frame = q.first_frame()
-        reference = run_graph(q.reference, frame)
-        outputs = backend.load(q.graph).run(frame)
-        report = backend.estimate(q.graph, options.target.device, opts)
-        wide = tuple(q.graph.attrs.get("quant.layers_16bit") or q.layers_16bit or ())
-        trials.append(Trial(config, float(report.ms), _snr(reference, outputs), _weight_bytes(q.graph), wide))
+        m = measure(model, config.options(options), backend, plugins, graphs)
+        trials.append(Trial(config, m["ms"], m["snr_db"], m["weight_bytes"], tuple(m["layers_16bit"])))
     trials = _mark_pareto(trials)
     chosen, reason = choose(trials, min_snr, fps)
     return TuneResult(model, tuple(trials), chosen, reason, min_snr, fps)
