@@ -62,6 +62,12 @@ def tidlc_pass_finished(pass_, graph, changed: bool, seconds: float):
 
 
 @hookspec
+def tidlc_postprocessors():
+    """Return ``tidlc.decoders.PostProcessor`` objects: what a network's outputs mean (boxes of a
+    detector head, classes, a mask), selectable with ``tidlc run --post NAME`` (docs/plugins.md)."""
+
+
+@hookspec
 def tidlc_devices():
     """Return devices for the performance model (``tidlc perf --device NAME``).
 

@@ -104,10 +104,11 @@ def detections(outputs: dict, threshold: float) -> np.ndarray:
 
 
 def detect_png(outputs: dict, image_path: str | None, size: tuple[int, int], path: str,
-               threshold: float = 0.5) -> int:
-    """Draw the kept boxes (class-coloured, labelled ``class:score``) on the image; returns their count."""
+               threshold: float = 0.5, boxes: np.ndarray | None = None) -> int:
+    """Draw the kept boxes (class-coloured, labelled ``class:score``) on the image; returns their count.
+    ``boxes`` are decoded rows (tidlc.decoders); without them, the DetectionOutput rows of ``outputs``."""
     import cv2
-    boxes = detections(outputs, threshold)
+    boxes = detections(outputs, threshold) if boxes is None else boxes
     image = cv2.imread(image_path, cv2.IMREAD_COLOR) if image_path else None
     if image is None:
         image = np.zeros((size[1], size[0], 3), np.uint8)

@@ -177,9 +177,22 @@ def _report(args, post, model, executor, outputs, times, trace) -> int:
     return 0
 
 
+def _plugins_of(args):
+    """The installed plugins (post-processors of plugins included)."""
+    from tidlc.plugin_manager import default_plugins
+    return default_plugins()
+
+
 def _post_process(post: str, args, model, executor, outputs) -> None:
-    """TIDL's postProcType on the outputs: top-5 classes (and accuracy over --labels), boxes or a colour map."""
-    if post == "classify":
+    """TIDL's postProcType on the outputs: top-5 classes (and accuracy over --labels), boxes or a colour
+    map. ``post`` is a task (classify, detect, segment) or a post-processor's name (tidlc.decoders)."""
+    from tidlc.decoders import TASKS, registry
+    table = registry(_plugins_of(args))
+    if post not in TASKS and post not in table:
+        raise TidlcError(f"unknown --post {post!r}", hint=f"one of {', '.join(dict.fromkeys([*TASKS, *table]))}",
+                         code="option")
+    task = post if post in TASKS else table[post].task
+    if task == "classify":
         from tidlc.postprocess import classify_accuracy, read_labels, top_k
         print("top-5 classes: " + " ".join(map(str, top_k(outputs))))
         if getattr(args, "labels", None):
@@ -189,19 +202,25 @@ def _post_process(post: str, args, model, executor, outputs) -> None:
                 return executor.run(_feeds([f"{name}={image}"], model, None))
             top1, top5 = classify_accuracy(run_image, read_labels(args.labels))
             print(f"accuracy over {args.labels}: top-1 {top1 * 100:.2f}%, top-5 {top5 * 100:.2f}%")
-    elif post == "segment":
+    elif task == "segment":
         from tidlc.postprocess import segment_png
         images = [spec.partition("=")[2] or spec for spec in args.input
                   if spec.lower().endswith((".png", ".jpg", ".jpeg", ".bmp"))]
         path = args.post_output or "segment.png"
         segment_png(outputs, images[0] if images else None, path)
         print(f"  wrote {path}")
-    elif post == "detect":
+    elif task == "detect":
         from tidlc.postprocess import detect_png
         images = [spec.partition("=")[2] or spec for spec in args.input
                   if spec.lower().endswith((".png", ".jpg", ".jpeg", ".bmp"))]
         dims = model.io["inputs"][0]["dims"]
         size = (dims[2], dims[1]) if model.io["inputs"][0]["layout"] == "NHWC" else (dims[3], dims[2])
         path = args.post_output or "detect.png"
-        count = detect_png(outputs, images[0] if images else None, size, path, args.threshold)
+        from tidlc.decoders import pick
+        options = {"threshold": args.threshold, "input_size": size}
+        decoder = pick(post, outputs, options, _plugins_of(args))
+        boxes = decoder.decode(outputs, options)
+        for _, label, score, x0, y0, x1, y1 in boxes[:20]:
+            print(f"  box class {int(label)} score {score:.3f}: ({x0:.3f}, {y0:.3f}) - ({x1:.3f}, {y1:.3f})")
+        count = detect_png(outputs, images[0] if images else None, size, path, args.threshold, boxes)
         print(f"  wrote {path} ({count} boxes with score >= {args.threshold})")

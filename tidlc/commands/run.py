@@ -36,8 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="worker threads of the fast kernels (default: $TIDLC_NUM_THREADS, else every CPU)")
     p.add_argument("--repeat", type=int, default=1, metavar="N", help="compiled model: run N times, print the median")
     p.add_argument("--trace", metavar="DIR", help="compiled model: write every layer's output to DIR/trace.npz")
-    p.add_argument("--post", choices=["classify", "detect", "segment"],
-                   help="compiled model: post-processing (TIDL postProcType): top-5 classes, boxes or a colour map (PNG)")
+    p.add_argument("--post", metavar="TASK|NAME",
+                   help="compiled model: post-processing (TIDL postProcType): classify (top-5), detect (boxes drawn "
+                        "in a PNG), segment (colour map), or a decoder by name: ssd, ultraface, a plugin's")
     p.add_argument("--threshold", type=float, default=0.5, help="--post detect: smallest score drawn (default 0.5)")
     p.add_argument("--labels", metavar="LIST", help="--post classify: 'image label' lines; prints top-1/top-5 accuracy")
     p.add_argument("--post-output", metavar="OUT.png",
