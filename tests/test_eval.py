@@ -143,3 +143,47 @@ def test_two_workers_give_identical_metrics(digits):
         assert code == 0, err
         docs.append([{k: v for k, v in r.items() if k != "fps"} for r in json.loads(out)["rows"]])
     assert docs[0] == docs[1]
+
+
+ULTRAFACE = Path(__file__).resolve().parents[1] / "examples" / "ultraface" / "ultraface-rfb320.onnx"
+
+
+def test_coco_map_is_pycocotools_own(tmp_path):
+    pytest.importorskip("pycocotools")
+    from tidlc.evaluate import coco_map
+    gt = {"images": [{"id": 1, "width": 100, "height": 100, "file_name": "a.png"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 40], "area": 1600,
+                           "iscrowd": 0}], "categories": [{"id": 1, "name": "face"}]}
+    perfect = [{"image_id": 1, "category_id": 1, "score": 0.9, "bbox": [10, 10, 40, 40]}]
+    shifted = [{"image_id": 1, "category_id": 1, "score": 0.9, "bbox": [20, 20, 40, 40]}]  # IoU 0.39
+    assert coco_map(gt, perfect) == pytest.approx((1.0, 1.0), abs=1e-12)
+    assert coco_map(gt, shifted) == (0.0, 0.0)
+    assert coco_map(gt, []) == (0.0, 0.0)
+
+
+@pytest.mark.skipif(not ULTRAFACE.exists(), reason="example model missing")
+def test_detector_map_on_a_small_coco_set(tmp_path):
+    """UltraFace on a COCO-format set: a portrait (one face) and three CIFAR samples (none)."""
+    pytest.importorskip("pycocotools")
+    cv2 = pytest.importorskip("cv2")
+    matplotlib = pytest.importorskip("matplotlib")
+    face = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    if not face.exists():
+        pytest.skip("matplotlib's sample data is not installed")
+    files = [face, *sorted((LENET.parent / "cifar10_quick" / "samples").glob("*.png"))]
+    images = []
+    for i, f in enumerate(files, 1):
+        shutil.copy(f, tmp_path / f.name)
+        h, w = cv2.imread(str(f)).shape[:2]
+        images.append({"id": i, "file_name": f.name, "width": w, "height": h})
+    coco = {"images": images, "categories": [{"id": 1, "name": "face"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [170, 135, 185, 200],
+                             "area": 37000, "iscrowd": 0}]}
+    (tmp_path / "faces.json").write_text(json.dumps(coco))
+    code, out, err = _run("eval", ULTRAFACE, "--task", "detect", "--data", tmp_path / "faces.json", "--mean", "127",
+                          "--scale", "0.0078125", "--resize", "320,240", "--calib", face, "--precision", "float,8",
+                          "--json", "-")
+    assert code == 0, err
+    rows = {r["precision"]: r for r in json.loads(out)["rows"]}
+    assert rows["float"]["map50"] == 1.0 and rows["8"]["map50"] == 1.0
+    assert 0.5 <= rows["float"]["map"] <= 1.0 and 0.5 <= rows["8"]["map"] <= 1.0

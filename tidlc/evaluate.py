@@ -120,8 +120,9 @@ def _scores(outputs: dict) -> np.ndarray:
 
 
 def _check(precisions, task: str) -> None:
-    if task != "classify":
-        raise TidlcError(f"--task {task}: tidlc eval scores classifiers so far", hint="--task classify", code="option")
+    if task not in ("classify", "detect"):
+        raise TidlcError(f"--task {task}: tidlc eval scores classifiers and detectors so far",
+                         hint="--task classify or --task detect", code="option")
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown:
         raise TidlcError(f"--precision {','.join(unknown)}: unknown", hint="float, 8 and/or 16", code="option")
@@ -225,6 +226,90 @@ def evaluate(model: str, data: str, options: CompileOptions, precisions=PRECISIO
         rows.append(Row(precision, len(tops), top1, top5, agreement,
                         float(np.mean(finite)) if finite else float("inf"), len(tops) / max(seconds, 1e-9)))
     return EvalResult(model, task, labels is not None, tuple(rows))
+
+
+# ----------------------------------------------------------------------------- detection (COCO mAP)
+@attrs.frozen
+class DetRow:
+    precision: str
+    frames: int
+    map: float  # mAP@[0.5:0.95]
+    map50: float  # mAP@0.5
+    detections: int
+    fps: float
+
+
+def coco_map(annotations: dict, detections: list[dict]) -> tuple[float, float]:
+    """(mAP@[.5:.95], mAP@.5) of ``detections`` (COCO result dicts) by pycocotools' COCOeval."""
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError:
+        raise TidlcError("--task detect scores with pycocotools, which is not installed",
+                         hint="pip install tidlc[eval]", code="unsupported") from None
+    import contextlib
+    import io as _io
+    with contextlib.redirect_stdout(_io.StringIO()):  # pycocotools prints its progress
+        gt = COCO()
+        gt.dataset = annotations
+        gt.createIndex()
+        if not detections:
+            return 0.0, 0.0
+        dt = gt.loadRes(detections)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return float(max(ev.stats[0], 0.0)), float(max(ev.stats[1], 0.0))
+
+
+def evaluate_detection(model: str, annotations_path: str, options: CompileOptions, precisions=PRECISIONS,
+                       frames: int | None = None, decoder: str = "detect", threshold: float = 0.05,
+                       plugins=None, progress: Callable[[str, int, int], None] | None = None) -> list[DetRow]:
+    """mAP per precision on a COCO-format set (``images[].file_name`` relative to the JSON's folder)."""
+    from tidlc.compiler import backend_for, load, optimize, plugins_for
+    from tidlc.decoders import pick
+    from tidlc.fileio import read_text
+    from tidlc.interp import Interpreter
+    from tidlc.preprocess import input_specs
+    _check(precisions, "detect")
+    try:
+        annotations = json.loads(read_text(annotations_path, "COCO annotations"))
+    except json.JSONDecodeError as exc:
+        raise TidlcError(f"not JSON: {exc.msg} (line {exc.lineno})", annotations_path, code="input") from None
+    if not isinstance(annotations, dict) or not annotations.get("images"):
+        raise TidlcError("no images in the COCO annotations", annotations_path, hint="a COCO-format JSON with "
+                         "images, annotations and categories", code="input")
+    base = os.path.dirname(os.path.abspath(annotations_path))
+    entries = annotations["images"][:frames] if frames else annotations["images"]
+    paths = [os.path.join(base, e["file_name"]) for e in entries]
+    plugins = plugins or plugins_for(options)
+    backend = backend_for(options, plugins)
+    float_options = options.replace(emit="ir", quantize=False)
+    graph = load(model, float_options, plugins)
+    optimize(graph, float_options, plugins)
+    spec = input_specs(graph)[0]
+    size = (spec.shape[3], spec.shape[2]) if spec.layout != "NHWC" else (spec.shape[2], spec.shape[1])
+    feeds = _frames(graph, options, paths)
+    dec_options = {"threshold": threshold, "input_size": size}
+    rows = []
+    for precision in precisions:
+        run = Interpreter(graph).run if precision == "float" else \
+            backend.load(backend.quantize(graph, options.replace(bits=int(precision), emit="bin")).graph).run
+        results, start = [], time.perf_counter()
+        for i, (entry, feed) in enumerate(zip(entries, feeds)):
+            outputs = run(feed)
+            boxes = pick(decoder, outputs, dec_options, plugins).decode(outputs, dec_options)
+            w, h = entry["width"], entry["height"]
+            for _, label, score, x0, y0, x1, y1 in boxes:
+                results.append({"image_id": entry["id"], "category_id": int(label), "score": float(score),
+                                "bbox": [float(x0 * w), float(y0 * h), float((x1 - x0) * w), float((y1 - y0) * h)]})
+            if progress:
+                progress(precision, i + 1, len(entries))
+        seconds = time.perf_counter() - start
+        m, m50 = coco_map({**annotations, "images": entries}, results)
+        rows.append(DetRow(precision, len(entries), m, m50, len(results), len(entries) / max(seconds, 1e-9)))
+    return rows
 
 
 def render_text(result: EvalResult) -> str:

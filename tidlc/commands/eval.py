@@ -26,7 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("model", help="a model file")
     p.add_argument("--data", required=True, metavar="DATA", help="list file, class folders or images")
-    p.add_argument("--task", choices=("classify",), default="classify", help="what the outputs are (classify)")
+    p.add_argument("--task", choices=("classify", "detect"), default="classify",
+                   help="classify: top-1/top-5; detect: COCO mAP (--data is a COCO-format JSON; needs pycocotools)")
+    p.add_argument("--decoder", default="detect", metavar="NAME",
+                   help="--task detect: the post-processor (tidlc run --post's names; default: the one that fits)")
+    p.add_argument("--score-threshold", type=float, default=0.05, metavar="S",
+                   help="--task detect: smallest score kept before mAP (default 0.05)")
     p.add_argument("--precision", type=_list, default=("float", "8", "16"), metavar="LIST",
                    help="comma-separated: float, 8, 16 (default all three)")
     p.add_argument("--frames", type=int, metavar="N", help="evaluate the first N frames only")
@@ -47,6 +52,8 @@ def run(args, options) -> int:
             last[label] = done
             print(f"\reval {label}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
+    if args.task == "detect":
+        return _detect(args, options, progress)
     result = evaluate(args.model, args.data, options, precisions=args.precision, frames=args.frames,
                       task=args.task, progress=progress, workers=args.workers)
     if args.json == "-":
@@ -56,5 +63,31 @@ def run(args, options) -> int:
     sys.stdout.write(render_text(result))
     if args.json:
         write_json(result, args.json)
+        print(f"  wrote {args.json}")
+    return 0
+
+
+def _detect(args, options, progress) -> int:
+    import json
+
+    from tidlc.evaluate import evaluate_detection
+    rows = evaluate_detection(args.model, args.data, options, precisions=args.precision, frames=args.frames,
+                              decoder=args.decoder, threshold=args.score_threshold, progress=progress)
+    doc = {"schema": "tidlc.eval/1", "model": args.model, "task": "detect", "labeled": True,
+           "rows": [{"precision": r.precision, "frames": r.frames, "map": round(r.map, 4), "map50": round(r.map50, 4),
+                     "detections": r.detections, "fps": round(r.fps, 2)} for r in rows]}
+    if args.json == "-":
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return 0
+    head = f"{'precision':<10} {'frames':>6} {'mAP':>7} {'mAP@.5':>7} {'boxes':>6} {'fps':>8}"
+    lines = [f"{args.model}: detect (COCO mAP by pycocotools)", "", head, "-" * len(head)]
+    for r in doc["rows"]:
+        lines.append(f"{r['precision']:<10} {r['frames']:>6} {r['map']:>7.3f} {r['map50']:>7.3f} "
+                     f"{r['detections']:>6} {r['fps']:>8.1f}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    if args.json:
+        from tidlc.fileio import atomic_write
+        with atomic_write(args.json) as fh:
+            fh.write((json.dumps(doc, indent=2) + "\n").encode())
         print(f"  wrote {args.json}")
     return 0
