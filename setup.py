@@ -93,7 +93,7 @@ setup(
     python_requires=">=3.10",
     packages=packages,
     package_dir=package_dir,
-    package_data={"": ["*.lark", "*.toml", "*.pxd", "*.pyx", "*.h"]},
+    package_data={"": ["*.lark", "*.toml", "*.pxd", "*.pyx", "*.h"], "tidlc.report_assets": ["*.js", "*.css"]},
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExt},
     install_requires=[
@@ -106,6 +106,7 @@ setup(
         "test": ["pytest>=7.4", "onnxruntime>=1.18", "setuptools>=69", "wheel", "cython>=3.0",
                  "matplotlib>=3.7", "scipy>=1.10", "hypothesis>=6.80", "jsonschema>=4.18",
                  "scikit-learn>=1.3",  # tidlc eval tests: its handwritten digits are real labeled data
+                 "selenium>=4.20",  # tidlc report page tests (headless Chromium)
                  "pycocotools>=2.0.7",  # tidlc eval --task detect (the [eval] extra)
                  "flatbuffers>=23.5",  # TFLite host-op payloads (the [host] extra has it too)
                  # TF/TFLite frontend tests only: tidlc itself reads .pb/.tflite without them

@@ -17,6 +17,7 @@ Targets (issue 6): tidlc auto within 2x of onnxruntime (ratio ort_fps / tidlc_fp
 <= 2); at least 20x faster than onnx.reference.
 
     python benchmarks/executor_speed.py [--repeat 5] [--skip-reference]
+    python benchmarks/executor_speed.py --isa   # ms/frame per integer-kernel variant (TIDLC_ISA), 1 and 2 threads
 """
 from __future__ import annotations
 
@@ -146,14 +147,68 @@ def bench(label: str, onnx_path: str, source: str, options: dict, repeat: int, s
     return row
 
 
+def bench_isas(label: str, onnx_path: str, source: str, options: dict, repeat: int) -> list:
+    """ms/frame of ``--kernels auto`` under every integer-kernel variant this CPU has (and the
+    exact float-GEMM path, "float"), threads 1 and 2, against onnxruntime float32 (same threads)."""
+    import onnxruntime as ort
+    from tidlc.backends.tidl.fixed import FixedExecutor, _igemm, fast
+
+    from tidlc.compiler import compile_model
+    from tidlc.config import CompileOptions
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = compile_model(source, CompileOptions.of(emit="none", quantize=True, **options)).graph
+    (op,) = graph.input_ops
+    entry = {"name": op.attrs["name"]}
+    x = np.random.default_rng(0).uniform(-1, 1, op.results[0].type.shape).astype(np.float32)
+
+    class model:
+        pass
+    model.graph = graph
+    before = fast.isa()
+    fns = {}
+    for threads in (1, 2):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+        in_name = sess.get_inputs()[0].name
+        fns[("onnxruntime f32", threads)] = lambda sess=sess, in_name=in_name: sess.run(None, {in_name: x})
+        for isa in _igemm.supported_isas():
+            ex = FixedExecutor(model.graph, kernels="auto")
+            fns[(isa, threads)] = lambda ex=ex, isa=isa, threads=threads: (
+                fast.set_isa(isa), fast.set_threads(threads), ex.run({entry["name"]: x}))
+    real = _igemm.available
+    _igemm.available = lambda: False  # the exact float-GEMM tables
+    try:
+        floats = FixedExecutor(model.graph, kernels="auto")
+    finally:
+        _igemm.available = real
+    for threads in (1, 2):
+        fns[("float", threads)] = lambda threads=threads: (fast.set_threads(threads), floats.run({entry["name"]: x}))
+    times = median_times(fns, repeat)
+    fast.set_isa(before)
+    fast.set_threads(None)
+    return [(label, isa, threads, 1000 * t) for (isa, threads), t in times.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-reference", action="store_true", help="skip onnx.reference (minutes per model)")
+    parser.add_argument("--isa", action="store_true",
+                        help="only the per-ISA table: ms/frame of each integer-kernel variant, threads 1 and 2")
     args = parser.parse_args()
     import onnx
     rows = []
     r50 = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_resnet50.onnx")
+    if args.isa:
+        from tidlc.backends.tidl.fixed import fast
+        print(f"chosen ISA: {fast.isa()}")
+        table = bench_isas("resnet50 (light)", r50, r50, {"calib_frames": 2}, args.repeat)
+        print(f"{'model':<18} {'kernels':<16} {'threads':>7} {'ms/frame':>9}")
+        for label, isa, threads, ms in sorted(table, key=lambda r: (r[0], r[2], r[3])):
+            print(f"{label:<18} {isa:<16} {threads:>7} {ms:>9.1f}")
+        return
     rows.append(bench("resnet50 (light)", r50, r50, {"calib_frames": 2}, args.repeat, args.skip_reference))
     if os.path.exists(MOBILENET_V2):
         from tidlc.compiler import load, optimize

@@ -70,10 +70,11 @@ FLAGS = {
     "--percentile 0.5": ("percentile", 0.5), "--bias-calibration 7": ("bias_calibration", 7),
     "--bias-calibration-factor 0.2": ("bias_calibration_factor", 0.2),
     "--per-channel-depthwise": ("per_channel_depthwise", True), "--16bit-layers a,b": ("layers_16bit", ("a", "b")),
-    "--mixed-precision-factor 1.5": ("mixed_precision_factor", 1.5), "--mean 1,2,3": ("mean", (1.0, 2.0, 3.0)),
+    "--mixed-precision-factor 1.5": ("mixed_precision_factor", 1.5),
+    "--mixed-precision auto": ("mixed_precision", "auto"), "--time-budget 1.3": ("time_budget", 1.3), "--mean 1,2,3": ("mean", (1.0, 2.0, 3.0)),
     "--scale 0.5": ("scale", (0.5,)), "--resize 9,8": ("resize", (9, 8)), "--crop 4,4": ("crop", (4, 4)),
     "--channel-order bgr": ("channel_order", "bgr"), "--target onnx-qdq": ("backend", "onnx-qdq"),
-    "--emit qir": ("emit", "qir"), "--max-subgraphs 2": ("max_subgraphs", 2),
+    "--emit qir": ("emit", "qir"), "--device am68a": ("device", "am68a"), "--max-subgraphs 2": ("max_subgraphs", 2),
     "--min-subgraph-ops 3": ("min_subgraph_ops", 3), "--deny-op-type conv2d,resize": ("deny_op_types", ("conv2d", "resize")),
     "--deny-op-name c1": ("deny_op_names", ("c1",)), "-o d": ("outdir", "d"), "--quant-params": ("quant_params", True),
 }

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 # HELP, a docstring (the command's --help description), ``add_arguments(parser)`` and
 # ``run(args, options) -> int``; tidlc/cli_options.py turns the parsed flags into options.
 COMMAND_MODULES: tuple[str, ...] = tuple(f"tidlc.commands.{name}" for name in (
-    "compile", "check", "run", "ir", "opt", "plugins", "compare", "perf", "tune", "eval", "sweep"))
+    "compile", "check", "run", "ir", "opt", "plugins", "compare", "perf", "report", "tune", "eval", "sweep"))
 
 
 @functools.cache

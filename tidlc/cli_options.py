@@ -60,8 +60,13 @@ def add_quant_options(p: argparse.ArgumentParser) -> None:
                    help="per-channel weight scales for depthwise layers (calibrationOption 8)")
     g.add_argument("--16bit-layers", dest="layers_16bit", type=_names, metavar="NAME,...",
                    help="layers computed in 16 bits (outputFeature16bitNamesList)")
+    g.add_argument("--mixed-precision", choices=("auto", "off"),
+                   help="auto: promote the layers whose 16 bits gain the most output SNR per predicted cycle "
+                        "to 16 bits, within --time-budget (default 1.2)")
+    g.add_argument("--time-budget", type=float, metavar="F",
+                   help="auto mixed precision: predicted time at most F x all 8-bit (implies --mixed-precision auto)")
     g.add_argument("--mixed-precision-factor", type=float, metavar="F",
-                   help="promote layers to 16 bits automatically within F x the 8-bit cost (mixedPrecisionFactor)")
+                   help="TIDL's name (mixedPrecisionFactor) for --mixed-precision auto --time-budget F")
     g.add_argument("--mean", type=_floats, metavar="M[,M,M]", help="image pre-processing: subtract (inMean)")
     g.add_argument("--scale", type=_floats, metavar="S[,S,S]", help="image pre-processing: then multiply (inScale)")
     g.add_argument("--resize", type=_pair, metavar="W,H", help="resize images first (resizeWidth/resizeHeight)")
@@ -130,7 +135,8 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
         "calib_frames": flag("calib_frames"), "calib_method": flag("calib_method"), "percentile": flag("percentile"),
         "bias_calibration": flag("bias_calibration"), "bias_calibration_factor": flag("bias_calibration_factor"),
         "per_channel_depthwise": flag("per_channel_depthwise"), "layers_16bit": flag("layers_16bit"),
-        "mixed_precision_factor": flag("mixed_precision_factor"),
+        "mixed_precision_factor": flag("mixed_precision_factor"), "mixed_precision": flag("mixed_precision"),
+        "time_budget": flag("time_budget"),
         # preprocess
         "mean": flag("mean"), "scale": flag("scale"), "resize": flag("resize"), "crop": flag("crop"),
         "channel_order": flag("channel_order"),

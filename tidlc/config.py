@@ -66,7 +66,9 @@ class QuantOptions:
     bias_calibration_factor: float = 0.05  # biasCalibrationFactor
     per_channel_depthwise: bool = False  # calibrationOption bit 8
     layers_16bit: tuple[str, ...] = ()  # outputFeature16bitNamesList / params16bitNamesList
-    mixed_precision_factor: float | None = None  # mixedPrecisionFactor
+    mixed_precision_factor: float | None = None  # mixedPrecisionFactor (the same budget as time_budget)
+    mixed_precision: str | None = None  # auto | off: choose 16-bit layers by measured sensitivity
+    time_budget: float | None = None  # auto mixed precision: predicted time <= this x all-8-bit
 
 
 @attrs.frozen

@@ -86,6 +86,9 @@ def run(args, options) -> int:
         return 0
     how = f"with -p '{options.pipeline.passes}'" if options.pipeline.passes else f"at -O{options.pipeline.opt_level}"
     print(f"compiled {args.model or args.import_config} {how}: {n_ops} ops, {seconds:.2f} s")
+    summary = g.attrs.get("quant.mixed_precision")
+    if isinstance(summary, str) and summary:
+        print(f"  mixed precision: {summary}")
     for path in result.outputs:
         print(f"  wrote {path}")
     return 0

@@ -47,14 +47,65 @@ cdef extern from "igemm.h" nogil:
     int ig_conv_part(const void *p, int begin, int end, void *scratch)
     int ig_dw_part(const void *p, int begin, int end, void *scratch)
 
+cdef extern from "igemm_port.h" nogil:
+    size_t igp_scratch_bytes(int K)
+    int igp_have_avx2()
+    int igp_have_avxvnni()
+    int igp_conv_part_avxvnni(const void *p, int begin, int end, void *scratch)
+    int igp_conv_part_c(const void *p, int begin, int end, void *scratch)
+    int igp_conv_part_avx2(const void *p, int begin, int end, void *scratch)
+
 MR = IG_MR
 NR = IG_NR
 MAX_K = 65792  # K * 255 * 128 < 2**31: every int32 sum is exact
 OUT_KINDS = {np.dtype(np.int8): 0, np.dtype(np.uint8): 1, np.dtype(np.int16): 2, np.dtype(np.uint16): 3}
 
 
+# The variants of the convolution kernel, best first (igemm.h: AVX-512 VNNI; igemm_port.h: AVX-VNNI
+# 256-bit vpdpbusd, AVX2 with vpmaddwd, portable C). The depthwise and one-pixel kernels exist for AVX-512 VNNI only.
+ISAS = ("avx512vnni", "avxvnni", "avx2", "c")
+cdef int _isa = -1  # index into ISAS; -1: not chosen yet
+
+
+def supported_isas() -> tuple:
+    """The variants this CPU (and build) can run, best first."""
+    have = []
+    if ig_available():
+        have.append("avx512vnni")
+    if igp_have_avxvnni():
+        have.append("avxvnni")
+    if igp_have_avx2():
+        have.append("avx2")
+    have.append("c")
+    return tuple(have)
+
+
+def set_isa(name) -> str:
+    """Choose the variant (None: the best this CPU has); ValueError when it cannot run here."""
+    global _isa
+    have = supported_isas()
+    if name is None or name == "":
+        name = have[0]
+    if name not in have:
+        raise ValueError(name)
+    _isa = ISAS.index(name)
+    return name
+
+
+def isa() -> str:
+    if _isa < 0:
+        set_isa(None)
+    return ISAS[_isa]
+
+
 def available() -> bool:
-    return bool(ig_available())
+    """The convolution kernel runs (always: the portable C variant is the last resort)."""
+    return True
+
+
+def vnni_available() -> bool:
+    """The AVX-512 VNNI kernels (depthwise, one-pixel) are chosen."""
+    return isa() == "avx512vnni"
 
 
 def pack_weights(w) -> np.ndarray:
@@ -150,8 +201,6 @@ cdef class ConvPlan:
                  int ho, int wo, const int64_t[::1] bias, const int64_t[::1] mult, int shift, int64_t lo,
                  int64_t hi, out_dtype, bint is_signed):
         cdef int k = c * kh * kw
-        if not ig_available():
-            raise RuntimeError("the VNNI kernel is not available on this CPU")
         if k > MAX_K or not 0 <= shift <= 62 or bias.shape[0] != m or mult.shape[0] != m or m < 1:
             raise ValueError("ConvPlan: unsupported parameters")
         if apack.shape[0] * IG_MR < m or apack.shape[1] * 4 < k:
@@ -167,7 +216,7 @@ cdef class ConvPlan:
         self.p.apack = &apack[0, 0, 0, 0]
         self.p.M, self.p.K = m, k
         _set_stage(&self.p.st, bias, mult, shift, lo, hi, out_dtype, <int64_t>k * 255 * 128)  # |packed sums|
-        self.scratch = ig_scratch_bytes(k)
+        self.scratch = max(ig_scratch_bytes(k), igp_scratch_bytes(k))
 
     @property
     def narrow(self) -> int:
@@ -191,13 +240,21 @@ cdef class ConvPlan:
         """One image: ``x`` (C, H, W) bytes padded already (zeros are the code of 0), ``out`` the
         (M, ho * wo) result viewed as bytes."""
         cdef ig_conv_t p = self.p
+        cdef ig_part_fn fn = ig_conv_part
         if x.shape[0] != p.C or (p.Ho - 1) * p.sh + (p.kh - 1) * p.dh >= x.shape[1] or \
                 (p.Wo - 1) * p.sw + (p.kw - 1) * p.dw >= x.shape[2]:
             raise ValueError("ConvPlan.run: the padded input does not match the layer")
         _out_rows(&p.st, out, p.M, p.Ho * p.Wo, "ConvPlan.run")
         p.x = &x[0, 0, 0]
         p.H, p.W = x.shape[1], x.shape[2]
-        if _run_parts(ig_conv_part, &p, (p.Ho * p.Wo + IG_NR - 1) // IG_NR, threads, self.scratch) != 0:
+        name = isa()
+        if name == "avxvnni":
+            fn = igp_conv_part_avxvnni
+        elif name == "avx2":
+            fn = igp_conv_part_avx2
+        elif name == "c":
+            fn = igp_conv_part_c
+        if _run_parts(fn, &p, (p.Ho * p.Wo + IG_NR - 1) // IG_NR, threads, self.scratch) != 0:
             raise RuntimeError("the VNNI kernel is not available in this build")
 
 

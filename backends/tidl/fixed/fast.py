@@ -161,8 +161,37 @@ _default_threads = threads  # for the kernels' ``threads`` arguments, which shad
 
 
 def vnni_available() -> bool:
+    """The AVX-512 VNNI variant is chosen (its depthwise and one-pixel kernels run)."""
     from . import _igemm
-    return _igemm.available()
+    isa()
+    return _igemm.vnni_available()
+
+
+def isa() -> str:
+    """The integer-kernel variant in use: avx512vnni, avxvnni, avx2 or c (the best this CPU has, unless the
+    environment variable TIDLC_ISA or :func:`set_isa` chose one)."""
+    from . import _igemm
+    global _isa_env_read
+    if not _isa_env_read:
+        _isa_env_read = True
+        set_isa(os.environ.get("TIDLC_ISA") or None)
+    return _igemm.isa()
+
+
+_isa_env_read = False
+
+
+def set_isa(name: str | None) -> str:
+    """Force a variant (None: the best available); TidlcError when this CPU cannot run it."""
+    from tidlc.diagnostics import TidlcError
+    from . import _igemm
+    global _isa_env_read
+    _isa_env_read = True
+    try:
+        return _igemm.set_isa(name)
+    except ValueError:
+        raise TidlcError(f"TIDLC_ISA={name}: not available on this CPU (it has: "
+                         f"{', '.join(_igemm.supported_isas())}; known: {', '.join(_igemm.ISAS)})") from None
 
 
 class IntConvWeights:
@@ -250,7 +279,8 @@ class VnniConv:
         out = np.empty((n, self.m, self.ho * self.wo), self.out_dtype)
         raw = out.view(np.uint8)
         kh, kw = self.weights.shape[2:]
-        if xb.shape[2:] == (kh, kw) and self.ho == self.wo == 1 and self.dilations == (1, 1):  # a classifier
+        if (xb.shape[2:] == (kh, kw) and self.ho == self.wo == 1 and self.dilations == (1, 1)
+                and vnni_available()):  # a classifier
             if self.weights.packed_gemv is None:
                 self.weights.packed_gemv = _igemm.pack_weights_gemv(self.weights.packed_rows)
             for i in range(n):
@@ -306,7 +336,7 @@ class VnniDepthwise:
         if (w.ndim != 4 or w.dtype != np.int8 or w.shape[1] != 1 or w.shape[0] != groups or len(out_shape) != 4
                 or np.dtype(x_dtype) not in (np.int8, np.uint8) or out_dtype.type not in _VNNI_OUT or min(pads) < 0
                 or np.ndim(shift) != 0 or not 0 <= int(shift) <= 62 or strides[1] not in (1, 2)
-                or not _igemm.available()):
+                or not vnni_available()):
             return None
         c = w.shape[0]
         mult_arr = np.ascontiguousarray(np.broadcast_to(np.asarray(mult, np.int64).reshape(-1), (c,)))

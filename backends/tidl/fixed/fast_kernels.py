@@ -1,8 +1,9 @@
 """The fast kernel tables (``--kernels auto``): same builder signature as the specification's table
 (:mod:`.spec_kernels`, :mod:`.dispatch`), same bits.
 
-* :data:`VNNI`: the AVX-512 VNNI integer kernels of ``igemm.h`` (8-bit conv2d with groups 1, dense,
-  depthwise). Its builders decline on CPUs (or builds) without them, for non-constant weights,
+* :data:`VNNI`: the exact integer kernels of ``igemm.h`` / ``igemm_port.h`` (8-bit conv2d with groups
+  1, dense; depthwise on AVX-512 VNNI only), in the variant :func:`.fast.isa` names (avx512vnni,
+  avxvnni, avx2, portable c; ``TIDLC_ISA`` forces one). Its builders decline for non-constant weights,
   16-bit layers and parameters the kernels do not take; its kernels decline a frame whose input is
   not of the planned element type.
 * :data:`FAST`: portable exact kernels: chunked float GEMMs (:mod:`.fast`) for conv2d and dense

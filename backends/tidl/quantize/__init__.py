@@ -50,6 +50,8 @@ class QuantizeBase(Pass):
         q = result.graph
         graph.name, graph.ops, graph.outputs = q.name, q.ops, q.outputs
         graph.output_names, graph.attrs = q.output_names, q.attrs
+        if result.mixed is not None:  # also in graph.attrs["quant.mixed_precision"] for `tidlc compile`
+            ctx.note(result.mixed.summary())
         if result.float_islands:
             ctx.note(f"{len(result.float_islands)} op(s) stay in float: {', '.join(result.float_islands[:8])}")
         return True

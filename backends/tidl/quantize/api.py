@@ -26,6 +26,7 @@ from .prepare import prepare
 from .ptq import INHERIT_OPS, QuantConfig, quantize_prepared
 
 SYNTHETIC_FRAMES = 8
+DEFAULT_TIME_BUDGET = 1.2  # --mixed-precision auto without --time-budget
 WIDE_HEADROOM = 1.25  # 16-bit ranges: calibrated min/max x 1.25
 CALIB_WARNING = ("no calibration data: quantized with ranges from {n} synthetic random frames, which can be far "
                  "from real inputs; pass real ones with {how} (a list file of 'path [label]' lines, "
@@ -49,6 +50,9 @@ class QuantSettings:
     per_channel_depthwise: bool = False
     layers_16bit: tuple[str, ...] = ()
     mixed_precision_factor: float | None = None
+    mixed_precision: str | None = None  # auto | off (None: auto when a budget is given)
+    time_budget: float | None = None
+    device: str = "tda4vm"  # whose perf model prices 16-bit layers
     preprocess: Preprocess = attrs.Factory(Preprocess)
 
     @classmethod
@@ -60,7 +64,8 @@ class QuantSettings:
                        calib_source=q.calib_source, calib_method=q.calib_method, percentile=q.percentile,
                        bias_calibration=q.bias_calibration, bias_calibration_factor=q.bias_calibration_factor,
                        per_channel_depthwise=q.per_channel_depthwise, layers_16bit=q.layers_16bit,
-                       mixed_precision_factor=q.mixed_precision_factor,
+                       mixed_precision_factor=q.mixed_precision_factor, mixed_precision=q.mixed_precision,
+                       time_budget=q.time_budget, device=options.target.device,
                        preprocess=Preprocess.from_options(options.preprocess))
         settings.check()
         return settings
@@ -77,9 +82,30 @@ class QuantSettings:
                              hint="numFrames = -1 (or no --calib-frames) uses every frame", code="option")
         if self.bias_calibration is not None:  # each iteration runs every kept frame: bound the time
             limits.check("frames", self.bias_calibration, "--bias-calibration iterations")
-        if self.mixed_precision_factor is not None and self.mixed_precision_factor < 1.0:
-            raise TidlcError("--mixed-precision-factor must be at least 1.0 (the 8-bit cost)",
-                             hint="e.g. 1.2 allows 20% more cycles than all 8-bit")
+        if self.mixed_precision not in (None, "auto", "off"):
+            raise TidlcError(f"unknown --mixed-precision {self.mixed_precision!r}", hint="auto or off")
+        for flag, value in (("--mixed-precision-factor", self.mixed_precision_factor),
+                            ("--time-budget", self.time_budget)):
+            if value is not None and not value >= 1.0:
+                raise TidlcError(f"{flag} must be at least 1.0 (the all-8-bit time), got {value}",
+                                 hint="e.g. 1.2 allows 20% more predicted time than all 8 bit")
+        if None not in (self.mixed_precision_factor, self.time_budget) and \
+                self.mixed_precision_factor != self.time_budget:
+            raise TidlcError(f"--time-budget {self.time_budget} and --mixed-precision-factor "
+                             f"{self.mixed_precision_factor} disagree",
+                             hint="they are the same budget (mixedPrecisionFactor is TIDL's name): give one")
+
+    @property
+    def mixed_budget(self) -> float | None:
+        """The time budget of automatic mixed precision (x all-8-bit), or None when it is off:
+        ``--mixed-precision auto`` (default budget 1.2), ``--time-budget F`` or
+        ``--mixed-precision-factor F`` (TIDL's name for the same budget)."""
+        if self.mixed_precision == "off" or self.bits != 8:
+            return None
+        budget = self.time_budget if self.time_budget is not None else self.mixed_precision_factor
+        if budget is None and self.mixed_precision == "auto":
+            budget = DEFAULT_TIME_BUDGET
+        return budget
 
 
 @attrs.define
@@ -95,6 +121,7 @@ class Quantized:
     float_islands: list[str] = attrs.Factory(list)
     calib_seconds: float = 0.0
     synthetic: bool = False
+    mixed: Any = None  # the MixedChoice of --mixed-precision auto (mixed.py), else None
 
     def first_frame(self) -> dict[str, np.ndarray]:
         """The first calibration frame (of --calib, or a synthetic one), for the reference graph."""
@@ -141,7 +168,8 @@ def quantize_graph(graph: Graph, options: Any = None, frames: Iterable | None = 
         total = len(frames)
     if synthetic and warn_synthetic and settings.calib_source != "random":
         warn(CALIB_WARNING.format(n=total, how=CALIB_HOW.get(settings.calib_source, "--calib DATA")), code="calibration")
-    keep = max(settings.bias_calibration and 1 or 0, 4 if settings.mixed_precision_factor else 0)
+    budget = settings.mixed_budget
+    keep = max(settings.bias_calibration and 1 or 0, 2 if budget is not None else 0)
     kept: list = []
     calibration = Calibration(ref_graph, observed_values(ref_graph))
 
@@ -173,22 +201,29 @@ def quantize_graph(graph: Graph, options: Any = None, frames: Iterable | None = 
                          per_channel_depthwise=settings.per_channel_depthwise,
                          layers_16bit=frozenset(_check_layer_names(ref_graph, settings.layers_16bit)),
                          ensure_bias=bool(settings.bias_calibration))
-    if settings.mixed_precision_factor is not None and settings.bits == 8:
+    mixed = None
+    if budget is not None:
         from .mixed import choose_16bit_layers
-        few = kept[:max(1, min(len(kept), 4))]
-        extra = choose_16bit_layers(ref_graph, range_of, config, few, settings.mixed_precision_factor)
-        config = attrs.evolve(config, layers_16bit=config.layers_16bit | frozenset(extra))
-    result = quantize_prepared(ref_graph, range_of, config)
+        mixed = choose_16bit_layers(ref_graph, range_of, config, kept, budget, settings.device,
+                                    calib_frames=calibration.frames)
+        config = attrs.evolve(config, layers_16bit=config.layers_16bit | frozenset(mixed.layers))
+        result = mixed.result
+    else:
+        result = quantize_prepared(ref_graph, range_of, config)
     if settings.bias_calibration:
         from .bias import calibrate_biases
         frames_for_bias = kept[:min(len(kept), 16)] if kept else []
-        limits.check("frames", settings.bias_calibration * len(frames_for_bias),
-                     f"bias calibration ({settings.bias_calibration} iterations x {len(frames_for_bias)} frames)")
         calibrate_biases(ref_graph, result.graph, result.origin, frames_for_bias, settings.bias_calibration,
                          settings.bias_calibration_factor)
     result.graph.attrs.update(quant_attrs(settings, calibration, synthetic))
+    order = {op.name: i for i, op in enumerate(ref_graph.ops)}
+    layers16 = tuple(sorted(config.layers_16bit, key=lambda n: (order.get(n, len(order)), n)))
+    if layers16:
+        result.graph.attrs["quant.layers_16bit"] = list(layers16)  # net.bin keeps it; `tidlc perf` reads it
+    if mixed is not None:
+        result.graph.attrs.update(mixed.graph_attrs())
     return Quantized(result.graph, ref_graph, result.origin, mapping, ranges, calibration, settings,
-                     tuple(sorted(config.layers_16bit)), result.float_islands, calib_seconds, synthetic)
+                     layers16, result.float_islands, calib_seconds, synthetic, mixed)
 
 
 def _check_layer_names(graph: Graph, names) -> list[str]:

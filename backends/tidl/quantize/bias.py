@@ -59,11 +59,10 @@ def calibrate_biases(float_graph: Graph, qgraph: Graph, origin: Mapping[int, obj
             m = _channel_mean(np.asarray(results[0], np.float64), _axis(op)) / scales[id(op)]
             fixed_means[id(op)] = fixed_means.get(id(op), 0.0) + m / len(frames)
 
+    executor = FixedExecutor(qgraph, kernels="auto")  # the exact fast kernels, built once
     with progress_bar(iterations, "bias calibration") as bar:
         for _ in range(iterations):
             fixed_means.clear()
-
-            executor = FixedExecutor(qgraph)
             for feeds in frames:
                 executor.run(feeds, fixed_observer)
             for op in layers:
@@ -78,5 +77,6 @@ def calibrate_biases(float_graph: Graph, qgraph: Graph, origin: Mapping[int, obj
                 old = bias_op.data.astype(np.int64).reshape(-1)
                 new = np.clip(old + ref.round_half_away(delta).astype(np.int64), lo, hi)
                 bias_op.data = new.astype(bias_op.data.dtype).reshape(bias_op.data.shape)
+                executor.consts[id(bias_op.results[0])] = np.asarray(bias_op.data)
             bar.advance()
     return len(layers)
