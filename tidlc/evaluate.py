@@ -209,7 +209,10 @@ def evaluate(model: str, data: str, options: CompileOptions, precisions=PRECISIO
         import concurrent.futures
         import multiprocessing
         jobs = [(model, options, part, tuple(precisions)) for part in shards(images, workers)]
-        with concurrent.futures.ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+        # fork: the workers get this process's tidlc (spawn re-imports from sys.path, which a source
+        # checkout in the working directory can shadow); spawn where fork does not exist
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with concurrent.futures.ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context(method)) as pool:
             parts = list(pool.map(_shard, jobs))
         records = {p: ([t for part in parts for t in part[p][0]], [s for part in parts for s in part[p][1]],
                        time.perf_counter() - wall) for p in parts[0]}
