@@ -53,6 +53,26 @@ def small_caffe_net() -> str:
 
 
 @pytest.fixture
+def cli():
+    """``cli(*argv, quiet=True) -> (exit code, stdout, stderr)``: the ``tidlc`` command in this
+    process; ``quiet`` ignores warnings (synthetic calibration frames and the like)."""
+    import contextlib
+    import io
+    import warnings
+
+    from tidlc.cli import main
+
+    def run(*argv, quiet: bool = True) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            if quiet:
+                warnings.simplefilter("ignore")
+            code = main([str(a) for a in argv])
+        return code, out.getvalue(), err.getvalue()
+    return run
+
+
+@pytest.fixture
 def no_hang():
     """Fail a test that blocks or crawls (a reader stuck on a FIFO, a loop): 20 s means a hang."""
     import signal

@@ -1,8 +1,6 @@
 """`tidlc check` (issue 13, item 1): verdicts, hints, the partition preview, exit codes, JSON schema."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -11,16 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tidlc.cli import main
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "schemas" / "tidlc.check-1.json").read_text())
-
-
-def _run(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def _validate(doc: dict) -> None:
@@ -64,25 +54,25 @@ def awkward(tmp_path) -> Path:
     return _save(tmp_path, nodes, inits, [1, 16, 16, 16], [1, 16, 96, 96])
 
 
-def test_a_plain_cnn_is_accelerated_whole(plain_cnn):
-    code, out, err = _run("check", plain_cnn)
+def test_a_plain_cnn_is_accelerated_whole(cli, plain_cnn):
+    code, out, err = cli("check", plain_cnn, quiet=False)
     assert code == 0, out + err
     assert "on the host" in out and "partition: the whole model is one accelerated subgraph" in out
-    code, out, _ = _run("check", plain_cnn, "--json")
+    code, out, _ = cli("check", plain_cnn, "--json", quiet=False)
     doc = json.loads(out)
     _validate(doc)
     assert code == 0 and doc["summary"]["exit_code"] == 0 and doc["summary"]["host"] == 0
     assert len(doc["partition"]["subgraphs"]) == 1 and not doc["partition"]["host_ops"]
 
 
-def test_deconv_3x3_s2_and_x3_resize_are_named_with_their_hints(awkward):
-    code, out, err = _run("check", awkward)
+def test_deconv_3x3_s2_and_x3_resize_are_named_with_their_hints(cli, awkward):
+    code, out, err = cli("check", awkward, quiet=False)
     assert code == 1, out + err
     rows = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in ("deconv", "up3")}
     assert set(rows) == {"deconv", "up3"}, out
     assert "Resize" in rows["deconv"] or "resize" in rows["deconv"]
     assert "x2" in rows["up3"] or "x4" in rows["up3"]
-    code, out, _ = _run("check", awkward, "--json")
+    code, out, _ = cli("check", awkward, "--json", quiet=False)
     doc = json.loads(out)
     _validate(doc)
     by_name = {layer["name"]: layer for layer in doc["layers"]}
@@ -91,8 +81,8 @@ def test_deconv_3x3_s2_and_x3_resize_are_named_with_their_hints(awkward):
     assert by_name["conv1"]["verdict"] == "accelerated"
 
 
-def test_deny_list_moves_ops_to_the_host_and_shows_the_boundary(plain_cnn):
-    code, out, err = _run("check", plain_cnn, "--deny-op-name", "pool1", "--json")
+def test_deny_list_moves_ops_to_the_host_and_shows_the_boundary(cli, plain_cnn):
+    code, out, err = cli("check", plain_cnn, "--deny-op-name", "pool1", "--json", quiet=False)
     assert code == 1, err
     doc = json.loads(out)
     _validate(doc)
@@ -103,25 +93,25 @@ def test_deny_list_moves_ops_to_the_host_and_shows_the_boundary(plain_cnn):
     assert {layer["name"]: layer["verdict"] for layer in doc["layers"]}["pool1"] == "host"
 
 
-def test_a_bad_deny_name_is_an_error_naming_the_nearest(plain_cnn):
-    code, out, err = _run("check", plain_cnn, "--deny-op-name", "pool_1")
+def test_a_bad_deny_name_is_an_error_naming_the_nearest(cli, plain_cnn):
+    code, out, err = cli("check", plain_cnn, "--deny-op-name", "pool_1", quiet=False)
     assert code == 2 and "pool1" in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_a_dynamic_input_is_a_problem(tmp_path):
+def test_a_dynamic_input_is_a_problem(cli, tmp_path):
     nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
     path = _save(tmp_path, nodes, [], ["N", 3, 8, 8], ["N", 3, 8, 8])
-    code, out, err = _run("check", path, "--json")
+    code, out, err = cli("check", path, "--json", quiet=False)
     doc = json.loads(out)
     _validate(doc)
     assert code == 1 and doc["dynamic_inputs"][0]["name"] == "x"
     assert any("--input-shape x=" in p for p in doc["problems"])
-    code, out, err = _run("check", path, "--input-shape", "x=1,3,8,8")
+    code, out, err = cli("check", path, "--input-shape", "x=1,3,8,8", quiet=False)
     assert code == 0, out + err
 
 
-def test_bad_input_exits_2(tmp_path):
+def test_bad_input_exits_2(cli, tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage")
-    code, out, err = _run("check", bad)
+    code, out, err = cli("check", bad, quiet=False)
     assert code == 2 and len(err.strip().splitlines()) == 1, err

@@ -2,28 +2,16 @@
 (matplotlib's Grace Hopper portrait), task/name selection and the plugin hook's checks."""
 from __future__ import annotations
 
-import contextlib
-import io
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tidlc.cli import main
 from tidlc.decoders import BUILTIN, nms, pick, priors, registry
 from tidlc.diagnostics import TidlcError
 
 ULTRAFACE = Path(__file__).resolve().parents[1] / "examples" / "ultraface" / "ultraface-rfb320.onnx"
-
-
-def _run(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def _nms_reference(boxes, scores, iou):
@@ -71,17 +59,17 @@ def test_selection_by_task_and_name():
 
 
 @pytest.mark.skipif(not ULTRAFACE.exists(), reason="example model missing")
-def test_ultraface_finds_the_face_in_a_portrait(tmp_path):
+def test_ultraface_finds_the_face_in_a_portrait(cli, tmp_path):
     matplotlib = pytest.importorskip("matplotlib")
     face = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     if not face.exists():
         pytest.skip("matplotlib's sample data is not installed")
     out = tmp_path / "uf"
-    code, _, err = _run("compile", ULTRAFACE, "--mean", "127", "--scale", "0.0078125", "--resize", "320,240",
+    code, _, err = cli("compile", ULTRAFACE, "--mean", "127", "--scale", "0.0078125", "--resize", "320,240",
                         "--calib", face, "-o", out)
     assert code == 0, err
     png = tmp_path / "det.png"
-    code, text, err = _run("run", out, "--input", face, "--post", "detect", "--post-output", png)
+    code, text, err = cli("run", out, "--input", face, "--post", "detect", "--post-output", png)
     assert code == 0, err
     boxes = [tuple(map(float, m)) for m in
              re.findall(r"box class 1 score ([\d.]+): \(([\d.]+), ([\d.]+)\) - \(([\d.]+), ([\d.]+)\)", text)]
@@ -90,5 +78,5 @@ def test_ultraface_finds_the_face_in_a_portrait(tmp_path):
     # the face of the 512x600 portrait is around x 0.33..0.70, y 0.22..0.56
     assert score > 0.9 and 0.25 < x0 < 0.4 and 0.6 < x1 < 0.8 and 0.15 < y0 < 0.3 and 0.5 < y1 < 0.65
     assert png.stat().st_size > 1000
-    code, _, err = _run("run", out, "--input", face, "--post", "nope")
+    code, _, err = cli("run", out, "--input", face, "--post", "nope")
     assert code == 2 and "unknown --post 'nope'" in err

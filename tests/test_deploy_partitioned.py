@@ -10,8 +10,6 @@ transfers.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import warnings
 from pathlib import Path
@@ -19,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tidlc.cli import main
 from tidlc.metrics import snr_db
 
 onnx = pytest.importorskip("onnx")
@@ -28,14 +25,6 @@ from onnx import TensorProto as TP  # noqa: E402
 from onnx import helper, numpy_helper  # noqa: E402
 
 RNG = np.random.default_rng(0)
-
-
-def _run(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # synthetic calibration frames
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def _w(name, *shape, s=0.3):
@@ -166,9 +155,9 @@ def _outputs(npz: Path) -> list[np.ndarray]:
         return [data[k] for k in data.files]
 
 
-def test_check_names_the_host_ops(case):
+def test_check_names_the_host_ops(cli, case):
     name, model, tmp, x, ref, host_types, check_code = case
-    code, out, err = _run("check", model, "--json")
+    code, out, err = cli("check", model, "--json")
     assert code == check_code, out + err
     doc = json.loads(out)
     host = [layer for layer in doc["layers"] if layer["verdict"] == "host"]
@@ -177,12 +166,12 @@ def test_check_names_the_host_ops(case):
     assert (len(doc["partition"]["host_ops"]) > 0) == (check_code == 1)
 
 
-def test_float_run_of_the_partitioned_ir_matches_the_runtime(case):
+def test_float_run_of_the_partitioned_ir_matches_the_runtime(cli, case):
     name, model, tmp, x, ref, *_ = case
     out = tmp / "ir"
-    code, _, err = _run("compile", model, "--emit", "ir", "-o", out)
+    code, _, err = cli("compile", model, "--emit", "ir", "-o", out)
     assert code == 0, err
-    code, _, err = _run("run", out / "model.tir", "--input", tmp / "x.npy", "-o", tmp / "ir.npz")
+    code, _, err = cli("run", out / "model.tir", "--input", tmp / "x.npy", "-o", tmp / "ir.npz")
     assert code == 0, err
     for got, want in zip(_outputs(tmp / "ir.npz"), ref):
         assert got.shape == want.shape
@@ -190,28 +179,28 @@ def test_float_run_of_the_partitioned_ir_matches_the_runtime(case):
 
 
 @pytest.mark.parametrize("bits", [8, 16])
-def test_compiled_subgraphs_run_within_quantization_noise(case, bits):
+def test_compiled_subgraphs_run_within_quantization_noise(cli, case, bits):
     name, model, tmp, x, ref, host_types, check_code = case
     out = tmp / f"bin{bits}"
-    code, _, err = _run("compile", model, "-O2", "--bits", bits, "-o", out)
+    code, _, err = cli("compile", model, "-O2", "--bits", bits, "-o", out)
     assert code == 0, err
     partitioned = (out / "model.tdp").exists()
     assert partitioned == (check_code == 1), sorted(p.name for p in out.iterdir())
     if partitioned:
         assert sorted(p.name for p in out.glob("subgraph_*")) and all(
             (p / "net.bin").exists() and (p / "io.bin").exists() for p in out.glob("subgraph_*"))
-    code, _, err = _run("run", out, "--input", tmp / "x.npy", "-o", tmp / f"y{bits}.npz")
+    code, _, err = cli("run", out, "--input", tmp / "x.npy", "-o", tmp / f"y{bits}.npz")
     assert code == 0, err
     snrs = [snr_db(want, got) for got, want in zip(_outputs(tmp / f"y{bits}.npz"), ref)]
     print(f"{name} {bits}-bit SNR: {', '.join(f'{s:.1f} dB' for s in snrs)}")
     assert min(snrs) >= (50.0 if bits == 16 else 15.0), snrs
 
 
-def test_perf_splits_c7x_arm_and_transfers(case):
+def test_perf_splits_c7x_arm_and_transfers(cli, case):
     name, model, tmp, x, ref, host_types, check_code = case
     out = tmp / "perf"
-    assert _run("compile", model, "-o", out)[0] == 0
-    code, text, err = _run("perf", out, "--json")
+    assert cli("compile", model, "-o", out)[0] == 0
+    code, text, err = cli("perf", out, "--json")
     assert code == 0, err
     doc = json.loads(text)
     if check_code == 1:

@@ -2,27 +2,15 @@
 agreement with float on unlabeled data, the tidlc.eval/1 document."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
-import warnings
 from pathlib import Path
 
 import pytest
 
-from tidlc.cli import main
 
 LENET = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "caffe" / "lenet_mnist"
 pytestmark = pytest.mark.skipif(not LENET.is_dir(), reason="shared corpus not available")
-
-
-def _run(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def _lenet(*extra):
@@ -38,8 +26,8 @@ def labeled(tmp_path) -> Path:
     return listing
 
 
-def test_labeled_list_reports_accuracy_per_precision(labeled, tmp_path):
-    code, out, err = _run(*_lenet("--data", labeled, "--calib", labeled, "--json", "-"))
+def test_labeled_list_reports_accuracy_per_precision(cli, labeled, tmp_path):
+    code, out, err = cli(*_lenet("--data", labeled, "--calib", labeled, "--json", "-"))
     assert code == 0, err
     doc = json.loads(out)
     assert doc["schema"] == "tidlc.eval/1" and doc["labeled"] and doc["task"] == "classify"
@@ -50,13 +38,13 @@ def test_labeled_list_reports_accuracy_per_precision(labeled, tmp_path):
     assert rows["8"]["top1_delta"] == rows["8"]["top1"] - 1.0
 
 
-def test_class_folders_and_the_text_table(labeled, tmp_path):
+def test_class_folders_and_the_text_table(cli, labeled, tmp_path):
     data = tmp_path / "classes"
     for line in labeled.read_text().splitlines():
         path, label = line.split()
         (data / f"class{label}").mkdir(parents=True, exist_ok=True)
         shutil.copy(path, data / f"class{label}")
-    code, out, err = _run(*_lenet("--data", data, "--precision", "float,8", "--json", tmp_path / "e.json"))
+    code, out, err = cli(*_lenet("--data", data, "--precision", "float,8", "--json", tmp_path / "e.json"))
     assert code == 0, err
     assert "float" in out and "top-1" in out and "wrote" in out
     doc = json.loads((tmp_path / "e.json").read_text())
@@ -68,20 +56,20 @@ def test_class_folders_and_the_text_table(labeled, tmp_path):
     assert doc["labeled"] and doc["rows"][1]["top1_agreement"] == 1.0
 
 
-def test_unlabeled_images_give_agreement_only(tmp_path):
+def test_unlabeled_images_give_agreement_only(cli, tmp_path):
     data = tmp_path / "images"
     data.mkdir()
     for p in sorted((LENET / "samples").glob("*.png"))[:4]:
         shutil.copy(p, data)
-    code, out, err = _run(*_lenet("--data", data, "--precision", "float,16", "--json", "-"))
+    code, out, err = cli(*_lenet("--data", data, "--precision", "float,16", "--json", "-"))
     assert code == 0, err
     doc = json.loads(out)
     assert not doc["labeled"] and all(r["top1"] is None for r in doc["rows"])
     assert doc["rows"][1]["top1_agreement"] == 1.0
 
 
-def test_a_bad_precision_is_a_one_line_error(labeled):
-    code, out, err = _run(*_lenet("--data", labeled, "--precision", "float,12"))
+def test_a_bad_precision_is_a_one_line_error(cli, labeled):
+    code, out, err = cli(*_lenet("--data", labeled, "--precision", "float,12"))
     assert code == 2 and "--precision 12" in err and len(err.strip().splitlines()) == 1
 
 
@@ -107,7 +95,7 @@ def digits(tmp_path_factory) -> tuple[Path, "np.ndarray"]:
     return listing, d.target
 
 
-def test_sklearn_digits_through_lenet(digits, tmp_path):
+def test_sklearn_digits_through_lenet(cli, digits, tmp_path):
     """Real labeled data: 8-bit top-1 within 1 point of float, and float's top-1 equal to a direct
     numpy computation over the interpreter's outputs."""
     import numpy as np
@@ -117,7 +105,7 @@ def test_sklearn_digits_through_lenet(digits, tmp_path):
     from tidlc.evaluate import _frames, dataset
     from tidlc.interp import Interpreter
     listing, target = digits
-    code, out, err = _run(*_lenet("--data", listing, "--calib", listing, "--calib-frames", "64", "--json", "-"))
+    code, out, err = cli(*_lenet("--data", listing, "--calib", listing, "--calib-frames", "64", "--json", "-"))
     assert code == 0, err
     rows = {r["precision"]: r for r in json.loads(out)["rows"]}
     assert rows["float"]["frames"] == len(target) == 1797
@@ -134,11 +122,11 @@ def test_sklearn_digits_through_lenet(digits, tmp_path):
           f"16-bit {rows['16']['top1']:.4f}")
 
 
-def test_two_workers_give_identical_metrics(digits):
+def test_two_workers_give_identical_metrics(cli, digits):
     listing, _ = digits
     docs = []
     for workers in ("1", "2"):
-        code, out, err = _run(*_lenet("--data", listing, "--frames", "300", "--calib", listing,
+        code, out, err = cli(*_lenet("--data", listing, "--frames", "300", "--calib", listing,
                                       "--calib-frames", "32", "--workers", workers, "--json", "-"))
         assert code == 0, err
         docs.append([{k: v for k, v in r.items() if k != "fps"} for r in json.loads(out)["rows"]])
@@ -162,7 +150,7 @@ def test_coco_map_is_pycocotools_own(tmp_path):
 
 
 @pytest.mark.skipif(not ULTRAFACE.exists(), reason="example model missing")
-def test_detector_map_on_a_small_coco_set(tmp_path):
+def test_detector_map_on_a_small_coco_set(cli, tmp_path):
     """UltraFace on a COCO-format set: a portrait (one face) and three CIFAR samples (none)."""
     pytest.importorskip("pycocotools")
     cv2 = pytest.importorskip("cv2")
@@ -180,7 +168,7 @@ def test_detector_map_on_a_small_coco_set(tmp_path):
             "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [170, 135, 185, 200],
                              "area": 37000, "iscrowd": 0}]}
     (tmp_path / "faces.json").write_text(json.dumps(coco))
-    code, out, err = _run("eval", ULTRAFACE, "--task", "detect", "--data", tmp_path / "faces.json", "--mean", "127",
+    code, out, err = cli("eval", ULTRAFACE, "--task", "detect", "--data", tmp_path / "faces.json", "--mean", "127",
                           "--scale", "0.0078125", "--resize", "320,240", "--calib", face, "--precision", "float,8",
                           "--json", "-")
     assert code == 0, err

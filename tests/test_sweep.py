@@ -2,26 +2,14 @@
 cell is reported and the others still run."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import warnings
 from pathlib import Path
 
 import pytest
 
-from tidlc.cli import main
 
 CAFFE = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "caffe"
 pytestmark = pytest.mark.skipif(not CAFFE.is_dir(), reason="shared corpus not available")
-
-
-def _run(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def _config(tmp_path, extra_model: str = "") -> Path:
@@ -41,9 +29,9 @@ calib_method = ["minmax", "histogram"]
     return path
 
 
-def test_three_models_by_bits_by_calibration_then_a_rerun_does_nothing(tmp_path):
+def test_three_models_by_bits_by_calibration_then_a_rerun_does_nothing(cli, tmp_path):
     config, out = _config(tmp_path), tmp_path / "out"
-    code, text, err = _run("sweep", config, "-o", out)
+    code, text, err = cli("sweep", config, "-o", out)
     assert code == 0, err
     assert "12 cells (12 computed, 0 reused)" in text
     doc = json.loads((out / "sweep.json").read_text())
@@ -52,17 +40,17 @@ def test_three_models_by_bits_by_calibration_then_a_rerun_does_nothing(tmp_path)
         by_bits = {r["bits"]: r for r in doc["rows"] if r["model"] == model and r["calib_method"] == "minmax"}
         assert by_bits[16]["snr_db"] > by_bits[8]["snr_db"] and by_bits[16]["weight_kb"] > by_bits[8]["weight_kb"]
     assert (out / "sweep.csv").read_text().count("\n") == 13
-    code, text, err = _run("sweep", config, "-o", out, "--json")
+    code, text, err = cli("sweep", config, "-o", out, "--json")
     assert code == 0, err
     again = json.loads(text)
     assert again["computed"] == 0 and again["reused"] == 12
     assert [r["snr_db"] for r in again["rows"]] == [r["snr_db"] for r in doc["rows"]]
 
 
-def test_a_failing_cell_is_reported_and_the_sweep_goes_on(tmp_path):
+def test_a_failing_cell_is_reported_and_the_sweep_goes_on(cli, tmp_path):
     bad = tmp_path / "missing.onnx"
     config = _config(tmp_path, f', {{path = "{bad}"}}')
-    code, text, err = _run("sweep", config, "-o", tmp_path / "out")
+    code, text, err = cli("sweep", config, "-o", tmp_path / "out")
     assert code == 1, err
     doc = json.loads((tmp_path / "out" / "sweep.json").read_text())
     errors = [r for r in doc["rows"] if r["error"]]
@@ -70,8 +58,8 @@ def test_a_failing_cell_is_reported_and_the_sweep_goes_on(tmp_path):
     assert len([r for r in doc["rows"] if not r["error"]]) == 12
 
 
-def test_an_unknown_option_in_the_config_is_a_one_line_error(tmp_path):
+def test_an_unknown_option_in_the_config_is_a_one_line_error(cli, tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text('models = ["m.onnx"]\n[options]\ncalib_frame = 4\n')
-    code, _, err = _run("sweep", config, "-o", tmp_path / "o")
+    code, _, err = cli("sweep", config, "-o", tmp_path / "o")
     assert code == 2 and "calib_frames" in err and len(err.strip().splitlines()) == 1
