@@ -151,13 +151,11 @@ def _why_host(op, target) -> str:
 
 def check_model(path: str, options: CompileOptions, plugins=None) -> CheckReport:
     """Load and optimise ``path`` (float, as ``tidlc compile`` would before quantizing) and check it."""
-    from tidlc.compiler import backend_for, load, optimize, plugins_for
+    from tidlc.compiler import backend_for, float_graph, plugins_for
     plugins = plugins or plugins_for(options)
     backend = backend_for(options, plugins)  # an unknown --target fails before any work
-    float_options = options.replace(emit="ir", quantize=False)
-    graph = load(path, float_options, plugins)
-    optimize(graph, float_options, plugins)
-    return check_graph(graph, backend, float_options, path)
+    graph = float_graph(path, options, plugins)
+    return check_graph(graph, backend, options.replace(emit="ir", quantize=False), path)
 
 
 # ----------------------------------------------------------------------------- rendering

@@ -34,7 +34,7 @@ def _pair(text: str) -> tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
-def _names(text: str) -> tuple[str, ...]:
+def names_list(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
@@ -58,7 +58,7 @@ def add_quant_options(p: argparse.ArgumentParser) -> None:
                    help="bias update weight per iteration (biasCalibrationFactor; default 0.05)")
     g.add_argument("--per-channel-depthwise", action="store_true", default=None,
                    help="per-channel weight scales for depthwise layers (calibrationOption 8)")
-    g.add_argument("--16bit-layers", dest="layers_16bit", type=_names, metavar="NAME,...",
+    g.add_argument("--16bit-layers", dest="layers_16bit", type=names_list, metavar="NAME,...",
                    help="layers computed in 16 bits (outputFeature16bitNamesList)")
     g.add_argument("--mixed-precision", choices=("auto", "off"),
                    help="auto: promote the layers whose 16 bits gain the most output SNR per predicted cycle "
@@ -96,9 +96,9 @@ def add_model_options(p: argparse.ArgumentParser, with_opt: bool = True, default
                    help="at most N accelerated subgraphs (default 16); the smallest fall back to the host")
     g.add_argument("--min-subgraph-ops", type=int, metavar="K",
                    help="a region of fewer than K ops runs on the host (default 1)")
-    g.add_argument("--deny-op-type", dest="deny_op_types", type=_names, metavar="KIND,...",
+    g.add_argument("--deny-op-type", dest="deny_op_types", type=names_list, metavar="KIND,...",
                    help="run these op kinds on the host (TIDL deny_list:layer_type), e.g. conv2d,resize")
-    g.add_argument("--deny-op-name", dest="deny_op_names", type=_names, metavar="NAME,...",
+    g.add_argument("--deny-op-name", dest="deny_op_names", type=names_list, metavar="NAME,...",
                    help="run these ops (by name) on the host (TIDL deny_list:layer_name)")
     p.add_argument("--target", metavar="NAME",
                    help="the backend to compile for / run on (default: tidl; `tidlc plugins` lists them)")
@@ -196,3 +196,14 @@ def outputs_summary(outputs) -> dict:
             entry.update(min=float(flat.min()), max=float(flat.max()), mean=float(flat.mean()))
         out[name] = entry
     return out
+
+
+def load_and_optimize(args: argparse.Namespace, options: CompileOptions, plugins):
+    """``args.model`` imported and run through the -O / -p pipeline, with ``--print-pipeline`` and
+    the pass report (``--time-passes``, ``-v``) as asked (tidlc run / ir / opt of a model file)."""
+    from tidlc.compiler import load, optimize
+    if args.print_pipeline:
+        print_pipeline(options, plugins)
+    graph = load(args.model, options, plugins)
+    report_passes(optimize(graph, options, plugins), args)
+    return graph

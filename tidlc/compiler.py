@@ -47,6 +47,16 @@ def load(path: str, options: CompileOptions | None = None, plugins: Plugins | No
     return graph
 
 
+def float_graph(path: str, options: CompileOptions, plugins: Plugins | None = None) -> Graph:
+    """``path`` imported and optimised at ``options``' -O level, left float (no quantize pass): what
+    the backend would quantize; ``tidlc check``, ``tune``, ``eval`` and ``sweep`` start from it."""
+    plugins = plugins or plugins_for(options)
+    float_options = options.replace(emit="ir", quantize=False)
+    graph = load(path, float_options, plugins)
+    optimize(graph, float_options, plugins)
+    return graph
+
+
 def tidl_input_shapes(graph: Graph, dims) -> dict[str, tuple[int, ...]]:
     """``--input-shape`` entries from TIDL's per-input (N, C, H, W) sizes (-1: the model's own).
 

@@ -68,9 +68,8 @@ def _ssd_output(outputs) -> np.ndarray | None:
 
 
 def _ssd_decode(outputs, options: dict) -> np.ndarray:
-    rows = _ssd_output(outputs)
-    threshold = float(options.get("threshold", 0.5))
-    return rows[(rows[:, 2] >= threshold) & (rows[:, 5] > rows[:, 3]) & (rows[:, 6] > rows[:, 4])]
+    from tidlc.postprocess import detections
+    return detections(outputs, float(options.get("threshold", 0.5)))
 
 
 # ----------------------------------------------------------------------------- UltraFace / SSD priors
@@ -155,9 +154,8 @@ def _first(outputs) -> np.ndarray:
 
 
 def _classify_decode(outputs, options: dict) -> list[int]:
-    scores = np.asarray(_first(outputs), np.float64).reshape(-1)
-    order = np.lexsort((np.arange(scores.size), -scores))
-    return [int(i) for i in order[:int(options.get("k", 5))]]
+    from tidlc.postprocess import top_k
+    return top_k(outputs, int(options.get("k", 5)))
 
 
 def _segment_decode(outputs, options: dict) -> np.ndarray:

@@ -30,7 +30,6 @@ from tidlc.diagnostics import TidlcError
 
 SCHEMA = "tidlc.eval/1"
 PRECISIONS = ("float", "8", "16")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
 @attrs.frozen
@@ -68,6 +67,7 @@ class EvalResult:
 def dataset(path: str) -> tuple[list[str], list[int] | None]:
     """(image paths, labels or None) of ``--data``."""
     from tidlc.postprocess import read_labels
+    from tidlc.preprocess import IMAGE_SUFFIXES
     if os.path.isdir(path):
         entries = sorted(os.listdir(path))
         classes = [e for e in entries if os.path.isdir(os.path.join(path, e))]
@@ -114,11 +114,6 @@ def _frames(graph, options: CompileOptions, images: list[str]):
         return list(source)
 
 
-def _scores(outputs: dict) -> np.ndarray:
-    first = next(iter(outputs.values()))
-    return np.asarray(first, np.float64).reshape(-1)
-
-
 def _check(precisions, task: str) -> None:
     if task not in ("classify", "detect"):
         raise TidlcError(f"--task {task}: tidlc eval scores classifiers and detectors so far",
@@ -134,14 +129,13 @@ def _records(model: str, options: CompileOptions, images: list[str], precisions,
 
     Quantization depends only on the model, the options and ``--calib``, never on ``images``: a
     shard of the frames run in another process gets the very same fixed-point graph."""
-    from tidlc.compiler import backend_for, load, optimize, plugins_for
+    from tidlc.compiler import backend_for, float_graph, plugins_for
     from tidlc.interp import Interpreter
     from tidlc.metrics import snr_db
+    from tidlc.postprocess import top_k
     plugins = plugins or plugins_for(options)
     backend = backend_for(options, plugins)
-    float_options = options.replace(emit="ir", quantize=False)
-    graph = load(model, float_options, plugins)
-    optimize(graph, float_options, plugins)
+    graph = float_graph(model, options, plugins)
     feeds = _frames(graph, options, images)
     interp = Interpreter(graph)
     start = time.perf_counter()
@@ -150,7 +144,7 @@ def _records(model: str, options: CompileOptions, images: list[str], precisions,
         reference.append(interp.run(f))
         if progress:
             progress("float", i + 1, len(feeds))
-    records = {"float": ([np.argsort(-_scores(o), kind="stable")[:5] for o in reference],
+    records = {"float": ([top_k(o) for o in reference],
                          [float("inf")] * len(feeds), time.perf_counter() - start)}
     for precision in precisions:
         if precision == "float":
@@ -161,7 +155,7 @@ def _records(model: str, options: CompileOptions, images: list[str], precisions,
         start = time.perf_counter()
         for i, (f, ref) in enumerate(zip(feeds, reference)):
             out = run(f)
-            tops.append(np.argsort(-_scores(out), kind="stable")[:5])
+            tops.append(top_k(out))
             snrs.append(min(snr_db(np.asarray(ref[k]), np.asarray(out[k])) for k in ref))
             if progress:
                 progress(f"{precision}-bit", i + 1, len(feeds))
@@ -270,7 +264,7 @@ def evaluate_detection(model: str, annotations_path: str, options: CompileOption
                        frames: int | None = None, decoder: str = "detect", threshold: float = 0.05,
                        plugins=None, progress: Callable[[str, int, int], None] | None = None) -> list[DetRow]:
     """mAP per precision on a COCO-format set (``images[].file_name`` relative to the JSON's folder)."""
-    from tidlc.compiler import backend_for, load, optimize, plugins_for
+    from tidlc.compiler import backend_for, float_graph, plugins_for
     from tidlc.decoders import pick
     from tidlc.fileio import read_text
     from tidlc.interp import Interpreter
@@ -288,9 +282,7 @@ def evaluate_detection(model: str, annotations_path: str, options: CompileOption
     paths = [os.path.join(base, e["file_name"]) for e in entries]
     plugins = plugins or plugins_for(options)
     backend = backend_for(options, plugins)
-    float_options = options.replace(emit="ir", quantize=False)
-    graph = load(model, float_options, plugins)
-    optimize(graph, float_options, plugins)
+    graph = float_graph(model, options, plugins)
     spec = input_specs(graph)[0]
     size = (spec.shape[3], spec.shape[2]) if spec.layout != "NHWC" else (spec.shape[2], spec.shape[1])
     feeds = _frames(graph, options, paths)

@@ -131,15 +131,13 @@ def measure(model: str, opts: CompileOptions, backend, plugins, graphs: dict | N
     16-bit layers; ``seconds`` is the optimise + quantize time."""
     import time
 
-    from tidlc.compiler import load, optimize
+    from tidlc.compiler import float_graph
     from tidlc.interp import run_graph
     graphs = {} if graphs is None else graphs
     start = time.perf_counter()
     level = opts.pipeline.opt_level
     if level not in graphs:
-        graph = load(model, opts.replace(emit="ir"), plugins)
-        optimize(graph, opts.replace(emit="ir"), plugins)
-        graphs[level] = graph
+        graphs[level] = float_graph(model, opts, plugins)
     q = backend.quantize(graphs[level], opts)
     seconds = time.perf_counter() - start
     frame = q.first_frame()

@@ -12,14 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tidlc.cli_options import add_model_options, add_quant_options
+from tidlc.cli_options import add_model_options, add_quant_options, names_list
 
 NAME = "eval"
 HELP = "accuracy (top-1/top-5) or agreement with float, per precision, on a data set"
-
-
-def _list(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--task detect: the post-processor (tidlc run --post's names; default: the one that fits)")
     p.add_argument("--score-threshold", type=float, default=0.05, metavar="S",
                    help="--task detect: smallest score kept before mAP (default 0.05)")
-    p.add_argument("--precision", type=_list, default=("float", "8", "16"), metavar="LIST",
+    p.add_argument("--precision", type=names_list, default=("float", "8", "16"), metavar="LIST",
                    help="comma-separated: float, 8, 16 (default all three)")
     p.add_argument("--frames", type=int, metavar="N", help="evaluate the first N frames only")
     p.add_argument("--workers", type=int, default=1, metavar="N",

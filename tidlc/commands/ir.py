@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tidlc.cli_options import add_model_options, add_pass_options, print_pipeline, report_passes
+from tidlc.cli_options import add_model_options, add_pass_options, load_and_optimize
 
 NAME = "ir"
 HELP = "print the IR of a model"
@@ -17,18 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args, options) -> int:
-    from tidlc.compiler import load, optimize, plugins_for
+    from tidlc.compiler import plugins_for
     from tidlc.ir.printer import print_graph
     from tidlc.run_compiled import compiled_ir
     text = compiled_ir(args.model)  # a net.bin / compiled folder: the graph it holds
     if text is not None:
         sys.stdout.write(text)
         return 0
-    plugins = plugins_for(options)
-    graph = load(args.model, options, plugins)
-    if args.print_pipeline:
-        print_pipeline(options, plugins)
-    pm = optimize(graph, options, plugins)
-    report_passes(pm, args)
+    graph = load_and_optimize(args, options, plugins_for(options))
     sys.stdout.write(print_graph(graph)[0])
     return 0

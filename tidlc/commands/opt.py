@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from tidlc.cli_options import add_model_options, add_pass_options, print_pipeline, report_passes
+from tidlc.cli_options import add_model_options, add_pass_options, load_and_optimize
 
 NAME = "opt"
 HELP = "run passes over a .tir file and print (or write) the result"
@@ -19,14 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args, options) -> int:
-    from tidlc.compiler import load, optimize, plugins_for, write_ir
+    from tidlc.compiler import plugins_for, write_ir
     from tidlc.ir.printer import print_graph
-    plugins = plugins_for(options)
-    graph = load(args.model, options, plugins)
-    if args.print_pipeline:
-        print_pipeline(options, plugins)
-    pm = optimize(graph, options, plugins)
-    report_passes(pm, args)
+    graph = load_and_optimize(args, options, plugins_for(options))
     if args.output:
         stem = os.path.splitext(os.path.basename(args.output))[0]
         for path in write_ir(graph, os.path.dirname(os.path.abspath(args.output)), stem):

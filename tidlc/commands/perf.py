@@ -17,15 +17,11 @@ import argparse
 import os
 import sys
 
-from tidlc.cli_options import add_model_options, add_pass_options
+from tidlc.cli_options import add_model_options, add_pass_options, names_list
 from tidlc.diagnostics import TidlcError, warn
 
 NAME = "perf"
 HELP = "estimate cycles, ms, FPS, DDR traffic and tuning hints on TDA4 (C7x + MMA)"
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep weights that fit in MSMC between frames (default: off)")
     g.add_argument("--bits", type=int, choices=(8, 16),
                    help="8- or 16-bit inference (default: the compiled model's, else 8)")
-    g.add_argument("--16bit-layers", dest="layers_16bit", type=_names, metavar="NAME,...",
+    g.add_argument("--16bit-layers", dest="layers_16bit", type=names_list, metavar="NAME,...",
                    help="layers computed in 16 bits (mixed precision)")
     g.add_argument("--fps", type=float, metavar="F", help="check against an F frames/s video input")
     g.add_argument("--partitioned", action="store_true",

@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from tidlc.cli_options import (
     add_model_options,
     add_pass_options,
+    load_and_optimize,
     outputs_summary,
     print_json,
-    print_pipeline,
-    report_passes,
 )
 from tidlc.diagnostics import TidlcError
 
@@ -62,7 +61,7 @@ def _read_inputs(specs: Sequence[str], graph) -> dict:
 def run(args, options) -> int:
     import numpy as np
 
-    from tidlc.compiler import load, optimize, plugins_for
+    from tidlc.compiler import plugins_for
     from tidlc.fileio import save_npz
     from tidlc.interp import run_graph
     from tidlc.ir.types import numpy_dtype
@@ -79,11 +78,7 @@ def run(args, options) -> int:
                              threads=args.threads)
     if is_compiled_location(args.model, options.target.backend, plugins):  # net.bin + io.bin, or an import config (docs/run.md)
         return run_compiled(args, options.target.backend, plugins)
-    if args.print_pipeline:
-        print_pipeline(options, plugins)
-    graph = load(args.model, options, plugins)
-    pm = optimize(graph, options, plugins)
-    report_passes(pm, args)
+    graph = load_and_optimize(args, options, plugins)
     feeds = _read_inputs(args.input, graph)
     if args.random_input is not None:
         rng = np.random.default_rng(args.random_input)
