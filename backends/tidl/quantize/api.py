@@ -213,6 +213,8 @@ def quantize_graph(graph: Graph, options: Any = None, frames: Iterable | None = 
     if settings.bias_calibration:
         from .bias import calibrate_biases
         frames_for_bias = kept[:min(len(kept), 16)] if kept else []
+        limits.check("frames", settings.bias_calibration * len(frames_for_bias),
+                     f"bias calibration ({settings.bias_calibration} iterations x {len(frames_for_bias)} frames)")
         calibrate_biases(ref_graph, result.graph, result.origin, frames_for_bias, settings.bias_calibration,
                          settings.bias_calibration_factor)
     result.graph.attrs.update(quant_attrs(settings, calibration, synthetic))
