@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NamedTuple
 
 from tidlc.cli_options import add_model_options, add_pass_options, names_list
 from tidlc.diagnostics import TidlcError, warn
@@ -55,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_pass_options(p)
 
 
-def _graph_bits(graph) -> int | None:
+def graph_bits(graph) -> int | None:
     """The precision a quantized graph was compiled at, or None for a float graph."""
     declared = graph.attrs.get("quant.bits")
     if isinstance(declared, int):
@@ -92,7 +93,7 @@ def load_graph(args, options):
     return graph, plugins, {}
 
 
-def _device_name(args, compiled_for: str | None, plugins, backend) -> str:
+def device_name(args, compiled_for: str | None, plugins, backend) -> str:
     """--device, else the device a net.bin was compiled for when it is a known name (a net.bin
     names a device file only by a truncated path: never opened), else tda4vm."""
     if args.device:
@@ -105,35 +106,71 @@ def _device_name(args, compiled_for: str | None, plugins, backend) -> str:
     return "tda4vm"
 
 
-def run(args, options) -> int:
+class Estimate(NamedTuple):
+    """What `tidlc perf` estimated: the backend's report (whole-model, or partitioned with
+    ``subgraphs`` and ``partition`` set), the graph it is about, and the perf options used."""
+    report: object
+    graph: object
+    backend: object
+    perf_options: object
+    device: object
+    subgraphs: list | None = None
+    partition: object = None
+
+    @property
+    def partitioned(self) -> bool:
+        return self.subgraphs is not None
+
+
+def estimate(args, options) -> Estimate:
+    """The estimate `tidlc perf` prints (and `tidlc report` draws): a model.tdp as compiled, a
+    net.bin / model.tir with its stored settings, or a model file optimised now (split as
+    `tidlc compile` would split it when a partitioning option is given)."""
     from tidlc.compiler import backend_for, plugins_for
-    partitioned = getattr(backend_for(options, plugins_for(options)), "is_partitioned", None)
-    if partitioned is not None and partitioned(args.model):  # model.tdp: subgraphs + host ops
-        return _run_partitioned(args, options)
-    graph, plugins, stored = load_graph(args, options)
+    plugins = plugins_for(options)
     backend = backend_for(options, plugins)
+    partitioned = getattr(backend, "is_partitioned", None)
+    if partitioned is not None and partitioned(args.model):  # model.tdp: subgraphs + host ops
+        graph, partition, subgraphs, compiled_for = backend.read_partitioned(args.model)
+        device = backend.load_device(device_name(args, compiled_for, plugins, backend), plugins)
+        bits = args.bits or max([graph_bits(g) or 8 for g in subgraphs] or [8])
+        popts = _perf_options(args, backend, bits, {})
+        rep = backend.estimate_partitioned(graph, partition, subgraphs, device, popts, plugins)
+        return Estimate(rep, graph, backend, popts, device, subgraphs, partition)
+    graph, plugins, stored = load_graph(args, options)
     needed = ("estimate", "load_device", "perf_options", "report_renderers", "available_devices")
     if not all(callable(getattr(backend, m, None)) for m in needed):
         raise TidlcError(f"target '{backend.name}' has no performance model", code="option",
-                         hint="tidlc perf needs a backend with estimate(); --target tidl has one")
-    plot, render_rich, render_text = backend.report_renderers()
-    device = backend.load_device(_device_name(args, stored.get("device"), plugins, backend), plugins)
-    bits = args.bits or _graph_bits(graph) or options.quant.bits
-    perf_options = backend.perf_options(  # the command line wins over what the net.bin stores
-        bits=16 if bits > 8 else 8, layers_16bit=getattr(args, "layers_16bit", None) or (),
-        batches=args.batches or stored.get("batches") or 1,
-        msmc_kb=args.msmc_kb if args.msmc_kb is not None else stored.get("msmc_kb"),
-        persist_weights=args.persist_weights == "on", fps=args.fps, hints=args.show_hints)
+                         hint=f"tidlc {args.command} needs a backend with estimate(); --target tidl has one")
+    device = backend.load_device(device_name(args, stored.get("device"), plugins, backend), plugins)
+    popts = _perf_options(args, backend, args.bits or graph_bits(graph) or options.quant.bits, stored)
     if _wants_partition(args, options) and callable(getattr(backend, "estimate_partitioned", None)) \
-            and not os.path.isdir(args.model) and not stored and not _graph_bits(graph):  # a float model file
+            and not os.path.isdir(args.model) and not stored and not graph_bits(graph):  # a float model file
         from tidlc.compiler import plan_for
         from tidlc.partition import extract_region
         partition = plan_for(graph, backend, options)
         if not partition.is_whole:
             subgraphs = [extract_region(graph, r) for r in partition.regions]
-            rep = backend.estimate_partitioned(graph, partition, subgraphs, device, perf_options, plugins)
-            return _print_partitioned(args, rep)
-    rep = backend.estimate(graph, device, perf_options)
+            rep = backend.estimate_partitioned(graph, partition, subgraphs, device, popts, plugins)
+            return Estimate(rep, graph, backend, popts, device, subgraphs, partition)
+    return Estimate(backend.estimate(graph, device, popts), graph, backend, popts, device)
+
+
+def _perf_options(args, backend, bits: int, stored: dict):
+    """The command line wins over what a net.bin stores."""
+    return backend.perf_options(
+        bits=16 if bits > 8 else 8, layers_16bit=getattr(args, "layers_16bit", None) or (),
+        batches=args.batches or stored.get("batches") or 1,
+        msmc_kb=args.msmc_kb if args.msmc_kb is not None else stored.get("msmc_kb"),
+        persist_weights=args.persist_weights == "on", fps=args.fps, hints=args.show_hints)
+
+
+def run(args, options) -> int:
+    est = estimate(args, options)
+    if est.partitioned:
+        return _print_partitioned(args, est.report)
+    plot, render_rich, render_text = est.backend.report_renderers()
+    rep = est.report
     if args.json:
         sys.stdout.write(rep.to_json())
     elif sys.stdout.isatty():
@@ -151,22 +188,6 @@ def _wants_partition(args, options) -> bool:
     t, default = options.target, TargetOptions()
     return bool(getattr(args, "partitioned", False) or t.deny_op_types or t.deny_op_names
                 or t.max_subgraphs != default.max_subgraphs or t.min_subgraph_ops != default.min_subgraph_ops)
-
-
-def _run_partitioned(args, options) -> int:
-    """`tidlc perf OUTDIR` of a partitioned compile (model.tdp; docs/partition.md)."""
-    from tidlc.compiler import backend_for, plugins_for
-    plugins = plugins_for(options)
-    backend = backend_for(options, plugins)
-    graph, partition, subgraphs, compiled_for = backend.read_partitioned(args.model)
-    device = backend.load_device(_device_name(args, compiled_for, plugins, backend), plugins)
-    bits = args.bits or max([_graph_bits(g) or 8 for g in subgraphs] or [8])
-    perf_options = backend.perf_options(bits=16 if bits > 8 else 8, layers_16bit=getattr(args, "layers_16bit", None) or (),
-                                        batches=args.batches or 1, msmc_kb=args.msmc_kb,
-                                        persist_weights=args.persist_weights == "on", fps=args.fps,
-                                        hints=args.show_hints)
-    rep = backend.estimate_partitioned(graph, partition, subgraphs, device, perf_options, plugins)
-    return _print_partitioned(args, rep)
 
 
 def _print_partitioned(args, rep) -> int:

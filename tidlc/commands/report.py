@@ -49,12 +49,12 @@ def _default_output(model: str) -> str:
     return os.path.splitext(model)[0] + ".html"
 
 
-def _perf_args(args, json_out=True) -> argparse.Namespace:
+def _perf_args(args) -> argparse.Namespace:
+    """`tidlc perf`'s arguments for this report: the stored deployment settings, hints on."""
     ns = argparse.Namespace(**vars(args))
-    defaults = {"msmc_kb": None, "batches": None, "persist_weights": "off", "bits": None, "layers_16bit": (),
-                "partitioned": False, "json": json_out, "plot": None, "top": None, "show_hints": True}
-    for k, v in defaults.items():
-        if not hasattr(ns, k) or k in ("json", "plot", "top", "show_hints"):
+    for k, v in {"msmc_kb": None, "batches": None, "persist_weights": "off", "bits": None,
+                 "layers_16bit": (), "partitioned": False, "show_hints": True}.items():
+        if not hasattr(ns, k):
             setattr(ns, k, v)
     return ns
 
@@ -88,50 +88,18 @@ def _compare_rows(args, options) -> dict | None:
 
 
 def gather(args, options) -> dict:
-    """The page's data document (tidlc.report/1)."""
+    """The page's data document (tidlc.report/1): `tidlc perf --json`'s estimate of the model, its
+    graph, and `tidlc compare --json`'s rows when --calib/--input are given."""
     from tidlc import report
     from tidlc.commands import perf
-    from tidlc.compiler import backend_for, plugins_for
-    plugins = plugins_for(options)
-    backend = backend_for(options, plugins)
-    pargs = _perf_args(args)
-    is_part = getattr(backend, "is_partitioned", None)
-    if is_part is not None and is_part(args.model):  # model.tdp: subgraphs + host ops
-        graph, partition, subgraphs, compiled_for = backend.read_partitioned(args.model)
-        device = backend.load_device(perf._device_name(pargs, compiled_for, plugins, backend), plugins)
-        bits = max([perf._graph_bits(g) or 8 for g in subgraphs] or [8])
-        popts = backend.perf_options(bits=16 if bits > 8 else 8, layers_16bit=(), batches=1, msmc_kb=None,
-                                     persist_weights=False, fps=args.fps, hints=True)
-        rep = backend.estimate_partitioned(graph, partition, subgraphs, device, popts, plugins)
-        subs = [json.loads(backend.estimate(g, device, popts).to_json()) for g in subgraphs]
-        return report.build_document(json.loads(rep.to_json()), graph, layer_reports=subs,
-                                     host_ops=partition.host_ops, regions=partition.regions,
-                                     compare=_compare_rows(args, options), fps=args.fps)
-    needed = ("estimate", "load_device", "perf_options")
-    if not all(callable(getattr(backend, m, None)) for m in needed):
-        raise TidlcError(f"target '{backend.name}' has no performance model", code="option",
-                         hint="tidlc report needs a backend with estimate(); --target tidl has one")
-    graph, plugins, stored = perf.load_graph(pargs, options)
-    device = backend.load_device(perf._device_name(pargs, stored.get("device"), plugins, backend), plugins)
-    bits = perf._graph_bits(graph) or options.quant.bits
-    popts = backend.perf_options(bits=16 if bits > 8 else 8, layers_16bit=(),
-                                 batches=stored.get("batches") or 1, msmc_kb=stored.get("msmc_kb"),
-                                 persist_weights=False, fps=args.fps, hints=True)
-    if perf._wants_partition(pargs, options) and callable(getattr(backend, "estimate_partitioned", None)) \
-            and not os.path.isdir(args.model) and not stored and not perf._graph_bits(graph):  # a float model file
-        from tidlc.compiler import plan_for
-        from tidlc.partition import extract_region
-        partition = plan_for(graph, backend, options)
-        if not partition.is_whole:  # as `tidlc compile` would split it
-            subgraphs = [extract_region(graph, r) for r in partition.regions]
-            rep = backend.estimate_partitioned(graph, partition, subgraphs, device, popts, plugins)
-            subs = [json.loads(backend.estimate(g, device, popts).to_json()) for g in subgraphs]
-            return report.build_document(json.loads(rep.to_json()), graph, layer_reports=subs,
-                                         host_ops=partition.host_ops, regions=partition.regions,
-                                         compare=_compare_rows(args, options), fps=args.fps)
-    rep = backend.estimate(graph, device, popts)
-    return report.build_document(json.loads(rep.to_json()), graph, compare=_compare_rows(args, options),
-                                 fps=args.fps)
+    est = perf.estimate(_perf_args(args), options)
+    compare = _compare_rows(args, options)
+    if est.partitioned:
+        subs = [json.loads(est.backend.estimate(g, est.device, est.perf_options).to_json()) for g in est.subgraphs]
+        return report.build_document(json.loads(est.report.to_json()), est.graph, layer_reports=subs,
+                                     host_ops=est.partition.host_ops, regions=est.partition.regions,
+                                     compare=compare, fps=args.fps)
+    return report.build_document(json.loads(est.report.to_json()), est.graph, compare=compare, fps=args.fps)
 
 
 def run(args, options) -> int:
