@@ -185,6 +185,26 @@ def test_snr_from_compare(tmp_path):
     assert "snr_db" in rows[0] and "SNR vs float" in page
 
 
+def test_snr_uses_the_compile_options(tmp_path):
+    """--calib with quantization and pre-processing flags: the embedded rows are exactly what
+    `tidlc compare` prints with the same flags (here 16-bit, minmax, mean/scale)."""
+    import numpy as np
+    rng = np.random.default_rng(1)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(2):
+        np.save(calib / f"{i}.npy", rng.uniform(0, 255, (1, 3, 240, 320)).astype("float32"))
+    flags = ["--calib", str(calib), "--bits", "16", "--calib-method", "minmax", "--mean", "127", "--scale", "0.0078125"]
+    out = str(tmp_path / "snr16.html")
+    assert main(["report", ULTRAFACE, *flags, "-o", out]) == 0
+    rows = _data(_read(out))["compare"]["layers"]
+    ref = str(tmp_path / "compare.json")
+    assert main(["compare", ULTRAFACE, *flags, "--json", ref]) == 0
+    with open(ref, encoding="utf-8") as fh:
+        assert rows == json.load(fh)["layers"]
+    assert min(r["snr_db"] for r in rows) > 40  # 16-bit: the flags reached the quantizer
+
+
 def test_model_file_split_by_deny_list(tmp_path):
     """A model file with a deny list is reported split as `tidlc compile` would split it."""
     import numpy as np
@@ -205,6 +225,7 @@ def test_model_file_split_by_deny_list(tmp_path):
     doc = _data(_read(out))
     by_name = {n["name"]: n for n in doc["graph"]["nodes"]}
     assert by_name["odd"]["host"] and by_name["odd"]["host_index"] is not None
+    assert by_name["odd"]["layer"] is None  # no C7x layer, even when a subgraph input shares its name
     assert by_name["conv"]["region"] == 0 and by_name["conv2"]["region"] == 1
     assert by_name["conv2"]["layer"][0] == 1
 

@@ -137,8 +137,9 @@ def build_document(perf: dict, graph, *, layer_reports: list[dict] | None = None
             for k, lay in enumerate(rep.get("layers", [])):
                 by_name.setdefault(lay["name"], [r, k])
     host_by_name = {h["name"]: h for h in perf.get("host_ops", [])}
-    for node in nodes:  # a graph input has no layer of its own (its data_convert layer may share its name)
-        node["layer"] = None if node["op"] == "input" else by_name.get(node["name"])
+    for node in nodes:  # a graph input, or a host op, has no C7x layer of its own (the data_convert layer
+        # of a graph or subgraph input may share its name)
+        node["layer"] = None if node["op"] == "input" or node["host"] else by_name.get(node["name"])
         if node["name"] in host_by_name:
             node["host_index"] = list(host_by_name).index(node["name"])
     doc_perf = dict(perf)

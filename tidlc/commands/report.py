@@ -20,7 +20,7 @@ import json
 import os
 import tempfile
 
-from tidlc.cli_options import add_model_options, add_pass_options
+from tidlc.cli_options import add_model_options, add_pass_options, add_quant_options
 from tidlc.diagnostics import TidlcError
 
 NAME = "report"
@@ -34,13 +34,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the page (default: OUTDIR/report.html, or MODEL's name with .html)")
     p.add_argument("--device", metavar="NAME|FILE.toml", help="device to estimate for (as `tidlc perf`)")
     p.add_argument("--fps", type=float, metavar="F", help="frame budget: check against F frames/s")
-    p.add_argument("--calib", metavar="DATA", help="with --input: add float vs fixed SNR per layer "
-                                                  "(as `tidlc compare`)")
     p.add_argument("--input", action="append", default=[], metavar="[NAME=]FILE",
-                   help="the input `tidlc compare` measures the SNR on")
+                   help="with --calib: add float vs fixed SNR per layer (as `tidlc compare`), measured on this "
+                        "input (default: the first calibration frame)")
     p.add_argument("--title", help="page title (default: the model's name)")
     add_model_options(p)
     add_pass_options(p)
+    add_quant_options(p)
 
 
 def _default_output(model: str) -> str:
@@ -60,29 +60,16 @@ def _perf_args(args) -> argparse.Namespace:
 
 
 def _compare_rows(args, options) -> dict | None:
-    """`tidlc compare --json` of the model, or None without --calib/--input."""
+    """`tidlc compare --json` of the model (same options), or None without --calib/--input."""
     if not (args.calib or args.input):
         return None
-    from tidlc.cli import _parser
-    from tidlc.cli_options import options_from_args
     from tidlc.commands import compare
-    argv = ["compare", args.model]
-    if args.calib:
-        argv += ["--calib", args.calib]
-    for x in args.input:
-        argv += ["--input", x]
-    for flag, value in (("--format", args.format), ("--weights", args.weights), ("--target", args.target)):
-        if value:
-            argv += [flag, value]
-    if args.random_weights is not None:
-        argv += ["--random-weights", str(args.random_weights)]
-    for s in args.input_shape:
-        argv += ["--input-shape", s]
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "compare.json")
-        cargs = _parser().parse_args(argv + ["--json", out])
+        cargs = argparse.Namespace(**{**vars(args), "json": out, "plot": None,
+                                      "threshold": compare.DEFAULT_THRESHOLD})
         with contextlib.redirect_stdout(io.StringIO()):
-            compare.run(cargs, options_from_args(cargs))
+            compare.run(cargs, options)
         with open(out, encoding="utf-8") as fh:
             return json.load(fh)
 

@@ -163,7 +163,7 @@
       grp.appendChild(rect);
       var label = n.name.length > 24 ? n.name.slice(0, 23) + "\u2026" : n.name;
       grp.appendChild(el("svg:text", {x: 5, y: 14}, label));
-      grp.appendChild(el("svg:text", {x: 5, y: 29, fill: "#444"}, n.op + (r.cycles !== null ? " \u00b7 " + fmt(r.cycles) + "cyc" : "")));
+      grp.appendChild(el("svg:text", {x: 5, y: 29, fill: "#444"}, n.op + (r.cycles !== null ? " \u00b7 " + fmt(r.cycles) + "cyc" : (r.host ? " \u00b7 " + fmt(r.ms, 3) + " ms A72" : ""))));
       grp.addEventListener("click", function (ev) { ev.stopPropagation(); if (!moved) select(i); });
       g.appendChild(grp); rects.push(rect); groups.push(grp);
     });
@@ -299,5 +299,5 @@
   function centre(i) { var p = L.xy[i]; vb[0] = p[0] + BW / 2 - vb[2] / 2; vb[1] = p[1] + BH / 2 - vb[3] / 2; setVB(); }
   document.getElementById("filter").addEventListener("input", renderTable);
   summary(); drawGraph(); recolour(); renderTable();
-  window.tidlcReport = {rows: rows, select: select, sortBy: sortBy};
+  window.tidlcReport = {rows: rows, select: select, sortBy: sortBy, centre: centre};
 })();
