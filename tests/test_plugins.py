@@ -371,7 +371,7 @@ def test_darknet_errors_are_one_line_per_problem(tidlc, model, tmp_path):
     assert "weights file ends early: connected8 needs 84 weights" in short.err
 
 
-def test_plugin_backend_is_listed_and_selected_by_target(tidlc, model, site, monkeypatch):
+def test_plugin_backend_is_listed_and_selected_by_target(tidlc, model, site):
     """The plugin's ``float-ref`` backend (tidlc_backends hook): listed beside the builtin ones,
     chosen by --target, and its compiled folder loads and runs through the contract."""
     run = tidlc("plugins")
@@ -389,15 +389,24 @@ def test_plugin_backend_is_listed_and_selected_by_target(tidlc, model, site, mon
     text = (out / "float.tir").read_text()
     assert "!q<" not in text and "data_convert" not in text  # the backend's pipeline has no quantize
 
-    monkeypatch.syspath_prepend(str(site))
-    from tidlc_example_plugin.backend import FloatRefBackend
-    backend = FloatRefBackend()
-    assert backend.recognizes(str(out)) and not backend.recognizes(str(model["root"]))
-    executable = backend.load(str(out))
-    ((name, shape, dtype),) = executable.input_info()
-    assert shape == (1, 3, 9, 10) and dtype == "float32"
-    got = executable.run({name: np.load(model["x"])})
-    np.testing.assert_allclose(got["softmax9"], model["expected"], rtol=1e-4, atol=1e-6)
+    # the backend's own API, in a subprocess that sees the plugin (importing it here would leak
+    # its modules and entry points into the tests that run after this one)
+    check = (
+        "import sys, numpy as np\n"
+        "from tidlc_example_plugin.backend import FloatRefBackend\n"
+        "out, root, x = sys.argv[1:4]\n"
+        "b = FloatRefBackend()\n"
+        "assert b.recognizes(out) and not b.recognizes(root)\n"
+        "e = b.load(out)\n"
+        "((name, shape, dtype),) = e.input_info()\n"
+        "assert tuple(shape) == (1, 3, 9, 10) and dtype == 'float32', (shape, dtype)\n"
+        "np.save(sys.argv[4], e.run({name: np.load(x)})['softmax9'])\n")
+    got_path = model["root"] / "float-ref-out.npy"
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", check, str(out), str(model["root"]), str(model["x"]), str(got_path)],
+                            env=environ, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_allclose(np.load(got_path), model["expected"], rtol=1e-4, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- in process

@@ -293,6 +293,8 @@ def swish():
     finally:
         OPS.unregister("swish")
         sys.path.remove(str(PLUGIN_PKG))
+        for name in [m for m in sys.modules if m.split(".")[0] == "tidlc_example_plugin"]:
+            del sys.modules[name]  # the later tests see no trace of the plugin
 
 
 TO_NCHW, TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
