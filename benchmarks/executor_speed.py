@@ -1,29 +1,32 @@
-"""Speed of ``tidlc run`` (the fixed-point executor on net.bin) against peers.
+"""Speed of the fixed-point executor (``tidlc run --kernels auto``) per integer-kernel variant, against
+onnxruntime float32 and onnxruntime int8.
 
-Models: the 8-bit compiled ResNet-50 (``light_resnet50.onnx`` from the onnx
-wheel) and MobileNetV2 (the Caffe corpus prototxt with seeded random weights;
-exported to ONNX here, float, for the peers). For each model:
+Models: the 8-bit ResNet-50 (``light_resnet50.onnx`` from the onnx wheel), MobileNetV2 (the Caffe
+corpus prototxt with seeded random weights, exported to float ONNX here for the peers) in 8 and 16
+bits, and UltraFace (examples/ultraface, 8-bit). For each model and thread count (1 and 2):
 
-* tidlc ``--kernels auto`` (fast exact kernels; 2 threads like the onnxruntime session, and
-  1 thread) and ``--kernels numpy`` (the specification), run from net.bin/io.bin read back
-  from disk;
-* onnxruntime float32, CPU, 2 intra-op threads;
-* ``onnx.reference.ReferenceEvaluator`` (one timed run: it is slow).
+* tidlc under every variant of ``TIDLC_ISA`` this CPU runs (``fast.set_isa``: avx512vnni, avxvnni,
+  avx2, and the portable ``c`` always);
+* onnxruntime float32 on the float model (CPU provider, same intra-op threads);
+* onnxruntime int8: the QDQ model from ``onnxruntime.quantization.quantize_static`` (per-tensor,
+  uint8 activations, int8 weights, MinMax calibration on 4 random frames), the nearest integer peer.
 
-Each time is the median of ``--repeat`` runs, in frames/s; the contenders take turns in blocks
-of runs (the first of each block not counted), so the slow phases of a shared machine hit all
-of them alike.
-Targets (issue 6): tidlc auto within 2x of onnxruntime (ratio ort_fps / tidlc_fps
-<= 2); at least 20x faster than onnx.reference.
+Each time is the median of ``--repeat`` runs (milliseconds per frame, wall clock); the contenders
+take turns in blocks of runs (the first of each block not counted), so the slow phases of a shared
+machine hit all of them alike. Ratios: tidlc time / onnxruntime time (lower is better), and for
+the 16-bit model its time / the 8-bit model's under the same variant and threads.
 
-    python benchmarks/executor_speed.py [--repeat 5] [--skip-reference]
-    python benchmarks/executor_speed.py --isa   # ms/frame per integer-kernel variant (TIDLC_ISA), 1 and 2 threads
+    python benchmarks/executor_speed.py [--repeat 5] [--models resnet50,mobilenet_v2,...]
+        [--isas avx2,c] [--threads 1,2] [--json]
 """
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -33,6 +36,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MOBILENET_V2 = os.path.join(os.path.dirname(ROOT), "shared", "corpus", "caffe", "mobilenet_v2",
                             "mobilenet_v2_deploy.prototxt")
+ULTRAFACE = os.path.join(ROOT, "examples", "ultraface", "ultraface-rfb320.onnx")
+MODELS = ("resnet50", "mobilenet_v2", "mobilenet_v2_16bit", "ultraface")
 
 
 def median_times(fns: dict, repeat: int, block: int = 5) -> dict:
@@ -42,9 +47,11 @@ def median_times(fns: dict, repeat: int, block: int = 5) -> dict:
     times = {key: [] for key in fns}
     while min(len(t) for t in times.values()) < repeat:
         for key, fn in fns.items():
+            if len(times[key]) >= repeat:
+                continue
             time.sleep(0.2)  # let the previous contender's threads stop spinning and sleep
             fn()
-            for _ in range(block - 1):
+            for _ in range(min(block - 1, repeat - len(times[key]))):
                 start = time.perf_counter()
                 fn()
                 times[key].append(time.perf_counter() - start)
@@ -108,127 +115,159 @@ def export_float_onnx(graph, path: str) -> None:
     onnx.save(model, path)
 
 
-def bench(label: str, onnx_path: str, source: str, options: dict, repeat: int, skip_reference: bool) -> dict:
+def model_sources(name: str, tmp: str):
+    """(tidlc source, compile options, float ONNX path for the peers) of a model, or None when absent."""
     import onnx
+    if name == "resnet50":
+        path = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_resnet50.onnx")
+        return (path, {"calib_frames": 2}, path) if os.path.exists(path) else None
+    if name.startswith("mobilenet_v2"):
+        if not os.path.exists(MOBILENET_V2):
+            return None
+        path = os.path.join(tmp, "mobilenet_v2.onnx")
+        if not os.path.exists(path):
+            from tidlc.compiler import load, optimize
+            from tidlc.config import CompileOptions
+            opts = CompileOptions.of(emit="ir", random_weights=0)
+            graph = load(MOBILENET_V2, opts)
+            optimize(graph, opts)
+            export_float_onnx(graph, path)
+        options = {"random_weights": 0, "calib_frames": 2}
+        if name.endswith("16bit"):
+            options["bits"] = 16
+        return MOBILENET_V2, options, path
+    if name == "ultraface":
+        return (ULTRAFACE, {"calib_frames": 2}, ULTRAFACE) if os.path.exists(ULTRAFACE) else None
+    raise SystemExit(f"unknown model {name!r} (known: {', '.join(MODELS)})")
+
+
+def quantize_qdq(src: str, dst: str, feeds: list) -> None:
+    """onnxruntime's static QDQ quantization of ``src`` (MinMax on ``feeds``)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=False,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax)
+
+
+def bench_model(name: str, isas: list, thread_counts: list, repeat: int, tmp: str) -> list[dict]:
+    """ms/frame of every contender on one model: rows {model, contender, threads, ms}."""
     import onnxruntime as ort
-    from tidlc.backends.tidl.binfmt import read_compiled
     from tidlc.backends.tidl.fixed import FixedExecutor, fast
 
     from tidlc.compiler import compile_model
     from tidlc.config import CompileOptions
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        compile_model(source, CompileOptions.of(emit="bin", outdir=tmp, **options))
-        model = read_compiled(tmp)
-    (entry,) = model.io["inputs"]
-    x = np.random.default_rng(0).uniform(-1, 1, entry["dims"]).astype(np.float32)
-    row = {"model": label}
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = 2, 1
-    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
-    in_name = sess.get_inputs()[0].name
-    fns = {}
-    ex = FixedExecutor(model.graph, kernels="auto")
-    for key, threads in (("tidlc_auto", 2), ("tidlc_auto_1t", 1)):
-        fns[key] = lambda threads=threads: (fast.set_threads(threads), ex.run({entry["name"]: x}))
-    fns["onnxruntime_f32"] = lambda: sess.run(None, {in_name: x})
-    row.update({key: 1 / t for key, t in median_times(fns, repeat).items()})
-    fast.set_threads(None)
-    # the specification runs apart: its float GEMMs leave OpenBLAS threads spinning, which would
-    # take the cores of whatever runs next
-    spec = FixedExecutor(model.graph, kernels="numpy")
-    row["tidlc_numpy"] = 1 / median_times({"spec": lambda: spec.run({entry["name"]: x})}, 3, block=4)["spec"]
-    if not skip_reference:
-        from onnx.reference import ReferenceEvaluator
-        ref = ReferenceEvaluator(onnx.load(onnx_path))
-        start = time.perf_counter()
-        ref.run(None, {in_name: x})
-        row["onnx_reference"] = 1 / (time.perf_counter() - start)
-    return row
-
-
-def bench_isas(label: str, onnx_path: str, source: str, options: dict, repeat: int) -> list:
-    """ms/frame of ``--kernels auto`` under every integer-kernel variant this CPU has (and the
-    exact float-GEMM path, "float"), threads 1 and 2, against onnxruntime float32 (same threads)."""
-    import onnxruntime as ort
-    from tidlc.backends.tidl.fixed import FixedExecutor, _igemm, fast
-
-    from tidlc.compiler import compile_model
-    from tidlc.config import CompileOptions
+    ort.set_default_logger_severity(3)
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_static's advice on pre-processing
+    src = model_sources(name, tmp)
+    if src is None:
+        print(f"{name}: model not found, skipped", file=sys.stderr)
+        return []
+    source, options, float_onnx = src
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         graph = compile_model(source, CompileOptions.of(emit="none", quantize=True, **options)).graph
     (op,) = graph.input_ops
-    entry = {"name": op.attrs["name"]}
-    x = np.random.default_rng(0).uniform(-1, 1, op.results[0].type.shape).astype(np.float32)
-
-    class model:
-        pass
-    model.graph = graph
+    shape = op.results[0].type.shape
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, shape).astype(np.float32)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    probe = ort.InferenceSession(float_onnx, so, providers=["CPUExecutionProvider"])
+    in_name = probe.get_inputs()[0].name
+    qdq = os.path.join(tmp, f"{name}_qdq.onnx")
+    if not os.path.exists(qdq):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_qdq(float_onnx, qdq, [{in_name: rng.uniform(-1, 1, shape).astype(np.float32)} for _ in range(4)])
     before = fast.isa()
-    fns = {}
-    for threads in (1, 2):
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
-        in_name = sess.get_inputs()[0].name
-        fns[("onnxruntime f32", threads)] = lambda sess=sess, in_name=in_name: sess.run(None, {in_name: x})
-        for isa in _igemm.supported_isas():
-            ex = FixedExecutor(model.graph, kernels="auto")
-            fns[(isa, threads)] = lambda ex=ex, isa=isa, threads=threads: (
-                fast.set_isa(isa), fast.set_threads(threads), ex.run({entry["name"]: x}))
-    real = _igemm.available
-    _igemm.available = lambda: False  # the exact float-GEMM tables
-    try:
-        floats = FixedExecutor(model.graph, kernels="auto")
-    finally:
-        _igemm.available = real
-    for threads in (1, 2):
-        fns[("float", threads)] = lambda threads=threads: (fast.set_threads(threads), floats.run({entry["name"]: x}))
-    times = median_times(fns, repeat)
+    executors = {isa: (fast.set_isa(isa), FixedExecutor(graph, kernels="auto"))[1] for isa in isas}
     fast.set_isa(before)
-    fast.set_threads(None)
-    return [(label, isa, threads, 1000 * t) for (isa, threads), t in times.items()]
+    feeds = {op.attrs["name"]: x}
+    fns = {}
+    for threads in thread_counts:
+        for label, path in (("onnxruntime f32", float_onnx), ("onnxruntime int8", qdq)):
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
+            sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+            fns[(label, threads)] = lambda sess=sess: sess.run(None, {in_name: x})
+        for isa, ex in executors.items():
+            fns[(f"tidlc {isa}", threads)] = lambda ex=ex, isa=isa, threads=threads: (
+                fast.set_isa(isa), fast.set_threads(threads), ex.run(feeds))
+    try:
+        times = median_times(fns, repeat)
+    finally:
+        fast.set_isa(before)
+        fast.set_threads(None)
+    return [{"model": name, "contender": label, "threads": threads, "ms": 1000 * t}
+            for (label, threads), t in times.items()]
+
+
+def with_ratios(rows: list[dict]) -> list[dict]:
+    """Each tidlc row with its ratios to onnxruntime f32 / int8 (and a 16-bit model's to its 8-bit twin)."""
+    by = {(r["model"], r["contender"], r["threads"]): r["ms"] for r in rows}
+    for r in rows:
+        if not r["contender"].startswith("tidlc"):
+            continue
+        for peer, key in (("onnxruntime f32", "x_ort_f32"), ("onnxruntime int8", "x_ort_int8")):
+            ms = by.get((r["model"].replace("_16bit", ""), peer, r["threads"]))
+            if ms:
+                r[key] = r["ms"] / ms
+        if r["model"].endswith("_16bit"):
+            ms8 = by.get((r["model"].replace("_16bit", ""), r["contender"], r["threads"]))
+            if ms8:
+                r["x_8bit"] = r["ms"] / ms8
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'model':<20} {'threads':>7} {'contender':<18} {'ms/frame':>9} {'x ORT f32':>10} {'x ORT int8':>11} "
+          f"{'x 8-bit':>8}")
+    for r in sorted(rows, key=lambda r: (MODELS.index(r["model"]), r["threads"], r["ms"])):
+        cols = [f"{r[k]:.2f}" if k in r else "" for k in ("x_ort_f32", "x_ort_int8", "x_8bit")]
+        print(f"{r['model']:<20} {r['threads']:>7} {r['contender']:<18} {r['ms']:>9.1f} {cols[0]:>10} {cols[1]:>11} "
+              f"{cols[2]:>8}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--skip-reference", action="store_true", help="skip onnx.reference (minutes per model)")
-    parser.add_argument("--isa", action="store_true",
-                        help="only the per-ISA table: ms/frame of each integer-kernel variant, threads 1 and 2")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per contender (median)")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument("--isas", default="", help="comma-separated variants (default: every one this CPU runs)")
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     args = parser.parse_args()
-    import onnx
+    from tidlc.backends.tidl.fixed import _igemm
+    have = _igemm.supported_isas()
+    isas = [s for s in args.isas.split(",") if s] or list(have)
+    missing = [s for s in isas if s not in have]
+    if missing:
+        raise SystemExit(f"--isas: {', '.join(missing)} not available on this CPU (it has: {', '.join(have)})")
+    threads = [int(t) for t in args.threads.split(",") if t]
     rows = []
-    r50 = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_resnet50.onnx")
-    if args.isa:
-        from tidlc.backends.tidl.fixed import fast
-        print(f"chosen ISA: {fast.isa()}")
-        table = bench_isas("resnet50 (light)", r50, r50, {"calib_frames": 2}, args.repeat)
-        print(f"{'model':<18} {'kernels':<16} {'threads':>7} {'ms/frame':>9}")
-        for label, isa, threads, ms in sorted(table, key=lambda r: (r[0], r[2], r[3])):
-            print(f"{label:<18} {isa:<16} {threads:>7} {ms:>9.1f}")
-        return
-    rows.append(bench("resnet50 (light)", r50, r50, {"calib_frames": 2}, args.repeat, args.skip_reference))
-    if os.path.exists(MOBILENET_V2):
-        from tidlc.compiler import load, optimize
-        from tidlc.config import CompileOptions
-        opts = CompileOptions.of(emit="ir", random_weights=0)
-        graph = load(MOBILENET_V2, opts)
-        optimize(graph, opts)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "mobilenet_v2.onnx")
-            export_float_onnx(graph, path)
-            rows.append(bench("mobilenet_v2", path, MOBILENET_V2, {"random_weights": 0, "calib_frames": 2},
-                              args.repeat, args.skip_reference))
-    print(f"{'model':<18} {'tidlc 2T':>9} {'tidlc 1T':>9} {'tidlc numpy':>12} {'ORT f32 2T':>11} {'onnx.ref':>9} "
-          f"{'ORT/auto':>9} {'auto/ref':>9}   (frames/s; ratios of fps)")
-    for r in rows:
-        ref_fps = r.get("onnx_reference")
-        print(f"{r['model']:<18} {r['tidlc_auto']:>9.2f} {r['tidlc_auto_1t']:>9.2f} {r['tidlc_numpy']:>12.2f} "
-              f"{r['onnxruntime_f32']:>11.2f} "
-              f"{ref_fps if ref_fps else float('nan'):>9.3f} {r['onnxruntime_f32'] / r['tidlc_auto']:>9.2f} "
-              f"{(r['tidlc_auto'] / ref_fps) if ref_fps else float('nan'):>9.1f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in [m for m in args.models.split(",") if m]:
+            if not args.json:
+                print(f"{name} ...", file=sys.stderr, flush=True)
+            rows.extend(bench_model(name, isas, threads, args.repeat, tmp))
+    rows = with_ratios(rows)
+    if args.json:
+        print(json.dumps({"isas": isas, "rows": rows}, indent=1))
+    else:
+        print_table(rows)
 
 
 if __name__ == "__main__":

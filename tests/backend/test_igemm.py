@@ -1,10 +1,20 @@
-"""The VNNI integer convolution (fast.conv2d_vnni / _igemm) equals the numpy specification bit for bit."""
+"""The integer convolution kernels (fast.conv2d_vnni / _igemm: GEMM, depthwise, one-pixel) equal the
+numpy specification bit for bit, under every variant this CPU runs (TIDLC_ISA: avx512vnni, avxvnni,
+avx2, c; each test runs once per variant)."""
 import numpy as np
 import pytest
-from tidlc.backends.tidl.fixed import fast
+from tidlc.backends.tidl.fixed import _igemm, fast
 from tidlc.backends.tidl.fixed import reference as ref
 
-pytestmark = pytest.mark.skipif(not fast.vnni_available(), reason="this CPU has no AVX-512 VNNI")
+
+@pytest.fixture(autouse=True, params=_igemm.ISAS)
+def isa(request):
+    if request.param not in _igemm.supported_isas():
+        pytest.skip(f"this CPU (or build) cannot run the {request.param} variant")
+    before = fast.isa()
+    fast.set_isa(request.param)
+    yield request.param
+    fast.set_isa(before)
 
 
 def out_hw(h, w, k, strides, pads, dil):
@@ -115,7 +125,8 @@ def test_dense_layers(seed):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_depthwise_layers(seed):
-    """The AVX-512 depthwise kernel (masked loads read the padding as zeros)."""
+    """The depthwise kernels (AVX-512: masked loads read the padding as zeros; AVX2: a zero-padded
+    copy of each plane; C: the taps inside the image)."""
     rng = np.random.default_rng(seed)
     for t in range(12):
         c = int(rng.integers(1, 20))

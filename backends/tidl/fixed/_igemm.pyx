@@ -1,9 +1,9 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False, language_level=3
-"""Exact 8-bit convolution on AVX-512 VNNI (igemm.h), output stage fused.
+"""Exact 8-bit convolutions (GEMM, depthwise, one-pixel), output stage fused, in the variant
+:func:`isa` names: AVX-512 VNNI (igemm.h), AVX-VNNI, AVX2 or portable C (igemm_port.h).
 
-Twin: ``reference.mac_output(reference.add_bias(reference.conv2d_acc(x, w, ..., groups=1), b), 32, ...)``.
-:func:`available` says whether this CPU (and build) has the kernel; callers keep their float-BLAS
-path otherwise. ``run(x, out, threads)`` splits the work (output-pixel panels, or channels) into
+Twin: ``reference.mac_output(reference.add_bias(reference.conv2d_acc(x, w, ...), b), 32, ...)``.
+``run(x, out, threads)`` splits the work (output pixels and channels, or channels) into
 ``threads`` contiguous parts on OpenMP threads (when the build has OpenMP; else one after the
 other): the parts never share a buffer, so the result does not depend on the thread count.
 """
@@ -32,6 +32,8 @@ cdef extern from "igemm.h" nogil:
         const int8_t *apack
         int M, K
         ig_stage_t st
+        const int32_t *wpair
+        int msplit
     ctypedef struct ig_dw_t:
         const uint8_t *x
         int is_signed
@@ -48,12 +50,26 @@ cdef extern from "igemm.h" nogil:
     int ig_dw_part(const void *p, int begin, int end, void *scratch)
 
 cdef extern from "igemm_port.h" nogil:
+    int IGP_MR
+    int IGP_GROUP
     size_t igp_scratch_bytes(int K)
+    size_t igp2_scratch_bytes(int K)
+    int igp2_items(const ig_conv_t *p)
+    size_t igp_dw_scratch_bytes(const ig_dw_t *p)
+    int igp_gemv_avx2(const ig_conv_t *p, const int32_t *wpack, const uint8_t *x)
+    int igp_gemv_c(const ig_conv_t *p, const int8_t *w, const uint8_t *x)
+    int igp_dw_part_avx2(const void *p, int begin, int end, void *scratch)
+    int igp_dw_part_c(const void *p, int begin, int end, void *scratch)
     int igp_have_avx2()
     int igp_have_avxvnni()
     int igp_conv_part_avxvnni(const void *p, int begin, int end, void *scratch)
     int igp_conv_part_c(const void *p, int begin, int end, void *scratch)
     int igp_conv_part_avx2(const void *p, int begin, int end, void *scratch)
+
+cdef extern from "igemm_neon.h" nogil:  # aarch64 NEON (SDOT when the CPU has dotprod); stubs elsewhere
+    int ign_have_neon()
+    int ign_conv_part(const void *p, int begin, int end, void *scratch)
+    int ign_dw_part(const void *p, int begin, int end, void *scratch)
 
 MR = IG_MR
 NR = IG_NR
@@ -61,9 +77,10 @@ MAX_K = 65792  # K * 255 * 128 < 2**31: every int32 sum is exact
 OUT_KINDS = {np.dtype(np.int8): 0, np.dtype(np.uint8): 1, np.dtype(np.int16): 2, np.dtype(np.uint16): 3}
 
 
-# The variants of the convolution kernel, best first (igemm.h: AVX-512 VNNI; igemm_port.h: AVX-VNNI
-# 256-bit vpdpbusd, AVX2 with vpmaddwd, portable C). The depthwise and one-pixel kernels exist for AVX-512 VNNI only.
-ISAS = ("avx512vnni", "avxvnni", "avx2", "c")
+# The variants of the kernels, best first (igemm.h: AVX-512 VNNI; igemm_port.h: AVX-VNNI 256-bit
+# vpdpbusd, AVX2 with vpmaddwd, portable C). The depthwise and one-pixel kernels of the avxvnni
+# variant are the AVX2 ones (a CPU with AVX-VNNI has AVX2).
+ISAS = ("avx512vnni", "avxvnni", "avx2", "neon", "c")  # neon: aarch64, igemm_neon.h
 cdef int _isa = -1  # index into ISAS; -1: not chosen yet
 
 
@@ -76,6 +93,8 @@ def supported_isas() -> tuple:
         have.append("avxvnni")
     if igp_have_avx2():
         have.append("avx2")
+    if ign_have_neon():
+        have.append("neon")
     have.append("c")
     return tuple(have)
 
@@ -104,18 +123,51 @@ def available() -> bool:
 
 
 def vnni_available() -> bool:
-    """The AVX-512 VNNI kernels (depthwise, one-pixel) are chosen."""
+    """The AVX-512 VNNI kernels are chosen."""
     return isa() == "avx512vnni"
 
 
-def pack_weights(w) -> np.ndarray:
-    """(M, K) int8 -> [M/MR][K4][MR][4] int8, zero padded (the layout ig_kernel reads)."""
+def gemv_layout() -> str:
+    """The weight layout :meth:`ConvPlan.gemv` reads in the chosen variant: "vnni16"
+    (:func:`pack_weights_gemv`), "pairs8" (:func:`pack_weights_pairs` with mr 8) or "rows"
+    (the (M, K) int8 rows as they are)."""
+    name = isa()
+    return "vnni16" if name == "avx512vnni" else ("pairs8" if name in ("avxvnni", "avx2") else "rows")
+
+
+def gemm_layout():
+    """The packed weights the chosen variant's GEMM reads besides :func:`pack_weights`: "pairs"
+    (AVX2), "quads" (AVX-VNNI), or None."""
+    name = isa()
+    return "pairs" if name == "avx2" else ("quads" if name == "avxvnni" else None)
+
+
+def pack_weights_quads(w) -> np.ndarray:
+    """(M, K) int8 -> [M/IGP_MR][K4][IGP_MR] int32, zero padded: each int32 the 4 bytes w[m, 4k..4k+3]
+    (the AVX-VNNI GEMM's layout)."""
+    return np.ascontiguousarray(pack_weights(w, IGP_MR)).view(np.int32).reshape(-1, -(-np.shape(w)[1] // 4), IGP_MR)
+
+
+def pack_weights_pairs(w, int mr=IGP_MR) -> np.ndarray:
+    """(M, K) int8 -> [M/mr][K2][mr] int32, zero padded: each int32 holds the int16 pair
+    (w[m, 2k], w[m, 2k + 1]) (low half first), the layout of the AVX2 kernels (igemm_port.h)."""
     w = np.asarray(w, dtype=np.int8)
     m, k = w.shape
-    mp, kp = -(-m // IG_MR) * IG_MR, -(-k // 4) * 4
+    mp, k2 = -(-m // mr) * mr, -(-k // 2)
+    padded = np.zeros((mp, 2 * k2), "<i2")
+    padded[:m, :k] = w
+    pairs = padded.view("<i4").astype(np.int32, copy=False)
+    return np.ascontiguousarray(pairs.reshape(mp // mr, mr, k2).transpose(0, 2, 1))
+
+
+def pack_weights(w, int mr=IG_MR) -> np.ndarray:
+    """(M, K) int8 -> [M/mr][K4][mr][4] int8, zero padded (the layout ig_kernel reads with mr = MR)."""
+    w = np.asarray(w, dtype=np.int8)
+    m, k = w.shape
+    mp, kp = -(-m // mr) * mr, -(-k // 4) * 4
     padded = np.zeros((mp, kp), np.int8)
     padded[:m, :k] = w
-    return np.ascontiguousarray(padded.reshape(mp // IG_MR, IG_MR, kp // 4, 4).transpose(0, 2, 1, 3))
+    return np.ascontiguousarray(padded.reshape(mp // mr, mr, kp // 4, 4).transpose(0, 2, 1, 3))
 
 
 cdef int _run_parts(ig_part_fn fn, const void *p, int total, int threads, size_t scratch) except -9:
@@ -130,9 +182,12 @@ cdef int _run_parts(ig_part_fn fn, const void *p, int total, int threads, size_t
         free(rcs)
         raise MemoryError()
     with nogil:
-        for t in prange(parts, num_threads=parts, schedule="static", chunksize=1):
-            rcs[t] = fn(p, total * t // parts, total * (t + 1) // parts,
-                        <void *>((<size_t>(raw + size * t) + 63) & ~(<size_t>63)))
+        if parts == 1:  # no OpenMP region (its start and end cost more than the small layers)
+            rcs[0] = fn(p, 0, total, <void *>((<size_t>raw + 63) & ~(<size_t>63)))
+        else:
+            for t in prange(parts, num_threads=parts, schedule="static", chunksize=1):
+                rcs[t] = fn(p, total * t // parts, total * (t + 1) // parts,
+                            <void *>((<size_t>(raw + size * t) + 63) & ~(<size_t>63)))
     for t in range(parts):
         rc = rc or rcs[t]
     free(raw)
@@ -195,6 +250,8 @@ cdef class ConvPlan:
     stage); :meth:`run` computes panels of one image."""
     cdef ig_conv_t p
     cdef object keep  # the arrays p points into
+    cdef object pairs  # the AVX2 / AVX-VNNI GEMM's weights, set by set_pairs
+    cdef object pairs_layout
     cdef size_t scratch
 
     def __init__(self, const int8_t[:, :, :, ::1] apack, int m, int c, int kh, int kw, strides, dilations,
@@ -216,25 +273,63 @@ cdef class ConvPlan:
         self.p.apack = &apack[0, 0, 0, 0]
         self.p.M, self.p.K = m, k
         _set_stage(&self.p.st, bias, mult, shift, lo, hi, out_dtype, <int64_t>k * 255 * 128)  # |packed sums|
-        self.scratch = max(ig_scratch_bytes(k), igp_scratch_bytes(k))
+        self.scratch = max(ig_scratch_bytes(k), igp_scratch_bytes(k), igp2_scratch_bytes(k))
+        self.p.wpair = NULL
+        self.pairs = None
+
+    @property
+    def needs_pairs(self):
+        """The weight layout the chosen variant's GEMM reads when :meth:`set_pairs` has not given it
+        ("pairs": :func:`pack_weights_pairs`, AVX2; "quads": :func:`pack_weights_quads`, AVX-VNNI), else None."""
+        want = gemm_layout()
+        return want if want is not None and want != self.pairs_layout else None
+
+    def set_pairs(self, const int32_t[:, :, ::1] packed, layout):
+        """The weights in ``layout`` ("pairs" or "quads", see :attr:`needs_pairs`)."""
+        cdef int taps = 2 if layout == "pairs" else 4
+        if layout not in ("pairs", "quads") or packed.shape[0] * IGP_MR < self.p.M or \
+                packed.shape[1] * taps < self.p.K or packed.shape[2] != IGP_MR:
+            raise ValueError("ConvPlan.set_pairs: packed weights do not match")
+        self.pairs, self.pairs_layout = packed, layout
+        self.p.wpair = &packed[0, 0, 0]
 
     @property
     def narrow(self) -> int:
         return self.p.st.narrow
 
-    def gemv(self, const int8_t[:, :, :, ::1] wpack, const uint8_t[::1] x, uint8_t[::1] out):
+    def gemv(self, wpack, const uint8_t[::1] x, uint8_t[::1] out):
         """One output pixel whose window is the whole input: ``x`` the K input bytes in (c, i, j)
-        order, ``wpack`` from :func:`pack_weights_gemv`, ``out`` the M results as bytes."""
+        order, ``wpack`` the weights in the layout :func:`gemv_layout` names, ``out`` the M results
+        as bytes."""
         cdef ig_conv_t p = self.p
         cdef int itemsize = 1 if p.st.out_kind <= 1 else 2, rc
-        if x.shape[0] != p.K or out.shape[0] != p.M * itemsize or wpack.shape[0] * 16 < p.M or \
-                wpack.shape[1] * 4 < p.K:
+        cdef const int8_t[:, :, :, ::1] w16
+        cdef const int32_t[:, :, ::1] w8
+        cdef const int8_t[:, ::1] rows
+        if x.shape[0] != p.K or out.shape[0] != p.M * itemsize:
             raise ValueError("ConvPlan.gemv: buffers do not match the layer")
         p.st.out = <void *>&out[0]
-        with nogil:
-            rc = ig_gemv(&p, &wpack[0, 0, 0, 0], &x[0])
+        layout = gemv_layout()
+        if layout == "vnni16":
+            w16 = wpack
+            if w16.shape[0] * 16 < p.M or w16.shape[1] * 4 < p.K:
+                raise ValueError("ConvPlan.gemv: packed weights do not match the layer")
+            with nogil:
+                rc = ig_gemv(&p, &w16[0, 0, 0, 0], &x[0])
+        elif layout == "pairs8":
+            w8 = wpack
+            if w8.shape[0] * 8 < p.M or w8.shape[1] * 2 < p.K or w8.shape[2] != 8:
+                raise ValueError("ConvPlan.gemv: packed weights do not match the layer")
+            with nogil:
+                rc = igp_gemv_avx2(&p, &w8[0, 0, 0], &x[0])
+        else:
+            rows = wpack
+            if rows.shape[0] != p.M or rows.shape[1] != p.K:
+                raise ValueError("ConvPlan.gemv: weights do not match the layer")
+            with nogil:
+                rc = igp_gemv_c(&p, &rows[0, 0], &x[0])
         if rc != 0:
-            raise RuntimeError("ig_gemv failed")
+            raise RuntimeError("the one-pixel kernel failed")
 
     def run(self, const uint8_t[:, :, ::1] x, uint8_t[:, ::1] out, int threads=1):
         """One image: ``x`` (C, H, W) bytes padded already (zeros are the code of 0), ``out`` the
@@ -248,14 +343,24 @@ cdef class ConvPlan:
         p.x = &x[0, 0, 0]
         p.H, p.W = x.shape[1], x.shape[2]
         name = isa()
-        if name == "avxvnni":
-            fn = igp_conv_part_avxvnni
-        elif name == "avx2":
-            fn = igp_conv_part_avx2
+        cdef int total = (p.Ho * p.Wo + IG_NR - 1) // IG_NR, groups
+        if name in ("avxvnni", "avx2"):
+            if p.wpair == NULL or self.pairs_layout != gemm_layout():
+                raise ValueError(f"ConvPlan.run: the {name} kernel needs set_pairs first")
+            fn = igp_conv_part_avx2 if name == "avx2" else igp_conv_part_avxvnni
+            # few pixel groups for the threads: split the output channels too (each part packs
+            # the columns of its own pixels again, a small cost next to the channels it computes)
+            groups = (p.Ho * p.Wo + IGP_GROUP - 1) // IGP_GROUP
+            p.msplit = 1
+            if threads > 1 and groups < 4 * threads:
+                p.msplit = max(1, min(threads, (p.M + IGP_MR - 1) // IGP_MR))
+            total = igp2_items(&p)
+        elif name == "neon":
+            fn = ign_conv_part
         elif name == "c":
             fn = igp_conv_part_c
-        if _run_parts(fn, &p, (p.Ho * p.Wo + IG_NR - 1) // IG_NR, threads, self.scratch) != 0:
-            raise RuntimeError("the VNNI kernel is not available in this build")
+        if _run_parts(fn, &p, total, threads, self.scratch) != 0:
+            raise RuntimeError(f"the {name} convolution kernel is not available in this build")
 
 
 cdef class DepthwisePlan:
@@ -267,8 +372,6 @@ cdef class DepthwisePlan:
     def __init__(self, const int8_t[:, :, ::1] w, strides, pads, dilations, int ho, int wo, const int64_t[::1] bias,
                  const int64_t[::1] mult, int shift, int64_t lo, int64_t hi, out_dtype, bint is_signed):
         cdef int c = w.shape[0]
-        if not ig_available():
-            raise RuntimeError("the AVX-512 kernels are not available on this CPU")
         if not 0 <= shift <= 62 or bias.shape[0] != c or mult.shape[0] != c or c < 1 or ho < 1 or wo < 1:
             raise ValueError("DepthwisePlan: unsupported parameters")
         self.keep = (w, bias, mult)
@@ -295,5 +398,14 @@ cdef class DepthwisePlan:
         _out_rows(&p.st, out, p.C, p.Ho * p.Wo, "DepthwisePlan.run")
         p.x = &x[0, 0, 0]
         p.H, p.W = x.shape[1], x.shape[2]
-        if _run_parts(ig_dw_part, &p, p.C, threads, ((p.Wo + 31) // 32) * 32 * sizeof(int32_t)) != 0:
-            raise RuntimeError("the depthwise kernel is not available in this build")
+        cdef ig_part_fn fn = ig_dw_part
+        cdef size_t scratch = ((p.Wo + 31) // 32) * 32 * sizeof(int32_t)
+        name = isa()
+        if name in ("avxvnni", "avx2"):
+            fn, scratch = igp_dw_part_avx2, igp_dw_scratch_bytes(&p)
+        elif name == "neon":
+            fn = ign_dw_part
+        elif name == "c":
+            fn = igp_dw_part_c
+        if _run_parts(fn, &p, p.C, threads, scratch) != 0:
+            raise RuntimeError(f"the {name} depthwise kernel is not available in this build")

@@ -615,6 +615,25 @@ cdef void _eltwise(const in_t[:, :, :, :] a, const in2_t[:, :, :, :] b, int op, 
                 row += D3
 
 
+cdef extern from "ops_simd.h" nogil:
+    void ops_add8(const uint8_t *a, int a_signed, const uint8_t *b, int b_signed, size_t n, int32_t ma, int32_t mb,
+                  int shift, int32_t lo, int32_t hi, void *out, int kind, int use_avx2)
+
+
+def add8(const uint8_t[::1] a, bint a_signed, const uint8_t[::1] b, bint b_signed, int32_t ma, int32_t mb,
+         int shift, int32_t lo, int32_t hi, unsigned char[::1] out, int kind, bint use_avx2):
+    """Two contiguous 8-bit tensors of one shape (their bytes; ``*_signed``: int8, else uint8):
+    clamp(round_shift(a * ma + b * mb, shift), lo, hi) as ``kind`` (i8, u8, i16, u16), in AVX2
+    (``use_avx2`` and the CPU has it) or portable C (ops_simd.h). The caller proves
+    |ma|, |mb| < 2**15, |a| |ma| + |b| |mb| + 2**shift < 2**31 and [lo, hi] inside the type."""
+    cdef Py_ssize_t n = a.shape[0]
+    if b.shape[0] != n or kind < K_I8 or kind > K_U16 or not 0 <= shift <= 30 or n < 1:
+        raise ValueError("add8: bad operands")
+    cdef char* dst = _out_ptr(out, kind, n)
+    with nogil:
+        ops_add8(&a[0], a_signed, &b[0], b_signed, n, ma, mb, shift, lo, hi, dst, kind, use_avx2)
+
+
 def eltwise(const in_t[:, :, :, :] a, const in2_t[:, :, :, :] b, int op, int64_t ma, int64_t mb, int shift,
             int64_t lo, int64_t hi, bint narrow, unsigned char[::1] out, int kind):
     """a, b: one 4-d shape (broadcast views: zero strides allowed). add/sub: round_shift(a*ma +/- b*mb);

@@ -10,9 +10,10 @@ layer, not once per frame, and the output stage (bias, accumulator saturation,
 multiplier, rounding shift, clamp) runs fused in Cython (``_requant.pyx``)
 straight on the float sums.
 
-On CPUs with AVX-512 VNNI, 8-bit convolutions (groups == 1), dense layers and depthwise
-convolutions skip the float GEMM: ``_igemm`` computes the sums exactly in integers with the output
-stage fused, split over :func:`threads` OpenMP threads (:func:`set_threads`).
+8-bit convolutions (groups == 1), dense layers and depthwise convolutions skip the float GEMM:
+``_igemm`` computes the sums exactly in integers with the output stage fused, split over
+:func:`threads` OpenMP threads (:func:`set_threads`), in the variant :func:`isa` names (AVX-512
+VNNI, AVX-VNNI, AVX2 or portable C: every one gives the same bits).
 """
 from __future__ import annotations
 
@@ -21,6 +22,15 @@ import os
 import numpy as np
 
 from . import reference as ref
+
+# The OpenMP worker threads spin briefly between parallel regions, then sleep (set before the first
+# kernel module loads libgomp; OMP_WAIT_POLICY or GOMP_SPINCOUNT in the environment win). Measured
+# on the shared 2-core machine (ResNet-50 8-bit, AVX2, 2 threads), under load: 1620 ms/frame with
+# libgomp's default (300000 spins: the idle worker steals the core the Python thread needs between
+# layers), 450 with 10000 spins, 310 passive; quiet: 58 passive, 55 with 20000 spins (MobileNetV2:
+# 13.0 -> 10.8: the wake-up of a sleeping worker costs more than its short layers).
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "20000"
 
 F32_EXACT = 1 << 24
 
@@ -184,6 +194,7 @@ _isa_env_read = False
 def set_isa(name: str | None) -> str:
     """Force a variant (None: the best available); TidlcError when this CPU cannot run it."""
     from tidlc.diagnostics import TidlcError
+
     from . import _igemm
     global _isa_env_read
     _isa_env_read = True
@@ -203,7 +214,26 @@ class IntConvWeights:
         w2 = np.asarray(w).reshape(w.shape[0], -1)
         self.packed = _igemm.pack_weights(w2)
         self.row_sums = w2.astype(np.int64).sum(axis=1)
-        self.packed_rows, self.packed_gemv = w2, None  # the one-pixel layout, packed when first needed
+        self.packed_rows = w2
+        self._packed = {}  # the layouts of the other kernels (AVX2 pairs, one-pixel), packed when first needed
+
+    def gemm(self, layout: str) -> np.ndarray:
+        """The AVX2 ("pairs") or AVX-VNNI ("quads") GEMM's layout (``_igemm.gemm_layout``)."""
+        from . import _igemm
+        if layout not in self._packed:
+            self._packed[layout] = (_igemm.pack_weights_pairs(self.packed_rows) if layout == "pairs" else
+                                    _igemm.pack_weights_quads(self.packed_rows))
+        return self._packed[layout]
+
+    def gemv(self) -> np.ndarray:
+        """The one-pixel kernel's layout in the chosen variant (``_igemm.gemv_layout``)."""
+        from . import _igemm
+        layout = _igemm.gemv_layout()
+        if layout not in self._packed:
+            self._packed[layout] = (_igemm.pack_weights_gemv(self.packed_rows) if layout == "vnni16" else
+                                    _igemm.pack_weights_pairs(self.packed_rows, 8) if layout == "pairs8" else
+                                    np.ascontiguousarray(self.packed_rows, dtype=np.int8))
+        return self._packed[layout]
 
     @staticmethod
     def supports(w) -> bool:
@@ -259,12 +289,14 @@ class VnniConv:
                                          self.wo, b, self.mult, self.shift, self.lo, self.hi, self.out_dtype,
                                          self.signed)
             self._bias_key, self._bias_ref = key, bias
+        layout = self._plan.needs_pairs
+        if layout is not None:
+            self._plan.set_pairs(self.weights.gemm(layout), layout)
         return self._plan
 
     def run(self, x: np.ndarray, bias, threads: int | None = None) -> np.ndarray | None:
         """The layer on ``x`` over ``threads`` worker threads (None: :func:`threads`), or None when
         ``x`` is not of the planned element type."""
-        from . import _igemm
         if x.ndim != 4 or (x.dtype == np.int8) != self.signed or x.dtype not in (np.int8, np.uint8):
             return None
         plan = self._kernel_plan(bias, x.shape[1])
@@ -279,12 +311,10 @@ class VnniConv:
         out = np.empty((n, self.m, self.ho * self.wo), self.out_dtype)
         raw = out.view(np.uint8)
         kh, kw = self.weights.shape[2:]
-        if (xb.shape[2:] == (kh, kw) and self.ho == self.wo == 1 and self.dilations == (1, 1)
-                and vnni_available()):  # a classifier
-            if self.weights.packed_gemv is None:
-                self.weights.packed_gemv = _igemm.pack_weights_gemv(self.weights.packed_rows)
+        if xb.shape[2:] == (kh, kw) and self.ho == self.wo == 1 and self.dilations == (1, 1):  # a classifier
+            packed = self.weights.gemv()
             for i in range(n):
-                plan.gemv(self.weights.packed_gemv, xb[i].reshape(-1), raw[i].reshape(-1))
+                plan.gemv(packed, xb[i].reshape(-1), raw[i].reshape(-1))
             return out.reshape(n, self.m, 1, 1)
         threads = threads or _default_threads()
         for i in range(n):
@@ -321,7 +351,8 @@ class VnniDense:
 
 class VnniDepthwise:
     """An 8-bit depthwise conv2d (groups == channels == outputs, int8 weights, W stride 1 or 2) on
-    the AVX-512 kernel of igemm.h, output stage fused; channels split over the worker threads."""
+    the depthwise kernel of the chosen variant (igemm.h: AVX-512; igemm_port.h: AVX2, portable C),
+    output stage fused; channels split over the worker threads."""
 
     def __init__(self, plan, signed: bool, pads, out_shape, out_dtype):
         self.plan, self.signed, self.pads = plan, signed, tuple(pads)
@@ -330,13 +361,11 @@ class VnniDepthwise:
     @classmethod
     def plan_for(cls, w: np.ndarray, groups: int, x_dtype, strides, pads, dilations, out_shape, mult, shift, lo, hi,
                  out_dtype) -> VnniDepthwise | None:
-        from . import _igemm
         w = np.asarray(w)
         out_dtype = np.dtype(out_dtype)
         if (w.ndim != 4 or w.dtype != np.int8 or w.shape[1] != 1 or w.shape[0] != groups or len(out_shape) != 4
                 or np.dtype(x_dtype) not in (np.int8, np.uint8) or out_dtype.type not in _VNNI_OUT or min(pads) < 0
-                or np.ndim(shift) != 0 or not 0 <= int(shift) <= 62 or strides[1] not in (1, 2)
-                or not vnni_available()):
+                or np.ndim(shift) != 0 or not 0 <= int(shift) <= 62 or strides[1] not in (1, 2)):
             return None
         c = w.shape[0]
         mult_arr = np.ascontiguousarray(np.broadcast_to(np.asarray(mult, np.int64).reshape(-1), (c,)))

@@ -2,11 +2,13 @@
 (:mod:`.spec_kernels`, :mod:`.dispatch`), same bits.
 
 * :data:`VNNI`: the exact integer kernels of ``igemm.h`` / ``igemm_port.h`` (8-bit conv2d with groups
-  1, dense; depthwise on AVX-512 VNNI only), in the variant :func:`.fast.isa` names (avx512vnni,
+  1, dense, depthwise, one-pixel), in the variant :func:`.fast.isa` names (avx512vnni,
   avxvnni, avx2, portable c; ``TIDLC_ISA`` forces one). Its builders decline for non-constant weights,
   16-bit layers and parameters the kernels do not take; its kernels decline a frame whose input is
   not of the planned element type.
-* :data:`FAST`: portable exact kernels: chunked float GEMMs (:mod:`.fast`) for conv2d and dense
+* :data:`FAST`: portable exact kernels: for conv2d and dense with 16-bit activations or weights, the
+  integer kernels of ``igemm16.h`` (``_igemm16``: AVX2, or portable C under ``TIDLC_ISA=c``); else
+  chunked float GEMMs (:mod:`.fast`) for conv2d and dense
   with the output stage in Cython, and the Cython kernels of every other op (:mod:`.fast_ops`),
   which run the specification themselves for arguments they cannot bound.
 
@@ -23,6 +25,7 @@ from tidlc.ir.opdef import Trait
 from tidlc.ir.types import numpy_dtype
 
 from . import fast, fast_ops
+from . import reference as ref
 from .dispatch import Kernel, KernelContext, KernelTable
 from .spec_kernels import (
     ELTWISE_OPS,
@@ -30,6 +33,7 @@ from .spec_kernels import (
     _scale,
     act_bounds,
     avg_pool_counts,
+    avg_shift,
     eltwise_params,
     mac_params,
     mac_stage,
@@ -112,7 +116,35 @@ def _gemm_conv(op: Op, prepared: fast.DenseWeights) -> Kernel:
     return run
 
 
+def _int16_mac(op: Op, ctx: KernelContext) -> Kernel | None:
+    """conv2d (groups 1 or depthwise) and dense with 16-bit activations or weights and constant
+    weights: the exact integer kernels of ``igemm16.h`` (AVX2 under every x86 ISA, portable C under
+    ``TIDLC_ISA=c``), or None."""
+    try:
+        from . import _igemm16
+    except ImportError:  # an unbuilt source tree
+        return None
+    w, p, a = _const_weights(op), mac_params(op), op.attrs
+    x_dtype, out_dtype, out_shape = numpy_dtype(op.operands[0].type.dtype), _result_dtype(op), op.results[0].type.shape
+    stage = (p["mult"], p["shift"], p["acc_width"], p["lo"], p["hi"], out_dtype)
+    if op.kind == "dense":
+        plan = _igemm16.plan_dense(w, x_dtype, out_shape, *stage)
+    else:
+        plan = _igemm16.plan_conv(w, a["groups"], x_dtype, a["strides"], a["pads"], a["dilations"], out_shape, *stage)
+    if plan is None:
+        return None
+    threads = ctx.threads
+
+    def run(args):
+        out = plan.run(args[0], _bias(args), threads or fast.threads(), fast.isa() != "c")
+        return NotImplemented if out is None else [out]
+    return run
+
+
 def _mac(op: Op, ctx: KernelContext) -> Kernel | None:
+    int16 = _int16_mac(op, ctx)  # 16-bit layers: integer kernels instead of float64 GEMMs
+    if int16 is not None:
+        return int16
     if op.kind == "conv2d" and op.attrs["groups"] > 1:
         return _grouped_conv(op)
     w = _const_weights(op)
@@ -149,6 +181,8 @@ def _rescaled(op: Op, fn: Kernel) -> Kernel:
 
 def _pool(op: Op, ctx: KernelContext) -> Kernel:
     a, dtype = op.attrs, _result_dtype(op)
+    if a["mode"] != "max" and avg_shift(op) != ref.AVG_POOL_SHIFT:
+        return None  # a Q30 reciprocal (16-bit averages): the Cython kernel divides in Q16 only
     ho, wo = op.results[0].type.shape[2:]
     # the requantization (if any) fused into the kernel; an average can exceed the type by one step
     # (Q16 reciprocals round up): always saturate
@@ -168,6 +202,8 @@ def _pool(op: Op, ctx: KernelContext) -> Kernel:
 
 def _global_pool(op: Op, ctx: KernelContext) -> Kernel:
     mode, dtype = op.attrs["mode"], _result_dtype(op)
+    if mode != "max" and avg_shift(op) != ref.AVG_POOL_SHIFT:
+        return None  # a Q30 reciprocal (16-bit averages): the Cython kernel divides in Q16 only
     requant = requant_stage(op, always=mode != "max")
     return lambda args: [fast_ops.global_pool(args[0], mode, requant, dtype)]
 

@@ -307,6 +307,11 @@ def _eltwise(op: str, qa, qb, ma: int, mb: int, shift: int, lo: int, hi: int, ou
                  "mul": xa * xb * abs(ma)}.get(op, max(xa * abs(ma), xb * abs(mb)))
         ok = bound + (1 << shift) < _LIMIT
         narrow = bound + (1 << shift) < _LIMIT32
+    if ok and narrow and op in ("add", "sub") and _add8(qa, qb, ma, -mb if op == "sub" else mb, shift, lo, hi, kind):
+        out, raw = _result(qa.shape, out_dtype)
+        _ops.add8(qa.reshape(-1).view(np.uint8), qa.dtype == np.int8, qb.reshape(-1).view(np.uint8),
+                  qb.dtype == np.int8, ma, -mb if op == "sub" else mb, shift, lo, hi, raw, kind, _simd())
+        return out
     views = _broadcast4(qa, qb) if ok else None
     if views is None:
         return spec().astype(out_dtype, copy=False)
@@ -316,6 +321,28 @@ def _eltwise(op: str, qa, qb, ma: int, mb: int, shift: int, lo: int, hi: int, ou
     out, raw = _result(shape, out_dtype)
     _ops.eltwise(a, b, _ops.ELTWISE[op], ma, mb, shift, lo, hi, narrow, raw, kind)
     return out
+
+
+_ADD8_IN = frozenset(np.dtype(t) for t in (np.int8, np.uint8))
+_ADD8_OUT = frozenset(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16))
+
+
+def _add8(qa, qb, ma: int, mb: int, shift: int, lo: int, hi: int, kind) -> bool:
+    """Whether ``_ops.add8`` (ops_simd.h) takes this add: 8-bit operands of one shape, contiguous,
+    int16 multipliers, an 8/16-bit result whose range holds [lo, hi], shift <= 30 (the int32 bound
+    is the caller's ``narrow``)."""
+    if not (qa.dtype in _ADD8_IN and qb.dtype in _ADD8_IN and qa.shape == qb.shape and qa.size
+            and qa.flags.c_contiguous and qb.flags.c_contiguous and shift <= 30
+            and -(1 << 15) < ma < (1 << 15) and -(1 << 15) < mb < (1 << 15)):
+        return False
+    out = next((t for t in _ADD8_OUT if _ops.KINDS.get(t) == kind), None)
+    return out is not None and np.iinfo(out).min <= lo <= hi <= np.iinfo(out).max
+
+
+def _simd() -> bool:
+    """The SIMD forms of the element-wise kernels run (not under TIDLC_ISA=c: it tests the C forms)."""
+    from . import fast
+    return fast.isa() != "c"
 
 
 def eltwise_add(qa, qb, ma: int, mb: int, shift: int, lo: int, hi: int, subtract: bool = False,

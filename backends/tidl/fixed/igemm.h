@@ -45,6 +45,8 @@ typedef struct {
     const int8_t *apack;   /* packed weights */
     int M, K;
     ig_stage_t st;         /* M channels */
+    const int32_t *wpair;  /* igemm_port.h AVX2: weights as int16 pairs (w[2k], w[2k+1]), [M/IGP_MR][K2][IGP_MR] */
+    int msplit;            /* igemm_port.h AVX2: the output channels split into this many parts (threads) */
 } ig_conv_t;
 
 /* depthwise (groups == C == M) */

@@ -37,6 +37,9 @@ from tidlc.ir.fixed_arith import (  # noqa: F401  (data_convert's arithmetic liv
 )
 
 AVG_POOL_SHIFT = 16  # average pooling multiplies the window sum by round(2**16 / count)
+# 16-bit average pools: the reciprocal in Q30 (their result type's ``shift``): round(2**16 / 49) is
+# 0.035 % off 1/49, which capped a 7x7 global pool (MobileNetV2) at 69 dB; Q30 is 2e-8 off
+AVG_POOL_SHIFT_16 = 30
 RESIZE_WEIGHT_BITS = 10  # linear resize: per-axis weights in Q10
 SOFTMAX_EXP_BITS = {8: 16, 16: 30}  # softmax: exp(-d) in Q16 (8-bit outputs) or Q30 (16-bit outputs)
 
@@ -165,27 +168,28 @@ def max_pool(q: np.ndarray, kernel, strides, pads, dilations, ho: int, wo: int) 
 
 
 def avg_pool(q: np.ndarray, kernel, strides, pads, dilations, ho: int, wo: int,
-             counts: np.ndarray) -> np.ndarray:
-    """``round_shift(window_sum * round(2**16 / count), 16)``; ``counts`` is (ho, wo)
-    (the taps each window averages over, padding in or out as the op says)."""
+             counts: np.ndarray, shift: int = AVG_POOL_SHIFT) -> np.ndarray:
+    """``round_shift(window_sum * round(2**shift / count), shift)``; ``counts`` is (ho, wo)
+    (the taps each window averages over, padding in or out as the op says); ``shift`` 16, or
+    the result type's shift (:data:`AVG_POOL_SHIFT_16` for 16-bit results)."""
     from tidlc.kernels.reference import pool2d_window
     sums = pool2d_window(q.astype(np.float64), False, kernel, strides, pads, dilations, ho, wo,
                          np.ones((ho, wo)))  # exact: sums of integers below 2**53
-    mult = avg_multipliers(counts)
-    return round_shift(sums.astype(np.int64) * mult, AVG_POOL_SHIFT)
+    mult = avg_multipliers(counts, shift)
+    return round_shift(sums.astype(np.int64) * mult, shift)
 
 
-def avg_multipliers(counts: np.ndarray) -> np.ndarray:
+def avg_multipliers(counts: np.ndarray, shift: int = AVG_POOL_SHIFT) -> np.ndarray:
     counts = np.asarray(counts, dtype=np.float64)
-    return round_half_away((1 << AVG_POOL_SHIFT) / counts).astype(np.int64)
+    return round_half_away((1 << shift) / counts).astype(np.int64)
 
 
-def global_avg_pool(q: np.ndarray) -> np.ndarray:
+def global_avg_pool(q: np.ndarray, shift: int = AVG_POOL_SHIFT) -> np.ndarray:
     n, c = q.shape[:2]
     count = int(np.prod(q.shape[2:]))
     sums = q.reshape(n, c, -1).astype(np.int64).sum(axis=2)
-    mult = int(avg_multipliers(np.array(count)))
-    return round_shift(sums * mult, AVG_POOL_SHIFT).reshape((n, c) + (1,) * (q.ndim - 2))
+    mult = int(avg_multipliers(np.array(count), shift))
+    return round_shift(sums * mult, shift).reshape((n, c) + (1,) * (q.ndim - 2))
 
 
 # ----------------------------------------------------------------------------- eltwise

@@ -201,25 +201,35 @@ def _saturated(op: Op, fn: Kernel) -> Kernel:
     return lambda args: [ref.requantize(fn(args)[0], *requant)]
 
 
+def avg_shift(op: Op) -> int:
+    """The Q of an average pool's reciprocal: its result type's shift (the quantizer gives 16-bit
+    averages :data:`.reference.AVG_POOL_SHIFT_16`), else 16."""
+    shift = _quant(op.results[0]).shift
+    return ref.AVG_POOL_SHIFT if shift is None else shift
+
+
 def _pool(op: Op, ctx: KernelContext) -> Kernel:
     a = op.attrs
     ho, wo = op.results[0].type.shape[2:]
+    shift = avg_shift(op)
 
     def run(args):
         x = args[0]
         if a["mode"] == "max":
             return [ref.max_pool(x, a["kernel"], a["strides"], a["pads"], a["dilations"], ho, wo)]
         counts = avg_pool_counts(op, x.shape[2], x.shape[3], ho, wo)
-        return [ref.avg_pool(x, a["kernel"], a["strides"], a["pads"], a["dilations"], ho, wo, counts)]
+        return [ref.avg_pool(x, a["kernel"], a["strides"], a["pads"], a["dilations"], ho, wo, counts, shift)]
     return rescaled(op, run) if a["mode"] == "max" else _saturated(op, run)
 
 
 def _global_pool(op: Op, ctx: KernelContext) -> Kernel:
+    shift = avg_shift(op)
+
     def run(args):
         x = args[0]
         if op.attrs["mode"] == "max":
             return [x.max(axis=tuple(range(2, x.ndim)), keepdims=True).astype(np.int64)]
-        return [ref.global_avg_pool(x)]
+        return [ref.global_avg_pool(x, shift)]
     return rescaled(op, run) if op.attrs["mode"] == "max" else _saturated(op, run)
 
 
