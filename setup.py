@@ -108,11 +108,13 @@ setup(
                  "scikit-learn>=1.3",  # tidlc eval tests: its handwritten digits are real labeled data
                  "selenium>=4.20",  # tidlc report page tests (headless Chromium)
                  "pycocotools>=2.0.7",  # tidlc eval --task detect (the [eval] extra)
+                 "ray>=2.9",  # --ray (the [ray] extra; tests/test_parallel.py)
                  "flatbuffers>=23.5",  # TFLite host-op payloads (the [host] extra has it too)
                  # TF/TFLite frontend tests only: tidlc itself reads .pb/.tflite without them
                  "tensorflow-cpu>=2.15", "tflite>=2.10"],
         "plot": ["matplotlib>=3.5"],  # tidlc perf --plot
         "eval": ["pycocotools>=2.0.7"],  # tidlc eval --task detect: COCO mAP
+        "ray": ["ray>=2.9"],  # --ray [ADDRESS]: calibration, eval and sweep on a Ray cluster (docs/scale.md)
         # host ops (docs/host-ops.md): ONNX ops on onnxruntime, TFLite ops on the LiteRT interpreter
         "host": ["onnxruntime>=1.18", "ai-edge-litert>=1.0", "flatbuffers>=23.5"],
         "bench": ["onnxruntime>=1.18", "onnxsim>=0.4.36", "openvino>=2024.0", "matplotlib>=3.7", "scikit-image>=0.22",

@@ -1,16 +1,24 @@
-"""`tidlc eval` (issue 15, item 1, classification): accuracy per precision on labeled data,
-agreement with float on unlabeled data, the tidlc.eval/1 document."""
+"""`tidlc eval` (issue 15, items 1 and 2): accuracy per precision on labeled data, agreement with
+float on unlabeled data, COCO mAP and per-class AP, --plot, the tidlc.eval/1 document and its schema."""
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
-
 
 LENET = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "caffe" / "lenet_mnist"
 pytestmark = pytest.mark.skipif(not LENET.is_dir(), reason="shared corpus not available")
+SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "schemas" / "tidlc.eval-1.json").read_text())
+
+
+def _valid(doc: dict) -> dict:
+    """``doc`` after checking it against docs/schemas/tidlc.eval-1.json."""
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(doc, SCHEMA)
+    return doc
 
 
 def _lenet(*extra):
@@ -29,7 +37,7 @@ def labeled(tmp_path) -> Path:
 def test_labeled_list_reports_accuracy_per_precision(cli, labeled, tmp_path):
     code, out, err = cli(*_lenet("--data", labeled, "--calib", labeled, "--json", "-"))
     assert code == 0, err
-    doc = json.loads(out)
+    doc = _valid(json.loads(out))
     assert doc["schema"] == "tidlc.eval/1" and doc["labeled"] and doc["task"] == "classify"
     rows = {r["precision"]: r for r in doc["rows"]}
     assert set(rows) == {"float", "8", "16"} and all(r["frames"] == 10 for r in rows.values())
@@ -63,21 +71,21 @@ def test_unlabeled_images_give_agreement_only(cli, tmp_path):
         shutil.copy(p, data)
     code, out, err = cli(*_lenet("--data", data, "--precision", "float,16", "--json", "-"))
     assert code == 0, err
-    doc = json.loads(out)
+    doc = _valid(json.loads(out))
     assert not doc["labeled"] and all(r["top1"] is None for r in doc["rows"])
+    assert doc["breakdown"]["metric"] == "agreement"
     assert doc["rows"][1]["top1_agreement"] == 1.0
 
 
 def test_a_bad_precision_is_a_one_line_error(cli, labeled):
-    code, out, err = cli(*_lenet("--data", labeled, "--precision", "float,12"))
+    code, _, err = cli(*_lenet("--data", labeled, "--precision", "float,12"))
     assert code == 2 and "--precision 12" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> tuple[Path, "np.ndarray"]:
+def digits(tmp_path_factory) -> tuple[Path, np.ndarray]:
     """scikit-learn's 1,797 labeled handwritten digits (8x8, 0..16) as 28x28 PNGs, MNIST style:
     the digit scaled to 20x20 and centred, white on black; a 'path label' list beside them."""
-    import numpy as np
     datasets = pytest.importorskip("sklearn.datasets")
     cv2 = pytest.importorskip("cv2")
     d = datasets.load_digits()
@@ -98,8 +106,6 @@ def digits(tmp_path_factory) -> tuple[Path, "np.ndarray"]:
 def test_sklearn_digits_through_lenet(cli, digits, tmp_path):
     """Real labeled data: 8-bit top-1 within 1 point of float, and float's top-1 equal to a direct
     numpy computation over the interpreter's outputs."""
-    import numpy as np
-
     from tidlc.compiler import load, optimize
     from tidlc.config import CompileOptions
     from tidlc.evaluate import _frames, dataset
@@ -172,6 +178,62 @@ def test_detector_map_on_a_small_coco_set(cli, tmp_path):
                           "--scale", "0.0078125", "--resize", "320,240", "--calib", face, "--precision", "float,8",
                           "--json", "-")
     assert code == 0, err
-    rows = {r["precision"]: r for r in json.loads(out)["rows"]}
+    doc = _valid(json.loads(out))
+    rows = {r["precision"]: r for r in doc["rows"]}
     assert rows["float"]["map50"] == 1.0 and rows["8"]["map50"] == 1.0
+    # one category: its AP is the mAP; deltas are to float
+    assert doc["breakdown"] == {"by": "class", "metric": "ap", "keys": ["face"],
+                                "values": {p: [rows[p]["map"]] for p in ("float", "8")}}
+    assert rows["8"]["map_delta"] == round(rows["8"]["map"] - rows["float"]["map"], 4)
     assert 0.5 <= rows["float"]["map"] <= 1.0 and 0.5 <= rows["8"]["map"] <= 1.0
+
+
+def test_per_class_breakdown_and_plot(cli, labeled, tmp_path):
+    """--plot writes a PNG of the per-class deltas; the breakdown is each class's top-1 accuracy,
+    recomputed here from the per-frame predictions."""
+    png = tmp_path / "plots" / "classes.png"
+    code, out, err = cli(*_lenet("--data", labeled, "--calib", labeled, "--precision", "float,8", "--plot", png,
+                                 "--json", tmp_path / "e.json"))
+    assert code == 0, err
+    assert f"wrote {png}" in out and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000
+    doc = _valid(json.loads((tmp_path / "e.json").read_text()))
+    truth = [int(line.split()[1]) for line in labeled.read_text().splitlines()]
+    assert doc["breakdown"]["keys"] == [str(k) for k in sorted(set(truth))]
+    assert doc["breakdown"]["values"]["float"] == [1.0] * len(set(truth))  # every sample read right
+    assert not list(png.parent.glob("*.tmp*"))  # written atomically: no temporary left
+
+
+@pytest.mark.parametrize("bad, message", [("plot.txt", "expected a .png file name"),
+                                          ("afile/plot.png", "is not a folder"),
+                                          ("adir", "expected a .png file name")])
+def test_bad_plot_paths_are_one_line_errors(cli, labeled, tmp_path, bad, message):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    code, out, err = cli(*_lenet("--data", labeled, "--plot", tmp_path / bad))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and out == ""
+
+
+def test_match_detections_one_to_one_by_class():
+    from tidlc.metrics import match_detections
+    ref = np.array([[0, 1, 0.9, 0.1, 0.1, 0.5, 0.5], [0, 1, 0.8, 0.12, 0.1, 0.52, 0.5],
+                    [0, 2, 0.7, 0.6, 0.6, 0.9, 0.9]])
+    test = np.array([[0, 1, 0.95, 0.1, 0.1, 0.5, 0.5],   # the first reference box (IoU 1 beats 0.9)
+                     [0, 1, 0.6, 0.1, 0.1, 0.5, 0.5],    # the second (the first is taken)
+                     [0, 1, 0.5, 0.6, 0.6, 0.9, 0.9]])   # class 1 where only class 2 is: no match
+    pairs = match_detections(ref, test)
+    assert [(i, j) for i, j, _ in pairs] == [(0, 0), (1, 1)] and pairs[0][2] == 1.0
+    assert match_detections(ref, test[:0]) == [] and match_detections(ref, test, iou=0.95) == [(0, 0, 1.0)]
+
+
+def test_plot_of_many_classes_draws_those_that_move_most(tmp_path):
+    from tidlc.evalplot import MAX_KEYS, deltas, plot
+    keys = [str(k) for k in range(100)]
+    base = [0.5] * 100
+    moved = [0.5 - (0.01 * k if k % 7 == 0 else 0.0) for k in range(100)]
+    doc = {"model": "m", "task": "classify", "breakdown": {"by": "class", "metric": "accuracy", "keys": keys,
+                                                           "values": {"float": base, "8": moved, "16": base}}}
+    got_keys, series, relative = deltas(doc)
+    assert relative and got_keys == keys and set(series) == {"8", "16"}
+    assert series["8"][14] == pytest.approx(-0.14) and series["16"] == [0.0] * 100
+    plot(doc, str(tmp_path / "many.png"))
+    assert (tmp_path / "many.png").read_bytes()[:4] == b"\x89PNG" and MAX_KEYS < 100

@@ -77,6 +77,7 @@ FLAGS = {
     "--emit qir": ("emit", "qir"), "--device am68a": ("device", "am68a"), "--max-subgraphs 2": ("max_subgraphs", 2),
     "--min-subgraph-ops 3": ("min_subgraph_ops", 3), "--deny-op-type conv2d,resize": ("deny_op_types", ("conv2d", "resize")),
     "--deny-op-name c1": ("deny_op_names", ("c1",)), "-o d": ("outdir", "d"), "--quant-params": ("quant_params", True),
+    "--workers 2": ("workers", 2), "--ray auto": ("ray", "auto"),
 }
 
 

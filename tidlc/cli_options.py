@@ -75,6 +75,25 @@ def add_quant_options(p: argparse.ArgumentParser) -> None:
                    help="channel order the network expects (inDataFormat 1 = rgb, default; 0 = bgr)")
 
 
+def _workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return n
+
+
+def add_parallel_options(p: argparse.ArgumentParser, what: str = "calibration statistics") -> None:
+    g = p.add_argument_group("parallel and distributed execution (docs/scale.md)")
+    g.add_argument("--workers", type=_workers, metavar="N",
+                   help=f"{what} in N local worker processes, one kernel thread each (identical results)")
+    g.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help=f"{what} as Ray tasks on the cluster at ADDRESS (e.g. auto, HOST:6379), or on a "
+                        "local Ray without one (identical results; pip install \"tidlc[ray]\")")
+
+
 def add_model_options(p: argparse.ArgumentParser, with_opt: bool = True, default_level: int = 2) -> None:
     if with_opt:
         for level in range(4):
@@ -136,7 +155,7 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
         "bias_calibration": flag("bias_calibration"), "bias_calibration_factor": flag("bias_calibration_factor"),
         "per_channel_depthwise": flag("per_channel_depthwise"), "layers_16bit": flag("layers_16bit"),
         "mixed_precision_factor": flag("mixed_precision_factor"), "mixed_precision": flag("mixed_precision"),
-        "time_budget": flag("time_budget"),
+        "time_budget": flag("time_budget"), "workers": flag("workers"), "ray": flag("ray"),
         # preprocess
         "mean": flag("mean"), "scale": flag("scale"), "resize": flag("resize"), "crop": flag("crop"),
         "channel_order": flag("channel_order"),
@@ -150,7 +169,7 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # flags that are not "the user chose this over an import config's key"
-_NOT_OVERRIDES = {"opt_level", "emit", "verify_each", "time_passes"}
+_NOT_OVERRIDES = {"opt_level", "emit", "verify_each", "time_passes", "workers", "ray"}
 
 
 def explicit_names(args: argparse.Namespace) -> set[str]:

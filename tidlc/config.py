@@ -69,6 +69,8 @@ class QuantOptions:
     mixed_precision_factor: float | None = None  # mixedPrecisionFactor (the same budget as time_budget)
     mixed_precision: str | None = None  # auto | off: choose 16-bit layers by measured sensitivity
     time_budget: float | None = None  # auto mixed precision: predicted time <= this x all-8-bit
+    workers: int = 1  # calibration statistics (and tidlc eval/sweep) in N local processes (docs/scale.md)
+    ray: str | None = None  # ... or as Ray tasks: "local" (a Ray started here) or a cluster address
 
 
 @attrs.frozen

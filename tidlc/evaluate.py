@@ -29,6 +29,7 @@ from tidlc.config import CompileOptions
 from tidlc.diagnostics import TidlcError
 
 SCHEMA = "tidlc.eval/1"
+SHARD_FRAMES = 512  # --workers/--ray: images per job at most (a worker holds their frames)
 PRECISIONS = ("float", "8", "16")
 
 
@@ -49,6 +50,7 @@ class EvalResult:
     task: str
     labeled: bool
     rows: tuple[Row, ...]
+    breakdown: dict | None = None  # per class, each precision's accuracy (tidlc.evaluate_tasks.classify_breakdown)
 
     def to_dict(self) -> dict:
         base = next((r for r in self.rows if r.precision == "float"), None)
@@ -61,7 +63,8 @@ class EvalResult:
                 "rows": [{"precision": r.precision, "frames": r.frames, "top1": r.top1, "top5": r.top5,
                           "top1_delta": delta(r, "top1"), "top1_agreement": r.agreement,
                           "snr_db": None if not np.isfinite(r.snr_db) else round(r.snr_db, 2),
-                          "fps": round(r.fps, 2)} for r in self.rows]}
+                          "fps": round(r.fps, 2)} for r in self.rows],
+                **({"breakdown": self.breakdown} if self.breakdown else {})}
 
 
 def dataset(path: str) -> tuple[list[str], list[int] | None]:
@@ -115,27 +118,32 @@ def _frames(graph, options: CompileOptions, images: list[str]):
 
 
 def _check(precisions, task: str) -> None:
-    if task not in ("classify", "detect"):
-        raise TidlcError(f"--task {task}: tidlc eval scores classifiers and detectors so far",
-                         hint="--task classify or --task detect", code="option")
+    if task not in ("classify", "detect", "segment"):
+        raise TidlcError(f"--task {task}: unknown", hint="--task classify, detect or segment", code="option")
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown:
         raise TidlcError(f"--precision {','.join(unknown)}: unknown", hint="float, 8 and/or 16", code="option")
 
 
-def _records(model: str, options: CompileOptions, images: list[str], precisions, plugins=None,
-             progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Per precision: the per-frame top-5 classes and output SNR vs float, and the seconds the runs took.
-
-    Quantization depends only on the model, the options and ``--calib``, never on ``images``: a
-    shard of the frames run in another process gets the very same fixed-point graph."""
+def _models(model: str, options: CompileOptions, precisions, plugins=None) -> tuple:
+    """(the float graph, {precision: fixed-point graph}, the backend): quantized once, here, whatever
+    runs the frames (calibration statistics themselves run as ``options`` say: --workers, --ray).
+    Quantization depends only on the model, the options and ``--calib``, never on the frames."""
     from tidlc.compiler import backend_for, float_graph, plugins_for
-    from tidlc.interp import Interpreter
-    from tidlc.metrics import snr_db
-    from tidlc.postprocess import top_k
     plugins = plugins or plugins_for(options)
     backend = backend_for(options, plugins)
     graph = float_graph(model, options, plugins)
+    quantized = {p: backend.quantize(graph, options.replace(bits=int(p), emit="bin")).graph
+                 for p in precisions if p != "float"}
+    return graph, quantized, backend
+
+
+def _records(graph, quantized: dict, backend, options: CompileOptions, images: list[str],
+             progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Per precision: the per-frame top-5 classes and output SNR vs float, and the seconds the runs took."""
+    from tidlc.interp import Interpreter
+    from tidlc.metrics import snr_db
+    from tidlc.postprocess import top_k
     feeds = _frames(graph, options, images)
     interp = Interpreter(graph)
     start = time.perf_counter()
@@ -146,11 +154,8 @@ def _records(model: str, options: CompileOptions, images: list[str], precisions,
             progress("float", i + 1, len(feeds))
     records = {"float": ([top_k(o) for o in reference],
                          [float("inf")] * len(feeds), time.perf_counter() - start)}
-    for precision in precisions:
-        if precision == "float":
-            continue
-        q = backend.quantize(graph, options.replace(bits=int(precision), emit="bin"))
-        run = backend.load(q.graph).run
+    for precision, qgraph in quantized.items():
+        run = backend.load(qgraph).run
         tops, snrs = [], []
         start = time.perf_counter()
         for i, (f, ref) in enumerate(zip(feeds, reference)):
@@ -164,52 +169,51 @@ def _records(model: str, options: CompileOptions, images: list[str], precisions,
 
 
 def _shard(job: tuple) -> dict:
-    """One worker process's share (top-level, so it pickles): one kernel thread per worker."""
-    model, options, images, precisions = job
-    os.environ["TIDLC_NUM_THREADS"] = "1"
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the parent already warned (synthetic calibration, ...)
-        return _records(model, options, images, precisions)
-
-
-def shards(items: list, workers: int) -> list[list]:
-    """Contiguous, deterministic shards (the first ones one longer when the count does not divide)."""
-    size, extra = divmod(len(items), workers)
-    out, start = [], 0
-    for w in range(workers):
-        end = start + size + (1 if w < extra else 0)
-        out.append(items[start:end])
-        start = end
-    return [s for s in out if s]
+    """One worker's contiguous share of the frames (a Ray task gets no backend object: it makes its own)."""
+    graph, quantized, backend, options, images = job
+    if backend is None:
+        from tidlc.compiler import backend_for, plugins_for
+        backend = backend_for(options, plugins_for(options))
+    return _records(graph, quantized, backend, options, images)
 
 
 def evaluate(model: str, data: str, options: CompileOptions, precisions=PRECISIONS, frames: int | None = None,
              task: str = "classify", plugins=None, progress: Callable[[str, int, int], None] | None = None,
-             workers: int = 1) -> EvalResult:
-    """Score ``model`` on ``data`` at each precision; ``workers`` > 1 runs contiguous shards of the
-    frames in that many processes (the metrics are identical to one process: each frame's result does
-    not depend on where it ran, and the shards are put back in order)."""
+             workers: int | None = None, ray: str | None = None) -> EvalResult:
+    """Score ``model`` on ``data`` at each precision. ``workers`` > 1 or ``ray`` (default: the
+    options' ``--workers``/``--ray``) run contiguous shards of the frames in worker processes or Ray
+    tasks (tidlc.parallel); the metrics are identical to one process: each frame's result does not
+    depend on where it ran, and the shards are put back in order."""
+    from tidlc.parallel import Executor, chunks
     _check(precisions, task)
-    if workers < 1:
-        raise TidlcError(f"--workers {workers}: expected at least 1", code="option")
+    executor = Executor(options.quant.workers if workers is None else workers,
+                        options.quant.ray if ray is None else ray).connect()
+    options = options.replace(workers=executor.workers, ray=executor.ray)  # calibration runs the same way
     images, labels = dataset(data)
     if frames is not None:
         images, labels = images[:frames], (labels[:frames] if labels is not None else None)
-    wall = time.perf_counter()
-    if workers == 1 or len(images) < 2:
-        records = _records(model, options, images, precisions, plugins, progress)
+    graph, quantized, backend = _models(model, options, precisions, plugins)
+    if not executor.parallel or len(images) < 2:
+        records = _records(graph, quantized, backend, options, images, progress)
     else:
-        import concurrent.futures
-        import multiprocessing
-        jobs = [(model, options, part, tuple(precisions)) for part in shards(images, workers)]
-        # fork: the workers get this process's tidlc (spawn re-imports from sys.path, which a source
-        # checkout in the working directory can shadow); spawn where fork does not exist
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with concurrent.futures.ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context(method)) as pool:
-            parts = list(pool.map(_shard, jobs))
-        records = {p: ([t for part in parts for t in part[p][0]], [s for part in parts for s in part[p][1]],
-                       time.perf_counter() - wall) for p in parts[0]}
+        slots = executor.slots()
+        # one contiguous shard per worker, in pieces of at most SHARD_FRAMES images (a worker holds
+        # one piece's frames at a time)
+        parts = list(chunks(images, len(images), slots, SHARD_FRAMES))
+        shared = backend if executor.shares_memory else None  # forked workers inherit it
+        jobs = [(graph, quantized, shared, options, part) for part in parts]
+        finished = []
+
+        def done(i: int, _result) -> None:
+            finished.append(len(parts[i]))
+            if progress:
+                progress(executor.describe(), sum(finished), len(images))
+
+        results = executor.map(_shard, jobs, done)
+        # the pieces ran ``slots`` at a time: a precision's time is its total over the workers
+        workers = min(slots, len(parts))
+        records = {p: ([t for part in results for t in part[p][0]], [s for part in results for s in part[p][1]],
+                       sum(part[p][2] for part in results) / workers) for p in results[0]}
     ref_top = records["float"][0]
     rows = []
     for precision in precisions:
@@ -222,7 +226,10 @@ def evaluate(model: str, data: str, options: CompileOptions, precisions=PRECISIO
         finite = [x for x in snrs if np.isfinite(x)]
         rows.append(Row(precision, len(tops), top1, top5, agreement,
                         float(np.mean(finite)) if finite else float("inf"), len(tops) / max(seconds, 1e-9)))
-    return EvalResult(model, task, labels is not None, tuple(rows))
+    from tidlc.evaluate_tasks import classify_breakdown
+    breakdown = classify_breakdown({p: records[p][0] for p in ("float", *precisions)}, labels)
+    breakdown["values"] = {p: breakdown["values"][p] for p in precisions}
+    return EvalResult(model, task, labels is not None, tuple(rows), breakdown)
 
 
 # ----------------------------------------------------------------------------- detection (COCO mAP)
@@ -234,30 +241,13 @@ class DetRow:
     map50: float  # mAP@0.5
     detections: int
     fps: float
+    per_class: dict = attrs.field(factory=dict)  # AP@[.5:.95] per category name (None: no ground truth)
 
 
 def coco_map(annotations: dict, detections: list[dict]) -> tuple[float, float]:
     """(mAP@[.5:.95], mAP@.5) of ``detections`` (COCO result dicts) by pycocotools' COCOeval."""
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError:
-        raise TidlcError("--task detect scores with pycocotools, which is not installed",
-                         hint="pip install tidlc[eval]", code="unsupported") from None
-    import contextlib
-    import io as _io
-    with contextlib.redirect_stdout(_io.StringIO()):  # pycocotools prints its progress
-        gt = COCO()
-        gt.dataset = annotations
-        gt.createIndex()
-        if not detections:
-            return 0.0, 0.0
-        dt = gt.loadRes(detections)
-        ev = COCOeval(gt, dt, "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return float(max(ev.stats[0], 0.0)), float(max(ev.stats[1], 0.0))
+    from tidlc.evaluate_tasks import coco_scores
+    return coco_scores(annotations, detections)[:2]
 
 
 def evaluate_detection(model: str, annotations_path: str, options: CompileOptions, precisions=PRECISIONS,
@@ -302,8 +292,10 @@ def evaluate_detection(model: str, annotations_path: str, options: CompileOption
             if progress:
                 progress(precision, i + 1, len(entries))
         seconds = time.perf_counter() - start
-        m, m50 = coco_map({**annotations, "images": entries}, results)
-        rows.append(DetRow(precision, len(entries), m, m50, len(results), len(entries) / max(seconds, 1e-9)))
+        from tidlc.evaluate_tasks import coco_scores
+        m, m50, per_class = coco_scores({**annotations, "images": entries}, results)
+        rows.append(DetRow(precision, len(entries), m, m50, len(results), len(entries) / max(seconds, 1e-9),
+                           per_class))
     return rows
 
 

@@ -48,3 +48,74 @@ class SnrAccumulator:
         if self.signal == 0.0:
             return -math.inf
         return 10.0 * math.log10(self.signal / self.noise)
+
+
+# ----------------------------------------------------------------------------- segmentation
+IGNORE_INDEX = 255  # label-mask value that no metric counts (object borders, void)
+
+
+def confusion(predicted: np.ndarray, target: np.ndarray, classes: int, ignore: int = IGNORE_INDEX) -> np.ndarray:
+    """``[classes, classes]`` pixel counts, row = target class, column = predicted class. Pixels whose
+    target is ``ignore`` do not count; a target outside ``0..classes-1`` counts nowhere either (the
+    caller checks labels before), a prediction outside it is clipped into the last column's range."""
+    t = np.asarray(target).reshape(-1).astype(np.int64)
+    p = np.asarray(predicted).reshape(-1).astype(np.int64)
+    keep = (t != ignore) & (t >= 0) & (t < classes)
+    index = t[keep] * classes + np.clip(p[keep], 0, classes - 1)
+    return np.bincount(index, minlength=classes * classes).reshape(classes, classes)
+
+
+def class_iou(matrix: np.ndarray) -> np.ndarray:
+    """IoU per class, ``tp / (tp + fp + fn)``; NaN for a class absent from targets and predictions."""
+    m = np.asarray(matrix, dtype=np.float64)
+    tp = np.diag(m)
+    union = m.sum(axis=0) + m.sum(axis=1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
+
+
+def mean_iou(matrix: np.ndarray) -> float:
+    """Mean IoU over the classes that occur (in targets or predictions); 0 when none does."""
+    iou = class_iou(matrix)
+    return float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0
+
+
+def pixel_accuracy(matrix: np.ndarray) -> float:
+    total = float(np.asarray(matrix).sum())
+    return float(np.trace(matrix)) / total if total else 0.0
+
+
+# ----------------------------------------------------------------------------- detection agreement
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[len(a), len(b)]`` IoU of corner boxes ``x0, y0, x1, y1``."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = w * h
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def match_detections(reference: np.ndarray, test: np.ndarray, iou: float = 0.5) -> list[tuple[int, int, float]]:
+    """Greedy one-to-one matching of detection rows ``[image, label, score, x0, y0, x1, y1]``, COCO
+    style: ``test`` rows by descending score (ties: lower index) each take the unmatched ``reference``
+    row of the same label with the highest IoU, if that IoU is at least ``iou``. Returns
+    ``(test index, reference index, IoU)`` triples."""
+    ref = np.asarray(reference, np.float64).reshape(-1, 7)
+    tst = np.asarray(test, np.float64).reshape(-1, 7)
+    if not len(ref) or not len(tst):
+        return []
+    overlap = box_iou(tst[:, 3:], ref[:, 3:])
+    overlap[tst[:, None, 1] != ref[None, :, 1]] = -1.0  # another class never matches
+    taken = np.zeros(len(ref), bool)
+    pairs = []
+    for i in np.lexsort((np.arange(len(tst)), -tst[:, 2])):
+        candidates = np.where(taken, -1.0, overlap[i])
+        j = int(np.argmax(candidates))
+        if candidates[j] >= iou:
+            taken[j] = True
+            pairs.append((int(i), j, float(candidates[j])))
+    return pairs

@@ -186,12 +186,8 @@ def _plugins_of(args):
 def _post_process(post: str, args, model, executor, outputs) -> None:
     """TIDL's postProcType on the outputs: top-5 classes (and accuracy over --labels), boxes or a colour
     map. ``post`` is a task (classify, detect, segment) or a post-processor's name (tidlc.decoders)."""
-    from tidlc.decoders import TASKS, registry
-    table = registry(_plugins_of(args))
-    if post not in TASKS and post not in table:
-        raise TidlcError(f"unknown --post {post!r}", hint=f"one of {', '.join(dict.fromkeys([*TASKS, *table]))}",
-                         code="option")
-    task = post if post in TASKS else table[post].task
+    from tidlc.decoders import task_of
+    task = task_of(post, _plugins_of(args))  # a task, or a decoder's name with options: yolov5{iou=0.5}
     if task == "classify":
         from tidlc.postprocess import classify_accuracy, read_labels, top_k
         print("top-5 classes: " + " ".join(map(str, top_k(outputs))))

@@ -117,13 +117,18 @@ def cell_key(model: dict, values: dict) -> str:
 
 def sweep(config: str, outdir: str, options: CompileOptions, plugins=None,
           progress: Callable[[int, int, str], None] | None = None) -> dict:
-    """Run every cell not in ``OUTDIR/sweep.json`` yet; returns the whole document."""
+    """Run every cell not in ``OUTDIR/sweep.json`` yet; returns the whole document. With the
+    options' ``--workers N`` / ``--ray`` the cells run side by side (tidlc.parallel; each cell's
+    own calibration in one process); the rows and their order are those of a serial run."""
     from tidlc.compiler import backend_for, plugins_for
-    from tidlc.tune import check_backend, measure
+    from tidlc.parallel import Executor
+    from tidlc.tune import check_backend
     models, common, cells = load_config(config)
     plugins = plugins or plugins_for(options)
     backend = backend_for(options, plugins)
     check_backend(backend)
+    executor = Executor.from_options(options).connect()
+    cell_options = options.replace(workers=1, ray=None)  # a cell is one job: no workers of its own
     store = os.path.join(outdir, "sweep.json")
     done = {}
     if os.path.isfile(store):
@@ -131,7 +136,7 @@ def sweep(config: str, outdir: str, options: CompileOptions, plugins=None,
             previous = json.load(fh)
         if previous.get("schema") == SCHEMA:
             done = {r["key"]: r for r in previous.get("rows", [])}
-    rows, computed, total = [], 0, len(models) * len(cells)
+    rows, todo, total = [], [], len(models) * len(cells)
     for model in models:
         graphs: dict = {}  # the float graph per -O level: the other grid options do not change it
         base = {k: v for k, v in model.items() if k != "path"}
@@ -139,29 +144,60 @@ def sweep(config: str, outdir: str, options: CompileOptions, plugins=None,
             values = {**common, **base, **cell}
             key = cell_key(model, values)
             label = f"{os.path.basename(model['path'])} {json.dumps(cell, sort_keys=True)}"
-            if progress:
-                progress(len(rows) + 1, total, label)
             if key in done:
+                if progress and not executor.parallel:
+                    progress(len(rows) + 1, total, label)
                 rows.append(done[key])
                 continue
-            computed += 1
             row = {"key": key, "model": model["path"], **{k: list(v) if isinstance(v, tuple) else v
                                                        for k, v in cell.items()}}
-            try:
-                opts = options.replace(**{"emit": "bin", **values})
-                m = measure(model["path"], opts, backend, plugins, graphs)
-                row.update(ms=round(m["ms"], 4), fps=round(1000.0 / m["ms"], 2) if m["ms"] else None,
-                           snr_db=round(m["snr_db"], 2), weight_kb=round(m["weight_bytes"] / 1024, 1),
-                           seconds=round(m["seconds"], 3), error=None)
-            except TidlcError as exc:
-                row.update(ms=None, fps=None, snr_db=None, weight_kb=None, seconds=None, error=str(exc).strip())
-            except TypeError as exc:  # an option name the grid/options gave that tidlc does not have
-                row.update(ms=None, fps=None, snr_db=None, weight_kb=None, seconds=None, error=str(exc))
+            # forked workers and this process share the backend, plugins and float-graph cache;
+            # a Ray task (or a spawned worker) makes its own
+            shared = (backend, plugins, graphs) if executor.shares_memory else None
+            job = (model["path"], cell_options, values, shared)
+            todo.append((len(rows), label, job))
             rows.append(row)
-    doc = {"schema": SCHEMA, "config": os.path.abspath(config), "computed": computed, "reused": len(rows) - computed,
-           "rows": rows}
+            if not executor.parallel:
+                if progress:
+                    progress(len(rows), total, label)
+                row.update(_measure_cell(job))
+    if executor.parallel and todo:
+        finished = []
+
+        def report(i: int, _result) -> None:
+            finished.append(i)
+            if progress:
+                progress(len(finished), len(todo), todo[i][1])
+
+        for (at, _, _), measured in zip(todo, executor.map(_measure_cell, [job for _, _, job in todo], report)):
+            rows[at].update(measured)
+    doc = {"schema": SCHEMA, "config": os.path.abspath(config), "computed": len(todo),
+           "reused": len(rows) - len(todo), "rows": rows}
     _write(outdir, doc)
     return doc
+
+
+def _measure_cell(job: tuple) -> dict:
+    """One cell's measurements, or its error (a failing cell does not stop the sweep)."""
+    from tidlc.tune import measure
+    model, options, values, shared = job
+    failed = {"ms": None, "fps": None, "snr_db": None, "weight_kb": None, "seconds": None}
+    try:
+        opts = options.replace(**{"emit": "bin", **values})
+        if shared is None:
+            from tidlc.compiler import backend_for, plugins_for
+            plugins = plugins_for(opts)
+            backend, graphs = backend_for(opts, plugins), {}
+        else:
+            backend, plugins, graphs = shared
+        m = measure(model, opts, backend, plugins, graphs)
+        return {"ms": round(m["ms"], 4), "fps": round(1000.0 / m["ms"], 2) if m["ms"] else None,
+                "snr_db": round(m["snr_db"], 2), "weight_kb": round(m["weight_bytes"] / 1024, 1),
+                "seconds": round(m["seconds"], 3), "error": None}
+    except TidlcError as exc:
+        return {**failed, "error": str(exc).strip()}
+    except TypeError as exc:  # an option name the grid/options gave that tidlc does not have
+        return {**failed, "error": str(exc)}
 
 
 def to_csv(doc: dict) -> str:

@@ -10,6 +10,7 @@ import time
 
 from tidlc.cli_options import (
     add_model_options,
+    add_parallel_options,
     add_pass_options,
     add_quant_options,
     explicit_names,
@@ -43,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
     add_pass_options(p)
     add_quant_options(p)
+    add_parallel_options(p)
 
 
 def _compile_source(args, options) -> tuple[str, CompileOptions]:
@@ -68,7 +70,9 @@ def _compile_source(args, options) -> tuple[str, CompileOptions]:
 
 def run(args, options) -> int:
     from tidlc.compiler import compile_model, plugins_for
+    from tidlc.parallel import Executor
     model, options = _compile_source(args, options)
+    Executor.from_options(options).connect()  # --ray: reach the cluster before the work
     plugins = plugins_for(options)
     if args.print_pipeline:
         print_pipeline(options, plugins)

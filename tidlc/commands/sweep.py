@@ -2,13 +2,16 @@
 ms/FPS, SNR vs float, weight size and compile time per cell, written as OUTDIR/sweep.csv,
 sweep.json and sweep.png; a rerun only computes the cells it has not done (docs/sweep.md).
 
-Example:
+Examples:
   tidlc sweep sweep.toml -o out/sweep
+  tidlc sweep sweep.toml -o out/sweep --workers 2     # two cells at a time (docs/scale.md)
 """
 from __future__ import annotations
 
 import argparse
 import sys
+
+from tidlc.cli_options import add_parallel_options
 
 NAME = "sweep"
 HELP = "models x option grid -> one table (ms, FPS, SNR, size, compile time); reruns skip done cells"
@@ -20,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output-dir", default="out/sweep", metavar="OUTDIR",
                    help="where sweep.json/csv/png go (and the results a rerun reuses; default out/sweep)")
     p.add_argument("--json", action="store_true", help="print the tidlc.sweep/1 document")
+    add_parallel_options(p, what="the cells")
 
 
 def run(args, options) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 from tidlc import limits
 from tidlc.diagnostics import TidlcError, warn
 from tidlc.ir.core import Graph, Value
+from tidlc.parallel import Executor
 from tidlc.preprocess import FrameSource, Preprocess, input_specs, synthetic_frames
 
 from .calibrate import Calibration
@@ -54,6 +55,7 @@ class QuantSettings:
     time_budget: float | None = None
     device: str = "tda4vm"  # whose perf model prices 16-bit layers
     preprocess: Preprocess = attrs.Factory(Preprocess)
+    executor: Any = None  # tidlc.parallel.Executor of the calibration statistics (--workers, --ray)
 
     @classmethod
     def from_options(cls, options: Any) -> QuantSettings:
@@ -66,7 +68,8 @@ class QuantSettings:
                        per_channel_depthwise=q.per_channel_depthwise, layers_16bit=q.layers_16bit,
                        mixed_precision_factor=q.mixed_precision_factor, mixed_precision=q.mixed_precision,
                        time_budget=q.time_budget, device=options.target.device,
-                       preprocess=Preprocess.from_options(options.preprocess))
+                       preprocess=Preprocess.from_options(options.preprocess),
+                       executor=Executor.from_options(options))
         settings.check()
         return settings
 
@@ -180,7 +183,7 @@ def quantize_graph(graph: Graph, options: Any = None, frames: Iterable | None = 
             yield feeds
 
     start = time.perf_counter()
-    calibration.run(tee(frames), total)
+    calibration.run(tee(frames), total, executor=settings.executor)
     if calibration.frames == 0:
         raise TidlcError("no calibration frames", settings.calib or "", hint="--calib-frames must be at least 1")
     ranges = compute_ranges(calibration, prepared.hints, settings)

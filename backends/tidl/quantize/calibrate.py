@@ -1,9 +1,16 @@
-"""Calibration: run the float interpreter over frames and observe the tensors that need ranges."""
+"""Calibration: run the float interpreter over frames and observe the tensors that need ranges.
+
+With a parallel :class:`~tidlc.parallel.Executor` (``--workers N``, ``--ray``) the frames are cut
+into contiguous shards, each shard is observed in a worker, and the observers are merged in
+shard order (:meth:`RangeObserver.merge`, exact): ranges and net.bin are the same bytes as in
+one process (docs/scale.md).
+"""
 from __future__ import annotations
 
 import sys
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -11,6 +18,8 @@ from tidlc.interp import Interpreter
 from tidlc.ir.core import Graph
 
 from .observers import RangeObserver
+
+SHARD_FRAMES = 64  # frames per job at most when calibration runs in workers
 
 
 def progress_bar(total: int | None, description: str):
@@ -56,6 +65,7 @@ class Calibration:
 
     def __init__(self, graph: Graph, wanted: set[int], channel_means: set[int] = frozenset()):
         self.graph = graph
+        self.channel_means = frozenset(channel_means)
         self.interp = Interpreter(graph)
         self.observers: dict[int, RangeObserver] = {
             vid: RangeObserver(channel_axis=1 if vid in channel_means else None) for vid in wanted}
@@ -88,9 +98,60 @@ class Calibration:
         self.seconds += time.perf_counter() - start
 
     def run(self, frames: Iterable[Mapping[str, np.ndarray]], total: int | None = None,
-            description: str = "calibrating") -> Calibration:
+            description: str = "calibrating", executor: Any = None) -> Calibration:
+        """Observe every frame; with a parallel ``executor``, shard by shard in its workers."""
+        if executor is not None and executor.parallel:
+            if total is None:
+                frames = list(frames)
+                total = len(frames)
+            return self._run_sharded(frames, total, executor, description)
         with progress_bar(total, description) as bar:
             for feeds in frames:
                 self.add_frame(feeds)
                 bar.advance()
         return self
+
+    def _run_sharded(self, frames: Iterable, total: int, executor: Any, description: str) -> Calibration:
+        from tidlc.parallel import chunks
+        values = _values(self.graph)
+        index = {id(v): i for i, v in enumerate(values)}
+        wanted = sorted(index[vid] for vid in self.observers)
+        means = sorted(index[vid] for vid in self.channel_means if vid in index)
+        # contiguous shards, one per worker, in pieces of at most SHARD_FRAMES read as workers
+        # free up: the frames of a large set are never all in memory at once
+        pieces = chunks(frames, total, executor.slots(), SHARD_FRAMES)
+        sizes: list[int] = []
+
+        def jobs():
+            for piece in pieces:
+                sizes.append(len(piece))
+                yield self.graph, wanted, means, piece
+
+        with progress_bar(total, f"{description} ({executor.describe()})") as bar:
+            def done(i, _result):
+                for _ in range(sizes[i]):
+                    bar.advance()
+
+            results = executor.map(_observe_shard, jobs(), done)
+        for count, seconds, observers in results:  # in shard order (any order merges exactly)
+            self.frames += count
+            self.seconds += seconds
+            for i, obs in zip(wanted, observers):
+                self.observers[id(values[i])].merge(obs)
+        return self
+
+
+def _values(graph: Graph) -> list:
+    """Every value of the graph in op order: the same positions in a copy of the graph sent to
+    another process, whose value ids differ."""
+    return [v for op in graph.ops for v in op.results]
+
+
+def _observe_shard(job: tuple) -> tuple[int, float, list[RangeObserver]]:
+    """A worker's shard of the frames: (frames, seconds, the observers in ``wanted`` order)."""
+    graph, wanted, means, frames = job
+    values = _values(graph)
+    calibration = Calibration(graph, {id(values[i]) for i in wanted}, {id(values[i]) for i in means})
+    for feeds in frames:
+        calibration.add_frame(feeds)
+    return calibration.frames, calibration.seconds, [calibration.observers[id(values[i])] for i in wanted]

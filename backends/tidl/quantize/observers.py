@@ -4,7 +4,11 @@
 histogram of ``2 * BINS`` bins over ``[-R, R]``. ``R`` is a power of two
 that only grows: when a frame exceeds it, ``R`` doubles (as often as needed)
 and pairs of old bins merge exactly, so memory does not depend on the number
-of frames and no pass over old data is needed. One frame costs a min, a max
+of frames and no pass over old data is needed. The counts are those of
+binning every value at the final ``R`` directly, whatever order the frames
+came in; so observers of disjoint shards of the frames :meth:`merge
+<RangeObserver.merge>` into exactly the single-pass statistics
+(``--workers``/``--ray``, docs/scale.md). One frame costs a min, a max
 and one counting pass (a Cython kernel; ``histogram_numpy`` is its twin).
 
 Range rules (``--calib-method``), each returning the clipping range
@@ -97,18 +101,28 @@ class RangeObserver:
         factor = 1
         while radius * factor < peak:
             factor *= 2
-        counts = self.counts
-        top = counts[2 * BINS]
-        neg = counts[:BINS][::-1]  # |x| order: bin j covers [j, j+1) * R / BINS
-        pos = counts[BINS:2 * BINS].copy()
-        pos[-1] += top
-        new_pos = pos.reshape(-1, factor).sum(axis=1) if factor <= BINS else np.array([pos.sum()])
-        new_neg = neg.reshape(-1, factor).sum(axis=1) if factor <= BINS else np.array([neg.sum()])
-        out = np.zeros_like(counts)
-        out[BINS:BINS + new_pos.size] = new_pos
-        out[BINS - new_neg.size:BINS] = new_neg[::-1]
-        self.counts = out
+        self.counts = _coarsen(self.counts, factor)
         self.radius = radius * factor
+
+    def merge(self, other: RangeObserver) -> None:
+        """Add the statistics of ``other`` (the same tensor seen on other frames). min, max, counts
+        and the histogram merge exactly: both histograms are brought to the larger radius (bins
+        of power-of-two ratios, see :func:`_coarsen`) and added, which is the histogram of all the
+        frames whatever order they came in. Channel sums add in float64 (to rounding; the range
+        rules do not read them)."""
+        if other.count == 0:
+            return
+        self.lo, self.hi = min(self.lo, other.lo), max(self.hi, other.hi)
+        self.count += other.count
+        if other.channel_sum is not None:
+            self.channel_sum = other.channel_sum.copy() if self.channel_sum is None \
+                else self.channel_sum + other.channel_sum
+        counts = other.counts
+        if other.radius > self.radius:
+            self._grow(other.radius)
+        elif 0.0 < other.radius < self.radius:
+            counts = _coarsen(counts, round(self.radius / other.radius))
+        self.counts = self.counts + counts
 
     # --- read-out ---------------------------------------------------------------------
     @property
@@ -150,6 +164,25 @@ class RangeObserver:
             raise ValueError(f"unknown calibration method {method!r}; one of {', '.join(METHODS)}")
         t = edge * width
         return max(lo, -t) if self.lo < 0 else self.lo, min(hi, t)
+
+
+def _coarsen(counts: np.ndarray, factor: int) -> np.ndarray:
+    """The ``2 * BINS + 1`` counts of a histogram over ``[-R, R]`` as they are over
+    ``[-factor * R, factor * R]`` (``factor`` a power of two): exactly the counts the same values
+    give when binned at the wider radius directly (bin ``floor(x * k)`` for ``k / factor`` is
+    ``floor(floor(x * k) / factor)``), so a histogram does not depend on how its radius grew."""
+    if factor == 1:
+        return counts.copy()
+    top = counts[2 * BINS]  # the value R itself: bin BINS / factor at the wider radius
+    neg = counts[:BINS][::-1]  # |x| order: bin j covers [j, j+1) * R / BINS
+    pos = counts[BINS:2 * BINS]
+    new_pos = pos.reshape(-1, factor).sum(axis=1) if factor <= BINS else np.array([pos.sum()])
+    new_neg = neg.reshape(-1, factor).sum(axis=1) if factor <= BINS else np.array([neg.sum()])
+    out = np.zeros_like(counts)
+    out[BINS:BINS + new_pos.size] = new_pos
+    out[BINS - new_neg.size:BINS] = new_neg[::-1]
+    out[BINS + BINS // factor] += top
+    return out
 
 
 def _tail_edge(counts: np.ndarray, drop: float) -> int:
