@@ -1,11 +1,15 @@
 """Quantization quality: tidlc's fixed-point outputs vs float, against onnxruntime's quantize_static.
 
 For each trained model we have (Caffe corpus: LeNet-MNIST, CIFAR-10 quick,
-MTCNN det1-3; UltraFace RFB-320 ONNX from examples/), with the same
-calibration frames and the same evaluation frames:
+MTCNN det1-3; UltraFace RFB-320 ONNX from examples/; and a Keras MobileNetV2
+with trained-like batch-norm statistics as ONNX, .pb and .tflite, built by
+benchmarks/mobilenet_like.py), with the same calibration frames and the same
+evaluation frames:
 
-* tidlc 8-bit with each calibration method, tidlc 16-bit (histogram);
-* onnxruntime ``quantize_static`` (QDQ, per-tensor, uint8 activations /
+* tidlc 8-bit with each calibration method (-O2), the same at -O3
+  (cross-layer equalization, zero-channel pruning), tidlc 16-bit (histogram);
+* onnxruntime ``quantize_static`` (not for the NHWC .pb / .tflite MobileNetV2)
+  (QDQ, per-tensor, uint8 activations /
   int8 weights, MinMax calibration), run by onnxruntime; Caffe models go to
   onnxruntime through a small exporter of tidlc's float IR (``export_onnx``);
 * tidlc importing onnxruntime's QDQ model (its ranges kept, mapped onto
@@ -95,13 +99,21 @@ def crops(images, count: int, size: tuple[int, int], seed: int, gray: bool = Fal
 
 # ----------------------------------------------------------------------------- models
 class Model:
-    def __init__(self, name, path, weights=None, mean=(), scale=(), gray=False, rgb=True, onnx=None):
-        self.name, self.path, self.weights = name, str(path), weights and str(weights)
+    def __init__(self, name, path, weights=None, mean=(), scale=(), gray=False, rgb=True, onnx=None, ort=True,
+                 input_shapes=None):
+        self.name, self._path, self.weights = name, path, weights and str(weights)
         self.mean, self.scale, self.gray, self.rgb, self.onnx = mean, scale, gray, rgb, onnx
+        self.ort = ort  # also quantize with onnxruntime (needs an NCHW ONNX model of the same function)
+        self.input_shapes = input_shapes or {}
+
+    @property
+    def path(self) -> str:
+        return str(self._path)
 
     def options(self, **kw):
         from tidlc.config import CompileOptions
-        return CompileOptions.of(**{"opt_level": 2, "weights": self.weights, "emit": "none", **kw})
+        return CompileOptions.of(**{"opt_level": 2, "weights": self.weights, "emit": "none",
+                                    "input_shapes": self.input_shapes, **kw})
 
 
 def models() -> dict[str, Model]:
@@ -120,13 +132,38 @@ def models() -> dict[str, Model]:
                                      CAFFE / "ultraface_rfb320" / "RFB-320.caffemodel", mean=(127.0,), scale=(1 / 128,)),
         "ultraface": Model("UltraFace RFB-320", REPO / "examples" / "ultraface" / "ultraface-rfb320.onnx",
                            mean=(127.0,), scale=(1 / 128,), onnx=REPO / "examples" / "ultraface" / "ultraface-rfb320.onnx"),
+        # Keras MobileNetV2 with trained-like batch-norm statistics (benchmarks/mobilenet_like.py,
+        # built on first use): as ONNX, frozen .pb and float .tflite
+        "mobilenetv2-onnx": Model("MobileNetV2 (Keras-like BN, ONNX)", _mobilenet("onnx"), mean=(127.5,),
+                                  scale=(1 / 127.5,), onnx=_mobilenet("onnx")),
+        "mobilenetv2-pb": Model("MobileNetV2 (Keras-like BN, .pb)", _mobilenet("pb"), mean=(127.5,),
+                                scale=(1 / 127.5,), ort=False, input_shapes={"input": (1, 224, 224, 3)}),
+        "mobilenetv2-tflite": Model("MobileNetV2 (Keras-like BN, .tflite)", _mobilenet("tflite"), mean=(127.5,),
+                                    scale=(1 / 127.5,), ort=False, input_shapes={"input": (1, 224, 224, 3)}),
     }
+
+
+class _mobilenet(os.PathLike):
+    """The path of benchmarks/mobilenet_like.py's model (built when first used, not when listed)."""
+
+    def __init__(self, ext: str):
+        self.ext = ext
+
+    def __fspath__(self) -> str:
+        here = str(Path(__file__).resolve().parent)
+        if here not in sys.path:
+            sys.path.insert(0, here)
+        import mobilenet_like
+        return os.path.join(mobilenet_like.cached(), f"mobilenet_v2.{self.ext}")
+
+    def __str__(self) -> str:
+        return self.__fspath__()
 
 
 def frames_for(graph, model: Model, images, count: int, seed: int) -> list[dict]:
     from tidlc.preprocess import Preprocess, input_specs
     spec = input_specs(graph)[0]
-    _, c, h, w = spec.shape
+    _, h, w, c = spec.shape if spec.layout == "NHWC" else (spec.shape[0], *spec.shape[2:], spec.shape[1])
     pre = Preprocess(mean=model.mean, scale=model.scale, channel_order="rgb" if model.rgb else "bgr")
     return [{spec.name: pre.apply(img, spec.shape, spec.layout)}
             for img in crops(images, count, (w, h), seed, gray=model.gray or c == 1)]
@@ -268,8 +305,9 @@ def run_model(key: str, model: Model, images, n_calib: int, n_eval: int, methods
     rows = []
     quantize_graph(graph, model.options(), frames=calib[:2], warn_synthetic=False)  # warm-up (not timed)
 
-    # -O3 (cross-layer equalization): the same float function, another graph to quantize
-    opts3 = model.options(opt_level=3)
+    # -O3 (cross-layer equalization): the same float function, another graph to quantize; the
+    # inputs are images pre-processed by mean/scale (--mean/--scale), which bounds their range
+    opts3 = model.options(opt_level=3, mean=model.mean, scale=model.scale)
     graph3 = load(model.path, opts3)
     optimize(graph3, opts3)
 
@@ -292,6 +330,8 @@ def run_model(key: str, model: Model, images, n_calib: int, n_eval: int, methods
     tidlc_row("tidlc -O3 8-bit minmax", g=graph3, calib_method="minmax")
     tidlc_row("tidlc 16-bit histogram", bits=16, calib_method="histogram")
 
+    if not model.ort:
+        return rows
     # onnxruntime quantize_static on the same frames
     with tempfile.TemporaryDirectory() as tmp:
         src = str(model.onnx) if model.onnx else os.path.join(tmp, "float.onnx")
@@ -404,6 +444,23 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+def o3_table(rows) -> str:
+    """8-bit SNR at -O2 and -O3 side by side, per model and calibration method."""
+    snr = {(r["model"], r["config"]): r["snr"] for r in rows}
+    methods = [c.removeprefix("tidlc -O3 8-bit ") for m, c in snr if c.startswith("tidlc -O3 8-bit ")]
+    methods = list(dict.fromkeys(methods))
+    head = "| model | " + " | ".join(f"{m} -O2 | {m} -O3 | {m} gain" for m in methods) + " |"
+    lines = [head, "|---|" + "---:|" * (3 * len(methods))]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        cells = []
+        for m in methods:
+            o2, o3 = snr.get((model, f"tidlc 8-bit {m}")), snr.get((model, f"tidlc -O3 8-bit {m}"))
+            cells += [f"{o2:.2f}" if o2 is not None else "", f"{o3:.2f}" if o3 is not None else "",
+                      f"{o3 - o2:+.2f}" if o2 is not None and o3 is not None else ""]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(models()), help="comma-separated keys: " + ", ".join(models()))
@@ -412,7 +469,30 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default="minmax,histogram,entropy,mse")
     ap.add_argument("--memory", action="store_true", help="also measure peak memory (a second calibration run)")
     ap.add_argument("--cost", default="ultraface", help="models whose calibration alone is timed and measured")
+    ap.add_argument("--json", action="store_true", help="print the rows as JSON (progress goes to stderr)")
     args = ap.parse_args(argv)
+    if args.json:
+        import contextlib
+        import json
+        with contextlib.redirect_stdout(sys.stderr):
+            rows, costs = run_all(args)
+        print(json.dumps({"rows": rows, "calibration": costs}, indent=1))
+        return 0
+    rows, costs = run_all(args)
+    print()
+    print(table(rows))
+    print()
+    print(o3_table(rows))
+    if costs:
+        print()
+        print("| model | calibration (statistics + ranges) | seconds | peak traced MB |")
+        print("|---|---|---:|---:|")
+        for c in costs:
+            print(f"| {c['model']} | {c['calibration']} | {c['seconds']:.2f} | {c['peak_mb']:.1f} |")
+    return 0
+
+
+def run_all(args) -> tuple[list, list]:
     images = natural_images()
     print(f"{len(images)} source images; {args.calib_frames} calibration and {args.eval_frames} evaluation crops")
     rows, costs = [], []
@@ -421,15 +501,7 @@ def main(argv=None) -> int:
         print(f"{model.name}:", flush=True)
         rows += run_model(key, model, images, args.calib_frames, args.eval_frames, args.methods.split(","),
                           args.memory, key in args.cost.split(","), costs)
-    print()
-    print(table(rows))
-    if costs:
-        print()
-        print("| model | calibration (statistics + ranges) | seconds | peak traced MB |")
-        print("|---|---|---:|---:|")
-        for c in costs:
-            print(f"| {c['model']} | {c['calibration']} | {c['seconds']:.2f} | {c['peak_mb']:.1f} |")
-    return 0
+    return rows, costs
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 
-
 def test_tune_prints_the_front_writes_the_choice_and_the_config_compiles(cli, tmp_path, small_caffe_net):
     model = tmp_path / "net.prototxt"
     model.write_text(small_caffe_net)
@@ -12,9 +11,17 @@ def test_tune_prints_the_front_writes_the_choice_and_the_config_compiles(cli, tm
     code, text, err = cli("tune", model, "--random-weights", "3", "--min-snr", "40", "-o", out, "--json")
     assert code == 0, err
     doc = json.loads(text)
-    assert doc["schema"] == "tidlc.tune/1" and len(doc["trials"]) == 5
+    assert doc["schema"] == "tidlc.tune/1" and len(doc["trials"]) == 6
     assert any(t["pareto"] for t in doc["trials"])
     by = {t["config"]: t for t in doc["trials"]}
+    # automatic mixed precision is searched at two time budgets, within each
+    for budget in (1.1, 1.2):
+        auto = by[f"-O3 8-bit + auto 16-bit x{budget:g}"]
+        assert auto["mixed_precision"] == "auto" and auto["time_budget"] == budget
+        assert auto["mixed"].startswith("mixed precision:")
+        assert auto["ms"] <= budget * by["-O3 8-bit"]["ms"] * (1 + 1e-6)
+        assert auto["snr_db"] >= by["-O3 8-bit"]["snr_db"] - 1e-6
+        assert len(auto["layers_16bit"]) == int(auto["mixed"].split(":")[1].split()[0])
     assert by["-O2 16-bit"]["snr_db"] > by["-O2 8-bit"]["snr_db"]
     assert by["-O2 16-bit"]["weight_bytes"] > by["-O2 8-bit"]["weight_bytes"]
     chosen = doc["chosen"]
@@ -33,3 +40,24 @@ def test_an_unreachable_target_picks_the_most_accurate(cli, tmp_path, small_caff
     code, text, err = cli("tune", model, "--random-weights", "3", "--min-snr", "500", "-o", tmp_path / "t")
     assert code == 0, err
     assert "no configuration meets the targets" in text and "<- chosen" in text
+
+
+def test_fps_target_adds_the_budget_that_meets_it(cli, tmp_path, small_caffe_net):
+    from tidlc.tune import fps_budget
+    assert fps_budget(10.0, 50.0) == 2.0 and fps_budget(10.0, 120.0) is None and fps_budget(10.0, None) is None
+    model = tmp_path / "net.prototxt"
+    model.write_text(small_caffe_net)
+    code, text, err = cli("tune", model, "--random-weights", "3", "-o", tmp_path / "t", "--json")
+    assert code == 0, err
+    ms8 = {t["config"]: t for t in json.loads(text)["trials"]}["-O3 8-bit"]["ms"]
+    fps = 1000.0 / (ms8 * 1.5)  # a target that allows 1.5x the 8-bit time
+    code, text, err = cli("tune", model, "--random-weights", "3", "--fps", f"{fps:.6f}", "-o", tmp_path / "u",
+                          "--json")
+    assert code == 0, err
+    doc = json.loads(text)
+    auto = [t for t in doc["trials"] if t["time_budget"] and t["time_budget"] not in (1.1, 1.2)]
+    assert len(auto) == 1 and abs(auto[0]["time_budget"] - 1.5) < 0.01
+    assert auto[0]["fps"] >= fps * (1 - 1e-6)
+    code, text, err = cli("tune", model, "--random-weights", "3", "-o", tmp_path / "v")
+    assert code == 0, err
+    assert "auto 16-bit x1.2: mixed precision:" in text and "16-bit" in text.splitlines()[2]

@@ -15,6 +15,7 @@ Everything goes through the Backend contract (``quantize``, ``estimate``,
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 from collections.abc import Callable
@@ -33,11 +34,14 @@ class Config:
     label: str
     opt_level: int
     bits: int
-    mixed_precision_factor: float | None = None  # 8-bit with TIDL's automatic 16-bit layers
+    time_budget: float | None = None  # 8-bit with automatic 16-bit layers within this x all-8-bit time
 
     def options(self, base: CompileOptions) -> CompileOptions:
-        return base.replace(opt_level=self.opt_level, bits=self.bits,
-                            mixed_precision_factor=self.mixed_precision_factor, emit="bin")
+        if self.time_budget is None:
+            return base.replace(opt_level=self.opt_level, bits=self.bits, mixed_precision="off",
+                                time_budget=None, mixed_precision_factor=None, emit="bin")
+        return base.replace(opt_level=self.opt_level, bits=self.bits, mixed_precision="auto",
+                            time_budget=self.time_budget, mixed_precision_factor=None, emit="bin")
 
 
 @attrs.frozen
@@ -48,6 +52,7 @@ class Trial:
     weight_bytes: int
     layers_16bit: tuple[str, ...] = ()
     pareto: bool = False
+    mixed: str = ""  # automatic mixed precision's summary (its choice, predicted time, SNR before/after)
 
     @property
     def fps(self) -> float:
@@ -68,19 +73,34 @@ class TuneResult:
     def to_dict(self) -> dict:
         def row(t: Trial) -> dict:
             return {"config": t.config.label, "opt_level": t.config.opt_level, "bits": t.config.bits,
-                    "mixed_precision_factor": t.config.mixed_precision_factor, "ms": round(t.ms, 4),
+                    "mixed_precision": "auto" if t.config.time_budget is not None else "off",
+                    "time_budget": t.config.time_budget, "ms": round(t.ms, 4),
                     "fps": round(t.fps, 2), "snr_db": round(t.snr_db, 2), "weight_bytes": t.weight_bytes,
-                    "layers_16bit": list(t.layers_16bit), "pareto": t.pareto}
+                    "layers_16bit": list(t.layers_16bit), "mixed": t.mixed, "pareto": t.pareto}
         return {"schema": SCHEMA, "model": self.model, "min_snr": self.min_snr, "fps": self.fps,
                 "trials": [row(t) for t in self.trials], "chosen": row(self.chosen), "reason": self.reason,
                 "written": list(self.written), "command": self.command}
 
 
+def auto_config(budget: float, opt_level: int = 3) -> Config:
+    return Config(f"-O{opt_level} 8-bit + auto 16-bit x{budget:g}", opt_level, 8, round(float(budget), 3))
+
+
+DEFAULT_BUDGETS = (1.1, 1.2)
+MAX_FPS_BUDGET = 4.0  # above it (a 16-bit MAC costs about 4 8-bit ones) the -O3 16-bit row answers already
 DEFAULT_CONFIGS = (
     Config("-O2 8-bit", 2, 8), Config("-O3 8-bit", 3, 8),
-    Config("-O3 8-bit + 16-bit layers (x1.2)", 3, 8, 1.2),
+    *(auto_config(b) for b in DEFAULT_BUDGETS),
     Config("-O2 16-bit", 2, 16), Config("-O3 16-bit", 3, 16),
 )
+
+
+def fps_budget(ms_8bit: float, fps: float | None) -> float | None:
+    """The time budget (x all-8-bit) that just meets ``fps``, if it allows any 16-bit layer."""
+    if fps is None or fps <= 0 or ms_8bit <= 0:
+        return None
+    budget = math.floor(1000.0 / fps / ms_8bit * 1000.0) / 1000.0  # rounded down: the fps still holds
+    return budget if 1.0 < budget <= MAX_FPS_BUDGET else None
 
 
 def _weight_bytes(graph) -> int:
@@ -145,24 +165,39 @@ def measure(model: str, opts: CompileOptions, backend, plugins, graphs: dict | N
     outputs = backend.load(q.graph).run(frame)
     report = backend.estimate(q.graph, opts.target.device, opts)
     wide = list(q.graph.attrs.get("quant.layers_16bit") or q.layers_16bit or ())
+    mixed = getattr(q, "mixed", None)
     return {"ms": float(report.ms), "snr_db": _snr(reference, outputs), "weight_bytes": _weight_bytes(q.graph),
-            "layers_16bit": wide, "seconds": seconds}
+            "layers_16bit": wide, "seconds": seconds, "mixed": mixed.summary() if mixed is not None else ""}
 
 
 def tune(model: str, options: CompileOptions, plugins=None, configs=DEFAULT_CONFIGS,
          min_snr: float | None = None, fps: float | None = None,
          progress: Callable[[str], None] | None = None) -> TuneResult:
-    """Try ``configs`` on ``model`` (no files written; see :func:`write_choice`)."""
+    """Try ``configs`` on ``model`` (no files written; see :func:`write_choice`). With ``fps``,
+    automatic mixed precision is also tried at the time budget that just meets it (from the
+    first 8-bit configuration's predicted time at the same -O level)."""
     from tidlc.compiler import backend_for, plugins_for
     plugins = plugins or plugins_for(options)
     backend = backend_for(options, plugins)
     check_backend(backend)
     trials, graphs = [], {}
-    for config in configs:
+    todo = list(configs)
+    added_fps = False
+    while todo:
+        config = todo.pop(0)
         if progress:
             progress(config.label)
         m = measure(model, config.options(options), backend, plugins, graphs)
-        trials.append(Trial(config, m["ms"], m["snr_db"], m["weight_bytes"], tuple(m["layers_16bit"])))
+        trials.append(Trial(config, m["ms"], m["snr_db"], m["weight_bytes"], tuple(m["layers_16bit"]),
+                            mixed=m["mixed"]))
+        if not added_fps and config.bits == 8 and config.time_budget is None and \
+                any(c.time_budget is not None and c.opt_level == config.opt_level for c in configs):
+            budget = fps_budget(m["ms"], fps)
+            known = {c.time_budget for c in configs if c.opt_level == config.opt_level}
+            if budget is not None and budget not in known:
+                added_fps = True
+                autos = [i for i, c in enumerate(todo) if c.opt_level == config.opt_level and c.time_budget]
+                todo.insert(autos[-1] + 1 if autos else 0, auto_config(budget, config.opt_level))
     trials = _mark_pareto(trials)
     chosen, reason = choose(trials, min_snr, fps)
     return TuneResult(model, tuple(trials), chosen, reason, min_snr, fps)
@@ -198,9 +233,9 @@ def import_config_text(model: str, options: CompileOptions, trial: Trial, outdir
         lines.append("inFileFormat = 4")  # synthetic random frames, as tune used
     if q.calib_frames:
         lines.append(f"numFrames = {q.calib_frames}")
-    if trial.config.mixed_precision_factor:
-        lines.append(f"mixedPrecisionFactor = {trial.config.mixed_precision_factor}")
-    if trial.layers_16bit and not trial.config.mixed_precision_factor:
+    if trial.config.time_budget:  # TIDL's name for the budget; tidlc chooses the layers (docs/tune.md)
+        lines.append(f"mixedPrecisionFactor = {trial.config.time_budget:g}")
+    if trial.layers_16bit and not trial.config.time_budget:
         lines.append(f"outputFeature16bitNamesList = {','.join(trial.layers_16bit)}")
     if pre.mean or pre.scale:
         lines.append("inDataNorm = 1")
@@ -217,8 +252,8 @@ def command_line(model: str, options: CompileOptions, trial: Trial, outdir: str)
     q, pre = options.quant, options.preprocess
     argv = ["tidlc", "compile", model, f"-O{trial.config.opt_level}", "--bits", str(trial.config.bits),
             "-o", outdir]
-    if trial.config.mixed_precision_factor:
-        argv += ["--mixed-precision-factor", f"{trial.config.mixed_precision_factor:g}"]
+    if trial.config.time_budget:
+        argv += ["--mixed-precision", "auto", "--time-budget", f"{trial.config.time_budget:g}"]
     if options.load.weights:
         argv += ["--weights", options.load.weights]
     if options.load.random_weights is not None:
@@ -253,15 +288,22 @@ def write_choice(result: TuneResult, options: CompileOptions, outdir: str, plugi
              os.path.join(outdir, "tune.sh"): (f"#!/bin/sh\n# written by `tidlc tune`\n{command}\n").encode(),
              os.path.join(outdir, "tune.json"): (json.dumps(doc, indent=2) + "\n").encode()}
     commit_files(files)
-    return attrs.evolve(result, written=tuple([*compiled.outputs, *files]), command=command)
+    return attrs.evolve(result, written=(*compiled.outputs, *files), command=command)
 
 
 def render_text(result: TuneResult) -> str:
-    header = f"{'configuration':<34} {'ms':>8} {'fps':>8} {'SNR dB':>7} {'weights KB':>10}  pareto"
+    header = f"{'configuration':<34} {'ms':>8} {'fps':>8} {'SNR dB':>7} {'16-bit':>6} {'weights KB':>10}  pareto"
     lines = [f"{result.model}: {len(result.trials)} configurations", "", header, "-" * len(header)]
     for t in result.trials:
         mark = ("*" if t.pareto else "") + ("  <- chosen" if t is result.chosen or t == result.chosen else "")
-        lines.append(f"{t.config.label:<34} {t.ms:8.3f} {t.fps:8.1f} {t.snr_db:7.1f} {t.weight_bytes / 1024:10.1f}  {mark}")
+        wide = "all" if t.config.bits == 16 else str(len(t.layers_16bit))
+        lines.append(f"{t.config.label:<34} {t.ms:8.3f} {t.fps:8.1f} {t.snr_db:7.1f} {wide:>6} "
+                     f"{t.weight_bytes / 1024:10.1f}  {mark}")
+    autos = [t for t in result.trials if t.mixed]
+    if autos:
+        lines.append("")
+        for t in autos:
+            lines.append(f"{t.config.label}: {t.mixed}")
     c = result.chosen
     lines += ["", f"chosen: {c.config.label} ({result.reason})"]
     if c.layers_16bit:

@@ -6,13 +6,13 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from tidlc.frontends.onnx.importer import load_onnx
+from tidlc.plugins.equalize import _in_ranges, _out_ranges
 
 from tidlc.compiler import optimize
 from tidlc.config import CompileOptions
-from tidlc.frontends.onnx.importer import load_onnx
 from tidlc.interp import run_graph
 from tidlc.metrics import snr_db
-from tidlc.plugins.equalize import _in_ranges, _out_ranges
 
 SHAPE = [1, 3, 16, 16]
 
@@ -74,8 +74,8 @@ def test_equalize_runs_at_O3_only():
 
 
 def test_8bit_snr_improves(unbalanced):
-    from tidlc.backends.tidl.quantize.api import quantize_graph
     from tidlc.backends.tidl.fixed.executor import run_fixed
+    from tidlc.backends.tidl.quantize.api import quantize_graph
     rng = np.random.default_rng(2)
     frames = [{"x": rng.uniform(-1, 1, SHAPE).astype(np.float32)} for _ in range(8)]
     test = {"x": rng.uniform(-1, 1, SHAPE).astype(np.float32)}
@@ -87,3 +87,208 @@ def test_8bit_snr_improves(unbalanced):
         got = run_fixed(q.graph, test)["y"]
         snrs[level] = snr_db(ref, got)
     assert snrs[3] >= snrs[2] + 3.0, snrs
+
+
+# ----------------------------------------------------------------------------- ReLU6 pairs
+def _relu6_chain(tmp_path, spread_lo=-2.0, spread_hi=1.0) -> str:
+    """conv 3x3 (3->16, relu6) -> depthwise 3x3 (16, relu6) -> conv 1x1 (16->8): MobileNetV2's
+    dw/project pair. The depthwise input is a relu6 output (in [0, 6]), so the interval analysis
+    bounds every depthwise channel; its ranges spread over three decades, so the narrow channels
+    provably never reach 6 and the wide ones may."""
+    rng = np.random.default_rng(3)
+    spread = np.logspace(spread_lo, spread_hi, 16).astype(np.float32)
+    w1 = rng.normal(size=(16, 3, 3, 3)).astype(np.float32)
+    b1 = rng.normal(size=16).astype(np.float32)
+    wd = rng.normal(size=(16, 1, 3, 3)).astype(np.float32) * spread[:, None, None, None]
+    bd = rng.normal(size=16).astype(np.float32) * spread * 0.1
+    w3 = rng.normal(size=(8, 16, 1, 1)).astype(np.float32) / spread[None, :, None, None]
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (wd, "wd"), (bd, "bd"), (w3, "w3"))]
+    inits += [numpy_helper.from_array(np.array(v, np.float32), n) for v, n in ((0.0, "lo"), (6.0, "hi"))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="c1", kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"], name="r1"),
+             helper.make_node("Conv", ["r1", "wd", "bd"], ["c2"], name="dw", kernel_shape=[3, 3], pads=[1] * 4,
+                              group=16),
+             helper.make_node("Clip", ["c2", "lo", "hi"], ["r2"], name="r2"),
+             helper.make_node("Conv", ["r2", "w3"], ["y"], name="pw", kernel_shape=[1, 1])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+    path = tmp_path / "relu6.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return str(path)
+
+
+def _dw_scales(o2, o3) -> np.ndarray:
+    """Per channel: the depthwise weights at -O3 over those at -O2 (1 where not equalized)."""
+    before, after = _weight(o2, "dw")[1], _weight(o3, "dw")[1]
+    return _out_ranges(after) / _out_ranges(before)
+
+
+def test_relu6_pairs_equalized_within_the_bounds(tmp_path):
+    """Only the depthwise channels whose pre-activation provably stays below 6 move, and those
+    are widened up to the clip at most; the float function is the same for any input, even
+    inputs driving most channels into the clip (x100)."""
+    from tidlc.plugins.equalize import preact_bounds, value_bounds
+    path = _relu6_chain(tmp_path)
+    o2, o3 = _graph(path, 2), _graph(path, 3)
+    dw2 = _weight(o2, "dw")[0]
+    assert dw2.attrs["act"] == "relu6" and _weight(o3, "dw")[0].attrs["act"] == "relu6"
+    _low, up = preact_bounds(dw2, value_bounds(o2)[id(dw2.operands[0])])
+    scale = _dw_scales(o2, o3)
+    safe = up <= 6.0
+    assert 0 < safe.sum() < 16, up
+    np.testing.assert_allclose(scale[~safe], 1.0, rtol=1e-6)  # may reach the clip: untouched
+    assert np.any(np.abs(scale[safe] - 1.0) > 0.1)
+    assert np.all(up[safe] * scale[safe] <= 6.0 * (1 + 1e-5))  # widened at most up to the clip
+    rng = np.random.default_rng(4)
+    for gain in (1.0, 100.0):
+        x = (rng.uniform(-1, 1, SHAPE) * gain).astype(np.float32)
+        ref, got = run_graph(o2, {"x": x})["y"], run_graph(o3, {"x": x})["y"]
+        assert np.max(np.abs(got - ref)) <= 1e-5 * np.max(np.abs(ref)), gain
+
+
+def test_relu6_skip_leaves_the_pairs(tmp_path, registry):
+    from tidlc.passes.manager import PassManager
+    path = _relu6_chain(tmp_path)
+    graph = _graph(path, 2)
+    assert not PassManager.from_string(registry, "equalize{relu6=skip}").run(graph)
+    assert PassManager.from_string(registry, "equalize").run(graph)
+
+
+def test_bounds_hold_on_data(tmp_path):
+    """The interval analysis is sound: every observed pre-activation (computed without the clip)
+    and every value lies within its bounds, for inputs in the given input range."""
+    from tidlc.plugins.equalize import preact_bounds, value_bounds
+    path = _relu6_chain(tmp_path, -1.0, 1.0)
+    graph = _graph(path, 2)
+    bounds = value_bounds(graph, (-1.0, 1.0))
+    seen = {}
+
+    def observe(op, results):
+        seen.setdefault(id(op), []).append(results[0])
+
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        run_graph(graph, {"x": rng.uniform(-1, 1, SHAPE).astype(np.float32)}, observer=observe)
+    checked = 0
+    for op in graph.compute_ops():
+        if id(op.results[0]) not in bounds or id(op) not in seen:
+            continue
+        lo, hi = bounds[id(op.results[0])]
+        y = np.stack(seen[id(op)])
+        per = np.moveaxis(y, 2, 0).reshape(y.shape[2], -1) if y.ndim == 5 else y.reshape(1, -1)
+        assert np.all(per.min(axis=1) >= lo - 1e-4) and np.all(per.max(axis=1) <= hi + 1e-4), op.name
+        assert np.all(np.isfinite(hi)), op.name  # the input range bounds everything here
+        checked += 1
+    assert checked == 3
+    dw = _weight(graph, "dw")[0]
+    low, up = preact_bounds(dw, bounds[id(dw.operands[0])])
+    assert np.all(low <= up)
+
+
+def test_relu6_calib_mode(tmp_path, registry):
+    """relu6=calib also equalizes the channels the calibration frames keep below 6 / headroom:
+    exact on those frames; without --calib it is an error."""
+    from tidlc.diagnostics import TidlcError
+    from tidlc.passes.base import PassContext
+    from tidlc.passes.manager import PassManager
+    path = _relu6_chain(tmp_path)
+    rng = np.random.default_rng(6)
+    frames = rng.uniform(-1, 1, [4] + SHAPE[1:]).astype(np.float32)
+    np.save(tmp_path / "calib.npy", frames)
+    o2 = _graph(path, 2)
+    bound, calib = _graph(path, 2), _graph(path, 2)
+    PassManager.from_string(registry, "equalize").run(bound)
+    PassManager.from_string(registry, "equalize{relu6=calib}").run(
+        calib, PassContext(options=CompileOptions.of(calib=str(tmp_path / "calib.npy"))))
+    moved_bound = np.abs(_dw_scales(o2, bound) - 1) > 1e-3
+    moved_calib = np.abs(_dw_scales(o2, calib) - 1) > 1e-3
+    assert moved_calib.sum() > moved_bound.sum()
+    for f in frames:
+        x = f[None]
+        ref, got = run_graph(o2, {"x": x})["y"], run_graph(calib, {"x": x})["y"]
+        assert np.max(np.abs(got - ref)) <= 1e-5 * np.max(np.abs(ref))
+    with pytest.raises(TidlcError, match="needs calibration data"):
+        PassManager.from_string(registry, "equalize{relu6=calib}").run(_graph(path, 2), PassContext())
+
+
+def test_bad_options(tmp_path, registry):
+    from tidlc.diagnostics import TidlcError
+    from tidlc.passes.manager import PassManager
+    graph = _graph(_relu6_chain(tmp_path), 2)
+    for text in ("equalize{relu6=maybe}", "equalize{input-range=3:1}", "equalize{headroom=0.5}"):
+        with pytest.raises(TidlcError):
+            PassManager.from_string(registry, text).run(graph)
+
+
+def test_bounds_hold_through_pools_adds_concats_and_dense(tmp_path):
+    """The interval analysis through an average pool with padding, a max pool, an add, a concat,
+    a flatten and two dense layers: every value over random inputs in the input range lies
+    within its bounds (per channel, or per feature after the flatten)."""
+    from tidlc.plugins.equalize import value_bounds
+    rng = np.random.default_rng(8)
+    c = {"w1": rng.normal(size=(8, 3, 3, 3)), "b1": rng.normal(size=8), "w2": rng.normal(size=(8, 8, 1, 1)),
+         "w3": rng.normal(size=(10, 16 * 4 * 4)) * 0.1, "b3": rng.normal(size=10), "w4": rng.normal(size=(4, 10))}
+    inits = [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in c.items()]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("AveragePool", ["r1"], ["a1"], kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], kernel_shape=[1, 1]),
+             helper.make_node("Add", ["a1", "c2"], ["s"]),
+             helper.make_node("Concat", ["r1", "s"], ["cat"], axis=1),
+             helper.make_node("MaxPool", ["cat"], ["p"], kernel_shape=[4, 4], strides=[4, 4]),
+             helper.make_node("Flatten", ["p"], ["f"], axis=1),
+             helper.make_node("Gemm", ["f", "w3", "b3"], ["h"], transB=1),
+             helper.make_node("Tanh", ["h"], ["t"]),
+             helper.make_node("Gemm", ["t", "w4"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+    path = tmp_path / "mixed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    g = _graph(str(path), 2)
+    bounds = value_bounds(g, (-1.0, 1.0))
+    seen = {}
+
+    def observe(op, results):
+        seen.setdefault(id(op.results[0]), []).append(results[0])
+
+    for _ in range(6):
+        run_graph(g, {"x": rng.uniform(-1, 1, SHAPE).astype(np.float32)}, observer=observe)
+    checked = 0
+    for key, values in seen.items():
+        if key not in bounds:
+            continue
+        lo, hi = bounds[key]
+        y = np.concatenate(values)
+        per = np.moveaxis(y, 1, 0).reshape(y.shape[1], -1)
+        assert np.all(per.min(axis=1) >= lo - 1e-4) and np.all(per.max(axis=1) <= hi + 1e-4)
+        assert np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))
+        checked += 1
+    assert checked == len([op for op in g.compute_ops()]), checked
+
+
+def test_image_input_range_from_mean_and_scale(tmp_path, registry):
+    """With --mean/--scale the input is an 8-bit image: its range bounds the first layer, whose
+    relu6 pair (c1, dw) then moves too; exact on the extreme images (all 0, all 255, random)."""
+    from tidlc.plugins.equalize import image_range
+
+    from tidlc.passes.base import PassContext
+    from tidlc.passes.manager import PassManager
+    assert image_range(CompileOptions.of(mean=(127.5,), scale=(1 / 127.5,)).preprocess) == (-1.0, 1.0)
+    assert image_range(CompileOptions.of(scale=(0.5, 0.25, 1.0)).preprocess) == (0.0, 255.0)
+    assert image_range(CompileOptions().preprocess) is None
+    path = _relu6_chain(tmp_path, -1.0, 1.0)
+    o2, plain, image = _graph(path, 2), _graph(path, 2), _graph(path, 2)
+    PassManager.from_string(registry, "equalize").run(plain)
+    options = CompileOptions.of(mean=(127.5,), scale=(1 / 2550,))
+    PassManager.from_string(registry, "equalize").run(image, PassContext(options=options))
+
+    def c1_scales(g):
+        before, after = _weight(o2, "c1")[1], _weight(g, "c1")[1]
+        return _out_ranges(before) / _out_ranges(after)
+
+    assert np.allclose(c1_scales(plain), 1.0) and not np.allclose(c1_scales(image), 1.0)
+    rng = np.random.default_rng(9)
+    for pixels in (np.zeros(SHAPE), np.full(SHAPE, 255.0), rng.integers(0, 256, SHAPE)):
+        x = ((pixels - 127.5) / 2550).astype(np.float32)
+        ref, got = run_graph(o2, {"x": x})["y"], run_graph(image, {"x": x})["y"]
+        assert np.max(np.abs(got - ref)) <= 1e-5 * np.max(np.abs(ref))

@@ -68,3 +68,72 @@ def test_cli_records_layers_in_net_bin(tmp_path, small_caffe_net):
     attrs_ = read_compiled(str(out)).graph.attrs
     assert "quant.mixed_precision" in attrs_ and attrs_["quant.time_ratio"] <= 1.2 + 1e-9
     assert isinstance(attrs_.get("quant.layers_16bit", ()), (list, tuple))
+
+
+ULTRAFACE = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples" / "ultraface" / "ultraface-rfb320.onnx"
+
+
+def _photo_frames(count, seed):
+    """Crops of matplotlib's sample photos, 320x240, as UltraFace's pre-processing makes them."""
+    cv2 = pytest.importorskip("cv2")
+    matplotlib = pytest.importorskip("matplotlib")
+    import glob
+    import os
+    paths = sorted(glob.glob(os.path.join(matplotlib.get_data_path(), "sample_data", "*.jpg")) +
+                   glob.glob(os.path.join(matplotlib.get_data_path(), "sample_data", "*.png")))
+    images = [img for img in (cv2.imread(p, cv2.IMREAD_COLOR) for p in paths) if img is not None and min(img.shape[:2]) > 60]
+    if not images:
+        pytest.skip("matplotlib's sample data is not installed")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        img = images[int(rng.integers(len(images)))]
+        h, w = img.shape[:2]
+        ch = int(min(h, w * 3 / 4) * rng.uniform(0.4, 1.0))
+        cw = int(ch * 4 / 3)
+        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        crop = cv2.resize(img[y:y + ch, x:x + cw], (320, 240), interpolation=cv2.INTER_AREA)[:, :, ::-1]
+        out.append({"input": ((crop.astype(np.float32) - 127.0) / 128.0).transpose(2, 0, 1)[None].copy()})
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ULTRAFACE.exists(), reason="example model missing")
+def test_auto_beats_random_layers_on_ultraface():
+    """At a tight budget the measured ranking beats random picks of as many 16-bit layers (their
+    mean), and all-8-bit; within the budget. SNR on held-out frames against the float model."""
+    from tidlc.backends.tidl.quantize.mixed import _candidates
+    from tidlc.backends.tidl.quantize.ptq import QuantConfig, QuantResult
+
+    from tidlc.compiler import load, optimize
+    opts = CompileOptions.of(opt_level=2)
+    graph = load(str(ULTRAFACE), opts)
+    optimize(graph, opts)
+    calib, held_out = _photo_frames(8, 1), _photo_frames(4, 2)
+    it = Interpreter(graph)
+    refs = [it.run(f) for f in held_out]
+
+    def snr(q):
+        ex = FixedExecutor(q.graph, kernels="auto")
+        outs = [ex.run(f) for f in held_out]
+        accs = {n: SnrAccumulator() for n in refs[0]}
+        for ref, out in zip(refs, outs):
+            for n in ref:
+                accs[n].add(ref[n], out[n])
+        return float(np.mean([a.db for a in accs.values()]))
+
+    def q(**kw):
+        return quantize_graph(graph, CompileOptions.of(opt_level=2, **kw), frames=calib, warn_synthetic=False)
+
+    q8 = q()
+    auto = q(mixed_precision="auto", time_budget=1.1)
+    m = auto.mixed
+    assert m.layers and m.ratio <= 1.1 + 1e-9
+    pool = [c.op.name for c in _candidates(q8.reference, QuantResult(q8.graph, q8.origin), QuantConfig())]
+    assert len(m.layers) < len(pool)
+    rng = np.random.default_rng(0)
+    randoms = [snr(q(layers_16bit=sorted(rng.choice(pool, len(m.layers), replace=False).tolist())))
+               for _ in range(5)]
+    got = snr(auto)
+    assert got > snr(q8)
+    assert got > float(np.mean(randoms)), (got, randoms)

@@ -5,6 +5,21 @@ reference and the fixed-point executor on the same input, and prints for
 every fixed-point layer: name, op, output shape, scale, SNR (dB), cosine
 similarity, max absolute error and the share of saturated outputs. The first
 layer below ``--threshold`` dB is marked with the likely cause.
+
+Errors accumulate and are amplified along the network (a sigmoid after a
+wide-range logit turns a small input error into a large relative output
+error), so the first layer below the threshold is not always the one that
+loses the accuracy. Two more columns say which one does:
+
+* ``own dB``: the layer's own error, its fixed-point result against its float
+  op run on its (dequantized) fixed-point inputs: weight rounding, output
+  rounding and clipping, without what its inputs bring;
+* ``alone dB``: the network outputs' SNR (the worst output) when only this
+  layer's own error is added to the float network (noise injection: the
+  float graph downstream of the layer re-run once per layer).
+
+The layer whose error alone costs the outputs the most is named as the one
+to fix (``--no-attribution`` skips the re-runs).
 """
 from __future__ import annotations
 
@@ -21,7 +36,8 @@ from tidlc.diagnostics import TidlcError
 
 NAME = "compare"
 HELP = "float vs fixed point layer by layer (SNR, cosine, saturation)"
-DEFAULT_THRESHOLD = 30.0
+DEFAULT_THRESHOLD = 30.0  # dB, 8-bit
+DEFAULT_THRESHOLD_16 = 60.0  # dB, --bits 16 (what 16 bits allow on the test models: docs/quantization.md)
 
 
 def add_arguments(p) -> None:
@@ -30,8 +46,12 @@ def add_arguments(p) -> None:
     p.add_argument("--input", action="append", default=[], metavar="[NAME=]FILE",
                    help="the input to compare on: .npy (pre-processed) or an image (pre-processed with "
                         "--mean/--scale/...); default: the first calibration frame")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, metavar="DB",
-                   help=f"mark the first layer whose SNR is below DB (default {DEFAULT_THRESHOLD:g})")
+    p.add_argument("--threshold", type=float, default=None, metavar="DB",
+                   help=f"mark the first layer whose SNR is below DB (default {DEFAULT_THRESHOLD:g}, "
+                        f"{DEFAULT_THRESHOLD_16:g} with --bits 16)")
+    p.add_argument("--no-attribution", dest="attribution", action="store_false",
+                   help="skip the per-layer noise injection that names the layer costing the outputs the "
+                        "most (one float re-run of the graph downstream of each layer)")
     p.add_argument("--json", metavar="FILE", help="also write the table as JSON ('-' for stdout only)")
     p.add_argument("--plot", metavar="PNG", help="plot SNR per layer (needs matplotlib)")
     add_model_options(p)
@@ -56,66 +76,193 @@ class Row:
     codes_used: int
     below: bool = False
     cause: str = ""
+    own_snr_db: float | None = None  # the layer's own error (its float op on its fixed-point inputs)
+    alone_snr_db: float | None = None  # the outputs' SNR with only this layer's own error (noise injection)
+    culprit: bool = False  # the layer whose own error costs the outputs the most
+    channel_spread_db: float | None = None  # widest channel's max |x| over the median channel's (dB)
+    wide_channel: int | None = None  # the channel with the widest range
 
     def as_json(self) -> dict[str, Any]:
         out = attrs.asdict(self)
-        for key in ("snr_db", "cosine", "max_abs_error", "saturated_pct", "float_max", "representable_max", "scale"):
+        for key in ("snr_db", "cosine", "max_abs_error", "saturated_pct", "float_max", "representable_max", "scale",
+                    "own_snr_db", "alone_snr_db", "channel_spread_db"):
             v = out[key]
             out[key] = None if v is None or not math.isfinite(v) else v
         return out
 
 
-def layer_rows(quantized, feeds, backend=None) -> list[Row]:
-    """Run both graphs on ``feeds`` and measure every fixed-point result against its float value."""
+def layer_rows(quantized, feeds, backend=None, attribution: bool = False) -> list[Row]:
+    """Run both graphs on ``feeds`` and measure every fixed-point result against its float value
+    (and against its float op on its fixed-point inputs: ``own_snr_db``); with ``attribution``,
+    also the outputs' SNR with only that layer's own error injected (``alone_snr_db``)."""
     from tidlc.compiler import backend_for
     from tidlc.interp import Interpreter
     from tidlc.metrics import cosine, snr_db
     backend = backend or backend_for("tidl")
     is_fixed = backend.fixed_value_check()
-    wanted = {id(v) for v in quantized.origin.values()}
-    float_values: dict[int, np.ndarray] = {}
-
-    def keep_float(op, results):
-        for v, r in zip(op.results, results):
-            if id(v) in wanted:
-                float_values[id(v)] = np.asarray(r)
-
     ref_graph = quantized.reference
     float_feeds = dict(feeds)
+    float_env = Interpreter(ref_graph).values(float_feeds, keep_all=True)
     for op in ref_graph.input_ops:  # inputs are compared too (the input data_convert)
         name = op.attrs["name"]
         if name in float_feeds:
-            float_values[id(op.results[0])] = np.asarray(float_feeds[name])
-    Interpreter(ref_graph).run(float_feeds, keep_float)
+            float_env[id(op.results[0])] = np.asarray(float_feeds[name])
+    fixed_env: dict[int, np.ndarray] = {id(op.results[0]): np.asarray(op.data) for op in quantized.graph.ops
+                                        if op.kind == "const"}
+    fixed_env.update((id(op.results[0]), np.asarray(feeds[op.attrs["name"]])) for op in quantized.graph.input_ops
+                     if op.attrs["name"] in feeds)
+    readers: dict[int, list] = {}
+    for op in quantized.graph.ops:
+        for u in op.operands:
+            readers.setdefault(id(u), []).append(op)
     rows: list[Row] = []
+    injections: list[tuple[Row, Any, np.ndarray]] = []  # (row, reference value, own error)
+
+    def real(v, arr) -> np.ndarray:
+        """A fixed-point graph value as real numbers (float values as they are)."""
+        q = v.type.quant
+        if not is_fixed(v.type) or q is None:
+            return np.asarray(arr)
+        return np.asarray(arr, dtype=np.float64) / q.scale[0]
 
     def measure(op, results):
+        for v, r in zip(op.results, results):
+            fixed_env[id(v)] = r
         for v, r in zip(op.results, results):
             if not is_fixed(v.type):
                 continue
             origin = quantized.origin.get(id(v))
-            ref = float_values.get(id(origin)) if origin is not None else None
+            ref = float_env.get(id(origin)) if origin is not None else None
             if ref is None:
                 continue
             q = v.type.quant
             scale = q.scale[0]
             deq = r.astype(np.float64) / scale
+            window = _saturating_window(v, readers.get(id(v), ()), ref)
+            if window is not None:  # a range ended on purpose where its readers' tables saturate
+                ref = np.clip(ref, *window)
             err = np.abs(deq - ref.astype(np.float64))
             at_top = r >= q.qmax
             saturated = at_top | (r <= q.qmin) if q.signed else at_top
-            rows.append(Row(
+            row = Row(
                 name=op.name or op.kind, op=op.kind, shape=list(r.shape), dtype=v.type.dtype, scale=scale,
                 shift=q.shift, snr_db=snr_db(ref, deq), cosine=cosine(ref, deq),
                 max_abs_error=float(err.max(initial=0.0)), saturated_pct=100.0 * float(saturated.mean()) if r.size else 0.0,
                 float_max=float(np.abs(ref).max(initial=0.0)), representable_max=max(abs(q.qmin), q.qmax) / scale,
-                codes_used=int(np.unique(r).size)))
+                codes_used=int(np.unique(r).size))
+            row.channel_spread_db, row.wide_channel = _channel_spread(ref, v.type.layout)
+            local = _local_float(op, v, origin, fixed_env, real, is_fixed)
+            if local is not None and window is not None:
+                local = np.clip(local, *window)
+            if local is not None:
+                row.own_snr_db = snr_db(local, deq)
+                injections.append((row, origin, deq - local))
+            rows.append(row)
 
     backend.load(quantized.graph).run(feeds, observer=measure)
+    if attribution:
+        _attribute(ref_graph, float_env, injections)
     return rows
+
+
+def _channel_spread(ref: np.ndarray, layout: str | None) -> tuple[float | None, int | None]:
+    """(20 log10 of the widest channel's max |x| over the median channel's, the widest channel) of an
+    activation with channels (axis 1, or the last for NHWC); None for fewer than 4 channels."""
+    ref = np.asarray(ref)
+    if ref.ndim < 2:
+        return None, None
+    axis = ref.ndim - 1 if layout == "NHWC" or ref.ndim == 2 else 1
+    if ref.shape[axis] < 4:
+        return None, None
+    peaks = np.abs(np.moveaxis(ref, axis, 0).reshape(ref.shape[axis], -1)).max(axis=1).astype(np.float64)
+    median = float(np.median(peaks))
+    widest = int(np.argmax(peaks))
+    if median <= 0.0:
+        return None, widest
+    return 20.0 * math.log10(float(peaks[widest]) / median), widest
+
+
+def _saturating_window(v, readers, ref: np.ndarray) -> tuple[float, float] | None:
+    """``v``'s representable range when the quantizer ended it where its readers' tables saturate
+    (docs/quantization.md: every reader is a table op whose output code is the same for every
+    float value of ``ref`` beyond the range as at its end), else None."""
+    from tidlc.ir.fixed_arith import round_half_away
+    from tidlc.ir.opdef import Trait
+    q = v.type.quant
+    lo, hi = q.qmin / q.scale[0], q.qmax / q.scale[0]
+    f_lo, f_hi = float(np.min(ref, initial=0.0)), float(np.max(ref, initial=0.0))
+    if not readers or (f_lo >= lo and f_hi <= hi):
+        return None
+    for op in readers:
+        out = op.results[0].type.quant if op.results else None
+        if not op.opdef.has(Trait.LUT) or op.opdef.compute is None or out is None or op.operands[0] is not v:
+            return None
+        for a, b in ((f_lo, lo), (hi, f_hi)):
+            if a >= b:
+                continue
+            x = np.linspace(a, b, 4097)
+            with np.errstate(all="ignore"):
+                y = np.nan_to_num(np.asarray(op.opdef.compute(op, x), dtype=np.float64))
+            codes = np.clip(round_half_away(y * out.scale[0]), out.qmin, out.qmax)
+            if codes.shape != x.shape or np.any(codes != codes[0]):
+                return None
+    return lo, hi
+
+
+def _local_float(op, v, origin, fixed_env, real, is_fixed_type) -> np.ndarray | None:
+    """The float result ``origin`` computed by its float op from ``op``'s fixed-point operands (the
+    reference's constants as they are): what the layer would give without its own error."""
+    from tidlc.interp import evaluate_op
+    try:
+        if op.kind == "data_convert":  # (re)quantizing: the input as it arrives
+            src = op.operands[0]
+            return np.asarray(real(src, fixed_env[id(src)]), dtype=np.float64)
+        ref_op = origin.producer
+        if ref_op is None or ref_op.kind in ("input", "const") or ref_op.kind != op.kind:
+            return None
+        args = []
+        for i, rv in enumerate(ref_op.operands):
+            if rv.producer is not None and rv.producer.kind == "const":
+                args.append(np.asarray(rv.producer.data))
+            else:
+                fv = op.operands[i]
+                value = real(fv, fixed_env[id(fv)])  # float64 (exact for 16-bit codes), or a float island's
+                args.append(np.asarray(value, dtype=np.float64) if is_fixed_type(fv.type) else value)
+        return np.asarray(evaluate_op(ref_op, args)[origin.index], dtype=np.float64)
+    except (KeyError, IndexError, TypeError, ValueError, ArithmeticError, TidlcError):
+        return None  # an op whose operands do not line up with its reference's: no own SNR
+
+
+def _attribute(ref_graph, float_env: dict, injections: list) -> None:
+    """Noise injection: per layer, the float graph downstream of its reference value re-run with
+    the layer's own error added; ``alone_snr_db`` is the worst output's SNR."""
+    from tidlc.interp import evaluate_op
+    from tidlc.metrics import snr_db
+    ops = [op for op in ref_graph.ops if op.kind not in ("input", "const")]
+    outputs = list(ref_graph.outputs)
+    for row, origin, error in injections:
+        if not np.any(error):
+            row.alone_snr_db = math.inf
+            continue
+        base = float_env[id(origin)]
+        overlay = {id(origin): (base.astype(np.float64) + error).astype(base.dtype)}
+        for op in ops:
+            if not any(id(u) in overlay for u in op.operands):
+                continue
+            args = [overlay.get(id(u), float_env.get(id(u))) for u in op.operands]
+            for r, value in zip(op.results, evaluate_op(op, args)):
+                overlay[id(r)] = np.asarray(value)
+        row.alone_snr_db = min((snr_db(float_env[id(o)], overlay[id(o)]) for o in outputs if id(o) in overlay),
+                               default=math.inf)
+
+
+CHANNEL_SPREAD_DB = 20.0  # channel ranges this far apart make a per-tensor step coarse for most channels
 
 
 def diagnose(row: Row) -> str:
     """The likely cause of a layer's loss, from its own numbers."""
+    wide = row.dtype.endswith("16")
+    more_bits = "" if wide else f"; try --16bit-layers {row.name}"
     if row.float_max > row.representable_max * 1.001 and row.saturated_pct > 0.05:
         return (f"range clipped: float values reach {row.float_max:.4g}, the fixed-point range ends at "
                 f"{row.representable_max:.4g} ({row.saturated_pct:.2f}% saturated); calibrate with more "
@@ -123,38 +270,88 @@ def diagnose(row: Row) -> str:
     if row.saturated_pct > 0.5:
         return (f"saturation: {row.saturated_pct:.2f}% of the outputs sit at the limits of "
                 f"{row.dtype}; the calibrated range is too small")
+    amplified = ""
+    if row.own_snr_db is not None and row.alone_snr_db is not None and \
+            row.own_snr_db - row.alone_snr_db >= 10.0 and math.isfinite(row.own_snr_db):
+        amplified = (f"; the layers after it amplify its rounding by {row.own_snr_db - row.alone_snr_db:.0f} dB "
+                     f"(own {row.own_snr_db:.1f} dB, the outputs {row.alone_snr_db:.1f} dB)")
+    if row.channel_spread_db is not None and row.channel_spread_db >= CHANNEL_SPREAD_DB:
+        return (f"rounding: its channels' ranges differ by {row.channel_spread_db:.0f} dB (channel "
+                f"{row.wide_channel} reaches {row.float_max:.4g}), so the one per-tensor step 1/{row.scale:.4g} "
+                f"is coarse for the narrow channels{amplified}; equalize the channels across layers (-O3, "
+                "-p 'equalize{scope=all}') or bring the wide channel's range down in the model" + more_bits)
     if row.codes_used < 32:
         return (f"rounding: only {row.codes_used} distinct codes carry the values (range much wider than "
-                f"the data, or too few bits); try --16bit-layers {row.name}")
-    return f"rounding: the step 1/{row.scale:.4g} is coarse for this layer; try --16bit-layers {row.name}"
+                f"the data, or too few bits){more_bits}")
+    if wide:
+        return (f"rounding: the 16-bit step 1/{row.scale:.4g} of the calibrated range{amplified}; a range "
+                "wider than the data (an outlier frame in --calib) makes it coarser")
+    return f"rounding: the step 1/{row.scale:.4g} is coarse for this layer{amplified}{more_bits}"
 
 
 def mark(rows: list[Row], threshold: float) -> Row | None:
+    """Mark the first layer below ``threshold`` (returned) and, when the rows carry ``alone_snr_db``,
+    the layer whose own error costs the outputs the most (``culprit``)."""
+    first = None
     for row in rows:
         if row.snr_db < threshold:
             row.below = True
             row.cause = diagnose(row)
-            return row
-    return None
+            first = row
+            break
+    worst = culprit_of(rows)
+    if worst is not None:
+        worst.culprit = True
+        worst.cause = worst.cause or diagnose(worst)
+        if first is not None and first is not worst and first.own_snr_db is not None and \
+                first.own_snr_db >= threshold and first.saturated_pct <= 0.05:
+            first.cause = (f"inherited: its own error is small (own {first.own_snr_db:.1f} dB); what its inputs "
+                           f"bring dominates, most of it from {worst.name} (marked *)")
+    return first
+
+
+def culprit_of(rows: list[Row]) -> Row | None:
+    """The row whose own error alone brings the outputs lowest (None without attribution)."""
+    scored = [r for r in rows if r.alone_snr_db is not None and not math.isnan(r.alone_snr_db)]
+    if not scored or all(math.isinf(r.alone_snr_db) for r in scored):
+        return None
+    return min(scored, key=lambda r: r.alone_snr_db)
+
+
+def _db(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.1f}"
 
 
 def format_table(rows: list[Row], threshold: float) -> str:
     width = max([len("layer")] + [len(row.name) for row in rows])  # full names: MobileNet's differ at the end
+    extra = any(r.own_snr_db is not None for r in rows)
+    alone = any(r.alone_snr_db is not None for r in rows)
     head = f"{'':2}{'layer':<{width}} {'op':<12} {'shape':<18} {'type':<5} {'scale':>10} {'SNR dB':>8} " \
-           f"{'cosine':>8} {'max err':>10} {'sat %':>6}"
+           f"{'cosine':>8} {'max err':>10} {'sat %':>6}" + (f" {'own dB':>7}" if extra else "") + \
+           (f" {'alone dB':>8}" if alone else "")
     lines = [head, "-" * len(head)]
     for row in rows:
-        snr = "inf" if math.isinf(row.snr_db) and row.snr_db > 0 else f"{row.snr_db:.1f}"
-        flag = "> " if row.below else "  "
+        flag = "> " if row.below else "* " if row.culprit else "  "
         shape = "x".join(map(str, row.shape))
         lines.append(f"{flag}{row.name:<{width}} {row.op:<12} {shape[:18]:<18} {row.dtype:<5} {row.scale:>10.4g} "
-                     f"{snr:>8} {row.cosine:>8.5f} {row.max_abs_error:>10.4g} {row.saturated_pct:>6.2f}")
+                     f"{_db(row.snr_db):>8} {row.cosine:>8.5f} {row.max_abs_error:>10.4g} {row.saturated_pct:>6.2f}"
+                     + (f" {_db(row.own_snr_db):>7}" if extra else "") + (f" {_db(row.alone_snr_db):>8}" if alone else ""))
     first = next((r for r in rows if r.below), None)
     if first is not None:
         lines += ["", f"first layer below {threshold:g} dB: {first.name} ({first.op}, {first.snr_db:.1f} dB)",
                   f"  likely cause: {first.cause}"]
     else:
         lines += ["", f"every layer is at or above {threshold:g} dB"]
+    worst = next((r for r in rows if r.culprit), None)
+    if worst is not None and (first is not None or worst.alone_snr_db < threshold):
+        lines.append(f"* costs the outputs the most: {worst.name} ({worst.op}): its own error alone brings them "
+                     f"to {_db(worst.alone_snr_db)} dB (own {_db(worst.own_snr_db)} dB)")
+        if worst is not first:
+            lines.append(f"  likely cause: {worst.cause}")
     return "\n".join(lines)
 
 
@@ -212,12 +409,15 @@ def run(args, options) -> int:
     quantized = backend.quantize(graph, options)  # the backend's scheme (TIDL: its PTQ)
     settings = quantized.settings
     feeds = _feeds(args, quantized.reference, settings, quantized)
-    rows = layer_rows(quantized, feeds, backend)
-    mark(rows, args.threshold)
+    threshold = args.threshold if args.threshold is not None else \
+        DEFAULT_THRESHOLD_16 if settings.bits > 8 else DEFAULT_THRESHOLD
+    rows = layer_rows(quantized, feeds, backend, attribution=getattr(args, "attribution", True))
+    mark(rows, threshold)
     if args.json != "-":
-        print(format_table(rows, args.threshold))
+        print(format_table(rows, threshold))
     if args.json:
-        doc = {"model": args.model, "threshold_db": args.threshold,
+        worst = culprit_of(rows)
+        doc = {"model": args.model, "threshold_db": threshold, "culprit": worst.name if worst else None,
                "bits": settings.bits, "calib_method": settings.calib_method,
                "calib": settings.calib or "synthetic", "layers": [r.as_json() for r in rows]}
         text = json.dumps(doc, indent=2, sort_keys=False)
@@ -229,6 +429,6 @@ def run(args, options) -> int:
                 fh.write(text + "\n")
             print(f"  wrote {args.json}")
     if args.plot:
-        plot(rows, args.threshold, args.plot)
+        plot(rows, threshold, args.plot)
         print(f"  wrote {args.plot}")
     return 0

@@ -67,7 +67,7 @@ def _compare_rows(args, options) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "compare.json")
         cargs = argparse.Namespace(**{**vars(args), "json": out, "plot": None,
-                                      "threshold": compare.DEFAULT_THRESHOLD})
+                                      "threshold": None})  # compare's default for the bits
         with contextlib.redirect_stdout(io.StringIO()):
             compare.run(cargs, options)
         with open(out, encoding="utf-8") as fh:

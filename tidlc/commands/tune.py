@@ -1,4 +1,5 @@
-"""Search deployment configurations (-O level x precision) on the calibration data: print the
+"""Search deployment configurations (-O level x precision, automatic mixed precision at time
+budgets 1.1 and 1.2 and at the one --fps allows) on the calibration data: print the
 Pareto table (predicted ms / FPS from the perf model, SNR of the fixed-point outputs vs float,
 weight size), write the chosen configuration as a TIDL import config and a tidlc command line,
 and compile it. See docs/tune.md.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tidlc.cli_options import add_model_options, add_quant_options
+from tidlc.cli_options import add_model_options, add_parallel_options, add_quant_options
 
 NAME = "tune"
 HELP = "search -O level and precision for speed vs accuracy; write and compile the best"
@@ -29,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the tidlc.tune/1 document (docs/tune.md)")
     add_model_options(p)
     add_quant_options(p)
+    add_parallel_options(p)
 
 
 def run(args, options) -> int:

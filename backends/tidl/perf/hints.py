@@ -189,4 +189,27 @@ def tuning_hints(prep: Prepared, rep: PerfReport, res: np.ndarray, loc: np.ndarr
     return sorted(keep, key=lambda h: (-h.gain_cycles, h.kind))
 
 
-__all__ = ["run_kernel", "tuning_hints"]
+# ----------------------------------------------------------------------------- -O3 decisions
+BATCH_CHOICES = (1, 2, 4, 8)  # numBatches tried at -O3 (latency per call grows with it: kept small)
+BATCH_KNEE = 0.10  # double the batch only while that saves at least 10 % per frame
+
+
+def choose_batches(graph, device, options=None) -> tuple[int, list[float]]:
+    """numBatches for ``-O3``: the perf model's cycles per frame at each of ``BATCH_CHOICES``, and
+    the batch after which doubling saves less than ``BATCH_KNEE`` per frame (1 when batching
+    does not pay: a large input's per-call costs are a small share of its frame). Small inputs,
+    whose frame is dominated by per-call costs (layer setup, weight loads), get the largest
+    gains. Returns (numBatches, cycles per frame for each choice)."""
+    from tidlc.backends.tidl.perf.model import PerfOptions, prepare
+    base = attrs.evolve(PerfOptions.from_options(options), batches=1, hints=False)
+    prep = prepare(graph, device, base)
+    cycles = [prep.frame_cycles(attrs.evolve(base, batches=n)) for n in BATCH_CHOICES]
+    chosen = 0
+    for i in range(1, len(BATCH_CHOICES)):
+        if cycles[i] > cycles[chosen] * (1 - BATCH_KNEE):
+            break
+        chosen = i
+    return BATCH_CHOICES[chosen], cycles
+
+
+__all__ = ["choose_batches", "run_kernel", "tuning_hints"]

@@ -6,26 +6,29 @@ SNR while the predicted time stays within ``F x`` the all-8-bit time:
 1. **Cost**: the C7x performance model (``tidlc.backends.tidl.perf``) predicts
    the all-8-bit time once and, per candidate layer, the time with that layer
    (and the ops that inherit its scale, which become 16-bit with it) at 16 bits.
-2. **Sensitivity** (noise injection, float): on a few calibration frames the
-   float graph runs once, keeping every tensor; then, per candidate, only that
-   layer is quantized to 8 bits, exactly as the all-8-bit graph quantizes it
-   (its weight codes and output scale; a graph input it quantizes first too),
-   and only the ops downstream of it are re-run in float. The output noise
-   energy that layer alone causes is what promoting it removes.
-3. **Choice**: the all-8-bit graph's measured output noise (fixed-point
-   executor, same frames) is split over the layers in proportion to their
-   noise; greedily, the layer with the most SNR gained (mean over the
-   outputs, in dB) per extra predicted cycle is promoted while the budget
-   allows, re-evaluating the gains after each pick.
+2. **Sensitivity** (measured in fixed point): on two calibration frames the
+   all-8-bit fixed-point graph runs once keeping every tensor; per candidate,
+   the graph with that layer alone in 16 bits is quantized and only its ops
+   that differ (the layer, its consumers, which then read a 16-bit tensor
+   with 16-bit weights, and what is downstream) are run, with the all-8-bit
+   kernels where their parameters are unchanged. The output noise measured is
+   exactly what promoting that layer alone does. The work is held to about
+   ``RUNS_PER_CALIB_FRAME`` graph runs per calibration frame; past that, the
+   candidates are measured in order of a cheap proxy (the float noise of the
+   layer alone at 8 bits, per extra cycle) and the rest extrapolated from it.
+3. **Choice**: candidates in order of measured gain (noise power of the mean
+   output SNR in dB) per extra predicted cycle, free ones first, each taken
+   if it still fits the budget (the perf model prices the set, shared tensors
+   once); a layer whose promotion alone lowered the SNR is never taken.
 4. **Check**: the chosen graph is quantized, its time predicted by the perf
    model on the quantized graph itself (what net.bin records) and its SNR
-   measured; layers are dropped (least gain per cycle first) until the time
-   fits, and if the measured SNR is not better the all-8-bit graph is kept.
+   measured (incrementally, as in 2); layers are dropped (least gain per
+   cycle first) until the time fits, and if the measured SNR is not better
+   the all-8-bit graph is kept.
 
-Cost: one float run per sensitivity frame plus the downstream part of it per
-candidate, one perf-kernel run per candidate and a few quantizations and
-fixed-point runs (about a plain 8-bit calibration of 8 frames, see
-docs/quantization.md).
+Cost (docs/quantization.md has measurements): about one quantization and one
+partial fixed-point run per candidate and frame, plus the float and
+fixed-point runs of two frames.
 """
 from __future__ import annotations
 
@@ -36,20 +39,22 @@ from collections.abc import Callable, Mapping, Sequence
 import attrs
 import numpy as np
 from tidlc.backends.tidl.fixed import reference as ref
+from tidlc.backends.tidl.fixed.dispatch import is_fixed
 from tidlc.backends.tidl.fixed.executor import FixedExecutor
 
 from tidlc.diagnostics import TidlcError
-from tidlc.interp import Interpreter, evaluate_op
+from tidlc.interp import Interpreter, evaluate_op, output_names
 from tidlc.ir.core import Graph, Op, Value
 from tidlc.ir.opdef import Trait
+from tidlc.ir.types import numpy_dtype
 
 from .calibrate import progress_bar
 from .ptq import QuantConfig, QuantResult, inherits_scale, quantize_prepared
 
 SNR_CAP_DB = 150.0  # an output without noise counts as this (as benchmarks/quant_quality.py does)
-SENSITIVITY_FRAMES = 2
+SENSITIVITY_FRAMES = 4  # at most; fewer when the work cap needs it
 MAX_CHECKS = 6  # quantize-and-predict rounds while the chosen set is over budget
-WORK_PER_CALIB_FRAME = 0.5  # downstream sensitivity runs: float work per calibration frame
+RUNS_PER_CALIB_FRAME = 2.0  # sensitivity work (downstream op work) per calibration frame, in graph runs
 
 
 @attrs.define
@@ -219,20 +224,21 @@ def _op_cost(op: Op) -> float:
 
 
 class Sensitivity:
-    """Per candidate and float output: the output noise energy of quantizing that layer alone to 8 bits.
+    """Per candidate and float output: the output noise energy of the fixed-point graph with that
+    layer alone promoted to 16 bits (measured, not modelled: its 16-bit input and weights, the
+    16-bit weights its consumers then use, everything downstream).
 
-    The float graph runs once per frame (``run``) keeping every tensor. Every candidate's *local* noise
-    (relative noise energy at its own output) comes from re-running that layer alone; the
-    *propagated* noise (at the network outputs) from re-running the ops downstream of it, for
-    the candidates most likely to be chosen (local noise per extra cycle) while the downstream
-    work stays within ``work_cap`` float-op units. The others get their local noise times the
-    median propagation factor of the measured candidates that reach the same output."""
+    The all-8-bit fixed-point graph runs once per frame keeping every tensor; a candidate's graph
+    is quantized and only its ops that differ from the all-8-bit graph (the candidate, its
+    consumers and what is downstream of them) are run, reusing the all-8-bit kernels where an
+    op's parameters are unchanged. The cheap *local* noise of each layer (its own 8-bit
+    quantization, in float) orders the candidates when the work cap does not allow them all; the
+    unmeasured ones get their local noise times the median ratio of the measured ones."""
 
-    def __init__(self, graph: Graph, candidates: Sequence[_Candidate]):
-        self.graph, self.candidates = graph, list(candidates)
+    def __init__(self, graph: Graph, candidates: Sequence[_Candidate], q8: QuantResult):
+        self.graph, self.candidates, self.q8 = graph, list(candidates), q8
         self.interp = Interpreter(graph)
-        names = self.interp.names
-        # reach: which outputs each candidate's noise gets to, and the float work downstream of it
+        self._names = self.interp.names
         out_at = {id(v): k for k, v in enumerate(graph.outputs)}
         users: dict[int, list[int]] = {}
         for i, op in enumerate(graph.ops):
@@ -241,7 +247,7 @@ class Sensitivity:
         cost = [_op_cost(op) if op.kind not in ("input", "const") else 0.0 for op in graph.ops]
         self.full_work = float(sum(cost))
         self.reach_out = np.zeros((len(self.candidates), len(graph.outputs)), dtype=bool)
-        self.work = np.zeros(len(self.candidates))
+        self.work = np.zeros(len(self.candidates))  # float work downstream of the candidate (and it)
         for c_i, cand in enumerate(self.candidates):
             seen, todo = {cand.index}, [cand.index]
             while todo:
@@ -254,16 +260,18 @@ class Sensitivity:
                             seen.add(u)
                             todo.append(u)
             self.work[c_i] = sum(cost[i] for i in seen)
-        self._names = names
+            # a candidate reading a graph input quantizes it (at 16 bits): the input's quantize too
+            if cand.in_quant:
+                self.work[c_i] += cost[cand.index]
 
-    def run(self, frames: Sequence[Mapping[str, np.ndarray]]) -> None:
-        """The float runs (every tensor kept) and each candidate's local noise."""
+    def run(self, frames: Sequence[Mapping[str, np.ndarray]], proxy: bool) -> None:
+        """The float runs (every tensor kept if the ``proxy`` local noise is wanted), the all-8-bit
+        fixed-point runs (every tensor kept) and the all-8-bit output noise."""
         graph, names = self.graph, self._names
-        self.envs = [self.interp.values(f, keep_all=True) for f in frames]
+        self.envs = [self.interp.values(f, keep_all=proxy) for f in frames]
         self.float_outputs = [{n: env[id(v)] for n, v in zip(names, graph.outputs)} for env in self.envs]
         self.names = _float_outputs(self.float_outputs[0])
         col = {n: k for k, n in enumerate(self.names)}
-        self.out_col = {id(v): col[n] for n, v in zip(names, graph.outputs) if n in col}
         keep = [j for j, n in enumerate(names) if n in col]
         self.reach = self.reach_out[:, keep] if keep else np.zeros((len(self.candidates), 0), dtype=bool)
         self.signal = np.zeros(len(self.names))
@@ -271,7 +279,18 @@ class Sensitivity:
             for n, k in col.items():
                 r = np.asarray(outs[n], np.float64).reshape(-1)
                 self.signal[k] += float(r @ r)
-        self.local = np.array([self._local(c) for c in self.candidates])
+        self.local = np.array([self._local(c) for c in self.candidates]) if proxy else \
+            np.ones(len(self.candidates))
+        self.base = _Reuse(self.q8.graph, self.q8.origin, frames)
+        self.noise8 = self._noise(self.base.outputs)
+
+    def _noise(self, outputs: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
+        noise = np.zeros(len(self.names))
+        for ref_out, out in zip(self.float_outputs, outputs):
+            for k, name in enumerate(self.names):
+                e = np.asarray(ref_out[name], np.float64).reshape(-1) - np.asarray(out[name], np.float64).reshape(-1)
+                noise[k] += float(e @ e)
+        return noise
 
     def _layer(self, cand: _Candidate, env: Mapping[int, np.ndarray]) -> list[np.ndarray]:
         """The candidate's results with it (alone) in 8 bits: its quantized inputs, weights, output."""
@@ -294,49 +313,157 @@ class Sensitivity:
             signal += float(y @ y)
         return noise / signal if signal > 0 else 0.0
 
-    def _propagate(self, cand: _Candidate, env: Mapping[int, np.ndarray], outs: Mapping[str, np.ndarray],
-                   into: np.ndarray) -> None:
-        op = cand.op
-        overlay = {id(v): r for v, r in zip(op.results, self._layer(cand, env))}
-        for later in self.graph.ops[cand.index + 1:]:
-            if later.kind in ("input", "const") or not any(id(v) in overlay for v in later.operands):
-                continue
-            args = [overlay.get(id(v), env.get(id(v))) for v in later.operands]
-            for r_v, r in zip(later.results, evaluate_op(later, args)):
-                overlay[id(r_v)] = np.asarray(r)
-        for vid, k in self.out_col.items():
-            if vid in overlay:
-                ref_v = np.asarray(outs[self.names[k]], np.float64).reshape(-1)
-                e = ref_v - np.asarray(overlay[vid], np.float64).reshape(-1)
-                into[k] += float(e @ e)
+    def noise_of(self, layers_16bit: frozenset, ranges, config: QuantConfig) -> np.ndarray:
+        """Output noise energy of the fixed-point graph with ``layers_16bit`` (run incrementally)."""
+        result = quantize_prepared(self.graph, ranges, attrs.evolve(config, layers_16bit=layers_16bit))
+        return self._noise(self.base.run_variant(result))
 
-    def measure(self, priority: np.ndarray, work_cap: float, bar_description: str) -> np.ndarray:
-        """Noise [candidates x outputs]: measured for the highest ``priority`` first, within ``work_cap``."""
+    def measure(self, ranges, config: QuantConfig, priority: np.ndarray, work_cap: float,
+                bar_description: str) -> np.ndarray:
+        """Noise [candidates x outputs], each with that candidate alone promoted: measured for the
+        highest ``priority`` first while the downstream work stays within ``work_cap``."""
         n = len(self.candidates)
-        noise = np.zeros((n, len(self.names)))
+        noise = np.tile(self.noise8, (n, 1))
         measured = np.zeros(n, dtype=bool)
         frames_work = self.work * len(self.envs)
         spent = 0.0
         picked = []
         for c_i in np.argsort(-priority, kind="stable"):
-            if not self.reach[c_i].any() or spent + frames_work[c_i] > work_cap:
+            if priority[c_i] == -np.inf or not self.reach[c_i].any() or spent + frames_work[c_i] > work_cap:
                 continue
             picked.append(int(c_i))
             spent += frames_work[c_i]
-        with progress_bar(len(picked), bar_description) as bar:
+        with progress(len(picked), bar_description, "layers") as bar:
             for c_i in picked:
-                for env, outs in zip(self.envs, self.float_outputs):
-                    self._propagate(self.candidates[c_i], env, outs, noise[c_i])
+                layers = config.layers_16bit | frozenset((self.candidates[c_i].op.name,))
+                noise[c_i] = self.noise_of(layers, ranges, config)
                 measured[c_i] = True
                 bar.advance()
-        # the others: local noise x the median propagation factor (per output) of the measured ones
+        # the others: their local noise x the median gain per unit of local noise of the measured ones
+        gain = np.maximum(self.noise8[None, :] - noise, 0.0)
         for k in range(len(self.names)):
             ok = measured & self.reach[:, k] & (self.local > 0)
-            factor = float(np.median(noise[ok, k] / (self.local[ok] * self.signal[k]))) if ok.any() else 1.0
+            factor = float(np.median(gain[ok, k] / self.local[ok])) if ok.any() else 0.0
             guess = ~measured & self.reach[:, k]
-            noise[guess, k] = self.local[guess] * self.signal[k] * factor
+            noise[guess, k] = np.maximum(self.noise8[k] - self.local[guess] * factor, 0.0)
         self.measured = measured
         return noise
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except (ValueError, TypeError):  # arrays in attributes: not worth comparing
+        return False
+
+
+class _Reuse:
+    """The all-8-bit fixed-point graph run on the sensitivity frames with every tensor kept, and
+    variants of it (another precision for some layers) run incrementally: an op of the variant
+    whose operands are the all-8-bit graph's tensors and whose parameters equal the all-8-bit
+    op's gives the same integers (the kernels are exact functions of them), so it is not run;
+    the others are, with the all-8-bit op's kernel when only their operand values differ."""
+
+    def __init__(self, graph: Graph, origin: Mapping[int, Value], frames: Sequence[Mapping[str, np.ndarray]]):
+        self.graph, self.origin, self.frames = graph, origin, list(frames)
+        self.executor = FixedExecutor(graph, kernels="auto")
+        self.kernels = {id(s.op): s.kernel for s in self.executor.steps}
+        self.by_key: dict[tuple, Op] = {}
+        self.consts: dict[tuple, Op] = {}
+        self.inputs: dict[str, Value] = {}
+        for op in graph.ops:
+            if op.kind == "const":
+                self.consts.setdefault(self._const_key(op), op)
+            elif op.kind == "input":
+                self.inputs[op.attrs["name"]] = op.results[0]
+            elif op.results:
+                self.by_key.setdefault(self._key(op), op)
+        self.envs: list[dict[int, np.ndarray]] = []
+        self.outputs = []
+        for feeds in self.frames:
+            env: dict[int, np.ndarray] = {}
+
+            def keep(op, results, env=env):
+                env.update((id(v), r) for v, r in zip(op.results, results))
+
+            self.outputs.append(self.executor.run(feeds, keep))
+            env.update(self.executor.consts)
+            env.update((vid, np.asarray(feeds[name])) for name, vid in self.executor.inputs)
+            self.envs.append(env)
+
+    def _key(self, op: Op) -> tuple:
+        r = op.results[0]
+        src = self.origin.get(id(r))
+        return (op.kind, op.name, id(src) if src is not None else None, r.type.dtype, r.type.quant)
+
+    @staticmethod
+    def _const_key(op: Op) -> tuple:
+        t = op.results[0].type
+        return (op.name, t.dtype, t.quant, np.shape(op.data))
+
+    def _plan(self, variant: QuantResult) -> tuple[list, dict[int, int]]:
+        """The ops of ``variant`` to run (op, kernel, operand sources) and its values that are the
+        all-8-bit graph's (variant value id -> all-8-bit value id)."""
+        vg, vorigin = variant.graph, variant.origin
+        same: dict[int, int] = {}
+        steps = []
+        for op in vg.ops:
+            if op.kind == "const":
+                base = self.consts.get(self._const_key(op))
+                if base is not None and np.array_equal(base.data, op.data):
+                    same[id(op.results[0])] = id(base.results[0])
+                continue
+            if op.kind == "input":
+                base_v = self.inputs.get(op.attrs["name"])
+                if base_v is not None:
+                    same[id(op.results[0])] = id(base_v)
+                continue
+            r = op.results[0] if op.results else None
+            src = vorigin.get(id(r)) if r is not None else None
+            base = self.by_key.get((op.kind, op.name, id(src) if src is not None else None,
+                                    r.type.dtype, r.type.quant)) if r is not None else None
+            params_equal = base is not None and len(base.operands) == len(op.operands) and \
+                len(base.results) == len(op.results) and _same(base.attrs, op.attrs) and \
+                all(a.type.dtype == b.type.dtype and a.type.quant == b.type.quant and a.type.shape == b.type.shape
+                    for a, b in zip(base.operands, op.operands)) and \
+                all((a.producer is None or a.producer.kind != "const") or same.get(id(b)) == id(a)
+                    for a, b in zip(base.operands, op.operands)) and \
+                all(a.type == b.type for a, b in zip(base.results, op.results))
+            if params_equal and all(same.get(id(b)) == id(a) for a, b in zip(base.operands, op.operands)):
+                for a, b in zip(base.results, op.results):
+                    same[id(b)] = id(a)
+                continue
+            kernel = self.kernels.get(id(base)) if params_equal else None
+            if kernel is None:
+                from tidlc.backends.tidl.fixed.executor import make_kernel
+                kernel = make_kernel(op, "auto")
+            dtypes = [numpy_dtype(v.type.dtype) if is_fixed(v.type) else None for v in op.results]
+            steps.append((op, kernel, dtypes))
+        return steps, same
+
+    def run_variant(self, variant: QuantResult) -> list[dict[str, np.ndarray]]:
+        """The outputs of ``variant`` on the frames (by output name)."""
+        steps, same = self._plan(variant)
+        vg = variant.graph
+        names = output_names(vg)
+        outs = []
+        for base_env in self.envs:
+            env: dict[int, np.ndarray] = {}
+            for op in vg.ops:
+                if op.kind == "const" and id(op.results[0]) not in same:
+                    env[id(op.results[0])] = np.asarray(op.data)
+
+            def get(v, env=env, base_env=base_env):
+                got = env.get(id(v))
+                return got if got is not None else base_env[same[id(v)]]
+
+            for op, kernel, dtypes in steps:
+                results = kernel([get(v) for v in op.operands])
+                for v, r, dt in zip(op.results, results, dtypes):
+                    r = np.asarray(r)
+                    env[id(v)] = r if dt is None or r.dtype == dt else r.astype(dt)
+            outs.append({n: get(v) for n, v in zip(names, vg.outputs)})
+        return outs
 
 
 # ----------------------------------------------------------------------------- cost
@@ -394,38 +521,34 @@ def predicted_ms(qgraph: Graph, device: str, layers_16bit: Sequence[str]) -> flo
 
 # ----------------------------------------------------------------------------- the search
 def greedy(noise: np.ndarray, signal: np.ndarray, measured: np.ndarray, costs: np.ndarray,
-           allowance: float) -> list[int]:
-    """Candidate indices promoted greedily by predicted SNR gain per extra cost within ``allowance``.
+           allowance: float, set_cost: Callable[[list[int]], float] | None = None) -> list[int]:
+    """Candidate indices promoted by measured gain per extra cost, while they fit ``allowance``.
 
-    ``noise[c, o]``: output o's noise from candidate c alone; ``measured[o]``: the all-8-bit noise,
-    split over the candidates in proportion (the part no candidate explains stays)."""
-    total = np.maximum(noise.sum(axis=0), measured)
-    share = np.where(total > 0, measured / np.maximum(total, 1e-300), 0.0)  # measured noise per unit injected
-
-    def snr(removed: np.ndarray) -> float:
-        return mean_snr_db(signal, np.maximum(measured - removed * share, measured * 1e-6))
-
-    removed = np.zeros_like(measured)
-    current = snr(removed)
+    ``noise[c, o]``: output o's noise with candidate c alone promoted; ``measured[o]``: the
+    all-8-bit noise. A candidate's gain is the noise it removes alone, on the scale of the
+    figure being optimized (the mean over outputs of the SNR in dB, as a noise power
+    ``10**(-snr/10)``); the candidates are taken in order of gain per extra cost (free ones
+    first), skipping those that would overrun the allowance, and never one that made the SNR
+    worse. The order is not re-evaluated after each pick: quantization noise sources are not
+    independent (promoting either of two consecutive layers can remove most of the noise of
+    both), so neither adding energies nor adding dB predicts a set better than the single gains
+    rank it; the chosen set itself is measured afterwards. ``set_cost(chosen)``: the extra cost
+    of a set (the perf model prices shared tensors once), else the sum of its members'."""
+    base = 10.0 ** (-mean_snr_db(signal, measured) / 10.0)
+    gain = np.array([base - 10.0 ** (-mean_snr_db(signal, n) / 10.0) for n in noise])
+    cost = np.maximum(np.asarray(costs, dtype=np.float64), 0.0)
+    rate = gain / np.maximum(cost, 1e-12 * max(allowance, 1.0))
     chosen: list[int] = []
     spent = 0.0
-    left = set(range(len(noise)))
-    while left:
-        best, best_rate = None, 0.0
-        for c in left:
-            cost = max(float(costs[c]), 1e-9)
-            if spent + max(float(costs[c]), 0.0) > allowance:
-                continue
-            gain = snr(removed + noise[c]) - current
-            if gain > 1e-6 and gain / cost > best_rate:
-                best, best_rate = c, gain / cost
-        if best is None:
-            break
-        chosen.append(best)
-        left.discard(best)
-        spent += max(float(costs[best]), 0.0)
-        removed = removed + noise[best]
-        current = snr(removed)
+    for c in np.argsort(-rate, kind="stable"):
+        c = int(c)
+        if not gain[c] > 0 or spent + cost[c] > allowance:
+            continue
+        total = set_cost(chosen + [c]) if set_cost is not None else spent + cost[c]
+        if total > allowance:
+            continue
+        chosen.append(c)
+        spent = total
     return chosen
 
 
@@ -435,8 +558,9 @@ def choose_16bit_layers(graph: Graph, ranges: Callable[[Value], tuple[float, flo
     """Promote layers of the prepared float ``graph`` to 16 bits within ``budget x`` the all-8-bit
     time (see the module docstring); returns the choice with its quantized graph.
 
-    ``calib_frames``: how many frames calibration ran; the downstream sensitivity runs are held
-    to about half that many float runs (so the search costs about as much as calibration)."""
+    ``calib_frames``: how many frames calibration ran; the sensitivity runs are held to about
+    ``RUNS_PER_CALIB_FRAME x`` that many graph runs (so the search costs about as much as
+    calibration)."""
     start = time.perf_counter()
     q8 = q8 or quantize_prepared(graph, ranges, config)
     frames = list(frames)[:SENSITIVITY_FRAMES]
@@ -455,13 +579,15 @@ def choose_16bit_layers(graph: Graph, ranges: Callable[[Value], tuple[float, flo
         return done((), q8, ms8, math.nan, math.nan)
     extra = np.array([max(costs_model.with_16bit(c.wide) - base_cycles, 0.0) for c in candidates])
     allowance = (budget - 1.0) * base_cycles
-    sens = Sensitivity(graph, candidates)
-    cap = WORK_PER_CALIB_FRAME * max(calib_frames, 1) * sens.full_work
-    if len(frames) > 1 and sens.work.sum() * len(frames) > cap:
-        frames = frames[:1]  # all of them on one frame, rather than fewer on two
-    sens.run(frames)
-    executor8 = FixedExecutor(q8.graph, kernels="auto")
-    _, measured = output_noise(executor8, frames, sens.float_outputs)
+    sens = Sensitivity(graph, candidates, q8)
+    cap = RUNS_PER_CALIB_FRAME * max(calib_frames, 1) * sens.full_work
+    fits = extra <= allowance
+    per_frame = float(sens.work[fits].sum())
+    while len(frames) > 1 and per_frame * len(frames) > cap:
+        frames = frames[:-1]  # every candidate on fewer frames, rather than fewer candidates
+    proxy = per_frame * len(frames) > cap  # not every candidate can be measured: order them by a proxy
+    sens.run(frames, proxy)
+    measured = sens.noise8
     snr8 = mean_snr_db(sens.signal, measured)
 
     def check(chosen: list[_Candidate], tries: int) -> MixedChoice | None:
@@ -476,8 +602,7 @@ def choose_16bit_layers(graph: Graph, ranges: Callable[[Value], tuple[float, flo
             if ms8 is not None and (ms is None or ms > budget * ms8 * (1 + 1e-9)):
                 chosen.pop()  # the last picked had the least gain per cycle
                 continue
-            _, noise16 = output_noise(FixedExecutor(result.graph, kernels="auto"), frames, sens.float_outputs)
-            snr = mean_snr_db(sens.signal, noise16)
+            snr = mean_snr_db(sens.signal, sens._noise(sens.base.run_variant(result)))
             if not snr > snr8:
                 return None
             if ms is None:  # the cost model's own units
@@ -489,8 +614,39 @@ def choose_16bit_layers(graph: Graph, ranges: Callable[[Value], tuple[float, flo
         got = check(candidates, 1)
         if got is not None:
             return got
+    # measured first: free layers, then by local noise per extra cycle; over the budget alone: never
     priority = sens.local * sens.reach.any(axis=1) / np.maximum(extra, 1e-9 * max(base_cycles, 1.0))
-    noise = sens.measure(priority, cap, "mixed precision: layer sensitivity")
-    order = greedy(noise, sens.signal, measured, extra, allowance)
+    priority[extra <= 0] = np.inf
+    priority[~fits] = -np.inf
+    noise = sens.measure(ranges, config, priority, cap,
+                         "mixed precision: layer sensitivity")
+
+    def set_cost(indices: list[int]) -> float:
+        wide = [n for i in indices for n in candidates[i].wide]
+        return max(costs_model.with_16bit(wide) - base_cycles, 0.0)
+
+    order = greedy(noise, sens.signal, measured, extra, allowance, set_cost)
     got = check([candidates[i] for i in order], MAX_CHECKS)
     return got if got is not None else done((), q8, ms8, snr8, snr8)
+
+
+def progress(total: int | None, description: str, unit: str = "frames"):
+    """A rich progress bar (count, elapsed, ETA) on a terminal; a no-op object when piped."""
+    import sys
+    if not sys.stderr.isatty():
+        return progress_bar(total, description)  # (its no-op object)
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from .calibrate import _RichProgress
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
+                   transient=True)
+    return _RichProgress(bar, total, description)

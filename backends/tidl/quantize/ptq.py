@@ -17,7 +17,9 @@ The rules (docs/quantization.md has the full specification):
 * eltwise, prelu, table ops and graph inputs get the full-range scale
   ``qmax / max|x|`` of their calibrated range (or of the op's declared
   ``value_range``: sigmoid, tanh, ...); concat takes the coarsest input
-  scale; pooling, resize and data movement keep their input's;
+  scale; pooling, resize and data movement keep their input's (a 16-bit
+  average pool's result type also carries ``shift = 30``: its reciprocal is
+  in Q30, not Q16);
 * any op without a fixed-point kernel runs in float between ``data_convert`` ops.
 
 What an op is comes from its traits (``tidlc.ir.opdef.Trait``), so an op a
@@ -48,6 +50,7 @@ from tidlc.ir.types import QuantInfo, TensorType, numpy_dtype
 # constant operands TIDL's kernel for the kind reads as parameters, not tensors to quantize
 KERNEL_PARAMETERS = {"prelu": (1,)}
 MIN_RANGE = 2.0 ** -16  # a tensor that is always 0 still gets a finite scale
+TABLE_WINDOW_POINTS = (1 << 18) + 1  # samples of a table op's function when finding where it saturates
 
 
 @attrs.define
@@ -147,6 +150,7 @@ class Quantizer:
         self.islands: list[str] = []
         self.notes: list[str] = []
         self.users: dict[int, list[Op]] = {}
+        self.windowed: set[int] = set()  # float values whose range ends where their readers' tables saturate
         for op in fgraph.ops:
             for v in op.operands:
                 self.users.setdefault(id(v), []).append(op)
@@ -246,7 +250,44 @@ class Quantizer:
             lo, hi = 0.0, 6.0
         elif act == "clip":
             lo, hi = _finite_clip(*fop.attrs["act_params"], lo, hi)
+        if bits > 8 and lo < hi:
+            window = self.table_window(fop.results[index], bits, lo, hi)
+            if window is not None:  # beyond it the readers' tables are constant: a free, finer step
+                narrowed = max(lo, window[0]), min(hi, window[1])
+                if max(abs(narrowed[0]), abs(narrowed[1])) < max(abs(lo), abs(hi)):
+                    self.windowed.add(id(fop.results[index]))
+                lo, hi = narrowed
         return lo, hi
+
+    def table_window(self, v: Value, bits: int, lo: float, hi: float) -> tuple[float, float] | None:
+        """The input interval outside which the output code of every reader of ``v`` is constant, when
+        every reader is a table op (``Trait.LUT``) computed in fixed point: at 16 bits sigmoid is
+        code 0 below -11.8 and 65535 above 11.8, so a logit calibrated to [-40, 20] can end at
+        [-11.8, 11.8] and round 3.4x finer (TIDL's tables saturate the same way). None otherwise
+        (a graph output, another reader, no saturation within ``[lo, hi]``)."""
+        readers = self.users.get(id(v), [])
+        if not readers or any(o is v for o in self.f.outputs):
+            return None
+        window = None
+        for op in readers:
+            if not op.opdef.has(Trait.LUT) or not self.supported(op) or op.operands[0] is not v or \
+                    op.opdef.compute is None:
+                return None
+            q = self.free_quant(op, 16 if op.name in self.cfg.layers_16bit else bits)
+            x = np.linspace(lo, hi, TABLE_WINDOW_POINTS)
+            with np.errstate(all="ignore"):
+                y = np.asarray(op.opdef.compute(op, x), dtype=np.float64)
+            if y.shape != x.shape:
+                return None
+            y = np.nan_to_num(y, nan=0.0, posinf=q.qmax / q.scale[0], neginf=q.qmin / q.scale[0])
+            codes = np.clip(ref.round_half_away(y * q.scale[0]), q.qmin, q.qmax)
+            first = np.flatnonzero(codes != codes[0])
+            if first.size == 0:
+                return None  # constant over the whole range: nothing to gain
+            last = np.flatnonzero(codes != codes[-1])
+            a, b = float(x[first[0] - 1]), float(x[last[-1] + 1])
+            window = (a, b) if window is None else (min(window[0], a), max(window[1], b))
+        return window
 
     def free_quant(self, fop: Op, bits: int, index: int = 0) -> QuantInfo:
         lo, hi = self.out_range(fop, bits, index)
@@ -330,6 +371,8 @@ class Quantizer:
         if opdef.has(Trait.SCALE_PRESERVING):  # data movement, pooling, resize, pad, concat
             qs = [attrs.evolve(operands[i].type.quant, shift=None) for i in data_idx]
             if all(q == qs[0] for q in qs):
+                if _is_average(fop) and qs[0].bits > 8:  # a Q30 reciprocal: Q16 caps 7x7 at 69 dB
+                    return self.finish(fop, op, [attrs.evolve(qs[0], shift=ref.AVG_POOL_SHIFT_16)])
                 return self.finish(fop, op, [qs[0]] * len(op.results))
             # (concat) the widest input range at the widest precision; the other inputs are requantized
             signed = any(q.signed for q in qs)
@@ -384,7 +427,9 @@ class Quantizer:
         if not per_channel:
             sw = float(sw)
             # (not for a pre-quantized model's weights: their codes are kept exactly)
-            fixed = act in ("relu6", "clip") and self.cfg.style == "np2" and given is None
+            # (a range ended by table saturation is such a fixed range: nothing lies beyond it)
+            fixed = (act in ("relu6", "clip") or id(fop.results[0]) in self.windowed) and \
+                self.cfg.style == "np2" and given is None
             if fixed:  # TIDL: a fixed output range sets the output scale; the weight scale follows
                 target = full_range_scale(lo, hi, bits_out, signed)
                 n = math.floor(math.log2(sw * sx / target))
@@ -437,6 +482,10 @@ def _out_channels(fop: Op, w: np.ndarray) -> int:
     if fop.kind == "dense":
         return w.shape[0]
     return w.size  # scale
+
+
+def _is_average(op: Op) -> bool:
+    return op.kind in ("pool2d", "global_pool") and op.attrs.get("mode") == "avg"
 
 
 def _finite_clip(a: float, b: float, lo: float, hi: float) -> tuple[float, float]:

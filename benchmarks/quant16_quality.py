@@ -1,0 +1,264 @@
+"""16-bit quantization quality: every test model available offline at ``--bits 16``, output SNR vs float.
+
+For each model: compile (quantize) at 16 bits on natural-image calibration
+frames, run the fixed-point executor on other natural-image frames, and
+report the output SNR (dB) against the float model (the mean over outputs of
+the SNR accumulated over all frames) and the worst layer as ``tidlc compare
+--bits 16`` finds it (the first layer below the threshold, else the layer
+with the lowest SNR).
+
+Models: those of benchmarks/quant_quality.py (the Caffe corpus models with
+weights: LeNet, CIFAR-10 quick, MTCNN det1-3, UltraFace slim/RFB-320;
+UltraFace RFB-320 ONNX; the MobileNetV2 with trained-like batch norm of
+benchmarks/mobilenet_like.py as ONNX, .pb and .tflite), UltraFace RFB-320 of
+../shared/corpus/extra (ONNX and its TFLite twin), the Keras MobileNetV2 the
+TensorFlow tests build (.pb and .tflite, random weights and batch norm;
+skipped without TensorFlow), and small seeded ONNX models with the heads that
+stress 16-bit table ops (conv -> sigmoid, a text detector's probability head
+with wide logits, tanh, softmax, hardswish, hardsigmoid, exp).
+
+    python benchmarks/quant16_quality.py [--models a,b] [--calib-frames 8] [--eval-frames 4] [--json FILE|-]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import quant_quality as qq
+
+REPO = qq.REPO
+EXTRA = qq.SHARED / "corpus" / "extra" / "ultraface"
+THRESHOLD = 60.0
+
+
+# ----------------------------------------------------------------------------- small ONNX heads
+def _conv(helper, numpy_helper, rng, inits, name, x, cin, cout, k=3, stride=1, std=None):
+    w = rng.normal(0.0, std or math.sqrt(2.0 / (cin * k * k)), (cout, cin, k, k)).astype(np.float32)
+    b = rng.normal(0.0, 0.1, cout).astype(np.float32)
+    inits += [numpy_helper.from_array(w, f"{name}.w"), numpy_helper.from_array(b, f"{name}.b")]
+    return helper.make_node("Conv", [x, f"{name}.w", f"{name}.b"], [name], pads=[k // 2] * 4, strides=[stride] * 2)
+
+
+def head_model(path: str, head: str, size: int = 64, seed: int = 0) -> None:
+    """A small seeded CNN (conv-relu x3, stride 2) ending in ``head``: ``sigmoid`` (a text detector's
+    score map: one channel, biased toward background), ``tanh``, ``softmax`` (over channels),
+    ``hardswish`` / ``hardsigmoid`` (then a 1x1 conv), ``exp`` (a box-size regressor)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+    nodes.append(_conv(helper, numpy_helper, rng, inits, "c1", "input", 3, 16, stride=2))
+    nodes.append(helper.make_node("Relu", ["c1"], ["r1"]))
+    nodes.append(_conv(helper, numpy_helper, rng, inits, "c2", "r1", 16, 32))
+    nodes.append(helper.make_node("Relu", ["c2"], ["r2"]))
+    nodes.append(_conv(helper, numpy_helper, rng, inits, "c3", "r2", 32, 32))
+    nodes.append(helper.make_node("Relu", ["c3"], ["r3"]))
+    out_c = {"sigmoid": 1, "softmax": 4}.get(head, 8)  # (textdet: 8 channels into its deconvs)
+    nodes.append(_conv(helper, numpy_helper, rng, inits, "logits", "r3", 32, out_c, k=1,
+                       std=(3.0 if head == "sigmoid" else 1.0) / math.sqrt(32)))
+    last = "logits"
+    if head == "textdet":  # DBNet's probability head: conv-BN-ReLU, two 2x2 stride-2 deconvs, sigmoid
+        w1 = rng.normal(0.0, 0.5 / math.sqrt(8 * 4), (8, 8, 2, 2)).astype(np.float32)
+        w2 = rng.normal(0.0, 24.0 / math.sqrt(8 * 4), (8, 1, 2, 2)).astype(np.float32)
+        inits += [numpy_helper.from_array(w1, "up1.w"), numpy_helper.from_array(np.full(8, 0.1, np.float32), "up1.b"),
+                  numpy_helper.from_array(w2, "up2.w"), numpy_helper.from_array(np.array([-8.0], np.float32), "up2.b")]
+        nodes.append(helper.make_node("Relu", ["logits"], ["lr"]))
+        nodes.append(helper.make_node("ConvTranspose", ["lr", "up1.w", "up1.b"], ["up1"], strides=[2, 2]))
+        nodes.append(helper.make_node("Relu", ["up1"], ["ur"]))
+        nodes.append(helper.make_node("ConvTranspose", ["ur", "up2.w", "up2.b"], ["up2"], strides=[2, 2]))
+        nodes.append(helper.make_node("Sigmoid", ["up2"], ["out"]))
+    elif head == "sigmoid":  # background-heavy: most scores near 0, like a text detector's probability map
+        inits.append(numpy_helper.from_array(np.array([-4.0], np.float32), "shift"))
+        nodes.append(helper.make_node("Add", ["logits", "shift"], ["shifted"]))
+        nodes.append(helper.make_node("Sigmoid", ["shifted"], ["out"]))
+    elif head == "tanh":
+        nodes.append(helper.make_node("Tanh", [last], ["out"]))
+    elif head == "softmax":
+        nodes.append(helper.make_node("Softmax", [last], ["out"], axis=1))
+    elif head == "exp":
+        nodes.append(helper.make_node("Exp", [last], ["out"]))
+    elif head in ("hardswish", "hardsigmoid"):
+        nodes.append(helper.make_node("HardSwish" if head == "hardswish" else "HardSigmoid", [last], ["act"]))
+        nodes.append(_conv(helper, numpy_helper, rng, inits, "out", "act", 8, 4, k=1))
+    else:
+        raise ValueError(head)
+    side = size * 2 if head == "textdet" else size // 2
+    shape_c = {"sigmoid": 1, "textdet": 1, "softmax": 4, "hardswish": 4, "hardsigmoid": 4}.get(head, 8)
+    graph = helper.make_graph(nodes, f"head_{head}",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, shape_c, side, side])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+HEADS = ("sigmoid", "textdet", "tanh", "softmax", "exp", "hardswish", "hardsigmoid")
+
+
+# ----------------------------------------------------------------------------- the model list
+def tf_models_folder() -> Path | None:
+    """The Keras models of the TensorFlow tests (built and cached by make_models.py), or None."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return None
+    sys.path.insert(0, str(REPO / "tests" / "frontends" / "tensorflow"))
+    import make_models
+    return Path(make_models.cached(224))
+
+
+def models(tmp: str, with_tf: bool = True) -> dict[str, qq.Model]:
+    out = {k: v for k, v in qq.models().items()}
+    if (EXTRA / "version-RFB-320_without_postprocessing.onnx").exists():
+        out["ultraface-extra-onnx"] = qq.Model("UltraFace RFB-320 (extra, ONNX)",
+                                               EXTRA / "version-RFB-320_without_postprocessing.onnx",
+                                               mean=(127.0,), scale=(1 / 128,))
+    if (EXTRA / "version-RFB-320_without_postprocessing.tflite").exists():
+        out["ultraface-extra-tflite"] = qq.Model("UltraFace RFB-320 (extra, TFLite)",
+                                                 EXTRA / "version-RFB-320_without_postprocessing.tflite",
+                                                 mean=(127.0,), scale=(1 / 128,))
+    for head in HEADS:
+        path = os.path.join(tmp, f"head_{head}.onnx")
+        head_model(path, head)
+        out[f"head-{head}"] = qq.Model(f"conv -> {head} (ONNX, seeded)", path, mean=(127.5,), scale=(1 / 127.5,))
+    folder = tf_models_folder() if with_tf else None
+    if folder is not None:
+        for name, file in (("keras-mobilenetv2-pb", "mobilenet_v2.pb"),
+                           ("keras-mobilenetv2-tflite", "mobilenet_v2.tflite")):
+            out[name] = qq.Model(f"MobileNetV2 (Keras, test suite's BN, {file.split('.')[-1]})", folder / file,
+                                 mean=(127.5,), scale=(1 / 127.5,))
+            out[name].extra = {"input_shapes": {"input": (1, 224, 224, 3)}}
+    return out
+
+
+# ----------------------------------------------------------------------------- one model
+def frames_for(graph, model: qq.Model, images, count: int, seed: int) -> list[dict]:
+    """quant_quality's frames, for NCHW or NHWC inputs (the TFLite and Keras models are NHWC)."""
+    from tidlc.preprocess import Preprocess, _chw, input_specs
+    spec = input_specs(graph)[0]
+    c, h, w = _chw(spec.shape, spec.layout)
+    pre = Preprocess(mean=model.mean, scale=model.scale, channel_order="rgb" if model.rgb else "bgr")
+    return [{spec.name: pre.apply(img, spec.shape, spec.layout)}
+            for img in qq.crops(images, count, (w, h), seed, gray=model.gray or c == 1)]
+
+
+def worst_layer(quantized, feeds, threshold: float) -> dict:
+    """What ``tidlc compare`` names: the layer whose own error alone costs the outputs the most
+    (noise injection), and the first layer below ``threshold``."""
+    from tidlc.commands.compare import culprit_of, layer_rows, mark
+    rows = layer_rows(quantized, feeds, attribution=True)
+    first = mark(rows, threshold)
+    row = culprit_of(rows) or min(rows, key=lambda r: r.snr_db)
+    return {"name": row.name, "op": row.op, "snr_db": row.snr_db, "own_snr_db": row.own_snr_db,
+            "alone_snr_db": row.alone_snr_db, "cause": row.cause,
+            "first_below": first.name if first is not None else None}
+
+
+def measure(key: str, model: qq.Model, images, n_calib: int, n_eval: int, threshold: float = THRESHOLD,
+            bits: int = 16) -> dict:
+    from tidlc.backends.tidl.fixed import FixedExecutor
+    from tidlc.backends.tidl.quantize.api import quantize_graph
+
+    from tidlc.compiler import load, optimize
+    from tidlc.interp import Interpreter
+    opts = model.options(bits=bits, **getattr(model, "extra", {}))
+    graph = load(model.path, opts)
+    optimize(graph, opts)
+    calib = frames_for(graph, model, images, n_calib, seed=1)
+    evals = frames_for(graph, model, images, n_eval, seed=2)
+    interp = Interpreter(graph)
+    ref_outputs = [interp.run(f) for f in evals]
+    start = time.perf_counter()
+    q = quantize_graph(graph, opts, frames=calib, warn_synthetic=False)
+    seconds = time.perf_counter() - start
+    executor = FixedExecutor(q.graph)
+    outs = [executor.run(f) for f in evals]
+    per_output = output_snrs(ref_outputs, outs)
+    ref_feeds = {op.attrs["name"]: evals[0][op.attrs["name"]] for op in q.reference.input_ops}
+    worst = worst_layer(q, ref_feeds, threshold)
+    return {"key": key, "model": model.name, "bits": bits, "snr_db": min(per_output.values()),
+            "mean_snr_db": float(np.mean([min(v, 150.0) for v in per_output.values()])),
+            "outputs_db": per_output, "quantize_seconds": seconds, "worst_layer": worst}
+
+
+def output_snrs(ref_outputs, outputs) -> dict[str, float]:
+    """Per output name, the SNR (dB) accumulated over all frames (capped at 150 dB: exact)."""
+    from tidlc.metrics import SnrAccumulator
+    acc: dict[str, SnrAccumulator] = {}
+    for ref, out in zip(ref_outputs, outputs):
+        for name, value in ref.items():
+            acc.setdefault(name, SnrAccumulator()).add(value, out[name])
+    return {name: min(a.db, 150.0) for name, a in acc.items()}
+
+
+def short(name: str, width: int = 48) -> str:
+    """TFLite layer names join every fused TF name with ';': the first one."""
+    name = name.split(";")[0]
+    return name if len(name) <= width else "..." + name[-(width - 3):]
+
+
+def fmt_db(value) -> str:
+    return "-" if value is None else "inf" if math.isinf(value) else f"{value:.1f}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="", help="comma-separated keys (default: all available)")
+    ap.add_argument("--calib-frames", type=int, default=16)
+    ap.add_argument("--eval-frames", type=int, default=4)
+    ap.add_argument("--bits", type=int, default=16)
+    ap.add_argument("--threshold", type=float, default=THRESHOLD, help="compare's threshold (dB)")
+    ap.add_argument("--no-tf", action="store_true", help="skip the Keras models (no TensorFlow build)")
+    ap.add_argument("--json", metavar="FILE", help="write the rows as JSON ('-': stdout only)")
+    args = ap.parse_args(argv)
+    quiet = args.json == "-"
+    images = qq.natural_images()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        available = models(tmp, with_tf=not args.no_tf)
+        keys = args.models.split(",") if args.models else list(available)
+        unknown = [k for k in keys if k not in available]
+        if unknown:
+            raise SystemExit(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(available)}")
+        for key in keys:
+            row = measure(key, available[key], images, args.calib_frames, args.eval_frames, args.threshold,
+                          args.bits)
+            rows.append(row)
+            if not quiet:
+                w = row["worst_layer"]
+                outs = ", ".join(f"{n} {v:.1f}" for n, v in row["outputs_db"].items())
+                print(f"{key:<24} {row['snr_db']:7.2f} dB  ({outs})  worst layer {short(w['name'])} ({w['op']}, "
+                      f"alone {fmt_db(w['alone_snr_db'])} dB)", flush=True)
+    if not quiet:
+        print()
+        print(f"| model | {args.bits}-bit output SNR, worst output (dB) | per output (dB) | layer costing the most "
+              "(outputs with its error alone, dB) |")
+        print("|---|---:|---|---|")
+        for r in rows:
+            w = r["worst_layer"]
+            outs = ", ".join(f"{n} {v:.1f}" for n, v in r["outputs_db"].items())
+            print(f"| {r['model']} | {r['snr_db']:.2f} | {outs} | {short(w['name'])} ({w['op']}, "
+                  f"{fmt_db(w['alone_snr_db'])}) |")
+    if args.json:
+        text = json.dumps({"bits": args.bits, "threshold_db": args.threshold, "calib_frames": args.calib_frames,
+                           "eval_frames": args.eval_frames, "models": rows}, indent=2,
+                          default=lambda v: None if isinstance(v, float) and not math.isfinite(v) else str(v))
+        if args.json == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            Path(args.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

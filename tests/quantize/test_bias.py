@@ -1,0 +1,118 @@
+"""Bias calibration (--bias-calibration): the one-pass, layer-ordered correction (bias.py)."""
+import numpy as np
+import pytest
+from tidlc.backends.tidl.fixed import FixedExecutor
+from tidlc.backends.tidl.fixed.executor import _quant
+from tidlc.backends.tidl.quantize import bias as B
+from tidlc.backends.tidl.quantize.api import quantize_graph
+
+from tidlc.config import CompileOptions
+from tidlc.interp import Interpreter
+
+from .conftest import frames, small_cnn
+
+
+def _mean_errors(q, graph_frames):
+    """Per MAC layer with a bias: max over channels of |fixed mean - float mean|, in output steps."""
+    layers = B._targets(q.graph)
+    float_means = B.float_channel_means(q.reference, q.graph, q.origin, layers, graph_frames)
+    fixed = {}
+    wanted = {id(op) for op in layers}
+
+    def observer(op, results):
+        if id(op) in wanted:
+            m = B._channel_mean(np.asarray(results[0], np.float64), B._axis(op))
+            fixed[id(op)] = fixed.get(id(op), 0.0) + m / len(graph_frames)
+
+    ex = FixedExecutor(q.graph)  # the numpy specification: independent of the fast kernels bias.py runs
+    for f in graph_frames:
+        ex.run(f, observer)
+    return {op.name: float(np.max(np.abs(fixed[id(op)] / _quant(op.results[0]).scale[0] - float_means[id(op)]))
+                           * _quant(op.results[0]).scale[0]) for op in layers}
+
+
+def _biased_cnn(seed=0):
+    """small_cnn with weights whose 8-bit rounding leaves a channel-mean offset to correct."""
+    g = small_cnn(seed)
+    for op in g.ops:
+        if op.kind == "const" and op.name.endswith(".w"):
+            rng = np.random.default_rng(seed + 7)
+            op.data = (op.data + rng.uniform(0.0, 0.02, op.data.shape)).astype(np.float32)
+    return g
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_channel_means_move_to_float(seed):
+    g = _biased_cnn(seed)
+    calib = frames(8, seed=3)
+    plain = quantize_graph(g, CompileOptions.of(), frames=calib, warn_synthetic=False)
+    kw = {"bias_calibration": 50, "bias_calibration_factor": 1.0}
+    fixed = quantize_graph(g, CompileOptions.of(**kw), frames=calib, warn_synthetic=False)
+    before, after = _mean_errors(plain, calib), _mean_errors(fixed, calib)
+    common = set(before) & set(after)  # (bias calibration gives a bias-less layer a zero bias to adjust)
+    assert common and set(before) <= set(after)
+    assert sum(after[n] for n in common) < sum(before[n] for n in common)
+    for name in after:  # each layer's means end within a fraction of an output step (or better than before)
+        assert after[name] <= max(0.5, before.get(name, 0.0) + 1e-9), (name, before.get(name), after[name])
+
+
+def test_snr_not_worse_on_held_out_frames():
+    from tidlc.metrics import SnrAccumulator
+    g = _biased_cnn(0)
+    calib = frames(8, seed=3)
+    held_out = frames(8, seed=11)
+    it = Interpreter(g)
+
+    def snr(q):
+        acc, ex = SnrAccumulator(), FixedExecutor(q.graph)
+        for f in held_out:
+            ref, out = it.run(f), ex.run(f)
+            acc.add(ref["logits"], out["logits"])
+        return acc.db
+
+    plain = quantize_graph(g, CompileOptions.of(), frames=calib, warn_synthetic=False)
+    fixed = quantize_graph(g, CompileOptions.of(bias_calibration=50), frames=calib, warn_synthetic=False)
+    assert snr(fixed) >= snr(plain) - 0.1
+
+
+def test_fraction_follows_tidl_factor_and_iterations():
+    """factor f over N iterations moves a layer (1 - (1-f)**N) of the way: factor 0 changes nothing."""
+    g = _biased_cnn(0)
+    calib = frames(4, seed=3)
+    plain = quantize_graph(g, CompileOptions.of(), frames=calib, warn_synthetic=False)
+    none = quantize_graph(g, CompileOptions.of(bias_calibration=5, bias_calibration_factor=0.0), frames=calib,
+                          warn_synthetic=False)
+    before, after = _mean_errors(plain, calib), _mean_errors(none, calib)
+    assert set(before) <= set(after)
+    for name in before:
+        assert after[name] == pytest.approx(before[name])
+
+
+def test_each_layer_runs_once_per_frame_plus_its_corrections(monkeypatch):
+    g = _biased_cnn(0)
+    calib = frames(6, seed=3)
+    calls = {"n": 0}
+    real = FixedExecutor.__init__
+
+    def counting_init(self, *a, **kw):
+        real(self, *a, **kw)
+        for i, step in enumerate(self.steps):
+            kernel = step.kernel
+
+            def counted(args, kernel=kernel):
+                calls["n"] += 1
+                return kernel(args)
+            object.__setattr__(self.steps[i], "kernel", counted)
+
+    monkeypatch.setattr(B, "FixedExecutor", type("Counting", (FixedExecutor,), {"__init__": counting_init}))
+    q = quantize_graph(g, CompileOptions.of(bias_calibration=50), frames=calib, warn_synthetic=False)
+    steps = sum(1 for op in q.graph.ops if op.kind not in ("const", "input"))
+    layers = len(B._targets(q.graph))
+    assert calls["n"] <= len(calib) * (steps + B.MAX_CORRECTIONS * layers)
+    assert calls["n"] >= len(calib) * steps
+
+
+def test_quiet_when_piped(capsys):
+    g = _biased_cnn(0)
+    quantize_graph(g, CompileOptions.of(bias_calibration=3), frames=frames(3), warn_synthetic=False)
+    assert capsys.readouterr().err == ""
