@@ -30,9 +30,12 @@ CAFFE = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "caffe"
 @pytest.fixture(scope="module")
 def bench():
     pytest.importorskip("cv2")
-    sys.path.insert(0, str(BENCH))
+    import importlib.util
+    sys.path.insert(0, str(BENCH))  # it imports its sibling quant_quality
     try:
-        import quant16_quality
+        spec = importlib.util.spec_from_file_location("quant16_quality", BENCH / "quant16_quality.py")
+        quant16_quality = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(quant16_quality)
     finally:
         sys.path.remove(str(BENCH))
     try:
