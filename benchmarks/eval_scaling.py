@@ -39,27 +39,17 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 LENET = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "caffe" / "lenet_mnist"
 
 
 def digits_listing(folder: Path) -> Path:
-    """scikit-learn's digits as 28x28 PNGs and a 'path label' list."""
-    import cv2
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    lines = []
-    for i, (img, label) in enumerate(zip(d.images, d.target)):
-        big = cv2.resize((img * (255.0 / 16.0)).astype(np.float32), (20, 20), interpolation=cv2.INTER_LINEAR)
-        canvas = np.zeros((28, 28), np.uint8)
-        canvas[4:24, 4:24] = np.clip(np.rint(big), 0, 255).astype(np.uint8)
-        path = folder / f"{i:04d}.png"
-        cv2.imwrite(str(path), canvas)
-        lines.append(f"{path} {int(label)}")
-    listing = folder / "digits.txt"
-    listing.write_text("\n".join(lines) + "\n")
-    return listing
+    """scikit-learn's digits as 28x28 PNGs and a 'path label' list (as tests/test_eval.py makes them)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    try:
+        from test_eval import digits_listing as write
+    finally:
+        sys.path.pop(0)
+    return write(folder)
 
 
 def _cpu_seconds() -> float:

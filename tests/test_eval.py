@@ -82,14 +82,12 @@ def test_a_bad_precision_is_a_one_line_error(cli, labeled):
     assert code == 2 and "--precision 12" in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> tuple[Path, np.ndarray]:
-    """scikit-learn's 1,797 labeled handwritten digits (8x8, 0..16) as 28x28 PNGs, MNIST style:
-    the digit scaled to 20x20 and centred, white on black; a 'path label' list beside them."""
-    datasets = pytest.importorskip("sklearn.datasets")
-    cv2 = pytest.importorskip("cv2")
-    d = datasets.load_digits()
-    folder = tmp_path_factory.mktemp("digits")
+def digits_listing(folder: Path) -> Path:
+    """scikit-learn's digits as 28x28 PNGs in ``folder`` and a 'path label' list beside them
+    (benchmarks/eval_scaling.py uses it too)."""
+    import cv2
+    from sklearn.datasets import load_digits
+    d = load_digits()
     lines = []
     for i, (img, label) in enumerate(zip(d.images, d.target)):
         big = cv2.resize((img * (255.0 / 16.0)).astype(np.float32), (20, 20), interpolation=cv2.INTER_LINEAR)
@@ -100,6 +98,17 @@ def digits(tmp_path_factory) -> tuple[Path, np.ndarray]:
         lines.append(f"{path} {int(label)}")
     listing = folder / "digits.txt"
     listing.write_text("\n".join(lines) + "\n")
+    return listing
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    """scikit-learn's 1,797 labeled handwritten digits (8x8, 0..16) as 28x28 PNGs, MNIST style:
+    the digit scaled to 20x20 and centred, white on black; a 'path label' list beside them."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    pytest.importorskip("cv2")
+    listing = digits_listing(tmp_path_factory.mktemp("digits"))
+    d = datasets.load_digits()
     return listing, d.target
 
 

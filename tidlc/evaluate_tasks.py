@@ -31,6 +31,16 @@ from tidlc.diagnostics import TidlcError
 SCHEMA = "tidlc.eval/1"
 
 
+
+def _decode(decoder: str, task: str, outputs: dict, options: dict, plugins):
+    """``outputs`` through the post-processor ``decoder``, which must be one for ``task``."""
+    from tidlc.decoders import pick
+    post = pick(decoder, outputs, options, plugins)
+    if post.task != task:
+        raise TidlcError(f"--decoder {decoder}: a {post.task} decoder, --task {task} needs a {task} one",
+                         code="option")
+    return post.decode(outputs, options)
+
 def _round(value, digits: int = 4):
     return None if value is None or not np.isfinite(value) else round(float(value), digits)
 
@@ -150,7 +160,6 @@ def evaluate_segmentation(model: str, data: str, options: CompileOptions, masks:
                           precisions=("float", "8", "16"), frames: int | None = None, decoder: str = "segment",
                           plugins=None, progress: Callable[[str, int, int], None] | None = None) -> dict:
     """The ``tidlc.eval/1`` document of a segmentation model on ``data`` (+ ``masks``)."""
-    from tidlc.decoders import pick
     from tidlc.evaluate import _check, _frames
     from tidlc.metrics import IGNORE_INDEX, confusion
     _check(precisions, "segment")
@@ -168,11 +177,7 @@ def evaluate_segmentation(model: str, data: str, options: CompileOptions, masks:
         start = time.perf_counter()
         for i, feed in enumerate(feeds):
             outputs = execute(feed)
-            post = pick(decoder, outputs, dec_options, run.plugins)
-            if post.task != "segment":
-                raise TidlcError(f"--decoder {decoder}: a {post.task} decoder, --task segment needs a segment one",
-                                 code="option")
-            labels = np.asarray(post.decode(outputs, dec_options)).astype(np.int64)
+            labels = np.asarray(_decode(decoder, "segment", outputs, dec_options, run.plugins)).astype(np.int64)
             if classes is None:  # the channels of a score map; else (an ArgMax output) grown with those seen
                 first = np.asarray(next(iter(outputs.values())))
                 classes = int(first.shape[1]) if first.ndim == 4 and first.shape[1] > 1 else None
@@ -286,7 +291,6 @@ def detection_agreement(model: str, data: str, options: CompileOptions, precisio
                         progress: Callable[[str, int, int], None] | None = None) -> dict:
     """The ``tidlc.eval/1`` document of a detector on unlabeled images: its boxes at each precision
     against float's (one-to-one matches of the same class at IoU >= ``iou``)."""
-    from tidlc.decoders import pick
     from tidlc.evaluate import _check, _frames, dataset
     from tidlc.metrics import match_detections
     _check(precisions, "detect")
@@ -305,11 +309,7 @@ def detection_agreement(model: str, data: str, options: CompileOptions, precisio
         start = time.perf_counter()
         for i, feed in enumerate(feeds):
             outputs = execute(feed)
-            post = pick(decoder, outputs, dec_options, run.plugins)
-            if post.task != "detect":
-                raise TidlcError(f"--decoder {decoder}: a {post.task} decoder, --task detect needs a detect one",
-                                 code="option")
-            boxes = np.asarray(post.decode(outputs, dec_options), np.float64).reshape(-1, 7)
+            boxes = np.asarray(_decode(decoder, "detect", outputs, dec_options, run.plugins), np.float64).reshape(-1, 7)
             if precision == "float":
                 reference.append(boxes)
             pairs = match_detections(reference[i], boxes, iou)
