@@ -404,7 +404,8 @@ def test_plugin_backend_is_listed_and_selected_by_target(tidlc, model, site):
     got_path = model["root"] / "float-ref-out.npy"
     environ = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run([sys.executable, "-c", check, str(out), str(model["root"]), str(model["x"]), str(got_path)],
-                            env=environ, capture_output=True, text=True, timeout=120, check=False)
+                            env=environ, cwd=model["root"],  # not the checkout: `-c` imports from the cwd
+                            capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     np.testing.assert_allclose(np.load(got_path), model["expected"], rtol=1e-4, atol=1e-6)
 
