@@ -308,26 +308,38 @@ def run_model(key: str, model: Model, images, n_calib: int, n_eval: int, methods
     # -O3 (cross-layer equalization): the same float function, another graph to quantize; the
     # inputs are images pre-processed by mean/scale (--mean/--scale), which bounds their range
     opts3 = model.options(opt_level=3, mean=model.mean, scale=model.scale)
-    graph3 = load(model.path, opts3)
-    optimize(graph3, opts3)
 
-    def tidlc_row(label, g=graph, **kw):
+    def quantize_o3(options):
+        """What -O3 compiles: equalized, then kept or undone by the quantize pass's check (the
+        better output SNR on calibration frames), on a fresh -O3 graph (undoing edits it)."""
+        from tidlc.backends.tidl.quantize.api import keep_better_equalized
+        g3 = load(model.path, opts3)
+        undo = optimize(g3, opts3).stash.get("equalize")
+        q = quantize_graph(g3, options, frames=calib, warn_synthetic=False)
+        return q if undo is None else keep_better_equalized(g3, options, q, undo, frames=calib)[0]
+
+    def tidlc_row(label, g=graph, o3=False, **kw):
         options = model.options(**kw)
-        seconds, q = measure(lambda: quantize_graph(g, options, frames=calib, warn_synthetic=False), False)
+        run = (lambda: quantize_o3(options)) if o3 else (lambda: quantize_graph(g, options, frames=calib,
+                                                                                 warn_synthetic=False))
+        seconds, q = measure(run, False)
         executor = FixedExecutor(q.graph)
         outs = [executor.run(f) for f in evals]
         row = {"model": model.name, "config": label, "snr": snr_over(ref_outputs, outs), "seconds": seconds}
+        if o3:  # kept or undone by the check
+            row["equalize"] = str(q.graph.attrs.get("quant.equalize", "not applied")).split(":")[0]
         if with_memory:
             row["peak_mb"] = measure(lambda: quantize_graph(graph, options, frames=calib, warn_synthetic=False), True)
         rows.append(row)
         print(f"  {label:<34} {row['snr']:7.2f} dB  {seconds:6.2f} s" +
-              (f"  {row['peak_mb']:7.1f} MB" if with_memory else ""), flush=True)
+              (f"  {row['peak_mb']:7.1f} MB" if with_memory else "") +
+              (f"  (equalize {row['equalize']})" if o3 else ""), flush=True)
         return row
 
     for method in methods:
         tidlc_row(f"tidlc 8-bit {method}", calib_method=method)
-    tidlc_row("tidlc -O3 8-bit histogram", g=graph3, calib_method="histogram")
-    tidlc_row("tidlc -O3 8-bit minmax", g=graph3, calib_method="minmax")
+    tidlc_row("tidlc -O3 8-bit histogram", o3=True, calib_method="histogram")
+    tidlc_row("tidlc -O3 8-bit minmax", o3=True, calib_method="minmax")
     tidlc_row("tidlc 16-bit histogram", bits=16, calib_method="histogram")
 
     if not model.ort:

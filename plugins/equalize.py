@@ -389,6 +389,9 @@ class Equalize(Pass):
     input_range: str = ""
     headroom: float = 1.25  # relu6=calib: a channel is safe if its observed range x headroom is inside the clip
     frames: int = 16  # relu6=calib: at most this many calibration frames
+    # on: the quantize pass also quantizes the graph as it was before this pass and keeps the
+    # version with the better output SNR on calibration frames (docs/passes.md); off: keep this one
+    check: str = "on"
 
     def _input_range(self, ctx) -> tuple[float, float] | None:
         if self.input_range == "none":
@@ -414,6 +417,8 @@ class Equalize(Pass):
         if self.relu6 not in ("auto", "bound", "calib", "skip"):
             raise TidlcError(f"equalize: relu6={self.relu6!r}", hint="relu6=bound (default), calib, auto or skip",
                              code="option")
+        if self.check not in ("on", "off"):
+            raise TidlcError(f"equalize: check={self.check!r}", hint="check=on (default) or check=off", code="option")
         if self.headroom < 1.0 or self.frames < 1:
             raise TidlcError(f"equalize: headroom={self.headroom}, frames={self.frames}",
                              hint="headroom >= 1 (e.g. 1.25, the default), frames >= 1", code="option")
@@ -441,6 +446,7 @@ class Equalize(Pass):
         mode = self._check(ctx)
         input_range = self._input_range(ctx)
         seen = self._observe(ctx, graph, Rewriter(graph)) if mode == "calib" else {}
+        before = {id(op): (op, list(op.operands)) for op in graph.ops if op.kind in ("conv2d", "dense")}
         changed_any = False
         for _ in range(self.iterations):
             rw = Rewriter(graph)
@@ -470,7 +476,45 @@ class Equalize(Pass):
             changed_any |= moved
             if not moved:
                 break
+        if changed_any and self.check == "on" and ctx is not None and hasattr(ctx, "stash"):
+            ctx.stash["equalize"] = Undo.of(graph, before)
         return changed_any
+
+
+@attrs.define
+class Undo:
+    """What an equalize run changed, to put back: (layer, operand index, original constant, name)."""
+
+    items: list[tuple]
+
+    @classmethod
+    def of(cls, graph, before: dict) -> Undo:
+        items = []
+        for op in graph.ops:
+            old = before.get(id(op))
+            if old is None:
+                continue
+            for i, (now, was) in enumerate(zip(op.operands, old[1])):
+                if now is not was:
+                    items.append((op, i, was.const_value(), was.producer.name if was.producer else ""))
+        return cls(items)
+
+    def restore(self, graph) -> int:
+        """Put the original constants back into the layers still in ``graph``; how many layers."""
+        live = {id(op) for op in graph.ops}
+        changes: dict[int, tuple] = {}
+        for op, i, data, name in self.items:
+            if id(op) in live:
+                changes.setdefault(id(op), (op, {}))[1][i] = (data, name)
+        rw = Rewriter(graph)
+        for op, by_index in changes.values():
+            operands = list(op.operands)
+            for i, (data, name) in by_index.items():
+                operands[i] = rw.const(data, name, anchor=op)
+            rw.set_operands(op, operands)
+        rw.commit()
+        graph.prune()
+        return len(changes)
 
 
 def image_range(preprocess) -> tuple[float, float] | None:

@@ -74,7 +74,7 @@ FLAGS = {
     "--mixed-precision auto": ("mixed_precision", "auto"), "--time-budget 1.3": ("time_budget", 1.3), "--mean 1,2,3": ("mean", (1.0, 2.0, 3.0)),
     "--scale 0.5": ("scale", (0.5,)), "--resize 9,8": ("resize", (9, 8)), "--crop 4,4": ("crop", (4, 4)),
     "--channel-order bgr": ("channel_order", "bgr"), "--target onnx-qdq": ("backend", "onnx-qdq"),
-    "--emit qir": ("emit", "qir"), "--device am68a": ("device", "am68a"), "--max-subgraphs 2": ("max_subgraphs", 2),
+    "--emit qir": ("emit", "qir"), "--device am68a": ("device", "am68a"), "--persist-weights off": ("persist_weights", False), "--max-subgraphs 2": ("max_subgraphs", 2),
     "--min-subgraph-ops 3": ("min_subgraph_ops", 3), "--deny-op-type conv2d,resize": ("deny_op_types", ("conv2d", "resize")),
     "--deny-op-name c1": ("deny_op_names", ("c1",)), "-o d": ("outdir", "d"), "--quant-params": ("quant_params", True),
     "--workers 2": ("workers", 2), "--ray auto": ("ray", "auto"),

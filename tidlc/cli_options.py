@@ -162,6 +162,7 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
         # target
         "backend": flag("target"), "device": flag("device"), "emit": flag("emit"), "outdir": flag("output_dir"),
         "batches": flag("batches"), "msmc_kb": flag("msmc_kb"), "quant_params": flag("quant_params"),
+        "persist_weights": {"on": True, "off": False}.get(flag("persist_weights")),
         "max_subgraphs": flag("max_subgraphs"), "min_subgraph_ops": flag("min_subgraph_ops"),
         "deny_op_types": flag("deny_op_types"), "deny_op_names": flag("deny_op_names"),
     }

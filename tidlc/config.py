@@ -96,6 +96,9 @@ class TargetOptions:
     io_name: str = "io.bin"  # the io descriptor: a name inside outdir, or a path
     batches: int | None = None  # frames per call of the perf estimate in net.bin (numBatches)
     msmc_kb: int | None = None  # MSMC KB of the perf estimate in net.bin (msmcSizeKB)
+    # weights that fit in MSMC stay there between frames (perfsim enablePersistWtAlloc); None: off,
+    # and -O3 turns it on where the perf model predicts fewer cycles
+    persist_weights: bool | None = None
     quant_params: bool = False  # onnx-qdq: also write TIDL's quantization-parameters prototxt
     post_process: str | None = None  # classify | detect | segment: `tidlc run`'s default --post (postProcType)
     # partitioning into accelerator subgraphs + host ops (docs/partition.md; TIDL's deny_list options)

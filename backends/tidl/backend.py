@@ -95,12 +95,17 @@ class TidlBackend:
             exc.about_model = True  # compile_model puts the model file as the location
             raise exc
         target = options.target
-        if options.pipeline.opt_level >= 3 and target.batches is None:  # -O3: numBatches from the perf model
-            from tidlc.backends.tidl.perf.hints import choose_batches
+        if options.pipeline.opt_level >= 3:  # -O3: numBatches and weight persistence from the perf model
+            from tidlc.backends.tidl.perf.hints import choose_batches, choose_persistence
             from tidlc.backends.tidl.perf.model import PerfOptions
-            batches, _ = choose_batches(graph, target.device, PerfOptions.from_compile_options(options, graph))
-            if batches > 1:
-                options = options.replace(batches=batches)
+            if target.batches is None:
+                batches, _ = choose_batches(graph, target.device, PerfOptions.from_compile_options(options, graph))
+                if batches > 1:
+                    options = options.replace(batches=batches)
+            if target.persist_weights is None:
+                persist, _ = choose_persistence(graph, target.device, PerfOptions.from_compile_options(options, graph))
+                if persist:
+                    options = options.replace(persist_weights=True)
         return write_bin(graph, outdir, options, net_name=target.net_name, io_name=target.io_name,
                          device=target.device)
 

@@ -217,3 +217,33 @@ def test_power_of_two_scales_take_the_direct_int32_form():
                               shift, 0, 255)
         assert np.array_equal(dw.run(x, None), want)
         assert dw._compiled.narrow == narrow
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_depthwise_narrow_planes_and_short_rows(signed):
+    """Output rows of at most 8 pixels (the AVX2 kernel computes two rows per vector; an odd row
+    count ends with one) and row tails of every length (the partial stores), every output type,
+    multiplier 1 (sums preloaded with the bias) or not; 1 and 2 threads give the same bits."""
+    rng = np.random.default_rng(11 + signed)
+    cases = [(h, w, s, kh, kw) for h, w in ((1, 1), (2, 3), (3, 5), (5, 7), (7, 7), (8, 8), (9, 8), (14, 14),
+                                            (6, 17), (4, 31), (3, 33))
+             for s in (1, 2) for kh, kw in ((3, 3), (1, 2), (2, 5))]
+    for t, (h, w, s, kh, kw) in enumerate(cases):
+        c = int(rng.integers(1, 6))
+        x = (rng.integers(-128, 128, (1, c, h, w)).astype(np.int8) if signed
+             else rng.integers(0, 256, (1, c, h, w)).astype(np.uint8))
+        wt = rng.integers(-128, 128, (c, 1, kh, kw)).astype(np.int8)
+        pads = (kh // 2, kw // 2, kh // 2, kw // 2)
+        ho, wo = out_hw(h, w, (kh, kw), (s, s), pads, (1, 1))
+        if ho < 1 or wo < 1:
+            continue
+        bias = rng.integers(-(1 << 12), 1 << 12, c)
+        mult, shift = (1, int(rng.integers(0, 9))) if t % 2 else (int(rng.integers(1, 1 << 15)), int(rng.integers(8, 24)))
+        dtype = (np.int8, np.uint8, np.int16, np.uint16)[t % 4]
+        lo, hi = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
+        want = ref.mac_output(ref.add_bias(ref.conv2d_acc(x, wt, (s, s), pads, (1, 1), c), bias), 32, mult, shift, lo, hi)
+        layer = fast.VnniDepthwise.plan_for(wt, c, x.dtype, (s, s), pads, (1, 1), (1, c, ho, wo), mult, shift, lo, hi,
+                                            dtype)
+        for threads in (1, 2):
+            got = layer.run(x, bias, threads)
+            assert got.dtype == dtype and np.array_equal(got, want), (h, w, s, kh, kw, threads)

@@ -216,3 +216,83 @@ def test_cifar10_quick_equals_the_specification(isa, options):
         assert len(got) == len(want) > 10
         for (op, a), (_, b) in zip(want, got):
             assert a.dtype == b.dtype and np.array_equal(a, b), op.where()
+
+
+# ------------------------------------------------------------ the direct (multiplier 1) stages
+def _weights_with_extremes(rng, shape, scale):
+    """int16 weights of a given spread (small ones: the depthwise plain int32 sums; large ones: the
+    split sums) with -32768 and 32767 planted (the GEMM's corrections)."""
+    w = np.clip(np.rint(rng.normal(0, scale, shape)), -32768, 32767).astype(np.int16)
+    if scale > 1000:
+        w.reshape(-1)[:: max(1, w.size // 5)] = -32768
+        w.reshape(-1)[1] = 32767
+    return w
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_direct_stage_equals_the_specification(isa, seed):
+    """Multiplier 1 (TIDL's power-of-2 scales): the GEMM and depthwise tiles start their sums at
+    bias + half and shift in int32 lanes. Shifts below and above 8 and 16, every output type, a
+    clamp narrower than the type, uint16/int16 activations at their extremes, -32768 weights, tails
+    in K, M and the pixels, 1x1 (packed without gathers) and kxk, and biases on both sides of the
+    bound where the stage falls back to int64 lanes."""
+    rng = np.random.default_rng(7700 + seed)
+    x_dtype = (np.uint16, np.int16)[seed % 2]
+    out_dtype = OUT_DTYPES[seed % 4]
+    info = np.iinfo(out_dtype)
+    for case in range(4):
+        shift = int((0, 5, 8, 13, 16, 17, 24, 40)[(seed + 3 * case) % 8])
+        lo, hi = int(info.min), int(info.max)
+        if case == 3:
+            lo, hi = max(lo, 0) + 3, hi - 5
+        bias_span = (1 << 43) if case == 2 else 1 << min(62, shift + 8)
+        wscale = 12000.0 if shift >= 13 else 12000.0 / 2 ** (16 - shift)  # sums near the output range
+        extreme = case == 1
+
+        def centered(acc):  # a bias that brings each channel's sums near 0 (plus noise), or a huge one
+            axes = tuple(a for a in range(acc.ndim) if a != 1)
+            noise = rng.integers(-bias_span, bias_span, acc.shape[1]).astype(np.int64)
+            return noise if case == 2 else noise - np.rint(acc.mean(axis=axes)).astype(np.int64)
+        # conv: 1x1 (contiguous pixels, several chunks with a tail) and 3x3
+        for kh, cin, cout, h, wd, pads in ((1, int(rng.integers(1, 70)), int(rng.integers(1, 14)), 13, 11, (0,) * 4),
+                                           (3, int(rng.integers(1, 9)), int(rng.integers(1, 9)), 9, 10, (1,) * 4)):
+            x = _codes(rng, x_dtype, (1, cin, h, wd), extreme)
+            w = _weights_with_extremes(rng, (cout, cin, kh, kh), wscale)
+            bias = centered(ref.conv2d_acc(x, w, (1, 1), pads, (1, 1), 1))
+            want = _spec(x, w, bias, (1, 1), pads, (1, 1), 1, 64, 1, shift, lo, hi, out_dtype)
+            layer = _igemm16.plan_conv(w, 1, x.dtype, (1, 1), pads, (1, 1), want.shape, 1, shift, 64, lo, hi,
+                                       out_dtype)
+            _run_all_threads(layer, x, bias, want)
+        # depthwise: plain (small weights) and split sums, strides 1 and 2, widths below and above 16
+        for scale, stride, dil, wd in ((300.0, 1, 1, 37), (15000.0, 2, 1, 45), (15000.0, 1, 2, 9), (900.0, 2, 2, 20)):
+            c = int(rng.integers(1, 7))
+            x = _codes(rng, x_dtype, (1, c, 11, wd), extreme)
+            w = _weights_with_extremes(rng, (c, 1, 3, 3), scale if shift >= 13 else min(scale, wscale))
+            pads = (dil,) * 4
+            bias = centered(ref.conv2d_acc(x, w, (stride, stride), pads, (dil, dil), c))
+            want = _spec(x, w, bias, (stride, stride), pads, (dil, dil), c, 64, 1, shift, lo, hi, out_dtype)
+            layer = _igemm16.plan_conv(w, c, x.dtype, (stride, stride), pads, (dil, dil), want.shape, 1, shift, 64,
+                                       lo, hi, out_dtype)
+            _run_all_threads(layer, x, bias, want)
+
+
+def test_depthwise_extreme_weights_and_kernel_widths(isa):
+    """Depthwise taps at +-32768 x -32768 (the split sums at their largest), kernel widths 1, 2, 4, 5
+    (pairs of taps, odd and even), 2 and 4 the largest kernel sizes the AVX2 path takes (15 x 17 = 255
+    taps) and one past it (the C loops)."""
+    rng = np.random.default_rng(99)
+    for kh, kw, stride in ((1, 2, 1), (2, 4, 2), (5, 5, 1), (1, 1, 2), (15, 17, 1), (16, 16, 2)):
+        for x_dtype in (np.uint16, np.int16):
+            c = 3
+            x = _codes(rng, x_dtype, (1, c, kh + 6, kw + 21), True)
+            w = _codes(rng, np.int16, (c, 1, kh, kw), True)
+            w[0] = -32768
+            pads = (kh // 2, kw // 2, kh // 2, kw // 2)
+            for mult, shift in ((1, 20), (1, 3), (3, 22)):
+                acc = ref.conv2d_acc(x, w, (stride, stride), pads, (1, 1), c)
+                bias = rng.integers(-(1 << 30), 1 << 30, c).astype(np.int64)
+                want = _spec(x, w, bias, (stride, stride), pads, (1, 1), c, 64, mult, shift, -32768, 32767, np.int16)
+                assert kh * kw < 9 or np.abs(acc).max() > 1 << 31  # past int32
+                layer = _igemm16.plan_conv(w, c, x.dtype, (stride, stride), pads, (1, 1), want.shape, mult, shift, 64,
+                                           -32768, 32767, np.int16)
+                _run_all_threads(layer, x, bias, want)

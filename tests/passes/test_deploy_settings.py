@@ -41,11 +41,11 @@ def test_O3_batches_a_small_input(tmp_path, lenet):
     same compile with numBatches 1."""
     model, weights = lenet
     o2 = _compile(tmp_path, "o2", model, weights, opt_level=2)
-    one = _compile(tmp_path, "one", model, weights, opt_level=3, batches=1)
-    auto = _compile(tmp_path, "auto", model, weights, opt_level=3)
-    assert "batches" not in o2.settings and one.settings == {"batches": 1}
+    one = _compile(tmp_path, "one", model, weights, opt_level=3, batches=1, persist_weights=False)
+    auto = _compile(tmp_path, "auto", model, weights, opt_level=3, persist_weights=False)
+    assert "batches" not in o2.settings and one.settings == {"batches": 1, "persist_weights": False}
     n, cycles = choose_batches(auto.graph, load_device("tda4vm"))
-    assert n > 1 and auto.settings == {"batches": n}
+    assert n > 1 and auto.settings == {"batches": n, "persist_weights": False}
     assert cycles == sorted(cycles, reverse=True)  # the model's what-if runs, per frame
     assert auto.perf["total_cycles"] < one.perf["total_cycles"] <= o2.perf["total_cycles"]
     assert auto.perf["total_cycles"] == pytest.approx(cycles[BATCH_CHOICES.index(n)], abs=1)  # stored as int
@@ -71,3 +71,37 @@ def test_knee_stops_where_doubling_pays_little(tmp_path):
     n, cycles = choose_batches(g, load_device("tda4vm"))
     assert n == 1 and cycles[1] > cycles[0] * 0.9, cycles
     assert cycles[0] == pytest.approx(estimate(g, "tda4vm", PerfOptions(hints=False)).total_cycles, rel=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::tidlc.diagnostics.TidlcWarning")  # synthetic calibration frames
+def test_O3_persists_weights_where_the_model_predicts_a_gain(tmp_path, lenet):
+    """LeNet's 431 KB of weights fit in the MSMC beside its feature maps: -O3 stores weight
+    persistence on (the perf model's cycles per frame drop), `tidlc perf` of the net.bin estimates
+    with it, and an explicit off is kept."""
+    from tidlc.backends.tidl.perf.hints import choose_persistence
+    model, weights = lenet
+    auto = _compile(tmp_path, "auto", model, weights, opt_level=3, batches=1)
+    off = _compile(tmp_path, "off", model, weights, opt_level=3, batches=1, persist_weights=False)
+    on, (c_off, c_on) = choose_persistence(off.graph, load_device("tda4vm"), PerfOptions(batches=1))
+    assert on and c_on < c_off
+    assert auto.settings == {"batches": 1, "persist_weights": True} and off.settings["persist_weights"] is False
+    assert auto.perf["total_cycles"] == pytest.approx(c_on, abs=1) and off.perf["total_cycles"] == pytest.approx(c_off, abs=1)
+    assert auto.perf["persistent_weight_bytes"] > 0 == off.perf["persistent_weight_bytes"]
+
+
+def test_persistence_stays_off_when_nothing_fits(tmp_path):
+    """Weights that do not fit in the MSMC (here: 1 KB of it) are loaded every frame either way:
+    no gain, so -O3 leaves persistence off."""
+    from tidlc.backends.tidl.perf.hints import choose_persistence
+    from tidlc.compiler import load, optimize
+    w = numpy_helper.from_array(np.random.default_rng(1).normal(size=(256, 256, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1] * 4)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256, 16, 16])], [w])
+    path = tmp_path / "wide.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    options = CompileOptions.of(opt_level=3)
+    g = load(str(path), options)
+    optimize(g, options)
+    on, cycles = choose_persistence(g, load_device("tda4vm"), PerfOptions(msmc_kb=1))
+    assert not on and cycles[1] >= cycles[0], cycles

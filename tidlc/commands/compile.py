@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", metavar="NAME",
                    help="the device net.bin and its perf estimate are for (default tda4vm; `tidlc perf --help` "
                         "lists devices: am62a, am67a, am68a, am69a, ...)")
+    p.add_argument("--persist-weights", choices=("on", "off"),
+                   help="weight persistence in net.bin's estimate: weights that fit in MSMC stay there between "
+                        "frames (default: off; -O3 turns it on where the perf model predicts fewer cycles)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of text (docs/cli.md)")
     p.add_argument("--quant-params", action="store_true", default=None,
                    help="--target onnx-qdq: also write TIDL's TIDLNetQuantParams prototxt (docs/ti-flow.md)")
@@ -93,6 +96,9 @@ def run(args, options) -> int:
     summary = g.attrs.get("quant.mixed_precision")
     if isinstance(summary, str) and summary:
         print(f"  mixed precision: {summary}")
+    verdict = g.attrs.get("quant.equalize")
+    if isinstance(verdict, str) and verdict:
+        print(f"  equalize: {verdict}")
     for path in result.outputs:
         print(f"  wrote {path}")
     return 0

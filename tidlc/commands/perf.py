@@ -37,8 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="MSMC (L3) KB usable by the network (msmcSizeKB; default: a net.bin's, else the device's)")
     g.add_argument("--batches", type=int, metavar="N",
                    help="frames processed per call (numBatches; default: a net.bin's, else 1)")
-    g.add_argument("--persist-weights", choices=("on", "off"), default="off",
-                   help="keep weights that fit in MSMC between frames (default: off)")
+    g.add_argument("--persist-weights", choices=("on", "off"),
+                   help="keep weights that fit in MSMC between frames (default: a net.bin's, else off)")
     g.add_argument("--bits", type=int, choices=(8, 16),
                    help="8- or 16-bit inference (default: the compiled model's, else 8)")
     g.add_argument("--16bit-layers", dest="layers_16bit", type=names_list, metavar="NAME,...",
@@ -162,7 +162,9 @@ def _perf_options(args, backend, bits: int, stored: dict):
         bits=16 if bits > 8 else 8, layers_16bit=getattr(args, "layers_16bit", None) or (),
         batches=args.batches or stored.get("batches") or 1,
         msmc_kb=args.msmc_kb if args.msmc_kb is not None else stored.get("msmc_kb"),
-        persist_weights=args.persist_weights == "on", fps=args.fps, hints=args.show_hints)
+        persist_weights=(args.persist_weights == "on" if args.persist_weights is not None
+                         else bool(stored.get("persist_weights", False))),
+        fps=args.fps, hints=args.show_hints)
 
 
 def run(args, options) -> int:

@@ -52,7 +52,7 @@ def _default_output(model: str) -> str:
 def _perf_args(args) -> argparse.Namespace:
     """`tidlc perf`'s arguments for this report: the stored deployment settings, hints on."""
     ns = argparse.Namespace(**vars(args))
-    for k, v in {"msmc_kb": None, "batches": None, "persist_weights": "off", "bits": None,
+    for k, v in {"msmc_kb": None, "batches": None, "persist_weights": None, "bits": None,
                  "layers_16bit": (), "partitioned": False, "show_hints": True}.items():
         if not hasattr(ns, k):
             setattr(ns, k, v)

@@ -70,6 +70,9 @@ class PassContext:
     verify_each: bool = False
     notes: list[str] = attrs.Factory(list)
     pass_name: str | None = None
+    # what a pass leaves for a later one of the same run (e.g. equalize's undo record for the
+    # quantize pass's check), by key; PassManager.stash keeps it after the run
+    stash: dict[str, Any] = attrs.Factory(dict)
 
     def note(self, message: str) -> None:
         self.notes.append(f"{self.pass_name}: {message}" if self.pass_name else message)

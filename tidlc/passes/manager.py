@@ -138,6 +138,7 @@ class PassManager:
     hook: object = None
     owners: dict = attrs.Factory(dict)  # pass name -> "plugin 'NAME' (project VERSION)" for third-party passes
     notes: list = attrs.Factory(list)  # the passes' ctx.note(...) messages of the last run
+    stash: dict = attrs.Factory(dict)  # the passes' ctx.stash of the last run
     timings: list[tuple[str, float, bool]] = attrs.Factory(list)
 
     @classmethod
@@ -191,6 +192,7 @@ class PassManager:
             done.append(p.name)
         ctx.pass_name = None
         self.notes = list(ctx.notes)
+        self.stash = ctx.stash
         return changed_any
 
     def timing_report(self) -> str:

@@ -253,14 +253,20 @@ def _schema_problem(obj: Any, required: dict, optional: dict | None = None) -> s
     return None
 
 
-SETTINGS = ("batches", "msmc_kb")  # compile options the perf estimate used (numBatches, msmcSizeKB)
+# compile options the perf estimate used (numBatches, msmcSizeKB, weight persistence)
+SETTINGS = ("batches", "msmc_kb", "persist_weights")
 
 
 def settings_problem(settings: dict) -> str | None:
-    """What is wrong with stored deployment settings ({"batches": 1..1024, "msmc_kb": >= 0}), or None."""
+    """What is wrong with stored deployment settings ({"batches": 1..1024, "msmc_kb": >= 0,
+    "persist_weights": true/false}), or None."""
     for key, value in settings.items():
         if key not in SETTINGS:
             return f"unknown setting '{key}'"
+        if key == "persist_weights":
+            if not isinstance(value, bool):
+                return f"setting '{key}' must be true or false ({value!r})"
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "batches" else 0) \
                 or value > (1024 if key == "batches" else 1 << 30):
             return f"setting '{key}' is out of range ({value!r})"

@@ -109,6 +109,14 @@ cdef int _run_parts(i16_part_fn fn, const void *p, int total, int threads, size_
     return rc
 
 
+def _pad(x, int top, int bottom, int left, int right):
+    """x (N, C, H, W) zero padded in H and W (np.pad's result, without its generic machinery)."""
+    n, c, h, w = x.shape
+    out = np.zeros((n, c, h + top + bottom, w + left + right), x.dtype)
+    out[:, :, top:top + h, left:left + w] = x
+    return out
+
+
 def _stage_arrays(mult, int m):
     return np.ascontiguousarray(np.broadcast_to(np.asarray(mult, np.int64).reshape(-1), (m,)))
 
@@ -183,7 +191,7 @@ cdef class Conv16:
         extra_h, extra_w = max(0, self.need_h - x.shape[2] - pt), max(0, self.need_w - x.shape[3] - pl)
         xp = np.ascontiguousarray(x)
         if pt or pl or extra_h or extra_w:  # the code of 0 (uint16: read as -32768, folded into the bias)
-            xp = np.pad(xp, ((0, 0), (0, 0), (pt, extra_h), (pl, extra_w)))
+            xp = _pad(xp, pt, extra_h, pl, extra_w)
         cdef i16_conv_t p = self.p
         p.st.bias = &b[0]
         p.H, p.W = xp.shape[2], xp.shape[3]
@@ -260,16 +268,16 @@ cdef class Depthwise16:
             self.bias_arr, self.bias_ref = np.ascontiguousarray(bc, dtype=np.int64), bias
         cdef const int64_t[::1] b = self.bias_arr
         cdef i16_dw_t p = self.p
-        p.use_avx2 = avx2 and i16_have_avx2() and p.x_kind >= 2 and p.sw in (1, 2) and p.kh * p.kw <= 32768
+        p.use_avx2 = avx2 and i16_have_avx2() and p.x_kind >= 2 and p.sw in (1, 2) and p.kh * p.kw <= 255
         pt, pl = self.pads[0], self.pads[1]
         need_h = (p.Ho - 1) * p.sh + (p.kh - 1) * p.dh + 1
         need_w = (p.Wo - 1) * p.sw + (p.kw - 1) * p.dw + 1
-        if p.use_avx2:  # the AVX2 rows read whole vectors of 8 outputs (igemm16.h, i16_dw_row_avx2)
-            need_w = (max(p.Wo, 8) - 1) * p.sw + (p.kw - 1) * p.dw + 1 + (1 if p.sw == 2 else 0)
+        if p.use_avx2:  # the AVX2 rows read whole steps of 16 outputs (igemm16.h, i16_dw_row_avx2)
+            need_w = p.sw * max(p.Wo, 16) + (p.kw - 1) * p.dw + 1
         extra_h, extra_w = max(0, need_h - x.shape[2] - pt), max(0, need_w - x.shape[3] - pl)
         xp = np.ascontiguousarray(x)
         if pt or pl or extra_h or extra_w:  # zero is the code of 0 (uint16 too: read as -32768, folded into the bias)
-            xp = np.pad(xp, ((0, 0), (0, 0), (pt, extra_h), (pl, extra_w)))
+            xp = _pad(xp, pt, extra_h, pl, extra_w)
         p.st.bias = &b[0]
         p.H, p.W = xp.shape[2], xp.shape[3]
         n = x.shape[0]

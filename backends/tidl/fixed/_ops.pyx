@@ -22,7 +22,10 @@ The loops are written for GCC to vectorize them on baseline x86-64 (SSE2):
 int32 lanes, int16 x int16 -> int32 products (grouped convs run on zero-padded
 int16 copies of the input planes, one pass per tap over a whole plane at
 stride 1), separable pooling in the input's type, table lookups in the
-result's type.
+result's type. Those loops are the C forms; on 8-bit codes, pooling, global
+pooling, requantization/concat, linear resize, quantize and dequantize (and the
+add of two 8-bit tensors) also have AVX2 forms (ops_simd.h), run when the
+caller passes ``use_avx2`` (``fast.isa() != "c"``) and the CPU has AVX2.
 """
 from libc.math cimport copysign
 from libc.stdint cimport (INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, int8_t, int16_t, int32_t, int64_t,
@@ -159,6 +162,65 @@ cdef char* _out_ptr(unsigned char[::1] out, int kind, Py_ssize_t count) except N
     if count <= 0 or out.shape[0] != count * SIZES[kind]:
         raise ValueError(f"result buffer holds {out.shape[0]} bytes, need {count * SIZES[kind]}")
     return <char*>&out[0]
+
+
+cdef extern from "ops_simd.h" nogil:
+    int ops_requant8_avx2(const uint8_t *x, int is_signed, size_t n, int32_t mult, int shift, int32_t lo, int32_t hi,
+                          void *out, int kind)
+    int ops_max_pool8_avx2(const uint8_t *x, int is_signed, size_t planes, Py_ssize_t H, Py_ssize_t W,
+                           const Py_ssize_t *geo, int32_t mult, int shift, int32_t lo, int32_t hi, void *out, int kind)
+    int ops_avg_pool8_avx2(const uint8_t *x, int is_signed, size_t planes, Py_ssize_t H, Py_ssize_t W,
+                           const Py_ssize_t *geo, const int32_t *avg_mult, int32_t mult, int shift, int32_t lo,
+                           int32_t hi, void *out, int kind)
+    int ops_global8_avx2(const uint8_t *x, int is_signed, size_t rows, size_t P, int is_max, int64_t avg_mult,
+                         int64_t *res)
+    int ops_resize8_avx2(const uint8_t *x, int is_signed, size_t planes, Py_ssize_t H, Py_ssize_t W, Py_ssize_t HO,
+                         Py_ssize_t WO, const int32_t *y0, const int32_t *y1, const int32_t *wy, const int32_t *x0,
+                         const int32_t *x1, const int32_t *wx, int32_t mult, int shift, int32_t lo, int32_t hi,
+                         void *out, int kind)
+    int ops_quantize_avx2(const void *x, int is_f64, size_t n, double scale, double lo, double hi, int32_t zp,
+                          void *out, int kind)
+    int ops_dequantize_avx2(const void *x, int size, int is_signed, size_t n, double scale, double zp, float *out)
+
+
+cdef int64_t[6] KIND_MIN
+cdef int64_t[6] KIND_MAX
+KIND_MIN[:] = [-128, 0, -32768, 0, INT32_MIN, INT64_MIN]
+KIND_MAX[:] = [127, 255, 32767, 65535, INT32_MAX, INT64_MAX]
+
+
+cdef bint _simd_stage(int64_t mult, int shift, int64_t lo, int64_t hi, bint narrow, int kind, int64_t vmin,
+                      int64_t vmax, int32_t* lo32, int32_t* hi32) noexcept nogil:
+    """Whether the AVX2 kernels' stage (int32 lanes, saturating packs to an 8/16-bit result) equals the
+    C form's stage and cast: every intermediate fits int32 (``narrow``) and both clamp bounds lie in the
+    result type. The identity stage on values in [vmin, vmax] takes those bounds tightened to them."""
+    if not narrow or kind > K_U16 or shift > 30 or mult < INT32_MIN or mult > INT32_MAX:
+        return False
+    if mult == 1 and shift == 0:
+        lo = max(lo, vmin)
+        hi = min(hi, vmax)
+    if not (KIND_MIN[kind] <= lo <= KIND_MAX[kind] and KIND_MIN[kind] <= hi <= KIND_MAX[kind]):
+        return False
+    lo32[0] = <int32_t>lo
+    hi32[0] = <int32_t>hi
+    return True
+
+
+cdef Py_ssize_t _simd_runs = 0
+
+
+def simd_runs():
+    """How many calls so far ran an AVX2 form of ops_simd.h (the tests check that theirs do)."""
+    return _simd_runs
+
+
+cdef int _simd_done(int status) except -1:
+    """status of an AVX2 kernel: 1 done (counted), 0 not run (the C form runs), -1 out of memory."""
+    global _simd_runs
+    if status < 0:
+        raise MemoryError()
+    _simd_runs += status > 0
+    return status
 
 
 # ----------------------------------------------------------------------------- grouped conv
@@ -423,10 +485,12 @@ cdef inline in_t _highest(const in_t* of_type) noexcept nogil:
 
 def pool2d(const in_t[:, :, :, ::1] x, bint is_max, kernel, strides, pads, dilations,
            Py_ssize_t ho, Py_ssize_t wo, const int64_t[:, ::1] avg_mult,
-           int64_t mult, int shift, int64_t lo, int64_t hi, bint narrow, unsigned char[::1] out, int kind):
+           int64_t mult, int shift, int64_t lo, int64_t hi, bint narrow, unsigned char[::1] out, int kind,
+           bint use_avx2=False):
     """Max pooling (every window must hold a tap in each axis: the caller checks) or average pooling,
     ``round_shift(sum * avg_mult[oy, ox], 16)``; then the stage (a requantization or nothing).
-    ``narrow``: sums, products and the stage fit int32."""
+    ``narrow``: sums, products and the stage fit int32. ``use_avx2``: 8-bit codes run the AVX2 form
+    (ops_simd.h) where the CPU has it and the stage allows."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], W = x.shape[3]
     cdef Py_ssize_t[10] geo
     geo[:] = [kernel[0], kernel[1], strides[0], strides[1], pads[0], pads[1], dilations[0], dilations[1], ho, wo]
@@ -437,6 +501,28 @@ def pool2d(const in_t[:, :, :, ::1] x, bint is_max, kernel, strides, pads, dilat
     cdef char* dst = _out_ptr(out, kind, N * C * ho * wo)
     cdef Stage s = _make_stage(mult, shift, lo, hi, narrow)
     cdef Py_ssize_t i, span = max(geo[5] + W, (wo - 1) * geo[3] + (geo[1] - 1) * geo[7] + 1)  # padded columns
+    cdef int32_t lo32 = 0, hi32 = 0
+    cdef int32_t* am32
+    cdef int status
+    if (use_avx2 and (in_t is int8_t or in_t is uint8_t) and N * C > 0 and (is_max or geo[0] <= 128)
+            and _simd_stage(mult, shift, lo, hi, narrow, kind, _lowest(&x[0, 0, 0, 0]) if is_max else INT64_MIN,
+                            _highest(&x[0, 0, 0, 0]) if is_max else INT64_MAX, &lo32, &hi32)):
+        if is_max:
+            with nogil:
+                status = ops_max_pool8_avx2(<const uint8_t*>&x[0, 0, 0, 0], in_t is int8_t, N * C, x.shape[2], W,
+                                            geo, <int32_t>mult, shift, lo32, hi32, dst, kind)
+        else:
+            am32 = <int32_t*>malloc(ho * wo * sizeof(int32_t))
+            if am32 == NULL:
+                raise MemoryError()
+            for i in range(ho * wo):
+                am32[i] = <int32_t>avg_mult[i // wo, i % wo]
+            with nogil:
+                status = ops_avg_pool8_avx2(<const uint8_t*>&x[0, 0, 0, 0], in_t is int8_t, N * C, x.shape[2], W,
+                                            geo, am32, <int32_t>mult, shift, lo32, hi32, dst, kind)
+            free(am32)
+        if _simd_done(status):
+            return
     cdef char* mem = <char*>malloc((span + 2 * wo) * 8)
     if mem == NULL:
         raise MemoryError()
@@ -460,8 +546,10 @@ def pool2d(const in_t[:, :, :, ::1] x, bint is_max, kernel, strides, pads, dilat
 
 
 def global_pool(const in_t[:, ::1] x, bint is_max, int64_t avg_mult,
-                int64_t mult, int shift, int64_t lo, int64_t hi, unsigned char[::1] out, int kind):
-    """x (rows, P): the max, or ``round_shift(sum * avg_mult, 16)``, of each row; then the stage."""
+                int64_t mult, int shift, int64_t lo, int64_t hi, unsigned char[::1] out, int kind,
+                bint use_avx2=False):
+    """x (rows, P): the max, or ``round_shift(sum * avg_mult, 16)``, of each row; then the stage.
+    ``use_avx2``: the rows of 8-bit codes reduce in AVX2 (ops_simd.h) where the CPU has it."""
     cdef Py_ssize_t R = x.shape[0], P = x.shape[1], r, k
     if P == 0:
         raise ValueError("global_pool: empty rows")
@@ -473,8 +561,11 @@ def global_pool(const in_t[:, ::1] x, bint is_max, int64_t avg_mult,
     cdef int64_t acc
     cdef in_t m, v
     cdef const in_t* xr
+    cdef bint simd = False
     with nogil:
-        for r in range(R):
+        if use_avx2 and (in_t is int8_t or in_t is uint8_t) and R > 0:
+            simd = ops_global8_avx2(<const uint8_t*>&x[0, 0], in_t is int8_t, R, P, is_max, avg_mult, res)
+        for r in range(0 if simd else R):
             xr = &x[r, 0]
             if is_max:
                 m = xr[0]
@@ -489,6 +580,7 @@ def global_pool(const in_t[:, ::1] x, bint is_max, int64_t avg_mult,
                 res[r] = (acc * avg_mult + 32768) >> 16
         _store(res, R, &s, dst, kind)
     free(res)
+    _simd_done(simd)
 
 
 # ----------------------------------------------------------------------------- requantization, concat
@@ -516,15 +608,29 @@ cdef void _requant(const in_t[:, ::1] x, const Stage* s0, acc_t* buf, char* dst,
 
 
 def requant_rows(const in_t[:, ::1] x, int64_t mult, int shift, int64_t lo, int64_t hi, bint narrow,
-                 unsigned char[::1] out, int kind, Py_ssize_t out_row, Py_ssize_t col0):
+                 unsigned char[::1] out, int kind, Py_ssize_t out_row, Py_ssize_t col0, bint use_avx2=False):
     """out (R, out_row)[:, col0:col0 + L] = clamp(round_shift(x * mult, shift), lo, hi):
-    a requantization (R = 1), or one input of a concat (a band of columns)."""
-    cdef Py_ssize_t R = x.shape[0], L = x.shape[1]
+    a requantization (R = 1), or one input of a concat (a band of columns). ``use_avx2``: 8-bit
+    codes run the AVX2 form (ops_simd.h) where the CPU has it and the stage allows."""
+    cdef Py_ssize_t R = x.shape[0], L = x.shape[1], r
     if L == 0 or col0 < 0 or col0 + L > out_row:
         raise ValueError("requant_rows: columns out of range")
     cdef char* dst = _out_ptr(out, kind, R * out_row)
     cdef Stage s = _make_stage(mult, shift, lo, hi, narrow)
     cdef int64_t buf[CHUNK]
+    cdef int32_t lo32 = 0, hi32 = 0
+    cdef int is_signed = in_t is int8_t
+    if (use_avx2 and (in_t is int8_t or in_t is uint8_t) and R > 0
+            and _simd_stage(mult, shift, lo, hi, narrow, kind, _lowest(&x[0, 0]), _highest(&x[0, 0]), &lo32, &hi32)):
+        with nogil:
+            for r in range(R):
+                if not ops_requant8_avx2(<const uint8_t*>&x[r, 0], is_signed, L, <int32_t>mult, shift, lo32, hi32,
+                                         dst + (r * out_row + col0) * SIZES[kind], kind):
+                    break  # no AVX2 (then not on the first row): the C form
+            else:
+                R = 0
+        if _simd_done(R == 0):
+            return
     with nogil:
         if narrow:
             _requant(x, &s, <int32_t*>buf, dst, kind, out_row, col0)
@@ -757,9 +863,12 @@ def softmax(const in_t[:, :, ::1] x, const int64_t[::1] table, int64_t qmax, uns
 # ----------------------------------------------------------------------------- resize
 def resize_linear(const in_t[:, :, :, ::1] x, const int64_t[::1] y0, const int64_t[::1] y1,
                   const int64_t[::1] wy, const int64_t[::1] x0, const int64_t[::1] x1, const int64_t[::1] wx,
-                  int64_t mult, int shift, int64_t lo, int64_t hi, unsigned char[::1] out, int kind):
+                  int64_t mult, int shift, int64_t lo, int64_t hi, unsigned char[::1] out, int kind,
+                  bint narrow=False, bint use_avx2=False):
     """Separable Q10 linear resize of H and W: round_shift(sum of the four weighted taps, 20)
-    (an axis that is not resized has y0 = y1 = index, weight 0), then the stage."""
+    (an axis that is not resized has y0 = y1 = index, weight 0), then the stage. ``use_avx2``:
+    8-bit codes run the AVX2 form (ops_simd.h) where the CPU has it and the stage fits int32
+    (``narrow``)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t HO = y0.shape[0], WO = x0.shape[0], n, c, oy, ox, i
     if y1.shape[0] != HO or wy.shape[0] != HO or x1.shape[0] != WO or wx.shape[0] != WO:
@@ -772,6 +881,26 @@ def resize_linear(const in_t[:, :, :, ::1] x, const int64_t[::1] y0, const int64
             raise ValueError("resize_linear: column index or weight out of range")
     cdef char* dst = _out_ptr(out, kind, N * C * HO * WO)
     cdef Stage s = _make_stage(mult, shift, lo, hi, False)
+    cdef int32_t lo32 = 0, hi32 = 0
+    cdef int32_t* idx
+    cdef int status
+    if (use_avx2 and (in_t is int8_t or in_t is uint8_t) and N * C > 0
+            and _simd_stage(mult, shift, lo, hi, narrow, kind, _lowest(&x[0, 0, 0, 0]), _highest(&x[0, 0, 0, 0]),
+                            &lo32, &hi32)):
+        idx = <int32_t*>malloc(3 * (HO + WO) * sizeof(int32_t))  # y0 y1 wy x0 x1 wx as int32
+        if idx == NULL:
+            raise MemoryError()
+        for i in range(HO):
+            idx[i], idx[HO + i], idx[2 * HO + i] = <int32_t>y0[i], <int32_t>y1[i], <int32_t>wy[i]
+        for i in range(WO):
+            idx[3 * HO + i], idx[3 * HO + WO + i], idx[3 * HO + 2 * WO + i] = <int32_t>x0[i], <int32_t>x1[i], <int32_t>wx[i]
+        with nogil:
+            status = ops_resize8_avx2(<const uint8_t*>&x[0, 0, 0, 0], in_t is int8_t, N * C, H, W, HO, WO, idx,
+                                      idx + HO, idx + 2 * HO, idx + 3 * HO, idx + 3 * HO + WO, idx + 3 * HO + 2 * WO,
+                                      <int32_t>mult, shift, lo32, hi32, dst, kind)
+        free(idx)
+        if _simd_done(status):
+            return
     cdef int64_t* tmp = <int64_t*>malloc((W + WO) * sizeof(int64_t))
     if tmp == NULL:
         raise MemoryError()
@@ -819,16 +948,23 @@ cdef inline int32_t _quantize32(double v, double scale, double lo, double hi, in
 
 
 def quantize(const floating[::1] x, double scale, int64_t zero_point, int64_t qmin, int64_t qmax,
-             unsigned char[::1] out, int kind):
-    """out = (T) clamp(round_half_away(x * scale) + zero_point, qmin, qmax), in double like the specification."""
+             unsigned char[::1] out, int kind, bint use_avx2=False):
+    """out = (T) clamp(round_half_away(x * scale) + zero_point, qmin, qmax), in double like the specification.
+    ``use_avx2``: 8/16-bit results in AVX2 (ops_simd.h) where the CPU has it."""
     cdef Py_ssize_t n = x.shape[0], k
     cdef char* dst = _out_ptr(out, kind, n)
     cdef double lo = <double>(qmin - zero_point), hi = <double>(qmax - zero_point)
     cdef bint small = kind <= K_U16 and -(1 << 30) < qmin - zero_point and qmax - zero_point < (1 << 30) \
         and -(1 << 30) < zero_point < (1 << 30)
     cdef int32_t zp = <int32_t>zero_point if small else 0
+    cdef bint simd = False
     with nogil:
-        if small and kind == K_I8:
+        if use_avx2 and small and n > 0 and KIND_MIN[kind] <= qmin <= KIND_MAX[kind] \
+                and KIND_MIN[kind] <= qmax <= KIND_MAX[kind]:  # the saturating packs store the values
+            simd = ops_quantize_avx2(&x[0], floating is double, n, scale, lo, hi, zp, dst, kind)
+        if simd:
+            pass
+        elif small and kind == K_I8:
             for k in range(n):
                 (<int8_t*>dst)[k] = <int8_t>_quantize32(x[k], scale, lo, hi, zp)
         elif small and kind == K_U8:
@@ -846,13 +982,20 @@ def quantize(const floating[::1] x, double scale, int64_t zero_point, int64_t qm
         else:
             for k in range(n):
                 (<int64_t*>dst)[k] = _quantize(x[k], scale, lo, hi, zero_point)
+    _simd_done(simd)
 
 
-def dequantize(const in_t[::1] q, double scale, double zero_point, float[::1] out):
-    """out = (float) (((double) q - zero_point) / scale)."""
+def dequantize(const in_t[::1] q, double scale, double zero_point, float[::1] out, bint use_avx2=False):
+    """out = (float) (((double) q - zero_point) / scale). ``use_avx2``: in AVX2 (ops_simd.h) where
+    the CPU has it."""
     cdef Py_ssize_t n = q.shape[0], k
     if out.shape[0] != n:
         raise ValueError("dequantize: result size differs")
+    cdef bint simd = False
     with nogil:
-        for k in range(n):
+        if use_avx2 and n > 0:
+            simd = ops_dequantize_avx2(&q[0], sizeof(in_t), in_t is int8_t or in_t is int16_t, n, scale, zero_point,
+                                       &out[0])
+        for k in range(0 if simd else n):
             out[k] = <float>((<double>q[k] - zero_point) / scale)
+    _simd_done(simd)

@@ -168,7 +168,7 @@ def max_pool(q, kernel, strides, pads, dilations, ho: int, wo: int, requant=None
         return _finish(ref.max_pool(q, kernel, strides, pads, dilations, ho, wo), requant, out_dtype)
     out, raw = _result(q.shape[:2] + (ho, wo), out_dtype)
     _ops.pool2d(np.ascontiguousarray(q), True, tuple(kernel), tuple(strides), tuple(pads[:2]), tuple(dilations),
-                ho, wo, np.zeros((1, 1), np.int64), *stage, raw, kind)
+                ho, wo, np.zeros((1, 1), np.int64), *stage, raw, kind, _simd())
     return out
 
 
@@ -192,8 +192,13 @@ def avg_pool(q, kernel, strides, pads, dilations, ho: int, wo: int, counts, requ
         return _finish(ref.avg_pool(q, kernel, strides, pads, dilations, ho, wo, counts), requant, out_dtype)
     out, raw = _result(q.shape[:2] + (ho, wo), out_dtype)
     _ops.pool2d(np.ascontiguousarray(q), False, tuple(kernel), tuple(strides), tuple(pads[:2]), tuple(dilations),
-                ho, wo, mult, *stage, raw, kind)
+                ho, wo, mult, *stage, raw, kind, _simd())
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _avg_multiplier(count: int) -> int:
+    return int(ref.avg_multipliers(np.array(count)))
 
 
 def global_pool(q, mode: str, requant=None, out_dtype=np.int64):
@@ -202,10 +207,10 @@ def global_pool(q, mode: str, requant=None, out_dtype=np.int64):
     q = np.asarray(q)
     kind = _int_kind(out_dtype)
     shape = q.shape[:2] + (1,) * (q.ndim - 2)
-    count = int(np.prod(q.shape[2:])) if q.ndim > 2 else 0
+    count = math.prod(q.shape[2:]) if q.ndim > 2 else 0
     stage = None
     if kind is not None and _small(q) and q.ndim > 2 and count > 0 and q.shape[0] * q.shape[1] > 0:
-        avg_mult = int(ref.avg_multipliers(np.array(count)))
+        avg_mult = _avg_multiplier(count)
         v_abs = _abs(q.dtype) * (1 if mode == "max" else count * avg_mult)
         rounded = v_abs if mode == "max" else v_abs >> ref.AVG_POOL_SHIFT
         stage = _stage(requant, rounded + 1) if v_abs < 1 << 62 else None
@@ -216,7 +221,8 @@ def global_pool(q, mode: str, requant=None, out_dtype=np.int64):
             values = ref.global_avg_pool(q)
         return _finish(values, requant, out_dtype)
     out, raw = _result(shape, out_dtype)
-    _ops.global_pool(np.ascontiguousarray(q).reshape(-1, count), mode == "max", avg_mult, *stage[:4], raw, kind)
+    _ops.global_pool(np.ascontiguousarray(q).reshape(-1, count), mode == "max", avg_mult, *stage[:4], raw, kind,
+                     _simd())
     return out
 
 
@@ -229,7 +235,7 @@ def requantize(q, s_in: float, s_out: float, qmin: int, qmax: int, out_dtype=np.
     if kind is None or stage is None or q.size == 0:
         return ref.requantize(q, s_in, s_out, qmin, qmax).astype(out_dtype, copy=False)
     out, raw = _result(q.shape, out_dtype)
-    _ops.requant_rows(np.ascontiguousarray(q).reshape(1, -1), *stage, raw, kind, q.size, 0)
+    _ops.requant_rows(np.ascontiguousarray(q).reshape(1, -1), *stage, raw, kind, q.size, 0, _simd())
     return out
 
 
@@ -254,11 +260,11 @@ def concat(parts, scales, s_out: float, qmin: int, qmax: int, axis: int, out_dty
     out, raw = _result(tuple(shape), out_dtype)
     outer = math.prod(shape[:axis])
     row = math.prod(shape[axis:])
-    col = 0
+    col, simd = 0, _simd()
     for p, stage in zip(parts, stages):
         width = p.size // outer if outer else 0
         if width:
-            _ops.requant_rows(np.ascontiguousarray(p).reshape(outer, width), *stage, raw, kind, row, col)
+            _ops.requant_rows(np.ascontiguousarray(p).reshape(outer, width), *stage, raw, kind, row, col, simd)
         col += width
     return out
 
@@ -340,7 +346,8 @@ def _add8(qa, qb, ma: int, mb: int, shift: int, lo: int, hi: int, kind) -> bool:
 
 
 def _simd() -> bool:
-    """The SIMD forms of the element-wise kernels run (not under TIDLC_ISA=c: it tests the C forms)."""
+    """The SIMD forms of the kernels (ops_simd.h: AVX2 where the CPU has it) run; not under
+    TIDLC_ISA=c, which tests the C forms."""
     from . import fast
     return fast.isa() != "c"
 
@@ -453,7 +460,7 @@ def resize_linear(q, axes_weights, requant=None, out_dtype=np.int64) -> np.ndarr
             per_axis[axis] = (index, index, np.zeros_like(index))
     (y0, y1, wy), (x0, x1, wx) = per_axis[2], per_axis[3]
     out, raw = _result(q.shape[:2] + (y0.size, x0.size), out_dtype)
-    _ops.resize_linear(np.ascontiguousarray(q), y0, y1, wy, x0, x1, wx, *stage[:4], raw, kind)
+    _ops.resize_linear(np.ascontiguousarray(q), y0, y1, wy, x0, x1, wx, *stage[:4], raw, kind, stage[4], _simd())
     return out
 
 
@@ -475,13 +482,13 @@ def convert(x, src, dst, dtype: str) -> np.ndarray:
             and x.dtype in (np.float32, np.float64):
         out, raw = _result(x.shape, out_dtype)
         _ops.quantize(np.ascontiguousarray(x).reshape(-1), float(dst.scale[0]), int(dst.zero_point),
-                      int(dst.qmin), int(dst.qmax), raw, kind)
+                      int(dst.qmin), int(dst.qmax), raw, kind, _simd())
         return out
     if src is not None and (dst is None or kind is None) and out_dtype == np.float32 and _per_tensor(src) \
             and _small(x):
         out = np.empty(x.shape, np.float32)
         _ops.dequantize(np.ascontiguousarray(x).reshape(-1), float(src.scale[0]), float(src.zero_point),
-                        out.reshape(-1))
+                        out.reshape(-1), _simd())
         return out
     if src is not None and dst is not None and kind is not None and _per_tensor(src) and _per_tensor(dst) \
             and not src.zero_point and not dst.zero_point:

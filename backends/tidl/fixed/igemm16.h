@@ -28,13 +28,17 @@
  * L = sum(p - (p >> 16) * 2**16) lies in [0, 32768 * 65535] < 2**32, so
  *   sum(p) = h * 2**16 + L,   L = (uint32)(s - h * 2**16),
  * is recovered exactly in int64 at the end of each block. The C variant multiplies in int32
- * (|product| <= 2**30) and accumulates in int64 (same packed weights and corrections). The depthwise
- * kernel reads uint16 activations with the same offset (its caller folds 32768 * sum of the
- * channel's weights into the bias), multiplies single taps with vpmaddwd of (x, *) . (w, 0) (one
- * exact product, |x w| <= 2**30: no pair, no -32768 case) and sums the taps of an output the same
- * s/h way (AVX2; plain int32 sums when 32768 * sum |w| of the channel < 2**31) or in int64 (C).
- * The AVX2 output stage runs in int64 lanes when mult < 2**32 and no 32-bit saturation applies
- * (i16_out8_avx2), else in scalar code, with the same wrapping arithmetic.
+ * (|product| <= 2**30) and accumulates in int64 (same packed weights and corrections).
+ * Direct tile (AVX2, K2 <= I16_DIRECT_K2, multiplier 1, the usual case of TIDL's power-of-2
+ * scales): the s/h accumulators start at bias + half and the stage (shift, clamp, pack) runs on
+ * them in int32 lanes, no int64 sums (i16_tile_direct; proof at i16_direct_stage); 1x1 stride-1
+ * layers pack their columns with vector loads (i16_build_plain_avx2). The depthwise kernel reads
+ * uint16 activations with the same offset (its caller folds 32768 * sum of the channel's weights
+ * into the bias); AVX2: 16 outputs per step from vpmaddwd pairs of taps, exact int32 sums of
+ * the weights as they are (32768 * sum |w| < 2**30) or split into bytes (w = 256 wh + wl), and the
+ * same kind of int32 direct stage (i16_dw_row_avx2); C: int64 sums.
+ * Elsewhere the AVX2 output stage runs in int64 lanes when mult < 2**32 and no 32-bit saturation
+ * applies (i16_out8_avx2), else in scalar code, with the same wrapping arithmetic.
  *
  * AVX-512 VNNI and AVX-VNNI have no 16-bit dot product wider than vpmaddwd/vpdpwssd of the same
  * pairs; the caller runs this AVX2 variant under TIDLC_ISA=avx512vnni and avxvnni as well.
@@ -185,6 +189,31 @@ static void i16_tile_c(const int16_t *colg, const int16_t *wb, int K2, int64_t *
     }
 }
 
+/* The direct tile (i16_direct_stage, i16_direct_init): the s/h accumulators of row r start at the stage's constant
+ * B = bias + half = Bh * 2**16 + Bl (0 <= Bl < 2**16) as h = Bh, s = B mod 2**32, so that after
+ * the pairs (and the -32768 corrections, as one more pair -x each) h * 2**16 + (uint32)(s - h * 2**16)
+ * = B + sum exactly (at most 3 * I16_DIRECT_K2 pairs: |h| < 2**31, the low part < 2**32). With
+ * mult 1 the stage is y >> shift, y = A * 2**16 + r (A = h + (low >> 16), r = low & 0xffff):
+ *   shift >= 16: A >> (shift - 16);  shift < 16: A * 2**(16 - shift) + (r >> shift), A clamped to
+ *   +-2**(shift + 1) first (beyond it the result is past +-2**17 either way, outside lo..hi);
+ * then clamp(lo, hi) in int32 lanes (lo, hi within the output type: the packs never saturate). */
+#define I16_DIRECT_K2 8192
+
+static inline int i16_direct_stage(const i16_stage_t *st) {
+    static const int64_t tmin[4] = {-128, 0, -32768, 0}, tmax[4] = {127, 255, 32767, 65535};
+    return !st->acc32 && st->shift <= 42 && st->lo >= tmin[st->out_kind] && st->hi <= tmax[st->out_kind];
+}
+
+/* channel m's B as (h, s) initial values, or 0 when the direct stage does not apply to it */
+static inline int i16_direct_init(const i16_stage_t *st, int m, int32_t *h0, int32_t *s0) {
+    int64_t b = st->bias[m];
+    if (st->mult[m] != 1 || b <= -((int64_t)1 << 43) || b >= ((int64_t)1 << 43)) return 0;
+    b += st->shift > 0 ? (int64_t)1 << (st->shift - 1) : 0;
+    *h0 = (int32_t)(b >> 16);
+    *s0 = (int32_t)(uint32_t)(uint64_t)b;
+    return 1;
+}
+
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define I16_HAVE_X86 1
 #include <immintrin.h>
@@ -233,6 +262,109 @@ __attribute__((target("avx2"))) static void i16_tile_avx2(const int16_t *colg, c
         i16_flush(tot + 3 * I16_NV, s3, h3);
     }
 }
+#undef I16_ROW
+
+/* 8 int32 results (within the output type) to out[o .. o + nv) */
+__attribute__((target("avx2"))) static inline void i16_store8(int kind, void *out, size_t o, __m256i r, int nv) {
+    __m128i a = _mm256_castsi256_si128(r), b = _mm256_extracti128_si256(r, 1);
+    __m128i w16 = kind == 3 ? _mm_packus_epi32(a, b) : _mm_packs_epi32(a, b);
+    int size = kind >= 2 ? 2 : 1;
+    uint8_t tmp[16];
+    uint8_t *dst = nv == 8 ? (uint8_t *)out + o * size : tmp;
+    if (kind >= 2)
+        _mm_storeu_si128((__m128i *)dst, w16);
+    else
+        _mm_storel_epi64((__m128i *)dst, kind == 1 ? _mm_packus_epi16(w16, w16) : _mm_packs_epi16(w16, w16));
+    if (nv < 8) memcpy((uint8_t *)out + o * size, tmp, (size_t)nv * size);
+}
+
+/* i16_build for a 1x1 stride-1 convolution over an unpadded image (pixel n of channel c at
+ * x[c * npix + n]) and a chunk inside it: 8 pixels of taps 2 k2 and 2 k2 + 1 interleaved per vector */
+static inline int i16_build_plain(const i16_conv_t *p, int n0) {
+    return p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->H == p->Ho && p->W == p->Wo &&
+           n0 + I16_LEN <= p->Ho * p->Wo;
+}
+
+__attribute__((target("avx2"))) static inline __m128i i16_load8(const void *x, int kind, size_t i) {
+    switch (kind) {
+    case 0: return _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)((const uint8_t *)x + i)));
+    case 1: return _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)((const int8_t *)x + i)));
+    case 2: return _mm_xor_si128(_mm_loadu_si128((const __m128i *)((const uint16_t *)x + i)), _mm_set1_epi16(-32768));
+    default: return _mm_loadu_si128((const __m128i *)((const int16_t *)x + i));
+    }
+}
+
+__attribute__((target("avx2"))) static void i16_build_plain_avx2(const i16_conv_t *p, int n0, int16_t *cols) {
+    size_t npix = (size_t)p->Ho * p->Wo, gstride = (size_t)i16_k2(p->K) * 2 * I16_NV;
+    for (int k = 0; k < p->K; k += 2) {
+        int16_t *dst = cols + (size_t)(k >> 1) * 2 * I16_NV;
+        for (int g = 0; g < I16_GROUPS; g++) {
+            size_t i = (size_t)k * npix + (size_t)n0 + (size_t)g * I16_NV;
+            __m128i a = i16_load8(p->x, p->x_kind, i);
+            __m128i b = k + 1 < p->K ? i16_load8(p->x, p->x_kind, i + npix) : _mm_setzero_si128();
+            _mm_storeu_si128((__m128i *)(dst + g * gstride), _mm_unpacklo_epi16(a, b));
+            _mm_storeu_si128((__m128i *)(dst + g * gstride + I16_NV), _mm_unpackhi_epi16(a, b));
+        }
+    }
+}
+
+/* the direct stage of one row's s/h lanes (see above) */
+__attribute__((target("avx2"))) static inline __m256i i16_direct8(const i16_stage_t *st, __m256i s, __m256i h) {
+    __m256i low = _mm256_sub_epi32(s, _mm256_slli_epi32(h, 16));
+    __m256i a = _mm256_add_epi32(h, _mm256_srli_epi32(low, 16)), y;
+    if (st->shift >= 16) {
+        y = _mm256_sra_epi32(a, _mm_cvtsi32_si128(st->shift - 16));
+    } else {
+        __m256i cl = _mm256_set1_epi32(1 << (st->shift + 1));
+        a = _mm256_min_epi32(_mm256_max_epi32(a, _mm256_sub_epi32(_mm256_setzero_si256(), cl)), cl);
+        y = _mm256_add_epi32(_mm256_sll_epi32(a, _mm_cvtsi32_si128(16 - st->shift)),
+                             _mm256_srl_epi32(_mm256_and_si256(low, _mm256_set1_epi32(0xffff)),
+                                              _mm_cvtsi32_si128(st->shift)));
+    }
+    y = _mm256_max_epi32(y, _mm256_set1_epi32((int32_t)st->lo));
+    return _mm256_min_epi32(y, _mm256_set1_epi32((int32_t)st->hi));
+}
+
+/* row R of the direct tile: preload, and after the pairs the corrections and the stage */
+#define I16_DROW_INIT(R) __m256i s##R = _mm256_set1_epi32(sinit[R]), h##R = _mm256_set1_epi32(hinit[R]);
+#define I16_DROW_END(R)                                                                       \
+    if ((R) < mv) {                                                                           \
+        int m = m0 + (R);                                                                     \
+        for (int f = p->fix_ptr[m]; f < p->fix_ptr[m + 1]; f++) {                             \
+            int k = p->fix_k[f];                                                              \
+            __m256i xk = _mm256_loadu_si256((const __m256i *)(colg + (size_t)(k >> 1) * 2 * I16_NV)); \
+            xk = (k & 1) ? _mm256_srai_epi32(xk, 16) : _mm256_srai_epi32(_mm256_slli_epi32(xk, 16), 16); \
+            __m256i q = _mm256_sub_epi32(_mm256_setzero_si256(), xk);                         \
+            s##R = _mm256_add_epi32(s##R, q);                                                 \
+            h##R = _mm256_add_epi32(h##R, _mm256_srai_epi32(q, 16));                          \
+        }                                                                                     \
+        i16_store8(p->st.out_kind, p->st.out, (size_t)m * npix + (size_t)g0, i16_direct8(&p->st, s##R, h##R), nv); \
+    }
+
+#define I16_ROW(R)                                                                            \
+    {                                                                                         \
+        int32_t wv;                                                                           \
+        memcpy(&wv, w + 2 * (R), sizeof wv);                                                  \
+        __m256i pr = _mm256_madd_epi16(xv, _mm256_set1_epi32(wv));                            \
+        s##R = _mm256_add_epi32(s##R, pr);                                                    \
+        h##R = _mm256_add_epi32(h##R, _mm256_srai_epi32(pr, 16));                             \
+    }
+
+/* One tile of mv (<= I16_MR) channels from m0 x nv pixels from g0, K2 <= I16_DIRECT_K2, stage fused */
+__attribute__((target("avx2"))) static void i16_tile_direct(const i16_conv_t *p, const int16_t *colg,
+                                                            const int16_t *wb, int K2, int m0, int mv, int g0,
+                                                            int nv, int npix, const int32_t *hinit,
+                                                            const int32_t *sinit) {
+    I16_DROW_INIT(0) I16_DROW_INIT(1) I16_DROW_INIT(2) I16_DROW_INIT(3)
+    const int16_t *xp = colg, *w = wb;
+    for (int k2 = 0; k2 < K2; k2++, xp += 2 * I16_NV, w += 2 * I16_MR) {
+        __m256i xv = _mm256_loadu_si256((const __m256i *)xp);
+        I16_ROW(0) I16_ROW(1) I16_ROW(2) I16_ROW(3)
+    }
+    I16_DROW_END(0) I16_DROW_END(1) I16_DROW_END(2) I16_DROW_END(3)
+}
+#undef I16_DROW_INIT
+#undef I16_DROW_END
 #undef I16_ROW
 
 /* the output stage of 8 sums of channel m (i16_out) in int64 lanes, when the stage allows it:
@@ -304,17 +436,38 @@ static int i16_conv_units(const i16_conv_t *p, int begin, int end, uint8_t *scra
     int64_t *poff = (int64_t *)i16_align64((uint8_t *)(toff + p->K + 1));
     int64_t *tot = (int64_t *)i16_align64((uint8_t *)(poff + I16_LEN));
     int built = -1;
+    int direct = p->use_avx2 && K2 <= I16_DIRECT_K2 && i16_direct_stage(&p->st);
     for (int u = begin; u < end; u++) {
         int chunk = u / p->mgroups, mg = u % p->mgroups;
         int n0 = chunk * I16_LEN;
         int mb0 = (int)((int64_t)mblocks * mg / p->mgroups), mb1 = (int)((int64_t)mblocks * (mg + 1) / p->mgroups);
         if (built != chunk) {
+#if I16_HAVE_X86
+            if (p->use_avx2 && i16_build_plain(p, n0))
+                i16_build_plain_avx2(p, n0, cols);
+            else
+#endif
             i16_build(p, n0, cols, toff, poff);
             built = chunk;
         }
         for (int mb = mb0; mb < mb1; mb++) {
             const int16_t *wb = p->wpack + (size_t)mb * K2 * 2 * I16_MR;
             int mv = p->M - mb * I16_MR < I16_MR ? p->M - mb * I16_MR : I16_MR;
+#if I16_HAVE_X86
+            if (direct) {
+                int32_t h0[I16_MR] = {0}, s0[I16_MR] = {0};
+                int ok = 1;
+                for (int r = 0; r < mv; r++) ok &= i16_direct_init(&p->st, mb * I16_MR + r, h0 + r, s0 + r);
+                if (ok) {
+                    for (int g = 0; g < I16_GROUPS && n0 + g * I16_NV < npix; g++) {
+                        int g0 = n0 + g * I16_NV, nv = npix - g0 < I16_NV ? npix - g0 : I16_NV;
+                        i16_tile_direct(p, cols + (size_t)g * K2 * 2 * I16_NV, wb, K2, mb * I16_MR, mv, g0, nv, npix,
+                                        h0, s0);
+                    }
+                    continue;
+                }
+            }
+#endif
             for (int g = 0; g < I16_GROUPS; g++) {
                 int g0 = n0 + g * I16_NV;
                 if (g0 >= npix) break;
@@ -343,9 +496,19 @@ static int i16_conv_part(const void *p, int begin, int end, void *scratch) {
 }
 
 /* ---------------------------------------------------------------------------- depthwise */
-/* scratch of one depthwise part: one output row of int64 sums */
+#define I16_DW_SLOTS 512   /* vector loads per output step at most: kh * (kw + 1), kh * kw <= I16_DW_TAPS */
+#define I16_DW_TAPS 255
+
+/* the program of one channel (i16_dw_prog) and one output row of int64 sums (Wo + 16) */
+typedef struct {
+    int n, split;
+    int32_t off[I16_DW_SLOTS];                      /* element offset of each load from the row start */
+    int32_t el[I16_DW_SLOTS], eh[I16_DW_SLOTS];     /* weight pairs of the first vector (lo, hi parts) */
+    int32_t ol[I16_DW_SLOTS], oh[I16_DW_SLOTS];     /* of the second (stride 1: the odd outputs) */
+} i16_dw_prog_t;
+
 static inline size_t i16_dw_scratch_bytes(int Wo) {
-    return (size_t)(Wo + I16_NV) * sizeof(int64_t) + 64;
+    return sizeof(i16_dw_prog_t) + (size_t)(Wo + 16) * sizeof(int64_t) + 2 * 64;
 }
 
 static void i16_dw_row_c(const i16_dw_t *p, int c, int oh, int64_t *t) {
@@ -363,77 +526,187 @@ static void i16_dw_row_c(const i16_dw_t *p, int c, int oh, int64_t *t) {
     }
 }
 
-#if I16_HAVE_X86
-/* 8 16-bit activations at x[i], x[i + s], ... (s = 1 or 2) in the low halves of 8 int32 lanes
- * (uint16 as x - 32768); the high halves are multiplied by 0 */
-__attribute__((target("avx2"))) static inline __m256i i16_dw_load(const int16_t *x, int s, __m256i flip) {
-    if (s == 1)
-        return _mm256_cvtepi16_epi32(_mm_xor_si128(_mm_loadu_si128((const __m128i *)x), _mm256_castsi256_si128(flip)));
-    return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x), flip);  /* even elements in the low halves */
-}
-
-/* 16-bit activations, W stride 1 or 2: 8 outputs per vector, int32 products (|x w| <= 2**30)
- * accumulated exactly as s/h pairs (taps <= 32768). The vector loads stay inside the padded row
- * (the caller pads W so that the last vector's reads are in bounds). */
-#define I16_DW_TAPS(ACC)                                                                      \
-    for (int i = 0; i < p->kh; i++) {                                                         \
-        const int16_t *row = plane + (size_t)(oh * p->sh + i * p->dh) * p->W + (size_t)ow * p->sw; \
-        for (int j = 0; j < p->kw; j++) {                                                     \
-            __m256i pr = _mm256_madd_epi16(i16_dw_load(row + (size_t)j * p->dw, p->sw, flip),  \
-                                           _mm256_set1_epi32((uint16_t)w[i * p->kw + j]));    \
-            ACC                                                                               \
-        }                                                                                     \
-    }
-
-/* 8 outputs [ow, ow + 8) of one row into t[ow..]: plain int32 sums or s/h pairs */
-__attribute__((target("avx2"))) static inline void i16_dw_vec(const i16_dw_t *p, const int16_t *plane,
-                                                            const int16_t *w, int oh, int ow, __m256i flip,
-                                                            int plain, int64_t *t) {
-    __m256i s = _mm256_setzero_si256(), h = s;
-    if (plain) {
-        I16_DW_TAPS(s = _mm256_add_epi32(s, pr);)
-        _mm256_storeu_si256((__m256i *)(t + ow), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(s)));
-        _mm256_storeu_si256((__m256i *)(t + ow + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(s, 1)));
-        return;
-    }
-    I16_DW_TAPS(s = _mm256_add_epi32(s, pr); h = _mm256_add_epi32(h, _mm256_srai_epi32(pr, 16));)
-    _mm256_storeu_si256((__m256i *)(t + ow), _mm256_setzero_si256());
-    _mm256_storeu_si256((__m256i *)(t + ow + 4), _mm256_setzero_si256());
-    i16_flush(t + ow, s, h);
-}
-
-/* One output row of one channel, 16-bit activations, W stride 1 or 2, 8 outputs per vector; the
- * last vector ends at Wo (overlapping the previous one) or, for Wo < 8, computes 8 and the caller
- * keeps Wo. The caller pads W so that every vector's reads stay inside the row:
- * W >= (max(Wo, 8) - 1) * sw + (kw - 1) * dw + 1 + (sw == 2). t holds Wo + 8 sums. */
-__attribute__((target("avx2"))) static void i16_dw_row_avx2(const i16_dw_t *p, int c, int oh, int64_t *t) {
+/* AVX2 depthwise, 16-bit activations (uint16 read as x - 32768), W stride 1 or 2, kh * kw <= 255.
+ * One step computes 16 outputs [ow, ow + 16) of a row in two vectors of 8 int32 lanes, each a sum of
+ * vpmaddwd pairs over unaligned 16-element loads: stride 2, the load at 2 ow + o holds in lane m
+ * (x[2 (ow + m) + o], x[2 (ow + m) + o + 1]), taps (j, j + 1) of output ow + m (weight pairs
+ * (w_o, w_o+1), second vector: the load 16 further on); stride 1, the same load feeds the even
+ * outputs ow + 2m (pairs (w_o, w_o+1)) and the odd ones ow + 2m + 1 (pairs (w_o-1, w_o)). Loads at
+ * even o = 0, 2, .. cover the row's taps (dilation 1; else one load per tap, pairs (w_j, 0) /
+ * (0, w_j)). Exactness: a channel with 32768 * sum |w| < 2**30 sums its pairs in int32 as they are
+ * (plain); else the weights are split w = 256 wh + wl (wl in [0, 255], wh in [-128, 127], -32768
+ * included) and Sl = sum x wl (|pair| < 2**24), Sh = sum x wh (|pair| <= 2**23) are exact int32 sums
+ * for up to 255 taps: sum = 256 Sh + Sl. The direct stage (mult 1, |bias + half| < 2**37, see
+ * i16_direct_stage) starts Sh at B >> 8 and Sl at B & 255 (B = bias + half): y = 256 A + r with
+ * A = Sh + (Sl >> 8), r = Sl & 255, and y >> shift is A >> (shift - 8) (shift >= 8) or
+ * clamp(A, +-2**(shift + 9)) << (8 - shift) + (r >> shift), then clamp(lo, hi). Otherwise the
+ * int64 sums go through i16_out. The caller pads W so that every load stays inside the row:
+ * W >= sw * max(Wo, 16) + (kw - 1) * dw + 1; the last step ends at Wo (overlapping the previous
+ * one) or, for Wo < 16, computes 16 and stores Wo. */
+static inline void i16_dw_prog(const i16_dw_t *p, int c, i16_dw_prog_t *g) {
     const int16_t *w = p->w + (size_t)c * p->kh * p->kw;
-    const int16_t *plane = (const int16_t *)p->x + (size_t)c * p->H * p->W;
-    __m256i flip = _mm256_set1_epi16(p->x_kind == 2 ? (int16_t)-32768 : 0);
     int64_t wsum = 0;
     for (int k = 0; k < p->kh * p->kw; k++) wsum += w[k] < 0 ? -(int64_t)w[k] : w[k];
-    int plain = wsum * 32768 < ((int64_t)1 << 31);  /* every int32 partial sum is exact (|x| <= 32768) */
-    int ow = 0;
-    for (; ow + I16_NV <= p->Wo; ow += I16_NV) i16_dw_vec(p, plane, w, oh, ow, flip, plain, t);
-    if (ow < p->Wo) i16_dw_vec(p, plane, w, oh, p->Wo >= I16_NV ? p->Wo - I16_NV : 0, flip, plain, t);
+    g->split = wsum * 32768 >= ((int64_t)1 << 30);
+    g->n = 0;
+#define I16_W(J) ((J) >= 0 && (J) < p->kw ? (int32_t)w[i * p->kw + (J)] : 0)
+#define I16_PAIR(A, B, SH) ((int32_t)((uint32_t)(uint16_t)(SH(A)) | ((uint32_t)(uint16_t)(SH(B)) << 16)))
+#define I16_LO(V) (g->split ? ((V) & 255) : (V))
+#define I16_HI(V) (g->split ? ((V) - ((V) & 255)) / 256 : 0)
+    for (int i = 0; i < p->kh; i++) {
+        int pairs = p->dw == 1, nl = pairs ? p->kw / 2 + 1 : p->kw;
+        for (int l = 0; l < nl; l++) {
+            int j = pairs ? 2 * l : l, o = pairs ? 2 * l : l * p->dw;
+            int32_t e0 = I16_W(j), e1 = pairs ? I16_W(j + 1) : 0;
+            int32_t d0 = pairs ? I16_W(j - 1) : 0, d1 = I16_W(j);
+            if (p->sw == 2) d0 = d1 = 0;
+            if (!e0 && !e1 && !d0 && !d1) continue;
+            g->off[g->n] = (i * p->dh) * p->W + o;
+            g->el[g->n] = I16_PAIR(e0, e1, I16_LO);
+            g->eh[g->n] = I16_PAIR(e0, e1, I16_HI);
+            g->ol[g->n] = I16_PAIR(d0, d1, I16_LO);
+            g->oh[g->n] = I16_PAIR(d0, d1, I16_HI);
+            g->n++;
+        }
+    }
+#undef I16_W
+#undef I16_PAIR
+#undef I16_LO
+#undef I16_HI
 }
-#undef I16_DW_TAPS
+
+#if I16_HAVE_X86
+/* 16 int16 values (the output type's range) in order to out[o .. o + nv) */
+__attribute__((target("avx2"))) static inline void i16_store16(int kind, void *out, size_t o, __m256i v, int nv) {
+    int size = kind >= 2 ? 2 : 1;
+    uint8_t tmp[32];
+    uint8_t *dst = nv == 16 ? (uint8_t *)out + o * size : tmp;
+    if (kind >= 2) {
+        _mm256_storeu_si256((__m256i *)dst, v);
+    } else {
+        __m128i a = _mm256_castsi256_si128(v), b = _mm256_extracti128_si256(v, 1);
+        _mm_storeu_si128((__m128i *)dst, kind == 1 ? _mm_packus_epi16(a, b) : _mm_packs_epi16(a, b));
+    }
+    if (nv < 16) memcpy((uint8_t *)out + o * size, tmp, (size_t)nv * size);
+}
+
+/* the direct stage of 8 lanes (Sh, Sl preloaded with B) */
+__attribute__((target("avx2"))) static inline __m256i i16_dw_direct8(const i16_stage_t *st, __m256i sl, __m256i sh) {
+    __m256i a = _mm256_add_epi32(sh, _mm256_srai_epi32(sl, 8)), y;
+    if (st->shift >= 8) {
+        y = _mm256_sra_epi32(a, _mm_cvtsi32_si128(st->shift - 8));
+    } else {
+        __m256i cl = _mm256_set1_epi32(1 << (st->shift + 9));
+        a = _mm256_min_epi32(_mm256_max_epi32(a, _mm256_sub_epi32(_mm256_setzero_si256(), cl)), cl);
+        y = _mm256_add_epi32(_mm256_sll_epi32(a, _mm_cvtsi32_si128(8 - st->shift)),
+                             _mm256_srl_epi32(_mm256_and_si256(sl, _mm256_set1_epi32(255)), _mm_cvtsi32_si128(st->shift)));
+    }
+    y = _mm256_max_epi32(y, _mm256_set1_epi32((int32_t)st->lo));
+    return _mm256_min_epi32(y, _mm256_set1_epi32((int32_t)st->hi));
+}
+
+/* one output row of channel c: direct stage (bh8, bl set) or int64 sums into t, stored by the caller */
+__attribute__((target("avx2"))) static void i16_dw_row_avx2(const i16_dw_t *p, const i16_dw_prog_t *g, int c,
+                                                           int oh, int direct, int32_t bh8, int32_t bl,
+                                                           int64_t *t) {
+    const int16_t *row = (const int16_t *)p->x + (size_t)c * p->H * p->W + (size_t)oh * p->sh * p->W;
+    const __m256i flip = _mm256_set1_epi16(p->x_kind == 2 ? (int16_t)-32768 : 0);
+    size_t npix = (size_t)p->Ho * p->Wo, o0 = (size_t)c * npix + (size_t)oh * p->Wo;
+    int sw = p->sw, split = g->split;
+    for (int ow = 0;; ow += 16) {
+        int last = ow + 16 >= p->Wo, nv = 16;
+        if (last && p->Wo >= 16) ow = p->Wo - 16;
+        if (last && p->Wo < 16) nv = p->Wo;
+        __m256i al = _mm256_set1_epi32(direct ? bl : 0), ah = _mm256_set1_epi32(direct ? bh8 : 0);
+        __m256i bl_ = al, bh_ = ah;
+        const int16_t *base = row + (size_t)ow * sw;
+        if (sw == 1) {
+            for (int k = 0; k < g->n; k++) {
+                __m256i x = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(base + g->off[k])), flip);
+                al = _mm256_add_epi32(al, _mm256_madd_epi16(x, _mm256_set1_epi32(g->el[k])));
+                bl_ = _mm256_add_epi32(bl_, _mm256_madd_epi16(x, _mm256_set1_epi32(g->ol[k])));
+                if (split) {
+                    ah = _mm256_add_epi32(ah, _mm256_madd_epi16(x, _mm256_set1_epi32(g->eh[k])));
+                    bh_ = _mm256_add_epi32(bh_, _mm256_madd_epi16(x, _mm256_set1_epi32(g->oh[k])));
+                }
+            }
+        } else {
+            for (int k = 0; k < g->n; k++) {
+                __m256i x = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(base + g->off[k])), flip);
+                __m256i y = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(base + 16 + g->off[k])), flip);
+                __m256i wl = _mm256_set1_epi32(g->el[k]);
+                al = _mm256_add_epi32(al, _mm256_madd_epi16(x, wl));
+                bl_ = _mm256_add_epi32(bl_, _mm256_madd_epi16(y, wl));
+                if (split) {
+                    __m256i wh = _mm256_set1_epi32(g->eh[k]);
+                    ah = _mm256_add_epi32(ah, _mm256_madd_epi16(x, wh));
+                    bh_ = _mm256_add_epi32(bh_, _mm256_madd_epi16(y, wh));
+                }
+            }
+        }
+        if (direct) {
+            __m256i ra = i16_dw_direct8(&p->st, al, ah), rb = i16_dw_direct8(&p->st, bl_, bh_), v;
+            if (sw == 1)  /* lane m: outputs 2m (even, ra) and 2m + 1 (odd, rb) */
+                v = _mm256_or_si256(_mm256_and_si256(ra, _mm256_set1_epi32(0xffff)), _mm256_slli_epi32(rb, 16));
+            else
+                v = _mm256_permute4x64_epi64(p->st.out_kind == 3 ? _mm256_packus_epi32(ra, rb) : _mm256_packs_epi32(ra, rb),
+                                             0xd8);
+            i16_store16(p->st.out_kind, p->st.out, o0 + (size_t)ow, v, nv);
+        } else {
+            int32_t la[8], ha[8], lb[8], hb[8];
+            _mm256_storeu_si256((__m256i *)la, al);
+            _mm256_storeu_si256((__m256i *)ha, ah);
+            _mm256_storeu_si256((__m256i *)lb, bl_);
+            _mm256_storeu_si256((__m256i *)hb, bh_);
+            for (int m = 0; m < 8; m++) {
+                int64_t sa = (int64_t)ha[m] * 256 + la[m], sb = (int64_t)hb[m] * 256 + lb[m];
+                if (sw == 1) {
+                    t[ow + 2 * m] = sa;
+                    t[ow + 2 * m + 1] = sb;
+                } else {
+                    t[ow + m] = sa;
+                    t[ow + 8 + m] = sb;
+                }
+            }
+        }
+        if (last) break;
+    }
+}
 #endif
 
 /* channels [cb, ce) of a depthwise convolution */
 static int i16_dw_channels(const i16_dw_t *p, int cb, int ce, uint8_t *scratch) {
-    int64_t *t = (int64_t *)i16_align64(scratch);
+    i16_dw_prog_t *g = (i16_dw_prog_t *)i16_align64(scratch);
+    int64_t *t = (int64_t *)i16_align64((uint8_t *)(g + 1));
     size_t npix = (size_t)p->Ho * p->Wo;
-    for (int c = cb; c < ce; c++)
-        for (int oh = 0; oh < p->Ho; oh++) {
 #if I16_HAVE_X86
-            if (p->use_avx2)
-                i16_dw_row_avx2(p, c, oh, t);
-            else
+    int direct_ok = p->use_avx2 && i16_direct_stage(&p->st);
 #endif
-                i16_dw_row_c(p, c, oh, t);
-            i16_out_any(&p->st, c, t, (size_t)c * npix + (size_t)oh * p->Wo, p->Wo, p->use_avx2);
+    for (int c = cb; c < ce; c++) {
+#if I16_HAVE_X86
+        if (p->use_avx2) {
+            int32_t bh8 = 0, bl = 0;
+            int64_t b = p->st.bias[c];
+            int direct = direct_ok && p->st.mult[c] == 1 && b > -((int64_t)1 << 36) && b < ((int64_t)1 << 36) &&
+                         p->st.shift <= 35;
+            if (direct) {
+                b += p->st.shift > 0 ? (int64_t)1 << (p->st.shift - 1) : 0;
+                bh8 = (int32_t)(b >> 8);
+                bl = (int32_t)(b & 255);
+            }
+            i16_dw_prog(p, c, g);
+            for (int oh = 0; oh < p->Ho; oh++) {
+                i16_dw_row_avx2(p, g, c, oh, direct, bh8, bl, t);
+                if (!direct) i16_out_any(&p->st, c, t, (size_t)c * npix + (size_t)oh * p->Wo, p->Wo, 1);
+            }
+            continue;
         }
+#endif
+        for (int oh = 0; oh < p->Ho; oh++) {
+            i16_dw_row_c(p, c, oh, t);
+            i16_out_any(&p->st, c, t, (size_t)c * npix + (size_t)oh * p->Wo, p->Wo, 0);
+        }
+    }
     return 0;
 }
 

@@ -231,6 +231,26 @@ static inline __m256i igp_stage8(__m256i v, const ig_stage_t *st, int64_t bias, 
     return _mm256_min_epi32(_mm256_max_epi32(v, _mm256_set1_epi32((int32_t)st->lo)), _mm256_set1_epi32((int32_t)st->hi));
 }
 
+/* copy exactly n bytes, reading src[0, n) only: short copies as a few overlapping moves (no call) */
+static inline void igp_copy(uint8_t *dst, const uint8_t *src, size_t n) {
+    if (n >= 32) {
+        size_t i = 0;
+        for (; i + 32 <= n; i += 32) __builtin_memcpy(dst + i, src + i, 32);
+        if (i < n) __builtin_memcpy(dst + n - 32, src + n - 32, 32);
+    } else if (n >= 16) {
+        __builtin_memcpy(dst, src, 16);
+        __builtin_memcpy(dst + n - 16, src + n - 16, 16);
+    } else if (n >= 8) {
+        __builtin_memcpy(dst, src, 8);
+        __builtin_memcpy(dst + n - 8, src + n - 8, 8);
+    } else if (n >= 4) {
+        __builtin_memcpy(dst, src, 4);
+        __builtin_memcpy(dst + n - 4, src + n - 4, 4);
+    } else {
+        for (size_t i = 0; i < n; i++) dst[i] = src[i];
+    }
+}
+
 /* store the first n (1..16) of r0 (8 values), r1 (8 values) as out_kind; the values are in the
  * type's range already, so the saturating packs are exact */
 __attribute__((target("avx2"), always_inline))
@@ -244,7 +264,7 @@ static inline void igp_store16(__m256i r0, __m256i r1, int n, int out_kind, void
         } else {
             uint8_t tmp[16];
             _mm_storeu_si128((__m128i *)tmp, b);
-            memcpy(out, tmp, (size_t)n);
+            igp_copy((uint8_t *)out, tmp, (size_t)n);
         }
     } else {
         __m256i p = out_kind == 2 ? _mm256_packs_epi32(r0, r1) : _mm256_packus_epi32(r0, r1);
@@ -254,7 +274,7 @@ static inline void igp_store16(__m256i r0, __m256i r1, int n, int out_kind, void
         } else {
             uint16_t tmp[16];
             _mm256_storeu_si256((__m256i *)tmp, p);
-            memcpy(out, tmp, (size_t)n * 2);
+            igp_copy((uint8_t *)out, (const uint8_t *)tmp, (size_t)n * 2);
         }
     }
 }
@@ -475,27 +495,41 @@ static inline __m256i igp_dw_load(const uint8_t *p, const int SW, const int SIGN
     return SIGNED ? _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8) : _mm256_and_si256(v, _mm256_set1_epi16(0xff));
 }
 
-/* Depthwise, AVX2: per channel, the plane copied into a zero-padded one (so every load is plain),
- * then 16 outputs of a row at a time, the taps two at a time: the 16 inputs of each widened to
- * int16, interleaved into (tap a, tap b) pairs and multiplied by the pair of weights with vpmaddwd
- * (exact s16 x s16 pair sums into s32; an odd last tap is paired with a zero weight); the
- * accumulators (pixels 0-3, 8-11 and 4-7, 12-15 by the interleave) stay in registers over the taps,
- * reordered once for the output stage (igp_out16). Scratch: the padded plane, then per tap pair
- * its two offsets and its broadcast weight pair. */
+/* 8 inputs of each of two padded rows (a, then b) at columns 0, SW, ..., 7 SW as int16 lanes */
+__attribute__((target("avx2"), always_inline))
+static inline __m256i igp_dw_load2(const uint8_t *a, const uint8_t *b, const int SW, const int SIGNED) {
+    if (SW == 1) {
+        __m128i v = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b));
+        return SIGNED ? _mm256_cvtepi8_epi16(v) : _mm256_cvtepu8_epi16(v);
+    }
+    __m256i v = _mm256_set_m128i(_mm_loadu_si128((const __m128i *)b), _mm_loadu_si128((const __m128i *)a));
+    return SIGNED ? _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8) : _mm256_and_si256(v, _mm256_set1_epi16(0xff));
+}
+
+/* Depthwise, AVX2: per channel, the plane copied into a zero-padded one (so every load is plain;
+ * the padding is zeroed once per call: every channel writes the same interior), then 16 outputs of
+ * a row at a time (of two rows, 8 each, when the rows have at most 8), the taps two at a time: the
+ * 16 inputs of each widened to int16, interleaved into (tap a, tap b) pairs and multiplied by the
+ * pair of weights with vpmaddwd (exact s16 x s16 pair sums into s32; an odd last tap is paired
+ * with a zero weight); the accumulators (pixels 0-3, 8-11 and 4-7, 12-15 by the interleave) stay
+ * in registers over the taps, reordered once for the output stage (igp_out16). Scratch: the padded
+ * plane, then per tap pair its two offsets and its broadcast weight pair. */
 __attribute__((target("avx2"), always_inline))
 static inline void igp_dw_body(const ig_dw_t *p, int cb, int ce, uint8_t *pad, const int SW, const int SIGNED) {
     int wp = igp_dw_width(p), hp = igp_dw_height(p), wv = (p->Wo + 15) / 16, taps = p->kh * p->kw;
-    int ho = p->Ho, wo = p->Wo, sh_ = p->sh;
+    int ho = p->Ho, wo = p->Wo, sh_ = p->sh, two = wo <= 8;
     const ig_stage_t st = p->st;  /* a local copy: the output stores cannot alias it */
     int npairs = (taps + 1) / 2;
     size_t size = p->st.out_kind <= 1 ? 1 : 2;
     size_t plane_bytes = ((size_t)wp * hp + 31) & ~(size_t)31;
     int32_t *wpair = (int32_t *)(pad + plane_bytes);
     size_t *off = (size_t *)(wpair + 2 * npairs + 8);
+    int ncopy = p->W < wp - p->pl ? p->W : wp - p->pl;  /* the interior bytes of a padded row */
     for (int t = 0; t < 2 * npairs; t++) {
         int tt = t < taps ? t : taps - 1;  /* the pad tap reads a real tap, with weight 0 */
         off[t] = (size_t)(tt / p->kw) * p->dh * wp + (size_t)(tt % p->kw) * p->dw;
     }
+    memset(pad, 0, plane_bytes);
     for (int c = cb; c < ce; c++) {
         const uint8_t *plane = p->x + (size_t)c * p->H * p->W;
         const int8_t *wc = p->w + (size_t)c * taps;
@@ -503,41 +537,52 @@ static inline void igp_dw_body(const ig_dw_t *p, int cb, int ce, uint8_t *pad, c
             uint16_t w0 = (uint16_t)(int16_t)wc[2 * q], w1 = 2 * q + 1 < taps ? (uint16_t)(int16_t)wc[2 * q + 1] : 0;
             wpair[q] = (int32_t)((uint32_t)w0 | ((uint32_t)w1 << 16));
         }
-        for (int r = 0; r < hp; r++) {
-            uint8_t *d = pad + (size_t)r * wp;
-            int ih = r - p->pt;
-            memset(d, 0, (size_t)wp);
-            if (ih < 0 || ih >= p->H) continue;
-            int n = p->W;
-            if (p->pl + n > wp) n = wp - p->pl;
-            if (n > 0) memcpy(d + p->pl, plane + (size_t)ih * p->W, (size_t)n);
-        }
+        if (ncopy > 0)
+            for (int r = 0; r < hp; r++) {
+                int ih = r - p->pt;
+                if (ih >= 0 && ih < p->H) igp_copy(pad + (size_t)r * wp + p->pl, plane + (size_t)ih * p->W, (size_t)ncopy);
+            }
         /* the direct stage with multiplier 1: the sums start at bias + half (as igp2_preload) */
         int pre = st.narrow == 2 && st.mult[c] == 1;
         const __m256i init = _mm256_set1_epi32(pre ? (int32_t)(st.bias[c] + (st.shift > 0 ? (int64_t)1 << (st.shift - 1) : 0)) : 0);
         const __m128i sh = _mm_cvtsi32_si128(st.shift);
         const __m256i vlo = _mm256_set1_epi32((int32_t)st.lo), vhi = _mm256_set1_epi32((int32_t)st.hi);
         uint8_t *outc = (uint8_t *)st.out + (size_t)c * ho * wo * size;
-        for (int oh = 0; oh < ho; oh++) {
+        for (int oh = 0; oh < ho; oh += two ? 2 : 1) {
             const uint8_t *base = pad + (size_t)oh * sh_ * wp;
+            /* two rows: the second from the next output row (the last row of an odd count: itself again) */
+            const uint8_t *base2 = oh + 1 < ho ? base + (size_t)sh_ * wp : base;
             for (int v = 0; v < wv; v++) {
                 const uint8_t *row = base + (size_t)v * 16 * SW;
                 __m256i lo = init, hi = init;
                 for (int q = 0; q < npairs; q++) {
-                    __m256i xa = igp_dw_load(row + off[2 * q], SW, SIGNED);
-                    __m256i xb = igp_dw_load(row + off[2 * q + 1], SW, SIGNED);
+                    __m256i xa, xb;
+                    size_t oa = off[2 * q], ob = off[2 * q + 1];
+                    if (two) {
+                        xa = igp_dw_load2(row + oa, base2 + oa, SW, SIGNED);
+                        xb = igp_dw_load2(row + ob, base2 + ob, SW, SIGNED);
+                    } else {
+                        xa = igp_dw_load(row + oa, SW, SIGNED);
+                        xb = igp_dw_load(row + ob, SW, SIGNED);
+                    }
                     __m256i wq = _mm256_set1_epi32(wpair[q]);
                     lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb), wq));
                     hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb), wq));
                 }
-                int q0 = 16 * v, n = wo - q0 < 16 ? wo - q0 : 16;
+                int q0 = 16 * v, n = two ? 16 : (wo - q0 < 16 ? wo - q0 : 16);
                 __m256i r0 = _mm256_permute2x128_si256(lo, hi, 0x20), r1 = _mm256_permute2x128_si256(lo, hi, 0x31);
                 uint8_t *o = outc + ((size_t)oh * wo + (size_t)q0) * size;
+                uint8_t tmp[32];
+                uint8_t *dst = two ? tmp : o;  /* two rows: r0 the first 8 of row oh, r1 of row oh + 1 */
                 if (pre)
                     igp_store16(_mm256_min_epi32(_mm256_max_epi32(_mm256_sra_epi32(r0, sh), vlo), vhi),
-                                _mm256_min_epi32(_mm256_max_epi32(_mm256_sra_epi32(r1, sh), vlo), vhi), n, st.out_kind, o);
+                                _mm256_min_epi32(_mm256_max_epi32(_mm256_sra_epi32(r1, sh), vlo), vhi), n, st.out_kind, dst);
                 else
-                    igp_out16(&st, c, r0, r1, n, o);
+                    igp_out16(&st, c, r0, r1, n, dst);
+                if (two) {
+                    igp_copy(o, tmp, (size_t)wo * size);
+                    if (oh + 1 < ho) igp_copy(o + (size_t)wo * size, tmp + 8 * size, (size_t)wo * size);
+                }
             }
         }
     }

@@ -212,4 +212,15 @@ def choose_batches(graph, device, options=None) -> tuple[int, list[float]]:
     return BATCH_CHOICES[chosen], cycles
 
 
-__all__ = ["choose_batches", "run_kernel", "tuning_hints"]
+def choose_persistence(graph, device, options=None) -> tuple[bool, list[float]]:
+    """Weight persistence for ``-O3``: on when the perf model predicts fewer cycles per frame with
+    it (the weights that fit in the MSMC left by the feature maps are loaded once, not per frame)
+    at the options' numBatches. Returns (on?, cycles per frame [off, on])."""
+    from tidlc.backends.tidl.perf.model import PerfOptions, prepare
+    base = attrs.evolve(PerfOptions.from_options(options), persist_weights=False, hints=False)
+    prep = prepare(graph, device, base)
+    cycles = [prep.frame_cycles(attrs.evolve(base, persist_weights=on)) for on in (False, True)]
+    return cycles[1] < cycles[0], cycles
+
+
+__all__ = ["choose_batches", "choose_persistence", "run_kernel", "tuning_hints"]

@@ -89,9 +89,11 @@ class PerfOptions:
 
 
 def compile_settings(options: CompileOptions) -> dict:
-    """The deployment settings a compile gave explicitly (stored in net.bin: numBatches, msmcSizeKB)."""
+    """The deployment settings a compile gave explicitly (stored in net.bin: numBatches, msmcSizeKB,
+    weight persistence)."""
     t = options.target
-    return {k: v for k, v in (("batches", t.batches), ("msmc_kb", t.msmc_kb)) if v is not None}
+    return {k: v for k, v in (("batches", t.batches), ("msmc_kb", t.msmc_kb), ("persist_weights", t.persist_weights))
+            if v is not None}
 
 
 def inference_mode(device: Device, options: PerfOptions) -> str:
