@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from tidlc.backends.tidl.fixed import FixedExecutor, _igemm, _igemm16, fast, fast_kernels
 from tidlc.backends.tidl.fixed import reference as ref
 

@@ -93,6 +93,7 @@ def test_persistence_stays_off_when_nothing_fits(tmp_path):
     """Weights that do not fit in the MSMC (here: 1 KB of it) are loaded every frame either way:
     no gain, so -O3 leaves persistence off."""
     from tidlc.backends.tidl.perf.hints import choose_persistence
+
     from tidlc.compiler import load, optimize
     w = numpy_helper.from_array(np.random.default_rng(1).normal(size=(256, 256, 3, 3)).astype(np.float32), "w")
     graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1] * 4)], "g",

@@ -162,6 +162,7 @@ def variant_snr(q: Quantized, reference: Graph, frames) -> float:
     """The mean over float outputs of the output SNR (dB) of ``q`` against ``reference`` (a float
     graph of the same function and inputs) over ``frames``."""
     from tidlc.backends.tidl.fixed import FixedExecutor
+
     from tidlc.interp import Interpreter
 
     from .mixed import mean_snr_db, output_noise
