@@ -40,7 +40,7 @@ ULTRAFACE = os.path.join(ROOT, "examples", "ultraface", "ultraface-rfb320.onnx")
 MODELS = ("resnet50", "mobilenet_v2", "mobilenet_v2_16bit", "ultraface")
 
 
-def median_times(fns: dict, repeat: int, block: int = 5) -> dict:
+def median_times(fns: dict, repeat: int, block: int = 5, pause: float = 0.2) -> dict:
     """Median seconds per call of each function. The functions take turns in blocks of ``block``
     calls after a pause, the first call of each block not counted (the previous contender's
     threads may still be spinning), so a slow phase of a shared machine hits every contender alike."""
@@ -49,7 +49,7 @@ def median_times(fns: dict, repeat: int, block: int = 5) -> dict:
         for key, fn in fns.items():
             if len(times[key]) >= repeat:
                 continue
-            time.sleep(0.2)  # let the previous contender's threads stop spinning and sleep
+            time.sleep(pause)  # let the previous contender's threads stop spinning and sleep
             fn()
             for _ in range(min(block - 1, repeat - len(times[key]))):
                 start = time.perf_counter()

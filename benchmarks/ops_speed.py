@@ -27,29 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def median_times(fns: dict, repeat: int, block: int = 5) -> dict:
-    """Median seconds per call of each function; the functions take turns in blocks of ``block``
-    calls (the first of each block not counted), so a slow phase of the machine hits all alike."""
-    times = {key: [] for key in fns}
-    while min(len(t) for t in times.values()) < repeat:
-        for key, fn in fns.items():
-            if len(times[key]) >= repeat:
-                continue
-            fn()
-            for _ in range(min(block - 1, repeat - len(times[key]))):
-                start = time.perf_counter()
-                fn()
-                times[key].append(time.perf_counter() - start)
-    return {key: statistics.median(t) for key, t in times.items()}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from executor_speed import median_times
 
 
 # ----------------------------------------------------------------------------- onnxruntime peers
@@ -208,7 +192,7 @@ def main(argv=None) -> int:
         peer = ort_peer(case)
         if peer is not None:
             fns["onnxruntime"] = peer
-        times = median_times(fns, args.repeat)
+        times = median_times(fns, args.repeat, pause=0.0)
         row = {"op": case["name"], "shape": "x".join(map(str, case["shape"])),
                **{f"{k}_ms": v * 1e3 for k, v in times.items()}}
         rows.append(row)

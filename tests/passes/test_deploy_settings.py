@@ -55,19 +55,25 @@ def test_O3_batches_a_small_input(tmp_path, lenet):
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_knee_stops_where_doubling_pays_little(tmp_path):
-    """A single 3x3 conv over a 1024x1024 image: per-call costs are nothing beside its compute,
-    so doubling the batch saves < 10 % and numBatches stays 1."""
+def _one_conv(tmp_path, out_c: int, in_c: int, side: int):
+    """A single 3x3 conv (seeded weights, padding 1) as ONNX, loaded and optimized at -O3."""
     from tidlc.compiler import load, optimize
-    w = numpy_helper.from_array(np.random.default_rng(1).normal(size=(64, 16, 3, 3)).astype(np.float32), "w")
+    w = numpy_helper.from_array(np.random.default_rng(1).normal(size=(out_c, in_c, 3, 3)).astype(np.float32), "w")
     graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1] * 4)], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 512, 512])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 512, 512])], [w])
-    path = tmp_path / "big.onnx"
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, in_c, side, side])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, out_c, side, side])], [w])
+    path = tmp_path / "conv.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     options = CompileOptions.of(opt_level=3)
     g = load(str(path), options)
     optimize(g, options)
+    return g
+
+
+def test_knee_stops_where_doubling_pays_little(tmp_path):
+    """A single 3x3 conv over a 1024x1024 image: per-call costs are nothing beside its compute,
+    so doubling the batch saves < 10 % and numBatches stays 1."""
+    g = _one_conv(tmp_path, out_c=64, in_c=16, side=512)
     n, cycles = choose_batches(g, load_device("tda4vm"))
     assert n == 1 and cycles[1] > cycles[0] * 0.9, cycles
     assert cycles[0] == pytest.approx(estimate(g, "tda4vm", PerfOptions(hints=False)).total_cycles, rel=1e-6)
@@ -93,16 +99,6 @@ def test_persistence_stays_off_when_nothing_fits(tmp_path):
     """Weights that do not fit in the MSMC (here: 1 KB of it) are loaded every frame either way:
     no gain, so -O3 leaves persistence off."""
     from tidlc.backends.tidl.perf.hints import choose_persistence
-
-    from tidlc.compiler import load, optimize
-    w = numpy_helper.from_array(np.random.default_rng(1).normal(size=(256, 256, 3, 3)).astype(np.float32), "w")
-    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1] * 4)], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256, 16, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256, 16, 16])], [w])
-    path = tmp_path / "wide.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
-    options = CompileOptions.of(opt_level=3)
-    g = load(str(path), options)
-    optimize(g, options)
+    g = _one_conv(tmp_path, out_c=256, in_c=256, side=16)
     on, cycles = choose_persistence(g, load_device("tda4vm"), PerfOptions(msmc_kb=1))
     assert not on and cycles[1] >= cycles[0], cycles
