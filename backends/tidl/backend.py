@@ -96,14 +96,18 @@ class TidlBackend:
             raise exc
         target = options.target
         if options.pipeline.opt_level >= 3:  # -O3: numBatches and weight persistence from the perf model
+            import attrs
             from tidlc.backends.tidl.perf.hints import choose_batches, choose_persistence
-            from tidlc.backends.tidl.perf.model import PerfOptions
+            from tidlc.backends.tidl.perf.model import PerfOptions, prepare
+            popts = PerfOptions.from_compile_options(options, graph)
+            prep = prepare(graph, target.device, popts)  # one for both what-ifs
             if target.batches is None:
-                batches, _ = choose_batches(graph, target.device, PerfOptions.from_compile_options(options, graph))
+                batches, _ = choose_batches(graph, target.device, popts, prep)
                 if batches > 1:
                     options = options.replace(batches=batches)
+                    popts = attrs.evolve(popts, batches=batches)
             if target.persist_weights is None:
-                persist, _ = choose_persistence(graph, target.device, PerfOptions.from_compile_options(options, graph))
+                persist, _ = choose_persistence(graph, target.device, popts, prep)
                 if persist:
                     options = options.replace(persist_weights=True)
         return write_bin(graph, outdir, options, net_name=target.net_name, io_name=target.io_name,

@@ -308,21 +308,30 @@ __attribute__((target("avx2"))) static void i16_build_plain_avx2(const i16_conv_
     }
 }
 
-/* the direct stage of one row's s/h lanes (see above) */
-__attribute__((target("avx2"))) static inline __m256i i16_direct8(const i16_stage_t *st, __m256i s, __m256i h) {
-    __m256i low = _mm256_sub_epi32(s, _mm256_slli_epi32(h, 16));
-    __m256i a = _mm256_add_epi32(h, _mm256_srli_epi32(low, 16)), y;
-    if (st->shift >= 16) {
-        y = _mm256_sra_epi32(a, _mm_cvtsi32_si128(st->shift - 16));
+/* The stage of 8 lanes holding v = a * 2**B + (low mod 2**B) (the GEMM's s/h lanes: B = 16; the
+ * depthwise kernel's byte-split sums: B = 8): v >> shift, clamped to [lo, hi] (inside the output
+ * type). Below shift B the high part is first clamped to +-2**(shift + 17 - B): the shifted value
+ * is then within +-2**17, still beyond any 16-bit bound, and cannot overflow int32. */
+__attribute__((target("avx2"), always_inline)) static inline __m256i i16_radix_stage(const i16_stage_t *st, __m256i a,
+                                                                                   __m256i low, const int B) {
+    __m256i y;
+    if (st->shift >= B) {
+        y = _mm256_sra_epi32(a, _mm_cvtsi32_si128(st->shift - B));
     } else {
-        __m256i cl = _mm256_set1_epi32(1 << (st->shift + 1));
+        __m256i cl = _mm256_set1_epi32(1 << (st->shift + 17 - B));
         a = _mm256_min_epi32(_mm256_max_epi32(a, _mm256_sub_epi32(_mm256_setzero_si256(), cl)), cl);
-        y = _mm256_add_epi32(_mm256_sll_epi32(a, _mm_cvtsi32_si128(16 - st->shift)),
-                             _mm256_srl_epi32(_mm256_and_si256(low, _mm256_set1_epi32(0xffff)),
+        y = _mm256_add_epi32(_mm256_sll_epi32(a, _mm_cvtsi32_si128(B - st->shift)),
+                             _mm256_srl_epi32(_mm256_and_si256(low, _mm256_set1_epi32((1 << B) - 1)),
                                               _mm_cvtsi32_si128(st->shift)));
     }
     y = _mm256_max_epi32(y, _mm256_set1_epi32((int32_t)st->lo));
     return _mm256_min_epi32(y, _mm256_set1_epi32((int32_t)st->hi));
+}
+
+/* the direct stage of one row's s/h lanes (see above) */
+__attribute__((target("avx2"))) static inline __m256i i16_direct8(const i16_stage_t *st, __m256i s, __m256i h) {
+    __m256i low = _mm256_sub_epi32(s, _mm256_slli_epi32(h, 16));
+    return i16_radix_stage(st, _mm256_add_epi32(h, _mm256_srli_epi32(low, 16)), low, 16);
 }
 
 /* row R of the direct tile: preload, and after the pairs the corrections and the stage */
@@ -592,17 +601,7 @@ __attribute__((target("avx2"))) static inline void i16_store16(int kind, void *o
 
 /* the direct stage of 8 lanes (Sh, Sl preloaded with B) */
 __attribute__((target("avx2"))) static inline __m256i i16_dw_direct8(const i16_stage_t *st, __m256i sl, __m256i sh) {
-    __m256i a = _mm256_add_epi32(sh, _mm256_srai_epi32(sl, 8)), y;
-    if (st->shift >= 8) {
-        y = _mm256_sra_epi32(a, _mm_cvtsi32_si128(st->shift - 8));
-    } else {
-        __m256i cl = _mm256_set1_epi32(1 << (st->shift + 9));
-        a = _mm256_min_epi32(_mm256_max_epi32(a, _mm256_sub_epi32(_mm256_setzero_si256(), cl)), cl);
-        y = _mm256_add_epi32(_mm256_sll_epi32(a, _mm_cvtsi32_si128(8 - st->shift)),
-                             _mm256_srl_epi32(_mm256_and_si256(sl, _mm256_set1_epi32(255)), _mm_cvtsi32_si128(st->shift)));
-    }
-    y = _mm256_max_epi32(y, _mm256_set1_epi32((int32_t)st->lo));
-    return _mm256_min_epi32(y, _mm256_set1_epi32((int32_t)st->hi));
+    return i16_radix_stage(st, _mm256_add_epi32(sh, _mm256_srai_epi32(sl, 8)), sl, 8);
 }
 
 /* one output row of channel c: direct stage (bh8, bl set) or int64 sums into t, stored by the caller */

@@ -563,7 +563,7 @@ static void ops_dequantize_impl(const void *x, int size, int is_signed, size_t n
     }
 }
 
-#define OPS_AVX2(code) code
+#define OPS_AVX2(code) if (ops_have_avx2()) { code }  /* else the caller runs the C form */
 #else
 #define OPS_HAVE_AVX2 0
 #define OPS_AVX2(code)
@@ -587,8 +587,6 @@ static int ops_have_avx2(void) {
 /* the AVX2 kernels: 0 without AVX2 (the caller runs the C form), -1 out of memory, 1 done */
 static int ops_requant8_avx2(const uint8_t *x, int is_signed, size_t n, int32_t mult, int shift, int32_t lo,
                              int32_t hi, void *out, int kind) {
-    if (!ops_have_avx2())
-        return 0;
     OPS_AVX2(ops_requant8_impl(x, is_signed, n, mult, shift, lo, hi, out, kind); return 1;)
     return 0;
 }
@@ -596,8 +594,6 @@ static int ops_requant8_avx2(const uint8_t *x, int is_signed, size_t n, int32_t 
 static int ops_max_pool8_avx2(const uint8_t *x, int is_signed, size_t planes, ptrdiff_t H, ptrdiff_t W,
                               const ptrdiff_t *geo, int32_t mult, int shift, int32_t lo, int32_t hi, void *out,
                               int kind) {
-    if (!ops_have_avx2())
-        return 0;
     OPS_AVX2(return ops_max_pool8_impl(x, is_signed, planes, H, W, geo, mult, shift, lo, hi, out, kind);)
     return 0;
 }
@@ -605,16 +601,12 @@ static int ops_max_pool8_avx2(const uint8_t *x, int is_signed, size_t planes, pt
 static int ops_avg_pool8_avx2(const uint8_t *x, int is_signed, size_t planes, ptrdiff_t H, ptrdiff_t W,
                               const ptrdiff_t *geo, const int32_t *avg_mult, int32_t mult, int shift, int32_t lo,
                               int32_t hi, void *out, int kind) {
-    if (!ops_have_avx2())
-        return 0;
     OPS_AVX2(return ops_avg_pool8_impl(x, is_signed, planes, H, W, geo, avg_mult, mult, shift, lo, hi, out, kind);)
     return 0;
 }
 
 static int ops_global8_avx2(const uint8_t *x, int is_signed, size_t rows, size_t P, int is_max, int64_t avg_mult,
                             int64_t *res) {
-    if (!ops_have_avx2())
-        return 0;
     OPS_AVX2(ops_global8_impl(x, is_signed, rows, P, is_max, avg_mult, res); return 1;)
     return 0;
 }
@@ -623,8 +615,6 @@ static int ops_resize8_avx2(const uint8_t *x, int is_signed, size_t planes, ptrd
                             ptrdiff_t WO, const int32_t *y0, const int32_t *y1, const int32_t *wy, const int32_t *x0,
                             const int32_t *x1, const int32_t *wx, int32_t mult, int shift, int32_t lo, int32_t hi,
                             void *out, int kind) {
-    if (!ops_have_avx2())
-        return 0;
     OPS_AVX2(return ops_resize8_impl(x, is_signed, planes, H, W, HO, WO, y0, y1, wy, x0, x1, wx, mult, shift, lo, hi,
                                      out, kind);)
     return 0;
@@ -632,16 +622,12 @@ static int ops_resize8_avx2(const uint8_t *x, int is_signed, size_t planes, ptrd
 
 static int ops_quantize_avx2(const void *x, int is_f64, size_t n, double scale, double lo, double hi, int32_t zp,
                              void *out, int kind) {
-    if (!ops_have_avx2())
-        return 0;
     OPS_AVX2(ops_quantize_impl(x, is_f64, n, scale, lo, hi, zp, out, kind); return 1;)
     return 0;
 }
 
 static int ops_dequantize_avx2(const void *x, int size, int is_signed, size_t n, double scale, double zp,
                                float *out) {
-    if (!ops_have_avx2())
-        return 0;
     OPS_AVX2(ops_dequantize_impl(x, size, is_signed, n, scale, zp, out); return 1;)
     return 0;
 }

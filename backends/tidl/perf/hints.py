@@ -194,15 +194,21 @@ BATCH_CHOICES = (1, 2, 4, 8)  # numBatches tried at -O3 (latency per call grows 
 BATCH_KNEE = 0.10  # double the batch only while that saves at least 10 % per frame
 
 
-def choose_batches(graph, device, options=None) -> tuple[int, list[float]]:
+def _what_if(graph, device, options, prep):
+    """(base options without hints, the prepared graph) for the -O3 what-if estimates; ``prep``: a
+    ``model.prepare`` of the graph to reuse (its tables depend on the bits and 16-bit layers only)."""
+    from tidlc.backends.tidl.perf.model import PerfOptions, prepare
+    base = attrs.evolve(PerfOptions.from_options(options), hints=False)
+    return base, prep if prep is not None else prepare(graph, device, base)
+
+
+def choose_batches(graph, device, options=None, prep=None) -> tuple[int, list[float]]:
     """numBatches for ``-O3``: the perf model's cycles per frame at each of ``BATCH_CHOICES``, and
     the batch after which doubling saves less than ``BATCH_KNEE`` per frame (1 when batching
     does not pay: a large input's per-call costs are a small share of its frame). Small inputs,
     whose frame is dominated by per-call costs (layer setup, weight loads), get the largest
     gains. Returns (numBatches, cycles per frame for each choice)."""
-    from tidlc.backends.tidl.perf.model import PerfOptions, prepare
-    base = attrs.evolve(PerfOptions.from_options(options), batches=1, hints=False)
-    prep = prepare(graph, device, base)
+    base, prep = _what_if(graph, device, options, prep)
     cycles = [prep.frame_cycles(attrs.evolve(base, batches=n)) for n in BATCH_CHOICES]
     chosen = 0
     for i in range(1, len(BATCH_CHOICES)):
@@ -212,13 +218,11 @@ def choose_batches(graph, device, options=None) -> tuple[int, list[float]]:
     return BATCH_CHOICES[chosen], cycles
 
 
-def choose_persistence(graph, device, options=None) -> tuple[bool, list[float]]:
+def choose_persistence(graph, device, options=None, prep=None) -> tuple[bool, list[float]]:
     """Weight persistence for ``-O3``: on when the perf model predicts fewer cycles per frame with
     it (the weights that fit in the MSMC left by the feature maps are loaded once, not per frame)
     at the options' numBatches. Returns (on?, cycles per frame [off, on])."""
-    from tidlc.backends.tidl.perf.model import PerfOptions, prepare
-    base = attrs.evolve(PerfOptions.from_options(options), persist_weights=False, hints=False)
-    prep = prepare(graph, device, base)
+    base, prep = _what_if(graph, device, options, prep)
     cycles = [prep.frame_cycles(attrs.evolve(base, persist_weights=on)) for on in (False, True)]
     return cycles[1] < cycles[0], cycles
 
