@@ -234,6 +234,8 @@ __attribute__((target("avx2"))) static inline void i16_flush(int64_t *t, __m256i
     _mm256_storeu_si256((__m256i *)(t + 4), _mm256_add_epi64(_mm256_loadu_si256((const __m256i *)(t + 4)), hi));
 }
 
+/* one pair step of tile row R: s += the pair sums, h += their high halves (i16_tile_avx2 and the
+ * direct tile below) */
 #define I16_ROW(R)                                                                            \
     {                                                                                         \
         int32_t wv;                                                                           \
@@ -262,7 +264,6 @@ __attribute__((target("avx2"))) static void i16_tile_avx2(const int16_t *colg, c
         i16_flush(tot + 3 * I16_NV, s3, h3);
     }
 }
-#undef I16_ROW
 
 /* 8 int32 results (within the output type) to out[o .. o + nv) */
 __attribute__((target("avx2"))) static inline void i16_store8(int kind, void *out, size_t o, __m256i r, int nv) {
@@ -348,15 +349,6 @@ __attribute__((target("avx2"))) static inline __m256i i16_direct8(const i16_stag
             h##R = _mm256_add_epi32(h##R, _mm256_srai_epi32(q, 16));                          \
         }                                                                                     \
         i16_store8(p->st.out_kind, p->st.out, (size_t)m * npix + (size_t)g0, i16_direct8(&p->st, s##R, h##R), nv); \
-    }
-
-#define I16_ROW(R)                                                                            \
-    {                                                                                         \
-        int32_t wv;                                                                           \
-        memcpy(&wv, w + 2 * (R), sizeof wv);                                                  \
-        __m256i pr = _mm256_madd_epi16(xv, _mm256_set1_epi32(wv));                            \
-        s##R = _mm256_add_epi32(s##R, pr);                                                    \
-        h##R = _mm256_add_epi32(h##R, _mm256_srai_epi32(pr, 16));                             \
     }
 
 /* One tile of mv (<= I16_MR) channels from m0 x nv pixels from g0, K2 <= I16_DIRECT_K2, stage fused */
