@@ -105,6 +105,27 @@ def test_per_channel_depthwise_scales(cnn):
     assert snr_db(run_graph(cnn, feeds)["logits"], FixedExecutor(q.graph).run(feeds)["logits"]) > 25
 
 
+def test_per_channel_multipliers_are_exact():
+    """Channels share one shift: a channel with a small ratio would get a multiplier of few bits (a
+    gain error of up to half a step: 1.5 % for a channel 1000x smaller than the others); instead its
+    weight scale makes its multiplier exact."""
+    from tidlc.backends.tidl.fixed.spec_kernels import mac_params
+    cnn = small_cnn()
+    w = next(op for op in cnn.ops if op.name == "dw.w")
+    w.data = w.data.copy()
+    w.data[0] *= 1e-3
+    feeds = frames(1, seed=5)[0]
+    for bits in (8, 16):
+        q = quantized(cnn, bits=bits, per_channel_depthwise=True)
+        dw = next(op for op in q.graph.ops if op.name == "dw")
+        p = mac_params(dw)
+        out_scale = dw.results[0].type.quant.scale[0]
+        np.testing.assert_allclose(np.asarray(p["mult"]) * p["s_acc"] / 2.0 ** p["shift"], out_scale, rtol=1e-9)
+        ws = np.asarray(dw.operands[1].type.quant.scale)
+        assert ws[0] > 100 * ws[1:].max()  # the small channel keeps its finer weight grid
+        assert snr_db(run_graph(cnn, feeds)["logits"], FixedExecutor(q.graph).run(feeds)["logits"]) > 25
+
+
 def test_sixteen_bit_layers_by_name(cnn):
     q = quantized(cnn, layers_16bit=("c1",))
     ops = {op.name: op for op in q.graph.ops}

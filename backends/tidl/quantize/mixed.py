@@ -49,7 +49,7 @@ from tidlc.ir.opdef import Trait
 from tidlc.ir.types import numpy_dtype
 
 from .calibrate import progress_bar
-from .ptq import QuantConfig, QuantResult, inherits_scale, quantize_prepared
+from .ptq import QuantConfig, QuantResult, WeightCache, inherits_scale, quantize_prepared
 
 SNR_CAP_DB = 150.0  # an output without noise counts as this (as benchmarks/quant_quality.py does)
 SENSITIVITY_FRAMES = 4  # at most; fewer when the work cap needs it
@@ -235,7 +235,9 @@ class Sensitivity:
     quantization, in float) orders the candidates when the work cap does not allow them all; the
     unmeasured ones get their local noise times the median ratio of the measured ones."""
 
-    def __init__(self, graph: Graph, candidates: Sequence[_Candidate], q8: QuantResult):
+    def __init__(self, graph: Graph, candidates: Sequence[_Candidate], q8: QuantResult,
+                 weights: WeightCache | None = None):
+        self.weights = weights if weights is not None else WeightCache()
         self.graph, self.candidates, self.q8 = graph, list(candidates), q8
         self.interp = Interpreter(graph)
         self._names = self.interp.names
@@ -315,7 +317,7 @@ class Sensitivity:
 
     def noise_of(self, layers_16bit: frozenset, ranges, config: QuantConfig) -> np.ndarray:
         """Output noise energy of the fixed-point graph with ``layers_16bit`` (run incrementally)."""
-        result = quantize_prepared(self.graph, ranges, attrs.evolve(config, layers_16bit=layers_16bit))
+        result = quantize_prepared(self.graph, ranges, attrs.evolve(config, layers_16bit=layers_16bit), self.weights)
         return self._noise(self.base.run_variant(result))
 
     def measure(self, ranges, config: QuantConfig, priority: np.ndarray, work_cap: float,
@@ -562,7 +564,8 @@ def choose_16bit_layers(graph: Graph, ranges: Callable[[Value], tuple[float, flo
     ``RUNS_PER_CALIB_FRAME x`` that many graph runs (so the search costs about as much as
     calibration)."""
     start = time.perf_counter()
-    q8 = q8 or quantize_prepared(graph, ranges, config)
+    weights = WeightCache()  # each configuration tried re-quantizes the graph: its weights once per scale
+    q8 = q8 or quantize_prepared(graph, ranges, config, weights)
     frames = list(frames)[:SENSITIVITY_FRAMES]
     candidates = _candidates(graph, q8, config) if frames else []
     costs_model = _Costs(graph, device, config.layers_16bit, sorted({n for c in candidates for n in c.wide}))
@@ -579,7 +582,7 @@ def choose_16bit_layers(graph: Graph, ranges: Callable[[Value], tuple[float, flo
         return done((), q8, ms8, math.nan, math.nan)
     extra = np.array([max(costs_model.with_16bit(c.wide) - base_cycles, 0.0) for c in candidates])
     allowance = (budget - 1.0) * base_cycles
-    sens = Sensitivity(graph, candidates, q8)
+    sens = Sensitivity(graph, candidates, q8, weights)
     cap = RUNS_PER_CALIB_FRAME * max(calib_frames, 1) * sens.full_work
     fits = extra <= allowance
     per_frame = float(sens.work[fits].sum())
@@ -597,7 +600,7 @@ def choose_16bit_layers(graph: Graph, ranges: Callable[[Value], tuple[float, flo
         while chosen and tries > 0:
             tries -= 1
             trial = attrs.evolve(config, layers_16bit=config.layers_16bit | frozenset(c.op.name for c in chosen))
-            result = quantize_prepared(graph, ranges, trial)
+            result = quantize_prepared(graph, ranges, trial, weights)
             ms = predicted_ms(result.graph, device, sorted(trial.layers_16bit)) if ms8 is not None else None
             if ms8 is not None and (ms is None or ms > budget * ms8 * (1 + 1e-9)):
                 chosen.pop()  # the last picked had the least gain per cycle

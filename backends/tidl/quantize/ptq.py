@@ -139,8 +139,10 @@ class Quantizer:
     quantized to ``bits`` (from calibration or a pre-quantized model's hints).
     """
 
-    def __init__(self, fgraph: Graph, ranges: Callable[[Value], tuple[float, float]], config: QuantConfig):
+    def __init__(self, fgraph: Graph, ranges: Callable[[Value], tuple[float, float]], config: QuantConfig,
+                 cache: WeightCache | None = None):
         self.f = fgraph
+        self.cache = cache if cache is not None else WeightCache()
         self.ranges = ranges
         self.cfg = config
         self.g = Graph(fgraph.name, [], [], list(fgraph.output_names), dict(fgraph.attrs))
@@ -401,16 +403,13 @@ class Quantizer:
             wv = self.quant_of(fop.operands[1], bw)
             return self._finish_mac(fop, [x, wv], sx * wv.type.quant.scale[0], None, bits_out)
         wf = fop.operands[1]
-        w = np.asarray(wf.const_value(), dtype=np.float64)
+        w = self.cache.weights(wf)
         b = np.asarray(fop.operands[2].const_value(), dtype=np.float64).reshape(-1) if len(fop.operands) > 2 else None
         if b is None and self.cfg.ensure_bias and kind != "matmul":  # bias calibration needs one to adjust
             b = np.zeros(_out_channels(fop, w))
         per_channel = self.cfg.per_channel_depthwise and (is_depthwise(fop) or (kind == "scale" and w.size > 1))
         given = wf.type.quant  # a pre-quantized model's weight scale
-        if per_channel:
-            absmax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-        else:
-            absmax = float(np.abs(w).max(initial=0.0))
+        absmax = self.cache.absmax(wf, per_channel)
         sw = weight_scale(absmax, bw, self.cfg.style)
         if given is not None and len(given.scale) == 1 and not given.zero_point and not per_channel \
                 and given.bits <= bw and self.cfg.style == "np2":
@@ -448,10 +447,16 @@ class Quantizer:
             s_acc = sx * sw
             out_scale = full_range_scale(lo, hi, bits_out, signed)
             _, shift = ref.multiplier(float(np.max(out_scale / s_acc)))
+            # the channels share one shift, so a channel whose ratio is far below the largest would get
+            # a multiplier of few bits (a gain error of up to half its step); instead each channel's
+            # weight scale shrinks to make its multiplier the integer just above its ratio: exact
+            # requantization for a weight grid at most 1/m coarser
+            mult = np.maximum(np.ceil(out_scale * 2.0 ** shift / s_acc * (1 - 1e-12)), 1.0)
+            sw = out_scale * 2.0 ** shift / (sx * mult)
+            s_acc = sx * sw
             wq = QuantInfo(bw, True, tuple(sw), axis=0)
         qmin, qmax = ref.qrange(bw, True)
-        scale_view = sw if not per_channel else sw.reshape((-1,) + (1,) * (w.ndim - 1))
-        codes = ref.quantize(w, scale_view, qmin, qmax).astype(numpy_dtype(storage(bw, True)))
+        codes = self.cache.codes(wf, sw, qmin, qmax, numpy_dtype(storage(bw, True)))
         wv = self.const(codes, wf.producer.name, wq, wf)
         operands = [x, wv]
         if b is not None:
@@ -492,8 +497,45 @@ def _finite_clip(a: float, b: float, lo: float, hi: float) -> tuple[float, float
     return (a if math.isfinite(a) else lo), (b if math.isfinite(b) else hi)
 
 
-def quantize_prepared(fgraph: Graph, ranges, config: QuantConfig) -> QuantResult:
+class WeightCache:
+    """A float graph's weights as float64, their ranges and their integer codes per scale: what
+    quantizing the same graph again (mixed precision tries one configuration per candidate layer)
+    need not compute again. Keyed by the weight value's identity: one cache per float graph."""
+
+    def __init__(self):
+        self._w: dict[int, np.ndarray] = {}
+        self._absmax: dict[tuple, object] = {}
+        self._codes: dict[tuple, np.ndarray] = {}
+
+    def weights(self, v: Value) -> np.ndarray:
+        got = self._w.get(id(v))
+        if got is None:
+            got = self._w[id(v)] = np.asarray(v.const_value(), dtype=np.float64)
+        return got
+
+    def absmax(self, v: Value, per_channel: bool):
+        key = (id(v), per_channel)
+        if key not in self._absmax:
+            w = self.weights(v)
+            self._absmax[key] = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) if per_channel \
+                else float(np.abs(w).max(initial=0.0))
+        return self._absmax[key]
+
+    def codes(self, v: Value, sw, qmin: int, qmax: int, dtype) -> np.ndarray:
+        """The codes of ``v`` at weight scale ``sw`` (a float, or one per output channel), a fresh copy."""
+        key = (id(v), np.asarray(sw, dtype=np.float64).tobytes(), qmin, qmax, np.dtype(dtype).str)
+        got = self._codes.get(key)
+        if got is None:
+            w = self.weights(v)
+            view = sw if np.ndim(sw) == 0 else np.asarray(sw).reshape((-1,) + (1,) * (w.ndim - 1))
+            got = self._codes[key] = ref.quantize(w, view, qmin, qmax).astype(dtype)
+        return got.copy()
+
+
+def quantize_prepared(fgraph: Graph, ranges, config: QuantConfig, cache: WeightCache | None = None) -> QuantResult:
+    """The fixed-point graph of ``fgraph``; ``cache`` (one per float graph) spares re-quantizing its
+    weights when it is quantized again with other settings."""
     try:
-        return Quantizer(fgraph, ranges, config).run()
+        return Quantizer(fgraph, ranges, config, cache).run()
     except (ValueError, ZeroDivisionError, OverflowError) as exc:  # a bug, but say where
         raise TidlcError(f"quantization failed: {exc}", fgraph.name) from None
