@@ -165,7 +165,7 @@ def worst_layer(quantized, feeds, threshold: float) -> dict:
 
 
 def measure(key: str, model: qq.Model, images, n_calib: int, n_eval: int, threshold: float = THRESHOLD,
-            bits: int = 16) -> dict:
+            bits: int = 16, with_bounds: bool = False) -> dict:
     from tidlc.backends.tidl.fixed import FixedExecutor
     from tidlc.backends.tidl.quantize.api import quantize_graph
 
@@ -186,9 +186,68 @@ def measure(key: str, model: qq.Model, images, n_calib: int, n_eval: int, thresh
     per_output = output_snrs(ref_outputs, outs)
     ref_feeds = {op.attrs["name"]: evals[0][op.attrs["name"]] for op in q.reference.input_ops}
     worst = worst_layer(q, ref_feeds, threshold)
-    return {"key": key, "model": model.name, "bits": bits, "snr_db": min(per_output.values()),
+    extra = {"bounds_db": bounds(graph, evals, ref_outputs, bits)} if with_bounds else {}
+    return {**extra, "key": key, "model": model.name, "bits": bits, "snr_db": min(per_output.values()),
             "mean_snr_db": float(np.mean([min(v, 150.0) for v in per_output.values()])),
             "outputs_db": per_output, "quantize_seconds": seconds, "worst_layer": worst}
+
+
+VALUE_KEEPING = ("reshape", "flatten", "transpose", "squeeze", "unsqueeze", "identity")
+
+
+def _grid(x: np.ndarray, bits: int) -> np.ndarray:
+    """``x`` rounded to the ``bits``-bit grid of its own range (symmetric; unsigned when x >= 0)."""
+    x = np.asarray(x, np.float64)
+    top = float(np.abs(x).max(initial=0.0))
+    if top == 0.0:
+        return x
+    levels = (1 << bits) - 1 if x.min() >= 0 else (1 << (bits - 1)) - 1
+    return np.round(x * (levels / top)) * (top / levels)
+
+
+def _weight_grid(w: np.ndarray, bits: int, per_channel: bool) -> np.ndarray:
+    w = np.asarray(w, np.float64)
+    top = np.abs(w.reshape(w.shape[0], -1)).max(axis=1).reshape((-1,) + (1,) * (w.ndim - 1)) if per_channel \
+        else np.abs(w).max(initial=0.0)
+    step = np.where(top > 0, top, 1.0) / ((1 << (bits - 1)) - 1)
+    return np.round(w / step) * step
+
+
+def bound_outputs(graph, feeds, bits: int, what: str) -> dict[str, np.ndarray]:
+    """The float graph's outputs with one part of quantization only, what a ``bits``-bit scheme can
+    reach at best with it: ``weights`` (every MAC layer's weights on one grid per tensor, as TIDL
+    stores them), ``weights-per-channel`` (a grid per output channel), ``activations`` (float
+    weights; the input and every layer's output rounded to a grid fitted to its own range on this
+    very frame: an ideal calibration with non-power-of-2 scales)."""
+    from tidlc.interp import evaluate_op
+    env: dict[int, np.ndarray] = {}
+    weights = {id(op.operands[1]) for op in graph.ops if op.kind in ("conv2d", "dense", "deconv2d")
+               and len(op.operands) > 1 and op.operands[1].const_value() is not None}
+    for op in graph.ops:
+        if op.kind == "input":
+            x = np.asarray(feeds[op.attrs["name"]])
+            env[id(op.results[0])] = _grid(x, bits) if what == "activations" else x
+            continue
+        if op.kind == "const":
+            c = op.results[0].const_value()
+            if id(op.results[0]) in weights and what.startswith("weights"):
+                c = _weight_grid(c, bits, what == "weights-per-channel").astype(c.dtype)
+            env[id(op.results[0])] = c
+            continue
+        results = evaluate_op(op, [env[id(u)] for u in op.operands])
+        for r, value in zip(op.results, results):
+            value = np.asarray(value)
+            keeps = op.kind in VALUE_KEEPING or (op.kind == "pool2d" and op.attrs.get("mode") == "max")
+            if what == "activations" and not keeps and value.dtype.kind == "f":
+                value = _grid(value, bits).astype(value.dtype)
+            env[id(r)] = value
+    return {name: env[id(v)] for name, v in zip(graph.output_names, graph.outputs)}
+
+
+def bounds(graph, evals, ref_outputs, bits: int) -> dict[str, float]:
+    """Worst-output SNR (dB) of each :func:`bound_outputs` kind over the evaluation frames."""
+    return {what: min(output_snrs(ref_outputs, [bound_outputs(graph, f, bits, what) for f in evals]).values())
+            for what in ("weights", "weights-per-channel", "activations")}
 
 
 def output_snrs(ref_outputs, outputs) -> dict[str, float]:
@@ -211,6 +270,13 @@ def fmt_db(value) -> str:
     return "-" if value is None else "inf" if math.isinf(value) else f"{value:.1f}"
 
 
+def _bounds_text(row: dict) -> str:
+    b = row.get("bounds_db")
+    if not b:
+        return ""
+    return "; alone: " + ", ".join(f"{k} {fmt_db(v)}" for k, v in b.items())
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="", help="comma-separated keys (default: all available)")
@@ -219,6 +285,9 @@ def main(argv=None) -> int:
     ap.add_argument("--bits", type=int, default=16)
     ap.add_argument("--threshold", type=float, default=THRESHOLD, help="compare's threshold (dB)")
     ap.add_argument("--no-tf", action="store_true", help="skip the Keras models (no TensorFlow build)")
+    ap.add_argument("--bounds", action="store_true",
+                    help="also what each part of quantization allows alone: weights per tensor (TIDL), weights per "
+                         "channel, activations on ideal per-frame grids (float runs on the evaluation frames)")
     ap.add_argument("--json", metavar="FILE", help="write the rows as JSON ('-': stdout only)")
     args = ap.parse_args(argv)
     quiet = args.json == "-"
@@ -232,23 +301,26 @@ def main(argv=None) -> int:
             raise SystemExit(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(available)}")
         for key in keys:
             row = measure(key, available[key], images, args.calib_frames, args.eval_frames, args.threshold,
-                          args.bits)
+                          args.bits, with_bounds=args.bounds)
             rows.append(row)
             if not quiet:
                 w = row["worst_layer"]
                 outs = ", ".join(f"{n} {v:.1f}" for n, v in row["outputs_db"].items())
                 print(f"{key:<24} {row['snr_db']:7.2f} dB  ({outs})  worst layer {short(w['name'])} ({w['op']}, "
-                      f"alone {fmt_db(w['alone_snr_db'])} dB)", flush=True)
+                      f"alone {fmt_db(w['alone_snr_db'])} dB)" + _bounds_text(row), flush=True)
     if not quiet:
         print()
+        more = " alone: weights per tensor / per channel / ideal activations (dB) |" if args.bounds else ""
         print(f"| model | {args.bits}-bit output SNR, worst output (dB) | per output (dB) | layer costing the most "
-              "(outputs with its error alone, dB) |")
-        print("|---|---:|---|---|")
+              "(outputs with its error alone, dB) |" + more)
+        print("|---|---:|---|---|" + ("---|" if args.bounds else ""))
         for r in rows:
             w = r["worst_layer"]
             outs = ", ".join(f"{n} {v:.1f}" for n, v in r["outputs_db"].items())
+            b = r.get("bounds_db")
             print(f"| {r['model']} | {r['snr_db']:.2f} | {outs} | {short(w['name'])} ({w['op']}, "
-                  f"{fmt_db(w['alone_snr_db'])}) |")
+                  f"{fmt_db(w['alone_snr_db'])}) |" + (" " + " / ".join(fmt_db(v) for v in b.values()) + " |"
+                                                       if b else ""))
     if args.json:
         text = json.dumps({"bits": args.bits, "threshold_db": args.threshold, "calib_frames": args.calib_frames,
                            "eval_frames": args.eval_frames, "models": rows}, indent=2,

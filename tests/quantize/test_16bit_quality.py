@@ -293,3 +293,23 @@ def test_own_snr_of_exact_data_movement_is_infinite(tmp_path, capsys):
     acc = SnrAccumulator()
     acc.add(run_graph(graph, feeds)["y"], FixedExecutor(q.graph).run(feeds)["y"])
     assert acc.db == pytest.approx(rows["t"].snr_db, abs=0.01)
+
+
+def test_bounds_isolate_each_part_of_quantization(bench):
+    """quant16_quality --bounds: weights on one grid per tensor lose more than on a grid per channel,
+    and each bound is finite (rounding happened) on a real model."""
+    module, images = bench
+    model = module.models("/tmp", with_tf=False)["mtcnn-rnet"]
+    if not Path(model.path).exists():
+        pytest.skip("model not available offline")
+    from tidlc.compiler import load, optimize
+    opts = model.options(bits=16)
+    graph = load(model.path, opts)
+    optimize(graph, opts)
+    frames = module.frames_for(graph, model, images, 2, seed=2)
+    refs = [Interpreter(graph).run(f) for f in frames]
+    got = module.bounds(graph, frames, refs, 16)
+    assert set(got) == {"weights", "weights-per-channel", "activations"}
+    assert all(40 < v < 150 for v in got.values())
+    assert got["weights-per-channel"] > got["weights"]
+    assert module.bounds(graph, frames, refs, 8)["activations"] < got["activations"] - 30  # 8 bits: 48 dB less
