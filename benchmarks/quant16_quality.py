@@ -196,21 +196,29 @@ VALUE_KEEPING = ("reshape", "flatten", "transpose", "squeeze", "unsqueeze", "ide
 
 
 def _grid(x: np.ndarray, bits: int) -> np.ndarray:
-    """``x`` rounded to the ``bits``-bit grid of its own range (symmetric; unsigned when x >= 0)."""
+    """``x`` rounded to the ``bits``-bit grid of its own range (unsigned when x >= 0), as the
+    quantizer rounds: its full-range scale, halves away from zero."""
+    from tidlc.backends.tidl.quantize.mixed import _fake_quant
+    from tidlc.backends.tidl.quantize.ptq import full_range_scale
+
+    from tidlc.ir.types import QuantInfo
     x = np.asarray(x, np.float64)
-    top = float(np.abs(x).max(initial=0.0))
-    if top == 0.0:
+    if not np.any(x):
         return x
-    levels = (1 << bits) - 1 if x.min() >= 0 else (1 << (bits - 1)) - 1
-    return np.round(x * (levels / top)) * (top / levels)
+    signed = bool(x.min() < 0)
+    return _fake_quant(x, QuantInfo(bits, signed, full_range_scale(float(x.min()), float(x.max()), bits, signed)))
 
 
 def _weight_grid(w: np.ndarray, bits: int, per_channel: bool) -> np.ndarray:
+    """``w`` on the quantizer's np2 weight grid: one scale per tensor (TIDL) or per output channel."""
+    from tidlc.backends.tidl.quantize.mixed import _fake_quant
+    from tidlc.backends.tidl.quantize.ptq import weight_scale
+
+    from tidlc.ir.types import QuantInfo
     w = np.asarray(w, np.float64)
-    top = np.abs(w.reshape(w.shape[0], -1)).max(axis=1).reshape((-1,) + (1,) * (w.ndim - 1)) if per_channel \
-        else np.abs(w).max(initial=0.0)
-    step = np.where(top > 0, top, 1.0) / ((1 << (bits - 1)) - 1)
-    return np.round(w / step) * step
+    absmax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) if per_channel else float(np.abs(w).max(initial=0.0))
+    sw = weight_scale(absmax, bits, "np2")
+    return _fake_quant(w, QuantInfo(bits, True, tuple(np.atleast_1d(sw)), axis=0 if per_channel else None))
 
 
 def bound_outputs(graph, feeds, bits: int, what: str) -> dict[str, np.ndarray]:

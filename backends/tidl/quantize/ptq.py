@@ -142,7 +142,7 @@ class Quantizer:
     def __init__(self, fgraph: Graph, ranges: Callable[[Value], tuple[float, float]], config: QuantConfig,
                  cache: WeightCache | None = None):
         self.f = fgraph
-        self.cache = cache if cache is not None else WeightCache()
+        self.cache = cache if cache is not None else WeightCache(keep=False)
         self.ranges = ranges
         self.cfg = config
         self.g = Graph(fgraph.name, [], [], list(fgraph.output_names), dict(fgraph.attrs))
@@ -500,9 +500,12 @@ def _finite_clip(a: float, b: float, lo: float, hi: float) -> tuple[float, float
 class WeightCache:
     """A float graph's weights as float64, their ranges and their integer codes per scale: what
     quantizing the same graph again (mixed precision tries one configuration per candidate layer)
-    need not compute again. Keyed by the weight value's identity: one cache per float graph."""
+    need not compute again. Keyed by the weight value's identity: one cache per float graph.
+    ``keep=False`` computes without keeping anything (a single quantization: the weights of a large
+    model are not held as float64 for the whole run)."""
 
-    def __init__(self):
+    def __init__(self, keep: bool = True):
+        self.keep = keep
         self._w: dict[int, np.ndarray] = {}
         self._absmax: dict[tuple, object] = {}
         self._codes: dict[tuple, np.ndarray] = {}
@@ -510,25 +513,32 @@ class WeightCache:
     def weights(self, v: Value) -> np.ndarray:
         got = self._w.get(id(v))
         if got is None:
-            got = self._w[id(v)] = np.asarray(v.const_value(), dtype=np.float64)
+            got = np.asarray(v.const_value(), dtype=np.float64)
+            if self.keep:
+                self._w[id(v)] = got
         return got
 
     def absmax(self, v: Value, per_channel: bool):
         key = (id(v), per_channel)
-        if key not in self._absmax:
+        got = self._absmax.get(key)
+        if got is None:
             w = self.weights(v)
-            self._absmax[key] = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) if per_channel \
-                else float(np.abs(w).max(initial=0.0))
-        return self._absmax[key]
+            got = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) if per_channel else float(np.abs(w).max(initial=0.0))
+            if self.keep:
+                self._absmax[key] = got
+        return got
 
     def codes(self, v: Value, sw, qmin: int, qmax: int, dtype) -> np.ndarray:
-        """The codes of ``v`` at weight scale ``sw`` (a float, or one per output channel), a fresh copy."""
+        """The codes of ``v`` at weight scale ``sw`` (a float, or one per output channel), a fresh array."""
         key = (id(v), np.asarray(sw, dtype=np.float64).tobytes(), qmin, qmax, np.dtype(dtype).str)
         got = self._codes.get(key)
         if got is None:
             w = self.weights(v)
             view = sw if np.ndim(sw) == 0 else np.asarray(sw).reshape((-1,) + (1,) * (w.ndim - 1))
-            got = self._codes[key] = ref.quantize(w, view, qmin, qmax).astype(dtype)
+            got = ref.quantize(w, view, qmin, qmax).astype(dtype)
+            if not self.keep:
+                return got
+            self._codes[key] = got
         return got.copy()
 
 
