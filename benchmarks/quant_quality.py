@@ -311,12 +311,17 @@ def run_model(key: str, model: Model, images, n_calib: int, n_eval: int, methods
 
     def quantize_o3(options):
         """What -O3 compiles: equalized, then kept or undone by the quantize pass's check (the
-        better output SNR on calibration frames), on a fresh -O3 graph (undoing edits it)."""
-        from tidlc.backends.tidl.quantize.api import keep_better_equalized
+        better output SNR on calibration frames), on a fresh -O3 graph (undoing edits it); GPTQ
+        weight rounding, checked against per-channel depthwise scales and nearest rounding."""
+        import attrs
+        from tidlc.backends.tidl.quantize.api import keep_best_weights, keep_better_equalized
+        options = attrs.evolve(options, quant=attrs.evolve(options.quant, weight_rounding="gptq"))
         g3 = load(model.path, opts3)
         undo = optimize(g3, opts3).stash.get("equalize")
         q = quantize_graph(g3, options, frames=calib, warn_synthetic=False)
-        return q if undo is None else keep_better_equalized(g3, options, q, undo, frames=calib)[0]
+        if undo is not None:
+            q = keep_better_equalized(g3, options, q, undo, frames=calib)[0]
+        return keep_best_weights(g3, options, q, frames=calib)[0]
 
     def tidlc_row(label, g=graph, o3=False, **kw):
         options = model.options(**kw)
@@ -326,14 +331,15 @@ def run_model(key: str, model: Model, images, n_calib: int, n_eval: int, methods
         executor = FixedExecutor(q.graph)
         outs = [executor.run(f) for f in evals]
         row = {"model": model.name, "config": label, "snr": snr_over(ref_outputs, outs), "seconds": seconds}
-        if o3:  # kept or undone by the check
+        if o3:  # kept or undone by the check; the weight settings chosen
             row["equalize"] = str(q.graph.attrs.get("quant.equalize", "not applied")).split(":")[0]
+            row["weights"] = str(q.graph.attrs.get("quant.weights", "")).split(":")[0]
         if with_memory:
             row["peak_mb"] = measure(lambda: quantize_graph(graph, options, frames=calib, warn_synthetic=False), True)
         rows.append(row)
         print(f"  {label:<34} {row['snr']:7.2f} dB  {seconds:6.2f} s" +
               (f"  {row['peak_mb']:7.1f} MB" if with_memory else "") +
-              (f"  (equalize {row['equalize']})" if o3 else ""), flush=True)
+              (f"  (equalize {row['equalize']}; {row['weights']})" if o3 else ""), flush=True)
         return row
 
     for method in methods:

@@ -58,6 +58,9 @@ def add_quant_options(p: argparse.ArgumentParser) -> None:
                    help="bias update weight per iteration (biasCalibrationFactor; default 0.05)")
     g.add_argument("--per-channel-depthwise", action="store_true", default=None,
                    help="per-channel weight scales for depthwise layers (calibrationOption 8)")
+    g.add_argument("--weight-rounding", choices=("nearest", "gptq"),
+                   help="weight codes: nearest, or gptq (each rounding error spread over the weights not yet "
+                        "rounded, for the calibration inputs; default at -O3)")
     g.add_argument("--16bit-layers", dest="layers_16bit", type=names_list, metavar="NAME,...",
                    help="layers computed in 16 bits (outputFeature16bitNamesList)")
     g.add_argument("--mixed-precision", choices=("auto", "off"),
@@ -153,7 +156,8 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
         "bits": flag("bits"), "quant_style": flag("quant_style"), "calib": flag("calib"),
         "calib_frames": flag("calib_frames"), "calib_method": flag("calib_method"), "percentile": flag("percentile"),
         "bias_calibration": flag("bias_calibration"), "bias_calibration_factor": flag("bias_calibration_factor"),
-        "per_channel_depthwise": flag("per_channel_depthwise"), "layers_16bit": flag("layers_16bit"),
+        "per_channel_depthwise": flag("per_channel_depthwise"), "weight_rounding": flag("weight_rounding"),
+        "layers_16bit": flag("layers_16bit"),
         "mixed_precision_factor": flag("mixed_precision_factor"), "mixed_precision": flag("mixed_precision"),
         "time_budget": flag("time_budget"), "workers": flag("workers"), "ray": flag("ray"),
         # preprocess

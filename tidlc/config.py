@@ -65,6 +65,7 @@ class QuantOptions:
     bias_calibration: int | None = None  # biasCalibrationIterations (None: off)
     bias_calibration_factor: float = 0.05  # biasCalibrationFactor
     per_channel_depthwise: bool = False  # calibrationOption bit 8
+    weight_rounding: str | None = None  # nearest | gptq (None: gptq at -O3, else nearest)
     layers_16bit: tuple[str, ...] = ()  # outputFeature16bitNamesList / params16bitNamesList
     mixed_precision_factor: float | None = None  # mixedPrecisionFactor (the same budget as time_budget)
     mixed_precision: str | None = None  # auto | off: choose 16-bit layers by measured sensitivity

@@ -96,9 +96,10 @@ def run(args, options) -> int:
     summary = g.attrs.get("quant.mixed_precision")
     if isinstance(summary, str) and summary:
         print(f"  mixed precision: {summary}")
-    verdict = g.attrs.get("quant.equalize")
-    if isinstance(verdict, str) and verdict:
-        print(f"  equalize: {verdict}")
+    for key in ("equalize", "weights"):
+        verdict = g.attrs.get(f"quant.{key}")
+        if isinstance(verdict, str) and verdict:
+            print(f"  {key}: {verdict}")
     for path in result.outputs:
         print(f"  wrote {path}")
     return 0

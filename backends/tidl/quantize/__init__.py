@@ -51,6 +51,11 @@ class QuantizeBase(Pass):
         result = quantize_graph(graph, options)
         if undo is not None:
             result = self._check_equalize(ctx, graph, options, result, undo)
+        if result.mixed is None and result.settings.weight_rounding == "gptq" and \
+                options.quant.weight_rounding is None:  # -O3's choice, not the user's
+            from .api import keep_best_weights
+            result, verdict = keep_best_weights(graph, options, result)
+            ctx.note(f"weights {verdict}")
         q = result.graph
         graph.name, graph.ops, graph.outputs = q.name, q.ops, q.outputs
         graph.output_names, graph.attrs = q.output_names, q.attrs

@@ -556,7 +556,8 @@ def greedy(noise: np.ndarray, signal: np.ndarray, measured: np.ndarray, costs: n
 
 def choose_16bit_layers(graph: Graph, ranges: Callable[[Value], tuple[float, float]], config: QuantConfig,
                         frames: Sequence[Mapping[str, np.ndarray]], budget: float, device: str = "tda4vm",
-                        q8: QuantResult | None = None, calib_frames: int = 8) -> MixedChoice:
+                        q8: QuantResult | None = None, calib_frames: int = 8,
+                        weights: WeightCache | None = None) -> MixedChoice:
     """Promote layers of the prepared float ``graph`` to 16 bits within ``budget x`` the all-8-bit
     time (see the module docstring); returns the choice with its quantized graph.
 
@@ -564,7 +565,9 @@ def choose_16bit_layers(graph: Graph, ranges: Callable[[Value], tuple[float, flo
     ``RUNS_PER_CALIB_FRAME x`` that many graph runs (so the search costs about as much as
     calibration)."""
     start = time.perf_counter()
-    weights = WeightCache()  # each configuration tried re-quantizes the graph: its weights once per scale
+    # each configuration tried re-quantizes the graph: its weights once per scale
+    weights = weights if weights is not None and weights.keep else WeightCache(
+        hessians=weights.hessians if weights is not None else None)
     q8 = q8 or quantize_prepared(graph, ranges, config, weights)
     frames = list(frames)[:SENSITIVITY_FRAMES]
     candidates = _candidates(graph, q8, config) if frames else []

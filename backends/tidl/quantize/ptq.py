@@ -504,8 +504,9 @@ class WeightCache:
     ``keep=False`` computes without keeping anything (a single quantization: the weights of a large
     model are not held as float64 for the whole run)."""
 
-    def __init__(self, keep: bool = True):
+    def __init__(self, keep: bool = True, hessians: dict[int, np.ndarray] | None = None):
         self.keep = keep
+        self.hessians = hessians or {}  # by weight value id: GPTQ rounding (gptq.py), else nearest
         self._w: dict[int, np.ndarray] = {}
         self._absmax: dict[tuple, object] = {}
         self._codes: dict[tuple, np.ndarray] = {}
@@ -534,8 +535,13 @@ class WeightCache:
         got = self._codes.get(key)
         if got is None:
             w = self.weights(v)
-            view = sw if np.ndim(sw) == 0 else np.asarray(sw).reshape((-1,) + (1,) * (w.ndim - 1))
-            got = ref.quantize(w, view, qmin, qmax).astype(dtype)
+            h = self.hessians.get(id(v))
+            if h is not None and (h.ndim == 2 or h.shape[0] == w.shape[0]):
+                from .gptq import round_weights
+                got = round_weights(w, h, sw, qmin, qmax).astype(dtype)
+            else:
+                view = sw if np.ndim(sw) == 0 else np.asarray(sw).reshape((-1,) + (1,) * (w.ndim - 1))
+                got = ref.quantize(w, view, qmin, qmax).astype(dtype)
             if not self.keep:
                 return got
             self._codes[key] = got
