@@ -315,7 +315,7 @@ def run_model(key: str, model: Model, images, n_calib: int, n_eval: int, methods
         weight rounding, checked against per-channel depthwise scales and nearest rounding."""
         import attrs
         from tidlc.backends.tidl.quantize.api import keep_best_weights, keep_better_equalized
-        options = attrs.evolve(options, quant=attrs.evolve(options.quant, weight_rounding="gptq"))
+        options = attrs.evolve(options, pipeline=attrs.evolve(options.pipeline, opt_level=3))  # its quantize defaults
         g3 = load(model.path, opts3)
         undo = optimize(g3, opts3).stash.get("equalize")
         q = quantize_graph(g3, options, frames=calib, warn_synthetic=False)

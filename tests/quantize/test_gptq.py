@@ -96,14 +96,14 @@ def test_codes_do_not_depend_on_blas_threads(tmp_path):
     import sys
     script = (
         "import sys, hashlib, numpy as np\n"
-        "sys.path.insert(0, %r)\n"
+        "sys.path.insert(0, {here!r})\n"
         "from conftest import small_cnn, frames\n"
         "from tidlc.config import CompileOptions\n"
         "from tidlc.backends.tidl.quantize.api import quantize_graph\n"
         "q = quantize_graph(small_cnn(seed=4), CompileOptions.of(weight_rounding='gptq'), frames=frames(16),"
         " warn_synthetic=False)\n"
         "print(hashlib.sha256(b''.join(np.ascontiguousarray(op.data).tobytes() for op in q.graph.ops"
-        " if op.kind == 'const')).hexdigest())\n") % str(__import__("pathlib").Path(__file__).parent)
+        " if op.kind == 'const')).hexdigest())\n").format(here=str(__import__("pathlib").Path(__file__).parent))
     out = []
     for threads in ("1", "2"):
         env = dict(__import__("os").environ, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads,
@@ -166,3 +166,25 @@ def test_O3_rounds_with_gptq_and_checks_it(tmp_path):
     # asked for explicitly, nothing is checked
     options = CompileOptions.of(opt_level=3, emit="none", quantize=True, calib=str(calib), weight_rounding="nearest")
     assert "quant.weights" not in compile_model(model, options).graph.attrs
+
+
+def test_O3_leaves_graphs_without_depthwise_layers_to_nearest_rounding(tmp_path):
+    """-O3's GPTQ default is for depthwise-heavy graphs; elsewhere (measured: MTCNN) it is off."""
+    from tidlc.compiler import compile_model, write_ir
+    from tidlc.ir import Builder, TensorType
+    rng = np.random.default_rng(0)
+    b = Builder()
+    x = b.input("x", TensorType((1, 3, 8, 8), layout="NCHW"))
+    c = b.op("conv2d", [x, b.const(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "c.w")], pads=(1, 1, 1, 1),
+             act="relu", name="c")
+    fc = b.op("dense", [b.op("flatten", [c], name="flat"), b.const(rng.normal(0, 0.1, (4, 512)).astype(np.float32), "fc.w")],
+              name="fc")
+    b.output(fc, "y")
+    model = write_ir(b.graph, str(tmp_path), "plain")[0]
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.stack([f["x"] for f in frames(8, seed=3)]))
+    graph = compile_model(model, CompileOptions.of(opt_level=3, emit="none", quantize=True, calib=str(calib))).graph
+    assert "quant.weights" not in graph.attrs and "quant.weight_rounding" not in graph.attrs
+    graph = compile_model(model, CompileOptions.of(opt_level=3, emit="none", quantize=True, calib=str(calib),
+                                                   weight_rounding="gptq")).graph
+    assert graph.attrs["quant.weight_rounding"] == "gptq"
