@@ -108,8 +108,11 @@ def test_codes_do_not_depend_on_blas_threads(tmp_path):
     for threads in ("1", "2"):
         env = dict(__import__("os").environ, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads,
                    MKL_NUM_THREADS=threads)
-        out.append(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                                  check=True).stdout.strip())
+        # (not from the checkout's root, whose tidlc/ is the source tree, not the installed package)
+        run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                             cwd=tmp_path)
+        assert run.returncode == 0, run.stderr[-2000:]
+        out.append(run.stdout.strip())
     assert out[0] == out[1] and len(out[0]) == 64
 
 
