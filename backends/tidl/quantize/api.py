@@ -24,7 +24,7 @@ from tidlc.preprocess import FrameSource, Preprocess, input_specs, synthetic_fra
 from .calibrate import Calibration
 from .observers import METHODS
 from .prepare import prepare
-from .ptq import INHERIT_OPS, QuantConfig, WeightCache, quantize_prepared
+from .ptq import INHERIT_OPS, QuantConfig, WeightCache, has_depthwise, quantize_prepared
 
 SYNTHETIC_FRAMES = 8
 DEFAULT_TIME_BUDGET = 1.2  # --mixed-precision auto without --time-budget
@@ -49,7 +49,7 @@ class QuantSettings:
     bias_calibration: int | None = None
     bias_calibration_factor: float = 0.05
     per_channel_depthwise: bool = False
-    weight_rounding: str = "nearest"  # nearest | gptq (gptq.py)
+    weight_rounding: str = "nearest"  # nearest | gptq (gptq.py) | auto (-O3: gptq on graphs with depthwise layers)
     layers_16bit: tuple[str, ...] = ()
     mixed_precision_factor: float | None = None
     mixed_precision: str | None = None  # auto | off (None: auto when a budget is given)
@@ -67,7 +67,7 @@ class QuantSettings:
                        calib_source=q.calib_source, calib_method=q.calib_method, percentile=q.percentile,
                        bias_calibration=q.bias_calibration, bias_calibration_factor=q.bias_calibration_factor,
                        per_channel_depthwise=q.per_channel_depthwise, layers_16bit=q.layers_16bit,
-                       weight_rounding=q.weight_rounding or ("gptq" if options.pipeline.opt_level >= 3 else "nearest"),
+                       weight_rounding=q.weight_rounding or ("auto" if options.pipeline.opt_level >= 3 else "nearest"),
                        mixed_precision_factor=q.mixed_precision_factor, mixed_precision=q.mixed_precision,
                        time_budget=q.time_budget, device=options.target.device,
                        preprocess=Preprocess.from_options(options.preprocess),
@@ -88,8 +88,8 @@ class QuantSettings:
         if self.bias_calibration is not None:  # a count, like the frames (the one-pass calibration runs at most
             # 1 + bias.MAX_CORRECTIONS times per layer on at most 16 frames, whatever the count)
             limits.check("frames", self.bias_calibration, "--bias-calibration iterations")
-        if self.weight_rounding not in ("nearest", "gptq"):
-            raise TidlcError(f"unknown --weight-rounding {self.weight_rounding!r}", hint="nearest or gptq",
+        if self.weight_rounding not in ("nearest", "gptq", "auto"):
+            raise TidlcError(f"unknown --weight-rounding {self.weight_rounding!r}", hint="nearest, gptq or auto (-O3: gptq where the graph has depthwise layers)",
                              code="option")
         if self.mixed_precision not in (None, "auto", "off"):
             raise TidlcError(f"unknown --mixed-precision {self.mixed_precision!r}", hint="auto or off")
@@ -207,7 +207,6 @@ def keep_best_weights(graph: Graph, options: Any, chosen: Quantized,
     against float wins, with a one-line verdict (also the graph attribute ``quant.weights``). GPTQ
     and per-channel scales lower each layer's error on the calibration inputs, but not always the
     network's (measured: MTCNN ONet 16-bit 55.1 -> 54.1 dB with GPTQ)."""
-    from .ptq import is_depthwise
     frames = list(frames) if frames is not None else None
     settings = chosen.settings
     if settings.weight_rounding == "nearest":
@@ -221,7 +220,7 @@ def keep_best_weights(graph: Graph, options: Any, chosen: Quantized,
     unequalized = ", not equalized" if equalized else ""
     candidates = [("gptq" + (" + per-channel depthwise" if settings.per_channel_depthwise else "") +
                    (", equalized" if equalized else ""), chosen)]
-    if not settings.per_channel_depthwise and any(is_depthwise(op) for op in chosen.reference.ops):
+    if not settings.per_channel_depthwise and has_depthwise(chosen.reference):
         candidates.append(("gptq + per-channel depthwise" + unequalized,
                            variant(weight_rounding="gptq", per_channel_depthwise=True)))
     candidates.append(("nearest" + unequalized + " (-O2)", variant(weight_rounding="nearest")))
@@ -266,12 +265,10 @@ def quantize_graph(graph: Graph, options: Any = None, frames: Iterable | None = 
     if synthetic and warn_synthetic and settings.calib_source != "random":
         warn(CALIB_WARNING.format(n=total, how=CALIB_HOW.get(settings.calib_source, "--calib DATA")), code="calibration")
     budget = settings.mixed_budget
-    if settings.weight_rounding == "gptq" and getattr(getattr(options, "quant", None), "weight_rounding", 1) is None:
-        from .ptq import is_depthwise
-        if not any(is_depthwise(op) for op in ref_graph.ops):  # -O3's default: depthwise-heavy graphs only
-            # (measured on MTCNN, no depthwise layer: GPTQ won the weights check on calibration frames and
-            # lost up to 1.3 dB on others; its dense layers see one input sample per frame)
-            settings = attrs.evolve(settings, weight_rounding="nearest")
+    if settings.weight_rounding == "auto":  # -O3's default: GPTQ on depthwise-heavy graphs only
+        # (measured on MTCNN, no depthwise layer: GPTQ won the weights check on calibration frames and
+        # lost up to 1.3 dB on others; its dense layers see one input sample per frame)
+        settings = attrs.evolve(settings, weight_rounding="gptq" if has_depthwise(ref_graph) else "nearest")
     gptq = settings.weight_rounding == "gptq"
     keep = max(settings.bias_calibration and 1 or 0, 2 if budget is not None else 0, gptq)
     kept: list = []

@@ -29,6 +29,8 @@ import numpy as np
 from tidlc.ir.core import Graph
 from tidlc.ir.fixed_arith import round_half_away
 
+from .ptq import is_depthwise
+
 FRAMES = 32  # calibration frames whose layer inputs make H
 POSITIONS = 4096  # output positions per frame and layer at most (evenly strided); at most 2**12
 DAMP = 0.001  # H's diagonal is raised by this fraction of its mean (a rank-deficient H stays invertible)
@@ -44,10 +46,8 @@ def _layers(graph: Graph) -> dict[int, object]:
         w = op.operands[1].const_value()
         if w is None or w.dtype.kind != "f":
             continue
-        if op.kind == "conv2d":
-            groups = op.attrs.get("groups", 1)
-            if groups > 1 and not (w.shape[1] == 1 and groups == w.shape[0]):
-                continue
+        if op.kind == "conv2d" and op.attrs.get("groups", 1) > 1 and not is_depthwise(op):
+            continue
         out[id(op.operands[1])] = op
     return out
 

@@ -108,6 +108,10 @@ def is_depthwise(op: Op) -> bool:
     return w is not None and x is not None and w[1] == 1 and op.attrs["groups"] == x[1] == w[0] and x[1] > 1
 
 
+def has_depthwise(graph: Graph) -> bool:
+    return any(is_depthwise(op) for op in graph.ops)
+
+
 def weight_scale(absmax, bits: int, style: str):
     """``2**(bits-1) / absmax`` (np2) or with absmax rounded up to a power of two (p2)."""
     absmax = np.maximum(np.asarray(absmax, dtype=np.float64), MIN_RANGE)
