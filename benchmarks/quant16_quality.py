@@ -17,7 +17,12 @@ skipped without TensorFlow), and small seeded ONNX models with the heads that
 stress 16-bit table ops (conv -> sigmoid, a text detector's probability head
 with wide logits, tanh, softmax, hardswish, hardsigmoid, exp).
 
-    python benchmarks/quant16_quality.py [--models a,b] [--calib-frames 8] [--eval-frames 4] [--json FILE|-]
+With ``-O 3``: what ``tidlc compile -O3`` quantizes (cross-layer equalization
+kept or undone by its check, which at 16 bits also tries the activation-range
+weights; GPTQ weight rounding on graphs with depthwise layers, checked); the
+row says what the checks chose.
+
+    python benchmarks/quant16_quality.py [--models a,b] [-O 3] [--calib-frames 8] [--eval-frames 4] [--json FILE|-]
 """
 from __future__ import annotations
 
@@ -165,29 +170,39 @@ def worst_layer(quantized, feeds, threshold: float) -> dict:
 
 
 def measure(key: str, model: qq.Model, images, n_calib: int, n_eval: int, threshold: float = THRESHOLD,
-            bits: int = 16, with_bounds: bool = False) -> dict:
+            bits: int = 16, with_bounds: bool = False, opt_level: int = 2) -> dict:
     from tidlc.backends.tidl.fixed import FixedExecutor
-    from tidlc.backends.tidl.quantize.api import quantize_graph
+    from tidlc.backends.tidl.quantize.api import keep_best_weights, keep_better_equalized, quantize_graph
 
     from tidlc.compiler import load, optimize
     from tidlc.interp import Interpreter
-    opts = model.options(bits=bits, **getattr(model, "extra", {}))
+    # -O3: what `tidlc compile -O3` runs (equalize and its check, the weights check); the inputs are
+    # images pre-processed by mean/scale (--mean/--scale), which bounds their range for equalize
+    opts = model.options(bits=bits, opt_level=opt_level, **getattr(model, "extra", {}),
+                         **({"mean": model.mean, "scale": model.scale} if opt_level == 3 else {}))
     graph = load(model.path, opts)
-    optimize(graph, opts)
+    undo = optimize(graph, opts).stash.get("equalize")
     calib = frames_for(graph, model, images, n_calib, seed=1)
     evals = frames_for(graph, model, images, n_eval, seed=2)
     interp = Interpreter(graph)
     ref_outputs = [interp.run(f) for f in evals]
     start = time.perf_counter()
     q = quantize_graph(graph, opts, frames=calib, warn_synthetic=False)
+    if undo is not None:
+        q = keep_better_equalized(graph, opts, q, undo, frames=calib)[0]
+    if opt_level == 3 and q.settings.weight_rounding == "gptq":
+        q = keep_best_weights(graph, opts, q, frames=calib)[0]
     seconds = time.perf_counter() - start
+    verdicts = {k.split(".")[1]: str(q.graph.attrs[k]).split(":")[0] for k in ("quant.equalize", "quant.weights")
+                if k in q.graph.attrs}
     executor = FixedExecutor(q.graph)
     outs = [executor.run(f) for f in evals]
     per_output = output_snrs(ref_outputs, outs)
     ref_feeds = {op.attrs["name"]: evals[0][op.attrs["name"]] for op in q.reference.input_ops}
     worst = worst_layer(q, ref_feeds, threshold)
     extra = {"bounds_db": bounds(graph, evals, ref_outputs, bits)} if with_bounds else {}
-    return {**extra, "key": key, "model": model.name, "bits": bits, "snr_db": min(per_output.values()),
+    return {**extra, "key": key, "model": model.name, "bits": bits, "opt_level": opt_level, "chosen": verdicts,
+            "snr_db": min(per_output.values()),
             "mean_snr_db": float(np.mean([min(v, 150.0) for v in per_output.values()])),
             "outputs_db": per_output, "quantize_seconds": seconds, "worst_layer": worst}
 
@@ -291,6 +306,8 @@ def main(argv=None) -> int:
     ap.add_argument("--calib-frames", type=int, default=16)
     ap.add_argument("--eval-frames", type=int, default=4)
     ap.add_argument("--bits", type=int, default=16)
+    ap.add_argument("-O", dest="opt_level", type=int, choices=(2, 3), default=2,
+                    help="2 (default) or 3: what `tidlc compile -O3` quantizes (equalize and its checks)")
     ap.add_argument("--threshold", type=float, default=THRESHOLD, help="compare's threshold (dB)")
     ap.add_argument("--no-tf", action="store_true", help="skip the Keras models (no TensorFlow build)")
     ap.add_argument("--bounds", action="store_true",
@@ -309,17 +326,18 @@ def main(argv=None) -> int:
             raise SystemExit(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(available)}")
         for key in keys:
             row = measure(key, available[key], images, args.calib_frames, args.eval_frames, args.threshold,
-                          args.bits, with_bounds=args.bounds)
+                          args.bits, with_bounds=args.bounds, opt_level=args.opt_level)
             rows.append(row)
             if not quiet:
                 w = row["worst_layer"]
                 outs = ", ".join(f"{n} {v:.1f}" for n, v in row["outputs_db"].items())
                 print(f"{key:<24} {row['snr_db']:7.2f} dB  ({outs})  worst layer {short(w['name'])} ({w['op']}, "
-                      f"alone {fmt_db(w['alone_snr_db'])} dB)" + _bounds_text(row), flush=True)
+                      f"alone {fmt_db(w['alone_snr_db'])} dB)" + _bounds_text(row) +
+                      ("".join(f"; {k}: {v}" for k, v in row["chosen"].items())), flush=True)
     if not quiet:
         print()
         more = " alone: weights per tensor / per channel / ideal activations (dB) |" if args.bounds else ""
-        print(f"| model | {args.bits}-bit output SNR, worst output (dB) | per output (dB) | layer costing the most "
+        print(f"| model | -O{args.opt_level} {args.bits}-bit output SNR, worst output (dB) | per output (dB) | layer costing the most "
               "(outputs with its error alone, dB) |" + more)
         print("|---|---:|---|---|" + ("---|" if args.bounds else ""))
         for r in rows:

@@ -53,6 +53,7 @@ Float outputs are unchanged up to rounding (tests: 1e-5 relative).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import attrs
@@ -333,16 +334,23 @@ def observed_ranges(graph, ops, frames) -> dict[int, tuple[np.ndarray, np.ndarra
 
 
 def equalize_pair(rw: Rewriter, first, second, max_step: float = 1e-3,
-                  limits: np.ndarray | None = None) -> np.ndarray | None:
+                  limits: np.ndarray | None = None, act: np.ndarray | None = None,
+                  beta: float = 0.0) -> np.ndarray | None:
     """Equalize one pair in place (new constants); the scales applied (``first``'s output channel
     ``i`` divided by ``s[i]``), or None if none moved by more than ``max_step``. ``limits`` (per
     channel, for a clipped ``first``): the scale is raised to at least ``limits[i]``, and a channel
-    with an infinite limit keeps 1."""
+    with an infinite limit keeps 1. ``act`` (per channel, ``first``'s observed output range) with
+    ``beta`` in (0, 1]: the ranges divided by ``s`` are ``r1^(1-beta) * a^beta`` (``a`` in units of
+    ``r1``: scaled by ``max r1 / max a``) instead of ``first``'s weight ranges ``r1`` alone."""
     w1, w2 = _weights(first), _weights(second)
     r1, r2 = _out_ranges(w1).astype(np.float64), _in_ranges(second, w2).astype(np.float64)
     if r1.shape != r2.shape:
         return None
     ok = (r1 > 0) & (r2 > 0)
+    if beta > 0.0 and act is not None and act.shape == r1.shape and act.max() > 0:
+        a = act * (r1.max() / act.max())
+        ok &= a > 0
+        r1 = np.where(ok, r1 ** (1.0 - beta) * np.maximum(a, 1e-300) ** beta, r1)
     s = np.ones_like(r1)
     s[ok] = np.sqrt(r1[ok] / r2[ok])
     if limits is not None:
@@ -392,6 +400,9 @@ class Equalize(Pass):
     # on: the quantize pass also quantizes the graph as it was before this pass and keeps the
     # version with the better output SNR on calibration frames (docs/passes.md); off: keep this one
     check: str = "on"
+    # the weight of the first layer's observed output ranges (calibration frames) against its weight
+    # ranges in the balance, 0..1: 0 is the paper's weights-only equalization
+    activations: float = 0.0
 
     def _input_range(self, ctx) -> tuple[float, float] | None:
         if self.input_range == "none":
@@ -419,6 +430,9 @@ class Equalize(Pass):
                              code="option")
         if self.check not in ("on", "off"):
             raise TidlcError(f"equalize: check={self.check!r}", hint="check=on (default) or check=off", code="option")
+        if not 0.0 <= self.activations <= 1.0:
+            raise TidlcError(f"equalize: activations={self.activations}",
+                             hint="a weight between 0 (weight ranges only, the default) and 1", code="option")
         if self.headroom < 1.0 or self.frames < 1:
             raise TidlcError(f"equalize: headroom={self.headroom}, frames={self.frames}",
                              hint="headroom >= 1 (e.g. 1.25, the default), frames >= 1", code="option")
@@ -430,22 +444,34 @@ class Equalize(Pass):
             return "calib" if calib is not None else "bound"
         return self.relu6
 
-    def _observe(self, ctx, graph, rw) -> dict:
-        """Per-channel output ranges over the calibration frames of every clipped pair's first layer."""
+    def _frames(self, ctx, graph):
+        """The calibration frames the observed ranges come from (at most ``frames`` of them)."""
         from tidlc.preprocess import FrameSource, Preprocess, input_specs
-        ops = [op for op in graph.ops if clip_range(op) is not None and _pair(rw, op, self.scope, True)]
-        if not ops:
-            return {}
         options = ctx.options
         limit = min(self.frames, options.quant.calib_frames or self.frames)
-        source = FrameSource(options.quant.calib, input_specs(graph), Preprocess.from_options(options.preprocess),
-                             limit)
-        return observed_ranges(graph, ops, source)
+        return FrameSource(options.quant.calib, input_specs(graph), Preprocess.from_options(options.preprocess), limit)
 
     def run(self, ctx, graph) -> bool:
         mode = self._check(ctx)
         input_range = self._input_range(ctx)
-        seen = self._observe(ctx, graph, Rewriter(graph)) if mode == "calib" else {}
+        beta = self.activations if _calib_path(ctx) is not None else 0.0
+        frames = self._frames(ctx, graph) if mode == "calib" or beta > 0 else None
+        undo = self.apply(graph, mode, input_range, frames, beta)
+        if undo is not None and self.check == "on" and ctx is not None and hasattr(ctx, "stash"):
+            ctx.stash["equalize"] = undo
+        return undo is not None
+
+    def apply(self, graph, mode: str, input_range, frames=None, beta: float = 0.0) -> Undo | None:
+        """Equalize ``graph`` in place; the record that undoes it (and redoes it with another
+        ``beta``), or None if no scale moved. ``mode``: the relu6 mode (skip, bound or calib);
+        ``frames``: calibration frames, for the observed ranges that relu6=calib and ``beta > 0``
+        use (``beta``: the weight of the activation ranges, the option ``activations``)."""
+        seen: dict = {}
+        if frames is not None:
+            rw = Rewriter(graph)
+            ops = [op for op in graph.ops
+                   if (beta > 0 or clip_range(op) is not None) and _pair(rw, op, self.scope, True)]
+            seen = observed_ranges(graph, ops, frames) if ops else {}
         before = {id(op): (op, list(op.operands)) for op in graph.ops if op.kind in ("conv2d", "dense")}
         changed_any = False
         for _ in range(self.iterations):
@@ -461,10 +487,14 @@ class Equalize(Pass):
                     if pre is None:  # once per sweep: equalizing a pair keeps every pre-activation
                         pre = {}
                         value_bounds(graph, input_range, pre)
-                    limits = clip_limits(op, pre.get(id(op)), seen.get(id(op)), self.headroom)
+                    limits = clip_limits(op, pre.get(id(op)), seen.get(id(op)) if mode == "calib" else None,
+                                         self.headroom)
                     if np.all(np.isinf(limits)):
                         continue
-                scales = equalize_pair(rw, *pair, limits=limits)
+                act = None
+                if id(op) in seen:
+                    act = np.maximum(np.abs(seen[id(op)][0]), np.abs(seen[id(op)][1]))
+                scales = equalize_pair(rw, *pair, limits=limits, act=act, beta=beta)
                 if scales is None:
                     continue
                 moved = True
@@ -476,9 +506,13 @@ class Equalize(Pass):
             changed_any |= moved
             if not moved:
                 break
-        if changed_any and self.check == "on" and ctx is not None and hasattr(ctx, "stash"):
-            ctx.stash["equalize"] = Undo.of(graph, before)
-        return changed_any
+        if not changed_any:
+            return None
+
+        def redo(graph, frames, beta: float) -> Undo | None:
+            frames = list(frames)[:self.frames] if mode == "calib" or beta > 0 else None
+            return self.apply(graph, mode, input_range, frames, beta)
+        return Undo.of(graph, before, redo)
 
 
 @attrs.define
@@ -486,9 +520,12 @@ class Undo:
     """What an equalize run changed, to put back: (layer, operand index, original constant, name)."""
 
     items: list[tuple]
+    # redo(graph, frames, beta) -> Undo | None: the same pass again on the restored graph, with the
+    # activation weight ``beta`` and ranges observed on ``frames`` (-O3's 16-bit check)
+    redo: Callable | None = None
 
     @classmethod
-    def of(cls, graph, before: dict) -> Undo:
+    def of(cls, graph, before: dict, redo: Callable | None = None) -> Undo:
         items = []
         for op in graph.ops:
             old = before.get(id(op))
@@ -497,7 +534,7 @@ class Undo:
             for i, (now, was) in enumerate(zip(op.operands, old[1])):
                 if now is not was:
                     items.append((op, i, was.const_value(), was.producer.name if was.producer else ""))
-        return cls(items)
+        return cls(items, redo)
 
     def restore(self, graph) -> int:
         """Put the original constants back into the layers still in ``graph``; how many layers."""

@@ -215,7 +215,8 @@ def test_bad_options(tmp_path, registry):
     from tidlc.diagnostics import TidlcError
     from tidlc.passes.manager import PassManager
     graph = _graph(_relu6_chain(tmp_path), 2)
-    for text in ("equalize{relu6=maybe}", "equalize{input-range=3:1}", "equalize{headroom=0.5}"):
+    for text in ("equalize{relu6=maybe}", "equalize{input-range=3:1}", "equalize{headroom=0.5}",
+                 "equalize{activations=2}"):
         with pytest.raises(TidlcError):
             PassManager.from_string(registry, text).run(graph)
 
@@ -359,3 +360,52 @@ def test_O3_check_measures_both(unbalanced, tmp_path):
     assert verdict.startswith("kept:"), verdict
     with_eq, without = (float(v.split(" dB")[0].split()[-1]) for v in verdict.split(", ")[:2])
     assert with_eq >= without + 3.0, verdict
+
+
+# ----------------------------------------------------------------------------- activation ranges
+def _spread(graph, name, frames) -> float:
+    """max / min over channels of ``name``'s observed output range (|.| max) on ``frames``."""
+    from tidlc.plugins.equalize import observed_ranges
+    op = next(op for op in graph.ops if op.name == name)
+    low, up = observed_ranges(graph, [op], [{"x": f[None]} for f in frames])[id(op)]
+    r = np.maximum(np.abs(low), np.abs(up))
+    return float(r.max() / r[r > 0].min())
+
+
+def test_activations_weight_balances_the_observed_ranges(unbalanced, tmp_path, registry):
+    """equalize{activations=1} balances the first layers' observed output ranges (against the
+    second layers' weight ranges) instead of their weight ranges; float outputs stay."""
+    from tidlc.passes.base import PassContext
+    from tidlc.passes.manager import PassManager
+    calib = _calib_npz(tmp_path, count=6)
+    frames = np.load(calib)["x"][:, 0]
+    graphs = {}
+    for beta in (0, 1):
+        graph = _graph(unbalanced, 2)
+        PassManager.from_string(registry, f"equalize{{activations={beta}}}").run(
+            graph, PassContext(options=CompileOptions.of(calib=calib)))
+        graphs[beta] = graph
+    o2 = _graph(unbalanced, 2)
+    assert _spread(graphs[1], "dw", frames) < _spread(graphs[0], "dw", frames) / 2
+    assert _spread(graphs[1], "dw", frames) < _spread(o2, "dw", frames) / 2
+    x = frames[:1]
+    ref, got = run_graph(o2, {"x": x})["y"], run_graph(graphs[1], {"x": x})["y"]
+    assert np.max(np.abs(got - ref)) <= 1e-5 * np.max(np.abs(ref))
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_O3_16bit_check_also_tries_activation_weights(unbalanced, tmp_path, bits):
+    """At 16 bits (and with real calibration frames) -O3's check also redoes the pass with each
+    activation weight, keeps the best of all versions, and says which; at 8 bits it does not."""
+    from tidlc.backends.tidl.quantize.api import ACTIVATION_WEIGHTS
+
+    from tidlc.compiler import compile_model
+    options = CompileOptions.of(opt_level=3, emit="none", quantize=True, bits=bits, calib=_calib_npz(tmp_path))
+    verdict = compile_model(unbalanced, options).graph.attrs["quant.equalize"]
+    tried = [f"(activations={b:g})" for b in ACTIVATION_WEIGHTS]
+    assert all((t in verdict) == (bits == 16) for t in tried), verdict
+    if bits == 16:
+        snrs = [float(part.split(" dB")[0].split()[-1]) for part in verdict.split(": ", 1)[1].split("; ")]
+        without = float(verdict.split(", ")[-2].split(" dB")[0].split()[-1])
+        best = max(snrs)
+        assert verdict.startswith("undone" if without > best else "kept"), verdict

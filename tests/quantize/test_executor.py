@@ -94,6 +94,37 @@ def test_power_of_two_weight_scales(cnn):
             assert s == 2.0 ** round(np.log2(s))
 
 
+@pytest.mark.parametrize("bits", [8, 16])
+def test_largest_positive_weight_not_clipped_at_16_bits(cnn, bits):
+    """TIDL's weight scale ``2**(bits-1) / max|w|`` maps a positive largest weight to 2**(bits-1),
+    one past the top code: it is clipped a step short. At 16 bits tidlc takes the scale that keeps
+    it (``(2**15 - 1) / max w`` when that is the smaller one); at 8 bits it keeps TIDL's scale."""
+    for op in cnn.ops:  # make every layer's largest |w| a positive one
+        if op.kind in ("conv2d", "dense") and op.operands[1].const_value() is not None:
+            w = op.operands[1].const_value()
+            i = np.unravel_index(np.argmax(np.abs(w)), w.shape)
+            if w[i] < 0:
+                w *= -1.0
+                if len(op.operands) > 2:
+                    op.operands[2].const_value()[...] *= -1.0  # (negated outputs: any function will do)
+    q = quantized(cnn, bits=bits)
+    top = (1 << (bits - 1)) - 1
+    checked = 0
+    for op in q.graph.ops:
+        if op.kind not in ("conv2d", "dense") or len(op.operands[1].type.quant.scale) != 1:
+            continue
+        codes = op.operands[1].const_value().astype(np.int64)
+        w = next(o for o in cnn.ops if o.name == op.name).operands[1].const_value().astype(np.float64)
+        scale = op.operands[1].type.quant.scale[0]
+        if scale < top / np.abs(w).max() * (1 - 1e-9):
+            continue  # lowered for the bias (TIDL's maxScale) or a relu6's fixed output scale
+        assert w.max() == np.abs(w).max() and codes.max() == top
+        error = np.abs(codes / scale - w).max() * scale  # in steps
+        assert (error <= 0.5 + 1e-6) if bits == 16 else error > 0.5, (op.name, error)
+        checked += 1
+    assert checked >= 2
+
+
 def test_per_channel_depthwise_scales(cnn):
     q = quantized(cnn, per_channel_depthwise=True)
     dw = next(op for op in q.graph.ops if op.name == "dw")

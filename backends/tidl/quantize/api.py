@@ -177,6 +177,9 @@ def variant_snr(q: Quantized, reference: Graph, frames) -> float:
     return mean_snr_db(*output_noise(FixedExecutor(q.graph, kernels="auto"), frames, float_outputs))
 
 
+ACTIVATION_WEIGHTS = (0.25, 0.5)  # equalize{activations=...} tried by -O3's 16-bit check
+
+
 def keep_better_equalized(graph: Graph, options: Any, equalized: Quantized, undo,
                           frames: Iterable | None = None) -> tuple[Quantized, str]:
     """-O3's check of cross-layer equalization (plugins/equalize.py): ``equalized`` is ``graph``
@@ -185,17 +188,41 @@ def keep_better_equalized(graph: Graph, options: Any, equalized: Quantized, undo
     float on the first CHECK_FRAMES calibration frames (``frames``, else those of the options) is
     returned with a one-line verdict (also stored as the graph attribute ``quant.equalize``).
     Equalization is exact in float but not always better in fixed point (measured: it costs
-    UltraFace RFB-320 9 dB at 16 bits, where weights matter less than activations)."""
+    UltraFace RFB-320 9 dB at 16 bits, where weights matter less than activations). At 16 bits,
+    with real calibration frames, the pass is also redone with each of ACTIVATION_WEIGHTS (the
+    channels' observed output ranges in the balance, ``equalize{activations=...}``) and those
+    versions compete too. ``graph`` is left with its original weights."""
     frames = list(frames) if frames is not None else None
     undo.restore(graph)
     plain = quantize_graph(graph, options, frames=frames, warn_synthetic=False)
     check = frames[:CHECK_FRAMES] if frames is not None else check_frames(plain, CHECK_FRAMES)
-    with_eq, without = variant_snr(equalized, plain.reference, check), variant_snr(plain, plain.reference, check)
-    chosen = plain if without > with_eq else equalized
-    verdict = (f"{'undone' if chosen is plain else 'kept'}: {with_eq:.1f} dB with it, {without:.1f} dB without "
+    scored = [("weights", variant_snr(equalized, plain.reference, check), equalized)]
+    real = frames if frames is not None else _real_frames(plain)
+    if plain.settings.bits > 8 and real and undo.redo is not None:
+        for beta in ACTIVATION_WEIGHTS:
+            again = undo.redo(graph, real, beta)
+            if again is None:
+                continue
+            q = quantize_graph(graph, options, frames=frames, warn_synthetic=False)
+            again.restore(graph)
+            scored.append((f"activations={beta:g}", variant_snr(q, plain.reference, check), q))
+    without = variant_snr(plain, plain.reference, check)
+    best = max(scored, key=lambda t: t[1])  # ties: the earlier one
+    chosen = plain if without > best[1] else best[2]
+    kept = "" if len(scored) == 1 else f" (equalize{{activations={best[0].split('=')[1]}}})" \
+        if best[0] != "weights" else " (weight ranges)"
+    with_eq = "; ".join(f"{snr:.1f} dB with it" + ("" if len(scored) == 1 else f" ({label})")
+                        for label, snr, _ in scored)
+    verdict = (f"{'undone' if chosen is plain else 'kept' + kept}: {with_eq}, {without:.1f} dB without "
                f"(mean output SNR, {len(check)} calibration frames)")
     chosen.graph.attrs["quant.equalize"] = verdict  # net.bin keeps it; `tidlc compile` prints it
     return chosen, verdict
+
+
+def _real_frames(q: Quantized, count: int = 64) -> list[dict[str, np.ndarray]] | None:
+    """The first ``count`` calibration frames of ``q``'s options when they are real (--calib), else None."""
+    frames, _, synthetic = calibration_frames(q.reference, q.settings)
+    return None if synthetic else list(itertools.islice(frames, count))
 
 
 def keep_best_weights(graph: Graph, options: Any, chosen: Quantized,
