@@ -172,7 +172,7 @@ def worst_layer(quantized, feeds, threshold: float) -> dict:
 def measure(key: str, model: qq.Model, images, n_calib: int, n_eval: int, threshold: float = THRESHOLD,
             bits: int = 16, with_bounds: bool = False, opt_level: int = 2) -> dict:
     from tidlc.backends.tidl.fixed import FixedExecutor
-    from tidlc.backends.tidl.quantize.api import keep_best_weights, keep_better_equalized, quantize_graph
+    from tidlc.backends.tidl.quantize.api import quantize_checked
 
     from tidlc.compiler import load, optimize
     from tidlc.interp import Interpreter
@@ -187,11 +187,7 @@ def measure(key: str, model: qq.Model, images, n_calib: int, n_eval: int, thresh
     interp = Interpreter(graph)
     ref_outputs = [interp.run(f) for f in evals]
     start = time.perf_counter()
-    q = quantize_graph(graph, opts, frames=calib, warn_synthetic=False)
-    if undo is not None:
-        q = keep_better_equalized(graph, opts, q, undo, frames=calib)[0]
-    if opt_level == 3 and q.settings.weight_rounding == "gptq":
-        q = keep_best_weights(graph, opts, q, frames=calib)[0]
+    q = quantize_checked(graph, opts, undo, frames=calib)[0]
     seconds = time.perf_counter() - start
     verdicts = {k.split(".")[1]: str(q.graph.attrs[k]).split(":")[0] for k in ("quant.equalize", "quant.weights")
                 if k in q.graph.attrs}
@@ -208,6 +204,20 @@ def measure(key: str, model: qq.Model, images, n_calib: int, n_eval: int, thresh
 
 
 VALUE_KEEPING = ("reshape", "flatten", "transpose", "squeeze", "unsqueeze", "identity")
+
+
+def _channel_grid(x: np.ndarray, bits: int) -> np.ndarray:
+    """``x`` rounded to a ``bits``-bit grid per channel (axis 1) fitted to the channel's own range (per
+    tensor for a tensor of rank < 3): what per-channel activation scales would allow (TIDL has none)."""
+    x = np.asarray(x, np.float64)
+    if x.ndim < 3:
+        return _grid(x, bits)
+    axes = tuple(a for a in range(x.ndim) if a != 1)
+    signed = bool(x.min() < 0)
+    qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    scale = qmax / np.maximum(np.abs(x).max(axis=axes, keepdims=True), 1e-30)
+    from tidlc.backends.tidl.fixed import reference as ref
+    return ref.round_half_away(x * scale) / scale
 
 
 def _grid(x: np.ndarray, bits: int) -> np.ndarray:
@@ -231,7 +241,10 @@ def _weight_grid(w: np.ndarray, bits: int, per_channel: bool) -> np.ndarray:
 
     from tidlc.ir.types import QuantInfo
     w = np.asarray(w, np.float64)
-    absmax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) if per_channel else float(np.abs(w).max(initial=0.0))
+    rows = w.reshape(w.shape[0], -1) if per_channel else w.reshape(1, -1)
+    q = float(1 << (bits - 1))  # the 16-bit scale: no weight saturates (ptq.WeightCache.absmax)
+    absmax = np.maximum(-rows.min(axis=1, initial=0.0), rows.max(axis=1, initial=0.0) * (q / (q - 1.0)))
+    absmax = absmax if per_channel else float(absmax[0])
     sw = weight_scale(absmax, bits, "np2")
     return _fake_quant(w, QuantInfo(bits, True, tuple(np.atleast_1d(sw)), axis=0 if per_channel else None))
 
@@ -241,7 +254,8 @@ def bound_outputs(graph, feeds, bits: int, what: str) -> dict[str, np.ndarray]:
     reach at best with it: ``weights`` (every MAC layer's weights on one grid per tensor, as TIDL
     stores them), ``weights-per-channel`` (a grid per output channel), ``activations`` (float
     weights; the input and every layer's output rounded to a grid fitted to its own range on this
-    very frame: an ideal calibration with non-power-of-2 scales)."""
+    very frame: an ideal calibration with non-power-of-2 scales), ``activations-per-channel`` (the
+    same with one grid per channel)."""
     from tidlc.interp import evaluate_op
     env: dict[int, np.ndarray] = {}
     weights = {id(op.operands[1]) for op in graph.ops if op.kind in ("conv2d", "dense", "deconv2d")
@@ -249,7 +263,7 @@ def bound_outputs(graph, feeds, bits: int, what: str) -> dict[str, np.ndarray]:
     for op in graph.ops:
         if op.kind == "input":
             x = np.asarray(feeds[op.attrs["name"]])
-            env[id(op.results[0])] = _grid(x, bits) if what == "activations" else x
+            env[id(op.results[0])] = _grid(x, bits) if what.startswith("activations") else x
             continue
         if op.kind == "const":
             c = op.results[0].const_value()
@@ -261,8 +275,9 @@ def bound_outputs(graph, feeds, bits: int, what: str) -> dict[str, np.ndarray]:
         for r, value in zip(op.results, results):
             value = np.asarray(value)
             keeps = op.kind in VALUE_KEEPING or (op.kind == "pool2d" and op.attrs.get("mode") == "max")
-            if what == "activations" and not keeps and value.dtype.kind == "f":
-                value = _grid(value, bits).astype(value.dtype)
+            if what.startswith("activations") and not keeps and value.dtype.kind == "f":
+                grid = _channel_grid if what == "activations-per-channel" else _grid
+                value = grid(value, bits).astype(value.dtype)
             env[id(r)] = value
     return {name: env[id(v)] for name, v in zip(graph.output_names, graph.outputs)}
 
@@ -270,7 +285,7 @@ def bound_outputs(graph, feeds, bits: int, what: str) -> dict[str, np.ndarray]:
 def bounds(graph, evals, ref_outputs, bits: int) -> dict[str, float]:
     """Worst-output SNR (dB) of each :func:`bound_outputs` kind over the evaluation frames."""
     return {what: min(output_snrs(ref_outputs, [bound_outputs(graph, f, bits, what) for f in evals]).values())
-            for what in ("weights", "weights-per-channel", "activations")}
+            for what in ("weights", "weights-per-channel", "activations", "activations-per-channel")}
 
 
 def output_snrs(ref_outputs, outputs) -> dict[str, float]:
@@ -336,7 +351,8 @@ def main(argv=None) -> int:
                       ("".join(f"; {k}: {v}" for k, v in row["chosen"].items())), flush=True)
     if not quiet:
         print()
-        more = " alone: weights per tensor / per channel / ideal activations (dB) |" if args.bounds else ""
+        more = " alone: weights per tensor / per channel / ideal activations per tensor / per channel (dB) |" \
+            if args.bounds else ""
         print(f"| model | -O{args.opt_level} {args.bits}-bit output SNR, worst output (dB) | per output (dB) | layer costing the most "
               "(outputs with its error alone, dB) |" + more)
         print("|---|---:|---|---|" + ("---|" if args.bounds else ""))

@@ -314,14 +314,11 @@ def run_model(key: str, model: Model, images, n_calib: int, n_eval: int, methods
         better output SNR on calibration frames), on a fresh -O3 graph (undoing edits it); GPTQ
         weight rounding, checked against per-channel depthwise scales and nearest rounding."""
         import attrs
-        from tidlc.backends.tidl.quantize.api import keep_best_weights, keep_better_equalized
+        from tidlc.backends.tidl.quantize.api import quantize_checked
         options = attrs.evolve(options, pipeline=attrs.evolve(options.pipeline, opt_level=3))  # its quantize defaults
         g3 = load(model.path, opts3)
         undo = optimize(g3, opts3).stash.get("equalize")
-        q = quantize_graph(g3, options, frames=calib, warn_synthetic=False)
-        if undo is not None:
-            q = keep_better_equalized(g3, options, q, undo, frames=calib)[0]
-        return keep_best_weights(g3, options, q, frames=calib)[0]
+        return quantize_checked(g3, options, undo, frames=calib)[0]
 
     def tidlc_row(label, g=graph, o3=False, **kw):
         options = model.options(**kw)

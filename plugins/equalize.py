@@ -517,16 +517,18 @@ class Equalize(Pass):
 
 @attrs.define
 class Undo:
-    """What an equalize run changed, to put back: (layer, operand index, original constant, name)."""
+    """What an equalize run changed, to put back: (layer, operand index, original constant, name),
+    and the equalized constants, to put back in turn (:meth:`reapply`)."""
 
     items: list[tuple]
     # redo(graph, frames, beta) -> Undo | None: the same pass again on the restored graph, with the
     # activation weight ``beta`` and ranges observed on ``frames`` (-O3's 16-bit check)
     redo: Callable | None = None
+    equalized: list[tuple] = attrs.Factory(list)  # (layer, operand index, equalized constant, name)
 
     @classmethod
     def of(cls, graph, before: dict, redo: Callable | None = None) -> Undo:
-        items = []
+        items, equalized = [], []
         for op in graph.ops:
             old = before.get(id(op))
             if old is None:
@@ -534,13 +536,22 @@ class Undo:
             for i, (now, was) in enumerate(zip(op.operands, old[1])):
                 if now is not was:
                     items.append((op, i, was.const_value(), was.producer.name if was.producer else ""))
-        return cls(items, redo)
+                    equalized.append((op, i, now.const_value(), now.producer.name if now.producer else ""))
+        return cls(items, redo, equalized)
 
     def restore(self, graph) -> int:
         """Put the original constants back into the layers still in ``graph``; how many layers."""
+        return self._put(graph, self.items)
+
+    def reapply(self, graph) -> int:
+        """Put the equalized constants back (after :meth:`restore`); how many layers."""
+        return self._put(graph, self.equalized)
+
+    @staticmethod
+    def _put(graph, items) -> int:
         live = {id(op) for op in graph.ops}
         changes: dict[int, tuple] = {}
-        for op, i, data, name in self.items:
+        for op, i, data, name in items:
             if id(op) in live:
                 changes.setdefault(id(op), (op, {}))[1][i] = (data, name)
         rw = Rewriter(graph)

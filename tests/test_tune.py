@@ -61,3 +61,16 @@ def test_fps_target_adds_the_budget_that_meets_it(cli, tmp_path, small_caffe_net
     code, text, err = cli("tune", model, "--random-weights", "3", "-o", tmp_path / "v")
     assert code == 0, err
     assert "auto 16-bit x1.2: mixed precision:" in text and "16-bit" in text.splitlines()[2]
+
+
+def test_import_config_says_when_O3_chose_per_channel_depthwise(tmp_path):
+    """-O3's weights check may choose per-channel depthwise scales; the import config then sets
+    calibrationOption bit 8, so TI's importer quantizes those layers the same way."""
+    from tidlc.config import CompileOptions
+    from tidlc.tune import Config, Trial, import_config_text
+    options = CompileOptions.of(calib_method="histogram")
+    for weights, option in (("gptq + per-channel depthwise, not equalized", 9), ("gptq, equalized", 1), ("", 1)):
+        trial = Trial(Config("-O3 8-bit", 3, 8), 1.0, 30.0, 100, weights=weights)
+        text = import_config_text("model.onnx", options, trial, str(tmp_path))
+        assert f"calibrationOption = {option}\n" in text, text
+        assert ("bit 8" in text) == (option == 9)

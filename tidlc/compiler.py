@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 
 import attrs
 
@@ -53,8 +54,20 @@ def float_graph(path: str, options: CompileOptions, plugins: Plugins | None = No
     plugins = plugins or plugins_for(options)
     float_options = options.replace(emit="ir", quantize=False)
     graph = load(path, float_options, plugins)
-    optimize(graph, float_options, plugins)
+    stash = optimize(graph, float_options, plugins).stash
+    if stash:  # what passes left for the quantize pass (-O3: equalize's record, for its check)
+        _STASHES[graph] = stash
     return graph
+
+
+_STASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def float_stash(graph: Graph) -> dict:
+    """What the passes of :func:`float_graph` left for the quantize pass (their context's stash;
+    -O3: ``equalize``'s record), so a backend quantizing the float graph runs the same checks as
+    ``tidlc compile``; empty for any other graph."""
+    return _STASHES.get(graph, {})
 
 
 def tidl_input_shapes(graph: Graph, dims) -> dict[str, tuple[int, ...]]:

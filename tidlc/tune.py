@@ -53,6 +53,7 @@ class Trial:
     layers_16bit: tuple[str, ...] = ()
     pareto: bool = False
     mixed: str = ""  # automatic mixed precision's summary (its choice, predicted time, SNR before/after)
+    weights: str = ""  # -O3's weights check: the settings chosen (e.g. "gptq + per-channel depthwise, ...")
 
     @property
     def fps(self) -> float:
@@ -76,7 +77,8 @@ class TuneResult:
                     "mixed_precision": "auto" if t.config.time_budget is not None else "off",
                     "time_budget": t.config.time_budget, "ms": round(t.ms, 4),
                     "fps": round(t.fps, 2), "snr_db": round(t.snr_db, 2), "weight_bytes": t.weight_bytes,
-                    "layers_16bit": list(t.layers_16bit), "mixed": t.mixed, "pareto": t.pareto}
+                    "layers_16bit": list(t.layers_16bit), "mixed": t.mixed, "weights": t.weights,
+                    "pareto": t.pareto}
         return {"schema": SCHEMA, "model": self.model, "min_snr": self.min_snr, "fps": self.fps,
                 "trials": [row(t) for t in self.trials], "chosen": row(self.chosen), "reason": self.reason,
                 "written": list(self.written), "command": self.command}
@@ -167,7 +169,8 @@ def measure(model: str, opts: CompileOptions, backend, plugins, graphs: dict | N
     wide = list(q.graph.attrs.get("quant.layers_16bit") or q.layers_16bit or ())
     mixed = getattr(q, "mixed", None)
     return {"ms": float(report.ms), "snr_db": _snr(reference, outputs), "weight_bytes": _weight_bytes(q.graph),
-            "layers_16bit": wide, "seconds": seconds, "mixed": mixed.summary() if mixed is not None else ""}
+            "layers_16bit": wide, "seconds": seconds, "mixed": mixed.summary() if mixed is not None else "",
+            "weights": str(q.graph.attrs.get("quant.weights", "")).split(":")[0]}
 
 
 def tune(model: str, options: CompileOptions, plugins=None, configs=DEFAULT_CONFIGS,
@@ -189,7 +192,7 @@ def tune(model: str, options: CompileOptions, plugins=None, configs=DEFAULT_CONF
             progress(config.label)
         m = measure(model, config.options(options), backend, plugins, graphs)
         trials.append(Trial(config, m["ms"], m["snr_db"], m["weight_bytes"], tuple(m["layers_16bit"]),
-                            mixed=m["mixed"]))
+                            mixed=m["mixed"], weights=m["weights"]))
         if not added_fps and config.bits == 8 and config.time_budget is None and \
                 any(c.time_budget is not None and c.opt_level == config.opt_level for c in configs):
             budget = fps_budget(m["ms"], fps)
@@ -207,6 +210,7 @@ def tune(model: str, options: CompileOptions, plugins=None, configs=DEFAULT_CONF
 def import_config_text(model: str, options: CompileOptions, trial: Trial, outdir: str) -> str:
     """The chosen configuration as a TIDL import config (the keys tidlc maps; docs/import-config.md)."""
     q, load, pre = options.quant, options.load, options.preprocess
+    per_channel = q.per_channel_depthwise or "per-channel depthwise" in trial.weights
     lines = ["# written by `tidlc tune` (tidlc.tune/1); compile with:",
              f"#   tidlc compile THIS_FILE{' -O3' if trial.config.opt_level == 3 else ''}",
              f"inputNetFile = {os.path.abspath(model)}"]
@@ -224,7 +228,9 @@ def import_config_text(model: str, options: CompileOptions, trial: Trial, outdir
               f"outputParamsFile = {os.path.abspath(os.path.join(outdir, 'io'))}",
               f"numParamBits = {trial.config.bits}", f"numFeatureBits = {trial.config.bits}",
               f"quantizationStyle = {2 if q.quant_style == 'np2' else 3}",
-              f"calibrationOption = {(1 if q.calib_method == 'histogram' else 0) | (8 if q.per_channel_depthwise else 0)}"]
+              f"calibrationOption = {(1 if q.calib_method == 'histogram' else 0) | (8 if per_channel else 0)}"]
+    if per_channel and not q.per_channel_depthwise:
+        lines.insert(2, "# -O3's weights check chose per-channel depthwise scales: calibrationOption bit 8")
     if q.calib_method not in ("histogram", "minmax"):
         lines.insert(2, f"# --calib-method {q.calib_method} has no TIDL key: the command line keeps it")
     if q.calib:
@@ -304,6 +310,11 @@ def render_text(result: TuneResult) -> str:
         lines.append("")
         for t in autos:
             lines.append(f"{t.config.label}: {t.mixed}")
+    checked = [t for t in result.trials if t.weights]
+    if checked:  # -O3's weights check (equalization and its check are in the SNR already)
+        lines.append("")
+        for t in checked:
+            lines.append(f"{t.config.label}: weights {t.weights}")
     c = result.chosen
     lines += ["", f"chosen: {c.config.label} ({result.reason})"]
     if c.layers_16bit:

@@ -79,9 +79,13 @@ class TidlBackend:
 
     def quantize(self, graph, options):
         """TIDL's post-training quantization of a float graph (``Quantized``: the fixed-point
-        graph, its float reference and the map between them, for `tidlc compare`)."""
-        from tidlc.backends.tidl.quantize.api import quantize_graph
-        return quantize_graph(graph, options)
+        graph, its float reference and the map between them, for `tidlc compare`). A float graph
+        from :func:`tidlc.compiler.float_graph` at -O3 gets the checks ``tidlc compile`` runs
+        (equalize, weights), so `compare`, `eval` and `tune` measure what compile writes."""
+        from tidlc.backends.tidl.quantize.api import quantize_checked
+
+        from tidlc.compiler import float_stash
+        return quantize_checked(graph, options, float_stash(graph).get("equalize"))[0]
 
     def emit(self, graph, outdir: str, options) -> list[str]:
         from tidlc.backends.tidl.binfmt import write_bin

@@ -409,3 +409,22 @@ def test_O3_16bit_check_also_tries_activation_weights(unbalanced, tmp_path, bits
         without = float(verdict.split(", ")[-2].split(" dB")[0].split()[-1])
         best = max(snrs)
         assert verdict.startswith("undone" if without > best else "kept"), verdict
+
+
+def test_backend_quantize_of_the_float_graph_runs_compiles_checks(unbalanced, tmp_path):
+    """`tidlc compare`, `eval` and `tune` quantize float_graph() through the backend: at -O3 they
+    get the equalize check compile runs, the same verdict and codes, and the float graph is left
+    equalized, so a second quantization (eval's second precision) gets them again."""
+    from tidlc.compiler import backend_for, compile_model, float_graph, float_stash, plugins_for
+    options = CompileOptions.of(opt_level=3, emit="none", quantize=True, calib=_calib_npz(tmp_path))
+    compiled = compile_model(unbalanced, options).graph
+    graph = float_graph(unbalanced, options)
+    assert "equalize" in float_stash(graph)
+    backend = backend_for(options, plugins_for(options))
+    want = next(op for op in compiled.ops if op.name == "dw").operands[1].const_value()
+    for _ in range(2):
+        q = backend.quantize(graph, options)
+        assert q.graph.attrs["quant.equalize"] == compiled.attrs["quant.equalize"]
+        np.testing.assert_array_equal(next(op for op in q.graph.ops if op.name == "dw").operands[1].const_value(),
+                                      want)
+    assert float_stash(_graph(unbalanced, 3)) == {}

@@ -296,8 +296,8 @@ def test_own_snr_of_exact_data_movement_is_infinite(tmp_path, capsys):
 
 
 def test_bounds_isolate_each_part_of_quantization(bench):
-    """quant16_quality --bounds: weights on one grid per tensor lose more than on a grid per channel,
-    and each bound is finite (rounding happened) on a real model."""
+    """quant16_quality --bounds: weights (and activations) on one grid per tensor lose more than on
+    a grid per channel, and each bound is finite (rounding happened) on a real model."""
     module, images = bench
     model = module.models("/tmp", with_tf=False)["mtcnn-rnet"]
     if not Path(model.path).exists():
@@ -309,7 +309,8 @@ def test_bounds_isolate_each_part_of_quantization(bench):
     frames = module.frames_for(graph, model, images, 2, seed=2)
     refs = [Interpreter(graph).run(f) for f in frames]
     got = module.bounds(graph, frames, refs, 16)
-    assert set(got) == {"weights", "weights-per-channel", "activations"}
+    assert set(got) == {"weights", "weights-per-channel", "activations", "activations-per-channel"}
     assert all(40 < v < 150 for v in got.values())
     assert got["weights-per-channel"] > got["weights"]
+    assert got["activations-per-channel"] > got["activations"]
     assert module.bounds(graph, frames, refs, 8)["activations"] < got["activations"] - 30  # 8 bits: 48 dB less

@@ -45,17 +45,12 @@ class QuantizeBase(Pass):
         if graph.attrs.get("missing_weights"):
             ctx.note("structure only (no weights): nothing to calibrate, the graph stays float")
             return False
-        from .api import quantize_graph
+        from .api import quantize_checked
         options = self.effective_options(ctx.options)
         undo = getattr(ctx, "stash", {}).pop("equalize", None)
-        result = quantize_graph(graph, options)
-        if undo is not None:
-            result = self._check_equalize(ctx, graph, options, result, undo)
-        if result.mixed is None and result.settings.weight_rounding == "gptq" and \
-                options.quant.weight_rounding is None:  # -O3's choice, not the user's
-            from .api import keep_best_weights
-            result, verdict = keep_best_weights(graph, options, result)
-            ctx.note(f"weights {verdict}")
+        result, notes = quantize_checked(graph, options, undo)
+        for note in notes:
+            ctx.note(note)
         q = result.graph
         graph.name, graph.ops, graph.outputs = q.name, q.ops, q.outputs
         graph.output_names, graph.attrs = q.output_names, q.attrs
@@ -64,17 +59,6 @@ class QuantizeBase(Pass):
         if result.float_islands:
             ctx.note(f"{len(result.float_islands)} op(s) stay in float: {', '.join(result.float_islands[:8])}")
         return True
-
-    @staticmethod
-    def _check_equalize(ctx, graph, options, equalized, undo):
-        """-O3's equalize check (api.keep_better_equalized), said in a note."""
-        from .api import keep_better_equalized
-        if equalized.mixed is not None:  # auto mixed precision chose its layers for this graph
-            ctx.note("equalize: kept (not checked: --mixed-precision auto chose 16-bit layers for it)")
-            return equalized
-        chosen, verdict = keep_better_equalized(graph, options, equalized, undo)
-        ctx.note(f"equalize {verdict}")
-        return chosen
 
 
 # one option per QuantOptions field (None: the compile options' value), so the two cannot drift

@@ -263,6 +263,33 @@ def keep_best_weights(graph: Graph, options: Any, chosen: Quantized,
     return best[3], verdict
 
 
+def quantize_checked(graph: Graph, options: Any, undo=None,
+                     frames: Iterable | None = None) -> tuple[Quantized, list[str]]:
+    """What the ``quantize`` pass compiles, with the notes ``tidlc compile`` prints: ``graph``
+    quantized; then, when ``undo`` (the equalize pass's record, -O3) is given, the equalize check
+    (:func:`keep_better_equalized`; not with automatic mixed precision, whose 16-bit layers were
+    chosen for the equalized graph), and when -O3 chose GPTQ itself, the weights check
+    (:func:`keep_best_weights`). ``graph`` is left as it came (equalized, if it was): `tidlc
+    compare`, `eval` and `tune` quantize one float graph more than once."""
+    frames = list(frames) if frames is not None else None
+    notes: list[str] = []
+    result = quantize_graph(graph, options, frames=frames, warn_synthetic=frames is None)
+    if undo is not None:
+        if result.mixed is not None:
+            notes.append("equalize: kept (not checked: --mixed-precision auto chose 16-bit layers for it)")
+            undo = None
+        else:
+            result, verdict = keep_better_equalized(graph, options, result, undo, frames=frames)
+            notes.append(f"equalize {verdict}")
+    if result.mixed is None and result.settings.weight_rounding == "gptq" and \
+            getattr(getattr(options, "quant", None), "weight_rounding", "") is None:  # -O3's choice, not the user's
+        result, verdict = keep_best_weights(graph, options, result, frames=frames)
+        notes.append(f"weights {verdict}")
+    if undo is not None:
+        undo.reapply(graph)
+    return result, notes
+
+
 def observed_values(graph: Graph) -> set[int]:
     """Float tensors that need a range (results of ops that do not just keep their input's scale)."""
     wanted = {id(op.results[0]) for op in graph.input_ops}
