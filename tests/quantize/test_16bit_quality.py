@@ -253,7 +253,7 @@ def test_compare_16bit_names_the_layer_that_loses_it(tmp_path, capsys):
     assert rows["bad"]["culprit"] and rows["bad"]["alone_snr_db"] < 50
     assert rows["bad"]["own_snr_db"] > 80  # its own energy hides it: only the injection finds it
     assert rows["c"]["below"] and rows["c"]["own_snr_db"] > 80 and "inherited" in rows["c"]["cause"]
-    assert "channels' ranges differ" in rows["bad"]["cause"]
+    assert "channels' ranges differ" in rows["bad"]["cause"] and "equalize{activations=0.5" in rows["bad"]["cause"]
     code = main(["compare", str(path), "--bits", "16", "--calib", str(tmp_path / "calib.npy")])
     out, _ = capsys.readouterr()
     assert code == 0

@@ -279,7 +279,9 @@ def diagnose(row: Row) -> str:
         return (f"rounding: its channels' ranges differ by {row.channel_spread_db:.0f} dB (channel "
                 f"{row.wide_channel} reaches {row.float_max:.4g}), so the one per-tensor step 1/{row.scale:.4g} "
                 f"is coarse for the narrow channels{amplified}; equalize the channels across layers (-O3, "
-                "-p 'equalize{scope=all}') or bring the wide channel's range down in the model" + more_bits)
+                + ("which at 16 bits also balances the observed activation ranges: "
+                   "-p '...,equalize{activations=0.5,scope=all}'" if wide else "-p 'equalize{scope=all}'")
+                + ") or bring the wide channel's range down in the model" + more_bits)
     if row.codes_used < 32:
         return (f"rounding: only {row.codes_used} distinct codes carry the values (range much wider than "
                 f"the data, or too few bits){more_bits}")
