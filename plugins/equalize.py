@@ -49,6 +49,14 @@ frames stays below ``hi / headroom``: exact on those frames only, so opt-in
 (``auto``: calib when ``--calib`` is given). ``relu6=skip`` leaves such pairs
 alone.
 
+``activations=b`` (0..1, default 0; with ``--calib``) puts each first
+layer's observed output ranges ``a_i`` (calibration frames through the float
+interpreter) into the balance: the ranges divided by ``s_i`` are
+``r1_i^(1-b) * a_i^b`` instead of ``r1_i``. At 16 bits the per-tensor
+activation grids lose more than the weights, and ``b > 0`` gives the narrow
+channels more of them; -O3's 16-bit check tries 0.25 and 0.5
+(backends/tidl/quantize/api.py, keep_better_equalized).
+
 Float outputs are unchanged up to rounding (tests: 1e-5 relative).
 """
 from __future__ import annotations
