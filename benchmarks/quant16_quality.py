@@ -209,15 +209,17 @@ VALUE_KEEPING = ("reshape", "flatten", "transpose", "squeeze", "unsqueeze", "ide
 def _channel_grid(x: np.ndarray, bits: int) -> np.ndarray:
     """``x`` rounded to a ``bits``-bit grid per channel (axis 1) fitted to the channel's own range (per
     tensor for a tensor of rank < 3): what per-channel activation scales would allow (TIDL has none)."""
+    from tidlc.backends.tidl.quantize.mixed import _fake_quant
+    from tidlc.backends.tidl.quantize.ptq import full_range_scale
+
+    from tidlc.ir.types import QuantInfo
     x = np.asarray(x, np.float64)
     if x.ndim < 3:
         return _grid(x, bits)
-    axes = tuple(a for a in range(x.ndim) if a != 1)
     signed = bool(x.min() < 0)
-    qmax = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
-    scale = qmax / np.maximum(np.abs(x).max(axis=axes, keepdims=True), 1e-30)
-    from tidlc.backends.tidl.fixed import reference as ref
-    return ref.round_half_away(x * scale) / scale
+    per = np.moveaxis(x, 1, 0).reshape(x.shape[1], -1)
+    scales = tuple(full_range_scale(float(c.min()), float(c.max()), bits, signed) for c in per)
+    return _fake_quant(x, QuantInfo(bits, signed, scales, axis=1))
 
 
 def _grid(x: np.ndarray, bits: int) -> np.ndarray:
@@ -237,15 +239,11 @@ def _grid(x: np.ndarray, bits: int) -> np.ndarray:
 def _weight_grid(w: np.ndarray, bits: int, per_channel: bool) -> np.ndarray:
     """``w`` on the quantizer's np2 weight grid: one scale per tensor (TIDL) or per output channel."""
     from tidlc.backends.tidl.quantize.mixed import _fake_quant
-    from tidlc.backends.tidl.quantize.ptq import weight_scale
+    from tidlc.backends.tidl.quantize.ptq import weight_range, weight_scale
 
     from tidlc.ir.types import QuantInfo
     w = np.asarray(w, np.float64)
-    rows = w.reshape(w.shape[0], -1) if per_channel else w.reshape(1, -1)
-    q = float(1 << (bits - 1))  # the 16-bit scale: no weight saturates (ptq.WeightCache.absmax)
-    absmax = np.maximum(-rows.min(axis=1, initial=0.0), rows.max(axis=1, initial=0.0) * (q / (q - 1.0)))
-    absmax = absmax if per_channel else float(absmax[0])
-    sw = weight_scale(absmax, bits, "np2")
+    sw = weight_scale(weight_range(w, per_channel, bits), bits, "np2")  # the 16-bit scale: nothing saturates
     return _fake_quant(w, QuantInfo(bits, True, tuple(np.atleast_1d(sw)), axis=0 if per_channel else None))
 
 

@@ -70,7 +70,8 @@ def test_import_config_says_when_O3_chose_per_channel_depthwise(tmp_path):
     from tidlc.tune import Config, Trial, import_config_text
     options = CompileOptions.of(calib_method="histogram")
     for weights, option in (("gptq + per-channel depthwise, not equalized", 9), ("gptq, equalized", 1), ("", 1)):
-        trial = Trial(Config("-O3 8-bit", 3, 8), 1.0, 30.0, 100, weights=weights)
+        trial = Trial(Config("-O3 8-bit", 3, 8), 1.0, 30.0, 100, weights=weights,
+                      per_channel_depthwise="per-channel" in weights)
         text = import_config_text("model.onnx", options, trial, str(tmp_path))
         assert f"calibrationOption = {option}\n" in text, text
         assert ("bit 8" in text) == (option == 9)

@@ -54,6 +54,7 @@ class Trial:
     pareto: bool = False
     mixed: str = ""  # automatic mixed precision's summary (its choice, predicted time, SNR before/after)
     weights: str = ""  # -O3's weights check: the settings chosen (e.g. "gptq + per-channel depthwise, ...")
+    per_channel_depthwise: bool = False  # the quantized graph's depthwise weights are per channel (bit 8)
 
     @property
     def fps(self) -> float:
@@ -170,7 +171,8 @@ def measure(model: str, opts: CompileOptions, backend, plugins, graphs: dict | N
     mixed = getattr(q, "mixed", None)
     return {"ms": float(report.ms), "snr_db": _snr(reference, outputs), "weight_bytes": _weight_bytes(q.graph),
             "layers_16bit": wide, "seconds": seconds, "mixed": mixed.summary() if mixed is not None else "",
-            "weights": str(q.graph.attrs.get("quant.weights", "")).split(":")[0]}
+            "weights": str(q.graph.attrs.get("quant.weights", "")).split(":")[0],
+            "per_channel_depthwise": bool(q.graph.attrs.get("quant.per_channel_depthwise"))}
 
 
 def tune(model: str, options: CompileOptions, plugins=None, configs=DEFAULT_CONFIGS,
@@ -192,7 +194,7 @@ def tune(model: str, options: CompileOptions, plugins=None, configs=DEFAULT_CONF
             progress(config.label)
         m = measure(model, config.options(options), backend, plugins, graphs)
         trials.append(Trial(config, m["ms"], m["snr_db"], m["weight_bytes"], tuple(m["layers_16bit"]),
-                            mixed=m["mixed"], weights=m["weights"]))
+                            mixed=m["mixed"], weights=m["weights"], per_channel_depthwise=m["per_channel_depthwise"]))
         if not added_fps and config.bits == 8 and config.time_budget is None and \
                 any(c.time_budget is not None and c.opt_level == config.opt_level for c in configs):
             budget = fps_budget(m["ms"], fps)
@@ -210,7 +212,7 @@ def tune(model: str, options: CompileOptions, plugins=None, configs=DEFAULT_CONF
 def import_config_text(model: str, options: CompileOptions, trial: Trial, outdir: str) -> str:
     """The chosen configuration as a TIDL import config (the keys tidlc maps; docs/import-config.md)."""
     q, load, pre = options.quant, options.load, options.preprocess
-    per_channel = q.per_channel_depthwise or "per-channel depthwise" in trial.weights
+    per_channel = q.per_channel_depthwise or trial.per_channel_depthwise
     lines = ["# written by `tidlc tune` (tidlc.tune/1); compile with:",
              f"#   tidlc compile THIS_FILE{' -O3' if trial.config.opt_level == 3 else ''}",
              f"inputNetFile = {os.path.abspath(model)}"]

@@ -209,8 +209,7 @@ def keep_better_equalized(graph: Graph, options: Any, equalized: Quantized, undo
     without = variant_snr(plain, plain.reference, check)
     best = max(scored, key=lambda t: t[1])  # ties: the earlier one
     chosen = plain if without > best[1] else best[2]
-    kept = "" if len(scored) == 1 else f" (equalize{{activations={best[0].split('=')[1]}}})" \
-        if best[0] != "weights" else " (weight ranges)"
+    kept = "" if len(scored) == 1 else " (weight ranges)" if best[0] == "weights" else f" (equalize{{{best[0]}}})"
     with_eq = "; ".join(f"{snr:.1f} dB with it" + ("" if len(scored) == 1 else f" ({label})")
                         for label, snr, _ in scored)
     verdict = (f"{'undone' if chosen is plain else 'kept' + kept}: {with_eq}, {without:.1f} dB without "
@@ -222,7 +221,7 @@ def keep_better_equalized(graph: Graph, options: Any, equalized: Quantized, undo
 def _real_frames(q: Quantized, count: int = 64) -> list[dict[str, np.ndarray]] | None:
     """The first ``count`` calibration frames of ``q``'s options when they are real (--calib), else None."""
     frames, _, synthetic = calibration_frames(q.reference, q.settings)
-    return None if synthetic else list(itertools.islice(frames, count))
+    return None if synthetic else first(frames, count)
 
 
 def keep_best_weights(graph: Graph, options: Any, chosen: Quantized,
@@ -282,7 +281,7 @@ def quantize_checked(graph: Graph, options: Any, undo=None,
             result, verdict = keep_better_equalized(graph, options, result, undo, frames=frames)
             notes.append(f"equalize {verdict}")
     if result.mixed is None and result.settings.weight_rounding == "gptq" and \
-            getattr(getattr(options, "quant", None), "weight_rounding", "") is None:  # -O3's choice, not the user's
+            options.quant.weight_rounding is None:  # -O3's choice, not the user's
         result, verdict = keep_best_weights(graph, options, result, frames=frames)
         notes.append(f"weights {verdict}")
     if undo is not None:

@@ -112,6 +112,20 @@ def has_depthwise(graph: Graph) -> bool:
     return any(is_depthwise(op) for op in graph.ops)
 
 
+def weight_range(w: np.ndarray, per_channel: bool, bits: int | None = None):
+    """``max |w|`` (a float, or one per output channel if ``per_channel``). With ``bits``: the range
+    whose ``2**(bits-1) / range`` scale keeps every code in ``[-2**(bits-1), 2**(bits-1) - 1]``:
+    ``max(-min w, max w * q / (q - 1))`` with ``q = 2**(bits-1)``, so the largest positive weight
+    is not clipped a step short (as ``max |w|`` would clip it, when it is the positive one)."""
+    rows = w.reshape(w.shape[0], -1) if per_channel else w.reshape(1, -1)
+    if bits is None:
+        got = np.abs(rows).max(axis=1, initial=0.0)
+    else:
+        q = float(1 << (bits - 1))
+        got = np.maximum(-rows.min(axis=1, initial=0.0), rows.max(axis=1, initial=0.0) * (q / (q - 1.0)))
+    return got if per_channel else float(got[0])
+
+
 def weight_scale(absmax, bits: int, style: str):
     """``2**(bits-1) / absmax`` (np2) or with absmax rounded up to a power of two (p2)."""
     absmax = np.maximum(np.asarray(absmax, dtype=np.float64), MIN_RANGE)
@@ -528,21 +542,11 @@ class WeightCache:
         return got
 
     def absmax(self, v: Value, per_channel: bool, bits: int | None = None):
-        """``max |w|`` (per output channel if ``per_channel``). With ``bits``: the range whose
-        ``2**(bits-1) / range`` scale keeps every code in ``[-2**(bits-1), 2**(bits-1) - 1]``:
-        ``max(-min w, max w * q / (q - 1))`` with ``q = 2**(bits-1)``, so the largest positive weight
-        is not clipped a step short (as ``max |w|`` would clip it, when it is the positive one)."""
+        """:func:`weight_range` of ``v``'s weights, kept."""
         key = (id(v), per_channel, bits)
         got = self._absmax.get(key)
         if got is None:
-            w = self.weights(v)
-            rows = w.reshape(w.shape[0], -1) if per_channel else w.reshape(1, -1)
-            if bits is None:
-                got = np.abs(rows).max(axis=1, initial=0.0)
-            else:
-                q = float(1 << (bits - 1))
-                got = np.maximum(-rows.min(axis=1, initial=0.0), rows.max(axis=1, initial=0.0) * (q / (q - 1.0)))
-            got = got if per_channel else float(got[0])
+            got = weight_range(self.weights(v), per_channel, bits)
             if self.keep:
                 self._absmax[key] = got
         return got
