@@ -189,6 +189,11 @@ def export_onnx(graph, path: str) -> None:
         inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), n))
         return n
 
+    def prelu(x, slope, rank, out):
+        slope = np.asarray(slope, np.float32).reshape(-1)
+        shaped = slope.reshape((-1,) + (1,) * (rank - 2)) if rank > 2 and slope.size > 1 else slope
+        return helper.make_node("PRelu", [x, const(shaped, "slope")], [out])
+
     inputs = []
     for op in graph.ops:
         if op.kind == "input":
@@ -215,10 +220,7 @@ def export_onnx(graph, path: str) -> None:
             nodes.append(helper.make_node(kind, ins, outs, kernel_shape=list(a["kernel"]), strides=list(a["strides"]),
                                           pads=list(a["pads"]), ceil_mode=int(a["ceil_mode"]), **extra))
         elif op.kind == "prelu":
-            slope = op.operands[1].const_value().reshape(-1)
-            rank = op.operands[0].type.rank
-            shaped = slope.reshape((-1,) + (1,) * (rank - 2)) if rank > 2 else slope
-            nodes.append(helper.make_node("PRelu", [ins[0], const(shaped.astype(np.float32), "slope")], outs))
+            nodes.append(prelu(ins[0], op.operands[1].const_value(), op.operands[0].type.rank, outs[0]))
         elif op.kind in ("relu", "sigmoid", "tanh"):
             nodes.append(helper.make_node(op.kind.capitalize(), ins, outs))
         elif op.kind == "softmax":
@@ -241,6 +243,8 @@ def export_onnx(graph, path: str) -> None:
             raise NotImplementedError(f"export_onnx: {op.kind}")
         if act == "relu":
             nodes.append(helper.make_node("Relu", [main_out], [outs[0]]))
+        elif act == "prelu":  # (fuse-activation: a prelu after a conv2d / dense)
+            nodes.append(prelu(main_out, a["act_params"], op.results[0].type.rank, outs[0]))
         elif act != "none":
             raise NotImplementedError(f"export_onnx: fused {act}")
     outputs = [helper.make_tensor_value_info(name_of(v), TensorProto.FLOAT, list(v.type.shape)) for v in graph.outputs]

@@ -15,7 +15,9 @@ that can carry a fused activation (conv2d, deconv2d, dense, scale, add, ...)
 and has none yet, is not a graph output and has f32 results -> the
 producer's ``act``. ``clip(0, 6)`` becomes ``relu6`` and ``clip(0, inf)``
 ``relu`` (also when it stays a separate op); hardswish is kept separate
-(TIDL has no fused hardswish).
+(TIDL has no fused hardswish). A ``prelu`` with constant slopes after a
+single-reader conv2d or dense becomes its ``act = prelu`` (the slopes as
+``act_params``; TIDL's actType 2).
 """
 from __future__ import annotations
 
@@ -228,7 +230,24 @@ def _activation(rw: Rewriter, op) -> bool:
     return _fuse_act(rw, op) or (op.kind == "clip" and _canonical_clip(rw, op))
 
 
-ACT_RULES = [("*", _activation)]
+def _fuse_prelu(rw: Rewriter, op) -> bool:
+    """prelu with constant slopes (one, or one per channel) after a single-reader conv2d / dense
+    -> its ``act = prelu`` (TIDL actType 2), the slopes as ``act_params``."""
+    prod = op.operands[0].producer
+    slope = _const(op.operands[1])
+    if prod is None or prod.kind not in ("conv2d", "dense") or prod.attrs["act"] != "none" or slope is None:
+        return False
+    r = prod.results[0]
+    if len(prod.results) != 1 or rw.single_user(r) is not op or r.type.dtype != "f32" or r.type.shape is None \
+            or len(r.type.shape) < 2 or slope.ndim > 1 or slope.size not in (1, r.type.shape[1]) \
+            or not np.all(np.isfinite(slope)):
+        return False
+    rw.update_attrs(prod, act="prelu", act_params=tuple(float(v) for v in slope.reshape(-1)))
+    rw.replace_op(op, r)
+    return True
+
+
+ACT_RULES = [("*", _activation), ("prelu", _fuse_prelu)]
 
 FuseActivation = rule_pass("fuse-activation", ACT_RULES, opt_level=2, order=60,
                            summary="fuse activations into their producer's act attribute")

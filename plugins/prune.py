@@ -264,6 +264,14 @@ def _remake(rw: Rewriter, op, operands, **attrs_) -> object:
     return new
 
 
+def _act_kept(op, keep: np.ndarray) -> dict:
+    """A fused prelu's per-channel slopes (``act_params``) of the channels ``keep``, as attributes."""
+    params = op.attrs.get("act_params", ())
+    if op.attrs.get("act") != "prelu" or len(params) != keep.size:
+        return {}
+    return {"act_params": tuple(p for p, k in zip(params, keep) if k)}
+
+
 def _param(rw: Rewriter, op, index: int, keep: np.ndarray, axis: int = 0, suffix: str = "pruned"):
     v = op.operands[index]
     a = v.const_value()
@@ -296,6 +304,7 @@ def prune_readers(rw: Rewriter, v, keep: np.ndarray, block: int = 1) -> None:
             if len(ops) > 2:
                 ops[2] = _param(rw, op, 2, keep)
             extra["groups"] = int(keep.sum())
+            extra.update(_act_kept(op, keep))
         elif kind in ("scale", "batchnorm"):
             for j in range(1, len(ops)):
                 if math.prod(ops[j].type.shape) > 1:
@@ -388,7 +397,7 @@ class PruneChannels(Pass):
         ops[1] = _param(rw, op, 1, keep)
         if len(ops) > 2:
             ops[2] = _param(rw, op, 2, keep)
-        new = _remake(rw, op, ops)
+        new = _remake(rw, op, ops, **_act_kept(op, keep))
         prune_readers(rw, new.results[0], keep, 1)
         if ctx is not None and hasattr(ctx, "note"):
             ctx.note(f"{op.kind} '{op.name}': {cout} -> {cout - removed} channels "

@@ -53,12 +53,17 @@ def with_act(ex: Exporter, op: Op, build: Callable[[str], None], out: str) -> li
         return [out]
     raw = ex.tmp(f"{out}_preact")
     build(raw)
-    activation(ex, act, tuple(op.attrs.get("act_params", ())), raw, out)
+    activation(ex, act, tuple(op.attrs.get("act_params", ())), raw, out, op.results[0].type.rank or 2)
     return [out]
 
 
-def activation(ex: Exporter, act: str, params: tuple, x: str, out: str) -> None:
-    if act == "relu":
+def activation(ex: Exporter, act: str, params: tuple, x: str, out: str, rank: int = 2) -> None:
+    """The ONNX nodes of a fused activation of ``x`` (of ``rank``: a prelu's slopes are per channel, axis 1)."""
+    if act == "prelu":
+        slope = np.asarray(params, np.float32)
+        shape = (-1,) + (1,) * max(rank - 2, 0) if slope.size > 1 else (1,)
+        ex.node("PRelu", [x, ex.floats(slope.reshape(shape), f"{out}_slope")], [out])
+    elif act == "relu":
         ex.node("Relu", [x], [out])
     elif act in ("relu6", "clip"):
         lo, hi = (0.0, 6.0) if act == "relu6" else params

@@ -197,7 +197,9 @@ def _trace(graph, feeds, kernels):
 def _mac_kernel_kinds(graph):
     """Which builder of the fast table each MAC layer gets: the 16-bit integer kernel or another."""
     from tidlc.backends.tidl.fixed.dispatch import KernelContext
-    return [fast_kernels._int16_mac(op, KernelContext()) is not None for op in graph.ops if op.kind in ("conv2d", "dense")]
+    from tidlc.backends.tidl.fixed.spec_kernels import mac_params
+    return [fast_kernels._int16_mac(op, KernelContext(), mac_params(op)) is not None
+            for op in graph.ops if op.kind in ("conv2d", "dense")]
 
 
 @pytest.mark.parametrize("options", [{"bits": 16}, {"layers_16bit": ("conv2", "ip1")}], ids=["16-bit", "mixed"])

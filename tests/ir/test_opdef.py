@@ -9,7 +9,7 @@ from tidlc.ir.opdef import OPS, REQUIRED, AttrSpec, OpDef, OpRegistry, a_int, ge
 from tidlc.ir.ops._common import same_as_first
 
 CONV_ATTRS = "strides, pads, dilations, groups, act, act_params"
-ACTS = "none, relu, relu6, clip, leaky_relu, sigmoid, tanh, hardsigmoid, hardswish, elu, gelu"
+ACTS = "none, relu, relu6, clip, leaky_relu, sigmoid, tanh, hardsigmoid, hardswish, elu, gelu, prelu"
 
 
 @pytest.fixture

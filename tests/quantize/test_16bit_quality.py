@@ -299,7 +299,7 @@ def test_bounds_isolate_each_part_of_quantization(bench):
     """quant16_quality --bounds: weights (and activations) on one grid per tensor lose more than on
     a grid per channel, and each bound is finite (rounding happened) on a real model."""
     module, images = bench
-    model = module.models("/tmp", with_tf=False)["mtcnn-rnet"]
+    model = module.models("/tmp", with_tf=False)["mtcnn-pnet"]
     if not Path(model.path).exists():
         pytest.skip("model not available offline")
     from tidlc.compiler import load, optimize

@@ -217,7 +217,10 @@ def _local_float(op, v, origin, fixed_env, real, is_fixed_type) -> np.ndarray | 
         if op.kind == "data_convert":  # (re)quantizing: the input as it arrives
             src = op.operands[0]
             return np.asarray(real(src, fixed_env[id(src)]), dtype=np.float64)
-        ref_op = origin.producer
+        ref_op, then = origin.producer, None
+        if ref_op is not None and ref_op.kind == "prelu" and op.attrs.get("act") == "prelu" and \
+                ref_op.kind != op.kind:  # a layer with its prelu fused (ptq): the float layer, then the prelu
+            ref_op, then = ref_op.operands[0].producer, ref_op
         if ref_op is None or ref_op.kind in ("input", "const") or ref_op.kind != op.kind:
             return None
         args = []
@@ -228,6 +231,9 @@ def _local_float(op, v, origin, fixed_env, real, is_fixed_type) -> np.ndarray | 
                 fv = op.operands[i]
                 value = real(fv, fixed_env[id(fv)])  # float64 (exact for 16-bit codes), or a float island's
                 args.append(np.asarray(value, dtype=np.float64) if is_fixed_type(fv.type) else value)
+        if then is not None:
+            pre = evaluate_op(ref_op, args)[0]
+            return np.asarray(evaluate_op(then, [pre, then.operands[1].const_value()])[0], dtype=np.float64)
         return np.asarray(evaluate_op(ref_op, args)[origin.index], dtype=np.float64)
     except (KeyError, IndexError, TypeError, ValueError, ArithmeticError, TidlcError):
         return None  # an op whose operands do not line up with its reference's: no own SNR

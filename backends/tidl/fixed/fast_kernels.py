@@ -40,6 +40,7 @@ from .spec_kernels import (
     moved,
     padded,
     prelu_params,
+    prelu_sides,
     requant_stage,
     rescaled,
     resize_axes,
@@ -61,6 +62,39 @@ def _bias(args):
     return args[2] if len(args) > 2 else None
 
 
+def _prelu_sides(builder):
+    """A MAC kernel builder ``builder(op, ctx, p)`` as a table's ``(op, ctx)`` one: with
+    :func:`.spec_kernels.mac_params`, or, for a layer with a fused prelu, twice, with each side of
+    its output stage (:func:`.spec_kernels.prelu_sides`), the results added (the negative side
+    negated on the channels whose slope is negative): the kernels take one multiplier per
+    channel, not one per sign."""
+    @functools.wraps(builder)
+    def build(op: Op, ctx: KernelContext) -> Kernel | None:
+        p = mac_params(op)
+        if "m_neg" not in p:
+            return builder(op, ctx, p)
+        pos_p, neg_p, flip = prelu_sides(p)
+        pos, neg = builder(op, ctx, pos_p), builder(op, ctx, neg_p)
+        if pos is None or neg is None:
+            return None
+        hi, axis = p["hi"], 1
+        sign = None if flip is None else np.where(flip, -1, 1).astype(np.int32)
+
+        def run(args):
+            a = pos(args)
+            b = a if a is NotImplemented else neg(args)
+            if b is NotImplemented:
+                return NotImplemented
+            a, b = a[0], b[0]
+            if sign is None:
+                return [np.add(a, b, dtype=a.dtype)]
+            out = b.astype(np.int32) * ref.channel_view(sign, b.ndim, axis)
+            out += a
+            return [np.minimum(out, hi, out=out).astype(a.dtype)]
+        return run
+    return build
+
+
 # ----------------------------------------------------------------------------- VNNI
 def _vnni_plan(op: Op, p: dict):
     """The VNNI kernel object of an 8-bit conv2d or dense layer, or None."""
@@ -80,8 +114,9 @@ def _vnni_plan(op: Op, p: dict):
                               *stage)
 
 
-def _vnni_mac(op: Op, ctx: KernelContext) -> Kernel | None:
-    plan = _vnni_plan(op, mac_params(op))
+@_prelu_sides
+def _vnni_mac(op: Op, ctx: KernelContext, p: dict) -> Kernel | None:
+    plan = _vnni_plan(op, p)
     if plan is None:
         return None
     threads = ctx.threads
@@ -96,17 +131,17 @@ VNNI = KernelTable("avx512-vnni", {"conv2d": _vnni_mac, "dense": _vnni_mac})
 
 
 # ----------------------------------------------------------------------------- exact GEMMs, Cython
-def _grouped_conv(op: Op) -> Kernel:
+def _grouped_conv(op: Op, p: dict) -> Kernel:
     """Grouped and depthwise convolutions: direct Cython loops."""
-    p, a, dtype = mac_params(op), op.attrs, _result_dtype(op)
+    a, dtype = op.attrs, _result_dtype(op)
     conv = (a["strides"], a["pads"], a["dilations"], a["groups"])
     stage = (p["acc_width"], p["mult"], p["shift"], p["lo"], p["hi"], dtype)
     return lambda args: [fast_ops.grouped_conv(args[0], args[1], _bias(args), *conv, *stage)]
 
 
-def _gemm_conv(op: Op, prepared: fast.DenseWeights) -> Kernel:
+def _gemm_conv(op: Op, prepared: fast.DenseWeights, p: dict) -> Kernel:
     """conv2d (groups 1): exact float GEMM sums (declines a frame they cannot hold exactly), output stage in Cython."""
-    p, a = mac_params(op), op.attrs
+    a = op.attrs
 
     def run(args):
         sums = fast.conv2d_sums(args[0], prepared, a["strides"], a["pads"], a["dilations"])
@@ -116,7 +151,7 @@ def _gemm_conv(op: Op, prepared: fast.DenseWeights) -> Kernel:
     return run
 
 
-def _int16_mac(op: Op, ctx: KernelContext) -> Kernel | None:
+def _int16_mac(op: Op, ctx: KernelContext, p: dict) -> Kernel | None:
     """conv2d (groups 1 or depthwise) and dense with 16-bit activations or weights and constant
     weights: the exact integer kernels of ``igemm16.h`` (AVX2 under every x86 ISA, portable C under
     ``TIDLC_ISA=c``), or None."""
@@ -124,7 +159,7 @@ def _int16_mac(op: Op, ctx: KernelContext) -> Kernel | None:
         from . import _igemm16
     except ImportError:  # an unbuilt source tree
         return None
-    w, p, a = _const_weights(op), mac_params(op), op.attrs
+    w, a = _const_weights(op), op.attrs
     x_dtype, out_dtype, out_shape = numpy_dtype(op.operands[0].type.dtype), _result_dtype(op), op.results[0].type.shape
     stage = (p["mult"], p["shift"], p["acc_width"], p["lo"], p["hi"], out_dtype)
     if op.kind == "dense":
@@ -141,19 +176,20 @@ def _int16_mac(op: Op, ctx: KernelContext) -> Kernel | None:
     return run
 
 
-def _mac(op: Op, ctx: KernelContext) -> Kernel | None:
-    int16 = _int16_mac(op, ctx)  # 16-bit layers: integer kernels instead of float64 GEMMs
+@_prelu_sides
+def _mac(op: Op, ctx: KernelContext, p: dict) -> Kernel | None:
+    int16 = _int16_mac(op, ctx, p)  # 16-bit layers: integer kernels instead of float64 GEMMs
     if int16 is not None:
         return int16
     if op.kind == "conv2d" and op.attrs["groups"] > 1:
-        return _grouped_conv(op)
+        return _grouped_conv(op, p)
     w = _const_weights(op)
     if w is None:
         return None
     prepared = fast.DenseWeights(w)
     if op.kind == "conv2d":
-        return _gemm_conv(op, prepared)
-    return mac_stage(op, lambda x, w: fast.dense_acc(x, prepared))
+        return _gemm_conv(op, prepared, p)
+    return mac_stage(op, lambda x, w: fast.dense_acc(x, prepared), p)
 
 
 def _eltwise(op: Op, ctx: KernelContext) -> Kernel:

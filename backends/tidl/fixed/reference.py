@@ -159,6 +159,26 @@ def mac_output(acc: np.ndarray, acc_width: int, mult, shift, lo: int, hi: int, a
     return np.clip(round_shift(acc, shift), lo, hi)
 
 
+def mac_output_prelu(acc: np.ndarray, acc_width: int, m_pos, m_neg, shift, lo: int, hi: int,
+                     axis: int = 1) -> np.ndarray:
+    """:func:`mac_output` of a layer with a fused prelu (TIDL actType 2), one rounding shift and one
+    clamp: where the saturated accumulator is ``>= 0`` it is multiplied by ``m_pos`` (per channel
+    or one); where it is negative, by the magnitude of the channel's ``m_neg`` (``slope x m_pos``,
+    rounded half away from zero), and after the rounding shift the slope's sign is applied (a
+    negative slope's rounding mirrors a positive one's)."""
+    amin, amax = -(1 << (acc_width - 1)), (1 << (acc_width - 1)) - 1
+    acc = np.asarray(acc, dtype=np.int64)
+    if acc_width < 64:
+        acc = np.clip(acc, amin, amax)
+
+    def view(m):
+        return channel_view(np.asarray(m, np.int64).reshape(-1), acc.ndim, axis) if np.ndim(m) else int(m)
+    neg = view(np.abs(m_neg))
+    out = round_shift(acc * np.where(acc >= 0, view(m_pos), neg), shift)
+    flip = (acc < 0) & (view(m_neg) < 0)
+    return np.clip(np.where(flip, -out, out), lo, hi)
+
+
 # ----------------------------------------------------------------------------- pooling
 def max_pool(q: np.ndarray, kernel, strides, pads, dilations, ho: int, wo: int) -> np.ndarray:
     """Max over each window; padding never wins (it reads the type's minimum)."""

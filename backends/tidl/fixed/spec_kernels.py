@@ -59,7 +59,7 @@ def act_bounds(op: Op, out: QuantInfo) -> tuple[int, int]:
             lo = max(lo, ref.round_half_away_int(a * s))
         if np.isfinite(b):
             hi = min(hi, ref.round_half_away_int(b * s))
-    elif act != "none":
+    elif act not in ("none", "prelu"):  # (prelu: its multipliers, mac_params)
         raise TidlcError(f"fused activation {act} has no fixed-point form", op.where(),
                          hint="the quantize pass splits it into its own op")
     return lo, hi
@@ -92,7 +92,29 @@ def mac_params(op: Op) -> dict:
         mult = int(mult.reshape(-1)[0])
     bits = max(xq.bits, wq.bits)
     lo, hi = act_bounds(op, out)
-    return {"s_acc": s_acc, "mult": mult, "shift": shift, "acc_width": ref.acc_bits(bits), "lo": lo, "hi": hi}
+    p = {"s_acc": s_acc, "mult": mult, "shift": shift, "acc_width": ref.acc_bits(bits), "lo": lo, "hi": hi}
+    if op.attrs.get("act") == "prelu":  # the negative side's multipliers: slope x the positive side's
+        slope = np.asarray(op.attrs["act_params"], np.float64)
+        m_neg = ref.round_half_away(slope * out.scale[0] * 2.0 ** shift / s_acc).astype(np.int64)
+        p["m_neg"] = int(m_neg.reshape(-1)[0]) if m_neg.size == 1 else m_neg
+    return p
+
+
+def prelu_sides(p: dict) -> tuple[dict, dict, np.ndarray | None]:
+    """A fused prelu's output stage as two plain ones (for kernels that take one multiplier per
+    channel, not one per sign): the positive side (``mult``, clamped at >= 0), the negative side
+    (``|m_neg|``, clamped at <= 0) and the channels whose slope is negative (a bool per channel,
+    or None). Adding the positive side and the negative side, negated on those channels and
+    clamped at ``hi``, is :func:`reference.mac_output_prelu` exactly: one side is 0 at every
+    element, and the negated side was clamped at ``lo >= -hi - 1`` (the quantizer fuses a prelu
+    with negative slopes only into a signed output)."""
+    pos = dict(p, lo=max(p["lo"], 0))
+    m_neg = p["m_neg"]
+    neg = dict(p, mult=np.abs(m_neg) if np.ndim(m_neg) else abs(int(m_neg)), hi=min(p["hi"], 0))
+    for side in (pos, neg):
+        side.pop("m_neg")
+    flip = np.asarray(m_neg).reshape(-1) < 0
+    return pos, neg, (flip if flip.any() else None)
 
 
 def mac_axis(op: Op) -> int:
@@ -127,16 +149,19 @@ def _mac_sums(op: Op) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     return scale
 
 
-def mac_stage(op: Op, sums: Callable) -> Kernel:
+def mac_stage(op: Op, sums: Callable, p: dict | None = None) -> Kernel:
     """A MAC kernel: ``sums(x, w)`` (exact int64 sums, or None to decline the frame), then the bias
-    and the specification's output stage."""
-    p, axis = mac_params(op), mac_axis(op)
+    and the specification's output stage (``p``: :func:`mac_params`, or one side of a fused prelu)."""
+    p, axis = p if p is not None else mac_params(op), mac_axis(op)
 
     def run(args):
         acc = sums(args[0], args[1])
         if acc is None:
             return NotImplemented
         acc = with_bias(acc, args[2] if len(args) > 2 else None, axis)
+        if "m_neg" in p:
+            return [ref.mac_output_prelu(acc, p["acc_width"], p["mult"], p["m_neg"], p["shift"], p["lo"], p["hi"],
+                                         axis)]
         return [ref.mac_output(acc, p["acc_width"], p["mult"], p["shift"], p["lo"], p["hi"], axis)]
     return run
 

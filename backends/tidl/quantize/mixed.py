@@ -144,6 +144,7 @@ class _Candidate:
     out_quant: object  # the 8-bit output QuantInfo
     in_quant: dict  # operand index -> QuantInfo of a float tensor this layer quantizes first (graph inputs)
     wide: tuple[str, ...]  # op names computed in 16 bits when this layer is (it and its scale inheritors)
+    then: Op | None = None  # the prelu fused into this layer (ptq.Quantizer.fusable_prelu), whose result is its
 
 
 def _candidates(graph: Graph, q8: QuantResult, config: QuantConfig) -> list[_Candidate]:
@@ -155,6 +156,8 @@ def _candidates(graph: Graph, q8: QuantResult, config: QuantConfig) -> list[_Can
             src = q8.origin.get(id(r))
             if src is not None and r.type.quant is not None and qop.kind != "data_convert":
                 fixed_of[id(src)] = r
+                if qop.attrs.get("act") == "prelu" and src.producer is not None and src.producer.kind == "prelu":
+                    fixed_of[id(src.producer.operands[0])] = r  # the float layer's result, fused with the prelu
     quantized_inputs: dict[int, object] = {}  # float value id -> QuantInfo of its data_convert
     for qop in q8.graph.ops:
         if qop.kind == "data_convert" and qop.results[0].type.quant is not None \
@@ -193,7 +196,9 @@ def _candidates(graph: Graph, q8: QuantResult, config: QuantConfig) -> list[_Can
                     weight = (codes / scale).astype(np.asarray(ref_w).dtype)
         in_quant = {k: quantized_inputs[id(v)] for k, v in enumerate(op.operands)
                     if id(v) in quantized_inputs and first_reader.get(id(v)) == i}
-        out.append(_Candidate(op, i, weight, fv.type.quant, in_quant, _wide_closure(op, users)))
+        then = q8.origin[id(fv)].producer if fv.producer.attrs.get("act") == "prelu" else None
+        wide = (op.name,) + _wide_closure(then, users) if then is not None else _wide_closure(op, users)
+        out.append(_Candidate(op, i, weight, fv.type.quant, in_quant, wide, then))
     return out
 
 
@@ -303,13 +308,15 @@ class Sensitivity:
         if cand.weight is not None:
             args[1] = cand.weight
         results = [np.asarray(r) for r in evaluate_op(op, args)]
+        if cand.then is not None:  # its fused prelu
+            results = [np.asarray(r) for r in evaluate_op(cand.then, [results[0], cand.then.operands[1].const_value()])]
         results[0] = _fake_quant(results[0], cand.out_quant)
         return results
 
     def _local(self, cand: _Candidate) -> float:
         noise = signal = 0.0
         for env in self.envs:
-            y = np.asarray(env[id(cand.op.results[0])], np.float64).reshape(-1)
+            y = np.asarray(env[id((cand.then or cand.op).results[0])], np.float64).reshape(-1)
             e = y - np.asarray(self._layer(cand, env)[0], np.float64).reshape(-1)
             noise += float(e @ e)
             signal += float(y @ y)

@@ -112,7 +112,7 @@ def prepare(graph: Graph) -> tuple[Prepared, dict[int, Value]]:
         act = op.attrs.get("act")
         if act is not None and act not in CLAMP_ACTS:  # no fixed-point form on the accumulator
             ops.append(op)
-            ops.append(_split_activation(builder, op, replace))
+            ops.append(_split_activation(builder, op, replace, ops))
             continue
         for r in op.results:
             _hint_from_type(r, hints, asymmetric)
@@ -197,14 +197,19 @@ def _rebind(old: Op, new: Op) -> None:
     new.results = old.results
 
 
-def _split_activation(builder: Builder, op: Op, replace: dict) -> Op:
-    """``op{act=a}`` -> ``op{act=none}`` then a standalone ``a`` op that owns the old result."""
+def _split_activation(builder: Builder, op: Op, replace: dict, ops: list[Op]) -> Op:
+    """``op{act=a}`` -> ``op{act=none}`` then a standalone ``a`` op that owns the old result (a
+    prelu's slopes become its constant operand; the quantizer fuses it back where TIDL can)."""
     act, params = op.attrs["act"], op.attrs["act_params"]
-    attrs_ = dict(zip(ACT_PARAM_NAMES[act], params))
     result = op.results[0]
     inner = Value(result.type, op, 0, f"{result.name or op.name}.preact")
     update_attrs(op, act="none", act_params=())
-    act_op = builder.make(act, [inner], attrs_, f"{op.name}.{act}", op.loc)
+    if act == "prelu":
+        slope = builder.const(np.asarray(params, dtype=np.float32), f"{op.name}.prelu.slope")
+        ops.append(slope.producer)
+        act_op = builder.make("prelu", [inner, slope], {}, f"{op.name}.prelu", op.loc)
+    else:
+        act_op = builder.make(act, [inner], dict(zip(ACT_PARAM_NAMES[act], params)), f"{op.name}.{act}", op.loc)
     _rebind(op, act_op)
     op.results = [inner]
     return act_op

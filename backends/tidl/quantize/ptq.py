@@ -14,6 +14,11 @@ The rules (docs/quantization.md has the full specification):
   the full-range scale ``qmax / hi`` and the weight scale is lowered so the
   shift stays a power of two (TIDL's fixed-range rule); biases are stored
   at the accumulator scale in 32 (8-bit layers) or 64 bits (16-bit layers);
+* a prelu whose input is a conv2d or dense result read by it alone (constant
+  slopes) is fused into that layer as TIDL does (actType 2): one rounding,
+  at the full-range scale of the prelu's output, instead of two; the layer
+  multiplies its accumulator by ``m`` (``PRELU_MULT_BITS`` bits) where it is
+  >= 0 and by ``slope x m`` where it is negative;
 * eltwise, prelu, table ops and graph inputs get the full-range scale
   ``qmax / max|x|`` of their calibrated range (or of the op's declared
   ``value_range``: sigmoid, tanh, ...); concat takes the coarsest input
@@ -49,6 +54,7 @@ from tidlc.ir.types import QuantInfo, TensorType, numpy_dtype
 
 # constant operands TIDL's kernel for the kind reads as parameters, not tensors to quantize
 KERNEL_PARAMETERS = {"prelu": (1,)}
+PRELU_MULT_BITS = 16  # a fused prelu's multipliers: the positive side's width (prelu_bits)
 MIN_RANGE = 2.0 ** -16  # a tensor that is always 0 still gets a finite scale
 TABLE_WINDOW_POINTS = (1 << 18) + 1  # samples of a table op's function when finding where it saturates
 
@@ -170,6 +176,7 @@ class Quantizer:
         self.islands: list[str] = []
         self.notes: list[str] = []
         self.users: dict[int, list[Op]] = {}
+        self.fused: set[int] = set()  # prelu ops fused into the MAC layer before them
         self.windowed: set[int] = set()  # float values whose range ends where their readers' tables saturate
         for op in fgraph.ops:
             for v in op.operands:
@@ -323,8 +330,8 @@ class Quantizer:
                 self.emit(new)
                 self.fv[id(fop.results[0])] = new.results[0]
                 self.origin[id(new.results[0])] = fop.results[0]
-            elif fop.kind == "const":
-                continue  # created where they are used (quantized or float)
+            elif fop.kind == "const" or id(fop) in self.fused:
+                continue  # constants are created where they are used (quantized or float)
             elif self.supported(fop):
                 self.quantize_op(fop)
             else:
@@ -441,7 +448,18 @@ class Quantizer:
             bmax = np.abs(b).max() if not per_channel else np.abs(b)
             cap = ((1 << (acc_w - 1)) - 1) / (np.maximum(bmax, MIN_RANGE) * sx)
             sw = np.minimum(sw, cap) if per_channel else min(float(sw), float(cap))
-        lo, hi = self.out_range(fop, bits_out)
+        prelu = self.fusable_prelu(fop, bits_out)
+        mult_bits = None  # a fused prelu's multiplier width (prelu_bits)
+        if prelu is not None:
+            slopes = np.asarray(prelu.operands[1].const_value(), np.float64).reshape(-1)
+            mult_bits = prelu_bits(w, _out_channels(fop, w), np.max(sw), x.type.quant, b, bw, acc_w,
+                                   float(np.abs(slopes).max()))
+            p_lo, p_hi = self.out_range(prelu, bits_out)
+            p_ratio = full_range_scale(p_lo, p_hi, bits_out, p_lo < 0) / (sx * float(np.min(sw)))
+            if mult_bits is None or (p_lo >= 0 and np.any(slopes < 0)) or p_ratio >= 2.0 ** (mult_bits - 1):
+                prelu = mult_bits = None  # (a negative slope needs a signed output: spec_kernels.prelu_sides)
+        out_op = prelu or fop  # whose result the layer's is
+        lo, hi = self.out_range(out_op, bits_out)
         signed = lo < 0
         elem_bits = bits_out - (1 if signed else 0)
         act = fop.attrs.get("act", "none")
@@ -449,8 +467,8 @@ class Quantizer:
             sw = float(sw)
             # (not for a pre-quantized model's weights: their codes are kept exactly)
             # (a range ended by table saturation is such a fixed range: nothing lies beyond it)
-            fixed = (act in ("relu6", "clip") or id(fop.results[0]) in self.windowed) and \
-                self.cfg.style == "np2" and given is None
+            fixed = (act in ("relu6", "clip") or id(out_op.results[0]) in self.windowed) and \
+                self.cfg.style == "np2" and given is None and prelu is None
             if fixed:  # TIDL: a fixed output range sets the output scale; the weight scale follows
                 target = full_range_scale(lo, hi, bits_out, signed)
                 n = math.floor(math.log2(sw * sx / target))
@@ -459,16 +477,20 @@ class Quantizer:
                     shift = n
                 else:
                     fixed = False
-            if not fixed:
-                shift = round_bits(max(abs(lo), abs(hi)), sx * sw, elem_bits)
             s_acc = sx * sw
-            out_scale = s_acc / 2.0 ** shift
+            if prelu is not None:  # the layer multiplies anyway: its output gets the full-range scale
+                out_scale = full_range_scale(lo, hi, bits_out, signed)
+                _, shift = ref.multiplier(out_scale / s_acc, mult_bits)
+            else:
+                if not fixed:
+                    shift = round_bits(max(abs(lo), abs(hi)), sx * sw, elem_bits)
+                out_scale = s_acc / 2.0 ** shift
             wq = QuantInfo(bw, True, sw)
         else:
             sw = np.asarray(sw, dtype=np.float64)
             s_acc = sx * sw
             out_scale = full_range_scale(lo, hi, bits_out, signed)
-            _, shift = ref.multiplier(float(np.max(out_scale / s_acc)))
+            _, shift = ref.multiplier(float(np.max(out_scale / s_acc)), mult_bits or ref.MULTIPLIER_BITS)
             # the channels share one shift, so a channel whose ratio is far below the largest would get
             # a multiplier of few bits (a gain error of up to half its step); instead each channel's
             # weight scale shrinks to make its multiplier the integer just above its ratio: exact
@@ -489,9 +511,31 @@ class Quantizer:
             has_bias = len(fop.operands) > 2
             operands.append(self.const(bias_codes, fop.operands[2].producer.name if has_bias else f"{fop.name}.bias",
                                        bq, fop.operands[2] if has_bias else None))
+        attrs_ = fop.attrs
+        if prelu is not None:  # the slopes go with the layer; mac_params makes them multipliers
+            attrs_ = dict(fop.attrs, act="prelu", act_params=tuple(float(v) for v in slopes))
+            self.fused.add(id(prelu))
         q_out = QuantInfo(bits_out, signed, float(out_scale), shift=int(shift))
-        op = self.new_op(kind, operands, fop.attrs, fop)
-        self.finish(fop, op, [q_out])
+        op = self.new_op(kind, operands, attrs_, fop)
+        self.finish(prelu or fop, op, [q_out])
+
+    def fusable_prelu(self, fop: Op, bits: int) -> Op | None:
+        """The prelu TIDL fuses into the conv2d / dense ``fop`` (actType 2), or None: the one reader
+        of its result (not a graph output), of the same precision, with constant finite slopes, one
+        or one per channel of the result (axis 1). Its output range then sets the layer's."""
+        if fop.kind not in ("conv2d", "dense") or fop.attrs.get("act", "none") != "none" or len(fop.results) != 1:
+            return None
+        r = fop.results[0]
+        readers = self.users.get(id(r), [])
+        if len(readers) != 1 or any(o is r for o in self.f.outputs):
+            return None
+        op = readers[0]
+        if op.kind != "prelu" or op.operands[0] is not r or self.layer_bits(op) != bits or not self.supported(op):
+            return None
+        slope = np.asarray(op.operands[1].const_value(), np.float64)
+        if r.type.rank is None or r.type.rank < 2 or not np.all(np.isfinite(slope)):
+            return None
+        return op
 
     def _finish_mac(self, fop, operands, s_acc, _b, bits_out) -> None:
         lo, hi = self.out_range(fop, bits_out)
@@ -499,6 +543,21 @@ class Quantizer:
         shift = round_bits(max(abs(lo), abs(hi)), s_acc, bits_out - (1 if signed else 0))
         op = self.new_op(fop.kind, operands, fop.attrs, fop)
         self.finish(fop, op, [QuantInfo(bits_out, signed, s_acc / 2.0 ** shift, shift=shift)])
+
+
+def prelu_bits(w: np.ndarray, channels: int, sw: float, xq: QuantInfo, b: np.ndarray | None, bw: int,
+               acc_width: int, slope_max: float) -> int | None:
+    """The multiplier width of a layer with a fused prelu (its positive side ``m``, its negative side
+    ``slope x m``): PRELU_MULT_BITS, or fewer where accumulator x multiplier could pass 62 bits
+    (the largest accumulator: taps x the largest weight and input codes + the bias; 32-bit
+    accumulators saturate at 2**31, and their multipliers stay within 31 bits: the 8-bit kernels'
+    limit); None (no fusion) below 8 bits."""
+    acc = w.size / max(channels, 1) * float(1 << (bw - 1)) * max(abs(xq.qmin), abs(xq.qmax))
+    if b is not None and b.size:
+        acc += float(np.abs(b).max()) * xq.scale[0] * sw
+    room = 61.0 - math.log2(min(acc, 2.0 ** 31) if acc_width <= 32 else max(acc, 1.0))
+    bits = math.floor(min(room, 31.0) - math.log2(max(slope_max, 1.0)))
+    return min(PRELU_MULT_BITS, bits) if bits >= 8 else None
 
 
 def _out_channels(fop: Op, w: np.ndarray) -> int:

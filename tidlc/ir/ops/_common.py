@@ -6,10 +6,12 @@ import numpy as np
 from tidlc.ir.types import TensorType
 
 # Activations that can be fused into a producer's ``act`` attribute, with the
-# number of float parameters each takes (``act_params``).
+# number of float parameters each takes (``act_params``). ``prelu`` (TIDL actType 2)
+# takes one slope per channel of the result (axis 1), or one for all: PER_CHANNEL.
+PER_CHANNEL = -1
 ACTIVATIONS = {
     "none": 0, "relu": 0, "relu6": 0, "clip": 2, "leaky_relu": 1, "sigmoid": 0, "tanh": 0,
-    "hardsigmoid": 2, "hardswish": 0, "elu": 1, "gelu": 0,
+    "hardsigmoid": 2, "hardswish": 0, "elu": 1, "gelu": 0, "prelu": PER_CHANNEL,
 }
 
 
@@ -17,6 +19,8 @@ def check_act_params(act: str, params: tuple) -> str | None:
     want = ACTIVATIONS.get(act)
     if want is None:
         return f"unknown activation {act!r}"
+    if want == PER_CHANNEL:
+        return None if len(params) >= 1 else f"activation {act} takes one slope per channel (or one), got none"
     if len(params) != want:
         return f"activation {act} takes {want} parameter(s), got {len(params)}"
     return None
@@ -60,6 +64,11 @@ def apply_act(x: np.ndarray, act: str, params: tuple = (), inplace: bool = False
         return np.clip(x, lo, hi).astype(x.dtype, copy=False)
     if act == "leaky_relu":
         return np.where(x >= 0, x, x * np.asarray(params[0], x.dtype))
+    if act == "prelu":  # a slope per channel (axis 1; of a 1-D x, per element: a channel vector), or one
+        slope = np.asarray(params, x.dtype)
+        if slope.size > 1 and x.ndim >= 2:
+            slope = slope.reshape((1, -1) + (1,) * (x.ndim - 2))
+        return np.where(x >= 0, x, x * slope).astype(x.dtype, copy=False)
     if act == "sigmoid":
         return _sigmoid(x)
     if act == "tanh":

@@ -1,0 +1,206 @@
+"""A prelu after a conv2d or dense layer is fused into it in fixed point (TIDL actType 2): one
+rounding at the prelu's output scale instead of two. The fused output stage
+(``reference.mac_output_prelu``) is the specification; every fast kernel runs it as two plain stages
+(``spec_kernels.prelu_sides``), which must equal it bit for bit under every ISA variant, at 8 and 16
+bits, with positive, zero and negative slopes and at saturation."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tidlc.backends.tidl.fixed import FixedExecutor, _igemm, fast
+from tidlc.backends.tidl.fixed import reference as ref
+from tidlc.backends.tidl.fixed.spec_kernels import prelu_sides
+
+from tidlc.ir.builder import Builder
+from tidlc.ir.types import TensorType
+
+MTCNN = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "caffe" / "mtcnn"
+
+
+@pytest.fixture(params=_igemm.ISAS)
+def isa(request):
+    name = request.param
+    if name not in _igemm.supported_isas():
+        pytest.skip(f"this CPU (or build) cannot run the {name} variant")
+    before = fast.isa()
+    fast.set_isa(name)
+    yield name
+    fast.set_isa(before)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_two_sides_add_up_to_the_specification(seed):
+    """pos + (neg, negated where the slope is) clamped at hi == mac_output_prelu, at the extremes."""
+    rng = np.random.default_rng(seed)
+    c = 7
+    acc = rng.integers(-(1 << 40), 1 << 40, size=(2, c, 5, 5), dtype=np.int64)
+    # the largest sums prelu_bits allows with these multipliers (2**46 x 2**15 x 1.5 < 2**62), tiny ones,
+    # and (32-bit accumulators) saturating ones
+    acc[0, :, 0, :] = np.array([-(1 << 46), -1, 0, 1, (1 << 46)])[None, :]
+    acc[1, :, 1, 1] = -(1 << 20) - (1 << 19)  # an exact rounding tie
+    for acc_width, lo, hi in ((64, -32768, 32767), (32, -128, 127), (64, 0, 65535)):
+        a = np.clip(acc, -(1 << 31), (1 << 31) - 1) if acc_width == 32 else acc
+        m_pos = rng.integers(1 << 14, 1 << 15, size=c)
+        slope = rng.uniform(-1.5, 1.5, c)
+        slope[0] = 0.0
+        if lo >= 0:
+            slope = np.abs(slope)  # the quantizer fuses negative slopes into signed outputs only
+        m_neg = ref.round_half_away(slope * m_pos).astype(np.int64)
+        p = {"mult": m_pos, "m_neg": m_neg, "shift": 21, "acc_width": acc_width, "lo": lo, "hi": hi}
+        want = ref.mac_output_prelu(a, acc_width, m_pos, m_neg, 21, lo, hi)
+        pos, neg, flip = prelu_sides(p)
+        got_pos = ref.mac_output(a, acc_width, pos["mult"], 21, pos["lo"], pos["hi"])
+        got_neg = ref.mac_output(a, acc_width, neg["mult"], 21, neg["lo"], neg["hi"])
+        assert not np.any((got_pos != 0) & (got_neg != 0))
+        sign = np.where(flip, -1, 1) if flip is not None else np.ones(c, np.int64)
+        got = np.minimum(got_pos + got_neg * sign[None, :, None, None], hi)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_the_specification_is_prelu_of_the_sums():
+    """Away from rounding, the fused stage is prelu(acc) x m / 2**shift: slope per channel, its sign too."""
+    acc = np.array([[-4096, -1024, 0, 1024, 4096]] * 3, np.int64).T[None, :, :]  # (1, 5 values, 3 channels)
+    acc = np.moveaxis(acc, 2, 1)  # (1, 3, 5)
+    slope = np.array([0.25, 0.0, -0.5])
+    out = ref.mac_output_prelu(acc, 64, 1 << 10, ref.round_half_away(slope * (1 << 10)).astype(np.int64),
+                               10, -32768, 32767)
+    np.testing.assert_array_equal(out, np.where(acc >= 0, acc, acc * slope[None, :, None]).astype(np.int64))
+
+
+def _prelu_net(dense: bool, slopes: np.ndarray, bias: float = 0.0):
+    rng = np.random.default_rng(3)
+    b = Builder()
+    x = b.input("x", TensorType((1, 3, 10, 10)))
+    y = b.op("conv2d", [x, b.const(rng.normal(0, 0.4, (6, 3, 3, 3)).astype(np.float32)),
+                        b.const(np.full(6, bias, np.float32))], "conv", pads=(1, 1, 1, 1))
+    y = b.op("prelu", [y, b.const(slopes.astype(np.float32))], "prelu")
+    if dense:
+        y = b.op("flatten", [y], "flatten")
+        y = b.op("dense", [y, b.const(rng.normal(0, 0.05, (8, 600)).astype(np.float32)),
+                           b.const(rng.normal(0, 0.1, 8).astype(np.float32))], "fc")
+        y = b.op("prelu", [y, b.const(np.linspace(-0.3, 0.6, 8).astype(np.float32))], "prelu_fc")
+    b.output(y, "y")
+    return b.graph
+
+
+def _quantized(graph, **settings):
+    from tidlc.backends.tidl.quantize.api import quantize_graph
+
+    from tidlc.config import CompileOptions
+    rng = np.random.default_rng(0)
+    frames = [{"x": rng.normal(0, 1, (1, 3, 10, 10)).astype(np.float32)} for _ in range(4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantize_graph(graph, CompileOptions.of(emit="none", **settings), frames=frames), frames
+
+
+def _trace(graph, feeds, kernels):
+    seen = []
+    FixedExecutor(graph, kernels=kernels).run(feeds, observer=lambda op, rs: seen.extend((op, r.copy()) for r in rs))
+    return seen
+
+
+SLOPES = {"mixed": np.array([0.25, -0.5, 0.0, 1.0, -0.05, 0.7]), "positive": np.full(6, 0.1),
+          "scalar": np.array([0.2])}
+
+
+@pytest.mark.parametrize("bits", (8, 16))
+@pytest.mark.parametrize("dense", (False, True), ids=("conv", "conv+dense"))
+@pytest.mark.parametrize("slopes", SLOPES, ids=str)
+def test_fused_layers_equal_the_specification(isa, bits, dense, slopes):
+    q, frames = _quantized(_prelu_net(dense, SLOPES[slopes]), bits=bits)
+    kinds = [op.kind for op in q.graph.ops]
+    assert "prelu" not in kinds, kinds  # every prelu fused into the layer before it
+    fused = [op for op in q.graph.ops if op.attrs.get("act") == "prelu"]
+    assert len(fused) == 1 + dense
+    for frame in frames + [{"x": frames[0]["x"] * 40.0}]:  # the last one saturates
+        want, got = _trace(q.graph, frame, "numpy"), _trace(q.graph, frame, "auto")
+        assert len(got) == len(want)
+        for (op, a), (_, b) in zip(want, got):
+            assert a.dtype == b.dtype and np.array_equal(a, b), op.where()
+
+
+def test_fused_layers_are_close_to_float_and_layers_of_other_precisions_are_not_fused():
+    from tidlc.interp import Interpreter
+    from tidlc.metrics import SnrAccumulator
+    graph = _prelu_net(True, SLOPES["mixed"])
+    interp = Interpreter(graph)
+    for bits, floor_db in ((8, 25.0), (16, 70.0)):
+        q, frames = _quantized(graph, bits=bits)
+        acc = SnrAccumulator()
+        ex = FixedExecutor(q.graph)
+        for f in frames:
+            acc.add(interp.run(f)["y"], ex.run(f)["y"])
+        assert acc.db >= floor_db, (bits, acc.db)
+    pair, _ = _quantized(graph, bits=8, layers_16bit=("prelu",))  # the conv is 8-bit, its prelu 16-bit
+    assert [op.kind for op in pair.graph.ops].count("prelu") == 1
+    assert sum(op.attrs.get("act") == "prelu" for op in pair.graph.ops) == 1  # the dense one
+
+
+def test_negative_slopes_into_an_unsigned_output_stay_a_layer():
+    """A non-negative calibrated prelu output is unsigned: a negative slope there is not fused."""
+    q, frames = _quantized(_prelu_net(False, SLOPES["mixed"], bias=50.0), bits=8)
+    assert [op.kind for op in q.graph.ops].count("prelu") == 1
+    assert not any(op.attrs.get("act") == "prelu" for op in q.graph.ops)
+    want, got = _trace(q.graph, frames[0], "numpy"), _trace(q.graph, frames[0], "auto")
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(want, got))
+
+
+def test_fused_layers_survive_net_bin_and_onnx_qdq(tmp_path):
+    """net.bin keeps the fused prelu (act and slopes): the loaded graph gives the same integers; the
+    ONNX QDQ export writes it as a PRelu after the layer."""
+    from tidlc.backends.tidl.binfmt import read_compiled, write_bin
+    q, frames = _quantized(_prelu_net(True, SLOPES["mixed"]), bits=16)
+    write_bin(q.graph, str(tmp_path))
+    loaded = read_compiled(str(tmp_path)).graph
+    fused = [op for op in loaded.ops if op.attrs.get("act") == "prelu"]
+    assert len(fused) == 2 and len(fused[0].attrs["act_params"]) == 6
+    for f in frames:
+        np.testing.assert_array_equal(FixedExecutor(loaded).run(f)["y"], FixedExecutor(q.graph).run(f)["y"])
+    pytest.importorskip("onnx")
+    from tidlc.backends.onnx_qdq.export import export
+    assert [n.op_type for n in export(q.graph).model.graph.node].count("PRelu") == 2
+
+
+def test_mtcnn_onet_fuses_every_prelu_and_matches_the_specification(isa):
+    if not (MTCNN / "det3.caffemodel").is_file():
+        pytest.skip("shared corpus not available")
+    from tidlc.compiler import compile_model
+    from tidlc.config import CompileOptions
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = compile_model(str(MTCNN / "det3.prototxt"), CompileOptions.of(
+            emit="none", quantize=True, bits=16, weights=str(MTCNN / "det3.caffemodel"))).graph
+    assert not any(op.kind == "prelu" for op in graph.ops)
+    assert sum(op.attrs.get("act") == "prelu" for op in graph.ops) == 5
+    rng = np.random.default_rng(1)
+    feeds = {op.attrs["name"]: rng.uniform(-1, 1, op.results[0].type.shape).astype(np.float32)
+             for op in graph.input_ops}
+    want, got = _trace(graph, feeds, "numpy"), _trace(graph, feeds, "auto")
+    for (op, a), (_, b) in zip(want, got):
+        assert a.dtype == b.dtype and np.array_equal(a, b), op.where()
+
+
+def test_a_float_layer_carrying_prelu_runs_and_quantizes_like_the_pair():
+    """conv2d{act=prelu, act_params=slopes} (a plugin's fusion, say) is prelu(conv) in float, and
+    the quantizer splits it and fuses it back: the same fixed-point graph as the pair gives."""
+    from tidlc.interp import Interpreter
+    pair = _prelu_net(False, SLOPES["mixed"])
+    rng = np.random.default_rng(3)
+    b = Builder()
+    x = b.input("x", TensorType((1, 3, 10, 10)))
+    y = b.op("conv2d", [x, b.const(rng.normal(0, 0.4, (6, 3, 3, 3)).astype(np.float32)),
+                        b.const(np.zeros(6, np.float32))], "conv", pads=(1, 1, 1, 1), act="prelu",
+             act_params=tuple(SLOPES["mixed"]))
+    b.output(y, "y")
+    one = b.graph
+    frame = {"x": rng.normal(0, 1, (1, 3, 10, 10)).astype(np.float32)}
+    np.testing.assert_allclose(Interpreter(one).run(frame)["y"], Interpreter(pair).run(frame)["y"], rtol=1e-6)
+    q1, frames = _quantized(one, bits=16)
+    q2, _ = _quantized(pair, bits=16)
+    assert [op.attrs.get("act") for op in q1.graph.ops if op.kind == "conv2d"] == ["prelu"]
+    for f in frames:
+        np.testing.assert_array_equal(FixedExecutor(q1.graph).run(f)["y"], FixedExecutor(q2.graph).run(f)["y"])
