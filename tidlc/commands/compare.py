@@ -218,8 +218,8 @@ def _local_float(op, v, origin, fixed_env, real, is_fixed_type) -> np.ndarray | 
             src = op.operands[0]
             return np.asarray(real(src, fixed_env[id(src)]), dtype=np.float64)
         ref_op, then = origin.producer, None
-        if ref_op is not None and ref_op.kind == "prelu" and op.attrs.get("act") == "prelu" and \
-                ref_op.kind != op.kind:  # a layer with its prelu fused (ptq): the float layer, then the prelu
+        if ref_op is not None and ref_op.kind in ("prelu", "leaky_relu") and op.attrs.get("act") == ref_op.kind \
+                and ref_op.kind != op.kind:  # a layer with its prelu fused (ptq): the float layer, then the prelu
             ref_op, then = ref_op.operands[0].producer, ref_op
         if ref_op is None or ref_op.kind in ("input", "const") or ref_op.kind != op.kind:
             return None
@@ -233,7 +233,8 @@ def _local_float(op, v, origin, fixed_env, real, is_fixed_type) -> np.ndarray | 
                 args.append(np.asarray(value, dtype=np.float64) if is_fixed_type(fv.type) else value)
         if then is not None:
             pre = evaluate_op(ref_op, args)[0]
-            return np.asarray(evaluate_op(then, [pre, then.operands[1].const_value()])[0], dtype=np.float64)
+            rest = [v.const_value() for v in then.operands[1:]]
+            return np.asarray(evaluate_op(then, [pre] + rest)[0], dtype=np.float64)
         return np.asarray(evaluate_op(ref_op, args)[origin.index], dtype=np.float64)
     except (KeyError, IndexError, TypeError, ValueError, ArithmeticError, TidlcError):
         return None  # an op whose operands do not line up with its reference's: no own SNR

@@ -95,7 +95,7 @@ def run(args, options) -> int:
     print(f"compiled {args.model or args.import_config} {how}: {n_ops} ops, {seconds:.2f} s")
     summary = g.attrs.get("quant.mixed_precision")
     if isinstance(summary, str) and summary:
-        print(f"  mixed precision: {summary}")
+        print(f"  {summary}")  # ("mixed precision: ...")
     for key in ("equalize", "weights"):
         verdict = g.attrs.get(f"quant.{key}")
         if isinstance(verdict, str) and verdict:

@@ -49,7 +49,7 @@ from tidlc.ir.opdef import Trait
 from tidlc.ir.types import numpy_dtype
 
 from .calibrate import progress_bar
-from .ptq import QuantConfig, QuantResult, WeightCache, inherits_scale, quantize_prepared
+from .ptq import FUSED_PRELU, QuantConfig, QuantResult, WeightCache, inherits_scale, quantize_prepared
 
 SNR_CAP_DB = 150.0  # an output without noise counts as this (as benchmarks/quant_quality.py does)
 SENSITIVITY_FRAMES = 4  # at most; fewer when the work cap needs it
@@ -156,7 +156,8 @@ def _candidates(graph: Graph, q8: QuantResult, config: QuantConfig) -> list[_Can
             src = q8.origin.get(id(r))
             if src is not None and r.type.quant is not None and qop.kind != "data_convert":
                 fixed_of[id(src)] = r
-                if qop.attrs.get("act") == "prelu" and src.producer is not None and src.producer.kind == "prelu":
+                if src.producer is not None and src.producer.kind in FUSED_PRELU and \
+                        qop.attrs.get("act") == src.producer.kind:
                     fixed_of[id(src.producer.operands[0])] = r  # the float layer's result, fused with the prelu
     quantized_inputs: dict[int, object] = {}  # float value id -> QuantInfo of its data_convert
     for qop in q8.graph.ops:
@@ -196,7 +197,8 @@ def _candidates(graph: Graph, q8: QuantResult, config: QuantConfig) -> list[_Can
                     weight = (codes / scale).astype(np.asarray(ref_w).dtype)
         in_quant = {k: quantized_inputs[id(v)] for k, v in enumerate(op.operands)
                     if id(v) in quantized_inputs and first_reader.get(id(v)) == i}
-        then = q8.origin[id(fv)].producer if fv.producer.attrs.get("act") == "prelu" else None
+        then = q8.origin[id(fv)].producer  # the float op whose result the fixed-point layer's is
+        then = then if then is not op and then.kind in FUSED_PRELU else None  # a prelu fused into it
         wide = (op.name,) + _wide_closure(then, users) if then is not None else _wide_closure(op, users)
         out.append(_Candidate(op, i, weight, fv.type.quant, in_quant, wide, then))
     return out
@@ -309,7 +311,8 @@ class Sensitivity:
             args[1] = cand.weight
         results = [np.asarray(r) for r in evaluate_op(op, args)]
         if cand.then is not None:  # its fused prelu
-            results = [np.asarray(r) for r in evaluate_op(cand.then, [results[0], cand.then.operands[1].const_value()])]
+            rest = [v.const_value() for v in cand.then.operands[1:]]
+            results = [np.asarray(r) for r in evaluate_op(cand.then, [results[0]] + rest)]
         results[0] = _fake_quant(results[0], cand.out_quant)
         return results
 

@@ -14,8 +14,8 @@ The rules (docs/quantization.md has the full specification):
   the full-range scale ``qmax / hi`` and the weight scale is lowered so the
   shift stays a power of two (TIDL's fixed-range rule); biases are stored
   at the accumulator scale in 32 (8-bit layers) or 64 bits (16-bit layers);
-* a prelu whose input is a conv2d or dense result read by it alone (constant
-  slopes) is fused into that layer as TIDL does (actType 2): one rounding,
+* a prelu (constant slopes) or leaky_relu whose input is a conv2d or dense
+  result read by it alone is fused into that layer as TIDL does (actType 2): one rounding,
   at the full-range scale of the prelu's output, instead of two; the layer
   multiplies its accumulator by ``m`` (``PRELU_MULT_BITS`` bits) where it is
   >= 0 and by ``slope x m`` where it is negative;
@@ -54,6 +54,7 @@ from tidlc.ir.types import QuantInfo, TensorType, numpy_dtype
 
 # constant operands TIDL's kernel for the kind reads as parameters, not tensors to quantize
 KERNEL_PARAMETERS = {"prelu": (1,)}
+FUSED_PRELU = ("prelu", "leaky_relu")  # fused into the MAC layer before them (TIDL actType 2: a slope per channel or one)
 PRELU_MULT_BITS = 16  # a fused prelu's multipliers: the positive side's width (prelu_bits)
 MIN_RANGE = 2.0 ** -16  # a tensor that is always 0 still gets a finite scale
 TABLE_WINDOW_POINTS = (1 << 18) + 1  # samples of a table op's function when finding where it saturates
@@ -451,7 +452,7 @@ class Quantizer:
         prelu = self.fusable_prelu(fop, bits_out)
         mult_bits = None  # a fused prelu's multiplier width (prelu_bits)
         if prelu is not None:
-            slopes = np.asarray(prelu.operands[1].const_value(), np.float64).reshape(-1)
+            slopes = _slopes(prelu)
             mult_bits = prelu_bits(w, _out_channels(fop, w), np.max(sw), x.type.quant, b, bw, acc_w,
                                    float(np.abs(slopes).max()))
             p_lo, p_hi = self.out_range(prelu, bits_out)
@@ -513,14 +514,15 @@ class Quantizer:
                                        bq, fop.operands[2] if has_bias else None))
         attrs_ = fop.attrs
         if prelu is not None:  # the slopes go with the layer; mac_params makes them multipliers
-            attrs_ = dict(fop.attrs, act="prelu", act_params=tuple(float(v) for v in slopes))
+            attrs_ = dict(fop.attrs, act=prelu.kind, act_params=tuple(float(v) for v in slopes))
             self.fused.add(id(prelu))
         q_out = QuantInfo(bits_out, signed, float(out_scale), shift=int(shift))
         op = self.new_op(kind, operands, attrs_, fop)
         self.finish(prelu or fop, op, [q_out])
 
     def fusable_prelu(self, fop: Op, bits: int) -> Op | None:
-        """The prelu TIDL fuses into the conv2d / dense ``fop`` (actType 2), or None: the one reader
+        """The prelu (or leaky_relu: one slope) TIDL fuses into the conv2d / dense ``fop`` (actType 2), or
+        None: the one reader
         of its result (not a graph output), of the same precision, with constant finite slopes, one
         or one per channel of the result (axis 1). Its output range then sets the layer's."""
         if fop.kind not in ("conv2d", "dense") or fop.attrs.get("act", "none") != "none" or len(fop.results) != 1:
@@ -530,9 +532,10 @@ class Quantizer:
         if len(readers) != 1 or any(o is r for o in self.f.outputs):
             return None
         op = readers[0]
-        if op.kind != "prelu" or op.operands[0] is not r or self.layer_bits(op) != bits or not self.supported(op):
+        if op.kind not in FUSED_PRELU or op.operands[0] is not r or self.layer_bits(op) != bits or \
+                not self.supported(op):
             return None
-        slope = np.asarray(op.operands[1].const_value(), np.float64)
+        slope = _slopes(op)
         if r.type.rank is None or r.type.rank < 2 or not np.all(np.isfinite(slope)):
             return None
         return op
@@ -543,6 +546,13 @@ class Quantizer:
         shift = round_bits(max(abs(lo), abs(hi)), s_acc, bits_out - (1 if signed else 0))
         op = self.new_op(fop.kind, operands, fop.attrs, fop)
         self.finish(fop, op, [QuantInfo(bits_out, signed, s_acc / 2.0 ** shift, shift=shift)])
+
+
+def _slopes(op: Op) -> np.ndarray:
+    """The negative-side slopes of a prelu (its constant operand) or leaky_relu (its alpha), float64 1-D."""
+    if op.kind == "leaky_relu":
+        return np.array([float(op.attrs["alpha"])])
+    return np.asarray(op.operands[1].const_value(), np.float64).reshape(-1)
 
 
 def prelu_bits(w: np.ndarray, channels: int, sw: float, xq: QuantInfo, b: np.ndarray | None, bw: int,
