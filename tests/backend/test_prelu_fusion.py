@@ -213,6 +213,7 @@ def test_leaky_relu_is_fused_as_a_prelu_of_one_slope(isa, bits, monkeypatch):
     and closer to float than the conv and its lookup table (measured: 8 bits 29.0 -> 32.4 dB,
     16 bits 78.1 -> 79.0 on this net)."""
     from tidlc.backends.tidl.quantize import ptq
+
     from tidlc.interp import Interpreter
     from tidlc.metrics import SnrAccumulator
     rng = np.random.default_rng(5)

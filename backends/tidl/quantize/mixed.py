@@ -49,7 +49,14 @@ from tidlc.ir.opdef import Trait
 from tidlc.ir.types import numpy_dtype
 
 from .calibrate import progress_bar
-from .ptq import FUSED_PRELU, QuantConfig, QuantResult, WeightCache, inherits_scale, quantize_prepared
+from .ptq import (
+    FUSED_PRELU,
+    QuantConfig,
+    QuantResult,
+    WeightCache,
+    inherits_scale,
+    quantize_prepared,
+)
 
 SNR_CAP_DB = 150.0  # an output without noise counts as this (as benchmarks/quant_quality.py does)
 SENSITIVITY_FRAMES = 4  # at most; fewer when the work cap needs it
