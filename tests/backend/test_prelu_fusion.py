@@ -110,8 +110,15 @@ SLOPES = {"mixed": np.array([0.25, -0.5, 0.0, 1.0, -0.05, 0.7]), "positive": np.
 @pytest.mark.parametrize("bits", (8, 16))
 @pytest.mark.parametrize("dense", (False, True), ids=("conv", "conv+dense"))
 @pytest.mark.parametrize("slopes", SLOPES, ids=str)
-def test_fused_layers_equal_the_specification(isa, bits, dense, slopes):
-    q, frames = _quantized(_prelu_net(dense, SLOPES[slopes]), bits=bits)
+@pytest.mark.parametrize("style", ("np2", "p2"))
+def test_fused_layers_equal_the_specification(isa, bits, dense, slopes, style):
+    q, frames = _quantized(_prelu_net(dense, SLOPES[slopes]), bits=bits, quant_style=style)
+    if style == "p2":  # a power-of-2 shift of the accumulator, as every p2 MAC output: m is a power of 2
+        from tidlc.backends.tidl.fixed.spec_kernels import mac_params
+        for op in q.graph.ops:
+            if op.attrs.get("act") == "prelu":
+                m = int(mac_params(op)["mult"])
+                assert m & (m - 1) == 0, m
     kinds = [op.kind for op in q.graph.ops]
     assert "prelu" not in kinds, kinds  # every prelu fused into the layer before it
     fused = [op for op in q.graph.ops if op.attrs.get("act") == "prelu"]

@@ -15,10 +15,11 @@ The rules (docs/quantization.md has the full specification):
   shift stays a power of two (TIDL's fixed-range rule); biases are stored
   at the accumulator scale in 32 (8-bit layers) or 64 bits (16-bit layers);
 * a prelu (constant slopes) or leaky_relu whose input is a conv2d or dense
-  result read by it alone is fused into that layer as TIDL does (actType 2): one rounding,
-  at the full-range scale of the prelu's output, instead of two; the layer
-  multiplies its accumulator by ``m`` (``PRELU_MULT_BITS`` bits) where it is
-  >= 0 and by ``slope x m`` where it is negative;
+  result read by it alone is fused into that layer as TIDL does (actType 2):
+  one rounding, at the full-range scale of the prelu's output (``p2``: its
+  power-of-2 one), instead of two; the layer multiplies its accumulator by
+  ``m`` (``PRELU_MULT_BITS`` bits) where it is >= 0 and by ``slope x m``
+  where it is negative;
 * eltwise, prelu, table ops and graph inputs get the full-range scale
   ``qmax / max|x|`` of their calibrated range (or of the op's declared
   ``value_range``: sigmoid, tanh, ...); concat takes the coarsest input
@@ -479,9 +480,12 @@ class Quantizer:
                 else:
                     fixed = False
             s_acc = sx * sw
-            if prelu is not None:  # the layer multiplies anyway: its output gets the full-range scale
-                out_scale = full_range_scale(lo, hi, bits_out, signed)
+            if prelu is not None and self.cfg.style == "np2":  # the layer multiplies anyway: the output
+                out_scale = full_range_scale(lo, hi, bits_out, signed)  # gets the full-range scale
                 _, shift = ref.multiplier(out_scale / s_acc, mult_bits)
+            elif prelu is not None:  # p2: a power-of-2 output scale, the multiplier 2**(mult_bits - 1)
+                out_scale = s_acc / 2.0 ** round_bits(max(abs(lo), abs(hi)), s_acc, elem_bits)
+                shift = round_bits(max(abs(lo), abs(hi)), s_acc, elem_bits) + mult_bits - 1
             else:
                 if not fixed:
                     shift = round_bits(max(abs(lo), abs(hi)), sx * sw, elem_bits)
@@ -521,10 +525,10 @@ class Quantizer:
         self.finish(prelu or fop, op, [q_out])
 
     def fusable_prelu(self, fop: Op, bits: int) -> Op | None:
-        """The prelu (or leaky_relu: one slope) TIDL fuses into the conv2d / dense ``fop`` (actType 2), or
-        None: the one reader
-        of its result (not a graph output), of the same precision, with constant finite slopes, one
-        or one per channel of the result (axis 1). Its output range then sets the layer's."""
+        """The prelu (or leaky_relu: one slope) TIDL fuses into the conv2d / dense ``fop`` (actType 2),
+        or None: the one reader of its result (not a graph output), of the same precision, with
+        constant finite slopes, one or one per channel of the result (axis 1). Its output range
+        then sets the layer's."""
         if fop.kind not in ("conv2d", "dense") or fop.attrs.get("act", "none") != "none" or len(fop.results) != 1:
             return None
         r = fop.results[0]
