@@ -3,18 +3,10 @@ numpy specification bit for bit, under every variant this CPU runs (TIDLC_ISA: a
 avx2, c; each test runs once per variant)."""
 import numpy as np
 import pytest
-from tidlc.backends.tidl.fixed import _igemm, fast
+from tidlc.backends.tidl.fixed import fast
 from tidlc.backends.tidl.fixed import reference as ref
 
-
-@pytest.fixture(autouse=True, params=_igemm.ISAS)
-def isa(request):
-    if request.param not in _igemm.supported_isas():
-        pytest.skip(f"this CPU (or build) cannot run the {request.param} variant")
-    before = fast.isa()
-    fast.set_isa(request.param)
-    yield request.param
-    fast.set_isa(before)
+pytestmark = pytest.mark.usefixtures("isa")  # every test once per variant (conftest.py)
 
 
 def out_hw(h, w, k, strides, pads, dil):

@@ -17,17 +17,6 @@ from tidlc.diagnostics import TidlcError
 ISAS = _igemm.ISAS  # every variant; those this CPU cannot run are skipped
 
 
-@pytest.fixture(params=ISAS)
-def isa(request):
-    name = request.param
-    if name not in _igemm.supported_isas():
-        pytest.skip(f"this CPU (or build) cannot run the {name} variant")
-    before = fast.isa()
-    fast.set_isa(name)
-    yield name
-    fast.set_isa(before)
-
-
 def test_unavailable_isa_is_a_clear_error(monkeypatch):
     missing = [n for n in _igemm.ISAS if n not in _igemm.supported_isas()]
     with pytest.raises(TidlcError, match="not available on this CPU"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tidlc.backends.tidl.fixed import FixedExecutor, _igemm, fast
+from tidlc.backends.tidl.fixed import FixedExecutor
 from tidlc.backends.tidl.fixed import reference as ref
 from tidlc.backends.tidl.fixed.spec_kernels import prelu_sides
 
@@ -18,17 +18,6 @@ from tidlc.ir.builder import Builder
 from tidlc.ir.types import TensorType
 
 MTCNN = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "caffe" / "mtcnn"
-
-
-@pytest.fixture(params=_igemm.ISAS)
-def isa(request):
-    name = request.param
-    if name not in _igemm.supported_isas():
-        pytest.skip(f"this CPU (or build) cannot run the {name} variant")
-    before = fast.isa()
-    fast.set_isa(name)
-    yield name
-    fast.set_isa(before)
 
 
 @pytest.mark.parametrize("seed", range(4))
