@@ -240,8 +240,9 @@ def _fuse_prelu(rw: Rewriter, op) -> bool:
     r = prod.results[0]
     if len(prod.results) != 1 or rw.single_user(r) is not op or r.type.dtype != "f32" or r.type.shape is None \
             or len(r.type.shape) < 2 or slope.ndim > 1 or slope.size not in (1, r.type.shape[1]) \
-            or not np.all(np.isfinite(slope)):
-        return False
+            or not np.all(np.isfinite(slope)) \
+            or (slope.size > 1 and prod.kind == "dense" and len(r.type.shape) != 2):  # slopes on axis 1, not the
+        return False  # dense layer's channels (the last axis): TIDL's fused form does not apply
     rw.update_attrs(prod, act="prelu", act_params=tuple(float(v) for v in slope.reshape(-1)))
     rw.replace_op(op, r)
     return True

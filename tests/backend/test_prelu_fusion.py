@@ -240,3 +240,39 @@ def test_leaky_relu_is_fused_as_a_prelu_of_one_slope(isa, bits, monkeypatch):
     pair, _ = _quantized(b.graph, bits=bits)
     assert [op.kind for op in pair.graph.ops].count("leaky_relu") == 2
     assert snr(q, frames) > snr(pair, frames)
+
+
+def test_a_dense_layer_of_rank_3_keeps_its_prelu():
+    """dense over the last axis of (N, T, K): the prelu's per-channel slopes run along axis 1 (T), not
+    along the layer's channels (the last axis), so the pair is not fused; it still equals the
+    specification and stays close to float."""
+    from tidlc.interp import Interpreter
+    from tidlc.metrics import SnrAccumulator
+    from tidlc.passes.manager import PassManager
+    from tidlc.plugins.fuse import FuseActivation
+
+    def net():
+        rng = np.random.default_rng(7)
+        b = Builder()
+        x = b.input("x", TensorType((1, 4, 8)))
+        y = b.op("dense", [x, b.const(rng.normal(0, 0.4, (6, 8)).astype(np.float32))], "fc")
+        y = b.op("prelu", [y, b.const(np.array([0.1, -0.2, 0.3, 0.0], np.float32))], "prelu")
+        b.output(y, "y")
+        return b
+    fused = net().graph
+    PassManager.from_string({"fuse-activation": FuseActivation}, "fuse-activation").run(fused)
+    assert [op.kind for op in fused.ops].count("prelu") == 1  # -O2's fuse-activation leaves it too
+    b, rng = net(), np.random.default_rng(8)
+    from tidlc.backends.tidl.quantize.api import quantize_graph
+    from tidlc.config import CompileOptions
+    frames = [{"x": rng.normal(0, 1, (1, 4, 8)).astype(np.float32)} for _ in range(4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = quantize_graph(b.graph, CompileOptions.of(emit="none", bits=16), frames=frames)
+    assert [op.kind for op in q.graph.ops].count("prelu") == 1
+    acc = SnrAccumulator()
+    for f in frames:
+        want, got = _trace(q.graph, f, "numpy"), _trace(q.graph, f, "auto")
+        assert all(np.array_equal(a, c) for (_, a), (_, c) in zip(want, got))
+        acc.add(Interpreter(b.graph).run(f)["y"], FixedExecutor(q.graph).run(f)["y"])
+    assert acc.db > 70.0, acc.db

@@ -542,6 +542,8 @@ class Quantizer:
         slope = _slopes(op)
         if r.type.rank is None or r.type.rank < 2 or not np.all(np.isfinite(slope)):
             return None
+        if slope.size > 1 and fop.kind == "dense" and r.type.rank != 2:
+            return None  # the slopes run along axis 1, the layer's channels along the last axis
         return op
 
     def _finish_mac(self, fop, operands, s_acc, _b, bits_out) -> None:
