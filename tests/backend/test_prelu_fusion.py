@@ -246,10 +246,11 @@ def test_a_dense_layer_of_rank_3_keeps_its_prelu():
     """dense over the last axis of (N, T, K): the prelu's per-channel slopes run along axis 1 (T), not
     along the layer's channels (the last axis), so the pair is not fused; it still equals the
     specification and stays close to float."""
+    from tidlc.plugins.fuse import FuseActivation
+
     from tidlc.interp import Interpreter
     from tidlc.metrics import SnrAccumulator
     from tidlc.passes.manager import PassManager
-    from tidlc.plugins.fuse import FuseActivation
 
     def net():
         rng = np.random.default_rng(7)
@@ -264,6 +265,7 @@ def test_a_dense_layer_of_rank_3_keeps_its_prelu():
     assert [op.kind for op in fused.ops].count("prelu") == 1  # -O2's fuse-activation leaves it too
     b, rng = net(), np.random.default_rng(8)
     from tidlc.backends.tidl.quantize.api import quantize_graph
+
     from tidlc.config import CompileOptions
     frames = [{"x": rng.normal(0, 1, (1, 4, 8)).astype(np.float32)} for _ in range(4)]
     with warnings.catch_warnings():

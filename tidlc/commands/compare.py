@@ -218,8 +218,8 @@ def _local_float(op, v, origin, fixed_env, real, is_fixed_type) -> np.ndarray | 
             src = op.operands[0]
             return np.asarray(real(src, fixed_env[id(src)]), dtype=np.float64)
         ref_op, then = origin.producer, None
-        if ref_op is not None and ref_op.kind in ("prelu", "leaky_relu") and op.attrs.get("act") == ref_op.kind \
-                and ref_op.kind != op.kind:  # a layer with its prelu fused (ptq): the float layer, then the prelu
+        if ref_op is not None and ref_op.kind != op.kind and op.attrs.get("act") == ref_op.kind:
+            # a layer that computes its reader too (ptq fuses a prelu or leaky_relu): the float layer, then it
             ref_op, then = ref_op.operands[0].producer, ref_op
         if ref_op is None or ref_op.kind in ("input", "const") or ref_op.kind != op.kind:
             return None

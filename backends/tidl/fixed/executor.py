@@ -29,6 +29,7 @@ from tidlc.ir.types import numpy_dtype
 from .dispatch import Kernel, KernelContext, KernelTable, build_kernel, is_fixed
 from .spec_kernels import (  # noqa: F401  (the parameters of the kernels, for the backend and the quantizer)
     CLAMP_ACTS,
+    FUSED_PRELU,
     MAC_OPS,
     SPEC,
     _quant,

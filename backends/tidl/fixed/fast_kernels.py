@@ -35,6 +35,7 @@ from .spec_kernels import (
     avg_pool_counts,
     avg_shift,
     eltwise_params,
+    mac_axis,
     mac_params,
     mac_stage,
     moved,
@@ -77,7 +78,7 @@ def _prelu_sides(builder):
         pos, neg = builder(op, ctx, pos_p), builder(op, ctx, neg_p)
         if pos is None or neg is None:
             return None
-        hi, axis = p["hi"], 1
+        hi, axis = p["hi"], mac_axis(op)
         sign = None if flip is None else np.where(flip, -1, 1).astype(np.int32)
 
         def run(args):

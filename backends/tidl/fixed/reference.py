@@ -151,12 +151,22 @@ def mac_output(acc: np.ndarray, acc_width: int, mult, shift, lo: int, hi: int, a
     4. saturate to ``[lo, hi]``: the output type's range intersected with the fused
        activation's range (ReLU: lo = 0; ReLU6/clip: their bounds times the output scale).
     """
-    amin, amax = -(1 << (acc_width - 1)), (1 << (acc_width - 1)) - 1
-    if acc_width < 64:
-        acc = np.clip(acc, amin, amax)
+    acc = saturate_acc(acc, acc_width)
     if not (np.ndim(mult) == 0 and int(mult) == 1):
-        acc = acc * (channel_view(mult, acc.ndim, axis) if np.ndim(mult) else int(mult))
+        acc = acc * _per_channel(mult, acc.ndim, axis)
     return np.clip(round_shift(acc, shift), lo, hi)
+
+
+def saturate_acc(acc: np.ndarray, acc_width: int) -> np.ndarray:
+    """The exact sums saturated to an ``acc_width``-bit accumulator (64 bits: as they are)."""
+    if acc_width >= 64:
+        return acc
+    return np.clip(acc, -(1 << (acc_width - 1)), (1 << (acc_width - 1)) - 1)
+
+
+def _per_channel(m, ndim: int, axis: int):
+    """A multiplier per channel (shaped along ``axis``) or one (a Python int)."""
+    return channel_view(np.asarray(m, np.int64).reshape(-1), ndim, axis) if np.ndim(m) else int(m)
 
 
 def mac_output_prelu(acc: np.ndarray, acc_width: int, m_pos, m_neg, shift, lo: int, hi: int,
@@ -166,17 +176,10 @@ def mac_output_prelu(acc: np.ndarray, acc_width: int, m_pos, m_neg, shift, lo: i
     or one); where it is negative, by the magnitude of the channel's ``m_neg`` (``slope x m_pos``,
     rounded half away from zero), and after the rounding shift the slope's sign is applied (a
     negative slope's rounding mirrors a positive one's)."""
-    amin, amax = -(1 << (acc_width - 1)), (1 << (acc_width - 1)) - 1
-    acc = np.asarray(acc, dtype=np.int64)
-    if acc_width < 64:
-        acc = np.clip(acc, amin, amax)
-
-    def view(m):
-        return channel_view(np.asarray(m, np.int64).reshape(-1), acc.ndim, axis) if np.ndim(m) else int(m)
-    neg = view(np.abs(m_neg))
-    out = round_shift(acc * np.where(acc >= 0, view(m_pos), neg), shift)
-    flip = (acc < 0) & (view(m_neg) < 0)
-    return np.clip(np.where(flip, -out, out), lo, hi)
+    acc = saturate_acc(np.asarray(acc, dtype=np.int64), acc_width)
+    neg = _per_channel(m_neg, acc.ndim, axis)
+    out = round_shift(acc * np.where(acc >= 0, _per_channel(m_pos, acc.ndim, axis), np.abs(neg)), shift)
+    return np.clip(np.where((acc < 0) & (neg < 0), -out, out), lo, hi)
 
 
 # ----------------------------------------------------------------------------- pooling

@@ -26,6 +26,9 @@ MAC_OPS = frozenset({"conv2d", "deconv2d", "dense", "scale", "matmul"})
 ELTWISE_OPS = ("add", "sub", "mul", "max", "min")
 # fused activations the MAC and eltwise kernels apply as their output clamp (act_bounds)
 CLAMP_ACTS = ("none", "relu", "relu6", "clip")
+# fused activations a conv2d / dense output stage computes with a multiplier per sign (mac_params' m_neg):
+# TIDL's actType 2, a slope per channel (prelu) or one (leaky_relu)
+FUSED_PRELU = ("prelu", "leaky_relu")
 
 
 def _quant(value) -> QuantInfo:
@@ -59,7 +62,7 @@ def act_bounds(op: Op, out: QuantInfo) -> tuple[int, int]:
             lo = max(lo, ref.round_half_away_int(a * s))
         if np.isfinite(b):
             hi = min(hi, ref.round_half_away_int(b * s))
-    elif act not in ("none", "prelu", "leaky_relu"):  # (prelu, leaky_relu: their multipliers, mac_params)
+    elif act != "none" and act not in FUSED_PRELU:  # (FUSED_PRELU: their multipliers, mac_params)
         raise TidlcError(f"fused activation {act} has no fixed-point form", op.where(),
                          hint="the quantize pass splits it into its own op")
     return lo, hi
@@ -93,7 +96,7 @@ def mac_params(op: Op) -> dict:
     bits = max(xq.bits, wq.bits)
     lo, hi = act_bounds(op, out)
     p = {"s_acc": s_acc, "mult": mult, "shift": shift, "acc_width": ref.acc_bits(bits), "lo": lo, "hi": hi}
-    if op.attrs.get("act") in ("prelu", "leaky_relu"):  # the negative side's multipliers: slope x the positive's
+    if op.attrs.get("act") in FUSED_PRELU:  # the negative side's multipliers: slope x the positive side's
         slope = np.asarray(op.attrs["act_params"], np.float64)
         m_neg = ref.round_half_away(slope * out.scale[0] * 2.0 ** shift / s_acc).astype(np.int64)
         p["m_neg"] = int(m_neg.reshape(-1)[0]) if m_neg.size == 1 else m_neg

@@ -40,7 +40,7 @@ import attrs
 import numpy as np
 from tidlc.backends.tidl.fixed import reference as ref
 from tidlc.backends.tidl.fixed.dispatch import is_fixed
-from tidlc.backends.tidl.fixed.executor import FixedExecutor
+from tidlc.backends.tidl.fixed.executor import FUSED_PRELU, FixedExecutor
 
 from tidlc.diagnostics import TidlcError
 from tidlc.interp import Interpreter, evaluate_op, output_names
@@ -49,14 +49,7 @@ from tidlc.ir.opdef import Trait
 from tidlc.ir.types import numpy_dtype
 
 from .calibrate import progress_bar
-from .ptq import (
-    FUSED_PRELU,
-    QuantConfig,
-    QuantResult,
-    WeightCache,
-    inherits_scale,
-    quantize_prepared,
-)
+from .ptq import QuantConfig, QuantResult, WeightCache, inherits_scale, quantize_prepared
 
 SNR_CAP_DB = 150.0  # an output without noise counts as this (as benchmarks/quant_quality.py does)
 SENSITIVITY_FRAMES = 4  # at most; fewer when the work cap needs it

@@ -45,7 +45,7 @@ from collections.abc import Callable
 import attrs
 import numpy as np
 from tidlc.backends.tidl.fixed import reference as ref
-from tidlc.backends.tidl.fixed.executor import CLAMP_ACTS, has_integer_kernel
+from tidlc.backends.tidl.fixed.executor import CLAMP_ACTS, FUSED_PRELU, has_integer_kernel
 
 from tidlc.diagnostics import TidlcError
 from tidlc.ir.builder import infer_types
@@ -55,7 +55,6 @@ from tidlc.ir.types import QuantInfo, TensorType, numpy_dtype
 
 # constant operands TIDL's kernel for the kind reads as parameters, not tensors to quantize
 KERNEL_PARAMETERS = {"prelu": (1,)}
-FUSED_PRELU = ("prelu", "leaky_relu")  # fused into the MAC layer before them (TIDL actType 2: a slope per channel or one)
 PRELU_MULT_BITS = 16  # a fused prelu's multipliers: the positive side's width (prelu_bits)
 MIN_RANGE = 2.0 ** -16  # a tensor that is always 0 still gets a finite scale
 TABLE_WINDOW_POINTS = (1 << 18) + 1  # samples of a table op's function when finding where it saturates
@@ -483,13 +482,12 @@ class Quantizer:
             if prelu is not None and self.cfg.style == "np2":  # the layer multiplies anyway: the output
                 out_scale = full_range_scale(lo, hi, bits_out, signed)  # gets the full-range scale
                 _, shift = ref.multiplier(out_scale / s_acc, mult_bits)
-            elif prelu is not None:  # p2: a power-of-2 output scale, the multiplier 2**(mult_bits - 1)
-                out_scale = s_acc / 2.0 ** round_bits(max(abs(lo), abs(hi)), s_acc, elem_bits)
-                shift = round_bits(max(abs(lo), abs(hi)), s_acc, elem_bits) + mult_bits - 1
             else:
                 if not fixed:
-                    shift = round_bits(max(abs(lo), abs(hi)), sx * sw, elem_bits)
+                    shift = round_bits(max(abs(lo), abs(hi)), s_acc, elem_bits)
                 out_scale = s_acc / 2.0 ** shift
+                if prelu is not None:  # p2: that power-of-2 output scale, the multiplier 2**(mult_bits - 1)
+                    shift += mult_bits - 1
             wq = QuantInfo(bw, True, sw)
         else:
             sw = np.asarray(sw, dtype=np.float64)
