@@ -195,10 +195,11 @@ def keep_better_equalized(graph: Graph, options: Any, equalized: Quantized, undo
     frames = list(frames) if frames is not None else None
     undo.restore(graph)
     plain = quantize_graph(graph, options, frames=frames, warn_synthetic=False)
-    check = frames[:CHECK_FRAMES] if frames is not None else check_frames(plain, CHECK_FRAMES)
+    redo = plain.settings.bits > 8 and undo.redo is not None
+    real = frames if frames is not None else _real_frames(plain) if redo else None  # (read once, for both)
+    check = real[:CHECK_FRAMES] if real else check_frames(plain, CHECK_FRAMES)
     scored = [("weights", variant_snr(equalized, plain.reference, check), equalized)]
-    real = frames if frames is not None else _real_frames(plain)
-    if plain.settings.bits > 8 and real and undo.redo is not None:
+    if redo and real:
         for beta in ACTIVATION_WEIGHTS:
             again = undo.redo(graph, real, beta)
             if again is None:
