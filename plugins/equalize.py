@@ -341,26 +341,59 @@ def observed_ranges(graph, ops, frames) -> dict[int, tuple[np.ndarray, np.ndarra
     return {k: (v[0], v[1]) for k, v in seen.items()}
 
 
+def per_channel_scales(first, second, r1: np.ndarray, r2: np.ndarray, act: np.ndarray) -> np.ndarray:
+    """The scales of a pair with a depthwise layer whose weights have one scale per channel (its
+    weight ranges cost nothing, so they are left out of the balance), from ``first``'s weight
+    ranges ``r1``, ``second``'s input-channel ranges ``r2`` and ``first``'s observed output ranges
+    ``act``:
+
+    * depthwise ``second``: ``first``'s channels grow until their weight row or their output
+      reaches the widest one's, ``s = max(r1 / max r1, act / max act)``; neither per-tensor range
+      widens, and the narrow channels get finer steps in both;
+    * depthwise ``first`` (a regular ``second``): its outputs against ``second``'s input channels,
+      ``s = sqrt(act / r2)``: the paper's balance with the activation ranges in place of the
+      depthwise weights' (both grids are per tensor);
+    * both depthwise: the outputs grow to the widest, ``s = act / max act``."""
+    s = np.ones_like(r1)
+    a = np.asarray(act, np.float64)
+    if _is_depthwise(second):
+        ok = (r1 > 0) & (a > 0)
+        weights = r1 / r1[ok].max() if not _is_depthwise(first) and ok.any() else np.zeros_like(r1)
+        if ok.any():
+            s[ok] = np.maximum(weights[ok], a[ok] / a[ok].max())
+    else:
+        ok = (a > 0) & (r2 > 0)
+        s[ok] = np.sqrt(a[ok] / r2[ok])
+    return s
+
+
 def equalize_pair(rw: Rewriter, first, second, max_step: float = 1e-3,
                   limits: np.ndarray | None = None, act: np.ndarray | None = None,
-                  beta: float = 0.0) -> np.ndarray | None:
+                  beta: float = 0.0, per_channel: bool = False) -> np.ndarray | None:
     """Equalize one pair in place (new constants); the scales applied (``first``'s output channel
     ``i`` divided by ``s[i]``), or None if none moved by more than ``max_step``. ``limits`` (per
     channel, for a clipped ``first``): the scale is raised to at least ``limits[i]``, and a channel
     with an infinite limit keeps 1. ``act`` (per channel, ``first``'s observed output range) with
     ``beta`` in (0, 1]: the ranges divided by ``s`` are ``r1^(1-beta) * a^beta`` (``a`` in units of
-    ``r1``: scaled by ``max r1 / max a``) instead of ``first``'s weight ranges ``r1`` alone."""
+    ``r1``: scaled by ``max r1 / max a``) instead of ``first``'s weight ranges ``r1`` alone.
+    ``per_channel`` (depthwise weights quantized per channel) with ``act``: a pair with a
+    depthwise layer gets :func:`per_channel_scales` instead."""
     w1, w2 = _weights(first), _weights(second)
     r1, r2 = _out_ranges(w1).astype(np.float64), _in_ranges(second, w2).astype(np.float64)
     if r1.shape != r2.shape:
         return None
     ok = (r1 > 0) & (r2 > 0)
-    if beta > 0.0 and act is not None and act.shape == r1.shape and act.max() > 0:
-        a = act * (r1.max() / act.max())
-        ok &= a > 0
-        r1 = np.where(ok, r1 ** (1.0 - beta) * np.maximum(a, 1e-300) ** beta, r1)
-    s = np.ones_like(r1)
-    s[ok] = np.sqrt(r1[ok] / r2[ok])
+    aware = per_channel and act is not None and act.shape == r1.shape and act.max() > 0 and \
+        (_is_depthwise(first) or _is_depthwise(second))
+    if aware:
+        s = per_channel_scales(first, second, r1, r2, act)
+    else:
+        if beta > 0.0 and act is not None and act.shape == r1.shape and act.max() > 0:
+            a = act * (r1.max() / act.max())
+            ok &= a > 0
+            r1 = np.where(ok, r1 ** (1.0 - beta) * np.maximum(a, 1e-300) ** beta, r1)
+        s = np.ones_like(r1)
+        s[ok] = np.sqrt(r1[ok] / r2[ok])
     if limits is not None:
         fixed = np.isinf(limits)
         if fixed.any():
@@ -411,6 +444,10 @@ class Equalize(Pass):
     # the weight of the first layer's observed output ranges (calibration frames) against its weight
     # ranges in the balance, 0..1: 0 is the paper's weights-only equalization
     activations: float = 0.0
+    # pairs with a depthwise layer: per-tensor (its weight ranges in the balance), per-channel (its
+    # weights get a scale per channel, --per-channel-depthwise: their ranges left out, the observed
+    # output ranges balanced instead; needs --calib), auto: per-channel with --per-channel-depthwise
+    depthwise: str = "auto"
 
     def _input_range(self, ctx) -> tuple[float, float] | None:
         if self.input_range == "none":
@@ -438,6 +475,9 @@ class Equalize(Pass):
                              code="option")
         if self.check not in ("on", "off"):
             raise TidlcError(f"equalize: check={self.check!r}", hint="check=on (default) or check=off", code="option")
+        if self.depthwise not in ("auto", "per-tensor", "per-channel"):
+            raise TidlcError(f"equalize: depthwise={self.depthwise!r}",
+                             hint="depthwise=auto (default), per-tensor or per-channel", code="option")
         if not 0.0 <= self.activations <= 1.0:
             raise TidlcError(f"equalize: activations={self.activations}",
                              hint="a weight between 0 (weight ranges only, the default) and 1", code="option")
@@ -448,6 +488,10 @@ class Equalize(Pass):
         if self.relu6 == "calib" and calib is None:
             raise TidlcError("equalize{relu6=calib} needs calibration data",
                              hint="give --calib DATA, or use relu6=bound", code="option")
+        if self.depthwise == "per-channel" and calib is None:
+            raise TidlcError("equalize{depthwise=per-channel} needs calibration data",
+                             hint="give --calib DATA (its output ranges are balanced), or use depthwise=auto",
+                             code="option")
         if self.relu6 == "auto":
             return "calib" if calib is not None else "bound"
         return self.relu6
@@ -459,26 +503,37 @@ class Equalize(Pass):
         limit = min(self.frames, options.quant.calib_frames or self.frames)
         return FrameSource(options.quant.calib, input_specs(graph), Preprocess.from_options(options.preprocess), limit)
 
+    def _per_channel(self, ctx) -> bool:
+        """Whether the depthwise weights get a scale per channel (and calibration frames show the
+        activation ranges the balance then uses)."""
+        if _calib_path(ctx) is None or self.depthwise == "per-tensor":
+            return False
+        return self.depthwise == "per-channel" or bool(getattr(ctx.options.quant, "per_channel_depthwise", False))
+
     def run(self, ctx, graph) -> bool:
         mode = self._check(ctx)
         input_range = self._input_range(ctx)
         beta = self.activations if _calib_path(ctx) is not None else 0.0
-        frames = self._frames(ctx, graph) if mode == "calib" or beta > 0 else None
-        undo = self.apply(graph, mode, input_range, frames, beta)
+        per_channel = self._per_channel(ctx)
+        frames = self._frames(ctx, graph) if mode == "calib" or beta > 0 or per_channel else None
+        undo = self.apply(graph, mode, input_range, frames, beta, per_channel)
         if undo is not None and self.check == "on" and ctx is not None and hasattr(ctx, "stash"):
             ctx.stash["equalize"] = undo
         return undo is not None
 
-    def apply(self, graph, mode: str, input_range, frames=None, beta: float = 0.0) -> Undo | None:
+    def apply(self, graph, mode: str, input_range, frames=None, beta: float = 0.0,
+              per_channel: bool = False) -> Undo | None:
         """Equalize ``graph`` in place; the record that undoes it (and redoes it with another
         ``beta``), or None if no scale moved. ``mode``: the relu6 mode (skip, bound or calib);
-        ``frames``: calibration frames, for the observed ranges that relu6=calib and ``beta > 0``
-        use (``beta``: the weight of the activation ranges, the option ``activations``)."""
+        ``frames``: calibration frames, for the observed ranges that relu6=calib, ``beta > 0``
+        and ``per_channel`` use (``beta``: the weight of the activation ranges, the option
+        ``activations``; ``per_channel``: the depthwise weights get a scale per channel, the
+        option ``depthwise``)."""
         seen: dict = {}
         if frames is not None:
             rw = Rewriter(graph)
             ops = [op for op in graph.ops
-                   if (beta > 0 or clip_range(op) is not None) and _pair(rw, op, self.scope, True)]
+                   if (beta > 0 or per_channel or clip_range(op) is not None) and _pair(rw, op, self.scope, True)]
             seen = observed_ranges(graph, ops, frames) if ops else {}
         before = {id(op): (op, list(op.operands)) for op in graph.ops if op.kind in ("conv2d", "dense")}
         changed_any = False
@@ -502,7 +557,7 @@ class Equalize(Pass):
                 act = None
                 if id(op) in seen:
                     act = np.maximum(np.abs(seen[id(op)][0]), np.abs(seen[id(op)][1]))
-                scales = equalize_pair(rw, *pair, limits=limits, act=act, beta=beta)
+                scales = equalize_pair(rw, *pair, limits=limits, act=act, beta=beta, per_channel=per_channel)
                 if scales is None:
                     continue
                 moved = True
@@ -517,9 +572,9 @@ class Equalize(Pass):
         if not changed_any:
             return None
 
-        def redo(graph, frames, beta: float) -> Undo | None:
-            frames = list(frames)[:self.frames] if mode == "calib" or beta > 0 else None
-            return self.apply(graph, mode, input_range, frames, beta)
+        def redo(graph, frames, beta: float, per_channel: bool = False) -> Undo | None:
+            frames = list(frames)[:self.frames] if mode == "calib" or beta > 0 or per_channel else None
+            return self.apply(graph, mode, input_range, frames, beta, per_channel)
         return Undo.of(graph, before, redo)
 
 
@@ -529,8 +584,9 @@ class Undo:
     and the equalized constants, to put back in turn (:meth:`reapply`)."""
 
     items: list[tuple]
-    # redo(graph, frames, beta) -> Undo | None: the same pass again on the restored graph, with the
-    # activation weight ``beta`` and ranges observed on ``frames`` (-O3's 16-bit check)
+    # redo(graph, frames, beta, per_channel=False) -> Undo | None: the same pass again on the restored
+    # graph, with the activation weight ``beta``, per-channel depthwise scales or not, and ranges
+    # observed on ``frames`` (-O3's check)
     redo: Callable | None = None
     equalized: list[tuple] = attrs.Factory(list)  # (layer, operand index, equalized constant, name)
 

@@ -232,7 +232,7 @@ def import_config_text(model: str, options: CompileOptions, trial: Trial, outdir
               f"quantizationStyle = {2 if q.quant_style == 'np2' else 3}",
               f"calibrationOption = {(1 if q.calib_method == 'histogram' else 0) | (8 if per_channel else 0)}"]
     if per_channel and not q.per_channel_depthwise:
-        lines.insert(2, "# -O3's weights check chose per-channel depthwise scales: calibrationOption bit 8")
+        lines.insert(2, "# -O3's checks chose per-channel depthwise scales: calibrationOption bit 8")
     if q.calib_method not in ("histogram", "minmax"):
         lines.insert(2, f"# --calib-method {q.calib_method} has no TIDL key: the command line keeps it")
     if q.calib:

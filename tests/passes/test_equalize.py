@@ -216,7 +216,7 @@ def test_bad_options(tmp_path, registry):
     from tidlc.passes.manager import PassManager
     graph = _graph(_relu6_chain(tmp_path), 2)
     for text in ("equalize{relu6=maybe}", "equalize{input-range=3:1}", "equalize{headroom=0.5}",
-                 "equalize{activations=2}"):
+                 "equalize{activations=2}", "equalize{depthwise=both}", "equalize{depthwise=per-channel}"):
         with pytest.raises(TidlcError):
             PassManager.from_string(registry, text).run(graph)
 
@@ -428,3 +428,104 @@ def test_backend_quantize_of_the_float_graph_runs_compiles_checks(unbalanced, tm
         np.testing.assert_array_equal(next(op for op in q.graph.ops if op.name == "dw").operands[1].const_value(),
                                       want)
     assert float_stash(_graph(unbalanced, 3)) == {}
+
+
+# ----------------------------------------------------------------------------- per-channel depthwise
+def _observed(graph, name, frames) -> np.ndarray:
+    from tidlc.plugins.equalize import observed_ranges
+    op = next(op for op in graph.ops if op.name == name)
+    low, up = observed_ranges(graph, [op], [{"x": f[None]} for f in frames])[id(op)]
+    return np.maximum(np.abs(low), np.abs(up))
+
+
+def test_per_channel_scales_rules():
+    """The three cases of per_channel_scales on hand-made ranges: a depthwise second grows the
+    first's narrow channels to the wider of their weight row and output (both maxima stay); a
+    depthwise first balances its outputs against the second's input ranges; two depthwise
+    layers grow the outputs alone. A channel with no weights or no output keeps 1."""
+    from types import SimpleNamespace as NS
+
+    from tidlc.plugins.equalize import per_channel_scales
+    def layer(groups, shape):
+        return NS(kind="conv2d", attrs={"groups": groups}, operands=[None, NS(type=NS(shape=shape))])
+    conv, dw = layer(1, (4, 4, 3, 3)), layer(4, (4, 1, 3, 3))
+    r1, r2, act = np.array([4.0, 1.0, 2.0, 0.0]), np.array([1.0, 4.0, 2.0, 1.0]), np.array([1.0, 2.0, 0.5, 3.0])
+    np.testing.assert_allclose(per_channel_scales(conv, dw, r1, r2, act), [1.0, 1.0, 0.5, 1.0])
+    np.testing.assert_allclose(per_channel_scales(dw, conv, r1, r2, act), [1.0, np.sqrt(0.5), 0.5, np.sqrt(3)])
+    np.testing.assert_allclose(per_channel_scales(dw, dw, r1, r2, act), [0.5, 1.0, 0.25, 1.0])
+
+
+def test_depthwise_per_channel_balance(unbalanced, tmp_path, registry):
+    """equalize{depthwise=per-channel}: float outputs stay; the conv's channels feeding the
+    depthwise layer grow (finer per-tensor steps) without widening its weight or output maxima;
+    the depthwise layer's outputs are balanced against the pointwise layer's inputs."""
+    from tidlc.passes.base import PassContext
+    from tidlc.passes.manager import PassManager
+    calib = _calib_npz(tmp_path, count=6)
+    frames = np.load(calib)["x"][:, 0]
+    o2 = _graph(unbalanced, 2)
+    graph = _graph(unbalanced, 2)
+    PassManager.from_string(registry, "equalize{depthwise=per-channel}").run(
+        graph, PassContext(options=CompileOptions.of(calib=calib)))
+    x = frames[:1]
+    ref, got = run_graph(o2, {"x": x})["y"], run_graph(graph, {"x": x})["y"]
+    assert np.max(np.abs(got - ref)) <= 1e-5 * np.max(np.abs(ref))
+    (_, w_before), (_, w_after) = _weight(o2, "c1"), _weight(graph, "c1")
+    r_before, r_after = _out_ranges(w_before), _out_ranges(w_after)
+    assert r_after.max() <= r_before.max() * (1 + 1e-6)
+    assert np.all(r_after >= r_before * (1 - 1e-6)) and np.any(r_after > 1.5 * r_before)
+    a_before, a_after = _observed(o2, "c1", frames), _observed(graph, "c1", frames)
+    assert a_after.max() <= a_before.max() * (1 + 1e-5)
+    assert np.median(a_after / a_after.max()) > np.median(a_before / a_before.max())
+    # the pointwise pair: the depthwise outputs against the pointwise input ranges, sqrt(act / r2)
+    act = _observed(graph, "dw", frames)
+    _, w3 = _weight(graph, "pw")
+    pw = next(op for op in graph.ops if op.name == "pw")
+    balance = act / _in_ranges(pw, w3)
+    assert balance.max() / balance.min() < 3, balance
+
+
+def test_depthwise_auto_follows_per_channel_weights(unbalanced, tmp_path, registry):
+    """depthwise=auto is per-channel with --per-channel-depthwise and --calib, per-tensor otherwise."""
+    from tidlc.passes.base import PassContext
+    from tidlc.passes.manager import PassManager
+    calib = _calib_npz(tmp_path, count=6)
+    results = {}
+    for text, options in (("auto", CompileOptions.of(calib=calib, per_channel_depthwise=True)),
+                          ("per-channel", CompileOptions.of(calib=calib)),
+                          ("auto", CompileOptions.of(calib=calib)),
+                          ("per-tensor", CompileOptions.of(calib=calib, per_channel_depthwise=True))):
+        graph = _graph(unbalanced, 2)
+        PassManager.from_string(registry, f"equalize{{depthwise={text}}}").run(graph, PassContext(options=options))
+        results.setdefault(text, []).append(_weight(graph, "dw")[1])
+    np.testing.assert_array_equal(results["auto"][0], results["per-channel"][0])
+    np.testing.assert_array_equal(results["auto"][1], results["per-tensor"][0])
+    assert not np.array_equal(results["auto"][0], results["auto"][1])
+
+
+def test_O3_16bit_check_tries_per_channel_depthwise(unbalanced, tmp_path, monkeypatch):
+    """At 16 bits -O3's check also tries per-channel depthwise scales with the balance that suits
+    them; when that version wins (forced here) the compiled graph has per-channel depthwise
+    weights and says so, and the verdict names it."""
+    from tidlc.backends.tidl.quantize import api
+
+    from tidlc.compiler import compile_model
+    real = api.variant_snr
+    labels = []
+
+    def forced(q, reference, frames):
+        real(q, reference, frames)
+        labels.append(q.settings.per_channel_depthwise)
+        return 60.0 if q.settings.per_channel_depthwise and len(labels) <= 4 else 40.0
+
+    monkeypatch.setattr(api, "variant_snr", forced)
+    options = CompileOptions.of(opt_level=3, emit="none", quantize=True, bits=16, calib=_calib_npz(tmp_path))
+    graph = compile_model(unbalanced, options).graph
+    verdict = graph.attrs["quant.equalize"]
+    assert "(depthwise=per-channel)" in verdict and verdict.startswith("kept (equalize{depthwise=per-channel})"), \
+        verdict
+    assert graph.attrs.get("quant.per_channel_depthwise") is True
+    # unforced, at 8 bits the variant is not tried
+    monkeypatch.setattr(api, "variant_snr", real)
+    options = CompileOptions.of(opt_level=3, emit="none", quantize=True, bits=8, calib=_calib_npz(tmp_path))
+    assert "per-channel" not in compile_model(unbalanced, options).graph.attrs["quant.equalize"]
