@@ -383,12 +383,11 @@ def equalize_pair(rw: Rewriter, first, second, max_step: float = 1e-3,
     if r1.shape != r2.shape:
         return None
     ok = (r1 > 0) & (r2 > 0)
-    aware = per_channel and act is not None and act.shape == r1.shape and act.max() > 0 and \
-        (_is_depthwise(first) or _is_depthwise(second))
-    if aware:
+    seen = act is not None and act.shape == r1.shape and act.max() > 0
+    if seen and per_channel and (_is_depthwise(first) or _is_depthwise(second)):
         s = per_channel_scales(first, second, r1, r2, act)
     else:
-        if beta > 0.0 and act is not None and act.shape == r1.shape and act.max() > 0:
+        if beta > 0.0 and seen:
             a = act * (r1.max() / act.max())
             ok &= a > 0
             r1 = np.where(ok, r1 ** (1.0 - beta) * np.maximum(a, 1e-300) ** beta, r1)

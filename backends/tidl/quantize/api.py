@@ -182,7 +182,6 @@ def variant_snr(q: Quantized, reference: Graph, frames) -> float:
 
 
 ACTIVATION_WEIGHTS = (0.25, 0.5)  # equalize{activations=...} tried by -O3's 16-bit check
-PER_CHANNEL_CHECK = True
 
 
 def keep_better_equalized(graph: Graph, options: Any, equalized: Quantized, undo,
@@ -206,23 +205,20 @@ def keep_better_equalized(graph: Graph, options: Any, equalized: Quantized, undo
     real = frames if frames is not None else _real_frames(plain) if redo else None  # (read once, for both)
     check = real[:CHECK_FRAMES_16 if redo else CHECK_FRAMES] if real else check_frames(plain, CHECK_FRAMES)
     scored = [("weights", variant_snr(equalized, plain.reference, check), equalized)]
+    variants = []  # (label, beta, per-channel depthwise, options): the pass redone on the original graph
     if redo and real:
-        for beta in ACTIVATION_WEIGHTS:
-            again = undo.redo(graph, real, beta)
-            if again is None:
-                continue
-            q = quantize_graph(graph, options, frames=frames, warn_synthetic=False)
-            again.restore(graph)
-            scored.append((f"activations={beta:g}", variant_snr(q, plain.reference, check), q))
-    per_channel = PER_CHANNEL_CHECK and redo and real and not plain.settings.per_channel_depthwise and \
-        has_depthwise(plain.reference)
-    if per_channel:  # TIDL's per-channel depthwise scales, with the balance that suits them
-        pc_options = attrs.evolve(options, quant=attrs.evolve(options.quant, per_channel_depthwise=True))
-        again = undo.redo(graph, real, 0.0, True)
-        if again is not None:
-            q = quantize_graph(graph, pc_options, frames=frames, warn_synthetic=False)
-            again.restore(graph)
-            scored.append(("depthwise=per-channel", variant_snr(q, plain.reference, check), q))
+        variants = [(f"activations={beta:g}", beta, False, options) for beta in ACTIVATION_WEIGHTS]
+        if not plain.settings.per_channel_depthwise and has_depthwise(plain.reference):
+            # TIDL's per-channel depthwise scales, with the balance that suits them
+            variants.append(("depthwise=per-channel", 0.0, True,
+                             attrs.evolve(options, quant=attrs.evolve(options.quant, per_channel_depthwise=True))))
+    for label, beta, per_channel, variant_options in variants:
+        again = undo.redo(graph, real, beta, per_channel)
+        if again is None:
+            continue
+        q = quantize_graph(graph, variant_options, frames=frames, warn_synthetic=False)
+        again.restore(graph)
+        scored.append((label, variant_snr(q, plain.reference, check), q))
     without = variant_snr(plain, plain.reference, check)
     best = max(scored, key=lambda t: t[1])  # ties: the earlier one
     chosen = plain if without > best[1] else best[2]
