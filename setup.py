@@ -101,6 +101,9 @@ setup(
         "protobuf>=4.21", "rich>=13", 'tomli>=2; python_version < "3.11"',
         # image pre-processing (calibration images, tidlc run IMAGE, io.bin pre-processing, --post drawing)
         "opencv-python-headless>=4.8,<5",
+        # numpy's BLAS on one thread in tidlc's runs (same float sums on any machine; idle OpenBLAS
+        # threads spinning took the integer kernels' cores: tidlc.parallel.one_blas_thread)
+        "threadpoolctl>=3.1",
     ],
     extras_require={
         "test": ["pytest>=7.4", "onnxruntime>=1.18", "setuptools>=69", "wheel", "cython>=3.0",

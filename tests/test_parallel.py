@@ -266,3 +266,28 @@ bits = [8, 16]
         docs.append([{k: v for k, v in r.items() if k != "seconds"} for r in json.loads(out)["rows"]])
     assert all(doc == docs[0] for doc in docs) and len(docs[0]) == 4
     assert [bool(r["error"]) for r in docs[0]] == [False, False, True, True]
+
+
+def test_float_runs_use_one_blas_thread_and_give_it_back():
+    """The interpreter runs numpy's BLAS on one thread (same sums on any machine; idle OpenBLAS
+    threads spinning took the integer kernels' cores) and leaves the process's setting as it was."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from tidlc.interp import Interpreter
+    from tidlc.ir import Builder, TensorType
+
+    def blas():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    if not blas():
+        pytest.skip("no BLAS library found by threadpoolctl")
+    b = Builder()
+    x = b.input("x", TensorType((1, 4, 6, 6), layout="NCHW"))
+    w = b.const(np.ones((8, 4, 3, 3), np.float32), "w")
+    b.output(b.op("conv2d", [x, w], pads=(1, 1, 1, 1), name="c"), "y")
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        outside = blas()
+        inside = []
+        Interpreter(b.graph).run({"x": np.ones((1, 4, 6, 6), np.float32)}, lambda op, res: inside.extend(blas()))
+        assert inside and set(inside) == {1}
+        assert blas() == outside
+

@@ -13,6 +13,7 @@ import numpy as np
 from tidlc.diagnostics import TidlcError
 from tidlc.ir.core import Graph, Op, Value
 from tidlc.ir.types import numpy_dtype
+from tidlc.parallel import one_blas_thread
 
 
 def check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -94,28 +95,30 @@ class GraphRunner:
                observer: Callable[[Op, list[np.ndarray]], None] | None = None,
                keep_all: bool = False) -> dict[int, np.ndarray]:
         """Run once; the live values by value id at the end (every value with ``keep_all``).
-        ``observer(op, results)`` sees each compute op's stored results."""
+        ``observer(op, results)`` sees each compute op's stored results. numpy's BLAS runs on
+        one thread (:func:`tidlc.parallel.one_blas_thread`)."""
         graph = self.graph
         feeds = check_feeds(graph, feeds)
         env: dict[int, np.ndarray] = dict(self.consts)
-        for i, op in enumerate(graph.ops):
-            if op.kind == "input":
-                env[id(op.results[0])] = feeds[op.attrs["name"]]
-                continue
-            if op.kind == "const":
-                continue
-            try:
-                args = [env[id(v)] for v in op.operands]
-            except KeyError:
-                raise TidlcError("operand used before it was computed", op.where()) from None
-            results = self.compute(i, op, args)
-            for v, r in zip(op.results, results):
-                env[id(v)] = r
-            if observer is not None:
-                observer(op, results)
-            if not keep_all:
-                for vid in self.free_after[i]:
-                    env.pop(vid, None)
+        with one_blas_thread():  # (same sums on any machine; see tidlc.parallel)
+            for i, op in enumerate(graph.ops):
+                if op.kind == "input":
+                    env[id(op.results[0])] = feeds[op.attrs["name"]]
+                    continue
+                if op.kind == "const":
+                    continue
+                try:
+                    args = [env[id(v)] for v in op.operands]
+                except KeyError:
+                    raise TidlcError("operand used before it was computed", op.where()) from None
+                results = self.compute(i, op, args)
+                for v, r in zip(op.results, results):
+                    env[id(v)] = r
+                if observer is not None:
+                    observer(op, results)
+                if not keep_all:
+                    for vid in self.free_after[i]:
+                        env.pop(vid, None)
         return env
 
 

@@ -9,9 +9,8 @@ independent of where and when each job ran. Three ways to run:
 * ``--workers N``: N local processes at a time (forked where the platform
   forks: a job and the state it reads, graphs included, are inherited rather
   than pickled, and only results come back through a pipe; spawned
-  elsewhere, with jobs pickled), each with one integer-kernel thread and
-  numpy's BLAS on as many threads as here (float sums depend on it:
-  :func:`blas_threads`);
+  elsewhere, with jobs pickled), each with one integer-kernel thread (tidlc's
+  float runs use numpy's BLAS on one thread everywhere: :func:`one_blas_thread`);
 * ``--ray [ADDRESS]``: one Ray task per job (one CPU each) on the cluster at
   ADDRESS, or on a local Ray started with ``num_cpus`` = the workers (all
   CPUs with ``--workers 1``). Ray is an optional extra: ``pip install
@@ -23,6 +22,7 @@ here with its code, location and hint.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
@@ -92,8 +92,7 @@ class _Failure:
 
 def one_kernel_thread() -> None:
     """This worker's integer kernels on one thread (a worker among N must not use every core;
-    integer results do not depend on the thread count). numpy's BLAS is left as the caller's
-    process has it: float sums do depend on how many threads share them (see :func:`blas_threads`)."""
+    integer results do not depend on the thread count)."""
     os.environ["TIDLC_NUM_THREADS"] = "1"  # read when a backend's kernels first choose their threads
     for module in list(sys.modules.values()):  # kernels already loaded (a forked worker): pin them now
         pin = getattr(module, "set_threads", None) if getattr(module, "__name__", "").startswith("tidlc.backends.") else None
@@ -101,25 +100,27 @@ def one_kernel_thread() -> None:
             pin(1)
 
 
-def blas_threads() -> int:
-    """The threads numpy's BLAS uses in this process. The float interpreter's convolutions and
-    matrix products sum in an order that depends on it, so every worker uses the same number:
-    forked workers inherit it, Ray tasks are started with it (``OPENBLAS_NUM_THREADS`` & co)."""
-    try:
-        from threadpoolctl import threadpool_info
-        counts = [i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"]
-        if counts:
-            return max(counts)
-    except ImportError:
-        pass
-    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = os.environ.get(name, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+_BLAS = None  # threadpoolctl's controller of the BLAS libraries loaded (made on first use)
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """numpy's BLAS on one thread inside the block (tidlc's float and fixed-point runs use it).
+
+    * Same bytes everywhere: how a BLAS splits a GEMM's sums can depend on its thread count, and
+      calibration ranges come from the float interpreter's sums; one thread on every machine and
+      in every worker takes that out of the question.
+    * Speed: OpenBLAS's idle workers spin for a while after every multi-threaded call and take
+      the cores the integer kernels' OpenMP threads need; a fixed-point run after a float one ran
+      4-6x slower (UltraFace RFB-320 8-bit 17 ms/frame instead of 2.8 ms on 2 cores). The float
+      runs lose nothing measurable on the test models (RFB-320 7.0 vs 6.8 ms/frame, MobileNetV2
+      14.0 vs 14.4): their time is in im2col and the element-wise ops."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+        _BLAS = ThreadpoolController()
+    with _BLAS.limit(limits=1, user_api="blas"):
+        yield
 
 
 def _call(fn: Callable[[Any], Any], job: Any) -> Any:
@@ -249,7 +250,7 @@ class Executor:
 
     def _map_ray(self, fn, jobs: Iterable, done) -> list:
         ray = self._ray()
-        env = {name: str(blas_threads()) for name in BLAS_VARIABLES}
+        env = {name: "1" for name in BLAS_VARIABLES}  # (tidlc runs BLAS on one thread anyway)
         task = ray.remote(num_cpus=1, runtime_env={"env_vars": {**env, "TIDLC_NUM_THREADS": "1"}})(_call)
         ahead = 2 * self.slots()
         results: dict[int, Any] = {}

@@ -18,7 +18,7 @@ import numpy as np
 from tidlc import limits
 from tidlc.diagnostics import TidlcError, warn
 from tidlc.ir.core import Graph, Value
-from tidlc.parallel import Executor
+from tidlc.parallel import Executor, one_blas_thread
 from tidlc.preprocess import FrameSource, Preprocess, input_specs, synthetic_frames
 
 from .calibrate import Calibration
@@ -314,6 +314,11 @@ def observed_values(graph: Graph) -> set[int]:
 
 def quantize_graph(graph: Graph, options: Any = None, frames: Iterable | None = None,
                    warn_synthetic: bool = True) -> Quantized:
+    with one_blas_thread():  # float runs, searches and fixed-point checks alike (see there)
+        return _quantize_graph(graph, options, frames, warn_synthetic)
+
+
+def _quantize_graph(graph: Graph, options: Any, frames: Iterable | None, warn_synthetic: bool) -> Quantized:
     settings = QuantSettings.from_options(options)
     prepared, mapping = prepare(graph)
     ref_graph = prepared.graph

@@ -6,9 +6,10 @@ SNR while the predicted time stays within ``F x`` the all-8-bit time:
 1. **Cost**: the C7x performance model (``tidlc.backends.tidl.perf``) predicts
    the all-8-bit time once and, per candidate layer, the time with that layer
    (and the ops that inherit its scale, which become 16-bit with it) at 16 bits.
-2. **Sensitivity** (measured in fixed point): on two calibration frames the
-   all-8-bit fixed-point graph runs once keeping every tensor; per candidate,
-   the graph with that layer alone in 16 bits is quantized and only its ops
+2. **Sensitivity** (measured in fixed point): on up to four calibration frames
+   the all-8-bit fixed-point graph runs once keeping every tensor; per
+   candidate, the graph with that layer alone in 16 bits is quantized (from
+   the first op the promotion can change: ``ptq.RecordedQuantization``) and only its ops
    that differ (the layer, its consumers, which then read a 16-bit tensor
    with 16-bit weights, and what is downstream) are run, with the all-8-bit
    kernels where their parameters are unchanged. The output noise measured is
@@ -26,9 +27,9 @@ SNR while the predicted time stays within ``F x`` the all-8-bit time:
    cycle first) until the time fits, and if the measured SNR is not better
    the all-8-bit graph is kept.
 
-Cost (docs/quantization.md has measurements): about one quantization and one
-partial fixed-point run per candidate and frame, plus the float and
-fixed-point runs of two frames.
+Cost (docs/quantization.md has measurements): about one partial quantization
+and one partial fixed-point run per candidate and frame, plus the float and
+fixed-point runs of the sensitivity frames.
 """
 from __future__ import annotations
 
@@ -49,7 +50,14 @@ from tidlc.ir.opdef import Trait
 from tidlc.ir.types import numpy_dtype
 
 from .calibrate import progress_bar
-from .ptq import QuantConfig, QuantResult, WeightCache, inherits_scale, quantize_prepared
+from .ptq import (
+    QuantConfig,
+    QuantResult,
+    RecordedQuantization,
+    WeightCache,
+    inherits_scale,
+    quantize_prepared,
+)
 
 SNR_CAP_DB = 150.0  # an output without noise counts as this (as benchmarks/quant_quality.py does)
 SENSITIVITY_FRAMES = 4  # at most; fewer when the work cap needs it
@@ -243,9 +251,10 @@ class Sensitivity:
     unmeasured ones get their local noise times the median ratio of the measured ones."""
 
     def __init__(self, graph: Graph, candidates: Sequence[_Candidate], q8: QuantResult,
-                 weights: WeightCache | None = None):
+                 weights: WeightCache | None = None, recorded: RecordedQuantization | None = None):
         self.weights = weights if weights is not None else WeightCache()
         self.graph, self.candidates, self.q8 = graph, list(candidates), q8
+        self.recorded = recorded  # q8's walk, to quantize the variants from their first changed op
         self.interp = Interpreter(graph)
         self._names = self.interp.names
         out_at = {id(v): k for k, v in enumerate(graph.outputs)}
@@ -327,7 +336,9 @@ class Sensitivity:
 
     def noise_of(self, layers_16bit: frozenset, ranges, config: QuantConfig) -> np.ndarray:
         """Output noise energy of the fixed-point graph with ``layers_16bit`` (run incrementally)."""
-        result = quantize_prepared(self.graph, ranges, attrs.evolve(config, layers_16bit=layers_16bit), self.weights)
+        config = attrs.evolve(config, layers_16bit=layers_16bit)
+        result = self.recorded.variant(config) if self.recorded is not None else \
+            quantize_prepared(self.graph, ranges, config, self.weights)
         return self._noise(self.base.run_variant(result))
 
     def measure(self, ranges, config: QuantConfig, priority: np.ndarray, work_cap: float,
@@ -383,6 +394,7 @@ class _Reuse:
         self.by_key: dict[tuple, Op] = {}
         self.consts: dict[tuple, Op] = {}
         self.inputs: dict[str, Value] = {}
+        self.own = {id(op) for op in graph.ops}
         for op in graph.ops:
             if op.kind == "const":
                 self.consts.setdefault(self._const_key(op), op)
@@ -420,6 +432,9 @@ class _Reuse:
         same: dict[int, int] = {}
         steps = []
         for op in vg.ops:
+            if id(op) in self.own:  # shared with the all-8-bit graph (a resumed quantization's start)
+                same.update((id(r), id(r)) for r in op.results)
+                continue
             if op.kind == "const":
                 base = self.consts.get(self._const_key(op))
                 if base is not None and np.array_equal(base.data, op.data):
@@ -578,7 +593,10 @@ def choose_16bit_layers(graph: Graph, ranges: Callable[[Value], tuple[float, flo
     # each configuration tried re-quantizes the graph: its weights once per scale
     weights = weights if weights is not None and weights.keep else WeightCache(
         hessians=weights.hessians if weights is not None else None)
-    q8 = q8 or quantize_prepared(graph, ranges, config, weights)
+    recorded = None
+    if q8 is None:
+        recorded = RecordedQuantization(graph, ranges, config, weights)
+        q8 = recorded.result
     frames = list(frames)[:SENSITIVITY_FRAMES]
     candidates = _candidates(graph, q8, config) if frames else []
     costs_model = _Costs(graph, device, config.layers_16bit, sorted({n for c in candidates for n in c.wide}))
@@ -595,7 +613,7 @@ def choose_16bit_layers(graph: Graph, ranges: Callable[[Value], tuple[float, flo
         return done((), q8, ms8, math.nan, math.nan)
     extra = np.array([max(costs_model.with_16bit(c.wide) - base_cycles, 0.0) for c in candidates])
     allowance = (budget - 1.0) * base_cycles
-    sens = Sensitivity(graph, candidates, q8, weights)
+    sens = Sensitivity(graph, candidates, q8, weights, recorded)
     cap = RUNS_PER_CALIB_FRAME * max(calib_frames, 1) * sens.full_work
     fits = extra <= allowance
     per_frame = float(sens.work[fits].sum())
