@@ -196,7 +196,10 @@ def measure(key: str, model: qq.Model, images, n_calib: int, n_eval: int, thresh
     per_output = output_snrs(ref_outputs, outs)
     ref_feeds = {op.attrs["name"]: evals[0][op.attrs["name"]] for op in q.reference.input_ops}
     worst = worst_layer(q, ref_feeds, threshold)
-    extra = {"bounds_db": bounds(graph, evals, ref_outputs, bits)} if with_bounds else {}
+    extra = {}
+    if with_bounds:  # on the float graph that was quantized (-O3: as its equalize check chose)
+        chosen = Interpreter(q.reference)
+        extra["bounds_db"] = bounds(q.reference, evals, [chosen.run(f) for f in evals], bits)
     return {**extra, "key": key, "model": model.name, "bits": bits, "opt_level": opt_level, "chosen": verdicts,
             "snr_db": min(per_output.values()),
             "mean_snr_db": float(np.mean([min(v, 150.0) for v in per_output.values()])),

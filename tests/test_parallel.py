@@ -290,4 +290,11 @@ def test_float_runs_use_one_blas_thread_and_give_it_back():
         Interpreter(b.graph).run({"x": np.ones((1, 4, 6, 6), np.float32)}, lambda op, res: inside.extend(blas()))
         assert inside and set(inside) == {1}
         assert blas() == outside
+        # nested blocks (quantization runs the interpreter): the outermost sets it and restores it
+        from tidlc.parallel import one_blas_thread
+        with one_blas_thread():
+            with one_blas_thread():
+                pass
+            assert set(blas()) == {1}
+        assert blas() == outside
 

@@ -27,6 +27,7 @@ import itertools
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -100,7 +101,8 @@ def one_kernel_thread() -> None:
             pin(1)
 
 
-_BLAS = None  # threadpoolctl's controller of the BLAS libraries loaded (made on first use)
+_BLAS: dict = {"controller": None, "depth": 0, "limiter": None}  # (threadpoolctl's, made on first use)
+_BLAS_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -114,13 +116,25 @@ def one_blas_thread():
       the cores the integer kernels' OpenMP threads need; a fixed-point run after a float one ran
       4-6x slower (UltraFace RFB-320 8-bit 17 ms/frame instead of 2.8 ms on 2 cores). The float
       runs lose nothing measurable on the test models (RFB-320 7.0 vs 6.8 ms/frame, MobileNetV2
-      14.0 vs 14.4): their time is in im2col and the element-wise ops."""
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
-        _BLAS = ThreadpoolController()
-    with _BLAS.limit(limits=1, user_api="blas"):
+      14.0 vs 14.4): their time is in im2col and the element-wise ops.
+
+    Nested blocks (quantization runs the interpreter) share one limit: the outermost sets it
+    and restores the process's own setting (a lock keeps the count across threads)."""
+    with _BLAS_LOCK:
+        if _BLAS["depth"] == 0:
+            if _BLAS["controller"] is None:
+                from threadpoolctl import ThreadpoolController
+                _BLAS["controller"] = ThreadpoolController()
+            _BLAS["limiter"] = _BLAS["controller"].limit(limits=1, user_api="blas")
+        _BLAS["depth"] += 1
+    try:
         yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS["depth"] -= 1
+            if _BLAS["depth"] == 0:
+                _BLAS["limiter"].restore_original_limits()
+                _BLAS["limiter"] = None
 
 
 def _call(fn: Callable[[Any], Any], job: Any) -> Any:
