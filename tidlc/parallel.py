@@ -101,7 +101,7 @@ def one_kernel_thread() -> None:
             pin(1)
 
 
-_BLAS: dict = {"controller": None, "depth": 0, "limiter": None}  # (threadpoolctl's, made on first use)
+_BLAS: dict = {"controller": None, "modules": 0, "depth": 0, "limiter": None}  # (threadpoolctl's)
 _BLAS_LOCK = threading.Lock()
 
 
@@ -122,9 +122,10 @@ def one_blas_thread():
     and restores the process's own setting (a lock keeps the count across threads)."""
     with _BLAS_LOCK:
         if _BLAS["depth"] == 0:
-            if _BLAS["controller"] is None:
+            if _BLAS["controller"] is None or _BLAS["modules"] != len(sys.modules):
+                # (again after an import: it may have loaded another BLAS, e.g. scipy's)
                 from threadpoolctl import ThreadpoolController
-                _BLAS["controller"] = ThreadpoolController()
+                _BLAS["controller"], _BLAS["modules"] = ThreadpoolController(), len(sys.modules)
             _BLAS["limiter"] = _BLAS["controller"].limit(limits=1, user_api="blas")
         _BLAS["depth"] += 1
     try:
