@@ -124,16 +124,21 @@ def one_blas_thread():
         if _BLAS["depth"] == 0:
             if _BLAS["controller"] is None or _BLAS["modules"] != len(sys.modules):
                 # (again after an import: it may have loaded another BLAS, e.g. scipy's)
-                from threadpoolctl import ThreadpoolController
-                _BLAS["controller"], _BLAS["modules"] = ThreadpoolController(), len(sys.modules)
-            _BLAS["limiter"] = _BLAS["controller"].limit(limits=1, user_api="blas")
+                try:
+                    from threadpoolctl import ThreadpoolController
+                    _BLAS["controller"] = ThreadpoolController()
+                except ImportError:  # (a dependency of tidlc; without it runs are only slower)
+                    _BLAS["controller"] = False
+                _BLAS["modules"] = len(sys.modules)
+            if _BLAS["controller"]:
+                _BLAS["limiter"] = _BLAS["controller"].limit(limits=1, user_api="blas")
         _BLAS["depth"] += 1
     try:
         yield
     finally:
         with _BLAS_LOCK:
             _BLAS["depth"] -= 1
-            if _BLAS["depth"] == 0:
+            if _BLAS["depth"] == 0 and _BLAS["limiter"] is not None:
                 _BLAS["limiter"].restore_original_limits()
                 _BLAS["limiter"] = None
 
