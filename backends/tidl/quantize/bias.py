@@ -94,7 +94,7 @@ def calibrate_biases(float_graph: Graph, qgraph: Graph, origin: Mapping[int, obj
     ``factor`` is TIDL's per-iteration step: each layer moves the fraction ``1 - (1 - factor) **
     iterations`` of the way to the float means (what that many of TIDL's iterations reach on one
     linear layer: 92% with TIDL's defaults; factor 1: all of it). Returns the number of layers."""
-    from .mixed import progress
+    from .calibrate import progress
     layers = _targets(qgraph)
     if not layers or not frames or iterations <= 0:
         return 0

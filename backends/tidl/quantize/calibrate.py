@@ -60,6 +60,26 @@ class _RichProgress:
         self.progress.advance(self.task)
 
 
+def progress(total: int | None, description: str, unit: str = "frames"):
+    """A rich progress bar (count, elapsed, ETA) on a terminal; a no-op object when piped."""
+    if not sys.stderr.isatty():
+        return _NoProgress()
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
+                   transient=True)
+    return _RichProgress(bar, total, description)
+
+
 class Calibration:
     """Observers of one graph, filled frame by frame."""
 

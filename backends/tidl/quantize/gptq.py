@@ -98,11 +98,15 @@ def hessians(fixed: Graph, frames: Iterable[Mapping[str, np.ndarray]], names: se
             for reader in readers.get(id(v), ()):
                 add(reader, r)
 
+    from .calibrate import progress
     executor = FixedExecutor(fixed, kernels="auto")
-    for count, feeds in enumerate(frames):
-        if count >= FRAMES:
-            break
-        executor.run(feeds, observe)
+    total = min(FRAMES, len(frames)) if hasattr(frames, "__len__") else None
+    with progress(total, "GPTQ: layer input statistics") as bar:
+        for count, feeds in enumerate(frames):
+            if count >= FRAMES:
+                break
+            executor.run(feeds, observe)
+            bar.advance()
     return sums
 
 

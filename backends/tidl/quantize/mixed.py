@@ -49,7 +49,7 @@ from tidlc.ir.core import Graph, Op, Value
 from tidlc.ir.opdef import Trait
 from tidlc.ir.types import numpy_dtype
 
-from .calibrate import progress_bar
+from .calibrate import progress
 from .ptq import (
     QuantConfig,
     QuantResult,
@@ -663,24 +663,3 @@ def choose_16bit_layers(graph: Graph, ranges: Callable[[Value], tuple[float, flo
     got = check([candidates[i] for i in order], MAX_CHECKS)
     return got if got is not None else done((), q8, ms8, snr8, snr8)
 
-
-def progress(total: int | None, description: str, unit: str = "frames"):
-    """A rich progress bar (count, elapsed, ETA) on a terminal; a no-op object when piped."""
-    import sys
-    if not sys.stderr.isatty():
-        return progress_bar(total, description)  # (its no-op object)
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from .calibrate import _RichProgress
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
-                   transient=True)
-    return _RichProgress(bar, total, description)

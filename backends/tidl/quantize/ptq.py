@@ -39,6 +39,7 @@ softmax, prelu, pad, argmax, matmul) describe TIDL's kernels for them.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from collections.abc import Callable
@@ -620,6 +621,20 @@ class WeightCache:
         self._w: dict[int, np.ndarray] = {}
         self._absmax: dict[tuple, object] = {}
         self._codes: dict[tuple, np.ndarray] = {}
+        self._bar = None  # GPTQ rounding's progress bar, opened on the first layer it rounds
+        self._bar_total: int | None = None
+
+    @contextlib.contextmanager
+    def rounding(self, fgraph: Graph):
+        """Show progress (on a terminal) while GPTQ rounds the weights of ``fgraph``'s layers in the
+        block: a large layer takes about a second. Nothing shows when every code is cached."""
+        self._bar_total = sum(1 for op in fgraph.ops for v in op.operands[1:2] if id(v) in self.hessians)
+        try:
+            yield
+        finally:
+            if self._bar is not None:
+                self._bar.__exit__(None, None, None)
+            self._bar, self._bar_total = None, None
 
     def weights(self, v: Value) -> np.ndarray:
         got = self._w.get(id(v))
@@ -648,7 +663,12 @@ class WeightCache:
             h = self.hessians.get(id(v))
             if h is not None and (h.ndim == 2 or h.shape[0] == w.shape[0]):
                 from .gptq import round_weights
+                if self._bar is None and self._bar_total:
+                    from .calibrate import progress
+                    self._bar = progress(self._bar_total, "GPTQ: rounding weights", "layers").__enter__()
                 got = round_weights(w, h, sw, qmin, qmax).astype(dtype)
+                if self._bar is not None:
+                    self._bar.advance()
             else:
                 view = sw if np.ndim(sw) == 0 else np.asarray(sw).reshape((-1,) + (1,) * (w.ndim - 1))
                 got = ref.quantize(w, view, qmin, qmax).astype(dtype)
@@ -662,9 +682,15 @@ def quantize_prepared(fgraph: Graph, ranges, config: QuantConfig, cache: WeightC
     """The fixed-point graph of ``fgraph``; ``cache`` (one per float graph) spares re-quantizing its
     weights when it is quantized again with other settings."""
     try:
-        return Quantizer(fgraph, ranges, config, cache).run()
+        with _rounding(cache, fgraph):
+            return Quantizer(fgraph, ranges, config, cache).run()
     except (ValueError, ZeroDivisionError, OverflowError) as exc:  # a bug, but say where
         raise TidlcError(f"quantization failed: {exc}", fgraph.name) from None
+
+
+def _rounding(cache: WeightCache | None, fgraph: Graph):
+    """GPTQ rounding's progress while quantizing ``fgraph`` with ``cache`` (nothing without GPTQ)."""
+    return cache.rounding(fgraph) if cache is not None and cache.hessians else contextlib.nullcontext()
 
 
 class RecordedQuantization:
@@ -680,7 +706,8 @@ class RecordedQuantization:
         self.quantizer = Quantizer(fgraph, ranges, config, cache)
         self.quantizer.marks = []
         try:
-            self.result = self.quantizer.run()
+            with _rounding(cache, fgraph):
+                self.result = self.quantizer.run()
         except (ValueError, ZeroDivisionError, OverflowError) as exc:
             raise TidlcError(f"quantization failed: {exc}", fgraph.name) from None
         self.position = {id(op): i for i, op in enumerate(fgraph.ops)}
@@ -711,6 +738,7 @@ class RecordedQuantization:
             zip((base.qv, base.fv, base.origin, base.fused, base.windowed), sizes[1:4] + sizes[6:8]))
         q.islands, q.notes = base.islands[:sizes[4]], base.notes[:sizes[5]]
         try:
-            return q.run(start)
+            with _rounding(self.cache, self.fgraph):
+                return q.run(start)
         except (ValueError, ZeroDivisionError, OverflowError) as exc:
             raise TidlcError(f"quantization failed: {exc}", self.fgraph.name) from None
