@@ -359,9 +359,19 @@ class Quantizer:
         self.g.attrs["quantized"] = True
         return QuantResult(self.g, self.origin, self.islands, self.notes)
 
+    # the walk's state besides the emitted ops: lists and insertion-ordered dicts that only grow
+    GROWING = ("qv", "fv", "origin", "islands", "notes", "fused", "windowed")
+
     def _sizes(self) -> tuple[int, ...]:
-        return (len(self.g.ops), len(self.qv), len(self.fv), len(self.origin), len(self.islands), len(self.notes),
-                len(self.fused), len(self.windowed))
+        return (len(self.g.ops),) + tuple(len(getattr(self, name)) for name in self.GROWING)
+
+    def resume(self, base: Quantizer, start: int) -> None:
+        """Take ``base``'s state (a walk recorded with ``marks``) as it was before op ``start``."""
+        sizes = base.marks[start]
+        self.g.ops = base.emitted[:sizes[0]]
+        for name, n in zip(self.GROWING, sizes[1:]):
+            got = getattr(base, name)
+            setattr(self, name, got[:n] if isinstance(got, list) else dict(itertools.islice(got.items(), n)))
 
     def supported(self, fop: Op) -> bool:
         kind = fop.kind
@@ -681,16 +691,18 @@ class WeightCache:
 def quantize_prepared(fgraph: Graph, ranges, config: QuantConfig, cache: WeightCache | None = None) -> QuantResult:
     """The fixed-point graph of ``fgraph``; ``cache`` (one per float graph) spares re-quantizing its
     weights when it is quantized again with other settings."""
+    return _walk(Quantizer(fgraph, ranges, config, cache))
+
+
+def _walk(quantizer: Quantizer, start: int = 0) -> QuantResult:
+    """``quantizer``'s walk from op ``start``, with GPTQ rounding's progress when its cache rounds so,
+    and an error that says where."""
+    cache, fgraph = quantizer.cache, quantizer.f
     try:
-        with _rounding(cache, fgraph):
-            return Quantizer(fgraph, ranges, config, cache).run()
+        with cache.rounding(fgraph) if cache.hessians else contextlib.nullcontext():
+            return quantizer.run(start)
     except (ValueError, ZeroDivisionError, OverflowError) as exc:  # a bug, but say where
         raise TidlcError(f"quantization failed: {exc}", fgraph.name) from None
-
-
-def _rounding(cache: WeightCache | None, fgraph: Graph):
-    """GPTQ rounding's progress while quantizing ``fgraph`` with ``cache`` (nothing without GPTQ)."""
-    return cache.rounding(fgraph) if cache is not None and cache.hessians else contextlib.nullcontext()
 
 
 class RecordedQuantization:
@@ -705,11 +717,7 @@ class RecordedQuantization:
         self.fgraph, self.ranges, self.config, self.cache = fgraph, ranges, config, cache
         self.quantizer = Quantizer(fgraph, ranges, config, cache)
         self.quantizer.marks = []
-        try:
-            with _rounding(cache, fgraph):
-                self.result = self.quantizer.run()
-        except (ValueError, ZeroDivisionError, OverflowError) as exc:
-            raise TidlcError(f"quantization failed: {exc}", fgraph.name) from None
+        self.result = _walk(self.quantizer)
         self.position = {id(op): i for i, op in enumerate(fgraph.ops)}
 
     def start_of(self, names: frozenset) -> int:
@@ -727,18 +735,6 @@ class RecordedQuantization:
                 not config.layers_16bit >= self.config.layers_16bit:
             return quantize_prepared(self.fgraph, self.ranges, config, self.cache)
         start = self.start_of(config.layers_16bit - self.config.layers_16bit)
-        base = self.quantizer
-        sizes = base.marks[start]
-        q = Quantizer.__new__(Quantizer)
-        q.f, q.cache, q.ranges, q.cfg, q.users, q.marks = base.f, base.cache, base.ranges, config, base.users, None
-        q.g = Graph(base.f.name, [], [], list(base.f.output_names), dict(base.f.attrs))
-        q.g.ops = base.emitted[:sizes[0]]
-        q.qv, q.fv, q.origin, q.fused, q.windowed = (
-            dict(itertools.islice(d.items(), n)) for d, n in
-            zip((base.qv, base.fv, base.origin, base.fused, base.windowed), sizes[1:4] + sizes[6:8]))
-        q.islands, q.notes = base.islands[:sizes[4]], base.notes[:sizes[5]]
-        try:
-            with _rounding(self.cache, self.fgraph):
-                return q.run(start)
-        except (ValueError, ZeroDivisionError, OverflowError) as exc:
-            raise TidlcError(f"quantization failed: {exc}", self.fgraph.name) from None
+        q = Quantizer(self.fgraph, self.ranges, config, self.quantizer.cache)
+        q.resume(self.quantizer, start)
+        return _walk(q, start)
