@@ -55,6 +55,7 @@ class QuantSettings:
     mixed_precision: str | None = None  # auto | off (None: auto when a budget is given)
     time_budget: float | None = None
     device: str = "tda4vm"  # whose perf model prices 16-bit layers
+    full_range_16: bool = False  # -O3: 16-bit MAC layers may take a full-range output scale (ptq.full_range_pays)
     preprocess: Preprocess = attrs.Factory(Preprocess)
     executor: Any = None  # tidlc.parallel.Executor of the calibration statistics (--workers, --ray)
 
@@ -70,6 +71,7 @@ class QuantSettings:
                        weight_rounding=q.weight_rounding or ("auto" if options.pipeline.opt_level >= 3 else "nearest"),
                        mixed_precision_factor=q.mixed_precision_factor, mixed_precision=q.mixed_precision,
                        time_budget=q.time_budget, device=options.target.device,
+                       full_range_16=options.pipeline.opt_level >= 3,
                        preprocess=Preprocess.from_options(options.preprocess),
                        executor=Executor.from_options(options))
         settings.check()
@@ -359,20 +361,11 @@ def _quantize_graph(graph: Graph, options: Any, frames: Iterable | None, warn_sy
     wide = compute_ranges(calibration, prepared.hints, attrs.evolve(settings, calib_method="minmax"))
     calib_seconds = time.perf_counter() - start
 
-    def range_of(v: Value, bits: int = 8) -> tuple[float, float]:
-        got = (ranges if bits <= 8 else wide).get(id(v))
-        if got is None:
-            raise TidlcError(f"no calibration range for '{v.name or (v.producer.name if v.producer else '?')}'")
-        if bits > 8 and id(v) not in prepared.hints:
-            # 16-bit steps are so fine that clipping only adds error: min/max, with headroom for
-            # inputs beyond the calibration frames (x 1.25 costs a third of one of the 16 bits)
-            got = (got[0] * WIDE_HEADROOM, got[1] * WIDE_HEADROOM)
-        return got
-
+    range_of = CalibratedRanges(ranges, wide, prepared.hints, calibration)
     config = QuantConfig(bits=settings.bits, style=settings.quant_style,
                          per_channel_depthwise=settings.per_channel_depthwise,
                          layers_16bit=frozenset(_check_layer_names(ref_graph, settings.layers_16bit)),
-                         ensure_bias=bool(settings.bias_calibration))
+                         ensure_bias=bool(settings.bias_calibration), full_range_16=settings.full_range_16)
     weights = None
     if gptq:  # the layers' input second moments, from a nearest-rounded quantization's integer codes
         from .gptq import cached_hessians
@@ -401,6 +394,32 @@ def _quantize_graph(graph: Graph, options: Any, frames: Iterable | None, warn_sy
         result.graph.attrs.update(mixed.graph_attrs())
     return Quantized(result.graph, ref_graph, result.origin, mapping, ranges, calibration, settings,
                      layers16, result.float_islands, calib_seconds, synthetic, mixed)
+
+
+@attrs.frozen
+class CalibratedRanges:
+    """The quantizer's ``ranges(value, bits)``: calibration's ranges (``narrow`` at 8 bits, min/max
+    ``wide`` with headroom at 16), a pre-quantized model's ``hints`` as they are; and the
+    calibrated ``mean_square(value)`` (None for a value not observed)."""
+
+    narrow: Mapping[int, tuple[float, float]]
+    wide: Mapping[int, tuple[float, float]]
+    hints: Mapping[int, tuple[float, float]]
+    calibration: Calibration
+
+    def __call__(self, v: Value, bits: int = 8) -> tuple[float, float]:
+        got = (self.narrow if bits <= 8 else self.wide).get(id(v))
+        if got is None:
+            raise TidlcError(f"no calibration range for '{v.name or (v.producer.name if v.producer else '?')}'")
+        if bits > 8 and id(v) not in self.hints:
+            # 16-bit steps are so fine that clipping only adds error: min/max, with headroom for
+            # inputs beyond the calibration frames (x 1.25 costs a third of one of the 16 bits)
+            got = (got[0] * WIDE_HEADROOM, got[1] * WIDE_HEADROOM)
+        return got
+
+    def mean_square(self, v: Value) -> float | None:
+        obs = self.calibration.observers.get(id(v))
+        return obs.mean_square() if obs is not None and obs.seen else None
 
 
 def _check_layer_names(graph: Graph, names) -> list[str]:

@@ -135,6 +135,15 @@ class RangeObserver:
         per_channel = self.count / max(self.channel_sum.size, 1)
         return self.channel_sum / per_channel
 
+    def mean_square(self) -> float:
+        """The mean of x**2 over every value seen, from the histogram (each bin at its middle:
+        exact to half a bin, and the same whatever order frames and shards came in)."""
+        if not self.seen or self.radius == 0.0:
+            return 0.0
+        pos, neg = self.halves()
+        middle = (np.arange(BINS) + 0.5) * (self.radius / BINS)
+        return float(((pos + neg) * middle * middle).sum() / self.count)
+
     def halves(self) -> tuple[np.ndarray, np.ndarray]:
         """(positive, negative) counts in |x| order; bin j covers [j, j+1) * R / BINS."""
         pos = self.counts[BINS:2 * BINS].copy()

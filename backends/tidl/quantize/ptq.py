@@ -69,6 +69,7 @@ class QuantConfig:
     per_channel_depthwise: bool = False
     layers_16bit: frozenset = frozenset()  # op (layer) names computed in 16 bits
     ensure_bias: bool = False  # give every MAC layer a bias (bias calibration adjusts it)
+    full_range_16: bool = False  # -O3: 16-bit MAC layers may take a full-range output scale (full_range_pays)
 
 
 @attrs.define
@@ -159,11 +160,20 @@ def storage(bits: int, signed: bool) -> str:
     return ("i" if signed else "u") + ("8" if bits <= 8 else "16" if bits <= 16 else "32" if bits <= 32 else "64")
 
 
+# how much more a weight rounding error costs the outputs than white output rounding noise of the
+# same power (Quantizer.full_range_pays). Measured at -O3 (benchmarks/quant16_quality.py, 16 evaluation
+# frames, 22 models): 1 cost a conv -> exp head 2.8 dB; 2 cost none more than 0.13 dB and gained up to
+# 1.6; 4 cost UltraFace TFLite 2.6 dB (docs/quantization.md)
+SIGNAL_LIKE = 2.0
+
+
 class Quantizer:
     """Builds the fixed-point graph from a prepared float graph and the ranges of its tensors.
 
     ``ranges(value, bits) -> (lo, hi)`` gives the clipping range of a float value
-    quantized to ``bits`` (from calibration or a pre-quantized model's hints).
+    quantized to ``bits`` (from calibration or a pre-quantized model's hints). When it also
+    has ``mean_square(value) -> float | None`` (calibration's, :class:`api.CalibratedRanges`),
+    16-bit MAC layers may take a full-range output scale (:meth:`full_range_pays`).
     """
 
     def __init__(self, fgraph: Graph, ranges: Callable[[Value], tuple[float, float]], config: QuantConfig,
@@ -171,6 +181,7 @@ class Quantizer:
         self.f = fgraph
         self.cache = cache if cache is not None else WeightCache(keep=False)
         self.ranges = ranges
+        self.mean_square = getattr(ranges, "mean_square", None)
         self.cfg = config
         self.g = Graph(fgraph.name, [], [], list(fgraph.output_names), dict(fgraph.attrs))
         self.qv: dict[int, Value] = {}  # float value id -> fixed-point value
@@ -494,10 +505,11 @@ class Quantizer:
             sw = float(sw)
             # (not for a pre-quantized model's weights: their codes are kept exactly)
             # (a range ended by table saturation is such a fixed range: nothing lies beyond it)
-            fixed = (act in ("relu6", "clip") or id(out_op.results[0]) in self.windowed) and \
-                self.cfg.style == "np2" and given is None and prelu is None
+            free = self.cfg.style == "np2" and given is None and prelu is None
+            target = full_range_scale(lo, hi, bits_out, signed)
+            fixed = free and (act in ("relu6", "clip") or id(out_op.results[0]) in self.windowed or
+                              (bits_out > 8 and self.full_range_pays(fop, w, sw, sx, target)))
             if fixed:  # TIDL: a fixed output range sets the output scale; the weight scale follows
-                target = full_range_scale(lo, hi, bits_out, signed)
                 n = math.floor(math.log2(sw * sx / target))
                 if n >= 0:
                     sw = target * 2.0 ** n / sx
@@ -547,6 +559,35 @@ class Quantizer:
         q_out = QuantInfo(bits_out, signed, float(out_scale), shift=int(shift))
         op = self.new_op(kind, operands, attrs_, fop)
         self.finish(prelu or fop, op, [q_out])
+
+    def full_range_pays(self, fop: Op, w: np.ndarray, sw: float, sx: float, target: float) -> bool:
+        """Whether a 16-bit MAC layer should take the full-range output scale ``target`` (its weight
+        scale lowered by ``rho`` in [1, 2), as for a fixed range) instead of TIDL's power-of-two
+        ``roundBits`` scale (``target * rho / 2``, up to 2x coarser). Per output value, the
+        weights' rounding adds ``fan_in * E[x**2] / (12 S_w**2)`` (E[x**2]: the input's calibrated
+        mean square) and the output's ``1 / (12 S_out**2)``; with W the weights' part at the
+        present weight scale and O the output's at the full-range scale, the full range pays when
+        ``W * (rho**2 - 1) < O * (4 / rho**2 - 1)``, W counted SIGNAL_LIKE times:
+        their error is the input filtered by the weight error, correlated across positions and
+        frames like the signal itself (its mean is a bias on every value), where the output's is
+        white. Only with ``full_range_16`` (-O3) and the input's mean square (calibration's
+        ranges); else never. (At -O2, on unequalized, nearest-rounded weights, it cost the
+        UltraFace nets 5-6 dB: there a weight error costs far more than twice the output's.)"""
+        if not self.cfg.full_range_16 or self.mean_square is None:
+            return False
+        ratio = sw * sx / target
+        if ratio < 1.0:  # (the weight scale cannot reach the full range: TIDL's shift is 0 anyway)
+            return False
+        rho = ratio / 2.0 ** math.floor(math.log2(ratio))
+        v = fop.operands[0]
+        while v.producer is not None and inherits_scale(v.producer) and self.mean_square(v) is None:
+            v = v.producer.operands[0]  # (a value that keeps its input's scale: reshape, max pool, ...)
+        ms = self.mean_square(v)
+        if not ms:
+            return False
+        weights = SIGNAL_LIKE * (w.size // _out_channels(fop, w)) * ms / (12.0 * sw * sw)
+        output = 1.0 / (12.0 * target * target)
+        return weights * (rho * rho - 1.0) < output * (4.0 / (rho * rho) - 1.0)
 
     def fusable_prelu(self, fop: Op, bits: int) -> Op | None:
         """The prelu (or leaky_relu: one slope) TIDL fuses into the conv2d / dense ``fop`` (actType 2),
