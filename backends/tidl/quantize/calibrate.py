@@ -23,14 +23,8 @@ SHARD_FRAMES = 64  # frames per job at most when calibration runs in workers
 
 
 def progress_bar(total: int | None, description: str):
-    """A rich progress bar on a terminal; a no-op object otherwise."""
-    if not sys.stderr.isatty():
-        return _NoProgress()
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-    return _RichProgress(progress, total, description)
+    """Calibration's rich progress bar (count and elapsed time) on a terminal; a no-op object otherwise."""
+    return progress(total, description, unit=None)
 
 
 class _NoProgress:
@@ -60,8 +54,9 @@ class _RichProgress:
         self.progress.advance(self.task)
 
 
-def progress(total: int | None, description: str, unit: str = "frames"):
-    """A rich progress bar (count, elapsed, ETA) on a terminal; a no-op object when piped."""
+def progress(total: int | None, description: str, unit: str | None = "frames"):
+    """A rich progress bar (count, ``unit``, elapsed, ETA; with ``unit`` None only count and elapsed)
+    on a terminal; a no-op object when piped."""
     if not sys.stderr.isatty():
         return _NoProgress()
     from rich.console import Console
@@ -74,10 +69,12 @@ def progress(total: int | None, description: str, unit: str = "frames"):
         TimeRemainingColumn,
     )
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
-                   transient=True)
-    return _RichProgress(bar, total, description)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if unit is None:
+        columns.append(TimeElapsedColumn())
+    else:
+        columns += [TextColumn(unit), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    return _RichProgress(Progress(*columns, console=Console(stderr=True), transient=True), total, description)
 
 
 class Calibration:
