@@ -367,6 +367,12 @@ def per_channel_scales(first, second, r1: np.ndarray, r2: np.ndarray, act: np.nd
     return s
 
 
+def _observes(mode: str, beta: float, per_channel: bool) -> bool:
+    """Whether the pass balances with observed output ranges (and so reads calibration frames):
+    relu6=calib, activations > 0 or per-channel depthwise scales."""
+    return mode == "calib" or beta > 0 or per_channel
+
+
 def equalize_pair(rw: Rewriter, first, second, max_step: float = 1e-3,
                   limits: np.ndarray | None = None, act: np.ndarray | None = None,
                   beta: float = 0.0, per_channel: bool = False) -> np.ndarray | None:
@@ -514,7 +520,7 @@ class Equalize(Pass):
         input_range = self._input_range(ctx)
         beta = self.activations if _calib_path(ctx) is not None else 0.0
         per_channel = self._per_channel(ctx)
-        frames = self._frames(ctx, graph) if mode == "calib" or beta > 0 or per_channel else None
+        frames = self._frames(ctx, graph) if _observes(mode, beta, per_channel) else None
         undo = self.apply(graph, mode, input_range, frames, beta, per_channel)
         if undo is not None and self.check == "on" and ctx is not None and hasattr(ctx, "stash"):
             ctx.stash["equalize"] = undo
@@ -572,7 +578,7 @@ class Equalize(Pass):
             return None
 
         def redo(graph, frames, beta: float, per_channel: bool = False) -> Undo | None:
-            frames = list(frames)[:self.frames] if mode == "calib" or beta > 0 or per_channel else None
+            frames = list(frames)[:self.frames] if _observes(mode, beta, per_channel) else None
             return self.apply(graph, mode, input_range, frames, beta, per_channel)
         return Undo.of(graph, before, redo)
 
