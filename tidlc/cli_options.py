@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tidlc.config import CompileOptions, parse_shape_spec
+from tidlc.config import BIAS_CALIBRATION_ITERATIONS, CompileOptions, parse_shape_spec
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -52,8 +52,8 @@ def add_quant_options(p: argparse.ArgumentParser) -> None:
                         "entropy (KL) or mse")
     g.add_argument("--percentile", type=float, metavar="P",
                    help="histogram: drop P %% of the elements on each side (default 0.01)")
-    g.add_argument("--bias-calibration", type=int, nargs="?", const=50, metavar="ITERS",
-                   help="TIDL's advanced bias calibration (default 50 iterations when given)")
+    g.add_argument("--bias-calibration", type=int, nargs="?", const=BIAS_CALIBRATION_ITERATIONS, metavar="ITERS",
+                   help="TIDL's advanced bias calibration (default 50 iterations when given; on at -O3 --bits 16; 0: off)")
     g.add_argument("--bias-calibration-factor", type=float, metavar="F",
                    help="bias update weight per iteration (biasCalibrationFactor; default 0.05)")
     g.add_argument("--per-channel-depthwise", action="store_true", default=None,

@@ -34,8 +34,8 @@ from typing import Any
 
 import attrs
 
-from tidlc.config import CompileOptions
 from tidlc import limits
+from tidlc.config import BIAS_CALIBRATION_ITERATIONS, CompileOptions
 from tidlc.diagnostics import Loc, TidlcError, warn
 from tidlc.fileio import check_regular, open_regular, read_bytes
 from tidlc.names import nearest_names, resolve_tensor_name
@@ -651,7 +651,7 @@ class _Builder:
             self.values["calib_method"] = "histogram" if option & 1 else "minmax"
             if option & 4:
                 iterations = self.get("biasCalibrationIterations")
-                self.values["bias_calibration"] = iterations if iterations > 0 else 50
+                self.values["bias_calibration"] = iterations if iterations > 0 else BIAS_CALIBRATION_ITERATIONS
             if option & 8:
                 self.values["per_channel_depthwise"] = True
             unsupported = {2: "weight range", 16: "mixed-precision depthwise", 32: "mixed-precision input",

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import attrs
 import numpy as np
 
-from tidlc.config import CompileOptions
+from tidlc.config import CompileOptions, QuantOptions
 from tidlc.diagnostics import TidlcError
 
 SCHEMA = "tidlc.tune/1"
@@ -213,6 +213,7 @@ def import_config_text(model: str, options: CompileOptions, trial: Trial, outdir
     """The chosen configuration as a TIDL import config (the keys tidlc maps; docs/import-config.md)."""
     q, load, pre = options.quant, options.load, options.preprocess
     per_channel = q.per_channel_depthwise or trial.per_channel_depthwise
+    bias = trial.config.options(options).quant.bias_iterations(trial.config.opt_level)
     lines = ["# written by `tidlc tune` (tidlc.tune/1); compile with:",
              f"#   tidlc compile THIS_FILE{' -O3' if trial.config.opt_level == 3 else ''}",
              f"inputNetFile = {os.path.abspath(model)}"]
@@ -230,7 +231,9 @@ def import_config_text(model: str, options: CompileOptions, trial: Trial, outdir
               f"outputParamsFile = {os.path.abspath(os.path.join(outdir, 'io'))}",
               f"numParamBits = {trial.config.bits}", f"numFeatureBits = {trial.config.bits}",
               f"quantizationStyle = {2 if q.quant_style == 'np2' else 3}",
-              f"calibrationOption = {(1 if q.calib_method == 'histogram' else 0) | (8 if per_channel else 0)}"]
+              f"calibrationOption = {(1 if q.calib_method == 'histogram' else 0) | (4 if bias else 0) | (8 if per_channel else 0)}"]
+    if bias:  # TIDL's advanced bias calibration (on at -O3 with 16 bits)
+        lines += [f"biasCalibrationIterations = {bias}", f"biasCalibrationFactor = {q.bias_calibration_factor:g}"]
     if per_channel and not q.per_channel_depthwise:
         lines.insert(2, "# -O3's checks chose per-channel depthwise scales: calibrationOption bit 8")
     if q.calib_method not in ("histogram", "minmax"):
@@ -272,6 +275,10 @@ def command_line(model: str, options: CompileOptions, trial: Trial, outdir: str)
         argv += ["--calib-frames", str(q.calib_frames)]
     if q.calib_method != "histogram":
         argv += ["--calib-method", q.calib_method]
+    if q.bias_calibration is not None:
+        argv += ["--bias-calibration", str(q.bias_calibration)]
+    if q.bias_calibration_factor != attrs.fields(QuantOptions).bias_calibration_factor.default:
+        argv += ["--bias-calibration-factor", f"{q.bias_calibration_factor:g}"]
     if pre.mean:
         argv += ["--mean", ",".join(f"{v:g}" for v in pre.mean)]
     if pre.scale:

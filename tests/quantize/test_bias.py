@@ -8,6 +8,7 @@ from tidlc.backends.tidl.quantize.api import quantize_graph
 
 from tidlc.config import CompileOptions
 from tidlc.interp import Interpreter
+from tidlc.ir import Builder, TensorType
 
 from .conftest import frames, small_cnn
 
@@ -116,3 +117,66 @@ def test_quiet_when_piped(capsys):
     g = _biased_cnn(0)
     quantize_graph(g, CompileOptions.of(bias_calibration=3), frames=frames(3), warn_synthetic=False)
     assert capsys.readouterr().err == ""
+
+
+def _saturating_head(seed=0):
+    """1x1 conv with a -8 bias into a sigmoid: at 16 bits the quantizer ends the conv's output range where
+    the sigmoid's table saturates (about -11.8), below the float values of many frames."""
+    rng = np.random.default_rng(seed)
+    b = Builder()
+    x = b.input("x", TensorType((1, 3, 8, 8), layout="NCHW"))
+    w = b.const((3.0 + rng.normal(0, 0.3, (1, 3, 1, 1))).astype(np.float32), "c.w")
+    c = b.op("conv2d", [x, w, b.const(np.array([-8.0], np.float32), "c.b")], name="c")
+    b.output(b.op("sigmoid", [c], name="sig"), "out")
+    return b.graph
+
+
+def test_saturation_the_quantizer_chose_is_not_corrected():
+    """The float means bias calibration matches are clipped to what each layer can represent: the
+    values below the conv's range are the quantizer's choice; moving the bias to give them back would
+    move every value the sigmoid passes (unclipped: the output SNR fell by 18 dB on a text detector)."""
+    from tidlc.metrics import SnrAccumulator
+    g = _saturating_head()
+    calib, held_out = frames(8, seed=3), frames(8, seed=11)
+    it = Interpreter(g)
+
+    def quantized(**kw):
+        return quantize_graph(g, CompileOptions.of(bits=16, **kw), frames=calib, warn_synthetic=False)
+
+    def snr(q):
+        acc, ex = SnrAccumulator(), FixedExecutor(q.graph)
+        for f in held_out:
+            acc.add(it.run(f)["out"], ex.run(f)["out"])
+        return acc.db
+
+    plain = quantized()
+    conv = next(op for op in plain.graph.ops if op.kind == "conv2d")
+    lo = -(1 << 15) / _quant(conv.results[0]).scale[0]  # signed 16 bits
+    assert B.representable(conv) == pytest.approx((lo, 32767 / _quant(conv.results[0]).scale[0]))
+    assert min(float(it.run(f)["out"].min()) for f in calib) < 1.0 / (1.0 + np.exp(-lo))  # some frames saturate
+    calibrated = quantized(bias_calibration=50, bias_calibration_factor=1.0)
+    assert snr(calibrated) >= snr(plain) - 0.5
+
+
+def test_shrunk_offset():
+    rng = np.random.default_rng(0)
+    agreed = 2.0 + rng.normal(0, 0.1, (16, 4))  # every frame off by about 2: the mean, barely shrunk
+    assert np.allclose(B.shrunk_offset(agreed), agreed.mean(axis=0), rtol=0.01)
+    noise = rng.normal(0, 1.0, (16, 4))  # frames disagree: mostly noise of these frames
+    assert np.all(np.abs(B.shrunk_offset(noise)) <= np.abs(noise.mean(axis=0)))
+    assert np.all(np.abs(B.shrunk_offset(noise)) < 0.5 * np.abs(noise.mean(axis=0)) + 0.05)
+    one = rng.normal(0, 1.0, (1, 4))
+    assert np.array_equal(B.shrunk_offset(one), one[0])
+    assert np.array_equal(B.shrunk_offset(np.zeros((4, 3))), np.zeros(3))
+
+
+@pytest.mark.parametrize(("opt_level", "bits", "asked", "runs"),
+                         [(2, 16, None, None), (3, 16, None, 50), (3, 8, None, None), (3, 16, 0, None),
+                          (2, 8, 7, 7), (3, 16, 7, 7)])
+def test_on_at_o3_16_bit_unless_asked(opt_level, bits, asked, runs):
+    g = _biased_cnn(0)
+    kw = {} if asked is None else {"bias_calibration": asked}
+    q = quantize_graph(g, CompileOptions.of(opt_level=opt_level, bits=bits, **kw), frames=frames(4, seed=3),
+                       warn_synthetic=False)
+    assert q.settings.bias_calibration == runs
+    assert q.graph.attrs.get("quant.bias_calibration") == runs

@@ -66,7 +66,8 @@ class QuantSettings:
         q = options.quant
         settings = cls(bits=q.bits, quant_style=q.quant_style, calib=q.calib, calib_frames=q.calib_frames,
                        calib_source=q.calib_source, calib_method=q.calib_method, percentile=q.percentile,
-                       bias_calibration=q.bias_calibration, bias_calibration_factor=q.bias_calibration_factor,
+                       bias_calibration=q.bias_iterations(options.pipeline.opt_level),
+                       bias_calibration_factor=q.bias_calibration_factor,
                        per_channel_depthwise=q.per_channel_depthwise, layers_16bit=q.layers_16bit,
                        weight_rounding=q.weight_rounding or ("auto" if options.pipeline.opt_level >= 3 else "nearest"),
                        mixed_precision_factor=q.mixed_precision_factor, mixed_precision=q.mixed_precision,
