@@ -16,7 +16,7 @@ from .conftest import frames, small_cnn
 def _mean_errors(q, graph_frames):
     """Per MAC layer with a bias: max over channels of |fixed mean - float mean|, in output steps."""
     layers = B._targets(q.graph)
-    float_means = B.float_channel_means(q.reference, q.graph, q.origin, layers, graph_frames)
+    float_means = {k: m.mean(axis=0) for k, m in B.float_frame_means(q.reference, q.origin, layers, graph_frames).items()}
     fixed = {}
     wanted = {id(op) for op in layers}
 

@@ -75,13 +75,6 @@ def representable(op: Op) -> tuple[float, float]:
     return lo / q.scale[0], hi / q.scale[0]
 
 
-def float_channel_means(float_graph: Graph, qgraph: Graph, origin: Mapping[int, object], layers: Sequence[Op],
-                        frames: Sequence[Mapping[str, np.ndarray]]) -> dict[int, np.ndarray]:
-    """id(fixed-point layer) -> the per-channel mean of its float counterpart over ``frames``
-    (:func:`float_frame_means` averaged)."""
-    return {k: m.mean(axis=0) for k, m in float_frame_means(float_graph, origin, layers, frames).items()}
-
-
 def float_frame_means(float_graph: Graph, origin: Mapping[int, object], layers: Sequence[Op],
                       frames: Sequence[Mapping[str, np.ndarray]]) -> dict[int, np.ndarray]:
     """id(fixed-point layer) -> its float counterpart's per-channel means, one row per frame, each
@@ -95,9 +88,10 @@ def float_frame_means(float_graph: Graph, origin: Mapping[int, object], layers: 
 
     def observer(fop, results):
         for v, r in zip(fop.results, results):
-            op, (lo, hi) = targets.get(id(v), (None, (0.0, 0.0)))
-            if op is not None:
-                rows.setdefault(id(op), []).append(_channel_mean(np.clip(np.asarray(r, np.float64), lo, hi), _axis(op)))
+            if id(v) in targets:
+                op, (lo, hi) = targets[id(v)]
+                clipped = np.clip(np.asarray(r, np.float64), lo, hi)
+                rows.setdefault(id(op), []).append(_channel_mean(clipped, _axis(op)))
 
     for feeds in frames:
         interp.run(feeds, observer)
