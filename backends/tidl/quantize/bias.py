@@ -71,8 +71,7 @@ def _targets(qgraph: Graph) -> list[Op]:
 def representable(op: Op) -> tuple[float, float]:
     """The float range a fixed-point layer's output can hold: its integer range over its scale."""
     q = _quant(op.results[0])
-    lo, hi = (-(1 << (q.bits - 1)), (1 << (q.bits - 1)) - 1) if q.signed else (0, (1 << q.bits) - 1)
-    return lo / q.scale[0], hi / q.scale[0]
+    return q.qmin / q.scale[0], q.qmax / q.scale[0]
 
 
 def float_frame_means(float_graph: Graph, origin: Mapping[int, object], layers: Sequence[Op],
@@ -118,7 +117,7 @@ def _nudge(bias_op: Op, delta: np.ndarray) -> bool:
     bq = bias_op.results[0].type.quant
     if delta.size != bias_op.data.size:  # one bias for every channel
         delta = np.atleast_1d(delta.mean())
-    lo, hi = -(1 << (bq.bits - 1)), (1 << (bq.bits - 1)) - 1
+    lo, hi = bq.qmin, bq.qmax
     old = bias_op.data.astype(np.int64).reshape(-1)
     new = np.clip(old + ref.round_half_away(delta).astype(np.int64), lo, hi)
     if np.array_equal(new, old):
