@@ -78,17 +78,18 @@ def test_import_config_says_when_O3_chose_per_channel_depthwise(tmp_path):
 
 
 def test_import_config_and_command_keep_bias_calibration(tmp_path):
-    """Bias calibration (on at -O3 with 16 bits, else off unless asked) is calibrationOption bit 4 in the
-    config; an explicit --bias-calibration (0: off) stays on the command line."""
+    """The bias calibration the chosen trial's graph has (-O3: at 16 bits, and at 8 where its check
+    kept it; else as asked) is calibrationOption bit 4 in the config; an explicit
+    --bias-calibration (0: off) stays on the command line."""
     from tidlc.config import CompileOptions
     from tidlc.tune import Config, Trial, command_line, import_config_text
-    for asked, level, bits, option in ((None, 2, 16, 1), (None, 3, 16, 5), (None, 3, 8, 1), (0, 3, 16, 1),
-                                       (9, 2, 8, 5)):
+    for asked, level, bits, had, option in ((None, 2, 16, 0, 1), (None, 3, 16, 50, 5), (None, 3, 8, 0, 1),
+                                            (None, 3, 8, 50, 5), (0, 3, 16, 0, 1), (9, 2, 8, 9, 5)):
         options = CompileOptions.of(calib_method="histogram", bits=bits,
                                     **({} if asked is None else {"bias_calibration": asked}))
-        trial = Trial(Config(f"-O{level} {bits}-bit", level, bits), 1.0, 30.0, 100)
+        trial = Trial(Config(f"-O{level} {bits}-bit", level, bits), 1.0, 30.0, 100, bias_calibration=had)
         text = import_config_text("model.onnx", options, trial, str(tmp_path))
         assert f"calibrationOption = {option}\n" in text, text
-        assert ("biasCalibrationIterations = " + str(asked or 50) + "\n" in text) == (option == 5), text
+        assert ("biasCalibrationIterations = " + str(had) + "\n" in text) == (option == 5), text
         command = command_line("model.onnx", options, trial, str(tmp_path))
         assert ("--bias-calibration" in command) == (asked is not None), command

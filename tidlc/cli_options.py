@@ -53,7 +53,8 @@ def add_quant_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--percentile", type=float, metavar="P",
                    help="histogram: drop P %% of the elements on each side (default 0.01)")
     g.add_argument("--bias-calibration", type=int, nargs="?", const=BIAS_CALIBRATION_ITERATIONS, metavar="ITERS",
-                   help="TIDL's advanced bias calibration (default 50 iterations when given; on at -O3 --bits 16; 0: off)")
+                   help="TIDL's advanced bias calibration (default 50 iterations when given; on at -O3: with --bits 16 "
+                        "always, at 8 bits where frames it was not fitted on agree; 0: off)")
     g.add_argument("--bias-calibration-factor", type=float, metavar="F",
                    help="bias update weight per iteration (biasCalibrationFactor; default 0.05)")
     g.add_argument("--per-channel-depthwise", action="store_true", default=None,

@@ -48,7 +48,7 @@ class PipelineOptions:
     time_passes: bool = False
 
 
-BIAS_CALIBRATION_ITERATIONS = 50  # TIDL's biasCalibrationIterations default (-1); what -O3 runs at 16 bits
+BIAS_CALIBRATION_ITERATIONS = 50  # TIDL's biasCalibrationIterations default (-1); what -O3 runs
 
 
 @attrs.frozen
@@ -65,7 +65,7 @@ class QuantOptions:
     calib_source: str = "cli"  # where calibration data is asked for: cli (--calib), config (inData), random (inFileFormat 4)
     calib_method: str = "histogram"  # minmax | histogram | entropy | mse
     percentile: float = 0.01  # percentileActRangeShrink (%)
-    bias_calibration: int | None = None  # biasCalibrationIterations (None: 50 at -O3 16-bit, else off; 0: off)
+    bias_calibration: int | None = None  # biasCalibrationIterations (None: 50 at -O3 (8-bit: checked), else off; 0: off)
     bias_calibration_factor: float = 0.05  # biasCalibrationFactor
     per_channel_depthwise: bool = False  # calibrationOption bit 8
     weight_rounding: str | None = None  # nearest | gptq (None: gptq at -O3, else nearest)
@@ -78,12 +78,18 @@ class QuantOptions:
 
     def bias_iterations(self, opt_level: int) -> int | None:
         """The bias calibration a compile at ``opt_level`` runs: ``--bias-calibration ITERS`` as
-        given (0: off), else TIDL's 50 iterations at -O3 with 16 bits, and none otherwise (measured
-        at -O3 on every test model, docs/quantization.md#bias-calibration: at 16 bits no model lost
-        more than 0.03 dB; at 8 bits UltraFace gained 5-11 dB but MobileNetV2 lost up to 0.8)."""
+        given (0: off), else TIDL's 50 iterations at -O3, and none otherwise (measured at -O3 on
+        every test model, docs/quantization.md#bias-calibration: at 16 bits no model lost more
+        than 0.03 dB; at 8 bits UltraFace gained 5-11 dB but MobileNetV2 lost up to 0.8, so there
+        it is checked: :meth:`bias_checked`)."""
         if self.bias_calibration is not None:
             return self.bias_calibration or None
-        return BIAS_CALIBRATION_ITERATIONS if opt_level >= 3 and self.bits == 16 else None
+        return BIAS_CALIBRATION_ITERATIONS if opt_level >= 3 else None
+
+    def bias_checked(self, opt_level: int) -> bool:
+        """Whether the bias calibration is kept only where calibration frames it was not fitted on
+        agree (-O3's 8-bit default; an explicit ``--bias-calibration`` is used as given)."""
+        return self.bias_calibration is None and opt_level >= 3 and self.bits == 8
 
 
 @attrs.frozen

@@ -55,6 +55,7 @@ class Trial:
     mixed: str = ""  # automatic mixed precision's summary (its choice, predicted time, SNR before/after)
     weights: str = ""  # -O3's weights check: the settings chosen (e.g. "gptq + per-channel depthwise, ...")
     per_channel_depthwise: bool = False  # the quantized graph's depthwise weights are per channel (bit 8)
+    bias_calibration: int = 0  # the quantized graph's bias calibration iterations (bit 4; 0: none, or -O3's check undid it)
 
     @property
     def fps(self) -> float:
@@ -79,7 +80,7 @@ class TuneResult:
                     "time_budget": t.config.time_budget, "ms": round(t.ms, 4),
                     "fps": round(t.fps, 2), "snr_db": round(t.snr_db, 2), "weight_bytes": t.weight_bytes,
                     "layers_16bit": list(t.layers_16bit), "mixed": t.mixed, "weights": t.weights,
-                    "pareto": t.pareto}
+                    "bias_calibration": t.bias_calibration, "pareto": t.pareto}
         return {"schema": SCHEMA, "model": self.model, "min_snr": self.min_snr, "fps": self.fps,
                 "trials": [row(t) for t in self.trials], "chosen": row(self.chosen), "reason": self.reason,
                 "written": list(self.written), "command": self.command}
@@ -172,7 +173,8 @@ def measure(model: str, opts: CompileOptions, backend, plugins, graphs: dict | N
     return {"ms": float(report.ms), "snr_db": _snr(reference, outputs), "weight_bytes": _weight_bytes(q.graph),
             "layers_16bit": wide, "seconds": seconds, "mixed": mixed.summary() if mixed is not None else "",
             "weights": str(q.graph.attrs.get("quant.weights", "")).split(":")[0],
-            "per_channel_depthwise": bool(q.graph.attrs.get("quant.per_channel_depthwise"))}
+            "per_channel_depthwise": bool(q.graph.attrs.get("quant.per_channel_depthwise")),
+            "bias_calibration": int(q.graph.attrs.get("quant.bias_calibration") or 0)}
 
 
 def tune(model: str, options: CompileOptions, plugins=None, configs=DEFAULT_CONFIGS,
@@ -194,7 +196,8 @@ def tune(model: str, options: CompileOptions, plugins=None, configs=DEFAULT_CONF
             progress(config.label)
         m = measure(model, config.options(options), backend, plugins, graphs)
         trials.append(Trial(config, m["ms"], m["snr_db"], m["weight_bytes"], tuple(m["layers_16bit"]),
-                            mixed=m["mixed"], weights=m["weights"], per_channel_depthwise=m["per_channel_depthwise"]))
+                            mixed=m["mixed"], weights=m["weights"], per_channel_depthwise=m["per_channel_depthwise"],
+                            bias_calibration=m["bias_calibration"]))
         if not added_fps and config.bits == 8 and config.time_budget is None and \
                 any(c.time_budget is not None and c.opt_level == config.opt_level for c in configs):
             budget = fps_budget(m["ms"], fps)
@@ -213,7 +216,7 @@ def import_config_text(model: str, options: CompileOptions, trial: Trial, outdir
     """The chosen configuration as a TIDL import config (the keys tidlc maps; docs/import-config.md)."""
     q, load, pre = options.quant, options.load, options.preprocess
     per_channel = q.per_channel_depthwise or trial.per_channel_depthwise
-    bias = trial.config.options(options).quant.bias_iterations(trial.config.opt_level)
+    bias = trial.bias_calibration
     lines = ["# written by `tidlc tune` (tidlc.tune/1); compile with:",
              f"#   tidlc compile THIS_FILE{' -O3' if trial.config.opt_level == 3 else ''}",
              f"inputNetFile = {os.path.abspath(model)}"]
@@ -232,7 +235,7 @@ def import_config_text(model: str, options: CompileOptions, trial: Trial, outdir
               f"numParamBits = {trial.config.bits}", f"numFeatureBits = {trial.config.bits}",
               f"quantizationStyle = {2 if q.quant_style == 'np2' else 3}",
               f"calibrationOption = {(1 if q.calib_method == 'histogram' else 0) | (4 if bias else 0) | (8 if per_channel else 0)}"]
-    if bias:  # TIDL's advanced bias calibration (on at -O3 with 16 bits)
+    if bias:  # TIDL's advanced bias calibration (-O3: at 16 bits; at 8 where its check kept it)
         lines += [f"biasCalibrationIterations = {bias}", f"biasCalibrationFactor = {q.bias_calibration_factor:g}"]
     if per_channel and not q.per_channel_depthwise:
         lines.insert(2, "# -O3's checks chose per-channel depthwise scales: calibrationOption bit 8")

@@ -172,11 +172,86 @@ def test_shrunk_offset():
 
 @pytest.mark.parametrize(("opt_level", "bits", "asked", "runs"),
                          [(2, 16, None, None), (3, 16, None, 50), (3, 8, None, None), (3, 16, 0, None),
-                          (2, 8, 7, 7), (3, 16, 7, 7)])
-def test_on_at_o3_16_bit_unless_asked(opt_level, bits, asked, runs):
+                          (2, 8, 7, 7), (3, 16, 7, 7), (3, 8, 7, 7)])
+def test_on_at_o3_unless_asked(opt_level, bits, asked, runs):
+    """-O3 runs it (at 8 bits checked on frames it was not fitted on: 4 frames are too few, so
+    it stays off and says why); an explicit count is used as given, 0 is off."""
     g = _biased_cnn(0)
     kw = {} if asked is None else {"bias_calibration": asked}
     q = quantize_graph(g, CompileOptions.of(opt_level=opt_level, bits=bits, **kw), frames=frames(4, seed=3),
                        warn_synthetic=False)
-    assert q.settings.bias_calibration == runs
+    checked = opt_level == 3 and bits == 8 and asked is None
+    assert q.settings.bias_calibration == (50 if checked else runs)
     assert q.graph.attrs.get("quant.bias_calibration") == runs
+    assert str(q.graph.attrs.get("quant.bias", "")).startswith("off: not checked") == checked
+
+
+def _outputs(q, graph_frames):
+    ex = FixedExecutor(q.graph)
+    return [ex.run(f) for f in graph_frames]
+
+
+def _offset_net(seed=0):
+    """conv -> dense where 7 of the conv's 8 channels have weights below half a step of its
+    per-tensor 8-bit grid: on positive inputs they lose the same mean every frame."""
+    rng = np.random.default_rng(seed)
+    b = Builder()
+    x = b.input("x", TensorType((1, 3, 8, 8), layout="NCHW"))
+    w = rng.uniform(0.008, 0.012, (8, 3, 3, 3))
+    w[0] = rng.normal(0, 1.0, (3, 3, 3))
+    c = b.op("conv2d", [x, b.const(w.astype(np.float32), "c.w"), b.const(np.zeros(8, np.float32), "c.b")],
+             pads=(1, 1, 1, 1), act="none", name="c")
+    flat = b.op("flatten", [c], name="flat")
+    fc = b.op("dense", [flat, b.const(rng.normal(0, 0.1, (4, 512)).astype(np.float32), "fc.w"),
+                        b.const(np.zeros(4, np.float32), "fc.b")], name="fc")
+    b.output(fc, "y")
+    return b.graph
+
+
+def _positive_frames(count, seed):
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.uniform(0, 1, (1, 3, 8, 8)).astype(np.float32)} for _ in range(count)]
+
+
+def test_o3_8_bit_keeps_it_only_where_held_out_frames_agree(monkeypatch):
+    g = _offset_net()
+    calib, evals = _positive_frames(32, 3), _positive_frames(8, 5)
+    kept = quantize_graph(g, CompileOptions.of(opt_level=3), frames=calib, warn_synthetic=False)
+    assert kept.graph.attrs["quant.bias"].startswith("kept: "), kept.graph.attrs["quant.bias"]
+    assert kept.graph.attrs["quant.bias_calibration"] == 50
+    asked = quantize_graph(g, CompileOptions.of(opt_level=3, bias_calibration=50), frames=calib, warn_synthetic=False)
+    assert "quant.bias" not in asked.graph.attrs  # asked for: not checked
+    for a, b in zip(_outputs(kept, evals), _outputs(asked, evals)):  # kept: the same corrections
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+
+    real = B.calibrate_biases
+
+    def harmful(float_graph, qgraph, *args):  # a calibration that moves every bias far off
+        layers = real(float_graph, qgraph, *args)
+        for op in B._targets(qgraph):
+            bias = op.operands[2].producer
+            bias.data = (bias.data + np.abs(bias.data).max() + 64).astype(bias.data.dtype)
+        return layers
+
+    monkeypatch.setattr(B, "calibrate_biases", harmful)
+    off = quantize_graph(g, CompileOptions.of(opt_level=3), frames=calib, warn_synthetic=False)
+    assert off.graph.attrs["quant.bias"].startswith("off: "), off.graph.attrs["quant.bias"]
+    assert "quant.bias_calibration" not in off.graph.attrs
+    plain = quantize_graph(g, CompileOptions.of(opt_level=3, bias_calibration=0), frames=calib, warn_synthetic=False)
+    for a, b in zip(_outputs(off, evals), _outputs(plain, evals)):  # undone: the biases of no calibration
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_o3_8_bit_calibrates_once_the_version_its_checks_chose(monkeypatch):
+    """quantize_checked (what `tidlc compile -O3` runs): the weights check compares versions
+    without bias calibration (it would be judged on frames it was fitted on), and the chosen one
+    is calibrated and checked once."""
+    from tidlc.backends.tidl.quantize.api import quantize_checked
+    calls = []
+    real = B.calibrate_biases
+    monkeypatch.setattr(B, "calibrate_biases", lambda *args: calls.append(1) or real(*args))
+    g = _biased_cnn(0)
+    q, notes = quantize_checked(g, CompileOptions.of(opt_level=3), frames=frames(32, seed=3))
+    assert q.graph.attrs.get("quant.weights")  # (small_cnn has a depthwise layer: GPTQ and its check)
+    assert len(calls) == 1
+    assert notes[-1] == "bias calibration " + q.graph.attrs["quant.bias"]

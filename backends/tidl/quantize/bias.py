@@ -35,7 +35,8 @@ Two things keep the correction from doing harm where TIDL's would:
   not agree on is theirs, not the layer's (MTCNN PNet, one output pixel a
   frame, lost 1.2 dB at 16 bits and now gains 1.8).
 
-``-O3 --bits 16`` runs it with TIDL's defaults (``QuantOptions.bias_iterations``).
+``-O3`` runs it with TIDL's defaults (``QuantOptions.bias_iterations``); at 8 bits it is kept only
+where calibration frames it was not fitted on agree (``api.calibrate_checked``).
 """
 from __future__ import annotations
 
@@ -66,6 +67,11 @@ def _channel_mean(x: np.ndarray, axis: int) -> np.ndarray:
 def _targets(qgraph: Graph) -> list[Op]:
     return [op for op in qgraph.ops if op.kind in MAC_OPS and len(op.operands) > 2
             and op.operands[2].producer is not None and op.operands[2].producer.kind == "const"]
+
+
+def bias_constants(qgraph: Graph) -> dict[int, tuple[Op, np.ndarray]]:
+    """The bias constants calibration may change, each with a copy of its data (to put back)."""
+    return {id(b): (b, np.array(b.data)) for b in (op.operands[2].producer for op in _targets(qgraph))}
 
 
 def representable(op: Op) -> tuple[float, float]:
