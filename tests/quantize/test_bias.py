@@ -255,3 +255,13 @@ def test_o3_8_bit_calibrates_once_the_version_its_checks_chose(monkeypatch):
     assert q.graph.attrs.get("quant.weights")  # (small_cnn has a depthwise layer: GPTQ and its check)
     assert len(calls) == 1
     assert notes[-1] == "bias calibration " + q.graph.attrs["quant.bias"]
+
+
+def test_agreement_is_the_t_statistic_of_the_gains():
+    from tidlc.backends.tidl.quantize.api import agreement
+    gains = np.array([1.0, 2.0, 3.0, 2.0])
+    assert agreement(gains) == pytest.approx(2.0 / (np.std(gains, ddof=1) / 2.0))
+    assert agreement(-gains) < 0
+    assert agreement(np.full(5, 0.5)) == float("inf")
+    assert agreement(np.zeros(5)) == 0.0 and agreement(np.array([])) == 0.0
+    assert agreement(np.array([10.0, -9.0, 0.5, -1.0])) < 1.0  # one frame's big gain is not agreement

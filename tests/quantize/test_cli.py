@@ -129,3 +129,25 @@ def test_compare_on_a_trained_model_with_images(tmp_path, capsys):
                            "--input", samples / "dog10.png", "--threshold", "15")
     assert code == 0, err
     assert "every layer is at or above 15 dB" in out
+
+
+@pytest.mark.parametrize("frames", [6, 32])
+def test_o3_8_bit_prints_and_keeps_the_bias_calibration_verdict(model, capsys, frames):
+    """-O3 at 8 bits checks its bias calibration on calibration frames it was not fitted on (24 or
+    more; else it stays off and says why): `tidlc compile` prints the verdict, net.bin keeps it,
+    and quant.bias_calibration is there only when it was kept."""
+    calib = model["dir"] / f"calib{frames}.npy"
+    np.save(calib, np.random.default_rng(1).uniform(-1, 1, (frames, 1, 3, 12, 12)).astype(np.float32))
+    out_dir = model["dir"] / f"o3-{frames}"
+    code, out, err = tidlc(capsys, "compile", model["net"], "-O3", "--random-weights", "1", "--calib", calib,
+                           "-o", out_dir)
+    assert code == 0, err
+    verdicts = [line for line in out.splitlines() if line.startswith("  bias calibration: ")]
+    assert len(verdicts) == 1, out
+    attrs = read_compiled(str(out_dir)).graph.attrs
+    assert verdicts[0] == "  bias calibration: " + attrs["quant.bias"]
+    if frames < 24:
+        assert attrs["quant.bias"].startswith("off: not checked (6 calibration frame(s)")
+    else:
+        assert "16 calibration frames it was not fitted on" in attrs["quant.bias"]
+    assert ("quant.bias_calibration" in attrs) == attrs["quant.bias"].startswith("kept")

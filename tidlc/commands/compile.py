@@ -96,10 +96,10 @@ def run(args, options) -> int:
     summary = g.attrs.get("quant.mixed_precision")
     if isinstance(summary, str) and summary:
         print(f"  {summary}")  # ("mixed precision: ...")
-    for key in ("equalize", "weights"):
+    for key, label in (("equalize", "equalize"), ("weights", "weights"), ("bias", "bias calibration")):
         verdict = g.attrs.get(f"quant.{key}")
         if isinstance(verdict, str) and verdict:
-            print(f"  {key}: {verdict}")
+            print(f"  {label}: {verdict}")
     for path in result.outputs:
         print(f"  wrote {path}")
     return 0

@@ -468,9 +468,7 @@ def _calibrate_checked(ref_graph: Graph, result, kept: list, settings: QuantSett
     # without it (the linear part of the change in mean dB): kept when the frames agree on a gain
     # (measured on 16 held-out frames: UltraFace t = 2.9-3.6; MTCNN 1.0-1.9 with +1.2..+2.5 dB, and
     # ONet then lost 0.5 dB on 256 other crops)
-    gain = ((plain[:, 1] - calibrated[:, 1]) / np.maximum(plain[:, 1].sum(axis=0), 1e-300)).sum(axis=1)
-    spread = float(np.std(gain, ddof=1)) / np.sqrt(len(gain))
-    t = float(np.mean(gain)) / spread if spread > 0 else float("inf") * np.sign(np.mean(gain))
+    t = agreement(((plain[:, 1] - calibrated[:, 1]) / np.maximum(plain[:, 1].sum(axis=0), 1e-300)).sum(axis=1))
     keep = with_db > without_db and t >= BIAS_AGREEMENT
     if keep:
         for op, data in after.values():
@@ -478,6 +476,17 @@ def _calibrate_checked(ref_graph: Graph, result, kept: list, settings: QuantSett
     return (f"{'kept' if keep else 'off'}: {with_db:.1f} dB with it, {without_db:.1f} dB without (mean output "
             f"SNR on {len(held)} calibration frames it was not fitted on; their gains agree at t = {t:.1f}, "
             f"kept from {BIAS_AGREEMENT:g})")
+
+
+def agreement(gains: np.ndarray) -> float:
+    """How much samples agree on a positive mean: the mean over its standard error (one-sample
+    t statistic; +inf when they agree exactly on a gain, 0 on none)."""
+    gains = np.asarray(gains, np.float64)
+    mean = float(np.mean(gains)) if len(gains) else 0.0
+    spread = float(np.std(gains, ddof=1)) / np.sqrt(len(gains)) if len(gains) > 1 else 0.0
+    if spread > 0:
+        return mean / spread
+    return float("inf") if mean > 0 else 0.0
 
 
 @attrs.frozen
