@@ -385,7 +385,7 @@ def _quantize_graph(graph: Graph, options: Any, frames: Iterable | None, warn_sy
     config = QuantConfig(bits=settings.bits, style=settings.quant_style,
                          per_channel_depthwise=settings.per_channel_depthwise,
                          layers_16bit=frozenset(_check_layer_names(ref_graph, settings.layers_16bit)),
-                         ensure_bias=bool(settings.bias_calibration), full_range_16=settings.full_range_16)
+                         ensure_bias=_bias_runs(settings, calibration.frames), full_range_16=settings.full_range_16)
     weights = None
     if gptq:  # the layers' input second moments, from a nearest-rounded quantization's integer codes
         from .gptq import cached_hessians
@@ -416,6 +416,12 @@ def _quantize_graph(graph: Graph, options: Any, frames: Iterable | None, warn_sy
 BIAS_FRAMES = 16  # bias calibration fits the first 16 calibration frames (TIDL's iterations read them all)
 BIAS_HELD_OUT = 8  # -O3 at 8 bits: at least this many of the next 16 frames check it
 BIAS_AGREEMENT = 2.0  # ... and their gains must agree: t = mean / standard error of the per-frame gains
+
+
+def _bias_runs(settings: QuantSettings, frames: int) -> bool:
+    """Whether bias calibration will run (so every MAC layer gets a bias for it to adjust): asked
+    for, and at -O3's 8 bits with enough calibration frames to check it."""
+    return bool(settings.bias_calibration) and (not settings.bias_check or frames >= BIAS_FRAMES + BIAS_HELD_OUT)
 
 
 def calibrate_checked(ref_graph: Graph, result, kept: Sequence[Mapping[str, np.ndarray]],
