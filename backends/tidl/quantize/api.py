@@ -418,10 +418,15 @@ BIAS_HELD_OUT = 8  # -O3 at 8 bits: at least this many of the next 16 frames che
 BIAS_AGREEMENT = 2.0  # ... and their gains must agree: t = mean / standard error of the per-frame gains
 
 
+def _checkable(frames: int) -> bool:
+    """Whether ``frames`` calibration frames leave enough held out to check a bias calibration."""
+    return frames >= BIAS_FRAMES + BIAS_HELD_OUT
+
+
 def _bias_runs(settings: QuantSettings, frames: int) -> bool:
     """Whether bias calibration will run (so every MAC layer gets a bias for it to adjust): asked
     for, and at -O3's 8 bits with enough calibration frames to check it."""
-    return bool(settings.bias_calibration) and (not settings.bias_check or frames >= BIAS_FRAMES + BIAS_HELD_OUT)
+    return bool(settings.bias_calibration) and (not settings.bias_check or _checkable(frames))
 
 
 def calibrate_checked(ref_graph: Graph, result, kept: Sequence[Mapping[str, np.ndarray]],
@@ -445,10 +450,10 @@ def calibrate_checked(ref_graph: Graph, result, kept: Sequence[Mapping[str, np.n
 def _calibrate_checked(ref_graph: Graph, result, kept: list, settings: QuantSettings) -> str:
     from .bias import bias_constants, calibrate_biases
     from .mixed import mean_snr_db, output_noise
-    held = list(kept[BIAS_FRAMES:2 * BIAS_FRAMES]) if settings.bias_check else []
-    if settings.bias_check and len(held) < BIAS_HELD_OUT:
+    if settings.bias_check and not _checkable(len(kept)):
         return (f"off: not checked ({len(kept)} calibration frame(s); -O3 checks it at 8 bits on frames it "
                 f"was not fitted on, from {BIAS_FRAMES + BIAS_HELD_OUT})")
+    held = kept[BIAS_FRAMES:2 * BIAS_FRAMES] if settings.bias_check else []
     before = bias_constants(result.graph)
     layers = calibrate_biases(ref_graph, result.graph, result.origin, kept[:BIAS_FRAMES], settings.bias_calibration,
                               settings.bias_calibration_factor)
