@@ -14,7 +14,9 @@ within rounding (1e-5 relative):
 * LayerNorm ``(x - mean) / sqrt(mean((x - mean)^2) + eps) * gamma + beta`` over
   trailing axes (``pow(d, 2)`` or ``d * d``; gamma/beta optional) -> ``layernorm``;
 * an explicit zero ``Pad`` of H and W before a ``conv2d`` (or an average pool
-  that counts the pad) -> the conv's (pool's) own padding.
+  that counts the pad) -> the conv's (pool's) own padding;
+* a pool whose single window is the whole unpadded plane (``pool5`` 7x7 on a
+  7x7 input) -> ``global_pool``.
 
 Runs after ``layout`` (NCHW, transposes gone) and before ``fuse-batchnorm``,
 which would otherwise turn the ``+ 3`` and ``/ 6`` into per-channel scales.
@@ -296,6 +298,19 @@ def _pad_into_window(rw: Rewriter, op) -> bool:
     return True
 
 
+# ----------------------------------------------------------------------------- whole-plane pool
+def _whole_plane_pool(rw: Rewriter, op) -> bool:
+    """A pool whose one window is the whole unpadded plane (Caffe's ``pool5`` 7x7 on 7x7 in
+    ResNet-50 and GoogLeNet) is a global pool: TIDL validates 7x7 windows for neither."""
+    shape, out = op.operands[0].type.shape, op.results[0].type.shape
+    if shape is None or out is None or len(shape) != 4 or op.operands[0].type.layout not in (None, "NCHW"):
+        return False
+    if tuple(op.attrs["kernel"]) != tuple(shape[2:]) or tuple(out[2:]) != (1, 1) or any(op.attrs["pads"]) \
+            or tuple(op.attrs["dilations"]) != (1, 1):
+        return False
+    return _replace(rw, op, "global_pool", op.operands[0], {"mode": op.attrs["mode"]})
+
+
 PATTERN_RULES = [
     ("mul", _hardswish), ("div", _hardswish),
     ("mul", _hardsigmoid_div), ("div", _hardsigmoid_div),
@@ -303,10 +318,12 @@ PATTERN_RULES = [
     ("erf", _gelu),
     ("div", _layernorm),
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window),
+    ("pool2d", _whole_plane_pool),
 ]
 
 FusePatterns = rule_pass("fuse-patterns", PATTERN_RULES, opt_level=2, order=42,
-                         summary="rebuild hardswish, hardsigmoid, gelu and conv padding from their decompositions")
+                         summary="rebuild hardswish, hardsigmoid, gelu, layernorm, conv padding and global pools "
+                                 "from their decompositions")
 
 
 @hookimpl

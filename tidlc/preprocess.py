@@ -280,11 +280,36 @@ class FrameSource:
         self.limit = limit
         self.stack: np.ndarray | None = None  # one .npy of stacked frames
         self.arrays: dict[str, np.ndarray] = {}  # an .npz: input name -> stacked frames
-        self.items = self._items()
+        # a 4-D input with a batch N > 1 (Caffe deploy files: AlexNet 10, LeNet 64): N consecutive
+        # images are one frame
+        self.batch = specs[0].shape[0] if len(specs) == 1 and len(specs[0].shape) == 4 and specs[0].shape[0] > 1 \
+            else 1
+        self.items = self._batched(self._items())
 
     def _cap(self) -> int:
         """How many items to collect: the frames asked for, else one over the frames limit."""
         return self.limit if self.limit is not None else limits.current().frames + 1
+
+    def _batched(self, items: list) -> list:
+        """``items`` with images grouped by the input's batch (``batch`` consecutive images per frame;
+        a remainder is left out)."""
+        images = [item for kind, item in items if kind == "file" and not item.lower().endswith(".npy")]
+        if self.batch == 1 or not images:
+            return items
+        spec = self.specs[0]
+        one = ",".join(str(d) for d in (1, *spec.shape[1:]))
+        hint = (f"or give --input-shape {spec.name}={one} to compile for one frame per inference (TIDL "
+                "batches frames with numBatches: tidlc perf --batches N)")
+        if len(images) != len(items):
+            raise TidlcError(f"images and .npy files mixed for the input '{spec.name}' with a batch of {self.batch}",
+                             self.path, hint="images only (each fills one slot of the batch), or .npy files of "
+                             f"the whole input {list(spec.shape)}", code="input")
+        if len(images) < self.batch:
+            raise TidlcError(f"{len(images)} image(s) do not fill one frame: the input '{spec.name}' "
+                             f"{list(spec.shape)} takes a batch of {self.batch} images", self.path,
+                             hint=f"give at least {self.batch} images, {hint}", code="input")
+        return [("images", tuple(images[i:i + self.batch]))
+                for i in range(0, len(images) - self.batch + 1, self.batch)]
 
     def _check_count(self, available: int) -> None:
         if self.limit is None:
@@ -311,8 +336,8 @@ class FrameSource:
             raise TidlcError(f"cannot list the folder: {exc.strerror}", path, code="file") from None
         if not names:
             raise TidlcError("no images or .npy files in the folder", path, code="input")
-        self._check_count(len(names))
-        return [("file", os.path.join(path, n)) for n in names[:self._cap()]]
+        self._check_count(len(names) // self.batch)
+        return [("file", os.path.join(path, n)) for n in names[:self._cap() * self.batch]]
 
     def _npz(self) -> list:
         with NpzFile(self.path, "calibration .npz") as npz:
@@ -359,8 +384,8 @@ class FrameSource:
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            if len(items) == self._cap():
-                self._check_count(len(items))  # (only raises without --calib-frames)
+            if len(items) == self._cap() * self.batch:
+                self._check_count(len(items) // self.batch)  # (only raises without --calib-frames)
                 break
             items.append(("file", self._list_entry(line.split()[0], base, Loc(file=path, line=number))))
         if not items:
@@ -399,12 +424,15 @@ class FrameSource:
             elif kind == "npz":
                 frame = {s.name: np.asarray(self.arrays[s.name][item], np.float32).reshape(s.shape)
                          for s in self.specs}
+            elif kind == "images":  # one image per slot of the batch
+                frame = {self._single_spec().name: np.concatenate([self.load_file(p) for p in item])}
+                item = item[0]
             else:
                 frame = {self._single_spec().name: self.load_file(item)}
             for name, x in frame.items():
                 if not np.isfinite(x).all():  # NaN/inf would make every range (and scale) meaningless
                     raise TidlcError(f"calibration frame {number} ('{name}') holds NaN or infinite values",
-                                     item if kind == "file" else self.path, code="input")
+                                     item if kind in ("file", "images") else self.path, code="input")
             yield frame
 
     def load_file(self, path: str) -> np.ndarray:
@@ -416,7 +444,7 @@ class FrameSource:
                                  path, code="input")
             return np.asarray(arr, dtype=np.float32).reshape(spec.shape)
         channels = _chw(spec.shape, spec.layout)[0]
-        return self.preprocess.apply(read_image(path, channels), spec.shape, spec.layout)
+        return self.preprocess.apply(read_image(path, channels), (1, *spec.shape[1:]), spec.layout)
 
 
 CALIB_HINT = "--calib takes a list file, a folder of images or .npy files, a .npy or an .npz"
@@ -426,6 +454,27 @@ def _size(shape) -> int:
     return int(np.prod(shape, dtype=object))  # Python integers: no overflow
 
 
+def _synthetic_image(rng: np.random.Generator, spec: InputSpec, preprocess: Preprocess) -> np.ndarray:
+    """One smooth random image for a 4-D input, as a batch-1 tensor (see :func:`synthetic_frames`)."""
+    import cv2
+    shape = (1, *spec.shape[1:])
+    channels, height, width = _chw(shape, spec.layout)
+    coarse = rng.uniform(0, 255, (max(height // 8, 2), max(width // 8, 2), channels)).astype(np.float32)
+    image = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    image = np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.float32)
+    image = image.reshape(height, width, channels)
+    if spec.dtype[0] in "iu":  # a fixed-point input: the image spread over the type's range
+        info = np.iinfo(spec.dtype.replace("i", "int").replace("u", "uint"))
+        pixels = np.ascontiguousarray(image.transpose(2, 0, 1)[None] if spec.layout != "NHWC" else image[None])
+        return np.round(info.min + pixels / 255.0 * (info.max - info.min)).reshape(shape)
+    if preprocess.mean or preprocess.scale:
+        x = preprocess.apply(image.astype(np.uint8).squeeze(), shape, spec.layout) if channels in (1, 3) else image
+    else:
+        x = image / 127.5 - 1.0
+        x = x.transpose(2, 0, 1)[None] if spec.layout != "NHWC" else x[None]
+    return np.ascontiguousarray(x, dtype=np.float32).reshape(shape)
+
+
 def synthetic_frames(specs: list[InputSpec], count: int, preprocess: Preprocess = Preprocess(),
                      seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Smooth random images (low-frequency noise, 0..255), pre-processed like real ones.
@@ -433,29 +482,13 @@ def synthetic_frames(specs: list[InputSpec], count: int, preprocess: Preprocess 
     Without a mean/scale the pixels are mapped to [-1, 1]. Only a stand-in: the
     ranges real data gives can be quite different (hence the warning).
     """
-    import cv2
     rng = np.random.default_rng(seed)
     for _ in range(count):
         frame = {}
         for spec in specs:
-            if len(spec.shape) == 4:
-                channels, height, width = _chw(spec.shape, spec.layout)
-                coarse = rng.uniform(0, 255, (max(height // 8, 2), max(width // 8, 2), channels)).astype(np.float32)
-                image = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-                image = np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.float32)
-                image = image.reshape(height, width, channels)
-                if preprocess.mean or preprocess.scale:
-                    x = preprocess.apply(image.astype(np.uint8).squeeze(), spec.shape, spec.layout) \
-                        if channels in (1, 3) else image
-                else:
-                    x = image / 127.5 - 1.0
-                    x = x.transpose(2, 0, 1)[None] if spec.layout != "NHWC" else x[None]
-                frame[spec.name] = np.ascontiguousarray(x, dtype=np.float32).reshape(spec.shape)
-                if spec.dtype[0] in "iu":  # a fixed-point input: the image spread over the type's range
-                    info = np.iinfo(spec.dtype.replace("i", "int").replace("u", "uint"))
-                    pixels = np.ascontiguousarray(image.reshape(height, width, channels).transpose(2, 0, 1)[None]
-                                                  if spec.layout != "NHWC" else image[None])
-                    frame[spec.name] = np.round(info.min + pixels / 255.0 * (info.max - info.min)).reshape(spec.shape)
+            if len(spec.shape) == 4:  # one image per slot of the batch
+                frame[spec.name] = np.concatenate([_synthetic_image(rng, spec, preprocess)
+                                                   for _ in range(max(spec.shape[0], 1))])
             else:
                 frame[spec.name] = rng.uniform(-1, 1, spec.shape).astype(np.float32)
         yield frame

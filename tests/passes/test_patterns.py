@@ -8,10 +8,10 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from tidlc.frontends.onnx.importer import load_onnx
 
 from tidlc.compiler import optimize
 from tidlc.config import CompileOptions
-from tidlc.frontends.onnx.importer import load_onnx
 from tidlc.interp import run_graph
 
 ort = pytest.importorskip("onnxruntime")
@@ -200,3 +200,40 @@ def test_folding_the_pad_lowers_the_predicted_cycles(tmp_path):
         optimize(g, CompileOptions.of(opt_level=level))
         cycles[level] = estimate(g, device).total_cycles
     assert cycles[3] < cycles[1], cycles
+
+
+@pytest.mark.parametrize("kind", ["AveragePool", "MaxPool"])
+def test_a_pool_over_the_whole_plane_is_a_global_pool(tmp_path, kind):
+    """Caffe's ResNet-50 / GoogLeNet end in a 7x7 average pool on a 7x7 input: one window, the whole
+    plane. TIDL validates 1x1-3x3 windows only, so as pool2d it went to the host; as global_pool it
+    runs accelerated."""
+    path = _model(tmp_path, [helper.make_node(kind, ["x"], ["y"], kernel_shape=SHAPE[2:])], {},
+                  out_shape=SHAPE[:2] + [1, 1])
+    _check(path, "global_pool", absent=("pool2d",))
+
+
+@pytest.mark.parametrize("attrs", [{"kernel_shape": [5, 5]}, {"kernel_shape": [6, 6], "pads": [1, 1, 0, 0]},
+                                   {"kernel_shape": [3, 6], "strides": [3, 1]}])
+def test_a_pool_with_more_than_one_window_stays(tmp_path, attrs):
+    out = [1, 8, 2, 2] if attrs["kernel_shape"] == [5, 5] else [1, 8, 2, 1]
+    path = _model(tmp_path, [helper.make_node("AveragePool", ["x"], ["y"], **attrs)], {}, out_shape=out)
+    _check(path, "pool2d", absent=("global_pool",))
+
+
+def test_resnet50_pool5_is_accelerated():
+    """The real model: every layer of Caffe's ResNet-50 on the accelerator at -O2 (pool5 was the one
+    host layer)."""
+    from pathlib import Path
+
+    from tidlc.backends.tidl.constraints import check
+
+    from tidlc.compiler import load
+    proto = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "caffe" / "resnet50" / "ResNet-50-deploy.prototxt"
+    if not proto.exists():
+        pytest.skip("shared corpus not available")
+    options = CompileOptions.of(opt_level=2)
+    graph = load(str(proto), options)
+    optimize(graph, options)
+    assert [op.kind for op in graph.compute_ops() if op.name == "pool5"] == ["global_pool"]
+    host = [op.name for op in graph.compute_ops() if (v := check(op)) is not None and v.verdict == "host"]
+    assert host == []

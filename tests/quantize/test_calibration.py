@@ -113,6 +113,34 @@ def test_frame_sources(tmp_path):
         FrameSource(str(tmp_path / "nope"), spec)
 
 
+def test_images_fill_a_batch(tmp_path):
+    """A batch-10 input (Caffe's AlexNet deploy file): 10 consecutive images are one frame, slot by
+    slot; a remainder is left out; fewer than 10 is an error naming --input-shape."""
+    spec = [InputSpec("data", (3, 3, 8, 8), "NCHW")]
+    for i in range(7):
+        _image(tmp_path / f"img{i}.png", 10 * i)
+    source = FrameSource(str(tmp_path), spec)
+    frames = list(source)
+    assert len(source) == len(frames) == 2 and frames[0]["data"].shape == (3, 3, 8, 8)
+    assert [f["data"][k, 2, 0, 0] for f in frames for k in range(3)] == [0, 10, 20, 30, 40, 50]  # B planes
+    assert len(FrameSource(str(tmp_path), spec, limit=1)) == 1
+    with pytest.raises(TidlcError, match=r"do not fill one frame.*batch of 3") as info:
+        FrameSource(str(tmp_path / "img0.png"), spec)
+    assert "--input-shape data=1,3,8,8" in info.value.hint
+    np.save(tmp_path / "z.npy", np.ones((3, 3, 8, 8), np.float32))
+    with pytest.raises(TidlcError, match="images and .npy files mixed"):
+        FrameSource(str(tmp_path), spec)
+
+
+def test_synthetic_frames_fill_a_batch():
+    """Each slot of a batch > 1 gets its own image; batch 1 is what it was (same seed, same bytes)."""
+    one = next(synthetic_frames([InputSpec("x", (1, 3, 16, 16), "NCHW")], 1))["x"]
+    four = next(synthetic_frames([InputSpec("x", (4, 3, 16, 16), "NCHW")], 1))["x"]
+    assert four.shape == (4, 3, 16, 16)
+    np.testing.assert_array_equal(four[:1], one)
+    assert not np.array_equal(four[0], four[1])
+
+
 def test_synthetic_frames_are_smooth_and_seeded():
     spec = [InputSpec("x", (1, 3, 16, 16), "NCHW")]
     a = list(synthetic_frames(spec, 2))
