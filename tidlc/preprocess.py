@@ -290,11 +290,18 @@ class FrameSource:
         """How many items to collect: the frames asked for, else one over the frames limit."""
         return self.limit if self.limit is not None else limits.current().frames + 1
 
+    def _files_per_frame(self, path: str) -> int:
+        """How many files like ``path`` make one frame: ``batch`` images (:meth:`_batched` groups
+        them), or one .npy (the whole input; a mix of the two is refused there)."""
+        return 1 if path.lower().endswith(".npy") else self.batch
+
     def _batched(self, items: list) -> list:
         """``items`` with images grouped by the input's batch (``batch`` consecutive images per frame;
         a remainder is left out)."""
-        images = [item for kind, item in items if kind == "file" and not item.lower().endswith(".npy")]
-        if self.batch == 1 or not images:
+        if self.batch == 1:
+            return items
+        images = [item for kind, item in items if kind == "file" and self._files_per_frame(item) > 1]
+        if not images:
             return items
         spec = self.specs[0]
         one = ",".join(str(d) for d in (1, *spec.shape[1:]))
@@ -336,8 +343,9 @@ class FrameSource:
             raise TidlcError(f"cannot list the folder: {exc.strerror}", path, code="file") from None
         if not names:
             raise TidlcError("no images or .npy files in the folder", path, code="input")
-        self._check_count(len(names) // self.batch)
-        return [("file", os.path.join(path, n)) for n in names[:self._cap() * self.batch]]
+        per = self._files_per_frame(names[0])
+        self._check_count(len(names) // per)
+        return [("file", os.path.join(path, n)) for n in names[:self._cap() * per]]
 
     def _npz(self) -> list:
         with NpzFile(self.path, "calibration .npz") as npz:
@@ -384,8 +392,9 @@ class FrameSource:
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            if len(items) == self._cap() * self.batch:
-                self._check_count(len(items) // self.batch)  # (only raises without --calib-frames)
+            per = self._files_per_frame(items[0][1]) if items else 1
+            if len(items) == self._cap() * per:
+                self._check_count(len(items) // per)  # (only raises without --calib-frames)
                 break
             items.append(("file", self._list_entry(line.split()[0], base, Loc(file=path, line=number))))
         if not items:

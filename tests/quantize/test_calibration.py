@@ -132,6 +132,21 @@ def test_images_fill_a_batch(tmp_path):
         FrameSource(str(tmp_path), spec)
 
 
+def test_npy_files_for_a_batch_count_one_frame_each(tmp_path):
+    """A .npy holds the whole batched input: one frame per file, for the frames limit too."""
+    from tidlc import limits
+    spec = [InputSpec("data", (3, 3, 8, 8), "NCHW")]
+    for i in range(3):
+        np.save(tmp_path / f"f{i}.npy", np.full((3, 3, 8, 8), i, np.float32))
+    frames = list(FrameSource(str(tmp_path), spec))
+    assert [f["data"].shape for f in frames] == [(3, 3, 8, 8)] * 3 and frames[2]["data"][0, 0, 0, 0] == 2
+    (tmp_path / "list.txt").write_text("f0.npy\nf1.npy\nf2.npy\nf0.npy\n")
+    limits.set_limits(limits.Limits(frames=2))
+    for source in (tmp_path, tmp_path / "list.txt"):
+        with pytest.raises(TidlcError, match="frames"):
+            FrameSource(str(source), spec)
+
+
 def test_synthetic_frames_fill_a_batch():
     """Each slot of a batch > 1 gets its own image; batch 1 is what it was (same seed, same bytes)."""
     one = next(synthetic_frames([InputSpec("x", (1, 3, 16, 16), "NCHW")], 1))["x"]
