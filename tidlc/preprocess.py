@@ -392,13 +392,12 @@ class FrameSource:
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            per = self._files_per_frame(items[0][1]) if items else 1
-            if len(items) == self._cap() * per:
-                self._check_count(len(items) // per)  # (only raises without --calib-frames)
+            if len(items) == self._cap() * (self._files_per_frame(items[0][1]) if items else 1):
                 break
             items.append(("file", self._list_entry(line.split()[0], base, Loc(file=path, line=number))))
         if not items:
             raise TidlcError("the list file names no files", path, hint=CALIB_HINT, code="input")
+        self._check_count(len(items) // self._files_per_frame(items[0][1]))  # (only raises without --calib-frames)
         return items
 
     def _list_entry(self, entry: str, base: str, loc: Loc) -> str:

@@ -147,6 +147,20 @@ def test_npy_files_for_a_batch_count_one_frame_each(tmp_path):
             FrameSource(str(source), spec)
 
 
+def test_a_list_one_frame_over_the_limit_is_refused(tmp_path):
+    """A list file naming exactly the frames limit + 1 files was read whole (the count was checked
+    only when a further line came); a list at the limit is fine."""
+    from tidlc import limits
+    spec = [InputSpec("data", (1, 3, 8, 8), "NCHW")]
+    np.save(tmp_path / "f.npy", np.zeros((1, 3, 8, 8), np.float32))
+    limits.set_limits(limits.Limits(frames=2))
+    (tmp_path / "list.txt").write_text("f.npy\n" * 2)
+    assert len(FrameSource(str(tmp_path / "list.txt"), spec)) == 2
+    (tmp_path / "list.txt").write_text("f.npy\n" * 3)
+    with pytest.raises(TidlcError, match="3 is over the frames limit of 2"):
+        FrameSource(str(tmp_path / "list.txt"), spec)
+
+
 def test_synthetic_frames_fill_a_batch():
     """Each slot of a batch > 1 gets its own image; batch 1 is what it was (same seed, same bytes)."""
     one = next(synthetic_frames([InputSpec("x", (1, 3, 16, 16), "NCHW")], 1))["x"]
