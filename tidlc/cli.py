@@ -111,7 +111,8 @@ class Diagnostics:
                 "severity": "warning", "code": "warning", "message": str(message), "location": {}, "hint": None}
             self.items.append(item)
         else:
-            print(f"warning: {message}", file=sys.stderr)
+            hint = getattr(message, "hint", "")
+            print(f"warning: {message}" + (f" (hint: {hint})" if hint else ""), file=sys.stderr)
 
     def finish(self, code: int) -> int:
         self.code = code

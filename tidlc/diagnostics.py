@@ -32,6 +32,7 @@ CODES: dict[str, str] = {
     "plugin": "a plugin is invalid, provided twice or failed to load",
     "warning": "a warning no more specific code describes",
     "calibration": "calibration is approximate (synthetic frames, too few frames, ignored data)",
+    "range": "frames fed to a quantized model lie outside the ranges its inputs were calibrated for",
     "quantization": "a pre-quantized model's parameters cannot be kept exactly (asymmetric zero points)",
     "weights": "weights are missing: a structure-only model, or layers filled with random weights",
     "version": "a model's format or opset version is newer than the tested range",

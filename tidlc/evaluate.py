@@ -117,6 +117,23 @@ def _frames(graph, options: CompileOptions, images: list[str]):
         return list(source)
 
 
+RANGE_HINT = ("compile with --calib frames like --data's and the --mean/--scale the model was trained with "
+              "(without --calib, 8 synthetic frames stand in: pixels mapped to [-1, 1] when no --mean/--scale)")
+
+
+def warn_ranges(qgraphs, feeds) -> bool:
+    """Warn once when the frames do not fit the ranges the fixed-point graphs' inputs were calibrated
+    for (judged on the first 8 frames): their outputs then say nothing about the model. Whether it did."""
+    from tidlc.metrics import InputRangeCheck
+    for q in qgraphs:
+        check = InputRangeCheck(q)
+        for f in feeds[:8]:
+            check.add(f)
+        if check.warn(hint=RANGE_HINT):
+            return True
+    return False
+
+
 def _check(precisions, task: str) -> None:
     if task not in ("classify", "detect", "segment"):
         raise TidlcError(f"--task {task}: unknown", hint="--task classify, detect or segment", code="option")
@@ -193,6 +210,8 @@ def evaluate(model: str, data: str, options: CompileOptions, precisions=PRECISIO
     if frames is not None:
         images, labels = images[:frames], (labels[:frames] if labels is not None else None)
     graph, quantized, backend = _models(model, options, precisions, plugins)
+    if quantized:
+        warn_ranges(quantized.values(), _frames(graph, options, images[:8]))
     if not executor.parallel or len(images) < 2:
         records = _records(graph, quantized, backend, options, images, progress)
     else:
@@ -277,10 +296,14 @@ def evaluate_detection(model: str, annotations_path: str, options: CompileOption
     size = (spec.shape[3], spec.shape[2]) if spec.layout != "NHWC" else (spec.shape[2], spec.shape[1])
     feeds = _frames(graph, options, paths)
     dec_options = {"threshold": threshold, "input_size": size}
-    rows = []
+    rows, warned = [], False
     for precision in precisions:
-        run = Interpreter(graph).run if precision == "float" else \
-            backend.load(backend.quantize(graph, options.replace(bits=int(precision), emit="bin")).graph).run
+        if precision == "float":
+            run = Interpreter(graph).run
+        else:
+            qgraph = backend.quantize(graph, options.replace(bits=int(precision), emit="bin")).graph
+            warned = warned or warn_ranges([qgraph], feeds)
+            run = backend.load(qgraph).run
         results, start = [], time.perf_counter()
         for i, (entry, feed) in enumerate(zip(entries, feeds)):
             outputs = run(feed)

@@ -54,13 +54,14 @@ def _delta(value, base):
 class Runners:
     graph: object
     plugins: object
-    make: Callable[[str], Callable]  # precision -> run(feed) -> outputs
+    make: Callable[..., Callable]  # (precision, frames) -> run(feed) -> outputs; frames: see runners
     input_size: tuple[int, int]  # (W, H) of the first input
 
 
 def runners(model: str, options: CompileOptions, plugins=None) -> Runners:
     """The float interpreter and the backend's quantized executors of ``model`` (quantization depends on
-    the options and ``--calib`` only, never on the evaluation frames)."""
+    the options and ``--calib`` only, never on the evaluation frames). ``make(precision, frames)``
+    warns, once, when ``frames`` do not fit the ranges the inputs were calibrated for."""
     from tidlc.compiler import backend_for, float_graph, plugins_for
     from tidlc.interp import Interpreter
     from tidlc.preprocess import input_specs
@@ -70,10 +71,16 @@ def runners(model: str, options: CompileOptions, plugins=None) -> Runners:
     spec = input_specs(graph)[0]
     size = (spec.shape[3], spec.shape[2]) if spec.layout != "NHWC" else (spec.shape[2], spec.shape[1])
 
-    def make(precision: str):
+    warned = []
+
+    def make(precision: str, frames=()):
         if precision == "float":
             return Interpreter(graph).run
-        return backend.load(backend.quantize(graph, options.replace(bits=int(precision), emit="bin")).graph).run
+        from tidlc.evaluate import warn_ranges
+        qgraph = backend.quantize(graph, options.replace(bits=int(precision), emit="bin")).graph
+        if not warned and warn_ranges([qgraph], list(frames)):
+            warned.append(precision)
+        return backend.load(qgraph).run
     return Runners(graph, plugins, make, (int(size[0]), int(size[1])))
 
 
@@ -173,7 +180,7 @@ def evaluate_segmentation(model: str, data: str, options: CompileOptions, masks:
     dec_options = {"input_size": run.input_size}
     reference, matrices, agreement, seconds, classes, fixed = [], {}, {}, {}, None, False
     for precision in _ordered(precisions):
-        execute = run.make(precision)
+        execute = run.make(precision, feeds)
         start = time.perf_counter()
         for i, feed in enumerate(feeds):
             outputs = execute(feed)
@@ -303,7 +310,7 @@ def detection_agreement(model: str, data: str, options: CompileOptions, precisio
     dec_options = {"threshold": threshold, "input_size": run.input_size}
     reference, rows, per_image = [], [], {}
     for precision in _ordered(precisions):
-        execute = run.make(precision)
+        execute = run.make(precision, feeds)
         found = matched = 0
         ious, f1s = [], []
         start = time.perf_counter()

@@ -50,6 +50,66 @@ class SnrAccumulator:
         return 10.0 * math.log10(self.signal / self.noise)
 
 
+class InputRangeCheck:
+    """Do the frames fed to a fixed-point graph fit the ranges its inputs were calibrated for?
+
+    A float input is quantized on the device's grid (its ``data_convert``): values beyond that
+    grid saturate. Frames pre-processed unlike the calibration frames (raw 0..255 pixels into a
+    model calibrated on [-1, 1], a forgotten ``--mean``) then give outputs with no relation to
+    the float model's, silently. :meth:`add` counts, over frames, the values more than half a
+    step outside the grid; :meth:`warn` says so once per input when more than ``limit`` of them
+    are (the rare outlier that a percentile calibration clips on purpose stays quiet)."""
+
+    def __init__(self, graph, limit: float = 0.01):
+        users = graph.users()
+        self.limit = limit
+        self.source = graph.attrs.get("quant.calib_source")
+        self.frames = graph.attrs.get("quant.calib_frames")
+        self.ranges: dict[str, tuple[float, float, float]] = {}  # name -> (low, high, half a step)
+        for op in graph.ops:
+            if op.kind != "input" or op.results[0].type.dtype[0] != "f":
+                continue
+            for user, _ in users.get(op.results[0], ()):
+                q = user.results[0].type.quant if user.kind == "data_convert" else None
+                if q is not None and len(q.scale) == 1 and q.scale[0] > 0:
+                    scale = q.scale[0]
+                    self.ranges[op.attrs["name"]] = ((q.qmin - q.zero_point) / scale,
+                                                     (q.qmax - q.zero_point) / scale, 0.5 / scale)
+                    break
+        self.counts = {name: [0, 0, math.inf, -math.inf] for name in self.ranges}  # outside, total, min, max
+
+    def add(self, feeds: dict) -> None:
+        for name, (low, high, half) in self.ranges.items():
+            if name not in feeds:
+                continue
+            x = np.asarray(feeds[name])
+            if x.size == 0 or x.dtype.kind not in "fiu":
+                continue
+            c = self.counts[name]
+            c[0] += int(np.count_nonzero((x < low - half) | (x > high + half)))
+            c[1] += x.size
+            c[2], c[3] = min(c[2], float(x.min())), max(c[3], float(x.max()))
+
+    def warn(self, hint: str = "") -> list[str]:
+        """Warn (``code="range"``) about every input whose frames do not fit; return their names."""
+        from tidlc.diagnostics import warn
+        names = []
+        for name, (outside, total, lo, hi) in self.counts.items():
+            if not total or outside <= self.limit * total:
+                continue
+            low, high, _ = self.ranges[name]
+            source = ("synthetic frames (no --calib)" if self.source == "synthetic"
+                      else f"'{self.source}'" if self.source else "its calibration frames")
+            frames = f"{self.frames} " if self.frames and self.source == "synthetic" else ""
+            warn(f"input '{name}': {100.0 * outside / total:.1f}% of its values are outside the range it was "
+                 f"calibrated for, [{low:.4g}, {high:.4g}] (they span {lo:.4g} .. {hi:.4g}): they saturate, and the "
+                 f"fixed-point outputs do not follow the float model; it was calibrated on {frames}{source}",
+                 code="range", hint=hint or "compile with --calib frames like these and the --mean/--scale the model "
+                 "was trained with; an image gets the compile's --mean/--scale, a .npy is fed as it is")
+            names.append(name)
+        return names
+
+
 # ----------------------------------------------------------------------------- segmentation
 IGNORE_INDEX = 255  # label-mask value that no metric counts (object borders, void)
 

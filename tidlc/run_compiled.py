@@ -97,6 +97,12 @@ def _feeds(specs, model, random_seed) -> dict:
     return feeds
 
 
+def _named(specs, model) -> set[str]:
+    """The inputs ``--input`` names (the others get ``--random-input``)."""
+    names = [e["name"] for e in model.io["inputs"]]
+    return {split_input_spec(spec, names, "FILE")[0] for spec in specs or ()}
+
+
 def _image_feed(path: str, entry: dict, pre) -> np.ndarray:
     """An image through an input's pre-processing (io.bin's checks leave the shape to here)."""
     from tidlc.preprocess import read_image
@@ -104,8 +110,23 @@ def _image_feed(path: str, entry: dict, pre) -> np.ndarray:
     if len(dims) != 4 or 0 in dims:
         raise TidlcError(f"--input {path}: images need a 4-D input of non-zero size, '{entry['name']}' is {dims}",
                          hint="pass a pre-processed .npy tensor instead", code="input")
+    if dims[0] > 1:
+        one = ",".join(str(d) for d in [1, *dims[1:]])
+        raise TidlcError(f"--input {path}: one image, but the input '{entry['name']}' {list(dims)} takes a batch of "
+                         f"{dims[0]}", hint=f"pass a .npy of shape {tuple(dims)}, or compile with --input-shape "
+                         f"{entry['name']}={one} (one frame per inference)", code="input")
     channels = dims[3] if layout == "NHWC" else dims[1]
     return pre.apply(read_image(path, channels), dims, layout)
+
+
+def _check_ranges(model, feeds: dict) -> None:
+    """A ``range`` warning when given inputs do not fit what the model was calibrated for."""
+    graph = getattr(model, "graph", None)  # a partitioned model's subgraphs convert their own inputs
+    if feeds and hasattr(graph, "users") and graph.attrs.get("quantized"):
+        from tidlc.metrics import InputRangeCheck
+        check = InputRangeCheck(graph)
+        check.add(feeds)
+        check.warn()
 
 
 def run_compiled(args, target: str = "tidl", plugins=None) -> int:
@@ -122,6 +143,7 @@ def run_compiled(args, target: str = "tidl", plugins=None) -> int:
         from tidlc.postprocess import read_labels
         args.input = [read_labels(args.labels)[0][0]]
     feeds = _feeds(args.input, model, args.random_input)
+    given = {name: feeds[name] for name in feeds if args.random_input is None or name in _named(args.input, model)}
     executor = backend.load(model, kernels=args.kernels, threads=args.threads)
     observer = None
     if args.trace:
@@ -136,6 +158,8 @@ def run_compiled(args, target: str = "tidl", plugins=None) -> int:
         start = time.perf_counter()
         outputs = executor.run(feeds, observer=observer if i == 0 else None, raw=args.raw)
         times.append(time.perf_counter() - start)
+        if i == 0:  # the feeds fit the model (the run checked their shapes): do they fit its ranges?
+            _check_ranges(model, given)
     if not getattr(args, "json", False):
         return _report(args, post, model, executor, outputs, times, trace if args.trace else None)
     from tidlc.cli_options import outputs_summary, print_json
