@@ -39,7 +39,7 @@ from .netspec import LayerSpec, NetSpec, load_netspec
 from .registry import CONVERTERS, Layer
 from .weights import FileWeights, RandomWeights, WeightSource, ZeroWeights
 
-__all__ = ["Lowering", "find_weights", "load_caffe", "lower_net", "unsupported_layers"]
+__all__ = ["Lowering", "find_weights", "load_caffe", "lower_net", "unsupported_layers", "weights_hint"]
 
 
 def find_weights(prototxt: str, weights: str | None = None) -> str | None:
@@ -51,6 +51,27 @@ def find_weights(prototxt: str, weights: str | None = None) -> str | None:
         return weights
     beside = Path(prototxt).with_suffix(".caffemodel")
     return str(beside) if beside.is_file() else None
+
+
+def other_weights(prototxt: str) -> list[str]:
+    """The .caffemodel files beside ``prototxt`` not named like it (``lenet_iter_10000.caffemodel``
+    for ``lenet.prototxt``): what a hint can suggest for ``--weights`` (never used unasked)."""
+    folder = Path(prototxt).parent
+    try:
+        return sorted(str(p) for p in folder.glob("*.caffemodel") if p.is_file())
+    except OSError:
+        return []
+
+
+def weights_hint(prototxt: str) -> str:
+    """``--weights FILE`` naming the one caffemodel beside ``prototxt`` (or the choice), else generic."""
+    found = other_weights(prototxt)
+    if len(found) == 1:
+        return f"pass --weights {found[0]} (the caffemodel beside it), or --random-weights SEED"
+    if found:
+        return f"pass --weights with one of {', '.join(Path(f).name for f in found[:4])}" + \
+            (" ..." if len(found) > 4 else "") + " (beside it), or --random-weights SEED"
+    return "pass --weights FILE or --random-weights SEED"
 
 
 def unsupported_layers(net: NetSpec, weights: WeightSource | None = None) -> list[str]:
@@ -211,7 +232,8 @@ def load_caffe(path: str, options=None) -> Graph:
         graph.attrs["missing_weights"] = True
         beside = Path(path).with_suffix(".caffemodel").name
         warn(f"{path}: no weights (no --weights and no {beside} beside it): structure only, "
-             "every weight is zero; use --random-weights SEED to explore", code="weights")
+             "every weight is zero", code="weights", hint=weights_hint(path).replace(
+                 "or --random-weights SEED", "or --random-weights SEED to explore"))
     elif isinstance(source, RandomWeights):
         graph.attrs["random_weights"] = source.seed
     elif isinstance(source, FileWeights) and source.filled:

@@ -7,7 +7,8 @@ segment images, and --masks DIR of PNG label masks named like them (mIoU, pixel 
 
 Examples:
   tidlc eval model.onnx --data val.txt --mean 123.7,116.3,103.5 --scale 0.017 --calib calib.txt
-  tidlc eval ../shared/corpus/caffe/cifar10_quick/cifar10_quick.prototxt --data samples/ --json eval.json
+  tidlc eval cifar10_quick.prototxt --weights cifar10_quick_iter_5000.caffemodel --mean 125.3,123,113.9 \
+      --channel-order bgr --data samples/ --calib samples/ --json eval.json
   tidlc eval seg.onnx --task segment --data images/ --masks masks/ --calib images/ --plot iou.png
   tidlc eval yolox.onnx --task detect --data val.json --decoder 'yolox{classes=80}' --calib calib/
 """

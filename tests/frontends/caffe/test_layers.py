@@ -472,7 +472,7 @@ def test_structure_only_mode(tmp_path):
         g = load_caffe(str(path), CompileOptions())
     assert [str(w.message) for w in caught if w.category is TidlcWarning] == [
         (f"{path}: no weights (no --weights and no n.caffemodel beside it): structure only, "
-        "every weight is zero; use --random-weights SEED to explore")]
+        "every weight is zero")]
     assert g.attrs["missing_weights"] is True
     consts = [op.data for op in g.ops if op.kind == "const"]
     assert all(c.size == 1 or all(s == 0 for s in c.strides) for c in consts)
