@@ -242,6 +242,50 @@ def test_partitioned_run_from_the_command_line(tmp_path, capsys):
     np.testing.assert_array_equal(sub1, got)
 
 
+def _image(tmp_path, size=(12, 12)):
+    import cv2
+    rng = np.random.default_rng(5)
+    path = tmp_path / "frame.png"
+    cv2.imwrite(str(path), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    return path
+
+
+def test_partitioned_run_takes_an_image_with_the_compiles_preprocessing(tmp_path, capsys):
+    """`tidlc run OUTDIR --input frame.png` of a partitioned model: the image goes through the
+    pre-processing given to the compile (kept in model.tdp), as for a whole-model net.bin; --post,
+    --repeat and --json work the same; --raw is a one-line error (the host gets float)."""
+    from tidlc.preprocess import Preprocess, read_image
+    _, _, outdir = _compile(tmp_path, CHAIN, deny_op_names=("pool",), mean=(127.5,), scale=(1 / 127.5,))
+    manifest = _tidl().load(outdir).manifest
+    assert manifest["inputs"][0]["preprocess"]["mean"] == [127.5]
+    image = _image(tmp_path)
+    code = main(["run", outdir, "--input", str(image), "-o", str(tmp_path / "y.npz"), "--repeat", "2",
+                 "--post", "classify"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "top-5 classes:" in out and "median" in out and err == "", (out, err)
+    x = Preprocess(mean=(127.5,), scale=(1 / 127.5,)).apply(read_image(str(image), 3), (1, 3, 12, 12), "NCHW")
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npz")["fc"], _tidl().load(outdir).run({"data": x})["fc"])
+    assert main(["run", outdir, "--input", str(image), "--raw"]) == 2
+    assert "--raw: a partitioned model" in capsys.readouterr().err
+
+
+def test_partitioned_run_warns_when_the_image_misses_the_calibrated_range(tmp_path, capsys):
+    """Compiled without --mean/--scale (calibrated on [-1, 1]): raw pixels saturate its first subgraph."""
+    _, _, outdir = _compile(tmp_path, CHAIN, deny_op_names=("pool",))
+    assert main(["run", outdir, "--input", str(_image(tmp_path))]) == 0
+    err = capsys.readouterr().err
+    assert err.count("outside the range it was calibrated for") == 1 and "on 16 frames of '" in err, err
+
+
+def test_an_image_into_a_source_model_is_a_one_line_error(tmp_path, capsys):
+    path = tmp_path / "m.prototxt"
+    path.write_text(CHAIN)
+    assert main(["run", str(path), "--random-weights", "1", "--input", str(_image(tmp_path))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "an image, but a source model takes pre-processed tensors (.npy)" in err[0], err
+    assert "tidlc compile MODEL --mean M --scale S -o OUTDIR" in err[0]
+
+
 def test_emit_ir_of_a_partitioned_model_is_the_float_graph(tmp_path):
     result, path, outdir = _compile(tmp_path, CHAIN, emit="ir", deny_op_names=("pool",))
     assert sorted(os.path.basename(p) for p in result.outputs) == ["model.tir", "model.weights"]

@@ -10,13 +10,18 @@ def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
     """``10 log10(sum(ref**2) / sum((ref - test)**2))``; inf when equal, -inf-ish when ref is 0."""
     ref = np.asarray(reference, dtype=np.float64).reshape(-1)
     err = ref - np.asarray(test, dtype=np.float64).reshape(-1)
-    noise = float(np.dot(err, err))
-    signal = float(np.dot(ref, ref))
+    return _db(float(np.dot(ref, ref)), float(np.dot(err, err)))
+
+
+def _db(signal: float, noise: float) -> float:
+    """``10 log10(signal / noise)``: inf when exact, -inf when nothing of the signal is left (no signal,
+    or an error energy beyond float64 — an overflowed or NaN tensor — whatever the signal)."""
     if noise == 0.0:
         return math.inf
-    if signal == 0.0:
+    ratio = signal / noise if math.isfinite(noise) else 0.0
+    if not ratio > 0.0:  # 0, or NaN
         return -math.inf
-    return 10.0 * math.log10(signal / noise)
+    return 10.0 * math.log10(ratio)
 
 
 def cosine(reference: np.ndarray, test: np.ndarray) -> float:
@@ -43,11 +48,7 @@ class SnrAccumulator:
 
     @property
     def db(self) -> float:
-        if self.noise == 0.0:
-            return math.inf
-        if self.signal == 0.0:
-            return -math.inf
-        return 10.0 * math.log10(self.signal / self.noise)
+        return _db(self.signal, self.noise)
 
 
 class InputRangeCheck:
@@ -98,12 +99,12 @@ class InputRangeCheck:
             if not total or outside <= self.limit * total:
                 continue
             low, high, _ = self.ranges[name]
-            source = ("synthetic frames (no --calib)" if self.source == "synthetic"
-                      else f"'{self.source}'" if self.source else "its calibration frames")
-            frames = f"{self.frames} " if self.frames and self.source == "synthetic" else ""
+            count = f"{self.frames} " if self.frames else ""
+            source = (f"{count}synthetic frames (no --calib)" if self.source == "synthetic"
+                      else f"{count}frames of '{self.source}'" if self.source else "its calibration frames")
             warn(f"input '{name}': {100.0 * outside / total:.1f}% of its values are outside the range it was "
                  f"calibrated for, [{low:.4g}, {high:.4g}] (they span {lo:.4g} .. {hi:.4g}): they saturate, and the "
-                 f"fixed-point outputs do not follow the float model; it was calibrated on {frames}{source}",
+                 f"fixed-point outputs do not follow the float model; it was calibrated on {source}",
                  code="range", hint=hint or "compile with --calib frames like these and the --mean/--scale the model "
                  "was trained with; an image gets the compile's --mean/--scale, a .npy is fed as it is")
             names.append(name)

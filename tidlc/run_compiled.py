@@ -119,14 +119,27 @@ def _image_feed(path: str, entry: dict, pre) -> np.ndarray:
     return pre.apply(read_image(path, channels), dims, layout)
 
 
+class _Partitioned:
+    """A partitioned model (model.tdp) as a compiled model to run: ``graph`` (model.tir, the float
+    graph and its attributes: the post-processing), ``io`` (its inputs, with the pre-processing of
+    the compile) and ``fixed_graphs`` (the subgraphs, whose inputs have calibrated ranges)."""
+
+    def __init__(self, executable):
+        self.graph = executable.graph
+        self.io = {"inputs": executable.input_entries()}
+        self.fixed_graphs = executable.fixed_graphs()
+
+
 def _check_ranges(model, feeds: dict) -> None:
     """A ``range`` warning when given inputs do not fit what the model was calibrated for."""
-    graph = getattr(model, "graph", None)  # a partitioned model's subgraphs convert their own inputs
-    if feeds and hasattr(graph, "users") and graph.attrs.get("quantized"):
-        from tidlc.metrics import InputRangeCheck
-        check = InputRangeCheck(graph)
-        check.add(feeds)
-        check.warn()
+    from tidlc.metrics import InputRangeCheck
+    graphs = getattr(model, "fixed_graphs", None) or [getattr(model, "graph", None)]
+    for graph in graphs:
+        if feeds and hasattr(graph, "users") and graph.attrs.get("quantized"):
+            check = InputRangeCheck(graph)
+            check.add(feeds)
+            if check.warn():
+                return
 
 
 def run_compiled(args, target: str = "tidl", plugins=None) -> int:
@@ -136,7 +149,16 @@ def run_compiled(args, target: str = "tidl", plugins=None) -> int:
                              hint="drop --labels, or use --post classify", code="option")
         args.post = "classify"
     backend = _backend(target, plugins)
-    model = read_model(args.model, target, plugins)
+    partitioned = getattr(backend, "is_partitioned", None)
+    executor = None
+    if partitioned is not None and partitioned(args.model):  # model.tdp: subgraphs + host ops (docs/partition.md)
+        if args.raw:
+            raise TidlcError("--raw: a partitioned model's subgraphs hand their outputs to the host in float",
+                             args.model, hint="drop --raw; --trace DIR writes every layer's output", code="option")
+        executor = backend.load(args.model, kernels=args.kernels, threads=args.threads)
+        model = _Partitioned(executor)
+    else:
+        model = read_model(args.model, target, plugins)
     stored = model.graph.attrs.get("post_process")  # TIDL postProcType, kept in net.bin by the compiler
     post = getattr(args, "post", None) or stored
     if post == "classify" and getattr(args, "labels", None) and not args.input:
@@ -144,7 +166,7 @@ def run_compiled(args, target: str = "tidl", plugins=None) -> int:
         args.input = [read_labels(args.labels)[0][0]]
     feeds = _feeds(args.input, model, args.random_input)
     given = {name: feeds[name] for name in feeds if args.random_input is None or name in _named(args.input, model)}
-    executor = backend.load(model, kernels=args.kernels, threads=args.threads)
+    executor = executor or backend.load(model, kernels=args.kernels, threads=args.threads)
     observer = None
     if args.trace:
         trace: dict[str, np.ndarray] = {}

@@ -93,6 +93,15 @@ def _schema_problem(doc) -> str | None:
                 return f"subgraph {k}: '{key}' missing or of the wrong type"
         if not re.fullmatch(r"subgraph_[0-9]+", sub["dir"]):
             return f"subgraph {k}: bad folder name {sub['dir']!r}"
+    for k, entry in enumerate(doc["inputs"]):
+        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("dims"), list)):
+            return f"input {k} is not an object with a name and dims"
+        if "preprocess" in entry:  # older manifests have none (their inputs take the subgraphs' io.bin)
+            from tidlc.backends.tidl.binfmt.net import preprocess_problem
+            problem = preprocess_problem(entry["preprocess"]) if isinstance(entry["preprocess"], dict) \
+                else "preprocess is not an object"
+            if problem:
+                return f"input {k}: {problem}"
     for entry in doc["schedule"]:
         if not (isinstance(entry, list) and len(entry) == 2 and entry[0] in ("host", "subgraph")):
             return "bad schedule entry"
@@ -237,6 +246,15 @@ def _check_outdir(outdir: str) -> None:
         raise TidlcError("the output path is a file, not a folder", outdir, code="output")
 
 
+def _preprocess(options) -> dict:
+    """The inputs' pre-processing as io.bin records it (``tidlc run OUTDIR --input image.png``)."""
+    p = getattr(options, "preprocess", None)
+    if p is None:
+        return {"mean": [], "scale": [], "resize": None, "crop": None, "channel_order": "rgb"}
+    return {"mean": list(p.mean), "scale": list(p.scale), "resize": list(p.resize) if p.resize else None,
+            "crop": list(p.crop) if p.crop else None, "channel_order": p.channel_order}
+
+
 def emit_partitioned(graph, partition, outdir: str, options) -> list[str]:
     """Write a partitioned model (module doc); returns the paths, model.tdp last."""
     from tidlc.backends.tidl.binfmt import encode_io, encode_net
@@ -274,7 +292,8 @@ def emit_partitioned(graph, partition, outdir: str, options) -> list[str]:
     doc = {"format": FORMAT, "tidlc_version": tidlc.__version__, "device": device,
            "ir": "model.tir", "weights": "model.weights", "ir_sha256": hashlib.sha256(tir).hexdigest(),
            "inputs": [{"name": op.attrs["name"], "dims": list(op.results[0].type.shape or ()),
-                       "dtype": op.results[0].type.dtype} for op in graph.input_ops],
+                       "dtype": op.results[0].type.dtype, "layout": op.results[0].type.layout,
+                       "preprocess": _preprocess(options)} for op in graph.input_ops],
            "outputs": [{"name": n, "tensor": tnames[id(v)]} for n, v in zip(output_names(graph), graph.outputs)],
            "subgraphs": subgraphs, "host_ops": list(partition.host_ops),
            "boundary": {k: int(v) for k, v in sorted(partition.boundary.items())},
@@ -336,6 +355,24 @@ class PartitionedExecutable:
     def input_info(self) -> list[tuple[str, tuple, str]]:
         from tidlc.ir.types import numpy_dtype
         return [(e["name"], tuple(e["dims"]), np.dtype(numpy_dtype(e["dtype"])).name) for e in self.manifest["inputs"]]
+
+    def input_entries(self) -> list[dict]:
+        """The model inputs as io.bin describes them (name, dims, layout, preprocess): what
+        ``tidlc run`` needs to feed an image. The pre-processing is the manifest's, else (a manifest
+        written before it kept one) the io.bin entry of the subgraph the input feeds, else none."""
+        default = _preprocess(None)
+        seen = {e["name"]: e for _, model, _ in self.subgraphs for e in (model.io or {}).get("inputs", ())}
+        layouts = {op.attrs["name"]: op.results[0].type.layout for op in self.graph.input_ops}
+        out = []
+        for e in self.manifest["inputs"]:
+            pre = e.get("preprocess") or seen.get(e["name"], {}).get("preprocess") or default
+            out.append({"name": e["name"], "dims": list(e["dims"]), "layout": e.get("layout", layouts.get(e["name"])),
+                        "preprocess": pre})
+        return out
+
+    def fixed_graphs(self) -> list:
+        """The subgraphs' fixed-point graphs."""
+        return [model.graph for _, model, _ in self.subgraphs]
 
     def run(self, feeds: dict, observer=None, raw: bool = False, **kw) -> dict:
         """Outputs by name; ``observer(op, results)`` sees every host op and every subgraph layer."""

@@ -48,13 +48,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_pass_options(p)
 
 
-def _read_inputs(specs: Sequence[str], graph) -> dict:
+def _read_inputs(specs: Sequence[str], names: list[str], what: str = "a source model") -> dict:
+    """``--input`` tensors by input name: .npy files (an image needs the pre-processing a compiled
+    model's io.bin keeps)."""
     from tidlc.fileio import load_array
+    from tidlc.preprocess import IMAGE_SUFFIXES
     from tidlc.run_compiled import split_input_spec
     feeds = {}
-    names = graph.input_names()
     for spec in specs:
         name, path = split_input_spec(spec, names, "FILE.npy")
+        if path.lower().endswith(IMAGE_SUFFIXES):
+            raise TidlcError(f"--input {path}: an image, but {what} takes pre-processed tensors (.npy)",
+                             hint="compile it with the pre-processing (tidlc compile MODEL --mean M --scale S -o "
+                                  "OUTDIR) and run OUTDIR with the image, or pass the tensor saved with numpy.save",
+                             code="input")
         feeds[name] = load_array(path)
     return feeds
 
@@ -74,13 +81,12 @@ def run(args, options) -> int:
     if generic is not None:  # a compiled model of a backend without a net.bin (e.g. onnx-qdq)
         return _run_artifact(args, generic)
     partitioned = getattr(backend_for(options, plugins), "is_partitioned", None)
-    if partitioned is not None and partitioned(args.model):  # model.tdp: subgraphs + host ops (docs/partition.md)
-        return _run_artifact(args, backend_for(options, plugins), traced=True, kernels=args.kernels,
-                             threads=args.threads)
-    if is_compiled_location(args.model, options.target.backend, plugins):  # net.bin + io.bin, or an import config (docs/run.md)
+    if (partitioned is not None and partitioned(args.model)) or \
+            is_compiled_location(args.model, options.target.backend, plugins):
+        # net.bin + io.bin, an import config (docs/run.md), or model.tdp: subgraphs + host ops (docs/partition.md)
         return run_compiled(args, options.target.backend, plugins)
     graph = load_and_optimize(args, options, plugins)
-    feeds = _read_inputs(args.input, graph)
+    feeds = _read_inputs(args.input, graph.input_names())
     if args.random_input is not None:
         rng = np.random.default_rng(args.random_input)
         for op in graph.input_ops:
@@ -116,20 +122,17 @@ def _artifact_backend(path: str, plugins):
     return None
 
 
-def _run_artifact(args, backend, traced: bool = False, **load_kw) -> int:
-    """`tidlc run OUTDIR` through the contract only: ``load(OUTDIR).run(feeds)`` (``--trace``:
-    ``run(feeds, observer=...)``, for executables that take one)."""
+def _run_artifact(args, backend) -> int:
+    """`tidlc run OUTDIR` through the contract only: ``load(OUTDIR).run(feeds)``."""
     import numpy as np
 
-    from tidlc.fileio import load_array, save_npz
-    executable = backend.load(args.model, **load_kw)
+    from tidlc.fileio import save_npz
+    if args.trace:
+        raise TidlcError(f"--trace: a compiled '{backend.name}' model runs through the backend contract, "
+                         "which gives its outputs only", args.model, hint="drop --trace", code="option")
+    executable = backend.load(args.model)
     info = executable.input_info() if hasattr(executable, "input_info") else []
-    names = [name for name, _, _ in info]
-    from tidlc.run_compiled import split_input_spec
-    feeds = {}
-    for spec in args.input:
-        name, path = split_input_spec(spec, names, "FILE.npy")
-        feeds[name] = load_array(path)
+    feeds = _read_inputs(args.input, [name for name, _, _ in info], f"a compiled '{backend.name}' model")
     rng = np.random.default_rng(args.random_input if args.random_input is not None else 0)
     for name, shape, dtype in info:
         if name not in feeds:
@@ -137,20 +140,11 @@ def _run_artifact(args, backend, traced: bool = False, **load_kw) -> int:
                 raise TidlcError(f"no value for input '{name}'", args.model,
                                  hint="give --input NAME=FILE.npy or --random-input SEED", code="input")
             feeds[name] = rng.random(shape, dtype=np.float32).astype(dtype)
-    trace: dict = {}
-    run_kw = {}
-    if args.trace and traced:
-        def observer(op, results):  # every layer's output in order (host ops and subgraph layers)
-            for k, r in enumerate(results):
-                trace[f"{len(trace):04d}_{op.name or op.kind}" + (f"_{k}" if k else "")] = r
-        run_kw["observer"] = observer
     start = time.perf_counter()
-    outputs = executable.run(feeds, **run_kw)
+    outputs = executable.run(feeds)
     elapsed = time.perf_counter() - start
     if args.output:
         save_npz(args.output, outputs)
-    if args.trace and traced:
-        save_npz(os.path.join(args.trace, "trace.npz"), trace)
     return _print_outputs(args, outputs, elapsed, backend.name)
 
 
