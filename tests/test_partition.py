@@ -277,6 +277,27 @@ def test_partitioned_run_warns_when_the_image_misses_the_calibrated_range(tmp_pa
     assert err.count("outside the range it was calibrated for") == 1 and "on 16 frames of '" in err, err
 
 
+def test_ir_of_a_partitioned_outdir_prints_the_run_order_and_every_graph(tmp_path, capsys):
+    """`tidlc ir OUTDIR` of a partitioned model was 'is a directory'; it prints the schedule as
+    comments, then each subgraph's fixed-point graph and model.tir."""
+    _, _, outdir = _compile(tmp_path, CHAIN, deny_op_names=("pool",))
+    assert main(["ir", outdir]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("// partitioned model (") and "2 subgraph(s), 1 host op(s); run order:" in text
+    assert "//   subgraph_0: " in text and "//   host: pool\n" in text and "// subgraph_1/net.bin\n" in text
+    assert text.count("tidlc.graph @") == 3 and "quantized = true" in text
+
+
+def test_a_partitioned_compile_without_calib_says_its_subgraphs_were_calibrated_synthetically(tmp_path):
+    path = tmp_path / "m.prototxt"
+    path.write_text(CHAIN)
+    options = CompileOptions.of(outdir=str(tmp_path / "out"), random_weights=1, emit="bin", deny_op_names=("pool",))
+    with pytest.warns(UserWarning):
+        compile_model(str(path), options)
+    exe = _tidl().load(str(tmp_path / "out"))
+    assert [g.attrs["quant.calib_source"] for g in exe.fixed_graphs()] == ["synthetic", "synthetic"]
+
+
 def test_an_image_into_a_source_model_is_a_one_line_error(tmp_path, capsys):
     path = tmp_path / "m.prototxt"
     path.write_text(CHAIN)

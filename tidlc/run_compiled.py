@@ -53,11 +53,36 @@ def compiled_ir(path: str) -> str | None:
     """The IR text of the graph a compiled model holds (`tidlc ir OUTDIR|net.bin`), or None when
     ``path`` is not a compiled model (a model file: imported as usual)."""
     from tidlc.ir.printer import print_graph
+    if _backend().is_partitioned(path):
+        return _partitioned_ir(path)
     if not os.path.isdir(path) and not _backend().is_artifact_file(path):
         return None  # a model file, also when it is called *.bin (a renamed frozen graph)
     if not is_compiled_location(path):
         return None
     return print_graph(read_model(path).graph)[0]
+
+
+def _partitioned_ir(path: str) -> str:
+    """A partitioned model's IR: its run order as comments, each subgraph's fixed-point graph, then
+    the float graph (model.tir) its host ops run from."""
+    from tidlc.ir.printer import print_graph
+    executable = _backend().load(path)
+    m = executable.manifest
+    manifest = os.path.join(path, "model.tdp") if os.path.isdir(path) else path
+    head = f"// partitioned model ({manifest}): {len(m['subgraphs'])} subgraph(s), {len(m['host_ops'])} host op(s)"
+    lines = [head + "; run order:"]
+    for kind, what in m["schedule"]:
+        if kind == "subgraph":
+            sub = m["subgraphs"][what]
+            lines.append(f"//   {sub['dir']}: {len(sub['ops'])} op(s), {', '.join(sub['inputs'])} -> "
+                         f"{', '.join(sub['outputs'])}")
+        else:
+            lines.append(f"//   host: {what}")
+    parts = ["\n".join(lines) + "\n"]
+    for sub, model, _ in executable.subgraphs:
+        parts.append(f"\n// {sub['dir']}/net.bin\n" + print_graph(model.graph)[0])
+    parts.append(f"\n// {m['ir']}: the float graph the host ops run from\n" + print_graph(executable.graph)[0])
+    return "".join(parts)
 
 
 def split_input_spec(spec: str, names: list[str], file_hint: str) -> tuple[str, str]:

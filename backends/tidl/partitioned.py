@@ -202,7 +202,7 @@ def _boundary_frames(graph, partition, options):
             if vid in by_id:
                 got[by_id[vid]] = np.asarray(feeds[op.attrs["name"]])
         out.append(got)
-    return out
+    return out, synthetic
 
 
 def _weights_bytes(weights) -> bytes:
@@ -266,11 +266,13 @@ def emit_partitioned(graph, partition, outdir: str, options) -> list[str]:
     from tidlc.partition import tensor_names
     _check_outdir(outdir)
     device = options.target.device
-    frames = _boundary_frames(graph, partition, options)
+    frames, synthetic = _boundary_frames(graph, partition, options)
     files: dict[str, bytes] = {}
     subgraphs = []
     for region in partition.regions:
         q = quantize_region(graph, region, frames, options)
+        if synthetic:  # the boundary tensors of the synthetic frames the whole model ran on
+            q.graph.attrs["quant.calib_source"] = "synthetic"
         try:
             from tidlc.backends.tidl.perf import estimate
             perf = json.loads(estimate(q.graph, device, options).to_json())
