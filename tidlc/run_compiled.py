@@ -289,5 +289,7 @@ def _post_process(post: str, args, model, executor, outputs) -> None:
         boxes = decoder.decode(outputs, options)
         for _, label, score, x0, y0, x1, y1 in boxes[:20]:
             print(f"  box class {int(label)} score {score:.3f}: ({x0:.3f}, {y0:.3f}) - ({x1:.3f}, {y1:.3f})")
+        if len(boxes) > 20:
+            print(f"  ... and {len(boxes) - 20} more (all of them in the PNG)")
         count = detect_png(outputs, images[0] if images else None, size, path, args.threshold, boxes)
         print(f"  wrote {path} ({count} boxes with score >= {args.threshold})")
