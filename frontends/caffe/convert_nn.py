@@ -14,17 +14,21 @@ Caffe semantics worth knowing (checked against BVLC Caffe's layer sources):
   mean, variance) it is a batch norm with stored statistics. Its training
   mode (batch statistics) has no inference meaning and is refused.
 * Dropout is the identity at inference unless ``scale_train: false``, in
-  which case Caffe multiplies by ``1 - ratio`` at test time.
+  which case Caffe multiplies by ``1 - ratio`` at test time. A ``Python``
+  layer named like dropout (ENet's ``spatial_dropout.SpatialDropoutLayer``,
+  ``phase: TEST``) is dropout too, with a warning; other Python layers are
+  code tidlc cannot run, reported with the fix.
 * LRN ``WITHIN_CHANNEL`` is lowered as Caffe computes it: x * (1 + alpha *
   avgpool(x^2))^-beta with a local_size window (padding counted).
 """
 from __future__ import annotations
 
+import re
 from math import prod
 
 import numpy as np
 
-from tidlc.diagnostics import TidlcError
+from tidlc.diagnostics import TidlcError, warn
 from tidlc.ir.ops._common import spatial_out
 
 from .netspec import ELTWISE_OP, LRN_NORM_REGION, conv_params, pool_params
@@ -256,6 +260,46 @@ def dropout(layer: Layer) -> None:
         layer.bind(layer.op("dropout", [x], ratio=ratio))
     else:
         layer.bind(layer.op("mul", [x, layer.const(np.float32(1.0 - ratio), "keep")]))
+
+
+def _python_names(spec) -> tuple[str, str, str]:
+    p = spec.param("python_param")
+    return p.get("module", "?"), p.get("layer", "?"), p.get("param_str", "")
+
+
+def _python_dropout(spec) -> bool:
+    """A ``Python`` layer that is dropout by its module or class name (ENet's
+    ``spatial_dropout.SpatialDropoutLayer``), not asked to train: the identity at inference."""
+    module, name, param_str = _python_names(spec)
+    training = re.search(r"phase['\"]?\s*:\s*['\"]?TRAIN", param_str)
+    return "dropout" in f"{module}.{name}".lower() and not training
+
+
+def _python_check(spec, weights=None) -> str | None:
+    if _python_dropout(spec):
+        return _single_bottom(spec)
+    module, name, _ = _python_names(spec)
+    return (f"python_param {module}.{name}: arbitrary Python code, which no TIDL layer or host runtime runs "
+            "(replace it in the deploy prototxt with the Caffe layers it computes; a dropout-like layer "
+            "named *dropout* is taken as the identity)")
+
+
+@converter("Python", check=_python_check)
+def python_dropout(layer: Layer) -> None:
+    """A Python dropout layer (:func:`_python_dropout`): dropout, the identity at inference."""
+    module, name, param_str = _python_names(layer.spec)
+    ratio = re.search(r"['\"]p['\"]\s*:\s*['\"]?([0-9.eE+-]+)", param_str)
+    warn(f"Python layer {module}.{name} taken as dropout, the identity at inference (its name says so; "
+         "tidlc runs no Python layer code)", code="unsupported")
+    layer.bind(layer.op("dropout", [layer.input()], ratio=_ratio(ratio.group(1) if ratio else "0.5")))
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        return 0.5
+    return value if 0.0 <= value < 1.0 else 0.5
 
 
 @converter("Power", check=_single_bottom)

@@ -79,14 +79,6 @@ def unsupported_layers(net: NetSpec, weights: WeightSource | None = None) -> lis
     return Lowering(net, weights).problems(net.layers)
 
 
-def _type_detail(spec: LayerSpec) -> str:
-    if spec.type == "Python":
-        p = spec.param("python_param")
-        module, layer = p.get("module", "?"), p.get("layer", "?")
-        return f" (python_param {module}.{layer}: arbitrary Python code)"
-    return ""
-
-
 class Lowering(Importer):
     """The state of one conversion: the builder, the blob table, the inputs and the weights.
 
@@ -152,7 +144,7 @@ class Lowering(Importer):
     def check_node(self, spec: LayerSpec) -> str | None:
         row = CONVERTERS.lookup(spec.type)
         if row is None:
-            return f"unsupported layer type '{spec.type}'{_type_detail(spec)}"
+            return f"unsupported layer type '{spec.type}'"
         problem = run_check(row.check, spec, self.weights)
         return f"{spec.type}: {problem}" if problem else None
 

@@ -55,7 +55,9 @@ layer { name: "acc" type: "Accuracy" bottom: "py" bottom: "label" top: "acc" }
     assert err == [
         (f"{path}: error: 2 layer(s) of the net cannot be imported (hint: see docs/frontends/caffe.md "
         "for the supported layers)"),
-        f"  {path}:6:1: 'py': unsupported layer type 'Python' (python_param m.L: arbitrary Python code)",
+        (f"  {path}:6:1: 'py': Python: python_param m.L: arbitrary Python code, which no TIDL layer or host "
+         "runtime runs (replace it in the deploy prototxt with the Caffe layers it computes; a dropout-like "
+         "layer named *dropout* is taken as the identity)"),
         f"  {path}:7:1: 'acc': unsupported layer type 'Accuracy'"]
 
 

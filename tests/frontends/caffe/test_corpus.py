@@ -26,9 +26,7 @@ WEIGHTS = {  # prototxt -> its trained caffemodel (other stems than the prototxt
     "lenet_mnist/mnist_deploy.prototxt": "lenet_mnist/lenet_iter_10000.caffemodel",
 }
 # Nets that cannot be imported, and why (docs/frontends/caffe.md lists them too).
-FAILS = {
-    "enet/enet_deploy.prototxt": ("Python", 27),  # SpatialDropout written as Python layers
-}
+FAILS: dict[str, tuple[str, int]] = {}  # (enet_deploy.prototxt's 27 Python SpatialDropout layers: dropout)
 # Outputs (Caffe's rule: blobs nobody consumes) and their shapes, for a few nets.
 OUTPUTS = {
     "mtcnn/det1.prototxt": {"conv4-2": (1, 4, 1, 1), "prob1": (1, 2, 1, 1)},
@@ -36,6 +34,7 @@ OUTPUTS = {
     "mobilenet_ssd/MobileNetSSD_deploy.prototxt": {"detection_out": (1, 1, 100, 7)},
     "ultraface_rfb320/RFB-320.prototxt": {"boxes": (1, 4420, 4), "scores": (1, 4420, 2)},
     "enet/enet_deploy_final.prototxt": {"deconv6_0_0": (1, 19, 512, 1024)},
+    "enet/enet_deploy.prototxt": {"deconv6_0_0": (1, 19, 512, 1024)},
     "jacinto_cityscapes5_jsegnet21v2/deploy.prototxt": {"argMaxOut": (1, 1, 512, 1024)},
 }
 

@@ -355,11 +355,34 @@ layer { name: "st" type: "Pooling" bottom: "data" top: "st" pooling_param { pool
     error = error_of(text)
     assert error.message == "3 layer(s) of the net cannot be imported"
     assert error.problems == [
-        "net.prototxt:3:1: 'py': unsupported layer type 'Python' (python_param m.L: arbitrary Python code)",
+        ("net.prototxt:3:1: 'py': Python: python_param m.L: arbitrary Python code, which no TIDL layer or host "
+         "runtime runs (replace it in the deploy prototxt with the Caffe layers it computes; a dropout-like "
+         "layer named *dropout* is taken as the identity)"),
         "net.prototxt:5:1: 'loss': unsupported layer type 'SoftmaxWithLoss'",
         "net.prototxt:6:1: 'st': Pooling: STOCHASTIC pooling is not supported",
     ]
     assert "docs/frontends/caffe.md" in error.hint
+
+
+def test_a_python_dropout_layer_is_dropout_with_one_warning():
+    """ENet's deploy file writes SpatialDropout as 27 Python layers (phase TEST): dropout, the
+    identity at inference, and one warning for all of them; asked to train, it stays an error."""
+    layer = ('layer {{ name: "{n}" type: "Python" bottom: "{b}" top: "{n}" python_param {{ module: '
+             '"spatial_dropout" layer: "SpatialDropoutLayer" param_str: "{{\'phase\': \'{phase}\', '
+             '\'p\': \'0.01\'}}" }} }}')
+    text = net("\n".join([layer.format(n="d1", b="data", phase="TEST"), layer.format(n="d2", b="d1", phase="TEST")]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        g = lower(text)
+    said = [str(w.message) for w in caught if w.category is TidlcWarning]
+    assert said == [("Python layer spatial_dropout.SpatialDropoutLayer taken as dropout, the identity at inference "
+                     "(its name says so; tidlc runs no Python layer code)")]
+    drops = [op for op in g.ops if op.kind == "dropout"]
+    assert [op.attrs["ratio"] for op in drops] == [0.01, 0.01]
+    x, out = run(g)
+    np.testing.assert_array_equal(out["d2"], x)
+    error = error_of(net(layer.format(n="d1", b="data", phase="TRAIN")))
+    assert "arbitrary Python code" in error.problems[0]
 
 
 # ----------------------------------------------------------------------------- inputs
