@@ -111,9 +111,9 @@ def _schema_problem(doc) -> str | None:
 
 
 def read_manifest(location: str) -> tuple[dict, str]:
-    """(manifest, folder) of OUTDIR or OUTDIR/model.tdp."""
+    """(manifest, folder) of OUTDIR, OUTDIR/model.tdp or an import config compiled partitioned."""
     from tidlc.fileio import read_bytes
-    path = os.path.join(location, MANIFEST) if os.path.isdir(location) else location
+    path = _config_manifest(location) or (os.path.join(location, MANIFEST) if os.path.isdir(location) else location)
     if not os.path.isfile(path):
         raise TidlcError("no model.tdp in this folder", location, hint=RECOMPILE, code="file")
     return decode_manifest(read_bytes(path, "model.tdp"), path), os.path.dirname(os.path.abspath(path))
@@ -124,7 +124,23 @@ def is_partitioned(location) -> bool:
         return False
     if os.path.isdir(location):
         return os.path.isfile(os.path.join(location, MANIFEST))
-    return location.endswith(".tdp") and os.path.isfile(location)
+    if location.endswith(".tdp"):
+        return os.path.isfile(location)
+    return _config_manifest(location) is not None
+
+
+def _config_manifest(location: str) -> str | None:
+    """The model.tdp a TIDL import config's compile wrote (a partitioned model has no
+    outputNetFile: its manifest sits in that file's folder), or None."""
+    from tidlc.import_config import load_import_config, looks_like_import_config
+    if location.endswith((".tdp", ".bin")) or os.path.isdir(location) or not looks_like_import_config(location):
+        return None
+    try:
+        target = load_import_config(location, quiet=True).compile_options().target
+    except TidlcError:
+        return None  # a broken config: its own error comes from whoever reads it next
+    path = os.path.join(target.outdir, MANIFEST)
+    return path if os.path.isfile(path) and not os.path.isfile(os.path.join(target.outdir, target.net_name)) else None
 
 
 # --- emission ---------------------------------------------------------------------------------
@@ -303,7 +319,10 @@ def emit_partitioned(graph, partition, outdir: str, options) -> list[str]:
     manifest = os.path.join(outdir, MANIFEST)
     files[manifest] = encode_manifest(doc)
     commit_files(files)
-    remove_stale(outdir, ("net.bin", "io.bin"))  # a whole-model compile's pair would be taken for this model
+    # a whole-model compile's pair (an import config's outputNetFile too) would be taken for this model
+    target = options.target
+    named = [n for n in (target.net_name, target.io_name) if os.path.basename(n) == n]
+    remove_stale(outdir, ("net.bin", "io.bin", *named))
     return list(files)
 
 

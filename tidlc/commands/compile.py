@@ -93,6 +93,9 @@ def run(args, options) -> int:
         return 0
     how = f"with -p '{options.pipeline.passes}'" if options.pipeline.passes else f"at -O{options.pipeline.opt_level}"
     print(f"compiled {args.model or args.import_config} {how}: {n_ops} ops, {seconds:.2f} s")
+    for note in result.notes:
+        if note.startswith("partition:"):  # some ops run on the host: subgraph folders and model.tdp
+            print(f"  {note}")
     summary = g.attrs.get("quant.mixed_precision")
     if isinstance(summary, str) and summary:
         print(f"  {summary}")  # ("mixed precision: ...")
