@@ -16,7 +16,10 @@ within rounding (1e-5 relative):
 * an explicit zero ``Pad`` of H and W before a ``conv2d`` (or an average pool
   that counts the pad) -> the conv's (pool's) own padding;
 * a pool whose single window is the whole unpadded plane (``pool5`` 7x7 on a
-  7x7 input) -> ``global_pool``.
+  7x7 input) -> ``global_pool``;
+* a grouped stride-s ``deconv2d`` whose output is s times its input (JSegNet's
+  bilinear upsampling) -> s*s stride-1 ``conv2d`` with its groups (one per
+  output phase) + ``concat`` + ``depth_to_space`` (DCR).
 
 Runs after ``layout`` (NCHW, transposes gone) and before ``fuse-batchnorm``,
 which would otherwise turn the ``+ 3`` and ``/ 6`` into per-channel scales.
@@ -311,6 +314,73 @@ def _whole_plane_pool(rw: Rewriter, op) -> bool:
     return _replace(rw, op, "global_pool", op.operands[0], {"mode": op.attrs["mode"]})
 
 
+# ----------------------------------------------------------------------------- grouped deconv
+def _phase_taps(k: int, s: int, pad: int) -> tuple[int, list[list[tuple[int, int]]]]:
+    """For a stride-``s`` transposed conv (kernel ``k``, leading pad ``pad``) along one axis: the
+    first input offset of a stride-1 window and, per output phase ``p`` (output ``s*m + p``), its
+    taps ``(window index, kernel index)``. Output ``s*m + p`` reads input ``m + o`` through kernel
+    tap ``p + pad - s*o`` wherever that lies in ``[0, k)``."""
+    taps = [[(o, p + pad - s * o) for o in range(-k, k + 1) if 0 <= p + pad - s * o < k] for p in range(s)]
+    first = min(o for phase in taps for o, _ in phase)
+    return first, [[(o - first, t) for o, t in phase] for phase in taps]
+
+
+def _grouped_deconv(rw: Rewriter, op) -> bool:
+    """A grouped stride-s transposed conv whose output is exactly s times its input (JSegNet's
+    bilinear 4x4 s2 upsampling, group = channels) is s*s stride-1 convs with its groups, one per
+    output phase, concatenated and interleaved by ``depth_to_space`` (DCR): the same products,
+    summed in another order. TIDL's Deconv2D takes group 1 only; with group = channels the phase
+    convs are depthwise 3x3 s1 (a multiplier-1 depthwise, as TIDL requires), then Concat and
+    DepthToSpace, all TIDL layers."""
+    a = op.attrs
+    x, w = op.operands[0], op.operands[1]
+    weights = w.const_value()
+    xs, ys = x.type.shape, op.results[0].type.shape
+    if a["groups"] == 1 or weights is None or xs is None or ys is None or None in xs or None in ys:
+        return False
+    (sh, sw), (dh, dw) = a["strides"], a["dilations"]
+    if x.type.layout not in (None, "NCHW") or sh != sw or sh < 2 or (dh, dw) != (1, 1):
+        return False
+    s, groups = sh, a["groups"]
+    if (ys[2], ys[3]) != (s * xs[2], s * xs[3]) or s > 4:  # s*s phases: at most 16 concatenated
+        return False
+    bias = None
+    if len(op.operands) > 2 and op.operands[2] is not None:
+        bias = op.operands[2].const_value()
+        if bias is None:
+            return False
+    cin, cout_g, kh, kw = weights.shape
+    cin_g = cin // groups
+    top, rows = _phase_taps(kh, s, a["pads"][0])
+    left, cols = _phase_taps(kw, s, a["pads"][1])
+    wh = max(i for phase in rows for i, _ in phase) + 1
+    ww = max(j for phase in cols for j, _ in phase) + 1
+    if wh > 7 or ww > 7:
+        return False  # a wider window than any conv TIDL validates
+    attrs = {"strides": (1, 1), "pads": (-top, -left, wh - 1 + top, ww - 1 + left), "dilations": (1, 1),
+             "groups": groups, "act": a["act"], "act_params": a["act_params"]}
+    phases = []
+    for py in range(s):
+        for px in range(s):
+            conv_w = np.zeros((groups * cout_g, cin_g, wh, ww), np.float32)
+            for g in range(groups):
+                block = weights[g * cin_g:(g + 1) * cin_g]  # (cin_g, cout_g, kh, kw)
+                for i, ky in rows[py]:
+                    for j, kx in cols[px]:
+                        conv_w[g * cout_g:(g + 1) * cout_g, :, i, j] = block[:, :, ky, kx].T
+            name = f"{op.name}.phase{py}{px}"
+            operands = [x, rw.const(conv_w, f"{name}.w", anchor=op)]
+            if bias is not None:
+                operands.append(rw.const(np.asarray(bias, np.float32), f"{name}.b", anchor=op))
+            conv = rw.make("conv2d", operands, attrs, name, op.loc)
+            rw.insert_before(op, conv)
+            phases.append(conv.results[0])
+    joined = rw.make("concat", phases, {"axis": 1}, f"{op.name}.phases", op.loc)
+    rw.insert_before(op, joined)
+    rw.replace_op(op, rw.make("depth_to_space", [joined.results[0]], {"block": s, "mode": "DCR"}, op.name, op.loc))
+    return True
+
+
 PATTERN_RULES = [
     ("mul", _hardswish), ("div", _hardswish),
     ("mul", _hardsigmoid_div), ("div", _hardsigmoid_div),
@@ -319,11 +389,12 @@ PATTERN_RULES = [
     ("div", _layernorm),
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window),
     ("pool2d", _whole_plane_pool),
+    ("deconv2d", _grouped_deconv),
 ]
 
 FusePatterns = rule_pass("fuse-patterns", PATTERN_RULES, opt_level=2, order=42,
                          summary="rebuild hardswish, hardsigmoid, gelu, layernorm, conv padding and global pools "
-                                 "from their decompositions")
+                                 "from their decompositions; grouped deconvs as conv + depth_to_space")
 
 
 @hookimpl

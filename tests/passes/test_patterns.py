@@ -237,3 +237,51 @@ def test_resnet50_pool5_is_accelerated():
     assert [op.kind for op in graph.compute_ops() if op.name == "pool5"] == ["global_pool"]
     host = [op.name for op in graph.compute_ops() if (v := check(op)) is not None and v.verdict == "host"]
     assert host == []
+
+
+@pytest.mark.parametrize(("group", "cout", "kernel", "stride", "pad", "bias"),
+                         [(8, 8, 4, 2, 1, False), (4, 16, 4, 2, 1, True), (8, 8, 2, 2, 0, True),
+                          (2, 4, 8, 4, 2, False)])
+def test_a_grouped_deconv_is_phase_convs_and_depth_to_space(tmp_path, group, cout, kernel, stride, pad, bias):
+    """TIDL's Deconv2D takes group 1 only, so JSegNet's grouped 4x4 s2 upsamplings went to the host;
+    as one stride-1 conv per output phase (same groups), Concat and DepthToSpace they are TIDL
+    layers. Against onnxruntime's ConvTranspose."""
+    rng = np.random.default_rng(1)
+    consts = {"w": rng.standard_normal((SHAPE[1], cout // group, kernel, kernel))}
+    inputs = ["x", "w"]
+    if bias:
+        consts["b"], inputs = rng.standard_normal(cout), ["x", "w", "b"]
+    node = helper.make_node("ConvTranspose", inputs, ["y"], group=group, kernel_shape=[kernel, kernel],
+                            strides=[stride, stride], pads=[pad] * 4)
+    path = _model(tmp_path, [node], consts, out_shape=[1, cout, SHAPE[2] * stride, SHAPE[3] * stride])
+    kinds = _check(path, "depth_to_space", absent=("deconv2d",))
+    assert kinds.count("conv2d") == stride * stride and "concat" in kinds
+
+
+def test_a_deconv_the_rule_cannot_express_stays(tmp_path):
+    """Group 1 (TIDL's own Deconv2D) and an output that is not exactly stride x the input stay."""
+    w = np.random.default_rng(1).standard_normal((8, 1, 3, 3))
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], group=8, kernel_shape=[3, 3], strides=[2, 2],
+                            pads=[1, 1, 1, 1])
+    _check(_model(tmp_path, [node], {"w": w}, out_shape=[1, 8, 11, 11]), "deconv2d", absent=("depth_to_space",))
+    w = np.random.default_rng(1).standard_normal((8, 8, 4, 4))
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[4, 4], strides=[2, 2], pads=[1] * 4)
+    _check(_model(tmp_path, [node], {"w": w}, out_shape=[1, 8, 12, 12]), "deconv2d", absent=("depth_to_space",))
+
+
+def test_jsegnet_is_one_accelerated_subgraph():
+    """TI's JSegNet21v2 (Caffe, corpus): its 4 grouped bilinear Deconvolutions were its 4 host layers."""
+    from pathlib import Path
+
+    from tidlc.backends.tidl.constraints import check
+
+    from tidlc.compiler import load
+    proto = (Path(__file__).resolve().parents[3] / "shared" / "corpus" / "caffe" / "jacinto_cityscapes5_jsegnet21v2"
+             / "deploy.prototxt")
+    if not proto.exists():
+        pytest.skip("shared corpus not available")
+    options = CompileOptions.of(opt_level=2, random_weights=1)
+    graph = load(str(proto), options)
+    optimize(graph, options)
+    assert not [op for op in graph.compute_ops() if op.kind == "deconv2d"]
+    assert [op.name for op in graph.compute_ops() if (v := check(op)) is not None and v.verdict == "host"] == []
