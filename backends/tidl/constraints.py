@@ -299,7 +299,8 @@ def _check_deconv(op, device) -> Verdict | None:
                        hint=resize + ("; Resize factors must be powers of two" if sh == sw else ""))
     if groups != 1:
         return Verdict("host", f"{what} with {groups} groups: TIDL's Deconv2D supports only group=1",
-                       hint=f"{resize} (a depthwise conv for groups == channels)")
+                       hint=f"compile at -O2, which makes one whose output is exactly {sh}x its input a conv per "
+                            f"output phase + DepthToSpace; or {resize} (a depthwise conv for groups == channels)")
     if not (kh == kw and kh in DECONV_KERNELS):
         if kh == kw and kh in DECONV_KERNELS_SOME_VERSIONS:
             reason = (f"{what}: TIDL's Deconv2D kernel must be 2x2 or 4x4 with stride 2 "
