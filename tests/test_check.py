@@ -100,14 +100,22 @@ def test_a_bad_deny_name_is_an_error_naming_the_nearest(cli, plain_cnn):
 
 def test_a_dynamic_input_is_a_problem(cli, tmp_path):
     nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
-    path = _save(tmp_path, nodes, [], ["N", 3, 8, 8], ["N", 3, 8, 8])
+    path = _save(tmp_path, nodes, [], [1, 3, "H", "W"], [1, 3, "H", "W"])
     code, out, err = cli("check", path, "--json", quiet=False)
     doc = json.loads(out)
     _validate(doc)
     assert code == 1 and doc["dynamic_inputs"][0]["name"] == "x"
-    assert any("--input-shape x=" in p for p in doc["problems"])
+    assert any("--input-shape x=1,3,H,W" in p for p in doc["problems"])
     code, out, err = cli("check", path, "--input-shape", "x=1,3,8,8", quiet=False)
     assert code == 0, out + err
+
+
+def test_a_dynamic_batch_alone_is_taken_as_one(cli, tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    path = _save(tmp_path, nodes, [], ["N", 3, 8, 8], ["N", 3, 8, 8])
+    code, out, err = cli("check", path, "--json", quiet=False)
+    assert code == 0 and json.loads(out)["dynamic_inputs"] == [], out
+    assert "dynamic batch dimension taken as 1 (x=1,3,8,8)" in err
 
 
 def test_bad_input_exits_2(cli, tmp_path):

@@ -112,7 +112,9 @@ def check_graph(graph, backend, options: CompileOptions, model: str = "") -> Che
         if not t.is_static:
             dims = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (getattr(t, "shape", None) or ()))
             dynamic.append((op.attrs["name"], dims))
-    problems = [f"input '{name}' has a dynamic shape {list(shape)}: give --input-shape {name}=d0,d1,..."
+    from tidlc.shapes import shape_hint
+    layouts = {op.attrs["name"]: op.results[0].type.layout for op in graph.input_ops}
+    problems = [f"input '{name}' has a dynamic shape {list(shape)}: give {shape_hint(name, shape, layouts[name])}"
                 for name, shape in dynamic]
     partition = None
     if not dynamic:

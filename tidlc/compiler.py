@@ -7,7 +7,7 @@ import weakref
 import attrs
 
 from tidlc.config import CompileOptions
-from tidlc.diagnostics import TidlcError
+from tidlc.diagnostics import TidlcError, warn
 from tidlc.fileio import remove_stale
 from tidlc.frontend import load_model
 from tidlc.ir.core import Graph
@@ -34,13 +34,18 @@ def plugins_for(options: CompileOptions) -> Plugins:
     return default_plugins()
 
 
-def load(path: str, options: CompileOptions | None = None, plugins: Plugins | None = None) -> Graph:
-    """Import a model file into IR (input shapes applied, types inferred)."""
+def load(path: str, options: CompileOptions | None = None, plugins: Plugins | None = None,
+         for_device: bool = False) -> Graph:
+    """Import a model file into IR (input shapes applied, types inferred). ``for_device``: the
+    graph is for the accelerator (compile, check, perf, compare), so an input whose only dynamic
+    dimension is the batch gets batch 1 (see :func:`_batch_one`); the float interpreter runs any."""
     options = options or CompileOptions()
     plugins = plugins or plugins_for(options)
     graph = load_model(plugins.registry.frontends, path, options, options.load.format,
                        blame=lambda name: plugins.blame("frontend", name))
     shapes = {**tidl_input_shapes(graph, options.load.input_dims), **options.load.input_shapes}
+    if for_device:
+        shapes.update(_batch_one(graph, shapes))
     if shapes:
         apply_input_shapes(graph, shapes)
     if options.load.input_layout:
@@ -48,12 +53,32 @@ def load(path: str, options: CompileOptions | None = None, plugins: Plugins | No
     return graph
 
 
+def _batch_one(graph: Graph, given: dict) -> dict[str, tuple[int, ...]]:
+    """Inputs whose only dynamic dimension is the batch (``torch.onnx.export(dynamic_axes={0: ...})``,
+    a Keras ``None`` batch) get batch 1, with a warning: TIDL runs one frame per inference (more
+    with numBatches). An input named in ``--input-shape`` keeps what it says; any other dynamic
+    dimension stays dynamic, for the error that asks for ``--input-shape``."""
+    shapes = {}
+    for op in graph.input_ops:
+        name, shape = op.attrs["name"], op.results[0].type.shape
+        if name in given or shape is None or len(shape) < 2:
+            continue
+        dynamic = [i for i, d in enumerate(shape) if d is None or d < 0]
+        if dynamic == [0]:
+            shapes[name] = (1, *shape[1:])
+    if shapes:
+        listed = ", ".join(f"{n}={','.join(map(str, s))}" for n, s in shapes.items())
+        warn(f"dynamic batch dimension taken as 1 ({listed}): TIDL runs one frame per inference", code="shape",
+             hint="--input-shape NAME=N,... for another batch")
+    return shapes
+
+
 def float_graph(path: str, options: CompileOptions, plugins: Plugins | None = None) -> Graph:
     """``path`` imported and optimised at ``options``' -O level, left float (no quantize pass): what
     the backend would quantize; ``tidlc check``, ``tune``, ``eval`` and ``sweep`` start from it."""
     plugins = plugins or plugins_for(options)
     float_options = options.replace(emit="ir", quantize=False)
-    graph = load(path, float_options, plugins)
+    graph = load(path, float_options, plugins, for_device=True)
     stash = optimize(graph, float_options, plugins).stash
     if stash:  # what passes left for the quantize pass (-O3: equalize's record, for its check)
         _STASHES[graph] = stash
@@ -221,7 +246,12 @@ def compile_model(path: str, options: CompileOptions | None = None,
     if options.target.emit not in EMITS:
         raise TidlcError(f"unknown --emit {options.target.emit!r}", hint="use --emit bin, qir (fixed point) or ir (float)")
     backend = backend_for(options, plugins)  # an unknown --target fails before any work
-    graph = load(path, options, plugins)
+    graph = load(path, options, plugins, for_device=True)
+    if options.target.emit in ("bin", "qir"):  # a static shape is needed: say so before optimising
+        from tidlc.shapes import dynamic_input_error
+        for op in graph.input_ops:
+            if not op.results[0].type.is_static:
+                raise dynamic_input_error(op.attrs["name"], op.results[0].type.shape, op.results[0].type.layout)
     if options.target.emit == "bin" and graph.attrs.get("missing_weights"):  # say so before optimising
         raise TidlcError("the model has no weights (structure only), so net.bin cannot be written", path,
                          hint="pass --weights FILE or --random-weights SEED; --emit ir writes the "

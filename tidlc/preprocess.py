@@ -258,7 +258,8 @@ def input_specs(graph) -> list[InputSpec]:
     for op in graph.input_ops:
         t = op.results[0].type
         if not t.is_static:
-            raise TidlcError(f"input '{op.attrs['name']}' has a dynamic shape", hint="give --input-shape NAME=d0,d1,...")
+            from tidlc.shapes import dynamic_input_error
+            raise dynamic_input_error(op.attrs["name"], t.shape, t.layout)
         specs.append(InputSpec(op.attrs["name"], tuple(t.shape), t.layout, t.dtype))
     return specs
 

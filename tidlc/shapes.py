@@ -11,6 +11,23 @@ from tidlc.ir.core import Graph
 from tidlc.names import resolve_mapping
 
 
+def shape_hint(name: str, shape, layout: str | None = None) -> str:
+    """``--input-shape NAME=...`` with the dimensions the model knows and a placeholder for each
+    dynamic one (N, C, H, W for a 4-D input in its layout; d<i> otherwise)."""
+    shape = tuple(shape or ())
+    letters = ("N", "H", "W", "C") if layout == "NHWC" else ("N", "C", "H", "W") if len(shape) == 4 else ()
+    dims = [str(d) if isinstance(d, int) and d >= 0 else (letters[i] if letters else f"d{i}")
+            for i, d in enumerate(shape)]
+    return f"--input-shape {name}={','.join(dims) or 'd0,d1,...'}"
+
+
+def dynamic_input_error(name: str, shape, layout: str | None = None) -> TidlcError:
+    """The one-line error for an input whose shape is still dynamic where a static one is needed."""
+    shown = "?" if shape is None else "[" + ", ".join("?" if d is None or d < 0 else str(d) for d in shape) + "]"
+    return TidlcError(f"input '{name}' has a dynamic shape {shown}", code="shape",
+                      hint=f"give {shape_hint(name, shape, layout)}")
+
+
 def apply_input_shapes(graph: Graph, shapes: Mapping[str, tuple[int, ...]]) -> None:
     """Set the declared shape of named inputs (``--input-shape``), then re-infer every type."""
     names = graph.input_names()

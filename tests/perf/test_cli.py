@@ -18,7 +18,7 @@ LIGHT = sorted((Path(onnx.__file__).parent / "backend" / "test" / "data" / "ligh
 CORPUS = ROOT.parent / "shared" / "corpus" / "caffe"
 PROTOTXTS = sorted(CORPUS.glob("*/*.prototxt")) if CORPUS.is_dir() else []
 EXAMPLES = sorted((ROOT / "examples" / "ultraface").glob("ultraface-rfb320.*[tx]"))  # .onnx, .prototxt
-UNIMPORTABLE = {"enet/enet_deploy.prototxt"}  # Python layers (docs/frontends/caffe.md)
+UNIMPORTABLE: set[str] = set()  # every corpus net imports (enet_deploy: its Python layers are dropout)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -53,9 +53,12 @@ def test_every_suite_model_prints_table_and_totals(capsys, path):
 
 
 @pytest.mark.skipif(not PROTOTXTS, reason="shared corpus not available")
-def test_the_unimportable_net_fails_with_its_layer_list(capsys):
-    code, out, err = perf(capsys, CORPUS / "enet" / "enet_deploy.prototxt")
-    assert code == 2 and "cannot be imported" in err and not out
+def test_the_unimportable_net_fails_with_its_layer_list(capsys, tmp_path):
+    path = tmp_path / "py.prototxt"
+    path.write_text('input: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 8\ninput_dim: 8\n'
+                    'layer { name: "py" type: "Python" bottom: "data" top: "py" python_param { module: "m" layer: "L" } }\n')
+    code, out, err = perf(capsys, path)
+    assert code == 2 and "cannot be imported" in err and "'py': Python: python_param m.L" in err and not out
 
 
 def test_structure_only_prototxt_warns_and_estimates(capsys):

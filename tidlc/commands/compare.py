@@ -413,7 +413,7 @@ def run(args, options) -> int:
     plugins = plugins_for(options)
     backend = backend_for(options, plugins)  # an unknown --target fails first
     float_options = options.replace(quantize=False)
-    graph = load(args.model, float_options, plugins)
+    graph = load(args.model, float_options, plugins, for_device=True)
     optimize(graph, float_options, plugins)
     quantized = backend.quantize(graph, options)  # the backend's scheme (TIDL: its PTQ)
     settings = quantized.settings

@@ -83,7 +83,7 @@ def load_graph(args, options):
     if os.path.isdir(args.model):
         raise TidlcError("no model.tir or net.bin in this directory", args.model,
                          hint="run `tidlc compile MODEL -o DIR` first, or give the model file")
-    graph = load(args.model, options, plugins)
+    graph = load(args.model, options, plugins, for_device=True)
     if args.print_pipeline:
         from tidlc.compiler import build_pass_manager
         print(build_pass_manager(options, plugins).pipeline_string(), file=sys.stderr)

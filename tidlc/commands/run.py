@@ -93,8 +93,8 @@ def run(args, options) -> int:
             t = op.results[0].type
             if op.attrs["name"] not in feeds:
                 if not t.is_static:
-                    raise TidlcError(f"input '{op.attrs['name']}' has a dynamic shape",
-                                     hint="give --input-shape NAME=d0,d1,...")
+                    from tidlc.shapes import dynamic_input_error
+                    raise dynamic_input_error(op.attrs["name"], t.shape, t.layout)
                 feeds[op.attrs["name"]] = rng.random(t.shape, dtype=np.float32).astype(numpy_dtype(t.dtype))
     start = time.perf_counter()
     from tidlc.compiler import backend_for
