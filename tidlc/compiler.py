@@ -7,7 +7,7 @@ import weakref
 import attrs
 
 from tidlc.config import CompileOptions
-from tidlc.diagnostics import TidlcError, warn
+from tidlc.diagnostics import TidlcError
 from tidlc.fileio import remove_stale
 from tidlc.frontend import load_model
 from tidlc.ir.core import Graph
@@ -67,9 +67,8 @@ def _batch_one(graph: Graph, given: dict) -> dict[str, tuple[int, ...]]:
         if dynamic == [0]:
             shapes[name] = (1, *shape[1:])
     if shapes:
-        listed = ", ".join(f"{n}={','.join(map(str, s))}" for n, s in shapes.items())
-        warn(f"dynamic batch dimension taken as 1 ({listed}): TIDL runs one frame per inference", code="shape",
-             hint="--input-shape NAME=N,... for another batch")
+        from tidlc.shapes import warn_batch_one
+        warn_batch_one(shapes)
     return shapes
 
 

@@ -21,6 +21,14 @@ def shape_hint(name: str, shape, layout: str | None = None) -> str:
     return f"--input-shape {name}={','.join(dims) or 'd0,d1,...'}"
 
 
+def warn_batch_one(shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """The warning for inputs whose dynamic batch was taken as 1 (their shapes as now given)."""
+    from tidlc.diagnostics import warn
+    listed = ", ".join(f"{n}={','.join(map(str, s))}" for n, s in shapes.items())
+    warn(f"dynamic batch dimension taken as 1 ({listed}): TIDL runs one frame per inference", code="shape",
+         hint="--input-shape NAME=N,... for another batch")
+
+
 def dynamic_input_error(name: str, shape, layout: str | None = None) -> TidlcError:
     """The one-line error for an input whose shape is still dynamic where a static one is needed."""
     shown = "?" if shape is None else "[" + ", ".join("?" if d is None or d < 0 else str(d) for d in shape) + "]"

@@ -36,6 +36,7 @@ from tidlc.frontend import FoldingImporter, NodeContext
 from tidlc.ir.core import Graph, Value
 from tidlc.ir.types import TensorType, dtype_of
 from tidlc.names import nearest_names, resolve_mapping
+from tidlc.shapes import shape_hint, warn_batch_one
 
 from . import convert  # noqa: F401  (registers the converters)
 from .graphdef import decode_attr, numpy_type, parse_graphdef
@@ -253,11 +254,14 @@ class TFImporter(FoldingImporter):
             itemtype = numpy_type(node.attr_int("dtype"), f"input '{name}'", node.loc)
             declared = node.attr_shape("shape", None)
             shape = self.input_shape(name, declared, _shape_text(declared))
+            if shape is not None and len(shape) > 1 and shape[0] < 0 and min(shape[1:]) >= 0:
+                shape = (1, *shape[1:])  # a Keras None batch: TIDL runs one frame per inference
+                warn_batch_one({name: shape})
             if shape is None or any(d < 0 for d in shape):
-                example = "1,224,224,3" if declared is None else ",".join(
-                    str(d if d >= 0 else 1) for d in declared)
+                hint = f"--input-shape {name}=1,224,224,3" if declared is None else shape_hint(
+                    name, declared, "NHWC" if len(declared) == 4 and layout4 == "NHWC" else None)
                 raise TidlcError(f"input '{name}' has shape {_shape_text(declared)}: its unknown dims must be "
-                                 "given", node.loc, hint=f"--input-shape {name}={example}")
+                                 "given", node.loc, hint=hint)
             shape = tuple(shape)
             limits.check_shape(shape, np.dtype(itemtype).itemsize, f"input '{name}'", node.loc)
             layout = layout4 if len(shape) == 4 else None

@@ -110,10 +110,11 @@ def test_two_spellings_of_one_input_are_an_error(model):
         _import(data, None, input_shapes={"input": (1, 8, 8, 3), "input:0": (2, 8, 8, 3)})
 
 
-def test_unknown_dims_hint_still_names_the_input(model):
+def test_an_unknown_batch_is_one_under_the_inputs_own_name(model):
     data, _, _ = model
-    with pytest.raises(TidlcError, match=r"--input-shape input=1,8,8,3"):
-        _import(data)
+    with pytest.warns(UserWarning, match=r"dynamic batch dimension taken as 1 \(input=1,8,8,3\)"):
+        graph = _import(data)
+    assert graph.inputs[0].type.shape == (1, 8, 8, 3)
 
 
 # ------------------------------------------------------------------------------ loading a file
