@@ -207,6 +207,17 @@ def test_a_config_whose_model_partitions_is_run_and_estimated_through_the_config
     assert not (tmp_path / "out" / "net_up.bin").exists()
 
 
+def test_run_of_a_config_not_compiled_yet_says_so(tmp_path, capsys, small_caffe_net):
+    (tmp_path / "small.prototxt").write_text(small_caffe_net)
+    config = tmp_path / "import.txt"
+    config.write_text("inputNetFile = small.prototxt\nrandParams = 1\noutputNetFile = out/net.bin\n")
+    for command in ("run", "perf"):
+        code, _, err = tidlc(capsys, command, config, *(["--random-input", "1"] if command == "run" else []))
+        assert code == 2 and err == [f"{config}: error: the import config's outputNetFile "
+                                     f"{tmp_path / 'out' / 'net.bin'} does not exist: not compiled yet "
+                                     f"(hint: tidlc compile {config})"], err
+
+
 def test_calibration_warning_speaks_the_config_language(tmp_path, capsys, small_caffe_net):
     """No inData: the warning says inData (not --calib); inFileFormat = 4 asks for random frames: no warning."""
     (tmp_path / "small.prototxt").write_text(small_caffe_net)

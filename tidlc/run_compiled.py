@@ -27,7 +27,11 @@ def compiled_paths(path: str, target: str = "tidl", plugins=None) -> tuple[str, 
     if looks_like_import_config(path):
         config = load_import_config(path, quiet=True)
         out = config.compile_options().target
-        return (os.path.join(out.outdir, out.net_name), os.path.join(out.outdir, out.io_name))
+        net = os.path.join(out.outdir, out.net_name)
+        if not os.path.lexists(net):
+            raise TidlcError(f"the import config's outputNetFile {net} does not exist: not compiled yet", path,
+                             hint=f"tidlc compile {path}", code="file")
+        return (net, os.path.join(out.outdir, out.io_name))
     find = getattr(_backend(target, plugins), "find_artifact", None)
     if find is None:  # a backend with the contract only: not a net.bin-style artifact
         backend = _backend(target, plugins)
