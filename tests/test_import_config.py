@@ -213,9 +213,9 @@ def test_run_of_a_config_not_compiled_yet_says_so(tmp_path, capsys, small_caffe_
     config.write_text("inputNetFile = small.prototxt\nrandParams = 1\noutputNetFile = out/net.bin\n")
     for command in ("run", "perf"):
         code, _, err = tidlc(capsys, command, config, *(["--random-input", "1"] if command == "run" else []))
-        assert code == 2 and err == [f"{config}: error: the import config's outputNetFile "
-                                     f"{tmp_path / 'out' / 'net.bin'} does not exist: not compiled yet "
-                                     f"(hint: tidlc compile {config})"], err
+        want = (f"{config}: error: the import config's outputNetFile {tmp_path / 'out' / 'net.bin'} does not "
+                f"exist: not compiled yet (hint: tidlc compile {config})")
+        assert code == 2 and err == [want], err
 
 
 def test_calibration_warning_speaks_the_config_language(tmp_path, capsys, small_caffe_net):
