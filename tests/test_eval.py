@@ -246,3 +246,20 @@ def test_plot_of_many_classes_draws_those_that_move_most(tmp_path):
     assert series["8"][14] == pytest.approx(-0.14) and series["16"] == [0.0] * 100
     plot(doc, str(tmp_path / "many.png"))
     assert (tmp_path / "many.png").read_bytes()[:4] == b"\x89PNG" and MAX_KEYS < 100
+
+
+@pytest.mark.parametrize("task", ["classify", "segment"])
+def test_a_batched_deploy_input_is_one_line_naming_input_shape(cli, tmp_path, task):
+    """BVLC deploy files declare a batch of 10 (ten crops): eval scores one image per inference, so
+    it says so before quantizing (it was a FrameSource error located at a temporary list file)."""
+    proto = tmp_path / "b.prototxt"
+    proto.write_text('input: "data"\ninput_dim: 10\ninput_dim: 1\ninput_dim: 28\ninput_dim: 28\n'
+                     'layer { name: "c" type: "Convolution" bottom: "data" top: "c"\n'
+                     '  convolution_param { num_output: 2 kernel_size: 3 } }\n')
+    code, _, err = cli("eval", proto, "--random-weights", "1", "--data", LENET / "samples", "--task", task)
+    assert code == 2 and err.strip() == (
+        "b.prototxt: error: the input 'data' [10, 1, 28, 28] takes a batch of 10 images; tidlc eval scores one "
+        "image per inference (hint: add --input-shape data=1,1,28,28)"), err
+    code, _, err = cli("eval", proto, "--random-weights", "1", "--data", LENET / "samples", "--task", task,
+                       "--input-shape", "data=1,1,28,28", "--precision", "float,8")
+    assert code == 0, err

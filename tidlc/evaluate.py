@@ -104,8 +104,20 @@ def dataset(path: str) -> tuple[list[str], list[int] | None]:
     return images, None
 
 
+def one_image_inputs(graph) -> None:
+    """tidlc eval scores one image per inference: a batched image input is an error (before any work)."""
+    from tidlc.preprocess import input_specs
+    for spec in input_specs(graph):
+        if len(spec.shape) == 4 and spec.shape[0] > 1:  # BVLC deploy files: input_dim 10 (ten crops)
+            one = ",".join(map(str, (1, *spec.shape[1:])))
+            raise TidlcError(f"the input '{spec.name}' {list(spec.shape)} takes a batch of {spec.shape[0]} images; "
+                             "tidlc eval scores one image per inference", graph.attrs.get("source"),
+                             hint=f"add --input-shape {spec.name}={one}", code="input")
+
+
 def _frames(graph, options: CompileOptions, images: list[str]):
     from tidlc.preprocess import FrameSource, Preprocess, input_specs
+    one_image_inputs(graph)
     with tempfile.TemporaryDirectory() as tmp:
         listing = os.path.join(tmp, "data.txt")
         with open(listing, "w") as fh:
@@ -150,6 +162,7 @@ def _models(model: str, options: CompileOptions, precisions, plugins=None) -> tu
     plugins = plugins or plugins_for(options)
     backend = backend_for(options, plugins)
     graph = float_graph(model, options, plugins)
+    one_image_inputs(graph)
     quantized = {p: backend.quantize(graph, options.replace(bits=int(p), emit="bin")).graph
                  for p in precisions if p != "float"}
     return graph, quantized, backend

@@ -68,6 +68,8 @@ def runners(model: str, options: CompileOptions, plugins=None) -> Runners:
     plugins = plugins or plugins_for(options)
     backend = backend_for(options, plugins)
     graph = float_graph(model, options, plugins)
+    from tidlc.evaluate import one_image_inputs
+    one_image_inputs(graph)
     spec = input_specs(graph)[0]
     size = (spec.shape[3], spec.shape[2]) if spec.layout != "NHWC" else (spec.shape[2], spec.shape[1])
 
