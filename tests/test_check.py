@@ -123,3 +123,38 @@ def test_bad_input_exits_2(cli, tmp_path):
     bad.write_bytes(b"\x08\x07garbage")
     code, out, err = cli("check", bad, quiet=False)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
+
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "caffe"
+# TIDL layers that compute in float on the C7x by design (post-processing): accelerated, no integer kernel
+FLOAT_TIDL_LAYERS = {"detection_output"}
+
+
+@pytest.mark.parametrize("net", ["enet/enet_deploy_final.prototxt", "bvlc_googlenet/deploy.prototxt",
+                                 "mobilenet_ssd/MobileNetSSD_deploy.prototxt"])
+def test_accelerated_means_tidl_runs_it_in_fixed_point(net):
+    """check said 'accelerated: TIDL layer Unpool' for ENet's max_unpool and 'TIDL reduction layer' for
+    LRN, which TIDL's layer set does not have and the quantizer left in float: a verdict 'accelerated'
+    now always has an integer kernel (or is a float TIDL layer by design), and those two are float
+    penalties with a hint that names the replacement."""
+    import warnings
+
+    from tidlc.backends.tidl.fixed.executor import has_integer_kernel
+
+    from tidlc.compiler import backend_for, load, optimize
+    from tidlc.config import CompileOptions
+    if not (CORPUS / net).exists():
+        pytest.skip("shared corpus not available")
+    options = CompileOptions.of(opt_level=2, random_weights=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = load(str(CORPUS / net), options)
+    optimize(graph, options)
+    backend = backend_for("tidl")
+    verdicts = {op.name: (op, backend.supports(op)) for op in graph.compute_ops()}
+    wrong = [(name, op.kind) for name, (op, v) in verdicts.items() if v.level == "accelerated"
+             and not has_integer_kernel(op) and op.kind not in FLOAT_TIDL_LAYERS]
+    assert wrong == []
+    for op, v in verdicts.values():
+        if op.kind in ("max_unpool", "lrn"):
+            assert v.level == "penalty" and "float" in v.reason and ("instead" in v.hint or "remove it" in v.hint), v

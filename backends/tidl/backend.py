@@ -30,6 +30,22 @@ class TidlExecutable:
         return self.executor.run(feeds, **kw)
 
 
+# ops with no TIDL layer whose usual replacement is known (the hint of their float verdict)
+_FLOAT_HINTS = {
+    "max_pool_index": "TIDL pooling has no indices (SegNet/ENet max-unpooling decoders): use a plain max pool "
+                      "and upsample with Resize (nearest or bilinear) instead of max_unpool, then fine-tune",
+    "max_unpool": "TIDL has no unpooling: upsample with Resize (nearest or bilinear), or a stride-2 Deconv2D "
+                  "(group 1), instead, then fine-tune",
+    "lrn": "TIDL has no LRN layer (AlexNet, GoogLeNet): remove it and fine-tune (it adds little accuracy), or "
+           "expect a float layer",
+}
+
+
+def _float_verdict(op) -> Verdict:
+    return Verdict("penalty", f"no TIDL layer for '{op.kind}': it runs in float between data_convert ops",
+                   hint=_FLOAT_HINTS.get(op.kind, "replace it with a supported op, or expect a float (slow) layer"))
+
+
 class TidlBackend:
     """TI's TIDL on TDA4 (C7x + MMA), as tidlc models it."""
 
@@ -58,6 +74,8 @@ class TidlBackend:
     def _layer_verdict(self, op) -> Verdict:
         """The TIDL layer an op becomes (perf model tables, executor kernels), constraints aside."""
         from tidlc.backends.tidl.perf import layers
+        if op.kind in _FLOAT_HINTS:  # no TIDL layer (tidl-facts' layer enum), and no integer kernel here
+            return _float_verdict(op)
         for table in (layers._MMA, layers._VECTOR_OPS, layers._VIEWS, layers._FREE):
             if op.kind in table:
                 return Verdict("accelerated", f"TIDL layer {_layer_name(table[op.kind])}")
@@ -69,8 +87,7 @@ class TidlBackend:
                 return Verdict("accelerated", "integer kernel in the fixed-point executor")
         except Exception:  # noqa: BLE001, S110 - an op the executor cannot even inspect: not supported
             pass
-        return Verdict("penalty", f"no TIDL layer for '{op.kind}': it runs in float between data_convert ops",
-                       hint="replace it with a supported op, or expect a float (slow) layer")
+        return _float_verdict(op)
 
     def prepare_pipeline(self, level: int, passes: list[str]) -> list[str]:
         """TIDL's own pass, ``quantize`` (``tidlc.backends.tidl.quantize``), ends every ``-O``

@@ -62,7 +62,7 @@ _VECTOR_OPS = {  # kind -> (TIDL layer, milli-ops per output vector)
     "resize": ("Resize", 3000), "concat": ("Concat", 1000), "split": ("Slice", 1000),
     "slice": ("Slice", 1000), "pad": ("Pad", 1000), "transpose": ("Transpose", 2000),
     "depth_to_space": ("DepthToSpace", 2000), "shuffle_channel": ("ShuffleChannel", 2000),
-    "gather": ("Gather", 2000), "max_unpool": ("Unpool", 2000), "normalize": ("Normalize", 4000),
+    "gather": ("Gather", 2000), "normalize": ("Normalize", 4000),
     "quantize": ("DataConvert", 1000), "dequantize": ("DataConvert", 1000), "data_convert": ("DataConvert", 1000),
 }
 _ON_INPUT = {  # reductions: the work is proportional to the input, not the output
