@@ -93,3 +93,33 @@ def test_import_config_and_command_keep_bias_calibration(tmp_path):
         assert ("biasCalibrationIterations = " + str(had) + "\n" in text) == (option == 5), text
         command = command_line("model.onnx", options, trial, str(tmp_path))
         assert ("--bias-calibration" in command) == (asked is not None), command
+
+
+def test_the_command_line_carries_every_option_the_trials_were_measured_with(tmp_path):
+    """`tidlc tune MODEL --device am62a --deny-op-type detection_output ...` wrote a command without
+    the device, the deny list, the resize/crop or the input layout: run as told, it compiled another
+    model than the one tuned. The command parses back to the same options (the trial's own aside)."""
+    import shlex
+
+    from tidlc.cli import build_parser
+    from tidlc.cli_options import options_from_args
+    from tidlc.tune import Config, Trial, command_line
+    argv = ["tune", "model.onnx", "--device", "am62a", "--deny-op-type", "detection_output,softmax",
+            "--deny-op-name", "conv9", "--max-subgraphs", "3", "--min-subgraph-ops", "2", "--no-host",
+            "--format", "onnx", "--input-layout", "NHWC", "--input-shape", "x=1,3,64,64", "--resize", "80,72",
+            "--crop", "64,64", "--mean", "127.5", "--scale", "0.0078125", "--channel-order", "bgr",
+            "--quant-style", "p2", "--percentile", "0.1", "--per-channel-depthwise", "--weight-rounding", "gptq",
+            "--16bit-layers", "conv1", "--calib", "calib.txt", "--calib-frames", "8", "--random-weights", "3"]
+    parser = build_parser()
+    asked = options_from_args(parser.parse_args(argv))
+    trial = Trial(Config("-O3 8-bit", 3, 8), 1.0, 30.0, 100)
+    command = shlex.split(command_line("model.onnx", asked, trial, str(tmp_path)))
+    assert command[:2] == ["tidlc", "compile"]
+    again = options_from_args(parser.parse_args(command[1:]))
+    for group in ("load", "preprocess"):
+        assert getattr(again, group) == getattr(asked, group), group
+    for name in ("device", "deny_op_types", "deny_op_names", "max_subgraphs", "min_subgraph_ops"):
+        assert getattr(again.target, name) == getattr(asked.target, name), name
+    for name in ("quant_style", "percentile", "per_channel_depthwise", "weight_rounding", "layers_16bit", "calib",
+                 "calib_frames", "calib_method"):
+        assert getattr(again.quant, name) == getattr(asked.quant, name), name

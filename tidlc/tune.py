@@ -288,8 +288,41 @@ def command_line(model: str, options: CompileOptions, trial: Trial, outdir: str)
         argv += ["--scale", ",".join(f"{v:g}" for v in pre.scale)]
     if pre.channel_order != "rgb":
         argv += ["--channel-order", pre.channel_order]
-    for name, shape in options.load.input_shapes.items():
+    if pre.resize:
+        argv += ["--resize", ",".join(map(str, pre.resize))]
+    if pre.crop:
+        argv += ["--crop", ",".join(map(str, pre.crop))]
+    load, target = options.load, options.target
+    for name, shape in load.input_shapes.items():
         argv += ["--input-shape", f"{name}={','.join(map(str, shape))}"]
+    if load.format:
+        argv += ["--format", load.format]
+    if load.input_layout:
+        argv += ["--input-layout", load.input_layout]
+    if not load.allow_host:
+        argv += ["--no-host"]
+    defaults = {f.name: f.default for f in attrs.fields(QuantOptions)}
+    if q.quant_style != defaults["quant_style"]:
+        argv += ["--quant-style", q.quant_style]
+    if q.percentile != defaults["percentile"]:
+        argv += ["--percentile", f"{q.percentile:g}"]
+    if q.per_channel_depthwise:
+        argv += ["--per-channel-depthwise"]
+    if q.weight_rounding:
+        argv += ["--weight-rounding", q.weight_rounding]
+    if q.layers_16bit:
+        argv += ["--16bit-layers", ",".join(q.layers_16bit)]
+    # where it runs and how it is split: the trials were measured so (tidlc tune --device, deny lists)
+    if target.device != "tda4vm":
+        argv += ["--device", target.device]
+    if target.deny_op_types:
+        argv += ["--deny-op-type", ",".join(target.deny_op_types)]
+    if target.deny_op_names:
+        argv += ["--deny-op-name", ",".join(target.deny_op_names)]
+    if target.max_subgraphs != 16:
+        argv += ["--max-subgraphs", str(target.max_subgraphs)]
+    if target.min_subgraph_ops != 1:
+        argv += ["--min-subgraph-ops", str(target.min_subgraph_ops)]
     return shlex.join(argv)
 
 
