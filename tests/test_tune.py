@@ -123,3 +123,20 @@ def test_the_command_line_carries_every_option_the_trials_were_measured_with(tmp
     for name in ("quant_style", "percentile", "per_channel_depthwise", "weight_rounding", "layers_16bit", "calib",
                  "calib_frames", "calib_method"):
         assert getattr(again.quant, name) == getattr(asked.quant, name), name
+
+
+def test_the_import_config_keeps_device_resize_and_layout_and_names_what_it_cannot(tmp_path):
+    from tidlc.config import CompileOptions
+    from tidlc.import_config import load_import_config
+    from tidlc.tune import Config, Trial, import_config_text
+    options = CompileOptions.of(device="am62a", resize=(80, 72), input_layout="NHWC", deny_op_types=("softmax",),
+                                input_shapes={"x": (1, 3, 64, 64)})
+    trial = Trial(Config("-O2 8-bit", 2, 8), 1.0, 30.0, 100)
+    (tmp_path / "model.onnx").write_bytes(b"")
+    text = import_config_text(str(tmp_path / "model.onnx"), options, trial, str(tmp_path / "out"))
+    assert "deviceName = 4\n" in text and "resizeWidth = 80\nresizeHeight = 72\n" in text and "inLayout = 1\n" in text
+    assert "# --deny-op-type: no TIDL import key; tune.sh's command line keeps them" in text
+    (tmp_path / "tune_import.txt").write_text(text)
+    back = load_import_config(str(tmp_path / "tune_import.txt"), quiet=True).compile_options()
+    assert back.target.device == "am62a" and back.preprocess.resize == (80, 72) and back.load.input_layout == "NHWC"
+    assert back.preprocess.crop == (64, 64)  # inWidth/inHeight with a resize: TIDL's centre crop

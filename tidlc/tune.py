@@ -259,6 +259,21 @@ def import_config_text(model: str, options: CompileOptions, trial: Trial, outdir
             lines.append("inScale = " + " ".join(f"{v:g}" for v in pre.scale))
     if pre.channel_order == "bgr":
         lines.append("inDataFormat = 0")
+    if pre.resize:
+        lines += [f"resizeWidth = {pre.resize[0]}", f"resizeHeight = {pre.resize[1]}"]
+    if load.input_layout:
+        lines.append(f"inLayout = {1 if load.input_layout == 'NHWC' else 0}")
+    from tidlc.import_config import DEVICES
+    device = {name: number for number, name in DEVICES.items()}.get(options.target.device)
+    if device is not None and options.target.device != "tda4vm":
+        lines.append(f"deviceName = {device}")
+    target = options.target
+    untold = [flag for flag, given in (("--device " + target.device, device is None), ("--deny-op-type",
+              target.deny_op_types), ("--deny-op-name", target.deny_op_names), ("--max-subgraphs",
+              target.max_subgraphs != 16), ("--min-subgraph-ops", target.min_subgraph_ops != 1),
+              ("--no-host", not load.allow_host), ("--crop", pre.crop and not pre.resize)) if given]
+    if untold:
+        lines.insert(2, f"# {', '.join(untold)}: no TIDL import key; tune.sh's command line keeps them")
     return "\n".join(lines) + "\n"
 
 
