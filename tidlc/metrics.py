@@ -9,8 +9,9 @@ import numpy as np
 def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
     """``10 log10(sum(ref**2) / sum((ref - test)**2))``; inf when equal, -inf-ish when ref is 0."""
     ref = np.asarray(reference, dtype=np.float64).reshape(-1)
-    err = ref - np.asarray(test, dtype=np.float64).reshape(-1)
-    return _db(float(np.dot(ref, ref)), float(np.dot(err, err)))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowed or NaN tensor: -inf dB (_db)
+        err = ref - np.asarray(test, dtype=np.float64).reshape(-1)
+        return _db(float(np.dot(ref, ref)), float(np.dot(err, err)))
 
 
 def _db(signal: float, noise: float) -> float:
@@ -42,9 +43,10 @@ class SnrAccumulator:
 
     def add(self, reference: np.ndarray, test: np.ndarray) -> None:
         ref = np.asarray(reference, dtype=np.float64).reshape(-1)
-        err = ref - np.asarray(test, dtype=np.float64).reshape(-1)
-        self.signal += float(np.dot(ref, ref))
-        self.noise += float(np.dot(err, err))
+        with np.errstate(over="ignore", invalid="ignore"):
+            err = ref - np.asarray(test, dtype=np.float64).reshape(-1)
+            self.signal += float(np.dot(ref, ref))
+            self.noise += float(np.dot(err, err))
 
     @property
     def db(self) -> float:
