@@ -56,6 +56,26 @@ def test_a_failing_cell_is_reported_and_the_sweep_goes_on(cli, tmp_path):
     errors = [r for r in doc["rows"] if r["error"]]
     assert len(errors) == 4 and all("missing.onnx" in r["model"] for r in errors)
     assert len([r for r in doc["rows"] if not r["error"]]) == 12
+    assert "error: error:" not in text and text.count(" error: ") == 4, text
+
+
+def test_a_failed_cell_runs_again_once_its_cause_is_fixed(cli, tmp_path):
+    """A calibration folder that does not exist yet fails its cells; it is not part of their key (the
+    options are), so a rerun reused the failure. Failed cells run again; the others are reused."""
+    import shutil
+    calib = tmp_path / "calib"
+    pnet = CAFFE / "mtcnn" / "det1.prototxt"
+    config = _config(tmp_path, f', {{path = "{pnet}", mean = [127.5], scale = [0.0078125], calib = "{calib}"}}')
+    code, text, err = cli("sweep", config, "-o", tmp_path / "out", "--json")
+    first = json.loads(text)
+    assert code == 1 and [r["error"] is not None for r in first["rows"]].count(True) == 4, err
+    calib.mkdir()
+    for png in sorted((CAFFE / "cifar10_quick" / "samples").glob("*.png")):
+        shutil.copy(png, calib)
+    code, text, err = cli("sweep", config, "-o", tmp_path / "out", "--json")
+    again = json.loads(text)
+    assert code == 0 and again["computed"] == 4 and again["reused"] == 12, err
+    assert not any(r["error"] for r in again["rows"])
 
 
 def test_an_unknown_option_in_the_config_is_a_one_line_error(cli, tmp_path):

@@ -135,7 +135,8 @@ def sweep(config: str, outdir: str, options: CompileOptions, plugins=None,
         with open(store) as fh:
             previous = json.load(fh)
         if previous.get("schema") == SCHEMA:
-            done = {r["key"]: r for r in previous.get("rows", [])}
+            # a failed cell runs again (what failed may be fixed outside its key: a calib file made)
+            done = {r["key"]: r for r in previous.get("rows", []) if not r.get("error")}
     rows, todo, total = [], [], len(models) * len(cells)
     for model in models:
         graphs: dict = {}  # the float graph per -O level: the other grid options do not change it
@@ -252,7 +253,8 @@ def render_text(doc: dict) -> str:
         cfg = (f"{name:<28} {r.get('bits', ''):>4} {r.get('calib_method', ''):<10} {r.get('opt_level', ''):>2} "
                f"{r.get('device', ''):<8}")
         if r.get("error"):
-            lines.append(f"{cfg} error: {r['error']}")
+            text = r["error"]  # a TidlcError's own line says "error:" already (after its location)
+            lines.append(f"{cfg} {text if 'error: ' in text.split(chr(10))[0] else 'error: ' + text}")
         else:
             lines.append(f"{cfg} {r['ms']:8.3f} {r['fps']:8.1f} {r['snr_db']:7.1f} {r['weight_kb']:8.1f} "
                          f"{r['seconds']:6.2f}")
