@@ -72,7 +72,7 @@ def _partitioned_ir(path: str) -> str:
     from tidlc.ir.printer import print_graph
     executable = _backend().load(path)
     m = executable.manifest
-    manifest = os.path.join(path, "model.tdp") if os.path.isdir(path) else path
+    manifest = os.path.relpath(os.path.join(executable.folder, "model.tdp"))
     head = f"// partitioned model ({manifest}): {len(m['subgraphs'])} subgraph(s), {len(m['host_ops'])} host op(s)"
     lines = [head + "; run order:"]
     for kind, what in m["schedule"]:
