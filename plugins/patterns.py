@@ -15,8 +15,8 @@ within rounding (1e-5 relative):
   trailing axes (``pow(d, 2)`` or ``d * d``; gamma/beta optional) -> ``layernorm``;
 * an explicit zero ``Pad`` of H and W before a ``conv2d`` (or an average pool
   that counts the pad) -> the conv's (pool's) own padding;
-* a pool whose single window is the whole unpadded plane (``pool5`` 7x7 on a
-  7x7 input) -> ``global_pool``;
+* a pool whose single window covers the whole plane (``pool5`` 7x7 on a 7x7
+  input; padding only where it changes nothing) -> ``global_pool``;
 * a grouped stride-s ``deconv2d`` whose output is s times its input (JSegNet's
   bilinear upsampling) -> s*s stride-1 ``conv2d`` with its groups (one per
   output phase) + ``concat`` + ``depth_to_space`` (DCR).
@@ -303,14 +303,20 @@ def _pad_into_window(rw: Rewriter, op) -> bool:
 
 # ----------------------------------------------------------------------------- whole-plane pool
 def _whole_plane_pool(rw: Rewriter, op) -> bool:
-    """A pool whose one window is the whole unpadded plane (Caffe's ``pool5`` 7x7 on 7x7 in
-    ResNet-50 and GoogLeNet) is a global pool: TIDL validates 7x7 windows for neither."""
+    """A pool whose one window covers the whole plane (Caffe's ``pool5`` 7x7 on 7x7 in ResNet-50 and
+    GoogLeNet; Caffe2's Inception v1 export, 7x7 padded at the bottom and right on 6x6) is a global
+    pool: TIDL validates 7x7 windows for neither. Padding is allowed where it changes nothing: a max
+    pool, or an average that does not count it."""
     shape, out = op.operands[0].type.shape, op.results[0].type.shape
     if shape is None or out is None or len(shape) != 4 or op.operands[0].type.layout not in (None, "NCHW"):
         return False
-    if tuple(op.attrs["kernel"]) != tuple(shape[2:]) or tuple(out[2:]) != (1, 1) or any(op.attrs["pads"]) \
-            or tuple(op.attrs["dilations"]) != (1, 1):
+    (kh, kw), (pt, pl, _, _) = op.attrs["kernel"], op.attrs["pads"]
+    if None in shape[2:] or tuple(out[2:]) != (1, 1) or tuple(op.attrs["dilations"]) != (1, 1):
         return False
+    if kh - pt < shape[2] or kw - pl < shape[3]:  # the one window, from -pad, misses the last rows/columns
+        return False
+    if any(op.attrs["pads"]) and op.attrs["mode"] == "avg" and op.attrs.get("count_include_pad"):
+        return False  # the padding's zeros are in the average
     return _replace(rw, op, "global_pool", op.operands[0], {"mode": op.attrs["mode"]})
 
 

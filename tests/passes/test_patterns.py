@@ -220,6 +220,19 @@ def test_a_pool_with_more_than_one_window_stays(tmp_path, attrs):
     _check(path, "pool2d", absent=("global_pool",))
 
 
+@pytest.mark.parametrize("kind", ["AveragePool", "MaxPool"])
+def test_a_padded_window_over_the_whole_plane_is_a_global_pool(tmp_path, kind):
+    """Caffe2's Inception v1 export ends in a 7x7 average pool padded at the bottom and right on a 6x6
+    plane (the ONNX light model): one window, the padding not counted, so a global pool."""
+    node = helper.make_node(kind, ["x"], ["y"], kernel_shape=[7, 7], pads=[0, 0, 1, 1])
+    _check(_model(tmp_path, [node], {}, out_shape=SHAPE[:2] + [1, 1]), "global_pool", absent=("pool2d",))
+
+
+def test_a_padded_window_whose_average_counts_the_padding_stays(tmp_path):
+    node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[7, 7], pads=[0, 0, 1, 1], count_include_pad=1)
+    _check(_model(tmp_path, [node], {}, out_shape=SHAPE[:2] + [1, 1]), "pool2d", absent=("global_pool",))
+
+
 def test_resnet50_pool5_is_accelerated():
     """The real model: every layer of Caffe's ResNet-50 on the accelerator at -O2 (pool5 was the one
     host layer)."""
