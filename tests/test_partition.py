@@ -439,3 +439,29 @@ def test_perf_of_a_model_file_is_partitioned_only_when_asked(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["schema"] == "tidlc.perf/1"  # a whole plan: the usual report
     assert main(["perf", path, "--random-weights", "1", "--json", "--partitioned", "--deny-op-type", "pool2d"]) == 0
     assert json.loads(capsys.readouterr().out)["schema"] == "tidlc.perf.partitioned/1"
+
+
+UPSAMPLE = '''name: "up"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 dim: 8 dim: 8 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "up" type: "Deconvolution" bottom: "conv" top: "up"
+  convolution_param { num_output: 4 group: 4 kernel_size: 4 stride: 2 pad: 1 bias_term: false } }
+layer { name: "head" type: "Convolution" bottom: "up" top: "head" convolution_param { num_output: 2 kernel_size: 1 } }
+'''
+
+
+@pytest.mark.parametrize("deny", [{"deny_op_names": ("up",)}, {"deny_op_types": ("deconv2d",)}])
+def test_a_denied_op_is_not_rewritten_by_the_patterns(tmp_path, deny):
+    """-O2 rewrites a grouped deconv into phase convs + depth_to_space; denied by name or kind, it
+    stays the deconv the user named and runs on the host (before, --deny-op-type deconv2d matched
+    nothing and --deny-op-name put the depth_to_space alone on the host)."""
+    path = tmp_path / "up.prototxt"
+    path.write_text(UPSAMPLE)
+    options = CompileOptions.of(opt_level=2, random_weights=1)
+    graph = load(str(path), options)
+    from tidlc.compiler import backend_for, optimize_and_plan, plugins_for
+    _, partition = optimize_and_plan(graph, options.replace(**deny), plugins_for(options), backend_for(options))
+    assert partition.host_ops == ("up",) and [op.kind for op in graph.compute_ops() if op.name == "up"] == ["deconv2d"]
+    graph = load(str(path), options)
+    _, partition = optimize_and_plan(graph, options, plugins_for(options), backend_for(options))
+    assert partition.is_whole and "deconv2d" not in {op.kind for op in graph.compute_ops()}

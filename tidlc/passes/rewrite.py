@@ -11,6 +11,7 @@ graph, is declared in one statement (:func:`rule_pass`, :func:`graph_pass`).
 from __future__ import annotations
 
 import sys
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 
 import attrs
@@ -32,17 +33,32 @@ def until_unchanged(step: Callable[[], bool], max_iters: int) -> bool:
     return changed
 
 
+# ops no rule may rewrite, per graph: those the deny lists name (tidlc.compiler.pin_denied), which
+# must reach the partitioner as the ops the user named (a grouped deconv denied to the host stays one)
+_KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def keep_ops(graph: Graph, ops: Iterable[Op] | None) -> None:
+    """Rules leave ``ops`` as they are (None: no longer)."""
+    if ops is None:
+        _KEPT.pop(graph, None)
+    else:
+        _KEPT[graph] = {id(op) for op in ops}
+
+
 def apply_rules(graph: Graph, rules: Iterable[Rule], max_iters: int = 8) -> bool:
-    """Apply the rules over the graph until nothing matches (or ``max_iters`` sweeps)."""
+    """Apply the rules over the graph until nothing matches (or ``max_iters`` sweeps); ops kept with
+    :func:`keep_ops` are skipped."""
     table: dict[str, list] = {}
     for kind, fn in rules:
         table.setdefault(kind, []).append(fn)
+    kept = _KEPT.get(graph, set())
 
     def sweep() -> bool:
         rw = Rewriter(graph)
         matched = False
         for op in list(graph.ops):
-            if id(op) in rw.dead:
+            if id(op) in rw.dead or id(op) in kept:
                 continue
             for fn in table.get(op.kind, []) + table.get("*", []):
                 if fn(rw, op):
@@ -86,4 +102,4 @@ def rule_pass(name: str, rules: Sequence[Rule], *, opt_level: int | None, summar
     return cls
 
 
-__all__ = ["Rewriter", "Rule", "apply_rules", "graph_pass", "rule_pass", "until_unchanged"]
+__all__ = ["Rewriter", "Rule", "apply_rules", "graph_pass", "keep_ops", "rule_pass", "until_unchanged"]
