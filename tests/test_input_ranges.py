@@ -112,3 +112,13 @@ def test_one_image_into_a_batched_compiled_model_names_both_ways_out(cli, tmp_pa
     assert code == 2 and err.count("\n") == 1 and WARNING not in err, err
     assert "one image, but the input 'data' [4, 1, 28, 28] takes a batch of 4" in err
     assert "a .npy of shape (4, 1, 28, 28)" in err and "--input-shape data=1,1,28,28" in err
+
+
+def test_a_compiled_folder_where_a_model_file_is_needed_says_which_commands_take_which(cli, tmp_path):
+    _compile(cli, tmp_path / "out")
+    for command in ("compare", "check", "compile"):
+        code, _, err = cli(command, tmp_path / "out", *(("-o", tmp_path / "again") if command == "compile" else ()))
+        assert code == 2 and err.strip() == (
+            f"{tmp_path / 'out'}: error: a compiled model's folder, where a source model is needed (hint: compile, "
+            "check, compare, eval, tune and sweep take the model file (they quantize it themselves); run, perf, "
+            "report and ir take a compiled folder)"), err

@@ -48,6 +48,10 @@ def pick_frontend(frontends: dict[str, Frontend], path: str, forced: str | None 
                              code="option")
         return frontends[forced]
     from tidlc.fileio import open_regular
+    if os.path.isdir(path) and any(os.path.isfile(os.path.join(path, n)) for n in ("net.bin", "model.tdp")):
+        raise TidlcError("a compiled model's folder, where a source model is needed", path, code="file",
+                         hint="compile, check, compare, eval, tune and sweep take the model file (they "
+                              "quantize it themselves); run, perf, report and ir take a compiled folder")
     with open_regular(path, "model file") as fh:  # refuses FIFOs, devices and folders by name, never blocks
         try:
             head = fh.read(4096)
