@@ -259,7 +259,7 @@ def input_specs(graph) -> list[InputSpec]:
         t = op.results[0].type
         if not t.is_static:
             from tidlc.shapes import dynamic_input_error
-            raise dynamic_input_error(op.attrs["name"], t.shape, t.layout)
+            raise dynamic_input_error(op.attrs["name"], t.shape, t.layout, graph.attrs.get("source"))
         specs.append(InputSpec(op.attrs["name"], tuple(t.shape), t.layout, t.dtype))
     return specs
 

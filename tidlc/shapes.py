@@ -29,10 +29,10 @@ def warn_batch_one(shapes: Mapping[str, tuple[int, ...]]) -> None:
          hint="--input-shape NAME=N,... for another batch")
 
 
-def dynamic_input_error(name: str, shape, layout: str | None = None) -> TidlcError:
+def dynamic_input_error(name: str, shape, layout: str | None = None, loc=None) -> TidlcError:
     """The one-line error for an input whose shape is still dynamic where a static one is needed."""
     shown = "?" if shape is None else "[" + ", ".join("?" if d is None or d < 0 else str(d) for d in shape) + "]"
-    return TidlcError(f"input '{name}' has a dynamic shape {shown}", code="shape",
+    return TidlcError(f"input '{name}' has a dynamic shape {shown}", loc, code="shape",
                       hint=f"give {shape_hint(name, shape, layout)}")
 
 

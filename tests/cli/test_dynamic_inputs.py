@@ -46,5 +46,5 @@ def test_other_dynamic_dimensions_name_the_input_shape_to_give(cli, tmp_path, co
     extra = ("-o", tmp_path / "out") if command == "compile" else ("--random-input", "1")
     code, _, err = cli(command, path, *extra)
     assert code == 2 and err.strip().splitlines()[-1] == (
-        "error: input 'x' has a dynamic shape [?, 3, ?, ?] (hint: give --input-shape x=N,3,H,W)"), err
+        f"{path}: error: input 'x' has a dynamic shape [?, 3, ?, ?] (hint: give --input-shape x=N,3,H,W)"), err
     assert not (tmp_path / "out").exists()

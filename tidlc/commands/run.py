@@ -94,7 +94,7 @@ def run(args, options) -> int:
             if op.attrs["name"] not in feeds:
                 if not t.is_static:
                     from tidlc.shapes import dynamic_input_error
-                    raise dynamic_input_error(op.attrs["name"], t.shape, t.layout)
+                    raise dynamic_input_error(op.attrs["name"], t.shape, t.layout, args.model)
                 feeds[op.attrs["name"]] = rng.random(t.shape, dtype=np.float32).astype(numpy_dtype(t.dtype))
     start = time.perf_counter()
     from tidlc.compiler import backend_for

@@ -107,6 +107,9 @@ class Tables:
 def _static(value: Value, op: Op) -> tuple[int, ...]:
     t = value.type
     if not t.is_static:
+        if op.kind == "input":  # the model's own input: name the --input-shape to give
+            from tidlc.shapes import dynamic_input_error
+            raise dynamic_input_error(op.attrs["name"], t.shape, t.layout, op.where())
         raise TidlcError(f"cannot estimate '{op.name or op.kind}': its {'output' if value.producer is op else 'input'} "
                          f"shape {t.shape} is not fully known", op.where(),
                          hint="give --input-shape NAME=d0,d1,... for dynamic inputs")
