@@ -122,3 +122,16 @@ def test_a_compiled_folder_where_a_model_file_is_needed_says_which_commands_take
             f"{tmp_path / 'out'}: error: a compiled model's folder, where a source model is needed (hint: compile, "
             "check, compare, eval, tune and sweep take the model file (they quantize it themselves); run, perf, "
             "report and ir take a compiled folder)"), err
+
+
+def test_the_warning_weighs_what_saturation_takes(quantized):
+    """A share of values says little (MNIST: 8 % of pixels, the strokes, are all of the signal); the
+    SNR the input keeps once clipped says it: 0 dB for the strokes, high for a few bright pixels."""
+    frame = np.zeros((1, 1, 28, 28), np.float32)
+    frame.flat[:64] = 255.0  # 8 % of the values, all the energy
+    _, caught = _check(quantized, frame)
+    assert "saturating them leaves the input at 0.0 dB SNR: the fixed-point outputs cannot follow" in str(caught[0])
+    frame = np.random.default_rng(0).uniform(-1, 1, (1, 1, 28, 28)).astype(np.float32)
+    frame.flat[:16] = 1.2  # 2 % of the values, 0.2 over the top
+    _, caught = _check(quantized, frame)
+    assert "cannot follow" not in str(caught[0]) and "leaves the input at 2" in str(caught[0]), str(caught[0])
