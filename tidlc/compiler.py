@@ -168,7 +168,7 @@ def pin_denied(graph: Graph, options: CompileOptions) -> int | None:
     kinds, names = set(t.deny_op_types), set(t.deny_op_names)
     seen = {id(v) for v in graph.outputs}
     from tidlc.passes.rewrite import keep_ops
-    keep_ops(graph, [op for op in graph.compute_ops() if op.kind in kinds or op.name in names])
+    keep_ops(graph, kinds, names)
     for op in graph.compute_ops():
         if op.kind in kinds or op.name in names:
             for v in (*op.operands, *op.results):
@@ -182,7 +182,7 @@ def pin_denied(graph: Graph, options: CompileOptions) -> int | None:
 def unpin(graph: Graph, count: int | None) -> None:
     if count is not None:
         from tidlc.passes.rewrite import keep_ops
-        keep_ops(graph, None)
+        keep_ops(graph)
         del graph.outputs[count:]
         del graph.output_names[count:]
         graph.prune()

@@ -38,12 +38,14 @@ def until_unchanged(step: Callable[[], bool], max_iters: int) -> bool:
 _KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def keep_ops(graph: Graph, ops: Iterable[Op] | None) -> None:
-    """Rules leave ``ops`` as they are (None: no longer)."""
-    if ops is None:
-        _KEPT.pop(graph, None)
+def keep_ops(graph: Graph, kinds: Iterable[str] = (), names: Iterable[str] = ()) -> None:
+    """Rules leave the ops of these kinds or names as they are (none given: no longer); by kind and
+    name, as the deny lists match, so an op another pass rebuilt under its name is still kept."""
+    kinds, names = frozenset(kinds), frozenset(names)
+    if kinds or names:
+        _KEPT[graph] = (kinds, names)
     else:
-        _KEPT[graph] = {id(op) for op in ops}
+        _KEPT.pop(graph, None)
 
 
 def apply_rules(graph: Graph, rules: Iterable[Rule], max_iters: int = 8) -> bool:
@@ -52,13 +54,13 @@ def apply_rules(graph: Graph, rules: Iterable[Rule], max_iters: int = 8) -> bool
     table: dict[str, list] = {}
     for kind, fn in rules:
         table.setdefault(kind, []).append(fn)
-    kept = _KEPT.get(graph, set())
+    kinds, names = _KEPT.get(graph, ((), ()))
 
     def sweep() -> bool:
         rw = Rewriter(graph)
         matched = False
         for op in list(graph.ops):
-            if id(op) in rw.dead or id(op) in kept:
+            if id(op) in rw.dead or op.kind in kinds or op.name in names:
                 continue
             for fn in table.get(op.kind, []) + table.get("*", []):
                 if fn(rw, op):
