@@ -251,10 +251,8 @@ def compile_model(path: str, options: CompileOptions | None = None,
     backend = backend_for(options, plugins)  # an unknown --target fails before any work
     graph = load(path, options, plugins, for_device=True)
     if options.target.emit in ("bin", "qir"):  # a static shape is needed: say so before optimising
-        from tidlc.shapes import dynamic_input_error
-        for op in graph.input_ops:
-            if not op.results[0].type.is_static:
-                raise dynamic_input_error(op.attrs["name"], op.results[0].type.shape, op.results[0].type.layout, path)
+        from tidlc.preprocess import input_specs
+        input_specs(graph, path)
     if options.target.emit == "bin" and graph.attrs.get("missing_weights"):  # say so before optimising
         raise TidlcError("the model has no weights (structure only), so net.bin cannot be written", path,
                          hint="pass --weights FILE or --random-weights SEED; --emit ir writes the "

@@ -104,20 +104,23 @@ def dataset(path: str) -> tuple[list[str], list[int] | None]:
     return images, None
 
 
-def one_image_inputs(graph) -> None:
-    """tidlc eval scores one image per inference: a batched image input is an error (before any work)."""
+def eval_graph(model: str, options: CompileOptions, plugins=None):
+    """The float graph eval quantizes and scores (:func:`tidlc.compiler.float_graph`), checked before
+    any work: eval scores one image per inference, so a batched image input is an error."""
+    from tidlc.compiler import float_graph
     from tidlc.preprocess import input_specs
+    from tidlc.shapes import shape_hint
+    graph = float_graph(model, options, plugins)
     for spec in input_specs(graph):
         if len(spec.shape) == 4 and spec.shape[0] > 1:  # BVLC deploy files: input_dim 10 (ten crops)
-            one = ",".join(map(str, (1, *spec.shape[1:])))
             raise TidlcError(f"the input '{spec.name}' {list(spec.shape)} takes a batch of {spec.shape[0]} images; "
                              "tidlc eval scores one image per inference", graph.attrs.get("source"),
-                             hint=f"add --input-shape {spec.name}={one}", code="input")
+                             hint=f"add {shape_hint(spec.name, (1, *spec.shape[1:]))}", code="input")
+    return graph
 
 
 def _frames(graph, options: CompileOptions, images: list[str]):
     from tidlc.preprocess import FrameSource, Preprocess, input_specs
-    one_image_inputs(graph)
     with tempfile.TemporaryDirectory() as tmp:
         listing = os.path.join(tmp, "data.txt")
         with open(listing, "w") as fh:
@@ -158,11 +161,10 @@ def _models(model: str, options: CompileOptions, precisions, plugins=None) -> tu
     """(the float graph, {precision: fixed-point graph}, the backend): quantized once, here, whatever
     runs the frames (calibration statistics themselves run as ``options`` say: --workers, --ray).
     Quantization depends only on the model, the options and ``--calib``, never on the frames."""
-    from tidlc.compiler import backend_for, float_graph, plugins_for
+    from tidlc.compiler import backend_for, plugins_for
     plugins = plugins or plugins_for(options)
     backend = backend_for(options, plugins)
-    graph = float_graph(model, options, plugins)
-    one_image_inputs(graph)
+    graph = eval_graph(model, options, plugins)
     quantized = {p: backend.quantize(graph, options.replace(bits=int(p), emit="bin")).graph
                  for p in precisions if p != "float"}
     return graph, quantized, backend
@@ -286,7 +288,7 @@ def evaluate_detection(model: str, annotations_path: str, options: CompileOption
                        frames: int | None = None, decoder: str = "detect", threshold: float = 0.05,
                        plugins=None, progress: Callable[[str, int, int], None] | None = None) -> list[DetRow]:
     """mAP per precision on a COCO-format set (``images[].file_name`` relative to the JSON's folder)."""
-    from tidlc.compiler import backend_for, float_graph, plugins_for
+    from tidlc.compiler import backend_for, plugins_for
     from tidlc.decoders import pick
     from tidlc.fileio import read_text
     from tidlc.interp import Interpreter
@@ -304,7 +306,7 @@ def evaluate_detection(model: str, annotations_path: str, options: CompileOption
     paths = [os.path.join(base, e["file_name"]) for e in entries]
     plugins = plugins or plugins_for(options)
     backend = backend_for(options, plugins)
-    graph = float_graph(model, options, plugins)
+    graph = eval_graph(model, options, plugins)
     spec = input_specs(graph)[0]
     size = (spec.shape[3], spec.shape[2]) if spec.layout != "NHWC" else (spec.shape[2], spec.shape[1])
     feeds = _frames(graph, options, paths)

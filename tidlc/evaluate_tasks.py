@@ -62,14 +62,13 @@ def runners(model: str, options: CompileOptions, plugins=None) -> Runners:
     """The float interpreter and the backend's quantized executors of ``model`` (quantization depends on
     the options and ``--calib`` only, never on the evaluation frames). ``make(precision, frames)``
     warns, once, when ``frames`` do not fit the ranges the inputs were calibrated for."""
-    from tidlc.compiler import backend_for, float_graph, plugins_for
+    from tidlc.compiler import backend_for, plugins_for
+    from tidlc.evaluate import eval_graph
     from tidlc.interp import Interpreter
     from tidlc.preprocess import input_specs
     plugins = plugins or plugins_for(options)
     backend = backend_for(options, plugins)
-    graph = float_graph(model, options, plugins)
-    from tidlc.evaluate import one_image_inputs
-    one_image_inputs(graph)
+    graph = eval_graph(model, options, plugins)
     spec = input_specs(graph)[0]
     size = (spec.shape[3], spec.shape[2]) if spec.layout != "NHWC" else (spec.shape[2], spec.shape[1])
 

@@ -253,13 +253,14 @@ class InputSpec:
     dtype: str = "f32"
 
 
-def input_specs(graph) -> list[InputSpec]:
+def input_specs(graph, loc=None) -> list[InputSpec]:
+    """The graph's inputs; one still dynamic is an error (at ``loc``, else the graph's source)."""
     specs = []
     for op in graph.input_ops:
         t = op.results[0].type
         if not t.is_static:
             from tidlc.shapes import dynamic_input_error
-            raise dynamic_input_error(op.attrs["name"], t.shape, t.layout, graph.attrs.get("source"))
+            raise dynamic_input_error(op.attrs["name"], t.shape, t.layout, loc or graph.attrs.get("source"))
         specs.append(InputSpec(op.attrs["name"], tuple(t.shape), t.layout, t.dtype))
     return specs
 
@@ -304,10 +305,10 @@ class FrameSource:
         images = [item for kind, item in items if kind == "file" and self._files_per_frame(item) > 1]
         if not images:
             return items
+        from tidlc.shapes import shape_hint
         spec = self.specs[0]
-        one = ",".join(str(d) for d in (1, *spec.shape[1:]))
-        hint = (f"or give --input-shape {spec.name}={one} to compile for one frame per inference (TIDL "
-                "batches frames with numBatches: tidlc perf --batches N)")
+        hint = (f"or give {shape_hint(spec.name, (1, *spec.shape[1:]))} to compile for one frame per inference "
+                "(TIDL batches frames with numBatches: tidlc perf --batches N)")
         if len(images) != len(items):
             raise TidlcError(f"images and .npy files mixed for the input '{spec.name}' with a batch of {self.batch}",
                              self.path, hint="images only (each fills one slot of the batch), or .npy files of "

@@ -105,7 +105,8 @@ def split_input_spec(spec: str, names: list[str], file_hint: str) -> tuple[str, 
     return resolve_or_error(name, names, "input", "--input"), path
 
 
-def _feeds(specs, model, random_seed) -> dict:
+def _feeds(specs, model, random_seed) -> tuple[dict, dict]:
+    """(every input's feed, the feeds ``--input`` gave): the others are seeded uniform [0, 1)."""
     from tidlc.fileio import load_array
     from tidlc.preprocess import IMAGE_SUFFIXES, Preprocess
     entries = {e["name"]: e for e in model.io["inputs"]}
@@ -118,18 +119,13 @@ def _feeds(specs, model, random_seed) -> dict:
             feeds[name] = _image_feed(path, entry, Preprocess(**entry["preprocess"]))
         else:
             feeds[name] = load_array(path)
+    given = dict(feeds)
     if random_seed is not None:
         rng = np.random.default_rng(random_seed)
         for name, entry in entries.items():
             if name not in feeds:
                 feeds[name] = rng.random(entry["dims"], dtype=np.float32)
-    return feeds
-
-
-def _named(specs, model) -> set[str]:
-    """The inputs ``--input`` names (the others get ``--random-input``)."""
-    names = [e["name"] for e in model.io["inputs"]]
-    return {split_input_spec(spec, names, "FILE")[0] for spec in specs or ()}
+    return feeds, given
 
 
 def _image_feed(path: str, entry: dict, pre) -> np.ndarray:
@@ -140,10 +136,10 @@ def _image_feed(path: str, entry: dict, pre) -> np.ndarray:
         raise TidlcError(f"--input {path}: images need a 4-D input of non-zero size, '{entry['name']}' is {dims}",
                          hint="pass a pre-processed .npy tensor instead", code="input")
     if dims[0] > 1:
-        one = ",".join(str(d) for d in [1, *dims[1:]])
+        from tidlc.shapes import shape_hint
         raise TidlcError(f"--input {path}: one image, but the input '{entry['name']}' {list(dims)} takes a batch of "
-                         f"{dims[0]}", hint=f"pass a .npy of shape {tuple(dims)}, or compile with --input-shape "
-                         f"{entry['name']}={one} (one frame per inference)", code="input")
+                         f"{dims[0]}", hint=f"pass a .npy of shape {tuple(dims)}, or compile with "
+                         f"{shape_hint(entry['name'], (1, *dims[1:]))} (one frame per inference)", code="input")
     channels = dims[3] if layout == "NHWC" else dims[1]
     return pre.apply(read_image(path, channels), dims, layout)
 
@@ -193,8 +189,7 @@ def run_compiled(args, target: str = "tidl", plugins=None) -> int:
     if post == "classify" and getattr(args, "labels", None) and not args.input:
         from tidlc.postprocess import read_labels
         args.input = [read_labels(args.labels)[0][0]]
-    feeds = _feeds(args.input, model, args.random_input)
-    given = {name: feeds[name] for name in feeds if args.random_input is None or name in _named(args.input, model)}
+    feeds, given = _feeds(args.input, model, args.random_input)
     executor = executor or backend.load(model, kernels=args.kernels, threads=args.threads)
     observer = None
     if args.trace:
@@ -270,7 +265,7 @@ def _post_process(post: str, args, model, executor, outputs) -> None:
             (name,) = [e["name"] for e in model.io["inputs"]][:1]
 
             def run_image(image):
-                return executor.run(_feeds([f"{name}={image}"], model, None))
+                return executor.run(_feeds([f"{name}={image}"], model, None)[0])
             top1, top5 = classify_accuracy(run_image, read_labels(args.labels))
             print(f"accuracy over {args.labels}: top-1 {top1 * 100:.2f}%, top-5 {top5 * 100:.2f}%")
     elif task == "segment":

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import attrs
 import numpy as np
 
-from tidlc.config import CompileOptions, QuantOptions
+from tidlc.config import CompileOptions, QuantOptions, TargetOptions
 from tidlc.diagnostics import TidlcError
 
 SCHEMA = "tidlc.tune/1"
@@ -265,13 +265,14 @@ def import_config_text(model: str, options: CompileOptions, trial: Trial, outdir
         lines.append(f"inLayout = {1 if load.input_layout == 'NHWC' else 0}")
     from tidlc.import_config import DEVICES
     device = {name: number for number, name in DEVICES.items()}.get(options.target.device)
-    if device is not None and options.target.device != "tda4vm":
-        lines.append(f"deviceName = {device}")
-    target = options.target
-    untold = [flag for flag, given in (("--device " + target.device, device is None), ("--deny-op-type",
-              target.deny_op_types), ("--deny-op-name", target.deny_op_names), ("--max-subgraphs",
-              target.max_subgraphs != 16), ("--min-subgraph-ops", target.min_subgraph_ops != 1),
-              ("--no-host", not load.allow_host), ("--crop", pre.crop and not pre.resize)) if given]
+    untold = []
+    for flag, value in _target_flags(options.target):
+        if flag == "--device" and device is not None:
+            lines.append(f"deviceName = {device}")
+        else:  # no TIDL key holds it
+            untold.append(f"{flag} {value}" if flag == "--device" else flag)
+    untold += [flag for flag, given in (("--no-host", not load.allow_host), ("--crop", pre.crop and not pre.resize))
+               if given]
     if untold:
         lines.insert(2, f"# {', '.join(untold)}: no TIDL import key; tune.sh's command line keeps them")
     return "\n".join(lines) + "\n"
@@ -328,17 +329,21 @@ def command_line(model: str, options: CompileOptions, trial: Trial, outdir: str)
     if q.layers_16bit:
         argv += ["--16bit-layers", ",".join(q.layers_16bit)]
     # where it runs and how it is split: the trials were measured so (tidlc tune --device, deny lists)
-    if target.device != "tda4vm":
-        argv += ["--device", target.device]
-    if target.deny_op_types:
-        argv += ["--deny-op-type", ",".join(target.deny_op_types)]
-    if target.deny_op_names:
-        argv += ["--deny-op-name", ",".join(target.deny_op_names)]
-    if target.max_subgraphs != 16:
-        argv += ["--max-subgraphs", str(target.max_subgraphs)]
-    if target.min_subgraph_ops != 1:
-        argv += ["--min-subgraph-ops", str(target.min_subgraph_ops)]
+    for flag, value in _target_flags(target):
+        argv += [flag, value]
     return shlex.join(argv)
+
+
+def _target_flags(target: TargetOptions) -> list[tuple[str, str]]:
+    """(flag, value) of the device and partitioning options that differ from their defaults."""
+    default = {f.name: f.default for f in attrs.fields(TargetOptions)}
+    flags = [("--device", target.device, target.device != default["device"]),
+             ("--deny-op-type", ",".join(target.deny_op_types), bool(target.deny_op_types)),
+             ("--deny-op-name", ",".join(target.deny_op_names), bool(target.deny_op_names)),
+             ("--max-subgraphs", str(target.max_subgraphs), target.max_subgraphs != default["max_subgraphs"]),
+             ("--min-subgraph-ops", str(target.min_subgraph_ops),
+              target.min_subgraph_ops != default["min_subgraph_ops"])]
+    return [(flag, value) for flag, value, given in flags if given]
 
 
 def write_choice(result: TuneResult, options: CompileOptions, outdir: str, plugins=None) -> TuneResult:
