@@ -17,6 +17,9 @@ within rounding (1e-5 relative):
   that counts the pad) -> the conv's (pool's) own padding;
 * a pool whose single window covers the whole plane (``pool5`` 7x7 on a 7x7
   input; padding only where it changes nothing) -> ``global_pool``;
+* a global average pool over more than 1024 elements per plane (EfficientNet's and
+  MobileNetV3's squeeze-excite at 112x112) -> 2x2 stride-2 average pools, then the
+  global pool on a plane that fits TIDL's limit;
 * a grouped stride-s ``deconv2d`` whose output is s times its input (JSegNet's
   bilinear upsampling) -> s*s stride-1 ``conv2d`` with its groups (one per
   output phase) + ``concat`` + ``depth_to_space`` (DCR).
@@ -320,6 +323,32 @@ def _whole_plane_pool(rw: Rewriter, op) -> bool:
     return _replace(rw, op, "global_pool", op.operands[0], {"mode": op.attrs["mode"]})
 
 
+# ----------------------------------------------------------------------------- large global pool
+def _split_global_pool(rw: Rewriter, op) -> bool:
+    """A global average pool over more than the 1024 elements per plane TIDL's global pooling takes
+    (the squeeze-excite blocks of EfficientNet and MobileNetV3: 112x112, 56x56) is 2x2 stride-2
+    average pools down to a plane that fits, then the global pool: means of equal blocks average
+    to the same mean. Otherwise the pool is a host layer and the whole plane crosses to the ARM
+    and back."""
+    from tidlc.backends.tidl.constraints import GLOBAL_POOL_MAX_PLANE
+    x = op.operands[0]
+    shape = x.type.shape
+    if op.attrs["mode"] != "avg" or shape is None or len(shape) != 4 or None in shape[2:] \
+            or x.type.layout not in (None, "NCHW"):
+        return False
+    h, w, steps = shape[2], shape[3], 0
+    while h * w > GLOBAL_POOL_MAX_PLANE and h % 2 == 0 and w % 2 == 0:
+        h, w, steps = h // 2, w // 2, steps + 1
+    if steps == 0 or h * w > GLOBAL_POOL_MAX_PLANE:
+        return False  # fits already, or no exact 2x2 split reaches the limit (constraints names it)
+    for i in range(steps):
+        pool = rw.make("pool2d", [x], {"mode": "avg", "kernel": (2, 2), "strides": (2, 2), "pads": (0, 0, 0, 0)},
+                       f"{op.name}.split{i}", op.loc)
+        rw.insert_before(op, pool)
+        x = pool.results[0]
+    return _replace(rw, op, "global_pool", x, {"mode": "avg"})
+
+
 # ----------------------------------------------------------------------------- grouped deconv
 def _phase_taps(k: int, s: int, pad: int) -> tuple[int, list[list[tuple[int, int]]]]:
     """For a stride-``s`` transposed conv (kernel ``k``, leading pad ``pad``) along one axis: the
@@ -395,12 +424,14 @@ PATTERN_RULES = [
     ("div", _layernorm),
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window),
     ("pool2d", _whole_plane_pool),
+    ("global_pool", _split_global_pool),
     ("deconv2d", _grouped_deconv),
 ]
 
 FusePatterns = rule_pass("fuse-patterns", PATTERN_RULES, opt_level=2, order=42,
                          summary="rebuild hardswish, hardsigmoid, gelu, layernorm, conv padding and global pools "
-                                 "from their decompositions; grouped deconvs as conv + depth_to_space")
+                                 "from their decompositions; grouped deconvs as conv + depth_to_space; "
+                                 "large global pools split to TIDL's plane limit")
 
 
 @hookimpl

@@ -252,6 +252,31 @@ def test_resnet50_pool5_is_accelerated():
     assert host == []
 
 
+@pytest.mark.parametrize(("hw", "pools"), [((112, 112), 2), ((56, 48), 1), ((32, 32), 0), ((33, 33), 0)])
+def test_a_global_pool_over_a_large_plane_is_split(tmp_path, hw, pools):
+    """EfficientNet's and MobileNetV3's squeeze-excite blocks average 112x112 and 56x56 planes; TIDL's
+    global pooling takes at most 1024 elements, so they were host layers. 2x2 stride-2 average pools
+    first leave a plane that fits (the same mean); a plane that fits, or that no 2x2 split reaches
+    (33x33), stays as it is."""
+    from tidlc.backends.tidl.constraints import check
+    shape = [1, 4, *hw]
+    graph = helper.make_graph([helper.make_node("GlobalAveragePool", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape[:2] + [1, 1])])
+    path = str(tmp_path / "gap.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    x = np.random.default_rng(0).uniform(-6, 6, shape).astype(np.float32)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    g = load_onnx(path, CompileOptions())
+    optimize(g, CompileOptions.of(opt_level=2))
+    ops = list(g.compute_ops())
+    assert [op.kind for op in ops] == ["pool2d"] * pools + ["global_pool"]
+    assert all(op.attrs["kernel"] == (2, 2) and op.attrs["strides"] == (2, 2) for op in ops[:-1])
+    np.testing.assert_allclose(run_graph(g, {"x": x})["y"], ref, rtol=1e-5, atol=1e-6)
+    verdict = check(ops[-1])
+    assert (verdict is not None and verdict.level == "host") == (hw == (33, 33))
+
+
 @pytest.mark.parametrize(("group", "cout", "kernel", "stride", "pad", "bias"),
                          [(8, 8, 4, 2, 1, False), (4, 16, 4, 2, 1, True), (8, 8, 2, 2, 0, True),
                           (2, 4, 8, 4, 2, False)])
