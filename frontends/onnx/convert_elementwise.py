@@ -84,7 +84,12 @@ def prelu(node: Node) -> None:
         full = (1,) * (rank - srank) + tuple(slope.shape)
         size = int(np.prod(full))
         data = slope.const_value()
-        if size > 1 and full[1] == size and srank != 1:
+        # opsets < 7 (upgraded, see importer.upgrade_model) had no broadcasting: PyTorch 0.3 and Caffe2 wrote
+        # a 1-D slope of C values, one per channel, which is the IR's form already
+        old_per_channel = srank == 1 and getattr(node.importer, "upgraded_from", None) and x.shape[1] == size
+        if old_per_channel:
+            pass
+        elif size > 1 and full[1] == size and srank != 1:
             slope = node.const(data.reshape(-1), "slope") if data is not None else \
                 node.op("reshape", [slope], shape=(size,))
         elif srank == 1 and size > 1:

@@ -113,6 +113,32 @@ def model_opset(model, path: str) -> int:
     return max(versions)
 
 
+UPGRADE_OPSET = 11  # what old models are converted to: an opset TIDL validates (tidl-facts: 9/11)
+
+
+def upgrade_model(model, opset: int, path: str):
+    """A model older than MIN_OPSET (PyTorch <= 0.3 and Caffe2 exports: opsets 1-6, with the
+    ``broadcast``/``axis`` attributes of Add/Mul, BatchNormalization's ``spatial``/``is_test``)
+    upgraded in memory to UPGRADE_OPSET by onnx's version converter, with a warning; the file is
+    not touched. One the converter cannot upgrade is an error that says so."""
+    from onnx import helper, version_converter
+    listed = {i.name for i in model.graph.input}
+    missing = [t for t in model.graph.initializer if t.name not in listed]
+    if missing:  # the converter (IR 3 rules) wants every initializer declared as a graph input too
+        model = model.__class__.FromString(model.SerializeToString())
+        model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in missing)
+    try:
+        upgraded = version_converter.convert_version(model, UPGRADE_OPSET)
+    except Exception as exc:  # noqa: BLE001  (the converter raises RuntimeError, ValueError, its own errors)
+        raise TidlcError(f"ONNX opset {opset} is older than the opsets tidlc reads ({MIN_OPSET}-{MAX_OPSET}), "
+                         f"and onnx's version converter cannot upgrade it: {_one_line(exc).split('failed: ')[-1]}", path,
+                         hint=f"export the model again with opset {UPGRADE_OPSET} or newer", code="version") from None
+    warn(f"{path}: ONNX opset {opset} is older than the opsets tidlc reads ({MIN_OPSET}-{MAX_OPSET}): upgraded to "
+         f"opset {UPGRADE_OPSET} in memory with onnx.version_converter", code="version", loc=path,
+         hint=f"export the model with opset {UPGRADE_OPSET} or newer to skip this; `tidlc compare` checks the result")
+    return upgraded
+
+
 def check_structure(graph_proto, path: str) -> list:
     """Cheap structural checks; returns the nodes in a topological order.
 
@@ -204,6 +230,10 @@ class OnnxImporter(Importer):
     listed = f"supported op types and their opsets ({MIN_OPSET}-{MAX_OPSET})"
 
     def __init__(self, model, options: Any = None, path: str = ""):
+        self.upgraded_from = None  # the file's opset when it was older than MIN_OPSET
+        opset = model_opset(model, path)
+        if opset < MIN_OPSET:
+            model, self.upgraded_from = upgrade_model(model, opset, path), opset
         graph_proto = model.graph
         super().__init__(path, options, graph_proto.name, version=model_opset(model, path))
         self.model = model
@@ -220,9 +250,6 @@ class OnnxImporter(Importer):
 
     # --- the steps ----------------------------------------------------------------------
     def run(self) -> Graph:
-        if self.opset < MIN_OPSET:
-            raise TidlcError(f"ONNX opset {self.opset} is not supported (opsets {MIN_OPSET}-{MAX_OPSET})",
-                             self.path, hint="upgrade the model: onnx.version_converter.convert_version(model, 13)")
         if self.opset > MAX_OPSET:
             warn(f"{self.path}: ONNX opset {self.opset} is newer than the tested range "
                  f"{MIN_OPSET}-{MAX_OPSET}; converting with opset-{MAX_OPSET} semantics", code="version")
@@ -242,7 +269,7 @@ class OnnxImporter(Importer):
         operands = [self.value(name, node) for name in names]
         payload, types = host_payload(self, node, names, operands)
         attrs = {"framework": "onnx", "op_type": node.op_type, "payload": encode_payload(payload),
-                 "results": [type_text(t) for t in types]}
+                 "results": [type_text(t) for t in types], **self.host_reason(node)}
         results = self.emit("host", operands, attrs, node.name, node.loc)
         results = results if isinstance(results, list) else [results]
         outputs = [name for name in node.output_names if name]

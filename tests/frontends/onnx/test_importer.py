@@ -160,11 +160,29 @@ def test_supported_ops_cover_the_issue_list():
     assert ops["Squeeze"] == (1, 13) and ops["ReduceSum"] == (1, 13) and ops["ReduceMean"] == (1, 18)
 
 
-def test_old_opset_is_rejected(ox):
+def test_old_opset_is_upgraded(ox, tmp_path):
+    # PyTorch <= 0.3 and Caffe2 exports: opset 6, upgraded in memory with one warning, the file untouched
     model = _conv_relu_model(ox, opset=6)
-    with pytest.raises(TidlcError, match=r"ONNX opset 6 is not supported \(opsets 7-21\)") as info:
+    path = _save(model, tmp_path)
+    before = Path(path).read_bytes()
+    with pytest.warns(TidlcWarning, match="opset 6 is older than the opsets tidlc reads.*upgraded to opset 11") as w:
+        graph = load_onnx(path)
+    assert [x.message.code for x in w if isinstance(x.message, TidlcWarning)] == ["version"]
+    assert str(w[0].message).startswith(f"{path}: ") and graph.attrs["onnx_opset"] == 11
+    assert [op.kind for op in graph.compute_ops()] == ["conv2d", "relu"]
+    assert Path(path).read_bytes() == before
+    feeds = {"data": ox.randn(1, 3, 8, 8)}
+    ox.assert_close(run_graph(graph, feeds)["prob"], ox.ort_run(model, feeds)["prob"])
+
+
+def test_old_opset_the_converter_cannot_upgrade(ox):
+    node = ox.helper.make_node("Scatter", ["x", "i", "u"], ["y"], name="sc")
+    model = ox.make_model([node], {"x": ox.randn(2, 3), "i": np.zeros((1, 3), np.int64), "u": ox.randn(1, 3)},
+                          ["y"], opset=6)
+    with pytest.raises(TidlcError, match="opset 6 is older than the opsets tidlc reads .7-21., and onnx's version "
+                                         "converter cannot upgrade it: No Adapter From Version .8 for Scatter") as info:
         ox.tidlc_graph(model, None)
-    assert "version_converter" in info.value.hint
+    assert info.value.code == "version" and "export the model again with opset 11" in info.value.hint
 
 
 def test_newer_opset_warns(ox):
@@ -225,16 +243,25 @@ def test_used_maxpool_indices_are_rejected(ox):
     node = ox.helper.make_node("MaxPool", ["x"], ["y", "i"], name="mp", kernel_shape=[2, 2])
     model = ox.make_model([node], {"x": ox.randn(1, 1, 4, 4)}, ["y", ("i", np.int64)], opset=12)
     with pytest.raises(TidlcError) as info:
-        ox.tidlc_graph(model, None)
+        ox.tidlc_graph(model, None, allow_host=False)
     assert info.value.problems == ["'mp' (MaxPool): the Indices output is not supported"]
+    # with host ops allowed, onnxruntime runs it and the reason stays with the op
+    graph = ox.tidlc_graph(model, None)
+    (host,) = [op for op in graph.ops if op.kind == "host"]
+    assert host.attrs["op_type"] == "MaxPool" and host.attrs["reason"] == "the Indices output is not supported"
 
 
-def test_3d_conv_is_reported(ox):
+def test_3d_conv_is_a_host_op(ox):
     node = ox.helper.make_node("Conv", ["x", "w"], ["y"], name="c3", kernel_shape=[1, 1, 1])
     model = ox.make_model([node], {"x": ox.randn(1, 1, 2, 2, 2)}, ["y"], {"w": ox.randn(1, 1, 1, 1, 1)})
     with pytest.raises(TidlcError) as info:
-        ox.tidlc_graph(model, None)
+        ox.tidlc_graph(model, None, allow_host=False)
     assert info.value.problems == ["'c3' (Conv): 3-D convolution is not supported (1-D and 2-D only)"]
+    graph = ox.tidlc_graph(model, None)
+    assert [(op.kind, op.attrs.get("reason")) for op in graph.compute_ops()] == \
+        [("host", "3-D convolution is not supported (1-D and 2-D only)")]
+    feeds = {"x": ox.randn(1, 1, 2, 2, 2)}
+    ox.assert_close(run_graph(graph, feeds)["y"], ox.ort_run(model, feeds)["y"])
 
 
 # ----------------------------------------------------------------------------- bad files
