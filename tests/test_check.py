@@ -118,6 +118,23 @@ def test_a_dynamic_batch_alone_is_taken_as_one(cli, tmp_path):
     assert "dynamic batch dimension taken as 1 (x=1,3,8,8)" in err
 
 
+def test_every_op_of_a_node_has_its_verdict(cli, tmp_path):
+    # InstanceNormalization becomes reshape, layernorm (float in tidlc), reshape and scale, all named 'in1';
+    # a 3-D convolution is a host op that keeps its reason
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("InstanceNormalization", ["c1", "s", "b"], ["y"], name="in1")]
+    inits = [_weights("w1", (8, 3, 3, 3), 1), _weights("s", (8,), 2), _weights("b", (8,), 3)]
+    path = _save(tmp_path, nodes, inits, [1, 3, 16, 16], [1, 8, 16, 16])
+    code, out, _ = cli("check", path, "--json", quiet=False)
+    rows = [(r["name"], r["kind"], r["verdict"]) for r in json.loads(out)["layers"]]
+    assert rows == [("conv1", "conv2d", "accelerated"), ("in1", "reshape", "accelerated"),
+                    ("in1", "layernorm", "penalty"), ("in1", "reshape", "accelerated"), ("in1", "scale", "accelerated")]
+    nodes = [helper.make_node("Conv", ["x", "w3"], ["y"], name="c3d", kernel_shape=[1, 1, 1])]
+    path = _save(tmp_path, nodes, [_weights("w3", (2, 3, 1, 1, 1), 4)], [1, 3, 2, 4, 4], [1, 2, 2, 4, 4], "c3.onnx")
+    code, out, err = cli("check", path, quiet=False)
+    assert code == 1 and "opset" not in err and "'Conv' is an opaque op the frontend kept: 3-D convolution is not supported" in out
+
+
 def test_bad_input_exits_2(cli, tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage")

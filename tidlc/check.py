@@ -103,9 +103,9 @@ def check_graph(graph, backend, options: CompileOptions, model: str = "") -> Che
     """The report for an optimised float ``graph`` on ``backend``."""
     from tidlc.partition import plan_partition
     target = options.target
-    verdicts = {}
-    for op in graph.compute_ops():
-        verdicts[op.name] = (op, _supports(backend, op, target.device))
+    # one row per op: the ops one source node became share its name (InstanceNormalization: reshape,
+    # layernorm, reshape, scale), and each has its own verdict
+    verdicts = [(op, _supports(backend, op, target.device)) for op in graph.compute_ops()]
     dynamic = []
     for op in graph.input_ops:
         t = op.results[0].type
@@ -127,8 +127,8 @@ def check_graph(graph, backend, options: CompileOptions, model: str = "") -> Che
         in_region = {name for r in partition.regions for name in r.op_names}
         host_by_plan = set(partition.host_ops)
     layers = []
-    for name, (op, verdict) in verdicts.items():
-        level, reason, hint = verdict.level, verdict.reason, verdict.hint
+    for op, verdict in verdicts:
+        name, level, reason, hint = op.name, verdict.level, verdict.reason, verdict.hint
         if level != "host" and name in host_by_plan:  # denied, or a region too small / beyond --max-subgraphs
             level, reason = "host", _why_host(op, target)
             hint = hint or "--max-subgraphs / --min-subgraph-ops / the deny lists decide this"

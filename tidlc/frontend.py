@@ -87,6 +87,17 @@ def load_model(frontends: dict[str, Frontend], path: str, options, forced: str |
     return graph
 
 
+class NotLowered(str):
+    """A converter check's problem that is a form tidlc does not lower (a 3-D convolution, cubic
+    resizing), not a fault of the model: the framework's runtime can still run the node, so with
+    host ops allowed it becomes a ``host`` op that keeps this text as its ``reason``. A plain
+    ``str`` problem (a training-mode export, a malformed node) stays an error."""
+
+
+def not_lowered(text: str) -> NotLowered:
+    return NotLowered(text)
+
+
 def run_check(check: Callable | None, *args) -> str | None:
     """A converter row's pre-conversion check, ``check(*args)``: its problem text, or None (a
     raised TidlcError counts as one)."""
@@ -280,7 +291,8 @@ class Importer:
         self.input_shapes: dict[str, tuple] = dict(options.load.input_shapes if options is not None else {})
         self.builder = Builder(Graph(name=graph_name or os.path.splitext(os.path.basename(path))[0] or "main"),
                                file=path)
-        self.host_nodes: set[int] = set()  # id() of the nodes check_all kept as host ops
+        # id() of the nodes check_all kept as host ops -> why ('' : no converter; else a NotLowered problem)
+        self.host_nodes: dict[int, str] = {}
 
     @property
     def graph(self) -> Graph:
@@ -318,24 +330,26 @@ class Importer:
 
     def problems(self, nodes: list) -> list[str]:
         """``label: problem`` for every node that cannot be converted. With :attr:`allow_host`, a
-        node that has no converter (:meth:`can_host`) is no problem: it is noted in
-        ``host_nodes`` and :meth:`convert` keeps it as a ``host`` op, unless :meth:`host_problem`
-        says its runtime cannot run it either."""
+        node that has no converter (:meth:`can_host`) or whose converter does not lower its form
+        (a :class:`NotLowered` problem) is no problem: it is noted in ``host_nodes`` and
+        :meth:`convert` keeps it as a ``host`` op, unless :meth:`host_problem` says its runtime
+        cannot run it either."""
         found = []
         allow_host = self.allow_host
         for node in nodes:
             problem = self.check_node(node)
-            if problem and allow_host and self.can_host(node):
+            if problem and allow_host and (self.can_host(node) or isinstance(problem, NotLowered)):
+                reason = str(problem) if isinstance(problem, NotLowered) else ""
                 problem = self.host_problem(node)
                 if problem is None:
-                    self.host_nodes.add(id(node))
+                    self.host_nodes[id(node)] = reason
             if problem:
                 found.append(f"{self.label(node)}: {problem}")
         return found
 
     def can_host(self, node) -> bool:
         """Whether ``node`` may be kept as a host op: it has no converter at all. (A node whose
-        converter rejects its attributes stays an error: that is a model tidlc should lower.)"""
+        converter check rejects it is a host op only when the problem is :class:`NotLowered`.)"""
         return self.table.lookup(node.op_type, self.version) is None
 
     def host_problem(self, node) -> str | None:
@@ -345,6 +359,11 @@ class Importer:
     def convert_host(self, node) -> None:
         """Emit ``node`` as a ``host`` op and bind its outputs (frontends with a ``host_framework``)."""
         raise NotImplementedError
+
+    def host_reason(self, node) -> dict:
+        """The ``reason`` attribute of ``node``'s host op: ``{}`` when it has no converter."""
+        reason = self.host_nodes.get(id(node))
+        return {"reason": reason} if reason else {}
 
     def check_node(self, node) -> str | None:
         """What keeps ``node`` from being converted (None: nothing): no converter row, or its check."""

@@ -174,6 +174,10 @@ def check(op, device=None) -> Verdict | None:
     """
     if op.kind == "host":
         op_type = op.attrs.get("op_type") or "an unknown op"
+        reason = op.attrs.get("reason")
+        if reason:  # a form the frontend does not lower (a 3-D convolution, cubic resizing)
+            return Verdict("host", f"'{op_type}' is an opaque op the frontend kept: {reason}",
+                           hint=f"change the '{op_type}' to a form tidlc lowers, or leave it to the ARM cores")
         return Verdict("host", f"'{op_type}' is an opaque op the frontend kept: TIDL has no layer for it",
                        hint=f"replace '{op_type}' with ops TIDL supports (docs/ir.md), or leave it to the "
                             "ARM cores (with TI's runtime: OSRT offloads the rest as TIDL subgraphs)")
@@ -540,6 +544,20 @@ def _check_argmax(op, device) -> Verdict | None:
     return None
 
 
+def _check_layernorm(op, device) -> Verdict | None:
+    x = op.operands[0]
+    rank = _rank(x)
+    if rank is None or x.type.shape is None:
+        return None
+    axes = [a for a in range(op.attrs["axis"] % rank, rank) if x.type.shape[a] != 1]
+    if len(axes) > 1 or (axes and axes[0] != rank - 1):
+        return Verdict("host", f"layernorm over axes {axes} of {list(x.type.shape)}: TIDL's LayerNorm normalizes "
+                               "the width (last) axis only",
+                       hint="reshape so the normalized values lie along the last axis (N,C,H,W -> N,C,1,H*W for an "
+                            "instance norm), or run it on the host")
+    return None
+
+
 def _check_reshape(op, device) -> Verdict | None:
     # a computed target shape whose result is still fully known folds to a constant (shape inference)
     if len(op.operands) > 1 and not _is_constant(op.operands[1]) and _shape(op.results[0]) is None:
@@ -567,7 +585,7 @@ def _check_matmul(op, device) -> Verdict | None:
 _RULES = {
     "conv2d": _check_conv, "deconv2d": _check_deconv, "pool2d": _check_pool, "global_pool": _check_global_pool,
     "reduce": _check_reduce, "resize": _check_resize, "concat": _check_concat, "argmax": _check_argmax,
-    "reshape": _check_reshape, "matmul": _check_matmul, **{k: _check_eltwise for k in ELTWISE},
+    "layernorm": _check_layernorm, "reshape": _check_reshape, "matmul": _check_matmul, **{k: _check_eltwise for k in ELTWISE},
 }
 
 

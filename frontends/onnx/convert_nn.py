@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tidlc.frontend import not_lowered
 from tidlc.ir.core import Value
 from tidlc.ir.types import numpy_dtype
 
@@ -25,7 +26,7 @@ def scalar(node: Node, value: float, like: Value, suffix: str) -> Value:
 def _check_window(node: Node, what: str) -> str | None:
     kernel = node.attr_ints("kernel_shape", None)
     if kernel is not None and len(kernel) not in (1, 2):
-        return f"{len(kernel)}-D {what} is not supported (1-D and 2-D only)"
+        return not_lowered(f"{len(kernel)}-D {what} is not supported (1-D and 2-D only)")
     auto_pad = node.attr_str("auto_pad", "NOTSET")
     if auto_pad not in AUTO_PADS:
         return f"auto_pad '{auto_pad}' is not one of {', '.join(AUTO_PADS)}"
@@ -268,6 +269,19 @@ def batch_normalization(node: Node) -> None:
     node.bind(node.op("add", [node.op("mul", [x, mul]), shift]))
 
 
+@converter("ImageScaler", since=1)
+def image_scaler(node: Node) -> None:
+    # ONNX's experimental ImageScaler (opsets 1-9), as old Caffe2/CoreML exports such as the model
+    # zoo's Tiny YOLOv2 carry it: y = scale * x + bias[c], which the passes fold into the next conv
+    x = node.input(0)
+    bias = np.asarray(node.attr_floats("bias", ()), np.float32)
+    y = node.op("mul", [x, node.const(np.float32(node.attr_float("scale", 1.0)), "scale")])
+    if bias.size:
+        rank = x.type.rank or 4
+        y = node.op("add", [y, node.const(bias.reshape((-1,) + (1,) * (rank - 2)), "bias")])
+    node.bind(y)
+
+
 @converter("LRN", since=1)
 def lrn(node: Node) -> None:
     node.bind(node.op("lrn", [node.input(0)], size=node.attr_int("size"),
@@ -278,7 +292,7 @@ def lrn(node: Node) -> None:
 # ----------------------------------------------------------------------------- pooling
 def _check_maxpool(node: Node) -> str | None:
     if node.output_used(1):
-        return "the Indices output is not supported"
+        return not_lowered("the Indices output is not supported")
     return _check_window(node, "pooling")
 
 
@@ -391,6 +405,22 @@ def layer_normalization(node: Node) -> None:
     operands = [x, node.input(1)] + ([node.input(2)] if node.has_input(2) else [])
     node.bind(node.op("layernorm", operands, axis=node.attr_int("axis", -1),
                       epsilon=node.attr_float("epsilon", 1e-5)))
+
+
+@converter("InstanceNormalization", since=1)
+def instance_normalization(node: Node) -> None:
+    """Y = (X - mean) / sqrt(var + epsilon) * scale[c] + B[c], the statistics per sample and channel
+    over the spatial axes: a layer normalization of those axes, then a channel-wise affine."""
+    x = node.input(0)
+    eps = node.attr_float("epsilon", 1e-5)
+    shape = x.type.shape
+    if shape is not None and len(shape) > 3 and all(d is not None for d in shape):
+        # TIDL's LayerNorm normalizes the last axis: N,C,H,W -> N,C,1,H*W and back
+        flat = node.op("reshape", [x], shape=(shape[0], shape[1], 1, int(np.prod(shape[2:]))))
+        normed = node.op("reshape", [node.op("layernorm", [flat], axis=-1, epsilon=eps)], shape=tuple(shape))
+    else:
+        normed = node.op("layernorm", [x], axis=2, epsilon=eps)
+    node.bind(node.op("scale", [normed, node.input(1), node.input(2)], axis=1))
 
 
 __all__ = ["Window", "scalar"]

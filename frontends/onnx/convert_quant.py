@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tidlc.frontend import not_lowered
+
 from .context import Node
 from .registry import converter
 
@@ -19,7 +21,7 @@ _ZERO_POINT_DTYPES = {np.dtype(np.uint8): "u8", np.dtype(np.int8): "i8", np.dtyp
 
 def _check(node: Node) -> str | None:
     if node.attr_int("block_size", 0):
-        return "blocked quantization (block_size) is not supported"
+        return not_lowered("blocked quantization (block_size) is not supported")
     return None
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tidlc.frontend import not_lowered
 from tidlc.ir.core import Value
 
 from .context import Node
@@ -25,7 +26,7 @@ NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 def _check_mode(node: Node) -> str | None:
     mode = node.attr_str("mode", "nearest")
     if mode == "cubic":
-        return "mode 'cubic' is not supported (nearest and linear are)"
+        return not_lowered("mode 'cubic' is not supported (nearest and linear are)")
     if mode not in ("nearest", "linear", "bilinear"):
         return f"mode '{mode}' is not supported (nearest and linear are)"
     return None
@@ -37,15 +38,15 @@ def _check_resize(node: Node) -> str | None:
         return problem
     coord = node.attr_str("coordinate_transformation_mode", "half_pixel")
     if coord not in COORD_MODES:
-        return f"coordinate_transformation_mode '{coord}' is not supported"
+        return not_lowered(f"coordinate_transformation_mode '{coord}' is not supported")
     nearest = node.attr_str("nearest_mode", "round_prefer_floor")
     if nearest not in NEAREST_MODES:
-        return f"nearest_mode '{nearest}' is not supported"
+        return not_lowered(f"nearest_mode '{nearest}' is not supported")
     if node.attr_int("antialias", 0):
-        return "antialias=1 is not supported"
+        return not_lowered("antialias=1 is not supported")
     policy = node.attr_str("keep_aspect_ratio_policy", "stretch")
     if policy != "stretch":
-        return f"keep_aspect_ratio_policy '{policy}' is not supported"
+        return not_lowered(f"keep_aspect_ratio_policy '{policy}' is not supported")
     return None
 
 

@@ -344,7 +344,7 @@ class TFLiteImporter(FoldingImporter):
             types.append(TensorType(shape, t.dtype))
         op_type = node.model_op.custom_code if node.op_type == "CUSTOM" else node.op_type
         attrs_ = {"framework": "tflite", "op_type": op_type, "payload": encode_payload(payload),
-                  "results": [type_text(t) for t in types]}
+                  "results": [type_text(t) for t in types], **self.host_reason(node)}
         results = self.emit("host", [self.value(i, node) for i in operands_idx], attrs_, node.name, node.loc)
         results = results if isinstance(results, list) else [results]
         for idx, value in zip(outputs, results):

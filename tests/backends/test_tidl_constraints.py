@@ -295,6 +295,21 @@ def test_argmax_channel_axis_and_keepdims():
     assert v.level == "host" and "keepdims" in v.hint
 
 
+def test_layernorm_width_axis_only():
+    b = Builder()
+    x = b.input("x", TensorType((1, 8, 1, 64), layout="NCHW"))
+    b.op("layernorm", [x], axis=-1)  # on the device (a float layer in tidlc's executor: a penalty)
+    assert supports(last_op(b)).level != "host"
+    b.op("layernorm", [x], axis=2)  # the singleton H axis does not count
+    assert supports(last_op(b)).level != "host"
+    y = b.input("y", TensorType((1, 8, 4, 16), layout="NCHW"))
+    b.op("layernorm", [y], axis=2)  # an instance norm's H and W
+    v = supports(last_op(b))
+    assert v.level == "host" and "axes [2, 3]" in v.reason and "N,C,1,H*W" in v.hint
+    b.op("layernorm", [y], axis=1)
+    assert supports(last_op(b)).level == "host"
+
+
 def test_signed_by_unsigned_matmul_on_tda4vm():
     b = Builder()
     a = b.input("a", TensorType((1, 4, 64, 64), dtype="u8"))

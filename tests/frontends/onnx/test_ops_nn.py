@@ -252,6 +252,22 @@ def test_global_pool(ox, op_type, shape):
     ox.check_node(op_type, {"x": ox.randn(*shape)})
 
 
+# ----------------------------------------------------------------------------- InstanceNormalization
+@pytest.mark.parametrize("shape", [(2, 3, 5, 6), (1, 4, 7)], ids=["nchw", "ncw"])
+def test_instance_normalization(ox, shape):
+    c = shape[1]
+    ox.check_node("InstanceNormalization", {"x": ox.randn(*shape)}, {"epsilon": 1e-3},
+                  initializers={"s": ox.randn(c, seed=1), "b": ox.randn(c, seed=2)}, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- ImageScaler
+@pytest.mark.parametrize("attrs", [{"scale": 0.017, "bias": [-2.1, -2.0, -1.8]}, {"bias": [0.5, 0.0, -1.0]}],
+                         ids=["scale_bias", "default_scale"])
+def test_image_scaler(ox, attrs):
+    # the experimental op of old Caffe2/CoreML exports (the model zoo's Tiny YOLOv2, opset 8)
+    ox.check_node("ImageScaler", {"x": ox.randn(1, 3, 5, 6)}, attrs, opset=8)
+
+
 # ----------------------------------------------------------------------------- LRN / Softmax
 @pytest.mark.parametrize("size", [1, 3, 5])  # onnxruntime rejects even sizes
 def test_lrn(ox, size):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tidlc.diagnostics import TidlcError
+
 I64 = np.int64
 
 
@@ -197,6 +199,18 @@ def test_unsqueeze(ox, axes, opset):
 @pytest.mark.parametrize("target", [(2, 3, 4), (3, 1), (2, 1, 1, 4)], ids=str)
 def test_expand(ox, target):
     ox.check_node("Expand", {"x": ox.randn(3, 1)}, opset=13, initializers={"shape": ints(*target)})
+
+
+@pytest.mark.parametrize("repeats", [(1, 1, 2, 3), (2, 1, 1, 1), (1, 1, 1, 1)], ids=["hw", "batch", "ones"])
+def test_tile(ox, repeats):
+    ox.check_node("Tile", {"x": ox.randn(1, 2, 3, 4)}, initializers={"r": np.array(repeats, np.int64)})
+
+
+def test_tile_bad_repeats(ox):
+    node = ox.helper.make_node("Tile", ["x", "r"], ["y"], name="t")
+    model = ox.make_model([node], {"x": ox.randn(2, 3)}, ["y"], {"r": np.array([2, 0], np.int64)})
+    with pytest.raises(TidlcError, match=r"repeats \[2, 0\] must be positive"):
+        ox.tidlc_graph(model, None)
 
 
 # ----------------------------------------------------------------------------- pass-through

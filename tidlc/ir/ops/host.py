@@ -12,6 +12,8 @@ A frontend that meets an op without a converter (and ``--no-host`` is not given)
   inputs, one per operand in order, then typed outputs, one per result; TFLite: a .tflite
   flatbuffer with the one operator, its constant and variable tensors embedded, its subgraph
   inputs one per operand in order and outputs one per result;
+* ``reason`` (optional): why an op that has a converter was kept, the form the converter does not
+  lower (``3-D convolution is not supported (1-D and 2-D only)``);
 * ``results``: the result types as ``1x?x8xf32`` / ``*xf32`` (shape and element type, the IR
   text's tensor syntax), found at import by the framework's shape inference or one run of the
   runtime. Type inference returns them: the op's typing never changes with the graph.
@@ -94,6 +96,8 @@ defop("host", ("xs*",), {
     "op_type": a_str(doc="the op's name in its framework"),
     "results": AttrSpec("strs", check=_check_results, doc="result types, e.g. 1x?x8xf32"),
     "payload": a_str(check=_check_payload, doc="base64 of a one-op model of the framework"),
+    "reason": a_str("", doc="why the frontend kept it: the form of the op its converter does not lower "
+                            "(empty: the op has no converter)"),
 }, infer=_infer, compute=_compute, num_results=lambda a: len(a["results"]), foldable=False,
     category="misc", doc="A framework op tidlc does not lower, run by its framework's runtime on the "
                          "host (onnxruntime, the TFLite interpreter); see docs/host-ops.md.")
