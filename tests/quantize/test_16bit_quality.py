@@ -314,3 +314,22 @@ def test_bounds_isolate_each_part_of_quantization(bench):
     assert got["weights-per-channel"] > got["weights"]
     assert got["activations-per-channel"] > got["activations"]
     assert module.bounds(graph, frames, refs, 8)["activations"] < got["activations"] - 30  # 8 bits: 48 dB less
+
+
+def test_an_inherited_error_is_traced_to_a_layer_before_it():
+    """EfficientNet: the first layer below the threshold is an early squeeze-excite pool, the culprit
+    the last pool; what the early one inherits cannot come from the end, so the cause names the
+    earlier layer with the largest error of its own."""
+    from tidlc.commands.compare import Row, mark
+
+    def row(name, snr, own, alone):
+        return Row(name, "conv2d", [1, 8, 4, 4], "i8", 1.0, None, snr, 1.0, 0.0, 0.0, 1.0, 1.0, 200,
+                   own_snr_db=own, alone_snr_db=alone)
+
+    rows = [row("stem", 45.0, 45.0, 50.0), row("swish", 36.0, 34.8, 48.0), row("se_pool", 29.5, 35.5, 47.0),
+            row("head", 31.0, 40.0, 44.0), row("avg_pool", 30.0, 35.0, 35.0)]
+    first = mark(rows, 30.0)
+    assert first.name == "se_pool" and rows[-1].culprit
+    assert first.cause.endswith("most of it from swish (own 34.8 dB)")
+    rows = [row("stem", 45.0, 45.0, 36.0), row("se_pool", 29.5, 35.5, 47.0)]
+    assert mark(rows, 30.0).cause.endswith("most of it from stem (marked *)")

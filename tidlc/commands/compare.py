@@ -314,8 +314,16 @@ def mark(rows: list[Row], threshold: float) -> Row | None:
         worst.cause = worst.cause or diagnose(worst)
         if first is not None and first is not worst and first.own_snr_db is not None and \
                 first.own_snr_db >= threshold and first.saturated_pct <= 0.05:
-            first.cause = (f"inherited: its own error is small (own {first.own_snr_db:.1f} dB); what its inputs "
-                           f"bring dominates, most of it from {worst.name} (marked *)")
+            # what it inherits comes from before it: the culprit when it runs earlier, else the earlier
+            # layer with the largest error of its own
+            before = rows[:rows.index(first)]
+            source = worst if worst in before else min(
+                (r for r in before if r.own_snr_db is not None and not math.isnan(r.own_snr_db)),
+                key=lambda r: r.own_snr_db, default=None)
+            if source is not None:
+                which = "(marked *)" if source is worst else f"(own {source.own_snr_db:.1f} dB)"
+                first.cause = (f"inherited: its own error is small (own {first.own_snr_db:.1f} dB); what its "
+                               f"inputs bring dominates, most of it from {source.name} {which}")
     return first
 
 
