@@ -330,6 +330,7 @@ def test_an_inherited_error_is_traced_to_a_layer_before_it():
             row("head", 31.0, 40.0, 44.0), row("avg_pool", 30.0, 35.0, 35.0)]
     first = mark(rows, 30.0)
     assert first.name == "se_pool" and rows[-1].culprit
-    assert first.cause.endswith("most of it from swish (own 34.8 dB)")
+    assert first.cause.endswith("accumulated over the layers before it (the largest own error among them: swish, "
+                                "own 34.8 dB)")
     rows = [row("stem", 45.0, 45.0, 36.0), row("se_pool", 29.5, 35.5, 47.0)]
     assert mark(rows, 30.0).cause.endswith("most of it from stem (marked *)")

@@ -321,9 +321,11 @@ def mark(rows: list[Row], threshold: float) -> Row | None:
                 (r for r in before if r.own_snr_db is not None and not math.isnan(r.own_snr_db)),
                 key=lambda r: r.own_snr_db, default=None)
             if source is not None:
-                which = "(marked *)" if source is worst else f"(own {source.own_snr_db:.1f} dB)"
+                which = (f"most of it from {source.name} (marked *)" if source is worst else
+                         f"accumulated over the layers before it (the largest own error among them: {source.name}, "
+                         f"own {source.own_snr_db:.1f} dB)")
                 first.cause = (f"inherited: its own error is small (own {first.own_snr_db:.1f} dB); what its "
-                               f"inputs bring dominates, most of it from {source.name} {which}")
+                               f"inputs bring dominates, {which}")
     return first
 
 
