@@ -404,8 +404,8 @@ def test_two_branches_joined_merge_into_one_region(tmp_path):
     assert p.regions[0].inputs == ("conv1",)
 
 
-def test_an_onnx_op_tidlc_cannot_lower_runs_on_the_host(tmp_path):
-    """A `host` op (ONNX Shrink, kept opaque by the frontend) splits the model by its verdict alone."""
+def _shrink_model(tmp_path):
+    """conv -> ONNX Shrink (a host op: tidlc has no converter) -> conv."""
     pytest.importorskip("onnxruntime")
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -419,6 +419,28 @@ def test_an_onnx_op_tidlc_cannot_lower_runs_on_the_host(tmp_path):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], [w1, w2])
     path = tmp_path / "host.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_perf_of_a_model_that_splits_names_the_split(tmp_path, capsys):
+    """Without --partitioned, `tidlc perf MODEL` keeps the whole-model table, which costs a host op
+    as nothing; a warning gives what the compiled split costs (the --partitioned figure)."""
+    import json
+    path = str(_shrink_model(tmp_path))
+    assert main(["perf", path, "--json", "--partitioned"]) == 0
+    split_ms = json.loads(capsys.readouterr().out)["ms"]
+    assert main(["perf", path, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["schema"] == "tidlc.perf/1" and json.loads(out)["ms"] < split_ms
+    import re
+    said = re.search(r"splits into 2 subgraph\(s\) and 1 host op\(s\) \(shrink\): ([0-9.]+) ms/frame", err)
+    assert said and abs(float(said.group(1)) - split_ms) < 1.5e-3, err
+
+
+def test_an_onnx_op_tidlc_cannot_lower_runs_on_the_host(tmp_path):
+    """A `host` op (ONNX Shrink, kept opaque by the frontend) splits the model by its verdict alone."""
+    path = _shrink_model(tmp_path)
+    rng = np.random.default_rng(0)
     float_graph = load(str(path), CompileOptions.of(emit="ir"))
     if not any(op.kind == "host" for op in float_graph.compute_ops()):
         pytest.skip("this tidlc keeps no host ops (ONNX Shrink is lowered or refused)")

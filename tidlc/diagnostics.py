@@ -35,7 +35,8 @@ CODES: dict[str, str] = {
     "range": "frames fed to a quantized model lie outside the ranges its inputs were calibrated for",
     "quantization": "a pre-quantized model's parameters cannot be kept exactly (asymmetric zero points)",
     "weights": "weights are missing: a structure-only model, or layers filled with random weights",
-    "version": "a model's format or opset version is newer than the tested range",
+    "version": "a model's format or opset version is outside the tested range (newer; older ones are upgraded)",
+    "partition": "a model that compiles to subgraphs and host ops is estimated here as if it ran whole",
     "ignored": "an option or key is accepted but has no effect",
     "internal": "a bug in tidlc (please report it)",
 }

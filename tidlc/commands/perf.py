@@ -144,7 +144,7 @@ def estimate(args, options) -> Estimate:
                          hint=f"tidlc {args.command} needs a backend with estimate(); --target tidl has one")
     device = backend.load_device(device_name(args, stored.get("device"), plugins, backend), plugins)
     popts = _perf_options(args, backend, args.bits or graph_bits(graph) or options.quant.bits, stored)
-    if _wants_partition(args, options) and callable(getattr(backend, "estimate_partitioned", None)) \
+    if callable(getattr(backend, "estimate_partitioned", None)) \
             and not os.path.isdir(args.model) and not stored and not graph_bits(graph):  # a float model file
         from tidlc.compiler import plan_for
         from tidlc.partition import extract_region
@@ -152,7 +152,15 @@ def estimate(args, options) -> Estimate:
         if not partition.is_whole:
             subgraphs = [extract_region(graph, r) for r in partition.regions]
             rep = backend.estimate_partitioned(graph, partition, subgraphs, device, popts, plugins)
-            return Estimate(rep, graph, backend, popts, device, subgraphs, partition)
+            if _wants_partition(args, options):
+                return Estimate(rep, graph, backend, popts, device, subgraphs, partition)
+            # the whole-model table stays (per-layer figures, hints); what compile makes of it is said once
+            warn(f"compiled, this model splits into {len(subgraphs)} subgraph(s) and {len(partition.host_ops)} "
+                 f"host op(s) ({', '.join(partition.host_ops[:3])}{', ...' if len(partition.host_ops) > 3 else ''}): "
+                 f"{rep.ms:.3f} ms/frame with the Arm's share and the transfers; the table below runs every layer "
+                 "on the C7x", code="partition",
+                 hint="tidlc perf --partitioned MODEL estimates the split; tidlc check MODEL says why each op "
+                      "is on the host")
     return Estimate(backend.estimate(graph, device, popts), graph, backend, popts, device)
 
 
