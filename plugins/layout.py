@@ -13,7 +13,7 @@ the graph, with rules applied to a fixed point:
   rewritten for the other axis order by its ``permute_attrs`` hook. Builtin:
   element-wise ops and activations, ``cast``, ``quantize``/``dequantize``
   (their channel axis), ``scale`` (axis), binary ops whose other operand is a
-  constant (permuted, broadcasting kept) or the same transpose, ``concat``
+  constant (permuted, broadcasting kept), one value, or the same transpose, ``concat``
   (axis), ``pad`` (pads), ``slice`` (axes), ``split`` (axis), ``reduce``/
   ``argmax``/``squeeze`` (axes; dropped axes shrink the permutation),
   ``softmax`` (axis), ``resize`` (scales, sizes); a plugin's op declaring the
@@ -22,6 +22,8 @@ the graph, with rules applied to a fixed point:
   concat op computed element-wise from a graph input joins through an inverse
   transpose, which moves up to the input;
 * **share**: two transposes of one value by the same permutation become one;
+* **unit transposes**: after the fixed point, an interior transpose that moves
+  only axes of size 1 is a ``reshape`` (the memory order stays);
 * **hoist**: a transpose after a chain of padding or (layout-agnostic)
   element-wise ops that starts at a graph input moves above the chain, next
   to the input.
@@ -202,6 +204,10 @@ def _broadcasting(rw: Rewriter, op) -> bool:
         if t is not None:
             operands.append(t[0])
             continue
+        shape = v.type.shape
+        if shape is not None and len(shape) <= out_rank and all(d == 1 for d in shape):
+            operands.append(v)  # one value (a pre-quantized model's dequantized scalar) broadcasts in any order
+            continue
         data = v.const_value()
         if data is None:
             joined = _from_input(rw, op, v, perm)
@@ -355,6 +361,7 @@ class Layout(Pass):
         # sharing can enable more sinking (a transpose with one reader left): both, repeated
         changed = until_unchanged(
             lambda: apply_rules(graph, RULES, max_iters=self.max_iters) | share_transposes(graph), 4)
+        changed |= unit_transposes_to_reshapes(graph)
         if changed:
             graph.prune({"const", "transpose"})
             name_transposes(graph)
@@ -363,6 +370,26 @@ class Layout(Pass):
             ctx.note(f"{len(left)} transpose(s) stay inside the graph (first: "
                      f"{left[0].name or left[0].kind!r} before {_readers(graph, left[0])})")
         return changed
+
+
+def unit_transposes_to_reshapes(graph) -> bool:
+    """An interior transpose that moves only axes of size 1 (the non-unit axes keep their order:
+    ``(1, 1, 1, C) -> (1, C, 1, 1)`` before a squeeze-excite conv, where a pre-quantized model's
+    quantize/dequantize pairs kept the rules from cancelling it) leaves the memory order as it is:
+    a ``reshape``, which TIDL runs as a view instead of a Transpose layer."""
+    rw = Rewriter(graph)
+    changed = False
+    for op in interior_transposes(graph):
+        shape, out = op.operands[0].type.shape, op.results[0].type.shape
+        if shape is None or out is None or None in shape:
+            continue
+        perm = tuple(op.attrs["perm"])
+        if [a for a in perm if shape[a] != 1] != [a for a in range(len(shape)) if shape[a] != 1]:
+            continue
+        rw.replace_op(op, rw.make("reshape", [op.operands[0]], {"shape": tuple(out)}, op.name, op.loc))
+        changed = True
+    rw.commit()
+    return changed
 
 
 def name_transposes(graph) -> None:
@@ -398,4 +425,5 @@ def tidlc_passes():
     return [Layout]
 
 
-__all__ = ["RULES", "Layout", "interior_transposes", "inverse", "name_transposes", "share_transposes"]
+__all__ = ["RULES", "Layout", "interior_transposes", "inverse", "name_transposes", "share_transposes",
+           "unit_transposes_to_reshapes"]

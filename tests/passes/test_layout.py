@@ -239,3 +239,25 @@ def test_transposes_made_by_the_pass_get_derived_unique_names(run_passes):
     assert {op.name for op in b.graph.ops if op.kind == "conv2d"} == {"c1", "c2"}
     assert all(op.name.endswith(("/transpose", "/transpose.2")) or not op.name
                for op in transposes(b.graph) if op.name in {"c1", "c2"} or "/" in op.name)
+
+
+def test_a_pre_quantized_squeeze_excite_keeps_no_transpose(run_passes, count):
+    """An int8 TFLite squeeze-excite: the gate is scaled by a dequantized scalar (not a foldable
+    constant) before it multiplies the NHWC features, and the pooled vector reaches the next conv as
+    (1, 1, 1, C) through quantize/dequantize. The scalar broadcasts in any order, so the transposes
+    sink through the mul; the (1, 1, 1, C) -> (1, C, 1, 1) transpose left only moves unit axes, a
+    reshape (MobileNetV3-Small int8: 29 transposes -> 1, the input's)."""
+    b = Builder()
+    x = nhwc_input(b, (1, 6, 5, 4))
+    feat = conv_nhwc(b, x, name="c1")
+    pooled = b.op("reduce", [feat], op="mean", axes=(1, 2), keepdims=False)  # (1, 4)
+    q = b.op("quantize", [pooled], scale=(50.0,), zero_point=0, dtype="i8")
+    v = b.op("reshape", [b.op("dequantize", [q], scale=(50.0,), zero_point=0)], shape=(1, 1, 1, 4))
+    gate = b.op("sigmoid", [conv_nhwc(b, v, name="se")])  # NHWC (1, 1, 1, 4)
+    half = b.op("dequantize", [b.const(np.array(64, np.int8))], scale=(128.0,), zero_point=0)
+    y = b.op("mul", [feat, b.op("mul", [gate, half])])
+    b.output(conv_nhwc(b, y, name="c2"), "out")
+    run_passes(b.graph, "layout,dce", feeds(b.graph))
+    kinds = count(b.graph)
+    assert interior_transposes(b.graph) == [] and kinds["transpose"] == 2, kinds
+    assert kinds["reshape"] == 2  # the model's, and the unit transpose's
