@@ -91,3 +91,33 @@ def test_asymmetric_zero_points_are_folded_with_a_warning(tmp_path):
     first = next(op for op in result.graph.ops if op.kind == "data_convert")
     q = first.results[0].type.quant
     assert q.signed and q.zero_point == 0 and q.scale[0] == pytest.approx(127 / 2.0)  # max(|-2|, |1.98|) = 2
+
+
+def test_a_fully_pre_quantized_model_needs_no_calibration_frames(tmp_path):
+    """Every range is the model's: synthetic frames are no approximation, so no calibration warning,
+    the graph records calib source 'model', and real frames give the same graph. A float tensor
+    without the model's range (the output pair removed) brings the warning back."""
+    path = tmp_path / "qdq.onnx"
+    qdq_model(path)
+    options = CompileOptions()
+    graph = load(str(path), options)
+    optimize(graph, options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TidlcWarning)
+        synthetic = quantize_graph(graph, options)
+    assert synthetic.graph.attrs["quant.calib_source"] == "model"
+    frames = [{"x": np.random.default_rng(i).uniform(0, 1, (1, 3, 6, 6)).astype(np.float32)} for i in range(3)]
+    real = quantize_graph(graph, options, frames=frames, warn_synthetic=False)
+    assert [(op.kind, op.results[0].type) for op in real.graph.ops] == \
+        [(op.kind, op.results[0].type) for op in synthetic.graph.ops]
+    with pytest.warns(TidlcWarning, match="no calibration data"):  # bias calibration reads the frames
+        quantize_graph(graph, CompileOptions.of(bias_calibration=4))
+    model = onnx.load(str(path))
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    relu.output[0] = "y"
+    del model.graph.node[-2:]  # the output's Q/DQ pair: the relu output has no range of the model's
+    onnx.save(model, str(path))
+    graph = load(str(path), options)
+    optimize(graph, options)
+    with pytest.warns(TidlcWarning, match="no calibration data"):
+        quantize_graph(graph, options)

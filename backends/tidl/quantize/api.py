@@ -330,6 +330,17 @@ def observed_values(graph: Graph) -> set[int]:
     return wanted
 
 
+def frames_change_nothing(graph: Graph, hints: Mapping[int, tuple[float, float]], settings: QuantSettings) -> bool:
+    """A fully pre-quantized model (an int8 TFLite, a QDQ ONNX): every float tensor that needs a
+    range has the model's, and nothing else reads the calibration frames (bias calibration, GPTQ
+    rounding, mixed precision, 16-bit layers), so synthetic frames are no approximation."""
+    if settings.bias_calibration or settings.weight_rounding != "nearest" or settings.mixed_budget is not None \
+            or settings.layers_16bit or settings.bits != 8:
+        return False
+    integer_inputs = {id(op.results[0]) for op in graph.input_ops if op.results[0].type.dtype[0] != "f"}
+    return bool(hints) and observed_values(graph) - integer_inputs <= set(hints)
+
+
 def quantize_graph(graph: Graph, options: Any = None, frames: Iterable | None = None,
                    warn_synthetic: bool = True, calibrate_bias: bool = True) -> Quantized:
     """``graph`` quantized with ``options`` (calibrated on ``frames``, else on those the options
@@ -355,7 +366,8 @@ def _quantize_graph(graph: Graph, options: Any, frames: Iterable | None, warn_sy
     else:
         frames = list(frames)
         total = len(frames)
-    if synthetic and warn_synthetic and settings.calib_source != "random":
+    from_model = synthetic and frames_change_nothing(ref_graph, prepared.hints, settings)
+    if synthetic and warn_synthetic and settings.calib_source != "random" and not from_model:
         warn(CALIB_WARNING.format(n=total, how=CALIB_HOW.get(settings.calib_source, "--calib DATA")), code="calibration")
     budget = settings.mixed_budget
     if settings.weight_rounding == "auto":  # -O3's default: GPTQ on depthwise-heavy graphs only
@@ -401,6 +413,8 @@ def _quantize_graph(graph: Graph, options: Any, frames: Iterable | None, warn_sy
     else:
         result = quantize_prepared(ref_graph, range_of, config, weights)
     result.graph.attrs.update(quant_attrs(settings, calibration, synthetic))
+    if from_model:
+        result.graph.attrs["quant.calib_source"] = "model"
     if settings.bias_calibration and (calibrate_bias or not settings.bias_check):
         calibrate_checked(ref_graph, result, kept, settings)
     order = {op.name: i for i, op in enumerate(ref_graph.ops)}
