@@ -17,6 +17,9 @@ within rounding (1e-5 relative):
   that counts the pad) -> the conv's (pool's) own padding;
 * a pool whose single window covers the whole plane (``pool5`` 7x7 on a 7x7
   input; padding only where it changes nothing) -> ``global_pool``;
+* a kxk stride-1 max pool padded (k-1)/2 (YOLO's SPP/SPPF: 5x5, 9x9, 13x13) ->
+  (k-1)/2 chained 3x3 stride-1 max pools; a kxk stride-k pool (k a power of 2,
+  unpadded) -> log2(k) chained 2x2 stride-2 pools;
 * a global average pool over more than 1024 elements per plane (EfficientNet's and
   MobileNetV3's squeeze-excite at 112x112) -> 2x2 stride-2 average pools, then the
   global pool on a plane that fits TIDL's limit;
@@ -323,6 +326,39 @@ def _whole_plane_pool(rw: Rewriter, op) -> bool:
     return _replace(rw, op, "global_pool", op.operands[0], {"mode": op.attrs["mode"]})
 
 
+# ----------------------------------------------------------------------------- large pool windows
+def _chained_pool(rw: Rewriter, op) -> bool:
+    """Pool windows TIDL does not validate (1x1-3x3 only), as a chain of ones it does, the same
+    result: a kxk stride-1 max pool padded (k-1)/2 on every side (YOLO's SPP/SPPF: 5x5, 9x9, 13x13)
+    is (k-1)/2 chained 3x3 stride-1 max pools padded 1 (a max of maxima over windows that grow by
+    2); a kxk stride-k pool, k a power of 2, unpadded, is log2(k) chained 2x2 stride-2 pools (equal
+    blocks: the max of maxima, the mean of means)."""
+    a = op.attrs
+    (kh, kw), (sh, sw) = a["kernel"], a["strides"]
+    if kh != kw or sh != sw or tuple(a["dilations"]) != (1, 1) or a.get("ceil_mode") or kh <= 3:
+        return False
+    pads = tuple(a["pads"])
+    if a["mode"] == "max" and sh == 1 and kh % 2 == 1 and pads == ((kh - 1) // 2,) * 4:
+        steps, step = (kh - 1) // 2, {"kernel": (3, 3), "strides": (1, 1), "pads": (1, 1, 1, 1)}
+    elif sh == kh and kh & (kh - 1) == 0 and not any(pads):
+        steps, step = kh.bit_length() - 1, {"kernel": (2, 2), "strides": (2, 2), "pads": (0, 0, 0, 0)}
+    else:
+        return False
+    chain, x = [], op.operands[0]
+    for i in range(steps):
+        last = i == steps - 1
+        attrs_ = {**a, **step} if last else {"mode": a["mode"], **step}
+        pool = rw.make("pool2d", [x], attrs_, op.name if last else f"{op.name}.step{i}", op.loc)
+        chain.append(pool)
+        x = pool.results[0]
+    if x.type.shape != op.results[0].type.shape:
+        return False  # (shapes TIDL would not see: a window the chain rounds differently)
+    for pool in chain[:-1]:
+        rw.insert_before(op, pool)
+    rw.replace_op(op, chain[-1])
+    return True
+
+
 # ----------------------------------------------------------------------------- large global pool
 def _split_global_pool(rw: Rewriter, op) -> bool:
     """A global average pool over more than the 1024 elements per plane TIDL's global pooling takes
@@ -423,7 +459,7 @@ PATTERN_RULES = [
     ("erf", _gelu),
     ("div", _layernorm),
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window),
-    ("pool2d", _whole_plane_pool),
+    ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool),
     ("global_pool", _split_global_pool),
     ("deconv2d", _grouped_deconv),
 ]

@@ -252,6 +252,36 @@ def test_resnet50_pool5_is_accelerated():
     assert host == []
 
 
+@pytest.mark.parametrize(("kind", "attrs", "chain"), [
+    ("MaxPool", {"kernel_shape": [5, 5], "pads": [2] * 4}, 2),  # YOLOv5's SPPF
+    ("MaxPool", {"kernel_shape": [13, 13], "pads": [6] * 4}, 6),  # YOLOX's SPP
+    ("MaxPool", {"kernel_shape": [4, 4], "strides": [4, 4]}, 2),
+    ("AveragePool", {"kernel_shape": [8, 8], "strides": [8, 8]}, 3),
+    ("AveragePool", {"kernel_shape": [5, 5], "pads": [2] * 4}, 1),  # the average counts differently: stays
+    ("MaxPool", {"kernel_shape": [5, 5], "pads": [1] * 4}, 1),  # not 'same' padding: stays
+])
+def test_a_pool_window_tidl_does_not_validate_is_a_chain_of_small_ones(tmp_path, kind, attrs, chain):
+    """TIDL validates 1x1-3x3 pooling windows; YOLO's 5x5/9x9/13x13 stride-1 max pools were host
+    layers. A max of maxima over windows growing by 2 is the same max; equal 2x2 blocks give the same
+    max and mean."""
+    from tidlc.backends.tidl.constraints import check
+    shape = [1, 4, 16, 16]
+    graph = helper.make_graph([helper.make_node(kind, ["x"], ["y"], **attrs)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = str(tmp_path / "pool.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    x = np.random.default_rng(0).uniform(-6, 6, shape).astype(np.float32)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    g = load_onnx(path, CompileOptions())
+    optimize(g, CompileOptions.of(opt_level=2))
+    ops = list(g.compute_ops())
+    assert [op.kind for op in ops] == ["pool2d"] * chain
+    np.testing.assert_allclose(run_graph(g, {"x": x})["y"], ref, rtol=1e-5, atol=1e-6)
+    if chain > 1:
+        assert all(check(op) is None for op in ops) and ops[-1].name == ops[0].name.split(".step")[0]
+
+
 @pytest.mark.parametrize(("hw", "pools"), [((112, 112), 2), ((56, 48), 1), ((32, 32), 0), ((33, 33), 0)])
 def test_a_global_pool_over_a_large_plane_is_split(tmp_path, hw, pools):
     """EfficientNet's and MobileNetV3's squeeze-excite blocks average 112x112 and 56x56 planes; TIDL's
