@@ -334,3 +334,45 @@ def test_an_inherited_error_is_traced_to_a_layer_before_it():
                                 "own 34.8 dB)")
     rows = [row("stem", 45.0, 45.0, 36.0), row("se_pool", 29.5, 35.5, 47.0)]
     assert mark(rows, 30.0).cause.endswith("most of it from stem (marked *)")
+
+
+def _detect_head(path):
+    """A detector's decoded output: box centres in pixels (x 64) beside scores in [0, 1], joined by
+    one concat: one per-tensor step for both."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (6, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array([0, 0, 0, 0], np.int64), "s0"),
+             numpy_helper.from_array(np.array([1, 2, 64, 64], np.int64), "e0"),
+             numpy_helper.from_array(np.array([0, 2, 0, 0], np.int64), "s1"),
+             numpy_helper.from_array(np.array([1, 6, 64, 64], np.int64), "e1"),
+             numpy_helper.from_array(np.float32(64.0), "stride")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["head"], pads=[1, 1, 1, 1], name="head"),
+             helper.make_node("Sigmoid", ["head"], ["sig"], name="sig"),
+             helper.make_node("Slice", ["sig", "s0", "e0"], ["xy"], name="xy"),
+             helper.make_node("Mul", ["xy", "stride"], ["xyp"], name="xyp"),
+             helper.make_node("Slice", ["sig", "s1", "e1"], ["score"], name="score"),
+             helper.make_node("Concat", ["xyp", "score"], ["det"], axis=1, name="det")]
+    graph = helper.make_graph(nodes, "det", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 64])],
+                              [helper.make_tensor_value_info("det", TensorProto.FLOAT, [1, 6, 64, 64])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+def test_compare_names_a_concat_that_drowns_its_narrow_input(tmp_path, capsys):
+    """The concat's SNR is the boxes' (fine); its score part, at the step the pixels need, is not.
+    compare names the part and the layers that set the concat's precision; with those at 16 bits
+    the part is fine."""
+    path = tmp_path / "det.onnx"
+    _detect_head(path)
+    frames = np.random.default_rng(2).uniform(-1, 1, (8, 3, 64, 64)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", frames)
+    args = ["compare", str(path), "--calib", str(tmp_path / "calib.npy"), "--no-attribution"]
+    assert main([*args, "--json", "-"]) == 0
+    det = next(r for r in json.loads(capsys.readouterr().out)["layers"] if r["name"] == "det")
+    assert det["snr_db"] >= 30 and det["weak_part"] == "score" and det["weak_part_db"] < 30
+    assert det["below"] and det["weak_part_fix"] == ["xyp", "head.sigmoid"]  # (the sigmoid fused into the conv)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "first layer below 30 dB: det (concat" in out and "--16bit-layers xyp,head.sigmoid" in out
+    assert main([*args, "--16bit-layers", "xyp,head.sigmoid", "--json", "-"]) == 0
+    det = next(r for r in json.loads(capsys.readouterr().out)["layers"] if r["name"] == "det")
+    assert det["dtype"].endswith("16") and det["weak_part"] is None

@@ -81,11 +81,17 @@ class Row:
     culprit: bool = False  # the layer whose own error costs the outputs the most
     channel_spread_db: float | None = None  # widest channel's max |x| over the median channel's (dB)
     wide_channel: int | None = None  # the channel with the widest range
+    # a concat whose narrow input loses its precision at the joined scale (a detection head's scores
+    # beside its box coordinates): that input's name, its part's SNR (dB) and max |x|
+    weak_part: str | None = None
+    weak_part_db: float | None = None
+    weak_part_max: float | None = None
+    weak_part_fix: list | None = None  # the layers that set the concat's precision (--16bit-layers)
 
     def as_json(self) -> dict[str, Any]:
         out = attrs.asdict(self)
         for key in ("snr_db", "cosine", "max_abs_error", "saturated_pct", "float_max", "representable_max", "scale",
-                    "own_snr_db", "alone_snr_db", "channel_spread_db"):
+                    "own_snr_db", "alone_snr_db", "channel_spread_db", "weak_part_db", "weak_part_max"):
             v = out[key]
             out[key] = None if v is None or not math.isfinite(v) else v
         return out
@@ -151,6 +157,8 @@ def layer_rows(quantized, feeds, backend=None, attribution: bool = False) -> lis
                 float_max=float(np.abs(ref).max(initial=0.0)), representable_max=max(abs(q.qmin), q.qmax) / scale,
                 codes_used=int(np.unique(r).size))
             row.channel_spread_db, row.wide_channel = _channel_spread(ref, v.type.layout)
+            if op.kind == "concat":
+                _weak_part(row, op, ref, deq, origin.producer)
             local = _local_float(op, v, origin, fixed_env, real, is_fixed)
             if local is not None and window is not None:
                 local = np.clip(local, *window)
@@ -163,6 +171,52 @@ def layer_rows(quantized, feeds, backend=None, attribution: bool = False) -> lis
     if attribution:
         _attribute(ref_graph, float_env, injections)
     return rows
+
+
+WEAK_PART_DB = 10.0  # a concat input this far below the whole tensor's SNR is named
+
+
+def _weak_part(row: Row, op, ref: np.ndarray, deq: np.ndarray, float_op) -> None:
+    """A concat's input whose part of the result has the lowest SNR, when it is WEAK_PART_DB below
+    the whole: one per-tensor step serves every input, so a narrow one (a detector's scores in [0, 1]
+    beside box coordinates in pixels) keeps few codes while the tensor's SNR looks fine."""
+    from tidlc.metrics import snr_db
+    axis = op.attrs["axis"] % ref.ndim
+    sizes = [u.type.shape[axis] if u.type.shape is not None else None for u in op.operands]
+    if None in sizes or sum(sizes) != ref.shape[axis] or len(sizes) < 2:
+        return
+    cuts = np.cumsum(sizes)[:-1]
+    parts = [(snr_db(r, d), float(np.abs(r).max(initial=0.0)), u) for r, d, u in
+             zip(np.split(ref, cuts, axis=axis), np.split(deq, cuts, axis=axis), op.operands)]
+    worst = min(parts, key=lambda p: p[0])
+    if worst[0] <= row.snr_db - WEAK_PART_DB:
+        u = worst[2]
+        row.weak_part = (u.producer.name if u.producer is not None and u.producer.name else u.name) or "?"
+        row.weak_part_db, row.weak_part_max = worst[0], worst[1]
+        row.weak_part_fix = precision_sources(float_op) if float_op is not None else None
+
+
+def precision_sources(op) -> list[str]:
+    """The layers that set a concat's precision, by their names in the float graph (what
+    ``--16bit-layers`` takes): TIDL's concat (like slices, reshapes and max pools) takes its inputs'
+    precision, so the names are the layers before it that can change precision (MAC layers,
+    element-wise and table ops, average pools), found through the ones that cannot."""
+    from tidlc.ir.opdef import Trait
+    names: list[str] = []
+    stack, seen = list(op.operands), set()
+    while stack:
+        v = stack.pop(0)
+        p = v.producer
+        if p is None or id(p) in seen or p.kind in ("const", "input"):
+            continue
+        seen.add(id(p))
+        moves = p.kind == "data_convert" or (p.opdef.has(Trait.SCALE_PRESERVING) and not (
+            p.kind == "pool2d" and p.attrs.get("mode") == "avg"))
+        if moves:
+            stack.extend(p.operands[:1] if p.kind != "concat" else p.operands)
+        elif p.name and p.name not in names:
+            names.append(p.name)
+    return names
 
 
 def _channel_spread(ref: np.ndarray, layout: str | None) -> tuple[float | None, int | None]:
@@ -277,6 +331,12 @@ def diagnose(row: Row) -> str:
     if row.saturated_pct > 0.5:
         return (f"saturation: {row.saturated_pct:.2f}% of the outputs sit at the limits of "
                 f"{row.dtype}; the calibrated range is too small")
+    if row.weak_part is not None:
+        return (f"rounding: its input '{row.weak_part}' (values up to {row.weak_part_max:.4g}) is joined at the one "
+                f"step 1/{row.scale:.4g} its widest input needs, so that part keeps {row.weak_part_db:.1f} dB while "
+                f"the tensor has {row.snr_db:.1f} dB; make its inputs 16-bit (TIDL's concat takes their precision: "
+                f"--16bit-layers {','.join(row.weak_part_fix or [row.name])}) or end the model before it (join boxes "
+                "and scores on the host)")
     amplified = ""
     if row.own_snr_db is not None and row.alone_snr_db is not None and \
             row.own_snr_db - row.alone_snr_db >= 10.0 and math.isfinite(row.own_snr_db):
@@ -303,7 +363,7 @@ def mark(rows: list[Row], threshold: float) -> Row | None:
     the layer whose own error costs the outputs the most (``culprit``)."""
     first = None
     for row in rows:
-        if row.snr_db < threshold:
+        if row.snr_db < threshold or (row.weak_part_db is not None and row.weak_part_db < threshold):
             row.below = True
             row.cause = diagnose(row)
             first = row
@@ -371,6 +431,10 @@ def format_table(rows: list[Row], threshold: float) -> str:
                      f"to {_db(worst.alone_snr_db)} dB (own {_db(worst.own_snr_db)} dB)")
         if worst is not first:
             lines.append(f"  likely cause: {worst.cause}")
+    for row in rows:  # concats that hide a narrow input's loss behind the tensor's SNR, beyond the first
+        if row is not first and row.weak_part_db is not None and row.weak_part_db < threshold:
+            lines += [f"! {row.name} ({row.op}): the part from '{row.weak_part}' is at {row.weak_part_db:.1f} dB",
+                      f"  likely cause: {diagnose(row)}"]
     return "\n".join(lines)
 
 
