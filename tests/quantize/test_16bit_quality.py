@@ -376,3 +376,18 @@ def test_compare_names_a_concat_that_drowns_its_narrow_input(tmp_path, capsys):
     assert main([*args, "--16bit-layers", "xyp,head.sigmoid", "--json", "-"]) == 0
     det = next(r for r in json.loads(capsys.readouterr().out)["layers"] if r["name"] == "det")
     assert det["dtype"].endswith("16") and det["weak_part"] is None
+
+
+def test_16bit_layers_naming_a_concat_warns_and_names_its_sources(tmp_path, cli):
+    """TIDL's concat takes its inputs' precision: --16bit-layers det alone changed nothing, silently."""
+    path = tmp_path / "det.onnx"
+    _detect_head(path)
+    frames = np.random.default_rng(2).uniform(-1, 1, (8, 3, 64, 64)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", frames)
+    args = ["compile", path, "-o", tmp_path / "out", "--calib", tmp_path / "calib.npy", "--16bit-layers"]
+    code, _, err = cli(*args, "det", quiet=False)
+    assert code == 0, err
+    assert "warning: --16bit-layers det: the concat stays 8-bit" in err
+    assert "(hint: name the layers that set it: --16bit-layers xyp,head.sigmoid)" in err
+    code, _, err = cli(*args, "det,xyp", quiet=False)  # its widest input is 16-bit now, and so is the concat
+    assert code == 0 and "16bit-layers" not in err, err

@@ -193,30 +193,9 @@ def _weak_part(row: Row, op, ref: np.ndarray, deq: np.ndarray, float_op) -> None
         u = worst[2]
         row.weak_part = (u.producer.name if u.producer is not None and u.producer.name else u.name) or "?"
         row.weak_part_db, row.weak_part_max = worst[0], worst[1]
+        from tidlc.backends.tidl.quantize.ptq import precision_sources
         row.weak_part_fix = precision_sources(float_op) if float_op is not None else None
 
-
-def precision_sources(op) -> list[str]:
-    """The layers that set a concat's precision, by their names in the float graph (what
-    ``--16bit-layers`` takes): TIDL's concat (like slices, reshapes and max pools) takes its inputs'
-    precision, so the names are the layers before it that can change precision (MAC layers,
-    element-wise and table ops, average pools), found through the ones that cannot."""
-    from tidlc.ir.opdef import Trait
-    names: list[str] = []
-    stack, seen = list(op.operands), set()
-    while stack:
-        v = stack.pop(0)
-        p = v.producer
-        if p is None or id(p) in seen or p.kind in ("const", "input"):
-            continue
-        seen.add(id(p))
-        moves = p.kind == "data_convert" or (p.opdef.has(Trait.SCALE_PRESERVING) and not (
-            p.kind == "pool2d" and p.attrs.get("mode") == "avg"))
-        if moves:
-            stack.extend(p.operands[:1] if p.kind != "concat" else p.operands)
-        elif p.name and p.name not in names:
-            names.append(p.name)
-    return names
 
 
 def _channel_spread(ref: np.ndarray, layout: str | None) -> tuple[float | None, int | None]:

@@ -421,6 +421,7 @@ def _quantize_graph(graph: Graph, options: Any, frames: Iterable | None, warn_sy
     layers16 = tuple(sorted(config.layers_16bit, key=lambda n: (order.get(n, len(order)), n)))
     if layers16:
         result.graph.attrs["quant.layers_16bit"] = list(layers16)  # net.bin keeps it; `tidlc perf` reads it
+        _warn_still_8bit(ref_graph, result.graph, settings.layers_16bit)
     if mixed is not None:
         result.graph.attrs.update(mixed.graph_attrs())
     return Quantized(result.graph, ref_graph, result.origin, mapping, ranges, calibration, settings,
@@ -538,6 +539,24 @@ class CalibratedRanges:
     def mean_square(self, v: Value) -> float | None:
         obs = self.calibration.observers.get(id(v))
         return obs.mean_square() if obs is not None and obs.seen else None
+
+
+def _warn_still_8bit(ref_graph: Graph, fixed: Graph, names) -> None:
+    """``--16bit-layers`` names of layers that stayed 8-bit because they take their inputs'
+    precision (a concat, slice, max pool): one warning naming the layers that set it."""
+    from .ptq import precision_sources
+    bits: dict[str, int] = {}
+    for op in fixed.compute_ops():
+        for r in op.results:
+            if op.name in names and r.type.quant is not None:
+                bits[op.name] = max(bits.get(op.name, 0), r.type.quant.bits)
+    by_name = {op.name: op for op in ref_graph.compute_ops()}
+    stayed = [n for n in names if bits.get(n, 16) <= 8 and n in by_name]
+    for name in stayed:
+        sources = precision_sources(by_name[name])
+        warn(f"--16bit-layers {name}: the {by_name[name].kind} stays 8-bit; it takes its inputs' precision (TIDL "
+             "changes precision in MAC, element-wise, table and average-pool layers only)", code="option",
+             hint=f"name the layers that set it: --16bit-layers {','.join(sources)}" if sources else "")
 
 
 def _check_layer_names(graph: Graph, names) -> list[str]:

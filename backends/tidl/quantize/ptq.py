@@ -110,6 +110,28 @@ def _builtin_inherit_ops() -> frozenset:
 INHERIT_OPS = _builtin_inherit_ops()
 
 
+def precision_sources(op) -> list[str]:
+    """The layers that set the precision of ``op`` (a concat, slice, reshape, max pool: TIDL changes
+    precision only in MAC, element-wise, table and average-pool layers; the others take their
+    inputs'), by their names in the float graph, what ``--16bit-layers`` takes: the layers before it
+    that can change precision, found through the ones that cannot."""
+    names: list[str] = []
+    stack, seen = list(op.operands), set()
+    while stack:
+        v = stack.pop(0)
+        p = v.producer
+        if p is None or id(p) in seen or p.kind in ("const", "input"):
+            continue
+        seen.add(id(p))
+        moves = p.kind == "data_convert" or (p.opdef.has(Trait.SCALE_PRESERVING) and not (
+            p.kind == "pool2d" and p.attrs.get("mode") == "avg"))
+        if moves:
+            stack.extend(p.operands[:1] if p.kind != "concat" else p.operands)
+        elif p.name and p.name not in names:
+            names.append(p.name)
+    return names
+
+
 def is_depthwise(op: Op) -> bool:
     if op.kind != "conv2d":
         return False
