@@ -97,6 +97,13 @@ class TidlBackend:
             pass
         return _float_verdict(op)
 
+    def precision_sources(self, op) -> list[str]:
+        """The layers before ``op`` whose ``--16bit-layers`` make its inputs 16-bit, found through the
+        layers that cannot change precision (a concat, slice or max pool takes its inputs'): see
+        ``quantize.ptq.precision_sources``."""
+        from tidlc.backends.tidl.quantize.ptq import precision_sources
+        return precision_sources(op)
+
     def prepare_pipeline(self, level: int, passes: list[str]) -> list[str]:
         """TIDL's own pass, ``quantize`` (``tidlc.backends.tidl.quantize``), ends every ``-O``
         pipeline; the compile driver drops it when the output is float (``--emit ir``)."""

@@ -158,7 +158,7 @@ def layer_rows(quantized, feeds, backend=None, attribution: bool = False) -> lis
                 codes_used=int(np.unique(r).size))
             row.channel_spread_db, row.wide_channel = _channel_spread(ref, v.type.layout)
             if op.kind == "concat":
-                _weak_part(row, op, ref, deq, origin.producer)
+                _weak_part(row, op, ref, deq, origin.producer, getattr(backend, "precision_sources", None))
             local = _local_float(op, v, origin, fixed_env, real, is_fixed)
             if local is not None and window is not None:
                 local = np.clip(local, *window)
@@ -176,7 +176,7 @@ def layer_rows(quantized, feeds, backend=None, attribution: bool = False) -> lis
 WEAK_PART_DB = 10.0  # a concat input this far below the whole tensor's SNR is named
 
 
-def _weak_part(row: Row, op, ref: np.ndarray, deq: np.ndarray, float_op) -> None:
+def _weak_part(row: Row, op, ref: np.ndarray, deq: np.ndarray, float_op, sources=None) -> None:
     """A concat's input whose part of the result has the lowest SNR, when it is WEAK_PART_DB below
     the whole: one per-tensor step serves every input, so a narrow one (a detector's scores in [0, 1]
     beside box coordinates in pixels) keeps few codes while the tensor's SNR looks fine."""
@@ -193,8 +193,8 @@ def _weak_part(row: Row, op, ref: np.ndarray, deq: np.ndarray, float_op) -> None
         u = worst[2]
         row.weak_part = (u.producer.name if u.producer is not None and u.producer.name else u.name) or "?"
         row.weak_part_db, row.weak_part_max = worst[0], worst[1]
-        from tidlc.backends.tidl.quantize.ptq import precision_sources
-        row.weak_part_fix = precision_sources(float_op) if float_op is not None else None
+        # the layers that set its precision, from the backend (TIDL: the ones before it that can change it)
+        row.weak_part_fix = sources(float_op) if sources is not None and float_op is not None else None
 
 
 
