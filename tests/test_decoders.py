@@ -133,6 +133,39 @@ def test_yolov5_grid_heads_decode_to_the_formulas():
     assert pick("detect", flat, options).name == "yolov5"
 
 
+def test_the_yolov5_export_with_detect_in_the_graph_decodes_alike():
+    """Ultralytics' default export keeps Detect: one [1, N, 5+C] of boxes in input pixels (centre, size)
+    and sigmoid scores, N = 3 anchors x the cells of strides 8, 16, 32; it was no decoder's."""
+    rows = []
+    for level, h in enumerate(_v5_heads(PLANTED_V5)):
+        stride, s = (8, 16, 32)[level], 1 / (1 + np.exp(-h[0].astype(np.float64)))
+        a, gh, gw, _ = s.shape
+        cy, cx = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+        anchors = np.asarray(V5_ANCHORS[level], np.float64).reshape(3, 2)
+        xy = np.stack([(s[..., 0] * 2 - 0.5 + cx) * stride, (s[..., 1] * 2 - 0.5 + cy) * stride], -1)
+        wh = (s[..., 2:4] * 2) ** 2 * anchors[:, None, None, :]
+        rows.append(np.concatenate([xy, wh, s[..., 4:]], -1).reshape(a * gh * gw, -1))
+    out = {"output0": np.concatenate(rows)[None].astype(np.float32)}
+    options = {"input_size": (64, 64), "threshold": 0.25}
+    assert out["output0"].shape == (1, 3 * (64 + 16 + 4), 8) and pick("detect", out, options).name == "yolov5"
+    np.testing.assert_allclose(pick("detect", out, options).decode(out, options), _v5_expected(PLANTED_V5),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_the_yolov8_export_decodes_boxes_and_class_scores():
+    """Ultralytics YOLOv8 / YOLO11: [1, 4+C, N], N the cells of strides 8, 16, 32, no objectness."""
+    n, classes = 64 + 16 + 4, 3
+    out = np.zeros((1, 4 + classes, n), np.float32)
+    out[0, :, 10] = [20, 24, 16, 8, 0.1, 0.9, 0.2]  # class 1, 0.9
+    out[0, :, 70] = [60, 10, 30, 40, 0.7, 0.1, 0.05]  # class 0, 0.7, clipped at the right and top
+    out[0, :, 71] = [21, 24, 16, 8, 0.1, 0.6, 0.2]  # a weaker copy of the first: NMS removes it
+    heads, options = {"output0": out}, {"input_size": (64, 64), "threshold": 0.25}
+    assert pick("detect", heads, options).name == "yolov8"
+    expected = [[0, 1, 0.9, 12 / 64, 20 / 64, 28 / 64, 28 / 64], [0, 0, 0.7, 45 / 64, 0.0, 1.0, 30 / 64]]
+    np.testing.assert_allclose(pick("detect", heads, options).decode(heads, options), expected, rtol=1e-6)
+    assert len(pick("yolov8{iou=0.99}", heads, options).decode(heads, options)) == 3
+
+
 def test_yolov5_nms_threshold_objectness_and_anchors():
     # a weaker copy of the first box from the next cell (its offset pulls it back; IoU ~0.9, same
     # class): NMS removes it; of another class it stays

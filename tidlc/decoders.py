@@ -253,10 +253,35 @@ def _yolo_rows(boxes: np.ndarray, objectness: np.ndarray, classes: np.ndarray, o
     return out[order]
 
 
+def _flat_rows(outputs, options: dict, per_cell: int, extra: int, transposed: bool = False) -> np.ndarray | None:
+    """The one ``[1, N, extra+C]`` output (``transposed``: ``[1, extra+C, N]``) whose N is ``per_cell``
+    predictions for every cell of every stride's grid, as ``[N, extra+C]`` float64, else None."""
+    if not options.get("input_size"):
+        return None
+    width, height = _input_size(options)
+    cells = per_cell * sum((height // s) * (width // s) for s in _option(options, "strides", tuple))
+    classes = options.get("classes")
+    for value in outputs.values():
+        x = np.asarray(value)
+        if x.ndim != 3 or x.shape[0] != 1:
+            continue
+        rows = x[0].T if transposed else x[0]
+        if rows.shape[0] == cells and rows.shape[1] > extra and (classes is None or rows.shape[1] == extra + int(classes)):
+            return rows.astype(np.float64)
+    return None
+
+
+def _corners(cxcywh: np.ndarray) -> np.ndarray:
+    centre, size = cxcywh[:, :2], cxcywh[:, 2:4]
+    return np.concatenate([centre - size / 2, centre + size / 2], 1)
+
+
 def _yolov5_accepts(outputs, options: dict | None = None) -> bool:
     options = options or {}
     try:
-        return _yolo_levels(outputs, options, _v5_anchors(options).shape[1]) is not None
+        anchors = _v5_anchors(options).shape[1]
+        return _yolo_levels(outputs, options, anchors) is not None or \
+            _flat_rows(outputs, options, anchors, 5) is not None
     except TidlcError:
         return False
 
@@ -267,8 +292,13 @@ def _yolov5_decode(outputs, options: dict) -> np.ndarray:
     anchors = _v5_anchors(options)
     levels = _yolo_levels(outputs, options, anchors.shape[1])
     if levels is None:
+        flat = _flat_rows(outputs, options, anchors.shape[1], 5)
+        if flat is not None:  # the export with Detect in the graph: boxes in input pixels, sigmoid applied
+            scores = _sigmoid(flat[:, 4:]) if _option({"sigmoid": False, **options}, "sigmoid", bool) else flat[:, 4:]
+            return _yolo_rows(_corners(flat), scores[:, 0], scores[:, 1:], options)
         raise TidlcError("the yolov5 decoder needs one [1, A*(5+C), H, W] or [1, A, H, W, 5+C] output per "
-                         f"stride {list(_option(options, 'strides', tuple))} of the input size "
+                         f"stride {list(_option(options, 'strides', tuple))} of the input size, or the export's "
+                         "decoded [1, N, 5+C] "
                          f"({', '.join(f'{k} {list(np.shape(v))}' for k, v in outputs.items())})",
                          hint="give the model's strides / anchors / classes as decoder options", code="input")
     if len(anchors) != len(levels):
@@ -292,17 +322,7 @@ def _yolov5_decode(outputs, options: dict) -> np.ndarray:
 
 def _yolox_flat(outputs, options: dict) -> np.ndarray | None:
     """The export's one ``[1, N, 5+C]`` output with N the cells of every stride's grid, else None."""
-    if not options.get("input_size"):
-        return None
-    width, height = _input_size(options)
-    cells = sum((height // s) * (width // s) for s in _option(options, "strides", tuple))
-    classes = options.get("classes")
-    for value in outputs.values():
-        x = np.asarray(value)
-        if x.ndim == 3 and x.shape[:2] == (1, cells) and x.shape[2] >= 6 and \
-                (classes is None or x.shape[2] == 5 + int(classes)):
-            return x[0].astype(np.float64)
-    return None
+    return _flat_rows(outputs, options, 1, 5)
 
 
 def _yolox_accepts(outputs, options: dict | None = None) -> bool:
@@ -338,6 +358,23 @@ def _yolox_decode(outputs, options: dict) -> np.ndarray:
     return _yolo_rows(boxes, scores[:, 0], scores[:, 1:], options)
 
 
+def _yolov8_accepts(outputs, options: dict | None = None) -> bool:
+    return _flat_rows(outputs, options or {}, 1, 4, transposed=True) is not None
+
+
+def _yolov8_decode(outputs, options: dict) -> np.ndarray:
+    """YOLOv8/YOLO11 (Ultralytics' export): ``[1, 4+C, N]``, box centre and size in input pixels, then
+    the class scores (sigmoid applied, no objectness), N the cells of every stride's grid."""
+    flat = _flat_rows(outputs, options, 1, 4, transposed=True)
+    if flat is None:
+        raise TidlcError("the yolov8 decoder needs one [1, 4+C, N] output, N the cells of the strides "
+                         f"{list(_option(options, 'strides', tuple))} of the input size "
+                         f"({', '.join(f'{k} {list(np.shape(v))}' for k, v in outputs.items())})",
+                         hint="give the model's strides / classes as decoder options", code="input")
+    scores = _sigmoid(flat[:, 4:]) if _option({"sigmoid": False, **options}, "sigmoid", bool) else flat[:, 4:]
+    return _yolo_rows(_corners(flat), np.ones(len(flat)), scores, {**options, "objectness": False})
+
+
 # ----------------------------------------------------------------------------- classify / segment
 def _first(outputs) -> np.ndarray:
     return np.asarray(next(iter(outputs.values())))
@@ -363,12 +400,16 @@ BUILTIN = (
     PostProcessor("ultraface", "detect", "scores [1, N, C] + box offsets [1, N, 4] against generated SSD priors "
                   "(UltraFace's strides and min boxes), per-class NMS", _ultraface_accepts, _ultraface_decode,
                   options=("strides", "min_boxes", "center_variance", "size_variance", "iou")),
-    PostProcessor("yolov5", "detect", "YOLOv5 grid heads [1, A*(5+C), H, W] per stride (8, 16, 32), COCO anchors",
+    PostProcessor("yolov5", "detect", "YOLOv5 grid heads [1, A*(5+C), H, W] per stride (8, 16, 32), COCO anchors, "
+                  "or the export's decoded [1, N, 5+C]",
                   _yolov5_accepts, _yolov5_decode, options=("strides", "anchors", "classes", "objectness", "sigmoid",
                                                             "iou", "max_detections", "label_offset")),
     PostProcessor("yolox", "detect", "YOLOX heads [1, 5+C, H, W] per stride (8, 16, 32), or their [1, N, 5+C]",
                   _yolox_accepts, _yolox_decode, options=("strides", "classes", "objectness", "sigmoid", "iou",
                                                           "max_detections", "label_offset")),
+    PostProcessor("yolov8", "detect", "YOLOv8/YOLO11 export [1, 4+C, N]: boxes in pixels, class scores, strides "
+                  "(8, 16, 32)", _yolov8_accepts, _yolov8_decode,
+                  options=("strides", "classes", "sigmoid", "iou", "max_detections", "label_offset")),
     PostProcessor("classify", "classify", "top-k classes of the first output",
                   lambda o, opts=None: bool(o), _classify_decode, options=("k",)),
     PostProcessor("segment", "segment", "per-pixel argmax over the channels of the first output (one channel: "

@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace", metavar="DIR", help="compiled model: write every layer's output to DIR/trace.npz")
     p.add_argument("--post", metavar="TASK|NAME",
                    help="compiled model: post-processing (TIDL postProcType): classify (top-5), detect (boxes drawn "
-                        "in a PNG), segment (colour map), or a decoder by name: ssd, ultraface, yolov5, yolox, a "
+                        "in a PNG), segment (colour map), or a decoder by name: ssd, ultraface, yolov5, yolox, yolov8, a "
                         "plugin's; options in braces: 'yolov5{classes=80,iou=0.5}' (docs/run.md)")
     p.add_argument("--threshold", type=float, default=0.5, help="--post detect: smallest score drawn (default 0.5)")
     p.add_argument("--labels", metavar="LIST", help="--post classify: 'image label' lines; prints top-1/top-5 accuracy")
