@@ -171,6 +171,15 @@ class TFImporter(FoldingImporter):
     what = "TensorFlow op"
     docs = DOCS
 
+    def unsupported(self, problems: list[str]) -> TidlcError:
+        """The one error listing every unsupported node, with the way around it: a frozen GraphDef keeps
+        no host ops (there is no TensorFlow runtime on the target), but the same model as TFLite or ONNX
+        runs the ops tidlc does not lower on the host (docs/host-ops.md)."""
+        error = super().unsupported(problems)
+        error.hint += ("; or convert the model (tf.lite.TFLiteConverter, or tf2onnx), whose ops tidlc does not "
+                       "lower run on the host (docs/host-ops.md)")
+        return error
+
     def __init__(self, graphdef, options: Any = None, path: str = "", outputs: Sequence[str] | None = None):
         super().__init__(path, options)
         self.graphdef = graphdef

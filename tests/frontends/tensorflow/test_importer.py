@@ -93,7 +93,8 @@ def test_every_unsupported_node_is_listed_at_once():
     with pytest.raises(TidlcError) as info:
         import_graphdef(graph, CompileOptions(), "net.pb", outputs=["fancy"])
     head = ("net.pb: error: 4 unsupported TensorFlow ops (hint: docs/frontends/tensorflow.md lists the "
-            f"{len(supported_ops())} supported ops)")
+            f"{len(supported_ops())} supported ops; or convert the model (tf.lite.TFLiteConverter, or tf2onnx), "
+            "whose ops tidlc does not lower run on the host (docs/host-ops.md))")
     assert str(info.value).splitlines() == [
         head,
         "  'scan' (Cumsum): not supported",
