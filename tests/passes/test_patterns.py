@@ -252,6 +252,21 @@ def test_resnet50_pool5_is_accelerated():
     assert host == []
 
 
+def _one_node_at_o2(tmp_path, node, shape) -> list:
+    """The compute ops of a one-node ONNX model (input x of ``shape``) at -O2, its output checked
+    against onnxruntime's."""
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = str(tmp_path / "one.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    x = np.random.default_rng(0).uniform(-6, 6, shape).astype(np.float32)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    g = load_onnx(path, CompileOptions())
+    optimize(g, CompileOptions.of(opt_level=2))
+    np.testing.assert_allclose(run_graph(g, {"x": x})["y"], ref, rtol=1e-5, atol=1e-6)
+    return list(g.compute_ops())
+
+
 @pytest.mark.parametrize(("kind", "attrs", "chain"), [
     ("MaxPool", {"kernel_shape": [5, 5], "pads": [2] * 4}, 2),  # YOLOv5's SPPF
     ("MaxPool", {"kernel_shape": [13, 13], "pads": [6] * 4}, 6),  # YOLOX's SPP
@@ -265,19 +280,8 @@ def test_a_pool_window_tidl_does_not_validate_is_a_chain_of_small_ones(tmp_path,
     layers. A max of maxima over windows growing by 2 is the same max; equal 2x2 blocks give the same
     max and mean."""
     from tidlc.backends.tidl.constraints import check
-    shape = [1, 4, 16, 16]
-    graph = helper.make_graph([helper.make_node(kind, ["x"], ["y"], **attrs)], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    path = str(tmp_path / "pool.onnx")
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
-    x = np.random.default_rng(0).uniform(-6, 6, shape).astype(np.float32)
-    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    g = load_onnx(path, CompileOptions())
-    optimize(g, CompileOptions.of(opt_level=2))
-    ops = list(g.compute_ops())
+    ops = _one_node_at_o2(tmp_path, helper.make_node(kind, ["x"], ["y"], **attrs), [1, 4, 16, 16])
     assert [op.kind for op in ops] == ["pool2d"] * chain
-    np.testing.assert_allclose(run_graph(g, {"x": x})["y"], ref, rtol=1e-5, atol=1e-6)
     if chain > 1:
         assert all(check(op) is None for op in ops) and ops[-1].name == ops[0].name.split(".step")[0]
 
@@ -289,20 +293,9 @@ def test_a_global_pool_over_a_large_plane_is_split(tmp_path, hw, pools):
     first leave a plane that fits (the same mean); a plane that fits, or that no 2x2 split reaches
     (33x33), stays as it is."""
     from tidlc.backends.tidl.constraints import check
-    shape = [1, 4, *hw]
-    graph = helper.make_graph([helper.make_node("GlobalAveragePool", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape[:2] + [1, 1])])
-    path = str(tmp_path / "gap.onnx")
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
-    x = np.random.default_rng(0).uniform(-6, 6, shape).astype(np.float32)
-    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    g = load_onnx(path, CompileOptions())
-    optimize(g, CompileOptions.of(opt_level=2))
-    ops = list(g.compute_ops())
+    ops = _one_node_at_o2(tmp_path, helper.make_node("GlobalAveragePool", ["x"], ["y"]), [1, 4, *hw])
     assert [op.kind for op in ops] == ["pool2d"] * pools + ["global_pool"]
     assert all(op.attrs["kernel"] == (2, 2) and op.attrs["strides"] == (2, 2) for op in ops[:-1])
-    np.testing.assert_allclose(run_graph(g, {"x": x})["y"], ref, rtol=1e-5, atol=1e-6)
     verdict = check(ops[-1])
     assert (verdict is not None and verdict.level == "host") == (hw == (33, 33))
 
