@@ -160,6 +160,37 @@ class _AttributeKinds:
 _ATTR = _AttributeKinds()
 
 
+STATIC_DEPTH = 16  # how many ops back static_value looks (shape arithmetic chains are short)
+
+
+def static_value(value: Value, depth: int = STATIC_DEPTH) -> np.ndarray | None:
+    """The data of ``value`` when it is computed from constants and static shapes only, evaluated now
+    (None when it depends on the input data, or lies deeper than ``depth`` ops): PyTorch writes
+    ``F.interpolate(x, size=y.shape[-2:])`` (FPN, U-Net) as ``Shape -> Slice -> Concat -> Resize``,
+    whose sizes a converter needs at import. The ops stay in the graph; nothing reads them any more,
+    so dead-code elimination removes them."""
+    data = value.const_value()
+    if data is not None or depth <= 0 or value.producer is None:
+        return data
+    op = value.producer
+    if op.kind == "shape":
+        t = op.operands[0].type
+        if not t.is_static:
+            return None
+        inputs = [np.broadcast_to(np.zeros((), np.float32), t.shape)]  # the shape alone: no memory
+    elif op.opdef.foldable and op.opdef.compute is not None and op.kind != "input":
+        inputs = [static_value(v, depth - 1) for v in op.operands]
+        if any(x is None for x in inputs):
+            return None
+    else:
+        return None
+    from tidlc.interp import evaluate_op
+    try:
+        return np.asarray(evaluate_op(op, inputs)[value.index])
+    except (ValueError, IndexError, TypeError, ArithmeticError, TidlcError):
+        return None
+
+
 class Node(NodeContext):
     """One ONNX node during conversion (see the module docstring)."""
 
@@ -266,6 +297,8 @@ class Node(NodeContext):
             return None
         value = self.input(i)
         data = value.const_value()
+        if data is None:
+            data = static_value(value)
         if data is None:
             what = what or f"input {i}"
             raise self.error(f"{what} ('{self.input_names[i]}') must be a constant initializer",

@@ -395,6 +395,29 @@ def test_resize_output_length_in_float32(ox, scale, mode):
 
 
 @pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_resize_to_the_size_of_another_tensor(ox, mode):
+    """PyTorch's ``F.interpolate(x, size=skip.shape[-2:])`` (FPN, U-Net): sizes computed by Shape ->
+    Slice -> Concat from static shapes, evaluated at import (it was 'must be a constant initializer');
+    with a dynamic input the same graph still asks for --input-shape."""
+    h = ox.helper
+    nodes = [h.make_node("MaxPool", ["x"], ["small"], kernel_shape=[2, 2], strides=[2, 2]),
+             h.make_node("Shape", ["x"], ["xs"]), h.make_node("Slice", ["xs", "two", "four"], ["hw"]),
+             h.make_node("Shape", ["small"], ["ss"]), h.make_node("Slice", ["ss", "zero", "two"], ["nc"]),
+             h.make_node("Concat", ["nc", "hw"], ["sizes"], axis=0),
+             h.make_node("Resize", ["small", "", "", "sizes"], ["up"], mode=mode, name="up"),
+             h.make_node("Add", ["up", "x"], ["y"])]
+    consts = {"zero": ints(0), "two": ints(2), "four": ints(4)}
+    model = ox.make_model(nodes, {"x": ox.randn(1, 3, 10, 14)}, ["y"], consts)
+    ox.check(model, {"x": ox.randn(1, 3, 10, 14)})
+    graph = ox.tidlc_graph(model, 2)
+    assert [op.kind for op in graph.compute_ops()] == ["pool2d", "resize", "add"]  # the shape ops are gone
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "H"
+    from tidlc.diagnostics import TidlcError
+    with pytest.raises(TidlcError, match="sizes .'sizes'. must be a constant.*--input-shape"):
+        ox.tidlc_graph(model)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
 def test_resize_18_axes(ox, mode):
     inits = {"scales": np.array([2, 0.5], np.float32)}
     ox.check_node("Resize", {"x": ox.randn(1, 3, 4, 6)}, {"mode": mode, "axes": [2, 3]}, opset=18,
