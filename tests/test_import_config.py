@@ -50,6 +50,15 @@ def rel(path: Path, start: Path) -> str:
     return os.path.relpath(path, start)
 
 
+def random_weights_config(folder: Path, prototxt: str, keys: str, name: str = "small.prototxt") -> Path:
+    """``prototxt`` written as ``name`` beside an import.txt that compiles it with random weights
+    (randParams = 1) and the config ``keys`` (lines)."""
+    (folder / name).write_text(prototxt)
+    config = folder / "import.txt"
+    config.write_text(f"inputNetFile = {name}\nrandParams = 1\n" + keys)
+    return config
+
+
 def caffe_config(folder: Path, extra: str = "") -> Path:
     """A config next to nothing: the model is found through relative paths from the config's folder."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -166,10 +175,8 @@ def test_explicit_import_config_flag_and_detection(tmp_path, capsys):
 
 
 def test_post_proc_type_and_rand_params_reach_tidlc_run(tmp_path, capsys, small_caffe_net):
-    (tmp_path / "small.prototxt").write_text(small_caffe_net)
-    config = tmp_path / "import.txt"
-    config.write_text("inputNetFile = small.prototxt\nrandParams = 1\npostProcType = classification\n"
-                      "outputNetFile = net.bin\noutputParamsFile = io_\ninFileFormat = 4\n")
+    config = random_weights_config(tmp_path, small_caffe_net, "postProcType = classification\n"
+                                   "outputNetFile = net.bin\noutputParamsFile = io_\ninFileFormat = 4\n")
     code, _, err = tidlc(capsys, "compile", config)
     assert code == 0, err
     code, lines, err = tidlc(capsys, "run", tmp_path / "net.bin", "--random-input", "1", "--kernels", "numpy")
@@ -190,10 +197,8 @@ def test_a_config_whose_model_partitions_is_run_and_estimated_through_the_config
     writes model.tdp and subgraph folders, not outputNetFile. The compile says so, and `tidlc run|perf
     IMPORT.txt` find the partitioned model (they looked for the net file); a stale net file from an
     earlier whole-model compile is removed."""
-    (tmp_path / "up.prototxt").write_text(WIDE_POOL)
-    config = tmp_path / "import.txt"
-    config.write_text("inputNetFile = up.prototxt\nrandParams = 1\noutputNetFile = out/net_up.bin\n"
-                      "outputParamsFile = out/io_up_\ninFileFormat = 4\n")
+    config = random_weights_config(tmp_path, WIDE_POOL, "outputNetFile = out/net_up.bin\n"
+                                   "outputParamsFile = out/io_up_\ninFileFormat = 4\n", "up.prototxt")
     code, lines, err = tidlc(capsys, "compile", config)
     assert code == 0, err
     assert any(line.startswith("  partition: 2 subgraph(s)") and "1 host op(s)" in line for line in lines), lines
@@ -208,9 +213,7 @@ def test_a_config_whose_model_partitions_is_run_and_estimated_through_the_config
 
 
 def test_run_of_a_config_not_compiled_yet_says_so(tmp_path, capsys, small_caffe_net):
-    (tmp_path / "small.prototxt").write_text(small_caffe_net)
-    config = tmp_path / "import.txt"
-    config.write_text("inputNetFile = small.prototxt\nrandParams = 1\noutputNetFile = out/net.bin\n")
+    config = random_weights_config(tmp_path, small_caffe_net, "outputNetFile = out/net.bin\n")
     for command in ("run", "perf"):
         code, _, err = tidlc(capsys, command, config, *(["--random-input", "1"] if command == "run" else []))
         want = (f"{config}: error: the import config's outputNetFile {tmp_path / 'out' / 'net.bin'} does not "
@@ -220,11 +223,9 @@ def test_run_of_a_config_not_compiled_yet_says_so(tmp_path, capsys, small_caffe_
 
 def test_calibration_warning_speaks_the_config_language(tmp_path, capsys, small_caffe_net):
     """No inData: the warning says inData (not --calib); inFileFormat = 4 asks for random frames: no warning."""
-    (tmp_path / "small.prototxt").write_text(small_caffe_net)
     for extra, expect in (("", "inData = DATA in the import config"), ("inFileFormat = 4\n", None)):
-        config = tmp_path / "import.txt"
-        config.write_text("inputNetFile = small.prototxt\nrandParams = 1\noutputNetFile = net.bin\n"
-                          "outputParamsFile = io_\n" + extra)
+        config = random_weights_config(tmp_path, small_caffe_net,
+                                       "outputNetFile = net.bin\noutputParamsFile = io_\n" + extra)
         code, _, err = tidlc(capsys, "compile", config)
         assert code == 0, err
         calib = [line for line in err if "no calibration data" in line]
@@ -236,10 +237,9 @@ def test_calibration_warning_speaks_the_config_language(tmp_path, capsys, small_
 
 def test_input_sizes_resize_the_network_input(tmp_path, capsys, small_caffe_net):
     conv_only = small_caffe_net.split('layer { name: "pool"')[0]
-    (tmp_path / "conv.prototxt").write_text(conv_only)
-    config = tmp_path / "import.txt"
-    config.write_text("inputNetFile = conv.prototxt\nrandParams = 1\ninWidth = 20\ninHeight = 16\n"
-                      "inNumChannels = -1\noutputNetFile = o/net.bin\noutputParamsFile = o/io_\ninFileFormat = 4\n")
+    config = random_weights_config(tmp_path, conv_only, "inWidth = 20\ninHeight = 16\ninNumChannels = -1\n"
+                                   "outputNetFile = o/net.bin\noutputParamsFile = o/io_\ninFileFormat = 4\n",
+                                   "conv.prototxt")
     code, _, err = tidlc(capsys, "compile", config)
     assert code == 0, err
     model = read_compiled(str(tmp_path / "o"))

@@ -16,6 +16,7 @@ from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError
 from tidlc.fileio import open_regular
 from tidlc.frontend import NodeContext
+from tidlc.ir.builder import check_result_sizes
 from tidlc.ir.core import Value
 
 _REQUIRED = object()
@@ -173,18 +174,16 @@ def static_value(value: Value, depth: int = STATIC_DEPTH) -> np.ndarray | None:
     if data is not None or depth <= 0 or value.producer is None:
         return data
     op = value.producer
-    if op.kind == "shape":
+    if op.kind == "shape":  # as FoldingImporter.emit folds it
         t = op.operands[0].type
-        if not t.is_static:
-            return None
-        inputs = [np.broadcast_to(np.zeros((), np.float32), t.shape)]  # the shape alone: no memory
-    elif op.opdef.foldable and op.opdef.compute is not None and op.kind != "input":
-        inputs = [static_value(v, depth - 1) for v in op.operands]
-        if any(x is None for x in inputs):
-            return None
-    else:
+        return np.array(t.shape, np.int64) if t.is_static else None
+    if not (op.opdef.foldable and op.opdef.compute is not None):
+        return None
+    inputs = [static_value(v, depth - 1) for v in op.operands]
+    if any(x is None for x in inputs):
         return None
     from tidlc.interp import evaluate_op
+    check_result_sizes(op, [r.type for r in op.results])  # before numpy allocates them, as FoldingImporter does
     try:
         return np.asarray(evaluate_op(op, inputs)[value.index])
     except (ValueError, IndexError, TypeError, ArithmeticError, TidlcError):

@@ -88,6 +88,10 @@ class Row:
     weak_part_max: float | None = None
     weak_part_fix: list | None = None  # the layers that set the concat's precision (--16bit-layers)
 
+    def weak_below(self, threshold: float) -> bool:
+        """A concat whose narrow input's part is below ``threshold`` (whatever the tensor's SNR)."""
+        return self.weak_part_db is not None and self.weak_part_db < threshold
+
     def as_json(self) -> dict[str, Any]:
         out = attrs.asdict(self)
         for key in ("snr_db", "cosine", "max_abs_error", "saturated_pct", "float_max", "representable_max", "scale",
@@ -195,7 +199,6 @@ def _weak_part(row: Row, op, ref: np.ndarray, deq: np.ndarray, float_op, sources
         row.weak_part_db, row.weak_part_max = worst[0], worst[1]
         # the layers that set its precision, from the backend (TIDL: the ones before it that can change it)
         row.weak_part_fix = sources(float_op) if sources is not None and float_op is not None else None
-
 
 
 def _channel_spread(ref: np.ndarray, layout: str | None) -> tuple[float | None, int | None]:
@@ -342,7 +345,7 @@ def mark(rows: list[Row], threshold: float) -> Row | None:
     the layer whose own error costs the outputs the most (``culprit``)."""
     first = None
     for row in rows:
-        if row.snr_db < threshold or (row.weak_part_db is not None and row.weak_part_db < threshold):
+        if row.snr_db < threshold or row.weak_below(threshold):
             row.below = True
             row.cause = diagnose(row)
             first = row
@@ -411,7 +414,7 @@ def format_table(rows: list[Row], threshold: float) -> str:
         if worst is not first:
             lines.append(f"  likely cause: {worst.cause}")
     for row in rows:  # concats that hide a narrow input's loss behind the tensor's SNR, beyond the first
-        if row is not first and row.weak_part_db is not None and row.weak_part_db < threshold:
+        if row is not first and row.weak_below(threshold):
             lines += [f"! {row.name} ({row.op}): the part from '{row.weak_part}' is at {row.weak_part_db:.1f} dB",
                       f"  likely cause: {diagnose(row)}"]
     return "\n".join(lines)
