@@ -6,6 +6,9 @@ Rules, applied in one topological sweep (repeated up to ``max-iters`` times):
   reference implementation and replaced by ``const`` ops (this folds
   ``constant_of_shape``; its splat result stays a zero-stride view, so a
   weight filled with one value costs no memory);
+* an ONNX ``host`` op (one tidlc does not lower) whose operands are all
+  constants is evaluated with onnx's reference evaluator when it can be
+  (not random draws or control flow; ``tidlc.hostrt.fold_host_op``);
 * ``shape`` of a value with a static type becomes a constant, which lets
   ``Shape -> Gather -> Concat -> Reshape`` subgraphs collapse;
 * ``reshape`` whose target operand became constant keeps only the data
@@ -22,6 +25,7 @@ import numpy as np
 from tidlc import limits
 from tidlc.diagnostics import TidlcError
 from tidlc.hookspecs import hookimpl
+from tidlc.hostrt import fold_host_op, foldable_host_op
 from tidlc.interp import evaluate_op
 from tidlc.ir.builder import infer_types, to_dtype
 from tidlc.ir.core import Graph, Op, Value
@@ -73,6 +77,10 @@ def _sweep(graph: Graph) -> bool:
                 raise
             except Exception as exc:  # a bad constant subgraph is the model's fault
                 raise TidlcError(f"cannot fold {op.kind}: {exc}", op.where()) from None
+        elif op.kind == "host" and foldable_host_op(op) and all(
+                v.producer is not None and v.producer.kind == "const" for v in op.operands):
+            check_fold_size(op)
+            folded = fold_host_op(op, [v.producer.data for v in op.operands])  # (None: it stays on the host)
         elif op.kind == "reshape" and len(op.operands) > 1 and op.operands[1].const_value() is not None:
             target = op.operands[1].const_value()
             if target.dtype.kind not in "iub":

@@ -27,7 +27,11 @@ within rounding (1e-5 relative):
   bilinear upsampling) -> s*s stride-1 ``conv2d`` with its groups (one per
   output phase) + ``concat`` + ``depth_to_space`` (DCR).
 
-Runs after ``layout`` (NCHW, transposes gone) and before ``fuse-batchnorm``,
+Runs twice at -O2: before ``layout``, on the graph as imported (a LayerNorm a
+ViT normalizes over its last axis right after the patch embedding's
+``transpose``: ``layout`` would sink that transpose into the decomposition and
+leave it normalizing a non-trailing axis, which no rule rebuilds), and after
+``layout`` (NCHW, transposes gone: the padding and pool rules) and before ``fuse-batchnorm``,
 which would otherwise turn the ``+ 3`` and ``/ 6`` into per-channel scales.
 """
 from __future__ import annotations
@@ -464,7 +468,7 @@ PATTERN_RULES = [
     ("deconv2d", _grouped_deconv),
 ]
 
-FusePatterns = rule_pass("fuse-patterns", PATTERN_RULES, opt_level=2, order=42,
+FusePatterns = rule_pass("fuse-patterns", PATTERN_RULES, opt_level=2, order=42, also_at=((2, 35),),
                          summary="rebuild hardswish, hardsigmoid, gelu, layernorm, conv padding and global pools "
                                  "from their decompositions; grouped deconvs as conv + depth_to_space; "
                                  "large global pools split to TIDL's plane limit")

@@ -203,3 +203,46 @@ def _one_line(exc: BaseException) -> str:
 
 __all__ = ["INSTALL_HINT", "onnx_session", "probe_tflite", "run_host_op", "run_interpreter", "run_session",
            "tflite_interpreter", "tflite_interpreter_class", "tflite_schema"]
+
+
+# ----------------------------------------------------------------------------- folding
+# ONNX ops whose result is not a function of their inputs (random draws), and control flow (a loop's
+# trip count is data: the reference evaluator could run for long)
+_NOT_FOLDED = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
+                         "Multinomial", "Bernoulli", "If", "Loop", "Scan", "SequenceMap"})
+
+
+def foldable_host_op(op) -> bool:
+    """Whether constant folding may evaluate host op ``op`` once its operands are constants: an ONNX
+    op (folded with onnx's reference evaluator, which every install has, so the compiled graph does
+    not depend on whether onnxruntime is installed) that reads something, is a function of what it
+    reads and has static result types (their sizes are checked before evaluating)."""
+    return (op.attrs.get("framework") == "onnx" and bool(op.operands)
+            and op.attrs.get("op_type") not in _NOT_FOLDED
+            and all(v.type.is_static for v in op.results))
+
+
+def fold_host_op(op, inputs: list[np.ndarray]) -> list[np.ndarray] | None:
+    """The results of ONNX host op ``op`` on constant ``inputs``, from onnx's reference evaluator
+    (exact numpy), cast to the op's result types; None when the evaluator cannot run it or its
+    results do not match the declared types (the op then stays a host op). PyTorch's legacy
+    exporter writes ``cls_token.expand(B, -1, -1)`` as ``Equal -> Where -> Expand`` of constants."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    from tidlc.ir.ops.host import payload_bytes
+    try:
+        model = onnx.load_from_string(payload_bytes(op))
+        names = [i.name for i in model.graph.input]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results = ReferenceEvaluator(model).run(None, {n: np.asarray(a) for n, a in zip(names, inputs)})
+    except Exception:  # noqa: BLE001  (the evaluator lacks some ops and raises its own types)
+        return None
+    out = []
+    for arr, value in zip(results, op.results):
+        arr = np.asarray(arr)
+        if arr.shape != tuple(value.type.shape):
+            return None
+        out.append(arr.astype(numpy_dtype(value.type.dtype), copy=False))
+    return out if len(out) == len(op.results) else None

@@ -168,6 +168,21 @@ def test_prune_by_kind_leaves_other_dead_ops():
     roundtrip(graph)
 
 
+def test_prune_by_kind_keeps_what_a_remaining_dead_op_reads():
+    """A dead const read by a dead op of another kind stays: removing it would leave that op's
+    operand dangling (fuse-patterns leaves a LayerNorm's reduce chain for dce; layout pruned its
+    constants and the graph no longer verified)."""
+    b = Builder()
+    x = b.input("x", TensorType((3,)))
+    k = b.const(np.full(3, 2.0, np.float32), "k")
+    b.op("pow", [b.op("transpose", [b.op("neg", [x], name="n")], name="t", perm=(0,)), k], name="sq")
+    b.output(b.op("relu", [x], name="out"), "o")
+    graph = b.graph
+    assert graph.prune({"const", "transpose"}) == []
+    verify(graph)
+    assert [op.name for op in graph.prune()] == ["k", "n", "t", "sq"]
+
+
 # --------------------------------------------------------------------------- pass declarations
 def test_rule_and_graph_passes_are_ordinary_option_less_passes():
     def drop_relu(rw, op):

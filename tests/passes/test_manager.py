@@ -13,7 +13,7 @@ from tidlc.ir import Builder, TensorType
 from tidlc.passes import Pass, PassContext, PassManager, default_pipeline, parse_pipeline
 from tidlc.passes.manager import LEVEL_PURPOSE, instantiate
 
-O2 = ["shape-inference", "remove-identity", "fold-constants", "dce", "layout", "fuse-patterns", "fuse-batchnorm", "fuse-activation", "dce"]
+O2 = ["shape-inference", "remove-identity", "fold-constants", "dce", "fuse-patterns", "layout", "fuse-patterns", "fuse-batchnorm", "fuse-activation", "dce"]
 
 
 def graph_with_dead_code():

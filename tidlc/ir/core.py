@@ -164,11 +164,23 @@ class Graph:
 
         Graph inputs always stay: they are the network's signature, read or not. With
         ``kinds``, only dead ops of those kinds go (``prune({"const"})`` drops the weights a
-        rewrite orphaned and leaves any other dead op for ``dce``)."""
+        rewrite orphaned and leaves any other dead op for ``dce``); a dead op of those kinds that
+        a dead op left in place reads stays too (no operand is left dangling)."""
         live = self.live_ops()
         allowed = None if kinds is None else set(kinds)
-        dead = [op for op in self.ops if op not in live and op.kind != "input"
-                and (allowed is None or op.kind in allowed)]
+        dead = [op for op in self.ops if op not in live and op.kind != "input"]
+        if allowed is not None:
+            read: set[int] = set()  # values read by the ops that stay, readers first (reverse graph order)
+            for op in self.ops:
+                if op in live:
+                    read.update(id(v) for v in op.operands)
+            gone = []
+            for op in reversed(dead):
+                if op.kind in allowed and not any(id(r) in read for r in op.results):
+                    gone.append(op)
+                else:
+                    read.update(id(v) for v in op.operands)
+            dead = gone[::-1]
         self.remove_ops(dead)
         return dead
 

@@ -122,6 +122,33 @@ def test_equal_where_nonzero():
     assert str(nonzero.results[0].type) == "tensor<2x?xi64>"  # data-dependent: unknown count
 
 
+def test_host_ops_of_constants_are_folded_except_random_draws():
+    """fold-constants evaluates an ONNX host op whose operands are all constants with onnx's
+    reference evaluator (the TorchScript exporter's ``Equal -> Where`` for ``expand(B, -1, -1)``);
+    a random draw stays a host op: each run draws anew."""
+    nodes = [helper.make_node("ConstantOfShape", ["three"], ["ones"], name="ones",
+                              value=helper.make_tensor("v", TP.INT64, [1], [1])),
+             helper.make_node("Mul", ["ones", "minus"], ["m1"], name="m1"),
+             helper.make_node("Equal", ["target", "m1"], ["eq"], name="eq"),
+             helper.make_node("Where", ["eq", "ones", "target"], ["shape"], name="where"),
+             helper.make_node("Expand", ["cls", "shape"], ["e"], name="expand"),
+             helper.make_node("Add", ["x", "e"], ["y"], name="add"),
+             helper.make_node("RandomUniformLike", ["cls"], ["noise"], name="noise", seed=1.0),
+             helper.make_node("Add", ["y", "noise"], ["z"], name="add_noise")]
+    inits = [_const("three", np.array([3], np.int64)), _const("minus", np.int64(-1)),
+             _const("target", np.array([1, -1, -1], np.int64)), _weights("cls", 1, 1, 4)]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, [1, 5, 4])],
+                   [helper.make_tensor_value_info("y", TP.FLOAT, [1, 5, 4]),
+                    helper.make_tensor_value_info("z", TP.FLOAT, [1, 5, 4])], inits)
+    graph = import_model(model, None, "m.onnx")
+    assert [op.attrs["op_type"] for op in graph.ops if op.kind == "host"] == ["Equal", "RandomUniformLike"]
+    optimize(graph, CompileOptions.of(opt_level=1, verify_each=True))
+    assert [op.attrs["op_type"] for op in graph.ops if op.kind == "host"] == ["RandomUniformLike"]
+    x = RNG.standard_normal((1, 5, 4)).astype(np.float32)
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(run_graph(graph, {"x": x})["y"], session.run(["y"], {"x": x})[0], rtol=1e-6)
+
+
 def test_if_with_outer_scope_value():
     # both branches read 'h' (computed outside the If) and 'bias' (an initializer of the main graph)
     then_g = helper.make_graph([helper.make_node("Add", ["h", "bias"], ["t_out"])], "then", [],
