@@ -336,6 +336,27 @@ def test_an_inherited_error_is_traced_to_a_layer_before_it():
     assert mark(rows, 30.0).cause.endswith("most of it from stem (marked *)")
 
 
+def test_a_concat_marked_for_its_part_keeps_that_cause():
+    """A ViT's concat of its class token (a small constant) and the patch tokens: the tensor is at
+    35.9 dB, above the threshold, and its own error is small, yet its class-token part is at 11 dB.
+    The cause is that part's rounding, not "inherited", and the first-layer line names the part."""
+    from tidlc.commands.compare import Row, format_table, mark
+
+    def row(name, op, snr, own, alone, **kw):
+        return Row(name, op, [1, 192, 197], "i8", 55.3, None, snr, 1.0, 0.0, 0.0, 1.0, 1.0, 200,
+                   own_snr_db=own, alone_snr_db=alone, **kw)
+
+    rows = [row("pe", "conv2d", 35.9, 36.1, 48.5),
+            row("cat", "concat", 35.9, 59.3, 34.7, weak_part="cls", weak_part_db=11.2, weak_part_max=0.0485,
+                weak_part_fix=["pe"], weak_part_const=True),
+            row("softmax", "softmax", 12.6, 13.1, 18.3)]
+    first = mark(rows, 30.0)
+    assert first.name == "cat" and rows[2].culprit
+    assert first.cause.startswith("rounding: its input 'cls'") and "--16bit-layers pe)" in first.cause
+    assert "boxes" not in first.cause  # (a constant part: no detector advice)
+    assert "first layer below 30 dB: cat (concat, 35.9 dB; the part from 'cls' at 11.2 dB)" in format_table(rows, 30.0)
+
+
 def _detect_head(path):
     """A detector's decoded output: box centres in pixels (x 64) beside scores in [0, 1], joined by
     one concat: one per-tensor step for both."""

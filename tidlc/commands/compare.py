@@ -87,6 +87,7 @@ class Row:
     weak_part_db: float | None = None
     weak_part_max: float | None = None
     weak_part_fix: list | None = None  # the layers that set the concat's precision (--16bit-layers)
+    weak_part_const: bool = False  # that input is a constant (a ViT's class token)
 
     def weak_below(self, threshold: float) -> bool:
         """A concat whose narrow input's part is below ``threshold`` (whatever the tensor's SNR)."""
@@ -197,6 +198,7 @@ def _weak_part(row: Row, op, ref: np.ndarray, deq: np.ndarray, float_op, sources
         u = worst[2]
         row.weak_part = (u.producer.name if u.producer is not None and u.producer.name else u.name) or "?"
         row.weak_part_db, row.weak_part_max = worst[0], worst[1]
+        row.weak_part_const = u.producer is not None and u.producer.kind == "const"
         # the layers that set its precision, from the backend (TIDL: the ones before it that can change it)
         row.weak_part_fix = sources(float_op) if sources is not None and float_op is not None else None
 
@@ -317,8 +319,8 @@ def diagnose(row: Row) -> str:
         return (f"rounding: its input '{row.weak_part}' (values up to {row.weak_part_max:.4g}) is joined at the one "
                 f"step 1/{row.scale:.4g} its widest input needs, so that part keeps {row.weak_part_db:.1f} dB while "
                 f"the tensor has {row.snr_db:.1f} dB; make its inputs 16-bit (TIDL's concat takes their precision: "
-                f"--16bit-layers {','.join(row.weak_part_fix or [row.name])}) or end the model before it (join boxes "
-                "and scores on the host)")
+                f"--16bit-layers {','.join(row.weak_part_fix or [row.name])})"
+                + ("" if row.weak_part_const else " or end the model before it (join boxes and scores on the host)"))
     amplified = ""
     if row.own_snr_db is not None and row.alone_snr_db is not None and \
             row.own_snr_db - row.alone_snr_db >= 10.0 and math.isfinite(row.own_snr_db):
@@ -355,7 +357,8 @@ def mark(rows: list[Row], threshold: float) -> Row | None:
         worst.culprit = True
         worst.cause = worst.cause or diagnose(worst)
         if first is not None and first is not worst and first.own_snr_db is not None and \
-                first.own_snr_db >= threshold and first.saturated_pct <= 0.05:
+                first.own_snr_db >= threshold and first.saturated_pct <= 0.05 and \
+                not (first.snr_db >= threshold and first.weak_below(threshold)):  # (its part's loss is its own)
             # what it inherits comes from before it: the culprit when it runs earlier, else the earlier
             # layer with the largest error of its own
             before = rows[:rows.index(first)]
@@ -403,7 +406,9 @@ def format_table(rows: list[Row], threshold: float) -> str:
                      + (f" {_db(row.own_snr_db):>7}" if extra else "") + (f" {_db(row.alone_snr_db):>8}" if alone else ""))
     first = next((r for r in rows if r.below), None)
     if first is not None:
-        lines += ["", f"first layer below {threshold:g} dB: {first.name} ({first.op}, {first.snr_db:.1f} dB)",
+        part = (f"; the part from '{first.weak_part}' at {first.weak_part_db:.1f} dB"
+                if first.weak_below(threshold) else "")
+        lines += ["", f"first layer below {threshold:g} dB: {first.name} ({first.op}, {first.snr_db:.1f} dB{part})",
                   f"  likely cause: {first.cause}"]
     else:
         lines += ["", f"every layer is at or above {threshold:g} dB"]
