@@ -2,9 +2,12 @@
 
 ``fuse-batchnorm`` (rules in order):
 
+* ``matmul`` by a constant 2-D f32 matrix -> ``dense`` (its transpose as the weights);
 * ``batchnorm`` with constant statistics -> ``scale`` (per-channel affine);
 * ``mul``/``add`` (either operand order), ``sub``/``div`` (constant second) of a
-  per-channel (or scalar) float constant on a 4-D or 2-D tensor -> ``scale``;
+  per-channel (or scalar) float constant on a 4-D or 2-D tensor -> ``scale``; on the
+  last axis of a ``dense`` result of any rank (a Linear's bias on tokens) -> ``scale``
+  on that axis, which then folds into the dense;
 * ``scale`` of a single-reader ``scale`` -> one ``scale``;
 * ``scale`` after a single-reader ``conv2d``/``deconv2d``/``dense`` without a fused
   activation and with f32 weights -> folded into the weights and bias.
@@ -78,7 +81,9 @@ def _arith_to_scale(rw: Rewriter, op) -> bool:
     x, c = a, _const(b)  # x - c and x / c only: c - x is not an affine map of x
     if c is None or _const(x) is not None or x.type.dtype != "f32" or c.dtype.kind != "f":
         return False
-    vec = _per_channel(x.type, c)
+    vec, attrs_ = _per_channel(x.type, c), {}
+    if vec is None and _foldable_dense(rw, x):  # a Linear on tokens (N, T, C): MatMul + Add, C last
+        vec, attrs_ = _last_axis(x.type, c), {"axis": len(x.type.shape) - 1}
     if vec is None or op.results[0].type.shape != x.type.shape:
         return False
     if op.kind == "div" and not np.all(vec):
@@ -91,7 +96,43 @@ def _arith_to_scale(rw: Rewriter, op) -> bool:
         vec = vec if op.kind == "add" else -vec
         operands = [x, rw.const(np.ones_like(vec), f"{op.name}.scale", anchor=op),
                     rw.const(vec, f"{op.name}.bias", anchor=op)]
-    rw.replace_op(op, rw.make("scale", operands, {}, op.name, op.loc))
+    rw.replace_op(op, rw.make("scale", operands, attrs_, op.name, op.loc))
+    return True
+
+
+def _foldable_dense(rw: Rewriter, x) -> bool:
+    """Whether ``x`` is the result of a single-reader ``dense`` with f32 weights and no activation
+    (a scale on its last axis then folds into it)."""
+    prod = x.producer
+    if prod is None or prod.kind != "dense" or prod.attrs["act"] != "none" or rw.single_user(x) is None:
+        return False
+    w = _const(prod.operands[1])
+    return w is not None and w.dtype == np.float32
+
+
+def _last_axis(x_type, c: np.ndarray) -> np.ndarray | None:
+    """The vector if constant ``c`` broadcasts along the last axis of ``x`` only (rank >= 2)."""
+    shape = x_type.shape
+    if shape is None or len(shape) < 2 or shape[-1] is None or c.ndim > len(shape):
+        return None
+    if c.size == 1:
+        return np.full(shape[-1], c.reshape(()), dtype=np.float32)
+    if c.shape[-1] != shape[-1] or c.size != shape[-1]:
+        return None
+    return c.reshape(-1).astype(np.float32)
+
+
+def _matmul_to_dense(rw: Rewriter, op) -> bool:
+    """``matmul(x, W)`` with a constant 2-D f32 ``W`` and ``x`` of known rank >= 2 -> ``dense(x, W.T)``
+    (TIDL's InnerProduct). The ONNX importer does this when it knows the rank; a ViT exported by
+    PyTorch's TorchScript exporter learns it only when the class token's shape is folded."""
+    x, w = op.operands
+    wc = _const(w)
+    if wc is None or wc.ndim != 2 or wc.dtype != np.float32 or _const(x) is not None or x.type.rank is None \
+            or x.type.rank < 2:
+        return False
+    wt = rw.const(np.ascontiguousarray(wc.T), w.producer.name or f"{op.name}.w", anchor=op)
+    rw.replace_op(op, rw.make("dense", [x, wt], {}, op.name, op.loc))
     return True
 
 
@@ -176,6 +217,7 @@ def _fold_scale_into_producer(rw: Rewriter, op) -> bool:
 
 
 BN_RULES = [
+    ("matmul", _matmul_to_dense),
     ("batchnorm", _bn_to_scale),
     ("mul", _arith_to_scale),
     ("add", _arith_to_scale),

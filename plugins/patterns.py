@@ -468,7 +468,7 @@ PATTERN_RULES = [
     ("deconv2d", _grouped_deconv),
 ]
 
-FusePatterns = rule_pass("fuse-patterns", PATTERN_RULES, opt_level=2, order=42, also_at=((2, 35),),
+FusePatterns = rule_pass("fuse-patterns", PATTERN_RULES, opt_level=2, order=42, also_at=((2, 35),), prune=True,
                          summary="rebuild hardswish, hardsigmoid, gelu, layernorm, conv padding and global pools "
                                  "from their decompositions; grouped deconvs as conv + depth_to_space; "
                                  "large global pools split to TIDL's plane limit")

@@ -157,8 +157,9 @@ def test_o_pipelines_come_from_the_declared_schedules():
     registry = {**builtin_passes(), "late": Late, "unscheduled": Unscheduled}
     assert default_pipeline(0, registry) == ["shape-inference"]
     assert default_pipeline(1, registry) == ["shape-inference", "remove-identity", "fold-constants", "dce", "late"]
-    assert default_pipeline(2, registry) == ["shape-inference", "remove-identity", "fold-constants", "dce", "layout",
-                                             "fuse-patterns", "fuse-batchnorm", "fuse-activation", "dce", "late"]
+    assert default_pipeline(2, registry) == ["shape-inference", "remove-identity", "fold-constants", "dce",
+                                             "fuse-patterns", "layout", "fuse-patterns", "fuse-batchnorm",
+                                             "fuse-activation", "dce", "late"]
     assert all("unscheduled" not in default_pipeline(level, registry) for level in range(4))
 
 

@@ -106,6 +106,22 @@ def test_gelu(tmp_path, form):
     assert _check(_model(tmp_path, nodes, consts), "gelu") == ["gelu"]
 
 
+def test_a_decomposed_gelu_after_a_conv_fuses_into_it(tmp_path):
+    """The GELU rebuilt, its pieces are gone before fuse-activation: the leftover ``mul(x, ...)``
+    read the conv's result too, and the GELU stayed a layer of its own (TIDL fuses actType 9)."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Div", ["c", "sqrt2"], ["s"]), helper.make_node("Erf", ["s"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["a"]), helper.make_node("Mul", ["c", "a"], ["p"]),
+             helper.make_node("Mul", ["p", "half"], ["y"])]
+    consts = {"w": rng.normal(0, 0.3, (8, 8, 3, 3)), "b": rng.normal(0, 0.1, 8), "sqrt2": math.sqrt(2),
+              "one": 1.0, "half": 0.5}
+    graph = load_onnx(_model(tmp_path, nodes, consts), CompileOptions())
+    optimize(graph, CompileOptions.of(opt_level=2))
+    (conv,) = graph.compute_ops()
+    assert conv.kind == "conv2d" and conv.attrs["act"] == "gelu"
+
+
 def test_a_near_miss_is_left_alone(tmp_path):
     """x * clip(x + 3, 0, 6) / 5 is not a hardswish: nothing fuses into one."""
     nodes = _relu6_plus3() + [helper.make_node("Mul", ["x", "r"], ["p"]), helper.make_node("Div", ["p", "five"], ["y"])]

@@ -93,11 +93,33 @@ def graph_pass(name: str, transform: Callable[[Graph], bool], *, opt_level: int 
     return GraphPass
 
 
+def _rules_then_prune(graph: Graph, rules: tuple) -> bool:
+    """``apply_rules``, then remove the ops that were live before and that nothing reads now (the
+    pieces of a decomposition a rule rebuilt as one op); dead code from before stays for ``dce``."""
+    live = graph.live_ops()
+    changed = apply_rules(graph, rules)
+    if changed:
+        now = graph.live_ops()
+        read: set[int] = set()  # what the ops that stay read (readers first: reverse graph order)
+        gone = []
+        for op in reversed(graph.ops):
+            if op in live and op not in now and op.kind != "input" and not any(id(r) in read for r in op.results):
+                gone.append(op)
+            else:
+                read.update(id(v) for v in op.operands)
+        graph.remove_ops(gone)
+    return changed
+
+
 def rule_pass(name: str, rules: Sequence[Rule], *, opt_level: int | None, summary: str, order: int = 50,
-              also_at: tuple[tuple[int, int], ...] = ()) -> type[Pass]:
-    """A pass class without options that applies the rule table ``rules`` to a fixed point."""
+              also_at: tuple[tuple[int, int], ...] = (), prune: bool = False) -> type[Pass]:
+    """A pass class without options that applies the rule table ``rules`` to a fixed point; with
+    ``prune``, the ops its rewrites left unread go too (their reads would keep a later rule's
+    ``single_user`` from matching: a GELU's leftover ``mul(x, ...)`` kept the GELU from fusing into
+    the layer before it)."""
     rules = tuple(rules)
-    cls = graph_pass(name, lambda graph: apply_rules(graph, rules), opt_level=opt_level, summary=summary,
+    transform = (lambda graph: _rules_then_prune(graph, rules)) if prune else (lambda graph: apply_rules(graph, rules))
+    cls = graph_pass(name, transform, opt_level=opt_level, summary=summary,
                      order=order, also_at=also_at)
     cls.__module__ = sys._getframe(1).f_globals.get("__name__", __name__)
     cls.rules = rules
