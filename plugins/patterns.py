@@ -23,6 +23,9 @@ within rounding (1e-5 relative):
 * a global average pool over more than 1024 elements per plane (EfficientNet's and
   MobileNetV3's squeeze-excite at 112x112) -> 2x2 stride-2 average pools, then the
   global pool on a plane that fits TIDL's limit;
+* a conv whose kernel/stride pair TIDL does not validate (SegFormer's 7x7 stride-4
+  patch embedding) -> space-to-depth by the stride (reshape, transpose, reshape)
+  and a stride-1 conv whose kernel TIDL validates (7x7 s4 p3: 2x2);
 * a grouped stride-s ``deconv2d`` whose output is s times its input (JSegNet's
   bilinear upsampling) -> s*s stride-1 ``conv2d`` with its groups (one per
   output phase) + ``concat`` + ``depth_to_space`` (DCR).
@@ -363,6 +366,70 @@ def _chained_pool(rw: Rewriter, op) -> bool:
     return True
 
 
+# ----------------------------------------------------------------------------- strided conv as space-to-depth
+def _strided_conv(rw: Rewriter, op) -> bool:
+    """A conv whose kernel/stride pair TIDL does not validate (SegFormer's overlapping patch
+    embedding: 7x7 stride 4 padded 3; a 9x9 stride 2) as a space-to-depth by its stride
+    (``reshape -> transpose -> reshape``) and a stride-1 conv on the s*s times deeper input, whose
+    kernel is the taps each output phase reads: ``y[o] = sum_u w[u + p] x[s*o + u]`` with
+    ``u = s*q + r`` reads phase ``r`` at block ``o + q``, so the new kernel spans
+    ``q = floor(-p/s) .. floor((k-1-p)/s)`` (7x7 s4 p3: 2x2, padded 1 at the top and left), the
+    same sums in another order. Only where that kernel is one TIDL validates at stride 1, for an
+    ungrouped, undilated conv on an NCHW plane that the stride divides; a non-overlapping
+    ``k = s`` patch conv is left to TIDL's own transpose + InnerProduct."""
+    from tidlc.backends.tidl.constraints import CONV_VALIDATED
+    a = op.attrs
+    x, w = op.operands[0], op.operands[1]
+    wc = w.const_value()
+    shape = x.type.shape
+    (sh, sw), (dh, dw) = a["strides"], a["dilations"]
+    if wc is None or wc.dtype != np.float32 or a["groups"] != 1 or (dh, dw) != (1, 1) or sh != sw or sh < 2 \
+            or shape is None or len(shape) != 4 or None in shape or x.type.layout not in (None, "NCHW"):
+        return False
+    s = sh
+    cout, cin, kh, kw = wc.shape
+    pt, pl = a["pads"][:2]  # (bottom and right follow from the output size, checked below)
+    if s in CONV_VALIDATED.get((kh, kw), ()) or (kh == kw == s and not any(a["pads"])) \
+            or shape[2] % s or shape[3] % s:
+        return False
+    qy0, qy1 = (-pt) // s, (kh - 1 - pt) // s
+    qx0, qx1 = (-pl) // s, (kw - 1 - pl) // s
+    ky2, kx2 = qy1 - qy0 + 1, qx1 - qx0 + 1
+    if 1 not in CONV_VALIDATED.get((ky2, kx2), ()):
+        return False
+    hb, wb = shape[2] // s, shape[3] // s
+    ho, wo = op.results[0].type.shape[2:]
+    top, left = -qy0, -qx0
+    bottom, right = ho - 1 + qy1 - (hb - 1), wo - 1 + qx1 - (wb - 1)  # (the last output's last block)
+    if min(top, left, bottom, right) < 0 or hb + top + bottom - ky2 + 1 != ho or wb + left + right - kx2 + 1 != wo:
+        return False  # (an output size the blocks do not give: leave it to the backend's verdict)
+    # w2[o, c*s*s + ry*s + rx, qy - qy0, qx - qx0] = w[o, c, s*qy + ry + pt, s*qx + rx + pl]
+    w2 = np.zeros((cout, cin, s, s, ky2, kx2), np.float32)
+    for qy in range(qy0, qy1 + 1):
+        for ry in range(s):
+            ky = s * qy + ry + pt
+            if not 0 <= ky < kh:
+                continue
+            for qx in range(qx0, qx1 + 1):
+                for rx in range(s):
+                    kx = s * qx + rx + pl
+                    if 0 <= kx < kw:
+                        w2[:, :, ry, rx, qy - qy0, qx - qx0] = wc[:, :, ky, kx]
+    n = shape[0]
+    steps = [("reshape", {"shape": (n, cin, hb, s, wb, s)}, "s2d.split"),
+             ("transpose", {"perm": (0, 1, 3, 5, 2, 4)}, "s2d.phases"),
+             ("reshape", {"shape": (n, cin * s * s, hb, wb)}, "s2d")]
+    v = x
+    for kind, attrs_, suffix in steps:
+        step = rw.make(kind, [v], attrs_, f"{op.name}.{suffix}", op.loc)
+        rw.insert_before(op, step)
+        v = step.results[0]
+    operands = [v, rw.const(w2.reshape(cout, cin * s * s, ky2, kx2), f"{op.name}.w", anchor=op), *op.operands[2:]]
+    conv_attrs = {**a, "strides": (1, 1), "pads": (top, left, bottom, right)}
+    rw.replace_op(op, rw.make("conv2d", operands, conv_attrs, op.name, op.loc))
+    return True
+
+
 # ----------------------------------------------------------------------------- large global pool
 def _split_global_pool(rw: Rewriter, op) -> bool:
     """A global average pool over more than the 1024 elements per plane TIDL's global pooling takes
@@ -462,7 +529,7 @@ PATTERN_RULES = [
     ("clip", _hardsigmoid_clip),
     ("erf", _gelu),
     ("div", _layernorm),
-    ("conv2d", _pad_into_window), ("pool2d", _pad_into_window),
+    ("conv2d", _pad_into_window), ("pool2d", _pad_into_window), ("conv2d", _strided_conv),
     ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool),
     ("global_pool", _split_global_pool),
     ("deconv2d", _grouped_deconv),

@@ -362,3 +362,35 @@ def test_jsegnet_is_one_accelerated_subgraph():
     optimize(graph, options)
     assert not [op for op in graph.compute_ops() if op.kind == "deconv2d"]
     assert [op.name for op in graph.compute_ops() if (v := check(op)) is not None and v.verdict == "host"] == []
+
+
+@pytest.mark.parametrize("k,s,p,hw", [(7, 4, 3, (16, 24)), (9, 2, 4, (12, 12)), (5, 3, 2, (12, 9)),
+                                      (6, 4, 1, (16, 16)), (7, 4, 0, (20, 16))])
+def test_a_stride_tidl_does_not_validate_becomes_space_to_depth_and_a_stride_1_conv(tmp_path, k, s, p, hw):
+    """SegFormer's overlapping patch embedding (7x7 stride 4 padded 3) was a host layer: TIDL takes
+    stride 4 only with an 11x11 kernel. As a space-to-depth by 4 and a 2x2 stride-1 conv it is
+    accelerated, equal to onnxruntime's conv within float rounding."""
+    from tidlc.backends.tidl.constraints import check as check_op
+    rng = np.random.default_rng(k * 10 + s)
+    shape = [1, 3, *hw]
+    w = rng.normal(0, 0.2, (8, 3, k, k)).astype(np.float32)
+    b = rng.normal(0, 0.1, 8).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[k, k], strides=[s, s], pads=[p] * 4)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    path = str(tmp_path / "strided.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    x = rng.uniform(-1, 1, shape).astype(np.float32)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    graph = load_onnx(path, CompileOptions())
+    assert check_op(next(graph.compute_ops())).level == "host"
+    optimize(graph, CompileOptions.of(opt_level=2))
+    ops = list(graph.compute_ops())
+    assert [op.kind for op in ops] == ["reshape", "transpose", "reshape", "conv2d"]
+    conv = ops[-1]
+    assert conv.attrs["strides"] == (1, 1) and conv.operands[1].type.shape[1] == 3 * s * s
+    assert all(check_op(op) is None or check_op(op).level != "host" for op in ops)
+    got = run_graph(graph, {"x": x})["y"]
+    assert got.shape == ref.shape
+    assert float(np.max(np.abs(got - ref))) <= 1e-5 * float(np.max(np.abs(ref)))
