@@ -104,6 +104,12 @@ class TidlBackend:
         from tidlc.backends.tidl.quantize.ptq import precision_sources
         return precision_sources(op)
 
+    def layers_for_16bit(self, op) -> list[str]:
+        """What ``--16bit-layers`` must name to compute ``op`` in 16 bits: ``op`` itself, or for a
+        layer that takes its inputs' precision (softmax, concat, max pool) the layers that set it."""
+        from tidlc.backends.tidl.quantize.ptq import layers_for_16bit
+        return layers_for_16bit(op)
+
     def prepare_pipeline(self, level: int, passes: list[str]) -> list[str]:
         """TIDL's own pass, ``quantize`` (``tidlc.backends.tidl.quantize``), ends every ``-O``
         pipeline; the compile driver drops it when the output is float (``--emit ir``)."""

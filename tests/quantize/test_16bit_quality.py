@@ -412,3 +412,35 @@ def test_16bit_layers_naming_a_concat_warns_and_names_its_sources(tmp_path, cli)
     assert "(hint: name the layers that set it: --16bit-layers xyp,head.sigmoid)" in err
     code, _, err = cli(*args, "det,xyp", quiet=False)  # its widest input is 16-bit now, and so is the concat
     assert code == 0 and "16bit-layers" not in err, err
+
+
+def test_layers_for_16bit_name_what_sets_a_layers_precision(tmp_path):
+    """A softmax (attention probabilities: 9 codes at 8 bits) takes its input's precision; compare's
+    hint names the layer before it, which --16bit-layers then makes 16-bit, softmax included."""
+    from tidlc.backends.tidl.quantize.ptq import layers_for_16bit
+    from tidlc.frontends.onnx.importer import load_onnx
+
+    from tidlc.commands.compare import Row, diagnose
+    from tidlc.compiler import optimize
+    from tidlc.config import CompileOptions
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.float32(0.5), "half")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+             helper.make_node("Mul", ["p", "x2"], ["m"], name="scores"),
+             helper.make_node("Softmax", ["m"], ["y"], axis=-1, name="attn")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+                                           helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1, 4, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], inits)
+    path = tmp_path / "attn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    g = load_onnx(str(path), CompileOptions())
+    optimize(g, CompileOptions.of(opt_level=2))
+    ops = {op.name: op for op in g.compute_ops()}
+    assert layers_for_16bit(ops["attn"]) == ["scores"]
+    assert layers_for_16bit(ops["scores"]) == ["scores"]
+    assert layers_for_16bit(ops["pool"]) == ["conv"]
+    row = Row("attn", "softmax", [1, 4, 4, 4], "u8", 255.0, None, 16.9, 0.99, 0.003, 0.0, 1.0, 1.0, 9,
+              fix_16bit=["scores"])
+    assert diagnose(row).endswith("try --16bit-layers scores (the softmax takes its input's precision)")

@@ -88,6 +88,7 @@ class Row:
     weak_part_max: float | None = None
     weak_part_fix: list | None = None  # the layers that set the concat's precision (--16bit-layers)
     weak_part_const: bool = False  # that input is a constant (a ViT's class token)
+    fix_16bit: list | None = None  # what --16bit-layers names to make it 16-bit (a softmax: the layer before it)
 
     def weak_below(self, threshold: float) -> bool:
         """A concat whose narrow input's part is below ``threshold`` (whatever the tensor's SNR)."""
@@ -162,6 +163,8 @@ def layer_rows(quantized, feeds, backend=None, attribution: bool = False) -> lis
                 float_max=float(np.abs(ref).max(initial=0.0)), representable_max=max(abs(q.qmin), q.qmax) / scale,
                 codes_used=int(np.unique(r).size))
             row.channel_spread_db, row.wide_channel = _channel_spread(ref, v.type.layout)
+            if origin.producer is not None and hasattr(backend, "layers_for_16bit"):
+                row.fix_16bit = backend.layers_for_16bit(origin.producer) or None
             if op.kind == "concat":
                 _weak_part(row, op, ref, deq, origin.producer, getattr(backend, "precision_sources", None))
             local = _local_float(op, v, origin, fixed_env, real, is_fixed)
@@ -307,7 +310,8 @@ CHANNEL_SPREAD_DB = 20.0  # channel ranges this far apart make a per-tensor step
 def diagnose(row: Row) -> str:
     """The likely cause of a layer's loss, from its own numbers."""
     wide = row.dtype.endswith("16")
-    more_bits = "" if wide else f"; try --16bit-layers {row.name}"
+    more_bits = "" if wide else f"; try --16bit-layers {','.join(row.fix_16bit or [row.name])}" + (
+        f" (the {row.op} takes its input's precision)" if row.fix_16bit and row.fix_16bit != [row.name] else "")
     if row.float_max > row.representable_max * 1.001 and row.saturated_pct > 0.05:
         return (f"range clipped: float values reach {row.float_max:.4g}, the fixed-point range ends at "
                 f"{row.representable_max:.4g} ({row.saturated_pct:.2f}% saturated); calibrate with more "

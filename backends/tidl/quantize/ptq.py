@@ -110,6 +110,24 @@ def _builtin_inherit_ops() -> frozenset:
 INHERIT_OPS = _builtin_inherit_ops()
 
 
+def sets_own_precision(op) -> bool:
+    """Whether ``--16bit-layers`` naming ``op`` makes its result 16-bit: MAC, element-wise, table
+    and average-pool layers change precision; data movement, max pooling, concat and softmax take
+    their inputs' (tidl-facts: "only Conv, BatchNorm, Pooling (not max), EltWise can change
+    precision between in/out; others inherit"), as :meth:`Quantizer.quantize_op` does."""
+    if op.kind in ("softmax", "data_convert", "argmax"):
+        return False
+    return not op.opdef.has(Trait.SCALE_PRESERVING) or _is_average(op)
+
+
+def layers_for_16bit(op) -> list[str]:
+    """What ``--16bit-layers`` must name to compute ``op`` in 16 bits: the op itself when it sets
+    its own precision, else the layers that set it (:func:`precision_sources`)."""
+    if sets_own_precision(op) and op.name:
+        return [op.name]
+    return precision_sources(op)
+
+
 def precision_sources(op) -> list[str]:
     """The layers that set the precision of ``op`` (a concat, slice, reshape, max pool: TIDL changes
     precision only in MAC, element-wise, table and average-pool layers; the others take their
