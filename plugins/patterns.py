@@ -342,8 +342,8 @@ def _chained_pool(rw: Rewriter, op) -> bool:
     blocks: the max of maxima, the mean of means)."""
     a = op.attrs
     (kh, kw), (sh, sw) = a["kernel"], a["strides"]
-    if kh != kw or sh != sw or tuple(a["dilations"]) != (1, 1) or a.get("ceil_mode") or kh <= 3:
-        return False
+    if kh != kw or sh != sw or tuple(a["dilations"]) != (1, 1) or (a.get("ceil_mode") and sh != 1) or kh <= 3:
+        return False  # (at stride 1 ceil mode changes nothing: Caffe's pools, all in ceil mode, chain too)
     pads = tuple(a["pads"])
     if a["mode"] == "max" and sh == 1 and kh % 2 == 1 and pads == ((kh - 1) // 2,) * 4:
         steps, step = (kh - 1) // 2, {"kernel": (3, 3), "strides": (1, 1), "pads": (1, 1, 1, 1)}

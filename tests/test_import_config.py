@@ -187,13 +187,13 @@ def test_post_proc_type_and_rand_params_reach_tidlc_run(tmp_path, capsys, small_
 WIDE_POOL = """name: "wide"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 dim: 8 dim: 8 } } }
 layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
-layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: MAX kernel_size: 5 stride: 1 pad: 2 } }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: AVE kernel_size: 5 stride: 1 pad: 2 } }
 layer { name: "head" type: "Convolution" bottom: "pool" top: "head" convolution_param { num_output: 2 kernel_size: 1 } }
 """
 
 
 def test_a_config_whose_model_partitions_is_run_and_estimated_through_the_config(tmp_path, capsys):
-    """TIDL pools validate 1x1-3x3 windows: this model's 5x5 max pool runs on the host, so the compile
+    """TIDL pools validate 1x1-3x3 windows: this model's 5x5 average pool runs on the host, so the compile
     writes model.tdp and subgraph folders, not outputNetFile. The compile says so, and `tidlc run|perf
     IMPORT.txt` find the partitioned model (they looked for the net file); a stale net file from an
     earlier whole-model compile is removed."""

@@ -220,7 +220,7 @@ def load_caffe(path: str, options=None) -> Graph:
     shapes = dict(options.load.input_shapes if options is not None else {})
     graph = lower_net(net, source, path, shapes)
     graph.attrs["source"] = os.path.basename(path)
-    if isinstance(source, ZeroWeights):
+    if isinstance(source, ZeroWeights) and source.used:  # (a net of pools and concats has none to miss)
         graph.attrs["missing_weights"] = True
         beside = Path(path).with_suffix(".caffemodel").name
         warn(f"{path}: no weights (no --weights and no {beside} beside it): structure only, "

@@ -394,3 +394,29 @@ def test_a_stride_tidl_does_not_validate_becomes_space_to_depth_and_a_stride_1_c
     got = run_graph(graph, {"x": x})["y"]
     assert got.shape == ref.shape
     assert float(np.max(np.abs(got - ref))) <= 1e-5 * float(np.max(np.abs(ref)))
+
+
+def test_caffe_spp_max_pools_chain_in_ceil_mode(tmp_path):
+    """Caffe pools are all in ceil mode, which at stride 1 changes nothing: a Caffe SPP block (5x5,
+    9x9, 13x13 stride-1 max pools, concatenated) chains like the ONNX one, no host layer left, the
+    same outputs as imported."""
+    from tidlc.backends.tidl.constraints import check
+
+    from tidlc.compiler import load
+    pools = "".join(
+        f'layer {{ name: "pool{k}" type: "Pooling" bottom: "data" top: "pool{k}" '
+        f'pooling_param {{ pool: MAX kernel_size: {k} stride: 1 pad: {k // 2} }} }}\n' for k in (5, 9, 13))
+    proto = tmp_path / "spp.prototxt"
+    proto.write_text('name: "spp"\nlayer { name: "data" type: "Input" top: "data" '
+                     'input_param { shape { dim: 1 dim: 4 dim: 16 dim: 16 } } }\n' + pools +
+                     'layer { name: "cat" type: "Concat" bottom: "data" bottom: "pool5" bottom: "pool9" '
+                     'bottom: "pool13" top: "cat" }\n')
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 4, 16, 16)).astype(np.float32)
+    ref = run_graph(load(str(proto), CompileOptions()), {"data": x})["cat"]
+    options = CompileOptions.of(opt_level=2)
+    graph = load(str(proto), options)
+    optimize(graph, options)
+    pools = [op for op in graph.compute_ops() if op.kind == "pool2d"]
+    assert len(pools) == 2 + 4 + 6 and all(op.attrs["kernel"] == (3, 3) for op in pools)
+    assert not [op.name for op in graph.compute_ops() if (v := check(op)) is not None and v.level == "host"]
+    np.testing.assert_array_equal(run_graph(graph, {"data": x})["cat"], ref)
