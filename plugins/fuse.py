@@ -7,7 +7,9 @@
 * ``mul``/``add`` (either operand order), ``sub``/``div`` (constant second) of a
   per-channel (or scalar) float constant on a 4-D or 2-D tensor -> ``scale``; on the
   last axis of a ``dense`` result of any rank (a Linear's bias on tokens) -> ``scale``
-  on that axis, which then folds into the dense;
+  on that axis, which then folds into the dense; through a reshape that only splits the
+  dense's last axis (Keras' EinsumDense ``abc,cde->abde`` + a ``(d, e)`` bias) -> the
+  dense's bias;
 * ``scale`` of a single-reader ``scale`` -> one ``scale``;
 * ``scale`` after a single-reader ``conv2d``/``deconv2d``/``dense`` without a fused
   activation and with f32 weights -> folded into the weights and bias.
@@ -136,6 +138,52 @@ def _matmul_to_dense(rw: Rewriter, op) -> bool:
     return True
 
 
+def _bias_through_reshape(rw: Rewriter, op) -> bool:
+    """``add(reshape(dense(x)), c)`` where the reshape keeps the dense result's last axis whole
+    (regrouping the leading axes, splitting the last one) and ``c`` is constant over the axes it
+    became -> the dense's bias takes ``c``: Keras' EinsumDense (``abc,cde->abde`` then a bias of
+    shape ``(d, e)``: MultiHeadAttention's projections) and Dense on tokens in a frozen graph
+    (``Tensordot``: reshape to 2-D, MatMul, reshape back, BiasAdd)."""
+    if op.kind != "add" or op.attrs["act"] != "none":
+        return False
+    for r, other in (op.operands, op.operands[::-1]):
+        c = _const(other)
+        shaper = r.producer
+        if c is None or c.dtype.kind != "f" or shaper is None or shaper.kind != "reshape" \
+                or len(shaper.operands) != 1 or rw.single_user(r) is not op:
+            continue
+        dense = shaper.operands[0].producer
+        if dense is None or dense.kind != "dense" or not _foldable_dense(rw, shaper.operands[0]) \
+                or rw.single_user(shaper.operands[0]) is not shaper:
+            continue
+        src, dst = dense.results[0].type.shape, r.type.shape
+        if src is None or dst is None or None in src or None in dst or op.results[0].type.shape != dst:
+            continue
+        n, lead = src[-1], len(dst)  # the dst axes the dense's last axis became: the shortest tail of n
+        while lead > 0 and int(np.prod(dst[lead:])) < n:
+            lead -= 1
+        if int(np.prod(dst[lead:])) != n or int(np.prod(dst[:lead])) != int(np.prod(src[:-1])):
+            continue
+        tail = tuple(dst[lead:])
+        extra = c.ndim - len(tail)
+        if (extra > 0 and any(d != 1 for d in c.shape[:extra])) or c.size not in (1, n):
+            continue
+        try:
+            add = np.broadcast_to(c.reshape(c.shape[max(extra, 0):]), tail).reshape(n).astype(np.float64)
+        except ValueError:
+            continue
+        old_b = _const(dense.operands[2]) if len(dense.operands) > 2 else np.zeros(n, np.float32)
+        if old_b is None:
+            continue
+        bv = rw.const((old_b.reshape(-1).astype(np.float64) + add).astype(np.float32), f"{dense.name}.b",
+                      anchor=dense)
+        new = rw.make("dense", [dense.operands[0], dense.operands[1], bv], dict(dense.attrs), dense.name, dense.loc)
+        rw.replace_op(dense, new)
+        rw.replace_op(op, r)
+        return True
+    return False
+
+
 def _scale_parts(op):
     s = _const(op.operands[1])
     b = _const(op.operands[2]) if len(op.operands) > 2 else None
@@ -220,7 +268,7 @@ BN_RULES = [
     ("matmul", _matmul_to_dense),
     ("batchnorm", _bn_to_scale),
     ("mul", _arith_to_scale),
-    ("add", _arith_to_scale),
+    ("add", _arith_to_scale), ("add", _bias_through_reshape),
     ("sub", _arith_to_scale),
     ("div", _arith_to_scale),
     ("scale", _fold_scale_into_producer),
@@ -243,16 +291,23 @@ def _canonical_act(op):
 
 
 def _fuse_act(rw: Rewriter, op) -> bool:
-    prod = op.operands[0].producer
+    prod, reader = op.operands[0].producer, op
+    if prod is not None and prod.kind == "reshape" and len(prod.operands) == 1 and not op.attrs.get("act_params") \
+            and rw.single_user(prod.results[0]) is op:
+        # an element-wise activation commutes with a reshape: Keras' Dense on tokens in a frozen
+        # graph is reshape -> MatMul -> reshape -> BiasAdd -> Gelu
+        prod, reader = prod.operands[0].producer, prod
     if prod is None or "act" not in prod.attrs or prod.attrs["act"] != "none":
         return False
-    if rw.single_user(prod.results[0]) is not op or len(prod.results) != 1:
+    if rw.single_user(prod.results[0]) is not reader or len(prod.results) != 1:
         return False
     if prod.results[0].type.dtype != "f32":
         return False
     act, params = _canonical_act(op)
+    if reader is not op and act == "prelu":
+        return False
     rw.update_attrs(prod, act=act, act_params=params)
-    rw.replace_op(op, prod.results[0])
+    rw.replace_op(op, op.operands[0])
     return True
 
 

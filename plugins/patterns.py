@@ -12,7 +12,8 @@ within rounding (1e-5 relative):
 * GELU ``0.5 * x * (1 + erf(x / sqrt(2)))`` (any association, ``x * 0.7071...``
   for the division) -> ``gelu``;
 * LayerNorm ``(x - mean) / sqrt(mean((x - mean)^2) + eps) * gamma + beta`` over
-  trailing axes (``pow(d, 2)`` or ``d * d``; gamma/beta optional) -> ``layernorm``;
+  trailing axes (``pow(d, 2)`` or ``d * d``; gamma/beta optional), and Keras'
+  ``x * m + (beta - mean * m)`` with ``m = rsqrt(var + eps) * gamma`` -> ``layernorm``;
 * an explicit zero ``Pad`` of H and W before a ``conv2d`` (or an average pool
   that counts the pad) -> the conv's (pool's) own padding;
 * a pool whose single window covers the whole plane (``pool5`` 7x7 on a 7x7
@@ -185,15 +186,22 @@ def _hardsigmoid_div(rw: Rewriter, op) -> bool:
 
 # ----------------------------------------------------------------------------- gelu
 def _gelu(rw: Rewriter, erf) -> bool:
-    """At an erf: ``0.5 * x * (1 + erf(x / sqrt(2)))`` in any association -> gelu(x)."""
+    """At an erf: ``0.5 * x * (1 + erf(x / sqrt(2)))`` in any association -> gelu(x); also Keras'
+    ``0.5 * x * erfc(-x / sqrt(2))``, imported as ``1 - erf(-x / sqrt(2))`` (erf is odd)."""
     x = _scaled_by(rw, erf.operands[0], 1 / SQRT2)
+    neg = _plain(rw, x, ("neg",)) if x is not None else None
     if x is None:
         return False
+    if neg is not None:
+        x = neg.operands[0]
     add = rw.single_user(erf.results[0])
-    if add is None or add.kind != "add" or add.attrs["act"] != "none":
+    if add is None or add.kind != ("add" if neg is None else "sub") or add.attrs["act"] != "none":
         return False
-    split = _split_const(add)
-    if split is None or split[0] is not erf.results[0] or not _near(split[1], 1.0):
+    if neg is None:
+        split = _split_const(add)
+        if split is None or split[0] is not erf.results[0] or not _near(split[1], 1.0):
+            return False
+    elif add.operands[1] is not erf.results[0] or not _near(_scalar(add.operands[0]), 1.0):
         return False
     m1 = rw.single_user(add.results[0])
     if m1 is None or m1.kind != "mul" or m1.attrs["act"] != "none":
@@ -264,25 +272,123 @@ def _layernorm(rw: Rewriter, div) -> bool:
     var = _mean_over(rw, split[0])
     if var is None or var[1] != axis or _square_of(rw, var[0]) is not d:
         return False
-    out, operands = div, [x]
-    normalized = x.type.shape[axis:] if x.type.shape is not None else None
+    return _make_layernorm(rw, div, x, axis, float(split[1]), None, None)
+
+
+def _over(c: np.ndarray | None, normalized) -> np.ndarray | None:
+    """Constant ``c`` as one value per element of the ``normalized`` trailing axes, else None."""
+    if c is None or normalized is None or None in normalized or c.dtype.kind != "f":
+        return None
+    lead = c.ndim - len(normalized)  # (Keras' gamma is (1, 1, C) on tokens)
+    if lead > 0 and any(d != 1 for d in c.shape[:lead]):
+        return None
+    c = c.reshape(c.shape[lead:]) if lead > 0 else c
+    if c.size not in (1, int(np.prod(normalized))):
+        return None
+    try:
+        return np.broadcast_to(c, normalized).astype(np.float32)
+    except ValueError:  # (a constant over other axes: not an affine of the normalized ones)
+        return None
+
+
+def _make_layernorm(rw: Rewriter, out, x, axis: int, eps: float, gamma, beta) -> bool:
+    """Replace ``out`` (the normalized value) by ``layernorm(x, gamma, beta)``, taking in a following
+    ``* gamma`` and ``+ beta`` of constants over the normalized axes (each optional)."""
+    normalized = tuple(x.type.shape[axis:]) if x.type.shape is not None else None
     for kind in ("mul", "add"):  # the affine part (each optional), constant over the normalized axes
         user = rw.single_user(out.results[0])
         if user is None or user.kind != kind or user.attrs["act"] != "none":
             continue
         other = user.operands[1] if user.operands[0] is out.results[0] else user.operands[0]
-        c = other.const_value()
-        if c is None or normalized is None or None in normalized or c.ndim > len(normalized) \
-                or c.size not in (1, int(np.prod(normalized))):
+        c = _over(other.const_value(), normalized)
+        if c is None:
             continue
-        if kind == "add" and len(operands) == 1:  # beta without gamma: gamma = 1
-            operands.append(rw.const(np.ones(normalized, np.float32), f"{div.name}.scale", anchor=user))
-        operands.append(rw.const(np.broadcast_to(c.reshape(c.shape[-len(normalized):] if c.ndim else ()),
-                                                 normalized).astype(np.float32), f"{user.name}.c", anchor=user))
+        if kind == "mul":
+            gamma, beta = c if gamma is None else gamma * c, None if beta is None else beta * c
+        else:
+            beta = c if beta is None else beta + c
         out = user
-    attrs = {"axis": axis, "epsilon": float(split[1])}
-    rw.replace_op(out, rw.make("layernorm", operands, attrs, out.name, out.loc))
+    operands = [x]
+    if gamma is not None or beta is not None:
+        operands.append(rw.const(np.ones(normalized, np.float32) if gamma is None else gamma, f"{out.name}.scale",
+                                 anchor=out))
+    if beta is not None:
+        operands.append(rw.const(beta, f"{out.name}.bias", anchor=out))
+    rw.replace_op(out, rw.make("layernorm", operands, {"axis": axis, "epsilon": eps}, out.name, out.loc))
     return True
+
+
+def _other(op, v):
+    """The operand of binary ``op`` that is not ``v`` (None when ``v`` is not one)."""
+    a, b = op.operands
+    return b if a is v else a if b is v else None
+
+
+def _rsqrt_var(rw: Rewriter, v):
+    """(x, axis, eps, gamma) if ``v`` is ``1 / sqrt(mean((x - mean(x))**2) + eps)`` [``* gamma``]."""
+    gamma = None
+    op = _plain(rw, v, ("mul",))
+    if op is not None:  # * gamma
+        for u, c in ((op.operands[0], op.operands[1]), (op.operands[1], op.operands[0])):
+            if c.const_value() is not None and _plain(rw, u, ("reciprocal",)) is not None:
+                v, gamma = u, c.const_value()
+                break
+        else:
+            return None
+    rec = _plain(rw, v, ("reciprocal",))
+    sqrt = _plain(rw, rec.operands[0], ("sqrt",)) if rec is not None else None
+    add = _plain(rw, sqrt.operands[0], ("add",)) if sqrt is not None else None
+    split = _split_const(add) if add is not None else None
+    if split is None or split[1] <= 0:
+        return None
+    var = _mean_over(rw, split[0])
+    d = _square_of(rw, var[0]) if var is not None else None
+    sub = _plain(rw, d, ("sub",)) if d is not None else None
+    if sub is None:
+        return None
+    x, mean = sub.operands
+    found = _mean_over(rw, mean)
+    if found is None or found[0] is not x or found[1] != var[1]:
+        return None
+    return x, mean, var[1], split[1], gamma
+
+
+def _layernorm_moments(rw: Rewriter, add) -> bool:
+    """TensorFlow's (Keras') LayerNormalization: ``m = rsqrt(var + eps) * gamma``, then
+    ``x * m + (beta - mean * m)``; TFLite writes the shift as ``-mean * m`` (and drops a zero beta)
+    -> layernorm(x, gamma, beta)."""
+    if add.attrs["act"] != "none":
+        return False
+    for p, q in (add.operands, add.operands[::-1]):
+        scaled = _plain(rw, p, ("mul",))
+        if scaled is None:
+            continue
+        for x, m in (scaled.operands, scaled.operands[::-1]):
+            found = _rsqrt_var(rw, m)
+            if found is None or found[0] is not x:
+                continue
+            _, mean, axis, eps, gamma = found
+            shift, beta, negated = _plain(rw, q, ("mul", "sub", "add")), None, True
+            if shift is not None and shift.kind in ("sub", "add"):  # beta - mean * m, beta + (-mean) * m
+                c, t = shift.operands
+                if shift.kind == "add" and c.const_value() is None:
+                    c, t = t, c
+                beta, negated = c.const_value(), shift.kind == "add"
+                shift = _plain(rw, t, ("mul",))
+                if beta is None:
+                    continue
+            centre = _other(shift, m) if shift is not None and shift.kind == "mul" else None
+            neg = _plain(rw, centre, ("neg",)) if centre is not None else None
+            if not (negated and neg is not None and neg.operands[0] is mean) and \
+                    not (not negated and centre is mean):
+                continue
+            normalized = tuple(x.type.shape[axis:]) if x.type.shape is not None else None
+            g = _over(gamma, normalized) if gamma is not None else None
+            b = _over(beta, normalized) if beta is not None else None
+            if (gamma is not None and g is None) or (beta is not None and b is None):
+                continue
+            return _make_layernorm(rw, add, x, axis, eps, g, b)
+    return False
 
 
 # ----------------------------------------------------------------------------- pad into conv / pool
@@ -528,7 +634,7 @@ PATTERN_RULES = [
     ("mul", _hardsigmoid_div), ("div", _hardsigmoid_div),
     ("clip", _hardsigmoid_clip),
     ("erf", _gelu),
-    ("div", _layernorm),
+    ("div", _layernorm), ("add", _layernorm_moments),
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window), ("conv2d", _strided_conv),
     ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool),
     ("global_pool", _split_global_pool),

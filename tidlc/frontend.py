@@ -262,6 +262,21 @@ class NodeContext:
 _SHAPE_HINT = "give the input shapes with --input-shape NAME=d0,d1,..."
 
 
+def tile_by_concat(node: NodeContext, x: Value, repeats: Sequence[int]) -> Value:
+    """Tile by constant ``repeats`` (ONNX Tile, TensorFlow Tile): r copies along an axis are one
+    concat of r inputs."""
+    repeats = [int(r) for r in repeats]
+    if x.type.rank is not None and len(repeats) != x.type.rank:
+        raise node.error(f"repeats has {len(repeats)} values for an input of rank {x.type.rank}")
+    if any(r < 1 for r in repeats):
+        raise node.error(f"repeats {repeats} must be positive (0 would make an empty tensor)")
+    y = x
+    for axis, r in enumerate(repeats):
+        if r != 1:
+            y = node.op("concat", [y] * r, axis=axis)
+    return y if y is not x else node.op("identity", [x])
+
+
 class Importer:
     """One model's conversion. :meth:`run` is the template every builtin frontend follows::
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tidlc import frontend_einsum as einsum
 from tidlc.frontend import not_lowered
 from tidlc.ir.core import Value
 from tidlc.ir.types import numpy_dtype
@@ -239,6 +240,18 @@ def matmul(node: Node) -> None:
         node.bind(node.op("dense", [a, _dense_weight(node, b, False, 1.0)]))
     else:
         node.bind(node.op("matmul", [a, b]))
+
+
+def _check_einsum(node: Node) -> str | None:
+    problem = einsum.equation_problem(node.attr_str("equation"), len([n for n in node.input_names if n]))
+    return not_lowered(problem) if problem is not None else None
+
+
+@converter("Einsum", since=12, check=_check_einsum)
+def einsum_op(node: Node) -> None:
+    """``torch.einsum``: transposes and reshapes around one matmul (dense for a constant right
+    operand), see ``tidlc.frontend_einsum``."""
+    node.bind(einsum.einsum(node, node.attr_str("equation"), [node.input(i) for i in range(node.num_inputs)]))
 
 
 # ----------------------------------------------------------------------------- normalisation

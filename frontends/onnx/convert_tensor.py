@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tidlc.frontend import not_lowered
+from tidlc.frontend import not_lowered, tile_by_concat
 from tidlc.ir.types import dtype_of
 
 from .context import Node
@@ -224,17 +224,7 @@ def expand(node: Node) -> None:
 
 @converter("Tile", since=6)
 def tile(node: Node) -> None:
-    # constant repeats: r copies along an axis are one concat of r inputs
-    x = node.input(0)
-    repeats = node.const_ints(1, "repeats")
-    if x.type.rank is not None and len(repeats) != x.type.rank:
-        raise node.error(f"repeats has {len(repeats)} values for an input of rank {x.type.rank}")
-    if any(r < 1 for r in repeats):
-        raise node.error(f"repeats {list(repeats)} must be positive (0 would make an empty tensor)")
-    for axis, r in enumerate(repeats):
-        if r != 1:
-            x = node.op("concat", [x] * r, axis=axis)
-    node.bind(x if x is not node.input(0) else node.op("identity", [x]))
+    node.bind(tile_by_concat(node, node.input(0), node.const_ints(1, "repeats")))
 
 
 # ----------------------------------------------------------------------------- pass-through

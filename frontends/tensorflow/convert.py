@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tidlc import frontend_einsum as einsum
 from tidlc import frontend_nhwc as nhwc
+from tidlc.frontend import tile_by_concat
 from tidlc.frontend_nhwc import (
     deconv_pads,
     nchw_op,
@@ -275,6 +277,17 @@ def leaky_relu(node) -> None:
     node.bind(node.op("leaky_relu", [node.input(0)], alpha=node.attr_float("alpha", 0.2)))
 
 
+@converter("Erf")
+def erf(node) -> None:
+    node.bind(node.op("erf", [node.input(0)]))
+
+
+@converter("Erfc")
+def erfc(node) -> None:
+    """``1 - erf(x)``: Keras' exact GELU is ``0.5 * x * erfc(-x / sqrt(2))`` (fuse-patterns rebuilds it)."""
+    node.bind(node.op("sub", [node.const(np.float32(1.0), "one"), node.op("erf", [node.input(0)])]))
+
+
 @converter("Rsqrt")
 def rsqrt(node) -> None:
     node.bind(node.op("reciprocal", [node.op("sqrt", [node.input(0)])]))
@@ -317,6 +330,27 @@ def matmul(node) -> None:
     if tb:
         b = node.op("transpose", [b], perm=(1, 0))
     node.bind(node.op("matmul", [a, b]))
+
+
+@converter("BatchMatMul", "BatchMatMulV2", "BatchMatMulV3")
+def batch_mat_mul(node) -> None:
+    node.bind(einsum.batch_matmul(node, node.input(0), node.input(1), node.attr_bool("adj_x", False),
+                                  node.attr_bool("adj_y", False)))
+
+
+def _check_einsum(node) -> str | None:
+    return einsum.equation_problem(node.attr_str("equation"), len(node.input_refs))
+
+
+@converter("Einsum", check=_check_einsum)
+def einsum_op(node) -> None:
+    """Keras' MultiHeadAttention / EinsumDense (``abc,cde->abde``, ``aecd,abcd->acbe``)."""
+    node.bind(einsum.einsum(node, node.attr_str("equation"), node.inputs()))
+
+
+@converter("Tile")
+def tile(node) -> None:
+    node.bind(tile_by_concat(node, node.input(0), node.const_ints(1, "multiples")))
 
 
 @converter("Softmax", "LogSoftmax")

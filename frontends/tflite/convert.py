@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tidlc import frontend_einsum as einsum
 from tidlc import frontend_nhwc as nhwc
 from tidlc.frontend_nhwc import (
     deconv_pads,
@@ -117,6 +118,13 @@ def fully_connected(node) -> None:
     if not node.options["keep_num_dims"] and x.type.rank != 2:
         x = node.op("reshape", [x], shape=(-1, in_features))
     node.bind(node.op("dense", [x, w, *b], **node.act()))
+
+
+@converter("BATCH_MATMUL")
+def batch_matmul(node) -> None:
+    """Keras' MultiHeadAttention after TFLite's conversion of its einsums (adj_y: q @ k^T)."""
+    node.bind(einsum.batch_matmul(node, node.input(0), node.input(1), node.options["adj_x"],
+                                  node.options["adj_y"]))
 
 
 # ----------------------------------------------------------------------------- pooling, reductions

@@ -105,6 +105,7 @@ OPTIONS: dict[str, dict[str, tuple[int, str, Any]]] = {
     "SHAPE": {"out_type": (0, "b", 0)},
     "CAST": {"in_data_type": (0, "b", 0), "out_data_type": (1, "b", 0)},
     "GELU": {"approximate": (0, "?", False)},
+    "BATCH_MATMUL": {"adj_x": (0, "?", False), "adj_y": (1, "?", False)},
 }
 
 

@@ -102,3 +102,28 @@ def assert_one_line_error(capsys, path: pathlib.Path, data: bytes, message: str)
     assert main(["ir", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"{path}: error: {message}"), err
+
+
+def keras_encoder_block(keras, tokens: int = 9, dim: int = 16, heads: int = 2):
+    """A transformer encoder block as Keras writes one (LayerNormalization, MultiHeadAttention, Dense
+    with the exact GELU), seeded, with random biases, betas and gammas (Keras starts them at 0 and
+    1, and TFLite drops an add of zeros): ``fn(x)`` on ``(1, tokens, dim)`` tokens."""
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    init = {"beta_initializer": "random_normal", "gamma_initializer": keras.initializers.RandomUniform(0.5, 1.5)}
+    x = keras.Input((tokens, dim), batch_size=1)
+    h = layers.LayerNormalization(epsilon=1e-6, **init)(x)
+    h = layers.MultiHeadAttention(heads, dim // heads, bias_initializer="random_normal")(h, h)
+    y = x + h
+    h = layers.LayerNormalization(epsilon=1e-6, **init)(y)
+    h = layers.Dense(2 * dim, activation="gelu", bias_initializer="random_normal")(h)
+    y = y + layers.Dense(dim, bias_initializer="random_normal")(h)
+    model = keras.Model(x, y)
+    return lambda t: model(t)
+
+
+def encoder_block_kinds(graph) -> list[str]:
+    """The compute op kinds of :func:`keras_encoder_block` at -O2, for the assertions both TensorFlow
+    frontends share: two layernorms, the projections as dense layers with their biases, GELU fused."""
+    return [op.kind + (f"+{op.attrs['act']}" if op.attrs.get("act", "none") != "none" else "")
+            for op in graph.compute_ops()]

@@ -314,3 +314,42 @@ def test_weights_from_constant_of_shape_become_dense(ox, op_type):
     assert "dense" in [op.kind for op in ox.tidlc_graph(model, None).compute_ops()]
     graph = ox.tidlc_graph(model, 1)
     assert [op.kind for op in graph.compute_ops()] == ["dense"]
+
+
+EINSUMS = [  # (equation, shapes, which operands are constants)
+    ("abc,cde->abde", [(1, 5, 8), (8, 2, 4)], (1,)),  # Keras EinsumDense: the q/k/v projections
+    ("abcd,cde->abe", [(1, 5, 2, 4), (2, 4, 8)], (1,)),  # the output projection
+    ("aecd,abcd->acbe", [(1, 6, 2, 4), (1, 5, 2, 4)], ()),  # attention scores
+    ("acbe,aecd->abcd", [(1, 2, 5, 6), (1, 6, 2, 4)], ()),  # attention-weighted values
+    ("bhqd,bhkd->bhqk", [(2, 3, 4, 5), (2, 3, 6, 5)], ()),
+    ("bij,bjk->bik", [(3, 4, 5), (3, 5, 2)], ()),
+    ("...ij,...jk->...ik", [(2, 3, 4, 5), (1, 3, 5, 2)], ()),  # batch broadcasting
+    ("ij,jk", [(4, 5), (5, 3)], ()),  # implicit output
+    ("ij,ij->i", [(4, 5), (4, 5)], ()),  # a row-wise dot product
+    ("ijk->kj", [(2, 3, 4)], ()),  # a sum and a transpose
+    ("ij,kj->ik", [(4, 5), (3, 5)], (1,)),  # x @ W.T with a constant W
+    ("bi,i->b", [(3, 4), (4,)], (1,)),
+]
+
+
+@pytest.mark.parametrize("equation,shapes,consts", EINSUMS, ids=[e[0] for e in EINSUMS])
+def test_einsum(ox, equation, shapes, consts):
+    rng = np.random.default_rng(len(equation))
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    names = [f"x{i}" for i in range(len(shapes))]
+    inputs = {n: a for i, (n, a) in enumerate(zip(names, arrays)) if i not in consts}
+    inits = {n: a for i, (n, a) in enumerate(zip(names, arrays)) if i in consts}
+    ox.check_node("Einsum", inputs, {"equation": equation}, opset=12, initializers=inits, input_names=names)
+    if consts:  # a constant right operand without batch indices is one InnerProduct
+        graph = ox.tidlc_graph(ox.make_model([ox.helper.make_node("Einsum", names, ["y"], equation=equation)],
+                                             inputs, ["y"], inits, 12), 2)
+        assert [op.kind for op in graph.compute_ops()].count("dense") == 1
+
+
+def test_einsum_diagonal_runs_on_the_host(ox):
+    """A repeated index (a diagonal) is not lowered: a host op that says why."""
+    x = np.random.default_rng(0).standard_normal((3, 4, 4)).astype(np.float32)
+    ox.check_node("Einsum", {"x": x}, {"equation": "bii->bi"}, opset=12)
+    (host,) = [op for op in ox.tidlc_graph(ox.make_model([ox.helper.make_node("Einsum", ["x"], ["y"], equation="bii->bi")],
+                                                           {"x": x}, ["y"], None, 12), 0).ops if op.kind == "host"]
+    assert "a diagonal" in host.attrs["reason"]
