@@ -27,6 +27,9 @@ within rounding (1e-5 relative):
 * a conv whose kernel/stride pair TIDL does not validate (SegFormer's 7x7 stride-4
   patch embedding) -> space-to-depth by the stride (reshape, transpose, reshape)
   and a stride-1 conv whose kernel TIDL validates (7x7 s4 p3: 2x2);
+* an element-wise op whose operand broadcasts over the batch axis (Swin's relative
+  position bias on its windows, stacked in the batch) -> the same op behind a leading
+  axis of 1 (reshapes: views), which TIDL's EltWise broadcasts;
 * a grouped stride-s ``deconv2d`` whose output is s times its input (JSegNet's
   bilinear upsampling) -> s*s stride-1 ``conv2d`` with its groups (one per
   output phase) + ``concat`` + ``depth_to_space`` (DCR).
@@ -536,6 +539,35 @@ def _strided_conv(rw: Rewriter, op) -> bool:
     return True
 
 
+# ----------------------------------------------------------------------------- batch broadcasting
+def _batch_broadcast(rw: Rewriter, op) -> bool:
+    """An element-wise op whose operand broadcasts over the batch axis, which TIDL's EltWise does
+    not (a host layer): Swin's window attention stacks its 64 windows in the batch axis and adds
+    one relative-position bias ``(1, heads, 49, 49)`` to ``(64, heads, 49, 49)``. With a leading
+    axis of 1 put in front of every operand (a view), the windows are an ordinary axis that
+    broadcasting may cross; the result is reshaped back."""
+    from tidlc.backends.tidl.constraints import MAX_RANK
+    ys = op.results[0].type.shape
+    shapes = [v.type.shape for v in op.operands]
+    if ys is None or len(ys) < 4 or len(ys) + 1 > MAX_RANK or None in ys or ys[0] == 1 \
+            or any(sh is None or None in sh for sh in shapes):
+        return False
+    padded = [(1,) * (len(ys) - len(sh)) + tuple(sh) for sh in shapes]
+    if all(p[0] == ys[0] for p in padded) or any(
+            v.const_value() is not None and all(d == 1 for i, d in enumerate(p) if i != 1)
+            for v, p in zip(op.operands, padded)):
+        return False  # (a constant per channel or scalar: fuse-batchnorm makes it a scale, which TIDL runs)
+    operands = []
+    for v, p in zip(op.operands, padded):
+        lifted = rw.make("reshape", [v], {"shape": (1, *p)}, f"{op.name}.lift{len(operands)}", op.loc)
+        rw.insert_before(op, lifted)
+        operands.append(lifted.results[0])
+    inner = rw.make(op.kind, operands, dict(op.attrs), f"{op.name}.unbatched", op.loc)
+    rw.insert_before(op, inner)
+    rw.replace_op(op, rw.make("reshape", [inner.results[0]], {"shape": tuple(ys)}, op.name, op.loc))
+    return True
+
+
 # ----------------------------------------------------------------------------- large global pool
 def _split_global_pool(rw: Rewriter, op) -> bool:
     """A global average pool over more than the 1024 elements per plane TIDL's global pooling takes
@@ -638,6 +670,7 @@ PATTERN_RULES = [
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window), ("conv2d", _strided_conv),
     ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool),
     ("global_pool", _split_global_pool),
+    *((kind, _batch_broadcast) for kind in ("add", "sub", "mul", "div", "max", "min")),
     ("deconv2d", _grouped_deconv),
 ]
 

@@ -420,3 +420,41 @@ def test_caffe_spp_max_pools_chain_in_ceil_mode(tmp_path):
     assert len(pools) == 2 + 4 + 6 and all(op.attrs["kernel"] == (3, 3) for op in pools)
     assert not [op.name for op in graph.compute_ops() if (v := check(op)) is not None and v.level == "host"]
     np.testing.assert_array_equal(run_graph(graph, {"data": x})["cat"], ref)
+
+
+@pytest.mark.parametrize("kind", ["Add", "Mul"])
+def test_an_operand_broadcast_over_the_batch_goes_behind_a_leading_axis(tmp_path, kind):
+    """Swin's relative position bias (1, heads, 49, 49) added to its windows stacked in the batch
+    (64, heads, 49, 49) was a host layer (TIDL's EltWise broadcasts every axis but the batch): with
+    a leading axis of 1 in front (reshapes) the windows are an ordinary axis."""
+    from tidlc.backends.tidl.constraints import check
+    rng = np.random.default_rng(5)
+    bias = rng.normal(0, 1, (1, 3, 5, 5)).astype(np.float32)
+    node = helper.make_node(kind, ["x", "bias"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 3, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(bias, "bias")])
+    path = str(tmp_path / "bb.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    x = rng.normal(0, 1, (8, 3, 5, 5)).astype(np.float32)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    g = load_onnx(path, CompileOptions())
+    assert check(next(g.compute_ops())).level == "host"
+    optimize(g, CompileOptions.of(opt_level=2))
+    assert not [op.name for op in g.compute_ops() if (v := check(op)) is not None and v.level == "host"]
+    np.testing.assert_array_equal(run_graph(g, {"x": x})["y"], ref)
+
+
+def test_a_per_channel_constant_on_a_batch_is_left_to_fuse_batchnorm(tmp_path):
+    """conv -> mul by (1, C, 1, 1) at batch 4 still folds into the conv (not lifted to rank 5)."""
+    rng = np.random.default_rng(6)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Mul", ["c", "s"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 3, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(rng.normal(0, 1, (5, 3, 1, 1)).astype(np.float32), "w"),
+                               numpy_helper.from_array(rng.normal(0, 1, (1, 5, 1, 1)).astype(np.float32), "s")])
+    path = str(tmp_path / "pc.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    g = load_onnx(path, CompileOptions())
+    optimize(g, CompileOptions.of(opt_level=2))
+    assert [op.kind for op in g.compute_ops()] == ["conv2d"]
