@@ -140,3 +140,22 @@ def test_the_import_config_keeps_device_resize_and_layout_and_names_what_it_cann
     back = load_import_config(str(tmp_path / "tune_import.txt"), quiet=True).compile_options()
     assert back.target.device == "am62a" and back.preprocess.resize == (80, 72) and back.load.input_layout == "NHWC"
     assert back.preprocess.crop == (64, 64)  # inWidth/inHeight with a resize: TIDL's centre crop
+
+
+def test_the_default_floor_is_30_db():
+    """Without --min-snr the fastest row used to win whatever it lost (a ViT's 8-bit at 15.5 dB)."""
+    from tidlc.cli import build_parser
+    from tidlc.tune import choose
+    assert build_parser().parse_args(["tune", "m.onnx"]).min_snr == 30.0
+    fast, slow = _trial("-O2 8-bit", 1.0, 15.5), _trial("-O3 8-bit + auto 16-bit x1.2", 1.2, 31.3)
+    assert choose([fast, slow], 30.0, None)[0] is slow
+    assert choose([fast, slow], 0.0, None)[0] is fast
+
+
+def _trial(config: str, ms: float, snr: float):
+    import attrs
+
+    from tidlc.tune import Trial
+    values = {a.name: None for a in attrs.fields(Trial)}
+    values.update(config=config, ms=ms, snr_db=snr)
+    return Trial(**values)

@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("model", help="a model file")
     p.add_argument("--fps", type=float, metavar="F", help="the frame rate the deployment must reach")
-    p.add_argument("--min-snr", type=float, metavar="DB", help="the smallest acceptable output SNR vs float")
+    p.add_argument("--min-snr", type=float, default=30.0, metavar="DB",
+                   help="the smallest acceptable output SNR vs float (default: 30; 0: any, the fastest wins)")
     p.add_argument("-o", "--output-dir", default=None, metavar="OUTDIR",
                    help="where the chosen configuration is written and compiled (default: out/tune)")
     p.add_argument("--device", metavar="NAME", help="the device to tune for (default: tda4vm)")
