@@ -7,8 +7,9 @@ TensorProto, TensorShapeProto) are declared here with
 descriptor pool, under the package name ``tidlc.tf`` so they can never clash
 with TensorFlow's own classes when both are loaded. Field numbers are
 TensorFlow's (``tensorflow/core/framework/*.proto``); fields tidlc never
-reads (function libraries, debug info, resource handles) are left out and
-skipped by the parser as unknown fields.
+reads (debug info, resource handles, function attributes) are left out and
+skipped by the parser as unknown fields. The function library is read:
+frozen Keras 3 graphs call functions (``functions.py`` inlines the calls).
 """
 from __future__ import annotations
 
@@ -64,14 +65,25 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool, bool]]] = {
         ("list", 1, "AttrValue.ListValue", False, False), ("s", 2, "bytes", False, False),
         ("i", 3, "int64", False, False), ("f", 4, "float", False, False), ("b", 5, "bool", False, False),
         ("type", 6, "enum", False, False), ("shape", 7, "TensorShapeProto", False, False),
-        ("tensor", 8, "TensorProto", False, False), ("placeholder", 9, "string", False, False)],
+        ("tensor", 8, "TensorProto", False, False), ("placeholder", 9, "string", False, False),
+        ("func", 10, "NameAttrList", False, False)],
+    "NameAttrList": [("name", 1, "string", False, False)],
     "NodeDef.AttrEntry": [("key", 1, "string", False, False), ("value", 2, "AttrValue", False, False)],
     "NodeDef": [("name", 1, "string", False, False), ("op", 2, "string", False, False),
                 ("input", 3, "string", True, False), ("device", 4, "string", False, False),
                 ("attr", 5, "NodeDef.AttrEntry", True, False)],
-    "GraphDef": [("node", 1, "NodeDef", True, False), ("version", 3, "int32", False, False)],
+    "GraphDef": [("node", 1, "NodeDef", True, False), ("library", 2, "FunctionDefLibrary", False, False),
+                 ("version", 3, "int32", False, False)],
+    # the function library: frozen Keras 3 graphs call functions (functions.py inlines them)
+    "FunctionDefLibrary": [("function", 1, "FunctionDef", True, False)],
+    "FunctionDef": [("signature", 1, "OpDef", False, False), ("node_def", 3, "NodeDef", True, False),
+                    ("ret", 4, "FunctionDef.RetEntry", True, False)],
+    "FunctionDef.RetEntry": [("key", 1, "string", False, False), ("value", 2, "string", False, False)],
+    "OpDef": [("name", 1, "string", False, False), ("input_arg", 2, "OpDef.ArgDef", True, False),
+              ("output_arg", 3, "OpDef.ArgDef", True, False)],
+    "OpDef.ArgDef": [("name", 1, "string", False, False), ("type", 3, "enum", False, False)],
 }
-_ONEOF_VALUE = {"list", "s", "i", "f", "b", "type", "shape", "tensor", "placeholder"}  # AttrValue.value
+_ONEOF_VALUE = {"list", "s", "i", "f", "b", "type", "shape", "tensor", "placeholder", "func"}  # AttrValue.value
 
 
 def _file_descriptor() -> descriptor_pb2.FileDescriptorProto:
@@ -82,7 +94,7 @@ def _file_descriptor() -> descriptor_pb2.FileDescriptorProto:
         outer, _, inner = full.partition(".")
         if inner:
             msg = top[outer].nested_type.add(name=inner)
-            if inner == "AttrEntry":
+            if inner.endswith("Entry"):  # map<string, ...>
                 msg.options.map_entry = True
         else:
             msg = top[outer] = fdp.message_type.add(name=outer)

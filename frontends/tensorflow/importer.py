@@ -9,6 +9,8 @@ schema (``graphdef.py``; TensorFlow itself is never imported), then:
   edges ``^name`` are ignored) are imported;
 * **every node is checked before any is converted**: one error lists all
   unsupported ops and unsupported attribute values, with node names;
+* calls of the graph's function library (``StatefulPartitionedCall``: Keras 3's
+  grouped convolutions) are inlined first (``functions.py``);
 * ``Placeholder`` nodes become ``input`` ops; rank-4 ones are typed NHWC (or
   NCHW when the graph's ops say ``data_format = "NCHW"``). Unknown dims must
   be fixed with ``--input-shape NAME=...`` (a clear error otherwise);
@@ -39,6 +41,7 @@ from tidlc.names import nearest_names, resolve_mapping
 from tidlc.shapes import shape_hint, warn_batch_one
 
 from . import convert  # noqa: F401  (registers the converters)
+from .functions import has_calls, inline_calls
 from .graphdef import decode_attr, numpy_type, parse_graphdef
 from .registry import CONVERTERS
 
@@ -186,13 +189,16 @@ class TFImporter(FoldingImporter):
         self.values: dict[str, Value] = {}
         self.protos: dict[str, Any] = {}
         limits.check("ops", len(graphdef.node), "GraphDef nodes", path)
-        for proto in graphdef.node:
+        # function calls (Keras 3's grouped convolutions) become their functions' bodies
+        self.node_protos = inline_calls(graphdef, path) if has_calls(graphdef) else list(graphdef.node)
+        limits.check("ops", len(self.node_protos), "GraphDef nodes (function calls inlined)", path)
+        for proto in self.node_protos:
             if proto.name in self.protos:
                 raise TidlcError(f"two nodes are named '{proto.name}'", Loc(proto.name, path), code="model")
             self.protos[proto.name] = proto
         # TensorFlow's tensor names work as well as node names: '--input-shape input:0=...' sets the
         # shape of Placeholder 'input'; outputs 'y:0' and 'y' are both node y's first output
-        placeholders = [p.name for p in graphdef.node if p.op == "Placeholder"]
+        placeholders = [p.name for p in self.node_protos if p.op == "Placeholder"]
         self.input_shapes = resolve_mapping(self.input_shapes, placeholders, "input", "--input-shape")
         self.output_refs = [self._output_ref(ref) for ref in outputs] if outputs else self._sinks()
         if not self.output_refs:
@@ -211,8 +217,8 @@ class TFImporter(FoldingImporter):
         return tensor_name(name, index)
 
     def _sinks(self) -> list[str]:
-        read = {split_ref(ref)[0] for proto in self.graphdef.node for ref in proto.input if not ref.startswith("^")}
-        return [p.name for p in self.graphdef.node if p.name not in read and p.op not in IGNORED_SINKS]
+        read = {split_ref(ref)[0] for proto in self.node_protos for ref in proto.input if not ref.startswith("^")}
+        return [p.name for p in self.node_protos if p.name not in read and p.op not in IGNORED_SINKS]
 
     def nodes(self) -> list[TFNode]:
         """The nodes the outputs depend on, in a topological order (a cycle is an error)."""
