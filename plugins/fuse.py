@@ -75,8 +75,9 @@ def _per_channel(x_type, c: np.ndarray) -> np.ndarray | None:
 
 
 def _arith_to_scale(rw: Rewriter, op) -> bool:
-    if op.attrs["act"] != "none":
-        return False
+    """``x op c`` with ``c`` constant per channel (or on a dense's last axis) -> ``scale``, which
+    folds into the layer before; an activation already fused into the op (TFLite's MUL with RELU:
+    a pre-activation batch norm, DenseNet's) stays on the scale."""
     a, b = op.operands
     if op.kind in ("mul", "add") and _const(b) is None:
         a, b = b, a  # commutative: the constant may come first
@@ -90,6 +91,10 @@ def _arith_to_scale(rw: Rewriter, op) -> bool:
         return False
     if op.kind == "div" and not np.all(vec):
         return False
+    neutral = 1.0 if op.kind in ("mul", "div") else 0.0
+    if op.attrs["act"] == "none" and not attrs_ and np.all(vec == neutral) and not rw.is_output(op.results[0]):
+        rw.replace_op(op, x)  # x * 1, x + 0: Keras 3's swish is x * sigmoid(1.0 * x)
+        return True
     if op.kind in ("mul", "div"):
         # x / c as x * (1 / c): may differ from the division in the last bit
         vec = vec if op.kind == "mul" else (1.0 / vec.astype(np.float64)).astype(np.float32)
@@ -98,6 +103,8 @@ def _arith_to_scale(rw: Rewriter, op) -> bool:
         vec = vec if op.kind == "add" else -vec
         operands = [x, rw.const(np.ones_like(vec), f"{op.name}.scale", anchor=op),
                     rw.const(vec, f"{op.name}.bias", anchor=op)]
+    if op.attrs["act"] != "none":
+        attrs_.update(act=op.attrs["act"], act_params=op.attrs["act_params"])
     rw.replace_op(op, rw.make("scale", operands, attrs_, op.name, op.loc))
     return True
 
@@ -138,13 +145,34 @@ def _matmul_to_dense(rw: Rewriter, op) -> bool:
     return True
 
 
+def _dense_between_reshapes(rw: Rewriter, op) -> bool:
+    """``reshape(dense(reshape(x)))`` where the first reshape only merges the leading axes of ``x``
+    and the second restores them -> ``dense(x)`` (a dense works on the last axis of any rank): a
+    frozen graph's Dense on a 4-D or token tensor (``Tensordot``: reshape to 2-D, MatMul, reshape
+    back), which TFLite's converter already writes as one FULLY_CONNECTED."""
+    x = op.operands[0]
+    first = x.producer
+    if first is None or first.kind != "reshape" or len(first.operands) != 1 or rw.single_user(x) is not op:
+        return False
+    after = rw.single_user(op.results[0])
+    if after is None or after.kind != "reshape" or len(after.operands) != 1:
+        return False
+    src, mid, out = first.operands[0].type.shape, x.type.shape, after.results[0].type.shape
+    if src is None or mid is None or out is None or None in src or None in out or len(src) < 2 \
+            or src[-1] != mid[-1] or tuple(out) != (*src[:-1], op.results[0].type.shape[-1]):
+        return False
+    rw.replace_op(after, rw.make("dense", [first.operands[0], *op.operands[1:]], dict(op.attrs), op.name, op.loc))
+    return True
+
+
 def _bias_through_reshape(rw: Rewriter, op) -> bool:
     """``add(reshape(dense(x)), c)`` where the reshape keeps the dense result's last axis whole
     (regrouping the leading axes, splitting the last one) and ``c`` is constant over the axes it
     became -> the dense's bias takes ``c``: Keras' EinsumDense (``abc,cde->abde`` then a bias of
     shape ``(d, e)``: MultiHeadAttention's projections) and Dense on tokens in a frozen graph
-    (``Tensordot``: reshape to 2-D, MatMul, reshape back, BiasAdd)."""
-    if op.kind != "add" or op.attrs["act"] != "none":
+    (``Tensordot``: reshape to 2-D, MatMul, reshape back, BiasAdd). ``mul`` likewise scales the
+    dense's weight rows and bias: ConvNeXt's layer scale (``gamma * Dense(x)``) in a frozen graph."""
+    if op.kind not in ("add", "mul") or op.attrs["act"] != "none":
         return False
     for r, other in (op.operands, op.operands[::-1]):
         c = _const(other)
@@ -173,11 +201,17 @@ def _bias_through_reshape(rw: Rewriter, op) -> bool:
         except ValueError:
             continue
         old_b = _const(dense.operands[2]) if len(dense.operands) > 2 else np.zeros(n, np.float32)
-        if old_b is None:
+        old_w = _const(dense.operands[1])
+        if old_b is None or old_w is None:
             continue
-        bv = rw.const((old_b.reshape(-1).astype(np.float64) + add).astype(np.float32), f"{dense.name}.b",
+        old_b = old_b.reshape(-1).astype(np.float64)
+        wv = dense.operands[1]
+        if op.kind == "mul":
+            wv = rw.const((old_w.astype(np.float64) * add[:, None]).astype(np.float32), f"{dense.name}.w",
+                          anchor=dense)
+        bv = rw.const((old_b * add if op.kind == "mul" else old_b + add).astype(np.float32), f"{dense.name}.b",
                       anchor=dense)
-        new = rw.make("dense", [dense.operands[0], dense.operands[1], bv], dict(dense.attrs), dense.name, dense.loc)
+        new = rw.make("dense", [dense.operands[0], wv, bv], dict(dense.attrs), dense.name, dense.loc)
         rw.replace_op(dense, new)
         rw.replace_op(op, r)
         return True
@@ -265,10 +299,10 @@ def _fold_scale_into_producer(rw: Rewriter, op) -> bool:
 
 
 BN_RULES = [
-    ("matmul", _matmul_to_dense),
+    ("matmul", _matmul_to_dense), ("dense", _dense_between_reshapes),
     ("batchnorm", _bn_to_scale),
     ("mul", _arith_to_scale),
-    ("add", _arith_to_scale), ("add", _bias_through_reshape),
+    ("add", _arith_to_scale), ("add", _bias_through_reshape), ("mul", _bias_through_reshape),
     ("sub", _arith_to_scale),
     ("div", _arith_to_scale),
     ("scale", _fold_scale_into_producer),

@@ -156,10 +156,10 @@ class Unscheduled(Pass):
 def test_o_pipelines_come_from_the_declared_schedules():
     registry = {**builtin_passes(), "late": Late, "unscheduled": Unscheduled}
     assert default_pipeline(0, registry) == ["shape-inference"]
-    assert default_pipeline(1, registry) == ["shape-inference", "remove-identity", "fold-constants", "dce", "late"]
-    assert default_pipeline(2, registry) == ["shape-inference", "remove-identity", "fold-constants", "dce",
+    assert default_pipeline(1, registry) == ["shape-inference", "remove-identity", "fold-constants", "cse", "dce", "late"]
+    assert default_pipeline(2, registry) == ["shape-inference", "remove-identity", "fold-constants", "cse", "dce",
                                              "fuse-patterns", "layout", "fuse-patterns", "fuse-batchnorm",
-                                             "fuse-activation", "dce", "late"]
+                                             "fuse-activation", "remove-identity", "dce", "late"]
     assert all("unscheduled" not in default_pipeline(level, registry) for level in range(4))
 
 
@@ -170,8 +170,8 @@ def test_print_pipeline_shows_the_backend_pass(tmp_path, small_caffe_net):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
         assert main(["compile", str(model), "--print-pipeline", "--random-weights", "1", "-O1",
                      "-o", str(tmp_path / "out")]) == 0
-    assert out.getvalue().splitlines()[0] == "shape-inference,remove-identity,fold-constants,dce,quantize"
+    assert out.getvalue().splitlines()[0] == "shape-inference,remove-identity,fold-constants,cse,dce,quantize"
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):  # float output: no quantize
         assert main(["compile", str(model), "--print-pipeline", "--emit", "none", "-O1"]) == 0
-    assert out.getvalue().splitlines()[0] == "shape-inference,remove-identity,fold-constants,dce"
+    assert out.getvalue().splitlines()[0] == "shape-inference,remove-identity,fold-constants,cse,dce"

@@ -1,7 +1,7 @@
 """Fixtures for pass tests: the builtin pass registry and a numerics-preserving pass runner."""
 import numpy as np
 import pytest
-from tidlc.plugins.cleanup import DeadCodeElimination, RemoveIdentity, ShapeInference
+from tidlc.plugins.cleanup import CommonSubexpressions, DeadCodeElimination, RemoveIdentity, ShapeInference
 from tidlc.plugins.fold_constants import FoldConstants
 from tidlc.plugins.fuse import FuseActivation, FuseBatchNorm
 from tidlc.plugins.layout import Layout
@@ -15,7 +15,7 @@ from tidlc.ir import verify
 from tidlc.passes.manager import PassManager
 
 BUILTIN_PASSES = (ShapeInference, DeadCodeElimination, RemoveIdentity, FoldConstants, FuseBatchNorm,
-                  FuseActivation, Quantize, Layout, FusePatterns, Equalize, PruneChannels)
+                  FuseActivation, Quantize, Layout, FusePatterns, Equalize, PruneChannels, CommonSubexpressions)
 
 
 @pytest.fixture

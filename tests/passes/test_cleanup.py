@@ -110,3 +110,70 @@ def test_identity_between_input_and_output_stays(run_passes, count):
     assert run_passes(b.graph, "remove-identity", {"x": randn(3)}) is True
     assert count(b.graph) == {"identity": 1, "neg": 1}
     assert b.graph.outputs[1].producer.name == "n" and b.graph.output_names == ["copy", "negated"]
+
+
+def test_reshape_chains_become_one_reshape_or_none(run_passes, count):
+    """global_pool -> reshape (1,1,1,C) -> reshape (1,C,1,1) (EfficientNet's squeeze-excite in a frozen
+    graph once the layout is NCHW) is no reshape at all; flatten -> unsqueeze -> reshape is one."""
+    b = Builder()
+    x = b.input("x", TensorType((1, 6, 4, 4), layout="NCHW"))
+    g = b.op("global_pool", [x], mode="avg")
+    y = b.op("reshape", [b.op("reshape", [g], shape=(1, 1, 1, 6))], shape=(1, 6, 1, 1))
+    y = b.op("conv2d", [y, b.const(randn(3, 6, 1, 1))])
+    z = b.op("unsqueeze", [b.op("flatten", [x], axis=1)], axes=(0,))
+    z = b.op("reshape", [z], shape=(2, 48))
+    b.output(y, "se")
+    b.output(z, "z")
+    assert run_passes(b.graph, "remove-identity,dce", feeds_for(b.graph)) is True
+    assert count(b.graph) == {"global_pool": 1, "conv2d": 1, "reshape": 1}
+    reshape = b.graph.outputs[1].producer
+    assert reshape.operands[0] is b.graph.inputs[0] and reshape.attrs["shape"] == (2, 48)
+
+
+def test_a_reshape_chain_between_an_input_and_an_output_stays_a_value(run_passes, count):
+    b = Builder()
+    x = b.input("x", TensorType((2, 6)))
+    b.output(b.op("reshape", [b.op("reshape", [x], shape=(3, 4))], shape=(2, 6)), "y")
+    run_passes(b.graph, "remove-identity,dce", feeds_for(b.graph))
+    assert b.graph.outputs[0] is not b.graph.inputs[0]
+
+
+def test_cse_merges_repeated_ops(run_passes, count):
+    """A frozen NASNet reads each cell's input through two identical ReLUs, one per branch: one stays,
+    and what read the second (here a repeated conv, merged in turn) reads the first."""
+    b = Builder()
+    x = b.input("x", TensorType((1, 4, 6, 6), layout="NCHW"))
+    w = b.const(randn(4, 4, 3, 3))
+    branches = []
+    for _ in range(2):
+        r = b.op("relu", [x])
+        branches.append(b.op("conv2d", [r, w], pads=(1, 1, 1, 1)))
+    other = b.op("conv2d", [b.op("relu", [x]), w], pads=(0, 0, 0, 0))  # other attributes: kept
+    b.output(b.op("add", [branches[0], branches[1]]), "y")
+    b.output(other, "z")
+    assert run_passes(b.graph, "cse,dce", feeds_for(b.graph)) is True
+    assert count(b.graph) == {"relu": 1, "conv2d": 2, "add": 1}
+    add = b.graph.outputs[0].producer
+    assert add.operands[0] is add.operands[1]
+
+
+def test_cse_leaves_outputs_constants_host_ops_and_kept_ops(run_passes, count):
+    from tidlc.passes.rewrite import keep_ops
+    b = Builder()
+    x = b.input("x", TensorType((1, 4)))
+    b.output(b.op("relu", [x]), "a")
+    b.output(b.op("relu", [x]), "b")  # two graph outputs: two values
+    s = b.op("add", [b.op("sigmoid", [x], name="s1"), b.op("sigmoid", [x], name="s2")])
+    b.output(s, "c")
+    keep_ops(b.graph, names=["s2"])
+    try:
+        assert run_passes(b.graph, "cse,dce", feeds_for(b.graph)) is False
+    finally:
+        keep_ops(b.graph)
+    assert count(b.graph) == {"relu": 2, "sigmoid": 2, "add": 1}
+    assert run_passes(b.graph, "cse,dce", feeds_for(b.graph)) is True
+    assert count(b.graph) == {"relu": 2, "sigmoid": 1, "add": 1}
+
+
+def feeds_for(graph):
+    return {op.attrs["name"]: randn(*op.results[0].type.shape) for op in graph.input_ops}

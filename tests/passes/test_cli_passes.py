@@ -16,7 +16,7 @@ DEMO = """tidlc.graph @demo {
   output(%r) {names = ["y"]}
 }
 """
-O2 = "shape-inference,remove-identity,fold-constants,dce,fuse-patterns,layout,fuse-patterns,fuse-batchnorm,fuse-activation,dce"
+O2 = "shape-inference,remove-identity,fold-constants,cse,dce,fuse-patterns,layout,fuse-patterns,fuse-batchnorm,fuse-activation,remove-identity,dce"
 
 
 @pytest.fixture

@@ -217,3 +217,63 @@ def test_o2_turns_conv_bn_relu_into_one_conv(run_passes, count):
     assert count(b.graph) == {"conv2d": 3}
     assert [op.attrs["act"] for op in b.graph.compute_ops()] == ["relu6"] * 3
     assert len([op for op in b.graph.ops if op.kind == "const"]) == 6  # old weights are gone
+
+
+def test_mul_with_a_fused_relu_becomes_a_scale(run_passes, count):
+    """TFLite writes a pre-activation batch norm (DenseNet, ResNetV2) as MUL with a fused RELU: a
+    scale (TIDL's BatchNorm layer) that keeps the activation."""
+    b = Builder()
+    x = conv_input(b)
+    y = b.op("concat", [x, x], axis=1)
+    y = b.op("mul", [y, b.const(randn(1, 8, 1, 1))], act="relu")
+    b.output(b.op("conv2d", [y, b.const(randn(4, 8, 1, 1))]), "out")
+    assert run_passes(b.graph, "fuse-batchnorm,dce", feeds_for(b.graph)) is True
+    assert count(b.graph) == {"concat": 1, "scale": 1, "conv2d": 1}
+    scale = next(op for op in b.graph.ops if op.kind == "scale")
+    assert scale.attrs["act"] == "relu"
+
+
+def test_multiplying_by_one_and_adding_zero_are_removed(run_passes, count):
+    """Keras 3's swish is x * sigmoid(1.0 * x)."""
+    b = Builder()
+    x = conv_input(b)
+    s = b.op("sigmoid", [b.op("mul", [x, b.const(np.ones((1, 4, 1, 1), np.float32))])])
+    y = b.op("add", [b.op("mul", [x, s]), b.const(np.zeros(1, np.float32))])
+    b.output(b.op("relu", [y]), "out")
+    assert run_passes(b.graph, "fuse-batchnorm,dce", feeds_for(b.graph)) is True
+    assert count(b.graph) == {"sigmoid": 1, "mul": 1, "relu": 1}
+
+
+def tensordot(b, x, w, bias):
+    """A frozen graph's Dense on a 4-D tensor: reshape to 2-D, MatMul (dense), reshape back."""
+    n, h, w_, c = x.type.shape
+    y = b.op("reshape", [x], shape=(n * h * w_, c))
+    y = b.op("dense", [y, b.const(w)])
+    y = b.op("reshape", [y], shape=(n, h, w_, w.shape[0]))
+    return b.op("add", [y, b.const(bias)])
+
+
+def test_dense_between_reshapes_and_layer_scale_fold(run_passes, count):
+    """ConvNeXt in a frozen graph: Tensordot, bias, GELU, Tensordot, bias, layer scale (gamma * y):
+    two dense ops on the 4-D tensor, bias and gamma folded, no reshape left."""
+    b = Builder()
+    x = b.input("x", TensorType((1, 3, 3, 8), layout="NHWC"))
+    y = tensordot(b, x, randn(16, 8), randn(16))
+    y = b.op("gelu", [y])
+    y = tensordot(b, y, randn(8, 16), randn(8))
+    y = b.op("mul", [y, b.const(randn(8))])
+    b.output(b.op("add", [x, y]), "out")
+    o2 = "remove-identity,fuse-batchnorm,fuse-activation,remove-identity,dce"
+    assert run_passes(b.graph, o2, feeds_for(b.graph)) is True
+    assert count(b.graph) == {"dense": 2, "add": 1}
+    assert [op.results[0].type.shape for op in b.graph.compute_ops()] == [(1, 3, 3, 16), (1, 3, 3, 8), (1, 3, 3, 8)]
+
+
+def test_mul_through_a_reshape_that_splits_the_last_axis(run_passes, count):
+    """EinsumDense-like: the dense's 12 outputs become (3, 4); a per-(3, 4) constant scales its rows."""
+    b = Builder()
+    x = b.input("x", TensorType((5, 6)))
+    y = b.op("reshape", [b.op("dense", [x, b.const(randn(12, 6)), b.const(randn(12))])], shape=(5, 3, 4))
+    b.output(b.op("mul", [y, b.const(randn(3, 4))]), "out")
+    assert run_passes(b.graph, "fuse-batchnorm,dce", feeds_for(b.graph)) is True
+    assert count(b.graph) == {"dense": 1, "reshape": 1}

@@ -13,7 +13,7 @@ from tidlc.ir import Builder, TensorType
 from tidlc.passes import Pass, PassContext, PassManager, default_pipeline, parse_pipeline
 from tidlc.passes.manager import LEVEL_PURPOSE, instantiate
 
-O2 = ["shape-inference", "remove-identity", "fold-constants", "dce", "fuse-patterns", "layout", "fuse-patterns", "fuse-batchnorm", "fuse-activation", "dce"]
+O2 = ["shape-inference", "remove-identity", "fold-constants", "cse", "dce", "fuse-patterns", "layout", "fuse-patterns", "fuse-batchnorm", "fuse-activation", "remove-identity", "dce"]
 
 
 def graph_with_dead_code():
@@ -72,9 +72,9 @@ def passes(registry):
 def test_levels_and_their_pipelines():
     # the backend's own passes (TIDL: quantize) are added by its prepare_pipeline, not here
     assert default_pipeline(0) == ["shape-inference"]
-    assert default_pipeline(1) == ["shape-inference", "remove-identity", "fold-constants", "dce"]
+    assert default_pipeline(1) == ["shape-inference", "remove-identity", "fold-constants", "cse", "dce"]
     assert default_pipeline(2) == O2
-    assert default_pipeline(3) == O2[:-1] + ["prune-channels", "equalize", "dce"]
+    assert default_pipeline(3) == O2[:-2] + ["prune-channels", "equalize", "remove-identity", "dce"]
     assert sorted(LEVEL_PURPOSE) == [0, 1, 2, 3] and all(LEVEL_PURPOSE.values())
     with pytest.raises(TidlcError) as info:
         default_pipeline(4)
@@ -121,7 +121,7 @@ def test_unknown_pass_and_option_give_hints(passes):
         PassManager.from_string(passes, "dce,fold-constant")
     assert str(info.value) == (
         "error: unknown pass 'fold-constant' (hint: did you mean 'fold-constants'? known passes: break-it, "
-        "crashes, dce, equalize, fold-constants, fuse-activation, fuse-batchnorm, fuse-patterns, layout, prune-channels, quantize, refuses, remove-identity, "
+        "crashes, cse, dce, equalize, fold-constants, fuse-activation, fuse-batchnorm, fuse-patterns, layout, prune-channels, quantize, refuses, remove-identity, "
         "shape-inference, tunable)")
     with pytest.raises(TidlcError) as info:
         PassManager.from_string(passes, "fold-constants{iters=2}")
@@ -222,10 +222,11 @@ def test_hooks_edit_the_pipeline_and_see_every_pass(passes):
     recorder = Recorder()
     pm_.register(recorder)
     pm = PassManager.from_level(passes, 1, hook=pm_.hook)
-    assert pm.pipeline_string() == "shape-inference,remove-identity,fold-constants,tunable,dce"
+    assert pm.pipeline_string() == "shape-inference,remove-identity,fold-constants,cse,tunable,dce"
     pm.run(graph_with_dead_code())
     assert recorder.calls == [("shape-inference", False, True, "main"), ("remove-identity", True, True, "main"),
-                              ("fold-constants", False, True, "main"), ("tunable", False, True, "main"),
+                              ("fold-constants", False, True, "main"), ("cse", False, True, "main"),
+                              ("tunable", False, True, "main"),
                               ("dce", True, True, "main")]
 
 

@@ -48,13 +48,18 @@ def keep_ops(graph: Graph, kinds: Iterable[str] = (), names: Iterable[str] = ())
         _KEPT.pop(graph, None)
 
 
+def kept_ops(graph: Graph) -> tuple[frozenset, frozenset]:
+    """The kinds and names :func:`keep_ops` keeps in ``graph`` (empty sets when none)."""
+    return _KEPT.get(graph, (frozenset(), frozenset()))
+
+
 def apply_rules(graph: Graph, rules: Iterable[Rule], max_iters: int = 8) -> bool:
     """Apply the rules over the graph until nothing matches (or ``max_iters`` sweeps); ops kept with
     :func:`keep_ops` are skipped."""
     table: dict[str, list] = {}
     for kind, fn in rules:
         table.setdefault(kind, []).append(fn)
-    kinds, names = _KEPT.get(graph, ((), ()))
+    kinds, names = kept_ops(graph)
 
     def sweep() -> bool:
         rw = Rewriter(graph)
