@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tidlc import limits
 from tidlc.diagnostics import TidlcError
 from tidlc.ir.types import numpy_dtype
 
@@ -216,16 +217,17 @@ def foldable_host_op(op) -> bool:
     """Whether constant folding may evaluate host op ``op`` once its operands are constants: an ONNX
     op (folded with onnx's reference evaluator, which every install has, so the compiled graph does
     not depend on whether onnxruntime is installed) that reads something, is a function of what it
-    reads and has static result types (their sizes are checked before evaluating)."""
+    reads. Result dims the import could not know are taken from the evaluation (torchvision's Swin
+    builds its shifted-window mask with ``Range`` of constants: ``?xi64`` until evaluated); the
+    known ones are checked before evaluating, the rest after."""
     return (op.attrs.get("framework") == "onnx" and bool(op.operands)
-            and op.attrs.get("op_type") not in _NOT_FOLDED
-            and all(v.type.is_static for v in op.results))
+            and op.attrs.get("op_type") not in _NOT_FOLDED)
 
 
 def fold_host_op(op, inputs: list[np.ndarray]) -> list[np.ndarray] | None:
     """The results of ONNX host op ``op`` on constant ``inputs``, from onnx's reference evaluator
     (exact numpy), cast to the op's result types; None when the evaluator cannot run it or its
-    results do not match the declared types (the op then stays a host op). PyTorch's legacy
+    results do not match the declared types where they are known (the op then stays a host op). PyTorch's legacy
     exporter writes ``cls_token.expand(B, -1, -1)`` as ``Equal -> Where -> Expand`` of constants."""
     import onnx
     from onnx.reference import ReferenceEvaluator
@@ -242,7 +244,10 @@ def fold_host_op(op, inputs: list[np.ndarray]) -> list[np.ndarray] | None:
     out = []
     for arr, value in zip(results, op.results):
         arr = np.asarray(arr)
-        if arr.shape != tuple(value.type.shape):
+        shape = value.type.shape
+        if shape is not None and (len(shape) != arr.ndim or any(d is not None and d != a
+                                                                 for d, a in zip(shape, arr.shape))):
             return None
+        limits.check_shape(arr.shape, arr.dtype.itemsize, f"folding {op.attrs.get('op_type')}", op.where())
         out.append(arr.astype(numpy_dtype(value.type.dtype), copy=False))
     return out if len(out) == len(op.results) else None

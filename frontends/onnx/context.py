@@ -16,6 +16,7 @@ from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError
 from tidlc.fileio import open_regular
 from tidlc.frontend import NodeContext
+from tidlc.hostrt import fold_host_op, foldable_host_op
 from tidlc.ir.builder import check_result_sizes
 from tidlc.ir.core import Value
 
@@ -161,29 +162,50 @@ class _AttributeKinds:
 _ATTR = _AttributeKinds()
 
 
-STATIC_DEPTH = 16  # how many ops back static_value looks (shape arithmetic chains are short)
+STATIC_DEPTH = 32  # how many ops back static_value looks (Swin's shifted-window padding: 17)
 
 
-def static_value(value: Value, depth: int = STATIC_DEPTH) -> np.ndarray | None:
+def static_value(value: Value, depth: int = STATIC_DEPTH, memo: dict | None = None) -> np.ndarray | None:
     """The data of ``value`` when it is computed from constants and static shapes only, evaluated now
     (None when it depends on the input data, or lies deeper than ``depth`` ops): PyTorch writes
     ``F.interpolate(x, size=y.shape[-2:])`` (FPN, U-Net) as ``Shape -> Slice -> Concat -> Resize``,
-    whose sizes a converter needs at import. The ops stay in the graph; nothing reads them any more,
-    so dead-code elimination removes them."""
+    whose sizes a converter needs at import; an ONNX op tidlc does not lower (a host op) is evaluated by
+    onnx's reference evaluator (``tidlc.hostrt.fold_host_op``): torchvision's Swin pads its windows by
+    ``(7 - H % 7) % 7``, with ``Mod``. The ops stay in the graph; nothing reads them any more,
+    so dead-code elimination removes them. ``memo`` (id of a value -> its data, or the depth at
+    which it was not found) keeps a DAG of shape arithmetic from being walked once per path."""
     data = value.const_value()
     if data is not None or depth <= 0 or value.producer is None:
         return data
+    memo = {} if memo is None else memo
+    known = memo.get(id(value))
+    if isinstance(known, np.ndarray):
+        return known
+    if known is not None and known >= depth:
+        return None
+    data = _static_value(value, depth, memo)
+    memo[id(value)] = data if data is not None else depth
+    return data
+
+
+def _static_value(value: Value, depth: int, memo: dict) -> np.ndarray | None:
     op = value.producer
     if op.kind == "shape":  # as FoldingImporter.emit folds it
         t = op.operands[0].type
         return np.array(t.shape, np.int64) if t.is_static else None
-    if not (op.opdef.foldable and op.opdef.compute is not None):
+    host = op.kind == "host" and foldable_host_op(op)
+    if not (host or (op.opdef.foldable and op.opdef.compute is not None)):
         return None
-    inputs = [static_value(v, depth - 1) for v in op.operands]
-    if any(x is None for x in inputs):
-        return None
-    from tidlc.interp import evaluate_op
+    inputs = []
+    for v in op.operands:
+        inputs.append(static_value(v, depth - 1, memo))
+        if inputs[-1] is None:
+            return None
     check_result_sizes(op, [r.type for r in op.results])  # before numpy allocates them, as FoldingImporter does
+    if host:
+        results = fold_host_op(op, inputs)
+        return None if results is None else np.asarray(results[value.index])
+    from tidlc.interp import evaluate_op
     try:
         return np.asarray(evaluate_op(op, inputs)[value.index])
     except (ValueError, IndexError, TypeError, ArithmeticError, TidlcError):
@@ -304,6 +326,17 @@ class Node(NodeContext):
                              hint="tidlc imports static graphs; fold it first (e.g. with onnxsim) "
                                   "or fix the input shapes with --input-shape")
         return data
+
+    def static_input(self, i: int, suffix: str) -> Value:
+        """Input ``i``, as a new constant when it is shape arithmetic of static shapes (see
+        :func:`static_value`), so the op reading it (an Expand's or ConstantOfShape's shape) gets a
+        static type at import and the converters after it see static shapes."""
+        value = self.input(i)
+        if value.const_value() is None:
+            data = static_value(value)
+            if data is not None:
+                return self.const(data, suffix)
+        return value
 
     def const_ints(self, i: int, what: str = "") -> tuple[int, ...] | None:
         """The values of an integer constant input (axes, pads, sizes), flattened; None if absent."""

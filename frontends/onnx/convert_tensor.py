@@ -12,7 +12,7 @@ import numpy as np
 from tidlc.frontend import not_lowered, tile_by_concat
 from tidlc.ir.types import dtype_of
 
-from .context import Node
+from .context import Node, static_value
 from .registry import converter
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -159,10 +159,10 @@ def reshape_v1(node: Node) -> None:
 def reshape_v5(node: Node) -> None:
     x, target = node.input(0), node.input(1)
     allowzero = bool(node.attr_int("allowzero", 0))
-    data = target.const_value()
-    if data is not None:
+    data = static_value(target)  # shape arithmetic of static shapes is evaluated now, so the types
+    if data is not None:          # after it stay static (Swin's window partition: a Pad reads them)
         node.bind(node.op("reshape", [x], shape=node.int_values(data, "shape"), allowzero=allowzero))
-    else:  # computed in the graph (Shape -> ... -> Concat): fold-constants resolves it
+    else:  # computed from the input data: fold-constants resolves what it can
         node.bind(node.op("reshape", [x, target], allowzero=allowzero))
 
 
@@ -219,7 +219,7 @@ def unsqueeze_v13(node: Node) -> None:
 
 @converter("Expand", since=8)
 def expand(node: Node) -> None:
-    node.bind(node.op("expand", [node.input(0), node.input(1)]))
+    node.bind(node.op("expand", [node.input(0), node.static_input(1, "shape")]))
 
 
 @converter("Tile", since=6)
@@ -295,7 +295,7 @@ def constant_of_shape(node: Node) -> None:
     except ValueError as exc:
         raise node.error(str(exc)) from None
     value = fill.reshape(-1)[0].item()
-    node.bind(node.op("constant_of_shape", [node.input(0)], value=float(value), dtype=dtype))
+    node.bind(node.op("constant_of_shape", [node.static_input(0, "shape")], value=float(value), dtype=dtype))
 
 
 def _shape(node: Node, start: int, end: int | None) -> None:

@@ -149,6 +149,69 @@ def test_host_ops_of_constants_are_folded_except_random_draws():
     np.testing.assert_allclose(run_graph(graph, {"x": x})["y"], session.run(["y"], {"x": x})[0], rtol=1e-6)
 
 
+def _window_pad(prefix: str, x: str, window: int = 4) -> list:
+    """torchvision's Swin pads H and W up to the window size: ``(w - H % w) % w`` with Mod, of the
+    input's static shape; then it partitions the windows with a Reshape of computed sizes."""
+    n = lambda op, ins, outs, **kw: helper.make_node(op, ins, [f"{prefix}{o}" for o in outs], **kw)
+    p = lambda name: f"{prefix}{name}"
+    return [n("Shape", [x], ["shape"]), n("Gather", [p("shape"), "i2"], ["h"], axis=0),
+            n("Mod", [p("h"), "win"], ["m0"]), n("Sub", ["win", p("m0")], ["d"]), n("Mod", [p("d"), "win"], ["m1"]),
+            n("Unsqueeze", [p("m1"), "ax0"], ["m1v"]),
+            n("Concat", ["zeros6", p("m1v"), p("m1v")], ["pads"], axis=0),
+            n("Pad", [x, p("pads")], ["padded"]),
+            n("Shape", [p("padded")], ["pshape"]), n("Gather", [p("pshape"), "i2"], ["ph"], axis=0),
+            n("Div", [p("ph"), "win"], ["nw"]), n("Unsqueeze", [p("nw"), "ax0"], ["nwv"]),
+            n("Concat", ["head2", p("nwv"), "winv", p("nwv"), "winv"], ["target"], axis=0),
+            n("Reshape", [p("padded"), p("target")], ["windows"])]
+
+
+def test_shape_arithmetic_through_host_ops_is_evaluated_at_import():
+    """A Pad whose pads (and a Reshape whose target) come from Mod of static shapes: Mod has no
+    converter (a host op), and the Pad needs its pads at import. Two such blocks, the second reading
+    the first's shape: the Reshape in between must keep its type static. torchvision's swin_t was
+    "Pad: pads ... must be a constant initializer" at its second block."""
+    nodes = _window_pad("a/", "x")
+    nodes += [helper.make_node("Reshape", ["a/windows", "back"], ["r"]),
+              helper.make_node("Slice", ["r", "zero1", "six1", "i2v"], ["s"])]
+    nodes += _window_pad("b/", "s")
+    nodes += [helper.make_node("Relu", ["b/windows"], ["y"])]
+    inits = [_const("i2", np.int64(2)), _const("win", np.int64(4)), _const("ax0", np.array([0], np.int64)),
+             _const("zeros6", np.zeros(6, np.int64)), _const("head2", np.array([1, 3], np.int64)),
+             _const("winv", np.array([4], np.int64)), _const("back", np.array([1, 3, 8, 8], np.int64)),
+             _const("zero1", np.array([0, 0], np.int64)), _const("six1", np.array([6, 6], np.int64)),
+             _const("i2v", np.array([2, 3], np.int64))]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, [1, 3, 6, 6])],
+                   [helper.make_tensor_value_info("y", TP.FLOAT, [1, 3, 2, 4, 2, 4])], inits)
+    graph = import_model(model, None, "m.onnx")
+    assert graph.outputs[0].type.shape == (1, 3, 2, 4, 2, 4)  # static from end to end
+    optimize(graph, CompileOptions.of(opt_level=1, verify_each=True))
+    assert not [op for op in graph.ops if op.kind == "host"]  # the Mods folded
+    x = RNG.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(run_graph(graph, {"x": x})["y"], session.run(["y"], {"x": x})[0])
+
+
+def test_a_host_op_of_constants_with_a_size_import_cannot_know_is_folded():
+    """Range of constants has a result size shape inference leaves unknown (``?xi64``): torchvision's
+    Swin builds its shifted-window mask from Ranges. Folding takes the size from the evaluation."""
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Gather", ["shape", "one"], ["limit"], axis=0),
+             helper.make_node("Range", ["start", "limit", "delta"], ["r"]),
+             helper.make_node("Cast", ["r"], ["rf"], to=TP.FLOAT),
+             helper.make_node("Add", ["x", "rf"], ["y"])]
+    inits = [_const("start", np.int64(0)), _const("one", np.int64(1)), _const("delta", np.int64(1))]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, [2, 5])],
+                   [helper.make_tensor_value_info("y", TP.FLOAT, [2, 5])], inits)
+    graph = import_model(model, None, "m.onnx")
+    (host,) = [op for op in graph.ops if op.kind == "host"]
+    assert host.attrs["op_type"] == "Range" and host.results[0].type.shape == (None,)
+    optimize(graph, CompileOptions.of(opt_level=1, verify_each=True))
+    assert not [op for op in graph.ops if op.kind == "host"]
+    assert graph.outputs[0].type.shape == (2, 5)
+    x = RNG.standard_normal((2, 5)).astype(np.float32)
+    np.testing.assert_array_equal(run_graph(graph, {"x": x})["y"], x + np.arange(5, dtype=np.float32))
+
+
 def test_if_with_outer_scope_value():
     # both branches read 'h' (computed outside the If) and 'bias' (an initializer of the main graph)
     then_g = helper.make_graph([helper.make_node("Add", ["h", "bias"], ["t_out"])], "then", [],
