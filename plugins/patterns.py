@@ -27,6 +27,9 @@ within rounding (1e-5 relative):
 * a conv whose kernel/stride pair TIDL does not validate (SegFormer's 7x7 stride-4
   patch embedding) -> space-to-depth by the stride (reshape, transpose, reshape)
   and a stride-1 conv whose kernel TIDL validates (7x7 s4 p3: 2x2);
+* a conv whose outer kernel taps read only zero padding at every output (DeepLabV3's
+  ASPP, dilation 24 and 36 on a 16x16 plane) -> the conv of the taps that read the input
+  (there: 1x1);
 * an element-wise op whose operand broadcasts over the batch axis (Swin's relative
   position bias on its windows, stacked in the batch) -> the same op behind a leading
   axis of 1 (reshapes: views), which TIDL's EltWise broadcasts;
@@ -539,6 +542,63 @@ def _strided_conv(rw: Rewriter, op) -> bool:
     return True
 
 
+def _used_taps(n_in: int, n_out: int, k: int, s: int, d: int, p: int) -> tuple[int, int] | None:
+    """The first and last kernel taps along one axis that read the input (not only its zero
+    padding) at some output position, or None when the used taps are not one run."""
+    used = [i for i in range(k) if any(0 <= y * s + i * d - p < n_in for y in range(n_out))]
+    if not used or used != list(range(used[0], used[-1] + 1)):
+        return None
+    return used[0], used[-1]
+
+
+def _dead_taps(rw: Rewriter, op) -> bool:
+    """A conv whose outer kernel taps read only zero padding, at every output position, loses
+    them: the kernel is cropped to the taps that read the input (the padding shrinks with it, a
+    single tap needs no dilation). DeepLabV3's ASPP at output stride 16 on a 256x256 input: 3x3
+    dilation 24 and 36 on a 16x16 plane, padded as much: each is a 1x1 conv of the centre taps
+    (TIDL rejects the padding, wider than the plane: two host layers and a subgraph split). Not
+    where the cropped kernel is one TIDL takes less well than the original."""
+    a = op.attrs
+    x, w = op.operands[0], op.operands[1]
+    wc = w.const_value()
+    shape, out = x.type.shape, op.results[0].type.shape
+    if wc is None or wc.dtype != np.float32 or shape is None or len(shape) != 4 or None in shape \
+            or out is None or None in out or x.type.layout not in (None, "NCHW"):
+        return False
+    pads, strides, dils = list(a["pads"]), list(a["strides"]), list(a["dilations"])
+    kernel, new_pads, new_dils, crops = list(wc.shape[2:]), list(pads), list(dils), []
+    for axis in range(2):
+        n_in, n_out, k, st, d = shape[2 + axis], out[2 + axis], kernel[axis], strides[axis], dils[axis]
+        taps = _used_taps(n_in, n_out, k, st, d, pads[axis])
+        if taps is None:
+            return False
+        first, last = taps
+        k2 = last - first + 1
+        d2 = d if k2 > 1 else 1
+        begin = pads[axis] - first * d
+        end = max(0, (n_out - 1) * st + (k2 - 1) * d2 + 1 - n_in - begin)
+        if begin < 0 or (n_in + begin + end - (k2 - 1) * d2 - 1) // st + 1 != n_out:
+            return False
+        new_pads[axis], new_pads[axis + 2], new_dils[axis] = begin, end, d2
+        crops.append(slice(first, last + 1))
+    if [c.stop - c.start for c in crops] == kernel:
+        return False
+    from tidlc.backends.tidl.constraints import check as verdict
+
+    from tidlc.ir.builder import Builder
+    from tidlc.ir.core import Graph
+    w2 = Builder(Graph()).const(np.ascontiguousarray(wc[:, :, crops[0], crops[1]]), f"{op.name}.w")
+    attrs_ = {**a, "pads": tuple(new_pads), "dilations": tuple(new_dils)}
+    new = rw.make("conv2d", [x, w2, *op.operands[2:]], attrs_, op.name, op.loc)
+    rank = {"host": 2, "penalty": 1}
+    before, after = verdict(op), verdict(new)
+    if rank.get(getattr(after, "level", None), 0) > rank.get(getattr(before, "level", None), 0):
+        return False  # SSDLite's 3x3 stride-2 depthwise on a 2x2 plane would become a 2x2 one: kept
+    rw.insert_before(op, w2.producer)
+    rw.replace_op(op, new)
+    return True
+
+
 # ----------------------------------------------------------------------------- batch broadcasting
 def _batch_broadcast(rw: Rewriter, op) -> bool:
     """An element-wise op whose operand broadcasts over the batch axis, which TIDL's EltWise does
@@ -668,6 +728,7 @@ PATTERN_RULES = [
     ("erf", _gelu),
     ("div", _layernorm), ("add", _layernorm_moments),
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window), ("conv2d", _strided_conv),
+    ("conv2d", _dead_taps),
     ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool),
     ("global_pool", _split_global_pool),
     *((kind, _batch_broadcast) for kind in ("add", "sub", "mul", "div", "max", "min")),

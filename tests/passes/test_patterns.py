@@ -396,6 +396,43 @@ def test_a_stride_tidl_does_not_validate_becomes_space_to_depth_and_a_stride_1_c
     assert float(np.max(np.abs(got - ref))) <= 1e-5 * float(np.max(np.abs(ref)))
 
 
+@pytest.mark.parametrize("hw,dil,stride,pad,kernel,group,expect", [
+    ((16, 16), (24, 24), 1, 24, 3, 1, (1, 1)),  # DeepLabV3's ASPP at 256x256: a 1x1 conv
+    ((16, 16), (36, 36), 1, 36, 3, 8, (1, 1)),  # grouped: the same
+    ((16, 40), (24, 24), 1, 24, 3, 1, (1, 3)),  # only the rows are all padding
+    ((6, 6), (4, 4), 1, (4, 4, 0, 0), 3, 1, (2, 2)),  # padded at the top and left only: tap 0 reads padding
+    ((12, 12), (6, 6), 1, 6, 3, 1, None),  # every tap reads the input somewhere: unchanged
+    ((2, 2), (1, 1), 2, 1, 3, 8, None),  # SSDLite's last depthwise: 2x2 stride 2 is no TIDL kernel: kept
+])
+def test_kernel_taps_that_read_only_padding_are_cropped(tmp_path, hw, dil, stride, pad, kernel, group, expect):
+    """DeepLabV3's ASPP branches (3x3, dilation 24 and 36) on a 16x16 plane read the input only
+    with their centre tap; TIDL rejects their padding, wider than the plane (two host layers)."""
+    from tidlc.backends.tidl.constraints import check as check_op
+    rng = np.random.default_rng(sum(hw) + dil[0])
+    shape = [1, 8, *hw]
+    w = rng.normal(0, 0.2, (8, 8 // group, kernel, kernel)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[kernel, kernel], strides=[stride] * 2,
+                            pads=list(pad) if isinstance(pad, tuple) else [pad] * 4, dilations=list(dil),
+                            group=group)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w")])
+    path = str(tmp_path / "dilated.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    x = rng.uniform(-1, 1, shape).astype(np.float32)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    graph = load_onnx(path, CompileOptions())
+    optimize(graph, CompileOptions.of(opt_level=2))
+    (conv,) = graph.compute_ops()
+    assert conv.operands[1].type.shape[2:] == (expect or (kernel, kernel))
+    if expect == (1, 1):
+        assert conv.attrs["pads"] == (0, 0, 0, 0) and conv.attrs["dilations"] == (1, 1)
+        assert check_op(conv) is None or check_op(conv).level != "host"
+    got = run_graph(graph, {"x": x})["y"]
+    assert got.shape == ref.shape
+    assert float(np.max(np.abs(got - ref))) <= 1e-5 * float(np.max(np.abs(ref)))
+
+
 def test_caffe_spp_max_pools_chain_in_ceil_mode(tmp_path):
     """Caffe pools are all in ceil mode, which at stride 1 changes nothing: a Caffe SPP block (5x5,
     9x9, 13x13 stride-1 max pools, concatenated) chains like the ONNX one, no host layer left, the
