@@ -50,11 +50,16 @@ def random_net(seed: int, width: int = 0, height: int = 0, with_dense: bool = Tr
     return net.finish(x)
 
 
-def _optimized(graph):
+def _optimized(graph, passes: str | None = None):
     from tidlc.compiler import optimize
     from tidlc.config import CompileOptions
-    optimize(graph, CompileOptions.of(opt_level=2))
+    optimize(graph, CompileOptions.of(opt_level=2, passes=passes))
     return graph
+
+
+# -O2 without fuse-patterns: the same layers at both widths (at width 1 a 3x3 conv's side taps read
+# only padding, and fuse-patterns crops them, which makes the narrow net cheaper, not the model wrong)
+SAME_LAYERS = "shape-inference,remove-identity,fold-constants,cse,dce,layout,fuse-batchnorm,fuse-activation,dce"
 
 
 def _check_mma_bound(rep):
@@ -81,8 +86,10 @@ def test_cycles_never_below_the_mma_bound_zoo(zoo_graphs, name):
 def test_padding_width_7_to_8_never_increases_cycles(seed):
     """The same network on a 7- and an 8-wide input: every row is processed (and stored) in 8s."""
     for height in (7, 24):
-        narrow = estimate(_optimized(random_net(seed, width=7, height=height, with_dense=False)), "tda4vm", QUICK)
-        padded = estimate(_optimized(random_net(seed, width=8, height=height, with_dense=False)), "tda4vm", QUICK)
+        narrow = estimate(_optimized(random_net(seed, width=7, height=height, with_dense=False), SAME_LAYERS),
+                          "tda4vm", QUICK)
+        padded = estimate(_optimized(random_net(seed, width=8, height=height, with_dense=False), SAME_LAYERS),
+                          "tda4vm", QUICK)
         assert padded.total_cycles <= narrow.total_cycles
         assert len(padded.layers) == len(narrow.layers)
         assert all(p.cycles <= n.cycles for p, n in zip(padded.layers, narrow.layers))
