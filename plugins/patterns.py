@@ -21,6 +21,7 @@ within rounding (1e-5 relative):
 * a kxk stride-1 max pool padded (k-1)/2 (YOLO's SPP/SPPF: 5x5, 9x9, 13x13) ->
   (k-1)/2 chained 3x3 stride-1 max pools; a kxk stride-k pool (k a power of 2,
   unpadded) -> log2(k) chained 2x2 stride-2 pools;
+* a mean (max) over H and W (PyTorch's dynamo exporter: ``ReduceMean``) -> a global pool;
 * a global average pool over more than 1024 elements per plane (EfficientNet's and
   MobileNetV3's squeeze-excite at 112x112) -> 2x2 stride-2 average pools, then the
   global pool on a plane that fits TIDL's limit;
@@ -629,6 +630,24 @@ def _batch_broadcast(rw: Rewriter, op) -> bool:
 
 
 # ----------------------------------------------------------------------------- large global pool
+def _spatial_reduce(rw: Rewriter, op) -> bool:
+    """A mean (max) over H and W of an NCHW tensor is a global average (max) pool: PyTorch's
+    dynamo exporter writes ``AdaptiveAvgPool2d(1)`` (EfficientNet's squeeze-excite) as
+    ``ReduceMean`` over axes 2 and 3, which then splits like a pool when its plane is larger than
+    TIDL's global pooling takes. Without ``keepdims``, a reshape to (N, C) follows."""
+    a = op.attrs
+    x = op.operands[0]
+    shape = x.type.shape
+    if a["op"] not in ("mean", "max") or shape is None or len(shape) != 4 or None in shape \
+            or x.type.layout not in (None, "NCHW") or sorted(ax % 4 for ax in a["axes"]) != [2, 3]:
+        return False
+    if a["keepdims"]:
+        return _replace(rw, op, "global_pool", x, {"mode": "avg" if a["op"] == "mean" else "max"})
+    pool = rw.make("global_pool", [x], {"mode": "avg" if a["op"] == "mean" else "max"}, f"{op.name}.pool", op.loc)
+    rw.insert_before(op, pool)
+    return _replace(rw, op, "reshape", pool.results[0], {"shape": tuple(shape[:2])})
+
+
 def _split_global_pool(rw: Rewriter, op) -> bool:
     """A global average pool over more than the 1024 elements per plane TIDL's global pooling takes
     (the squeeze-excite blocks of EfficientNet and MobileNetV3: 112x112, 56x56) is 2x2 stride-2
@@ -730,7 +749,7 @@ PATTERN_RULES = [
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window), ("conv2d", _strided_conv),
     ("conv2d", _dead_taps),
     ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool),
-    ("global_pool", _split_global_pool),
+    ("reduce", _spatial_reduce), ("global_pool", _split_global_pool),
     *((kind, _batch_broadcast) for kind in ("add", "sub", "mul", "div", "max", "min")),
     ("deconv2d", _grouped_deconv),
 ]

@@ -316,6 +316,24 @@ def test_a_global_pool_over_a_large_plane_is_split(tmp_path, hw, pools):
     assert (verdict is not None and verdict.level == "host") == (hw == (33, 33))
 
 
+@pytest.mark.parametrize(("op", "axes", "keepdims", "expect"), [
+    ("ReduceMean", [2, 3], 1, ["pool2d", "pool2d", "global_pool"]),  # the dynamo exporter's squeeze-excite
+    ("ReduceMean", [-1, -2], 0, ["pool2d", "pool2d", "global_pool", "reshape"]),
+    ("ReduceMax", [2, 3], 1, ["global_pool"]),
+    ("ReduceMean", [1, 2, 3], 1, ["reduce"]),  # over the channels too: not a pool
+])
+def test_a_reduction_over_the_plane_is_a_global_pool(tmp_path, op, axes, keepdims, expect):
+    """PyTorch's dynamo exporter writes AdaptiveAvgPool2d(1) as ReduceMean over H and W: at 112x112
+    (EfficientNet-B0's first squeeze-excite) it was a host layer (TIDL's global pooling takes 1024
+    elements per plane) and split the model into 4 subgraphs."""
+    from tidlc.backends.tidl.constraints import check
+    node = helper.make_node(op, ["x"], ["y"], axes=axes, keepdims=keepdims)
+    ops = _one_node_at_o2(tmp_path, node, [1, 4, 112, 112])
+    assert [o.kind for o in ops] == expect
+    if expect != ["reduce"]:
+        assert all(check(o) is None or check(o).level != "host" for o in ops)
+
+
 @pytest.mark.parametrize(("group", "cout", "kernel", "stride", "pad", "bias"),
                          [(8, 8, 4, 2, 1, False), (4, 16, 4, 2, 1, True), (8, 8, 2, 2, 0, True),
                           (2, 4, 8, 4, 2, False)])
