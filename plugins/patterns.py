@@ -22,6 +22,8 @@ within rounding (1e-5 relative):
   (k-1)/2 chained 3x3 stride-1 max pools; a kxk stride-k pool (k a power of 2,
   unpadded) -> log2(k) chained 2x2 stride-2 pools;
 * a mean (max) over H and W (PyTorch's dynamo exporter: ``ReduceMean``) -> a global pool;
+* ``reshape (N, g, C/g, H, W) -> transpose (0, 2, 1, 3, 4) -> reshape (N, C, H, W)``
+  (ShuffleNet) -> ``shuffle_channel``;
 * a global average pool over more than 1024 elements per plane (EfficientNet's and
   MobileNetV3's squeeze-excite at 112x112) -> 2x2 stride-2 average pools, then the
   global pool on a plane that fits TIDL's limit;
@@ -648,6 +650,30 @@ def _spatial_reduce(rw: Rewriter, op) -> bool:
     return _replace(rw, op, "reshape", pool.results[0], {"shape": tuple(shape[:2])})
 
 
+def _channel_shuffle(rw: Rewriter, op) -> bool:
+    """``reshape (N, g, C/g, H, W) -> transpose (0, 2, 1, 3, 4) -> reshape (N, C, H, W)`` of an NCHW
+    tensor is ShuffleNet's channel shuffle: TIDL's ShuffleChannel layer (its import maps this ONNX
+    pattern to it) instead of a 5-D transpose that TIDL runs as a data-movement layer."""
+    if tuple(op.attrs["perm"]) != (0, 2, 1, 3, 4):
+        return False
+    split = op.operands[0].producer
+    if split is None or split.kind != "reshape" or len(split.operands) != 1 \
+            or rw.single_user(op.operands[0]) is not op:
+        return False
+    merge = rw.single_user(op.results[0])
+    x = split.operands[0]
+    shape = x.type.shape
+    if merge is None or merge.kind != "reshape" or len(merge.operands) != 1 or shape is None \
+            or len(shape) != 4 or None in shape or x.type.layout not in (None, "NCHW"):
+        return False
+    n, c, h, w = shape
+    g = op.operands[0].type.shape[1] if op.operands[0].type.shape else None
+    if not g or g in (1, c) or op.operands[0].type.shape != (n, g, c // g, h, w) \
+            or merge.results[0].type.shape != tuple(shape):
+        return False
+    return _replace(rw, merge, "shuffle_channel", x, {"groups": int(g)})
+
+
 def _split_global_pool(rw: Rewriter, op) -> bool:
     """A global average pool over more than the 1024 elements per plane TIDL's global pooling takes
     (the squeeze-excite blocks of EfficientNet and MobileNetV3: 112x112, 56x56) is 2x2 stride-2
@@ -749,7 +775,7 @@ PATTERN_RULES = [
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window), ("conv2d", _strided_conv),
     ("conv2d", _dead_taps),
     ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool),
-    ("reduce", _spatial_reduce), ("global_pool", _split_global_pool),
+    ("reduce", _spatial_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
     *((kind, _batch_broadcast) for kind in ("add", "sub", "mul", "div", "max", "min")),
     ("deconv2d", _grouped_deconv),
 ]

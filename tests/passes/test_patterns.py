@@ -334,6 +334,29 @@ def test_a_reduction_over_the_plane_is_a_global_pool(tmp_path, op, axes, keepdim
         assert all(check(o) is None or check(o).level != "host" for o in ops)
 
 
+@pytest.mark.parametrize(("groups", "perm", "fused"), [(2, [0, 2, 1, 3, 4], True), (4, [0, 2, 1, 3, 4], True),
+                                                     (2, [0, 1, 2, 4, 3], False)])
+def test_reshape_transpose_reshape_is_a_channel_shuffle(tmp_path, groups, perm, fused):
+    """ShuffleNet's channel shuffle as PyTorch exports it (view, transpose(1, 2), view): TIDL's
+    ShuffleChannel layer, as its import makes of the pattern. Another permutation is no shuffle."""
+    c, h, w = 8, 5, 6
+    nodes = [helper.make_node("Reshape", ["x", "split"], ["r"]), helper.make_node("Transpose", ["r"], ["t"], perm=perm),
+             helper.make_node("Reshape", ["t", "merge"], ["m"]), helper.make_node("Relu", ["m"], ["y"])]
+    inits = [numpy_helper.from_array(np.array([1, groups, c // groups, h, w], np.int64), "split"),
+             numpy_helper.from_array(np.array([1, c, h, w] if fused else [1, c, w, h], np.int64), "merge")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, h, w])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    path = str(tmp_path / "shuffle.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, c, h, w)).astype(np.float32)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    g = load_onnx(path, CompileOptions())
+    optimize(g, CompileOptions.of(opt_level=2))
+    kinds = [op.kind for op in g.compute_ops()]
+    assert (kinds == ["shuffle_channel", "relu"]) == fused, kinds
+    np.testing.assert_array_equal(run_graph(g, {"x": x})["y"], ref)
+
+
 @pytest.mark.parametrize(("group", "cout", "kernel", "stride", "pad", "bias"),
                          [(8, 8, 4, 2, 1, False), (4, 16, 4, 2, 1, True), (8, 8, 2, 2, 0, True),
                           (2, 4, 8, 4, 2, False)])
