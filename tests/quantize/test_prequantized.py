@@ -128,7 +128,6 @@ def test_check_and_perf_count_the_layers_the_qdq_model_compiles_to(tmp_path):
     and `tidlc perf` of the model count the layers its net.bin has, not a DataConvert per op (an
     ONNX QDQ MobileNetV3-Large was 452 layers and 8.16 ms predicted; compiled: 125 and 3.47 ms)."""
     from tidlc.check import check_model
-
     from tidlc.compiler import backend_for
     path = tmp_path / "qdq.onnx"
     qdq_model(path)
