@@ -210,6 +210,10 @@ def _broadcasting(rw: Rewriter, op) -> bool:
             continue
         data = v.const_value()
         if data is None:
+            deq = _dequantized_const(rw, op, v, out_rank, perm)
+            if deq is not None:
+                operands.append(deq)
+                continue
             joined = _from_input(rw, op, v, perm)
             if joined is None:
                 return False
@@ -224,6 +228,28 @@ def _broadcasting(rw: Rewriter, op) -> bool:
             permuted = data  # a scalar broadcasts the same way in any order
         operands.append(rw.const(np.ascontiguousarray(permuted), v.producer.name, anchor=op))
     return _sink(rw, op, operands, moved[0], perm)
+
+
+def _dequantized_const(rw: Rewriter, op, v, out_rank: int, perm):
+    """A constant behind a ``dequantize`` (an int8 TFLite model's batch-norm multiplier, per channel
+    on NHWC's last axis), permuted like a float constant: the integer codes are transposed and the
+    dequantize's channel axis follows. Without it the op stayed NHWC between two transposes
+    (DenseNet121 int8: 125 transposes, 13.5 ms predicted against the float model's 8.1 ms)."""
+    deq = v.producer
+    if deq is None or deq.kind != "dequantize":
+        return None
+    data = deq.operands[0].const_value()
+    if data is None or data.ndim > out_rank or data.ndim == 0:
+        return None
+    shift = out_rank - data.ndim
+    permuted = np.ascontiguousarray(np.transpose(data.reshape((1,) * shift + data.shape), inverse(perm)))
+    attrs_ = dict(deq.attrs)
+    if len(attrs_["scale"]) > 1:
+        attrs_["axis"] = perm[attrs_["axis"] % data.ndim + shift]
+    code = rw.const(permuted, deq.operands[0].producer.name, anchor=op)
+    new = rw.make("dequantize", [code], attrs_, deq.name, deq.loc)
+    rw.insert_before(op, new)
+    return new.results[0]
 
 
 def _from_input(rw: Rewriter, op, v, perm):

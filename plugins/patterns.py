@@ -22,6 +22,9 @@ within rounding (1e-5 relative):
   (k-1)/2 chained 3x3 stride-1 max pools; a kxk stride-k pool (k a power of 2,
   unpadded) -> log2(k) chained 2x2 stride-2 pools;
 * a mean (max) over H and W (PyTorch's dynamo exporter: ``ReduceMean``) -> a global pool;
+* an op that only moves integer codes (an int8 TFLite model's concat, pad, max
+  pool) -> the op on dequantized operands, quantized again, so each dequantize
+  meets a quantize;
 * ``reshape (N, g, C/g, H, W) -> transpose (0, 2, 1, 3, 4) -> reshape (N, C, H, W)``
   (ShuffleNet) -> ``shuffle_channel``;
 * a global average pool over more than 1024 elements per plane (EfficientNet's and
@@ -674,6 +677,51 @@ def _channel_shuffle(rw: Rewriter, op) -> bool:
     return _replace(rw, merge, "shuffle_channel", x, {"groups": int(g)})
 
 
+# ops that only move values, on integer codes in an int8 TFLite model (transposes are left to
+# `layout`, which moves those of the graph input into its layout)
+_MOVES = ("concat", "pad", "reshape", "squeeze", "unsqueeze", "flatten", "slice", "depth_to_space",
+          "shuffle_channel")
+
+
+def _moves_in_float(rw: Rewriter, op) -> bool:
+    """An op that only moves integer codes (concat, pad, reshape, transpose, ..., a max pool: the
+    per-tensor map ``(q - zp) / s`` is increasing) -> the same op on dequantized operands, quantized
+    again: an int8 TFLite model concatenates and pads its int8 tensors directly, so its quantize
+    and dequantize ops met no partner, and each such op became a layer between DataConverts
+    (DenseNet121 int8: 124). Then each dequantize meets a quantize: pairs the quantize pass takes
+    as the tensors' ranges. The codes are the same (``(q - zp) / s`` quantizes back to ``q``)."""
+    if op.kind == "pool2d" and op.attrs["mode"] != "max":
+        return False
+    out = op.results[0].type
+    quants = [v.type.quant for v in op.operands]
+    if len(op.results) != 1 or out.dtype[0] not in "iu" or out.quant is None or len(out.quant.scale) != 1 \
+            or any(q is None or len(q.scale) != 1 or v.type.dtype[0] not in "iu"
+                   for q, v in zip(quants, op.operands)):
+        return False
+    operands = []
+    for i, (v, q) in enumerate(zip(op.operands, quants)):
+        same = [user for user, _ in rw.users(v) if user.kind == "dequantize" and len(user.attrs["scale"]) == 1
+                and user.attrs["scale"][0] == q.scale[0] and user.attrs["zero_point"] == q.zero_point]
+        if same:  # the value's own dequantize (the graph input's, read by a conv too): one conversion
+            operands.append(same[0].results[0])
+            continue
+        deq = rw.make("dequantize", [v], {"scale": q.scale, "zero_point": q.zero_point},
+                      f"{op.name}.in{i}" if len(op.operands) > 1 else f"{op.name}.in", op.loc)
+        rw.insert_before(op, deq)
+        operands.append(deq.results[0])
+    attrs_ = dict(op.attrs)
+    if op.kind == "pad" and attrs_["mode"] == "constant":
+        q = quants[0]
+        attrs_["value"] = (attrs_["value"] - q.zero_point) / q.scale[0]
+    moved = rw.make(op.kind, operands, attrs_, f"{op.name}.float", op.loc)
+    rw.insert_before(op, moved)
+    q = out.quant
+    requant = {"scale": q.scale, "zero_point": q.zero_point, "dtype": out.dtype, "bits": q.bits,
+               "round": "half_even"}
+    rw.replace_op(op, rw.make("quantize", [moved.results[0]], requant, op.name, op.loc))
+    return True
+
+
 def _split_global_pool(rw: Rewriter, op) -> bool:
     """A global average pool over more than the 1024 elements per plane TIDL's global pooling takes
     (the squeeze-excite blocks of EfficientNet and MobileNetV3: 112x112, 56x56) is 2x2 stride-2
@@ -776,6 +824,7 @@ PATTERN_RULES = [
     ("conv2d", _dead_taps),
     ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool),
     ("reduce", _spatial_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
+    *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")],
     *((kind, _batch_broadcast) for kind in ("add", "sub", "mul", "div", "max", "min")),
     ("deconv2d", _grouped_deconv),
 ]
