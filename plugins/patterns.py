@@ -25,6 +25,7 @@ within rounding (1e-5 relative):
 * an op that only moves integer codes (an int8 TFLite model's concat, pad, max
   pool) -> the op on dequantized operands, quantized again, so each dequantize
   meets a quantize;
+* a gather of one constant index (``qkv[0]``) -> a slice and a reshape;
 * ``reshape (N, g, C/g, H, W) -> transpose (0, 2, 1, 3, 4) -> reshape (N, C, H, W)``
   (ShuffleNet) -> ``shuffle_channel``;
 * a global average pool over more than 1024 elements per plane (EfficientNet's and
@@ -722,6 +723,26 @@ def _moves_in_float(rw: Rewriter, op) -> bool:
     return True
 
 
+def _scalar_gather(rw: Rewriter, op) -> bool:
+    """A gather of one constant index (``qkv[0]``, ``qkv[1]``, ``qkv[2]`` in every torchvision
+    Swin and ViT block) -> a slice of that index and a reshape that drops the axis: a copy of one
+    block instead of TIDL's Gather layer."""
+    x, idx = op.operands
+    data = idx.const_value()
+    shape = x.type.shape
+    if data is None or data.ndim != 0 or data.dtype.kind not in "iu" or shape is None or None in shape \
+            or (x.producer is not None and x.producer.kind == "transpose"):
+        return False  # (after a transpose, `layout` would sink it below the slices: one per slice)
+    axis = op.attrs["axis"] % len(shape)
+    i = int(data)
+    i = i + shape[axis] if i < 0 else i
+    if not 0 <= i < shape[axis]:
+        return False
+    part = rw.make("slice", [x], {"starts": (i,), "ends": (i + 1,), "axes": (axis,)}, f"{op.name}.slice", op.loc)
+    rw.insert_before(op, part)
+    return _replace(rw, op, "reshape", part.results[0], {"shape": tuple(shape[:axis]) + tuple(shape[axis + 1:])})
+
+
 def _split_global_pool(rw: Rewriter, op) -> bool:
     """A global average pool over more than the 1024 elements per plane TIDL's global pooling takes
     (the squeeze-excite blocks of EfficientNet and MobileNetV3: 112x112, 56x56) is 2x2 stride-2
@@ -824,7 +845,7 @@ PATTERN_RULES = [
     ("conv2d", _dead_taps),
     ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool),
     ("reduce", _spatial_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
-    *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")],
+    *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),
     *((kind, _batch_broadcast) for kind in ("add", "sub", "mul", "div", "max", "min")),
     ("deconv2d", _grouped_deconv),
 ]

@@ -79,7 +79,9 @@ def test_dce_removes_what_no_output_needs(run_passes, count):
 
 
 @pytest.mark.parametrize("kind, attrs", [("identity", {}), ("dropout", {"ratio": 0.3}), ("cast", {"dtype": "f32"}),
-                                         ("reshape", {"shape": (0, 0, -1)}), ("flatten", {"axis": 1})])
+                                         ("reshape", {"shape": (0, 0, -1)}), ("flatten", {"axis": 1}),
+                                         ("slice", {"starts": (0, 0), "ends": (3, 99), "axes": (1, 2)}),
+                                         ("pad", {"pads": (0,) * 6})])
 def test_remove_identity(run_passes, count, kind, attrs):
     b = Builder()
     x = b.input("x", TensorType((2, 6) if kind == "flatten" else (2, 3, 4)))
@@ -97,8 +99,10 @@ def test_remove_identity_keeps_real_conversions(run_passes, count):
     b.output(b.op("cast", [x], dtype="f16"), "half")
     b.output(b.op("reshape", [x], shape=(6, 4)), "flat")
     b.output(b.op("flatten", [x]), "flat2")
+    b.output(b.op("slice", [x], starts=(-1,), ends=(-5,), axes=(2,), steps=(-1,)), "reversed")
+    b.output(b.op("pad", [x], pads=(0, 0, 1, 0, 0, 0)), "padded")
     assert run_passes(b.graph, "remove-identity", {"x": randn(2, 3, 4)}) is False
-    assert count(b.graph) == {"cast": 1, "reshape": 1, "flatten": 1}
+    assert count(b.graph) == {"cast": 1, "reshape": 1, "flatten": 1, "slice": 1, "pad": 1}
 
 
 def test_identity_between_input_and_output_stays(run_passes, count):

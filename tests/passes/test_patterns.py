@@ -357,6 +357,27 @@ def test_reshape_transpose_reshape_is_a_channel_shuffle(tmp_path, groups, perm, 
     np.testing.assert_array_equal(run_graph(g, {"x": x})["y"], ref)
 
 
+@pytest.mark.parametrize(("axis", "index", "after", "expect"), [
+    (0, 1, "Relu", ["relu", "slice", "reshape"]),  # ViT's qkv[1]
+    (1, -1, "Relu", ["relu", "slice", "reshape"]),
+    (0, 2, "Transpose", ["transpose", "gather"]),  # Swin's qkv.permute(...)[2]: layout would split the transpose
+])
+def test_a_gather_of_one_index_is_a_slice(tmp_path, axis, index, after, expect):
+    nodes = [helper.make_node(after, ["x"], ["t"], **({"perm": [0, 2, 1]} if after == "Transpose" else {})),
+             helper.make_node("Gather", ["t", "i"], ["y"], axis=axis)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.array(index, np.int64), "i")])
+    path = str(tmp_path / "gather.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 4, 5)).astype(np.float32)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    g = load_onnx(path, CompileOptions())
+    optimize(g, CompileOptions.of(opt_level=2))
+    assert [op.kind for op in g.compute_ops()] == expect
+    np.testing.assert_array_equal(run_graph(g, {"x": x})["y"], ref)
+
+
 @pytest.mark.parametrize(("group", "cout", "kernel", "stride", "pad", "bias"),
                          [(8, 8, 4, 2, 1, False), (4, 16, 4, 2, 1, True), (8, 8, 2, 2, 0, True),
                           (2, 4, 8, 4, 2, False)])
