@@ -141,3 +141,35 @@ def test_check_and_perf_count_the_layers_the_qdq_model_compiles_to(tmp_path):
     assert [layer.tidl_layer for layer in rep.layers if layer.unit != "none"] == ["Convolution"]
     quantized = quantize_graph(graph, options).graph
     assert rep.total_cycles <= 1.05 * backend.estimate(quantized).total_cycles
+
+
+def test_a_float_layer_with_dequantized_weights_writes_a_readable_net_bin(tmp_path):
+    """A QDQ model's LayerNorm (a float layer on TDA4VM) reads its gamma and beta through
+    DequantizeLinear of int8 constants (onnxruntime's quantize_static on torchvision's Swin-T): they
+    were written as f32 tensors still carrying their int8 scale, and reading the net.bin back failed
+    ('tensor 7 holds 8-bit signed values in f32')."""
+    from tidlc.backends.tidl.binfmt import read_compiled
+
+    from tidlc.cli import main
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.float32(1 / 32), "s"), numpy_helper.from_array(np.int8(0), "z"),
+             numpy_helper.from_array(rng.integers(-127, 128, 8).astype(np.int8), "gq"),
+             numpy_helper.from_array(rng.integers(-127, 128, 8).astype(np.int8), "bq"),
+             numpy_helper.from_array(np.float32(0.01), "ws")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["gq", "ws", "z"], ["g"]),
+             helper.make_node("DequantizeLinear", ["bq", "ws", "z"], ["b"]),
+             helper.make_node("LayerNormalization", ["xd", "g", "b"], ["ln"], axis=-1),
+             helper.make_node("QuantizeLinear", ["ln", "s", "z"], ["lq"]),
+             helper.make_node("DequantizeLinear", ["lq", "s", "z"], ["y"])]
+    graph = helper.make_graph(nodes, "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "ln.onnx"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["compile", str(tmp_path / "ln.onnx"), "-o", str(tmp_path / "out")]) == 0
+    compiled = read_compiled(str(tmp_path / "out" / "net.bin"), str(tmp_path / "out" / "io.bin"))
+    assert any(op.kind == "layernorm" for op in compiled.graph.ops)

@@ -268,7 +268,9 @@ class Quantizer:
         if got is not None:
             return got
         if v.producer is not None and v.producer.kind == "const":
-            out = self.const(v.producer.data, v.producer.name, v.type.quant if v.type.dtype[0] == "f" else None, v)
+            # a plain float constant: a pre-quantized model's dequantized weight keeps its int8 scale on
+            # its type, which a float layer (a LayerNorm's gamma) does not take and net.bin refuses
+            out = self.const(v.producer.data, v.producer.name, None, v)
             self.fv[id(v)] = out
             return out
         q = self.qv[id(v)]
