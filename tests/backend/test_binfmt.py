@@ -58,6 +58,18 @@ def test_compile_twice_is_byte_identical(compiled, tmp_path):
         assert (tmp_path / name).read_bytes() == (compiled["out"] / name).read_bytes()
 
 
+def test_a_net_bin_that_would_not_read_back_is_not_written(compiled, tmp_path, monkeypatch, capsys):
+    """The writer decodes what it encoded before committing the pair: a writer/reader mismatch (a
+    QDQ model's f32 constant with an int8 scale once was one) is an internal error, no file."""
+    from tidlc.backends.tidl import binfmt
+    real = binfmt.encode_net
+    monkeypatch.setattr(binfmt, "encode_net", lambda *a, **k: real(*a, **k)[:-7])  # a truncated net
+    code, _, err = tidlc(capsys, "compile", compiled["dir"] / "net.prototxt", "--random-weights", "3",
+                         "-o", tmp_path / "out")
+    assert code != 0 and "internal error: the net.bin written does not read back" in err
+    assert "Traceback" not in err and not (tmp_path / "out" / "net.bin").exists()
+
+
 def test_reader_round_trips_exactly(compiled):
     data = (compiled["out"] / "net.bin").read_bytes()
     graph, box = decode_net(data)

@@ -69,6 +69,11 @@ def write_bin(graph: Graph, outdir: str, options=None, net_name: str = NET_NAME,
     settings = compile_settings(options) if isinstance(options, CompileOptions) else {}
     net = encode_net(graph, perf, device, io_file=None if io_file == IO_NAME else io_file.replace(os.sep, "/"),
                      settings=settings)
+    try:  # what is written reads back: a writer/reader mismatch is tidlc's error, before any file exists
+        decode_net(net, net_path)
+    except TidlcError as exc:
+        raise TidlcError(f"internal error: the net.bin written does not read back ({exc.message})", net_path,
+                         hint="please report this with the model; --debug shows where", code="internal") from exc
     commit_files({net_path: net, io_path: encode_io(graph, device, net)})
     return [net_path, io_path]
 
