@@ -18,6 +18,9 @@ SCHEMA = "tidlc.report/1"
 BOX_W, BOX_H, GAP_X, GAP_Y = 168, 36, 24, 30
 
 
+QDQ_KINDS = ("quantize", "dequantize")
+
+
 def graph_structure(graph, host_ops=(), regions=None) -> tuple[list[dict], list[list[int]]]:
     """(nodes, edges) of a graph: one node per input and compute op, edges producer -> user."""
     from tidlc.partition import op_names
@@ -33,6 +36,12 @@ def graph_structure(graph, host_ops=(), regions=None) -> tuple[list[dict], list[
     edges: list[list[int]] = []
     for op in graph.ops:
         if op.kind == "const":
+            continue
+        if op.kind in QDQ_KINDS and op.operands and len(op.results) == 1:
+            # a pre-quantized model's quantize/dequantize: a range, not a layer (check and perf count
+            # them so too); edges go through it, a dequantized weight is drawn as no node
+            if id(op.operands[0]) in producer:
+                producer[id(op.results[0])] = producer[id(op.operands[0])]
             continue
         if op.kind == "input":
             name = op.attrs.get("name") or op.name or "input"

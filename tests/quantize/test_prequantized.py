@@ -173,3 +173,16 @@ def test_a_float_layer_with_dequantized_weights_writes_a_readable_net_bin(tmp_pa
         assert main(["compile", str(tmp_path / "ln.onnx"), "-o", str(tmp_path / "out")]) == 0
     compiled = read_compiled(str(tmp_path / "out" / "net.bin"), str(tmp_path / "out" / "io.bin"))
     assert any(op.kind == "layernorm" for op in compiled.graph.ops)
+
+
+def test_the_report_draws_the_layers_of_a_qdq_model(tmp_path):
+    """`tidlc report`'s graph goes through quantize/dequantize (ranges, not layers): the QDQ conv
+    model is input -> conv -> output; an int8 DenseNet121 drew 1050 nodes for its 251 layers."""
+    from tidlc.report import graph_structure
+    path = tmp_path / "qdq.onnx"
+    qdq_model(path)
+    options = CompileOptions()
+    graph = load(str(path), options)
+    optimize(graph, options)
+    nodes, edges = graph_structure(graph)
+    assert [n["op"] for n in nodes] == ["input", "conv2d"] and edges == [[0, 1]]
