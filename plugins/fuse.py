@@ -136,13 +136,37 @@ def _matmul_to_dense(rw: Rewriter, op) -> bool:
     (TIDL's InnerProduct). The ONNX importer does this when it knows the rank; a ViT exported by
     PyTorch's TorchScript exporter learns it only when the class token's shape is folded."""
     x, w = op.operands
-    wc = _const(w)
-    if wc is None or wc.ndim != 2 or wc.dtype != np.float32 or _const(x) is not None or x.type.rank is None \
-            or x.type.rank < 2:
+    if _const(x) is not None or x.type.rank is None or x.type.rank < 2:
         return False
-    wt = rw.const(np.ascontiguousarray(wc.T), w.producer.name or f"{op.name}.w", anchor=op)
+    wc = _const(w)
+    if wc is None:
+        wt = _transposed_dequantized(rw, w, op)  # a QDQ model's int8 weight: its codes transposed
+        if wt is None:
+            return False
+    elif wc.ndim != 2 or wc.dtype != np.float32:
+        return False
+    else:
+        wt = rw.const(np.ascontiguousarray(wc.T), w.producer.name or f"{op.name}.w", anchor=op)
     rw.replace_op(op, rw.make("dense", [x, wt], {}, op.name, op.loc))
     return True
+
+
+def _transposed_dequantized(rw: Rewriter, w, anchor):
+    """``dequantize(Wq)`` of a constant 2-D integer ``Wq`` as ``dequantize(Wq.T)``, the channel axis
+    of per-channel scales following (onnxruntime's ``quantize_static`` on a Linear's MatMul), or None."""
+    deq = w.producer
+    if deq is None or deq.kind != "dequantize":
+        return None
+    codes = deq.operands[0].const_value()
+    if codes is None or codes.ndim != 2 or codes.dtype.kind not in "iu":
+        return None
+    attrs_ = dict(deq.attrs)
+    if len(attrs_["scale"]) > 1:
+        attrs_["axis"] = 1 - attrs_["axis"] % 2
+    wq = rw.const(np.ascontiguousarray(codes.T), deq.operands[0].producer.name or f"{anchor.name}.wq", anchor=anchor)
+    new = rw.make("dequantize", [wq], attrs_, deq.name or f"{anchor.name}.w", deq.loc)
+    rw.insert_before(anchor, new)
+    return new.results[0]
 
 
 def _dense_between_reshapes(rw: Rewriter, op) -> bool:
@@ -163,6 +187,51 @@ def _dense_between_reshapes(rw: Rewriter, op) -> bool:
         return False
     rw.replace_op(after, rw.make("dense", [first.operands[0], *op.operands[1:]], dict(op.attrs), op.name, op.loc))
     return True
+
+
+def _const_or_dequantized(v, depth: int = 4) -> np.ndarray | None:
+    """A constant's value, or the float value of a constant behind quantize/dequantize ops (a QDQ
+    model's bias: ``dequantize(quantize(dequantize(codes)))`` in onnxruntime's exports)."""
+    data = v.const_value()
+    op = v.producer
+    if data is not None or depth == 0 or op is None or op.kind not in ("quantize", "dequantize"):
+        return data
+    inner = _const_or_dequantized(op.operands[0], depth - 1)
+    return None if inner is None else np.asarray(op.opdef.compute(op, inner))
+
+
+def _bias_through_qdq(rw: Rewriter, op) -> bool:
+    """``add(dequantize(quantize(dense(x))), b)``, ``b`` constant along the last axis -> the dense
+    with ``b`` in its bias: a QDQ model (onnxruntime's ``quantize_static`` on a Linear exported as
+    MatMul + Add) fake-quantizes the product before its bias; TIDL's InnerProduct adds the bias in
+    its accumulator, and so does tidlc once the pair between them is gone."""
+    if op.attrs["act"] != "none":
+        return False
+    for a, b in (op.operands, op.operands[::-1]):
+        deq = a.producer
+        if deq is None or deq.kind != "dequantize" or rw.single_user(a) is not op:
+            continue
+        q = deq.operands[0].producer
+        if q is None or q.kind != "quantize" or rw.single_user(deq.operands[0]) is not deq:
+            continue
+        y = q.operands[0]
+        dense = y.producer
+        if dense is None or dense.kind != "dense" or dense.attrs["act"] != "none" or rw.single_user(y) is not q:
+            continue
+        c = _const_or_dequantized(b)
+        vec = None if c is None or c.dtype.kind != "f" or y.type.shape is None else _last_axis(y.type, c)
+        if vec is None or op.results[0].type.shape != y.type.shape:
+            continue
+        old_b = _const_or_dequantized(dense.operands[2]) if len(dense.operands) > 2 else np.zeros(vec.size, np.float32)
+        if old_b is None:
+            continue
+        bias = (old_b.reshape(-1).astype(np.float64) + vec.astype(np.float64)).astype(np.float32)
+        bv = rw.const(bias, f"{dense.name}.b", anchor=dense)
+        new = rw.make("dense", [dense.operands[0], dense.operands[1], bv], dict(dense.attrs), dense.name, dense.loc)
+        rw.replace_op(dense, new)
+        rw.replace_op(op, new.results[0])
+        return True
+    return False
 
 
 def _bias_through_reshape(rw: Rewriter, op) -> bool:
@@ -303,6 +372,7 @@ BN_RULES = [
     ("batchnorm", _bn_to_scale),
     ("mul", _arith_to_scale),
     ("add", _arith_to_scale), ("add", _bias_through_reshape), ("mul", _bias_through_reshape),
+    ("add", _bias_through_qdq),
     ("sub", _arith_to_scale),
     ("div", _arith_to_scale),
     ("scale", _fold_scale_into_producer),
