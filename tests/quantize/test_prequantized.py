@@ -16,6 +16,15 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper
 
 
+def save_model(path, nodes, inits, in_shape, out_shape, opset: int = 13) -> None:
+    """An ONNX model of ``nodes`` from input x to output y, saved at ``path``."""
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
 def qdq_model(path, x_zero_point=0):
     """x -> Q/DQ (u8, scale 1/64) -> conv with DQ(int8) weights -> relu -> Q/DQ (u8) -> y."""
     rng = np.random.default_rng(0)
@@ -32,11 +41,7 @@ def qdq_model(path, x_zero_point=0):
              helper.make_node("Relu", ["c"], ["r"]),
              helper.make_node("QuantizeLinear", ["r", "ys", "yz"], ["rq"]),
              helper.make_node("DequantizeLinear", ["rq", "ys", "yz"], ["y"])]
-    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
+    save_model(path, nodes, inits, [1, 3, 6, 6], [1, 4, 6, 6])
     return w
 
 
@@ -163,11 +168,7 @@ def test_a_float_layer_with_dequantized_weights_writes_a_readable_net_bin(tmp_pa
              helper.make_node("LayerNormalization", ["xd", "g", "b"], ["ln"], axis=-1),
              helper.make_node("QuantizeLinear", ["ln", "s", "z"], ["lq"]),
              helper.make_node("DequantizeLinear", ["lq", "s", "z"], ["y"])]
-    graph = helper.make_graph(nodes, "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 8])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp_path / "ln.onnx"))
+    save_model(tmp_path / "ln.onnx", nodes, inits, [1, 5, 8], [1, 5, 8], opset=17)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main(["compile", str(tmp_path / "ln.onnx"), "-o", str(tmp_path / "out")]) == 0
@@ -212,12 +213,8 @@ def test_a_qdq_linear_is_one_dense_with_its_bias(tmp_path):
              helper.make_node("Add", ["b", "pd"], ["a"]),
              helper.make_node("QuantizeLinear", ["a", "ys", "z"], ["aq"]),
              helper.make_node("DequantizeLinear", ["aq", "ys", "z"], ["y"])]
-    graph = helper.make_graph(nodes, "linear", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 6])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
     path = tmp_path / "linear.onnx"
-    onnx.save(model, str(path))
+    save_model(path, nodes, inits, [1, 5, 8], [1, 5, 6])
     options = CompileOptions()
     g = load(str(path), options)
     optimize(g, options)
