@@ -24,8 +24,9 @@ DeadCodeElimination = graph_pass("dce", lambda graph: bool(graph.prune()), opt_l
                                  summary="remove ops that do not reach an output (inputs are kept)")
 
 
-def _forward(rw, op) -> bool:
-    src = op.operands[0]
+def _forward(rw, op, src=None) -> bool:
+    """``op``'s readers read ``src`` (its first operand by default), which has its type."""
+    src = op.operands[0] if src is None else src
     out = op.results[0]
     if out.type.shape != src.type.shape or out.type.dtype != src.type.dtype:
         return False
@@ -71,10 +72,7 @@ def _reshape_of_reshape(rw, op) -> bool:
     if not (src.type.is_static and out.type.is_static) or src.type.dtype != out.type.dtype:
         return False
     if out.type.shape == src.type.shape:
-        if rw.is_output(out) and (rw.is_output(src) or src.producer.kind == "input"):
-            return False  # keep a distinct output value
-        rw.replace_op(op, src)
-        return True
+        return _forward(rw, op, src)
     rw.replace_op(op, rw.make("reshape", [src], {"shape": list(out.type.shape)}, op.name, op.loc))
     return True
 

@@ -27,6 +27,7 @@ single-reader conv2d or dense becomes its ``act = prelu`` (the slopes as
 from __future__ import annotations
 
 import numpy as np
+from tidlc.plugins.layout import permuted_dequantized
 
 from tidlc.hookspecs import hookimpl
 from tidlc.ir.opdef import Trait
@@ -139,8 +140,8 @@ def _matmul_to_dense(rw: Rewriter, op) -> bool:
     if _const(x) is not None or x.type.rank is None or x.type.rank < 2:
         return False
     wc = _const(w)
-    if wc is None:
-        wt = _transposed_dequantized(rw, w, op)  # a QDQ model's int8 weight: its codes transposed
+    if wc is None:  # a QDQ model's int8 weight (onnxruntime's quantize_static): its codes transposed
+        wt = permuted_dequantized(rw, op, w, 2, (1, 0)) if w.type.rank == 2 else None
         if wt is None:
             return False
     elif wc.ndim != 2 or wc.dtype != np.float32:
@@ -149,24 +150,6 @@ def _matmul_to_dense(rw: Rewriter, op) -> bool:
         wt = rw.const(np.ascontiguousarray(wc.T), w.producer.name or f"{op.name}.w", anchor=op)
     rw.replace_op(op, rw.make("dense", [x, wt], {}, op.name, op.loc))
     return True
-
-
-def _transposed_dequantized(rw: Rewriter, w, anchor):
-    """``dequantize(Wq)`` of a constant 2-D integer ``Wq`` as ``dequantize(Wq.T)``, the channel axis
-    of per-channel scales following (onnxruntime's ``quantize_static`` on a Linear's MatMul), or None."""
-    deq = w.producer
-    if deq is None or deq.kind != "dequantize":
-        return None
-    codes = deq.operands[0].const_value()
-    if codes is None or codes.ndim != 2 or codes.dtype.kind not in "iu":
-        return None
-    attrs_ = dict(deq.attrs)
-    if len(attrs_["scale"]) > 1:
-        attrs_["axis"] = 1 - attrs_["axis"] % 2
-    wq = rw.const(np.ascontiguousarray(codes.T), deq.operands[0].producer.name or f"{anchor.name}.wq", anchor=anchor)
-    new = rw.make("dequantize", [wq], attrs_, deq.name or f"{anchor.name}.w", deq.loc)
-    rw.insert_before(anchor, new)
-    return new.results[0]
 
 
 def _dense_between_reshapes(rw: Rewriter, op) -> bool:

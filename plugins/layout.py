@@ -210,7 +210,7 @@ def _broadcasting(rw: Rewriter, op) -> bool:
             continue
         data = v.const_value()
         if data is None:
-            deq = _dequantized_const(rw, op, v, out_rank, perm)
+            deq = permuted_dequantized(rw, op, v, out_rank, perm)
             if deq is not None:
                 operands.append(deq)
                 continue
@@ -230,10 +230,11 @@ def _broadcasting(rw: Rewriter, op) -> bool:
     return _sink(rw, op, operands, moved[0], perm)
 
 
-def _dequantized_const(rw: Rewriter, op, v, out_rank: int, perm):
+def permuted_dequantized(rw: Rewriter, op, v, out_rank: int, perm):
     """A constant behind a ``dequantize`` (an int8 TFLite model's batch-norm multiplier, per channel
-    on NHWC's last axis), permuted like a float constant: the integer codes are transposed and the
-    dequantize's channel axis follows. Without it the op stayed NHWC between two transposes
+    on NHWC's last axis), permuted like a float constant: the integer codes are transposed by
+    ``inverse(perm)`` (after leading 1s up to ``out_rank``), the dequantize's channel axis follows,
+    and the new dequantize is placed before ``op``; None when ``v`` is no dequantized constant. Without it the op stayed NHWC between two transposes
     (DenseNet121 int8: 125 transposes, 13.5 ms predicted against the float model's 8.1 ms)."""
     deq = v.producer
     if deq is None or deq.kind != "dequantize":

@@ -647,9 +647,10 @@ def _spatial_reduce(rw: Rewriter, op) -> bool:
     if a["op"] not in ("mean", "max") or shape is None or len(shape) != 4 or None in shape \
             or x.type.layout not in (None, "NCHW") or sorted(ax % 4 for ax in a["axes"]) != [2, 3]:
         return False
+    mode = {"mode": "avg" if a["op"] == "mean" else "max"}
     if a["keepdims"]:
-        return _replace(rw, op, "global_pool", x, {"mode": "avg" if a["op"] == "mean" else "max"})
-    pool = rw.make("global_pool", [x], {"mode": "avg" if a["op"] == "mean" else "max"}, f"{op.name}.pool", op.loc)
+        return _replace(rw, op, "global_pool", x, mode)
+    pool = rw.make("global_pool", [x], mode, f"{op.name}.pool", op.loc)
     rw.insert_before(op, pool)
     return _replace(rw, op, "reshape", pool.results[0], {"shape": tuple(shape[:2])})
 
@@ -685,7 +686,7 @@ _MOVES = ("concat", "pad", "reshape", "squeeze", "unsqueeze", "flatten", "slice"
 
 
 def _moves_in_float(rw: Rewriter, op) -> bool:
-    """An op that only moves integer codes (concat, pad, reshape, transpose, ..., a max pool: the
+    """An op that only moves integer codes (concat, pad, reshape, ..., a max pool: the
     per-tensor map ``(q - zp) / s`` is increasing) -> the same op on dequantized operands, quantized
     again: an int8 TFLite model concatenates and pads its int8 tensors directly, so its quantize
     and dequantize ops met no partner, and each such op became a layer between DataConverts

@@ -99,9 +99,6 @@ def _shape(op) -> tuple[int, ...] | None:
     return tuple(shape) if shape is not None and getattr(t, "is_static", False) else None
 
 
-QDQ_KINDS = ("quantize", "dequantize")
-
-
 def check_graph(graph, backend, options: CompileOptions, model: str = "") -> CheckReport:
     """The report for an optimised float ``graph`` on ``backend``."""
     from tidlc.partition import plan_partition
@@ -110,6 +107,7 @@ def check_graph(graph, backend, options: CompileOptions, model: str = "") -> Che
     # layernorm, reshape, scale), and each has its own verdict
     # a pre-quantized model's quantize/dequantize ops are ranges the quantizer takes and removes, not
     # layers (an ONNX QDQ MobileNetV3-Large: 452 'layers' for its 113)
+    from tidlc.ir.ops.quant import QDQ_KINDS
     verdicts = [(op, _supports(backend, op, target.device)) for op in graph.compute_ops()
                 if op.kind not in QDQ_KINDS]
     dynamic = []

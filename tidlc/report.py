@@ -18,11 +18,9 @@ SCHEMA = "tidlc.report/1"
 BOX_W, BOX_H, GAP_X, GAP_Y = 168, 36, 24, 30
 
 
-QDQ_KINDS = ("quantize", "dequantize")
-
-
 def graph_structure(graph, host_ops=(), regions=None) -> tuple[list[dict], list[list[int]]]:
     """(nodes, edges) of a graph: one node per input and compute op, edges producer -> user."""
+    from tidlc.ir.ops.quant import QDQ_KINDS
     from tidlc.partition import op_names
     names = op_names(graph)
     region_of = {}

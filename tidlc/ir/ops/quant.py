@@ -149,4 +149,8 @@ defop("dequantize", ("x",), dict(QUANT_ATTRS), infer=_dequantize_infer, compute=
       traits=(Trait.ELEMENTWISE, Trait.LAYOUT_AGNOSTIC), permute_attrs=_permute_quant_attrs,
       doc="x = (q - zero_point) / scale as f32; not folded, so integer weights stay integer.")
 
-__all__ = ["QUANT_DTYPES", "ROUNDING", "quant_info", "round_values"]
+# a pre-quantized model's quantize/dequantize ops (ONNX QDQ, int8 TFLite): ranges the quantize pass
+# takes and removes, not layers (check, perf and report count them so)
+QDQ_KINDS = ("quantize", "dequantize")
+
+__all__ = ["QDQ_KINDS", "QUANT_DTYPES", "ROUNDING", "quant_info", "round_values"]
