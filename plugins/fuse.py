@@ -20,7 +20,9 @@ that can carry a fused activation (conv2d, deconv2d, dense, scale, add, ...)
 and has none yet, is not a graph output and has f32 results -> the
 producer's ``act``. ``clip(0, 6)`` becomes ``relu6`` and ``clip(0, inf)``
 ``relu`` (also when it stays a separate op); hardswish is kept separate
-(TIDL has no fused hardswish). A ``prelu`` with constant slopes after a
+(TIDL has no fused hardswish); also through a pre-quantized model's
+quantize/dequantize pair between the producer and the activation (the pair
+goes). A ``prelu`` with constant slopes after a
 single-reader conv2d or dense becomes its ``act = prelu`` (the slopes as
 ``act_params``; TIDL's actType 2).
 """
@@ -32,6 +34,7 @@ from tidlc.plugins.layout import permuted_dequantized
 from tidlc.hookspecs import hookimpl
 from tidlc.ir.opdef import Trait
 from tidlc.ir.ops.elementwise import act_params_of
+from tidlc.ir.ops.quant import const_or_dequantized, fake_quantized_source
 from tidlc.passes.rewrite import Rewriter, rule_pass
 
 
@@ -172,17 +175,6 @@ def _dense_between_reshapes(rw: Rewriter, op) -> bool:
     return True
 
 
-def _const_or_dequantized(v, depth: int = 4) -> np.ndarray | None:
-    """A constant's value, or the float value of a constant behind quantize/dequantize ops (a QDQ
-    model's bias: ``dequantize(quantize(dequantize(codes)))`` in onnxruntime's exports)."""
-    data = v.const_value()
-    op = v.producer
-    if data is not None or depth == 0 or op is None or op.kind not in ("quantize", "dequantize"):
-        return data
-    inner = _const_or_dequantized(op.operands[0], depth - 1)
-    return None if inner is None else np.asarray(op.opdef.compute(op, inner))
-
-
 def _bias_through_qdq(rw: Rewriter, op) -> bool:
     """``add(dequantize(quantize(dense(x))), b)``, ``b`` constant along the last axis -> the dense
     with ``b`` in its bias: a QDQ model (onnxruntime's ``quantize_static`` on a Linear exported as
@@ -201,11 +193,11 @@ def _bias_through_qdq(rw: Rewriter, op) -> bool:
         dense = y.producer
         if dense is None or dense.kind != "dense" or dense.attrs["act"] != "none" or rw.single_user(y) is not q:
             continue
-        c = _const_or_dequantized(b)
+        c = const_or_dequantized(b)
         vec = None if c is None or c.dtype.kind != "f" or y.type.shape is None else _last_axis(y.type, c)
         if vec is None or op.results[0].type.shape != y.type.shape:
             continue
-        old_b = _const_or_dequantized(dense.operands[2]) if len(dense.operands) > 2 else np.zeros(vec.size, np.float32)
+        old_b = const_or_dequantized(dense.operands[2]) if len(dense.operands) > 2 else np.zeros(vec.size, np.float32)
         if old_b is None:
             continue
         bias = (old_b.reshape(-1).astype(np.float64) + vec.astype(np.float64)).astype(np.float32)
@@ -362,7 +354,7 @@ BN_RULES = [
     ("scale", _merge_scales),
 ]
 
-FuseBatchNorm = rule_pass("fuse-batchnorm", BN_RULES, opt_level=2, order=50,
+FuseBatchNorm = rule_pass("fuse-batchnorm", BN_RULES, opt_level=2, order=50, prune=True,
                           summary="fold batchnorm/scale/bias into conv/deconv/dense (TIDL foldBnInConv2D)")
 
 
@@ -384,6 +376,13 @@ def _fuse_act(rw: Rewriter, op) -> bool:
         # an element-wise activation commutes with a reshape: Keras' Dense on tokens in a frozen
         # graph is reshape -> MatMul -> reshape -> BiasAdd -> Gelu
         prod, reader = prod.operands[0].producer, prod
+    elif prod is not None and prod.kind == "dequantize" and rw.single_user(op.operands[0]) is op:
+        # a pre-quantized model's activation between its producer's quantize/dequantize pair (an int8
+        # TFLite dense -> GELU): TIDL runs the fused pair and quantizes once, after the activation
+        q = prod.operands[0].producer
+        if q is not None and q.kind == "quantize" and rw.single_user(prod.operands[0]) is prod \
+                and fake_quantized_source(op.operands[0]) is q.operands[0]:
+            prod, reader = q.operands[0].producer, q
     if prod is None or "act" not in prod.attrs or prod.attrs["act"] != "none":
         return False
     if rw.single_user(prod.results[0]) is not reader or len(prod.results) != 1:
@@ -394,7 +393,8 @@ def _fuse_act(rw: Rewriter, op) -> bool:
     if reader is not op and act == "prelu":
         return False
     rw.update_attrs(prod, act=act, act_params=params)
-    rw.replace_op(op, op.operands[0])
+    # (through a pair: the pair, a range of the value before the activation, goes with it)
+    rw.replace_op(op, prod.results[0] if reader.kind == "quantize" else op.operands[0])
     return True
 
 

@@ -14,6 +14,8 @@ within rounding (1e-5 relative):
 * LayerNorm ``(x - mean) / sqrt(mean((x - mean)^2) + eps) * gamma + beta`` over
   trailing axes (``pow(d, 2)`` or ``d * d``; gamma/beta optional), and Keras'
   ``x * m + (beta - mean * m)`` with ``m = rsqrt(var + eps) * gamma`` -> ``layernorm``;
+  GELU and LayerNorm also with each piece between a pre-quantized model's
+  quantize/dequantize pair (int8 TFLite, onnxruntime's QDQ): the pairs inside go;
 * an explicit zero ``Pad`` of H and W before a ``conv2d`` (or an average pool
   that counts the pad) -> the conv's (pool's) own padding;
 * a pool whose single window covers the whole plane (``pool5`` 7x7 on a 7x7
@@ -58,14 +60,16 @@ import math
 import numpy as np
 
 from tidlc.hookspecs import hookimpl
+from tidlc.ir.ops.quant import const_or_dequantized
+from tidlc.ir.ops.quant import fake_quantized_source as _src
 from tidlc.passes.rewrite import Rewriter, rule_pass
 
 SQRT2 = math.sqrt(2.0)
 
 
 def _scalar(v) -> float | None:
-    """The value of a constant with one element, else None."""
-    c = v.const_value()
+    """The value of a constant with one element (or of a dequantized one), else None."""
+    c = const_or_dequantized(v)
     if c is None or c.size != 1 or c.dtype.kind != "f":
         return None
     return float(np.asarray(c).reshape(()))
@@ -75,9 +79,10 @@ def _near(value: float | None, target: float, rel: float = 1e-5) -> bool:
     return value is not None and abs(value - target) <= rel * max(abs(target), 1e-12)
 
 
-def _plain(rw: Rewriter, v, kinds: tuple[str, ...]):
-    """The live producer of ``v`` if it is one of ``kinds`` with no fused activation, else None."""
-    op = v.producer
+def _plain(rw: Rewriter, v, kinds: tuple[str, ...], thru: bool = False):
+    """The live producer of ``v`` if it is one of ``kinds`` with no fused activation, else None;
+    ``thru``: of ``v``'s value before a pre-quantized model's quantize/dequantize pair."""
+    op = (_src(v) if thru else v).producer
     if op is None or op.kind not in kinds or id(op) in rw.dead or op.attrs.get("act", "none") != "none":
         return None
     return op
@@ -95,8 +100,8 @@ def _split_const(op) -> tuple[object, float] | None:
 
 
 def _scaled_by(rw: Rewriter, v, factor: float):
-    """``u`` if ``v`` is ``u * factor`` or ``u / (1/factor)``, else None."""
-    op = _plain(rw, v, ("mul", "div"))
+    """``u`` if ``v`` is ``u * factor`` or ``u / (1/factor)`` (through a quantize/dequantize pair), else None."""
+    op = _plain(rw, v, ("mul", "div"), thru=True)
     if op is None:
         return None
     split = _split_const(op)
@@ -133,6 +138,27 @@ def _hardsigmoid_of(rw: Rewriter, v):
         return None
     inner = _scaled_by(rw, v, 1 / 6)
     return _relu6_of_plus3(rw, inner) if inner is not None else None
+
+
+def _same(a, b) -> bool:
+    """Whether two values are one, seen through quantize/dequantize pairs."""
+    return a is not None and b is not None and _src(a) is _src(b)
+
+
+def _next(rw: Rewriter, op):
+    """The single reader of ``op``'s result, past a quantize/dequantize pair (each of one reader)."""
+    user = rw.single_user(op.results[0])
+    if user is not None and user.kind == "quantize" and len(user.attrs["scale"]) == 1:
+        deq = rw.single_user(user.results[0])
+        if deq is not None and deq.kind == "dequantize" and _src(deq.results[0]) is op.results[0]:
+            return rw.single_user(deq.results[0])
+    return user
+
+
+def _other_thru(op, v):
+    """:func:`_other` with ``v`` seen through quantize/dequantize pairs."""
+    a, b = op.operands
+    return b if _same(a, v) else a if _same(b, v) else None
 
 
 def _replace(rw: Rewriter, old, kind: str, x, attrs=None) -> bool:
@@ -200,37 +226,41 @@ def _hardsigmoid_div(rw: Rewriter, op) -> bool:
 # ----------------------------------------------------------------------------- gelu
 def _gelu(rw: Rewriter, erf) -> bool:
     """At an erf: ``0.5 * x * (1 + erf(x / sqrt(2)))`` in any association -> gelu(x); also Keras'
-    ``0.5 * x * erfc(-x / sqrt(2))``, imported as ``1 - erf(-x / sqrt(2))`` (erf is odd)."""
+    ``0.5 * x * erfc(-x / sqrt(2))``, imported as ``1 - erf(-x / sqrt(2))`` (erf is odd). In a QDQ
+    model each piece between a quantize/dequantize pair too (onnxruntime's ``quantize_static``)."""
     x = _scaled_by(rw, erf.operands[0], 1 / SQRT2)
-    neg = _plain(rw, x, ("neg",)) if x is not None else None
+    neg = _plain(rw, x, ("neg",), thru=True) if x is not None else None
     if x is None:
         return False
     if neg is not None:
         x = neg.operands[0]
-    add = rw.single_user(erf.results[0])
+    add = _next(rw, erf)
     if add is None or add.kind != ("add" if neg is None else "sub") or add.attrs["act"] != "none":
         return False
     if neg is None:
         split = _split_const(add)
-        if split is None or split[0] is not erf.results[0] or not _near(split[1], 1.0):
+        if split is None or not _same(split[0], erf.results[0]) or not _near(split[1], 1.0):
             return False
-    elif add.operands[1] is not erf.results[0] or not _near(_scalar(add.operands[0]), 1.0):
+    elif not _same(add.operands[1], erf.results[0]) or not _near(_scalar(add.operands[0]), 1.0):
         return False
-    m1 = rw.single_user(add.results[0])
+    m1 = _next(rw, add)
     if m1 is None or m1.kind != "mul" or m1.attrs["act"] != "none":
         return False
-    other = m1.operands[1] if m1.operands[0] is add.results[0] else m1.operands[0]
-    if _scaled_by(rw, other, 0.5) is x:  # (x * 0.5) * (1 + erf)
+    other = _other_thru(m1, add.results[0])
+    if other is None:
+        return False
+    if _same(_scaled_by(rw, other, 0.5), x):  # (x * 0.5) * (1 + erf)
         return _replace(rw, m1, "gelu", x)
-    if other is x or _near(_scalar(other), 0.5):
-        m2 = rw.single_user(m1.results[0])
+    if _same(other, x) or _near(_scalar(other), 0.5):
+        m2 = _next(rw, m1)
         if m2 is None or m2.attrs.get("act", "none") != "none" or m2.kind not in ("mul", "div"):
             return False
         split2 = _split_const(m2)
-        if other is x and split2 is not None and split2[0] is m1.results[0] and (
+        if _same(other, x) and split2 is not None and _same(split2[0], m1.results[0]) and (
                 (m2.kind == "mul" and _near(split2[1], 0.5)) or (m2.kind == "div" and _near(split2[1], 2.0))):
             return _replace(rw, m2, "gelu", x)
-        if other is not x and m2.kind == "mul" and x in m2.operands and m1.results[0] in m2.operands:
+        if not _same(other, x) and m2.kind == "mul" and _other_thru(m2, m1.results[0]) is not None \
+                and _same(_other_thru(m2, m1.results[0]), x):
             return _replace(rw, m2, "gelu", x)
     return False
 
@@ -238,7 +268,7 @@ def _gelu(rw: Rewriter, erf) -> bool:
 # ----------------------------------------------------------------------------- layernorm
 def _mean_over(rw: Rewriter, v):
     """(x, axes) if ``v`` is ``reduce_mean(x, axes, keepdims)`` over the trailing axes of x, else None."""
-    op = v.producer
+    op = _src(v).producer
     if op is None or op.kind != "reduce" or id(op) in rw.dead or op.attrs["op"] != "mean" \
             or not op.attrs["keepdims"]:
         return None
@@ -254,12 +284,12 @@ def _mean_over(rw: Rewriter, v):
 
 def _square_of(rw: Rewriter, v):
     """``d`` if ``v`` is ``d ** 2`` or ``d * d``, else None."""
-    op = _plain(rw, v, ("pow", "mul"))
+    op = _plain(rw, v, ("pow", "mul"), thru=True)
     if op is None:
         return None
     a, b = op.operands
     if op.kind == "mul":
-        return a if a is b else None
+        return a if _same(a, b) else None
     return a if _near(_scalar(b), 2.0) else None
 
 
@@ -269,21 +299,21 @@ def _layernorm(rw: Rewriter, div) -> bool:
     if div.attrs["act"] != "none":
         return False
     d, s = div.operands
-    sub = _plain(rw, d, ("sub",))
-    sqrt = s.producer
-    if sub is None or sqrt is None or sqrt.kind != "sqrt" or id(sqrt) in rw.dead:
+    sub = _plain(rw, d, ("sub",), thru=True)
+    sqrt = _plain(rw, s, ("sqrt",), thru=True)
+    if sub is None or sqrt is None:
         return False
     x, mean = sub.operands
     found = _mean_over(rw, mean)
-    if found is None or found[0] is not x:
+    if found is None or not _same(found[0], x):
         return False
     axis = found[1]
-    add = _plain(rw, sqrt.operands[0], ("add",))
+    add = _plain(rw, sqrt.operands[0], ("add",), thru=True)
     split = _split_const(add) if add is not None else None
     if split is None or split[1] <= 0:
         return False
     var = _mean_over(rw, split[0])
-    if var is None or var[1] != axis or _square_of(rw, var[0]) is not d:
+    if var is None or var[1] != axis or not _same(_square_of(rw, var[0]), d):
         return False
     return _make_layernorm(rw, div, x, axis, float(split[1]), None, None)
 
@@ -306,14 +336,17 @@ def _over(c: np.ndarray | None, normalized) -> np.ndarray | None:
 
 def _make_layernorm(rw: Rewriter, out, x, axis: int, eps: float, gamma, beta) -> bool:
     """Replace ``out`` (the normalized value) by ``layernorm(x, gamma, beta)``, taking in a following
-    ``* gamma`` and ``+ beta`` of constants over the normalized axes (each optional)."""
+    ``* gamma`` and ``+ beta`` of constants over the normalized axes (each optional). In a
+    pre-quantized model the pieces are matched through their quantize/dequantize pairs: the
+    layernorm reads ``x`` as the pattern did (its input's pair stays) and ends where the pattern
+    ended (the output's pair stays); the pairs inside go with the pieces."""
     normalized = tuple(x.type.shape[axis:]) if x.type.shape is not None else None
     for kind in ("mul", "add"):  # the affine part (each optional), constant over the normalized axes
-        user = rw.single_user(out.results[0])
+        user = _next(rw, out)
         if user is None or user.kind != kind or user.attrs["act"] != "none":
             continue
-        other = user.operands[1] if user.operands[0] is out.results[0] else user.operands[0]
-        c = _over(other.const_value(), normalized)
+        other = _other_thru(user, out.results[0])
+        c = _over(None if other is None else const_or_dequantized(other), normalized)
         if c is None:
             continue
         if kind == "mul":
@@ -340,28 +373,29 @@ def _other(op, v):
 def _rsqrt_var(rw: Rewriter, v):
     """(x, axis, eps, gamma) if ``v`` is ``1 / sqrt(mean((x - mean(x))**2) + eps)`` [``* gamma``]."""
     gamma = None
-    op = _plain(rw, v, ("mul",))
+    op = _plain(rw, v, ("mul",), thru=True)
     if op is not None:  # * gamma
         for u, c in ((op.operands[0], op.operands[1]), (op.operands[1], op.operands[0])):
-            if c.const_value() is not None and _plain(rw, u, ("reciprocal",)) is not None:
-                v, gamma = u, c.const_value()
+            g = const_or_dequantized(c)
+            if g is not None and _plain(rw, u, ("reciprocal",), thru=True) is not None:
+                v, gamma = u, g
                 break
         else:
             return None
-    rec = _plain(rw, v, ("reciprocal",))
-    sqrt = _plain(rw, rec.operands[0], ("sqrt",)) if rec is not None else None
-    add = _plain(rw, sqrt.operands[0], ("add",)) if sqrt is not None else None
+    rec = _plain(rw, v, ("reciprocal",), thru=True)
+    sqrt = _plain(rw, rec.operands[0], ("sqrt",), thru=True) if rec is not None else None
+    add = _plain(rw, sqrt.operands[0], ("add",), thru=True) if sqrt is not None else None
     split = _split_const(add) if add is not None else None
     if split is None or split[1] <= 0:
         return None
     var = _mean_over(rw, split[0])
     d = _square_of(rw, var[0]) if var is not None else None
-    sub = _plain(rw, d, ("sub",)) if d is not None else None
+    sub = _plain(rw, d, ("sub",), thru=True) if d is not None else None
     if sub is None:
         return None
     x, mean = sub.operands
     found = _mean_over(rw, mean)
-    if found is None or found[0] is not x or found[1] != var[1]:
+    if found is None or not _same(found[0], x) or found[1] != var[1]:
         return None
     return x, mean, var[1], split[1], gamma
 
@@ -369,31 +403,32 @@ def _rsqrt_var(rw: Rewriter, v):
 def _layernorm_moments(rw: Rewriter, add) -> bool:
     """TensorFlow's (Keras') LayerNormalization: ``m = rsqrt(var + eps) * gamma``, then
     ``x * m + (beta - mean * m)``; TFLite writes the shift as ``-mean * m`` (and drops a zero beta)
-    -> layernorm(x, gamma, beta)."""
+    -> layernorm(x, gamma, beta). An int8 TFLite model's (each piece between a dequantize and a
+    quantize) too."""
     if add.attrs["act"] != "none":
         return False
     for p, q in (add.operands, add.operands[::-1]):
-        scaled = _plain(rw, p, ("mul",))
+        scaled = _plain(rw, p, ("mul",), thru=True)
         if scaled is None:
             continue
         for x, m in (scaled.operands, scaled.operands[::-1]):
             found = _rsqrt_var(rw, m)
-            if found is None or found[0] is not x:
+            if found is None or not _same(found[0], x):
                 continue
             _, mean, axis, eps, gamma = found
-            shift, beta, negated = _plain(rw, q, ("mul", "sub", "add")), None, True
+            shift, beta, negated = _plain(rw, q, ("mul", "sub", "add"), thru=True), None, True
             if shift is not None and shift.kind in ("sub", "add"):  # beta - mean * m, beta + (-mean) * m
                 c, t = shift.operands
-                if shift.kind == "add" and c.const_value() is None:
+                if shift.kind == "add" and const_or_dequantized(c) is None:
                     c, t = t, c
-                beta, negated = c.const_value(), shift.kind == "add"
-                shift = _plain(rw, t, ("mul",))
+                beta, negated = const_or_dequantized(c), shift.kind == "add"
+                shift = _plain(rw, t, ("mul",), thru=True)
                 if beta is None:
                     continue
-            centre = _other(shift, m) if shift is not None and shift.kind == "mul" else None
-            neg = _plain(rw, centre, ("neg",)) if centre is not None else None
-            if not (negated and neg is not None and neg.operands[0] is mean) and \
-                    not (not negated and centre is mean):
+            centre = _other_thru(shift, m) if shift is not None and shift.kind == "mul" else None
+            neg = _plain(rw, centre, ("neg",), thru=True) if centre is not None else None
+            if not (negated and neg is not None and _same(neg.operands[0], mean)) and \
+                    not (not negated and _same(centre, mean)):
                 continue
             normalized = tuple(x.type.shape[axis:]) if x.type.shape is not None else None
             g = _over(gamma, normalized) if gamma is not None else None

@@ -153,4 +153,33 @@ defop("dequantize", ("x",), dict(QUANT_ATTRS), infer=_dequantize_infer, compute=
 # takes and removes, not layers (check, perf and report count them so)
 QDQ_KINDS = ("quantize", "dequantize")
 
-__all__ = ["QDQ_KINDS", "QUANT_DTYPES", "ROUNDING", "quant_info", "round_values"]
+
+def const_or_dequantized(v, depth: int = 4) -> np.ndarray | None:
+    """A constant's value, or the float value of a constant behind quantize/dequantize ops (an int8
+    TFLite model's layer-norm gamma: ``dequantize(codes)``; a QDQ model's bias:
+    ``dequantize(quantize(dequantize(codes)))`` in onnxruntime's exports)."""
+    data = v.const_value()
+    op = v.producer
+    if data is not None or depth == 0 or op is None or op.kind not in QDQ_KINDS:
+        return data
+    inner = const_or_dequantized(op.operands[0], depth - 1)
+    return None if inner is None else np.asarray(op.opdef.compute(op, inner))
+
+
+def fake_quantized_source(v):
+    """``x`` when ``v`` is ``dequantize(quantize(x))`` with one scale each (a pre-quantized model's
+    fake quantization of an activation; repeated pairs too), else ``v`` itself: what a rewrite that
+    fuses several ops into one sees through, the pairs inside the fused op being its own
+    intermediate precision."""
+    while True:
+        deq = v.producer
+        if deq is None or deq.kind != "dequantize" or len(deq.attrs["scale"]) != 1:
+            return v
+        q = deq.operands[0].producer
+        if q is None or q.kind != "quantize" or len(q.attrs["scale"]) != 1:
+            return v
+        v = q.operands[0]
+
+
+__all__ = ["QDQ_KINDS", "QUANT_DTYPES", "ROUNDING", "const_or_dequantized", "fake_quantized_source", "quant_info",
+           "round_values"]
