@@ -1,7 +1,11 @@
 """Which IR ops become which TIDL layers, and the integer tables the cycle kernel reads.
 
 After ``-O2`` a convolution carries its batchnorm and activation, so one IR op
-is one TIDL layer. The mapping (docs/perf.md has the same table):
+is one TIDL layer; an activation TIDL does not fuse into its layer (sigmoid,
+tanh, GELU, ELU, ...: only ReLU, ReLU6, clip and, on a conv or dense, PReLU
+and leaky ReLU fuse) is a second layer after it, as the compiled net.bin has it
+(the quantizer splits it off: :func:`split_activation`). The mapping
+(docs/perf.md has the same table):
 
 ==========================================  ==================  ==========================
 IR op                                       TIDL layer          runs on
@@ -35,6 +39,7 @@ import math
 
 import attrs
 import numpy as np
+from tidlc.backends.tidl.fixed.spec_kernels import CLAMP_ACTS, FUSED_PRELU
 from tidlc.backends.tidl.perf import columns as C
 
 from tidlc.diagnostics import TidlcError
@@ -47,6 +52,18 @@ from tidlc.ir.opdef import Trait
 _ACT_COST = {"none": 0, "relu": 0, "relu6": 0, "clip": 0, "leaky_relu": 1000, "prelu": 1000,
              "sigmoid": 3000, "tanh": 3000, "hardsigmoid": 1000, "hardswish": 2000, "elu": 3000,
              "gelu": 3000}
+
+
+def split_activation(op: Op) -> str | None:
+    """The fused activation of ``op`` that runs as a layer of its own once compiled (TIDL fuses
+    ReLU, ReLU6 and clip into any layer, PReLU and leaky ReLU into a conv or dense; the quantizer
+    splits off the others: backends/tidl/quantize/prepare.py), else None."""
+    act = op.attrs.get("act", "none")
+    if act in CLAMP_ACTS or (act in FUSED_PRELU and op.kind in ("conv2d", "dense")):
+        return None
+    return act
+
+
 _VECTOR_OPS = {  # kind -> (TIDL layer, milli-ops per output vector)
     "scale": ("BatchNorm", 2000), "batchnorm": ("BatchNorm", 2000), "prelu": ("BatchNorm", 2000),
     "relu": ("BatchNorm", 1000), "relu6": ("BatchNorm", 1000), "clip": ("BatchNorm", 1000),
@@ -232,17 +249,18 @@ class Classifier:
         return _row(C.KIND_MMA, rows=rows, w=1, align=1, k=a[-1] if a else 1, cout_g=out[-1] if out else 1,
                     elem=elem, wbytes=self.const_bytes(op, elem))
 
-    def vector_row(self, op: Op, work: tuple, ops_milli: int, elem: int, stride: int = 1) -> list[int]:
+    def vector_row(self, op: Op, work: tuple, ops_milli: int, elem: int, stride: int = 1,
+                   weights: bool = True) -> list[int]:
         n, c, h, w = _nchw(work)
         return _row(C.KIND_VEC, rows=h, w=w, align=self.align(stride) if len(work) >= 3 else 1,
-                    planes=n * c, ops=ops_milli, elem=elem, wbytes=self.const_bytes(op, elem))
+                    planes=n * c, ops=ops_milli, elem=elem, wbytes=self.const_bytes(op, elem) if weights else 0)
 
     def classify(self, op: Op, bits: int) -> tuple[list[int] | None, str, str, str]:
         """(row or None for a view / folded op, TIDL layer name, unit, note)."""
         kind = op.kind
         out_v = op.results[0]
         elem = _elem_bytes(out_v, bits)
-        act_cost = _ACT_COST.get(op.attrs.get("act", "none"), 1000)
+        act_cost = 0 if split_activation(op) else _ACT_COST.get(op.attrs.get("act", "none"), 1000)
         if kind in _MMA:
             row = self.mma_row(op, elem)
             if row is not None:
@@ -352,6 +370,15 @@ def build_tables(graph: Graph, bits: int = 8, bias_in_k: bool = True, layers_16b
         ins.append(feature_inputs)
         outs.append([new_tensor(v, index, op, layer_bits) for v in op.results])
         info.append(LayerInfo(op.name or op.kind, op.kind, tidl, unit, macs, tuple(out_shape), -1, note))
+        act = split_activation(op)
+        if act is not None and len(op.results) == 1:  # its own layer: reads the pre-activation tensor
+            act_tidl, cost = _VECTOR_OPS.get(act, ("BatchNorm", 4000))
+            elem = _elem_bytes(op.results[0], layer_bits)
+            rows.append(cls.vector_row(op, _shape(op.results[0], op), cost, elem, weights=False))
+            ins.append([outs[-1][0]])
+            t_last[outs[-1][0]] = index + 1
+            outs.append([new_tensor(op.results[0], index + 1, op, layer_bits)])
+            info.append(LayerInfo(f"{op.name or op.kind}.{act}", act, act_tidl, "vector", 0, tuple(out_shape), -1, ""))
 
     unknown = sorted(wide - {op.name for op in graph.ops})
     if unknown:
