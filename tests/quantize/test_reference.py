@@ -123,3 +123,36 @@ def test_prelu_by_hand():
 def test_multiplier_rejects_bad_ratios(bad):
     with pytest.raises(ValueError):
         ref.multiplier(bad)
+
+
+def test_integer_square_root_and_bit_length_are_exact():
+    import math
+    rng = np.random.default_rng(0)
+    v = np.concatenate([np.arange(0, 2000), rng.integers(0, 1 << 62, 20000), (1 << 62) - np.arange(50),
+                        np.array([k * k - d for k in (1 << 30, (1 << 31) - 1, 3037000499) for d in (0, 1)
+                                  if k * k - d <= 1 << 62])]).astype(np.int64)
+    assert ref.isqrt(v).tolist() == [math.isqrt(int(x)) for x in v]
+    assert ref.bit_length(v).tolist() == [int(x).bit_length() for x in v]
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_integer_layernorm_is_within_a_step_of_the_real_one(bits):
+    """The integer layernorm (sums, an exact integer square root, one Q24 normalized value) against
+    the real formula on the same codes: within one output step, every row alike."""
+    rng = np.random.default_rng(bits)
+    qmax = (1 << (bits - 1)) - 1
+    n, s_in, s_out, eps = 96, qmax / 12.0, qmax / 6.0, 1e-6
+    q = np.clip(np.round(rng.normal(0, 2, (50, n)) * s_in + rng.normal(0, 3, (50, 1)) * s_in), -qmax - 1, qmax)
+    q[0] = 7  # a constant row: variance 0, the epsilon alone
+    gamma, beta = rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n)
+    top = float(np.max(np.abs(gamma * s_out)))
+    shift = 31 - int(np.frexp(top)[1])
+    gain = ref.round_half_away(gamma * s_out * 2.0 ** shift).astype(np.int64)
+    e = max(1, round(n * n * eps * s_in * s_in))
+    out = ref.layernorm(q.astype(np.int64), n, e, gain, shift, ref.round_half_away(beta * s_out).astype(np.int64),
+                        -qmax - 1, qmax)
+    x = q / s_in
+    real = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + eps) * gamma + beta
+    expected = np.clip(real * s_out, -qmax - 1, qmax)
+    assert np.abs(out - expected).max() <= 1.0
+    np.testing.assert_array_equal(out[0], ref.round_half_away(beta * s_out))

@@ -273,6 +273,49 @@ def exp_table(s_in: float, bits: int, out_bits: int = 8) -> np.ndarray:
     return round_half_away(np.exp(-d / s_in) * float(1 << q)).astype(np.int64)
 
 
+# ----------------------------------------------------------------------------- layernorm
+LAYERNORM_Z_BITS = 24  # the normalized value (x - mean) / std in Q24
+_POW2 = np.left_shift(np.int64(1), np.arange(63, dtype=np.int64))
+
+
+def bit_length(v: np.ndarray) -> np.ndarray:
+    """Exact bit length of non-negative int64 values (0 for 0)."""
+    return np.searchsorted(_POW2, np.asarray(v, dtype=np.int64), side="right").astype(np.int64)
+
+
+def isqrt(v: np.ndarray) -> np.ndarray:
+    """Exact floor square root of int64 values in [0, 2**62]: a float64 estimate (at most one off),
+    corrected in integers."""
+    v = np.asarray(v, dtype=np.int64)
+    r = np.sqrt(v.astype(np.float64)).astype(np.int64)
+    r = np.where(r * r > v, r - 1, r)
+    return np.where((r + 1) * (r + 1) <= v, r + 1, r)
+
+
+def layernorm(q: np.ndarray, n: int, eps_codes: int, gain: np.ndarray, shift: int, offset: np.ndarray,
+              lo: int, hi: int) -> np.ndarray:
+    """Integer layer normalization of the rows of the trailing ``n`` elements of ``q`` (all
+    integer arithmetic):
+
+    * ``s1 = sum q``, ``s2 = sum q*q``, ``d = n q - s1``, ``V = n s2 - s1**2 + E`` (``n**2`` times the
+      variance in codes; ``E = n**2 eps S_in**2``, at least 1);
+    * ``m = max(0, (62 - bitlen V) // 2)``, ``r = isqrt(V << 2m)`` in ``[2**30, 2**31)``,
+      ``M = (2**61 + r // 2) // r``: ``M / 2**(61-m) ~= 1 / sqrt(V)``;
+    * ``z = round_shift(d M, 37 - m)``: ``(q - mean) / std`` in Q24;
+    * ``y = sat(round_shift(z gain_i, 24 + shift) + offset_i)``: ``gain_i / 2**shift`` is
+      ``gamma_i S_out``, ``offset_i = round(beta_i S_out)``."""
+    q = np.asarray(q, dtype=np.int64)
+    rows = q.reshape(-1, n)
+    s1 = rows.sum(axis=1, keepdims=True)
+    v = n * (rows * rows).sum(axis=1, keepdims=True) - s1 * s1 + eps_codes
+    m = np.maximum(0, (62 - bit_length(v)) // 2)
+    r = isqrt(v << (2 * m))
+    mult = ((1 << 61) + r // 2) // r
+    z = round_shift((n * rows - s1) * mult, 37 - m)
+    y = round_shift(z * np.asarray(gain, dtype=np.int64), LAYERNORM_Z_BITS + shift) + np.asarray(offset, np.int64)
+    return np.clip(y, lo, hi).reshape(q.shape)
+
+
 # ----------------------------------------------------------------------------- resize
 def linear_weights(src: np.ndarray, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source coordinates -> (lo index, hi index, Q10 weight of hi)."""

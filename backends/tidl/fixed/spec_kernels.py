@@ -8,6 +8,7 @@ table ends every kernel chain.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -325,6 +326,34 @@ def _softmax(op: Op, ctx: KernelContext) -> Kernel:
     return lambda args: [ref.softmax(args[0], axis, table, qmax)]
 
 
+def layernorm_params(op: Op) -> tuple:
+    """(n, E, gain, shift, offset, lo, hi) of an integer layernorm (:func:`reference.layernorm`):
+    ``n`` the elements of the normalized trailing axes; ``E = round(n**2 eps S_in**2)`` (at least 1);
+    ``gain = round(gamma S_out 2**shift)`` with the shift that keeps ``|gain| < 2**31``;
+    ``offset = round(beta S_out)``."""
+    x, out = op.operands[0], _quant(op.results[0])
+    s_in = _scale(x)
+    shape = x.type.shape
+    axis = op.attrs["axis"] % len(shape)
+    n = int(np.prod(shape[axis:]))
+    const = [v.const_value() for v in op.operands[1:]]
+    if any(c is None for c in const):
+        raise TidlcError("layernorm needs constant scale and bias in fixed point", op.where())
+    gamma = np.ones(n) if not const else np.asarray(const[0], np.float64).reshape(-1) * np.ones(n)
+    beta = np.zeros(n) if len(const) < 2 else np.asarray(const[1], np.float64).reshape(-1) * np.ones(n)
+    g = gamma * out.scale[0]
+    top = float(np.max(np.abs(g)))
+    shift = max(0, 31 - math.frexp(top)[1]) if top > 0 else 0
+    eps = min(round(n * n * op.attrs["epsilon"] * s_in * s_in), 1 << 61)
+    return (n, max(1, eps), ref.round_half_away(g * 2.0 ** shift).astype(np.int64), shift,
+            ref.round_half_away(beta * out.scale[0]).astype(np.int64), out.qmin, out.qmax)
+
+
+def _layernorm(op: Op, ctx: KernelContext) -> Kernel:
+    params = layernorm_params(op)
+    return lambda args: [ref.layernorm(args[0], *params)]
+
+
 def prelu_params(op: Op) -> tuple:
     """(positive multiplier, negative multiplier(s), shift, lo, hi) of prelu (constant slopes)."""
     s_in, out = _scale(op.operands[0]), _quant(op.results[0])
@@ -370,7 +399,7 @@ SPEC = KernelTable(
     "spec",
     {**{k: _mac for k in MAC_OPS}, **{k: _eltwise for k in ELTWISE_OPS},
      "concat": _concat, "pool2d": _pool, "global_pool": _global_pool, "resize": _resize, "softmax": _softmax,
-     "prelu": _prelu, "pad": _pad, "argmax": _argmax, "data_convert": lambda op, ctx: moved(op)},
+     "prelu": _prelu, "layernorm": _layernorm, "pad": _pad, "argmax": _argmax, "data_convert": lambda op, ctx: moved(op)},
     # by trait: a lookup table of the float compute; the float compute run on the codes (reshape,
     # transpose, slice, ...), requantized if the result's scale differs
     ((Trait.LUT, _table), (Trait.SCALE_PRESERVING, _data_movement)),

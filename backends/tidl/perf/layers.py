@@ -69,7 +69,7 @@ _VECTOR_OPS = {  # kind -> (TIDL layer, milli-ops per output vector)
     "relu": ("BatchNorm", 1000), "relu6": ("BatchNorm", 1000), "clip": ("BatchNorm", 1000),
     "leaky_relu": ("BatchNorm", 2000), "sigmoid": ("Sigmoid", 4000), "tanh": ("Tanh", 4000),
     "hardsigmoid": ("HardSigmoid", 2000), "hardswish": ("BatchNorm", 3000), "elu": ("ELU", 4000),
-    "gelu": ("BatchNorm", 4000),
+    "gelu": ("BatchNorm", 4000), "layernorm": ("LayerNorm", 4000),  # (two passes: the sums, then the rows)
     "add": ("EltWise", 2000), "sub": ("EltWise", 2000), "mul": ("EltWise", 2000),
     "max": ("EltWise", 2000), "min": ("EltWise", 2000), "div": ("EltWise", 6000), "pow": ("EltWise", 6000),
     "exp": ("Unary", 4000), "log": ("Unary", 4000), "sqrt": ("Unary", 4000), "abs": ("Unary", 1000),

@@ -56,7 +56,7 @@ from tidlc.ir.opdef import OPS, Trait
 from tidlc.ir.types import QuantInfo, TensorType, numpy_dtype
 
 # constant operands TIDL's kernel for the kind reads as parameters, not tensors to quantize
-KERNEL_PARAMETERS = {"prelu": (1,)}
+KERNEL_PARAMETERS = {"prelu": (1,), "layernorm": (1, 2)}  # operands that are the kernel's parameters
 PRELU_MULT_BITS = 16  # a fused prelu's multipliers: the positive side's width (prelu_bits)
 MIN_RANGE = 2.0 ** -16  # a tensor that is always 0 still gets a finite scale
 TABLE_WINDOW_POINTS = (1 << 18) + 1  # samples of a table op's function when finding where it saturates
@@ -451,6 +451,8 @@ class Quantizer:
                 (slope.ndim <= 1 or slope.size == 1)
         if kind == "pad":
             return fop.attrs["mode"] == "constant"
+        if kind == "layernorm":
+            return all(v.const_value() is not None for v in fop.operands[1:]) and fop.operands[0].type.is_static
         return True
 
     def float_op(self, fop: Op) -> None:
