@@ -273,3 +273,22 @@ def test_an_activation_tidl_does_not_fuse_is_priced_as_the_net_bin_has_it(tmp_pa
     assert [lay.op for lay in compiled.layers if lay.unit != "none" and lay.op != "data_convert"] == layers
     assert [lay.cycles for lay in priced] == pytest.approx(
         [lay.cycles for lay in compiled.layers if lay.unit != "none" and lay.op != "data_convert"], rel=0.1)
+
+
+def test_silu_activations_get_a_hint_with_their_share():
+    """x * sigmoid(x) (YOLOv8's and EfficientNet's activation) is two TIDL layers, as TIDL has no SiLU:
+    the hint names them and their cycles (YOLOv8n at 640x640: 57 of them, ~3.06 ms of 9.57)."""
+    def build(n, x):
+        for i in range(3):
+            c = n.conv(x, 64, 3, bn=False, act=None, name=f"c{i}")
+            x = n.op("mul", [c, n.op("sigmoid", [c], name=f"s{i}")], name=f"m{i}")
+        return x
+    net = Net("silu", (1, 32, 64, 64))
+    rep = estimate(net.finish(build(net, net.input)), "tda4vm", PerfOptions())
+    hint = next(h for h in rep.hints if h.kind == "silu")
+    share = sum(lay.cycles for lay in rep.layers if lay.op in ("sigmoid", "mul"))
+    assert hint.gain_cycles == pytest.approx(share) and not hint.exact
+    assert hint.message.startswith("3 SiLU") and hint.layers == ("m0", "m1", "m2")
+    plain = Net("relu", (1, 32, 64, 64))
+    rep = estimate(plain.finish(plain.conv(plain.input, 64, 3, bn=False, act="relu")), "tda4vm", PerfOptions())
+    assert all(h.kind != "silu" for h in rep.hints)

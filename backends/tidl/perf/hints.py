@@ -2,8 +2,9 @@
 
 Where a knob exists (numBatches, msmcSize, weight persistence, 8-bit instead
 of 16-bit, width alignment) the gain is *predicted*: the model runs again with
-the knob changed. Channel alignment and "make this layer lighter" are rough
-shares of a layer's cycles (``exact = False``); their messages say so.
+the knob changed. Channel alignment, "make this layer lighter" and "SiLU costs
+two layers" are rough shares of layers' cycles (``exact = False``); their
+messages say so.
 """
 from __future__ import annotations
 
@@ -173,6 +174,31 @@ def _heaviest(prep: Prepared, rep: PerfReport) -> list[Hint]:
     return hints
 
 
+def _silu(prep: Prepared, rep: PerfReport) -> list[Hint]:
+    """``x * sigmoid(x)`` (SiLU, swish: YOLOv5/v8/11, EfficientNet) is a Sigmoid and an EltWise layer
+    each, as TIDL has no SiLU; a ReLU (ReLU6) fuses into the layer before it for free."""
+    cycles = {layer.name: layer.cycles for layer in rep.layers}
+    found, total = [], 0.0
+    for op in prep.graph.ops:
+        if op.kind != "mul" or len(op.operands) != 2 or op.attrs.get("act", "none") != "none":
+            continue
+        a, b = op.operands
+        for x, s in ((a, b), (b, a)):
+            sig = s.producer
+            if sig is not None and sig.kind == "sigmoid" and sig.operands[0] is x \
+                    and sig.name in cycles and op.name in cycles:
+                found.append(op.name)
+                total += cycles[sig.name] + cycles[op.name]
+                break
+    if not found:
+        return []
+    return [Hint("silu", total,
+                 f"{len(found)} SiLU (swish) activations, x * sigmoid(x), run as a Sigmoid and an EltWise layer "
+                 f"each (TIDL has no SiLU): about {_ms(prep, total)}, {_pct(total, rep.total_cycles)} of the frame; "
+                 f"ReLU or ReLU6 fuses into the conv before it for free (TI's -lite models and EfficientNet-Lite "
+                 f"are trained so); the accuracy of the swap needs fine-tuning", tuple(found[:3]), exact=False)]
+
+
 def _dma_reason(layer) -> str:
     if layer.weights_location == "DDR" and layer.ddr_read_bytes and layer.output_location != "DDR":
         return "weights from DDR"
@@ -184,7 +210,7 @@ def _dma_reason(layer) -> str:
 def tuning_hints(prep: Prepared, rep: PerfReport, res: np.ndarray, loc: np.ndarray) -> list[Hint]:
     """Every applicable hint, largest predicted gain first (ties: kind name)."""
     hints = (_width(prep, rep) + _channels(prep, rep, res) + _batching(prep, rep) + _persistence(prep, rep)
-             + _msmc(prep, rep, loc) + _bits(prep, rep) + _heaviest(prep, rep))
+             + _msmc(prep, rep, loc) + _bits(prep, rep) + _heaviest(prep, rep) + _silu(prep, rep))
     keep = [h for h in hints if h.gain_cycles >= MIN_SHARE * rep.total_cycles]
     return sorted(keep, key=lambda h: (-h.gain_cycles, h.kind))
 
