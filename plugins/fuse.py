@@ -113,6 +113,21 @@ def _arith_to_scale(rw: Rewriter, op) -> bool:
     return True
 
 
+def _div_to_mul(rw: Rewriter, op) -> bool:
+    """``x / c``, ``c`` a constant that is no per-channel scale (YOLOv8's box decoding: a scalar on
+    a (1, 2, 8400) tensor) -> ``x * (1 / c)``: TIDL's EltWise multiplies and does not divide, and a
+    div has no fixed-point kernel (it was a float island between two DataConverts). May differ
+    from the division in the last bit."""
+    x, c = op.operands[0], _const(op.operands[1])
+    if c is None or _const(x) is not None or x.type.dtype != "f32" or c.dtype.kind != "f" \
+            or not np.all(np.isfinite(c)) or not np.all(c):
+        return False
+    inv = (1.0 / c.astype(np.float64)).astype(np.float32)
+    rw.replace_op(op, rw.make("mul", [x, rw.const(inv, f"{op.name}.reciprocal", anchor=op)], dict(op.attrs),
+                              op.name, op.loc))
+    return True
+
+
 def _foldable_dense(rw: Rewriter, x) -> bool:
     """Whether ``x`` is the result of a single-reader ``dense`` with f32 weights and no activation
     (a scale on its last axis then folds into it)."""
@@ -349,7 +364,7 @@ BN_RULES = [
     ("add", _arith_to_scale), ("add", _bias_through_reshape), ("mul", _bias_through_reshape),
     ("add", _bias_through_qdq),
     ("sub", _arith_to_scale),
-    ("div", _arith_to_scale),
+    ("div", _arith_to_scale), ("div", _div_to_mul),
     ("scale", _fold_scale_into_producer),
     ("scale", _merge_scales),
 ]

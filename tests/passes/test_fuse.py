@@ -51,6 +51,21 @@ def test_scale_mul_add_sub_div_chain_into_conv(run_passes, count):
     assert count(b.graph) == {"conv2d": 1}
 
 
+def test_a_division_by_a_constant_is_a_multiplication(run_passes, count):
+    """YOLOv8's box decoding divides a (1, 2, 8400) tensor by 2: a div has no fixed-point kernel
+    (a float island between two DataConverts); x * 0.5 runs on TIDL's EltWise. A division by a
+    value that is not constant stays."""
+    b = Builder()
+    x = b.input("x", TensorType((1, 2, 40)))
+    y = b.op("div", [x, b.const(np.float32(2.0))], name="half")
+    z = b.op("div", [y, b.const(np.abs(randn(1, 1, 40)) + 0.5)], name="per_anchor")
+    b.output(b.op("div", [z, b.op("add", [x, b.const(np.float32(3.0))])], name="ratio"), "out")
+    assert run_passes(b.graph, "fuse-batchnorm,dce", feeds_for(b.graph)) is True
+    assert count(b.graph) == {"mul": 2, "add": 1, "div": 1}
+    half = next(op for op in b.graph.ops if op.name == "half")
+    assert half.kind == "mul" and half.operands[1].const_value() == np.float32(0.5)
+
+
 def test_deconv_with_groups_and_dense(run_passes, count):
     b = Builder()
     x = conv_input(b)

@@ -359,7 +359,8 @@ def test_a_concat_marked_for_its_part_keeps_that_cause():
 
 def _detect_head(path):
     """A detector's decoded output: box centres in pixels (x 64) beside scores in [0, 1], joined by
-    one concat: one per-tensor step for both."""
+    one concat: one per-tensor step for both. A layer reads it (a ReLU, which changes nothing):
+    a concat right at an output would join in float (test_executor)."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.normal(0, 0.5, (6, 3, 3, 3)).astype(np.float32), "w"),
              numpy_helper.from_array(np.array([0, 0, 0, 0], np.int64), "s0"),
@@ -372,9 +373,10 @@ def _detect_head(path):
              helper.make_node("Slice", ["sig", "s0", "e0"], ["xy"], name="xy"),
              helper.make_node("Mul", ["xy", "stride"], ["xyp"], name="xyp"),
              helper.make_node("Slice", ["sig", "s1", "e1"], ["score"], name="score"),
-             helper.make_node("Concat", ["xyp", "score"], ["det"], axis=1, name="det")]
+             helper.make_node("Concat", ["xyp", "score"], ["det"], axis=1, name="det"),
+             helper.make_node("Relu", ["det"], ["out"], name="out")]
     graph = helper.make_graph(nodes, "det", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 64])],
-                              [helper.make_tensor_value_info("det", TensorProto.FLOAT, [1, 6, 64, 64])], inits)
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 6, 64, 64])], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
 
 

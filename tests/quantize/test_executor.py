@@ -223,3 +223,34 @@ def test_layernorm_runs_in_integers(bits, min_db):
     np.testing.assert_array_equal(fast, FixedExecutor(q.graph, kernels="numpy").run(feeds, raw=True)["y"])
     text, weights = print_graph(q.graph)
     np.testing.assert_array_equal(FixedExecutor(parse_graph(text, weights)).run(feeds, raw=True)["y"], fast)
+
+
+def test_a_concat_of_far_apart_ranges_at_an_output_joins_in_float():
+    """YOLOv8's output concatenates boxes in pixels (to 640) and class scores in [0, 1]: in one 8-bit
+    tensor the scores share a step of 5 and are all 0 (the whole output still read 42.5 dB). Such
+    a concat (ranges more than 8x apart, only data movement to the outputs) joins in float, each
+    input keeping its own step; a concat of like ranges stays in fixed point."""
+    from tidlc.ir import Builder, TensorType
+    rng = np.random.default_rng(0)
+
+    def model(gain: float):
+        b = Builder()
+        x = b.input("x", TensorType((1, 3, 8, 8), layout="NCHW"))
+        boxes = b.op("conv2d", [x, b.const((rng.normal(0, 0.5, (4, 3, 1, 1)) * gain).astype(np.float32), "wb")],
+                     name="boxes")
+        logits = b.op("conv2d", [x, b.const(rng.normal(0, 0.5, (6, 3, 1, 1)).astype(np.float32), "ws")], name="cls")
+        scores = b.op("sigmoid", [logits], name="scores")
+        joined = b.op("concat", [boxes, scores], axis=1, name="joined")
+        b.output(b.op("reshape", [joined], shape=(1, 10, 64), name="flat"), "y")
+        return b.graph
+
+    feeds = frames(1, seed=2)[0]
+    wide = model(300.0)
+    q = quantized(wide)
+    assert q.float_islands[0].startswith("joined (concat: joins ranges") and len(q.float_islands) == 2
+    kinds = [op.kind for op in q.graph.compute_ops()]
+    assert kinds[-2:] == ["concat", "reshape"] and kinds.count("data_convert") == 3  # in, and one per input
+    ref, out = run_graph(wide, feeds)["y"], FixedExecutor(q.graph).run(feeds)["y"]
+    assert snr_db(ref[:, 4:], out[:, 4:]) > 30 and snr_db(ref[:, :4], out[:, :4]) > 30
+    near = quantized(model(1.0))
+    assert near.float_islands == [] and [op.kind for op in near.graph.compute_ops()][-1] == "data_convert"

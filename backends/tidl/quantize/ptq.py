@@ -59,6 +59,9 @@ from tidlc.ir.types import QuantInfo, TensorType, numpy_dtype
 KERNEL_PARAMETERS = {"prelu": (1,), "layernorm": (1, 2)}  # operands that are the kernel's parameters
 PRELU_MULT_BITS = 16  # a fused prelu's multipliers: the positive side's width (prelu_bits)
 MIN_RANGE = 2.0 ** -16  # a tensor that is always 0 still gets a finite scale
+# a concat at a graph output whose inputs' ranges differ more than this joins in float (its inputs
+# keep their own steps): YOLOv8's boxes in pixels beside its class scores in [0, 1]
+CONCAT_APART = 8.0
 TABLE_WINDOW_POINTS = (1 << 18) + 1  # samples of a table op's function when finding where it saturates
 
 
@@ -234,6 +237,7 @@ class Quantizer:
         # any op is the first so many entries of each, see :class:`RecordedQuantization`)
         self.fused: dict[int, None] = {}  # prelu ops fused into the MAC layer before them
         self.windowed: dict[int, None] = {}  # float values whose range ends where their readers' tables saturate
+        self.float_tail: dict[int, None] = {}  # data movement after a concat joined in float (to the outputs)
         self.marks: list[tuple[int, ...]] | None = None  # per op of the walk: the state's sizes before it
         for op in fgraph.ops:
             for v in op.operands:
@@ -395,10 +399,14 @@ class Quantizer:
                 self.origin[id(new.results[0])] = fop.results[0]
             elif fop.kind == "const" or id(fop) in self.fused:
                 continue  # constants are created where they are used (quantized or float)
-            elif self.supported(fop):
-                self.quantize_op(fop)
-            else:
+            elif id(fop) in self.float_tail:
+                self.float_op(fop, "after a concat joined in float")
+            elif not self.supported(fop):
                 self.float_op(fop)
+            elif apart := self.joins_apart(fop):
+                self.float_op(fop, apart)
+            else:
+                self.quantize_op(fop)
         if self.marks is not None:
             self.marks.append(self._sizes())  # (and after the last)
         outputs = []
@@ -413,7 +421,7 @@ class Quantizer:
         return QuantResult(self.g, self.origin, self.islands, self.notes)
 
     # the walk's state besides the emitted ops: lists and insertion-ordered dicts that only grow
-    GROWING = ("qv", "fv", "origin", "islands", "notes", "fused", "windowed")
+    GROWING = ("qv", "fv", "origin", "islands", "notes", "fused", "windowed", "float_tail")
 
     def _sizes(self) -> tuple[int, ...]:
         return (len(self.g.ops),) + tuple(len(getattr(self, name)) for name in self.GROWING)
@@ -455,14 +463,39 @@ class Quantizer:
             return all(v.const_value() is not None for v in fop.operands[1:]) and fop.operands[0].type.is_static
         return True
 
-    def float_op(self, fop: Op) -> None:
+    def joins_apart(self, fop: Op) -> str:
+        """Why ``fop`` joins in float ("" when it does not): a concat that only feeds graph outputs (through data movement) and joins
+        ranges more than ``CONCAT_APART`` times apart: it then joins in float, each input with its
+        own step. In fixed point the inputs share the widest one's step: YOLOv8n's output joins
+        boxes in pixels (to 640) and class scores in [0, 1], and at 8 bits (step 5) every score
+        was 0. The data movement after it stays in float too."""
+        if fop.kind != "concat" or not all(id(v) in self.qv for v in fop.operands):
+            return ""
+        spans = [q.qmax / q.scale[0] for q in (self.qv[id(v)].type.quant for v in fop.operands)]
+        if min(spans) * CONCAT_APART >= max(spans):
+            return ""
+        tail, todo = [], list(fop.results)
+        outputs = {id(v) for v in self.f.outputs}
+        while todo:
+            v = todo.pop()
+            for op in self.users.get(id(v), []):
+                if not op.opdef.has(Trait.SCALE_PRESERVING) or _variadic(op.opdef) or op.operands[0] is not v:
+                    return ""
+                tail.append(op)
+                todo.extend(op.results)
+            if not self.users.get(id(v)) and id(v) not in outputs:
+                return ""
+        self.float_tail.update(dict.fromkeys(id(op) for op in tail))
+        return f"joins ranges {min(spans):.3g} to {max(spans):.3g} at an output: each keeps its own step"
+
+    def float_op(self, fop: Op, why: str = "") -> None:
         operands = [self.float_of(v) for v in fop.operands]
         op = Op(fop.kind, operands, [], dict(fop.attrs), fop.name, fop.loc, fop.data)
         # (a pre-quantized model's own integer ops run as they are, by their float reference)
         op.results = [Value(r.type.with_quant(None), op, i, r.name) for i, r in enumerate(fop.results)]
         self.finish(fop, op, [None] * len(op.results))
         if fop.kind not in ("shape", "constant_of_shape", "prior_box"):
-            self.islands.append(f"{fop.name or fop.kind} ({fop.kind})")
+            self.islands.append(f"{fop.name or fop.kind} ({fop.kind}{': ' + why if why else ''})")
 
     def quantize_op(self, fop: Op) -> None:
         kind = fop.kind
