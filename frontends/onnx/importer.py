@@ -272,9 +272,32 @@ class OnnxImporter(Importer):
                  "results": [type_text(t) for t in types], **self.host_reason(node)}
         results = self.emit("host", operands, attrs, node.name, node.loc)
         results = results if isinstance(results, list) else [results]
+        results = self._folded_host(results) or results
         outputs = [name for name in node.output_names if name]
         for name, value in zip(outputs, results):
             self.bind(name, value, node)
+
+    def _folded_host(self, results: list[Value]) -> list[Value] | None:
+        """Constants for a host op of constants, evaluated now by onnx's reference evaluator (as
+        fold-constants would later): what follows it then folds at import too and knows its shapes.
+        RT-DETR builds its 2-D sine position embedding from the feature map's shape (``Range``,
+        ``Cast``, ``Expand``, ``MatMul``, ``Sin``, ``Cos``): the ``Sin`` could not be typed (its
+        input's shape unknown until the ``Range`` ran), and the import stopped there."""
+        from tidlc.hostrt import fold_host_op, foldable_host_op
+
+        from .context import static_value
+        op = results[0].producer
+        if not foldable_host_op(op):
+            return None
+        memo: dict = {}
+        inputs = [static_value(v, memo=memo) for v in op.operands]
+        if any(a is None for a in inputs):
+            return None
+        data = fold_host_op(op, inputs)
+        if data is None:
+            return None
+        self.graph.ops.remove(op)
+        return [self.new_const(np.asarray(d), op.name, op.loc) for d in data]
 
     def check_node(self, node: Node) -> str | None:
         if node.domain not in DEFAULT_DOMAINS:

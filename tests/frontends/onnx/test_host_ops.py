@@ -123,9 +123,9 @@ def test_equal_where_nonzero():
 
 
 def test_host_ops_of_constants_are_folded_except_random_draws():
-    """fold-constants evaluates an ONNX host op whose operands are all constants with onnx's
-    reference evaluator (the TorchScript exporter's ``Equal -> Where`` for ``expand(B, -1, -1)``);
-    a random draw stays a host op: each run draws anew."""
+    """The import (and fold-constants) evaluates an ONNX host op whose operands are all constants
+    with onnx's reference evaluator (the TorchScript exporter's ``Equal -> Where`` for
+    ``expand(B, -1, -1)``); a random draw stays a host op: each run draws anew."""
     nodes = [helper.make_node("ConstantOfShape", ["three"], ["ones"], name="ones",
                               value=helper.make_tensor("v", TP.INT64, [1], [1])),
              helper.make_node("Mul", ["ones", "minus"], ["m1"], name="m1"),
@@ -141,7 +141,7 @@ def test_host_ops_of_constants_are_folded_except_random_draws():
                    [helper.make_tensor_value_info("y", TP.FLOAT, [1, 5, 4]),
                     helper.make_tensor_value_info("z", TP.FLOAT, [1, 5, 4])], inits)
     graph = import_model(model, None, "m.onnx")
-    assert [op.attrs["op_type"] for op in graph.ops if op.kind == "host"] == ["Equal", "RandomUniformLike"]
+    assert [op.attrs["op_type"] for op in graph.ops if op.kind == "host"] == ["RandomUniformLike"]
     optimize(graph, CompileOptions.of(opt_level=1, verify_each=True))
     assert [op.attrs["op_type"] for op in graph.ops if op.kind == "host"] == ["RandomUniformLike"]
     x = RNG.standard_normal((1, 5, 4)).astype(np.float32)
@@ -193,23 +193,30 @@ def test_shape_arithmetic_through_host_ops_is_evaluated_at_import():
 
 def test_a_host_op_of_constants_with_a_size_import_cannot_know_is_folded():
     """Range of constants has a result size shape inference leaves unknown (``?xi64``): torchvision's
-    Swin builds its shifted-window mask from Ranges. Folding takes the size from the evaluation."""
+    Swin builds its shifted-window mask from Ranges. The import folds it (onnx's reference evaluator)
+    and takes the size from the evaluation, so what follows folds and knows its shapes too:
+    RT-DETR's sine position embedding (``Range -> Cast -> Reshape -> MatMul -> Sin``) stopped its
+    import at the ``Sin`` ("cannot tell the type of its results")."""
     nodes = [helper.make_node("Shape", ["x"], ["shape"]),
-             helper.make_node("Gather", ["shape", "one"], ["limit"], axis=0),
+             helper.make_node("Gather", ["shape", "start"], ["limit"], axis=0),
              helper.make_node("Range", ["start", "limit", "delta"], ["r"]),
              helper.make_node("Cast", ["r"], ["rf"], to=TP.FLOAT),
-             helper.make_node("Add", ["x", "rf"], ["y"])]
-    inits = [_const("start", np.int64(0)), _const("one", np.int64(1)), _const("delta", np.int64(1))]
-    model = _model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, [2, 5])],
-                   [helper.make_tensor_value_info("y", TP.FLOAT, [2, 5])], inits)
+             helper.make_node("Reshape", ["rf", "column"], ["rc"]),
+             helper.make_node("MatMul", ["rc", "freq"], ["angle"]),
+             helper.make_node("Sin", ["angle"], ["pe"]),
+             helper.make_node("Add", ["x", "pe"], ["y"])]
+    freq = np.array([[0.5, 0.25, 0.125]], np.float32)
+    inits = [_const("start", np.int64(0)), _const("delta", np.int64(1)),
+             _const("column", np.array([-1, 1], np.int64)), _const("freq", freq)]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, [5, 3])],
+                   [helper.make_tensor_value_info("y", TP.FLOAT, [5, 3])], inits)
     graph = import_model(model, None, "m.onnx")
-    (host,) = [op for op in graph.ops if op.kind == "host"]
-    assert host.attrs["op_type"] == "Range" and host.results[0].type.shape == (None,)
-    optimize(graph, CompileOptions.of(opt_level=1, verify_each=True))
     assert not [op for op in graph.ops if op.kind == "host"]
-    assert graph.outputs[0].type.shape == (2, 5)
-    x = RNG.standard_normal((2, 5)).astype(np.float32)
-    np.testing.assert_array_equal(run_graph(graph, {"x": x})["y"], x + np.arange(5, dtype=np.float32))
+    assert graph.outputs[0].type.shape == (5, 3)
+    x = RNG.standard_normal((5, 3)).astype(np.float32)
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(run_graph(graph, {"x": x})["y"], session.run(["y"], {"x": x})[0], rtol=1e-6)
+    np.testing.assert_allclose(run_graph(graph, {"x": x})["y"], x + np.sin(np.arange(5)[:, None] * freq), rtol=1e-6)
 
 
 def test_if_with_outer_scope_value():
