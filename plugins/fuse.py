@@ -153,12 +153,19 @@ def _last_axis(x_type, c: np.ndarray) -> np.ndarray | None:
 def _matmul_to_dense(rw: Rewriter, op) -> bool:
     """``matmul(x, W)`` with a constant 2-D f32 ``W`` and ``x`` of known rank >= 2 -> ``dense(x, W.T)``
     (TIDL's InnerProduct). The ONNX importer does this when it knows the rank; a ViT exported by
-    PyTorch's TorchScript exporter learns it only when the class token's shape is folded."""
+    PyTorch's TorchScript exporter learns it only when the class token's shape is folded. A QDQ
+    model's int8 ``W`` (behind its dequantize, or transposed after it: a Gemm with ``transB``)
+    keeps its codes."""
     x, w = op.operands
     if _const(x) is not None or x.type.rank is None or x.type.rank < 2:
         return False
     wc = _const(w)
-    if wc is None:  # a QDQ model's int8 weight (onnxruntime's quantize_static): its codes transposed
+    t = w.producer
+    if wc is None and t is not None and t.kind == "transpose" and tuple(t.attrs["perm"]) == (1, 0) \
+            and t.operands[0].producer is not None and t.operands[0].producer.kind == "dequantize" \
+            and const_or_dequantized(t.operands[0]) is not None:
+        wt = t.operands[0]  # a QDQ Gemm (transB = 1): the dequantized codes are already (out, in)
+    elif wc is None:  # a QDQ model's int8 weight (onnxruntime's quantize_static): its codes transposed
         wt = permuted_dequantized(rw, op, w, 2, (1, 0)) if w.type.rank == 2 else None
         if wt is None:
             return False
@@ -194,17 +201,21 @@ def _bias_through_qdq(rw: Rewriter, op) -> bool:
     """``add(dequantize(quantize(dense(x))), b)``, ``b`` constant along the last axis -> the dense
     with ``b`` in its bias: a QDQ model (onnxruntime's ``quantize_static`` on a Linear exported as
     MatMul + Add) fake-quantizes the product before its bias; TIDL's InnerProduct adds the bias in
-    its accumulator, and so does tidlc once the pair between them is gone."""
+    its accumulator, and so does tidlc once the pair between them is gone. Also without the pair,
+    the dense's weight dequantized (a QDQ Gemm, imported as MatMul + Add)."""
     if op.attrs["act"] != "none":
         return False
     for a, b in (op.operands, op.operands[::-1]):
         deq = a.producer
-        if deq is None or deq.kind != "dequantize" or rw.single_user(a) is not op:
-            continue
-        q = deq.operands[0].producer
-        if q is None or q.kind != "quantize" or rw.single_user(deq.operands[0]) is not deq:
-            continue
-        y = q.operands[0]
+        if deq is not None and deq.kind == "dense" and _const(deq.operands[1]) is None:
+            y, q = a, op  # no pair between them (a QDQ Gemm: its product is not fake-quantized)
+        else:
+            if deq is None or deq.kind != "dequantize" or rw.single_user(a) is not op:
+                continue
+            q = deq.operands[0].producer
+            if q is None or q.kind != "quantize" or rw.single_user(deq.operands[0]) is not deq:
+                continue
+            y = q.operands[0]
         dense = y.producer
         if dense is None or dense.kind != "dense" or dense.attrs["act"] != "none" or rw.single_user(y) is not q:
             continue

@@ -168,13 +168,14 @@ def _replace(rw: Rewriter, old, kind: str, x, attrs=None) -> bool:
 
 # ----------------------------------------------------------------------------- hardswish
 def _hardswish(rw: Rewriter, op) -> bool:
-    """At a mul/div: ``x * hs(x)`` or ``(x * relu6(x + 3)) / 6``."""
+    """At a mul/div: ``x * hs(x)`` (also with the hardsigmoid between a QDQ model's quantize/dequantize
+    pair: torch's opset-13 export of hardswish, quantized by onnxruntime) or ``(x * relu6(x + 3)) / 6``."""
     if op.attrs.get("act", "none") != "none":
         return False
     if op.kind == "mul":
         a, b = op.operands
         for x, h in ((a, b), (b, a)):
-            if _hardsigmoid_of(rw, h) is x:
+            if _same(_hardsigmoid_of(rw, _src(h)), x):
                 return _replace(rw, op, "hardswish", x)
     # (x * relu6(x + 3)) / 6, or * (1/6): ``op`` is the scaling, its input the product
     split = _split_const(op) if op.kind in ("mul", "div") else None

@@ -269,7 +269,7 @@ def test_the_executor_runs_exactly_these_builtin_ops_in_integers():
     assert integer == {
         "conv2d", "deconv2d", "dense", "scale", "matmul",  # MAC
         "add", "sub", "mul", "max", "min", "concat", "pool2d", "global_pool", "resize", "softmax", "prelu",
-        "pad", "argmax", "data_convert",
+        "pad", "argmax", "data_convert", "layernorm",
         "reshape", "flatten", "transpose", "squeeze", "unsqueeze", "slice", "split", "depth_to_space",
         "shuffle_channel", "identity", "dropout", "gather", "expand",  # data movement
         "relu", "relu6", "clip", "leaky_relu", "sigmoid", "tanh", "hardsigmoid", "hardswish", "elu", "gelu",
