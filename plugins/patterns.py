@@ -768,8 +768,9 @@ def _scalar_gather(rw: Rewriter, op) -> bool:
     data = idx.const_value()
     shape = x.type.shape
     if data is None or data.ndim != 0 or data.dtype.kind not in "iu" or shape is None or None in shape \
-            or (x.producer is not None and x.producer.kind == "transpose"):
-        return False  # (after a transpose, `layout` would sink it below the slices: one per slice)
+            or (_src(x).producer is not None and _src(x).producer.kind == "transpose"):
+        return False  # (after a transpose, `layout` would sink it below the slices: one per slice; a QDQ
+        # model's transpose has its pair between them)
     axis = op.attrs["axis"] % len(shape)
     i = int(data)
     i = i + shape[axis] if i < 0 else i
