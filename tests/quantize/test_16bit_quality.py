@@ -396,6 +396,7 @@ def test_compare_names_a_concat_that_drowns_its_narrow_input(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "first layer below 30 dB: det (concat" in out and "--16bit-layers xyp,head.sigmoid" in out
+    assert "end the model before it" not in out  # (a layer reads it: the model cannot end there)
     assert main([*args, "--16bit-layers", "xyp,head.sigmoid", "--json", "-"]) == 0
     det = next(r for r in json.loads(capsys.readouterr().out)["layers"] if r["name"] == "det")
     assert det["dtype"].endswith("16") and det["weak_part"] is None
@@ -446,3 +447,14 @@ def test_layers_for_16bit_name_what_sets_a_layers_precision(tmp_path):
     row = Row("attn", "softmax", [1, 4, 4, 4], "u8", 255.0, None, 16.9, 0.99, 0.003, 0.0, 1.0, 1.0, 9,
               fix_16bit=["scores"])
     assert diagnose(row).endswith("try --16bit-layers scores (the softmax takes its input's precision)")
+
+
+def test_ending_the_model_is_advised_only_for_a_concat_that_feeds_the_outputs():
+    from tidlc.commands.compare import Row, diagnose
+    row = Row(name="det", op="concat", shape=[1, 6, 8, 8], dtype="u8", scale=2.0, shift=None, snr_db=44.4,
+              cosine=1.0, max_abs_error=0.1, saturated_pct=0.0, float_max=60.0, representable_max=127.5,
+              codes_used=200)
+    row.weak_part, row.weak_part_db, row.weak_part_max, row.weak_part_fix = "conf", 18.5, 0.76, ["xyo", "hsig"]
+    assert "--16bit-layers xyo,hsig)" in diagnose(row) and "end the model" not in diagnose(row)
+    row.weak_part_at_output = True
+    assert diagnose(row).endswith("or end the model before it (join boxes and scores on the host)")

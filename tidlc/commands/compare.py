@@ -88,6 +88,7 @@ class Row:
     weak_part_max: float | None = None
     weak_part_fix: list | None = None  # the layers that set the concat's precision (--16bit-layers)
     weak_part_const: bool = False  # that input is a constant (a ViT's class token)
+    weak_part_at_output: bool = False  # the concat only feeds the outputs (a detector's decoded boxes and scores)
     fix_16bit: list | None = None  # what --16bit-layers names to make it 16-bit (a softmax: the layer before it)
 
     def weak_below(self, threshold: float) -> bool:
@@ -167,6 +168,7 @@ def layer_rows(quantized, feeds, backend=None, attribution: bool = False) -> lis
                 row.fix_16bit = backend.layers_for_16bit(origin.producer) or None
             if op.kind == "concat":
                 _weak_part(row, op, ref, deq, origin.producer, getattr(backend, "precision_sources", None))
+                row.weak_part_at_output = _only_to_outputs(v, readers, quantized.graph.outputs)
             local = _local_float(op, v, origin, fixed_env, real, is_fixed)
             if local is not None and window is not None:
                 local = np.clip(local, *window)
@@ -204,6 +206,23 @@ def _weak_part(row: Row, op, ref: np.ndarray, deq: np.ndarray, float_op, sources
         row.weak_part_const = u.producer is not None and u.producer.kind == "const"
         # the layers that set its precision, from the backend (TIDL: the ones before it that can change it)
         row.weak_part_fix = sources(float_op) if sources is not None and float_op is not None else None
+
+
+def _only_to_outputs(v, readers: dict, outputs) -> bool:
+    """Whether ``v`` reaches nothing but graph outputs, through data movement and conversions."""
+    from tidlc.ir.opdef import Trait
+    ends = {id(o) for o in outputs}
+    todo = [v]
+    while todo:
+        v = todo.pop()
+        users = readers.get(id(v), [])
+        if not users and id(v) not in ends:
+            return False
+        for op in users:
+            if op.kind != "data_convert" and not (op.opdef.has(Trait.SCALE_PRESERVING) and len(op.operands) == 1):
+                return False
+            todo.extend(op.results)
+    return True
 
 
 def _channel_spread(ref: np.ndarray, layout: str | None) -> tuple[float | None, int | None]:
@@ -324,7 +343,8 @@ def diagnose(row: Row) -> str:
                 f"step 1/{row.scale:.4g} its widest input needs, so that part keeps {row.weak_part_db:.1f} dB while "
                 f"the tensor has {row.snr_db:.1f} dB; make its inputs 16-bit (TIDL's concat takes their precision: "
                 f"--16bit-layers {','.join(row.weak_part_fix or [row.name])})"
-                + ("" if row.weak_part_const else " or end the model before it (join boxes and scores on the host)"))
+                + (" or end the model before it (join boxes and scores on the host)"
+                   if row.weak_part_at_output and not row.weak_part_const else ""))
     amplified = ""
     if row.own_snr_db is not None and row.alone_snr_db is not None and \
             row.own_snr_db - row.alone_snr_db >= 10.0 and math.isfinite(row.own_snr_db):
