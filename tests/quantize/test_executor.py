@@ -254,3 +254,24 @@ def test_a_concat_of_far_apart_ranges_at_an_output_joins_in_float():
     assert snr_db(ref[:, 4:], out[:, 4:]) > 30 and snr_db(ref[:, :4], out[:, :4]) > 30
     near = quantized(model(1.0))
     assert near.float_islands == [] and [op.kind for op in near.graph.compute_ops()][-1] == "data_convert"
+
+
+def test_concats_after_a_float_concat_join_in_float_too():
+    """YOLOv8-pose joins each keypoint's x, y (pixels) with its visibility (a sigmoid), reshapes, and
+    joins that with the boxes: both concats in float, the visibility kept (it was step 5, all 0)."""
+    from tidlc.ir import Builder, TensorType
+    rng = np.random.default_rng(0)
+    b = Builder()
+    x = b.input("x", TensorType((1, 3, 8, 8), layout="NCHW"))
+    xy = b.op("conv2d", [x, b.const((rng.normal(0, 0.5, (2, 3, 1, 1)) * 300).astype(np.float32), "wxy")], name="xy")
+    vis = b.op("sigmoid", [b.op("conv2d", [x, b.const(rng.normal(0, 0.5, (1, 3, 1, 1)).astype(np.float32), "wv")],
+                                name="v")], name="vis")
+    kpt = b.op("reshape", [b.op("concat", [xy, vis], axis=1, name="kpt")], shape=(1, 3, 64), name="flat")
+    box = b.op("reshape", [b.op("conv2d", [x, b.const((rng.normal(0, 0.5, (4, 3, 1, 1)) * 300).astype(np.float32),
+                                                    "wb")], name="box")], shape=(1, 4, 64), name="bflat")
+    b.output(b.op("concat", [box, kpt], axis=1, name="out"), "y")
+    q = quantized(b.graph)
+    assert [i.split(" ")[0] for i in q.float_islands] == ["kpt", "flat", "out"]
+    feeds = frames(1, seed=2)[0]
+    ref, got = run_graph(b.graph, feeds)["y"], FixedExecutor(q.graph).run(feeds)["y"]
+    assert snr_db(ref[:, 6], got[:, 6]) > 30  # the visibility row

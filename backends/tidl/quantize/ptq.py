@@ -468,7 +468,8 @@ class Quantizer:
         ranges more than ``CONCAT_APART`` times apart: it then joins in float, each input with its
         own step. In fixed point the inputs share the widest one's step: YOLOv8n's output joins
         boxes in pixels (to 640) and class scores in [0, 1], and at 8 bits (step 5) every score
-        was 0. The data movement after it stays in float too."""
+        was 0. The data movement and concats after it stay in float too (YOLOv8-pose joins each
+        keypoint's x, y in pixels and its visibility in [0, 1], then that with the boxes)."""
         if fop.kind != "concat" or not all(id(v) in self.qv for v in fop.operands):
             return ""
         spans = [q.qmax / q.scale[0] for q in (self.qv[id(v)].type.quant for v in fop.operands)]
@@ -479,7 +480,8 @@ class Quantizer:
         while todo:
             v = todo.pop()
             for op in self.users.get(id(v), []):
-                if not op.opdef.has(Trait.SCALE_PRESERVING) or _variadic(op.opdef) or op.operands[0] is not v:
+                moves = op.opdef.has(Trait.SCALE_PRESERVING) and not _variadic(op.opdef) and op.operands[0] is v
+                if not (moves or op.kind == "concat"):  # (a concat after it joins in float too)
                     return ""
                 tail.append(op)
                 todo.extend(op.results)
