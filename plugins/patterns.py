@@ -69,6 +69,9 @@ SQRT2 = math.sqrt(2.0)
 
 def _scalar(v) -> float | None:
     """The value of a constant with one element (or of a dequantized one), else None."""
+    shape = v.type.shape
+    if shape is not None and None not in shape and math.prod(shape) != 1:
+        return None  # (before dequantizing a weight to find out)
     c = const_or_dequantized(v)
     if c is None or c.size != 1 or c.dtype.kind != "f":
         return None

@@ -233,6 +233,25 @@ def test_a_qdq_linear_is_one_dense_with_its_bias(tmp_path):
         quantize_graph(g, options)  # and it quantizes
 
 
+def ort_quantized(folder, frames) -> None:
+    """onnxruntime's ``quantize_static`` (QDQ) of ``folder/float.onnx`` (input ``x``) to
+    ``folder/qdq.onnx``, calibrated on ``frames``."""
+    quantization = pytest.importorskip("onnxruntime.quantization")
+
+    class Frames(quantization.CalibrationDataReader):
+        def __init__(self):
+            self.left = iter(frames)
+
+        def get_next(self):
+            x = next(self.left, None)
+            return None if x is None else {"x": x}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantization.quantize_static(str(folder / "float.onnx"), str(folder / "qdq.onnx"), Frames(),
+                                     quant_format=quantization.QuantFormat.QDQ)
+
+
 def _transformer_mlp(path) -> None:
     """Float ONNX: LayerNorm (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add) over the
     last axis, then MatMul + Add and GELU (Div, Erf, Add, Mul, Mul), as torch.onnx writes them."""
@@ -269,23 +288,11 @@ def test_layernorm_and_gelu_pieces_between_qdq_pairs_fuse(tmp_path):
     quantized Swin-T: 29 LayerNorms and 12 GELUs rebuilt, 15.96 -> 13.23 ms predicted). The
     outputs stay as close to the float model as onnxruntime's own QDQ run."""
     ort = pytest.importorskip("onnxruntime")
-    quantization = pytest.importorskip("onnxruntime.quantization")
     rng = np.random.default_rng(1)
     frames = [rng.normal(0, 1, (1, 6, 8)).astype(np.float32) for _ in range(9)]
 
-    class Frames(quantization.CalibrationDataReader):
-        def __init__(self):
-            self.left = iter(frames[:8])
-
-        def get_next(self):
-            x = next(self.left, None)
-            return None if x is None else {"x": x}
-
     _transformer_mlp(tmp_path / "float.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantization.quantize_static(str(tmp_path / "float.onnx"), str(tmp_path / "qdq.onnx"), Frames(),
-                                     quant_format=quantization.QuantFormat.QDQ)
+    ort_quantized(tmp_path, frames[:8])
     imported = load(str(tmp_path / "qdq.onnx"), CompileOptions())
     assert sum(op.kind == "quantize" for op in imported.ops) >= 10  # a pair after (almost) every piece
     options = CompileOptions()
@@ -314,7 +321,6 @@ def test_opset13_hardswish_and_a_gemm_classifier_in_qdq_are_one_layer_each(tmp_p
     (torchvision MobileNetV3-Small so exported and quantized: 130 -> 109 layers, 2.90 -> 2.51 ms
     predicted, as its float model)."""
     ort = pytest.importorskip("onnxruntime")
-    quantization = pytest.importorskip("onnxruntime.quantization")
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32), "w"),
              numpy_helper.from_array(rng.normal(0, 0.3, (10, 8)).astype(np.float32), "fc"),
@@ -328,18 +334,7 @@ def test_opset13_hardswish_and_a_gemm_classifier_in_qdq_are_one_layer_each(tmp_p
     save_model(tmp_path / "float.onnx", nodes, inits, [1, 3, 8, 8], [1, 10])
     frames = [rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32) for _ in range(9)]
 
-    class Frames(quantization.CalibrationDataReader):
-        def __init__(self):
-            self.left = iter(frames[:8])
-
-        def get_next(self):
-            x = next(self.left, None)
-            return None if x is None else {"x": x}
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantization.quantize_static(str(tmp_path / "float.onnx"), str(tmp_path / "qdq.onnx"), Frames(),
-                                     quant_format=quantization.QuantFormat.QDQ)
+    ort_quantized(tmp_path, frames[:8])
     options = CompileOptions()
     g = load(str(tmp_path / "qdq.onnx"), options)
     optimize(g, options)
