@@ -57,6 +57,7 @@ from .ptq import (
     WeightCache,
     inherits_scale,
     quantize_prepared,
+    scale_inheritors,
 )
 
 SNR_CAP_DB = 150.0  # an output without noise counts as this (as benchmarks/quant_quality.py does)
@@ -215,18 +216,7 @@ def _candidates(graph: Graph, q8: QuantResult, config: QuantConfig) -> list[_Can
 def _wide_closure(op: Op, users: Mapping[int, list[Op]]) -> tuple[str, ...]:
     """``op`` and the ops downstream that inherit its scale (and so its 16 bits): pooling,
     data movement, concat (which takes the widest precision of its inputs)."""
-    names, todo, seen = [op.name], [op], {id(op)}
-    while todo:
-        cur = todo.pop()
-        for r in cur.results:
-            for user in users.get(id(r), ()):
-                if id(user) in seen or not user.opdef.has(Trait.SCALE_PRESERVING):
-                    continue
-                seen.add(id(user))
-                if user.name:
-                    names.append(user.name)
-                todo.append(user)
-    return tuple(names)
+    return (op.name,) + tuple(user.name for user in scale_inheritors(op, users) if user.name)
 
 
 def _op_cost(op: Op) -> float:

@@ -103,6 +103,22 @@ def inherits_scale(op: Op) -> bool:
     return op.opdef.has(Trait.SCALE_PRESERVING) and not _variadic(op.opdef)
 
 
+def scale_inheritors(op: Op, users) -> list[Op]:
+    """The ops downstream of ``op`` that take its scale, through one another, in the order found:
+    data movement, pooling and concat (``Trait.SCALE_PRESERVING``); ``users``: value id -> readers."""
+    found, todo, seen = [], [op], {id(op)}
+    while todo:
+        cur = todo.pop()
+        for r in cur.results:
+            for user in users.get(id(r), ()):
+                if id(user) in seen or not user.opdef.has(Trait.SCALE_PRESERVING):
+                    continue
+                seen.add(id(user))
+                found.append(user)
+                todo.append(user)
+    return found
+
+
 def _builtin_inherit_ops() -> frozenset:
     import tidlc.ir.ops  # noqa: F401  (registers the builtin ops)
     return frozenset(name for name in OPS.with_trait(Trait.SCALE_PRESERVING)
@@ -464,9 +480,9 @@ class Quantizer:
         return True
 
     def joins_apart(self, fop: Op) -> str:
-        """Why ``fop`` joins in float ("" when it does not): a concat that only feeds graph outputs (through data movement) and joins
-        ranges more than ``CONCAT_APART`` times apart: it then joins in float, each input with its
-        own step. In fixed point the inputs share the widest one's step: YOLOv8n's output joins
+        """Why ``fop`` joins in float ("" when it does not): a concat that only feeds graph outputs
+        (through the ops that take its scale: data movement, pooling, concat) and joins ranges more
+        than ``CONCAT_APART`` times apart: it then joins in float, each input with its own step. In fixed point the inputs share the widest one's step: YOLOv8n's output joins
         boxes in pixels (to 640) and class scores in [0, 1], and at 8 bits (step 5) every score
         was 0. The data movement and concats after it stay in float too (YOLOv8-pose joins each
         keypoint's x, y in pixels and its visibility in [0, 1], then that with the boxes)."""
@@ -475,18 +491,14 @@ class Quantizer:
         spans = [q.qmax / q.scale[0] for q in (self.qv[id(v)].type.quant for v in fop.operands)]
         if min(spans) * CONCAT_APART >= max(spans):
             return ""
-        tail, todo = [], list(fop.results)
+        tail = scale_inheritors(fop, self.users)
+        inside = {id(fop)} | {id(op) for op in tail}
         outputs = {id(v) for v in self.f.outputs}
-        while todo:
-            v = todo.pop()
-            for op in self.users.get(id(v), []):
-                moves = op.opdef.has(Trait.SCALE_PRESERVING) and not _variadic(op.opdef) and op.operands[0] is v
-                if not (moves or op.kind == "concat"):  # (a concat after it joins in float too)
-                    return ""
-                tail.append(op)
-                todo.extend(op.results)
-            if not self.users.get(id(v)) and id(v) not in outputs:
-                return ""
+        for op in (fop, *tail):
+            for v in op.results:
+                readers = self.users.get(id(v), [])
+                if any(id(r) not in inside for r in readers) or not (readers or id(v) in outputs):
+                    return ""  # (a layer reads it, or a value nobody reads)
         self.float_tail.update(dict.fromkeys(id(op) for op in tail))
         return f"joins ranges {min(spans):.3g} to {max(spans):.3g} at an output: each keeps its own step"
 
