@@ -197,6 +197,19 @@ def _dense_between_reshapes(rw: Rewriter, op) -> bool:
     return True
 
 
+def _pair_before(rw: Rewriter, v, reader):
+    """``(y, its quantize)`` when ``v`` is ``dequantize(quantize(y))`` (a pre-quantized model's fake
+    quantization of ``y``), the dequantize read by ``reader`` alone and the quantize by the
+    dequantize alone, else None."""
+    deq = v.producer
+    if deq is None or deq.kind != "dequantize" or rw.single_user(v) is not reader:
+        return None
+    q = deq.operands[0].producer
+    if q is None or q.kind != "quantize" or rw.single_user(deq.operands[0]) is not deq:
+        return None
+    return q.operands[0], q
+
+
 def _bias_through_qdq(rw: Rewriter, op) -> bool:
     """``add(dequantize(quantize(dense(x))), b)``, ``b`` constant along the last axis -> the dense
     with ``b`` in its bias: a QDQ model (onnxruntime's ``quantize_static`` on a Linear exported as
@@ -210,12 +223,10 @@ def _bias_through_qdq(rw: Rewriter, op) -> bool:
         if deq is not None and deq.kind == "dense" and _const(deq.operands[1]) is None:
             y, q = a, op  # no pair between them (a QDQ Gemm: its product is not fake-quantized)
         else:
-            if deq is None or deq.kind != "dequantize" or rw.single_user(a) is not op:
+            pair = _pair_before(rw, a, op)
+            if pair is None:
                 continue
-            q = deq.operands[0].producer
-            if q is None or q.kind != "quantize" or rw.single_user(deq.operands[0]) is not deq:
-                continue
-            y = q.operands[0]
+            y, q = pair
         dense = y.producer
         if dense is None or dense.kind != "dense" or dense.attrs["act"] != "none" or rw.single_user(y) is not q:
             continue
@@ -402,13 +413,11 @@ def _fuse_act(rw: Rewriter, op) -> bool:
         # an element-wise activation commutes with a reshape: Keras' Dense on tokens in a frozen
         # graph is reshape -> MatMul -> reshape -> BiasAdd -> Gelu
         prod, reader = prod.operands[0].producer, prod
-    elif prod is not None and prod.kind == "dequantize" and rw.single_user(op.operands[0]) is op:
+    elif (pair := _pair_before(rw, op.operands[0], op)) is not None \
+            and fake_quantized_source(op.operands[0]) is pair[0]:  # (one scale each)
         # a pre-quantized model's activation between its producer's quantize/dequantize pair (an int8
         # TFLite dense -> GELU): TIDL runs the fused pair and quantizes once, after the activation
-        q = prod.operands[0].producer
-        if q is not None and q.kind == "quantize" and rw.single_user(prod.operands[0]) is prod \
-                and fake_quantized_source(op.operands[0]) is q.operands[0]:
-            prod, reader = q.operands[0].producer, q
+        prod, reader = pair[0].producer, pair[1]
     if prod is None or "act" not in prod.attrs or prod.attrs["act"] != "none":
         return False
     if rw.single_user(prod.results[0]) is not reader or len(prod.results) != 1:
