@@ -193,21 +193,30 @@ def _static_value(value: Value, depth: int, memo: dict) -> np.ndarray | None:
     if op.kind == "shape":  # as FoldingImporter.emit folds it
         t = op.operands[0].type
         return np.array(t.shape, np.int64) if t.is_static else None
+    results = static_results(op, depth - 1, memo)
+    return None if results is None else results[value.index]
+
+
+def static_results(op, depth: int = STATIC_DEPTH, memo: dict | None = None) -> list[np.ndarray] | None:
+    """Every result of ``op`` evaluated now, when its operands are static (:func:`static_value`,
+    looking ``depth`` ops back from them) and it can be evaluated: a foldable op, or an ONNX host
+    op onnx's reference evaluator runs (``tidlc.hostrt.fold_host_op``); else None."""
+    memo = {} if memo is None else memo
     host = op.kind == "host" and foldable_host_op(op)
     if not (host or (op.opdef.foldable and op.opdef.compute is not None)):
         return None
     inputs = []
     for v in op.operands:
-        inputs.append(static_value(v, depth - 1, memo))
+        inputs.append(static_value(v, depth, memo))
         if inputs[-1] is None:
             return None
     check_result_sizes(op, [r.type for r in op.results])  # before numpy allocates them, as FoldingImporter does
     if host:
         results = fold_host_op(op, inputs)
-        return None if results is None else np.asarray(results[value.index])
+        return None if results is None else [np.asarray(r) for r in results]
     from tidlc.interp import evaluate_op
     try:
-        return np.asarray(evaluate_op(op, inputs)[value.index])
+        return [np.asarray(r) for r in evaluate_op(op, inputs)]
     except (ValueError, IndexError, TypeError, ArithmeticError, TidlcError):
         return None
 

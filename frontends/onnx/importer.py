@@ -283,17 +283,11 @@ class OnnxImporter(Importer):
         RT-DETR builds its 2-D sine position embedding from the feature map's shape (``Range``,
         ``Cast``, ``Expand``, ``MatMul``, ``Sin``, ``Cos``): the ``Sin`` could not be typed (its
         input's shape unknown until the ``Range`` ran), and the import stopped there."""
-        from tidlc.hostrt import fold_host_op, foldable_host_op
+        from tidlc.hostrt import foldable_host_op
 
-        from .context import static_value
+        from .context import static_results
         op = results[0].producer
-        if not foldable_host_op(op):
-            return None
-        memo: dict = {}
-        inputs = [static_value(v, memo=memo) for v in op.operands]
-        if any(a is None for a in inputs):
-            return None
-        data = fold_host_op(op, inputs)
+        data = static_results(op) if foldable_host_op(op) else None
         if data is None:
             return None
         self.graph.ops.remove(op)
