@@ -24,7 +24,8 @@ producer's ``act``. ``clip(0, 6)`` becomes ``relu6`` and ``clip(0, inf)``
 quantize/dequantize pair between the producer and the activation (the pair
 goes). A ``prelu`` with constant slopes after a
 single-reader conv2d or dense becomes its ``act = prelu`` (the slopes as
-``act_params``; TIDL's actType 2).
+``act_params``; TIDL's actType 2); slopes that broadcast along the channel
+axis only ((1, C, 1, 1), (C, 1, 1)) are made 1-D first.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from tidlc.plugins.layout import permuted_dequantized
 from tidlc.hookspecs import hookimpl
 from tidlc.ir.opdef import Trait
 from tidlc.ir.ops.elementwise import act_params_of
+from tidlc.ir.ops.nn import channel_slopes
 from tidlc.ir.ops.quant import const_or_dequantized, fake_quantized_source
 from tidlc.passes.rewrite import Rewriter, rule_pass
 
@@ -467,7 +469,23 @@ def _fuse_prelu(rw: Rewriter, op) -> bool:
     return True
 
 
-ACT_RULES = [("*", _activation), ("prelu", _fuse_prelu)]
+def _prelu_channel_slopes(rw: Rewriter, op) -> bool:
+    """A prelu whose constant slopes broadcast along the channel axis only ((1, C, 1, 1): TFLite's
+    alpha after the layout pass; (C, 1, 1): PyTorch's ``nn.PReLU(C)`` in ONNX) -> its 1-D slopes,
+    the form TIDL's PReLU takes: fused into the layer before it, or an integer BatchNorm layer
+    instead of a float one between two DataConverts."""
+    slope = _const(op.operands[1])
+    if slope is None or slope.ndim <= 1:
+        return False
+    flat = channel_slopes(slope, op.operands[0].type.shape)
+    if flat is None:
+        return False
+    new = rw.make("prelu", [op.operands[0], rw.const(flat.copy(), f"{op.name}.slope", anchor=op)], {}, op.name, op.loc)
+    rw.replace_op(op, new)
+    return True
+
+
+ACT_RULES = [("*", _activation), ("prelu", _prelu_channel_slopes), ("prelu", _fuse_prelu)]
 
 FuseActivation = rule_pass("fuse-activation", ACT_RULES, opt_level=2, order=60,
                            summary="fuse activations into their producer's act attribute")

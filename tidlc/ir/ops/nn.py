@@ -342,6 +342,24 @@ def _prelu_compute(op, x, slope):
     return np.where(x >= 0, x, x * s)
 
 
+def channel_slopes(slope: np.ndarray, x_shape) -> np.ndarray | None:
+    """A prelu's ``slope`` (numpy-broadcast against an ``x`` of ``x_shape``) as the canonical 1-D
+    form: one value, or one per channel (axis 1); None when it varies along another axis. A
+    (1, C, 1, 1) slope (TFLite's per-channel alpha after the NHWC -> NCHW layout pass) or a (C, 1, 1)
+    one (PyTorch's ``nn.PReLU(C)`` exported to ONNX) is per channel."""
+    if x_shape is None or len(x_shape) < 2 or slope.ndim > len(x_shape):
+        return None
+    if slope.size == 1:
+        return slope.reshape(1)
+    if slope.ndim == 1:
+        return slope if slope.size == x_shape[1] else None  # (W,) of an NCHW x is per column
+    lead = len(x_shape) - slope.ndim  # numpy aligns the slope's dims with x's last ones
+    axis = 1 - lead
+    if axis < 0 or slope.shape[axis] != x_shape[1] or any(n != 1 for i, n in enumerate(slope.shape) if i != axis):
+        return None
+    return slope.reshape(-1)
+
+
 defop("prelu", ("x", "slope"), {}, infer=same_as_first, compute=_prelu_compute, category="vector",
       traits=(Trait.ELEMENTWISE, Trait.LAYOUT_AGNOSTIC),
       doc="y = x if x >= 0 else slope * x; a 1-D slope of C values is per channel (axis 1), "
