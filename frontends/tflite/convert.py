@@ -104,6 +104,34 @@ def transpose_conv(node) -> None:
                       **node.act()))
 
 
+def _check_transpose_conv_bias(node) -> str | None:
+    if node.options["padding"] not in (1, 2):
+        return f"padding {node.options['padding']} is not SAME (1) or VALID (2)"
+    if node.options["stride_w"] < 1 or node.options["stride_h"] < 1:
+        return f"strides {node.options['stride_h']}x{node.options['stride_w']} are not positive"
+    return None
+
+
+@converter("Convolution2DTransposeBias", check=_check_transpose_conv_bias)
+def transpose_conv_bias(node) -> None:
+    """MediaPipe's custom op (selfie / hair segmentation decoders): a transposed conv with a bias,
+    inputs (data NHWC, weights OHWI, bias), options (padding, stride_w, stride_h). Its output size
+    is TFLite's TRANSPOSE_CONV's for that padding: ``stride * (in - 1) + k - pad``, where SAME pads
+    ``max(0, k - (in - 1) % stride - 1)`` (half of it, rounded down, at the start)."""
+    x = node.input(0)
+    kh, kw = node.weight_shape(1, 4)[1:3]  # (O, kh, kw, I)
+    in_hw = node.static_shape(x)[1:3]
+    if len(in_hw) != 2:
+        raise node.error(f"expects a 4-D NHWC input, got {x.type}")
+    strides = (node.options["stride_h"], node.options["stride_w"])
+    same = node.options["padding"] == 1
+    out_hw = [s * (n - 1) + k - (max(0, k - (n - 1) % s - 1) if same else 0)
+              for n, k, s in zip(in_hw, (kh, kw), strides)]
+    pads, extra = deconv_pads(node, "SAME" if same else "VALID", in_hw, out_hw, (kh, kw), strides)
+    w = node.weight(1, (3, 0, 1, 2))  # (O, kh, kw, I) -> (I, O, kh, kw)
+    node.bind(nchw_op(node, "deconv2d", x, [w, node.weight(2)], strides=strides, pads=pads, output_padding=extra))
+
+
 def _check_fc(node) -> str | None:
     fmt = node.options.get("weights_format", 0)
     return None if fmt == 0 else f"weights_format {fmt} (shuffled weights) is not supported"

@@ -51,7 +51,7 @@ from tidlc.ir.types import QuantInfo, TensorType, numpy_dtype
 from . import convert  # noqa: F401  (registers the converters)
 from .flatbuf import FlatBufferError
 from .registry import CONVERTERS
-from .schema import ACTIVATIONS, Model, Operator, Tensor, is_tflite, read_model
+from .schema import ACTIVATIONS, CUSTOM_OPTIONS, Model, Operator, Tensor, is_tflite, read_model
 from .sparsity import densify_tensor, tensor_sparsity
 
 DOCS = "docs/frontends/tflite.md"
@@ -104,7 +104,8 @@ class TFLiteNode(NodeContext):
         self.importer = importer
         self.model_op = op
         self.index = op.index
-        self.op_type = op.op_type
+        # a custom op tidlc converts (schema.CUSTOM_OPTIONS) goes by its custom code
+        self.op_type = op.custom_code if op.op_type == "CUSTOM" and op.custom_code in CUSTOM_OPTIONS else op.op_type
         self.options = op.options
         self.inputs_idx = op.inputs
         self.outputs_idx = op.outputs
@@ -115,7 +116,7 @@ class TFLiteNode(NodeContext):
 
     @property
     def label(self) -> str:
-        kind = f"CUSTOM '{self.model_op.custom_code}'" if self.op_type == "CUSTOM" else self.op_type
+        kind = f"CUSTOM '{self.model_op.custom_code}'" if self.model_op.op_type == "CUSTOM" else self.op_type
         return f"operator #{self.index} '{self.name}' ({kind})"
 
     # --- inputs -------------------------------------------------------------------
@@ -239,7 +240,7 @@ class TFLiteImporter(FoldingImporter):
     what = "TFLite operator"
     host_framework = "tflite"
     docs = DOCS
-    listed = "supported builtin ops"
+    listed = "supported ops"
 
     def __init__(self, model: Model, options: Any = None, path: str = ""):
         super().__init__(path, options, model.subgraph_name)

@@ -247,6 +247,27 @@ def _tensor(t: Table, index: int, n_buffers: int) -> Tensor:
                   type_code, buffer, _quantization(t.table(4), name))
 
 
+# Custom ops tidlc converts, with how their ``custom_options`` bytes read: code -> (options as little-endian
+# int32 fields, in order). MediaPipe's Convolution2DTransposeBias (its selfie and hair segmentation
+# models) keeps a TfLiteTransposeConvParams struct there: padding (TfLitePadding: 1 SAME, 2 VALID),
+# stride width, stride height.
+CUSTOM_OPTIONS: dict[str, tuple[str, ...]] = {
+    "Convolution2DTransposeBias": ("padding", "stride_w", "stride_h"),
+}
+
+
+def _custom_options(code: str, op: Table, index: int) -> dict[str, Any]:
+    fields = CUSTOM_OPTIONS.get(code)
+    if fields is None:
+        return {}
+    raw = op.numbers(5, np.uint8)  # Operator.custom_options: [ubyte]
+    if raw is None or raw.size < 4 * len(fields):
+        raise FlatBufferError(f"operator #{index} (CUSTOM '{code}') has {0 if raw is None else raw.size} bytes of "
+                              f"custom options, expected {4 * len(fields)} ({', '.join(fields)})", op.field_offset(5))
+    values = np.frombuffer(raw.tobytes()[:4 * len(fields)], "<i4")
+    return {name: int(v) for name, v in zip(fields, values)}
+
+
 def _operator(op: Table, index: int, codes: list, n_tensors: int) -> Operator:
     idx = op.scalar(0, "I", 0)
     if idx >= len(codes):
@@ -256,7 +277,8 @@ def _operator(op: Table, index: int, codes: list, n_tensors: int) -> Operator:
     op_type = op_name(code)
     ins = _indices(op, 1, n_tensors, f"operator #{index} ({op_type}) input", optional=True)
     outs = _indices(op, 2, n_tensors, f"operator #{index} ({op_type}) output", optional=True)
-    return Operator(index, op_type, custom, version, ins, outs, _options(op_type, op.table(4)))
+    options = _custom_options(custom, op, index) if op_type == "CUSTOM" else _options(op_type, op.table(4))
+    return Operator(index, op_type, custom, version, ins, outs, options)
 
 
 def _buffer(table: Table, index: int, size_of_file: int) -> tuple[int, int]:
