@@ -41,16 +41,8 @@ _FLOAT_HINTS = {
 }
 
 
-# ops TIDL has a layer for that tidlc's executor still runs in float: their reason says so
-_FLOAT_REASONS = {
-    "layernorm": "TIDL's LayerNorm (SDK 10.x) has no integer kernel in tidlc: it runs in float between data_convert "
-                 "ops",
-}
-
-
 def _float_verdict(op) -> Verdict:
-    reason = _FLOAT_REASONS.get(op.kind, f"no TIDL layer for '{op.kind}': it runs in float between data_convert ops")
-    return Verdict("penalty", reason,
+    return Verdict("penalty", f"no TIDL layer for '{op.kind}': it runs in float between data_convert ops",
                    hint=_FLOAT_HINTS.get(op.kind, "replace it with a supported op, or expect a float (slow) layer"))
 
 
