@@ -17,6 +17,12 @@ skipped without TensorFlow), and small seeded ONNX models with the heads that
 stress 16-bit table ops (conv -> sigmoid, a text detector's probability head
 with wide logits, tanh, softmax, hardswish, hardsigmoid, exp).
 
+With ``--mediapipe DIR``, also the trained MediaPipe models in ``mediapipe`` 0.10.14's wheel
+(Apache-2.0; the face and palm detectors the 16-bit issue names, the pose detector, hand and
+face landmarks): ``DIR`` holds them after ``pip download --no-deps mediapipe==0.10.14 -d DIR``
+(the .tflite files are read from the wheel). Inputs as MediaPipe's graphs normalize them:
+[-1, 1] for the face and pose detectors, [0, 1] for the rest.
+
 With ``-O 3``: what ``tidlc compile -O3`` quantizes (cross-layer equalization
 kept or undone by its check, which at 16 bits also tries the activation-range
 weights; GPTQ weight rounding on graphs with depthwise layers, checked); the
@@ -143,6 +149,35 @@ def models(tmp: str, with_tf: bool = True) -> dict[str, qq.Model]:
             out[name] = qq.Model(f"MobileNetV2 (Keras, test suite's BN, {file.split('.')[-1]})", folder / file,
                                  mean=(127.5,), scale=(1 / 127.5,))
             out[name].extra = {"input_shapes": {"input": (1, 224, 224, 3)}}
+    return out
+
+
+MEDIAPIPE = {  # key: (path in the wheel, mean, scale)
+    "mp-face-detection": ("mediapipe/modules/face_detection/face_detection_short_range.tflite", 127.5, 1 / 127.5),
+    "mp-palm-lite": ("mediapipe/modules/palm_detection/palm_detection_lite.tflite", 0.0, 1 / 255),
+    "mp-palm-full": ("mediapipe/modules/palm_detection/palm_detection_full.tflite", 0.0, 1 / 255),
+    "mp-pose-detection": ("mediapipe/modules/pose_detection/pose_detection.tflite", 127.5, 1 / 127.5),
+    "mp-face-landmark": ("mediapipe/modules/face_landmark/face_landmark.tflite", 0.0, 1 / 255),
+    "mp-hand-landmark-lite": ("mediapipe/modules/hand_landmark/hand_landmark_lite.tflite", 0.0, 1 / 255),
+    "mp-iris-landmark": ("mediapipe/modules/iris_landmark/iris_landmark.tflite", 0.0, 1 / 255),
+}
+
+
+def mediapipe_models(folder: str, tmp: str) -> dict[str, qq.Model]:
+    """The MEDIAPIPE models, extracted from the mediapipe wheel in ``folder``."""
+    import zipfile
+    wheels = sorted(Path(folder).glob("mediapipe-*.whl"))
+    if not wheels:
+        raise SystemExit(f"--mediapipe {folder}: no mediapipe wheel there "
+                         f"(pip download --no-deps mediapipe==0.10.14 -d {folder})")
+    out = {}
+    with zipfile.ZipFile(wheels[-1]) as wheel:
+        names = set(wheel.namelist())
+        for key, (inner, mean, scale) in MEDIAPIPE.items():
+            if inner in names:
+                path = Path(tmp) / Path(inner).name
+                path.write_bytes(wheel.read(inner))
+                out[key] = qq.Model(f"MediaPipe {path.stem} (TFLite)", path, mean=(mean,), scale=(scale,))
     return out
 
 
@@ -326,6 +361,7 @@ def main(argv=None) -> int:
                     help="2 (default) or 3: what `tidlc compile -O3` quantizes (equalize and its checks)")
     ap.add_argument("--threshold", type=float, default=THRESHOLD, help="compare's threshold (dB)")
     ap.add_argument("--no-tf", action="store_true", help="skip the Keras models (no TensorFlow build)")
+    ap.add_argument("--mediapipe", metavar="DIR", help="also the trained MediaPipe models of the mediapipe wheel in DIR")
     ap.add_argument("--bounds", action="store_true",
                     help="also what each part of quantization allows alone: weights per tensor (TIDL), weights per "
                          "channel, activations on ideal per-frame grids (float runs on the evaluation frames)")
@@ -336,6 +372,8 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         available = models(tmp, with_tf=not args.no_tf)
+        if args.mediapipe:
+            available.update(mediapipe_models(args.mediapipe, tmp))
         keys = args.models.split(",") if args.models else list(available)
         unknown = [k for k in keys if k not in available]
         if unknown:
