@@ -86,22 +86,30 @@ def conv_2d(node) -> None:
                       groups=groups, **node.act()))
 
 
+def _deconv(node, x, padding: str, bias: list, out_hw=None, **act) -> None:
+    """deconv2d of the NHWC ``x`` by the ``(O, kh, kw, I)`` weights of input 1: with the pads and
+    output padding that give ``out_hw``, or (None) TFLite's own output size for ``padding``,
+    ``stride * (in - 1) + k - pad`` where SAME pads ``max(0, k - (in - 1) % stride - 1)``."""
+    kh, kw = node.weight_shape(1, 4)[1:3]
+    in_hw = node.static_shape(x)[1:3]
+    if len(in_hw) != 2:
+        raise node.error(f"expects a 4-D NHWC input, got {x.type}")
+    strides = (node.options["stride_h"], node.options["stride_w"])
+    if out_hw is None:
+        out_hw = [s * (n - 1) + k - (max(0, k - (n - 1) % s - 1) if padding == "SAME" else 0)
+                  for n, k, s in zip(in_hw, (kh, kw), strides)]
+    pads, extra = deconv_pads(node, padding, in_hw, out_hw, (kh, kw), strides)
+    w = node.weight(1, (3, 0, 1, 2))  # (O, kh, kw, I) -> (I, O, kh, kw)
+    node.bind(nchw_op(node, "deconv2d", x, [w, *bias], strides=strides, pads=pads, output_padding=extra, **act))
+
+
 @converter("TRANSPOSE_CONV", check=_check_window)
 def transpose_conv(node) -> None:
     out_shape = node.const_ints(0, "output_shape")
     if len(out_shape) != 4:
         raise node.error(f"output_shape {out_shape} is not 4-D (NHWC)")
-    x = node.input(2)
-    kh, kw = node.weight_shape(1, 4)[1:3]  # (O, kh, kw, I)
-    in_hw = node.static_shape(x)[1:3]
-    if len(in_hw) != 2:
-        raise node.error(f"expects a 4-D NHWC input, got {x.type}")
-    strides = (node.options["stride_h"], node.options["stride_w"])
-    pads, extra = deconv_pads(node, _padding(node), in_hw, out_shape[1:3], (kh, kw), strides)
-    w = node.weight(1, (3, 0, 1, 2))  # (O, kh, kw, I) -> (I, O, kh, kw)
-    b = [node.weight(3)] if node.has_input(3) else []
-    node.bind(nchw_op(node, "deconv2d", x, [w, *b], strides=strides, pads=pads, output_padding=extra,
-                      **node.act()))
+    bias = [node.weight(3)] if node.has_input(3) else []
+    _deconv(node, node.input(2), _padding(node), bias, out_shape[1:3], **node.act())
 
 
 def _check_transpose_conv_bias(node) -> str | None:
@@ -115,21 +123,9 @@ def _check_transpose_conv_bias(node) -> str | None:
 @converter("Convolution2DTransposeBias", check=_check_transpose_conv_bias)
 def transpose_conv_bias(node) -> None:
     """MediaPipe's custom op (selfie / hair segmentation decoders): a transposed conv with a bias,
-    inputs (data NHWC, weights OHWI, bias), options (padding, stride_w, stride_h). Its output size
-    is TFLite's TRANSPOSE_CONV's for that padding: ``stride * (in - 1) + k - pad``, where SAME pads
-    ``max(0, k - (in - 1) % stride - 1)`` (half of it, rounded down, at the start)."""
-    x = node.input(0)
-    kh, kw = node.weight_shape(1, 4)[1:3]  # (O, kh, kw, I)
-    in_hw = node.static_shape(x)[1:3]
-    if len(in_hw) != 2:
-        raise node.error(f"expects a 4-D NHWC input, got {x.type}")
-    strides = (node.options["stride_h"], node.options["stride_w"])
-    same = node.options["padding"] == 1
-    out_hw = [s * (n - 1) + k - (max(0, k - (n - 1) % s - 1) if same else 0)
-              for n, k, s in zip(in_hw, (kh, kw), strides)]
-    pads, extra = deconv_pads(node, "SAME" if same else "VALID", in_hw, out_hw, (kh, kw), strides)
-    w = node.weight(1, (3, 0, 1, 2))  # (O, kh, kw, I) -> (I, O, kh, kw)
-    node.bind(nchw_op(node, "deconv2d", x, [w, node.weight(2)], strides=strides, pads=pads, output_padding=extra))
+    inputs (data NHWC, weights OHWI, bias), options (padding: TfLitePadding 1 SAME / 2 VALID,
+    stride_w, stride_h); its output size is TRANSPOSE_CONV's for that padding."""
+    _deconv(node, node.input(0), "SAME" if node.options["padding"] == 1 else "VALID", [node.weight(2)])
 
 
 def _check_fc(node) -> str | None:
