@@ -302,16 +302,9 @@ def test_channel_slopes_reads_broadcast_shapes(slope_shape, x_shape, want):
         np.testing.assert_array_equal(got, slope.reshape(-1))
 
 
-@pytest.mark.parametrize("bits", (8, 16))
-def test_prelu_slopes_of_shape_c11_fuse_and_run_in_integers(isa, bits):
+def _palm_block():
     """conv -> prelu(slopes (1, C, 1, 1)) -> depthwise + residual add -> prelu(slopes (C, 1, 1)): a
-    BlazePalm block as TFLite's layout or PyTorch's ONNX export leaves it. -O2 makes the slopes 1-D:
-    the first prelu fuses into the conv and the second is an integer layer; before, both ran in
-    float between DataConverts (MediaPipe palm_detection_lite at 16 bits: 55 -> 3 DataConverts,
-    5.51 -> 4.26 ms, 42.0 -> 47.7 dB)."""
-    from tidlc.compiler import optimize
-    from tidlc.config import CompileOptions
-    from tidlc.interp import Interpreter
+    BlazePalm block as TFLite's layout or PyTorch's ONNX export leaves it; and a frame."""
     rng = np.random.default_rng(11)
     b = Builder()
     x = b.input("x", TensorType((1, 3, 10, 10)))
@@ -322,17 +315,54 @@ def test_prelu_slopes_of_shape_c11_fuse_and_run_in_integers(isa, bits):
              pads=(1, 1, 1, 1), groups=6)
     s = b.op("add", [p1, d], "add")
     b.output(b.op("prelu", [s, b.const(rng.uniform(-0.3, 0.6, (6, 1, 1)).astype(np.float32))], "prelu2"), "y")
-    graph = b.graph
-    frame = {"x": rng.normal(0, 1, (1, 3, 10, 10)).astype(np.float32)}
+    return b.graph, {"x": rng.normal(0, 1, (1, 3, 10, 10)).astype(np.float32)}
+
+
+def _no_float_island(q, frames):
+    kinds = [op.kind for op in q.graph.ops]
+    assert kinds.count("data_convert") == 2, kinds  # the input's and the output's: no float island
+    for f in frames:
+        for (op, a), (_, c) in zip(_trace(q.graph, f, "numpy"), _trace(q.graph, f, "auto")):
+            assert a.dtype == c.dtype and np.array_equal(a, c), op.where()
+
+
+@pytest.mark.parametrize("bits", (8, 16))
+def test_prelu_slopes_of_shape_c11_fuse_and_run_in_integers(isa, bits):
+    """-O2 makes the slopes of :func:`_palm_block`'s prelus 1-D: the first prelu fuses into the conv
+    and the second is an integer layer; before, both ran in float between DataConverts (MediaPipe
+    palm_detection_lite at 16 bits: 55 -> 3 DataConverts, 5.51 -> 4.26 ms, 42.0 -> 47.7 dB)."""
+    from tidlc.compiler import optimize
+    from tidlc.config import CompileOptions
+    from tidlc.interp import Interpreter
+    graph, frame = _palm_block()
     want = Interpreter(graph).run(frame)["y"]
     optimize(graph, CompileOptions.of(emit="none", opt_level=2))
     np.testing.assert_allclose(Interpreter(graph).run(frame)["y"], want, rtol=1e-5, atol=1e-6)
     assert [op.attrs.get("act") for op in graph.ops if op.kind == "conv2d"] == ["prelu", "none"]
     (prelu,) = [op for op in graph.ops if op.kind == "prelu"]
     assert prelu.operands[1].const_value().shape == (6,)
+    _no_float_island(*_quantized(graph, bits=bits))
+
+
+@pytest.mark.parametrize("bits", (8, 16))
+def test_prelu_slopes_of_shape_c11_run_in_integers_without_the_rewrite(isa, bits, tmp_path):
+    """At -O0/-O1 (no fuse-activation) the quantizer reads the broadcast slopes itself: the prelus are
+    integer layers (the first fused into the conv), equal to the specification, close to float, and
+    net.bin keeps them."""
+    from tidlc.backends.tidl.binfmt import read_compiled, write_bin
+
+    from tidlc.interp import Interpreter
+    from tidlc.metrics import SnrAccumulator
+    graph, _ = _palm_block()
+    assert [op.operands[1].const_value().shape for op in graph.ops if op.kind == "prelu"] == [(1, 6, 1, 1), (6, 1, 1)]
     q, frames = _quantized(graph, bits=bits)
-    kinds = [op.kind for op in q.graph.ops]
-    assert kinds.count("data_convert") == 2, kinds  # the input's and the output's: no float island
+    _no_float_island(q, frames)
+    assert [op.attrs.get("act") for op in q.graph.ops if op.kind == "conv2d"] == ["prelu", "none"]
+    acc = SnrAccumulator()
     for f in frames:
-        for (op, a), (_, c) in zip(_trace(q.graph, f, "numpy"), _trace(q.graph, f, "auto")):
-            assert a.dtype == c.dtype and np.array_equal(a, c), op.where()
+        acc.add(Interpreter(graph).run(f)["y"], FixedExecutor(q.graph).run(f)["y"])
+    assert acc.db > (30.0 if bits == 8 else 70.0), acc.db
+    write_bin(q.graph, str(tmp_path))
+    loaded = read_compiled(str(tmp_path)).graph
+    for f in frames:
+        np.testing.assert_array_equal(FixedExecutor(loaded).run(f)["y"], FixedExecutor(q.graph).run(f)["y"])

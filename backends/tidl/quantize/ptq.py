@@ -53,6 +53,7 @@ from tidlc.diagnostics import TidlcError
 from tidlc.ir.builder import infer_types
 from tidlc.ir.core import Graph, Op, Value
 from tidlc.ir.opdef import OPS, Trait
+from tidlc.ir.ops.nn import channel_slopes
 from tidlc.ir.types import QuantInfo, TensorType, numpy_dtype
 
 # constant operands TIDL's kernel for the kind reads as parameters, not tensors to quantize
@@ -468,11 +469,9 @@ class Quantizer:
             return fop.attrs["act"] in CLAMP_ACTS
         if kind == "softmax":
             return not fop.attrs["log"]
-        if kind == "prelu":
+        if kind == "prelu":  # one slope, or one per channel: (C,), (1, C, 1, 1), PyTorch's (C, 1, 1)
             slope = fop.operands[1].const_value()
-            x = fop.operands[0].type.shape
-            return slope is not None and x is not None and len(x) > 1 and slope.size in (1, x[1]) and \
-                (slope.ndim <= 1 or slope.size == 1)
+            return slope is not None and channel_slopes(slope, fop.operands[0].type.shape) is not None
         if kind == "pad":
             return fop.attrs["mode"] == "constant"
         if kind == "layernorm":
