@@ -295,6 +295,37 @@ def test_own_snr_of_exact_data_movement_is_infinite(tmp_path, capsys):
     assert acc.db == pytest.approx(rows["t"].snr_db, abs=0.01)
 
 
+def test_an_output_no_code_can_show_is_not_named_the_culprit():
+    """A score map far below its threshold (an empty segmentation mask: sigmoid of logits near -20,
+    values about 1e-9) is code 0 everywhere at 16 bits: its 0 dB says nothing about quantization.
+    compare says so for that row, and judges the other layers on the outputs that show something
+    (before: the sigmoid was named as costing the outputs the most, at -90 dB)."""
+    from tidlc.commands.compare import culprit_of, diagnose, format_table, layer_rows, mark
+    rng = np.random.default_rng(6)
+    b = Builder()
+    x = b.input("x", TensorType((1, 4, 8, 8), layout="NCHW"))
+    f = b.op("conv2d", [x, b.const(rng.normal(0, 0.5, (8, 4, 3, 3)).astype(np.float32))], name="features",
+             pads=(1, 1, 1, 1), act="relu")
+    logit = b.op("conv2d", [f, b.const(rng.normal(0, 0.02, (1, 8, 1, 1)).astype(np.float32)),
+                            b.const(np.full(1, -20.0, np.float32))], name="logit")
+    b.output(b.op("sigmoid", [logit], name="mask"), "mask")
+    b.output(b.op("conv2d", [f, b.const(rng.normal(0, 0.5, (4, 8, 1, 1)).astype(np.float32))], name="box"), "box")
+    frames = logit_frames(4)
+    q = quantize_graph(b.graph, CompileOptions.of(bits=16), frames=frames, warn_synthetic=False)
+    rows = {r.name: r for r in layer_rows(q, frames[0], attribution=True)}
+    mask = rows["mask"]
+    assert mask.below_step and mask.codes_used == 1 and mask.float_max < 1e-8
+    assert "below the step" in diagnose(mask)
+    assert not rows["box"].below_step and np.isfinite(rows["box"].alone_snr_db)
+    # the logit's error reaches only the blank mask: nothing to judge it by
+    assert rows["logit"].alone_snr_db == float("inf")
+    mark(list(rows.values()), 60.0)
+    assert culprit_of(list(rows.values())).name in ("features", "box", "x")
+    assert mark(list(rows.values()), 60.0) is None  # not "the first layer below 60 dB": said apart
+    table = format_table(list(rows.values()), 60.0)
+    assert "every layer is at or above 60 dB" in table and "~ mask (sigmoid, 0.0 dB): below the step" in table
+
+
 def test_bounds_isolate_each_part_of_quantization(bench):
     """quant16_quality --bounds: weights (and activations) on one grid per tensor lose more than on
     a grid per channel, and each bound is finite (rounding happened) on a real model."""

@@ -90,6 +90,9 @@ class Row:
     weak_part_const: bool = False  # that input is a constant (a ViT's class token)
     weak_part_at_output: bool = False  # the concat only feeds the outputs (a detector's decoded boxes and scores)
     fix_16bit: list | None = None  # what --16bit-layers names to make it 16-bit (a softmax: the layer before it)
+    # every float value is under half a step of the fixed-point grid (an empty segmentation mask, a score
+    # near 0 on this input): every code is 0, and its SNR on this input says nothing
+    below_step: bool = False
 
     def weak_below(self, threshold: float) -> bool:
         """A concat whose narrow input's part is below ``threshold`` (whatever the tensor's SNR)."""
@@ -130,6 +133,7 @@ def layer_rows(quantized, feeds, backend=None, attribution: bool = False) -> lis
             readers.setdefault(id(u), []).append(op)
     rows: list[Row] = []
     injections: list[tuple[Row, Any, np.ndarray]] = []  # (row, reference value, own error)
+    last_row: dict[int, Row] = {}  # reference value -> the last fixed-point row measured against it
 
     def real(v, arr) -> np.ndarray:
         """A fixed-point graph value as real numbers (float values as they are)."""
@@ -163,6 +167,8 @@ def layer_rows(quantized, feeds, backend=None, attribution: bool = False) -> lis
                 max_abs_error=float(err.max(initial=0.0)), saturated_pct=100.0 * float(saturated.mean()) if r.size else 0.0,
                 float_max=float(np.abs(ref).max(initial=0.0)), representable_max=max(abs(q.qmin), q.qmax) / scale,
                 codes_used=int(np.unique(r).size))
+            row.below_step = bool(r.size) and row.float_max * scale < 0.5
+            last_row[id(origin)] = row
             row.channel_spread_db, row.wide_channel = _channel_spread(ref, v.type.layout)
             if origin.producer is not None and hasattr(backend, "layers_for_16bit"):
                 row.fix_16bit = backend.layers_for_16bit(origin.producer) or None
@@ -179,7 +185,9 @@ def layer_rows(quantized, feeds, backend=None, attribution: bool = False) -> lis
 
     backend.load(quantized.graph).run(feeds, observer=measure)
     if attribution:
-        _attribute(ref_graph, float_env, injections)
+        # outputs that no fixed-point code can show on this input cannot judge the layers before them
+        blank = {id(o) for o in ref_graph.outputs if id(o) in last_row and last_row[id(o)].below_step}
+        _attribute(ref_graph, float_env, injections, blank)
     return rows
 
 
@@ -300,13 +308,17 @@ def _local_float(op, v, origin, fixed_env, real, is_fixed_type) -> np.ndarray | 
         return None  # an op whose operands do not line up with its reference's: no own SNR
 
 
-def _attribute(ref_graph, float_env: dict, injections: list) -> None:
+def _attribute(ref_graph, float_env: dict, injections: list, blank: set = frozenset()) -> None:
     """Noise injection: per layer, the float graph downstream of its reference value re-run with
-    the layer's own error added; ``alone_snr_db`` is the worst output's SNR."""
+    the layer's own error added; ``alone_snr_db`` is the worst output's SNR, over the outputs not in
+    ``blank`` (ids of outputs whose float values are all under half a step of their fixed-point grid
+    on this input: their SNR is that of nothing; None when every output is blank)."""
     from tidlc.interp import evaluate_op
     from tidlc.metrics import snr_db
     ops = [op for op in ref_graph.ops if op.kind not in ("input", "const")]
-    outputs = list(ref_graph.outputs)
+    outputs = [o for o in ref_graph.outputs if id(o) not in blank]
+    if not outputs:
+        return
     for row, origin, error in injections:
         if not np.any(error):
             row.alone_snr_db = math.inf
@@ -331,6 +343,10 @@ def diagnose(row: Row) -> str:
     wide = row.dtype.endswith("16")
     more_bits = "" if wide else f"; try --16bit-layers {','.join(row.fix_16bit or [row.name])}" + (
         f" (the {row.op} takes its input's precision)" if row.fix_16bit and row.fix_16bit != [row.name] else "")
+    if row.below_step:
+        return (f"below the step: its float values (up to {row.float_max:.3g}) are under half the step "
+                f"1/{row.scale:.4g} of its range, so every code is 0; on this input its SNR says nothing (an "
+                "empty mask, a score near 0): compare on an input where it is active (--input)")
     if row.float_max > row.representable_max * 1.001 and row.saturated_pct > 0.05:
         return (f"range clipped: float values reach {row.float_max:.4g}, the fixed-point range ends at "
                 f"{row.representable_max:.4g} ({row.saturated_pct:.2f}% saturated); calibrate with more "
@@ -371,7 +387,7 @@ def mark(rows: list[Row], threshold: float) -> Row | None:
     the layer whose own error costs the outputs the most (``culprit``)."""
     first = None
     for row in rows:
-        if row.snr_db < threshold or row.weak_below(threshold):
+        if (row.snr_db < threshold or row.weak_below(threshold)) and not row.below_step:  # (blank: said apart)
             row.below = True
             row.cause = diagnose(row)
             first = row
@@ -446,6 +462,10 @@ def format_table(rows: list[Row], threshold: float) -> str:
         if row is not first and row.weak_below(threshold):
             lines += [f"! {row.name} ({row.op}): the part from '{row.weak_part}' is at {row.weak_part_db:.1f} dB",
                       f"  likely cause: {diagnose(row)}"]
+    blank = [r for r in rows if r.below_step and r is not first and r.snr_db < threshold]
+    if blank:  # low SNRs that say nothing (an empty mask on this input): the first, and how many more
+        more = f" (and {len(blank) - 1} layer(s) after it)" if len(blank) > 1 else ""
+        lines += [f"~ {blank[0].name} ({blank[0].op}, {_db(blank[0].snr_db)} dB){more}: {diagnose(blank[0])}"]
     return "\n".join(lines)
 
 
