@@ -489,3 +489,31 @@ def test_ending_the_model_is_advised_only_for_a_concat_that_feeds_the_outputs():
     assert "--16bit-layers xyo,hsig)" in diagnose(row) and "end the model" not in diagnose(row)
     row.weak_part_at_output = True
     assert diagnose(row).endswith("or end the model before it (join boxes and scores on the host)")
+
+
+def test_a_relu6_at_its_clip_is_not_saturation_and_spread_weights_are_named():
+    """A depthwise conv + ReLU6 whose folded weights spread over 40 dB (a trained net's batch norm
+    after a nearly dead channel): at 16 bits with per-tensor weights its own error comes from the
+    weights, and its outputs at 6 are the ReLU6's clip, not a range calibration missed. compare
+    names the weights (before: "saturation ... the calibrated range is too small"); with one scale
+    per channel (--per-channel-depthwise) the weights are fine and nothing is said of them."""
+    from tidlc.commands.compare import diagnose, layer_rows
+    rng = np.random.default_rng(9)
+    b = Builder()
+    x = b.input("x", TensorType((1, 8, 12, 12), layout="NCHW"))
+    gain = np.where(np.arange(8) == 0, 40.0, 0.4)[:, None, None, None]  # one wide channel, seven narrow
+    w = (rng.normal(0, 1, (8, 1, 3, 3)) * gain).astype(np.float32)
+    dw = b.op("conv2d", [x, b.const(w, "dw.w"), b.const(np.zeros(8, np.float32), "dw.b")], name="dw",
+              pads=(1, 1, 1, 1), groups=8, act="relu6")
+    b.output(dw, "y")
+    frames = [{"x": rng.uniform(-1, 1, (1, 8, 12, 12)).astype(np.float32)} for _ in range(4)]
+    q = quantize_graph(b.graph, CompileOptions.of(bits=16), frames=frames, warn_synthetic=False)
+    row = next(r for r in layer_rows(q, frames[0]) if r.name == "dw")
+    assert row.saturated_pct > 1.0 and row.clipped_pct == 0.0  # at 6 in float too
+    assert row.weight_spread_db == pytest.approx(40.0, abs=4.0) and row.narrow_weight_channel >= 1
+    assert row.own_snr_db < row.rounding_db - 10.0
+    assert diagnose(row).startswith("rounding of its weights: its output channels' weight ranges differ by")
+    per_channel = quantize_graph(b.graph, CompileOptions.of(bits=16, per_channel_depthwise=True), frames=frames,
+                                 warn_synthetic=False)
+    row = next(r for r in layer_rows(per_channel, frames[0]) if r.name == "dw")
+    assert row.weight_spread_db is None and "weights" not in diagnose(row)

@@ -93,6 +93,15 @@ class Row:
     # every float value is under half a step of the fixed-point grid (an empty segmentation mask, a score
     # near 0 on this input): every code is 0, and its SNR on this input says nothing
     below_step: bool = False
+    # the share of outputs whose float value lies beyond the representable range by more than half a
+    # step: what calibration missed (an intended clip, a ReLU6 at 6, is at the limit, not beyond it)
+    clipped_pct: float = 0.0
+    # a MAC layer with one weight step for all its output channels: how far apart their weight ranges
+    # are (dB, the widest over the median), the narrowest channel, and the own SNR output rounding alone
+    # would leave (an own SNR well below it is the weights' rounding)
+    weight_spread_db: float | None = None
+    narrow_weight_channel: int | None = None
+    rounding_db: float | None = None
 
     def weak_below(self, threshold: float) -> bool:
         """A concat whose narrow input's part is below ``threshold`` (whatever the tensor's SNR)."""
@@ -168,6 +177,13 @@ def layer_rows(quantized, feeds, backend=None, attribution: bool = False) -> lis
                 float_max=float(np.abs(ref).max(initial=0.0)), representable_max=max(abs(q.qmin), q.qmax) / scale,
                 codes_used=int(np.unique(r).size))
             row.below_step = bool(r.size) and row.float_max * scale < 0.5
+            half = 0.5 / scale
+            beyond = (ref > q.qmax / scale + half) | (ref < q.qmin / scale - half)
+            row.clipped_pct = 100.0 * float(beyond.mean()) if r.size else 0.0
+            rms = float(np.sqrt(np.mean(np.square(ref, dtype=np.float64)))) if r.size else 0.0
+            row.rounding_db = 20.0 * math.log10(rms * math.sqrt(12.0) * scale) if rms > 0 else None
+            if origin.producer is not None:
+                row.weight_spread_db, row.narrow_weight_channel = _weight_spread(op, origin.producer)
             last_row[id(origin)] = row
             row.channel_spread_db, row.wide_channel = _channel_spread(ref, v.type.layout)
             if origin.producer is not None and hasattr(backend, "layers_for_16bit"):
@@ -231,6 +247,25 @@ def _only_to_outputs(v, readers: dict, outputs) -> bool:
                 return False
             todo.extend(op.results)
     return True
+
+
+def _weight_spread(op, float_op) -> tuple[float | None, int | None]:
+    """(20 log10 of the widest output channel's max |w| over the median channel's, the narrowest
+    channel) of a conv2d / dense / deconv2d whose weights have one scale per tensor; (None, None)
+    otherwise or for fewer than 4 channels."""
+    if op.kind not in ("conv2d", "dense", "deconv2d") or len(op.operands) < 2 or \
+            float_op.kind != op.kind or len(float_op.operands) < 2:
+        return None, None
+    wq = op.operands[1].type.quant
+    w = float_op.operands[1].const_value()
+    if wq is None or len(wq.scale) != 1 or w is None or w.ndim < 2:
+        return None, None
+    axis = 1 if op.kind == "deconv2d" and op.attrs.get("groups", 1) == 1 else 0
+    peaks = np.abs(np.moveaxis(np.asarray(w, np.float64), axis, 0).reshape(w.shape[axis], -1)).max(axis=1)
+    median = float(np.median(peaks))
+    if peaks.size < 4 or median <= 0.0:
+        return None, None
+    return 20.0 * math.log10(float(peaks.max()) / median), int(np.argmin(peaks))
 
 
 def _channel_spread(ref: np.ndarray, layout: str | None) -> tuple[float | None, int | None]:
@@ -347,13 +382,10 @@ def diagnose(row: Row) -> str:
         return (f"below the step: its float values (up to {row.float_max:.3g}) are under half the step "
                 f"1/{row.scale:.4g} of its range, so every code is 0; on this input its SNR says nothing (an "
                 "empty mask, a score near 0): compare on an input where it is active (--input)")
-    if row.float_max > row.representable_max * 1.001 and row.saturated_pct > 0.05:
+    if row.clipped_pct > 0.05:  # (outputs at the limit whose float value is there too are an intended clip)
         return (f"range clipped: float values reach {row.float_max:.4g}, the fixed-point range ends at "
-                f"{row.representable_max:.4g} ({row.saturated_pct:.2f}% saturated); calibrate with more "
-                "representative --calib data or --calib-method minmax")
-    if row.saturated_pct > 0.5:
-        return (f"saturation: {row.saturated_pct:.2f}% of the outputs sit at the limits of "
-                f"{row.dtype}; the calibrated range is too small")
+                f"{row.representable_max:.4g} ({row.clipped_pct:.2f}% of the outputs beyond it); calibrate with "
+                "more representative --calib data or --calib-method minmax")
     if row.weak_part is not None:
         return (f"rounding: its input '{row.weak_part}' (values up to {row.weak_part_max:.4g}) is joined at the one "
                 f"step 1/{row.scale:.4g} its widest input needs, so that part keeps {row.weak_part_db:.1f} dB while "
@@ -366,6 +398,13 @@ def diagnose(row: Row) -> str:
             row.own_snr_db - row.alone_snr_db >= 10.0 and math.isfinite(row.own_snr_db):
         amplified = (f"; the layers after it amplify its rounding by {row.own_snr_db - row.alone_snr_db:.0f} dB "
                      f"(own {row.own_snr_db:.1f} dB, the outputs {row.alone_snr_db:.1f} dB)")
+    if row.weight_spread_db is not None and row.weight_spread_db >= CHANNEL_SPREAD_DB and \
+            row.own_snr_db is not None and row.rounding_db is not None and row.own_snr_db <= row.rounding_db - 10.0:
+        return (f"rounding of its weights: its output channels' weight ranges differ by {row.weight_spread_db:.0f} dB "
+                f"and share one step, so the narrow ones (channel {row.narrow_weight_channel}) keep few bits: its own "
+                f"error is {row.rounding_db - row.own_snr_db:.0f} dB above its output rounding's{amplified}; -O3 "
+                "equalizes the channels across layers and, for a depthwise layer, tries one scale per channel "
+                "(--per-channel-depthwise, TIDL's calibrationOption 8)" + more_bits)
     if row.channel_spread_db is not None and row.channel_spread_db >= CHANNEL_SPREAD_DB:
         return (f"rounding: its channels' ranges differ by {row.channel_spread_db:.0f} dB (channel "
                 f"{row.wide_channel} reaches {row.float_max:.4g}), so the one per-tensor step 1/{row.scale:.4g} "
@@ -397,7 +436,7 @@ def mark(rows: list[Row], threshold: float) -> Row | None:
         worst.culprit = True
         worst.cause = worst.cause or diagnose(worst)
         if first is not None and first is not worst and first.own_snr_db is not None and \
-                first.own_snr_db >= threshold and first.saturated_pct <= 0.05 and \
+                first.own_snr_db >= threshold and first.clipped_pct <= 0.05 and \
                 not (first.snr_db >= threshold and first.weak_below(threshold)):  # (its part's loss is its own)
             # what it inherits comes from before it: the culprit when it runs earlier, else the earlier
             # layer with the largest error of its own
