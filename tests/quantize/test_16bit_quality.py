@@ -517,3 +517,31 @@ def test_a_relu6_at_its_clip_is_not_saturation_and_spread_weights_are_named():
                                  warn_synthetic=False)
     row = next(r for r in layer_rows(per_channel, frames[0]) if r.name == "dw")
     assert row.weight_spread_db is None and "weights" not in diagnose(row)
+
+
+def test_the_costliest_layer_is_also_judged_by_its_errors_mean():
+    """Noise injection once more for the layer that costs the most, with only its error's mean per
+    channel: a bias costs the outputs as much as the whole error (and compare then points at bias
+    calibration); of zero-mean noise, the mean is a small part."""
+    from tidlc.commands.compare import Row, _attribute, diagnose
+    b = Builder()
+    x = b.input("x", TensorType((1, 4, 16, 16), layout="NCHW"))
+    r = b.op("relu", [x], name="r")
+    b.output(b.op("pool2d", [r], name="pool", mode="avg", kernel=(2, 2), strides=(2, 2)), "y")
+    graph = b.graph
+    rng = np.random.default_rng(2)
+    feeds = {"x": rng.uniform(0.5, 1.5, (1, 4, 16, 16)).astype(np.float32)}
+    env = Interpreter(graph).values(feeds, keep_all=True)
+    origin = next(op for op in graph.ops if op.name == "r").results[0]
+    for error, mean_close in ((np.full((1, 4, 16, 16), 1e-3), True), (rng.normal(0, 1e-3, (1, 4, 16, 16)), False)):
+        row = Row("r", "relu", [1, 4, 16, 16], "u16", 1e4, None, 60.0, 1.0, 1e-3, 0.0, 1.5, 6.0, 1000)
+        _attribute(graph, env, [(row, origin, error)])
+        assert row.alone_mean_snr_db is not None
+        assert (abs(row.alone_mean_snr_db - row.alone_snr_db) < 0.5) == mean_close, (row.alone_snr_db,
+                                                                                      row.alone_mean_snr_db)
+        if not mean_close:
+            assert row.alone_mean_snr_db > row.alone_snr_db + 10.0
+    row.own_snr_db, row.alone_snr_db, row.alone_mean_snr_db = 80.0, 40.0, 42.0
+    assert "which bias calibration takes back: --bias-calibration" in diagnose(row)
+    row.alone_mean_snr_db = 70.0
+    assert "bias calibration" not in diagnose(row)

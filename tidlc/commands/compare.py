@@ -102,6 +102,9 @@ class Row:
     weight_spread_db: float | None = None
     narrow_weight_channel: int | None = None
     rounding_db: float | None = None
+    # the layer that costs the most: the outputs' SNR with only its error's mean per channel injected
+    # (close to alone_snr_db: a bias, which bias calibration takes back)
+    alone_mean_snr_db: float | None = None
 
     def weak_below(self, threshold: float) -> bool:
         """A concat whose narrow input's part is below ``threshold`` (whatever the tensor's SNR)."""
@@ -347,30 +350,42 @@ def _attribute(ref_graph, float_env: dict, injections: list, blank: set = frozen
     """Noise injection: per layer, the float graph downstream of its reference value re-run with
     the layer's own error added; ``alone_snr_db`` is the worst output's SNR, over the outputs not in
     ``blank`` (ids of outputs whose float values are all under half a step of their fixed-point grid
-    on this input: their SNR is that of nothing; None when every output is blank)."""
-    from tidlc.interp import evaluate_op
-    from tidlc.metrics import snr_db
+    on this input: their SNR is that of nothing; None when every output is blank). For the layer
+    that costs the most, once more with only its error's mean per channel (``alone_mean_snr_db``)."""
     ops = [op for op in ref_graph.ops if op.kind not in ("input", "const")]
     outputs = [o for o in ref_graph.outputs if id(o) not in blank]
     if not outputs:
         return
     for row, origin, error in injections:
-        if not np.any(error):
-            row.alone_snr_db = math.inf
+        row.alone_snr_db = _inject(ops, outputs, float_env, origin, error) if np.any(error) else math.inf
+    scored = [t for t in injections if t[0].alone_snr_db is not None and math.isfinite(t[0].alone_snr_db)]
+    if scored:
+        row, origin, error = min(scored, key=lambda t: t[0].alone_snr_db)
+        axis = error.ndim - 1 if origin.type.layout == "NHWC" or error.ndim == 2 else 1
+        if error.ndim >= 2:
+            others = tuple(a for a in range(error.ndim) if a != axis)
+            mean = np.broadcast_to(error.mean(axis=others, keepdims=True), error.shape)
+            row.alone_mean_snr_db = _inject(ops, outputs, float_env, origin, mean)
+
+
+def _inject(ops, outputs, float_env: dict, origin, error: np.ndarray) -> float:
+    """The worst of ``outputs``' SNR (dB) with ``error`` added to ``origin``'s float value, the
+    float graph downstream of it re-run."""
+    from tidlc.interp import evaluate_op
+    from tidlc.metrics import snr_db
+    base = float_env[id(origin)]
+    overlay = {id(origin): (base.astype(np.float64) + error).astype(base.dtype)}
+    for op in ops:
+        if not any(id(u) in overlay for u in op.operands):
             continue
-        base = float_env[id(origin)]
-        overlay = {id(origin): (base.astype(np.float64) + error).astype(base.dtype)}
-        for op in ops:
-            if not any(id(u) in overlay for u in op.operands):
-                continue
-            args = [overlay.get(id(u), float_env.get(id(u))) for u in op.operands]
-            for r, value in zip(op.results, evaluate_op(op, args)):
-                overlay[id(r)] = np.asarray(value)
-        row.alone_snr_db = min((snr_db(float_env[id(o)], overlay[id(o)]) for o in outputs if id(o) in overlay),
-                               default=math.inf)
+        args = [overlay.get(id(u), float_env.get(id(u))) for u in op.operands]
+        for r, value in zip(op.results, evaluate_op(op, args)):
+            overlay[id(r)] = np.asarray(value)
+    return min((snr_db(float_env[id(o)], overlay[id(o)]) for o in outputs if id(o) in overlay), default=math.inf)
 
 
 CHANNEL_SPREAD_DB = 20.0  # channel ranges this far apart make a per-tensor step coarse for most channels
+BIAS_DB = 6.0  # an error whose mean per channel alone costs the outputs within this of the whole error's
 
 
 def diagnose(row: Row) -> str:
@@ -398,6 +413,10 @@ def diagnose(row: Row) -> str:
             row.own_snr_db - row.alone_snr_db >= 10.0 and math.isfinite(row.own_snr_db):
         amplified = (f"; the layers after it amplify its rounding by {row.own_snr_db - row.alone_snr_db:.0f} dB "
                      f"(own {row.own_snr_db:.1f} dB, the outputs {row.alone_snr_db:.1f} dB)")
+        if row.alone_mean_snr_db is not None and row.alone_mean_snr_db <= row.alone_snr_db + BIAS_DB:
+            amplified += (f", much of it through its error's mean per channel (that alone: "
+                          f"{row.alone_mean_snr_db:.1f} dB), which bias calibration takes back: --bias-calibration "
+                          "(TIDL's calibrationOption 4; on at -O3)")
     if row.weight_spread_db is not None and row.weight_spread_db >= CHANNEL_SPREAD_DB and \
             row.own_snr_db is not None and row.rounding_db is not None and row.own_snr_db <= row.rounding_db - 10.0:
         return (f"rounding of its weights: its output channels' weight ranges differ by {row.weight_spread_db:.0f} dB "
