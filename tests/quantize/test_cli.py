@@ -151,3 +151,14 @@ def test_o3_8_bit_prints_and_keeps_the_bias_calibration_verdict(model, capsys, f
     else:
         assert "16 calibration frames it was not fitted on" in attrs["quant.bias"]
     assert ("quant.bias_calibration" in attrs) == attrs["quant.bias"].startswith("kept")
+
+
+def test_compare_says_it_does_not_apply_partitioning(model, capsys):
+    """The shared model options offer --deny-op-name and friends; compare quantizes the whole graph,
+    so it says they are not applied instead of ignoring them."""
+    code, out, err = tidlc(capsys, "compare", model["net"], "--random-weights", "1", "--calib", model["calib"],
+                           "--input", model["x"], "--deny-op-name", "conv", "--max-subgraphs", "2",
+                           "--no-attribution")
+    assert code == 0, err
+    assert "compare: --deny-op-name, --max-subgraphs not applied" in err and "tidlc run OUT" in err
+    assert "first layer below" in out or "every layer is at or above" in out

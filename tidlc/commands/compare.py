@@ -571,8 +571,19 @@ def _feeds(args, graph, settings, quantized) -> dict[str, np.ndarray]:
     return feeds
 
 
+PARTITION_FLAGS = (("--deny-op-name", "deny_op_names"), ("--deny-op-type", "deny_op_types"),
+                   ("--max-subgraphs", "max_subgraphs"), ("--min-subgraph-ops", "min_subgraph_ops"))
+
+
 def run(args, options) -> int:
     from tidlc.compiler import backend_for, load, optimize, plugins_for
+    from tidlc.diagnostics import warn
+    given = [flag for flag, dest in PARTITION_FLAGS if getattr(args, dest, None)]
+    if given:  # (the shared model options offer them; compare has no host to run denied ops on)
+        warn(f"compare: {', '.join(given)} not applied: compare quantizes the whole graph, every layer as the "
+             "accelerator would run it", code="option",
+             hint="to measure a partitioned deployment, compile it and run it: tidlc compile ... -o OUT; "
+                  "tidlc run OUT --input FILE (docs/partition.md)")
     plugins = plugins_for(options)
     backend = backend_for(options, plugins)  # an unknown --target fails first
     float_options = options.replace(quantize=False)
