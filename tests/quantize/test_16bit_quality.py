@@ -513,6 +513,8 @@ def test_a_relu6_at_its_clip_is_not_saturation_and_spread_weights_are_named():
     assert row.weight_spread_db == pytest.approx(40.0, abs=4.0) and row.narrow_weight_channel >= 1
     assert row.own_snr_db < row.rounding_db - 10.0
     assert diagnose(row).startswith("rounding of its weights: its output channels' weight ranges differ by")
+    doc = json.loads(json.dumps(row.as_json(), allow_nan=False))
+    assert doc["clipped_pct"] == 0.0 and doc["narrow_weight_channel"] == row.narrow_weight_channel
     per_channel = quantize_graph(b.graph, CompileOptions.of(bits=16, per_channel_depthwise=True), frames=frames,
                                  warn_synthetic=False)
     row = next(r for r in layer_rows(per_channel, frames[0]) if r.name == "dw")
@@ -537,6 +539,7 @@ def test_the_costliest_layer_is_also_judged_by_its_errors_mean():
         row = Row("r", "relu", [1, 4, 16, 16], "u16", 1e4, None, 60.0, 1.0, 1e-3, 0.0, 1.5, 6.0, 1000)
         _attribute(graph, env, [(row, origin, error)])
         assert row.alone_mean_snr_db is not None
+        json.dumps(row.as_json(), allow_nan=False)
         assert (abs(row.alone_mean_snr_db - row.alone_snr_db) < 0.5) == mean_close, (row.alone_snr_db,
                                                                                       row.alone_mean_snr_db)
         if not mean_close:

@@ -113,7 +113,8 @@ class Row:
     def as_json(self) -> dict[str, Any]:
         out = attrs.asdict(self)
         for key in ("snr_db", "cosine", "max_abs_error", "saturated_pct", "float_max", "representable_max", "scale",
-                    "own_snr_db", "alone_snr_db", "channel_spread_db", "weak_part_db", "weak_part_max"):
+                    "own_snr_db", "alone_snr_db", "channel_spread_db", "weak_part_db", "weak_part_max",
+                    "clipped_pct", "weight_spread_db", "rounding_db", "alone_mean_snr_db"):
             v = out[key]
             out[key] = None if v is None or not math.isfinite(v) else v
         return out
