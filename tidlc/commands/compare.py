@@ -265,28 +265,34 @@ def _weight_spread(op, float_op) -> tuple[float | None, int | None]:
     if wq is None or len(wq.scale) != 1 or w is None or w.ndim < 2:
         return None, None
     axis = 1 if op.kind == "deconv2d" and op.attrs.get("groups", 1) == 1 else 0
-    peaks = np.abs(np.moveaxis(np.asarray(w, np.float64), axis, 0).reshape(w.shape[axis], -1)).max(axis=1)
+    spread, peaks = _spread(w, axis)
+    return (spread, int(np.argmin(peaks))) if spread is not None else (None, None)
+
+
+def _channel_axis(ndim: int, layout: str | None) -> int:
+    """The channel axis of an activation: 1, or the last for NHWC and for (N, C)."""
+    return ndim - 1 if layout == "NHWC" or ndim == 2 else 1
+
+
+def _spread(x: np.ndarray, axis: int) -> tuple[float | None, np.ndarray]:
+    """(20 log10 of the widest channel's max |x| over the median channel's, or None for fewer than 4
+    channels or a median of 0; each channel's max |x|) of ``x`` with channels along ``axis``."""
+    x = np.asarray(x)
+    peaks = np.abs(np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)).max(axis=1).astype(np.float64)
     median = float(np.median(peaks))
     if peaks.size < 4 or median <= 0.0:
-        return None, None
-    return 20.0 * math.log10(float(peaks.max()) / median), int(np.argmin(peaks))
+        return None, peaks
+    return 20.0 * math.log10(float(peaks.max()) / median), peaks
 
 
 def _channel_spread(ref: np.ndarray, layout: str | None) -> tuple[float | None, int | None]:
     """(20 log10 of the widest channel's max |x| over the median channel's, the widest channel) of an
     activation with channels (axis 1, or the last for NHWC); None for fewer than 4 channels."""
     ref = np.asarray(ref)
-    if ref.ndim < 2:
+    if ref.ndim < 2 or ref.shape[_channel_axis(ref.ndim, layout)] < 4:
         return None, None
-    axis = ref.ndim - 1 if layout == "NHWC" or ref.ndim == 2 else 1
-    if ref.shape[axis] < 4:
-        return None, None
-    peaks = np.abs(np.moveaxis(ref, axis, 0).reshape(ref.shape[axis], -1)).max(axis=1).astype(np.float64)
-    median = float(np.median(peaks))
-    widest = int(np.argmax(peaks))
-    if median <= 0.0:
-        return None, widest
-    return 20.0 * math.log10(float(peaks[widest]) / median), widest
+    spread, peaks = _spread(ref, _channel_axis(ref.ndim, layout))
+    return spread, int(np.argmax(peaks))
 
 
 def _saturating_window(v, readers, ref: np.ndarray) -> tuple[float, float] | None:
@@ -359,11 +365,11 @@ def _attribute(ref_graph, float_env: dict, injections: list, blank: set = frozen
         return
     for row, origin, error in injections:
         row.alone_snr_db = _inject(ops, outputs, float_env, origin, error) if np.any(error) else math.inf
-    scored = [t for t in injections if t[0].alone_snr_db is not None and math.isfinite(t[0].alone_snr_db)]
-    if scored:
-        row, origin, error = min(scored, key=lambda t: t[0].alone_snr_db)
-        axis = error.ndim - 1 if origin.type.layout == "NHWC" or error.ndim == 2 else 1
+    worst = culprit_of([row for row, _, _ in injections])
+    if worst is not None:
+        row, origin, error = next(t for t in injections if t[0] is worst)
         if error.ndim >= 2:
+            axis = _channel_axis(error.ndim, origin.type.layout)
             others = tuple(a for a in range(error.ndim) if a != axis)
             mean = np.broadcast_to(error.mean(axis=others, keepdims=True), error.shape)
             row.alone_mean_snr_db = _inject(ops, outputs, float_env, origin, mean)
