@@ -236,6 +236,42 @@ def test_max_pool_index_and_unpool():
     np.testing.assert_array_equal(restored, want)
 
 
+def test_mediapipe_attention_crop_ops():
+    """tidlc/ir/ops/mediapipe.py on cases worked by hand (tests/frontends/tflite/test_mediapipe_ops.py
+    checks them against scipy and by the matrix's properties)."""
+    # a 4 x 2 box of points, left -> right horizontal: no rotation, centered at (3, 2), 1.5x grown
+    pts = np.array([[[1, 1, 0], [5, 1, 0], [5, 3, 0], [1, 3, 0], [9, 9, 0]]], np.float32)
+    m = run_op("landmarks_to_matrix", pts, subset=(0, 1, 2, 3), left=0, right=1, output_size=(6, 8),
+               scale=(1.5, 1.5))
+    want = np.eye(4, dtype=np.float32)
+    want[0, 0], want[1, 1] = 1.5 * 4 / 8, 1.5 * 2 / 6  # crop pixel -> points frame
+    want[0, 3], want[1, 3] = 3 - want[0, 0] * 4, 2 - want[1, 1] * 3  # the crop's center on the box's
+    close(m, want[None])
+    # right -> left: turned half a turn (the box is the same, the axes point the other way)
+    m = run_op("landmarks_to_matrix", pts, subset=(0, 1, 2, 3), left=1, right=0, output_size=(6, 8),
+               scale=(1.5, 1.5))
+    close(m[0, :2, :2], -want[:2, :2])
+    close(m[0, :2, :2] @ np.array([4.0, 3.0]) + m[0, :2, 3], [3.0, 2.0])
+    # the identity grid samples every pixel center exactly; shifted by (1, 2) pixels, zeros beyond
+    x = randn(1, 2, 5, 6)
+    close(run_op("warp_bilinear", x, np.eye(4, dtype=np.float32)[None], output_size=(5, 6)), x)
+    shift = np.eye(4, dtype=np.float32)[None]
+    shift[0, 0, 3], shift[0, 1, 3] = 1.0, 2.0
+    got = run_op("warp_bilinear", x, shift, output_size=(5, 6), half_pixel=False)
+    close(got[:, :, :3, :5], x[:, :, 2:, 1:])
+    assert (got[:, :, 3:] == 0).all() and (got[:, :, :, 5:] == 0).all()
+    half = np.eye(4, dtype=np.float32)[None]
+    half[0, 0, 3] = 0.5  # halfway between two columns
+    got = run_op("warp_bilinear", x, half, output_size=(5, 5), half_pixel=False)
+    close(got, (x[..., :5] + x[..., 1:]) / 2)
+    # points: (x, y) through the first two rows, z kept; version 1's scale on the translation
+    p = randn(1, 4, 3)
+    mat = randn(1, 4, 4)
+    got = run_op("transform_landmarks", p, mat, scale=2.0)
+    close(got[0, :, :2], p[0, :, :2] @ mat[0, :2, :2].T + 2.0 * mat[0, :2, 3], tol=1e-4)
+    close(got[..., 2], p[..., 2])
+
+
 # --------------------------------------------------------------------------- dense / channel-wise
 def test_dense_and_matmul():
     x, w, b = randn(3, 5), randn(4, 5), randn(4)

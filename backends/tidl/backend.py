@@ -38,6 +38,12 @@ _FLOAT_HINTS = {
                   "(group 1), instead, then fine-tune",
     "lrn": "TIDL has no LRN layer (AlexNet, GoogLeNet): remove it and fine-tune (it adds little accuracy), or "
            "expect a float layer",
+    # MediaPipe's attention crop (tidlc/ir/ops/mediapipe.py): small float work, no TIDL layer
+    **{kind: f"MediaPipe's attention crop geometry ({what}): little float work per frame, no TIDL layer; "
+             f"nothing to change, or --deny-op-type {kind} to run it on the host CPU"
+       for kind, what in (("landmarks_to_matrix", "a 4x4 matrix from the mesh points"),
+                          ("warp_bilinear", "a 16x16 bilinear crop of a feature map"),
+                          ("transform_landmarks", "the refined points mapped back"))},
 }
 
 

@@ -128,6 +128,67 @@ def transpose_conv_bias(node) -> None:
     _deconv(node, node.input(0), "SAME" if node.options["padding"] == 1 else "VALID", [node.weight(2)])
 
 
+# ----------------------------------------------------------------------------- MediaPipe's attention crop
+# face_landmark_with_attention.tflite (tidlc/ir/ops/mediapipe.py): options in a FlexBuffer map
+def _check_landmarks_to_matrix(node) -> str | None:
+    if node.model_op.version != 2:
+        return f"version {node.model_op.version} is not supported (version 2 is)"
+    o = node.options
+    missing = [k for k in ("subset_idxs", "left_rotation_idx", "right_rotation_idx", "output_height",
+                           "output_width", "scale_x", "scale_y") if k not in o]
+    if missing:
+        return f"its options lack {', '.join(missing)}"
+    if not isinstance(o["subset_idxs"], list) or not o["subset_idxs"]:
+        return "its subset_idxs are empty"
+    if min(o["output_height"], o["output_width"]) <= 0 or min(o["scale_x"], o["scale_y"]) <= 0:
+        return (f"output {o['output_height']}x{o['output_width']} and scale {o['scale_x']}, {o['scale_y']} "
+                "must be positive")
+    return None
+
+
+@converter("Landmarks2TransformMatrix", check=_check_landmarks_to_matrix)
+def landmarks_to_transform_matrix(node) -> None:
+    o = node.options
+    node.bind(node.op("landmarks_to_matrix", [node.input(0)], subset=tuple(int(i) for i in o["subset_idxs"]),
+                      left=int(o["left_rotation_idx"]), right=int(o["right_rotation_idx"]),
+                      target_rotation=float(o.get("target_rotation_radians", 0.0)),
+                      output_size=(int(o["output_height"]), int(o["output_width"])),
+                      scale=(float(o["scale_x"]), float(o["scale_y"]))))
+
+
+def _check_transform_version(node) -> str | None:
+    if node.model_op.version not in (1, 2):
+        return f"version {node.model_op.version} is not supported (versions 1 and 2 are)"
+    return None
+
+
+@converter("TransformTensorBilinear", check=_check_transform_version)
+def transform_tensor_bilinear(node) -> None:
+    out = node.out_tensor().shape
+    if len(out) != 4 or min(out[1:3]) <= 0:
+        raise node.error(f"output '{node.out_tensor().name}' has shape {out}, expected NHWC with a known size")
+    size = (int(node.options.get("output_height", out[1])), int(node.options.get("output_width", out[2])))
+    if size != tuple(out[1:3]):
+        raise node.error(f"its options give a {size[0]}x{size[1]} output, but output '{node.out_tensor().name}' "
+                         f"has shape {out}")
+    node.bind(nchw_op(node, "warp_bilinear", node.input(0), [node.input(1)], output_size=size,
+                      half_pixel=node.model_op.version >= 2))
+
+
+@converter("TransformLandmarks", check=_check_transform_version)
+def transform_landmarks(node) -> None:
+    """Version 2 takes points (B, N, D); version 1 (B, H, W, k * D) with D = ``dimensions``."""
+    points = node.input(0)
+    dims = int(node.options.get("dimensions", 3)) if node.model_op.version == 1 else None
+    shape = points.type.shape
+    if dims is not None:  # (B, H, W, k * D) -> (B, H * W * k, D) and back
+        if shape is None or len(shape) != 4 or dims not in (2, 3) or shape[3] % dims:
+            raise node.error(f"input {shape} is not (B, H, W, k * {dims}) with 2 or 3 dimensions")
+        points = node.op("reshape", [points], shape=(shape[0], -1, dims))
+    y = node.op("transform_landmarks", [points, node.input(1)], scale=float(node.options.get("scale", 1.0)))
+    node.bind(y if dims is None else node.op("reshape", [y], shape=tuple(shape)))
+
+
 def _check_fc(node) -> str | None:
     fmt = node.options.get("weights_format", 0)
     return None if fmt == 0 else f"weights_format {fmt} (shuffled weights) is not supported"

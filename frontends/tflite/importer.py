@@ -51,7 +51,7 @@ from tidlc.ir.types import QuantInfo, TensorType, numpy_dtype
 from . import convert  # noqa: F401  (registers the converters)
 from .flatbuf import FlatBufferError
 from .registry import CONVERTERS
-from .schema import ACTIVATIONS, CUSTOM_OPTIONS, Model, Operator, Tensor, is_tflite, read_model
+from .schema import ACTIVATIONS, Model, Operator, Tensor, converted_custom, is_tflite, read_model
 from .sparsity import densify_tensor, tensor_sparsity
 
 DOCS = "docs/frontends/tflite.md"
@@ -104,8 +104,8 @@ class TFLiteNode(NodeContext):
         self.importer = importer
         self.model_op = op
         self.index = op.index
-        # a custom op tidlc converts (schema.CUSTOM_OPTIONS) goes by its custom code
-        self.op_type = op.custom_code if op.op_type == "CUSTOM" and op.custom_code in CUSTOM_OPTIONS else op.op_type
+        # a custom op tidlc converts (schema.converted_custom) goes by its custom code
+        self.op_type = op.custom_code if op.op_type == "CUSTOM" and converted_custom(op.custom_code) else op.op_type
         self.options = op.options
         self.inputs_idx = op.inputs
         self.outputs_idx = op.outputs

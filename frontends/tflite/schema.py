@@ -17,6 +17,7 @@ from tidlc import limits
 from tidlc.diagnostics import Loc
 from tidlc.ir.types import DTYPES
 
+from . import flexbuf
 from .flatbuf import FlatBufferError, Table, file_identifier
 
 IDENTIFIER = b"TFL3"
@@ -254,9 +255,30 @@ def _tensor(t: Table, index: int, n_buffers: int) -> Tensor:
 CUSTOM_OPTIONS: dict[str, tuple[str, ...]] = {
     "Convolution2DTransposeBias": ("padding", "stride_w", "stride_h"),
 }
+# Custom ops tidlc converts whose options are a FlexBuffer map (flexbuf.py): MediaPipe's attention
+# crop of its face mesh (face_landmark_with_attention.tflite)
+FLEX_OPTIONS = frozenset({"Landmarks2TransformMatrix", "TransformTensorBilinear", "TransformLandmarks"})
+
+
+def converted_custom(code: str) -> bool:
+    """Whether tidlc has a converter for the custom op ``code`` (it then goes by its custom code)."""
+    return code in CUSTOM_OPTIONS or code in FLEX_OPTIONS
 
 
 def _custom_options(code: str, op: Table, index: int) -> dict[str, Any]:
+    if code in FLEX_OPTIONS:
+        raw = op.numbers(5, np.uint8)
+        if raw is None or raw.size == 0:
+            return {}
+        try:
+            options = flexbuf.loads(raw.tobytes())
+        except FlatBufferError as exc:
+            raise FlatBufferError(f"operator #{index} (CUSTOM '{code}'): its custom options are not a "
+                                  f"readable FlexBuffer: {exc}", op.field_offset(5)) from None
+        if not isinstance(options, dict):
+            raise FlatBufferError(f"operator #{index} (CUSTOM '{code}'): its custom options hold a "
+                                  f"{type(options).__name__}, expected a map", op.field_offset(5))
+        return options
     fields = CUSTOM_OPTIONS.get(code)
     if fields is None:
         return {}

@@ -156,6 +156,16 @@ SSD = r"""tidlc.graph @ssd {
 }
 """
 
+MEDIAPIPE = r"""tidlc.graph @mediapipe {
+  %points = input "points" : tensor<1x6x3xf32>
+  %feat = input "feat" : tensor<1x2x8x8xf32, NCHW>
+  %0 = landmarks_to_matrix(%points) {subset = [0, 1, 2, 5], left = 0, right = 3, output_size = [4, 4], scale = [1.5, 1.5]} : tensor<1x4x4xf32>
+  %1 = warp_bilinear(%feat, %0) {output_size = [4, 4], half_pixel = false} : tensor<1x2x4x4xf32, NCHW>
+  %2 = transform_landmarks(%points, %0) {scale = 2.0} : tensor<1x6x3xf32>
+  output(%1, %2) {names = ["crop", "moved"]}
+}
+"""
+
 QUANT = r"""tidlc.graph @quant {
   %x = input "x" : tensor<1x2x2x3xf32, NHWC>
   %0 = quantize(%x) {scale = [64.0], zero_point = -3} : tensor<1x2x2x3xi8, NHWC, !q<bits=8, signed=true, scale=64.0, zp=-3>>
@@ -192,7 +202,8 @@ tidlc.graph @host {
 """
 
 GRAPHS = {"cnn": (CNN, CNN_WEIGHTS), "eltwise": (ELTWISE, {}), "shapes": (SHAPES, {}), "types": (TYPES, {}),
-          "ssd": (SSD, {}), "quant": (QUANT, {}), "fixed": (FIXED, {}), "host": (HOST, {})}
+          "ssd": (SSD, {}), "mediapipe": (MEDIAPIPE, {}), "quant": (QUANT, {}), "fixed": (FIXED, {}),
+          "host": (HOST, {})}
 
 
 def make_weights(shapes, seed=0):

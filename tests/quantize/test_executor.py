@@ -187,7 +187,36 @@ def test_float_islands_for_ops_without_kernels():
     assert kinds.index("lrn") > kinds.index("conv2d")
     lrn = next(op for op in q.graph.ops if op.kind == "lrn")
     assert lrn.operands[0].producer.kind == "data_convert" and lrn.results[0].type.dtype == "f32"
-    assert q.float_islands == ["lrn (lrn)"]
+    # the relu after it only feeds the graph output: in fixed point it would add two conversions
+    assert q.float_islands == ["lrn (lrn)", "r (relu: between float layers)"]
+    feeds = frames(1, seed=2)[0]
+    assert snr_db(run_graph(b.graph, feeds)["y"], FixedExecutor(q.graph).run(feeds)["y"]) > 25
+
+
+def test_a_small_op_between_float_layers_stays_float():
+    """MediaPipe's attention crop scales its float 4x4 crop matrix by a constant on its way to
+    another float layer: quantized, that mul would round the matrix to one per-tensor step (8-bit:
+    the refined lips moved by up to 11 px) and add two conversions. It stays float; a conv in the
+    same place and an op on the graph input are still quantized."""
+    from tidlc.ir import Builder, TensorType
+    b = Builder()
+    x = b.input("x", TensorType((1, 3, 8, 8), layout="NCHW"))
+    w = b.const(np.random.default_rng(0).normal(0, 0.3, (4, 3, 1, 1)).astype(np.float32), "w")
+    s = b.op("mul", [x, b.const(np.full((1, 3, 1, 1), 0.5, np.float32), "half")], name="on_input")
+    n = b.op("lrn", [b.op("conv2d", [s, w], name="conv")], size=3, name="lrn")
+    m = b.op("mul", [n, b.const(np.array([[[[1.0]], [[100.0]], [[0.01]], [[3.0]]]], np.float32), "k")],
+             name="scaled")
+    n2 = b.op("lrn", [m], size=3, name="lrn2")
+    conv2 = b.op("conv2d", [n2, b.const(np.ones((2, 4, 1, 1), np.float32), "w2")], name="conv2")
+    b.output(b.op("lrn", [conv2], size=3, name="lrn3"), "y")
+    q = quantize_graph(b.graph, CompileOptions(), frames=frames(4), warn_synthetic=False)
+    by_name = {op.name: op for op in q.graph.ops}
+    assert by_name["scaled"].results[0].type.dtype == "f32"
+    assert by_name["scaled"].operands[0].producer is by_name["lrn"]
+    assert by_name["lrn2"].operands[0].producer is by_name["scaled"]
+    assert by_name["on_input"].results[0].type.quant is not None  # on the graph input: integer
+    assert by_name["conv2"].results[0].type.quant is not None  # a MAC layer: integer
+    assert "scaled (mul: between float layers)" in q.float_islands
     feeds = frames(1, seed=2)[0]
     assert snr_db(run_graph(b.graph, feeds)["y"], FixedExecutor(q.graph).run(feeds)["y"]) > 25
 

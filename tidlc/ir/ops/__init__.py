@@ -5,6 +5,7 @@ from tidlc.ir.ops import (  # noqa: F401  # noqa: F401
     fixed,
     host,
     io,
+    mediapipe,
     nn,
     quant,
     tensor,
