@@ -158,6 +158,7 @@ MEDIAPIPE = {  # key: (path in the wheel, mean, scale)
     "mp-palm-full": ("mediapipe/modules/palm_detection/palm_detection_full.tflite", 0.0, 1 / 255),
     "mp-pose-detection": ("mediapipe/modules/pose_detection/pose_detection.tflite", 127.5, 1 / 127.5),
     "mp-face-landmark": ("mediapipe/modules/face_landmark/face_landmark.tflite", 0.0, 1 / 255),
+    "mp-face-mesh-attention": ("mediapipe/modules/face_landmark/face_landmark_with_attention.tflite", 0.0, 1 / 255),
     "mp-hand-landmark-lite": ("mediapipe/modules/hand_landmark/hand_landmark_lite.tflite", 0.0, 1 / 255),
     "mp-iris-landmark": ("mediapipe/modules/iris_landmark/iris_landmark.tflite", 0.0, 1 / 255),
 }
