@@ -548,3 +548,50 @@ def test_the_costliest_layer_is_also_judged_by_its_errors_mean():
     assert "which bias calibration takes back: --bias-calibration" in diagnose(row)
     row.alone_mean_snr_db = 70.0
     assert "bias calibration" not in diagnose(row)
+
+
+def _head(seed: int = 0):
+    """x -> conv (positive weights: a logit map) -> transpose -> output 'y'."""
+    rng = np.random.default_rng(seed)
+    b = Builder()
+    x = b.input("x", TensorType((1, 3, 8, 8), layout="NCHW"))
+    y = b.op("conv2d", [x, b.const(rng.uniform(0.1, 0.5, (2, 3, 3, 3)).astype(np.float32), "w")], name="logit")
+    b.output(b.op("transpose", [y], name="nhwc", perm=(0, 2, 3, 1)), "y")
+    return b.graph
+
+
+@pytest.mark.parametrize("opt_level", [2, 3])
+def test_an_output_layer_keeps_headroom_for_frames_past_its_calibration(opt_level, monkeypatch):
+    """A 16-bit layer whose result is a graph output (here through a transpose) gets its calibrated
+    range x OUTPUT_HEADROOM (2), the others x 1.25. A frame inside the input's calibrated range
+    whose output goes 1.6x past every calibration frame's (all pixels alike: every tap adds up)
+    saturates the output at x 1.25 and not at x 2 (MediaPipe's face landmarks: one frame's
+    face-flag logit 2 % past its range cost that output 34 dB)."""
+    from tidlc.backends.tidl.quantize import api
+    from tidlc.backends.tidl.quantize.api import output_values
+    graph = _head()
+    by_name = {op.name: op for op in graph.ops}
+    outputs = output_values(graph)
+    assert id(by_name["logit"].results[0]) in outputs and id(graph.inputs[0]) not in outputs
+    rng = np.random.default_rng(1)
+    calib = [{"x": rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)} for _ in range(8)]
+    top = max(float(np.abs(run_graph(graph, f)["y"]).max()) for f in calib)
+    flat = np.ones((1, 3, 8, 8), np.float32)
+    level = 1.6 * top / float(np.abs(run_graph(graph, {"x": flat})["y"]).max())
+    assert level < 0.9  # inside the input's range
+    loud = {"x": flat * np.float32(level)}
+    want = run_graph(graph, loud)["y"]
+
+    def snr(headroom: float) -> tuple[float, float]:
+        monkeypatch.setattr(api, "OUTPUT_HEADROOM", headroom)
+        q = quantize_graph(graph, CompileOptions.of(emit="none", bits=16, opt_level=opt_level), frames=calib,
+                           warn_synthetic=False)
+        acc = SnrAccumulator()
+        acc.add(want, FixedExecutor(q.graph).run(loud)["y"])
+        logit = next(op for op in q.graph.ops if op.name == "logit").results[0].type.quant
+        return acc.db, logit.qmax / logit.scale[0]
+
+    narrow, narrow_span = snr(api.WIDE_HEADROOM)
+    wide, wide_span = snr(2.0)
+    assert narrow_span < float(np.abs(want).max()) <= wide_span  # x 1.25 saturates the loud frame, x 2 holds it
+    assert wide > 70.0 and wide > narrow + 15.0, (wide, narrow)

@@ -29,6 +29,14 @@ from .ptq import INHERIT_OPS, QuantConfig, WeightCache, has_depthwise, quantize_
 SYNTHETIC_FRAMES = 8
 DEFAULT_TIME_BUDGET = 1.2  # --mixed-precision auto without --time-budget
 WIDE_HEADROOM = 1.25  # 16-bit ranges: calibrated min/max x 1.25
+# 16-bit layers whose result is a graph output (through reshapes and transposes): x 2. An output
+# saturates in full (no layer after it to absorb it), and logits and regressions go past their
+# calibrated range on new frames: MediaPipe's face landmarks on scikit-image's photos, 16 frames,
+# -O3: its face-flag logit reached 12.2 on one frame where its range ended at 12.0, and that frame
+# took the output from ~70 to 36 dB (all 16 frames: 45.7 -> 65.3 dB). On the benchmark frames the
+# 16-bit models move by -0.5 to +0.7 dB, a conv -> exp head -1.9 (83.9 -> 82.0). Bounded outputs
+# (sigmoid, relu6, clip) keep their own range.
+OUTPUT_HEADROOM = 2.0
 CALIB_WARNING = ("no calibration data: quantized with ranges from {n} synthetic random frames, which can be far "
                  "from real inputs; pass real ones with {how} (a list file of 'path [label]' lines, "
                  "a folder of images or .npy files, or one .npy of stacked pre-processed frames)")
@@ -393,7 +401,7 @@ def _quantize_graph(graph: Graph, options: Any, frames: Iterable | None, warn_sy
     wide = compute_ranges(calibration, prepared.hints, attrs.evolve(settings, calib_method="minmax"))
     calib_seconds = time.perf_counter() - start
 
-    range_of = CalibratedRanges(ranges, wide, prepared.hints, calibration)
+    range_of = CalibratedRanges(ranges, wide, prepared.hints, calibration, output_values(ref_graph))
     config = QuantConfig(bits=settings.bits, style=settings.quant_style,
                          per_channel_depthwise=settings.per_channel_depthwise,
                          layers_16bit=frozenset(_check_layer_names(ref_graph, settings.layers_16bit)),
@@ -515,16 +523,37 @@ def agreement(gains: np.ndarray) -> float:
     return float("inf") if mean > 0 else 0.0
 
 
+OUTPUT_VIEWS = ("transpose", "reshape", "flatten", "squeeze", "unsqueeze", "identity")
+
+
+def output_values(graph: Graph) -> frozenset[int]:
+    """The ids of the values whose range is a graph output's: the outputs, and back through the ops
+    that only reshape or permute them. (Not through a concat of heads, a detector's boxes: its
+    inputs were not measured that way.)"""
+    seen: set[int] = set()
+    todo = list(graph.outputs)
+    while todo:
+        v = todo.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if v.producer is not None and v.producer.kind in OUTPUT_VIEWS:
+            todo.extend(u for u in v.producer.operands if u.const_value() is None)
+    return frozenset(seen)
+
+
 @attrs.frozen
 class CalibratedRanges:
     """The quantizer's ``ranges(value, bits)``: calibration's ranges (``narrow`` at 8 bits, min/max
-    ``wide`` with headroom at 16), a pre-quantized model's ``hints`` as they are; and the
-    calibrated ``mean_square(value)`` (None for a value not observed)."""
+    ``wide`` with headroom at 16: more for the ``outputs``, :func:`output_values`), a pre-quantized
+    model's ``hints`` as they are; and the calibrated ``mean_square(value)`` (None for a value not
+    observed)."""
 
     narrow: Mapping[int, tuple[float, float]]
     wide: Mapping[int, tuple[float, float]]
     hints: Mapping[int, tuple[float, float]]
     calibration: Calibration
+    outputs: frozenset[int] = frozenset()  # ids of the values that get OUTPUT_HEADROOM
 
     def __call__(self, v: Value, bits: int = 8) -> tuple[float, float]:
         got = (self.narrow if bits <= 8 else self.wide).get(id(v))
@@ -532,8 +561,10 @@ class CalibratedRanges:
             raise TidlcError(f"no calibration range for '{v.name or (v.producer.name if v.producer else '?')}'")
         if bits > 8 and id(v) not in self.hints:
             # 16-bit steps are so fine that clipping only adds error: min/max, with headroom for
-            # inputs beyond the calibration frames (x 1.25 costs a third of one of the 16 bits)
-            got = (got[0] * WIDE_HEADROOM, got[1] * WIDE_HEADROOM)
+            # inputs beyond the calibration frames (x 1.25 costs a third of one of the 16 bits; an
+            # output's x 2, one bit)
+            k = OUTPUT_HEADROOM if id(v) in self.outputs else WIDE_HEADROOM
+            got = (got[0] * k, got[1] * k)
         return got
 
     def mean_square(self, v: Value) -> float | None:
