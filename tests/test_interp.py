@@ -264,6 +264,14 @@ def test_mediapipe_attention_crop_ops():
     half[0, 0, 3] = 0.5  # halfway between two columns
     got = run_op("warp_bilinear", x, half, output_size=(5, 5), half_pixel=False)
     close(got, (x[..., :5] + x[..., 1:]) / 2)
+    # one matrix serves a batch; two matrices, one each
+    two = randn(2, 2, 5, 6)
+    close(run_op("warp_bilinear", two, shift, output_size=(5, 6), half_pixel=False)[1],
+          run_op("warp_bilinear", two[1:], shift, output_size=(5, 6), half_pixel=False)[0])
+    both = np.concatenate([np.eye(4, dtype=np.float32)[None], shift])
+    got = run_op("warp_bilinear", two, both, output_size=(5, 6), half_pixel=False)
+    close(got[0], two[0])
+    close(got[1, :, :3, :5], two[1, :, 2:, 1:])
     # points: (x, y) through the first two rows, z kept; version 1's scale on the translation
     p = randn(1, 4, 3)
     mat = randn(1, 4, 4)

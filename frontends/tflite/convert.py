@@ -140,6 +140,12 @@ def _check_landmarks_to_matrix(node) -> str | None:
         return f"its options lack {', '.join(missing)}"
     if not isinstance(o["subset_idxs"], list) or not o["subset_idxs"]:
         return "its subset_idxs are empty"
+    ints = [*o["subset_idxs"], *(o[k] for k in ("left_rotation_idx", "right_rotation_idx", "output_height",
+                                                "output_width"))]
+    numbers = [o[k] for k in ("scale_x", "scale_y", "target_rotation_radians") if k in o]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints) or \
+            not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+        return "its options hold a value of the wrong type (indices and sizes are integers, scales numbers)"
     if min(o["output_height"], o["output_width"]) <= 0 or min(o["scale_x"], o["scale_y"]) <= 0:
         return (f"output {o['output_height']}x{o['output_width']} and scale {o['scale_x']}, {o['scale_y']} "
                 "must be positive")

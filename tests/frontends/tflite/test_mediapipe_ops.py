@@ -250,6 +250,13 @@ def test_unreadable_options_are_an_import_error():
         _graph(model)
 
 
+def test_options_of_the_wrong_type_are_named():
+    options = _l2tm([1, 2], 1, 2)
+    options["subset_idxs"] = ["a", "b"]
+    with pytest.raises(TidlcError, match="options hold a value of the wrong type"):
+        _graph(_crop_model(10, (8, 8), 1, options))
+
+
 def test_a_subset_point_past_the_landmarks_is_named():
     model = _crop_model(10, (8, 8), 1, _l2tm([1, 12], 1, 2))
     with pytest.raises(TidlcError, match="point index 12 is outside the 10 points"):

@@ -19,8 +19,8 @@ as float layers):
 * ``transform_landmarks`` (``TransformLandmarks``): applies the matrix's first two rows to each
   point's (x, y); a third coordinate (z) is kept. Version 1 scales the translation by ``scale``.
 
-The matrix is read from its first two rows only, one per batch element (MediaPipe's kernels
-take batch 1). The arithmetic follows MediaPipe's: float32 coordinates, the interpolation weights
+The matrix is read from its first two rows only, one per batch element or one for all
+(MediaPipe's kernels take batch 1). The arithmetic follows MediaPipe's: float32 coordinates, the interpolation weights
 applied in double precision and rounded to float32 per row and at the end.
 """
 from __future__ import annotations
@@ -32,10 +32,18 @@ from tidlc.ir.ops._common import require_rank
 from tidlc.ir.types import TensorType
 
 
-def _rows(matrix: np.ndarray) -> np.ndarray:
-    """(B, 8): the first two rows of each batch element's 4x4 matrix, float32."""
+def _rows(matrix: np.ndarray, batch: int) -> np.ndarray:
+    """(batch, 8): the first two rows of each batch element's 4x4 matrix, float32 (one matrix
+    serves every batch element)."""
     m = np.asarray(matrix, np.float32)
-    return m.reshape(m.shape[0], -1)[:, :8]
+    rows = m.reshape(m.shape[0], -1)[:, :8]
+    return np.repeat(rows, batch, axis=0) if rows.shape[0] == 1 and batch > 1 else rows
+
+
+def _batches(data: TensorType, m: TensorType, what: str) -> None:
+    if data.shape is not None and m.shape is not None and None not in (data.shape[0], m.shape[0]) and \
+            m.shape[0] not in (1, data.shape[0]):
+        raise ValueError(f"{what} has {m.shape[0]} matrices for a batch of {data.shape[0]}")
 
 
 def _rotation(angle: float) -> np.ndarray:
@@ -116,7 +124,7 @@ def warp_bilinear_ref(x, matrix, output_size, half_pixel: bool = True) -> np.nda
     out_h, out_w = output_size
     out = np.zeros((b_n, c_n, out_h, out_w), np.float32)
     oy, ox = np.meshgrid(np.arange(out_h, dtype=np.float32), np.arange(out_w, dtype=np.float32), indexing="ij")
-    for b, m in enumerate(_rows(matrix) if b_n else ()):
+    for b, m in enumerate(_rows(matrix, b_n) if b_n else ()):
         m = m.copy()
         if half_pixel:  # sample at pixel centers: T -> S T A (A: +0.5, S: -0.5 on x and y)
             m[3] = np.float32(np.float64(m[3]) + (np.float64(m[0]) * 0.5 + np.float64(m[1]) * 0.5 - 0.5))
@@ -131,7 +139,6 @@ def warp_bilinear_ref(x, matrix, output_size, half_pixel: bool = True) -> np.nda
         right = (tx - fx0).astype(np.float64)
         lower = (ty - fy0).astype(np.float64)
         plane = np.pad(x[b], ((0, 0), (0, 1), (0, 1)))  # a read past the last row/column is 0
-
         taps = [[plane[:, y0 + dy, x0 + dx].astype(np.float64) for dx in (0, 1)] for dy in (0, 1)]
         up = ((1.0 - right) * taps[0][0] + right * taps[0][1]).astype(np.float32).astype(np.float64)
         down = ((1.0 - right) * taps[1][0] + right * taps[1][1]).astype(np.float32).astype(np.float64)
@@ -143,6 +150,7 @@ def _warp_bilinear_infer(op, types):
     x, m = types
     require_rank(x, 4, "warp_bilinear input")
     _matrix(m, "warp_bilinear matrix")
+    _batches(x, m, "warp_bilinear")
     if x.dtype != "f32" or m.dtype != "f32":
         raise ValueError(f"warp_bilinear takes f32 data and matrix, got {x.dtype} and {m.dtype}")
     h, w = op.attrs["output_size"]
@@ -165,7 +173,7 @@ def transform_landmarks_ref(points, matrix, scale: float = 1.0) -> np.ndarray:
     """``points`` (B, N, D), D = 2 or 3: (x, y) mapped by ``matrix``'s first two rows, z kept."""
     p = np.asarray(points, np.float32)
     out = p.copy()
-    for b, m in enumerate(_rows(matrix) if p.shape[0] else ()):
+    for b, m in enumerate(_rows(matrix, p.shape[0]) if p.shape[0] else ()):
         tx, ty = np.float32(m[3] * np.float32(scale)), np.float32(m[7] * np.float32(scale))
         x, y = p[b, :, 0], p[b, :, 1]
         out[b, :, 0] = ((m[0] * x + m[1] * y) + m[2] * np.float32(0)) + tx
@@ -177,6 +185,7 @@ def _transform_landmarks_infer(op, types):
     p, m = types
     _points(p, "transform_landmarks points")
     _matrix(m, "transform_landmarks matrix")
+    _batches(p, m, "transform_landmarks")
     if p.shape is not None and p.shape[2] not in (None, 2, 3):
         raise ValueError(f"transform_landmarks points have 2 or 3 coordinates, got {p.shape[2]}")
     return [p.with_layout(None)]
