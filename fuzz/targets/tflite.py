@@ -3,7 +3,9 @@ schema decoding (op codes, tensor types, options, quantization parameters, buffe
 converters. Seeds: small models in fuzz/seeds/tflite/ (a float conv/depthwise/add/concat/reshape/
 softmax net, a full-integer int8 net, a float16-weight net, pooling/fc/pad/slice/resize/
 transpose-conv/dilated-conv nets, the SPACE_TO_BATCH_ND form of a dilated conv), written once by
-``python -m fuzz.targets.tflite`` with TensorFlow's TFLiteConverter (and the flatbuffers package)."""
+``python -m fuzz.targets.tflite`` with TensorFlow's TFLiteConverter (and the flatbuffers package);
+``mediapipe_crop.tflite``, MediaPipe's three attention-crop custom ops with FlexBuffer options,
+written by the model builder of tests/frontends/tflite/test_mediapipe_ops.py."""
 from __future__ import annotations
 
 import os
