@@ -176,3 +176,33 @@ def test_accelerated_means_tidl_runs_it_in_fixed_point(net):
     for op, v in verdicts.values():
         if op.kind in ("max_unpool", "lrn"):
             assert v.level == "penalty" and "float" in v.reason and ("instead" in v.hint or "remove it" in v.hint), v
+
+
+def test_check_names_the_layers_compile_keeps_in_float(cli, tmp_path):
+    """A relu between two LRNs (no TIDL layer: float) runs in float in the compiled net ('between
+    float layers': fixed point would only add a conversion on each side). check said 'accelerated'
+    for it; now check's float layers are exactly the quantizer's, and compile names them too."""
+    from tidlc.backends.tidl.quantize.api import quantize_graph
+    from tidlc.check import check_model
+    from tidlc.compiler import float_graph
+    from tidlc.config import CompileOptions
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", kernel_shape=[1, 1]),
+             helper.make_node("LRN", ["c1"], ["n1"], name="lrn1", size=3),
+             helper.make_node("Relu", ["n1"], ["m1"], name="r"),
+             helper.make_node("LRN", ["m1"], ["n2"], name="lrn2", size=3),
+             helper.make_node("Conv", ["n2", "w2"], ["y"], name="conv2", kernel_shape=[1, 1])]
+    inits = [_weights("w1", (8, 3, 1, 1), 1), _weights("w2", (4, 8, 1, 1), 2)]
+    path = _save(tmp_path, nodes, inits, [1, 3, 16, 16], [1, 4, 16, 16])
+    options = CompileOptions.of(opt_level=2)
+    report = check_model(str(path), options)
+    checked = {v.name for v in report.layers if v.float_island}
+    assert checked == {"lrn1", "r", "lrn2"}
+    relu = next(v for v in report.layers if v.name == "r")
+    assert relu.level == "penalty" and "between float layers" in relu.reason
+    rng = np.random.default_rng(0)
+    frames = [{"x": rng.uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32)} for _ in range(4)]
+    q = quantize_graph(float_graph(str(path), options), options, frames=frames, warn_synthetic=False)
+    assert {name.split(" (")[0] for name in q.float_islands} == checked
+    code, out, err = cli("compile", path, "-o", tmp_path / "out", quiet=False)
+    assert code == 0, out + err
+    assert "3 op(s) stay in float: lrn1 (lrn), r (relu: between float layers), lrn2 (lrn)" in out

@@ -138,6 +138,7 @@ def check_graph(graph, backend, options: CompileOptions, model: str = "") -> Che
             hint = hint or "--max-subgraphs / --min-subgraph-ops / the deny lists decide this"
         float_island = level == "penalty" and "float" in reason and name in in_region
         layers.append(LayerVerdict(name, op.kind, level, reason, hint, _shape(op), float_island))
+    layers = _between_floats(graph, [op for op, _ in verdicts], layers)
     if partition is not None:
         floats = sum(v.float_island for v in layers)
         if floats:
@@ -145,6 +146,33 @@ def check_graph(graph, backend, options: CompileOptions, model: str = "") -> Che
                             "data_convert ops (costed as C7x float work)")
     return CheckReport(model, target.backend, target.device, tuple(layers), tuple(dynamic), partition,
                        tuple(problems))
+
+
+def _between_floats(graph, ops, layers: list[LayerVerdict]) -> list[LayerVerdict]:
+    """The verdicts with the accelerated layers that compile runs in float because they sit
+    between float layers (``tidlc.partition.between_floats``, the quantizer's rule) marked so."""
+    from tidlc.partition import between_floats
+    row = {id(op): i for i, op in enumerate(ops)}
+    users = graph.users()
+
+    def is_float(v) -> bool:
+        i = row.get(id(v.producer))
+        return i is not None and layers[i].float_island
+
+    def integer(op) -> bool:
+        i = row.get(id(op))
+        return i is not None and layers[i].level != "host" and not layers[i].float_island
+
+    for op in ops:
+        i = row[id(op)]
+        v = layers[i]
+        if v.level == "accelerated" and between_floats(op, is_float, lambda r: (u for u, _ in users.get(r, ())),
+                                                       integer):
+            layers[i] = attrs.evolve(v, level="penalty", float_island=True,
+                                     reason=f"{v.reason}, run in float: between float layers, in fixed point "
+                                            "it would only add a data convert on each side",
+                                     hint=v.hint or "nothing to change (it joins the float layers around it)")
+    return layers
 
 
 def _why_host(op, target) -> str:

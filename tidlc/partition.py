@@ -108,6 +108,23 @@ def tensor_bytes(v: Value) -> int:
     return int(np.prod(t.shape, dtype=np.int64)) * numpy_dtype(t.dtype).itemsize
 
 
+def between_floats(op: Op, is_float: Callable[[Value], bool], readers: Callable[[Value], Iterable[Op]],
+                   integer: Callable[[Op], bool]) -> bool:
+    """Whether ``op``, which has an integer kernel, is better run in float: it is not a MAC layer,
+    every input it computes on is a float layer's result (``is_float``; not a graph input) and no
+    reader of its results computes in integers (``integer``; graph outputs and host ops do not).
+    In fixed point it would add a data convert on each side and round its values to one
+    per-tensor step for nothing. The quantizer (``Quantizer.between_floats``) and ``tidlc check``
+    share this rule, so what check reports is what compile builds."""
+    from tidlc.ir.opdef import Trait
+    if op.opdef.has(Trait.MAC):
+        return False  # the accelerator's own work, worth its conversions
+    data = [v for v in op.operands if v.const_value() is None]
+    if not data or not all(v.producer is not None and v.producer.kind != "input" and is_float(v) for v in data):
+        return False
+    return not any(integer(reader) for r in op.results for reader in readers(r))
+
+
 def _nearest(name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, sorted(set(choices)), n=1, cutoff=0.0)
     return close[0] if close else ""

@@ -89,12 +89,15 @@ def run(args, options) -> int:
         print_json({"schema": "tidlc.compile/1", "model": args.model or args.import_config,
                     "opt_level": options.pipeline.opt_level, "pipeline": result.pass_manager.pipeline_string(),
                     "emit": options.target.emit, "ops": n_ops, "op_kinds": _op_kinds(g), "seconds": round(seconds, 3),
-                    "outputs": list(result.outputs)})
+                    "outputs": list(result.outputs), "notes": list(result.notes) + list(result.pass_manager.notes)})
         return 0
     how = f"with -p '{options.pipeline.passes}'" if options.pipeline.passes else f"at -O{options.pipeline.opt_level}"
     print(f"compiled {args.model or args.import_config} {how}: {n_ops} ops, {seconds:.2f} s")
     for note in result.notes:
         if note.startswith("partition:"):  # some ops run on the host: subgraph folders and model.tdp
+            print(f"  {note}")
+    for note in result.pass_manager.notes:
+        if "stay in float" in note:  # the float layers (docs/quantization.md), as `tidlc check` lists them
             print(f"  {note}")
     summary = g.attrs.get("quant.mixed_precision")
     if isinstance(summary, str) and summary:

@@ -57,7 +57,9 @@ class QuantizeBase(Pass):
         if result.mixed is not None:  # also in graph.attrs["quant.mixed_precision"] for `tidlc compile`
             ctx.note(result.mixed.summary())
         if result.float_islands:
-            ctx.note(f"{len(result.float_islands)} op(s) stay in float: {', '.join(result.float_islands[:8])}")
+            names = result.float_islands
+            more = f", and {len(names) - 8} more (`tidlc check` lists them)" if len(names) > 8 else ""
+            ctx.note(f"{len(names)} op(s) stay in float: {', '.join(names[:8])}{more}")
         return True
 
 

@@ -55,6 +55,7 @@ from tidlc.ir.core import Graph, Op, Value
 from tidlc.ir.opdef import OPS, Trait
 from tidlc.ir.ops.nn import channel_slopes
 from tidlc.ir.types import QuantInfo, TensorType, numpy_dtype
+from tidlc.partition import between_floats
 
 # constant operands TIDL's kernel for the kind reads as parameters, not tensors to quantize
 KERNEL_PARAMETERS = {"prelu": (1,), "layernorm": (1, 2)}  # operands that are the kernel's parameters
@@ -511,16 +512,9 @@ class Quantizer:
         crop scales its 4x4 crop matrix (rotation terms near 1, translations near 100) by a constant
         between two float layers, and at 8 bits that step moved the refined lips by up to 11 px.
         TIDL's partitioner would not make a subgraph of such a lone layer either (min_subgraph_ops)."""
-        if fop.opdef.has(Trait.MAC):
-            return ""  # the accelerator's own work, worth its conversions
-        data = [v for v in fop.operands if v.const_value() is None]
-        if not data or any(id(v) in self.qv or id(v) not in self.fv or v.producer is None or
-                           v.producer.kind == "input" for v in data):
-            return ""
-        for r in fop.results:
-            if any(self.supported(reader) for reader in self.users.get(id(r), ())):
-                return ""
-        return "between float layers"
+        floats = between_floats(fop, lambda v: id(v) not in self.qv and id(v) in self.fv,
+                                lambda v: self.users.get(id(v), ()), self.supported)
+        return "between float layers" if floats else ""
 
     def float_op(self, fop: Op, why: str = "") -> None:
         operands = [self.float_of(v) for v in fop.operands]
