@@ -9,7 +9,6 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "schemas" / "tidlc.check-1.json").read_text())
 
 
@@ -183,6 +182,7 @@ def test_check_names_the_layers_compile_keeps_in_float(cli, tmp_path):
     float layers': fixed point would only add a conversion on each side). check said 'accelerated'
     for it; now check's float layers are exactly the quantizer's, and compile names them too."""
     from tidlc.backends.tidl.quantize.api import quantize_graph
+
     from tidlc.check import check_model
     from tidlc.compiler import float_graph
     from tidlc.config import CompileOptions
