@@ -305,6 +305,11 @@ class Classifier:
         if category in ("vector", "data", "detection"):
             cost = {"vector": 2000, "data": 1000, "detection": 8000}[category]
             return self.vector_row(op, _shape(out_v, op), cost, elem), "Custom", "vector", ""
+        if kind != "host":  # any other op (MediaPipe's crop geometry: a 4x4 matrix from 478 points):
+            # a few vector operations per element of its largest tensor, not 0 cycles
+            work = max((_shape(v, op) for v in [*op.operands, *op.results] if not self.is_const(v)),
+                       key=math.prod)
+            return self.vector_row(op, work, 4000, elem), "Custom", "vector", "rough cost"
         return None, "Custom", "none", "no cost model"
 
 

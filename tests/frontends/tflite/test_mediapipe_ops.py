@@ -226,6 +226,11 @@ def test_compiled_at_16_bits_the_crop_runs_as_float_layers():
         path.unlink()
     kinds = {op.kind for op in q.ops}
     assert {"landmarks_to_matrix", "warp_bilinear", "transform_landmarks"} <= kinds
+    from tidlc.backends.tidl.perf import PerfOptions, estimate
+    rows = {lay.op: lay for lay in estimate(q, "tda4vm", PerfOptions(hints=False)).layers}
+    for kind in ("landmarks_to_matrix", "warp_bilinear", "transform_landmarks"):  # float layers cost cycles
+        assert rows[kind].unit == "vector" and rows[kind].cycles > 0, rows[kind]
+    assert rows["landmarks_to_matrix"].note == "rough cost"
     ref = _graph(model)
     for feeds in frames:
         want, got = run_graph(ref, feeds), FixedExecutor(q).run(feeds)
