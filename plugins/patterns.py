@@ -524,6 +524,72 @@ def _chained_pool(rw: Rewriter, op) -> bool:
     return True
 
 
+# ----------------------------------------------------------------------------- average pool as depthwise conv
+def _window_taps(n_in: int, k: int, s: int, p: int, n_out: int, kk: int, stride: int) -> tuple[int, int, int] | None:
+    """Along one axis: where an average pool's window (size ``k``, stride ``s``, padded ``p`` before)
+    sits in a ``kk``-wide depthwise kernel of stride ``stride`` reading the same inputs at every
+    output: (first tap, pad before, pad after), symmetric pads preferred; None when no placement
+    gives the pool's ``n_out`` outputs."""
+    if n_out > 1 and s != stride:
+        return None
+    best = None
+    for tap in range(kk - k + 1):
+        before = tap + p  # output o reads o*stride - before + tap = o*s - p
+        # floor((n_in + before + after - kk) / stride) + 1 == n_out
+        least = max(0, (n_out - 1) * stride + kk - n_in - before)
+        for after in range(least, least + stride):
+            if (n_in + before + after - kk) // stride + 1 != n_out or before > n_in or after > n_in:
+                continue
+            key = (abs(before - after), max(before, after))
+            if best is None or key < best[0]:
+                best = (key, (tap, before, after))
+    return None if best is None else best[1]
+
+
+def _avg_pool_as_depthwise(rw: Rewriter, op) -> bool:
+    """An average pool TIDL does not validate (it takes 1x1-3x3 square windows, equal strides 1 or
+    2), unpadded or counting its padding, as a depthwise conv TIDL does validate (3x3, 5x5, 7x7 at
+    stride 1 or 2) with weights 1/(kh*kw) on the window's taps and 0 on the rest: the same sums.
+    PP-OCRv4's text recognizer pools 3x2 stride 3x2 on a 3-row map (one output row, so the row
+    stride does not matter): a 3x3 stride-2 depthwise padded 1 left and right. Its pool ran on the
+    host between two subgraphs (1.7 MB per frame across the boundary)."""
+    from tidlc.backends.tidl.constraints import DEPTHWISE_VALIDATED, POOL_STRIDES, POOL_VALIDATED
+    a = op.attrs
+    x = op.operands[0]
+    shape, out = x.type.shape, op.results[0].type.shape
+    (kh, kw), (sh, sw) = a["kernel"], a["strides"]
+    if a["mode"] != "avg" or tuple(a["dilations"]) != (1, 1) or x.type.layout not in (None, "NCHW") \
+            or shape is None or out is None or len(shape) != 4 or None in shape or None in out:
+        return False
+    if kh == kw and sh == sw and sh in POOL_STRIDES and kh in (*POOL_VALIDATED, 4):
+        return False  # TIDL runs it (4x4: not optimally, but as a pool)
+    pt, pl, pb, pr = a["pads"]
+    if any((pt, pl, pb, pr)) and not a.get("count_include_pad"):
+        return False  # (windows at the border average fewer values)
+    strides = {s for s, n in ((sh, out[2]), (sw, out[3])) if n > 1}  # (one output: any stride reads it)
+    if len(strides) > 1:
+        return False
+    stride = strides.pop() if strides else 1
+    for kk in (3, 5, 7):
+        if kk < max(kh, kw) or stride not in DEPTHWISE_VALIDATED[(kk, kk)]:
+            continue
+        rows = _window_taps(shape[2], kh, sh, pt, out[2], kk, stride)
+        cols = _window_taps(shape[3], kw, sw, pl, out[3], kk, stride)
+        if rows is None or cols is None:
+            continue
+        channels = shape[1]
+        w = np.zeros((channels, 1, kk, kk), np.float32)
+        w[:, :, rows[0]:rows[0] + kh, cols[0]:cols[0] + kw] = np.float32(1.0 / (kh * kw))
+        attrs_ = {"strides": (stride, stride), "pads": (rows[1], cols[1], rows[2], cols[2]), "dilations": (1, 1),
+                  "groups": channels, "act": "none", "act_params": ()}
+        conv = rw.make("conv2d", [x, rw.const(w, f"{op.name}.w", anchor=op)], attrs_, op.name, op.loc)
+        if conv.results[0].type.shape != op.results[0].type.shape:
+            return False
+        rw.replace_op(op, conv)
+        return True
+    return False
+
+
 # ----------------------------------------------------------------------------- strided conv as space-to-depth
 def _strided_conv(rw: Rewriter, op) -> bool:
     """A conv whose kernel/stride pair TIDL does not validate (SegFormer's overlapping patch
@@ -884,7 +950,7 @@ PATTERN_RULES = [
     ("div", _layernorm), ("add", _layernorm_moments),
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window), ("conv2d", _strided_conv),
     ("conv2d", _dead_taps),
-    ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool),
+    ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool), ("pool2d", _avg_pool_as_depthwise),
     ("reduce", _spatial_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
     *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),
     *((kind, _batch_broadcast) for kind in ("add", "sub", "mul", "div", "max", "min")),
@@ -893,7 +959,8 @@ PATTERN_RULES = [
 
 FusePatterns = rule_pass("fuse-patterns", PATTERN_RULES, opt_level=2, order=42, also_at=((2, 35),), prune=True,
                          summary="rebuild hardswish, hardsigmoid, gelu, layernorm, conv padding and global pools "
-                                 "from their decompositions; grouped deconvs as conv + depth_to_space; "
+                                 "from their decompositions; grouped deconvs as conv + depth_to_space, average "
+                                 "pools TIDL does not take as depthwise convs; "
                                  "large global pools split to TIDL's plane limit")
 
 

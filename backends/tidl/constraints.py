@@ -348,6 +348,9 @@ def _check_pool(op, device) -> Verdict | None:
                 "(TIDL validates those)")
     else:
         hint = "use square 1x1, 2x2 or 3x3 pooling with stride 1 or 2"
+    if mode == "avg":  # plugins/patterns.py's _avg_pool_as_depthwise
+        hint += ("; at -O2 tidlc makes an unpadded average pool (or one counting its padding) a depthwise conv "
+                 "TIDL validates where one reads the same windows")
     return Verdict("host", f"{what}: TIDL validates pooling only for 1x1, 2x2 and 3x3 windows with stride 1 or 2",
                    hint=hint)
 

@@ -233,7 +233,8 @@ def test_a_pool_over_the_whole_plane_is_a_global_pool(tmp_path, kind):
 def test_a_pool_with_more_than_one_window_stays(tmp_path, attrs):
     out = [1, 8, 2, 2] if attrs["kernel_shape"] == [5, 5] else [1, 8, 2, 1]
     path = _model(tmp_path, [helper.make_node("AveragePool", ["x"], ["y"], **attrs)], {}, out_shape=out)
-    _check(path, "pool2d", absent=("global_pool",))
+    # (the unpadded 5x5 is a 5x5 depthwise conv: test_an_average_pool_tidl_does_not_validate_...)
+    _check(path, "conv2d" if attrs == {"kernel_shape": [5, 5]} else "pool2d", absent=("global_pool",))
 
 
 @pytest.mark.parametrize("kind", ["AveragePool", "MaxPool"])
@@ -244,9 +245,11 @@ def test_a_padded_window_over_the_whole_plane_is_a_global_pool(tmp_path, kind):
     _check(_model(tmp_path, [node], {}, out_shape=SHAPE[:2] + [1, 1]), "global_pool", absent=("pool2d",))
 
 
-def test_a_padded_window_whose_average_counts_the_padding_stays(tmp_path):
+def test_a_padded_window_whose_average_counts_the_padding_is_not_a_global_pool(tmp_path):
+    """The padding's zeros are in that average: not a global pool, but a 7x7 depthwise conv (the
+    same zeros as its padding) TIDL validates."""
     node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[7, 7], pads=[0, 0, 1, 1], count_include_pad=1)
-    _check(_model(tmp_path, [node], {}, out_shape=SHAPE[:2] + [1, 1]), "pool2d", absent=("global_pool",))
+    _check(_model(tmp_path, [node], {}, out_shape=SHAPE[:2] + [1, 1]), "conv2d", absent=("global_pool", "pool2d"))
 
 
 def test_resnet50_pool5_is_accelerated():
@@ -300,6 +303,33 @@ def test_a_pool_window_tidl_does_not_validate_is_a_chain_of_small_ones(tmp_path,
     assert [op.kind for op in ops] == ["pool2d"] * chain
     if chain > 1:
         assert all(check(op) is None for op in ops) and ops[-1].name == ops[0].name.split(".step")[0]
+
+
+@pytest.mark.parametrize(("attrs", "shape", "expect"), [
+    ({"kernel_shape": [3, 2], "strides": [3, 2]}, [1, 8, 3, 80], (3, 2, (0, 1, 0, 1))),  # PP-OCRv4 rec's neck
+    ({"kernel_shape": [5, 5]}, [1, 4, 16, 16], (5, 1, (0, 0, 0, 0))),
+    ({"kernel_shape": [7, 7], "strides": [2, 2], "pads": [3] * 4, "count_include_pad": 1}, [1, 4, 16, 16],
+     (7, 2, (3, 3, 3, 3))),
+    ({"kernel_shape": [2, 3], "strides": [1, 1]}, [1, 4, 9, 9], (3, 1, None)),
+    ({"kernel_shape": [3, 2], "strides": [3, 2]}, [1, 8, 6, 80], None),  # two rows 3 apart: no stride 2 kernel
+    ({"kernel_shape": [5, 5], "pads": [2] * 4}, [1, 4, 16, 16], None),  # borders average fewer values
+    ({"kernel_shape": [3, 3], "strides": [2, 2]}, [1, 4, 16, 16], None),  # TIDL's own pool
+])
+def test_an_average_pool_tidl_does_not_validate_is_a_depthwise_conv(tmp_path, attrs, shape, expect):
+    """PP-OCRv4's text recognizer pools 3x2 stride 3x2 on a 3-row map: that pool ran on the host
+    between two subgraphs. The same sums as a depthwise conv TIDL validates (3x3/5x5/7x7, stride 1
+    or 2), weights 1/(kh*kw) on the window's taps; outputs checked against onnxruntime."""
+    from tidlc.backends.tidl.constraints import check
+    ops = _one_node_at_o2(tmp_path, helper.make_node("AveragePool", ["x"], ["y"], **attrs), shape)
+    if expect is None:
+        assert [op.kind for op in ops] == ["pool2d"]
+        return
+    (conv,) = ops
+    k, stride, pads = expect
+    assert conv.kind == "conv2d" and conv.attrs["groups"] == shape[1] and check(conv) is None
+    assert conv.operands[1].type.shape == (shape[1], 1, k, k) and conv.attrs["strides"] == (stride, stride)
+    if pads is not None:
+        assert conv.attrs["pads"] == pads
 
 
 @pytest.mark.parametrize(("hw", "pools"), [((112, 112), 2), ((56, 48), 1), ((32, 32), 0), ((33, 33), 0)])
