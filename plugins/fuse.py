@@ -12,7 +12,9 @@
   dense's bias;
 * ``scale`` of a single-reader ``scale`` -> one ``scale``;
 * ``scale`` after a single-reader ``conv2d``/``deconv2d``/``dense`` without a fused
-  activation and with f32 weights -> folded into the weights and bias.
+  activation and with f32 weights -> folded into the weights and bias;
+* else a ``scale`` whose one reader is a ``conv2d`` (unpadded, or a zero shift) or ``dense``
+  -> folded into that reader's weights and bias (an affine after an activation).
 
 ``fuse-activation``: an activation (an op declaring
 ``Trait.FUSABLE_ACTIVATION``) whose input comes from a single-reader op
@@ -381,6 +383,61 @@ def _fold_scale_into_producer(rw: Rewriter, op) -> bool:
     return True
 
 
+def _fold_scale_into_reader(rw: Rewriter, op) -> bool:
+    """A ``scale`` (no activation) whose one reader is a conv2d or dense taking it as its input,
+    folded into that reader: ``W'[o, c] = W[o, c] * s_c``, ``b'[o] = b[o] + sum_c t_c * sum_taps
+    W[o, c]`` (grouped convs: the channels of the output's group). Exact only where every tap reads
+    the input, so a padded conv takes it only with ``t = 0``. PP-OCRv4's recognizer (PP-LCNetV3)
+    puts a learnable scalar affine after each hardswish: each was a TIDL layer of its own with its
+    own 8-bit rounding (the 8-bit net read none of 20 text lines); Keras models that put
+    BatchNormalization after the activation do the same per channel."""
+    if op.attrs["act"] != "none":
+        return False
+    reader = rw.single_user(op.results[0])
+    if reader is None or reader.kind not in ("conv2d", "dense") or reader.operands[0] is not op.results[0] \
+            or reader.operands[1] is op.results[0]:
+        return False
+    shape = op.results[0].type.shape
+    rank = len(shape or ())
+    if not rank or op.attrs["axis"] % rank != (1 if reader.kind == "conv2d" else rank - 1):
+        return False
+    parts = _scale_parts(op)
+    w = _const(reader.operands[1])
+    bias = _const(reader.operands[2]) if len(reader.operands) > 2 else None
+    if parts is None or w is None or w.dtype != np.float32 or (len(reader.operands) > 2 and bias is None):
+        return False
+    s, t = parts
+    if reader.kind == "conv2d":
+        if any(reader.attrs["pads"]) and np.any(t):
+            return False  # (the zero padding would stand for -t/s)
+        groups = reader.attrs["groups"]
+        cout, cin_g = w.shape[:2]
+        cin = cin_g * groups
+        if s.size not in (1, cin) or cout % groups:
+            return False
+        group_of = np.arange(cout) // (cout // groups)  # each output channel's group
+        sg = np.broadcast_to(s, (cin,)).reshape(groups, cin_g)[group_of]  # (cout, cin_g)
+        tg = np.broadcast_to(t, (cin,)).reshape(groups, cin_g)[group_of]
+        new_w = w * sg.astype(np.float32)[:, :, None, None]
+        shift = (w.astype(np.float64).sum(axis=(2, 3)) * tg).sum(axis=1)
+    else:
+        cin = w.shape[1]
+        if s.size not in (1, cin):
+            return False
+        new_w = w * np.broadcast_to(s, (cin,)).astype(np.float32)[None, :]
+        shift = w.astype(np.float64) @ np.broadcast_to(t, (cin,))
+    cout = w.shape[0]
+    new_b = (np.zeros(cout) if bias is None else bias.reshape(-1).astype(np.float64)) + shift
+    wv = rw.const(new_w.astype(np.float32, copy=False), reader.operands[1].producer.name or f"{reader.name}.w",
+                  anchor=reader)
+    bv = rw.const(new_b.astype(np.float32), f"{reader.name}.b" if bias is None else
+                  (reader.operands[2].producer.name or f"{reader.name}.b"), anchor=reader)
+    new = rw.make(reader.kind, [op.operands[0], wv, bv], dict(reader.attrs), reader.name, reader.loc)
+    rw.replace_op(reader, new)
+    rw.erase(op)
+    return True
+
+
 BN_RULES = [
     ("matmul", _matmul_to_dense), ("dense", _dense_between_reshapes),
     ("batchnorm", _bn_to_scale),
@@ -391,6 +448,7 @@ BN_RULES = [
     ("div", _arith_to_scale), ("div", _div_to_mul),
     ("scale", _fold_scale_into_producer),
     ("scale", _merge_scales),
+    ("scale", _fold_scale_into_reader),
 ]
 
 FuseBatchNorm = rule_pass("fuse-batchnorm", BN_RULES, opt_level=2, order=50, prune=True,
