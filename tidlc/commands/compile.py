@@ -97,7 +97,8 @@ def run(args, options) -> int:
         if note.startswith("partition:"):  # some ops run on the host: subgraph folders and model.tdp
             print(f"  {note}")
     for note in result.pass_manager.notes:
-        if "stay in float" in note:  # the float layers (docs/quantization.md), as `tidlc check` lists them
+        if "stay in float" in note or note.startswith("quantize: output SNR vs float"):
+            # the float layers (as `tidlc check` lists them) and the fixed-point net's distance from float
             print(f"  {note}")
     summary = g.attrs.get("quant.mixed_precision")
     if isinstance(summary, str) and summary:

@@ -48,7 +48,7 @@ class QuantizeBase(Pass):
         from .api import quantize_checked
         options = self.effective_options(ctx.options)
         undo = getattr(ctx, "stash", {}).pop("equalize", None)
-        result, notes = quantize_checked(graph, options, undo)
+        result, notes = quantize_checked(graph, options, undo, measure=True)
         for note in notes:
             ctx.note(note)
         q = result.graph
