@@ -339,6 +339,16 @@ def _merge_scales(rw: Rewriter, op) -> bool:
     return True
 
 
+def _reweighted(rw: Rewriter, layer, x, w: np.ndarray, b: np.ndarray, attrs_: dict):
+    """``layer`` (conv2d, deconv2d, dense) on ``x`` with weights ``w`` and bias ``b`` (constants
+    named as the layer's own were; a bias it had not gets ``<name>.b``)."""
+    had_bias = len(layer.operands) > 2
+    wv = rw.const(w.astype(np.float32, copy=False), layer.operands[1].producer.name or f"{layer.name}.w", anchor=layer)
+    bv = rw.const(b.astype(np.float32), (layer.operands[2].producer.name if had_bias else "") or f"{layer.name}.b",
+                  anchor=layer)
+    return rw.make(layer.kind, [x, wv, bv], attrs_, layer.name, layer.loc)
+
+
 def _fold_scale_into_producer(rw: Rewriter, op) -> bool:
     prod = op.operands[0].producer
     if prod is None or prod.kind not in ("conv2d", "deconv2d", "dense") or prod.attrs["act"] != "none":
@@ -371,13 +381,9 @@ def _fold_scale_into_producer(rw: Rewriter, op) -> bool:
         cin, cout_g = w.shape[:2]
         new_w = (w.reshape(g, cin // g, cout_g, *w.shape[2:]) * s32.reshape(g, 1, cout_g, 1, 1)).reshape(w.shape)
     old_b = np.zeros(cout) if bias is None else bias.reshape(-1).astype(np.float64)
-    new_b = old_b * s + t
-    wv = rw.const(new_w.astype(np.float32, copy=False), prod.operands[1].producer.name or f"{prod.name}.w", anchor=prod)
-    bv = rw.const(new_b.astype(np.float32), f"{prod.name}.b" if bias is None else
-                  (prod.operands[2].producer.name or f"{prod.name}.b"), anchor=prod)
     attrs_ = dict(prod.attrs)
     attrs_["act"], attrs_["act_params"] = op.attrs["act"], op.attrs["act_params"]
-    new = rw.make(prod.kind, [prod.operands[0], wv, bv], attrs_, prod.name, prod.loc)
+    new = _reweighted(rw, prod, prod.operands[0], new_w, old_b * s + t, attrs_)
     rw.replace_op(prod, new)  # the layer with the scale folded in takes the producer's place
     rw.replace_op(op, new.results[0])  # and the scale itself is gone
     return True
@@ -393,9 +399,8 @@ def _fold_scale_into_reader(rw: Rewriter, op) -> bool:
     BatchNormalization after the activation do the same per channel."""
     if op.attrs["act"] != "none":
         return False
-    reader = rw.single_user(op.results[0])
-    if reader is None or reader.kind not in ("conv2d", "dense") or reader.operands[0] is not op.results[0] \
-            or reader.operands[1] is op.results[0]:
+    reader = rw.single_user(op.results[0])  # (as the weights, it is no constant: _const below)
+    if reader is None or reader.kind not in ("conv2d", "dense") or reader.operands[0] is not op.results[0]:
         return False
     shape = op.results[0].type.shape
     rank = len(shape or ())
@@ -426,14 +431,8 @@ def _fold_scale_into_reader(rw: Rewriter, op) -> bool:
             return False
         new_w = w * np.broadcast_to(s, (cin,)).astype(np.float32)[None, :]
         shift = w.astype(np.float64) @ np.broadcast_to(t, (cin,))
-    cout = w.shape[0]
-    new_b = (np.zeros(cout) if bias is None else bias.reshape(-1).astype(np.float64)) + shift
-    wv = rw.const(new_w.astype(np.float32, copy=False), reader.operands[1].producer.name or f"{reader.name}.w",
-                  anchor=reader)
-    bv = rw.const(new_b.astype(np.float32), f"{reader.name}.b" if bias is None else
-                  (reader.operands[2].producer.name or f"{reader.name}.b"), anchor=reader)
-    new = rw.make(reader.kind, [op.operands[0], wv, bv], dict(reader.attrs), reader.name, reader.loc)
-    rw.replace_op(reader, new)
+    new_b = (np.zeros(w.shape[0]) if bias is None else bias.reshape(-1).astype(np.float64)) + shift
+    rw.replace_op(reader, _reweighted(rw, reader, op.operands[0], new_w, new_b, dict(reader.attrs)))
     rw.erase(op)
     return True
 

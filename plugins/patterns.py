@@ -553,7 +553,8 @@ def _avg_pool_as_depthwise(rw: Rewriter, op) -> bool:
     PP-OCRv4's text recognizer pools 3x2 stride 3x2 on a 3-row map (one output row, so the row
     stride does not matter): a 3x3 stride-2 depthwise padded 1 left and right. Its pool ran on the
     host between two subgraphs (1.7 MB per frame across the boundary)."""
-    from tidlc.backends.tidl.constraints import DEPTHWISE_VALIDATED, POOL_STRIDES, POOL_VALIDATED
+    from tidlc.backends.tidl.constraints import DEPTHWISE_VALIDATED
+    from tidlc.backends.tidl.constraints import check as verdict
     a = op.attrs
     x = op.operands[0]
     shape, out = x.type.shape, op.results[0].type.shape
@@ -561,7 +562,7 @@ def _avg_pool_as_depthwise(rw: Rewriter, op) -> bool:
     if a["mode"] != "avg" or tuple(a["dilations"]) != (1, 1) or x.type.layout not in (None, "NCHW") \
             or shape is None or out is None or len(shape) != 4 or None in shape or None in out:
         return False
-    if kh == kw and sh == sw and sh in POOL_STRIDES and kh in (*POOL_VALIDATED, 4):
+    if (v := verdict(op)) is None or v.level != "host":
         return False  # TIDL runs it (4x4: not optimally, but as a pool)
     pt, pl, pb, pr = a["pads"]
     if any((pt, pl, pb, pr)) and not a.get("count_include_pad"):

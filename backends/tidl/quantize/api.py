@@ -181,17 +181,23 @@ def check_frames(q: Quantized, count: int) -> list[dict[str, np.ndarray]]:
     return out
 
 
-def variant_snr(q: Quantized, reference: Graph, frames) -> float:
-    """The mean over float outputs of the output SNR (dB) of ``q`` against ``reference`` (a float
-    graph of the same function and inputs) over ``frames``."""
+def _output_noise(q: Quantized, reference: Graph, frames) -> tuple[np.ndarray, np.ndarray]:
+    """(signal, noise) energy per float output of ``q`` against ``reference`` over ``frames``."""
     from tidlc.backends.tidl.fixed import FixedExecutor
 
     from tidlc.interp import Interpreter
 
-    from .mixed import mean_snr_db, output_noise
+    from .mixed import output_noise
     interp = Interpreter(reference)
     float_outputs = [interp.run(f) for f in frames]
-    return mean_snr_db(*output_noise(FixedExecutor(q.graph, kernels="auto"), frames, float_outputs))
+    return output_noise(FixedExecutor(q.graph, kernels="auto"), frames, float_outputs)
+
+
+def variant_snr(q: Quantized, reference: Graph, frames) -> float:
+    """The mean over float outputs of the output SNR (dB) of ``q`` against ``reference`` (a float
+    graph of the same function and inputs) over ``frames``."""
+    from .mixed import mean_snr_db
+    return mean_snr_db(*_output_noise(q, reference, frames))
 
 
 ACTIVATION_WEIGHTS = (0.25, 0.5)  # equalize{activations=...} tried by -O3's 16-bit check
@@ -303,21 +309,12 @@ def output_snr(q: Quantized, count: int = SNR_FRAMES) -> tuple[float, int] | Non
     graph without float outputs. In-sample, so optimistic: a sanity check, not an accuracy."""
     if q.synthetic:
         return None
-    from tidlc.backends.tidl.fixed import FixedExecutor
-
-    from tidlc.interp import Interpreter
-
-    from .mixed import SNR_CAP_DB, output_noise
+    from .mixed import snr_db
     frames = check_frames(q, count)
     if not frames:
         return None
-    interp = Interpreter(q.reference)
-    signal, noise = output_noise(FixedExecutor(q.graph, kernels="auto"), frames, [interp.run(f) for f in frames])
-    if not len(signal):
-        return None
-    with np.errstate(divide="ignore", invalid="ignore"):
-        db = 10.0 * np.log10(np.maximum(signal, 1e-300) / np.maximum(noise, 1e-300))
-    return float(np.min(np.minimum(db, SNR_CAP_DB))), len(frames)
+    signal, noise = _output_noise(q, q.reference, frames)
+    return (float(np.min(snr_db(signal, noise))), len(frames)) if len(signal) else None
 
 
 def snr_note(q: Quantized, opt_level: int) -> str:

@@ -121,14 +121,18 @@ def output_noise(executor: FixedExecutor, frames: Sequence[Mapping[str, np.ndarr
     return signal, noise
 
 
-def mean_snr_db(signal: np.ndarray, noise: np.ndarray) -> float:
-    """The mean over outputs of ``10 log10(signal / noise)``, each capped at SNR_CAP_DB."""
-    if not len(signal):
-        return SNR_CAP_DB
+def snr_db(signal: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """``10 log10(signal / noise)`` per output, capped at SNR_CAP_DB."""
     with np.errstate(divide="ignore", invalid="ignore"):
         db = 10.0 * np.log10(np.maximum(signal, 1e-300) / np.maximum(noise, 1e-300))
-    db = np.where(signal > 0, db, -SNR_CAP_DB)
-    return float(np.mean(np.minimum(db, SNR_CAP_DB)))
+    return np.minimum(db, SNR_CAP_DB)
+
+
+def mean_snr_db(signal: np.ndarray, noise: np.ndarray) -> float:
+    """The mean over outputs of :func:`snr_db`, an output without signal counted as -SNR_CAP_DB."""
+    if not len(signal):
+        return SNR_CAP_DB
+    return float(np.mean(np.where(signal > 0, snr_db(signal, noise), -SNR_CAP_DB)))
 
 
 # ----------------------------------------------------------------------------- sensitivity
