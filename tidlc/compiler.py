@@ -41,6 +41,8 @@ def load(path: str, options: CompileOptions | None = None, plugins: Plugins | No
     dimension is the batch gets batch 1 (see :func:`_batch_one`); the float interpreter runs any."""
     options = options or CompileOptions()
     plugins = plugins or plugins_for(options)
+    if for_device and not any(dims[0] >= 0 for dims in options.load.input_dims):  # (an import config's N wins)
+        options = options.replace(batch_one=True)
     graph = load_model(plugins.registry.frontends, path, options, options.load.format,
                        blame=lambda name: plugins.blame("frontend", name))
     shapes = {**tidl_input_shapes(graph, options.load.input_dims), **options.load.input_shapes}

@@ -35,6 +35,10 @@ class LoadOptions:
     # an op the frontend cannot lower stays as an opaque `host` op (run on the host);
     # False (--no-host): one error lists every unsupported op instead
     allow_host: bool = True
+    # the graph is for the accelerator (set by ``compiler.load(for_device=True)``): an input whose
+    # only dynamic dimension is the batch is imported with batch 1, so shape arithmetic on it
+    # (a TorchScript export's ``chunk`` under ``dynamic_axes``) is static at import
+    batch_one: bool = False
 
 
 @attrs.frozen

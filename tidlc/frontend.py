@@ -444,12 +444,26 @@ class Importer:
         (None: unknown rank). A given shape must have the declared rank; messages show the
         declared shape as ``shown``."""
         if name not in self.input_shapes:
-            return declared
+            return self._batch_one(name, declared)
         given = tuple(self.input_shapes.pop(name))
         if declared is not None and len(declared) != len(given):
             raise TidlcError(f"--input-shape {name}: rank {len(given)} but the {self.source_noun} declares {shown}",
                              where or self.path, hint="give one value per dimension")
         return given
+
+    def _batch_one(self, name: str, declared: Sequence | None):
+        """``declared`` with batch 1 when its batch is its only dynamic dimension and the graph is for
+        the accelerator (``LoadOptions.batch_one``; a warning says so): TIDL runs one frame per
+        inference, and shape arithmetic on the input must be static at import (``x.chunk(2, 1)``
+        under ``dynamic_axes`` is ``Shape -> Gather -> Div -> Slice``)."""
+        if (self.options is None or not self.options.load.batch_one or declared is None or len(declared) < 2
+                or not all(isinstance(d, int) and d >= 0 for d in declared[1:])
+                or (isinstance(declared[0], int) and declared[0] >= 0)):
+            return declared
+        from tidlc.shapes import warn_batch_one
+        shape = (1, *declared[1:])
+        warn_batch_one({name: shape})
+        return shape
 
 
 class FoldingImporter(Importer):

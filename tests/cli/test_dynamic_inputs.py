@@ -48,3 +48,42 @@ def test_other_dynamic_dimensions_name_the_input_shape_to_give(cli, tmp_path, co
     assert code == 2 and err.strip().splitlines()[-1] == (
         f"{path}: error: input 'x' has a dynamic shape [?, 3, ?, ?] (hint: give --input-shape x=N,3,H,W)"), err
     assert not (tmp_path / "out").exists()
+
+
+def _chunked(tmp_path) -> str:
+    """``torch.onnx.export(dynamic_axes={'x': {0: 'batch'}}, dynamo=False)`` of ``conv(x).chunk(2, 1)``:
+    the split point is shape arithmetic on a tensor whose batch is dynamic,
+    ``Shape -> Gather(1) -> Add(1) -> Div(2) -> Slice(0, that) / Slice(that, 2 * that)``."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+             *(numpy_helper.from_array(np.array([v], np.int64), n) for n, v in
+               (("one", 1), ("two", 2), ("axis", 1), ("zero", 0), ("idx", 1)))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Shape", ["y"], ["s"], name="shape"),
+             helper.make_node("Gather", ["s", "idx"], ["c"], axis=0, name="gather"),
+             helper.make_node("Add", ["c", "one"], ["c1"], name="add"),
+             helper.make_node("Div", ["c1", "two"], ["half"], name="div"),
+             helper.make_node("Mul", ["half", "two"], ["end"], name="mul"),
+             helper.make_node("Slice", ["y", "zero", "half", "axis"], ["a"], name="slice0"),
+             helper.make_node("Slice", ["y", "half", "end", "axis"], ["b"], name="slice1"),
+             helper.make_node("Mul", ["a", "b"], ["z"], name="gate")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 2, 8, 8])], inits)
+    path = tmp_path / "chunk.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return str(path)
+
+
+def test_shape_arithmetic_on_a_dynamic_batch_is_static_for_the_device(cli, tmp_path):
+    """The batch is taken as 1 as the model is imported, not after: the Slice's ends were an error
+    ('must be a constant initializer'), asking for onnxsim."""
+    path = _chunked(tmp_path)
+    code, _, err = cli("compile", path, "-o", tmp_path / "out", quiet=False)
+    assert code == 0, err
+    assert err.count("dynamic batch dimension taken as 1 (x=1,3,8,8)") == 1, err
+    assert read_compiled(str(tmp_path / "out" / "net.bin")).graph.outputs[0].type.shape == (1, 2, 8, 8)
+    code, out, err = cli("check", path, quiet=False)
+    assert code == 0 and "4 layers on tidl (tda4vm): 4 accelerated, 0 with a penalty, 0 on the host" in out, out
+    np.save(tmp_path / "x.npy", np.ones((3, 3, 8, 8), np.float32))  # the float interpreter: with its shape given
+    code, out, err = cli("run", path, "--input", tmp_path / "x.npy", "--input-shape", "x=3,3,8,8", quiet=False)
+    assert code == 0 and "z: float32 [3, 2, 8, 8]" in out, (out, err)
