@@ -73,6 +73,12 @@ def softsign(node: Node) -> None:
     node.bind(node.op("div", [x, node.op("add", [node.op("abs", [x]), scalar(node, 1.0, x, "one")])]))
 
 
+@converter("Mish", since=18)
+def mish(node: Node) -> None:
+    x = node.input(0)  # x * tanh(softplus(x)): YOLOv4's activation, as PyTorch's dynamo exporter writes nn.Mish
+    node.bind(node.op("mul", [x, node.op("tanh", [node.op("softplus", [x])])]))
+
+
 @converter("PRelu", since=1)
 def prelu(node: Node) -> None:
     # ONNX broadcasts the slope numpy-style (trailing axes); the IR reads a 1-D slope of C

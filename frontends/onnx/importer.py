@@ -177,6 +177,42 @@ def check_structure(graph_proto, path: str) -> list:
     return _toposort(nodes, producers, defined, path)
 
 
+SOFTPLUS_THRESHOLD_MIN = 15.0  # softplus(x) - x = log1p(exp(-x)) < 3.1e-7 beyond it: below float32's step of x
+
+
+def _thresholded_softplus(nodes: list, graph_proto) -> list:
+    """``nodes`` with PyTorch's thresholded softplus, ``Where(Greater(x, t), x, Softplus(x))`` (how
+    its dynamo exporter writes ``F.softplus`` and so YOLOv4's Mish, with ``t = 20``), as the
+    ``Softplus`` alone: beyond ``t >= 15`` the two differ by less than float32 resolves. The
+    ``Greater`` had no converter: a host op, and a subgraph boundary in the middle of a backbone."""
+    from onnx import helper
+    producers = {out: node for node in nodes for out in node.output}
+    uses: dict[str, int] = {}
+    for node in nodes:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    for out in graph_proto.output:
+        uses[out.name] = uses.get(out.name, 0) + 1
+    consts = {t.name: t for t in graph_proto.initializer}
+    consts.update({n.output[0]: n.attribute[0].t for n in nodes if n.op_type == "Constant" and n.domain in ("", "ai.onnx")
+                   and len(n.attribute) == 1 and n.attribute[0].name == "value"})
+    dropped: set[int] = set()
+    out = []
+    for node in nodes:
+        if node.op_type == "Where" and node.domain in ("", "ai.onnx") and len(node.input) == 3:
+            cond, a, b = node.input
+            greater, soft = producers.get(cond), producers.get(b)
+            if (greater is not None and greater.op_type == "Greater" and uses.get(cond) == 1
+                    and soft is not None and soft.op_type == "Softplus" and list(greater.input[:1]) == [a]
+                    and list(soft.input) == [a] and greater.input[1] in consts):
+                t = tensor_to_array(consts[greater.input[1]], "softplus threshold", None)
+                if t.size == 1 and t.dtype.kind == "f" and float(t.reshape(())) >= SOFTPLUS_THRESHOLD_MIN:
+                    dropped.add(id(greater))
+                    node = helper.make_node("Identity", [b], list(node.output), name=node.name)
+        out.append(node)
+    return [n for n in out if id(n) not in dropped]
+
+
 def _duplicates(what: str, names: list[str]) -> list[str]:
     seen: set[str] = set()
     twice = [n for n in names if n in seen or seen.add(n)]
@@ -240,7 +276,7 @@ class OnnxImporter(Importer):
         self.base_dir = os.path.dirname(path)  # external data files lie beside the model
         self.opset = self.version
         self.graph_proto = graph_proto
-        self.nodes_proto = check_structure(graph_proto, path)
+        self.nodes_proto = _thresholded_softplus(check_structure(graph_proto, path), graph_proto)
         self.values: dict[str, Value] = {}
         self.initializers = {t.name: t for t in graph_proto.initializer}
         self.sparse_initializers = {t.values.name or "": t for t in graph_proto.sparse_initializer}

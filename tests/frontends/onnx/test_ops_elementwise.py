@@ -11,7 +11,7 @@ ACTIVATIONS = [
     ("Selu", {}, 7), ("Selu", {"alpha": 1.2, "gamma": 0.9}, 13),
     ("HardSigmoid", {}, 7), ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}, 13),
     ("HardSwish", {}, 14), ("Gelu", {}, 20), ("Gelu", {"approximate": "tanh"}, 20),
-    ("Softsign", {}, 13),
+    ("Softsign", {}, 13), ("Mish", {}, 18),
 ]
 
 
@@ -144,3 +144,28 @@ def test_where(ox, opset):
 
 def test_pow_int_exponent_input(ox):
     ox.check_node("Pow", {"x": np.abs(ox.randn(2, 3)) + 0.5, "e": np.array([1, 2, 3], np.int64)}, opset=13)
+
+
+@pytest.mark.parametrize(("threshold", "as_constant", "host"), [(20.0, False, False), (20.0, True, False),
+                                                               (5.0, False, True)])
+def test_pytorch_thresholded_softplus_is_one_softplus(ox, threshold, as_constant, host):
+    """PyTorch's dynamo exporter writes F.softplus (and nn.Mish's) as ``Where(Greater(x, 20), x,
+    Softplus(x))``: the Greater was a host op splitting the graph. From 15 on the two agree to
+    float32's resolution, and the Softplus is the whole of it; a lower threshold changes values
+    and stays as written."""
+    h = ox.helper
+    nodes = [h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             h.make_node("Softplus", ["c"], ["sp"]), h.make_node("Greater", ["c", "t"], ["gt"]),
+             h.make_node("Where", ["gt", "c", "sp"], ["y"])]
+    t = np.array(threshold, np.float32)
+    inits = {"w": np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32) * 6}
+    if as_constant:
+        nodes.insert(0, h.make_node("Constant", [], ["t"], value=ox.numpy_helper.from_array(t, "t")))
+    else:
+        inits["t"] = t
+    x = ox.randn(1, 3, 8, 8) * 3
+    model = ox.make_model(nodes, {"x": x}, ["y"], inits, 18)
+    ref = ox.check(model, {"x": x})
+    assert float(np.abs(ref["y"]).max()) > 40  # (values on both sides of the threshold)
+    kinds = [op.kind for op in ox.tidlc_graph(model, 2).compute_ops()]
+    assert ("host" in kinds) == host, kinds
