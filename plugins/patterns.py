@@ -24,6 +24,8 @@ within rounding (1e-5 relative):
   (k-1)/2 chained 3x3 stride-1 max pools; a kxk stride-k pool (k a power of 2,
   unpadded) -> log2(k) chained 2x2 stride-2 pools;
 * a mean (max) over H and W (PyTorch's dynamo exporter: ``ReduceMean``) -> a global pool;
+* a sum or mean over the channels, also of a product with a constant per channel (a DFL
+  head's ``(softmax(box, 1) * arange(16)).sum(1)``) -> a 1x1 conv to one channel;
 * an op that only moves integer codes (an int8 TFLite model's concat, pad, max
   pool) -> the op on dequantized operands, quantized again, so each dequantize
   meets a quantize;
@@ -44,7 +46,9 @@ within rounding (1e-5 relative):
   axis of 1 (reshapes: views), which TIDL's EltWise broadcasts;
 * a grouped stride-s ``deconv2d`` whose output is s times its input (JSegNet's
   bilinear upsampling) -> s*s stride-1 ``conv2d`` with its groups (one per
-  output phase) + ``concat`` + ``depth_to_space`` (DCR).
+  output phase) + ``concat`` + ``depth_to_space`` (DCR);
+* an argmax along the channel axis without ``keepdims`` (``logits.argmax(1)``) -> the
+  argmax that keeps it (TIDL's ArgMax) and a reshape.
 
 Runs twice at -O2: before ``layout``, on the graph as imported (a LayerNorm a
 ViT normalizes over its last axis right after the patch embedding's
@@ -761,6 +765,42 @@ def _spatial_reduce(rw: Rewriter, op) -> bool:
     return _replace(rw, op, "reshape", pool.results[0], {"shape": tuple(shape[:2])})
 
 
+def _channel_reduce(rw: Rewriter, op) -> bool:
+    """A sum or mean over the channels of an NCHW tensor, or the sum of its product with a constant
+    per channel (YOLOv8's DFL as its head is often written: ``(softmax(box, 1) * arange(16)).sum(1)``),
+    -> a 1x1 conv to one channel with those weights (1, 1/C, the constant): TIDL has no integer
+    Reduce sum, so it was a float layer between data converts. Without ``keepdims``, a reshape
+    follows."""
+    a = op.attrs
+    x = op.operands[0]
+    shape, out = x.type.shape, op.results[0].type.shape
+    if a["op"] not in ("sum", "mean") or shape is None or len(shape) != 4 or None in shape or out is None \
+            or x.type.layout not in (None, "NCHW") or sorted(ax % 4 for ax in a["axes"]) != [1]:
+        return False
+    c = shape[1]
+    w = np.full(c, 1.0 if a["op"] == "sum" else 1.0 / c)
+    mul = x.producer
+    if mul is not None and mul.kind == "mul" and mul.attrs.get("act", "none") == "none" \
+            and rw.single_user(x) is op:
+        for i in (0, 1):
+            k, other = mul.operands[i].const_value(), mul.operands[1 - i]
+            if k is None or other.type.shape != shape or k.ndim > 4 or k.size != c:
+                continue
+            k4 = k.reshape((1,) * (4 - k.ndim) + k.shape)
+            if k4.shape == (1, c, 1, 1):  # (one value per channel)
+                w, x = w * k4.reshape(c), other
+            break
+    weights = rw.const(w.astype(np.float32).reshape(1, c, 1, 1), f"{op.name}.w", anchor=op)
+    attrs_ = {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1), "groups": 1, "act": "none",
+              "act_params": ()}
+    conv = rw.make("conv2d", [x, weights], attrs_, op.name if a["keepdims"] else f"{op.name}.conv", op.loc)
+    if a["keepdims"]:
+        rw.replace_op(op, conv)
+        return True
+    rw.insert_before(op, conv)
+    return _replace(rw, op, "reshape", conv.results[0], {"shape": tuple(out)})
+
+
 def _channel_shuffle(rw: Rewriter, op) -> bool:
     """``reshape (N, g, C/g, H, W) -> transpose (0, 2, 1, 3, 4) -> reshape (N, C, H, W)`` of an NCHW
     tensor is ShuffleNet's channel shuffle: TIDL's ShuffleChannel layer (its import maps this ONNX
@@ -943,6 +983,22 @@ def _grouped_deconv(rw: Rewriter, op) -> bool:
     return True
 
 
+def _argmax_keepdims(rw: Rewriter, op) -> bool:
+    """An argmax without ``keepdims`` (PyTorch's ``logits.argmax(1)``, how a segmentation net ends)
+    -> the argmax that keeps the reduced axis, which TIDL's ArgMax is, and a reshape (a view) to
+    the shape without it. Only where TIDL then runs it (along the channel axis)."""
+    from tidlc.backends.tidl.constraints import check as verdict
+    a = op.attrs
+    out = op.results[0].type.shape
+    if a["keepdims"] or out is None or None in out:
+        return False
+    kept = rw.make("argmax", [op.operands[0]], {**a, "keepdims": True}, f"{op.name}.keepdims", op.loc)
+    if verdict(kept) is not None:
+        return False  # (another axis: the host runs it either way)
+    rw.insert_before(op, kept)
+    return _replace(rw, op, "reshape", kept.results[0], {"shape": tuple(out)})
+
+
 PATTERN_RULES = [
     ("mul", _hardswish), ("div", _hardswish),
     ("mul", _hardsigmoid_div), ("div", _hardsigmoid_div),
@@ -952,10 +1008,10 @@ PATTERN_RULES = [
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window), ("conv2d", _strided_conv),
     ("conv2d", _dead_taps),
     ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool), ("pool2d", _avg_pool_as_depthwise),
-    ("reduce", _spatial_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
+    ("reduce", _spatial_reduce), ("reduce", _channel_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
     *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),
     *((kind, _batch_broadcast) for kind in ("add", "sub", "mul", "div", "max", "min")),
-    ("deconv2d", _grouped_deconv),
+    ("deconv2d", _grouped_deconv), ("argmax", _argmax_keepdims),
 ]
 
 FusePatterns = rule_pass("fuse-patterns", PATTERN_RULES, opt_level=2, order=42, also_at=((2, 35),), prune=True,

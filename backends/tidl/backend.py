@@ -38,6 +38,9 @@ _FLOAT_HINTS = {
                   "(group 1), instead, then fine-tune",
     "lrn": "TIDL has no LRN layer (AlexNet, GoogLeNet): remove it and fine-tune (it adds little accuracy), or "
            "expect a float layer",
+    "reduce": "TIDL's Reduce layer has no integer sum or mean here: at -O2 a mean (max) over H and W becomes a "
+              "global pool and a sum or mean over the channels (also of a product with a constant per channel, "
+              "a DFL head) a 1x1 conv; write other reductions that way, or expect a float layer",
     # MediaPipe's attention crop (tidlc/ir/ops/mediapipe.py): small float work, no TIDL layer
     **{kind: f"MediaPipe's attention crop geometry ({what}): little float work per frame, no TIDL layer; "
              f"nothing to change, or --deny-op-type {kind} to run it on the host CPU"

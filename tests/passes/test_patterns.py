@@ -587,3 +587,86 @@ def test_a_per_channel_constant_on_a_batch_is_left_to_fuse_batchnorm(tmp_path):
     g = load_onnx(path, CompileOptions())
     optimize(g, CompileOptions.of(opt_level=2))
     assert [op.kind for op in g.compute_ops()] == ["conv2d"]
+
+
+def _argmax_model(tmp_path, axis: int) -> str:
+    w = np.random.default_rng(3).standard_normal((5, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["logits"], pads=[1, 1, 1, 1]),
+             helper.make_node("ArgMax", ["logits"], ["y"], axis=axis, keepdims=0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, None)], [_c("w", w)])
+    path = str(tmp_path / f"argmax{axis}.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+@pytest.mark.parametrize(("axis", "expect"), [(1, ["conv2d", "argmax", "reshape"]), (2, ["conv2d", "argmax"])])
+def test_an_argmax_without_keepdims_keeps_the_axis_tidl_keeps(tmp_path, axis, expect):
+    """A segmentation net's ``logits.argmax(1)`` (keepdims=0) was a host layer: TIDL's ArgMax keeps
+    the reduced axis. It is that ArgMax and a reshape; along another axis the host runs it anyway."""
+    from tidlc.backends.tidl.constraints import check
+    path = _argmax_model(tmp_path, axis)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    g = load_onnx(path, CompileOptions())
+    optimize(g, CompileOptions.of(opt_level=2))
+    ops = list(g.compute_ops())
+    assert [o.kind for o in ops] == expect
+    np.testing.assert_array_equal(run_graph(g, {"x": x})["y"], ref)
+    hosts = [o.kind for o in ops if (v := check(o)) is not None and v.level == "host"]
+    assert hosts == ([] if axis == 1 else ["argmax"])
+
+
+def test_the_argmax_runs_on_the_codes(cli, tmp_path):
+    """TIDL's ArgMax reads the fixed-point codes (one per-tensor scale keeps their order): no
+    data_convert to float before it, and the indices are the float model's but where two logits
+    round to one code."""
+    from tidlc.backends.tidl.binfmt import read_compiled
+    path = _argmax_model(tmp_path, 1)
+    x = np.random.default_rng(1).uniform(-1, 1, (8, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", x)
+    np.save(tmp_path / "x.npy", x[:1])
+    code, out, err = cli("compile", path, "--calib", tmp_path / "calib.npy", "-o", tmp_path / "out", quiet=False)
+    assert code == 0 and "stay in float" not in out + err, out + err
+    ops = read_compiled(str(tmp_path / "out" / "net.bin")).graph.compute_ops()
+    assert [o.kind for o in ops][-3:] == ["conv2d", "argmax", "reshape"]  # (after the input's data_convert)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x[:1]})[0]
+    code, _, err = cli("run", tmp_path / "out", "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npz")
+    assert code == 0, err
+    got = np.load(tmp_path / "y.npz")["y"]
+    assert got.shape == ref.shape and np.mean(got == ref) > 0.97, np.mean(got == ref)
+
+
+@pytest.mark.parametrize(("op", "keepdims", "weighted", "expect"), [
+    ("ReduceSum", 1, False, ["conv2d"]),
+    ("ReduceMean", 0, False, ["conv2d", "reshape"]),
+    ("ReduceSum", 0, True, ["conv2d", "reshape"]),  # a DFL head: (softmax(box, 1) * arange(8)).sum(1)
+    ("ReduceMax", 1, False, ["reduce"]),  # (no conv computes a max)
+])
+def test_a_reduction_over_the_channels_is_a_1x1_conv(tmp_path, op, keepdims, weighted, expect):
+    """TIDL has no integer Reduce sum: it was a float layer between data converts (check called it
+    accelerated; compile said 'stays in float'). A sum or mean over the channels, also of a product
+    with a constant per channel, is a 1x1 conv to one channel."""
+    from tidlc.backends.tidl.backend import TidlBackend
+    shape = [1, 8, 4, 20]
+    nodes, inits, x = [], [], "x"
+    if weighted:
+        nodes.append(helper.make_node("Softmax", ["x"], ["p"], axis=1))
+        nodes.append(helper.make_node("Mul", ["p", "bins"], ["px"]))
+        inits.append(_c("bins", np.arange(8, dtype=np.float32).reshape(1, 8, 1, 1)))
+        x = "px"
+    nodes.append(helper.make_node(op, [x, "axes"], ["y"], keepdims=keepdims))
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "axes"))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    path = str(tmp_path / "reduce.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    x = np.random.default_rng(0).uniform(-3, 3, shape).astype(np.float32)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    g = load_onnx(path, CompileOptions())
+    optimize(g, CompileOptions.of(opt_level=2))
+    np.testing.assert_allclose(run_graph(g, {"x": x})["y"], ref, rtol=1e-5, atol=1e-5)
+    ops = [o for o in g.compute_ops() if o.kind != "softmax"]
+    assert [o.kind for o in ops] == expect
+    levels = [TidlBackend().supports(o).level for o in ops]
+    assert levels == (["penalty"] if expect == ["reduce"] else ["accelerated"] * len(ops))

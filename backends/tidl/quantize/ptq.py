@@ -456,6 +456,8 @@ class Quantizer:
 
     def supported(self, fop: Op) -> bool:
         kind = fop.kind
+        if kind == "argmax":  # TIDL's ArgMax reads the codes (per-tensor scale: the same order); its index is exact
+            return fop.operands[0].type.dtype[0] == "f"
         if not has_integer_kernel(fop) or not fop.results or fop.results[0].type.dtype[0] != "f":
             return False
         if not all(v.type.is_static for v in fop.results):
@@ -522,7 +524,9 @@ class Quantizer:
         # (a pre-quantized model's own integer ops run as they are, by their float reference)
         op.results = [Value(r.type.with_quant(None), op, i, r.name) for i, r in enumerate(fop.results)]
         self.finish(fop, op, [None] * len(op.results))
-        if fop.kind not in ("shape", "constant_of_shape", "prior_box"):
+        # (an op on integers only, as the reshape of an argmax's indices, computes nothing in float)
+        if fop.kind not in ("shape", "constant_of_shape", "prior_box") and any(
+                v.type.dtype[0] == "f" for v in (*fop.operands, *fop.results)):
             self.islands.append(f"{fop.name or fop.kind} ({fop.kind}{': ' + why if why else ''})")
 
     def quantize_op(self, fop: Op) -> None:
