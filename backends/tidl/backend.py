@@ -38,7 +38,7 @@ _FLOAT_HINTS = {
                   "(group 1), instead, then fine-tune",
     "lrn": "TIDL has no LRN layer (AlexNet, GoogLeNet): remove it and fine-tune (it adds little accuracy), or "
            "expect a float layer",
-    "reduce": "TIDL's Reduce layer has no integer sum or mean here: at -O2 a mean (max) over H and W becomes a "
+    "reduce": "TIDL's Reduce layer takes a max or min only: at -O2 a mean (max) over H and W becomes a "
               "global pool and a sum or mean over the channels (also of a product with a constant per channel, "
               "a DFL head) a 1x1 conv; write other reductions that way, or expect a float layer",
     # MediaPipe's attention crop (tidlc/ir/ops/mediapipe.py): small float work, no TIDL layer
@@ -82,9 +82,10 @@ class TidlBackend:
 
     def _layer_verdict(self, op) -> Verdict:
         """The TIDL layer an op becomes (perf model tables, executor kernels), constraints aside."""
+        from tidlc.backends.tidl.fixed.spec_kernels import selects_codes
         from tidlc.backends.tidl.perf import layers
-        if op.kind in _FLOAT_HINTS:  # no TIDL layer (tidl-facts' layer enum), and no integer kernel here
-            return _float_verdict(op)
+        if op.kind in _FLOAT_HINTS and not selects_codes(op):  # no TIDL layer (tidl-facts' layer enum), and
+            return _float_verdict(op)  # no integer kernel here
         for table in (layers._MMA, layers._VECTOR_OPS, layers._VIEWS, layers._FREE):
             if op.kind in table:
                 return Verdict("accelerated", f"TIDL layer {_layer_name(table[op.kind])}")

@@ -641,7 +641,8 @@ def test_the_argmax_runs_on_the_codes(cli, tmp_path):
     ("ReduceSum", 1, False, ["conv2d"]),
     ("ReduceMean", 0, False, ["conv2d", "reshape"]),
     ("ReduceSum", 0, True, ["conv2d", "reshape"]),  # a DFL head: (softmax(box, 1) * arange(8)).sum(1)
-    ("ReduceMax", 1, False, ["reduce"]),  # (no conv computes a max)
+    ("ReduceMax", 1, False, ["reduce"]),  # (no conv computes a max: TIDL's Reduce layer, on the codes)
+    ("ReduceProd", 1, False, ["reduce"]),  # (nor a product, and TIDL has no layer for it: a float layer)
 ])
 def test_a_reduction_over_the_channels_is_a_1x1_conv(tmp_path, op, keepdims, weighted, expect):
     """TIDL has no integer Reduce sum: it was a float layer between data converts (check called it
@@ -669,4 +670,41 @@ def test_a_reduction_over_the_channels_is_a_1x1_conv(tmp_path, op, keepdims, wei
     ops = [o for o in g.compute_ops() if o.kind != "softmax"]
     assert [o.kind for o in ops] == expect
     levels = [TidlBackend().supports(o).level for o in ops]
-    assert levels == (["penalty"] if expect == ["reduce"] else ["accelerated"] * len(ops))
+    assert levels == (["penalty"] if op == "ReduceProd" else ["accelerated"] * len(ops))
+
+
+def test_a_channel_max_runs_on_the_codes(cli, tmp_path):
+    """CBAM's spatial attention pools the channels by mean and max: the mean is a 1x1 conv, the max
+    TIDL's Reduce layer, which selects a code (the input's scale): no float layer between data
+    converts (it was one), and the compile's SNR line is the only note."""
+    from tidlc.backends.tidl.binfmt import read_compiled
+    from tidlc.backends.tidl.fixed.executor import has_integer_kernel
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["f"], pads=[1, 1, 1, 1]),
+             helper.make_node("ReduceMean", ["f", "axes"], ["avg"], keepdims=1),
+             helper.make_node("ReduceMax", ["f", "axes"], ["mx"], keepdims=1),
+             helper.make_node("Concat", ["avg", "mx"], ["a"], axis=1),
+             helper.make_node("Conv", ["a", "ws"], ["s"], pads=[3, 3, 3, 3]),
+             helper.make_node("Sigmoid", ["s"], ["g"]), helper.make_node("Mul", ["f", "g"], ["y"])]
+    inits = [_c("w", rng.standard_normal((8, 3, 3, 3))), _c("ws", rng.standard_normal((1, 2, 7, 7)) * 0.2),
+             numpy_helper.from_array(np.array([1], np.int64), "axes")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    path = str(tmp_path / "cbam.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    np.save(tmp_path / "calib.npy", rng.uniform(-1, 1, (8, 3, 16, 16)).astype(np.float32))
+    code, out, err = cli("compile", path, "--calib", tmp_path / "calib.npy", "-o", tmp_path / "out", quiet=False)
+    assert code == 0 and "stay in float" not in out + err, out + err
+    ops = list(read_compiled(str(tmp_path / "out" / "net.bin")).graph.compute_ops())
+    assert [o.kind for o in ops].count("data_convert") == 2  # (the input's and the output's)
+    red = next(o for o in ops if o.kind == "reduce")
+    assert red.results[0].type.quant.scale == red.operands[0].type.quant.scale
+    assert has_integer_kernel(red)
+    x = rng.uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    code, _, err = cli("run", tmp_path / "out", "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npz")
+    assert code == 0, err
+    got = np.load(tmp_path / "y.npz")["y"]
+    snr = 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((got - ref.astype(np.float64)) ** 2))
+    assert snr > 25, snr

@@ -265,11 +265,17 @@ def test_the_executor_runs_exactly_these_builtin_ops_in_integers():
     """Which ops have a fixed-point kernel: TIDL's kernels by kind plus the generic ones by trait
     (LUT: a table; SCALE_PRESERVING: the float compute on the codes). Pinned so a trait change
     that changes what is quantized shows up here."""
-    integer = {d.name for d in BUILTIN if has_integer_kernel(types.SimpleNamespace(kind=d.name, opdef=d))}
+    def op(d, **attrs_):
+        return types.SimpleNamespace(kind=d.name, opdef=d, attrs=attrs_)
+
+    integer = {d.name for d in BUILTIN if has_integer_kernel(op(d, op="max"))}
+    reduce_ = next(d for d in BUILTIN if d.name == "reduce")  # a max or min selects a code; the rest are float
+    assert [r for r in ("max", "min", "sum", "mean", "prod", "l2") if has_integer_kernel(op(reduce_, op=r))] == [
+        "max", "min"]
     assert integer == {
         "conv2d", "deconv2d", "dense", "scale", "matmul",  # MAC
         "add", "sub", "mul", "max", "min", "concat", "pool2d", "global_pool", "resize", "softmax", "prelu",
-        "pad", "argmax", "data_convert", "layernorm",
+        "pad", "argmax", "data_convert", "layernorm", "reduce",
         "reshape", "flatten", "transpose", "squeeze", "unsqueeze", "slice", "split", "depth_to_space",
         "shuffle_channel", "identity", "dropout", "gather", "expand",  # data movement
         "relu", "relu6", "clip", "leaky_relu", "sigmoid", "tanh", "hardsigmoid", "hardswish", "elu", "gelu",

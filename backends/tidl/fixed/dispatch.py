@@ -51,11 +51,14 @@ class KernelTable:
     name: str
     kinds: Mapping[str, KernelBuilder]
     traits: tuple[tuple[Trait, KernelBuilder], ...] = ()
+    # kind -> which ops of it the kind's builder takes (the others have no kernel here): a reduce's max
+    when: Mapping[str, Callable[[Op], bool]] = attrs.Factory(dict)
 
     def builder_for(self, op) -> KernelBuilder | None:
         builder = self.kinds.get(op.kind)
         if builder is not None:
-            return builder
+            accepts = self.when.get(op.kind)
+            return builder if accepts is None or accepts(op) else None
         return next((b for trait, b in self.traits if op.opdef.has(trait)), None)
 
 

@@ -391,6 +391,11 @@ def _argmax(op: Op, ctx: KernelContext) -> Kernel:
     return moved(op)
 
 
+def selects_codes(op: Op) -> bool:
+    """A reduce that selects one of its inputs (max, min): TIDL's Reduce layer, on the codes."""
+    return op.kind == "reduce" and op.attrs["op"] in ("max", "min")
+
+
 def _data_movement(op: Op, ctx: KernelContext) -> Kernel:
     return rescaled(op, moved(op))
 
@@ -399,8 +404,10 @@ SPEC = KernelTable(
     "spec",
     {**{k: _mac for k in MAC_OPS}, **{k: _eltwise for k in ELTWISE_OPS},
      "concat": _concat, "pool2d": _pool, "global_pool": _global_pool, "resize": _resize, "softmax": _softmax,
-     "prelu": _prelu, "layernorm": _layernorm, "pad": _pad, "argmax": _argmax, "data_convert": lambda op, ctx: moved(op)},
+     "prelu": _prelu, "layernorm": _layernorm, "pad": _pad, "argmax": _argmax, "data_convert": lambda op, ctx: moved(op),
+     "reduce": _data_movement},
     # by trait: a lookup table of the float compute; the float compute run on the codes (reshape,
     # transpose, slice, ...), requantized if the result's scale differs
     ((Trait.LUT, _table), (Trait.SCALE_PRESERVING, _data_movement)),
+    when={"reduce": selects_codes},  # (a sum or mean has no integer kernel: it stays float)
 )

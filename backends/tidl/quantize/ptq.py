@@ -48,6 +48,7 @@ import attrs
 import numpy as np
 from tidlc.backends.tidl.fixed import reference as ref
 from tidlc.backends.tidl.fixed.executor import CLAMP_ACTS, FUSED_PRELU, has_integer_kernel
+from tidlc.backends.tidl.fixed.spec_kernels import selects_codes
 
 from tidlc.diagnostics import TidlcError
 from tidlc.ir.builder import infer_types
@@ -136,7 +137,7 @@ def sets_own_precision(op) -> bool:
     and average-pool layers change precision; data movement, max pooling, concat and softmax take
     their inputs' (tidl-facts: "only Conv, BatchNorm, Pooling (not max), EltWise can change
     precision between in/out; others inherit"), as :meth:`Quantizer.quantize_op` does."""
-    if op.kind in ("softmax", "data_convert", "argmax"):
+    if op.kind in ("softmax", "data_convert", "argmax") or selects_codes(op):
         return False
     return not op.opdef.has(Trait.SCALE_PRESERVING) or _is_average(op)
 
@@ -542,7 +543,7 @@ class Quantizer:
         first = operands[data_idx[0]].type.quant if data_idx else None
         if kind == "argmax":
             return self.finish(fop, op, [None])
-        if opdef.has(Trait.SCALE_PRESERVING):  # data movement, pooling, resize, pad, concat
+        if opdef.has(Trait.SCALE_PRESERVING) or selects_codes(fop):  # data movement, pooling, resize, pad, concat
             qs = [attrs.evolve(operands[i].type.quant, shift=None) for i in data_idx]
             if all(q == qs[0] for q in qs):
                 if _is_average(fop) and qs[0].bits > 8:  # a Q30 reciprocal: Q16 caps 7x7 at 69 dB
