@@ -24,7 +24,7 @@ from tidlc.preprocess import FrameSource, Preprocess, input_specs, synthetic_fra
 from .calibrate import Calibration
 from .observers import METHODS
 from .prepare import prepare
-from .ptq import INHERIT_OPS, QuantConfig, WeightCache, has_depthwise, quantize_prepared
+from .ptq import INHERIT_OPS, QuantConfig, WeightCache, float_pad, has_depthwise, quantize_prepared
 
 SYNTHETIC_FRAMES = 8
 DEFAULT_TIME_BUDGET = 1.2  # --mixed-precision auto without --time-budget
@@ -379,7 +379,7 @@ def observed_values(graph: Graph) -> set[int]:
     """Float tensors that need a range (results of ops that do not just keep their input's scale)."""
     wanted = {id(op.results[0]) for op in graph.input_ops}
     for op in graph.compute_ops():
-        if op.kind in INHERIT_OPS:
+        if op.kind in INHERIT_OPS and not float_pad(op):  # (a float op's result is quantized by its reader)
             continue
         wanted.update(id(r) for r in op.results if r.type.dtype[0] == "f")
     return wanted

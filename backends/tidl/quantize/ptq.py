@@ -132,6 +132,12 @@ def _builtin_inherit_ops() -> frozenset:
 INHERIT_OPS = _builtin_inherit_ops()
 
 
+def float_pad(op) -> bool:
+    """A pad TIDL's Pad layer does not make (it pads with a constant or wraps around): reflect or
+    edge padding (monodepth2's ReflectionPad2d) stays float. It then needs a range of its own."""
+    return op.kind == "pad" and op.attrs["mode"] != "constant"
+
+
 def sets_own_precision(op) -> bool:
     """Whether ``--16bit-layers`` naming ``op`` makes its result 16-bit: MAC, element-wise, table
     and average-pool layers change precision; data movement, max pooling, concat and softmax take
@@ -479,7 +485,7 @@ class Quantizer:
             slope = fop.operands[1].const_value()
             return slope is not None and channel_slopes(slope, fop.operands[0].type.shape) is not None
         if kind == "pad":
-            return fop.attrs["mode"] == "constant"
+            return not float_pad(fop)
         if kind == "layernorm":
             return all(v.const_value() is not None for v in fop.operands[1:]) and fop.operands[0].type.is_static
         return True
