@@ -60,16 +60,13 @@ def _batch_one(graph: Graph, given: dict) -> dict[str, tuple[int, ...]]:
     a Keras ``None`` batch) get batch 1, with a warning: TIDL runs one frame per inference (more
     with numBatches). An input named in ``--input-shape`` keeps what it says; any other dynamic
     dimension stays dynamic, for the error that asks for ``--input-shape``."""
+    from tidlc.shapes import batch_one, warn_batch_one
     shapes = {}
     for op in graph.input_ops:
-        name, shape = op.attrs["name"], op.results[0].type.shape
-        if name in given or shape is None or len(shape) < 2:
-            continue
-        dynamic = [i for i, d in enumerate(shape) if d is None or d < 0]
-        if dynamic == [0]:
-            shapes[name] = (1, *shape[1:])
+        name = op.attrs["name"]
+        if name not in given and (shape := batch_one(op.results[0].type.shape)) is not None:
+            shapes[name] = shape
     if shapes:
-        from tidlc.shapes import warn_batch_one
         warn_batch_one(shapes)
     return shapes
 

@@ -453,15 +453,13 @@ class Importer:
 
     def _batch_one(self, name: str, declared: Sequence | None):
         """``declared`` with batch 1 when its batch is its only dynamic dimension and the graph is for
-        the accelerator (``LoadOptions.batch_one``; a warning says so): TIDL runs one frame per
-        inference, and shape arithmetic on the input must be static at import (``x.chunk(2, 1)``
-        under ``dynamic_axes`` is ``Shape -> Gather -> Div -> Slice``)."""
-        if (self.options is None or not self.options.load.batch_one or declared is None or len(declared) < 2
-                or not all(isinstance(d, int) and d >= 0 for d in declared[1:])
-                or (isinstance(declared[0], int) and declared[0] >= 0)):
+        the accelerator (``LoadOptions.batch_one``; a warning says so): shape arithmetic on the input
+        must be static at import (``x.chunk(2, 1)`` under ``dynamic_axes`` is ``Shape -> Gather ->
+        Div -> Slice``)."""
+        from tidlc.shapes import batch_one, warn_batch_one
+        shape = batch_one(declared) if self.options is not None and self.options.load.batch_one else None
+        if shape is None:
             return declared
-        from tidlc.shapes import warn_batch_one
-        shape = (1, *declared[1:])
         warn_batch_one({name: shape})
         return shape
 

@@ -21,6 +21,16 @@ def shape_hint(name: str, shape, layout: str | None = None) -> str:
     return f"--input-shape {name}={','.join(dims) or 'd0,d1,...'}"
 
 
+def batch_one(shape) -> tuple[int, ...] | None:
+    """``shape`` with batch 1 when its batch (axis 0) is its only dynamic dimension (None or
+    negative), else None: ``torch.onnx.export(dynamic_axes={0: ...})``, a Keras ``None`` batch.
+    TIDL runs one frame per inference (more with numBatches)."""
+    if shape is None or len(shape) < 2:
+        return None
+    dynamic = [i for i, d in enumerate(shape) if d is None or d < 0]
+    return (1, *shape[1:]) if dynamic == [0] else None
+
+
 def warn_batch_one(shapes: Mapping[str, tuple[int, ...]]) -> None:
     """The warning for inputs whose dynamic batch was taken as 1 (their shapes as now given)."""
     from tidlc.diagnostics import warn

@@ -38,7 +38,7 @@ from tidlc.frontend import FoldingImporter, NodeContext
 from tidlc.ir.core import Graph, Value
 from tidlc.ir.types import TensorType, dtype_of
 from tidlc.names import nearest_names, resolve_mapping
-from tidlc.shapes import shape_hint, warn_batch_one
+from tidlc.shapes import batch_one, shape_hint, warn_batch_one
 
 from . import convert  # noqa: F401  (registers the converters)
 from .functions import has_calls, inline_calls
@@ -269,8 +269,8 @@ class TFImporter(FoldingImporter):
             itemtype = numpy_type(node.attr_int("dtype"), f"input '{name}'", node.loc)
             declared = node.attr_shape("shape", None)
             shape = self.input_shape(name, declared, _shape_text(declared))
-            if shape is not None and len(shape) > 1 and shape[0] < 0 and min(shape[1:]) >= 0:
-                shape = (1, *shape[1:])  # a Keras None batch: TIDL runs one frame per inference
+            if (one := batch_one(shape)) is not None:  # a Keras None batch: TIDL runs one frame per inference
+                shape = one
                 warn_batch_one({name: shape})
             if shape is None or any(d < 0 for d in shape):
                 hint = f"--input-shape {name}=1,224,224,3" if declared is None else shape_hint(
