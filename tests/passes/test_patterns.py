@@ -274,15 +274,21 @@ def test_resnet50_pool5_is_accelerated():
 def _one_node_at_o2(tmp_path, node, shape) -> list:
     """The compute ops of a one-node ONNX model (input x of ``shape``) at -O2, its output checked
     against onnxruntime's."""
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    return _at_o2(tmp_path, [node], shape)
+
+
+def _at_o2(tmp_path, nodes, shape, inits=(), opset: int = 13, x_max: float = 6.0, atol: float = 1e-6) -> list:
+    """The compute ops of an ONNX model of ``nodes`` (input x of ``shape`` in +-``x_max``, output y)
+    at -O2, its output checked against onnxruntime's."""
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], list(inits))
     path = str(tmp_path / "one.onnx")
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
-    x = np.random.default_rng(0).uniform(-6, 6, shape).astype(np.float32)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
+    x = np.random.default_rng(0).uniform(-x_max, x_max, shape).astype(np.float32)
     ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     g = load_onnx(path, CompileOptions())
     optimize(g, CompileOptions.of(opt_level=2))
-    np.testing.assert_allclose(run_graph(g, {"x": x})["y"], ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run_graph(g, {"x": x})["y"], ref, rtol=1e-5, atol=atol)
     return list(g.compute_ops())
 
 
@@ -658,16 +664,7 @@ def test_a_reduction_over_the_channels_is_a_1x1_conv(tmp_path, op, keepdims, wei
         x = "px"
     nodes.append(helper.make_node(op, [x, "axes"], ["y"], keepdims=keepdims))
     inits.append(numpy_helper.from_array(np.array([1], np.int64), "axes"))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    path = str(tmp_path / "reduce.onnx")
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
-    x = np.random.default_rng(0).uniform(-3, 3, shape).astype(np.float32)
-    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    g = load_onnx(path, CompileOptions())
-    optimize(g, CompileOptions.of(opt_level=2))
-    np.testing.assert_allclose(run_graph(g, {"x": x})["y"], ref, rtol=1e-5, atol=1e-5)
-    ops = [o for o in g.compute_ops() if o.kind != "softmax"]
+    ops = [o for o in _at_o2(tmp_path, nodes, shape, inits, opset=18, x_max=3.0, atol=1e-5) if o.kind != "softmax"]
     assert [o.kind for o in ops] == expect
     levels = [TidlBackend().supports(o).level for o in ops]
     assert levels == (["penalty"] if op == "ReduceProd" else ["accelerated"] * len(ops))
