@@ -169,3 +169,11 @@ def test_pytorch_thresholded_softplus_is_one_softplus(ox, threshold, as_constant
     assert float(np.abs(ref["y"]).max()) > 40  # (values on both sides of the threshold)
     kinds = [op.kind for op in ox.tidlc_graph(model, 2).compute_ops()]
     assert ("host" in kinds) == host, kinds
+
+
+def test_mish_is_lowered_not_hosted(ox):
+    """PyTorch's dynamo exporter writes nn.Mish as the opset-18 Mish op: it was a host op."""
+    x = ox.randn(1, 3, 4, 5) * 4
+    model = ox.make_model([ox.helper.make_node("Mish", ["x"], ["y"])], {"x": x}, ["y"], None, 18)
+    ox.check(model, {"x": x})
+    assert [op.kind for op in ox.tidlc_graph(model, 2).compute_ops()] == ["softplus", "tanh", "mul"]
