@@ -38,7 +38,9 @@ def load(path: str, options: CompileOptions | None = None, plugins: Plugins | No
          for_device: bool = False) -> Graph:
     """Import a model file into IR (input shapes applied, types inferred). ``for_device``: the
     graph is for the accelerator (compile, check, perf, compare), so an input whose only dynamic
-    dimension is the batch gets batch 1 (see :func:`_batch_one`); the float interpreter runs any."""
+    dimension is the batch gets batch 1 (see :func:`_batch_one`); the float interpreter runs any.
+    The builtin frontends take it as they import (``LoadOptions.batch_one``, so shape arithmetic on
+    the input is static); :func:`_batch_one` after the import serves a frontend that does not."""
     options = options or CompileOptions()
     plugins = plugins or plugins_for(options)
     if for_device and not any(dims[0] >= 0 for dims in options.load.input_dims):  # (an import config's N wins)

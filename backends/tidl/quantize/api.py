@@ -352,28 +352,28 @@ def quantize_checked(graph: Graph, options: Any, undo=None,
     deferred = options is not None and options.quant.bias_checked(options.pipeline.opt_level)
     result = quantize_graph(graph, options, frames=frames, warn_synthetic=frames is None,
                             calibrate_bias=not deferred)
-    mixed = found = result.mixed
-    if mixed is not None and not mixed.layers:
+    choice = result.mixed  # automatic mixed precision's, None without it
+    promoted = choice is not None and bool(choice.layers)
+    if choice is not None and not promoted:
         # nothing promoted: the all-8-bit net, which -O3's checks judge as without --mixed-precision
         # (they skipped it, and -O3 + auto compiled a worse net than -O3: PP-PicoDet's layout
         # detector -1.2 against -0.2 dB in `tidlc tune`)
         options = attrs.evolve(options, quant=attrs.evolve(options.quant, mixed_precision="off"))
-        mixed = None
     if undo is not None:
-        if mixed is not None:
+        if promoted:
             notes.append("equalize: kept (not checked: --mixed-precision auto chose 16-bit layers for it)")
             undo = None
         else:
             result, verdict = keep_better_equalized(graph, options, result, undo, frames=frames,
                                                     calibrate_bias=not deferred)
             notes.append(f"equalize {verdict}")
-    if mixed is None and result.settings.weight_rounding == "gptq" and \
+    if not promoted and result.settings.weight_rounding == "gptq" and \
             options.quant.weight_rounding is None:  # -O3's choice, not the user's
         result, verdict = keep_best_weights(graph, options, result, frames=frames, calibrate_bias=not deferred)
         notes.append(f"weights {verdict}")
-    if found is not None and result.mixed is None:  # (a checked variant won: the choice stays on record)
-        result.mixed = found
-        result.graph.attrs.update(found.graph_attrs())
+    if choice is not None and result.mixed is None:  # (a checked variant won: the choice stays on record)
+        result.mixed = choice
+        result.graph.attrs.update(choice.graph_attrs())
     if deferred:
         bias_frames = frames if frames is not None else \
             first(calibration_frames(result.reference, result.settings)[0], 2 * BIAS_FRAMES)
