@@ -716,6 +716,51 @@ def _dead_taps(rw: Rewriter, op) -> bool:
     return True
 
 
+def _padded_kernel(rw: Rewriter, op) -> bool:
+    """A conv whose kernel TIDL does not take at its stride, inside a larger one it does: the
+    kernel is zero-padded to it and the input padding grows by as many taps (times the dilation),
+    the same sums plus zeros. PP-OCRv6's recognizer mixes its tokens with a 1x7 depthwise conv,
+    which TIDL's depthwise set lacks (1x1, 1x3, 3x3, 5x5, 7x7): as a 7x7 one it stays on the
+    accelerator, where it was a host layer between two subgraphs. The smallest such kernel wins;
+    only where the backend's verdict improves."""
+    from tidlc.backends.tidl.constraints import CONV_VALIDATED, DEPTHWISE_VALIDATED
+    from tidlc.backends.tidl.constraints import check as verdict
+    a = op.attrs
+    x, w = op.operands[0], op.operands[1]
+    wc = w.const_value()
+    shape = x.type.shape
+    if wc is None or wc.dtype != np.float32 or shape is None or len(shape) != 4 or None in shape \
+            or x.type.layout not in (None, "NCHW") or a["strides"][0] != a["strides"][1]:
+        return False
+    before = verdict(op)
+    if before is None or before.level != "host":
+        return False
+    cout, cin_g, kh, kw = wc.shape
+    depthwise = a["groups"] > 1 and a["groups"] == shape[1] == cout
+    table = DEPTHWISE_VALIDATED if depthwise else CONV_VALIDATED
+    fits = sorted((k2h * k2w, k2h, k2w) for (k2h, k2w), strides in table.items()
+                  if a["strides"][0] in strides and k2h >= kh and k2w >= kw and (k2h, k2w) != (kh, kw))
+    if not fits:
+        return False
+    _, k2h, k2w = fits[0]
+    pt, pl, pb, pr = a["pads"]
+    dh, dw = a["dilations"]
+    top, left = (k2h - kh) // 2, (k2w - kw) // 2  # (the extra taps split evenly, the odd one below/right)
+    w2 = np.zeros((cout, cin_g, k2h, k2w), np.float32)
+    w2[:, :, top:top + kh, left:left + kw] = wc
+    pads = (pt + top * dh, pl + left * dw, pb + (k2h - kh - top) * dh, pr + (k2w - kw - left) * dw)
+    from tidlc.ir.builder import Builder
+    from tidlc.ir.core import Graph
+    w2v = Builder(Graph()).const(w2, f"{op.name}.w")
+    new = rw.make("conv2d", [x, w2v, *op.operands[2:]], {**a, "pads": pads}, op.name, op.loc)
+    after = verdict(new)
+    if new.results[0].type.shape != op.results[0].type.shape or (after is not None and after.level == "host"):
+        return False
+    rw.insert_before(op, w2v.producer)
+    rw.replace_op(op, new)
+    return True
+
+
 # ----------------------------------------------------------------------------- batch broadcasting
 def _batch_broadcast(rw: Rewriter, op) -> bool:
     """An element-wise op whose operand broadcasts over the batch axis, which TIDL's EltWise does
@@ -1006,7 +1051,7 @@ PATTERN_RULES = [
     ("erf", _gelu),
     ("div", _layernorm), ("add", _layernorm_moments),
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window), ("conv2d", _strided_conv),
-    ("conv2d", _dead_taps),
+    ("conv2d", _dead_taps), ("conv2d", _padded_kernel),
     ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool), ("pool2d", _avg_pool_as_depthwise),
     ("reduce", _spatial_reduce), ("reduce", _channel_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
     *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),

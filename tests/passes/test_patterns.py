@@ -531,6 +531,44 @@ def test_kernel_taps_that_read_only_padding_are_cropped(tmp_path, hw, dil, strid
     assert float(np.max(np.abs(got - ref))) <= 1e-5 * float(np.max(np.abs(ref)))
 
 
+@pytest.mark.parametrize("hw,kernel,stride,pad,dw,expect", [
+    ((1, 40), (1, 7), 1, (0, 3, 0, 3), True, (7, 7)),  # PP-OCRv6's recognizer: 1x7 depthwise on a 1-row plane
+    ((8, 8), (1, 5), 1, (0, 2, 0, 2), True, (5, 5)),
+    ((8, 8), (3, 1), 1, (1, 0, 1, 0), True, (3, 3)),
+    ((8, 8), (2, 2), 2, (0, 0, 0, 0), True, (3, 3)),  # 2x2 s2 depthwise: 3x3 s2, the extra tap below/right
+    ((9, 9), (6, 6), 1, (2, 3, 3, 2), False, (7, 7)),
+    ((8, 8), (1, 9), 1, (0, 4, 0, 4), True, None),  # no validated kernel holds 1x9: host, unchanged
+])
+def test_a_kernel_tidl_lacks_is_zero_padded_to_one_it_takes(tmp_path, hw, kernel, stride, pad, dw, expect):
+    """A conv kernel TIDL does not validate at its stride, inside a larger one it does, becomes
+    that one with zeros around it and the padding grown to match: the host layer is gone, the
+    float outputs are onnxruntime's."""
+    from tidlc.backends.tidl.constraints import check as check_op
+    rng = np.random.default_rng(sum(kernel) + stride)
+    shape = [1, 8, *hw]
+    w = rng.normal(0, 0.3, (8, 1 if dw else 8, *kernel)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=list(kernel), strides=[stride] * 2,
+                            pads=list(pad), group=8 if dw else 1)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w"),
+                               numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b")])
+    path = str(tmp_path / "k.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    x = rng.uniform(-1, 1, shape).astype(np.float32)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    graph = load_onnx(path, CompileOptions())
+    assert check_op(next(graph.compute_ops())).level == "host"
+    optimize(graph, CompileOptions.of(opt_level=2))
+    (conv,) = graph.compute_ops()
+    assert conv.operands[1].type.shape[2:] == (expect or kernel)
+    verdict = check_op(conv)
+    assert (verdict is None or verdict.level != "host") == (expect is not None), verdict
+    got = run_graph(graph, {"x": x})["y"]
+    assert got.shape == ref.shape
+    assert float(np.max(np.abs(got - ref))) <= 1e-5 * float(np.max(np.abs(ref)))
+
+
 def test_caffe_spp_max_pools_chain_in_ceil_mode(tmp_path):
     """Caffe pools are all in ceil mode, which at stride 1 changes nothing: a Caffe SPP block (5x5,
     9x9, 13x13 stride-1 max pools, concatenated) chains like the ONNX one, no host layer left, the
