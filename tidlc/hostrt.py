@@ -74,7 +74,7 @@ def run_session(session, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         want = _ORT_TYPES.get(info.type)
         if want is not None and arr.dtype != want:
             arr = arr.astype(want)
-        feeds[info.name] = np.ascontiguousarray(arr)
+        feeds[info.name] = np.asarray(arr, order="C")  # (ascontiguousarray makes a 0-d feed 1-d)
     return [np.asarray(r) for r in session.run(None, feeds)]
 
 
@@ -150,7 +150,7 @@ def run_interpreter(it, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     if hasattr(it, "reset_all_variables"):
         it.reset_all_variables()  # LSTM/RNN states start from their initial values on every run
     for d, arr in zip(it.get_input_details(), inputs):
-        it.set_tensor(d["index"], np.ascontiguousarray(np.asarray(arr).astype(d["dtype"], copy=False)))
+        it.set_tensor(d["index"], np.asarray(np.asarray(arr).astype(d["dtype"], copy=False), order="C"))
     it.invoke()
     return [np.array(it.get_tensor(d["index"])) for d in it.get_output_details()]
 

@@ -39,7 +39,7 @@ def check_feeds(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.n
                 raise TidlcError(f"input '{name}' has shape {tuple(arr.shape)}, the model expects "
                                  f"{tuple('?' if d is None else d for d in t.shape)}",
                                  hint="use --input-shape NAME=d0,d1,... to change the model's input shape", code="input")
-        out[name] = np.ascontiguousarray(arr.astype(numpy_dtype(t.dtype), copy=False))
+        out[name] = np.asarray(arr.astype(numpy_dtype(t.dtype), copy=False), order="C")  # (0-d stays 0-d)
     return out
 
 

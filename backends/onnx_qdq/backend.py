@@ -77,7 +77,7 @@ class QdqExecutable:
             if tuple(arr.shape) != shape:
                 raise TidlcError(f"input '{name}' has shape {tuple(arr.shape)}, the model expects {shape}",
                                  self.model_path, hint="the shape the model was compiled for", code="input")
-            arrays[name] = np.ascontiguousarray(arr.astype(dtype, copy=False))
+            arrays[name] = np.asarray(arr.astype(dtype, copy=False), order="C")
         results = self.session.run(None, arrays)
         return {o.name: r for o, r in zip(self.session.get_outputs(), results)}
 

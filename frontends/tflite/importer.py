@@ -182,7 +182,7 @@ class TFLiteNode(NodeContext):
         raw = self.importer.buffer_array(t)
         if q is not None and raw is not None:
             data = raw if perm is None else np.transpose(raw, perm)
-            data = np.ascontiguousarray(data if shape is None else data.reshape(shape))
+            data = np.asarray(data if shape is None else data.reshape(shape), order="C")
             if q.axis is not None and perm is not None:
                 q = QuantInfo(q.bits, q.signed, q.scale, q.zero_point, None, list(perm).index(q.axis))
             c = self.importer.new_const(data, t.name, self.loc, quant=q)

@@ -245,6 +245,38 @@ def test_if_with_outer_scope_value():
         _check(model, {"x": x}, [t for t in ("Greater", "If") if t not in supported_ops()])
 
 
+def test_if_reading_an_outer_scalar_gets_a_scalar():
+    """torchvision's SSDlite export: the NMS branch of an ``If`` unsqueezes an outer 0-d constant
+    into a Slice's axes. Fed as a 1-d array (``np.ascontiguousarray`` makes 0-d arrays 1-d), the
+    axes became 2-d and onnxruntime failed the whole run ("Starts and axes shape mismatch")."""
+    axes = helper.make_node("Unsqueeze", ["zero_i", "ax0"], ["axes"])
+    sl = helper.make_node("Slice", ["h", "starts", "ends", "axes"], ["e_out"])
+    else_g = helper.make_graph([axes, sl], "else", [], [helper.make_tensor_value_info("e_out", TP.FLOAT, [None, 3])],
+                               [_const("ax0", np.array([0])), _const("starts", np.array([1])),
+                                _const("ends", np.array([3]))])
+    then_g = helper.make_graph([helper.make_node("Identity", ["h"], ["t_out"])], "then", [],
+                               [helper.make_tensor_value_info("t_out", TP.FLOAT, [None, 3])])
+    nodes = [helper.make_node("Constant", [], ["zero_i"], value=_const("zero_i", np.array(0, np.int64))),
+             helper.make_node("Relu", ["x"], ["h"], name="relu"),
+             helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0, name="sum"),
+             helper.make_node("Greater", ["s", "zero"], ["cond"], name="gt"),
+             helper.make_node("If", ["cond"], ["out"], then_branch=then_g, else_branch=else_g, name="if")]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, [4, 3])],
+                   [helper.make_tensor_value_info("out", TP.FLOAT, [None, 3])],
+                   [_const("zero", np.float32(0))])
+    for sign in (1.0, -1.0):  # the then branch, then the slice
+        x = (np.abs(RNG.standard_normal((4, 3))) * sign).astype(np.float32)
+        _check(model, {"x": x}, [t for t in ("Greater", "If") if t not in supported_ops()])
+
+
+def test_a_scalar_graph_input_stays_a_scalar():
+    model = _model([helper.make_node("Add", ["k", "k"], ["y"], name="add")],
+                   [helper.make_tensor_value_info("k", TP.FLOAT, [])],
+                   [helper.make_tensor_value_info("y", TP.FLOAT, [])], [])
+    got = run_graph(import_model(model), {"k": np.float32(2.5)})["y"]
+    assert got.shape == () and float(got) == 5.0
+
+
 def test_converter_errors_still_raise():
     """A node whose converter rejects it as a fault of the model (a training-mode export) is an error
     even when host ops are allowed; one whose form tidlc does not lower is a host op with that reason."""

@@ -342,7 +342,7 @@ def _expand_infer(op, types):
 
 def _expand_compute(op, x, shape):
     from tidlc.ir.ops._common import broadcast_shapes
-    return np.ascontiguousarray(np.broadcast_to(x, broadcast_shapes(x.shape, tuple(int(v) for v in shape))))
+    return np.asarray(np.broadcast_to(x, broadcast_shapes(x.shape, tuple(int(v) for v in shape))), order="C")
 
 
 defop("expand", ("x", "shape"), {}, infer=_expand_infer, compute=_expand_compute, category="data",
