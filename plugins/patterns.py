@@ -940,25 +940,71 @@ def _split_global_pool(rw: Rewriter, op) -> bool:
     """A global average pool over more than the 1024 elements per plane TIDL's global pooling takes
     (the squeeze-excite blocks of EfficientNet and MobileNetV3: 112x112, 56x56) is 2x2 stride-2
     average pools down to a plane that fits, then the global pool: means of equal blocks average
-    to the same mean. Otherwise the pool is a host layer and the whole plane crosses to the ARM
-    and back."""
+    to the same mean. An odd side (torchvision's LRASPP and DeepLabV3 on their 520x520 input: SE
+    blocks on 65x65 and 33x33 planes) is padded with a zero row or column: those steps are 2x2
+    stride-2 depthwise convs of weight 1/4 (zero padding counts, unlike an average pool's), and the
+    first step's weight also undoes the zeros' share of the final mean. Otherwise the pool is a
+    host layer and the whole plane crosses to the ARM and back."""
     from tidlc.backends.tidl.constraints import GLOBAL_POOL_MAX_PLANE
     x = op.operands[0]
     shape = x.type.shape
     if op.attrs["mode"] != "avg" or shape is None or len(shape) != 4 or None in shape[2:] \
-            or x.type.layout not in (None, "NCHW"):
+            or x.type.layout not in (None, "NCHW") or x.type.dtype != "f32":
         return False
-    h, w, steps = shape[2], shape[3], 0
-    while h * w > GLOBAL_POOL_MAX_PLANE and h % 2 == 0 and w % 2 == 0:
-        h, w, steps = h // 2, w // 2, steps + 1
-    if steps == 0 or h * w > GLOBAL_POOL_MAX_PLANE:
-        return False  # fits already, or no exact 2x2 split reaches the limit (constraints names it)
-    for i in range(steps):
-        pool = rw.make("pool2d", [x], {"mode": "avg", "kernel": (2, 2), "strides": (2, 2), "pads": (0, 0, 0, 0)},
-                       f"{op.name}.split{i}", op.loc)
-        rw.insert_before(op, pool)
-        x = pool.results[0]
+    h, w, pads = shape[2], shape[3], []
+    while h * w > GLOBAL_POOL_MAX_PLANE and min(h, w) > 1:
+        pads.append((h % 2, w % 2))
+        h, w = (h + 1) // 2, (w + 1) // 2
+    if not pads or h * w > GLOBAL_POOL_MAX_PLANE:
+        return False  # fits already, or a 1-wide plane too long (constraints names it)
+    # sum / 4**steps over the padded plane, averaged over h*w: the mean times (4**steps h w) / (H W)
+    fix = 4 ** len(pads) * h * w / (shape[2] * shape[3])
+    channels = shape[1]
+    for i, (pb, pr) in enumerate(pads):
+        if fix == 1.0 or (i and not (pb or pr)):
+            step = rw.make("pool2d", [x], {"mode": "avg", "kernel": (2, 2), "strides": (2, 2), "pads": (0, 0, 0, 0)},
+                           f"{op.name}.split{i}", op.loc)
+        else:
+            weight = np.full((channels, 1, 2, 2), (fix if i == 0 else 1.0) / 4, np.float32)
+            attrs_ = {"strides": (2, 2), "pads": (0, 0, pb, pr), "dilations": (1, 1), "groups": channels,
+                      "act": "none", "act_params": ()}
+            step = rw.make("conv2d", [x, rw.const(weight, f"{op.name}.split{i}.w", anchor=op)], attrs_,
+                           f"{op.name}.split{i}", op.loc)
+        rw.insert_before(op, step)
+        x = step.results[0]
     return _replace(rw, op, "global_pool", x, {"mode": "avg"})
+
+
+def _resize_from_one(rw: Rewriter, op) -> bool:
+    """A resize of a plane that is one pixel along every axis it enlarges (DeepLabV3's ASPP
+    pooling branch: a global pool, a 1x1 conv, then bilinear to 33x33, "x33"; TIDL resizes by
+    powers of two only) copies that pixel, whatever the mode and coordinates: a multiplication by
+    a constant of ones in the output's size, broadcast by TIDL's EltWise."""
+    x = op.operands[0]
+    xs, ys = x.type.shape, op.results[0].type.shape
+    if xs is None or ys is None or None in xs or None in ys or len(xs) != len(ys) or len(ys) < 3 \
+            or x.type.dtype != "f32" or xs[0] != ys[0] or xs == ys \
+            or any(a != b and a != 1 for a, b in zip(xs, ys)):
+        return False
+    ones = np.ones([1] + [b if a != b else 1 for a, b in zip(xs[1:], ys[1:])], np.float32)
+    mul = rw.make("mul", [x, rw.const(ones, f"{op.name}.ones", anchor=op)], {}, op.name, op.loc)
+    if mul.results[0].type.shape != op.results[0].type.shape:
+        return False
+    rw.replace_op(op, mul)
+    return True
+
+
+def _concat_tree(rw: Rewriter, op) -> bool:
+    """A concat of more tensors than a TIDL layer reads (24 input buffers; DenseNet-121's third
+    dense block joins 25) is a concat of the first 24, then of that and the rest: the same tensor."""
+    from tidlc.backends.tidl.constraints import MAX_IN_BUFS
+    if len(op.operands) <= MAX_IN_BUFS or op.results[0].type.shape is None:
+        return False
+    head = rw.make("concat", list(op.operands[:MAX_IN_BUFS]), dict(op.attrs), f"{op.name}.head", op.loc)
+    rw.insert_before(op, head)
+    rw.replace_op(op, rw.make("concat", [head.results[0], *op.operands[MAX_IN_BUFS:]], dict(op.attrs),
+                              op.name, op.loc))
+    return True
 
 
 # ----------------------------------------------------------------------------- grouped deconv
@@ -1056,7 +1102,8 @@ PATTERN_RULES = [
     ("reduce", _spatial_reduce), ("reduce", _channel_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
     *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),
     *((kind, _batch_broadcast) for kind in ("add", "sub", "mul", "div", "max", "min")),
-    ("deconv2d", _grouped_deconv), ("argmax", _argmax_keepdims),
+    ("deconv2d", _grouped_deconv), ("argmax", _argmax_keepdims), ("resize", _resize_from_one),
+    ("concat", _concat_tree),
 ]
 
 FusePatterns = rule_pass("fuse-patterns", PATTERN_RULES, opt_level=2, order=42, also_at=((2, 35),), prune=True,

@@ -338,18 +338,25 @@ def test_an_average_pool_tidl_does_not_validate_is_a_depthwise_conv(tmp_path, at
         assert conv.attrs["pads"] == pads
 
 
-@pytest.mark.parametrize(("hw", "pools"), [((112, 112), 2), ((56, 48), 1), ((32, 32), 0), ((33, 33), 0)])
-def test_a_global_pool_over_a_large_plane_is_split(tmp_path, hw, pools):
+@pytest.mark.parametrize(("hw", "steps"), [((112, 112), ["pool2d"] * 2), ((56, 48), ["pool2d"]), ((32, 32), []),
+                                            ((33, 33), ["conv2d"]), ((65, 65), ["conv2d"] * 2),
+                                            ((66, 64), ["conv2d"] * 2), ((7, 1100), ["conv2d", "pool2d"]), ((1, 1100), None)])
+def test_a_global_pool_over_a_large_plane_is_split(tmp_path, hw, steps):
     """EfficientNet's and MobileNetV3's squeeze-excite blocks average 112x112 and 56x56 planes; TIDL's
     global pooling takes at most 1024 elements, so they were host layers. 2x2 stride-2 average pools
-    first leave a plane that fits (the same mean); a plane that fits, or that no 2x2 split reaches
-    (33x33), stays as it is."""
+    first leave a plane that fits (the same mean); a plane that fits stays as it is. An odd side
+    (torchvision's LRASPP and DeepLabV3 at 520x520: 65x65 and 33x33) takes 2x2 stride-2 depthwise
+    convs, zero-padded, the first weighted to undo the zeros; a plane 1 wide stays a host layer."""
     from tidlc.backends.tidl.constraints import check
     ops = _one_node_at_o2(tmp_path, helper.make_node("GlobalAveragePool", ["x"], ["y"]), [1, 4, *hw])
-    assert [op.kind for op in ops] == ["pool2d"] * pools + ["global_pool"]
-    assert all(op.attrs["kernel"] == (2, 2) and op.attrs["strides"] == (2, 2) for op in ops[:-1])
-    verdict = check(ops[-1])
-    assert (verdict is not None and verdict.level == "host") == (hw == (33, 33))
+    assert [op.kind for op in ops][-1] == "global_pool"
+    if steps is None:
+        assert len(ops) == 1 and check(ops[0]).level == "host"
+        return
+    assert [op.kind for op in ops][:-1] == steps
+    for op in ops[:-1]:
+        assert op.attrs["strides"] == (2, 2) and (op.kind == "conv2d" or op.attrs["kernel"] == (2, 2))
+    assert all(check(op) is None or check(op).level != "host" for op in ops)
 
 
 @pytest.mark.parametrize(("op", "axes", "keepdims", "expect"), [
@@ -679,6 +686,63 @@ def test_the_argmax_runs_on_the_codes(cli, tmp_path):
     assert code == 0, err
     got = np.load(tmp_path / "y.npz")["y"]
     assert got.shape == ref.shape and np.mean(got == ref) > 0.97, np.mean(got == ref)
+
+
+def _aspp_pool_model(tmp_path, mode: str, coord: str) -> str:
+    """DeepLabV3's ASPP pooling branch: global pool, 1x1 conv, ReLU, resize back to the plane
+    (torchvision: bilinear to 33x33 at 520x520, "x33"), concatenated with the input."""
+    rng = np.random.default_rng(5)
+    sizes = numpy_helper.from_array(np.array([1, 4, 9, 9], np.int64), "sizes")
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+             helper.make_node("Conv", ["p", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Resize", ["r", "", "", "sizes"], ["up"], mode=mode,
+                              coordinate_transformation_mode=coord),
+             helper.make_node("Concat", ["x", "up"], ["y"], axis=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 9, 9])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [_c("w", rng.normal(0, 1, (4, 4, 1, 1))), _c("b", rng.normal(0.5, 0.2, 4)), sizes])
+    path = str(tmp_path / f"aspp_{mode}_{coord}.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+@pytest.mark.parametrize(("mode", "coord"), [("linear", "half_pixel"), ("linear", "align_corners"),
+                                             ("nearest", "asymmetric")])
+def test_a_resize_of_one_pixel_is_a_broadcast(cli, tmp_path, mode, coord):
+    """The x9 resize of a 1x1 plane was a host layer (TIDL resizes by powers of two): it copies the
+    pixel whatever the mode, a multiplication by ones that TIDL's EltWise broadcasts. One subgraph,
+    float outputs onnxruntime's, the compiled model near them."""
+    from tidlc.backends.tidl.constraints import check
+    path = _aspp_pool_model(tmp_path, mode, coord)
+    x = np.random.default_rng(2).uniform(-1, 1, (8, 4, 9, 9)).astype(np.float32)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x[:1]})[0]
+    g = load_onnx(path, CompileOptions())
+    optimize(g, CompileOptions.of(opt_level=2))
+    ops = list(g.compute_ops())
+    assert "resize" not in [o.kind for o in ops] and "mul" in [o.kind for o in ops]
+    assert not [o.name for o in ops if (v := check(o)) is not None and v.level == "host"]
+    np.testing.assert_allclose(run_graph(g, {"x": x[:1]})["y"], ref, rtol=1e-6, atol=1e-6)
+    np.save(tmp_path / "calib.npy", x)
+    np.save(tmp_path / "x.npy", x[:1])
+    code, out, err = cli("compile", path, "--calib", tmp_path / "calib.npy", "-o", tmp_path / "out", quiet=False)
+    assert code == 0 and "subgraph" not in out + err, out + err
+    code, _, err = cli("run", tmp_path / "out", "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npz")
+    assert code == 0, err
+    got = np.load(tmp_path / "y.npz")["y"].astype(np.float64)
+    assert 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((got - ref) ** 2)) > 30
+
+
+@pytest.mark.parametrize("n", [25, 50])
+def test_a_concat_of_more_than_24_tensors_is_a_tree(tmp_path, n):
+    """DenseNet-121's third dense block concatenates 25 tensors; a TIDL layer reads at most 24
+    buffers, so it was a host layer between two subgraphs."""
+    from tidlc.backends.tidl.constraints import check
+    nodes = [helper.make_node("Mul", ["x", f"k{i}"], [f"m{i}"]) for i in range(n)]
+    nodes.append(helper.make_node("Concat", [f"m{i}" for i in range(n)], ["y"], axis=1))
+    ops = _at_o2(tmp_path, nodes, [1, 2, 4, 4], inits=[_c(f"k{i}", i + 1.0) for i in range(n)])
+    concats = [op for op in ops if op.kind == "concat"]
+    assert len(concats) == (n + 22) // 23 and all(len(op.operands) <= 24 for op in concats)
+    assert not [op.name for op in ops if (v := check(op)) is not None and v.level == "host"]
 
 
 @pytest.mark.parametrize(("op", "keepdims", "weighted", "expect"), [
