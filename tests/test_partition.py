@@ -89,6 +89,17 @@ def test_chain_with_a_denied_op_in_the_middle(tmp_path):
     assert whole.is_whole and not whole.host_ops
 
 
+def test_a_region_that_only_moves_data_runs_on_the_host(tmp_path):
+    """Denying conv2 leaves the flatten before fc a region of its own between host ops: it moves data
+    only (as the flatten and concat after an NMS-free YOLO's TopK), so the host runs it too."""
+    graph, _ = _graph(tmp_path, CHAIN)
+    p = plan_partition(graph, _tidl(), deny_names=("conv2", "fc"))
+    assert [r.op_names for r in p.regions] == [("conv1", "pool")]
+    assert p.host_ops == ("conv2", "fc/flatten", "fc")
+    only = plan_partition(graph, _tidl(), deny_types=("conv2d", "pool2d", "dense"))
+    assert only.regions == () and "fc/flatten" in only.host_ops
+
+
 def test_a_denied_type_goes_to_the_host(tmp_path):
     graph, _ = _graph(tmp_path, CHAIN)
     p = plan_partition(graph, _tidl(), deny_types=("pool2d",))

@@ -94,6 +94,12 @@ class NotLowered(str):
     ``str`` problem (a training-mode export, a malformed node) stays an error."""
 
 
+class RuntimeValue(TidlcError):
+    """A converter needs an input's value at import (a Pad's pads, a Slice's ends) and the model
+    computes it from the data (the detections an NMS keeps). With host ops allowed and every
+    graph input static, the node becomes a ``host`` op instead; otherwise this is the error."""
+
+
 def not_lowered(text: str) -> NotLowered:
     return NotLowered(text)
 
@@ -401,7 +407,21 @@ class Importer:
         if id(node) in self.host_nodes:
             self.convert_host(node)
             return
-        self.table.lookup(node.op_type, self.version).convert(node)
+        mark = len(self.graph.ops)
+        try:
+            self.table.lookup(node.op_type, self.version).convert(node)
+        except RuntimeValue as exc:
+            if not (self.allow_host and self.static_inputs() and self.host_problem(node) is None):
+                raise
+            del self.graph.ops[mark:]  # (what the converter emitted before it stopped)
+            self.host_nodes[id(node)] = (exc.message.split(": ", 1)[-1].replace(" must be a constant initializer", "")
+                                         + " is computed from the data: the host runs it")
+            self.convert_host(node)
+
+    def static_inputs(self) -> bool:
+        """Whether every graph input has a static shape (then a value the import cannot fold
+        comes from the data, not from a dimension left open)."""
+        return all(v.type.shape is not None and None not in v.type.shape for v in self.graph.inputs)
 
     def add_outputs(self) -> None:
         raise NotImplementedError

@@ -7,8 +7,9 @@ accelerated when ``backend.supports(op).supported`` (its verdict level is not
 ops stays acyclic (no path region -> host op -> same region), so each region
 runs as one call. Ops are assigned in topological order; an op joins the
 regions of its accelerated producers only when that creates no cycle, else it
-starts a region of its own. Then regions smaller than ``min_subgraph_ops`` and
-all but the ``max_subgraphs`` most costly ones fall back to the host.
+starts a region of its own. Then regions smaller than ``min_subgraph_ops``, regions
+that only move data (when the model has more than that region), and all but the
+``max_subgraphs`` most costly ones fall back to the host.
 
 ``extract_region(graph, region)`` is a region as a standalone graph: its
 inputs are the tensors it reads from outside, its outputs those read outside
@@ -228,6 +229,10 @@ def plan_partition(graph: Graph, backend, *, max_subgraphs: int = 16, min_subgra
     cost = cost or (lambda ops: float(len(ops)))
     groups = [sorted(ops, key=lambda o: pos[id(o)]) for ops in members.values()]
     groups = [g for g in groups if len(g) >= max(1, min_subgraph_ops)]
+    if len(groups) > 1 or len(accelerated) < len(compute):
+        # a region that only moves data (a flatten or concat between an NMS's host ops) saves the
+        # host no work and costs a call and two crossings: the host moves it (unless it is the model)
+        groups = [g for g in groups if any(o.opdef.category != "data" for o in g)]
     costs = [float(cost(g)) for g in groups]
     keep = sorted(range(len(groups)), key=lambda i: (-costs[i], pos[id(groups[i][0])]))[:max(0, max_subgraphs)]
     kept = sorted(keep, key=lambda i: pos[id(groups[i][0])])

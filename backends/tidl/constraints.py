@@ -181,11 +181,60 @@ def check(op, device=None) -> Verdict | None:
         return Verdict("host", f"'{op_type}' is an opaque op the frontend kept: TIDL has no layer for it",
                        hint=f"replace '{op_type}' with ops TIDL supports (docs/ir.md), or leave it to the "
                             "ARM cores (with TI's runtime: OSRT offloads the rest as TIDL subgraphs)")
-    verdict = _check_rank(op) or _check_buffers(op)
+    verdict = _check_static(op) or _check_dtype(op) or _check_rank(op) or _check_buffers(op)
     if verdict is not None:
         return verdict
     rule = _RULES.get(op.kind)
     return rule(op, device) if rule is not None else None
+
+
+def _check_static(op) -> Verdict | None:
+    """A tensor whose size is known only at run time (after NonZero, NonMaxSuppression or a Pad by a
+    computed count: an exported YOLO with its NMS): TIDL's layers and buffers have static shapes."""
+    for v in op.operands:  # (a result sized by shape arithmetic that folds is not one)
+        shape = v.type.shape
+        if (shape is None or None in shape) and not _is_constant(v):
+            what = f"'{v.name}'" if v.name else "an input"
+            return Verdict("host", f"{what} is {v.type}: its size is known only at run time, and TIDL's layers "
+                                   "have static shapes",
+                           hint="after data-dependent ops (NonZero, NonMaxSuppression) the ARM cores run the "
+                                "rest; export the model without its post-processing to keep it all on "
+                                "the accelerator, or give dynamic inputs a size with --input-shape")
+    return None
+
+
+# tensors TIDL has no type for (its buffers hold 8/16/32-bit integers and float32; a bool is a byte)
+NO_TIDL_DTYPES = ("i64",)
+_INDEX_MOVES = ("reshape", "squeeze", "unsqueeze", "flatten", "transpose", "slice", "concat")
+_INDEX_MAKERS = ("argmax", "max_pool_index")  # (indices the IR types i64; the layer writes 8-32 bits)
+
+
+def _accelerated_indices(v, depth: int = 0) -> bool:
+    """Whether ``v`` holds the indices of an accelerated ArgMax or max pool with indices (TIDL
+    writes them as 8 to 32-bit integers; the IR types them i64), moved by reshapes, slices or
+    concats at most."""
+    op = v.producer
+    if op is None or depth > 16:
+        return False
+    if op.kind in _INDEX_MAKERS:
+        return check(op) is None or check(op).level != "host"
+    return op.kind in _INDEX_MOVES and all(
+        _is_constant(u) or _accelerated_indices(u, depth + 1) for u in op.operands)
+
+
+def _check_dtype(op) -> Verdict | None:
+    """A computed int64 tensor (shape arithmetic of run-time sizes, an index after an ArgMax the host
+    runs): TIDL's tensors are 8/16/32-bit integers or float32."""
+    if op.kind == "const":
+        return None
+    data = list(op.operands[:1]) if op.kind == "reshape" else list(op.operands)  # (not its target shape)
+    for v in (*data, *(() if op.kind in _INDEX_MAKERS else op.results)):
+        if v.type.dtype in NO_TIDL_DTYPES and not _is_constant(v) and not _accelerated_indices(v):
+            what = f"'{v.name}'" if v.name else ("an input" if v in op.operands else "the result")
+            return Verdict("host", f"{what} is {v.type}: TIDL has no {v.type.dtype} tensors (8/16/32-bit "
+                                   "integers and float32)",
+                           hint="compute it in float32 (or int32) in the model, or leave it to the ARM cores")
+    return None
 
 
 def _check_rank(op) -> Verdict | None:

@@ -15,7 +15,7 @@ import numpy as np
 from tidlc import limits
 from tidlc.diagnostics import Loc, TidlcError
 from tidlc.fileio import open_regular
-from tidlc.frontend import NodeContext
+from tidlc.frontend import NodeContext, RuntimeValue
 from tidlc.hostrt import fold_host_op, foldable_host_op
 from tidlc.ir.builder import check_result_sizes
 from tidlc.ir.core import Value
@@ -331,9 +331,10 @@ class Node(NodeContext):
             data = static_value(value)
         if data is None:
             what = what or f"input {i}"
-            raise self.error(f"{what} ('{self.input_names[i]}') must be a constant initializer",
+            err = self.error(f"{what} ('{self.input_names[i]}') must be a constant initializer",
                              hint="tidlc imports static graphs; fold it first (e.g. with onnxsim) "
                                   "or fix the input shapes with --input-shape")
+            raise RuntimeValue(err.message, err.loc, hint=err.hint, code=err.code)
         return data
 
     def static_input(self, i: int, suffix: str) -> Value:

@@ -382,3 +382,35 @@ def test_reshape_needs_a_static_shape():
 def test_a_device_name_the_builtins_do_not_know_falls_back_to_tda4vm():
     op = conv(x_shape=(1, 64, 32, 30))
     assert supports(op, device="some-plugin-board").reason == supports(op).reason
+
+
+def test_a_tensor_sized_at_run_time_is_a_host_layer():
+    """After an exported YOLO's NMS (NonZero, NonMaxSuppression, a Pad by the kept count) sizes
+    are data: TIDL's buffers have static shapes, so those ops are host layers, not one-op
+    subgraphs between them."""
+    b = Builder()
+    x = b.input("x", TensorType((None, 4)))
+    b.op("transpose", [x], perm=(1, 0))
+    v = supports(last_op(b))
+    assert v.level == "host" and "known only at run time" in v.reason and "NonMaxSuppression" in v.hint
+
+
+@pytest.mark.parametrize(("dtype", "host"), [("i64", True), ("bool", False), ("i32", False), ("f32", False)])
+def test_a_computed_tensor_tidl_has_no_type_for_is_a_host_layer(dtype, host):
+    """Shape arithmetic of run-time sizes (int64) is no TIDL tensor; a bool is a byte."""
+    b = Builder()
+    x = b.input("x", TensorType((2, 3), dtype))
+    b.op("concat", [x, x], axis=0)
+    v = supports(last_op(b))
+    assert (v.level == "host") == host and (not host or f"no {dtype} tensors" in v.reason)
+
+
+@pytest.mark.parametrize("axis", [1, 2])
+def test_argmax_indices_moved_on_stay_with_their_argmax(axis):
+    """An ArgMax's indices are i64 in the IR (TIDL writes 8-32 bits): a reshape of them stays on the
+    accelerator after an accelerated ArgMax, and goes to the host after a host one."""
+    b = Builder()
+    x = b.input("x", TensorType((1, 5, 8, 8), layout="NCHW"))
+    idx = b.op("argmax", [x], axis=axis, keepdims=True)
+    b.op("reshape", [idx], shape=(1, 64) if axis == 1 else (1, 5, 8))
+    assert (supports(last_op(b)).level == "host") == (axis != 1)

@@ -277,6 +277,44 @@ def test_a_scalar_graph_input_stays_a_scalar():
     assert got.shape == () and float(got) == 5.0
 
 
+def _data_padded_model(dynamic: bool = False) -> onnx.ModelProto:
+    """An exported YOLO's NMS tail: the detections padded to a fixed count by a Pad whose pads are
+    computed from the data (here: the largest input, if positive)."""
+    nodes = [helper.make_node("ReduceMax", ["x"], ["m"], keepdims=1), helper.make_node("Relu", ["m"], ["r"]),
+             helper.make_node("Cast", ["r"], ["n"], to=TP.INT64),
+             helper.make_node("Concat", ["z1", "n"], ["pads"], axis=0),
+             helper.make_node("Pad", ["x", "pads"], ["y"], name="pad")]
+    dim = "n" if dynamic else 6
+    return _model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, [dim])],
+                  [helper.make_tensor_value_info("y", TP.FLOAT, [None])],
+                  [_const("z1", np.array([0], np.int64))])
+
+
+def test_an_op_whose_attribute_input_is_computed_from_the_data_is_a_host_op():
+    """ultralytics' ``export(nms=True)``: a Pad by the number of detections the NMS kept. The
+    import stopped ("pads must be a constant initializer ... fold it first"), which no folding can
+    do; with static inputs such a node is a host op that names why."""
+    from tidlc.backends.tidl.constraints import check
+    model = _data_padded_model()
+    graph = import_model(model)
+    (pad,) = [op for op in graph.ops if op.kind == "host" and op.attrs["op_type"] == "Pad"]
+    assert "computed from the data" in pad.attrs["reason"] and check(pad).level == "host"
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for x in (np.array([1, -2, 3, -4, 5, 6], np.float32), np.full(6, -1, np.float32)):
+        ref = session.run(None, {"x": x})[0]
+        got = run_graph(graph, {"x": x})["y"]
+        assert got.shape == ref.shape and np.array_equal(got, ref)
+    with pytest.raises(TidlcError, match="must be a constant initializer"):  # --no-host
+        import_model(model, CompileOptions.of(allow_host=False), "m.onnx")
+
+
+def test_a_computed_attribute_input_with_dynamic_graph_inputs_stays_an_error():
+    """With a dynamic input the value may be shape arithmetic that --input-shape makes static:
+    the error and its hint stay."""
+    with pytest.raises(TidlcError, match="--input-shape"):
+        import_model(_data_padded_model(dynamic=True))
+
+
 def test_converter_errors_still_raise():
     """A node whose converter rejects it as a fault of the model (a training-mode export) is an error
     even when host ops are allowed; one whose form tidlc does not lower is a host op with that reason."""
