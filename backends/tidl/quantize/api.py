@@ -181,23 +181,30 @@ def check_frames(q: Quantized, count: int) -> list[dict[str, np.ndarray]]:
     return out
 
 
-def _output_noise(q: Quantized, reference: Graph, frames) -> tuple[np.ndarray, np.ndarray]:
-    """(signal, noise) energy per float output of ``q`` against ``reference`` over ``frames``."""
+def float_outputs(reference: Graph, frames) -> list[dict[str, np.ndarray]]:
+    """The float graph ``reference``'s outputs on each of ``frames`` (computed once for all the
+    variants a check compares: each is measured against the same float graph)."""
+    from tidlc.interp import Interpreter
+    interp = Interpreter(reference)
+    return [interp.run(f) for f in frames]
+
+
+def _output_noise(q: Quantized, reference: Graph, frames, floats=None) -> tuple[np.ndarray, np.ndarray]:
+    """(signal, noise) energy per float output of ``q`` against ``reference`` over ``frames``
+    (``floats``: the reference's outputs on them, when already computed)."""
     from tidlc.backends.tidl.fixed import FixedExecutor
 
-    from tidlc.interp import Interpreter
-
     from .mixed import output_noise
-    interp = Interpreter(reference)
-    float_outputs = [interp.run(f) for f in frames]
-    return output_noise(FixedExecutor(q.graph, kernels="auto"), frames, float_outputs)
+    if floats is None:
+        floats = float_outputs(reference, frames)
+    return output_noise(FixedExecutor(q.graph, kernels="auto"), frames, floats)
 
 
-def variant_snr(q: Quantized, reference: Graph, frames) -> float:
+def variant_snr(q: Quantized, reference: Graph, frames, floats=None) -> float:
     """The mean over float outputs of the output SNR (dB) of ``q`` against ``reference`` (a float
-    graph of the same function and inputs) over ``frames``."""
+    graph of the same function and inputs) over ``frames`` (``floats``: its outputs on them)."""
     from .mixed import mean_snr_db
-    return mean_snr_db(*_output_noise(q, reference, frames))
+    return mean_snr_db(*_output_noise(q, reference, frames, floats))
 
 
 ACTIVATION_WEIGHTS = (0.25, 0.5)  # equalize{activations=...} tried by -O3's 16-bit check
@@ -224,7 +231,8 @@ def keep_better_equalized(graph: Graph, options: Any, equalized: Quantized, undo
     redo = plain.settings.bits > 8 and undo.redo is not None
     real = frames if frames is not None else _real_frames(plain) if redo else None  # (read once, for both)
     check = real[:CHECK_FRAMES_16 if redo else CHECK_FRAMES] if real else check_frames(plain, CHECK_FRAMES)
-    scored = [("weights", variant_snr(equalized, plain.reference, check), equalized)]
+    floats = float_outputs(plain.reference, check)
+    scored = [("weights", variant_snr(equalized, plain.reference, check, floats), equalized)]
     variants = []  # (label, beta, per-channel depthwise, options): the pass redone on the original graph
     if redo and real:
         variants = [(f"activations={beta:g}", beta, False, options) for beta in ACTIVATION_WEIGHTS]
@@ -238,8 +246,8 @@ def keep_better_equalized(graph: Graph, options: Any, equalized: Quantized, undo
             continue
         q = quantize_graph(graph, variant_options, frames=frames, warn_synthetic=False, calibrate_bias=calibrate_bias)
         again.restore(graph)
-        scored.append((label, variant_snr(q, plain.reference, check), q))
-    without = variant_snr(plain, plain.reference, check)
+        scored.append((label, variant_snr(q, plain.reference, check, floats), q))
+    without = variant_snr(plain, plain.reference, check, floats)
     best = max(scored, key=lambda t: t[1])  # ties: the earlier one
     chosen = plain if without > best[1] else best[2]
     kept = "" if len(scored) == 1 else " (weight ranges)" if best[0] == "weights" else f" (equalize{{{best[0]}}})"
@@ -285,7 +293,8 @@ def keep_best_weights(graph: Graph, options: Any, chosen: Quantized,
                            variant(weight_rounding="gptq", per_channel_depthwise=True)))
     candidates.append(("nearest" + unequalized + " (-O2)", variant(weight_rounding="nearest")))
     check = frames[:WEIGHTS_CHECK_FRAMES] if frames is not None else check_frames(chosen, WEIGHTS_CHECK_FRAMES)
-    scored = [(variant_snr(q, chosen.reference, check), i, label, q) for i, (label, q) in enumerate(candidates)]
+    floats = float_outputs(chosen.reference, check)
+    scored = [(variant_snr(q, chosen.reference, check, floats), i, label, q) for i, (label, q) in enumerate(candidates)]
     best = max(scored, key=lambda t: (t[0], -t[1]))  # ties: the earlier candidate
     verdict = f"{best[2]}: " + "; ".join(f"{label} {snr:.1f} dB" for snr, _, label, _ in scored) + \
         f" (mean output SNR, {len(check)} calibration frames)"
