@@ -531,7 +531,7 @@ def _check_resize(op, device) -> Verdict | None:
         choices = " or ".join(f"x{c}" for c in dict.fromkeys((lo, hi)) if c > 1) or "x2"
         return Verdict("host", f"x{f:g} resize: TIDL resizes by power-of-two factors only",
                        hint=f"x{f:g} resize: use {choices} (power-of-two factors), adjusting the layers "
-                            "around it to the new size")
+                            "around it to the new size" + _input_size_note(x))
     coord = op.attrs["coord_mode"]
     if mode == "linear" and coord not in RESIZE_LINEAR_COORDS:
         return Verdict("host", f"linear resize with coordinate mode '{coord}': TIDL's linear resize uses "
@@ -545,6 +545,25 @@ def _check_resize(op, device) -> Verdict | None:
                                "half_pixel/pytorch_half_pixel with round_prefer_ceil",
                        hint="export with coordinate_transformation_mode=asymmetric and nearest_mode=floor")
     return None
+
+
+def _input_size_note(value, steps: int = 400) -> str:
+    """When the graph input ``value`` comes from (along first operands) has an H or W that is no
+    multiple of 32: a segmentation net's odd planes (torchvision's LRASPP at 520x520: 65, 33) make
+    its upsamplings back to them non-power-of-two; at the nearest multiple they are x2 and x16."""
+    while steps and value.producer is not None and value.producer.kind != "input" and value.producer.operands:
+        value, steps = value.producer.operands[0], steps - 1
+    if value.producer is None or value.producer.kind != "input":
+        return ""
+    shape, hw = _shape(value), _hw_axes(value)
+    if shape is None or hw is None or len(shape) != 4:
+        return ""
+    h, w = shape[hw[0]], shape[hw[1]]
+    if h % 32 == 0 and w % 32 == 0:
+        return ""
+    fit = [max(32, round(d / 32) * 32) for d in (h, w)]
+    return (f"; the input is {h}x{w}, no multiple of 32: at {fit[0]}x{fit[1]} (exported at that "
+            "size) the planes halve evenly and upsamplings back to them are powers of two")
 
 
 def _check_concat(op, device) -> Verdict | None:

@@ -215,6 +215,21 @@ def test_global_average_pool_on_64x64():
 
 
 # --------------------------------------------------------------------------- resize
+@pytest.mark.parametrize(("hw", "note"), [((520, 520), "512x512"), ((512, 512), None)])
+def test_a_non_power_of_two_resize_names_an_input_size_that_halves_evenly(hw, note):
+    """torchvision's LRASPP exported at its 520x520: the 33x33 plane upsampled to 65x65 (x1.97)."""
+    b = Builder()
+    x = b.input("x", TensorType((1, 3, *hw), layout="NCHW"))
+    w = b.const(np.zeros((8, 3, 3, 3), np.float32), "w")
+    c = b.op("conv2d", [x, w], strides=(2, 2), pads=(1, 1, 1, 1))
+    out = -(-hw[0] // 2)
+    b.op("resize", [c], scales=(1.0, 1.0, 1.97, 1.97), sizes=(1, 8, 2 * out - 1, 2 * out - 1), mode="linear",
+         coord_mode="half_pixel")
+    v = supports(last_op(b))
+    assert v.level == "host" and "power-of-two" in v.reason
+    assert (note is not None and f"at {note} (exported at that size)" in v.hint) or (note is None and "multiple" not in v.hint)
+
+
 def test_x3_resize_hints_x2_or_x4():
     v = supports(resize(scales=(1, 1, 3, 3)))
     assert v.level == "host" and "power-of-two" in v.reason
