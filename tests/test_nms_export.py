@@ -81,6 +81,7 @@ def test_the_float_run_and_the_compiled_run_are_the_detections(cli, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "f.npz")["dets"], ref, rtol=1e-5, atol=1e-5)
     code, out, err = cli("compile", model, "--calib", tmp_path / "calib.npy", "-o", tmp_path / "out", quiet=False)
     assert code == 0 and "1 subgraph(s)" in out + err, out + err
+    assert "  subgraph 0: output SNR vs float: " in out  # (as a whole model's compile reports it)
     code, _, err = cli("run", tmp_path / "out", "--input", tmp_path / "x.npy", "-o", tmp_path / "q.npz")
     assert code == 0, err
     got = np.load(tmp_path / "q.npz")["dets"]

@@ -245,16 +245,21 @@ def _ir_files(graph, stem: str = "model") -> tuple[bytes, bytes]:
     return text.encode("utf-8"), _weights_bytes(weights)
 
 
-def quantize_region(graph, region, frames, options):
-    """The fixed-point graph of one region (calibrated on ``frames``: its input tensors)."""
-    from tidlc.backends.tidl.quantize.api import quantize_graph
+def quantize_region(graph, region, frames, options, synthetic: bool = False):
+    """``(fixed-point graph of one region, note)``: calibrated on ``frames`` (its input tensors);
+    the note is its output SNR against the region's float graph on them, as the compile of a whole
+    model reports it ("" on the boundary tensors of synthetic frames)."""
+    from tidlc.backends.tidl.quantize.api import quantize_graph, snr_note
 
     from tidlc.partition import extract_region
     sub = extract_region(graph, region)
     known = {op.name for op in sub.compute_ops()}
     region_options = options.replace(layers_16bit=tuple(n for n in options.quant.layers_16bit if n in known))
     feeds = [{name: f[name] for name in region.inputs} for f in frames]
-    return quantize_graph(sub, region_options, frames=feeds, warn_synthetic=False)
+    q = quantize_graph(sub, region_options, frames=feeds, warn_synthetic=False)
+    what = f"subgraph {region.index}"
+    note = "" if synthetic else snr_note(q, options.pipeline.opt_level, frames=feeds, what=what)
+    return q, f"{what}: {note}" if note else ""
 
 
 def _check_outdir(outdir: str) -> None:
@@ -285,8 +290,11 @@ def emit_partitioned(graph, partition, outdir: str, options) -> list[str]:
     frames, synthetic = _boundary_frames(graph, partition, options)
     files: dict[str, bytes] = {}
     subgraphs = []
+    notes = []
     for region in partition.regions:
-        q = quantize_region(graph, region, frames, options)
+        q, note = quantize_region(graph, region, frames, options, synthetic)
+        if note:
+            notes.append(note)
         if synthetic:  # the boundary tensors of the synthetic frames the whole model ran on
             q.graph.attrs["quant.calib_source"] = "synthetic"
         try:
@@ -319,6 +327,7 @@ def emit_partitioned(graph, partition, outdir: str, options) -> list[str]:
     manifest = os.path.join(outdir, MANIFEST)
     files[manifest] = encode_manifest(doc)
     commit_files(files)
+    graph.attrs["quant.subgraph_snr"] = notes  # (after model.tir: for `tidlc compile` to print)
     # a whole-model compile's pair (an import config's outputNetFile too) would be taken for this model
     target = options.target
     named = [n for n in (target.net_name, target.io_name) if os.path.basename(n) == n]

@@ -100,6 +100,8 @@ def run(args, options) -> int:
         if "stay in float" in note or note.startswith("quantize: output SNR vs float"):
             # the float layers (as `tidlc check` lists them) and the fixed-point net's distance from float
             print(f"  {note}")
+    for note in g.attrs.get("quant.subgraph_snr") or ():  # a partitioned model: one per subgraph
+        print(f"  {note}")
     summary = g.attrs.get("quant.mixed_precision")
     if isinstance(summary, str) and summary:
         print(f"  {summary}")  # ("mixed precision: ...")

@@ -312,23 +312,26 @@ LOW_SNR_DB = {8: 15.0, 16: 40.0}
 SNR_FRAMES = 4  # calibration frames the compile's output SNR is measured on
 
 
-def output_snr(q: Quantized, count: int = SNR_FRAMES) -> tuple[float, int] | None:
+def output_snr(q: Quantized, count: int = SNR_FRAMES, frames=None) -> tuple[float, int] | None:
     """(the worst float output's SNR in dB, frames) of ``q`` against its float graph on the first
-    ``count`` calibration frames, or None for synthetic frames (random inputs tell nothing) or a
-    graph without float outputs. In-sample, so optimistic: a sanity check, not an accuracy."""
+    ``count`` calibration frames (``frames``: those it was calibrated on, when given rather than
+    read from --calib: a subgraph's input tensors), or None for synthetic frames (random inputs tell
+    nothing) or a graph without float outputs. In-sample, so optimistic: a sanity check, not an
+    accuracy."""
     if q.synthetic:
         return None
     from .mixed import snr_db
-    frames = check_frames(q, count)
+    frames = list(frames)[:count] if frames is not None else check_frames(q, count)
     if not frames:
         return None
     signal, noise = _output_noise(q, q.reference, frames)
     return (float(np.min(snr_db(signal, noise))), len(frames)) if len(signal) else None
 
 
-def snr_note(q: Quantized, opt_level: int) -> str:
-    """The compile's note on its output SNR (and a warning when it is low), "" when not measured."""
-    got = output_snr(q)
+def snr_note(q: Quantized, opt_level: int, frames=None, what: str = "net") -> str:
+    """The compile's note on its output SNR (and a warning when it is low), "" when not measured
+    (``frames``, as :func:`output_snr`'s; ``what``: "net", or "subgraph N" of a partitioned model)."""
+    got = output_snr(q, frames=frames)
     if got is None:
         return ""
     db, n = got
@@ -339,7 +342,7 @@ def snr_note(q: Quantized, opt_level: int) -> str:
         tries = [t for t, ok in (("-O3 (per-channel depthwise weights, equalization, bias calibration)", opt_level < 3),
                                  (mixed, bits == 8 and (q.mixed is not None or not q.layers_16bit)),
                                  ("--bits 16", bits == 8)) if ok]
-        warn(f"the {bits}-bit net is far from the float model: output SNR {db:.1f} dB on {n} calibration "
+        warn(f"the {bits}-bit {what} is far from the float model: output SNR {db:.1f} dB on {n} calibration "
              f"frame(s) (worst output)", code="accuracy",
              hint=(f"try {', '.join(tries)}; " if tries else "") + "`tidlc compare` names the layers that lose it")
     return f"output SNR vs float: {db:.1f} dB (worst output, {n} calibration frame(s))"
