@@ -335,8 +335,8 @@ def test_O3_keeps_the_better_version(unbalanced, tmp_path, monkeypatch, prefer):
     real = api.variant_snr
     seen = []
 
-    def forced(q, reference, frames):
-        seen.append(real(q, reference, frames))
+    def forced(q, reference, frames, floats=None):
+        seen.append(real(q, reference, frames, floats))
         equalized = len(seen) == 1  # the equalized version is measured first
         return 50.0 if equalized == (prefer == "with") else 10.0
 
@@ -513,8 +513,8 @@ def test_O3_16bit_check_tries_per_channel_depthwise(unbalanced, tmp_path, monkey
     real = api.variant_snr
     labels = []
 
-    def forced(q, reference, frames):
-        real(q, reference, frames)
+    def forced(q, reference, frames, floats=None):
+        real(q, reference, frames, floats)
         labels.append(q.settings.per_channel_depthwise)
         return 60.0 if q.settings.per_channel_depthwise and len(labels) <= 4 else 40.0
 

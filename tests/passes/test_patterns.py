@@ -466,7 +466,23 @@ def test_jsegnet_is_one_accelerated_subgraph():
     graph = load(str(proto), options)
     optimize(graph, options)
     assert not [op for op in graph.compute_ops() if op.kind == "deconv2d"]
-    assert [op.name for op in graph.compute_ops() if (v := check(op)) is not None and v.verdict == "host"] == []
+    assert [op.name for op in graph.compute_ops() if (v := check(op)) is not None and v.level == "host"] == []
+
+
+def _host_conv(tmp_path, node, shape, w, b, rng):
+    """A one-conv ONNX model (``w``, ``b``) whose conv TIDL takes only on the host: its imported
+    graph, an input in +-1 and onnxruntime's output for it."""
+    from tidlc.backends.tidl.constraints import check as check_op
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    path = str(tmp_path / "conv.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    x = rng.uniform(-1, 1, shape).astype(np.float32)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    imported = load_onnx(path, CompileOptions())
+    assert check_op(next(imported.compute_ops())).level == "host"
+    return imported, x, ref
 
 
 @pytest.mark.parametrize("k,s,p,hw", [(7, 4, 3, (16, 24)), (9, 2, 4, (12, 12)), (5, 3, 2, (12, 9)),
@@ -481,15 +497,7 @@ def test_a_stride_tidl_does_not_validate_becomes_space_to_depth_and_a_stride_1_c
     w = rng.normal(0, 0.2, (8, 3, k, k)).astype(np.float32)
     b = rng.normal(0, 0.1, 8).astype(np.float32)
     node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[k, k], strides=[s, s], pads=[p] * 4)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
-    path = str(tmp_path / "strided.onnx")
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
-    x = rng.uniform(-1, 1, shape).astype(np.float32)
-    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    graph = load_onnx(path, CompileOptions())
-    assert check_op(next(graph.compute_ops())).level == "host"
+    graph, x, ref = _host_conv(tmp_path, node, shape, w, b, rng)
     optimize(graph, CompileOptions.of(opt_level=2))
     ops = list(graph.compute_ops())
     assert [op.kind for op in ops] == ["reshape", "transpose", "reshape", "conv2d"]
@@ -556,16 +564,7 @@ def test_a_kernel_tidl_lacks_is_zero_padded_to_one_it_takes(tmp_path, hw, kernel
     w = rng.normal(0, 0.3, (8, 1 if dw else 8, *kernel)).astype(np.float32)
     node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=list(kernel), strides=[stride] * 2,
                             pads=list(pad), group=8 if dw else 1)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(w, "w"),
-                               numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b")])
-    path = str(tmp_path / "k.onnx")
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
-    x = rng.uniform(-1, 1, shape).astype(np.float32)
-    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    graph = load_onnx(path, CompileOptions())
-    assert check_op(next(graph.compute_ops())).level == "host"
+    graph, x, ref = _host_conv(tmp_path, node, shape, w, rng.normal(0, 0.1, 8).astype(np.float32), rng)
     optimize(graph, CompileOptions.of(opt_level=2))
     (conv,) = graph.compute_ops()
     assert conv.operands[1].type.shape[2:] == (expect or kernel)
