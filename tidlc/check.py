@@ -180,7 +180,8 @@ def _why_host(op, target) -> str:
         return f"--deny-op-type {op.kind}"
     if op.name in target.deny_op_names:
         return f"--deny-op-name {op.name}"
-    if op.opdef.category == "data":
+    from tidlc.partition import DATA_MOVES
+    if op.kind in DATA_MOVES:
         return "its accelerated region is too small, beyond --max-subgraphs, or only moves data between host ops"
     return "its accelerated region is too small or beyond --max-subgraphs"
 

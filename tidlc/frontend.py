@@ -97,7 +97,12 @@ class NotLowered(str):
 class RuntimeValue(TidlcError):
     """A converter needs an input's value at import (a Pad's pads, a Slice's ends) and the model
     computes it from the data (the detections an NMS keeps). With host ops allowed and every
-    graph input static, the node becomes a ``host`` op instead; otherwise this is the error."""
+    graph input static, the node becomes a ``host`` op instead; otherwise this is the error.
+    ``subject`` names the input ("pads ('/Cast_6_output_0')")."""
+
+    def __init__(self, message: str, loc=None, hint: str = "", code: str = "model", subject: str = ""):
+        super().__init__(message, loc, hint=hint, code=code)
+        self.subject = subject
 
 
 def not_lowered(text: str) -> NotLowered:
@@ -414,8 +419,7 @@ class Importer:
             if not (self.allow_host and self.static_inputs() and self.host_problem(node) is None):
                 raise
             del self.graph.ops[mark:]  # (what the converter emitted before it stopped)
-            self.host_nodes[id(node)] = (exc.message.split(": ", 1)[-1].replace(" must be a constant initializer", "")
-                                         + " is computed from the data: the host runs it")
+            self.host_nodes[id(node)] = f"{exc.subject or 'an input'} is computed from the data: the host runs it"
             self.convert_host(node)
 
     def static_inputs(self) -> bool:

@@ -27,6 +27,10 @@ from tidlc.diagnostics import TidlcError
 from tidlc.ir.core import Graph, Op, Value
 from tidlc.ir.types import numpy_dtype
 
+# ops that only move or copy elements (no arithmetic: a resize interpolates, a quantize rounds)
+DATA_MOVES = frozenset({"concat", "split", "slice", "reshape", "flatten", "transpose", "squeeze", "unsqueeze",
+                        "expand", "gather", "depth_to_space", "shuffle_channel", "identity", "dropout", "pad"})
+
 
 @attrs.frozen
 class Region:
@@ -232,7 +236,7 @@ def plan_partition(graph: Graph, backend, *, max_subgraphs: int = 16, min_subgra
     if len(groups) > 1 or len(accelerated) < len(compute):
         # a region that only moves data (a flatten or concat between an NMS's host ops) saves the
         # host no work and costs a call and two crossings: the host moves it (unless it is the model)
-        groups = [g for g in groups if any(o.opdef.category != "data" for o in g)]
+        groups = [g for g in groups if not all(o.kind in DATA_MOVES for o in g)]
     costs = [float(cost(g)) for g in groups]
     keep = sorted(range(len(groups)), key=lambda i: (-costs[i], pos[id(groups[i][0])]))[:max(0, max_subgraphs)]
     kept = sorted(keep, key=lambda i: pos[id(groups[i][0])])

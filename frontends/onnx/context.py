@@ -330,11 +330,11 @@ class Node(NodeContext):
         if data is None:
             data = static_value(value)
         if data is None:
-            what = what or f"input {i}"
-            err = self.error(f"{what} ('{self.input_names[i]}') must be a constant initializer",
+            subject = f"{what or f'input {i}'} ('{self.input_names[i]}')"
+            err = self.error(f"{subject} must be a constant initializer",
                              hint="tidlc imports static graphs; fold it first (e.g. with onnxsim) "
                                   "or fix the input shapes with --input-shape")
-            raise RuntimeValue(err.message, err.loc, hint=err.hint, code=err.code)
+            raise RuntimeValue(err.message, err.loc, hint=err.hint, code=err.code, subject=subject)
         return data
 
     def static_input(self, i: int, suffix: str) -> Value:
