@@ -761,6 +761,69 @@ def _padded_kernel(rw: Rewriter, op) -> bool:
     return True
 
 
+def _band_split(rw: Rewriter, op) -> bool:
+    """A stride-1 depthwise band conv longer than any TIDL kernel (InceptionNeXt's 1x11 and 11x1
+    token mixers, 1x9 at timm's atto size; TIDL's depthwise set ends at 7x7) as a sum of 3-tap
+    depthwise convs along the band: the centre taps ``c-1, c, c+1``, then each pair ``c-j, c+j``
+    as ``[w, 0, w]`` dilated ``j`` times, each padded by what its first tap leaves of the
+    original padding, added up (the bias in the first). The same products, summed in another
+    order; each piece is a TIDL kernel (a 3x1 one after _padded_kernel). Only for an odd band
+    whose padding reaches every piece's first tap (a "same" conv), at most 15 long."""
+    from tidlc.backends.tidl.constraints import check as verdict
+    a = op.attrs
+    x, w = op.operands[0], op.operands[1]
+    wc = w.const_value()
+    shape = x.type.shape
+    if wc is None or wc.dtype != np.float32 or shape is None or len(shape) != 4 or None in shape \
+            or x.type.layout not in (None, "NCHW") or tuple(a["strides"]) != (1, 1) or a.get("act", "none") != "none":
+        return False
+    cout, cin_g, kh, kw = wc.shape
+    if not (a["groups"] == shape[1] == cout and cin_g == 1) or min(kh, kw) != 1 or not 7 < max(kh, kw) <= 15 \
+            or max(kh, kw) % 2 == 0:
+        return False
+    before = verdict(op)
+    if before is None or before.level != "host":
+        return False
+    axis = 0 if kh > 1 else 1  # (0: a Kx1 band along H; 1: a 1xK band along W)
+    k, d = max(kh, kw), a["dilations"][axis]
+    c = (k - 1) // 2
+    pads = list(a["pads"])
+    lead, trail = pads[axis], pads[axis + 2]
+    if min(lead, trail) < (c - 1) * d:
+        return False
+    taps = wc.reshape(cout, 1, k)
+    pieces = []
+    for j in range(1, c + 1):
+        piece = np.zeros((cout, 1, 3), np.float32)
+        piece[:, :, 0], piece[:, :, 2] = taps[:, :, c - j], taps[:, :, c + j]
+        if j == 1:
+            piece[:, :, 1] = taps[:, :, c]
+        dil = [1, 1]
+        dil[axis] = j * d
+        p = list(pads)
+        p[axis], p[axis + 2] = lead - (c - j) * d, trail - (c - j) * d
+        kernel = piece.reshape(cout, 1, 3, 1) if axis == 0 else piece.reshape(cout, 1, 1, 3)
+        operands = [x, rw.const(kernel, f"{op.name}.band{j}.w", anchor=op)]
+        if j == 1 and len(op.operands) > 2 and op.operands[2] is not None:
+            operands.append(op.operands[2])
+        conv = rw.make("conv2d", operands, {**a, "pads": tuple(p), "dilations": tuple(dil)}, f"{op.name}.band{j}",
+                       op.loc)
+        if conv.results[0].type.shape != op.results[0].type.shape:
+            return False
+        pieces.append(conv)
+    total = pieces[0].results[0]
+    for i, conv in enumerate(pieces):
+        rw.insert_before(op, conv)
+        if i:
+            add = rw.make("add", [total, conv.results[0]], {}, f"{op.name}.sum{i}" if i < len(pieces) - 1 else op.name,
+                          op.loc)
+            if i < len(pieces) - 1:
+                rw.insert_before(op, add)
+                total = add.results[0]
+    rw.replace_op(op, add)
+    return True
+
+
 # ----------------------------------------------------------------------------- batch broadcasting
 def _batch_broadcast(rw: Rewriter, op) -> bool:
     """An element-wise op whose operand broadcasts over the batch axis, which TIDL's EltWise does
@@ -1097,7 +1160,7 @@ PATTERN_RULES = [
     ("erf", _gelu),
     ("div", _layernorm), ("add", _layernorm_moments),
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window), ("conv2d", _strided_conv),
-    ("conv2d", _dead_taps), ("conv2d", _padded_kernel),
+    ("conv2d", _dead_taps), ("conv2d", _padded_kernel), ("conv2d", _band_split),
     ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool), ("pool2d", _avg_pool_as_depthwise),
     ("reduce", _spatial_reduce), ("reduce", _channel_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
     *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),

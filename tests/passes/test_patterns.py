@@ -552,7 +552,7 @@ def test_kernel_taps_that_read_only_padding_are_cropped(tmp_path, hw, dil, strid
     ((8, 8), (3, 1), 1, (1, 0, 1, 0), True, (3, 3)),
     ((8, 8), (2, 2), 2, (0, 0, 0, 0), True, (3, 3)),  # 2x2 s2 depthwise: 3x3 s2, the extra tap below/right
     ((9, 9), (6, 6), 1, (2, 3, 3, 2), False, (7, 7)),
-    ((8, 8), (1, 9), 1, (0, 4, 0, 4), True, None),  # no validated kernel holds 1x9: host, unchanged
+    ((8, 24), (1, 17), 1, (0, 8, 0, 8), True, None),  # no validated kernel holds 1x17 (nor 3-tap pieces): host
 ])
 def test_a_kernel_tidl_lacks_is_zero_padded_to_one_it_takes(tmp_path, hw, kernel, stride, pad, dw, expect):
     """A conv kernel TIDL does not validate at its stride, inside a larger one it does, becomes
@@ -570,6 +570,33 @@ def test_a_kernel_tidl_lacks_is_zero_padded_to_one_it_takes(tmp_path, hw, kernel
     assert conv.operands[1].type.shape[2:] == (expect or kernel)
     verdict = check_op(conv)
     assert (verdict is None or verdict.level != "host") == (expect is not None), verdict
+    got = run_graph(graph, {"x": x})["y"]
+    assert got.shape == ref.shape
+    assert float(np.max(np.abs(got - ref))) <= 1e-5 * float(np.max(np.abs(ref)))
+
+
+@pytest.mark.parametrize(("kernel", "dil", "pad", "split"), [
+    ((1, 9), 1, (0, 4, 0, 4), True),  # InceptionNeXt-atto's token mixer (timm)
+    ((11, 1), 1, (5, 0, 5, 0), True),  # its 11x1 at the default size
+    ((1, 9), 2, (0, 8, 0, 8), True),
+    ((1, 9), 1, (0, 2, 0, 2), False),  # padding short of the outer pieces' first taps: left to the host
+])
+def test_a_depthwise_band_longer_than_7_is_a_sum_of_3_tap_convs(tmp_path, kernel, dil, pad, split):
+    """TIDL's depthwise kernels end at 7x7: InceptionNeXt's 1x9/9x1 band convs were 24 host layers
+    and 13 subgraphs in a 105-layer net. Each is now the sum of 3-tap depthwise convs (the centre
+    taps, then each pair of taps at distance j as a 3-tap kernel dilated j times)."""
+    from tidlc.backends.tidl.constraints import check as check_op
+    rng = np.random.default_rng(sum(kernel) + dil)
+    shape = [1, 8, 12, 12]
+    w = rng.normal(0, 0.3, (8, 1, *kernel)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=list(kernel), pads=list(pad), group=8,
+                            dilations=[dil, dil])
+    graph, x, ref = _host_conv(tmp_path, node, shape, w, rng.normal(0, 0.1, 8).astype(np.float32), rng)
+    optimize(graph, CompileOptions.of(opt_level=2))
+    ops = list(graph.compute_ops())
+    k = max(kernel)
+    assert [op.kind for op in ops].count("conv2d") == ((k - 1) // 2 if split else 1)
+    assert all(check_op(op) is None or check_op(op).level != "host" for op in ops) == split
     got = run_graph(graph, {"x": x})["y"]
     assert got.shape == ref.shape
     assert float(np.max(np.abs(got - ref))) <= 1e-5 * float(np.max(np.abs(ref)))
