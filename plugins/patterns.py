@@ -668,6 +668,15 @@ def _used_taps(n_in: int, n_out: int, k: int, s: int, d: int, p: int) -> tuple[i
     return used[0], used[-1]
 
 
+def _loose_const(data: np.ndarray, name: str):
+    """A constant not yet in the graph, for a rule that may still decline after building the op
+    that reads it (``rw.const`` places its constant at once): ``rw.insert_before(op,
+    value.producer)`` places it when the rule goes ahead."""
+    from tidlc.ir.builder import Builder
+    from tidlc.ir.core import Graph
+    return Builder(Graph()).const(data, name)
+
+
 def _dead_taps(rw: Rewriter, op) -> bool:
     """A conv whose outer kernel taps read only zero padding, at every output position, loses
     them: the kernel is cropped to the taps that read the input (the padding shrinks with it, a
@@ -701,10 +710,7 @@ def _dead_taps(rw: Rewriter, op) -> bool:
     if [c.stop - c.start for c in crops] == kernel:
         return False
     from tidlc.backends.tidl.constraints import check as verdict
-
-    from tidlc.ir.builder import Builder
-    from tidlc.ir.core import Graph
-    w2 = Builder(Graph()).const(np.ascontiguousarray(wc[:, :, crops[0], crops[1]]), f"{op.name}.w")
+    w2 = _loose_const(np.ascontiguousarray(wc[:, :, crops[0], crops[1]]), f"{op.name}.w")
     attrs_ = {**a, "pads": tuple(new_pads), "dilations": tuple(new_dils)}
     new = rw.make("conv2d", [x, w2, *op.operands[2:]], attrs_, op.name, op.loc)
     rank = {"host": 2, "penalty": 1}
@@ -749,9 +755,7 @@ def _padded_kernel(rw: Rewriter, op) -> bool:
     w2 = np.zeros((cout, cin_g, k2h, k2w), np.float32)
     w2[:, :, top:top + kh, left:left + kw] = wc
     pads = (pt + top * dh, pl + left * dw, pb + (k2h - kh - top) * dh, pr + (k2w - kw - left) * dw)
-    from tidlc.ir.builder import Builder
-    from tidlc.ir.core import Graph
-    w2v = Builder(Graph()).const(w2, f"{op.name}.w")
+    w2v = _loose_const(w2, f"{op.name}.w")
     new = rw.make("conv2d", [x, w2v, *op.operands[2:]], {**a, "pads": pads}, op.name, op.loc)
     after = verdict(new)
     if new.results[0].type.shape != op.results[0].type.shape or (after is not None and after.level == "host"):
@@ -806,21 +810,19 @@ def _band_split(rw: Rewriter, op) -> bool:
         operands = [x, rw.const(kernel, f"{op.name}.band{j}.w", anchor=op)]
         if j == 1 and len(op.operands) > 2 and op.operands[2] is not None:
             operands.append(op.operands[2])
-        conv = rw.make("conv2d", operands, {**a, "pads": tuple(p), "dilations": tuple(dil)}, f"{op.name}.band{j}",
-                       op.loc)
-        if conv.results[0].type.shape != op.results[0].type.shape:
-            return False
-        pieces.append(conv)
+        # (each piece spans 2 j d of the padded input and is padded 2 (c - j) d less: the output's size)
+        pieces.append(rw.make("conv2d", operands, {**a, "pads": tuple(p), "dilations": tuple(dil)},
+                              f"{op.name}.band{j}", op.loc))
+    rw.insert_before(op, pieces[0])
     total = pieces[0].results[0]
-    for i, conv in enumerate(pieces):
+    for i, conv in enumerate(pieces[1:], 1):
         rw.insert_before(op, conv)
-        if i:
-            add = rw.make("add", [total, conv.results[0]], {}, f"{op.name}.sum{i}" if i < len(pieces) - 1 else op.name,
-                          op.loc)
-            if i < len(pieces) - 1:
-                rw.insert_before(op, add)
-                total = add.results[0]
-    rw.replace_op(op, add)
+        if i == len(pieces) - 1:
+            rw.replace_op(op, rw.make("add", [total, conv.results[0]], {}, op.name, op.loc))
+        else:
+            add = rw.make("add", [total, conv.results[0]], {}, f"{op.name}.sum{i}", op.loc)
+            rw.insert_before(op, add)
+            total = add.results[0]
     return True
 
 
@@ -1049,11 +1051,8 @@ def _resize_from_one(rw: Rewriter, op) -> bool:
             or x.type.dtype != "f32" or xs[0] != ys[0] or xs == ys \
             or any(a != b and a != 1 for a, b in zip(xs, ys)):
         return False
-    ones = np.ones([1] + [b if a != b else 1 for a, b in zip(xs[1:], ys[1:])], np.float32)
-    mul = rw.make("mul", [x, rw.const(ones, f"{op.name}.ones", anchor=op)], {}, op.name, op.loc)
-    if mul.results[0].type.shape != op.results[0].type.shape:
-        return False
-    rw.replace_op(op, mul)
+    ones = np.ones([1] + [b if a != b else 1 for a, b in zip(xs[1:], ys[1:])], np.float32)  # (x * ones: ys)
+    rw.replace_op(op, rw.make("mul", [x, rw.const(ones, f"{op.name}.ones", anchor=op)], {}, op.name, op.loc))
     return True
 
 

@@ -188,14 +188,18 @@ def check(op, device=None) -> Verdict | None:
     return rule(op, device) if rule is not None else None
 
 
+def _named(v, op) -> str:
+    """How a verdict names ``v``, an operand or result of ``op``: by its name, else by its role."""
+    return f"'{v.name}'" if v.name else ("an input" if v in op.operands else "the result")
+
+
 def _check_static(op) -> Verdict | None:
     """A tensor whose size is known only at run time (after NonZero, NonMaxSuppression or a Pad by a
     computed count: an exported YOLO with its NMS): TIDL's layers and buffers have static shapes."""
     for v in op.operands:  # (a result sized by shape arithmetic that folds is not one)
         shape = v.type.shape
         if (shape is None or None in shape) and not _is_constant(v):
-            what = f"'{v.name}'" if v.name else "an input"
-            return Verdict("host", f"{what} is {v.type}: its size is known only at run time, and TIDL's layers "
+            return Verdict("host", f"{_named(v, op)} is {v.type}: its size is known only at run time, and TIDL's layers "
                                    "have static shapes",
                            hint="after data-dependent ops (NonZero, NonMaxSuppression) the ARM cores run the "
                                 "rest; export the model without its post-processing to keep it all on "
@@ -217,7 +221,7 @@ def _accelerated_indices(v, depth: int = 0) -> bool:
     if op is None or depth > 16:
         return False
     if op.kind in _INDEX_MAKERS:
-        return check(op) is None or check(op).level != "host"
+        return (verdict := check(op)) is None or verdict.level != "host"
     return op.kind in _INDEX_MOVES and all(
         _is_constant(u) or _accelerated_indices(u, depth + 1) for u in op.operands)
 
@@ -230,8 +234,7 @@ def _check_dtype(op) -> Verdict | None:
     data = list(op.operands[:1]) if op.kind == "reshape" else list(op.operands)  # (not its target shape)
     for v in (*data, *(() if op.kind in _INDEX_MAKERS else op.results)):
         if v.type.dtype in NO_TIDL_DTYPES and not _is_constant(v) and not _accelerated_indices(v):
-            what = f"'{v.name}'" if v.name else ("an input" if v in op.operands else "the result")
-            return Verdict("host", f"{what} is {v.type}: TIDL has no {v.type.dtype} tensors (8/16/32-bit "
+            return Verdict("host", f"{_named(v, op)} is {v.type}: TIDL has no {v.type.dtype} tensors (8/16/32-bit "
                                    "integers and float32)",
                            hint="compute it in float32 (or int32) in the model, or leave it to the ARM cores")
     return None
@@ -241,8 +244,7 @@ def _check_rank(op) -> Verdict | None:
     for v in (*op.operands, *op.results):
         rank = _rank(v)
         if rank is not None and rank > MAX_RANK:
-            what = f"'{v.name}'" if v.name else ("an input" if v in op.operands else "the result")
-            return Verdict("host", f"{what} is a rank-{rank} tensor {v.type.shape}: TIDL tensors have at most "
+            return Verdict("host", f"{_named(v, op)} is a rank-{rank} tensor {v.type.shape}: TIDL tensors have at most "
                                    f"{MAX_RANK} dims (N, D1, D2, C, H, W)",
                            hint=f"reshape to at most {MAX_RANK} dims (merge adjacent axes) around "
                                 f"this {op.kind}")
