@@ -826,6 +826,100 @@ def _band_split(rw: Rewriter, op) -> bool:
     return True
 
 
+def _fitting_kernel(table: dict, stride: int, kh: int, kw: int) -> tuple[int, int] | None:
+    """The smallest kernel of a validated table, at this stride, that holds a kh x kw one."""
+    fits = sorted((k2h * k2w, k2h, k2w) for (k2h, k2w), strides in table.items()
+                  if stride in strides and k2h >= kh and k2w >= kw)
+    return (fits[0][1], fits[0][2]) if fits else None
+
+
+def _halves(k: int) -> list[tuple[int, int, int]]:
+    """An odd kernel axis cut in two at its centre tap ``c``: (first tap, last tap + 1, first
+    tap the piece owns). Both pieces hold the centre, which the second does not own (a zero
+    there), so that a "same" padding reaches each piece's first tap."""
+    c = (k - 1) // 2
+    return [(0, c + 1, 0), (c, k, c + 1)]
+
+
+def _kernel_split(rw: Rewriter, op) -> bool:
+    """A conv whose kernel is larger than any TIDL takes at its stride (MixNet's and EdgeNeXt's
+    9x9 and 11x11 depthwise mixers, stride 1 and 2; TIDL's kernels end at 7x7) as a sum of
+    convs of its pieces: each long axis (up to 13) is cut at its centre tap into two halves
+    that share it, every piece zero-padded to the smallest validated kernel that holds it and
+    padded by what its first tap leaves of the original padding, added up (the bias in the
+    first). The same products, summed in another order: a 9x9 kernel is four 5x5 convs, 13x13
+    four 7x7 ones. Only for an odd, "same"-padded axis; not for a fused activation; only where
+    every piece is a kernel TIDL takes."""
+    from tidlc.backends.tidl.constraints import CONV_VALIDATED, DEPTHWISE_VALIDATED
+    from tidlc.backends.tidl.constraints import check as verdict
+    a = op.attrs
+    x, w = op.operands[0], op.operands[1]
+    wc = w.const_value()
+    shape = x.type.shape
+    if wc is None or wc.dtype != np.float32 or shape is None or len(shape) != 4 or None in shape \
+            or x.type.layout not in (None, "NCHW") or a["strides"][0] != a["strides"][1] \
+            or a.get("act", "none") != "none":
+        return False
+    cout, cin_g, kh, kw = wc.shape
+    depthwise = a["groups"] > 1 and a["groups"] == shape[1] == cout
+    table = DEPTHWISE_VALIDATED if depthwise else CONV_VALIDATED
+    stride = a["strides"][0]
+    longest = max(max(k) for k, strides in table.items() if stride in strides) if any(
+        stride in strides for strides in table.values()) else 0
+    if max(kh, kw) <= longest or max(kh, kw) > 13:
+        return False
+    before = verdict(op)
+    if before is None or before.level != "host":
+        return False
+    pads, dils = a["pads"], a["dilations"]
+    cuts = []  # per axis: the pieces, each (first, end, owned from)
+    for axis, k in enumerate((kh, kw)):
+        if k <= longest:
+            cuts.append([(0, k, 0)])
+            continue
+        c = (k - 1) // 2
+        if k % 2 == 0 or min(pads[axis], pads[axis + 2]) < c * dils[axis]:
+            return False
+        cuts.append(_halves(k))
+    pieces = []
+    for rows in cuts[0]:
+        for cols in cuts[1]:
+            h, wd = rows[1] - rows[0], cols[1] - cols[0]
+            fit = _fitting_kernel(table, stride, h, wd)
+            if fit is None:
+                return False
+            top, left = (fit[0] - h) // 2, (fit[1] - wd) // 2
+            kernel = np.zeros((cout, cin_g, *fit), np.float32)
+            kernel[:, :, top + rows[2] - rows[0]:top + h, left + cols[2] - cols[0]:left + wd] = \
+                wc[:, :, rows[2]:rows[1], cols[2]:cols[1]]
+            (dh, dw) = dils
+            new_pads = (pads[0] - rows[0] * dh + top * dh, pads[1] - cols[0] * dw + left * dw,
+                        pads[2] - (kh - rows[1]) * dh + (fit[0] - h - top) * dh,
+                        pads[3] - (kw - cols[1]) * dw + (fit[1] - wd - left) * dw)
+            wv = _loose_const(kernel, f"{op.name}.piece{len(pieces)}.w")
+            operands = [x, wv]
+            if not pieces and len(op.operands) > 2 and op.operands[2] is not None:
+                operands.append(op.operands[2])
+            conv = rw.make("conv2d", operands, {**a, "pads": new_pads}, f"{op.name}.piece{len(pieces)}", op.loc)
+            after = verdict(conv)
+            if conv.results[0].type.shape != op.results[0].type.shape or (after is not None and after.level == "host"):
+                return False
+            pieces.append(conv)
+    total = None
+    for i, conv in enumerate(pieces):
+        rw.insert_before(op, conv.operands[1].producer)
+        rw.insert_before(op, conv)
+        if total is None:
+            total = conv.results[0]
+        elif i == len(pieces) - 1:
+            rw.replace_op(op, rw.make("add", [total, conv.results[0]], {}, op.name, op.loc))
+        else:
+            add = rw.make("add", [total, conv.results[0]], {}, f"{op.name}.sum{i}", op.loc)
+            rw.insert_before(op, add)
+            total = add.results[0]
+    return True
+
+
 # ----------------------------------------------------------------------------- batch broadcasting
 def _batch_broadcast(rw: Rewriter, op) -> bool:
     """An element-wise op whose operand broadcasts over the batch axis, which TIDL's EltWise does
@@ -1159,7 +1253,7 @@ PATTERN_RULES = [
     ("erf", _gelu),
     ("div", _layernorm), ("add", _layernorm_moments),
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window), ("conv2d", _strided_conv),
-    ("conv2d", _dead_taps), ("conv2d", _padded_kernel), ("conv2d", _band_split),
+    ("conv2d", _dead_taps), ("conv2d", _padded_kernel), ("conv2d", _band_split), ("conv2d", _kernel_split),
     ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool), ("pool2d", _avg_pool_as_depthwise),
     ("reduce", _spatial_reduce), ("reduce", _channel_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
     *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),

@@ -255,14 +255,18 @@ def einsum_op(node: Node) -> None:
 
 
 # ----------------------------------------------------------------------------- normalisation
+def _training(node: Node) -> bool:
+    """Whether the BatchNormalization normalizes with the statistics of its own input: the
+    ``training_mode`` attribute from opset 14, the presence of the extra outputs before it."""
+    if node.opset >= 14:
+        return bool(node.attr_int("training_mode", 0))
+    return any(name for name in node.output_names[1:])
+
+
 def _check_batchnorm(node: Node) -> str | None:
-    if node.attr_int("training_mode", 0):
-        return "training_mode=1 is not supported (export the model in eval mode)"
-    # before opset 14 the optional outputs themselves select training mode
-    extra = [name for name in node.output_names[1:] if name]
-    if extra and (node.opset < 14 or any(node.output_used(i) for i in range(1, node.num_outputs))):
-        return "training-mode outputs (running/saved mean and variance) are not supported " \
-               "(export the model in eval mode)"
+    if _training(node) and any(node.output_used(i) for i in range(1, node.num_outputs)):
+        return "the running / saved mean and variance outputs (training) are not supported " \
+               "(export the model in eval mode, or use only Y)"
     return None
 
 
@@ -271,6 +275,9 @@ def batch_normalization(node: Node) -> None:
     x = node.input(0)
     scale, bias, mean, var = (node.input(i) for i in range(1, 5))
     eps = node.attr_float("epsilon", 1e-5)
+    if _training(node):
+        node.bind(_batch_statistics_norm(node, x, scale, bias, eps))
+        return
     spatial = node.attr_int("spatial", 1) if node.opset < 9 else 1
     if spatial or (x.type.rank is not None and x.type.rank <= 2):
         node.bind(node.op("batchnorm", [x, scale, bias, mean, var], epsilon=eps))
@@ -280,6 +287,27 @@ def batch_normalization(node: Node) -> None:
     mul = node.op("div", [scale, std])
     shift = node.op("sub", [bias, node.op("mul", [mean, mul])])
     node.bind(node.op("add", [node.op("mul", [x, mul]), shift]))
+
+
+def _batch_statistics_norm(node: Node, x, scale, bias, eps: float):
+    """Training-mode Y: each channel normalized with the mean and (population) variance of its
+    own values over every other axis, then the affine. The weight standardization of NF-Nets
+    (timm's ScaledStdConv2d, exported in eval mode) is such a node on a conv's weights, which
+    constant folding then evaluates: the channel axis moves first, the rest flattens into one
+    axis that a layer normalization normalizes, and the shape comes back."""
+    shape = x.type.shape
+    if shape is None or len(shape) < 2 or None in shape:
+        raise node.error("a training-mode BatchNormalization needs a static input shape",
+                         hint="give the input a size with --input-shape, or export the model in eval mode")
+    rank = len(shape)
+    perm = (1, 0) + tuple(range(2, rank))
+    moved = node.op("transpose", [x], perm=perm) if shape[0] != 1 else x
+    flat = node.op("reshape", [moved], shape=(1, shape[1], 1, int(np.prod(shape)) // shape[1]))
+    normed = node.op("layernorm", [flat], axis=-1, epsilon=eps)
+    back = node.op("reshape", [normed], shape=tuple(shape[i] for i in perm) if shape[0] != 1 else tuple(shape))
+    if shape[0] != 1:
+        back = node.op("transpose", [back], perm=perm)
+    return node.op("scale", [back, scale, bias], axis=1)
 
 
 @converter("ImageScaler", since=1)

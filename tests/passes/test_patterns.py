@@ -602,6 +602,38 @@ def test_a_depthwise_band_longer_than_7_is_a_sum_of_3_tap_convs(tmp_path, kernel
     assert float(np.max(np.abs(got - ref))) <= 1e-5 * float(np.max(np.abs(ref)))
 
 
+@pytest.mark.parametrize(("kernel", "stride", "pad", "dw", "pieces", "piece"), [
+    ((9, 9), 1, (4, 4, 4, 4), True, 4, (5, 5)),  # MixNet's and EdgeNeXt's 9x9 depthwise mixers
+    ((9, 9), 2, (4, 4, 4, 4), True, 4, (5, 5)),  # MixNet's stride-2 one
+    ((11, 11), 2, (5, 5, 5, 5), True, 4, (7, 7)),  # its 11x11 (two 6-tap halves, each padded to 7)
+    ((13, 13), 1, (6, 6, 6, 6), True, 4, (7, 7)),
+    ((9, 5), 1, (4, 2, 4, 2), True, 2, (5, 5)),  # only the long axis is cut
+    ((9, 9), 1, (4, 4, 4, 4), False, 4, (5, 5)),  # a full conv: the same
+    ((9, 9), 1, (2, 2, 2, 2), True, 1, (9, 9)),  # padding short of the second half's first tap: host
+    ((15, 15), 1, (7, 7, 7, 7), True, 1, (15, 15)),  # halves of 8 taps: no TIDL kernel holds them
+])
+def test_a_kernel_larger_than_7_is_a_sum_of_convs_of_its_halves(tmp_path, kernel, stride, pad, dw, pieces, piece):
+    """MixNet-S's 9x9 and 11x11 depthwise convs were six host layers and six subgraphs: each
+    long axis is cut at its centre into two halves that share the centre tap, every piece a
+    kernel TIDL takes, the outputs added."""
+    from tidlc.backends.tidl.constraints import check as check_op
+    rng = np.random.default_rng(sum(kernel) + stride)
+    shape = [1, 8, 15, 13]
+    w = rng.normal(0, 0.3, (8, 1 if dw else 8, *kernel)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=list(kernel), pads=list(pad),
+                            strides=[stride] * 2, group=8 if dw else 1)
+    graph, x, ref = _host_conv(tmp_path, node, shape, w, rng.normal(0, 0.1, 8).astype(np.float32), rng)
+    optimize(graph, CompileOptions.of(opt_level=2))
+    ops = list(graph.compute_ops())
+    convs = [op for op in ops if op.kind == "conv2d"]
+    assert len(convs) == pieces and [op.kind for op in ops].count("add") == pieces - 1
+    assert all(op.operands[1].type.shape[2:] == piece for op in convs)
+    assert all(check_op(op) is None or check_op(op).level != "host" for op in ops) == (pieces > 1)
+    got = run_graph(graph, {"x": x})["y"]
+    assert got.shape == ref.shape
+    assert float(np.max(np.abs(got - ref))) <= 1e-5 * float(np.max(np.abs(ref)))
+
+
 def test_caffe_spp_max_pools_chain_in_ceil_mode(tmp_path):
     """Caffe pools are all in ceil mode, which at stride 1 changes nothing: a Caffe SPP block (5x5,
     9x9, 13x13 stride-1 max pools, concatenated) chains like the ONNX one, no host layer left, the

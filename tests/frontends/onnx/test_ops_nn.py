@@ -158,21 +158,57 @@ def test_batchnorm_spatial0(ox):
     ox.check_node("BatchNormalization", {"x": ox.randn(2, 3, 4, 5)}, {"spatial": 0}, opset=7, initializers=params)
 
 
+def _training_bn(ox, opset, x_shape, outputs=("y",), graph_outputs=("y",), x_const=False):
+    declared = ["y", "m", "v"] + (["sm", "sv"] if opset < 14 else [])
+    attrs = {"training_mode": 1} if opset >= 14 else {}
+    node = ox.helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"],
+                               declared[:len(outputs)] if len(outputs) > 1 else declared, name="bn", **attrs)
+    x = ox.randn(*x_shape, seed=5)
+    params = _bn_params(x_shape[1])
+    if x_const:  # NF-Net's weight standardization: the normalized tensor is a constant, then a graph input scales it
+        params["x"] = x
+        mul = ox.helper.make_node("Mul", ["y", "g"], ["z"], name="gain")
+        return ox.make_model([node, mul], {"g": ox.randn(*x_shape, seed=6)}, ["z"], params, opset=opset)
+    return ox.make_model([node], {"x": x}, list(graph_outputs), params, opset=opset)
+
+
+@pytest.mark.parametrize("opset", [9, 13, 14, 15])
+@pytest.mark.parametrize("shape", [(1, 3, 4, 5), (2, 3, 4, 5), (1, 6, 27), (4, 3)], ids=str)
+def test_batchnorm_training_mode_normalizes_with_its_own_statistics(ox, opset, shape):
+    # timm's NF-Nets (ScaledStdConv2d) export F.batch_norm(weight, training=True) in eval mode:
+    # each channel normalized by its own mean and population variance; before opset 14 declaring
+    # the extra outputs *is* training mode (as onnxruntime reads it; onnx's ReferenceEvaluator
+    # does not before 14)
+    model = _training_bn(ox, opset, shape)
+    x = ox.randn(*shape, seed=5)
+    ref = ox.ort_run(model, {"x": x})["y"]
+    axes = (0,) + tuple(range(2, len(shape)))
+    mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+    p = _bn_params(shape[1])
+    bshape = (1, -1) + (1,) * (len(shape) - 2)
+    direct = (x - mean) / np.sqrt(var + 1e-5) * p["scale"].reshape(bshape) + p["bias"].reshape(bshape)
+    ox.assert_close(ref, direct.astype(np.float32), 1e-5, "onnxruntime vs numpy")
+    for level in (0, 2):
+        got = ox.run_graph(ox.tidlc_graph(model, level), {"x": x})["y"]
+        ox.assert_close(got, ref, 1e-5, f"-O{level}")
+
+
+def test_batchnorm_training_mode_on_a_constant_folds(ox):
+    model = _training_bn(ox, 15, (1, 8, 27), x_const=True)
+    graph = ox.tidlc_graph(model, 2)
+    assert [op.kind for op in graph.compute_ops()] == ["mul"]
+    g = ox.randn(1, 8, 27, seed=6)
+    ox.assert_close(ox.run_graph(graph, {"g": g})["z"], ox.ort_run(model, {"g": g})["z"], 1e-5)
+
+
 @pytest.mark.parametrize("opset", [7, 13, 14])
 def test_batchnorm_training_outputs_rejected(ox, opset):
-    # before opset 14 declaring the extra outputs *is* training mode (batch statistics)
     from tidlc.diagnostics import TidlcError
-    outputs = ["y", "m", "v"] + (["sm", "sv"] if opset < 14 else [])
-    attrs = {"training_mode": 1} if opset >= 14 else {}
-    node = ox.helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], outputs,
-                               name="bn", **attrs)
-    model = ox.make_model([node], {"x": ox.randn(1, 3, 2, 2)}, ["y"], _bn_params(3), opset=opset)
+    model = _training_bn(ox, opset, (1, 3, 2, 2), outputs=("y", "m", "v"), graph_outputs=("y", "m"))
     with pytest.raises(TidlcError, match="1 unsupported ONNX op") as info:
         ox.tidlc_graph(model)
-    assert info.value.problems == ["'bn' (BatchNormalization): " + (
-        "training_mode=1 is not supported (export the model in eval mode)" if opset >= 14 else
-        "training-mode outputs (running/saved mean and variance) are not supported "
-        "(export the model in eval mode)")]
+    assert info.value.problems == [("'bn' (BatchNormalization): the running / saved mean and variance outputs "
+                                    "(training) are not supported (export the model in eval mode, or use only Y)")]
 
 
 # ----------------------------------------------------------------------------- pooling
