@@ -46,7 +46,7 @@ from . import (  # noqa: F401
     convert_resize,
     convert_tensor,
 )
-from .context import ONNX_DTYPES, Node, ir_dtype, tensor_to_array
+from .context import ONNX_DTYPES, Node, ir_dtype, static_value, tensor_to_array
 from .registry import CONVERTERS
 
 MIN_OPSET, MAX_OPSET = 7, 21
@@ -483,13 +483,17 @@ def host_payload(importer: OnnxImporter, node: Node, names: list[str], operands:
         m.functions.extend(importer.model.functions)
         return m
 
-    # the payload: rank-only inputs (the runtime takes any shape), element-typed outputs
-    payload_inputs = [_tensor_info(n, e, None if v.shape is None else [None] * len(v.shape))
+    # the payload: rank-only inputs (the runtime takes any shape), element-typed outputs; a
+    # static 1-D integer operand (sizes, axes: its length is a rank) keeps its length, which
+    # onnxruntime's Resize needs at load ("Number of elements of input 'sizes' (0)")
+    payload_inputs = [_tensor_info(n, e, None if v.shape is None else
+                                   list(v.shape) if _shape_vector(v) else [None] * len(v.shape))
                       for n, e, v in zip(names, elem, operands)]
-    # inference: the operands' shapes, constants as initializers
+    # inference: the operands' shapes, constants (and shape arithmetic of static shapes: a Resize
+    # to sizes computed from the input's Shape, CrossViT's cubic one) as initializers
     inits, infer_inputs, feeds_spec = [], [], []
     for n, e, v in zip(names, elem, operands):
-        data = v.const_value()
+        data = static_value(v)
         if data is not None:
             arr = np.asarray(data).astype(onnx.helper.tensor_dtype_to_np_dtype(e))
             inits.append(numpy_helper.from_array(arr, n))
@@ -503,6 +507,10 @@ def host_payload(importer: OnnxImporter, node: Node, names: list[str], operands:
     out_infos = [_tensor_info(o, _IR_TO_ONNX[t.dtype], None) for o, t in zip(outputs, types)]
     payload = model(payload_inputs, [], out_infos)
     return payload.SerializeToString(), types
+
+
+def _shape_vector(v: Value) -> bool:
+    return v.type.is_static and len(v.shape) == 1 and v.dtype in ("i64", "i32")
 
 
 def _inferred_types(m, outputs: list[str]) -> list[TensorType] | None:

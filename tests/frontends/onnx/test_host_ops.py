@@ -191,6 +191,32 @@ def test_shape_arithmetic_through_host_ops_is_evaluated_at_import():
     np.testing.assert_array_equal(run_graph(graph, {"x": x})["y"], session.run(["y"], {"x": x})[0])
 
 
+def test_a_cubic_resize_to_sizes_computed_from_the_shape_keeps_static_types():
+    """timm's CrossViT resizes its 240x240 input to 224x224 with ``F.interpolate(mode="bicubic")``:
+    a Resize (a host op: no cubic layer) to sizes of ``Concat(Slice(Shape(x)), [224, 224])``. Its
+    result type was unknown, so everything after it was host layers on tensors "sized at run
+    time"; and onnxruntime refused the payload, whose sizes input had no length."""
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Slice", ["shape", "zero", "two"], ["nc"]),
+             helper.make_node("Concat", ["nc", "hw"], ["sizes"], axis=0),
+             helper.make_node("Resize", ["x", "", "", "sizes"], ["r"], mode="cubic",
+                              coordinate_transformation_mode="half_pixel"),
+             helper.make_node("Conv", ["r", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    inits = [_const("zero", np.array([0], np.int64)), _const("two", np.array([2], np.int64)),
+             _const("hw", np.array([7, 5], np.int64)), _weights("w", 4, 3, 3, 3)]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, [1, 3, 8, 6])],
+                   [helper.make_tensor_value_info("y", TP.FLOAT, [1, 4, 7, 5])], inits)
+    graph = import_model(model, None, "m.onnx")
+    (host,) = [op for op in graph.ops if op.kind == "host"]
+    assert host.results[0].type.shape == (1, 3, 7, 5) and graph.outputs[0].type.shape == (1, 4, 7, 5)
+    optimize(graph, CompileOptions.of(opt_level=2, verify_each=True))
+    x = RNG.standard_normal((1, 3, 8, 6)).astype(np.float32)
+    ref = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        ["y"], {"x": x})[0]
+    got = run_graph(graph, {"x": x})["y"]
+    assert float(np.abs(got - ref).max()) <= 1e-5 * float(np.abs(ref).max())
+
+
 def test_a_host_op_of_constants_with_a_size_import_cannot_know_is_folded():
     """Range of constants has a result size shape inference leaves unknown (``?xi64``): torchvision's
     Swin builds its shifted-window mask from Ranges. The import folds it (onnx's reference evaluator)
