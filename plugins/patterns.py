@@ -659,6 +659,58 @@ def _strided_conv(rw: Rewriter, op) -> bool:
     return True
 
 
+def _strided_dilation(rw: Rewriter, op) -> bool:
+    """A dilated conv with a stride (SKNet's second path: 3x3 stride 2 dilation 2; TIDL dilates
+    only stride-1 convs) as a 1x1 max pool with the stride and a stride-1 conv. When the stride
+    divides the dilation and the leading padding, ``y[o] = sum_i w[i] x[s*o + d*i - p]`` reads
+    only every s-th row and column: the pool picks them first and the conv runs on the s*s
+    times smaller plane with dilation d/s and padding p/s (the same MACs as the original).
+    Otherwise the conv runs at stride 1 and the pool picks every s-th output. Only where the
+    output sizes agree and both ops are ones TIDL takes."""
+    from tidlc.backends.tidl.constraints import check as verdict
+    a = op.attrs
+    x = op.operands[0]
+    shape, out = x.type.shape, op.results[0].type.shape
+    (sh, sw), (dh, dw) = a["strides"], a["dilations"]
+    if sh != sw or sh < 2 or (dh, dw) == (1, 1) or shape is None or len(shape) != 4 or None in shape \
+            or out is None or None in out or x.type.layout not in (None, "NCHW"):
+        return False
+    before = verdict(op)
+    if before is None or before.level != "host":
+        return False
+    s = sh
+    pt, pl = a["pads"][:2]  # (the end padding follows from the output size)
+    kh, kw = op.operands[1].type.shape[2:]
+    pool_attrs = {"mode": "max", "kernel": (1, 1), "strides": (s, s), "pads": (0, 0, 0, 0), "dilations": (1, 1),
+                  "ceil_mode": False, "count_include_pad": False}
+    first = not (dh % s or dw % s or pt % s or pl % s)
+    if first:  # pick the rows the taps read, then convolve the smaller plane
+        pool = rw.make("pool2d", [x], pool_attrs, f"{op.name}.pick", op.loc)
+        hs, ws = pool.results[0].type.shape[2:]
+        d2 = (dh // s, dw // s)
+        bottom = out[2] - hs - pt // s + d2[0] * (kh - 1)
+        right = out[3] - ws - pl // s + d2[1] * (kw - 1)
+        if min(bottom, right) < 0:
+            return False
+        conv = rw.make("conv2d", [pool.results[0], *op.operands[1:]],
+                       {**a, "strides": (1, 1), "dilations": d2, "pads": (pt // s, pl // s, bottom, right)},
+                       op.name, op.loc)
+        steps, last = [pool, conv], conv
+    else:  # convolve at stride 1, then pick every s-th output
+        conv = rw.make("conv2d", list(op.operands), {**a, "strides": (1, 1)}, f"{op.name}.dense", op.loc)
+        pool = rw.make("pool2d", [conv.results[0]], pool_attrs, op.name, op.loc)
+        steps, last = [conv, pool], pool
+    if last.results[0].type.shape != out:
+        return False
+    for step in steps:
+        after = verdict(step)
+        if after is not None and after.level == "host":
+            return False
+    rw.insert_before(op, steps[0])
+    rw.replace_op(op, steps[1])
+    return True
+
+
 def _used_taps(n_in: int, n_out: int, k: int, s: int, d: int, p: int) -> tuple[int, int] | None:
     """The first and last kernel taps along one axis that read the input (not only its zero
     padding) at some output position, or None when the used taps are not one run."""
@@ -1163,6 +1215,103 @@ def _concat_tree(rw: Rewriter, op) -> bool:
     return True
 
 
+_UNSTACK_BINARY = ("add", "sub", "mul", "div", "max", "min")
+_UNSTACK_REDUCE = {"sum": "add", "mean": "add", "max": "max", "min": "min"}
+
+
+def _unstack_plan(rw: Rewriter, stacked, axis: int, n: int) -> tuple[list, set] | None:
+    """The ops reading the stack and what they compute from it, and the ids of those stacked
+    values, when each op is a binary element-wise one with the stack (or a value from it) and an
+    operand whose ``axis`` is n or 1 long, or a reduction over ``axis`` alone that drops it;
+    None otherwise."""
+    plan, seen, frontier = [], {id(stacked)}, [stacked]
+    while frontier:
+        v = frontier.pop()
+        if rw.is_output(v):
+            return None
+        for user, _ in rw.users(v):
+            if id(user) in {id(u) for u in plan}:
+                continue
+            if user.kind == "reduce":
+                if tuple(user.attrs["axes"]) != (axis,) or user.attrs["keepdims"] \
+                        or user.attrs["op"] not in _UNSTACK_REDUCE:
+                    return None
+            elif user.kind in _UNSTACK_BINARY:
+                for other in user.operands:
+                    if id(other) not in seen and (other.type.shape is None or len(other.type.shape) != len(v.type.shape)
+                                                  or other.type.shape[axis] not in (1, n)):
+                        return None
+                if user.results[0].type.shape != v.type.shape:
+                    return None
+                seen.add(id(user.results[0]))
+                frontier.append(user.results[0])
+            else:
+                return None
+            plan.append(user)
+    return plan, seen
+
+
+def _unstack(rw: Rewriter, op) -> bool:
+    """A stack (a concat of tensors each unsqueezed on the concat axis) into a rank-5 tensor that
+    only element-wise ops and reductions over the stacked axis read: each op runs once per
+    stacked tensor and the reductions become chains of adds (max, min). SKNet's selective kernel
+    stacks its two paths (1x2xCxHxW), weights them with a softmax over the paths and sums them:
+    TIDL has no 5-D concat (8 host layers and 9 subgraphs in SKResNet-18); unstacked, it is
+    convs, muls and adds on 4-D planes. A weight tensor with the stacked axis is sliced per
+    tensor."""
+    axis = op.attrs["axis"]
+    out = op.results[0].type.shape
+    if out is None or len(out) <= 4 or any(
+            x.producer is None or x.producer.kind != "unsqueeze" or tuple(x.producer.attrs["axes"]) != (axis,)
+            for x in op.operands):
+        return False
+    n = len(op.operands)
+    found = _unstack_plan(rw, op.results[0], axis, n)
+    if found is None or not any(u.kind == "reduce" for u in found[0]):
+        return False
+    pending, stacked = found
+    pieces = {id(op.results[0]): [x.producer.operands[0] for x in op.operands]}
+
+    def part(v, i: int, anchor):
+        if id(v) in pieces:
+            return pieces[id(v)][i]
+        k = i if v.type.shape[axis] == n else 0
+        cut = rw.make("slice", [v], {"starts": (k,), "ends": (k + 1,), "axes": (axis,)},
+                      f"{anchor.name}.part{i}", anchor.loc)
+        rw.insert_before(anchor, cut)
+        shape = tuple(d for j, d in enumerate(v.type.shape) if j != axis)
+        flat = rw.make("reshape", [cut.results[0]], {"shape": shape}, f"{anchor.name}.part{i}.flat", anchor.loc)
+        rw.insert_before(anchor, flat)
+        return flat.results[0]
+
+    while pending:  # each op once its stacked operands have their pieces
+        user = next(u for u in pending if all(id(v) in pieces for v in u.operands if id(v) in stacked))
+        pending.remove(user)
+        if user.kind == "reduce":
+            source = next(v for v in user.operands if id(v) in pieces)
+            kind = _UNSTACK_REDUCE[user.attrs["op"]]
+            total = pieces[id(source)][0]
+            for i in range(1, n):
+                step = rw.make(kind, [total, pieces[id(source)][i]], {}, f"{user.name}.{i}", user.loc)
+                rw.insert_before(user, step)
+                total = step.results[0]
+            if user.attrs["op"] == "mean":
+                scale = rw.const(np.float32(1.0 / n), f"{user.name}.scale", anchor=user)
+                step = rw.make("mul", [total, scale], {}, f"{user.name}.mean", user.loc)
+                rw.insert_before(user, step)
+                total = step.results[0]
+            rw.replace(user.results[0], total)
+            continue
+        results = []
+        for i in range(n):
+            operands = [part(v, i, user) for v in user.operands]
+            step = rw.make(user.kind, operands, dict(user.attrs), f"{user.name}.{i}", user.loc)
+            rw.insert_before(user, step)
+            results.append(step.results[0])
+        pieces[id(user.results[0])] = results
+    return True
+
+
 # ----------------------------------------------------------------------------- grouped deconv
 def _phase_taps(k: int, s: int, pad: int) -> tuple[int, list[list[tuple[int, int]]]]:
     """For a stride-``s`` transposed conv (kernel ``k``, leading pad ``pad``) along one axis: the
@@ -1253,13 +1402,13 @@ PATTERN_RULES = [
     ("erf", _gelu),
     ("div", _layernorm), ("add", _layernorm_moments),
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window), ("conv2d", _strided_conv),
-    ("conv2d", _dead_taps), ("conv2d", _padded_kernel), ("conv2d", _band_split), ("conv2d", _kernel_split),
+    ("conv2d", _dead_taps), ("conv2d", _padded_kernel), ("conv2d", _band_split), ("conv2d", _kernel_split), ("conv2d", _strided_dilation),
     ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool), ("pool2d", _avg_pool_as_depthwise),
     ("reduce", _spatial_reduce), ("reduce", _channel_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
     *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),
     *((kind, _batch_broadcast) for kind in ("add", "sub", "mul", "div", "max", "min")),
     ("deconv2d", _grouped_deconv), ("argmax", _argmax_keepdims), ("resize", _resize_from_one),
-    ("concat", _concat_tree),
+    ("concat", _concat_tree), ("concat", _unstack),
 ]
 
 FusePatterns = rule_pass("fuse-patterns", PATTERN_RULES, opt_level=2, order=42, also_at=((2, 35),), prune=True,

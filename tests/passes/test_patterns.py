@@ -634,6 +634,77 @@ def test_a_kernel_larger_than_7_is_a_sum_of_convs_of_its_halves(tmp_path, kernel
     assert float(np.max(np.abs(got - ref))) <= 1e-5 * float(np.max(np.abs(ref)))
 
 
+@pytest.mark.parametrize(("hw", "kernel", "stride", "dil", "pad", "first"), [
+    ((56, 56), 3, 2, 2, 2, True),  # SKResNet's second path: the pool picks the rows, then a 3x3 conv
+    ((15, 13), 3, 2, 4, 4, True),  # (a 3x3 dilation 2 on the picked plane)
+    ((14, 14), 3, 2, 3, 3, False),  # the stride does not divide the dilation: conv at stride 1, then the pool
+    ((16, 16), 3, 2, 2, 1, False),  # nor the padding
+    ((12, 12), 3, 3, 3, 3, None),  # stride 3: no TIDL pool takes it, left to the host
+])
+def test_a_dilated_strided_conv_is_a_strided_pick_and_a_stride_1_conv(tmp_path, hw, kernel, stride, dil, pad, first):
+    """TIDL dilates only stride-1 convs: SKResNet-18's 3x3 stride-2 dilation-2 path convs were
+    three host layers. A 1x1 max pool with the stride picks the rows and columns the taps read."""
+    from tidlc.backends.tidl.constraints import check as check_op
+    rng = np.random.default_rng(sum(hw) + dil)
+    shape = [1, 8, *hw]
+    w = rng.normal(0, 0.3, (16, 8, kernel, kernel)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[kernel] * 2, pads=[pad] * 4,
+                            strides=[stride] * 2, dilations=[dil] * 2)
+    graph, x, ref = _host_conv(tmp_path, node, shape, w, rng.normal(0, 0.1, 16).astype(np.float32), rng)
+    optimize(graph, CompileOptions.of(opt_level=2))
+    kinds = [op.kind for op in graph.compute_ops()]
+    assert kinds == {True: ["pool2d", "conv2d"], False: ["conv2d", "pool2d"], None: ["conv2d"]}[first]
+    assert all(check_op(op) is None or check_op(op).level != "host" for op in graph.compute_ops()) == (first is not None)
+    got = run_graph(graph, {"x": x})["y"]
+    assert got.shape == ref.shape
+    assert float(np.max(np.abs(got - ref))) <= 1e-5 * float(np.max(np.abs(ref)))
+
+
+@pytest.mark.parametrize("reduce", ["ReduceSum", "ReduceMean", "ReduceMax"])
+@pytest.mark.parametrize("paths", [2, 3])
+def test_a_stack_read_by_element_wise_ops_and_reductions_is_unstacked(tmp_path, reduce, paths):
+    """SKNet's selective kernel: the paths stacked into 1xPxCxHxW (TIDL has no 5-D concat: host
+    layers and a subgraph split per block), summed, a softmax over the paths from that, the stack
+    weighted with it and reduced over the paths. Unstacked it is 4-D muls and adds."""
+    from tidlc.backends.tidl.constraints import check as check_op
+    rng = np.random.default_rng(paths)
+    c = 8
+    nodes, inits = [], [numpy_helper.from_array(np.array([1], np.int64), "ax1"),
+                        numpy_helper.from_array(np.array([1, paths, c, 1, 1], np.int64), "attn_shape")]
+    for p in range(paths):
+        inits.append(numpy_helper.from_array(rng.normal(0, 0.3, (c, c, 3, 3)).astype(np.float32), f"w{p}"))
+        nodes += [helper.make_node("Conv", ["x", f"w{p}"], [f"c{p}"], kernel_shape=[3, 3], pads=[1] * 4),
+                  helper.make_node("Unsqueeze", [f"c{p}", "ax1"], [f"u{p}"])]
+    inits.append(numpy_helper.from_array(rng.normal(0, 0.3, (paths * c, c, 1, 1)).astype(np.float32), "wsel"))
+    nodes += [helper.make_node("Concat", [f"u{p}" for p in range(paths)], ["stack"], axis=1),
+              helper.make_node("ReduceSum", ["stack", "ax1"], ["sum"], keepdims=0),
+              helper.make_node("GlobalAveragePool", ["sum"], ["gap"]),
+              helper.make_node("Conv", ["gap", "wsel"], ["sel"], kernel_shape=[1, 1]),
+              helper.make_node("Reshape", ["sel", "attn_shape"], ["attn5"]),
+              helper.make_node("Softmax", ["attn5"], ["attn"], axis=1),
+              helper.make_node("Mul", ["stack", "attn"], ["weighted"])]
+    if reduce == "ReduceSum":
+        nodes.append(helper.make_node(reduce, ["weighted", "ax1"], ["y"], keepdims=0))
+    else:
+        nodes.append(helper.make_node(reduce, ["weighted"], ["y"], axes=[1], keepdims=0))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    path = str(tmp_path / "sk.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    x = rng.uniform(-1, 1, [1, c, 6, 6]).astype(np.float32)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    graph = load_onnx(path, CompileOptions())
+    optimize(graph, CompileOptions.of(opt_level=2))
+    ops = list(graph.compute_ops())
+    # (the attention stays 5-D up to its slices: moves and a softmax TIDL takes)
+    assert {op.kind for op in ops if len(op.results[0].type.shape) > 4} <= {"reshape", "softmax", "slice"}
+    assert [op.kind for op in ops].count("mul") - paths in ((0, 1) if reduce == "ReduceMean" else (0,))
+    assert all(check_op(op) is None or check_op(op).level != "host" for op in ops)
+    got = run_graph(graph, {"x": x})["y"]
+    assert got.shape == ref.shape
+    assert float(np.max(np.abs(got - ref))) <= 1e-5 * float(np.max(np.abs(ref)))
+
+
 def test_caffe_spp_max_pools_chain_in_ceil_mode(tmp_path):
     """Caffe pools are all in ceil mode, which at stride 1 changes nothing: a Caffe SPP block (5x5,
     9x9, 13x13 stride-1 max pools, concatenated) chains like the ONNX one, no host layer left, the
