@@ -885,23 +885,28 @@ def _fitting_kernel(table: dict, stride: int, kh: int, kw: int) -> tuple[int, in
     return (fits[0][1], fits[0][2]) if fits else None
 
 
-def _halves(k: int) -> list[tuple[int, int, int]]:
-    """An odd kernel axis cut in two at its centre tap ``c``: (first tap, last tap + 1, first
-    tap the piece owns). Both pieces hold the centre, which the second does not own (a zero
-    there), so that a "same" padding reaches each piece's first tap."""
-    c = (k - 1) // 2
-    return [(0, c + 1, 0), (c, k, c + 1)]
+def _halves(k: int, lead: int, trail: int) -> list[tuple[int, int, int]] | None:
+    """A kernel axis of ``k`` taps, padded ``lead`` and ``trail`` taps, cut in two pieces:
+    (first tap, last tap + 1, first tap the piece owns). The first piece ends where the trailing
+    padding still reaches its last tap, the second starts where the leading padding reaches its
+    first; they overlap on the taps between, which the second does not own (zeros there). None
+    when they would leave a gap. "Same" padding cuts at the centre tap: 9 taps are 5 + 5."""
+    end, start = k - trail, lead
+    if start > end:
+        return None
+    return [(0, end, 0), (start, k, end)]
 
 
 def _kernel_split(rw: Rewriter, op) -> bool:
     """A conv whose kernel is larger than any TIDL takes at its stride (MixNet's and EdgeNeXt's
     9x9 and 11x11 depthwise mixers, stride 1 and 2; TIDL's kernels end at 7x7) as a sum of
-    convs of its pieces: each long axis (up to 13) is cut at its centre tap into two halves
-    that share it, every piece zero-padded to the smallest validated kernel that holds it and
-    padded by what its first tap leaves of the original padding, added up (the bias in the
-    first). The same products, summed in another order: a 9x9 kernel is four 5x5 convs, 13x13
-    four 7x7 ones. Only for an odd, "same"-padded axis; not for a fused activation; only where
-    every piece is a kernel TIDL takes."""
+    convs of its pieces: each long axis (up to 13) is cut in two pieces that overlap where
+    both paddings reach (:func:`_halves`; at the centre tap for a "same" padding, and 0-4 and
+    3-8 for TF's SAME padding 3 before and 4 after a 9x9 stride-2 kernel), every piece
+    zero-padded to the smallest validated kernel that holds it and padded by what its first tap
+    leaves of the original padding, added up (the bias in the first). The same products, summed
+    in another order: a "same" 9x9 kernel is four 5x5 convs, 13x13 four 7x7 ones. Not for a
+    fused activation; only where every piece is a kernel TIDL takes."""
     from tidlc.backends.tidl.constraints import CONV_VALIDATED, DEPTHWISE_VALIDATED
     from tidlc.backends.tidl.constraints import check as verdict
     a = op.attrs
@@ -929,10 +934,10 @@ def _kernel_split(rw: Rewriter, op) -> bool:
         if k <= longest:
             cuts.append([(0, k, 0)])
             continue
-        c = (k - 1) // 2
-        if k % 2 == 0 or min(pads[axis], pads[axis + 2]) < c * dils[axis]:
+        halves = _halves(k, pads[axis] // dils[axis], pads[axis + 2] // dils[axis])
+        if halves is None:
             return False
-        cuts.append(_halves(k))
+        cuts.append(halves)
     pieces = []
     for rows in cuts[0]:
         for cols in cuts[1]:
@@ -1019,6 +1024,81 @@ def _spatial_reduce(rw: Rewriter, op) -> bool:
     pool = rw.make("global_pool", [x], mode, f"{op.name}.pool", op.loc)
     rw.insert_before(op, pool)
     return _replace(rw, op, "reshape", pool.results[0], {"shape": tuple(shape[:2])})
+
+
+_ELEMENTWISE_BINARY = ("add", "sub", "mul", "div", "max", "min")
+_REDUCE_STEP = {"sum": "add", "mean": "add", "max": "max", "min": "min"}
+
+
+def _combine(rw: Rewriter, op, parts: list, reduce: str):
+    """``parts`` reduced element-wise as ``reduce`` (sum, mean, max, min) by a chain of binary
+    ops placed before ``op``: the value."""
+    kind = _REDUCE_STEP[reduce]
+    total = parts[0]
+    for i, part in enumerate(parts[1:], 1):
+        step = rw.make(kind, [total, part], {}, f"{op.name}.{kind}{i}", op.loc)
+        rw.insert_before(op, step)
+        total = step.results[0]
+    if reduce == "mean":
+        step = rw.make("mul", [total, rw.const(np.float32(1.0 / len(parts)), f"{op.name}.scale", anchor=op)], {},
+                       f"{op.name}.mean", op.loc)
+        rw.insert_before(op, step)
+        total = step.results[0]
+    return total
+
+
+def _trailing_reduce(rw: Rewriter, op) -> bool:
+    """A sum (max) over the trailing axes of a 4-D tensor (MobileViTv2's linear attention sums
+    its context over the tokens, the last axis of 1xDxPxN) is a global pool of the tensor seen
+    as N x (leading axes) x (trailing axes) x 1, at most 1024 of them: a reshape, the pool (an
+    average scaled back to a sum) and a reshape to the result. A sum over H and W pools the
+    plane as it is (a max or mean over them is :func:`_spatial_reduce`'s)."""
+    a = op.attrs
+    x = op.operands[0]
+    shape, out = x.type.shape, op.results[0].type.shape
+    if a["op"] not in ("sum", "max") or shape is None or len(shape) != 4 or None in shape or out is None \
+            or x.type.layout not in (None, "NCHW"):
+        return False
+    from tidlc.backends.tidl.constraints import GLOBAL_POOL_MAX_PLANE
+    axes = sorted(ax % 4 for ax in a["axes"])
+    if axes != list(range(4 - len(axes), 4)) or axes[0] == 0:
+        return False
+    count = int(np.prod([shape[ax] for ax in axes]))
+    plane = axes == [2, 3]  # (H and W already: no reshape, and a large plane splits into pools)
+    if count == 1 or (not plane and count > GLOBAL_POOL_MAX_PLANE):
+        return False
+    v = x
+    if not plane:
+        flat = rw.make("reshape", [x], {"shape": (shape[0], int(np.prod(shape[1:axes[0]])), count, 1)},
+                       f"{op.name}.flat", op.loc)
+        rw.insert_before(op, flat)
+        v = flat.results[0]
+    pool = rw.make("global_pool", [v], {"mode": "avg" if a["op"] == "sum" else "max"}, f"{op.name}.pool", op.loc)
+    rw.insert_before(op, pool)
+    total = pool.results[0]
+    if a["op"] == "sum":
+        step = rw.make("mul", [total, rw.const(np.float32(count), f"{op.name}.count", anchor=op)], {},
+                       f"{op.name}.sum", op.loc)
+        rw.insert_before(op, step)
+        total = step.results[0]
+    return _replace(rw, op, "reshape", total, {"shape": tuple(out)})
+
+
+def _hw_last_reduce(rw: Rewriter, op) -> bool:
+    """A mean (max) over axes 1 and 2 of a 4-D tensor (an NHWC one: MambaOut's head pools its
+    1x7x7xC features in float) is a transpose to NCHW and a global pool."""
+    a = op.attrs
+    x = op.operands[0]
+    shape, out = x.type.shape, op.results[0].type.shape
+    if a["op"] not in ("mean", "max") or shape is None or len(shape) != 4 or None in shape or out is None \
+            or sorted(ax % 4 for ax in a["axes"]) != [1, 2]:
+        return False
+    moved = rw.make("transpose", [x], {"perm": (0, 3, 1, 2)}, f"{op.name}.nchw", op.loc)
+    pool = rw.make("global_pool", [moved.results[0]], {"mode": "avg" if a["op"] == "mean" else "max"},
+                   f"{op.name}.pool", op.loc)
+    rw.insert_before(op, moved)
+    rw.insert_before(op, pool)
+    return _replace(rw, op, "reshape", pool.results[0], {"shape": tuple(out)})
 
 
 def _channel_reduce(rw: Rewriter, op) -> bool:
@@ -1215,10 +1295,6 @@ def _concat_tree(rw: Rewriter, op) -> bool:
     return True
 
 
-_UNSTACK_BINARY = ("add", "sub", "mul", "div", "max", "min")
-_UNSTACK_REDUCE = {"sum": "add", "mean": "add", "max": "max", "min": "min"}
-
-
 def _unstack_plan(rw: Rewriter, stacked, axis: int, n: int) -> tuple[list, set] | None:
     """The ops reading the stack and what they compute from it, and the ids of those stacked
     values, when each op is a binary element-wise one with the stack (or a value from it) and an
@@ -1234,9 +1310,9 @@ def _unstack_plan(rw: Rewriter, stacked, axis: int, n: int) -> tuple[list, set] 
                 continue
             if user.kind == "reduce":
                 if tuple(user.attrs["axes"]) != (axis,) or user.attrs["keepdims"] \
-                        or user.attrs["op"] not in _UNSTACK_REDUCE:
+                        or user.attrs["op"] not in _REDUCE_STEP:
                     return None
-            elif user.kind in _UNSTACK_BINARY:
+            elif user.kind in _ELEMENTWISE_BINARY:
                 for other in user.operands:
                     if id(other) not in seen and (other.type.shape is None or len(other.type.shape) != len(v.type.shape)
                                                   or other.type.shape[axis] not in (1, n)):
@@ -1252,25 +1328,57 @@ def _unstack_plan(rw: Rewriter, stacked, axis: int, n: int) -> tuple[list, set] 
 
 
 def _unstack(rw: Rewriter, op) -> bool:
-    """A stack (a concat of tensors each unsqueezed on the concat axis) into a rank-5 tensor that
-    only element-wise ops and reductions over the stacked axis read: each op runs once per
-    stacked tensor and the reductions become chains of adds (max, min). SKNet's selective kernel
-    stacks its two paths (1x2xCxHxW), weights them with a softmax over the paths and sums them:
-    TIDL has no 5-D concat (8 host layers and 9 subgraphs in SKResNet-18); unstacked, it is
-    convs, muls and adds on 4-D planes. A weight tensor with the stacked axis is sliced per
-    tensor."""
+    """A stack (a concat of tensors each unsqueezed on the concat axis) into a tensor of more
+    than 4 dimensions that only element-wise ops and reductions over the stacked axis read: see
+    :func:`_unstacked`. SKNet's selective kernel stacks its two paths (1x2xCxHxW), weights them
+    with a softmax over the paths and sums them: TIDL has no 5-D concat (8 host layers and 9
+    subgraphs in SKResNet-18); unstacked, it is convs, muls and adds on 4-D planes."""
     axis = op.attrs["axis"]
     out = op.results[0].type.shape
     if out is None or len(out) <= 4 or any(
             x.producer is None or x.producer.kind != "unsqueeze" or tuple(x.producer.attrs["axes"]) != (axis,)
             for x in op.operands):
         return False
-    n = len(op.operands)
+    return _unstacked(rw, op, axis, lambda: [x.producer.operands[0] for x in op.operands])
+
+
+def _unsplit(rw: Rewriter, op) -> bool:
+    """A reshape that splits one axis into (R, C), R at most 8, whose result only element-wise
+    ops and reductions over the R axis read: the R slices of its input, see :func:`_unstacked`.
+    ResNeSt's split attention reshapes 1x(2C)xHxW to 1x2xCxHxW, weights it with a softmax over
+    the radix and sums it: a 5-D float reduction; unsplit, muls and adds of the channel halves."""
+    x = op.operands[0]
+    shape, out = x.type.shape, op.results[0].type.shape
+    if shape is None or out is None or None in shape or None in out or len(out) != len(shape) + 1:
+        return False
+    axis = next((i for i in range(len(shape)) if tuple(out[:i]) == tuple(shape[:i])
+                 and tuple(out[i + 2:]) == tuple(shape[i + 1:]) and out[i] * out[i + 1] == shape[i]), None)
+    if axis is None or not 1 < out[axis] <= 8:
+        return False
+    width = out[axis + 1]
+
+    def slices():
+        parts = []
+        for i in range(out[axis]):
+            cut = rw.make("slice", [x], {"starts": (i * width,), "ends": ((i + 1) * width,), "axes": (axis,)},
+                          f"{op.name}.part{i}", op.loc)
+            rw.insert_before(op, cut)
+            parts.append(cut.results[0])
+        return parts
+    return _unstacked(rw, op, axis, slices)
+
+
+def _unstacked(rw: Rewriter, op, axis: int, pieces_of) -> bool:
+    """``op``'s result, R tensors stacked along ``axis`` (``pieces_of()`` builds them), taken
+    apart: each element-wise op reading it runs once per tensor (an operand with the stacked
+    axis sliced per tensor) and each reduction over the axis is a chain of adds (max, min), when
+    nothing else reads it or what those ops compute from it."""
+    n = op.results[0].type.shape[axis]
     found = _unstack_plan(rw, op.results[0], axis, n)
     if found is None or not any(u.kind == "reduce" for u in found[0]):
         return False
     pending, stacked = found
-    pieces = {id(op.results[0]): [x.producer.operands[0] for x in op.operands]}
+    pieces = {id(op.results[0]): pieces_of()}
 
     def part(v, i: int, anchor):
         if id(v) in pieces:
@@ -1288,19 +1396,7 @@ def _unstack(rw: Rewriter, op) -> bool:
         user = next(u for u in pending if all(id(v) in pieces for v in u.operands if id(v) in stacked))
         pending.remove(user)
         if user.kind == "reduce":
-            source = next(v for v in user.operands if id(v) in pieces)
-            kind = _UNSTACK_REDUCE[user.attrs["op"]]
-            total = pieces[id(source)][0]
-            for i in range(1, n):
-                step = rw.make(kind, [total, pieces[id(source)][i]], {}, f"{user.name}.{i}", user.loc)
-                rw.insert_before(user, step)
-                total = step.results[0]
-            if user.attrs["op"] == "mean":
-                scale = rw.const(np.float32(1.0 / n), f"{user.name}.scale", anchor=user)
-                step = rw.make("mul", [total, scale], {}, f"{user.name}.mean", user.loc)
-                rw.insert_before(user, step)
-                total = step.results[0]
-            rw.replace(user.results[0], total)
+            rw.replace(user.results[0], _combine(rw, user, pieces[id(user.operands[0])], user.attrs["op"]))
             continue
         results = []
         for i in range(n):
@@ -1404,11 +1500,12 @@ PATTERN_RULES = [
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window), ("conv2d", _strided_conv),
     ("conv2d", _dead_taps), ("conv2d", _padded_kernel), ("conv2d", _band_split), ("conv2d", _kernel_split), ("conv2d", _strided_dilation),
     ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool), ("pool2d", _avg_pool_as_depthwise),
-    ("reduce", _spatial_reduce), ("reduce", _channel_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
+    ("reduce", _spatial_reduce), ("reduce", _channel_reduce),
+    ("reduce", _trailing_reduce), ("reduce", _hw_last_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
     *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),
     *((kind, _batch_broadcast) for kind in ("add", "sub", "mul", "div", "max", "min")),
     ("deconv2d", _grouped_deconv), ("argmax", _argmax_keepdims), ("resize", _resize_from_one),
-    ("concat", _concat_tree), ("concat", _unstack),
+    ("concat", _concat_tree), ("concat", _unstack), ("reshape", _unsplit),
 ]
 
 FusePatterns = rule_pass("fuse-patterns", PATTERN_RULES, opt_level=2, order=42, also_at=((2, 35),), prune=True,

@@ -579,7 +579,7 @@ def test_a_kernel_tidl_lacks_is_zero_padded_to_one_it_takes(tmp_path, hw, kernel
     ((1, 9), 1, (0, 4, 0, 4), True),  # InceptionNeXt-atto's token mixer (timm)
     ((11, 1), 1, (5, 0, 5, 0), True),  # its 11x1 at the default size
     ((1, 9), 2, (0, 8, 0, 8), True),
-    ((1, 9), 1, (0, 2, 0, 2), False),  # padding short of the outer pieces' first taps: left to the host
+    ((1, 9), 1, (0, 1, 0, 1), False),  # padding short of every split: left to the host
 ])
 def test_a_depthwise_band_longer_than_7_is_a_sum_of_3_tap_convs(tmp_path, kernel, dil, pad, split):
     """TIDL's depthwise kernels end at 7x7: InceptionNeXt's 1x9/9x1 band convs were 24 host layers
@@ -609,8 +609,10 @@ def test_a_depthwise_band_longer_than_7_is_a_sum_of_3_tap_convs(tmp_path, kernel
     ((13, 13), 1, (6, 6, 6, 6), True, 4, (7, 7)),
     ((9, 5), 1, (4, 2, 4, 2), True, 2, (5, 5)),  # only the long axis is cut
     ((9, 9), 1, (4, 4, 4, 4), False, 4, (5, 5)),  # a full conv: the same
-    ((9, 9), 1, (2, 2, 2, 2), True, 1, (9, 9)),  # padding short of the second half's first tap: host
-    ((15, 15), 1, (7, 7, 7, 7), True, 1, (15, 15)),  # halves of 8 taps: no TIDL kernel holds them
+    ((9, 9), 2, (3, 3, 4, 4), True, 4, ((5, 5), (7, 7), (7, 7), (7, 7))),  # tf_mixnet_s: TF SAME, 3 before, 4 after (5x7 -> 7x7)
+    ((9, 9), 1, (2, 2, 2, 2), True, 4, (7, 7)),  # less padding: pieces of 7 taps (0-6, 2-8)
+    ((9, 9), 1, (1, 1, 1, 1), True, 1, (9, 9)),  # pieces of 8 taps: no TIDL kernel holds them, host
+    ((15, 15), 1, (7, 7, 7, 7), True, 1, (15, 15)),  # the same
 ])
 def test_a_kernel_larger_than_7_is_a_sum_of_convs_of_its_halves(tmp_path, kernel, stride, pad, dw, pieces, piece):
     """MixNet-S's 9x9 and 11x11 depthwise convs were six host layers and six subgraphs: each
@@ -627,7 +629,8 @@ def test_a_kernel_larger_than_7_is_a_sum_of_convs_of_its_halves(tmp_path, kernel
     ops = list(graph.compute_ops())
     convs = [op for op in ops if op.kind == "conv2d"]
     assert len(convs) == pieces and [op.kind for op in ops].count("add") == pieces - 1
-    assert all(op.operands[1].type.shape[2:] == piece for op in convs)
+    assert sorted(op.operands[1].type.shape[2:] for op in convs) == sorted(
+        piece if isinstance(piece[0], tuple) else [piece] * pieces)
     assert all(check_op(op) is None or check_op(op).level != "host" for op in ops) == (pieces > 1)
     got = run_graph(graph, {"x": x})["y"]
     assert got.shape == ref.shape
@@ -899,6 +902,46 @@ def test_a_reduction_over_the_channels_is_a_1x1_conv(tmp_path, op, keepdims, wei
     assert [o.kind for o in ops] == expect
     levels = [TidlBackend().supports(o).level for o in ops]
     assert levels == (["penalty"] if op == "ReduceProd" else ["accelerated"] * len(ops))
+
+
+@pytest.mark.parametrize(("op", "shape", "axes", "keepdims", "expect"), [
+    ("ReduceSum", [1, 8, 4, 20], [3], 1, ["reshape", "global_pool", "scale", "reshape"]),  # MobileViTv2's context
+    ("ReduceMax", [1, 8, 4, 20], [3], 0, ["reshape", "global_pool", "reshape"]),
+    ("ReduceSum", [1, 8, 4, 20], [1, 2, 3], 1, ["reshape", "global_pool", "scale"]),
+    ("ReduceSum", [1, 8, 40, 40], [2, 3], 0, ["pool2d", "global_pool", "scale", "reshape"]),  # (1600 > 1024: split)
+    ("ReduceMean", [1, 7, 7, 24], [1, 2], 0, ["transpose", "global_pool", "reshape"]),  # MambaOut's NHWC head
+    ("ReduceMax", [1, 7, 7, 24], [1, 2], 1, ["transpose", "global_pool", "reshape"]),
+    ("ReduceMean", [1, 8, 4, 20], [3], 1, ["reduce"]),  # (a mean over the last axis: a layer norm's, left to it)
+])
+def test_a_reduction_over_trailing_or_nhwc_plane_axes_is_a_global_pool(tmp_path, op, shape, axes, keepdims, expect):
+    """TIDL has no integer Reduce sum or mean: a sum (max) over the trailing axes of a 4-D tensor
+    is a global pool of it seen as N x (leading) x (trailing) x 1, a mean (max) over axes 1 and
+    2 (an NHWC plane) a transpose and a global pool; each was a float layer."""
+    from tidlc.backends.tidl.backend import TidlBackend
+    nodes = [helper.make_node(op, ["x", "axes"], ["y"], keepdims=keepdims)]
+    inits = [numpy_helper.from_array(np.array(axes, np.int64), "axes")]
+    ops = _at_o2(tmp_path, nodes, shape, inits, opset=18, x_max=3.0, atol=1e-5)
+    assert [o.kind for o in ops] == expect
+    levels = [TidlBackend().supports(o).level for o in ops]
+    assert levels == (["penalty"] if expect == ["reduce"] else ["accelerated"] * len(ops))
+
+
+@pytest.mark.parametrize("radix", [2, 4])
+def test_a_reduction_over_an_axis_a_reshape_split_out_is_a_sum_of_slices(tmp_path, radix):
+    """ResNeSt's split attention: 1x(R*C)xHxW reshaped to 1xRxCxHxW, weighted by a softmax over
+    the radix and summed over it (a 5-D float reduction): the channel slices, muls and adds."""
+    from tidlc.backends.tidl.backend import TidlBackend
+    c = 4
+    nodes = [helper.make_node("Reshape", ["x", "split"], ["xs"]),
+             helper.make_node("Mul", ["xs", "attn"], ["w"]),
+             helper.make_node("ReduceSum", ["w", "ax1"], ["y"], keepdims=0)]
+    attn = np.random.default_rng(radix).uniform(0, 1, (1, radix, c, 1, 1)).astype(np.float32)
+    inits = [numpy_helper.from_array(np.array([1, radix, c, 6, 5], np.int64), "split"), _c("attn", attn),
+             numpy_helper.from_array(np.array([1], np.int64), "ax1")]
+    ops = _at_o2(tmp_path, nodes, [1, radix * c, 6, 5], inits, opset=13, x_max=3.0, atol=1e-5)
+    kinds = [o.kind for o in ops]
+    assert "reduce" not in kinds and kinds.count("add") == radix - 1 and kinds.count("mul") == radix
+    assert all(TidlBackend().supports(o).level == "accelerated" for o in ops)
 
 
 def test_a_channel_max_runs_on_the_codes(cli, tmp_path):
