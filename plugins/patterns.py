@@ -1282,6 +1282,51 @@ def _resize_from_one(rw: Rewriter, op) -> bool:
     return True
 
 
+def _resize_by_copies(rw: Rewriter, op) -> bool:
+    """A nearest resize by a factor TIDL lacks (not a power of two), at most 24 rows and columns
+    out, copies input rows and columns: along each axis it changes, a concat of one-row slices
+    of the input, each as often as the resize repeats it. GhostNetV2's DFC attention pools its
+    7x7 plane to 3x3 and resizes it back ("x2.33": four host layers and five subgraphs). Which
+    row each output reads comes from the op's own reference on an index plane, so every
+    coordinate mode gives its own answer; only where the result is one row index per output row
+    and one column index per output column."""
+    from tidlc.backends.tidl.constraints import MAX_IN_BUFS
+    from tidlc.backends.tidl.constraints import check as verdict
+
+    from tidlc.interp import evaluate_op
+    x = op.operands[0]
+    xs, ys = x.type.shape, op.results[0].type.shape
+    if op.attrs["mode"] != "nearest" or xs is None or ys is None or None in xs or None in ys or len(xs) != 4 \
+            or tuple(xs[:2]) != tuple(ys[:2]) or max(ys[2:]) > MAX_IN_BUFS or xs[2] * xs[3] > 1 << 20:
+        return False
+    before = verdict(op)
+    if before is None or before.level != "host":
+        return False
+    h, w = xs[2:]
+    plane = np.arange(h * w, dtype=np.float32).reshape(1, 1, h, w)
+    (picked,) = evaluate_op(op, [np.broadcast_to(plane, xs).astype(np.float32)])
+    picked = picked[0, 0].astype(np.int64)
+    rows, cols = picked[:, 0] // w, picked[0, :] % w
+    if not np.array_equal(picked, rows[:, None] * w + cols[None, :]):
+        return False
+    v = x
+    for axis, index in ((2, rows), (3, cols)):
+        if np.array_equal(index, np.arange(xs[axis])):
+            continue
+        parts = {}
+        for i in sorted(set(index.tolist())):
+            cut = rw.make("slice", [v], {"starts": (i,), "ends": (i + 1,), "axes": (axis,)},
+                          f"{op.name}.{'row' if axis == 2 else 'col'}{i}", op.loc)
+            rw.insert_before(op, cut)
+            parts[i] = cut.results[0]
+        join = rw.make("concat", [parts[i] for i in index.tolist()], {"axis": axis},
+                       f"{op.name}.{'rows' if axis == 2 else 'cols'}", op.loc)
+        rw.insert_before(op, join)
+        v = join.results[0]
+    rw.replace_op(op, v)
+    return True
+
+
 def _concat_tree(rw: Rewriter, op) -> bool:
     """A concat of more tensors than a TIDL layer reads (24 input buffers; DenseNet-121's third
     dense block joins 25) is a concat of the first 24, then of that and the rest: the same tensor."""
@@ -1504,7 +1549,7 @@ PATTERN_RULES = [
     ("reduce", _trailing_reduce), ("reduce", _hw_last_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
     *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),
     *((kind, _batch_broadcast) for kind in ("add", "sub", "mul", "div", "max", "min")),
-    ("deconv2d", _grouped_deconv), ("argmax", _argmax_keepdims), ("resize", _resize_from_one),
+    ("deconv2d", _grouped_deconv), ("argmax", _argmax_keepdims), ("resize", _resize_from_one), ("resize", _resize_by_copies),
     ("concat", _concat_tree), ("concat", _unstack), ("reshape", _unsplit),
 ]
 

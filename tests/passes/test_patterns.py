@@ -864,6 +864,27 @@ def test_a_resize_of_one_pixel_is_a_broadcast(cli, tmp_path, mode, coord):
     assert 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((got - ref) ** 2)) > 30
 
 
+@pytest.mark.parametrize(("mode", "coord", "nearest", "hw", "out", "copies"), [
+    ("nearest", "asymmetric", "floor", (3, 3), (7, 7), True),  # GhostNetV2's DFC attention (x2.33)
+    ("nearest", "half_pixel", "round_prefer_floor", (3, 3), (7, 7), True),
+    ("nearest", "asymmetric", "floor", (5, 4), (7, 4), True),  # only the rows change
+    ("nearest", "asymmetric", "floor", (7, 7), (3, 3), True),  # a shrink picks rows too
+    ("linear", "half_pixel", "floor", (3, 3), (7, 7), False),  # blends: no copies, stays on the host
+    ("nearest", "asymmetric", "floor", (10, 10), (25, 25), False),  # 25 rows out: more than a concat reads
+])
+def test_a_nearest_resize_by_an_odd_factor_is_slices_and_concats(tmp_path, mode, coord, nearest, hw, out, copies):
+    """TIDL resizes by powers of two: a nearest resize by another factor copies rows and columns,
+    a concat of one-row slices along each axis it changes."""
+    from tidlc.backends.tidl.constraints import check as check_op
+    sizes = numpy_helper.from_array(np.array([1, 6, *out], np.int64), "sizes")
+    node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode=mode, coordinate_transformation_mode=coord,
+                            nearest_mode=nearest)
+    ops = _at_o2(tmp_path, [node], [1, 6, *hw], [sizes], opset=13)
+    kinds = {o.kind for o in ops}
+    assert (kinds <= {"slice", "concat"}) == copies and ("resize" in kinds) != copies
+    assert all(check_op(o) is None or check_op(o).level != "host" for o in ops) == copies
+
+
 @pytest.mark.parametrize("n", [25, 50])
 def test_a_concat_of_more_than_24_tensors_is_a_tree(tmp_path, n):
     """DenseNet-121's third dense block concatenates 25 tensors; a TIDL layer reads at most 24
