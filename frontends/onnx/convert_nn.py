@@ -346,10 +346,29 @@ def _pool(node: Node, mode: str, ceil_mode: int, count_include_pad: int = 0,
     if not dilations and node.has_attr("dilations"):
         raise node.error(f"dilations need opset {10 if mode == 'max' else 19} or newer")
     win = Window(node, x, kernel)
+    if ceil_mode:
+        _clamp_window(win, x)
     y = node.op("pool2d", [win.lift(node, x)], mode=mode, kernel=win.kernel, strides=win.strides,
                 pads=win.pads, dilations=win.dilations, ceil_mode=bool(ceil_mode),
                 count_include_pad=bool(count_include_pad))
     node.bind(win.lower(node, y))
+
+
+def _clamp_window(win: Window, x: Value) -> None:
+    """In ceil mode a window larger than the padded input is one window, clipped to it:
+    Hugging Face's EfficientNet pools its 7x7 features with ``AvgPool2d(2560, ceil_mode=True)``,
+    which PyTorch and onnxruntime compute as the mean of the 49 values (the overhang counts in
+    no average). The kernel becomes the padded input's size (undilated axes only)."""
+    shape = x.type.shape
+    if shape is None or len(shape) != 4 - win.lifted or None in shape[2:]:
+        return
+    sizes = (1,) * win.lifted + tuple(shape[2:])
+    kernel = list(win.kernel)
+    for i, n in enumerate(sizes):
+        padded = n + win.pads[i] + win.pads[i + 2]
+        if win.dilations[i] == 1 and kernel[i] > padded:
+            kernel[i] = padded
+    win.kernel = tuple(kernel)
 
 
 @converter("MaxPool", since=1, check=_check_maxpool)

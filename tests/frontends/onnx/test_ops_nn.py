@@ -227,6 +227,10 @@ CEIL_CASES = {
     "ceil_k3s2_pad1": ((1, 2, 8, 7), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}),
     "ceil_k2s2_pad1": ((1, 2, 6, 6), {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}),
     "ceil_k3s3_asym": ((1, 2, 10, 11), {"kernel_shape": [3, 3], "strides": [3, 3], "pads": [0, 1, 1, 0], "ceil_mode": 1}),
+    # Hugging Face's EfficientNet: AvgPool2d(2560, ceil_mode=True) on its 7x7 features, one window clipped to them
+    "ceil_window_past_input": ((1, 2, 7, 7), {"kernel_shape": [2560, 2560], "strides": [2560, 2560], "ceil_mode": 1}),
+    "ceil_window_past_padded": ((1, 2, 5, 6), {"kernel_shape": [9, 4], "strides": [9, 9], "pads": [1, 0, 1, 0],
+                                               "ceil_mode": 1}),
 }
 
 
