@@ -1061,7 +1061,7 @@ def _trailing_reduce(rw: Rewriter, op) -> bool:
         return False
     from tidlc.backends.tidl.constraints import GLOBAL_POOL_MAX_PLANE
     axes = sorted(ax % 4 for ax in a["axes"])
-    if axes != list(range(4 - len(axes), 4)) or axes[0] == 0:
+    if not axes or axes != list(range(4 - len(axes), 4)) or axes[0] == 0:  # (no axes: all of them)
         return False
     count = int(np.prod([shape[ax] for ax in axes]))
     plane = axes == [2, 3]  # (H and W already: no reshape, and a large plane splits into pools)
