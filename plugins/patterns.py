@@ -1327,6 +1327,67 @@ def _resize_by_copies(rw: Rewriter, op) -> bool:
     return True
 
 
+_RESIZE_DENSE_MAX = 1024  # rows or columns in or out: the interpolation matrix of an axis at most 1M weights
+
+
+def _interpolation(op, axis: int) -> np.ndarray:
+    """The (out, in) matrix by which ``op`` (a 4-D resize) maps axis ``axis`` (2 or 3), read off
+    the op's own reference on the identity: a probe resizes C = n_in unit rows along H (its
+    scale, or its size) and nothing else, so every coordinate mode and rounding keeps its meaning."""
+    from tidlc.interp import evaluate_op
+    a = op.attrs
+    n_in, n_out = op.operands[0].type.shape[axis], op.results[0].type.shape[axis]
+    scales = (1.0, 1.0, a["scales"][axis], 1.0)
+    sizes = (1, n_in, n_out, 1) if a["sizes"] else ()
+    eye = np.eye(n_in, dtype=np.float32).reshape(1, n_in, n_in, 1)
+    from tidlc.ir.builder import Builder
+    from tidlc.ir.core import Graph
+    probe = Builder(Graph()).make("resize", [_loose_const(eye, f"{op.name}.probe")],
+                                  {**a, "scales": scales, "sizes": sizes}, f"{op.name}.probe")
+    (out,) = evaluate_op(probe, [eye])
+    return np.ascontiguousarray(out[0, :, :, 0].T)  # out[0, i, o, 0] = R[o, i]
+
+
+def _resize_as_dense(rw: Rewriter, op) -> bool:
+    """A resize of H and W that TIDL does not take (bilinear with ``align_corners``: U-Nets and
+    PSPNets; a factor that is no power of two: DPT's and Depth Anything's 19 -> 37 fusion at
+    518x518, DeepLabV3's x1.97 at 520x520) as the linear map it is along each axis: a dense
+    layer (TIDL's InnerProduct, on the MMA) over W with the interpolation matrix, then, between
+    two transposes, one over H. The matrices are the op's own reference applied to the identity
+    (:func:`_interpolation`). Up to 1024 rows and columns in and out."""
+    from tidlc.backends.tidl.constraints import check as verdict
+    x = op.operands[0]
+    xs, ys = x.type.shape, op.results[0].type.shape
+    if xs is None or ys is None or None in xs or None in ys or len(xs) != 4 or x.type.dtype != "f32" \
+            or tuple(xs[:2]) != tuple(ys[:2]) or x.type.layout not in (None, "NCHW") \
+            or max(*xs[2:], *ys[2:]) > _RESIZE_DENSE_MAX:
+        return False
+    before = verdict(op)
+    if before is None or before.level != "host":
+        return False
+    cols, rows = _interpolation(op, 3), _interpolation(op, 2)
+    by_cols = xs[3] != ys[3] or not np.array_equal(cols, np.eye(xs[3], dtype=np.float32))
+    by_rows = xs[2] != ys[2] or not np.array_equal(rows, np.eye(xs[2], dtype=np.float32))
+    if not (by_cols or by_rows):
+        return False
+    v, steps = x, []
+    if by_cols:
+        steps.append(rw.make("dense", [v, rw.const(cols, f"{op.name}.w_cols", anchor=op)], {}, f"{op.name}.cols",
+                             op.loc))
+        v = steps[-1].results[0]
+    if by_rows:
+        steps.append(rw.make("transpose", [v], {"perm": (0, 1, 3, 2)}, f"{op.name}.t", op.loc))
+        steps.append(rw.make("dense", [steps[-1].results[0], rw.const(rows, f"{op.name}.w_rows", anchor=op)], {},
+                             f"{op.name}.rows", op.loc))
+        steps.append(rw.make("transpose", [steps[-1].results[0]], {"perm": (0, 1, 3, 2)}, f"{op.name}.back",
+                             op.loc))
+        v = steps[-1].results[0]
+    for step in steps:
+        rw.insert_before(op, step)
+    rw.replace_op(op, v)
+    return True
+
+
 def _concat_tree(rw: Rewriter, op) -> bool:
     """A concat of more tensors than a TIDL layer reads (24 input buffers; DenseNet-121's third
     dense block joins 25) is a concat of the first 24, then of that and the rest: the same tensor."""
@@ -1471,12 +1532,17 @@ def _grouped_deconv(rw: Rewriter, op) -> bool:
     summed in another order. TIDL's Deconv2D takes group 1 only; with group = channels the phase
     convs are depthwise 3x3 s1 (a multiplier-1 depthwise, as TIDL requires), then Concat and
     DepthToSpace, all TIDL layers."""
+    from tidlc.backends.tidl.constraints import check as verdict
     a = op.attrs
     x, w = op.operands[0], op.operands[1]
     weights = w.const_value()
     xs, ys = x.type.shape, op.results[0].type.shape
-    if a["groups"] == 1 or weights is None or xs is None or ys is None or None in xs or None in ys:
+    if weights is None or xs is None or ys is None or None in xs or None in ys:
         return False
+    if a["groups"] == 1:  # (TIDL's own Deconv2D where it takes it: stride 2)
+        before = verdict(op)
+        if before is None or before.level != "host":
+            return False
     (sh, sw), (dh, dw) = a["strides"], a["dilations"]
     if x.type.layout not in (None, "NCHW") or sh != sw or sh < 2 or (dh, dw) != (1, 1):
         return False
@@ -1498,7 +1564,7 @@ def _grouped_deconv(rw: Rewriter, op) -> bool:
         return False  # a wider window than any conv TIDL validates
     attrs = {"strides": (1, 1), "pads": (-top, -left, wh - 1 + top, ww - 1 + left), "dilations": (1, 1),
              "groups": groups, "act": a["act"], "act_params": a["act_params"]}
-    phases = []
+    kernels = []
     for py in range(s):
         for px in range(s):
             conv_w = np.zeros((groups * cout_g, cin_g, wh, ww), np.float32)
@@ -1507,16 +1573,24 @@ def _grouped_deconv(rw: Rewriter, op) -> bool:
                 for i, ky in rows[py]:
                     for j, kx in cols[px]:
                         conv_w[g * cout_g:(g + 1) * cout_g, :, i, j] = block[:, :, ky, kx].T
-            name = f"{op.name}.phase{py}{px}"
-            operands = [x, rw.const(conv_w, f"{name}.w", anchor=op)]
-            if bias is not None:
-                operands.append(rw.const(np.asarray(bias, np.float32), f"{name}.b", anchor=op))
-            conv = rw.make("conv2d", operands, attrs, name, op.loc)
-            rw.insert_before(op, conv)
-            phases.append(conv.results[0])
-    joined = rw.make("concat", phases, {"axis": 1}, f"{op.name}.phases", op.loc)
-    rw.insert_before(op, joined)
-    rw.replace_op(op, rw.make("depth_to_space", [joined.results[0]], {"block": s, "mode": "DCR"}, op.name, op.loc))
+            kernels.append((f"{op.name}.phase{py}{px}", conv_w))
+    if groups == 1:  # one conv computes every phase (DPT's 4x4 stride-4 reassemble upsampling: a 1x1 conv)
+        kernels = [(f"{op.name}.phases", np.concatenate([k for _, k in kernels]))]
+    phases = []
+    for name, conv_w in kernels:
+        operands = [x, rw.const(conv_w, f"{name}.w", anchor=op)]
+        if bias is not None:
+            b = np.asarray(bias, np.float32)
+            operands.append(rw.const(np.tile(b, conv_w.shape[0] // b.size), f"{name}.b", anchor=op))
+        conv = rw.make("conv2d", operands, attrs, name, op.loc)
+        rw.insert_before(op, conv)
+        phases.append(conv.results[0])
+    joined = phases[0]
+    if len(phases) > 1:
+        concat = rw.make("concat", phases, {"axis": 1}, f"{op.name}.phases", op.loc)
+        rw.insert_before(op, concat)
+        joined = concat.results[0]
+    rw.replace_op(op, rw.make("depth_to_space", [joined], {"block": s, "mode": "DCR"}, op.name, op.loc))
     return True
 
 
@@ -1549,7 +1623,7 @@ PATTERN_RULES = [
     ("reduce", _trailing_reduce), ("reduce", _hw_last_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
     *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),
     *((kind, _batch_broadcast) for kind in ("add", "sub", "mul", "div", "max", "min")),
-    ("deconv2d", _grouped_deconv), ("argmax", _argmax_keepdims), ("resize", _resize_from_one), ("resize", _resize_by_copies),
+    ("deconv2d", _grouped_deconv), ("argmax", _argmax_keepdims), ("resize", _resize_from_one), ("resize", _resize_by_copies), ("resize", _resize_as_dense),
     ("concat", _concat_tree), ("concat", _unstack), ("reshape", _unsplit),
 ]
 

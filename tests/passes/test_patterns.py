@@ -440,6 +440,29 @@ def test_a_grouped_deconv_is_phase_convs_and_depth_to_space(tmp_path, group, cou
     assert kinds.count("conv2d") == stride * stride and "concat" in kinds
 
 
+@pytest.mark.parametrize(("kernel", "stride", "pad", "bias"), [(4, 4, 0, True), (8, 4, 2, False), (3, 3, 0, True)])
+def test_a_deconv_at_a_stride_tidl_lacks_is_one_conv_and_depth_to_space(tmp_path, kernel, stride, pad, bias):
+    """Depth Anything's (DPT's) reassemble stage upsamples by a 4x4 stride-4 ConvTranspose, and
+    TIDL's Deconv2D takes stride 2 only: a host layer. Ungrouped, the phase convs share their
+    input, so one conv computes every phase (a 1x1 conv when the kernel is the stride), then
+    DepthToSpace. Against onnxruntime's ConvTranspose."""
+    from tidlc.backends.tidl.constraints import check as check_op
+    rng = np.random.default_rng(kernel + stride)
+    cout = 6
+    consts = {"w": rng.standard_normal((SHAPE[1], cout, kernel, kernel))}
+    inputs = ["x", "w"]
+    if bias:
+        consts["b"], inputs = rng.standard_normal(cout), ["x", "w", "b"]
+    node = helper.make_node("ConvTranspose", inputs, ["y"], kernel_shape=[kernel, kernel], strides=[stride, stride],
+                            pads=[pad] * 4)
+    path = _model(tmp_path, [node], consts, out_shape=[1, cout, SHAPE[2] * stride, SHAPE[3] * stride])
+    kinds = _check(path, "depth_to_space", absent=("deconv2d", "concat"))
+    assert kinds.count("conv2d") == 1
+    g = load_onnx(path, CompileOptions())
+    optimize(g, CompileOptions.of(opt_level=2))
+    assert all(check_op(op) is None or check_op(op).level != "host" for op in g.compute_ops())
+
+
 def test_a_deconv_the_rule_cannot_express_stays(tmp_path):
     """Group 1 (TIDL's own Deconv2D) and an output that is not exactly stride x the input stay."""
     w = np.random.default_rng(1).standard_normal((8, 1, 3, 3))
@@ -864,25 +887,64 @@ def test_a_resize_of_one_pixel_is_a_broadcast(cli, tmp_path, mode, coord):
     assert 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((got - ref) ** 2)) > 30
 
 
-@pytest.mark.parametrize(("mode", "coord", "nearest", "hw", "out", "copies"), [
-    ("nearest", "asymmetric", "floor", (3, 3), (7, 7), True),  # GhostNetV2's DFC attention (x2.33)
-    ("nearest", "half_pixel", "round_prefer_floor", (3, 3), (7, 7), True),
-    ("nearest", "asymmetric", "floor", (5, 4), (7, 4), True),  # only the rows change
-    ("nearest", "asymmetric", "floor", (7, 7), (3, 3), True),  # a shrink picks rows too
-    ("linear", "half_pixel", "floor", (3, 3), (7, 7), False),  # blends: no copies, stays on the host
-    ("nearest", "asymmetric", "floor", (10, 10), (25, 25), False),  # 25 rows out: more than a concat reads
+@pytest.mark.parametrize(("mode", "coord", "nearest", "hw", "out", "expect"), [
+    ("nearest", "asymmetric", "floor", (3, 3), (7, 7), "copies"),  # GhostNetV2's DFC attention (x2.33)
+    ("nearest", "half_pixel", "round_prefer_floor", (3, 3), (7, 7), "copies"),
+    ("nearest", "asymmetric", "floor", (5, 4), (7, 4), "copies"),  # only the rows change
+    ("nearest", "asymmetric", "floor", (7, 7), (3, 3), "copies"),  # a shrink picks rows too
+    ("nearest", "asymmetric", "floor", (10, 10), (25, 25), "dense"),  # 25 rows out: more than a concat reads
+    ("linear", "half_pixel", "floor", (3, 3), (7, 7), "dense"),  # blends: the interpolation matrices
+    ("linear", "align_corners", "floor", (8, 8), (16, 16), "dense"),  # a U-Net's x2 with align_corners
+    ("linear", "half_pixel", "floor", (8, 6), (14, 6), "dense"),  # x1.75 along H only: no dense over W
+    ("linear", "pytorch_half_pixel", "floor", (19, 19), (37, 37), "dense"),  # Depth Anything's fusion at 518
+    ("linear", "half_pixel", "floor", (8, 8), (16, 16), "resize"),  # x2 half_pixel: TIDL's own Resize
 ])
-def test_a_nearest_resize_by_an_odd_factor_is_slices_and_concats(tmp_path, mode, coord, nearest, hw, out, copies):
-    """TIDL resizes by powers of two: a nearest resize by another factor copies rows and columns,
-    a concat of one-row slices along each axis it changes."""
+def test_a_resize_tidl_lacks_is_copies_or_interpolation_matrices(tmp_path, mode, coord, nearest, hw, out, expect):
+    """TIDL resizes by powers of two, bilinear with half-pixel centres: a nearest resize by
+    another factor copies rows and columns (a concat of one-row slices along each axis it
+    changes); any other resize of H and W is a dense layer over W with the interpolation matrix,
+    then one over H between two transposes. The float outputs are onnxruntime's."""
     from tidlc.backends.tidl.constraints import check as check_op
     sizes = numpy_helper.from_array(np.array([1, 6, *out], np.int64), "sizes")
     node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode=mode, coordinate_transformation_mode=coord,
                             nearest_mode=nearest)
-    ops = _at_o2(tmp_path, [node], [1, 6, *hw], [sizes], opset=13)
-    kinds = {o.kind for o in ops}
-    assert (kinds <= {"slice", "concat"}) == copies and ("resize" in kinds) != copies
-    assert all(check_op(o) is None or check_op(o).level != "host" for o in ops) == copies
+    ops = _at_o2(tmp_path, [node], [1, 6, *hw], [sizes], opset=13, atol=1e-5)
+    kinds = [o.kind for o in ops]
+    if expect == "copies":
+        assert set(kinds) <= {"slice", "concat"}
+    elif expect == "dense":
+        rows, cols = hw[0] != out[0], hw[1] != out[1]
+        assert kinds == ["dense"] * cols + ["transpose", "dense", "transpose"] * rows, kinds
+    else:
+        assert kinds == ["resize"]
+    assert all(check_op(o) is None or check_op(o).level != "host" for o in ops)
+
+
+def test_an_interpolated_resize_compiles_near_float(cli, tmp_path):
+    """A U-Net decoder's x2 bilinear upsampling with align_corners, as dense layers: one
+    subgraph, 8-bit output within quantization noise of onnxruntime's."""
+    rng = np.random.default_rng(4)
+    sizes = numpy_helper.from_array(np.array([1, 8, 32, 32], np.int64), "sizes")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1] * 4), helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Resize", ["r1", "", "", "sizes"], ["up"], mode="linear",
+                              coordinate_transformation_mode="align_corners"),
+             helper.make_node("Conv", ["up", "w2"], ["y"], pads=[1] * 4)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [_c("w1", rng.normal(0, 0.3, (8, 3, 3, 3))), _c("w2", rng.normal(0, 0.3, (4, 8, 3, 3))),
+                               sizes])
+    path = str(tmp_path / "unet_up.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    x = rng.uniform(0, 1, (8, 3, 16, 16)).astype(np.float32)
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x[:1]})[0]
+    np.save(tmp_path / "calib.npy", x)
+    np.save(tmp_path / "x.npy", x[:1])
+    code, out, err = cli("compile", path, "--calib", tmp_path / "calib.npy", "-o", tmp_path / "out", quiet=False)
+    assert code == 0 and "subgraph" not in out + err, out + err
+    code, _, err = cli("run", tmp_path / "out", "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npz")
+    assert code == 0, err
+    got = np.load(tmp_path / "y.npz")["y"].astype(np.float64)
+    assert 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((got - ref) ** 2)) > 30
 
 
 @pytest.mark.parametrize("n", [25, 50])

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 from tidlc.backends.tidl.fixed import FixedExecutor, graph_is_quantized
 from tidlc.backends.tidl.quantize.api import quantize_graph
-from tidlc.metrics import snr_db
 
 from tidlc.config import CompileOptions
 from tidlc.interp import run_graph
 from tidlc.ir import parse_graph, print_graph, verify
+from tidlc.metrics import snr_db
 
 from .conftest import frames, small_cnn
 
@@ -165,6 +165,23 @@ def test_sixteen_bit_layers_by_name(cnn):
     assert ops["dw"].results[0].type.dtype == "u8"
     with pytest.raises(Exception, match="unknown layer"):
         quantized(cnn, layers_16bit=("c9",))
+
+
+def test_a_16_bit_softmax_of_8_bit_logits(cnn):
+    """Depth Anything's attention softmax over 1370 tokens: near-uniform rows are ~1/1370, under
+    the 8-bit step of 1/255, and every weight was 0. Promoted alone, the softmax reads its 8-bit
+    logits and writes 16-bit probabilities (steps of 1/65535); before, it took its input's bits,
+    so mixed precision measured no gain and never chose it."""
+    feeds = frames(4, seed=3)
+    q8, q16 = quantized(cnn), quantized(cnn, layers_16bit=("prob",))
+    prob = next(op for op in q16.graph.ops if op.name == "prob")
+    assert prob.operands[0].type.dtype in ("i8", "u8") and prob.results[0].type.dtype == "u16"
+    gains = []
+    for f in feeds:
+        ref = run_graph(cnn, f)["prob"]
+        gains.append(snr_db(ref, FixedExecutor(q16.graph).run(f)["prob"])
+                     - snr_db(ref, FixedExecutor(q8.graph).run(f)["prob"]))
+    assert min(gains) > 0 and np.mean(gains) > 3, gains
 
 
 def test_bias_calibration_and_mixed_precision_run(cnn):

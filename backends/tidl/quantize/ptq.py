@@ -561,8 +561,8 @@ class Quantizer:
             r = max(q.qmax / q.scale[0] for q in qs)
             q = QuantInfo(bits, signed, full_range_scale(-r, r, bits, signed))
             return self.finish(fop, op, [q] * len(op.results))
-        if kind == "softmax":
-            b = first.bits
+        if kind == "softmax":  # (a 16-bit softmax of 8-bit logits: the Q30 table, outputs in steps of 1/65535)
+            b = 16 if fop.name in self.cfg.layers_16bit else first.bits
             return self.finish(fop, op, [QuantInfo(b, False, float((1 << b) - 1))])
         if opdef.has(Trait.LUT):
             b = 16 if fop.name in self.cfg.layers_16bit else first.bits
