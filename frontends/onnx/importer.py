@@ -213,6 +213,32 @@ def _thresholded_softplus(nodes: list, graph_proto) -> list:
     return [n for n in out if id(n) not in dropped]
 
 
+def _safe_softmax(nodes: list) -> list:
+    """``nodes`` with PyTorch's guarded attention softmax, ``Where(IsNaN(s), 0, s)`` for
+    ``s = Softmax(x)`` (how ``scaled_dot_product_attention`` is exported: Hugging Face's DETR has
+    one per attention layer), as ``s`` alone. A softmax is NaN only along a row that is all
+    -inf (a fully masked query) or holds a NaN; the accelerator's fixed-point tensors have
+    neither, and ``IsNaN`` had no converter: a host op and a subgraph boundary per layer."""
+    from onnx import helper
+    producers = {out: node for node in nodes for out in node.output}
+    uses: dict[str, int] = {}
+    for node in nodes:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    dropped: set[int] = set()
+    out = []
+    for node in nodes:
+        if node.op_type == "Where" and node.domain in ("", "ai.onnx") and len(node.input) == 3:
+            cond, _, b = node.input
+            isnan, soft = producers.get(cond), producers.get(b)
+            if isnan is not None and isnan.op_type == "IsNaN" and list(isnan.input) == [b] and uses.get(cond) == 1 \
+                    and soft is not None and soft.op_type == "Softmax" and soft.domain in ("", "ai.onnx"):
+                dropped.add(id(isnan))
+                node = helper.make_node("Identity", [b], list(node.output), name=node.name)
+        out.append(node)
+    return [n for n in out if id(n) not in dropped]
+
+
 def _duplicates(what: str, names: list[str]) -> list[str]:
     seen: set[str] = set()
     twice = [n for n in names if n in seen or seen.add(n)]
@@ -276,7 +302,7 @@ class OnnxImporter(Importer):
         self.base_dir = os.path.dirname(path)  # external data files lie beside the model
         self.opset = self.version
         self.graph_proto = graph_proto
-        self.nodes_proto = _thresholded_softplus(check_structure(graph_proto, path), graph_proto)
+        self.nodes_proto = _safe_softmax(_thresholded_softplus(check_structure(graph_proto, path), graph_proto))
         self.values: dict[str, Value] = {}
         self.initializers = {t.name: t for t in graph_proto.initializer}
         self.sparse_initializers = {t.values.name or "": t for t in graph_proto.sparse_initializer}

@@ -171,6 +171,24 @@ def test_pytorch_thresholded_softplus_is_one_softplus(ox, threshold, as_constant
     assert ("host" in kinds) == host, kinds
 
 
+@pytest.mark.parametrize(("source", "host"), [("Softmax", False), ("Relu", True)])
+def test_pytorch_nan_guarded_softmax_is_the_softmax(ox, source, host):
+    """``scaled_dot_product_attention`` exports its softmax as ``Where(IsNaN(s), 0, s)``: IsNaN had
+    no converter, so Hugging Face's DETR had a host op and a subgraph split in every attention
+    layer. A softmax is NaN only on a fully masked (all -inf) row; the guard goes. The same
+    guard on anything else stays as written."""
+    h = ox.helper
+    nodes = [h.make_node("MatMul", ["q", "k"], ["s"]), h.make_node(source, ["s"], ["p"], **(
+                 {"axis": -1} if source == "Softmax" else {})),
+             h.make_node("IsNaN", ["p"], ["nan"]), h.make_node("Where", ["nan", "zero", "p"], ["y"])]
+    q = ox.randn(1, 2, 5, 8)
+    model = ox.make_model(nodes, {"q": q}, ["y"], {"k": ox.randn(1, 2, 8, 5, seed=3),
+                                                   "zero": np.array(0.0, np.float32)}, 17)
+    ox.check(model, {"q": q})
+    kinds = [op.kind for op in ox.tidlc_graph(model, 2).compute_ops()]
+    assert ("host" in kinds) == host, kinds
+
+
 def test_mish_is_lowered_not_hosted(ox):
     """PyTorch's dynamo exporter writes nn.Mish as the opset-18 Mish op: it was a host op."""
     x = ox.randn(1, 3, 4, 5) * 4
