@@ -1332,20 +1332,24 @@ _RESIZE_DENSE_MAX = 1024  # rows or columns in or out: the interpolation matrix 
 
 def _interpolation(op, axis: int) -> np.ndarray:
     """The (out, in) matrix by which ``op`` (a 4-D resize) maps axis ``axis`` (2 or 3), read off
-    the op's own reference on the identity: a probe resizes C = n_in unit rows along H (its
-    scale, or its size) and nothing else, so every coordinate mode and rounding keeps its meaning."""
+    the op's own reference on the identity, so every coordinate mode and rounding keeps its
+    meaning: a probe resizes C = n_in unit vectors along that axis by its scale (or to its size)
+    and a one-long other axis to two (the copies of one sample, whatever the mode; and never an
+    unchanged shape, which the reference copies whatever the scales say)."""
     from tidlc.interp import evaluate_op
-    a = op.attrs
-    n_in, n_out = op.operands[0].type.shape[axis], op.results[0].type.shape[axis]
-    scales = (1.0, 1.0, a["scales"][axis], 1.0)
-    sizes = (1, n_in, n_out, 1) if a["sizes"] else ()
-    eye = np.eye(n_in, dtype=np.float32).reshape(1, n_in, n_in, 1)
     from tidlc.ir.builder import Builder
     from tidlc.ir.core import Graph
+    a = op.attrs
+    n_in, n_out = op.operands[0].type.shape[axis], op.results[0].type.shape[axis]
+    shape, scales, sizes = [1, n_in, 1, 1], [1.0, 1.0, 2.0, 2.0], [1, n_in, 2, 2]
+    shape[axis], scales[axis], sizes[axis] = n_in, a["scales"][axis], n_out
+    eye = np.eye(n_in, dtype=np.float32).reshape(shape)
     probe = Builder(Graph()).make("resize", [_loose_const(eye, f"{op.name}.probe")],
-                                  {**a, "scales": scales, "sizes": sizes}, f"{op.name}.probe")
+                                  {**a, "scales": tuple(scales), "sizes": tuple(sizes) if a["sizes"] else ()},
+                                  f"{op.name}.probe")
     (out,) = evaluate_op(probe, [eye])
-    return np.ascontiguousarray(out[0, :, :, 0].T)  # out[0, i, o, 0] = R[o, i]
+    picked = out[0, :, :, 0] if axis == 2 else out[0, :, 0, :]  # [i, o] = R[o, i]
+    return np.ascontiguousarray(picked.T)
 
 
 def _resize_as_dense(rw: Rewriter, op) -> bool:
@@ -1365,6 +1369,9 @@ def _resize_as_dense(rw: Rewriter, op) -> bool:
     before = verdict(op)
     if before is None or before.level != "host":
         return False
+    if tuple(xs) == tuple(ys):  # (a copy, whatever the scales say: onnxruntime's and the reference's rule)
+        rw.replace_op(op, x)
+        return True
     cols, rows = _interpolation(op, 3), _interpolation(op, 2)
     by_cols = xs[3] != ys[3] or not np.array_equal(cols, np.eye(xs[3], dtype=np.float32))
     by_rows = xs[2] != ys[2] or not np.array_equal(rows, np.eye(xs[2], dtype=np.float32))

@@ -320,13 +320,13 @@ def deeplabv3plus_lite(size: int = 512, classes: int = 32) -> Graph:
         branches.append(net.conv(y, aspp, 1, name=f"aspp.bra{i}.pw"))
     x = net.op("concat", branches, axis=1, name="aspp.cat")
     x = net.conv(x, decoder, 1, name="aspp.out")
-    x = net.op("resize", [x], scales=(1.0, 1.0, 4.0, 4.0), mode="linear", name="upsample1")
+    x = net.op("resize", [x], scales=(1.0, 1.0, 4.0, 4.0), mode="linear", coord_mode="half_pixel", name="upsample1")
     s = net.conv(short, 48, 1, name="shortcut")
     x = net.op("concat", [x, s], axis=1, name="cat")
     c = x.shape[1]
     x = net.conv(x, c, 3, groups=c, name="pred.dw")
     x = net.conv(x, classes, 1, act=None, name="pred.pw")
-    x = net.op("resize", [x], scales=(1.0, 1.0, 4.0, 4.0), mode="linear", name="upsample2")
+    x = net.op("resize", [x], scales=(1.0, 1.0, 4.0, 4.0), mode="linear", coord_mode="half_pixel", name="upsample2")
     return net.finish(net.op("argmax", [x], axis=1, keepdims=True, name="argmax"))
 
 
