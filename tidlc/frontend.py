@@ -94,14 +94,29 @@ class NotLowered(str):
     ``str`` problem (a training-mode export, a malformed node) stays an error."""
 
 
-class RuntimeValue(TidlcError):
+class HostInstead(TidlcError):
+    """A converter finds, from its inputs' values, that it cannot lower the node (a ScatterND
+    whose indices are no slice). With host ops allowed the node becomes a ``host`` op, for
+    ``reason``; otherwise this is the error."""
+
+    needs_static_inputs = False
+
+    def __init__(self, message: str, loc=None, hint: str = "", code: str = "model", reason: str = ""):
+        super().__init__(message, loc, hint=hint, code=code)
+        self.reason = reason or message
+
+
+class RuntimeValue(HostInstead):
     """A converter needs an input's value at import (a Pad's pads, a Slice's ends) and the model
     computes it from the data (the detections an NMS keeps). With host ops allowed and every
     graph input static, the node becomes a ``host`` op instead; otherwise this is the error.
     ``subject`` names the input ("pads ('/Cast_6_output_0')")."""
 
+    needs_static_inputs = True
+
     def __init__(self, message: str, loc=None, hint: str = "", code: str = "model", subject: str = ""):
-        super().__init__(message, loc, hint=hint, code=code)
+        super().__init__(message, loc, hint=hint, code=code,
+                         reason=f"{subject or 'an input'} is computed from the data: the host runs it")
         self.subject = subject
 
 
@@ -415,12 +430,23 @@ class Importer:
         mark = len(self.graph.ops)
         try:
             self.table.lookup(node.op_type, self.version).convert(node)
-        except RuntimeValue as exc:
-            if not (self.allow_host and self.static_inputs() and self.host_problem(node) is None):
+        except HostInstead as exc:
+            if not (self.allow_host and (self.static_inputs() or not exc.needs_static_inputs)
+                    and self.host_problem(node) is None):
                 raise
-            del self.graph.ops[mark:]  # (what the converter emitted before it stopped)
-            self.host_nodes[id(node)] = f"{exc.subject or 'an input'} is computed from the data: the host runs it"
+            self._drop_from(mark)
+            self.host_nodes[id(node)] = exc.reason
             self.convert_host(node)
+
+    def _drop_from(self, mark: int) -> None:
+        """Remove the ops a converter emitted before it stopped, and forget the values they made
+        that the importer keeps by name (an initializer made a constant on first use)."""
+        gone = {id(r) for op in self.graph.ops[mark:] for r in op.results}
+        del self.graph.ops[mark:]
+        values = getattr(self, "values", None)
+        if isinstance(values, dict):
+            for key in [k for k, v in values.items() if id(v) in gone]:
+                del values[key]
 
     def static_inputs(self) -> bool:
         """Whether every graph input has a static shape (then a value the import cannot fold

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tidlc.frontend import not_lowered, tile_by_concat
+from tidlc.frontend import HostInstead, not_lowered, tile_by_concat
 from tidlc.ir.types import dtype_of
 
 from .context import Node, static_value
@@ -410,3 +410,64 @@ def space_to_depth(node: Node) -> None:
     t = node.op("reshape", [x], shape=(n, c, h // b, b, w // b, b))
     t = node.op("transpose", [t], perm=(0, 3, 5, 1, 2, 4))
     node.bind(node.op("reshape", [t], shape=(n, c * b * b, h // b, w // b)))
+
+
+# ----------------------------------------------------------------------------- ScatterND
+def _scatter_box(node: Node) -> tuple[list[int], list[int]] | str:
+    """The box ``[lo, hi)`` over the first k axes of the data that a ScatterND's indices (static,
+    evaluated now) write, in C order, each position once; else why not."""
+    data, indices = node.input(0), node.input(1)
+    shape = data.type.shape
+    if shape is None or None in shape:
+        return "the data's shape is not static"
+    idx = static_value(indices)
+    if idx is None:
+        return "its indices are computed from the data"
+    idx = np.asarray(idx, np.int64)
+    if idx.ndim < 1 or not 0 < idx.shape[-1] <= len(shape) or idx.size == 0:
+        return f"indices of shape {tuple(idx.shape)} do not index the data's {len(shape)} axes"
+    k = idx.shape[-1]
+    flat = idx.reshape(-1, k) % np.array(shape[:k], np.int64)
+    lo, hi = flat.min(axis=0), flat.max(axis=0) + 1
+    grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), -1).reshape(-1, k)
+    if grid.shape != flat.shape or not np.array_equal(grid, flat):
+        return "its indices are no box of positions in order (only a slice assignment, x[..., a:b] = y, converts)"
+    return [int(v) for v in lo], [int(v) for v in hi]
+
+
+def _check_scatter_nd(node: Node) -> str | None:
+    if node.attr_str("reduction", "none") != "none":
+        return not_lowered(f"reduction '{node.attr_str('reduction', 'none')}' is not supported")
+    return None
+
+
+@converter("ScatterND", since=11, check=_check_scatter_nd)
+def scatter_nd(node: Node) -> None:
+    """PyTorch's slice assignment ``x[..., a:b] = y`` (Hugging Face's Conditional DETR adds its
+    reference points to the first two box coordinates in place) exports as a ScatterND whose
+    indices are a box of positions: the data with that box replaced, as slices of it around the
+    updates, concatenated along each axis the box does not span."""
+    data = node.input(0)
+    box = _scatter_box(node)
+    if isinstance(box, str):
+        err = node.error(f"not lowered: {box}", hint="the host runs it")
+        raise HostInstead(err.message, err.loc, hint=err.hint, reason=f"{box}: the host runs it")
+    shape = tuple(data.type.shape)
+    lo, hi = box
+    k = len(lo)
+    box = tuple(b - a for a, b in zip(lo, hi)) + shape[k:]
+    updates = node.op("reshape", [node.input(2)], shape=box)
+    partial = [(axis, lo[axis], hi[axis]) for axis in range(k) if (lo[axis], hi[axis]) != (0, shape[axis])]
+
+    def place(x, axes):
+        if not axes:
+            return updates
+        (axis, a, b), rest = axes[0], axes[1:]
+        n = x.type.shape[axis]
+        inner = x if not rest else node.op("slice", [x], starts=(a,), ends=(b,), axes=(axis,))
+        parts = ([node.op("slice", [x], starts=(0,), ends=(a,), axes=(axis,))] if a > 0 else []) \
+            + [place(inner, rest)] \
+            + ([node.op("slice", [x], starts=(b,), ends=(n,), axes=(axis,))] if b < n else [])
+        return parts[0] if len(parts) == 1 else node.op("concat", parts, axis=axis)
+
+    node.bind(place(data, partial))

@@ -454,3 +454,39 @@ def test_upsample(ox, scales, mode, opset):
     else:
         ox.check_node("Upsample", {"x": x}, {"mode": mode}, opset=9,
                       initializers={"scales": np.array(scales, np.float32)})
+
+
+def _box_indices(shape, lo, hi):
+    """ScatterND indices of the box [lo, hi) over the first len(lo) axes, in C order (PyTorch's
+    export of ``x[a0:b0, a1:b1, ...] = y``)."""
+    grids = np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij")
+    return np.stack(grids, -1).astype(np.int64)
+
+
+@pytest.mark.parametrize(("shape", "lo", "hi"), [
+    ((1, 6, 4), (0, 0, 0), (1, 6, 2)),  # Conditional DETR's boxes[..., :2] += reference points
+    ((1, 6, 4), (0, 2, 1), (1, 5, 3)),  # a box in two axes
+    ((2, 3, 4, 5), (1, 1), (2, 3)),  # whole trailing rows (k < rank)
+    ((1, 3, 4), (0, 0, 0), (1, 3, 4)),  # everything: the updates
+])
+def test_scatter_nd_of_a_slice_is_slices_and_concats(ox, shape, lo, hi):
+    idx = _box_indices(shape, lo, hi)
+    upd = ox.randn(*idx.shape[:-1], *shape[len(lo):], seed=4)
+    ox.check_node("ScatterND", {"x": ox.randn(*shape), "u": upd}, opset=16, initializers={"i": idx},
+                  input_names=["x", "i", "u"])
+    model = ox.make_model([ox.helper.make_node("ScatterND", ["x", "i", "u"], ["y"])],
+                          {"x": ox.randn(*shape), "u": upd}, ["y"], {"i": idx}, 16)
+    assert "host" not in [op.kind for op in ox.tidlc_graph(model, 2).compute_ops()]
+
+
+@pytest.mark.parametrize("case", ["scattered", "reduction"])
+def test_scatter_nd_of_no_slice_runs_on_the_host(ox, case):
+    idx = np.array([[0, 0], [0, 3], [0, 1]], np.int64) if case == "scattered" else _box_indices((1, 5, 4), (0, 1), (1, 3))
+    upd = ox.randn(*idx.shape[:-1], 4, seed=4)
+    attrs = {"reduction": "add"} if case == "reduction" else {}
+    model = ox.make_model([ox.helper.make_node("ScatterND", ["x", "i", "u"], ["y"], **attrs)],
+                          {"x": ox.randn(1, 5, 4), "u": upd}, ["y"], {"i": idx}, 16)
+    ox.check(model, {"x": ox.randn(1, 5, 4), "u": upd})
+    graph = ox.tidlc_graph(model, 2)
+    (host,) = [op for op in graph.ops if op.kind == "host"]
+    assert ("the host runs it" in host.attrs["reason"]) == (case == "scattered"), host.attrs
