@@ -529,6 +529,37 @@ def _chained_pool(rw: Rewriter, op) -> bool:
 
 
 # ----------------------------------------------------------------------------- average pool as depthwise conv
+def _row_pool(rw: Rewriter, op) -> bool:
+    """An unpadded pool of 1 x k windows at stride k along W (NeXt-ViT's attention pools its token
+    sequence with a 1-D AvgPool1d(4 or 16), a 1xk pool on a one-row plane; TIDL pools 1x1 to 3x3
+    windows) is a global pool of the tensor seen as N x (C H W / k) x k x 1: a reshape, the
+    pool and a reshape back; also a k x 1 one along H of a one-column plane."""
+    from tidlc.backends.tidl.constraints import GLOBAL_POOL_MAX_PLANE
+    from tidlc.backends.tidl.constraints import check as verdict
+    a = op.attrs
+    x = op.operands[0]
+    shape, out = x.type.shape, op.results[0].type.shape
+    if a["mode"] not in ("avg", "max") or shape is None or len(shape) != 4 or None in shape or out is None \
+            or any(a["pads"]) or tuple(a["dilations"]) != (1, 1) or x.type.layout not in (None, "NCHW"):
+        return False
+    (kh, kw), (sh, sw) = a["kernel"], a["strides"]
+    if kh == 1 and sh == 1 and kw == sw > 1 and shape[3] % kw == 0:
+        k = kw
+    elif kw == 1 and sw == 1 and kh == sh > 1 and shape[3] == 1 and shape[2] % kh == 0:
+        k = kh
+    else:
+        return False
+    before = verdict(op)
+    if before is None or before.level != "host" or k > GLOBAL_POOL_MAX_PLANE:
+        return False
+    n = shape[0]
+    flat = rw.make("reshape", [x], {"shape": (n, int(np.prod(shape[1:])) // k, k, 1)}, f"{op.name}.rows", op.loc)
+    pool = rw.make("global_pool", [flat.results[0]], {"mode": a["mode"]}, f"{op.name}.pool", op.loc)
+    rw.insert_before(op, flat)
+    rw.insert_before(op, pool)
+    return _replace(rw, op, "reshape", pool.results[0], {"shape": tuple(out)})
+
+
 def _window_taps(n_in: int, k: int, s: int, p: int, n_out: int, kk: int, stride: int) -> tuple[int, int, int] | None:
     """Along one axis: where an average pool's window (size ``k``, stride ``s``, padded ``p`` before)
     sits in a ``kk``-wide depthwise kernel of stride ``stride`` reading the same inputs at every
@@ -708,6 +739,39 @@ def _strided_dilation(rw: Rewriter, op) -> bool:
             return False
     rw.insert_before(op, steps[0])
     rw.replace_op(op, steps[1])
+    return True
+
+
+def _strided_pick(rw: Rewriter, op) -> bool:
+    """A conv at an even stride TIDL does not take for its kernel (MViTv2's attention pooling:
+    depthwise 3x3 stride 4; TIDL's depthwise strides are 1 and 2) as the conv at half the
+    stride, then a 1x1 stride-2 max pool that keeps every other output: the same outputs. Only
+    where the output sizes agree and TIDL takes both (after the space-to-depth rule, which
+    serves an ungrouped conv better)."""
+    from tidlc.backends.tidl.constraints import check as verdict
+    a = op.attrs
+    x = op.operands[0]
+    shape, out = x.type.shape, op.results[0].type.shape
+    (sh, sw) = a["strides"]
+    if sh != sw or sh < 4 or sh % 2 or tuple(a["dilations"]) != (1, 1) or shape is None or len(shape) != 4 \
+            or None in shape or out is None or None in out or x.type.layout not in (None, "NCHW"):
+        return False
+    before = verdict(op)
+    if before is None or before.level != "host":
+        return False
+    half = sh // 2
+    conv = rw.make("conv2d", list(op.operands), {**a, "strides": (half, half)}, f"{op.name}.half", op.loc)
+    pool = rw.make("pool2d", [conv.results[0]], {"mode": "max", "kernel": (1, 1), "strides": (2, 2),
+                                                 "pads": (0, 0, 0, 0), "dilations": (1, 1), "ceil_mode": False,
+                                                 "count_include_pad": False}, op.name, op.loc)
+    if pool.results[0].type.shape != out:
+        return False
+    for step in (conv, pool):
+        after = verdict(step)
+        if after is not None and after.level == "host":
+            return False
+    rw.insert_before(op, conv)
+    rw.replace_op(op, pool)
     return True
 
 
@@ -1624,8 +1688,8 @@ PATTERN_RULES = [
     ("erf", _gelu),
     ("div", _layernorm), ("add", _layernorm_moments),
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window), ("conv2d", _strided_conv),
-    ("conv2d", _dead_taps), ("conv2d", _padded_kernel), ("conv2d", _band_split), ("conv2d", _kernel_split), ("conv2d", _strided_dilation),
-    ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool), ("pool2d", _avg_pool_as_depthwise),
+    ("conv2d", _dead_taps), ("conv2d", _padded_kernel), ("conv2d", _band_split), ("conv2d", _kernel_split), ("conv2d", _strided_dilation), ("conv2d", _strided_pick),
+    ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool), ("pool2d", _avg_pool_as_depthwise), ("pool2d", _row_pool),
     ("reduce", _spatial_reduce), ("reduce", _channel_reduce),
     ("reduce", _trailing_reduce), ("reduce", _hw_last_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
     *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),

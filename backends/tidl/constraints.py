@@ -296,12 +296,14 @@ def _check_conv(op, device) -> Verdict | None:
     if depthwise:
         if s in DEPTHWISE_VALIDATED.get((kh, kw), ()):
             return _check_conv_pads(op, xs, pl, pr, what)
-        stride_note = ("" if s in _strides_of(DEPTHWISE_VALIDATED)
-                       else f"; stride {s} is not supported for depthwise: use stride 1 or 2")
+        if s in _strides_of(DEPTHWISE_VALIDATED):
+            hint = (f"with stride {s} use a {_kernel_list(DEPTHWISE_VALIDATED, s)} depthwise kernel; a larger "
+                    "window can be built from stacked 3x3 depthwise convs")
+        else:
+            hint = (f"stride {s} is not supported for depthwise: use stride 1 or 2 (a stride-2 conv followed by a "
+                    "1x1 stride-2 max pool makes stride 4)")
         return Verdict("host", f"{what}: TIDL's depthwise convolution supports only 1x1 s1, 1x3 s1, 3x3 s1/s2, "
-                               "5x5 s1/s2 and 7x7 s1/s2",
-                       hint=f"with stride {s} use a {_kernel_list(DEPTHWISE_VALIDATED, s)} depthwise kernel"
-                            f"{stride_note}; a larger window can be built from stacked 3x3 depthwise convs")
+                               "5x5 s1/s2 and 7x7 s1/s2", hint=hint)
     if s in CONV_VALIDATED.get((kh, kw), ()):
         return _check_conv_pads(op, xs, pl, pr, what)
     if kh == kw == s and s > 1 and not any((pt, pl, pb, pr)) and dh == dw == 1:

@@ -1009,6 +1009,42 @@ def test_a_reduction_over_trailing_or_nhwc_plane_axes_is_a_global_pool(tmp_path,
     assert levels == (["penalty"] if expect == ["reduce"] else ["accelerated"] * len(ops))
 
 
+@pytest.mark.parametrize(("hw", "kernel", "pad", "group"), [
+    ((56, 56), 3, 1, 8),  # MViTv2's attention pooling: depthwise 3x3 stride 4 padded 1
+    ((15, 13), 3, 1, 8),
+    ((16, 16), 5, 2, 8),
+])
+def test_a_depthwise_conv_at_stride_4_is_stride_2_and_a_strided_pick(tmp_path, hw, kernel, pad, group):
+    """TIDL's depthwise convs take strides 1 and 2: a stride-4 one (MViTv2: two host layers) is
+    the conv at stride 2 and a 1x1 stride-2 max pool keeping every other output."""
+    from tidlc.backends.tidl.constraints import check as check_op
+    rng = np.random.default_rng(sum(hw) + kernel)
+    w = rng.normal(0, 0.3, (8, 8 // group, kernel, kernel)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[kernel] * 2, pads=[pad] * 4,
+                            strides=[4, 4], group=group)
+    graph, x, ref = _host_conv(tmp_path, node, [1, 8, *hw], w, rng.normal(0, 0.1, 8).astype(np.float32), rng)
+    optimize(graph, CompileOptions.of(opt_level=2))
+    ops = list(graph.compute_ops())
+    assert [op.kind for op in ops] == ["conv2d", "pool2d"] and ops[0].attrs["strides"] == (2, 2)
+    assert all(check_op(op) is None or check_op(op).level != "host" for op in ops)
+    got = run_graph(graph, {"x": x})["y"]
+    assert got.shape == ref.shape
+    assert float(np.max(np.abs(got - ref))) <= 1e-5 * float(np.max(np.abs(ref)))
+
+
+@pytest.mark.parametrize(("op", "shape", "attrs", "expect"), [
+    ("AveragePool", [1, 8, 64], {"kernel_shape": [4], "strides": [4]}, True),  # NeXt-ViT's AvgPool1d(4)
+    ("AveragePool", [1, 8, 256], {"kernel_shape": [16], "strides": [16]}, True),
+    ("MaxPool", [1, 8, 3, 12], {"kernel_shape": [1, 4], "strides": [1, 4]}, True),
+    ("MaxPool", [1, 8, 12, 1], {"kernel_shape": [4, 1], "strides": [4, 1]}, True),  # a column
+    ("AveragePool", [1, 8, 64], {"kernel_shape": [4], "strides": [4], "pads": [2, 2]}, False),  # padded: stays
+])
+def test_a_pool_of_1xk_windows_at_stride_k_is_a_global_pool_of_rows(tmp_path, op, shape, attrs, expect):
+    nodes = [helper.make_node(op, ["x"], ["y"], **attrs)]
+    ops = _at_o2(tmp_path, nodes, shape, opset=13, x_max=3.0, atol=1e-5)
+    assert ("global_pool" in [o.kind for o in ops]) == expect
+
+
 @pytest.mark.parametrize("radix", [2, 4])
 def test_a_reduction_over_an_axis_a_reshape_split_out_is_a_sum_of_slices(tmp_path, radix):
     """ResNeSt's split attention: 1x(R*C)xHxW reshaped to 1xRxCxHxW, weighted by a softmax over
