@@ -285,7 +285,8 @@ class NodeContext:
         raise NotImplementedError
 
 
-_SHAPE_HINT = "give the input shapes with --input-shape NAME=d0,d1,..."
+_SHAPE_PLACEHOLDER = "--input-shape NAME=d0,d1,..."
+_SHAPE_HINT = f"give the input shapes with {_SHAPE_PLACEHOLDER}"
 
 
 def tile_by_concat(node: NodeContext, x: Value, repeats: Sequence[int]) -> Value:
@@ -343,6 +344,9 @@ class Importer:
         nodes = self.nodes()
         self.check_all(nodes)
         self.add_inputs(nodes)
+        if self.input_shapes:  # (before a converter fails for want of the size it gives)
+            from tidlc.names import unknown_name_error
+            raise unknown_name_error(next(iter(self.input_shapes)), self.graph.input_names(), "input", "--input-shape")
         for node in nodes:
             self.convert(node)
         self.add_outputs()
@@ -433,10 +437,26 @@ class Importer:
         except HostInstead as exc:
             if not (self.allow_host and (self.static_inputs() or not exc.needs_static_inputs)
                     and self.host_problem(node) is None):
+                self._name_dynamic_inputs(exc)
                 raise
             self._drop_from(mark)
             self.host_nodes[id(node)] = exc.reason
             self.convert_host(node)
+        except TidlcError as exc:
+            self._name_dynamic_inputs(exc)
+            raise
+
+    def _name_dynamic_inputs(self, exc: TidlcError) -> None:
+        """A hint that asks for ``--input-shape NAME=d0,d1,...`` names the inputs whose shapes are
+        dynamic, with the dimensions the model knows (``--input-shape x:0=1,H,W,3``)."""
+        from tidlc.shapes import shape_hint
+        if _SHAPE_PLACEHOLDER not in (exc.hint or ""):
+            return
+        dynamic = [(op.attrs["name"], op.results[0].type) for op in self.graph.input_ops
+                   if not op.results[0].type.is_static]
+        if dynamic:
+            exc.hint = exc.hint.replace(_SHAPE_PLACEHOLDER, " ".join(
+                shape_hint(name, t.shape, t.layout) for name, t in dynamic))
 
     def _drop_from(self, mark: int) -> None:
         """Remove the ops a converter emitted before it stopped, and forget the values they made
@@ -493,9 +513,12 @@ class Importer:
         """The shape of input ``name``: its ``--input-shape`` if one is given, else ``declared``
         (None: unknown rank). A given shape must have the declared rank; messages show the
         declared shape as ``shown``."""
-        if name not in self.input_shapes:
+        from tidlc.names import resolve_tensor_name
+        key = name if name in self.input_shapes else next(
+            (k for k in self.input_shapes if resolve_tensor_name(k, [name]) == name), None)  # ('x' for 'x:0')
+        if key is None:
             return self._batch_one(name, declared)
-        given = tuple(self.input_shapes.pop(name))
+        given = tuple(self.input_shapes.pop(key))
         if declared is not None and len(declared) != len(given):
             raise TidlcError(f"--input-shape {name}: rank {len(given)} but the {self.source_noun} declares {shown}",
                              where or self.path, hint="give one value per dimension")

@@ -473,6 +473,22 @@ def pack(node) -> None:
     nhwc.pack(node, [node.data_input(i) for i in range(len(node.inputs_idx))], int(node.options["axis"]))
 
 
+def _check_gather(node) -> str | None:
+    if node.options["batch_dims"]:
+        return f"batch_dims={node.options['batch_dims']} is not supported"
+    return None
+
+
+@converter("GATHER", check=_check_gather)
+def gather(node) -> None:
+    """``tf.gather(params, indices, axis)``: Keras' Dense on a 4-D tensor (ConvNeXt's pointwise
+    convs, ``Tensordot``) gathers dimensions from its input's SHAPE to build its reshape target;
+    it was a host op, and the RESHAPE after it had no constant shape."""
+    x = node.data_input(0)
+    axis = _axis(node, int(node.options["axis"]), x.type.rank) if x.type.rank is not None else int(node.options["axis"])
+    node.bind(node.op("gather", [x, node.raw_input(1)], axis=axis))
+
+
 @converter("SHAPE")
 def shape(node) -> None:
     node.bind(node.op("shape", [node.raw_input(0)]))  # bind casts i64 to the output's type

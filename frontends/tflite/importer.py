@@ -340,9 +340,7 @@ class TFLiteImporter(FoldingImporter):
         types = []
         for idx in outputs:
             t = self.model.tensors[idx]
-            shape = tuple(None if s is not None and s < 0 else d
-                          for d, s in zip(t.shape, t.signature or (None,) * len(t.shape)))
-            types.append(TensorType(shape, t.dtype))
+            types.append(TensorType(_declared_shape(t), t.dtype))
         op_type = node.model_op.custom_code if node.op_type == "CUSTOM" else node.op_type
         attrs_ = {"framework": "tflite", "op_type": op_type, "payload": encode_payload(payload),
                   "results": [type_text(t) for t in types], **self.host_reason(node)}
@@ -387,11 +385,14 @@ class TFLiteImporter(FoldingImporter):
         for idx in self.model.inputs:
             t = self.model.tensors[idx]
             name = t.name or f"input{idx}"
-            shape = t.shape
+            # (a dimension the converter left open, -1 in shape_signature, holds a placeholder 1 in
+            # shape: Keras' MobileNetV3 with input_shape=(None, None, 3) is 1x1x1x3 there; the
+            # batch keeps it, as TFLite's interpreter does by default)
+            shape = _declared_shape(t, keep_batch=True)
             problem = _tensor_problem(t)
             if problem:
                 raise TidlcError(f"graph input: {problem}", Loc(name, self.path), code="unsupported")
-            shape = self.input_shape(name, shape, str(shape))
+            shape = self.input_shape(name, shape, str(tuple("?" if d is None else d for d in shape)))
             layout = "NHWC" if len(shape) == 4 else None
             value = self.builder.input(name, TensorType(shape, t.dtype, layout, self.quant(t)),
                                        loc=Loc(name, self.path))
@@ -646,3 +647,11 @@ def supported_ops() -> list[str]:
 
 __all__ = ["TFLiteImporter", "import_model", "load_tflite", "parse_tflite", "quant_info", "read_tflite",
            "supported_ops"]
+
+
+def _declared_shape(t: Tensor, keep_batch: bool = False) -> tuple:
+    """A tensor's shape with the dimensions its ``shape_signature`` leaves open (-1) as None
+    (``keep_batch``: but the first, which keeps the converter's placeholder)."""
+    signature = t.signature or (None,) * len(t.shape)
+    return tuple(None if s is not None and s < 0 and not (keep_batch and i == 0) else d
+                 for i, (d, s) in enumerate(zip(t.shape, signature)))

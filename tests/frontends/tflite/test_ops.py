@@ -134,6 +134,24 @@ def test_strided_slice_split_pack(tfl):
     tfl.check(lambda x: tf.stack([x[:, 0], x[:, 1]], axis=1) * 2.0, {"x": x})
 
 
+def test_gather(tfl):
+    """Keras' Dense on a 4-D tensor (ConvNeXt) builds its reshape target by gathering its
+    input's SHAPE: GATHER had no converter (a host op), and the RESHAPE then no constant shape."""
+    tf = tfl.tf
+    w = const(tfl, (3, 5), scale=0.3)
+    x = tfl.randn(1, 4, 6, 3)
+
+    def dense_4d(x):
+        shape = tf.shape(x)
+        rows = tf.reduce_prod(tf.gather(shape, [0, 1, 2]))
+        flat = tf.reshape(x, tf.stack([rows, tf.gather(shape, 3)]))
+        return tf.reshape(tf.matmul(flat, w), tf.concat([tf.gather(shape, [0, 1, 2]), [5]], 0))
+    tfl.check(dense_4d, {"x": x})
+    tfl.check(lambda x: tf.gather(x, [2, 0, 1], axis=3) * 2.0, {"x": x})  # (of activations: a channel gather)
+    graph = tfl.tidlc_graph(tfl.convert(dense_4d, {"x": x}), 2)
+    assert "host" not in [op.kind for op in graph.compute_ops()]
+
+
 @pytest.mark.parametrize("method, kwargs", RESIZE_CASES)
 def test_resize(tfl, method, kwargs):
     tf = tfl.tf

@@ -106,3 +106,28 @@ def test_input_shape_override(tf_models):
     assert graph.inputs[0].type.shape == (2, 160, 160, 3)
     with pytest.raises(TidlcError, match="rank 2 but the model declares"):
         import_model(model, CompileOptions.of(input_shapes={"input": (2, 160)}), "m.tflite")
+
+
+def _open_size_tflite() -> bytes:
+    """A Keras-style model with input (None, None, None, 3): the converter writes a 1x1x1x3
+    placeholder shape and -1 in shape_signature (Keras' MobileNetV3 with weights=None)."""
+    tf = pytest.importorskip("tensorflow")
+    w = tf.constant(np.random.default_rng(0).standard_normal((3, 3, 3, 4)).astype(np.float32))
+    fn = tf.function(lambda x: tf.nn.relu(tf.nn.conv2d(x, w, 2, "SAME")), autograph=False)
+    concrete = fn.get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.float32, name="image"))
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], fn).convert()
+
+
+def test_open_input_dims_ask_for_the_input_shape_by_name():
+    """The placeholder 1x1 plane made a 3x3 stride-2 conv fail with "window 3 larger than padded
+    input 2"; an --input-shape naming no input was ignored."""
+    model = read_model(_open_size_tflite())
+    name = model.tensors[model.inputs[0]].name
+    with pytest.raises(TidlcError, match=r"needs the static height and width") as info:
+        import_model(model, CompileOptions.of(), "m.tflite")
+    assert f"--input-shape {name}=1,H,W,3" in info.value.hint
+    graph = import_model(model, CompileOptions.of(input_shapes={name.split(":")[0]: (1, 16, 12, 3)}), "m.tflite")
+    assert graph.outputs[0].type.shape == (1, 8, 6, 4)  # (the name without ':0' names it too)
+    with pytest.raises(TidlcError, match="--input-shape names unknown input 'imagee'") as info:
+        import_model(model, CompileOptions.of(input_shapes={"imagee": (1, 16, 12, 3)}), "m.tflite")
+    assert name in info.value.hint
