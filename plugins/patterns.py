@@ -1416,31 +1416,32 @@ def _interpolation(op, axis: int) -> np.ndarray:
     return np.ascontiguousarray(picked.T)
 
 
-def _resize_as_dense(rw: Rewriter, op) -> bool:
-    """A resize of H and W that TIDL does not take (bilinear with ``align_corners``: U-Nets and
-    PSPNets; a factor that is no power of two: DPT's and Depth Anything's 19 -> 37 fusion at
-    518x518, DeepLabV3's x1.97 at 520x520) as the linear map it is along each axis: a dense
-    layer (TIDL's InnerProduct, on the MMA) over W with the interpolation matrix, then, between
-    two transposes, one over H. The matrices are the op's own reference applied to the identity
-    (:func:`_interpolation`). Up to 1024 rows and columns in and out."""
+def _plane_map_candidate(op) -> bool:
+    """Whether ``op`` (a resize or a pool of one 4-D NCHW float tensor) is one the dense rules
+    may take: static, N and C kept, at most 1024 rows and columns in and out, and TIDL does not
+    take it as it is."""
     from tidlc.backends.tidl.constraints import check as verdict
     x = op.operands[0]
     xs, ys = x.type.shape, op.results[0].type.shape
-    if xs is None or ys is None or None in xs or None in ys or len(xs) != 4 or x.type.dtype != "f32" \
-            or tuple(xs[:2]) != tuple(ys[:2]) or x.type.layout not in (None, "NCHW") \
+    if xs is None or ys is None or None in xs or None in ys or len(xs) != 4 or len(ys) != 4 \
+            or x.type.dtype != "f32" or tuple(xs[:2]) != tuple(ys[:2]) or x.type.layout not in (None, "NCHW") \
             or max(*xs[2:], *ys[2:]) > _RESIZE_DENSE_MAX:
         return False
     before = verdict(op)
-    if before is None or before.level != "host":
-        return False
-    if tuple(xs) == tuple(ys):  # (a copy, whatever the scales say: onnxruntime's and the reference's rule)
+    return before is not None and before.level == "host"
+
+
+def _dense_along_axes(rw: Rewriter, op, cols: np.ndarray, rows: np.ndarray) -> bool:
+    """Replace ``op`` by the separable linear map ``rows`` (H) x ``cols`` (W) of its input: a
+    dense layer (TIDL's InnerProduct, on the MMA) over W, then, between two transposes, one over
+    H; an axis whose matrix is the identity is left alone."""
+    x = op.operands[0]
+    xs = x.type.shape
+    by_cols = cols.shape != (xs[3], xs[3]) or not np.array_equal(cols, np.eye(xs[3], dtype=np.float32))
+    by_rows = rows.shape != (xs[2], xs[2]) or not np.array_equal(rows, np.eye(xs[2], dtype=np.float32))
+    if not (by_cols or by_rows):
         rw.replace_op(op, x)
         return True
-    cols, rows = _interpolation(op, 3), _interpolation(op, 2)
-    by_cols = xs[3] != ys[3] or not np.array_equal(cols, np.eye(xs[3], dtype=np.float32))
-    by_rows = xs[2] != ys[2] or not np.array_equal(rows, np.eye(xs[2], dtype=np.float32))
-    if not (by_cols or by_rows):
-        return False
     v, steps = x, []
     if by_cols:
         steps.append(rw.make("dense", [v, rw.const(cols, f"{op.name}.w_cols", anchor=op)], {}, f"{op.name}.cols",
@@ -1457,6 +1458,62 @@ def _resize_as_dense(rw: Rewriter, op) -> bool:
         rw.insert_before(op, step)
     rw.replace_op(op, v)
     return True
+
+
+def _resize_as_dense(rw: Rewriter, op) -> bool:
+    """A resize of H and W that TIDL does not take (bilinear with ``align_corners``: U-Nets and
+    PSPNets; a factor that is no power of two: DPT's and Depth Anything's 19 -> 37 fusion at
+    518x518, DeepLabV3's x1.97 at 520x520) as the linear map it is along each axis
+    (:func:`_dense_along_axes`), the interpolation matrices the op's own reference applied to
+    the identity (:func:`_interpolation`). Up to 1024 rows and columns in and out."""
+    if not _plane_map_candidate(op):
+        return False
+    if tuple(op.operands[0].type.shape) == tuple(op.results[0].type.shape):
+        rw.replace_op(op, op.operands[0])  # (a copy, whatever the scales say: onnxruntime's and the reference's rule)
+        return True
+    return _dense_along_axes(rw, op, _interpolation(op, 3), _interpolation(op, 2))
+
+
+def _pooling_matrix(op, axis: int) -> np.ndarray:
+    """The (out, in) matrix of an average pool along ``axis`` (2 or 3): a probe pools C = n_in
+    unit vectors along that axis with the op's window, stride and padding there, and a 1x1
+    window on a one-long other axis; the op's own reference computes it, so the divisor at the
+    border (the padding counted or not, a ceil-mode window) keeps its meaning. The pool is that
+    matrix along H times that along W: every window is a product of a row and a column range,
+    and so is its count."""
+    from tidlc.interp import evaluate_op
+    from tidlc.ir.builder import Builder
+    from tidlc.ir.core import Graph
+    a = op.attrs
+    n_in = op.operands[0].type.shape[axis]
+    i = axis - 2
+    kernel, strides, dils = [1, 1], [1, 1], [1, 1]
+    kernel[i], strides[i], dils[i] = a["kernel"][i], a["strides"][i], a["dilations"][i]
+    pads = [0, 0, 0, 0]
+    pads[i], pads[i + 2] = a["pads"][i], a["pads"][i + 2]
+    shape = [1, n_in, 1, 1]
+    shape[axis] = n_in
+    eye = np.eye(n_in, dtype=np.float32).reshape(shape)
+    probe = Builder(Graph()).make("pool2d", [_loose_const(eye, f"{op.name}.probe")],
+                                  {**a, "kernel": tuple(kernel), "strides": tuple(strides), "pads": tuple(pads),
+                                   "dilations": tuple(dils)}, f"{op.name}.probe")
+    (out,) = evaluate_op(probe, [eye])
+    picked = out[0, :, :, 0] if axis == 2 else out[0, :, 0, :]  # [i, o] = P[o, i]
+    return np.ascontiguousarray(picked.T)
+
+
+def _pool_as_dense(rw: Rewriter, op) -> bool:
+    """An average pool TIDL does not take and no pool or depthwise rule lowers (DDRNet's and
+    PIDNet's DAPPM: 9x9 stride 4 and 17x17 stride 8 windows, padded and counting the padding, on
+    a 1/64 feature map) as the linear map it is along each axis (:func:`_dense_along_axes`):
+    the pooling matrices of :func:`_pooling_matrix`. Up to 1024 rows and columns in and out."""
+    if op.attrs["mode"] != "avg" or not _plane_map_candidate(op):
+        return False
+    out = op.results[0].type.shape
+    cols, rows = _pooling_matrix(op, 3), _pooling_matrix(op, 2)
+    if cols.shape[0] != out[3] or rows.shape[0] != out[2]:
+        return False
+    return _dense_along_axes(rw, op, cols, rows)
 
 
 def _concat_tree(rw: Rewriter, op) -> bool:
@@ -1689,7 +1746,7 @@ PATTERN_RULES = [
     ("div", _layernorm), ("add", _layernorm_moments),
     ("conv2d", _pad_into_window), ("pool2d", _pad_into_window), ("conv2d", _strided_conv),
     ("conv2d", _dead_taps), ("conv2d", _padded_kernel), ("conv2d", _band_split), ("conv2d", _kernel_split), ("conv2d", _strided_dilation), ("conv2d", _strided_pick),
-    ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool), ("pool2d", _avg_pool_as_depthwise), ("pool2d", _row_pool),
+    ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool), ("pool2d", _avg_pool_as_depthwise), ("pool2d", _row_pool), ("pool2d", _pool_as_dense),
     ("reduce", _spatial_reduce), ("reduce", _channel_reduce),
     ("reduce", _trailing_reduce), ("reduce", _hw_last_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
     *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),

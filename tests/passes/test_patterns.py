@@ -233,8 +233,9 @@ def test_a_pool_over_the_whole_plane_is_a_global_pool(tmp_path, kind):
 def test_a_pool_with_more_than_one_window_stays(tmp_path, attrs):
     out = [1, 8, 2, 2] if attrs["kernel_shape"] == [5, 5] else [1, 8, 2, 1]
     path = _model(tmp_path, [helper.make_node("AveragePool", ["x"], ["y"], **attrs)], {}, out_shape=out)
-    # (the unpadded 5x5 is a 5x5 depthwise conv: test_an_average_pool_tidl_does_not_validate_...)
-    _check(path, "conv2d" if attrs == {"kernel_shape": [5, 5]} else "pool2d", absent=("global_pool",))
+    # (the unpadded 5x5 is a 5x5 depthwise conv: test_an_average_pool_tidl_does_not_validate_...; the
+    # others the dense layers of test_an_average_pool_no_rule_lowers_is_dense_layers)
+    _check(path, "conv2d" if attrs == {"kernel_shape": [5, 5]} else "dense", absent=("global_pool", "pool2d"))
 
 
 @pytest.mark.parametrize("kind", ["AveragePool", "MaxPool"])
@@ -297,7 +298,6 @@ def _at_o2(tmp_path, nodes, shape, inits=(), opset: int = 13, x_max: float = 6.0
     ("MaxPool", {"kernel_shape": [13, 13], "pads": [6] * 4}, 6),  # YOLOX's SPP
     ("MaxPool", {"kernel_shape": [4, 4], "strides": [4, 4]}, 2),
     ("AveragePool", {"kernel_shape": [8, 8], "strides": [8, 8]}, 3),
-    ("AveragePool", {"kernel_shape": [5, 5], "pads": [2] * 4}, 1),  # the average counts differently: stays
     ("MaxPool", {"kernel_shape": [5, 5], "pads": [1] * 4}, 1),  # not 'same' padding: stays
 ])
 def test_a_pool_window_tidl_does_not_validate_is_a_chain_of_small_ones(tmp_path, kind, attrs, chain):
@@ -317,8 +317,6 @@ def test_a_pool_window_tidl_does_not_validate_is_a_chain_of_small_ones(tmp_path,
     ({"kernel_shape": [7, 7], "strides": [2, 2], "pads": [3] * 4, "count_include_pad": 1}, [1, 4, 16, 16],
      (7, 2, (3, 3, 3, 3))),
     ({"kernel_shape": [2, 3], "strides": [1, 1]}, [1, 4, 9, 9], (3, 1, None)),
-    ({"kernel_shape": [3, 2], "strides": [3, 2]}, [1, 8, 6, 80], None),  # two rows 3 apart: no stride 2 kernel
-    ({"kernel_shape": [5, 5], "pads": [2] * 4}, [1, 4, 16, 16], None),  # borders average fewer values
     ({"kernel_shape": [3, 3], "strides": [2, 2]}, [1, 4, 16, 16], None),  # TIDL's own pool
 ])
 def test_an_average_pool_tidl_does_not_validate_is_a_depthwise_conv(tmp_path, attrs, shape, expect):
@@ -336,6 +334,25 @@ def test_an_average_pool_tidl_does_not_validate_is_a_depthwise_conv(tmp_path, at
     assert conv.operands[1].type.shape == (shape[1], 1, k, k) and conv.attrs["strides"] == (stride, stride)
     if pads is not None:
         assert conv.attrs["pads"] == pads
+
+
+@pytest.mark.parametrize(("attrs", "shape", "rows"), [
+    ({"kernel_shape": [3, 2], "strides": [3, 2]}, [1, 8, 6, 80], True),  # two rows 3 apart: no stride 2 kernel
+    ({"kernel_shape": [5, 5], "pads": [2] * 4}, [1, 4, 16, 16], True),  # borders average fewer values
+    ({"kernel_shape": [9, 9], "strides": [4, 4], "pads": [4] * 4, "count_include_pad": 1}, [1, 4, 16, 32], True),
+    ({"kernel_shape": [17, 17], "strides": [8, 8], "pads": [8] * 4, "count_include_pad": 1}, [1, 4, 16, 32], True),
+    ({"kernel_shape": [1, 6], "strides": [1, 6], "pads": [0, 1, 0, 1]}, [1, 4, 5, 16], False),  # along W only
+    ({"kernel_shape": [3, 3], "strides": [3, 3], "ceil_mode": 1}, [1, 4, 10, 11], True),  # a clipped last window
+])
+def test_an_average_pool_no_rule_lowers_is_dense_layers(tmp_path, attrs, shape, rows):
+    """DDRNet's DAPPM pools its 1/64 feature map with 9x9 stride 4 and 17x17 stride 8 windows,
+    counting the padding: TIDL pools 1x1-3x3 windows, and no depthwise kernel holds them (two
+    host layers). An average pool is linear and separable: dense layers over W and over H
+    with the pooling matrices, whatever the border divisor."""
+    from tidlc.backends.tidl.constraints import check
+    ops = _one_node_at_o2(tmp_path, helper.make_node("AveragePool", ["x"], ["y"], **attrs), shape)
+    assert [op.kind for op in ops] == ["dense"] + ["transpose", "dense", "transpose"] * rows
+    assert all(check(op) is None or check(op).level != "host" for op in ops)
 
 
 @pytest.mark.parametrize(("hw", "steps"), [((112, 112), ["pool2d"] * 2), ((56, 48), ["pool2d"]), ((32, 32), []),
