@@ -1431,32 +1431,31 @@ def _plane_map_candidate(op) -> bool:
     return before is not None and before.level == "host"
 
 
-def _dense_along_axes(rw: Rewriter, op, cols: np.ndarray, rows: np.ndarray) -> bool:
-    """Replace ``op`` by the separable linear map ``rows`` (H) x ``cols`` (W) of its input: a
-    dense layer (TIDL's InnerProduct, on the MMA) over W, then, between two transposes, one over
-    H; an axis whose matrix is the identity is left alone."""
-    x = op.operands[0]
+def _plane_dense(rw: Rewriter, anchor, x, cols: np.ndarray, rows: np.ndarray):
+    """The separable linear map ``rows`` (H) x ``cols`` (W) of NCHW ``x``, placed before
+    ``anchor`` (named after it): a dense layer (TIDL's InnerProduct, on the MMA) over W, then,
+    between two transposes, one over H; an axis whose matrix is the identity is left alone."""
     xs = x.type.shape
-    by_cols = cols.shape != (xs[3], xs[3]) or not np.array_equal(cols, np.eye(xs[3], dtype=np.float32))
-    by_rows = rows.shape != (xs[2], xs[2]) or not np.array_equal(rows, np.eye(xs[2], dtype=np.float32))
-    if not (by_cols or by_rows):
-        rw.replace_op(op, x)
-        return True
-    v, steps = x, []
-    if by_cols:
-        steps.append(rw.make("dense", [v, rw.const(cols, f"{op.name}.w_cols", anchor=op)], {}, f"{op.name}.cols",
-                             op.loc))
+    name, loc = anchor.name, anchor.loc
+    v = x
+    if cols.shape != (xs[3], xs[3]) or not np.array_equal(cols, np.eye(xs[3], dtype=np.float32)):
+        step = rw.make("dense", [v, rw.const(cols, f"{name}.w_cols", anchor=anchor)], {}, f"{name}.cols", loc)
+        rw.insert_before(anchor, step)
+        v = step.results[0]
+    if rows.shape != (xs[2], xs[2]) or not np.array_equal(rows, np.eye(xs[2], dtype=np.float32)):
+        steps = [rw.make("transpose", [v], {"perm": (0, 1, 3, 2)}, f"{name}.t", loc)]
+        steps.append(rw.make("dense", [steps[-1].results[0], rw.const(rows, f"{name}.w_rows", anchor=anchor)], {},
+                             f"{name}.rows", loc))
+        steps.append(rw.make("transpose", [steps[-1].results[0]], {"perm": (0, 1, 3, 2)}, f"{name}.back", loc))
+        for step in steps:
+            rw.insert_before(anchor, step)
         v = steps[-1].results[0]
-    if by_rows:
-        steps.append(rw.make("transpose", [v], {"perm": (0, 1, 3, 2)}, f"{op.name}.t", op.loc))
-        steps.append(rw.make("dense", [steps[-1].results[0], rw.const(rows, f"{op.name}.w_rows", anchor=op)], {},
-                             f"{op.name}.rows", op.loc))
-        steps.append(rw.make("transpose", [steps[-1].results[0]], {"perm": (0, 1, 3, 2)}, f"{op.name}.back",
-                             op.loc))
-        v = steps[-1].results[0]
-    for step in steps:
-        rw.insert_before(op, step)
-    rw.replace_op(op, v)
+    return v
+
+
+def _dense_along_axes(rw: Rewriter, op, cols: np.ndarray, rows: np.ndarray) -> bool:
+    """Replace ``op`` by the separable linear map of its input (:func:`_plane_dense`)."""
+    rw.replace_op(op, _plane_dense(rw, op, op.operands[0], cols, rows))
     return True
 
 
@@ -1514,6 +1513,144 @@ def _pool_as_dense(rw: Rewriter, op) -> bool:
     if cols.shape[0] != out[3] or rows.shape[0] != out[2]:
         return False
     return _dense_along_axes(rw, op, cols, rows)
+
+
+_GATHER_CHAIN = ("transpose", "reshape", "squeeze", "unsqueeze")
+_LINEAR_MOVES = _GATHER_CHAIN + ("slice", "concat")
+
+
+def _zero_const(v) -> bool:
+    data = v.const_value()
+    return data is not None and not np.any(data)
+
+
+def _linear_step(op, inside: set) -> bool:
+    """Whether ``op`` computes a linear function of the region values (ids in ``inside``) it
+    reads, with constants only as factors or zero fill: moves, sums, a mean, products with a
+    constant, a constant-mask select of zero."""
+    ins = [id(v) in inside for v in op.operands]
+    if not any(ins):
+        return False
+    consts = all(i or v.const_value() is not None for i, v in zip(ins, op.operands))
+    if op.kind in _LINEAR_MOVES:
+        return all(ins)
+    if op.kind in ("add", "sub"):
+        return all(ins) and op.attrs.get("act", "none") == "none"
+    if op.kind in ("mul", "div"):
+        return consts and ins.count(True) == 1 and (op.kind == "mul" or ins[0]) and op.attrs.get("act", "none") == "none"
+    if op.kind == "reduce":
+        return op.attrs["op"] in ("sum", "mean")
+    if op.kind == "where":  # where(mask, v, 0) / where(mask, 0, v) with a constant mask
+        cond, a, b = op.operands
+        return cond.const_value() is not None and not ins[0] and (
+            (ins[1] and (ins[2] or _zero_const(b))) or (ins[2] and _zero_const(a)))
+    return False
+
+
+def _gathered_pool(rw: Rewriter, op) -> bool:
+    """PyTorch's dynamo exporter decomposes an adaptive average pool whose output size does not
+    divide its input (UperNet's and PSPNet's pyramid pooling: 3x3 and 6x6 bins of a 16x16 map;
+    BEiT's segmentation head) as a ``GatherND`` of the windows (constant indices) between
+    transposes, then a mean, or, for windows of two sizes, masked slices and sums divided by the
+    counts. The GatherND has no converter: a host op, and 70 MB per frame across the boundary
+    in UperNet-ConvNeXt. From a 4-D tensor (NCHW or NHWC) through moves to the GatherND, and from
+    it through linear steps (:func:`_linear_step`) to the one value the rest of the graph reads,
+    4-D with the same channels, the region is a linear map of each channel's plane. Probed with
+    one unit plane per channel (its ops' own references, the GatherND's by onnx's reference
+    evaluator) and found separable, it is the dense layers of :func:`_plane_dense`, checked on a
+    random input before it replaces the region's result."""
+    from tidlc.hostrt import fold_host_op
+    from tidlc.interp import evaluate_op
+    if op.attrs.get("op_type") != "GatherND" or len(op.operands) != 2 or op.operands[1].const_value() is None:
+        return False
+    head, v = [], op.operands[0]
+    while v.producer is not None and v.producer.kind in _GATHER_CHAIN:
+        head.append(v.producer)
+        v = v.producer.operands[0]
+    x = v
+    region, inside, frontier = [op], {id(op.results[0])}, [op.results[0]]
+    outside = []  # region values read by ops outside it
+    while frontier:
+        value = frontier.pop()
+        for user, _ in rw.users(value):
+            if id(user.results[0]) in inside:
+                continue
+            if user.kind != "host" and _linear_step(user, inside) and len(user.results) == 1 \
+                    and all(id(v) in inside or v.const_value() is not None for v in user.operands):
+                region.append(user)
+                inside.add(id(user.results[0]))
+                frontier.append(user.results[0])
+            elif value not in outside:
+                outside.append(value)
+        if rw.is_output(value) and value not in outside:
+            outside.append(value)
+    outside = [v for v in outside if any(id(u.results[0]) not in inside for u, _ in rw.users(v)) or rw.is_output(v)]
+    if len(outside) != 1 or len(region) > 256:
+        return False
+    y = outside[0]
+    xs, ys = x.type.shape, y.type.shape
+    if xs is None or ys is None or None in xs or None in ys or len(xs) != 4 or len(ys) != 4 or xs[0] != 1 \
+            or ys[0] != 1 or x.type.dtype != "f32":
+        return False
+    x_nhwc = x.type.layout == "NHWC"
+    c, h, w = (xs[3], xs[1], xs[2]) if x_nhwc else xs[1:]
+    y_nhwc = y.type.layout == "NHWC" or (ys[1] != c and ys[3] == c)
+    ho, wo = (ys[1], ys[2]) if y_nhwc else (ys[2], ys[3])
+    if (ys[3] if y_nhwc else ys[1]) != c or max(h, w, ho, wo) > _RESIZE_DENSE_MAX:
+        return False
+    order = {id(o): i for i, o in enumerate(rw.graph.ops)}
+    if any(id(o) not in order for o in region):
+        return False
+    steps = head[::-1] + sorted(region, key=lambda o: order[id(o)])
+
+    def run(data: np.ndarray) -> np.ndarray | None:
+        env = {id(x): data}
+        for p in steps:
+            args = [env[id(v)] if id(v) in env else v.const_value() for v in p.operands]
+            if any(a is None for a in args):
+                return None
+            if p.kind == "host":
+                got = fold_host_op(p, args)
+                if got is None:
+                    return None
+                env[id(p.results[0])] = np.asarray(got[0], np.float32)
+            else:
+                env[id(p.results[0])] = evaluate_op(p, args)[0]
+        out = env.get(id(y))
+        return None if out is None else (np.moveaxis(out, 3, 1) if y_nhwc else out)  # (as N, C, Ho, Wo)
+
+    plane = h * w
+    m = np.zeros((ho * wo, plane), np.float64)
+    for start in range(0, plane, c):  # (unit planes on the channels: c positions per run)
+        n = min(c, plane - start)
+        probe = np.zeros((1, c, h, w), np.float32)
+        probe[0, np.arange(n), (start + np.arange(n)) // w, (start + np.arange(n)) % w] = 1.0
+        got = run(np.moveaxis(probe, 1, 3).copy() if x_nhwc else probe)
+        if got is None:
+            return False
+        m[:, start:start + n] = got[0, :n].reshape(n, -1).T
+    m4 = m.reshape(ho, wo, h, w)
+    rows, cols = m4[:, 0].sum(axis=2), m4[0, :].sum(axis=1)  # (rows of an average sum to 1)
+    if not np.allclose(m4, rows[:, None, :, None] * cols[None, :, None, :], atol=1e-6):
+        return False
+    sample = np.random.default_rng(0).standard_normal((1, c, h, w)).astype(np.float32)
+    want = run(np.moveaxis(sample, 1, 3).copy() if x_nhwc else sample)
+    have = np.einsum("ih,jw,nchw->ncij", rows, cols, sample.astype(np.float64))
+    if want is None or not np.allclose(want, have, rtol=1e-4, atol=1e-5 * float(np.abs(want).max() or 1)):
+        return False
+    anchor = y.producer
+    v = x
+    if x_nhwc:
+        step = rw.make("transpose", [x], {"perm": (0, 3, 1, 2)}, f"{op.name}.nchw", op.loc)
+        rw.insert_before(anchor, step)
+        v = step.results[0]
+    v = _plane_dense(rw, anchor, v, cols.astype(np.float32), rows.astype(np.float32))
+    if y_nhwc:
+        step = rw.make("transpose", [v], {"perm": (0, 2, 3, 1)}, f"{op.name}.nhwc", op.loc)
+        rw.insert_before(anchor, step)
+        v = step.results[0]
+    rw.replace(y, v)
+    return True
 
 
 def _concat_tree(rw: Rewriter, op) -> bool:
@@ -1751,7 +1888,7 @@ PATTERN_RULES = [
     ("reduce", _trailing_reduce), ("reduce", _hw_last_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
     *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),
     *((kind, _batch_broadcast) for kind in ("add", "sub", "mul", "div", "max", "min")),
-    ("deconv2d", _grouped_deconv), ("argmax", _argmax_keepdims), ("resize", _resize_from_one), ("resize", _resize_by_copies), ("resize", _resize_as_dense),
+    ("deconv2d", _grouped_deconv), ("argmax", _argmax_keepdims), ("host", _gathered_pool), ("resize", _resize_from_one), ("resize", _resize_by_copies), ("resize", _resize_as_dense),
     ("concat", _concat_tree), ("concat", _unstack), ("reshape", _unsplit),
 ]
 

@@ -355,6 +355,53 @@ def test_an_average_pool_no_rule_lowers_is_dense_layers(tmp_path, attrs, shape, 
     assert all(check(op) is None or check(op).level != "host" for op in ops)
 
 
+def _adaptive_windows(n: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's adaptive pooling windows: [floor(i n / out), ceil((i + 1) n / out)), as gather
+    indices padded to the longest window (clamped) and the mask of the real ones."""
+    starts = [i * n // out for i in range(out)]
+    ends = [-(-(i + 1) * n // out) for i in range(out)]
+    k = max(e - b for b, e in zip(starts, ends))
+    idx = np.array([[min(b + t, e - 1) for t in range(k)] for b, e in zip(starts, ends)], np.int64)
+    mask = np.array([[t < e - b for t in range(k)] for b, e in zip(starts, ends)])
+    return idx, mask
+
+
+@pytest.mark.parametrize(("hw", "out"), [(16, 3), (16, 6), (10, 4)])
+def test_an_adaptive_pool_exported_as_gather_nd_is_dense_layers(tmp_path, hw, out):
+    """PyTorch's dynamo exporter writes an adaptive average pool whose output does not divide
+    the input (UperNet's and PSPNet's pyramid pooling) as a GatherND of the windows between
+    transposes, masked and summed over each window, divided by its size: the GatherND was a
+    host op. The region is a separable linear map of each plane: dense layers over W and H."""
+    from tidlc.backends.tidl.constraints import check
+    idx, mask = _adaptive_windows(hw, out)
+    k = idx.shape[1]
+    rows = np.broadcast_to(idx[:, :, None, None], (out, k, out, k))
+    cols = np.broadcast_to(idx[None, None, :, :], (out, k, out, k))
+    indices = np.stack([rows, cols], -1).astype(np.int64)  # (out, k, out, k, 2) of (h, w)
+    both = (mask[:, :, None, None] & mask[None, None, :, :]).reshape(out, k, out, k, 1, 1)
+    counts = both.sum(axis=(1, 3)).astype(np.float32)  # (out, out, 1, 1)
+    nodes = [helper.make_node("Transpose", ["x"], ["hwnc"], perm=[2, 3, 0, 1]),
+             helper.make_node("GatherND", ["hwnc", "idx"], ["win"]),
+             helper.make_node("Where", ["mask", "win", "zero"], ["kept"]),
+             helper.make_node("ReduceSum", ["kept", "axes"], ["sum"], keepdims=0),
+             helper.make_node("Div", ["sum", "count"], ["mean"]),
+             helper.make_node("Transpose", ["mean"], ["y"], perm=[2, 3, 0, 1])]
+    inits = [numpy_helper.from_array(indices, "idx"), numpy_helper.from_array(both, "mask"),
+             _c("zero", np.zeros((), np.float32)), numpy_helper.from_array(np.array([1, 3], np.int64), "axes"),
+             _c("count", counts)]
+    ops = _at_o2(tmp_path, nodes, [1, 8, hw, hw], inits, opset=13, atol=1e-5)
+    assert "host" not in [op.kind for op in ops] and [op.kind for op in ops].count("dense") == 2, ops
+    assert all(check(op) is None or check(op).level != "host" for op in ops)
+    x = np.random.default_rng(0).uniform(-6, 6, (1, 8, hw, hw))
+    want = np.zeros((8, out, out))
+    for i in range(out):
+        for j in range(out):
+            want[:, i, j] = x[0][:, idx[i][mask[i]]][:, :, idx[j][mask[j]]].mean(axis=(1, 2))
+    graph = load_onnx(str(tmp_path / "one.onnx"), CompileOptions())
+    optimize(graph, CompileOptions.of(opt_level=2))
+    np.testing.assert_allclose(run_graph(graph, {"x": x.astype(np.float32)})["y"][0], want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(("hw", "steps"), [((112, 112), ["pool2d"] * 2), ((56, 48), ["pool2d"]), ((32, 32), []),
                                             ((33, 33), ["conv2d"]), ((65, 65), ["conv2d"] * 2),
                                             ((66, 64), ["conv2d"] * 2), ((7, 1100), ["conv2d", "pool2d"]), ((1, 1100), None)])
