@@ -84,7 +84,9 @@ def test_conv_bias_batchnorm_relu6_fuse_into_one_conv(tfx):
 def test_pooling(tfx, pool, size, ksize, stride, padding):
     tf = tfx.tf
     x = tfx.randn(1, *size, 3)
-    tfx.check(lambda x: getattr(tf.nn, pool)(x, ksize, stride, padding), {"x": x})
+    # (an average pool TIDL does not take is dense layers over W and H: the H one between two transposes)
+    dense = pool == "avg_pool2d" and ksize == (2, 3)
+    tfx.check(lambda x: getattr(tf.nn, pool)(x, ksize, stride, padding), {"x": x}, interior=2 if dense else 0)
 
 
 @pytest.mark.parametrize("axes, keepdims", [([1, 2], False), ([1, 2], True), ([3], False), ([2], True)])

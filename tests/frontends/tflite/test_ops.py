@@ -62,7 +62,9 @@ def test_pooling(tfl, pool):
     tf = tfl.tf
     fn = getattr(tf.nn, pool)
     tfl.check(lambda x: fn(x, 3, 2, "SAME"), {"x": tfl.randn(1, 9, 7, 3)})
-    tfl.check(lambda x: fn(x, (2, 3), (2, 1), "VALID"), {"x": tfl.randn(1, 8, 7, 3)})
+    # (an average pool TIDL does not take is dense layers over W and H: the H one between two transposes)
+    tfl.check(lambda x: fn(x, (2, 3), (2, 1), "VALID"), {"x": tfl.randn(1, 8, 7, 3)},
+              interior=2 if pool == "avg_pool2d" else 0)
 
 
 @pytest.mark.parametrize("axes, keepdims", [([1, 2], False), ([1, 2], True), ([3], False)])
