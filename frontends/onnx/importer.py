@@ -528,6 +528,10 @@ def host_payload(importer: OnnxImporter, node: Node, names: list[str], operands:
             feeds_spec.append((n, e, v))
     untyped = [onnx.ValueInfoProto(name=o) for o in outputs]
     types = _inferred_types(model(infer_inputs, inits, untyped), outputs)
+    if types is None and not all(v.type.is_static for _, _, v in feeds_spec):
+        # (inputs sized at run time, after a NonZero: SuperPoint's keypoints by boolean indexing.
+        # No run can tell the rank either; the element types suffice, the host runs any shape)
+        types = _inferred_types(model(infer_inputs, inits, untyped), outputs, rank_needed=False)
     if types is None:
         types = _run_types(importer, node, model(infer_inputs, inits, untyped), feeds_spec, outputs)
     out_infos = [_tensor_info(o, _IR_TO_ONNX[t.dtype], None) for o, t in zip(outputs, types)]
@@ -539,8 +543,9 @@ def _shape_vector(v: Value) -> bool:
     return v.type.is_static and len(v.shape) == 1 and v.dtype in ("i64", "i32")
 
 
-def _inferred_types(m, outputs: list[str]) -> list[TensorType] | None:
-    """Result types from ONNX shape inference; None when an output's element type or rank is unknown."""
+def _inferred_types(m, outputs: list[str], rank_needed: bool = True) -> list[TensorType] | None:
+    """Result types from ONNX shape inference; None when an output's element type (or, if
+    ``rank_needed``, its rank) is unknown."""
     import onnx
     try:
         inferred = onnx.shape_inference.infer_shapes(m, check_type=False, strict_mode=False, data_prop=True)
@@ -553,9 +558,10 @@ def _inferred_types(m, outputs: list[str]) -> list[TensorType] | None:
         if info is None or not info.type.HasField("tensor_type"):
             return None
         tt = info.type.tensor_type
-        if tt.elem_type not in ONNX_DTYPES or not tt.HasField("shape"):
+        if tt.elem_type not in ONNX_DTYPES or (rank_needed and not tt.HasField("shape")):
             return None
-        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim)
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                      for d in tt.shape.dim) if tt.HasField("shape") else None
         types.append(TensorType(shape, ONNX_DTYPES[tt.elem_type]))
     return types
 

@@ -400,3 +400,32 @@ def test_foreign_domain_op_typed_by_one_runtime_run():
     with pytest.raises(TidlcError) as info:
         import_model(model, CompileOptions.of(allow_host=False), "m.onnx")
     assert info.value.problems == ["'gelu' (Gelu): ops of domain 'com.microsoft' are not supported"]
+
+
+def test_host_ops_on_tensors_of_run_time_size_and_rank_are_typed_by_element_type():
+    """SuperPoint's keypoints (Hugging Face, dynamo export) are picked by boolean indexing:
+    NonZero, then an Expand to a shape computed from the data and a GatherND of its result. The
+    GatherND's indices had an unknown rank, no inference or run could type it, and the import
+    stopped ("cannot tell the type of its results"). Its element type suffices: the host runs
+    any shape."""
+    nodes = [helper.make_node("Greater", ["x", "zero"], ["pos"]),
+             helper.make_node("NonZero", ["pos"], ["nz"]),
+             helper.make_node("Transpose", ["nz"], ["t"], perm=[1, 0]),
+             helper.make_node("Gather", ["t", "one"], ["col"], axis=1),
+             helper.make_node("Max", ["col", "zero_i"], ["mx"]),
+             helper.make_node("Shape", ["mx"], ["shp"]),
+             helper.make_node("Expand", ["col", "shp"], ["e"]),
+             helper.make_node("Unsqueeze", ["e", "last"], ["u"]),
+             helper.make_node("Min", ["u", "cap"], ["uc"]),
+             helper.make_node("GatherND", ["t", "uc"], ["y"])]
+    inits = [_const("zero", np.float32(0)), _const("one", np.int64(1)), _const("zero_i", np.int64(0)),
+             _const("last", np.array([-1], np.int64)), _const("cap", np.int64(0))]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, [1, 8])],
+                   [helper.make_tensor_value_info("y", TP.INT64, [None, 2])], inits)
+    graph = import_model(model, None, "m.onnx")
+    (gnd,) = [op for op in graph.ops if op.kind == "host" and op.attrs["op_type"] == "GatherND"]
+    assert gnd.results[0].type.dtype == "i64"
+    x = np.array([[0.5, -1, 2, 3, -4, 0.1, -0.2, 7]], np.float32)
+    ref = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        ["y"], {"x": x})[0]
+    np.testing.assert_array_equal(run_graph(graph, {"x": x})["y"], ref)
