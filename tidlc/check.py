@@ -130,15 +130,23 @@ def check_graph(graph, backend, options: CompileOptions, model: str = "") -> Che
     if partition is not None:
         in_region = {name for r in partition.regions for name in r.op_names}
         host_by_plan = set(partition.host_ops)
-    layers = []
+    from tidlc.partition import NO_I64, RUN_TIME_SIZE
+    layers, kept = [], []
+    waiting = 0  # layers sized by a dynamic input: nothing to say until it has a size
     for op, verdict in verdicts:
         name, level, reason, hint = op.name, verdict.level, verdict.reason, verdict.hint
+        if dynamic and level == "host" and (RUN_TIME_SIZE in reason or NO_I64 in reason):
+            waiting += 1
+            continue
+        kept.append(op)
         if level != "host" and name in host_by_plan:  # denied, or a region too small / beyond --max-subgraphs
             level, reason = "host", _why_host(op, target)
             hint = hint or "--max-subgraphs / --min-subgraph-ops / the deny lists decide this"
         float_island = level == "penalty" and "float" in reason and name in in_region
         layers.append(LayerVerdict(name, op.kind, level, reason, hint, _shape(op), float_island))
-    layers = _between_floats(graph, [op for op, _ in verdicts], layers)
+    if waiting:
+        problems.append(f"{waiting} layer(s) sized by the dynamic input(s) are checked once the input shapes are given")
+    layers = _between_floats(graph, kept, layers)
     if partition is not None:
         floats = sum(v.float_island for v in layers)
         if floats:

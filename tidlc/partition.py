@@ -27,6 +27,12 @@ from tidlc.diagnostics import TidlcError
 from tidlc.ir.core import Graph, Op, Value
 from tidlc.ir.types import numpy_dtype
 
+# verdict texts of layers on a tensor sized only at run time and on 64-bit integers (a backend's
+# constraints write them): while a graph input is still dynamic, both come from its open size
+# (layers on its unknown dims, the Shape arithmetic that folds once it has one), and ``tidlc check``
+# leaves such layers out of its table
+RUN_TIME_SIZE = "its size is known only at run time"
+NO_I64 = "TIDL has no i64 tensors"
 # ops that only move or copy elements (no arithmetic: a resize interpolates, a quantize rounds)
 DATA_MOVES = frozenset({"concat", "split", "slice", "reshape", "flatten", "transpose", "squeeze", "unsqueeze",
                         "expand", "gather", "depth_to_space", "shuffle_channel", "identity", "dropout", "pad"})

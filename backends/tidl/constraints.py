@@ -22,6 +22,7 @@ import math
 import attrs
 
 from tidlc.backend import Verdict
+from tidlc.partition import RUN_TIME_SIZE
 
 # --------------------------------------------------------------------------- facts
 # tidl-facts §2 "Conv: ... validated (k,s): 1x1 s1/s2, 2x2 s1/s2, 3x3 s1/s2/s3, 5x5 s1/s2,
@@ -199,8 +200,8 @@ def _check_static(op) -> Verdict | None:
     for v in op.operands:  # (a result sized by shape arithmetic that folds is not one)
         shape = v.type.shape
         if (shape is None or None in shape) and not _is_constant(v):
-            return Verdict("host", f"{_named(v, op)} is {v.type}: its size is known only at run time, and TIDL's layers "
-                                   "have static shapes",
+            return Verdict("host", f"{_named(v, op)} is {v.type}: {RUN_TIME_SIZE}, and TIDL's layers have static "
+                                   "shapes",
                            hint="after data-dependent ops (NonZero, NonMaxSuppression) the ARM cores run the "
                                 "rest; export the model without its post-processing to keep it all on "
                                 "the accelerator, or give dynamic inputs a size with --input-shape")
