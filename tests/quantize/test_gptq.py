@@ -89,6 +89,30 @@ def test_hessians_are_integer_moments_of_the_input_codes():
     assert all(np.array_equal(h, np.round(h)) for h in hs.values())
 
 
+def test_a_dense_layer_over_the_last_axis_of_a_token_tensor_has_a_k_by_k_hessian():
+    """A dense layer on (1, tokens, K) (a transformer's projections; the interpolation matrices of
+    a resize or pool computed as dense layers on (1, C, H, W)) reads K inputs at tokens
+    positions: H is (K, K), the sum over every position. Its input was flattened whole, a
+    (tokens K)^2 matrix: 128 GiB for a 256x16x32 pooling input, and -O3 stopped out of memory."""
+    from tidlc.ir import Builder, TensorType
+    rng = np.random.default_rng(0)
+    b = Builder()
+    x = b.input("x", TensorType((1, 6, 10, 5)))
+    w = b.const(rng.normal(0, 0.3, (4, 5)).astype(np.float32), "w")
+    b.output(b.op("dense", [x, w], name="fc"), "y")
+    fs = [{"x": rng.normal(size=(1, 6, 10, 5)).astype(np.float32)} for _ in range(3)]
+    q = quantize_graph(b.graph, CompileOptions.of(), frames=fs, warn_synthetic=False)
+    hs = gptq.hessians(q.graph, fs, {"fc"})
+    assert hs["fc"].shape == (5, 5)
+    rows = []
+    fc_input = next(op for op in q.graph.ops if op.name == "fc").operands[0]
+    for f in fs:
+        FixedExecutor(q.graph).run(f, lambda op, res: rows.extend(
+            r.reshape(-1, 5).astype(np.int64) for v, r in zip(op.results, res) if v is fc_input))
+    want = sum(r.T @ r for r in rows)
+    assert np.array_equal(hs["fc"], want.astype(np.float64))
+
+
 def test_codes_do_not_depend_on_blas_threads(tmp_path):
     """H comes from integer codes: the GPTQ codes are the same with 1 or 2 BLAS threads (the float
     interpreter's activations are not, in their last bits)."""

@@ -54,8 +54,10 @@ def _layers(graph: Graph) -> dict[int, object]:
 
 def _columns(op, x: np.ndarray) -> np.ndarray:
     """The layer's input as (N, K, L) float64 columns: K input dimensions (OIHW order), L positions."""
-    if op.kind == "dense":
-        return np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)[:, :, None]
+    if op.kind == "dense":  # (over the last axis: every other axis but the batch is positions)
+        cols = np.asarray(x).reshape(x.shape[0], -1, x.shape[-1]).transpose(0, 2, 1)
+        step = -(-cols.shape[2] // POSITIONS)
+        return np.asarray(cols[:, :, ::step] if step > 1 else cols, dtype=np.float64)
     w = op.operands[1].type.shape
     a = op.attrs
     kh, kw = w[2], w[3]
