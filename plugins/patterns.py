@@ -929,17 +929,23 @@ def _band_split(rw: Rewriter, op) -> bool:
         # (each piece spans 2 j d of the padded input and is padded 2 (c - j) d less: the output's size)
         pieces.append(rw.make("conv2d", operands, {**a, "pads": tuple(p), "dilations": tuple(dil)},
                               f"{op.name}.band{j}", op.loc))
-    rw.insert_before(op, pieces[0])
-    total = pieces[0].results[0]
-    for i, conv in enumerate(pieces[1:], 1):
+    for conv in pieces:
         rw.insert_before(op, conv)
-        if i == len(pieces) - 1:
-            rw.replace_op(op, rw.make("add", [total, conv.results[0]], {}, op.name, op.loc))
+    _replace_by_sum(rw, op, [conv.results[0] for conv in pieces])
+    return True
+
+
+def _replace_by_sum(rw: Rewriter, op, parts: list) -> None:
+    """``op`` becomes the sum of ``parts`` (two or more): a chain of adds placed before it, the
+    last one taking its name."""
+    total = parts[0]
+    for i, part in enumerate(parts[1:], 1):
+        if i == len(parts) - 1:
+            rw.replace_op(op, rw.make("add", [total, part], {}, op.name, op.loc))
         else:
-            add = rw.make("add", [total, conv.results[0]], {}, f"{op.name}.sum{i}", op.loc)
+            add = rw.make("add", [total, part], {}, f"{op.name}.sum{i}", op.loc)
             rw.insert_before(op, add)
             total = add.results[0]
-    return True
 
 
 def _fitting_kernel(table: dict, stride: int, kh: int, kw: int) -> tuple[int, int] | None:
@@ -1026,18 +1032,10 @@ def _kernel_split(rw: Rewriter, op) -> bool:
             if conv.results[0].type.shape != op.results[0].type.shape or (after is not None and after.level == "host"):
                 return False
             pieces.append(conv)
-    total = None
-    for i, conv in enumerate(pieces):
+    for conv in pieces:
         rw.insert_before(op, conv.operands[1].producer)
         rw.insert_before(op, conv)
-        if total is None:
-            total = conv.results[0]
-        elif i == len(pieces) - 1:
-            rw.replace_op(op, rw.make("add", [total, conv.results[0]], {}, op.name, op.loc))
-        else:
-            add = rw.make("add", [total, conv.results[0]], {}, f"{op.name}.sum{i}", op.loc)
-            rw.insert_before(op, add)
-            total = add.results[0]
+    _replace_by_sum(rw, op, [conv.results[0] for conv in pieces])
     return True
 
 

@@ -180,11 +180,19 @@ def check_structure(graph_proto, path: str) -> list:
 SOFTPLUS_THRESHOLD_MIN = 15.0  # softplus(x) - x = log1p(exp(-x)) < 3.1e-7 beyond it: below float32's step of x
 
 
-def _thresholded_softplus(nodes: list, graph_proto) -> list:
-    """``nodes`` with PyTorch's thresholded softplus, ``Where(Greater(x, t), x, Softplus(x))`` (how
-    its dynamo exporter writes ``F.softplus`` and so YOLOv4's Mish, with ``t = 20``), as the
-    ``Softplus`` alone: beyond ``t >= 15`` the two differ by less than float32 resolves. The
-    ``Greater`` had no converter: a host op, and a subgraph boundary in the middle of a backbone."""
+def _export_guards(nodes: list, graph_proto) -> list:
+    """``nodes`` with two ``Where`` guards PyTorch's exporters write read as the value they guard
+    (the ``Where`` becomes an ``Identity`` of it; the test, read by nothing else, goes):
+
+    - the thresholded softplus, ``Where(Greater(x, t), x, Softplus(x))`` (how the dynamo exporter
+      writes ``F.softplus`` and so YOLOv4's Mish, with ``t = 20``): beyond ``t >= 15`` the two
+      differ by less than float32 resolves. The ``Greater`` had no converter: a host op, and a
+      subgraph boundary in the middle of a backbone;
+    - the NaN-guarded attention softmax, ``Where(IsNaN(s), 0, s)`` for ``s = Softmax(x)`` (how
+      ``scaled_dot_product_attention`` is exported: Hugging Face's DETR has one per attention
+      layer): a softmax is NaN only along a row that is all -inf (a fully masked query) or holds
+      a NaN; the accelerator's fixed-point tensors have neither, and ``IsNaN`` had no converter.
+    """
     from onnx import helper
     producers = {out: node for node in nodes for out in node.output}
     uses: dict[str, int] = {}
@@ -196,44 +204,28 @@ def _thresholded_softplus(nodes: list, graph_proto) -> list:
     consts = {t.name: t for t in graph_proto.initializer}
     consts.update({n.output[0]: n.attribute[0].t for n in nodes if n.op_type == "Constant" and n.domain in ("", "ai.onnx")
                    and len(n.attribute) == 1 and n.attribute[0].name == "value"})
+
+    def softplus_guard(cond: str, a: str, b: str) -> bool:
+        greater, soft = producers.get(cond), producers.get(b)
+        if not (greater is not None and greater.op_type == "Greater" and soft is not None
+                and soft.op_type == "Softplus" and list(greater.input[:1]) == [a] and list(soft.input) == [a]
+                and greater.input[1] in consts):
+            return False
+        t = tensor_to_array(consts[greater.input[1]], "softplus threshold", None)
+        return t.size == 1 and t.dtype.kind == "f" and float(t.reshape(())) >= SOFTPLUS_THRESHOLD_MIN
+
+    def nan_guard(cond: str, b: str) -> bool:
+        isnan, soft = producers.get(cond), producers.get(b)
+        return isnan is not None and isnan.op_type == "IsNaN" and list(isnan.input) == [b] \
+            and soft is not None and soft.op_type == "Softmax" and soft.domain in ("", "ai.onnx")
+
     dropped: set[int] = set()
     out = []
     for node in nodes:
         if node.op_type == "Where" and node.domain in ("", "ai.onnx") and len(node.input) == 3:
             cond, a, b = node.input
-            greater, soft = producers.get(cond), producers.get(b)
-            if (greater is not None and greater.op_type == "Greater" and uses.get(cond) == 1
-                    and soft is not None and soft.op_type == "Softplus" and list(greater.input[:1]) == [a]
-                    and list(soft.input) == [a] and greater.input[1] in consts):
-                t = tensor_to_array(consts[greater.input[1]], "softplus threshold", None)
-                if t.size == 1 and t.dtype.kind == "f" and float(t.reshape(())) >= SOFTPLUS_THRESHOLD_MIN:
-                    dropped.add(id(greater))
-                    node = helper.make_node("Identity", [b], list(node.output), name=node.name)
-        out.append(node)
-    return [n for n in out if id(n) not in dropped]
-
-
-def _safe_softmax(nodes: list) -> list:
-    """``nodes`` with PyTorch's guarded attention softmax, ``Where(IsNaN(s), 0, s)`` for
-    ``s = Softmax(x)`` (how ``scaled_dot_product_attention`` is exported: Hugging Face's DETR has
-    one per attention layer), as ``s`` alone. A softmax is NaN only along a row that is all
-    -inf (a fully masked query) or holds a NaN; the accelerator's fixed-point tensors have
-    neither, and ``IsNaN`` had no converter: a host op and a subgraph boundary per layer."""
-    from onnx import helper
-    producers = {out: node for node in nodes for out in node.output}
-    uses: dict[str, int] = {}
-    for node in nodes:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
-    dropped: set[int] = set()
-    out = []
-    for node in nodes:
-        if node.op_type == "Where" and node.domain in ("", "ai.onnx") and len(node.input) == 3:
-            cond, _, b = node.input
-            isnan, soft = producers.get(cond), producers.get(b)
-            if isnan is not None and isnan.op_type == "IsNaN" and list(isnan.input) == [b] and uses.get(cond) == 1 \
-                    and soft is not None and soft.op_type == "Softmax" and soft.domain in ("", "ai.onnx"):
-                dropped.add(id(isnan))
+            if uses.get(cond) == 1 and (softplus_guard(cond, a, b) or nan_guard(cond, b)):
+                dropped.add(id(producers[cond]))
                 node = helper.make_node("Identity", [b], list(node.output), name=node.name)
         out.append(node)
     return [n for n in out if id(n) not in dropped]
@@ -302,7 +294,7 @@ class OnnxImporter(Importer):
         self.base_dir = os.path.dirname(path)  # external data files lie beside the model
         self.opset = self.version
         self.graph_proto = graph_proto
-        self.nodes_proto = _safe_softmax(_thresholded_softplus(check_structure(graph_proto, path), graph_proto))
+        self.nodes_proto = _export_guards(check_structure(graph_proto, path), graph_proto)
         self.values: dict[str, Value] = {}
         self.initializers = {t.name: t for t in graph_proto.initializer}
         self.sparse_initializers = {t.values.name or "": t for t in graph_proto.sparse_initializer}

@@ -907,6 +907,19 @@ def test_the_argmax_runs_on_the_codes(cli, tmp_path):
     assert got.shape == ref.shape and np.mean(got == ref) > 0.97, np.mean(got == ref)
 
 
+def _compiled_snr(cli, tmp_path, path: str, x: np.ndarray, ref: np.ndarray) -> float:
+    """Compile ``path`` calibrated on frames ``x`` (one subgraph: no subgraph line), run it on
+    the first frame: the SNR (dB) of output 'y' against ``ref``."""
+    np.save(tmp_path / "calib.npy", x)
+    np.save(tmp_path / "x.npy", x[:1])
+    code, out, err = cli("compile", path, "--calib", tmp_path / "calib.npy", "-o", tmp_path / "out", quiet=False)
+    assert code == 0 and "subgraph" not in out + err, out + err
+    code, _, err = cli("run", tmp_path / "out", "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npz")
+    assert code == 0, err
+    got = np.load(tmp_path / "y.npz")["y"].astype(np.float64)
+    return float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((got - ref) ** 2)))
+
+
 def _aspp_pool_model(tmp_path, mode: str, coord: str) -> str:
     """DeepLabV3's ASPP pooling branch: global pool, 1x1 conv, ReLU, resize back to the plane
     (torchvision: bilinear to 33x33 at 520x520, "x33"), concatenated with the input."""
@@ -941,14 +954,7 @@ def test_a_resize_of_one_pixel_is_a_broadcast(cli, tmp_path, mode, coord):
     assert "resize" not in [o.kind for o in ops] and "mul" in [o.kind for o in ops]
     assert not [o.name for o in ops if (v := check(o)) is not None and v.level == "host"]
     np.testing.assert_allclose(run_graph(g, {"x": x[:1]})["y"], ref, rtol=1e-6, atol=1e-6)
-    np.save(tmp_path / "calib.npy", x)
-    np.save(tmp_path / "x.npy", x[:1])
-    code, out, err = cli("compile", path, "--calib", tmp_path / "calib.npy", "-o", tmp_path / "out", quiet=False)
-    assert code == 0 and "subgraph" not in out + err, out + err
-    code, _, err = cli("run", tmp_path / "out", "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npz")
-    assert code == 0, err
-    got = np.load(tmp_path / "y.npz")["y"].astype(np.float64)
-    assert 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((got - ref) ** 2)) > 30
+    assert _compiled_snr(cli, tmp_path, path, x, ref) > 30
 
 
 @pytest.mark.parametrize(("mode", "coord", "nearest", "hw", "out", "expect"), [
@@ -1001,14 +1007,7 @@ def test_an_interpolated_resize_compiles_near_float(cli, tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     x = rng.uniform(0, 1, (8, 3, 16, 16)).astype(np.float32)
     ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x[:1]})[0]
-    np.save(tmp_path / "calib.npy", x)
-    np.save(tmp_path / "x.npy", x[:1])
-    code, out, err = cli("compile", path, "--calib", tmp_path / "calib.npy", "-o", tmp_path / "out", quiet=False)
-    assert code == 0 and "subgraph" not in out + err, out + err
-    code, _, err = cli("run", tmp_path / "out", "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npz")
-    assert code == 0, err
-    got = np.load(tmp_path / "y.npz")["y"].astype(np.float64)
-    assert 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((got - ref) ** 2)) > 30
+    assert _compiled_snr(cli, tmp_path, path, x, ref) > 30
 
 
 @pytest.mark.parametrize("n", [25, 50])
