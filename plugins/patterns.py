@@ -929,21 +929,25 @@ def _band_split(rw: Rewriter, op) -> bool:
         # (each piece spans 2 j d of the padded input and is padded 2 (c - j) d less: the output's size)
         pieces.append(rw.make("conv2d", operands, {**a, "pads": tuple(p), "dilations": tuple(dil)},
                               f"{op.name}.band{j}", op.loc))
-    for conv in pieces:
-        rw.insert_before(op, conv)
-    _replace_by_sum(rw, op, [conv.results[0] for conv in pieces])
+    _replace_by_sum(rw, op, pieces)
     return True
 
 
-def _replace_by_sum(rw: Rewriter, op, parts: list) -> None:
-    """``op`` becomes the sum of ``parts`` (two or more): a chain of adds placed before it, the
-    last one taking its name."""
-    total = parts[0]
-    for i, part in enumerate(parts[1:], 1):
-        if i == len(parts) - 1:
-            rw.replace_op(op, rw.make("add", [total, part], {}, op.name, op.loc))
+def _replace_by_sum(rw: Rewriter, op, pieces: list, loose_weights: bool = False) -> None:
+    """``op`` becomes the sum of the results of ``pieces`` (two or more ops, not yet placed): each
+    placed before it, followed by the add that takes it in, the last add taking its name (one
+    partial sum live at a time). ``loose_weights``: each piece's weight constant is placed too."""
+    total = None
+    for i, piece in enumerate(pieces):
+        if loose_weights:
+            rw.insert_before(op, piece.operands[1].producer)
+        rw.insert_before(op, piece)
+        if total is None:
+            total = piece.results[0]
+        elif i == len(pieces) - 1:
+            rw.replace_op(op, rw.make("add", [total, piece.results[0]], {}, op.name, op.loc))
         else:
-            add = rw.make("add", [total, part], {}, f"{op.name}.sum{i}", op.loc)
+            add = rw.make("add", [total, piece.results[0]], {}, f"{op.name}.sum{i}", op.loc)
             rw.insert_before(op, add)
             total = add.results[0]
 
@@ -1032,10 +1036,7 @@ def _kernel_split(rw: Rewriter, op) -> bool:
             if conv.results[0].type.shape != op.results[0].type.shape or (after is not None and after.level == "host"):
                 return False
             pieces.append(conv)
-    for conv in pieces:
-        rw.insert_before(op, conv.operands[1].producer)
-        rw.insert_before(op, conv)
-    _replace_by_sum(rw, op, [conv.results[0] for conv in pieces])
+    _replace_by_sum(rw, op, pieces, loose_weights=True)
     return True
 
 
