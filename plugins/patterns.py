@@ -535,7 +535,6 @@ def _row_pool(rw: Rewriter, op) -> bool:
     windows) is a global pool of the tensor seen as N x (C H W / k) x k x 1: a reshape, the
     pool and a reshape back; also a k x 1 one along H of a one-column plane."""
     from tidlc.backends.tidl.constraints import GLOBAL_POOL_MAX_PLANE
-    from tidlc.backends.tidl.constraints import check as verdict
     a = op.attrs
     x = op.operands[0]
     shape, out = x.type.shape, op.results[0].type.shape
@@ -549,8 +548,7 @@ def _row_pool(rw: Rewriter, op) -> bool:
         k = kh
     else:
         return False
-    before = verdict(op)
-    if before is None or before.level != "host" or k > GLOBAL_POOL_MAX_PLANE:
+    if k > GLOBAL_POOL_MAX_PLANE or not _on_host(op):
         return False
     n = shape[0]
     flat = rw.make("reshape", [x], {"shape": (n, int(np.prod(shape[1:])) // k, k, 1)}, f"{op.name}.rows", op.loc)
@@ -589,7 +587,6 @@ def _avg_pool_as_depthwise(rw: Rewriter, op) -> bool:
     stride does not matter): a 3x3 stride-2 depthwise padded 1 left and right. Its pool ran on the
     host between two subgraphs (1.7 MB per frame across the boundary)."""
     from tidlc.backends.tidl.constraints import DEPTHWISE_VALIDATED
-    from tidlc.backends.tidl.constraints import check as verdict
     a = op.attrs
     x = op.operands[0]
     shape, out = x.type.shape, op.results[0].type.shape
@@ -597,7 +594,7 @@ def _avg_pool_as_depthwise(rw: Rewriter, op) -> bool:
     if a["mode"] != "avg" or tuple(a["dilations"]) != (1, 1) or x.type.layout not in (None, "NCHW") \
             or shape is None or out is None or len(shape) != 4 or None in shape or None in out:
         return False
-    if (v := verdict(op)) is None or v.level != "host":
+    if not _on_host(op):
         return False  # TIDL runs it (4x4: not optimally, but as a pool)
     pt, pl, pb, pr = a["pads"]
     if any((pt, pl, pb, pr)) and not a.get("count_include_pad"):
@@ -690,6 +687,12 @@ def _strided_conv(rw: Rewriter, op) -> bool:
     return True
 
 
+def _pick(stride: int) -> dict:
+    """The attributes of a 1x1 max pool at ``stride``: it keeps every stride-th row and column."""
+    return {"mode": "max", "kernel": (1, 1), "strides": (stride, stride), "pads": (0, 0, 0, 0), "dilations": (1, 1),
+            "ceil_mode": False, "count_include_pad": False}
+
+
 def _strided_dilation(rw: Rewriter, op) -> bool:
     """A dilated conv with a stride (SKNet's second path: 3x3 stride 2 dilation 2; TIDL dilates
     only stride-1 convs) as a 1x1 max pool with the stride and a stride-1 conv. When the stride
@@ -698,7 +701,6 @@ def _strided_dilation(rw: Rewriter, op) -> bool:
     times smaller plane with dilation d/s and padding p/s (the same MACs as the original).
     Otherwise the conv runs at stride 1 and the pool picks every s-th output. Only where the
     output sizes agree and both ops are ones TIDL takes."""
-    from tidlc.backends.tidl.constraints import check as verdict
     a = op.attrs
     x = op.operands[0]
     shape, out = x.type.shape, op.results[0].type.shape
@@ -706,14 +708,12 @@ def _strided_dilation(rw: Rewriter, op) -> bool:
     if sh != sw or sh < 2 or (dh, dw) == (1, 1) or shape is None or len(shape) != 4 or None in shape \
             or out is None or None in out or x.type.layout not in (None, "NCHW"):
         return False
-    before = verdict(op)
-    if before is None or before.level != "host":
+    if not _on_host(op):
         return False
     s = sh
     pt, pl = a["pads"][:2]  # (the end padding follows from the output size)
     kh, kw = op.operands[1].type.shape[2:]
-    pool_attrs = {"mode": "max", "kernel": (1, 1), "strides": (s, s), "pads": (0, 0, 0, 0), "dilations": (1, 1),
-                  "ceil_mode": False, "count_include_pad": False}
+    pool_attrs = _pick(s)
     first = not (dh % s or dw % s or pt % s or pl % s)
     if first:  # pick the rows the taps read, then convolve the smaller plane
         pool = rw.make("pool2d", [x], pool_attrs, f"{op.name}.pick", op.loc)
@@ -731,12 +731,8 @@ def _strided_dilation(rw: Rewriter, op) -> bool:
         conv = rw.make("conv2d", list(op.operands), {**a, "strides": (1, 1)}, f"{op.name}.dense", op.loc)
         pool = rw.make("pool2d", [conv.results[0]], pool_attrs, op.name, op.loc)
         steps, last = [conv, pool], pool
-    if last.results[0].type.shape != out:
+    if last.results[0].type.shape != out or any(_on_host(step) for step in steps):
         return False
-    for step in steps:
-        after = verdict(step)
-        if after is not None and after.level == "host":
-            return False
     rw.insert_before(op, steps[0])
     rw.replace_op(op, steps[1])
     return True
@@ -748,7 +744,6 @@ def _strided_pick(rw: Rewriter, op) -> bool:
     stride, then a 1x1 stride-2 max pool that keeps every other output: the same outputs. Only
     where the output sizes agree and TIDL takes both (after the space-to-depth rule, which
     serves an ungrouped conv better)."""
-    from tidlc.backends.tidl.constraints import check as verdict
     a = op.attrs
     x = op.operands[0]
     shape, out = x.type.shape, op.results[0].type.shape
@@ -756,20 +751,13 @@ def _strided_pick(rw: Rewriter, op) -> bool:
     if sh != sw or sh < 4 or sh % 2 or tuple(a["dilations"]) != (1, 1) or shape is None or len(shape) != 4 \
             or None in shape or out is None or None in out or x.type.layout not in (None, "NCHW"):
         return False
-    before = verdict(op)
-    if before is None or before.level != "host":
+    if not _on_host(op):
         return False
     half = sh // 2
     conv = rw.make("conv2d", list(op.operands), {**a, "strides": (half, half)}, f"{op.name}.half", op.loc)
-    pool = rw.make("pool2d", [conv.results[0]], {"mode": "max", "kernel": (1, 1), "strides": (2, 2),
-                                                 "pads": (0, 0, 0, 0), "dilations": (1, 1), "ceil_mode": False,
-                                                 "count_include_pad": False}, op.name, op.loc)
-    if pool.results[0].type.shape != out:
+    pool = rw.make("pool2d", [conv.results[0]], _pick(2), op.name, op.loc)
+    if pool.results[0].type.shape != out or _on_host(conv) or _on_host(pool):
         return False
-    for step in (conv, pool):
-        after = verdict(step)
-        if after is not None and after.level == "host":
-            return False
     rw.insert_before(op, conv)
     rw.replace_op(op, pool)
     return True
@@ -782,6 +770,14 @@ def _used_taps(n_in: int, n_out: int, k: int, s: int, d: int, p: int) -> tuple[i
     if not used or used != list(range(used[0], used[-1] + 1)):
         return None
     return used[0], used[-1]
+
+
+def _on_host(op) -> bool:
+    """Whether the backend's verdict puts ``op`` on the host (the rules below lower only such
+    ops, and only into ops it does not)."""
+    from tidlc.backends.tidl.constraints import check as verdict
+    v = verdict(op)
+    return v is not None and v.level == "host"
 
 
 def _loose_const(data: np.ndarray, name: str):
@@ -838,6 +834,14 @@ def _dead_taps(rw: Rewriter, op) -> bool:
     return True
 
 
+def _fitting_kernel(table: dict, stride: int, kh: int, kw: int, larger: bool = False) -> tuple[int, int] | None:
+    """The smallest kernel of a validated table, at this stride, that holds a kh x kw one
+    (``larger``: other than kh x kw itself)."""
+    fits = sorted((k2h * k2w, k2h, k2w) for (k2h, k2w), strides in table.items()
+                  if stride in strides and k2h >= kh and k2w >= kw and not (larger and (k2h, k2w) == (kh, kw)))
+    return (fits[0][1], fits[0][2]) if fits else None
+
+
 def _padded_kernel(rw: Rewriter, op) -> bool:
     """A conv whose kernel TIDL does not take at its stride, inside a larger one it does: the
     kernel is zero-padded to it and the input padding grows by as many taps (times the dilation),
@@ -846,7 +850,6 @@ def _padded_kernel(rw: Rewriter, op) -> bool:
     accelerator, where it was a host layer between two subgraphs. The smallest such kernel wins;
     only where the backend's verdict improves."""
     from tidlc.backends.tidl.constraints import CONV_VALIDATED, DEPTHWISE_VALIDATED
-    from tidlc.backends.tidl.constraints import check as verdict
     a = op.attrs
     x, w = op.operands[0], op.operands[1]
     wc = w.const_value()
@@ -854,17 +857,15 @@ def _padded_kernel(rw: Rewriter, op) -> bool:
     if wc is None or wc.dtype != np.float32 or shape is None or len(shape) != 4 or None in shape \
             or x.type.layout not in (None, "NCHW") or a["strides"][0] != a["strides"][1]:
         return False
-    before = verdict(op)
-    if before is None or before.level != "host":
+    if not _on_host(op):
         return False
     cout, cin_g, kh, kw = wc.shape
     depthwise = a["groups"] > 1 and a["groups"] == shape[1] == cout
     table = DEPTHWISE_VALIDATED if depthwise else CONV_VALIDATED
-    fits = sorted((k2h * k2w, k2h, k2w) for (k2h, k2w), strides in table.items()
-                  if a["strides"][0] in strides and k2h >= kh and k2w >= kw and (k2h, k2w) != (kh, kw))
-    if not fits:
+    fit = _fitting_kernel(table, a["strides"][0], kh, kw, larger=True)
+    if fit is None:
         return False
-    _, k2h, k2w = fits[0]
+    k2h, k2w = fit
     pt, pl, pb, pr = a["pads"]
     dh, dw = a["dilations"]
     top, left = (k2h - kh) // 2, (k2w - kw) // 2  # (the extra taps split evenly, the odd one below/right)
@@ -873,8 +874,7 @@ def _padded_kernel(rw: Rewriter, op) -> bool:
     pads = (pt + top * dh, pl + left * dw, pb + (k2h - kh - top) * dh, pr + (k2w - kw - left) * dw)
     w2v = _loose_const(w2, f"{op.name}.w")
     new = rw.make("conv2d", [x, w2v, *op.operands[2:]], {**a, "pads": pads}, op.name, op.loc)
-    after = verdict(new)
-    if new.results[0].type.shape != op.results[0].type.shape or (after is not None and after.level == "host"):
+    if new.results[0].type.shape != op.results[0].type.shape or _on_host(new):
         return False
     rw.insert_before(op, w2v.producer)
     rw.replace_op(op, new)
@@ -889,7 +889,6 @@ def _band_split(rw: Rewriter, op) -> bool:
     original padding, added up (the bias in the first). The same products, summed in another
     order; each piece is a TIDL kernel (a 3x1 one after _padded_kernel). Only for an odd band
     whose padding reaches every piece's first tap (a "same" conv), at most 15 long."""
-    from tidlc.backends.tidl.constraints import check as verdict
     a = op.attrs
     x, w = op.operands[0], op.operands[1]
     wc = w.const_value()
@@ -901,8 +900,7 @@ def _band_split(rw: Rewriter, op) -> bool:
     if not (a["groups"] == shape[1] == cout and cin_g == 1) or min(kh, kw) != 1 or not 7 < max(kh, kw) <= 15 \
             or max(kh, kw) % 2 == 0:
         return False
-    before = verdict(op)
-    if before is None or before.level != "host":
+    if not _on_host(op):
         return False
     axis = 0 if kh > 1 else 1  # (0: a Kx1 band along H; 1: a 1xK band along W)
     k, d = max(kh, kw), a["dilations"][axis]
@@ -952,13 +950,6 @@ def _replace_by_sum(rw: Rewriter, op, pieces: list, loose_weights: bool = False)
             total = add.results[0]
 
 
-def _fitting_kernel(table: dict, stride: int, kh: int, kw: int) -> tuple[int, int] | None:
-    """The smallest kernel of a validated table, at this stride, that holds a kh x kw one."""
-    fits = sorted((k2h * k2w, k2h, k2w) for (k2h, k2w), strides in table.items()
-                  if stride in strides and k2h >= kh and k2w >= kw)
-    return (fits[0][1], fits[0][2]) if fits else None
-
-
 def _halves(k: int, lead: int, trail: int) -> list[tuple[int, int, int]] | None:
     """A kernel axis of ``k`` taps, padded ``lead`` and ``trail`` taps, cut in two pieces:
     (first tap, last tap + 1, first tap the piece owns). The first piece ends where the trailing
@@ -982,7 +973,6 @@ def _kernel_split(rw: Rewriter, op) -> bool:
     in another order: a "same" 9x9 kernel is four 5x5 convs, 13x13 four 7x7 ones. Not for a
     fused activation; only where every piece is a kernel TIDL takes."""
     from tidlc.backends.tidl.constraints import CONV_VALIDATED, DEPTHWISE_VALIDATED
-    from tidlc.backends.tidl.constraints import check as verdict
     a = op.attrs
     x, w = op.operands[0], op.operands[1]
     wc = w.const_value()
@@ -995,12 +985,10 @@ def _kernel_split(rw: Rewriter, op) -> bool:
     depthwise = a["groups"] > 1 and a["groups"] == shape[1] == cout
     table = DEPTHWISE_VALIDATED if depthwise else CONV_VALIDATED
     stride = a["strides"][0]
-    longest = max(max(k) for k, strides in table.items() if stride in strides) if any(
-        stride in strides for strides in table.values()) else 0
+    longest = max((max(k) for k, strides in table.items() if stride in strides), default=0)
     if max(kh, kw) <= longest or max(kh, kw) > 13:
         return False
-    before = verdict(op)
-    if before is None or before.level != "host":
+    if not _on_host(op):
         return False
     pads, dils = a["pads"], a["dilations"]
     cuts = []  # per axis: the pieces, each (first, end, owned from)
@@ -1032,8 +1020,7 @@ def _kernel_split(rw: Rewriter, op) -> bool:
             if not pieces and len(op.operands) > 2 and op.operands[2] is not None:
                 operands.append(op.operands[2])
             conv = rw.make("conv2d", operands, {**a, "pads": new_pads}, f"{op.name}.piece{len(pieces)}", op.loc)
-            after = verdict(conv)
-            if conv.results[0].type.shape != op.results[0].type.shape or (after is not None and after.level == "host"):
+            if conv.results[0].type.shape != op.results[0].type.shape or _on_host(conv):
                 return False
             pieces.append(conv)
     _replace_by_sum(rw, op, pieces, loose_weights=True)
@@ -1354,7 +1341,6 @@ def _resize_by_copies(rw: Rewriter, op) -> bool:
     coordinate mode gives its own answer; only where the result is one row index per output row
     and one column index per output column."""
     from tidlc.backends.tidl.constraints import MAX_IN_BUFS
-    from tidlc.backends.tidl.constraints import check as verdict
 
     from tidlc.interp import evaluate_op
     x = op.operands[0]
@@ -1362,8 +1348,7 @@ def _resize_by_copies(rw: Rewriter, op) -> bool:
     if op.attrs["mode"] != "nearest" or xs is None or ys is None or None in xs or None in ys or len(xs) != 4 \
             or tuple(xs[:2]) != tuple(ys[:2]) or max(ys[2:]) > MAX_IN_BUFS or xs[2] * xs[3] > 1 << 20:
         return False
-    before = verdict(op)
-    if before is None or before.level != "host":
+    if not _on_host(op):
         return False
     h, w = xs[2:]
     plane = np.arange(h * w, dtype=np.float32).reshape(1, 1, h, w)
@@ -1393,41 +1378,47 @@ def _resize_by_copies(rw: Rewriter, op) -> bool:
 _RESIZE_DENSE_MAX = 1024  # rows or columns in or out: the interpolation matrix of an axis at most 1M weights
 
 
-def _interpolation(op, axis: int) -> np.ndarray:
-    """The (out, in) matrix by which ``op`` (a 4-D resize) maps axis ``axis`` (2 or 3), read off
-    the op's own reference on the identity, so every coordinate mode and rounding keeps its
-    meaning: a probe resizes C = n_in unit vectors along that axis by its scale (or to its size)
-    and a one-long other axis to two (the copies of one sample, whatever the mode; and never an
-    unchanged shape, which the reference copies whatever the scales say)."""
+def _axis_matrix(op, axis: int, attrs: dict) -> np.ndarray:
+    """The (out, in) matrix by which a probe like ``op`` (its kind, with ``attrs``) maps axis
+    ``axis`` (2 or 3) of C = n_in unit vectors along it, a 4-D input one long on the other
+    spatial axis: the op's own reference computes it, so every mode, coordinate transform and
+    border divisor keeps its meaning."""
     from tidlc.interp import evaluate_op
     from tidlc.ir.builder import Builder
     from tidlc.ir.core import Graph
+    n_in = op.operands[0].type.shape[axis]
+    shape = [1, n_in, 1, 1]
+    shape[axis] = n_in
+    eye = np.eye(n_in, dtype=np.float32).reshape(shape)
+    probe = Builder(Graph()).make(op.kind, [_loose_const(eye, f"{op.name}.probe")], attrs, f"{op.name}.probe")
+    (out,) = evaluate_op(probe, [eye])
+    picked = out[0, :, :, 0] if axis == 2 else out[0, :, 0, :]  # [i, o] = M[o, i]
+    return np.ascontiguousarray(picked.T)
+
+
+def _interpolation(op, axis: int) -> np.ndarray:
+    """The interpolation matrix of a 4-D resize along ``axis`` (:func:`_axis_matrix`): the probe
+    resizes that axis by the op's scale (or to its size) and the one-long other axis to two (the
+    copies of one sample, whatever the mode; and never an unchanged shape, which the reference
+    copies whatever the scales say)."""
     a = op.attrs
     n_in, n_out = op.operands[0].type.shape[axis], op.results[0].type.shape[axis]
-    shape, scales, sizes = [1, n_in, 1, 1], [1.0, 1.0, 2.0, 2.0], [1, n_in, 2, 2]
-    shape[axis], scales[axis], sizes[axis] = n_in, a["scales"][axis], n_out
-    eye = np.eye(n_in, dtype=np.float32).reshape(shape)
-    probe = Builder(Graph()).make("resize", [_loose_const(eye, f"{op.name}.probe")],
-                                  {**a, "scales": tuple(scales), "sizes": tuple(sizes) if a["sizes"] else ()},
-                                  f"{op.name}.probe")
-    (out,) = evaluate_op(probe, [eye])
-    picked = out[0, :, :, 0] if axis == 2 else out[0, :, 0, :]  # [i, o] = R[o, i]
-    return np.ascontiguousarray(picked.T)
+    scales, sizes = [1.0, 1.0, 2.0, 2.0], [1, n_in, 2, 2]
+    scales[axis], sizes[axis] = a["scales"][axis], n_out
+    return _axis_matrix(op, axis, {**a, "scales": tuple(scales), "sizes": tuple(sizes) if a["sizes"] else ()})
 
 
 def _plane_map_candidate(op) -> bool:
     """Whether ``op`` (a resize or a pool of one 4-D NCHW float tensor) is one the dense rules
     may take: static, N and C kept, at most 1024 rows and columns in and out, and TIDL does not
     take it as it is."""
-    from tidlc.backends.tidl.constraints import check as verdict
     x = op.operands[0]
     xs, ys = x.type.shape, op.results[0].type.shape
     if xs is None or ys is None or None in xs or None in ys or len(xs) != 4 or len(ys) != 4 \
             or x.type.dtype != "f32" or tuple(xs[:2]) != tuple(ys[:2]) or x.type.layout not in (None, "NCHW") \
             or max(*xs[2:], *ys[2:]) > _RESIZE_DENSE_MAX:
         return False
-    before = verdict(op)
-    return before is not None and before.level == "host"
+    return _on_host(op)
 
 
 def _plane_dense(rw: Rewriter, anchor, x, cols: np.ndarray, rows: np.ndarray):
@@ -1473,31 +1464,18 @@ def _resize_as_dense(rw: Rewriter, op) -> bool:
 
 
 def _pooling_matrix(op, axis: int) -> np.ndarray:
-    """The (out, in) matrix of an average pool along ``axis`` (2 or 3): a probe pools C = n_in
-    unit vectors along that axis with the op's window, stride and padding there, and a 1x1
-    window on a one-long other axis; the op's own reference computes it, so the divisor at the
-    border (the padding counted or not, a ceil-mode window) keeps its meaning. The pool is that
-    matrix along H times that along W: every window is a product of a row and a column range,
-    and so is its count."""
-    from tidlc.interp import evaluate_op
-    from tidlc.ir.builder import Builder
-    from tidlc.ir.core import Graph
+    """The matrix of an average pool along ``axis`` (:func:`_axis_matrix`): the probe pools with
+    the op's window, stride, dilation and padding there and a 1x1 window on the other axis, so
+    the divisor at the border (the padding counted or not, a ceil-mode window) keeps its
+    meaning. The pool is that matrix along H times that along W: every window is a product of
+    a row and a column range, and so is its count."""
     a = op.attrs
-    n_in = op.operands[0].type.shape[axis]
     i = axis - 2
-    kernel, strides, dils = [1, 1], [1, 1], [1, 1]
+    kernel, strides, dils, pads = [1, 1], [1, 1], [1, 1], [0, 0, 0, 0]
     kernel[i], strides[i], dils[i] = a["kernel"][i], a["strides"][i], a["dilations"][i]
-    pads = [0, 0, 0, 0]
     pads[i], pads[i + 2] = a["pads"][i], a["pads"][i + 2]
-    shape = [1, n_in, 1, 1]
-    shape[axis] = n_in
-    eye = np.eye(n_in, dtype=np.float32).reshape(shape)
-    probe = Builder(Graph()).make("pool2d", [_loose_const(eye, f"{op.name}.probe")],
-                                  {**a, "kernel": tuple(kernel), "strides": tuple(strides), "pads": tuple(pads),
-                                   "dilations": tuple(dils)}, f"{op.name}.probe")
-    (out,) = evaluate_op(probe, [eye])
-    picked = out[0, :, :, 0] if axis == 2 else out[0, :, 0, :]  # [i, o] = P[o, i]
-    return np.ascontiguousarray(picked.T)
+    return _axis_matrix(op, axis, {**a, "kernel": tuple(kernel), "strides": tuple(strides), "pads": tuple(pads),
+                                   "dilations": tuple(dils)})
 
 
 def _pool_as_dense(rw: Rewriter, op) -> bool:
@@ -1530,13 +1508,14 @@ def _linear_step(op, inside: set) -> bool:
     ins = [id(v) in inside for v in op.operands]
     if not any(ins):
         return False
-    consts = all(i or v.const_value() is not None for i, v in zip(ins, op.operands))
     if op.kind in _LINEAR_MOVES:
         return all(ins)
     if op.kind in ("add", "sub"):
         return all(ins) and op.attrs.get("act", "none") == "none"
-    if op.kind in ("mul", "div"):
-        return consts and ins.count(True) == 1 and (op.kind == "mul" or ins[0]) and op.attrs.get("act", "none") == "none"
+    if op.kind in ("mul", "div"):  # (by a constant; a divisor, not a dividend)
+        factor = op.operands[ins.index(False)] if ins.count(True) == 1 else None
+        return factor is not None and factor.const_value() is not None and (op.kind == "mul" or ins[0]) \
+            and op.attrs.get("act", "none") == "none"
     if op.kind == "reduce":
         return op.attrs["op"] in ("sum", "mean")
     if op.kind == "where":  # where(mask, v, 0) / where(mask, 0, v) with a constant mask
@@ -1568,22 +1547,14 @@ def _gathered_pool(rw: Rewriter, op) -> bool:
         v = v.producer.operands[0]
     x = v
     region, inside, frontier = [op], {id(op.results[0])}, [op.results[0]]
-    outside = []  # region values read by ops outside it
-    while frontier:
-        value = frontier.pop()
-        for user, _ in rw.users(value):
-            if id(user.results[0]) in inside:
-                continue
-            if user.kind != "host" and _linear_step(user, inside) and len(user.results) == 1 \
-                    and all(id(v) in inside or v.const_value() is not None for v in user.operands):
+    while frontier:  # (an op joins once all the region values it reads are in: it may be seen before)
+        for user, _ in rw.users(frontier.pop()):
+            if id(user.results[0]) not in inside and len(user.results) == 1 and _linear_step(user, inside):
                 region.append(user)
                 inside.add(id(user.results[0]))
                 frontier.append(user.results[0])
-            elif value not in outside:
-                outside.append(value)
-        if rw.is_output(value) and value not in outside:
-            outside.append(value)
-    outside = [v for v in outside if any(id(u.results[0]) not in inside for u, _ in rw.users(v)) or rw.is_output(v)]
+    outside = [p.results[0] for p in region if rw.is_output(p.results[0])
+               or any(id(u.results[0]) not in inside for u, _ in rw.users(p.results[0]))]  # (read by the rest)
     if len(outside) != 1 or len(region) > 256:
         return False
     y = outside[0]
@@ -1670,13 +1641,13 @@ def _unstack_plan(rw: Rewriter, stacked, axis: int, n: int) -> tuple[list, set] 
     values, when each op is a binary element-wise one with the stack (or a value from it) and an
     operand whose ``axis`` is n or 1 long, or a reduction over ``axis`` alone that drops it;
     None otherwise."""
-    plan, seen, frontier = [], {id(stacked)}, [stacked]
+    plan, planned, seen, frontier = [], set(), {id(stacked)}, [stacked]
     while frontier:
         v = frontier.pop()
         if rw.is_output(v):
             return None
         for user, _ in rw.users(v):
-            if id(user) in {id(u) for u in plan}:
+            if id(user) in planned:
                 continue
             if user.kind == "reduce":
                 if tuple(user.attrs["axes"]) != (axis,) or user.attrs["keepdims"] \
@@ -1694,6 +1665,7 @@ def _unstack_plan(rw: Rewriter, stacked, axis: int, n: int) -> tuple[list, set] 
             else:
                 return None
             plan.append(user)
+            planned.add(id(user))
     return plan, seen
 
 
@@ -1795,18 +1767,17 @@ def _grouped_deconv(rw: Rewriter, op) -> bool:
     output phase, concatenated and interleaved by ``depth_to_space`` (DCR): the same products,
     summed in another order. TIDL's Deconv2D takes group 1 only; with group = channels the phase
     convs are depthwise 3x3 s1 (a multiplier-1 depthwise, as TIDL requires), then Concat and
-    DepthToSpace, all TIDL layers."""
-    from tidlc.backends.tidl.constraints import check as verdict
+    DepthToSpace, all TIDL layers. An ungrouped one TIDL does not take (a stride other than 2:
+    DPT's 4x4 stride-4 reassemble upsampling) is one conv computing every phase, then
+    DepthToSpace."""
     a = op.attrs
     x, w = op.operands[0], op.operands[1]
     weights = w.const_value()
     xs, ys = x.type.shape, op.results[0].type.shape
     if weights is None or xs is None or ys is None or None in xs or None in ys:
         return False
-    if a["groups"] == 1:  # (TIDL's own Deconv2D where it takes it: stride 2)
-        before = verdict(op)
-        if before is None or before.level != "host":
-            return False
+    if a["groups"] == 1 and not _on_host(op):  # (TIDL's own Deconv2D where it takes it: stride 2)
+        return False
     (sh, sw), (dh, dw) = a["strides"], a["dilations"]
     if x.type.layout not in (None, "NCHW") or sh != sw or sh < 2 or (dh, dw) != (1, 1):
         return False
@@ -1886,7 +1857,7 @@ PATTERN_RULES = [
     ("reduce", _spatial_reduce), ("reduce", _channel_reduce),
     ("reduce", _trailing_reduce), ("reduce", _hw_last_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
     *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),
-    *((kind, _batch_broadcast) for kind in ("add", "sub", "mul", "div", "max", "min")),
+    *((kind, _batch_broadcast) for kind in _ELEMENTWISE_BINARY),
     ("deconv2d", _grouped_deconv), ("argmax", _argmax_keepdims), ("host", _gathered_pool), ("resize", _resize_from_one), ("resize", _resize_by_copies), ("resize", _resize_as_dense),
     ("concat", _concat_tree), ("concat", _unstack), ("reshape", _unsplit),
 ]
