@@ -455,8 +455,7 @@ def scatter_nd(node: Node) -> None:
     shape = tuple(data.type.shape)
     lo, hi = box
     k = len(lo)
-    box = tuple(b - a for a, b in zip(lo, hi)) + shape[k:]
-    updates = node.op("reshape", [node.input(2)], shape=box)
+    updates = node.op("reshape", [node.input(2)], shape=tuple(b - a for a, b in zip(lo, hi)) + shape[k:])
     partial = [(axis, lo[axis], hi[axis]) for axis in range(k) if (lo[axis], hi[axis]) != (0, shape[axis])]
 
     def place(x, axes):

@@ -519,13 +519,13 @@ def host_payload(importer: OnnxImporter, node: Node, names: list[str], operands:
             infer_inputs.append(_tensor_info(n, e, v.shape))
             feeds_spec.append((n, e, v))
     untyped = [onnx.ValueInfoProto(name=o) for o in outputs]
-    types = _inferred_types(model(infer_inputs, inits, untyped), outputs)
-    if types is None and not all(v.type.is_static for _, _, v in feeds_spec):
-        # (inputs sized at run time, after a NonZero: SuperPoint's keypoints by boolean indexing.
-        # No run can tell the rank either; the element types suffice, the host runs any shape)
-        types = _inferred_types(model(infer_inputs, inits, untyped), outputs, rank_needed=False)
-    if types is None:
-        types = _run_types(importer, node, model(infer_inputs, inits, untyped), feeds_spec, outputs)
+    typing = model(infer_inputs, inits, untyped)
+    types = _inferred_types(typing, outputs)
+    # an unknown rank: one run tells it on static inputs; on inputs sized at run time (after a
+    # NonZero: SuperPoint's keypoints by boolean indexing) no run can, and the element types
+    # suffice (the host runs any shape)
+    if types is None or (any(t.shape is None for t in types) and all(v.type.is_static for _, _, v in feeds_spec)):
+        types = _run_types(importer, node, typing, feeds_spec, outputs)
     out_infos = [_tensor_info(o, _IR_TO_ONNX[t.dtype], None) for o, t in zip(outputs, types)]
     payload = model(payload_inputs, [], out_infos)
     return payload.SerializeToString(), types
@@ -535,9 +535,9 @@ def _shape_vector(v: Value) -> bool:
     return v.type.is_static and len(v.shape) == 1 and v.dtype in ("i64", "i32")
 
 
-def _inferred_types(m, outputs: list[str], rank_needed: bool = True) -> list[TensorType] | None:
-    """Result types from ONNX shape inference; None when an output's element type (or, if
-    ``rank_needed``, its rank) is unknown."""
+def _inferred_types(m, outputs: list[str]) -> list[TensorType] | None:
+    """Result types from ONNX shape inference (a shape None where the rank is unknown); None when
+    an output's element type is unknown."""
     import onnx
     try:
         inferred = onnx.shape_inference.infer_shapes(m, check_type=False, strict_mode=False, data_prop=True)
@@ -550,7 +550,7 @@ def _inferred_types(m, outputs: list[str], rank_needed: bool = True) -> list[Ten
         if info is None or not info.type.HasField("tensor_type"):
             return None
         tt = info.type.tensor_type
-        if tt.elem_type not in ONNX_DTYPES or (rank_needed and not tt.HasField("shape")):
+        if tt.elem_type not in ONNX_DTYPES:
             return None
         shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                       for d in tt.shape.dim) if tt.HasField("shape") else None
