@@ -86,10 +86,11 @@ class TidlBackend:
         from tidlc.backends.tidl.perf import layers
         from tidlc.backends.tidl.quantize.ptq import float_pad
         if float_pad(op):
-            return Verdict("penalty", f"{op.attrs['mode']} padding: TIDL's Pad layer pads with a constant or wraps "
-                                      "around; it runs in float between data_convert ops",
-                           hint="pad with zeros (the conv's own padding: monodepth2's ReflectionPad2d + Conv2d(3x3) "
-                                "-> Conv2d(3x3, padding=1)) and fine-tune, or expect a float layer")
+            return Verdict("penalty", f"{op.attrs['mode']} padding: TIDL's Pad layer pads with a constant; it "
+                                      "runs in float between data_convert ops",
+                           hint="compile at -O2 (the default: fuse-patterns makes it a gather of rows), or pad "
+                                "with zeros (the conv's own padding: monodepth2's ReflectionPad2d + Conv2d(3x3) "
+                                "-> Conv2d(3x3, padding=1)) and fine-tune")
         if op.kind in _FLOAT_HINTS and not selects_codes(op):  # no TIDL layer (tidl-facts' layer enum), and
             return _float_verdict(op)  # no integer kernel here
         for table in (layers._MMA, layers._VECTOR_OPS, layers._VIEWS, layers._FREE):

@@ -112,7 +112,7 @@ def slice_v10(node: Node) -> None:
            node.const_ints(4, "steps"))
 
 
-PAD_MODES = ("constant", "reflect", "edge")
+PAD_MODES = ("constant", "reflect", "edge", "wrap")  # (numpy's meanings: the IR's pad)
 
 
 def _check_pad(node: Node) -> str | None:

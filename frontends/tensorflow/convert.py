@@ -382,7 +382,7 @@ def arg_max(node) -> None:
 # ----------------------------------------------------------------------------- tensor ops
 def _check_mirror_pad(node) -> str | None:
     mode = node.attr_str("mode", "REFLECT")
-    return None if mode == "REFLECT" else f"mode {mode} is not supported (REFLECT is)"
+    return None if mode in ("REFLECT", "SYMMETRIC") else f"mode {mode} is not supported (REFLECT and SYMMETRIC are)"
 
 
 @converter("Pad", "PadV2", "MirrorPad", check=lambda node: _check_mirror_pad(node)
@@ -394,7 +394,7 @@ def pad(node) -> None:
         raise node.error(f"paddings {list(flat)} must hold a (before, after) pair per dim")
     pads = flat[0::2] + flat[1::2]
     if node.op_type == "MirrorPad":
-        node.bind(node.op("pad", [x], pads=pads, mode="reflect"))
+        node.bind(node.op("pad", [x], pads=pads, mode=node.attr_str("mode", "REFLECT").lower()))
         return
     value = _scalar(node, 2, "constant_values") if node.op_type == "PadV2" else 0.0
     node.bind(node.op("pad", [x], pads=pads, value=value))

@@ -393,10 +393,11 @@ def pad(node) -> None:
     node.bind(node.op("pad", [node.input(0)], pads=pads))
 
 
-@converter("MIRROR_PAD", check=lambda node: None if MIRROR_PAD_MODES.get(node.options["mode"]) == "REFLECT"
-           else f"mode {MIRROR_PAD_MODES.get(node.options['mode'], node.options['mode'])} is not supported")
+@converter("MIRROR_PAD", check=lambda node: None if node.options["mode"] in MIRROR_PAD_MODES
+           else f"mode {node.options['mode']} is not supported (REFLECT and SYMMETRIC are)")
 def mirror_pad(node) -> None:
-    node.bind(node.op("pad", [node.data_input(0)], pads=_paddings(node), mode="reflect"))
+    mode = MIRROR_PAD_MODES[node.options["mode"]].lower()  # (numpy's meanings: the IR's pad)
+    node.bind(node.op("pad", [node.data_input(0)], pads=_paddings(node), mode=mode))
 
 
 @converter("CONCATENATION")

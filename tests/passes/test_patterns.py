@@ -366,12 +366,15 @@ def _adaptive_windows(n: int, out: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, mask
 
 
-@pytest.mark.parametrize(("hw", "out"), [(16, 3), (16, 6), (10, 4)])
-def test_an_adaptive_pool_exported_as_gather_nd_is_dense_layers(tmp_path, hw, out):
+@pytest.mark.parametrize(("hw", "out", "chain"), [(16, 3, False), (16, 6, False), (10, 4, False), (32, 3, True)])
+def test_an_adaptive_pool_exported_as_gather_nd_is_dense_layers(tmp_path, hw, out, chain):
     """PyTorch's dynamo exporter writes an adaptive average pool whose output does not divide
     the input (UperNet's and PSPNet's pyramid pooling) as a GatherND of the windows between
     transposes, masked and summed over each window, divided by its size: the GatherND was a
-    host op. The region is a separable linear map of each plane: dense layers over W and H."""
+    host op. The region is a separable linear map of each plane: dense layers over W and H.
+    PSPNet's export sums each window as a chain of gathers and adds (``chain``: 3 bins of a
+    32x32 plane, 433 ops; at 512x1024, 64x128 planes, about 3000): a host op while the region
+    was limited to 256 ops."""
     from tidlc.backends.tidl.constraints import check
     idx, mask = _adaptive_windows(hw, out)
     k = idx.shape[1]
@@ -382,13 +385,25 @@ def test_an_adaptive_pool_exported_as_gather_nd_is_dense_layers(tmp_path, hw, ou
     counts = both.sum(axis=(1, 3)).astype(np.float32)  # (out, out, 1, 1)
     nodes = [helper.make_node("Transpose", ["x"], ["hwnc"], perm=[2, 3, 0, 1]),
              helper.make_node("GatherND", ["hwnc", "idx"], ["win"]),
-             helper.make_node("Where", ["mask", "win", "zero"], ["kept"]),
-             helper.make_node("ReduceSum", ["kept", "axes"], ["sum"], keepdims=0),
-             helper.make_node("Div", ["sum", "count"], ["mean"]),
-             helper.make_node("Transpose", ["mean"], ["y"], perm=[2, 3, 0, 1])]
+             helper.make_node("Where", ["mask", "win", "zero"], ["kept"])]
     inits = [numpy_helper.from_array(indices, "idx"), numpy_helper.from_array(both, "mask"),
              _c("zero", np.zeros((), np.float32)), numpy_helper.from_array(np.array([1, 3], np.int64), "axes"),
              _c("count", counts)]
+    if chain:  # (out, k, out, k, N, C) -> one (out, out, N, C) term per window tap, added up
+        inits += [numpy_helper.from_array(np.array(t, np.int64), f"t{t}") for t in range(k)]
+        terms = []
+        for a in range(k):
+            nodes.append(helper.make_node("Gather", ["kept", f"t{a}"], [f"r{a}"], axis=1))
+            for b in range(k):
+                nodes.append(helper.make_node("Gather", [f"r{a}", f"t{b}"], [f"g{a}_{b}"], axis=2))
+                terms.append(f"g{a}_{b}")
+        for i in range(1, len(terms)):
+            nodes.append(helper.make_node("Add", [terms[i - 1] if i == 1 else f"s{i - 1}", terms[i]], [f"s{i}"]))
+        nodes.append(helper.make_node("Identity", [f"s{len(terms) - 1}"], ["sum"]))
+    else:
+        nodes.append(helper.make_node("ReduceSum", ["kept", "axes"], ["sum"], keepdims=0))
+    nodes += [helper.make_node("Div", ["sum", "count"], ["mean"]),
+              helper.make_node("Transpose", ["mean"], ["y"], perm=[2, 3, 0, 1])]
     ops = _at_o2(tmp_path, nodes, [1, 8, hw, hw], inits, opset=13, atol=1e-5)
     assert "host" not in [op.kind for op in ops] and [op.kind for op in ops].count("dense") == 2, ops
     assert all(check(op) is None or check(op).level != "host" for op in ops)
@@ -1161,3 +1176,34 @@ def test_a_channel_max_runs_on_the_codes(cli, tmp_path):
     got = np.load(tmp_path / "y.npz")["y"]
     snr = 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((got - ref.astype(np.float64)) ** 2))
     assert snr > 25, snr
+
+
+@pytest.mark.parametrize(("mode", "pads", "opset"), [
+    ("reflect", [0, 0, 1, 1, 0, 0, 1, 1], 13),  # monodepth2's ReflectionPad2d(1)
+    ("reflect", [0, 0, 3, 3, 0, 0, 3, 3], 13),  # image-to-image nets' ReflectionPad2d(3)
+    ("reflect", [0, 0, 0, 2, 0, 0, 1, 0], 13),
+    ("edge", [0, 0, 2, 1, 0, 0, 0, 3], 13),
+    ("wrap", [0, 0, 1, 2, 0, 0, 2, 1], 19),
+    ("reflect", [0, 1, 1, 1, 0, 1, 1, 1], 13),  # channels too
+])
+def test_a_mirror_pad_is_a_gather_of_rows(tmp_path, mode, pads, opset):
+    """TIDL's Pad layer pads with a constant: reflect, edge and wrap padding were float layers
+    between data_convert ops. Along each padded axis the pad is a gather of the rows numpy's mode
+    names, by constant indices (TIDL's Gather layer; it keeps the scale). Float outputs are
+    onnxruntime's; no float layer is left."""
+    from tidlc.backends.tidl.constraints import check as check_op
+    node = helper.make_node("Pad", ["x", "pads"], ["y"], mode=mode)
+    ops = _at_o2(tmp_path, [node], [1, 3, 5, 7], [numpy_helper.from_array(np.array(pads, np.int64), "pads")],
+                 opset=opset)
+    padded = [axis for axis in range(1, 4) if pads[axis] or pads[axis + 4]]
+    assert [o.kind for o in ops] == ["gather"] * len(padded)
+    assert [o.attrs["axis"] for o in ops] == padded
+    assert all(check_op(o) is None for o in ops)
+
+
+def test_a_cropping_pad_stays_a_pad(tmp_path):
+    """A negative pad crops first: the rule leaves it (a float layer, named)."""
+    node = helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")
+    ops = _at_o2(tmp_path, [node], [1, 3, 5, 7],
+                 [numpy_helper.from_array(np.array([0, 0, 1, -1, 0, 0, 1, 1], np.int64), "pads")])
+    assert [o.kind for o in ops] == ["pad"]

@@ -133,8 +133,9 @@ INHERIT_OPS = _builtin_inherit_ops()
 
 
 def float_pad(op) -> bool:
-    """A pad TIDL's Pad layer does not make (it pads with a constant or wraps around): reflect or
-    edge padding (monodepth2's ReflectionPad2d) stays float. It then needs a range of its own."""
+    """A pad TIDL's Pad layer does not make (it pads with a constant): reflect, symmetric, edge or
+    wrap padding (monodepth2's ReflectionPad2d) stays float (at -O2 fuse-patterns has made it
+    gathers). It then needs a range of its own."""
     return op.kind == "pad" and op.attrs["mode"] != "constant"
 
 

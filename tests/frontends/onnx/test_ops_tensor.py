@@ -123,6 +123,12 @@ def test_pad(ox, pads, mode, value, opset):
     ox.check_node("Pad", {"x": x}, {"mode": mode}, opset=opset, initializers=inits)
 
 
+def test_pad_wrap(ox):
+    """Opset 19's wrap mode: the rows of the other side, as on a torus."""
+    inits = {"pads": ints(0, 2, 1, 0, 1, 3)}
+    ox.check_node("Pad", {"x": ox.randn(2, 4, 5)}, {"mode": "wrap"}, opset=19, initializers=inits)
+
+
 def test_pad_18_axes(ox):
     inits = {"pads": ints(1, 2, 0, 3), "value": np.array(0.5, np.float32), "axes": ints(-1, 1)}
     ox.check_node("Pad", {"x": ox.randn(2, 3, 4)}, opset=18, initializers=inits)

@@ -151,6 +151,7 @@ def test_pads(tfx):
     tfx.check(lambda x: tf.pad(x, paddings), {"x": x})
     tfx.check(lambda x: tf.pad(x, paddings, constant_values=-1.5), {"x": x})
     tfx.check(lambda x: tf.pad(x, paddings, mode="REFLECT"), {"x": x})
+    tfx.check(lambda x: tf.pad(x, paddings, mode="SYMMETRIC"), {"x": x})
 
 
 def test_concat_reshape_squeeze_transpose(tfx):

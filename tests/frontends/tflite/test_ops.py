@@ -116,6 +116,7 @@ def test_pads(tfl):
     tfl.check(lambda x: tf.pad(x, paddings), {"x": x})
     tfl.check(lambda x: tf.pad(x, paddings, constant_values=1.5), {"x": x})
     tfl.check(lambda x: tf.pad(x, paddings, mode="REFLECT"), {"x": x})
+    tfl.check(lambda x: tf.pad(x, paddings, mode="SYMMETRIC"), {"x": x})
 
 
 def test_concat_reshape_transpose_squeeze(tfl):

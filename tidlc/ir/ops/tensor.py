@@ -158,7 +158,7 @@ def _pad_compute(op, x):
     width = [(max(0, b), max(0, e)) for b, e in zip(begin, end)]
     if mode == "constant":
         return np.pad(x, width, mode="constant", constant_values=op.attrs["value"])
-    return np.pad(x, width, mode={"reflect": "reflect", "edge": "edge"}[mode])
+    return np.pad(x, width, mode=mode)  # (PAD_MODES: numpy's names)
 
 
 def _permute_pad(attrs_, perm):
@@ -167,7 +167,12 @@ def _permute_pad(attrs_, perm):
     return {**attrs_, "pads": per_axis(pads[:rank], perm) + per_axis(pads[rank:], perm)}
 
 
-defop("pad", ("x",), {"pads": a_ints(), "mode": a_str("constant", choices=("constant", "reflect", "edge")),
+# reflect: mirrored without the edge row (ONNX, TF REFLECT); symmetric: with it (TF SYMMETRIC);
+# edge: the edge row repeated; wrap: the other side's rows (ONNX 19)
+PAD_MODES = ("constant", "reflect", "edge", "symmetric", "wrap")
+
+
+defop("pad", ("x",), {"pads": a_ints(), "mode": a_str("constant", choices=PAD_MODES),
                       "value": a_float(0.0)},
       infer=_pad_infer, compute=_pad_compute, category="data",
       traits=_MOVES_ANY_LAYOUT, permute_attrs=_permute_pad,
