@@ -333,7 +333,9 @@ def lrn(node: Node) -> None:
 # ----------------------------------------------------------------------------- pooling
 def _check_maxpool(node: Node) -> str | None:
     if node.output_used(1):
-        return not_lowered("the Indices output is not supported")
+        return not_lowered("the Indices output is not supported (the switches MaxUnpool reads: SegNet, ENet; "
+                           "TIDL has no unpooling: a nearest x2 resize or a ConvTranspose in its place, "
+                           "fine-tuned, runs on TIDL)")
     return _check_window(node, "pooling")
 
 
