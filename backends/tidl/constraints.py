@@ -91,7 +91,7 @@ def resolve_device(device=None):
     return device
 
 
-def _is_tda4vm(device) -> bool:
+def is_tda4vm(device) -> bool:
     return device is None or "tda4vm" in str(getattr(device, "name", device)).lower()
 
 
@@ -270,7 +270,9 @@ def _check_conv(op, device) -> Verdict | None:
     if not _is_constant(w):
         return Verdict("host", "conv2d with a computed (non-constant) weight: a TIDL convolution has one "
                                "variable input, its weights are constants",
-                       hint="make the weights an initializer/constant (fold the ops that produce them)")
+                       hint="make the weights an initializer/constant (fold the ops that produce them); kernels "
+                            "the network predicts (a dynamic head) as 1x1 convs, stride 1, unpadded: -O2 makes "
+                            "them a MatMul")
     ws = _shape(w)
     if ws is None:
         return None
@@ -645,17 +647,17 @@ def _check_reshape(op, device) -> Verdict | None:
 
 def _check_matmul(op, device) -> Verdict | None:
     a, b = op.operands
-    if _is_constant(a) or _is_constant(b) or not _is_tda4vm(device):
+    if _is_constant(a) or _is_constant(b) or not is_tda4vm(device):
         return None
-    sa, sb = _signedness(a), _signedness(b)
-    if sa is None or sb is None or sa == sb:
+    unsigned = [_named(v, op) for v in (a, b) if _signedness(v) is False]
+    if not unsigned:
         return None
-    def kind(signed):
-        return "a signed" if signed else "an unsigned"
-    return Verdict("host", f"matmul of {kind(sa)} by {kind(sb)} tensor: TIDL on TDA4VM does not support "
-                           "signed x unsigned MatMul",
-                   hint="make both operands the same signedness (e.g. quantize the non-negative one as signed), "
-                        "or run this matmul on the host")
+    # (edgeai-tidl-tools, supported_ops_rts_versions.md, InnerProduct: "For TDA4VM variable input
+    # case, doesn't support unsigned input"; tidlc's quantizer makes both signed: ptq.signed_sources)
+    return Verdict("host", f"matmul of two computed tensors with unsigned {' and '.join(unsigned)}: TIDL on TDA4VM "
+                           "takes no unsigned input to a MatMul of two variable tensors",
+                   hint="quantize the non-negative operand as signed (tidlc's quantizer does: a calibrated "
+                        "compile), or run this matmul on the host")
 
 
 _RULES = {

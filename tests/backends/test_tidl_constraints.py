@@ -325,20 +325,24 @@ def test_layernorm_width_axis_only():
     assert supports(last_op(b)).level == "host"
 
 
-def test_signed_by_unsigned_matmul_on_tda4vm():
+def test_unsigned_input_of_a_variable_matmul_on_tda4vm():
+    """edgeai-tidl-tools' operator table, InnerProduct: "For TDA4VM variable input case, doesn't
+    support unsigned input" (either operand, or both)."""
     b = Builder()
     a = b.input("a", TensorType((1, 4, 64, 64), dtype="u8"))
     s = b.input("s", TensorType((1, 4, 64, 64), dtype="i8"))
     b.op("matmul", [a, s])
     op = last_op(b)
     v = supports(op)
-    assert v.level == "host" and "signed x unsigned" in v.reason
+    assert v.level == "host" and "with unsigned 'a'" in v.reason and "no unsigned input" in v.reason
     assert supports(op, device="tda4vm").level == "host"
     from tidlc.backends.tidl.perf import load_device
     other = attrs.evolve(load_device("tda4vm"), name="am68a")
     assert supports(op, device=other).level == "accelerated"  # the rule is stated for TDA4VM only
     b.op("matmul", [s, s])
     assert supports(last_op(b)).level == "accelerated"
+    b.op("matmul", [a, a])
+    assert supports(last_op(b)).level == "host"
 
 
 def test_dense_alignment():

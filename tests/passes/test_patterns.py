@@ -999,7 +999,9 @@ def test_a_resize_tidl_lacks_is_copies_or_interpolation_matrices(tmp_path, mode,
         assert set(kinds) <= {"slice", "concat"}
     elif expect == "dense":
         rows, cols = hw[0] != out[0], hw[1] != out[1]
-        assert kinds == ["dense"] * cols + ["transpose", "dense", "transpose"] * rows, kinds
+        by_rows, by_cols = ["transpose", "dense", "transpose"] * rows, ["dense"] * cols
+        # (the transposes move the plane at its width then: rows first where the map widens it)
+        assert kinds == (by_rows + by_cols if out[1] > hw[1] else by_cols + by_rows), kinds
     else:
         assert kinds == ["resize"]
     assert all(check_op(o) is None or check_op(o).level != "host" for o in ops)
@@ -1207,3 +1209,33 @@ def test_a_cropping_pad_stays_a_pad(tmp_path):
     ops = _at_o2(tmp_path, [node], [1, 3, 5, 7],
                  [numpy_helper.from_array(np.array([0, 0, 1, -1, 0, 0, 1, 1], np.int64), "pads")])
     assert [o.kind for o in ops] == ["pad"]
+
+
+@pytest.mark.parametrize(("groups", "bias", "kernel"), [(1, True, 1), (1, False, 1), (2, True, 1), (1, True, 3)])
+def test_a_dynamic_pointwise_conv_is_a_matmul(tmp_path, groups, bias, kernel):
+    """CondInst's, SOLOv2's and CondLaneNet's dynamic heads apply kernels a controller predicts
+    (here from the map's own global pool) as 1x1 convs: a host layer, since a TIDL convolution
+    has constant weights. As kernels x map it is TIDL's MatMul of two variable tensors. Float
+    outputs are onnxruntime's; a 3x3 dynamic kernel stays a (host) conv."""
+    rng = np.random.default_rng(6)
+    cin, cout = 4, 6
+    k = cout * (cin // groups) * kernel * kernel
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc", "fb"], ["p"], transB=1),
+             helper.make_node("Slice", ["p", "s0", "s1", "ax"], ["wf"]),
+             helper.make_node("Reshape", ["wf", "wshape"], ["w"])]
+    inits = [_c("fc", rng.normal(0, 0.5, (k + cout, cin))), _c("fb", rng.normal(0, 0.1, k + cout)),
+             numpy_helper.from_array(np.array([0], np.int64), "s0"), numpy_helper.from_array(np.array([k], np.int64), "s1"),
+             numpy_helper.from_array(np.array([1], np.int64), "ax"),
+             numpy_helper.from_array(np.array([cout, cin // groups, kernel, kernel], np.int64), "wshape")]
+    conv_in = ["x", "w"]
+    if bias:
+        nodes += [helper.make_node("Slice", ["p", "s1", "s2", "ax"], ["bf"]),
+                  helper.make_node("Reshape", ["bf", "bshape"], ["b"])]
+        inits += [numpy_helper.from_array(np.array([k + cout], np.int64), "s2"),
+                  numpy_helper.from_array(np.array([cout], np.int64), "bshape")]
+        conv_in.append("b")
+    nodes.append(helper.make_node("Conv", conv_in, ["y"], group=groups, pads=[kernel // 2] * 4))
+    ops = _at_o2(tmp_path, nodes, [1, cin, 5, 7], inits, atol=1e-5)
+    convs = [o for o in ops if o.kind == "conv2d"]
+    assert len(convs) == (kernel != 1) and ("matmul" in [o.kind for o in ops]) == (kernel == 1)

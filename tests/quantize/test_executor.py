@@ -321,3 +321,33 @@ def test_concats_after_a_float_concat_join_in_float_too():
     feeds = frames(1, seed=2)[0]
     ref, got = run_graph(b.graph, feeds)["y"], FixedExecutor(q.graph).run(feeds)["y"]
     assert snr_db(ref[:, 6], got[:, 6]) > 30  # the visibility row
+
+
+@pytest.mark.parametrize(("device", "signed"), [("tda4vm", True), ("am68a", False)])
+def test_a_matmul_of_computed_tensors_takes_signed_inputs_on_tda4vm(device, signed):
+    """TIDL's operator table (InnerProduct): "For TDA4VM variable input case, doesn't support
+    unsigned input". Attention's softmax probabilities and a ReLU'd map (a dynamic 1x1 conv's
+    operand) are non-negative: on TDA4VM they are quantized signed (one bit less), so the net
+    TIDL runs has no unsigned operand there; other devices keep them unsigned. Both executors
+    agree, and the fixed-point output tracks float."""
+    from tidlc.backends.tidl.constraints import check
+    from tidlc.ir import Builder, TensorType
+    rng = np.random.default_rng(3)
+    b = Builder()
+    x = b.input("x", TensorType((1, 3, 8, 8), layout="NCHW"))
+    c = b.op("conv2d", [x, b.const(rng.normal(0, 0.5, (16, 3, 1, 1)).astype(np.float32), "w")], name="conv")
+    r = b.op("relu", [c], name="relu")
+    tokens = b.op("reshape", [r], shape=(1, 16, 64), name="tokens")
+    scores = b.op("matmul", [b.op("transpose", [tokens], perm=(0, 2, 1), name="t"), tokens], name="qk")
+    probs = b.op("softmax", [scores], axis=2, name="probs")
+    b.output(b.op("matmul", [tokens, probs], name="av"), "y")
+    q = quantized(b.graph, device=device)
+    ops = {op.name: op for op in q.graph.ops}
+    for name in ("qk", "av"):
+        assert [v.type.quant.signed for v in ops[name].operands] == [signed, signed]
+        assert check(ops[name], device=device) is None or check(ops[name], device=device).level != "host"
+    assert ops["probs"].results[0].type.quant.scale[0] == (127.0 if signed else 255.0)
+    feeds = frames(1, seed=2)[0]
+    assert snr_db(run_graph(b.graph, feeds)["y"], FixedExecutor(q.graph).run(feeds)["y"]) > 25
+    fast = FixedExecutor(q.graph, kernels="auto").run(feeds, raw=True)["y"]
+    np.testing.assert_array_equal(fast, FixedExecutor(q.graph, kernels="numpy").run(feeds, raw=True)["y"])

@@ -76,6 +76,10 @@ class QuantConfig:
     layers_16bit: frozenset = frozenset()  # op (layer) names computed in 16 bits
     ensure_bias: bool = False  # give every MAC layer a bias (bias calibration adjusts it)
     full_range_16: bool = False  # -O3: 16-bit MAC layers may take a full-range output scale (full_range_pays)
+    # TDA4VM: a matmul of two computed tensors takes both signed (tidl-facts: "signed x unsigned
+    # MatMul unsupported on TDA4VM"): the non-negative one (softmax probabilities, a ReLU's map)
+    # is quantized signed, one bit less (:func:`signed_sources`)
+    signed_matmul: bool = False
 
 
 @attrs.define
@@ -179,6 +183,27 @@ def precision_sources(op) -> list[str]:
     return names
 
 
+def signed_sources(graph: Graph) -> frozenset:
+    """The ids of the float values whose quantization sets the signedness of an operand of a
+    matmul of two computed tensors: each operand, back through the ops that keep their input's
+    scale (reshapes, transposes; a concat's every input), to the op that chooses it."""
+    found: set[int] = set()
+    for op in graph.ops:
+        if op.kind != "matmul" or any(v.const_value() is not None for v in op.operands):
+            continue
+        stack = list(op.operands)
+        while stack:
+            v = stack.pop()
+            p = v.producer
+            if id(v) in found or p is None or p.kind == "const":
+                continue
+            if p.kind not in ("input", "softmax", "argmax") and (inherits_scale(p) or p.kind == "concat"):
+                stack.extend(p.operands[i] for i in data_operands(p))
+                continue
+            found.add(id(v))
+    return frozenset(found)
+
+
 def is_depthwise(op: Op) -> bool:
     if op.kind != "conv2d":
         return False
@@ -268,6 +293,11 @@ class Quantizer:
         for op in fgraph.ops:
             for v in op.operands:
                 self.users.setdefault(id(v), []).append(op)
+        self.must_sign = signed_sources(fgraph) if config.signed_matmul else frozenset()
+
+    def signed(self, v: Value, lo: float) -> bool:
+        """Whether float value ``v``, of lower bound ``lo``, is quantized signed."""
+        return lo < 0 or id(v) in self.must_sign
 
     # --- helpers ---------------------------------------------------------------------
     def layer_bits(self, op: Op) -> int:
@@ -329,7 +359,7 @@ class Quantizer:
             return out
         src = self.float_of(v)
         lo, hi = self.ranges(v, bits)
-        signed = lo < 0
+        signed = self.signed(v, lo)
         q = QuantInfo(bits, signed, full_range_scale(lo, hi, bits, signed))
         name = f"{v.producer.name}.quantize" if v.producer is not None and v.producer.kind != "input" else \
             (v.name or "input")
@@ -407,7 +437,7 @@ class Quantizer:
 
     def free_quant(self, fop: Op, bits: int, index: int = 0) -> QuantInfo:
         lo, hi = self.out_range(fop, bits, index)
-        signed = lo < 0
+        signed = self.signed(fop.results[index], lo)
         return QuantInfo(bits, signed, full_range_scale(lo, hi, bits, signed))
 
     # --- the walk ------------------------------------------------------------------------
@@ -564,7 +594,8 @@ class Quantizer:
             return self.finish(fop, op, [q] * len(op.results))
         if kind == "softmax":  # (a 16-bit softmax of 8-bit logits: the Q30 table, outputs in steps of 1/65535)
             b = 16 if fop.name in self.cfg.layers_16bit else first.bits
-            return self.finish(fop, op, [QuantInfo(b, False, float((1 << b) - 1))])
+            signed = self.signed(fop.results[0], 0.0)
+            return self.finish(fop, op, [QuantInfo(b, signed, float(ref.qrange(b, signed)[1]))])
         if opdef.has(Trait.LUT):
             b = 16 if fop.name in self.cfg.layers_16bit else first.bits
             return self.finish(fop, op, [self.free_quant(fop, b)])
@@ -615,7 +646,7 @@ class Quantizer:
                 prelu = mult_bits = None  # (a negative slope needs a signed output: spec_kernels.prelu_sides)
         out_op = prelu or fop  # whose result the layer's is
         lo, hi = self.out_range(out_op, bits_out)
-        signed = lo < 0
+        signed = self.signed(out_op.results[0], lo)
         elem_bits = bits_out - (1 if signed else 0)
         act = fop.attrs.get("act", "none")
         if not per_channel:
@@ -730,7 +761,7 @@ class Quantizer:
 
     def _finish_mac(self, fop, operands, s_acc, _b, bits_out) -> None:
         lo, hi = self.out_range(fop, bits_out)
-        signed = lo < 0
+        signed = self.signed(fop.results[0], lo)
         shift = round_bits(max(abs(lo), abs(hi)), s_acc, bits_out - (1 if signed else 0))
         op = self.new_op(fop.kind, operands, fop.attrs, fop)
         self.finish(fop, op, [QuantInfo(bits_out, signed, s_acc / 2.0 ** shift, shift=shift)])
