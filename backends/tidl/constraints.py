@@ -692,6 +692,31 @@ def _up(n: int, m: int) -> int:
     return -(-n // m) * m if m > 0 else n
 
 
+def bias_widens_k(op, device=None, bits: int = 8) -> bool:
+    """Whether giving bias-less MAC layer ``op``, computed in ``bits``, a bias adds an MMA panel to
+    its K (64 elements at 8 bits, 32 at 16 on TDA4VM): its K fills whole panels, and the device
+    counts the bias in K. A depthwise conv runs on the vector unit: no panel."""
+    if op.kind not in ("conv2d", "deconv2d", "dense") or len(op.operands) > 2:
+        return False
+    dev = resolve_device(device)
+    if not bool(getattr(dev, "bias_in_k", True)):
+        return False
+    xs, ws = _shape(op.operands[0]), _shape(op.operands[1])
+    if xs is None or ws is None or None in xs or None in ws:
+        return False
+    if op.kind == "conv2d":
+        if op.attrs["groups"] > 1 and op.attrs["groups"] == xs[1] and ws[1] == 1:
+            return False
+        k = ws[1] * ws[2] * ws[3]
+    elif op.kind == "deconv2d":
+        sh, sw = op.attrs["strides"]
+        k = (xs[1] // op.attrs["groups"]) * math.ceil(ws[2] / sh) * math.ceil(ws[3] / sw)
+    else:
+        k = ws[1]
+    panel = int(getattr(dev, "mma_panel_bytes", MMA_PANEL) or MMA_PANEL) // (1 if bits <= 8 else 2)
+    return k % panel == 0
+
+
 def alignment(op, device=None) -> list[Padding]:
     """The padded dimensions of a conv / deconv / dense / matmul on the MMA (empty when none).
 

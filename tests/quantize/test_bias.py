@@ -265,3 +265,22 @@ def test_agreement_is_the_t_statistic_of_the_gains():
     assert agreement(np.full(5, 0.5)) == float("inf")
     assert agreement(np.zeros(5)) == 0.0 and agreement(np.array([])) == 0.0
     assert agreement(np.array([10.0, -9.0, 0.5, -1.0])) < 1.0  # one frame's big gain is not agreement
+
+
+@pytest.mark.parametrize(("k", "bits", "added"), [(64, 8, False), (60, 8, True), (32, 16, False), (48, 16, True)])
+def test_no_bias_is_added_where_it_costs_an_mma_panel(k, bits, added):
+    """Bias calibration gives bias-less MAC layers a bias to adjust, but TIDL's MMA counts the
+    bias in K: where K fills whole panels (64 at 8 bits, 32 at 16) it would add one, and -O3
+    predicted more cycles than -O2 (Fast-SCNN's 16-bit 32 -> 128 column resize as a dense layer:
+    12.92 -> 12.97 ms). Those layers keep no bias; the others get one."""
+    from tidlc.backends.tidl.constraints import bias_widens_k
+    rng = np.random.default_rng(1)
+    b = Builder()
+    x = b.input("x", TensorType((1, 8, k)))
+    y = b.op("dense", [x, b.const(rng.normal(0, 0.3, (16, k)).astype(np.float32), "w")], name="fc")
+    b.output(y, "y")
+    assert bias_widens_k(y.producer, "tda4vm", bits) == (not added)
+    feeds = [{"x": rng.uniform(-1, 1, (1, 8, k)).astype(np.float32)} for _ in range(4)]
+    q = quantize_graph(b.graph, CompileOptions.of(bits=bits, bias_calibration=1), frames=feeds, warn_synthetic=False)
+    (fc,) = [op for op in q.graph.ops if op.kind == "dense"]
+    assert (len(fc.operands) > 2) == added

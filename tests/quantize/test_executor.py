@@ -331,6 +331,7 @@ def test_a_matmul_of_computed_tensors_takes_signed_inputs_on_tda4vm(device, sign
     TIDL runs has no unsigned operand there; other devices keep them unsigned. Both executors
     agree, and the fixed-point output tracks float."""
     from tidlc.backends.tidl.constraints import check
+
     from tidlc.ir import Builder, TensorType
     rng = np.random.default_rng(3)
     b = Builder()

@@ -24,7 +24,6 @@ from tidlc.preprocess import FrameSource, Preprocess, input_specs, synthetic_fra
 from .calibrate import Calibration
 from .observers import METHODS
 from .prepare import prepare
-from ..constraints import is_tda4vm
 from .ptq import INHERIT_OPS, QuantConfig, WeightCache, float_pad, has_depthwise, quantize_prepared
 
 SYNTHETIC_FRAMES = 8
@@ -478,7 +477,7 @@ def _quantize_graph(graph: Graph, options: Any, frames: Iterable | None, warn_sy
                          per_channel_depthwise=settings.per_channel_depthwise,
                          layers_16bit=frozenset(_check_layer_names(ref_graph, settings.layers_16bit)),
                          ensure_bias=_bias_runs(settings, calibration.frames), full_range_16=settings.full_range_16,
-                         signed_matmul=is_tda4vm(settings.device))
+                         device=settings.device)
     weights = None
     if gptq:  # the layers' input second moments, from a nearest-rounded quantization's integer codes
         from .gptq import cached_hessians

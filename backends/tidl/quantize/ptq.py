@@ -58,6 +58,8 @@ from tidlc.ir.ops.nn import channel_slopes
 from tidlc.ir.types import QuantInfo, TensorType, numpy_dtype
 from tidlc.partition import between_floats
 
+from ..constraints import bias_widens_k, is_tda4vm
+
 # constant operands TIDL's kernel for the kind reads as parameters, not tensors to quantize
 KERNEL_PARAMETERS = {"prelu": (1,), "layernorm": (1, 2)}  # operands that are the kernel's parameters
 PRELU_MULT_BITS = 16  # a fused prelu's multipliers: the positive side's width (prelu_bits)
@@ -74,12 +76,14 @@ class QuantConfig:
     style: str = "np2"  # np2 | p2
     per_channel_depthwise: bool = False
     layers_16bit: frozenset = frozenset()  # op (layer) names computed in 16 bits
-    ensure_bias: bool = False  # give every MAC layer a bias (bias calibration adjusts it)
+    ensure_bias: bool = False  # give every MAC layer a bias (bias calibration adjusts it), unless it
+    # would add an MMA panel to the layer's K on ``device`` (constraints.bias_widens_k)
     full_range_16: bool = False  # -O3: 16-bit MAC layers may take a full-range output scale (full_range_pays)
-    # TDA4VM: a matmul of two computed tensors takes both signed (tidl-facts: "signed x unsigned
-    # MatMul unsupported on TDA4VM"): the non-negative one (softmax probabilities, a ReLU's map)
-    # is quantized signed, one bit less (:func:`signed_sources`)
-    signed_matmul: bool = False
+    # the device the layers run on (None: no device rules). TDA4VM: a matmul of two computed
+    # tensors takes both signed (TI's operator table: "For TDA4VM variable input case, doesn't
+    # support unsigned input"): the non-negative one (softmax probabilities, a ReLU's map) is
+    # quantized signed, one bit less (:func:`signed_sources`)
+    device: str | None = None
 
 
 @attrs.define
@@ -293,7 +297,7 @@ class Quantizer:
         for op in fgraph.ops:
             for v in op.operands:
                 self.users.setdefault(id(v), []).append(op)
-        self.must_sign = signed_sources(fgraph) if config.signed_matmul else frozenset()
+        self.must_sign = signed_sources(fgraph) if config.device and is_tda4vm(config.device) else frozenset()
 
     def signed(self, v: Value, lo: float) -> bool:
         """Whether float value ``v``, of lower bound ``lo``, is quantized signed."""
@@ -616,7 +620,8 @@ class Quantizer:
         wf = fop.operands[1]
         w = self.cache.weights(wf)
         b = np.asarray(fop.operands[2].const_value(), dtype=np.float64).reshape(-1) if len(fop.operands) > 2 else None
-        if b is None and self.cfg.ensure_bias and kind != "matmul":  # bias calibration needs one to adjust
+        if b is None and self.cfg.ensure_bias and kind != "matmul" and not (
+                self.cfg.device and bias_widens_k(fop, self.cfg.device, bw)):  # (bias calibration needs one to adjust)
             b = np.zeros(_out_channels(fop, w))
         per_channel = self.cfg.per_channel_depthwise and (is_depthwise(fop) or (kind == "scale" and w.size > 1))
         given = wf.type.quant  # a pre-quantized model's weight scale
