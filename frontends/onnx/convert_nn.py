@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from tidlc import frontend_einsum as einsum
-from tidlc.frontend import not_lowered
+from tidlc.frontend import HostInstead, not_lowered
 from tidlc.ir.core import Value
 from tidlc.ir.types import numpy_dtype
 
@@ -26,6 +26,8 @@ def scalar(node: Node, value: float, like: Value, suffix: str) -> Value:
 # ----------------------------------------------------------------------------- windows
 def _check_window(node: Node, what: str) -> str | None:
     kernel = node.attr_ints("kernel_shape", None)
+    if kernel is not None and len(kernel) == 3 and what == "pooling" and kernel[0] == 1:
+        return None  # (a pool of each depth slice: _pool_depth_slices)
     if kernel is not None and len(kernel) not in (1, 2):
         return not_lowered(f"{len(kernel)}-D {what} is not supported (1-D and 2-D only)")
     auto_pad = node.attr_str("auto_pad", "NOTSET")
@@ -343,6 +345,8 @@ def _pool(node: Node, mode: str, ceil_mode: int, count_include_pad: int = 0,
           dilations: bool = False) -> None:
     x = node.input(0)
     kernel = node.attr_ints("kernel_shape")
+    if len(kernel) == 3:
+        return _pool_depth_slices(node, x, kernel, mode, ceil_mode, count_include_pad)
     if len(kernel) not in (1, 2):
         raise node.error(f"{len(kernel)}-D pooling is not supported (1-D and 2-D only)")
     if not dilations and node.has_attr("dilations"):
@@ -354,6 +358,42 @@ def _pool(node: Node, mode: str, ceil_mode: int, count_include_pad: int = 0,
                 pads=win.pads, dilations=win.dilations, ceil_mode=bool(ceil_mode),
                 count_include_pad=bool(count_include_pad))
     node.bind(win.lower(node, y))
+
+
+def _pool_depth_slices(node: Node, x: Value, kernel, mode: str, ceil_mode: int, count_include_pad: int) -> None:
+    """A 3-D pool whose window is one deep (kernel (1, kh, kw), unpadded and undilated in depth)
+    pools each depth slice in 2-D: the slices its depth stride keeps, as channels of a 2-D pool.
+    LPRNet (license plates) pools with ``MaxPool3d((1, 3, 3), stride=(2, 1, 2))`` on its 4-D
+    feature map, which PyTorch reads as one unbatched (C, D, H, W) volume: the depth stride picks
+    every other channel. PyTorch exports that as a MaxPool with a 3-D kernel on a 4-D tensor,
+    which onnxruntime refuses ("Attribute dilations has incorrect size"); tidlc reads it as
+    PyTorch does. Other 3-D pools stay host ops."""
+    shape = x.type.shape
+    strides = node.attr_ints("strides", (1, 1, 1))
+    dilations = node.attr_ints("dilations", (1, 1, 1))
+    auto_pad = node.attr_str("auto_pad", "NOTSET")
+    pads = _given_pads(node, "VALID" if auto_pad == "VALID" else "NOTSET", 3, " for a 3-D kernel")
+    why = None
+    if shape is None or len(shape) not in (4, 5) or None in shape:
+        why = f"a 3-D pool of {x.type} (a static 4-D or 5-D input is lowered)"
+    elif len(strides) != 3 or len(dilations) != 3 or dilations[0] != 1 or pads[0] or pads[3] \
+            or auto_pad not in ("NOTSET", "VALID"):
+        why = "a 3-D pool padded or dilated in depth"
+    if why is not None:
+        err = node.error(f"not lowered: {why}", hint="the host runs it")
+        raise HostInstead(err.message, err.loc, hint=err.hint, reason=f"{why}: the host runs it")
+    volume = node.op("unsqueeze", [x], axes=(0,)) if len(shape) == 4 else x  # (unbatched: N = 1)
+    n, c, d, h, w = volume.type.shape
+    if strides[0] > 1:
+        volume = node.op("slice", [volume], starts=(0,), ends=(d,), axes=(2,), steps=(strides[0],))
+        d = volume.type.shape[2]
+    planes = node.op("reshape", [volume], shape=(n, c * d, h, w))
+    y = node.op("pool2d", [planes], mode=mode, kernel=tuple(kernel[1:]), strides=tuple(strides[1:]),
+                pads=(pads[1], pads[2], pads[4], pads[5]), dilations=tuple(dilations[1:]), ceil_mode=bool(ceil_mode),
+                count_include_pad=bool(count_include_pad))
+    ho, wo = y.type.shape[2:]
+    y = node.op("reshape", [y], shape=(n, c, d, ho, wo))
+    node.bind(node.op("squeeze", [y], axes=(0,)) if len(shape) == 4 else y)
 
 
 def _clamp_window(win: Window, x: Value) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tidlc.interp import run_graph
+
 # ----------------------------------------------------------------------------- Conv
 CONV_CASES = {
     "3x3_pad1": ((1, 3, 8, 8), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
@@ -393,3 +395,29 @@ def test_einsum_diagonal_runs_on_the_host(ox):
     (host,) = [op for op in ox.tidlc_graph(ox.make_model([ox.helper.make_node("Einsum", ["x"], ["y"], equation="bii->bi")],
                                                            {"x": x}, ["y"], None, 12), 0).ops if op.kind == "host"]
     assert "a diagonal" in host.attrs["reason"]
+
+
+@pytest.mark.parametrize("op_type", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize(("kernel", "strides"), [((1, 3, 3), (2, 1, 2)), ((1, 2, 2), (1, 2, 2))])
+def test_a_one_deep_3d_pool_pools_each_depth_slice(ox, op_type, kernel, strides):
+    """A 5-D pool whose window is one deep: onnxruntime's result. Its depth stride picks slices."""
+    ox.check_node(op_type, {"x": ox.randn(1, 2, 5, 7, 9)}, {"kernel_shape": list(kernel), "strides": list(strides)},
+                  opset=13)
+
+
+def test_lprnets_3d_pool_of_a_4d_tensor_reads_as_pytorch_does(ox):
+    """LPRNet's ``MaxPool3d((1, 3, 3), stride=(2, 1, 2))`` on its 4-D map: PyTorch pools one
+    unbatched (C, D, H, W) volume, so the depth stride keeps every other channel. Its export, a
+    3-D kernel on a 4-D tensor, is invalid ONNX (onnxruntime refuses it); tidlc computes what
+    PyTorch does (here numpy: channels [::2], then a 3x3 stride (1, 2) max of each)."""
+    x = ox.randn(1, 6, 7, 11)
+    node = ox.helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[1, 3, 3], strides=[2, 1, 2])
+    graph = ox.tidlc_graph(ox.make_model([node], {"x": x}, ["y"], opset=13), level=2)
+    picked = x[:, ::2]
+    want = np.stack([[picked[0, c, i:i + 3, j:j + 3].max() for j in range(0, 9, 2)] for c in range(3)
+                     for i in range(5)]).reshape(1, 3, 5, 5)
+    np.testing.assert_array_equal(run_graph(graph, {"x": x})["y"], want)
+    padded = ox.helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3, 3], pads=[1] * 6)
+    (host,) = [op for op in ox.tidlc_graph(ox.make_model([padded], {"x": ox.randn(1, 2, 4, 5, 6)}, ["y"], opset=13)).ops
+               if op.kind == "host"]
+    assert "3-D pool" in host.attrs["reason"] or "3-D pooling" in host.attrs["reason"]
