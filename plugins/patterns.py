@@ -558,6 +558,36 @@ def _row_pool(rw: Rewriter, op) -> bool:
     return _replace(rw, op, "reshape", pool.results[0], {"shape": tuple(out)})
 
 
+def _strided_rows(rw: Rewriter, op) -> bool:
+    """A pool at a stride TIDL does not take with its window (LPRNet's 3x3 max pools at stride
+    (1, 2); TIDL pools at equal strides 1 or 2) as the pool at stride 1, then a gather of every
+    stride-th row and column (TIDL's Gather layer: it keeps the scale, so fixed point is exact
+    too). Not in ceil mode; only where the stride-1 pool is one TIDL takes."""
+    from tidlc.backends.tidl.constraints import check as verdict
+    a = op.attrs
+    x = op.operands[0]
+    shape, out = x.type.shape, op.results[0].type.shape
+    if shape is None or out is None or len(shape) != 4 or None in shape or None in out or a["ceil_mode"] \
+            or tuple(a["strides"]) == (1, 1) or x.type.layout not in (None, "NCHW") or not _on_host(op):
+        return False
+    dense = rw.make("pool2d", [x], {**a, "strides": (1, 1)}, f"{op.name}.stride1", op.loc)
+    if verdict(dense) is not None:
+        return False
+    rw.insert_before(op, dense)
+    v = dense.results[0]
+    for axis, stride in ((2, a["strides"][0]), (3, a["strides"][1])):
+        if stride == 1:
+            continue
+        rows = rw.const(np.arange(0, v.type.shape[axis], stride, dtype=np.int32), f"{op.name}.every{axis}")
+        take = rw.make("gather", [v, rows], {"axis": axis}, f"{op.name}.pick{axis}", op.loc)
+        rw.insert_before(op, take)
+        v = take.results[0]
+    if tuple(v.type.shape) != tuple(out):
+        return False
+    rw.replace_op(op, v)
+    return True
+
+
 def _window_taps(n_in: int, k: int, s: int, p: int, n_out: int, kk: int, stride: int) -> tuple[int, int, int] | None:
     """Along one axis: where an average pool's window (size ``k``, stride ``s``, padded ``p`` before)
     sits in a ``kk``-wide depthwise kernel of stride ``stride`` reading the same inputs at every
@@ -1936,7 +1966,7 @@ PATTERN_RULES = [
     *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),
     *((kind, _batch_broadcast) for kind in _ELEMENTWISE_BINARY),
     ("deconv2d", _grouped_deconv), ("argmax", _argmax_keepdims), ("host", _gathered_pool), ("resize", _resize_from_one), ("resize", _resize_by_copies), ("resize", _resize_as_dense),
-    ("pad", _pad_by_copies), ("conv2d", _dynamic_pointwise),
+    ("pad", _pad_by_copies), ("conv2d", _dynamic_pointwise), ("pool2d", _strided_rows),
     ("concat", _concat_tree), ("concat", _unstack), ("reshape", _unsplit),
 ]
 

@@ -1239,3 +1239,22 @@ def test_a_dynamic_pointwise_conv_is_a_matmul(tmp_path, groups, bias, kernel):
     ops = _at_o2(tmp_path, nodes, [1, cin, 5, 7], inits, atol=1e-5)
     convs = [o for o in ops if o.kind == "conv2d"]
     assert len(convs) == (kernel != 1) and ("matmul" in [o.kind for o in ops]) == (kernel == 1)
+
+
+@pytest.mark.parametrize(("kind", "attrs", "picks"), [
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [1, 2]}, [3]),  # LPRNet
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 1], "pads": [1, 1, 1, 1]}, [2]),
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [3, 3]}, [2, 3]),
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [1, 2], "ceil_mode": 1}, None),  # ceil mode: stays
+])
+def test_a_pool_at_a_stride_tidl_lacks_is_a_stride_1_pool_and_gathers(tmp_path, kind, attrs, picks):
+    """TIDL pools at equal strides 1 or 2: LPRNet's 3x3 max pools at stride (1, 2) were host
+    layers. The pool at stride 1, then a gather of every stride-th row or column (TIDL's Gather
+    layer), is the same result (onnxruntime's)."""
+    from tidlc.backends.tidl.constraints import check
+    ops = _one_node_at_o2(tmp_path, helper.make_node(kind, ["x"], ["y"], **attrs), [1, 4, 11, 14])
+    if picks is None:
+        assert [op.kind for op in ops] == ["pool2d"]
+        return
+    assert [op.kind for op in ops] == ["pool2d"] + ["gather"] * len(picks)
+    assert [op.attrs["axis"] for op in ops[1:]] == picks and all(check(op) is None for op in ops)
