@@ -1027,10 +1027,13 @@ def _kernel_split(rw: Rewriter, op) -> bool:
             cuts.append([(0, k, 0)])
             continue
         halves = _halves(k, pads[axis] // dils[axis], pads[axis + 2] // dils[axis])
-        if halves is None:
-            return False
+        if halves is None or max(end - first for first, end, _ in halves) > longest:
+            # (the padding reaches too few taps, e.g. none: LPRNet's unpadded 13x1 conv on 16 rows.
+            # Cut after `longest` taps; each piece then reads the input cropped where its padding
+            # would be negative)
+            halves = [(0, longest, 0), (longest, k, longest)]
         cuts.append(halves)
-    pieces = []
+    pieces, crops = [], []
     for rows in cuts[0]:
         for cols in cuts[1]:
             h, wd = rows[1] - rows[0], cols[1] - cols[0]
@@ -1046,13 +1049,25 @@ def _kernel_split(rw: Rewriter, op) -> bool:
                         pads[2] - (kh - rows[1]) * dh + (fit[0] - h - top) * dh,
                         pads[3] - (kw - cols[1]) * dw + (fit[1] - wd - left) * dw)
             wv = _loose_const(kernel, f"{op.name}.piece{len(pieces)}.w")
-            operands = [x, wv]
+            crop = [max(0, -p) for p in new_pads]  # (top, left, bottom, right)
+            src = x
+            if any(crop):
+                cut = rw.make("slice", [x], {"starts": (crop[0], crop[1]),
+                                             "ends": (shape[2] - crop[2], shape[3] - crop[3]), "axes": (2, 3)},
+                              f"{op.name}.piece{len(pieces)}.crop", op.loc)
+                if _on_host(cut) or min(cut.results[0].type.shape[2:]) < 1:
+                    return False
+                crops.append(cut)
+                src, new_pads = cut.results[0], tuple(max(0, p) for p in new_pads)
+            operands = [src, wv]
             if not pieces and len(op.operands) > 2 and op.operands[2] is not None:
                 operands.append(op.operands[2])
             conv = rw.make("conv2d", operands, {**a, "pads": new_pads}, f"{op.name}.piece{len(pieces)}", op.loc)
             if conv.results[0].type.shape != op.results[0].type.shape or _on_host(conv):
                 return False
             pieces.append(conv)
+    for cut in crops:
+        rw.insert_before(op, cut)
     _replace_by_sum(rw, op, pieces, loose_weights=True)
     return True
 
@@ -1215,6 +1230,44 @@ def _channel_reduce(rw: Rewriter, op) -> bool:
         return True
     rw.insert_before(op, conv)
     return _replace(rw, op, "reshape", conv.results[0], {"shape": tuple(out)})
+
+
+def _whole_reduce(rw: Rewriter, op) -> bool:
+    """A mean or max over C, H and W of an NCHW tensor (LPRNet's ``f / torch.mean(f ** 2)`` on
+    each of its four feature maps: a float layer each) is a global pool of H and W, then the
+    same reduction over the channels, which :func:`_channel_reduce` makes a 1x1 conv (a max:
+    TIDL's Reduce layer). With N = 1 the batch axis may be reduced too (``torch.mean(x)``)."""
+    a = op.attrs
+    x = op.operands[0]
+    shape, out = x.type.shape, op.results[0].type.shape
+    if a["op"] not in ("mean", "max") or shape is None or len(shape) != 4 or None in shape or out is None \
+            or x.type.layout not in (None, "NCHW"):
+        return False
+    axes = {ax % 4 for ax in a["axes"]} or {0, 1, 2, 3}  # (none: every axis)
+    if axes not in ({1, 2, 3}, {0, 1, 2, 3}) or (0 in axes and shape[0] != 1):
+        return False
+    pool = rw.make("global_pool", [x], {"mode": "avg" if a["op"] == "mean" else "max"}, f"{op.name}.pool", op.loc)
+    rw.insert_before(op, pool)
+    across = rw.make("reduce", [pool.results[0]], {**a, "axes": (1,), "keepdims": True}, f"{op.name}.channels", op.loc)
+    rw.insert_before(op, across)
+    return _replace(rw, op, "reshape", across.results[0], {"shape": tuple(out)})
+
+
+def _height_reduce(rw: Rewriter, op) -> bool:
+    """A sum or mean over H alone of an NCHW tensor (LPRNet's ``torch.mean(logits, dim=2)``, its
+    last layer: a float layer) is the linear map of its plane with one output row
+    (:func:`_plane_dense`: a dense layer over H between transposes)."""
+    a = op.attrs
+    x = op.operands[0]
+    shape, out = x.type.shape, op.results[0].type.shape
+    if a["op"] not in ("sum", "mean") or shape is None or len(shape) != 4 or None in shape or out is None \
+            or x.type.layout not in (None, "NCHW") or [ax % 4 for ax in a["axes"]] != [2] \
+            or not _axes_fit(shape[2], shape[3], 1, shape[3]):
+        return False
+    h, w = shape[2:]
+    rows = np.full((1, h), 1.0 if a["op"] == "sum" else 1.0 / h, np.float32)
+    y = _plane_dense(rw, op, x, np.eye(w, dtype=np.float32), rows)
+    return _replace(rw, op, "reshape", y, {"shape": tuple(out)})
 
 
 def _channel_shuffle(rw: Rewriter, op) -> bool:
@@ -1962,7 +2015,7 @@ PATTERN_RULES = [
     ("conv2d", _dead_taps), ("conv2d", _padded_kernel), ("conv2d", _band_split), ("conv2d", _kernel_split), ("conv2d", _strided_dilation), ("conv2d", _strided_pick),
     ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool), ("pool2d", _avg_pool_as_depthwise), ("pool2d", _row_pool), ("pool2d", _pool_as_dense),
     ("reduce", _spatial_reduce), ("reduce", _channel_reduce),
-    ("reduce", _trailing_reduce), ("reduce", _hw_last_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
+    ("reduce", _trailing_reduce), ("reduce", _hw_last_reduce), ("reduce", _whole_reduce), ("reduce", _height_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
     *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),
     *((kind, _batch_broadcast) for kind in _ELEMENTWISE_BINARY),
     ("deconv2d", _grouped_deconv), ("argmax", _argmax_keepdims), ("host", _gathered_pool), ("resize", _resize_from_one), ("resize", _resize_by_copies), ("resize", _resize_as_dense),

@@ -713,7 +713,11 @@ def test_a_depthwise_band_longer_than_7_is_a_sum_of_3_tap_convs(tmp_path, kernel
     ((9, 9), 1, (4, 4, 4, 4), False, 4, (5, 5)),  # a full conv: the same
     ((9, 9), 2, (3, 3, 4, 4), True, 4, ((5, 5), (7, 7), (7, 7), (7, 7))),  # tf_mixnet_s: TF SAME, 3 before, 4 after (5x7 -> 7x7)
     ((9, 9), 1, (2, 2, 2, 2), True, 4, (7, 7)),  # less padding: pieces of 7 taps (0-6, 2-8)
-    ((9, 9), 1, (1, 1, 1, 1), True, 1, (9, 9)),  # pieces of 8 taps: no TIDL kernel holds them, host
+    # the padding reaches too few taps (halves of 8): cut after 7 taps, each piece reading the input
+    # cropped where its padding would be negative (7 + 2 taps; 2x2 in a 3x3, 7x2 in a 7x7)
+    ((9, 9), 1, (1, 1, 1, 1), True, 4, ((3, 3), (7, 7), (7, 7), (7, 7))),
+    ((13, 1), 1, (0, 0, 0, 0), False, 2, ((7, 1), (7, 1))),  # LPRNet's unpadded 13x1 conv (6 taps padded to 7)
+    ((9, 9), 2, (0, 0, 0, 0), False, 4, ((2, 2), (7, 7), (7, 7), (7, 7))),  # unpadded, stride 2 (2x2 s2)
     ((15, 15), 1, (7, 7, 7, 7), True, 1, (15, 15)),  # the same
 ])
 def test_a_kernel_larger_than_7_is_a_sum_of_convs_of_its_halves(tmp_path, kernel, stride, pad, dw, pieces, piece):
@@ -1258,3 +1262,22 @@ def test_a_pool_at_a_stride_tidl_lacks_is_a_stride_1_pool_and_gathers(tmp_path, 
         return
     assert [op.kind for op in ops] == ["pool2d"] + ["gather"] * len(picks)
     assert [op.attrs["axis"] for op in ops[1:]] == picks and all(check(op) is None for op in ops)
+
+
+@pytest.mark.parametrize(("op_type", "axes", "keepdims", "kinds"), [
+    ("ReduceMean", None, 0, ["global_pool", "conv2d"]),  # torch.mean(f): every axis (N = 1)
+    ("ReduceMean", [1, 2, 3], 1, ["global_pool", "conv2d"]),
+    ("ReduceMax", [1, 2, 3], 1, ["global_pool"]),  # (the max of a 1x1 plane's channels: a global pool too)
+    ("ReduceMean", [2], 0, ["transpose", "dense"]),  # LPRNet's mean over H (the transpose back: a reshape)
+    ("ReduceSum", [2], 1, ["transpose", "dense"]),
+])
+def test_whole_and_height_reductions_are_pools_and_dense_layers(tmp_path, op_type, axes, keepdims, kinds):
+    """LPRNet divides each feature map by ``torch.mean(f ** 2)`` and ends with a mean over H:
+    five float layers. A mean (max) over C, H and W is a global pool, then the channel
+    reduction (a 1x1 conv for a mean); a sum or mean over H is a dense layer over H."""
+    from tidlc.backends.tidl.constraints import check
+    node = helper.make_node(op_type, ["x"] + (["axes"] if axes else []), ["y"], keepdims=keepdims)
+    inits = [numpy_helper.from_array(np.array(axes, np.int64), "axes")] if axes else []
+    ops = _at_o2(tmp_path, [node], [1, 6, 5, 7], inits, opset=18, atol=1e-5)
+    assert [op.kind for op in ops if op.kind != "reshape"] == kinds
+    assert all(check(op) is None or check(op).level == "accelerated" for op in ops)
