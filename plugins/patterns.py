@@ -1142,6 +1142,17 @@ def _combine(rw: Rewriter, op, parts: list, reduce: str):
     return total
 
 
+def _nchw_reduce(op, reductions: tuple[str, ...]):
+    """``(x, shape, out)`` of a reduce ``op`` that is one of ``reductions`` over a static 4-D
+    NCHW tensor, else None."""
+    x = op.operands[0]
+    shape, out = x.type.shape, op.results[0].type.shape
+    if op.attrs["op"] not in reductions or shape is None or len(shape) != 4 or None in shape or out is None \
+            or x.type.layout not in (None, "NCHW"):
+        return None
+    return x, shape, out
+
+
 def _trailing_reduce(rw: Rewriter, op) -> bool:
     """A sum (max) over the trailing axes of a 4-D tensor (MobileViTv2's linear attention sums
     its context over the tokens, the last axis of 1xDxPxN) is a global pool of the tensor seen
@@ -1149,11 +1160,10 @@ def _trailing_reduce(rw: Rewriter, op) -> bool:
     average scaled back to a sum) and a reshape to the result. A sum over H and W pools the
     plane as it is (a max or mean over them is :func:`_spatial_reduce`'s)."""
     a = op.attrs
-    x = op.operands[0]
-    shape, out = x.type.shape, op.results[0].type.shape
-    if a["op"] not in ("sum", "max") or shape is None or len(shape) != 4 or None in shape or out is None \
-            or x.type.layout not in (None, "NCHW"):
+    found = _nchw_reduce(op, ("sum", "max"))
+    if found is None:
         return False
+    x, shape, out = found
     from tidlc.backends.tidl.constraints import GLOBAL_POOL_MAX_PLANE
     axes = sorted(ax % 4 for ax in a["axes"])
     if not axes or axes != list(range(4 - len(axes), 4)) or axes[0] == 0:  # (no axes: all of them)
@@ -1203,11 +1213,10 @@ def _channel_reduce(rw: Rewriter, op) -> bool:
     Reduce sum, so it was a float layer between data converts. Without ``keepdims``, a reshape
     follows."""
     a = op.attrs
-    x = op.operands[0]
-    shape, out = x.type.shape, op.results[0].type.shape
-    if a["op"] not in ("sum", "mean") or shape is None or len(shape) != 4 or None in shape or out is None \
-            or x.type.layout not in (None, "NCHW") or sorted(ax % 4 for ax in a["axes"]) != [1]:
+    found = _nchw_reduce(op, ("sum", "mean"))
+    if found is None or sorted(ax % 4 for ax in a["axes"]) != [1]:
         return False
+    x, shape, out = found
     c = shape[1]
     w = np.full(c, 1.0 if a["op"] == "sum" else 1.0 / c)
     mul = x.producer
@@ -1238,11 +1247,10 @@ def _whole_reduce(rw: Rewriter, op) -> bool:
     same reduction over the channels, which :func:`_channel_reduce` makes a 1x1 conv (a max:
     TIDL's Reduce layer). With N = 1 the batch axis may be reduced too (``torch.mean(x)``)."""
     a = op.attrs
-    x = op.operands[0]
-    shape, out = x.type.shape, op.results[0].type.shape
-    if a["op"] not in ("mean", "max") or shape is None or len(shape) != 4 or None in shape or out is None \
-            or x.type.layout not in (None, "NCHW"):
+    found = _nchw_reduce(op, ("mean", "max"))
+    if found is None:
         return False
+    x, shape, out = found
     axes = {ax % 4 for ax in a["axes"]} or {0, 1, 2, 3}  # (none: every axis)
     if axes not in ({1, 2, 3}, {0, 1, 2, 3}) or (0 in axes and shape[0] != 1):
         return False
@@ -1258,11 +1266,11 @@ def _height_reduce(rw: Rewriter, op) -> bool:
     last layer: a float layer) is the linear map of its plane with one output row
     (:func:`_plane_dense`: a dense layer over H between transposes)."""
     a = op.attrs
-    x = op.operands[0]
-    shape, out = x.type.shape, op.results[0].type.shape
-    if a["op"] not in ("sum", "mean") or shape is None or len(shape) != 4 or None in shape or out is None \
-            or x.type.layout not in (None, "NCHW") or [ax % 4 for ax in a["axes"]] != [2] \
-            or not _axes_fit(shape[2], shape[3], 1, shape[3]):
+    found = _nchw_reduce(op, ("sum", "mean"))
+    if found is None:
+        return False
+    x, shape, out = found
+    if [ax % 4 for ax in a["axes"]] != [2] or not _axes_fit(shape[2], shape[3], 1, shape[3]):
         return False
     h, w = shape[2:]
     rows = np.full((1, h), 1.0 if a["op"] == "sum" else 1.0 / h, np.float32)
