@@ -333,8 +333,20 @@ def _hoist(rw: Rewriter, op) -> bool:
     return True
 
 
-# the transpose rules, then one rule for every op kind: sink through a LAYOUT_AGNOSTIC op
-RULES = [("transpose", _merge), ("transpose", _hoist), ("*", _sink_rule)]
+def _gather_rule(rw: Rewriter, op) -> bool:
+    """A gather by a 1-D index keeps the rank (fuse-patterns' mirror pads are such gathers, of
+    rows and columns): a transpose of its data moves below it, the axis following."""
+    t = _transposed(rw, op.operands[0])
+    idx = op.operands[1].type.shape
+    if t is None or idx is None or len(idx) != 1:
+        return False
+    x, perm = t
+    return _sink(rw, op, [x, op.operands[1]], {**op.attrs, "axis": perm[op.attrs["axis"] % len(perm)]}, perm)
+
+
+# the transpose rules, then one rule for every op kind: sink through a LAYOUT_AGNOSTIC op (and a
+# rank-keeping gather)
+RULES = [("transpose", _merge), ("transpose", _hoist), ("gather", _gather_rule), ("*", _sink_rule)]
 
 
 def share_transposes(graph) -> bool:

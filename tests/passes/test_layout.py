@@ -93,6 +93,7 @@ def test_transposes_merge_cancel_and_fold(run_passes, count):
     lambda b, t: b.op("pad", [t], pads=(0, 1, 0, 2, 0, 2, 1, 0), value=0.5),
     lambda b, t: b.op("pad", [t], pads=(0, 1, 2, 0, 0, 0, 1, 0), mode="reflect"),
     lambda b, t: b.op("slice", [t], starts=(1, 0), ends=(4, 2), axes=(1, -1), steps=(2, 1)),
+    lambda b, t: b.op("gather", [t, b.const(np.array([1, 0, 1, 2, 3, 4, 3], np.int32))], axis=1),  # a mirror pad
     lambda b, t: b.op("split", [t], axis=3, sizes=(1, 3))[1],
     lambda b, t: b.op("resize", [t], scales=(1.0, 2.0, 1.5, 1.0), mode="linear", coord_mode="half_pixel"),
     lambda b, t: b.op("reduce", [t], op="mean", axes=(1, 2), keepdims=False),
@@ -109,7 +110,7 @@ def test_transposes_merge_cancel_and_fold(run_passes, count):
                       scale=(8.0, 4.0, 2.0, 1.0), axis=3),
     lambda b, t: b.op("dequantize", [b.op("quantize", [t], scale=(16.0,), zero_point=3, dtype="u8")],
                       scale=(16.0,), zero_point=3),
-], ids=["concat", "pad", "pad-reflect", "slice", "split", "resize", "mean-hw", "max-h", "sum-keep", "argmax",
+], ids=["concat", "pad", "pad-reflect", "slice", "gather-rows", "split", "resize", "mean-hw", "max-h", "sum-keep", "argmax",
         "softmax", "scale", "prelu-4d", "prelu-1d", "clip", "squeeze", "quant-per-channel", "quant-u8"])
 def test_each_rule_moves_the_transpose_below_the_op(run_passes, build):
     b = Builder()
