@@ -1690,7 +1690,8 @@ def _linear_step(op, inside: set) -> bool:
     return False
 
 
-_GATHERED_REGION_MAX = 8192  # ops: PSPNet's 3-bin pool of a 64x128 plane sums its windows in ~3000 gathers and adds
+_GATHERED_REGION_MAX = 1 << 16  # ops: PSPNet's 6-bin pool of a 128x256 plane sums its windows in ~8000 gathers
+# and adds
 
 
 def _gathered_pool(rw: Rewriter, op) -> bool:
@@ -1757,25 +1758,44 @@ def _gathered_pool(rw: Rewriter, op) -> bool:
         out = env.get(id(y))
         return None if out is None else (np.moveaxis(out, 3, 1) if y_nhwc else out)  # (as N, C, Ho, Wo)
 
-    plane = h * w
-    m = np.zeros((ho * wo, plane), np.float64)
-    for start in range(0, plane, c):  # (unit planes on the channels: c positions per run)
-        n = min(c, plane - start)
-        probe = np.zeros((1, c, h, w), np.float32)
-        probe[0, np.arange(n), (start + np.arange(n)) // w, (start + np.arange(n)) % w] = 1.0
-        got = run(np.moveaxis(probe, 1, 3).copy() if x_nhwc else probe)
-        if got is None:
+    def responses(points: list) -> list | None:
+        """The (Ho, Wo) outputs for unit inputs at ``points`` (row, column), one per channel: c per run."""
+        out = []
+        for start in range(0, len(points), c):
+            chunk = points[start:start + c]
+            probe = np.zeros((1, c, h, w), np.float32)
+            for k, (i, j) in enumerate(chunk):
+                probe[0, k, i, j] = 1.0
+            got = run(np.moveaxis(probe, 1, 3).copy() if x_nhwc else probe)
+            if got is None:
+                return None
+            out.extend(got[0, :len(chunk)].astype(np.float64))
+        return out
+
+    # A separable map R (Ho x H) x C (Wo x W) is known from the cross through one input position
+    # (h0, w0): the unit at (r, w0) gives R[:, r] C[:, w0], the one at (h0, q) R[:, h0] C[:, q];
+    # scaled by the output (i0, j0) of (h0, w0), R[i0, h0] C[j0, w0] (its largest). (h + w) / c
+    # runs instead of h w / c: a 3-bin pool of PSPNet's 128x256 map at 1024x2048 is 7, not 512.
+    # Random inputs then check the map, so one that is not separable is left as it was.
+    h0, w0 = h // 2, w // 2
+    probed = responses([(h0, w0)] + [(r, w0) for r in range(h)] + [(h0, q) for q in range(w)])
+    if probed is None:
+        return False
+    i0, j0 = np.unravel_index(int(np.argmax(np.abs(probed[0]))), probed[0].shape)
+    if probed[0][i0, j0] == 0:
+        return False
+    rows = np.stack([p[:, j0] for p in probed[1:1 + h]], axis=1)  # R[:, r] C[j0, w0]
+    cols = np.stack([p[i0, :] for p in probed[1 + h:]], axis=1) / probed[0][i0, j0]  # C[:, q] / C[j0, w0]
+    row_sum, col_sum = float(rows[0].sum()), float(cols[0].sum())
+    if abs(row_sum * col_sum - 1.0) < 1e-5:  # (an average: each matrix's rows sum to 1, scaled so)
+        rows, cols = rows * col_sum, cols * row_sum
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        sample = rng.standard_normal((1, c, h, w)).astype(np.float32)
+        want = run(np.moveaxis(sample, 1, 3).copy() if x_nhwc else sample)
+        have = np.einsum("ih,jw,nchw->ncij", rows, cols, sample.astype(np.float64))
+        if want is None or not np.allclose(want, have, rtol=1e-4, atol=1e-5 * float(np.abs(want).max() or 1)):
             return False
-        m[:, start:start + n] = got[0, :n].reshape(n, -1).T
-    m4 = m.reshape(ho, wo, h, w)
-    rows, cols = m4[:, 0].sum(axis=2), m4[0, :].sum(axis=1)  # (rows of an average sum to 1)
-    if not np.allclose(m4, rows[:, None, :, None] * cols[None, :, None, :], atol=1e-6):
-        return False
-    sample = np.random.default_rng(0).standard_normal((1, c, h, w)).astype(np.float32)
-    want = run(np.moveaxis(sample, 1, 3).copy() if x_nhwc else sample)
-    have = np.einsum("ih,jw,nchw->ncij", rows, cols, sample.astype(np.float64))
-    if want is None or not np.allclose(want, have, rtol=1e-4, atol=1e-5 * float(np.abs(want).max() or 1)):
-        return False
     anchor = y.producer
     v = x
     if x_nhwc:
