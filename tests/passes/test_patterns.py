@@ -1282,3 +1282,16 @@ def test_whole_and_height_reductions_are_pools_and_dense_layers(tmp_path, op_typ
     ops = _at_o2(tmp_path, [node], [1, 6, 5, 7], inits, opset=18, atol=1e-5)
     assert [op.kind for op in ops if op.kind != "reshape"] == kinds
     assert all(check(op) is None or check(op).level == "accelerated" for op in ops)
+
+
+def test_a_gather_nd_region_that_is_no_separable_map_stays(tmp_path):
+    """The region is identified from a cross through the plane, then checked on random inputs:
+    a GatherND that transposes each plane (``y[i, j] = x[j, i]``: linear, but no rows x columns
+    product) is left a host op, its output still onnxruntime's."""
+    n = 6
+    idx = np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij")[::-1], -1).astype(np.int64)  # [i, j] -> (j, i)
+    nodes = [helper.make_node("Transpose", ["x"], ["hwnc"], perm=[2, 3, 0, 1]),
+             helper.make_node("GatherND", ["hwnc", "idx"], ["swapped"]),
+             helper.make_node("Transpose", ["swapped"], ["y"], perm=[2, 3, 0, 1])]
+    ops = _at_o2(tmp_path, nodes, [1, 4, n, n], [numpy_helper.from_array(idx, "idx")])
+    assert [op.kind for op in ops if op.kind not in ("transpose",)] == ["host"]
