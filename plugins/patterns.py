@@ -911,6 +911,9 @@ def _padded_kernel(rw: Rewriter, op) -> bool:
     return True
 
 
+_BAND_MAX = 31  # taps: SegNeXt's MSCA strips are 1x21 and 21x1 (10 three-tap convs each)
+
+
 def _band_split(rw: Rewriter, op) -> bool:
     """A stride-1 depthwise band conv longer than any TIDL kernel (InceptionNeXt's 1x11 and 11x1
     token mixers, 1x9 at timm's atto size; TIDL's depthwise set ends at 7x7) as a sum of 3-tap
@@ -918,7 +921,7 @@ def _band_split(rw: Rewriter, op) -> bool:
     as ``[w, 0, w]`` dilated ``j`` times, each padded by what its first tap leaves of the
     original padding, added up (the bias in the first). The same products, summed in another
     order; each piece is a TIDL kernel (a 3x1 one after _padded_kernel). Only for an odd band
-    whose padding reaches every piece's first tap (a "same" conv), at most 15 long."""
+    whose padding reaches every piece's first tap (a "same" conv), at most :data:`_BAND_MAX` long."""
     a = op.attrs
     x, w = op.operands[0], op.operands[1]
     wc = w.const_value()
@@ -927,7 +930,7 @@ def _band_split(rw: Rewriter, op) -> bool:
             or x.type.layout not in (None, "NCHW") or tuple(a["strides"]) != (1, 1) or a.get("act", "none") != "none":
         return False
     cout, cin_g, kh, kw = wc.shape
-    if not (a["groups"] == shape[1] == cout and cin_g == 1) or min(kh, kw) != 1 or not 7 < max(kh, kw) <= 15 \
+    if not (a["groups"] == shape[1] == cout and cin_g == 1) or min(kh, kw) != 1 or not 7 < max(kh, kw) <= _BAND_MAX \
             or max(kh, kw) % 2 == 0:
         return False
     if not _on_host(op):

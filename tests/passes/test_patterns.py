@@ -682,6 +682,8 @@ def test_a_kernel_tidl_lacks_is_zero_padded_to_one_it_takes(tmp_path, hw, kernel
     ((1, 9), 1, (0, 4, 0, 4), 4),  # InceptionNeXt-atto's token mixer (timm)
     ((11, 1), 1, (5, 0, 5, 0), 5),  # its 11x1 at the default size
     ((1, 9), 2, (0, 8, 0, 8), 4),
+    ((1, 21), 1, (0, 10, 0, 10), 10),  # SegNeXt's MSCA strips
+    ((21, 1), 1, (10, 0, 10, 0), 10),
     # padding short of every split: the kernel split's pieces of 7 and 2 taps, on cropped input
     ((1, 9), 1, (0, 1, 0, 1), 2),
 ])
