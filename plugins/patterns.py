@@ -1264,6 +1264,27 @@ def _whole_reduce(rw: Rewriter, op) -> bool:
     return _replace(rw, op, "reshape", across.results[0], {"shape": tuple(out)})
 
 
+def _two_step_plane_reduce(rw: Rewriter, op) -> bool:
+    """A mean (max) over H, then one over W (or W, then H) of an NCHW tensor (FocalNet's global
+    context, ``x.mean(2, keepdim=True).mean(3, keepdim=True)``: two float layers) is a global
+    pool, as :func:`_spatial_reduce` makes of one over both."""
+    found = _nchw_reduce(op, ("mean", "max"))
+    if found is None or not op.attrs["keepdims"] or len(op.attrs["axes"]) != 1:
+        return False
+    x, shape, _ = found
+    first = op.attrs["axes"][0] % 4
+    second = rw.single_user(op.results[0])
+    if first not in (2, 3) or second is None or second.kind != "reduce" or second.attrs["op"] != op.attrs["op"] \
+            or [ax % 4 for ax in second.attrs["axes"]] != [5 - first]:
+        return False
+    mode = {"mode": "avg" if op.attrs["op"] == "mean" else "max"}
+    if second.attrs["keepdims"]:
+        return _replace(rw, second, "global_pool", x, mode)
+    pool = rw.make("global_pool", [x], mode, f"{second.name}.pool", second.loc)
+    rw.insert_before(second, pool)
+    return _replace(rw, second, "reshape", pool.results[0], {"shape": tuple(second.results[0].type.shape)})
+
+
 def _height_reduce(rw: Rewriter, op) -> bool:
     """A sum or mean over H alone of an NCHW tensor (LPRNet's ``torch.mean(logits, dim=2)``, its
     last layer: a float layer) is the linear map of its plane with one output row
@@ -2046,7 +2067,7 @@ PATTERN_RULES = [
     ("conv2d", _dead_taps), ("conv2d", _padded_kernel), ("conv2d", _band_split), ("conv2d", _kernel_split), ("conv2d", _strided_dilation), ("conv2d", _strided_pick),
     ("pool2d", _whole_plane_pool), ("pool2d", _chained_pool), ("pool2d", _avg_pool_as_depthwise), ("pool2d", _row_pool), ("pool2d", _pool_as_dense),
     ("reduce", _spatial_reduce), ("reduce", _channel_reduce),
-    ("reduce", _trailing_reduce), ("reduce", _hw_last_reduce), ("reduce", _whole_reduce), ("reduce", _height_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
+    ("reduce", _trailing_reduce), ("reduce", _hw_last_reduce), ("reduce", _whole_reduce), ("reduce", _two_step_plane_reduce), ("reduce", _height_reduce), ("global_pool", _split_global_pool), ("transpose", _channel_shuffle),
     *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),
     *((kind, _batch_broadcast) for kind in _ELEMENTWISE_BINARY),
     ("deconv2d", _grouped_deconv), ("argmax", _argmax_keepdims), ("host", _gathered_pool), ("resize", _resize_from_one), ("resize", _resize_by_copies), ("resize", _resize_as_dense),

@@ -1297,3 +1297,15 @@ def test_a_gather_nd_region_that_is_no_separable_map_stays(tmp_path):
              helper.make_node("Transpose", ["swapped"], ["y"], perm=[2, 3, 0, 1])]
     ops = _at_o2(tmp_path, nodes, [1, 4, n, n], [numpy_helper.from_array(idx, "idx")])
     assert [op.kind for op in ops if op.kind not in ("transpose",)] == ["host"]
+
+
+@pytest.mark.parametrize(("op_type", "first", "keepdims"), [("ReduceMean", 2, 1), ("ReduceMean", 3, 0), ("ReduceMax", 2, 1)])
+def test_a_mean_over_h_then_w_is_a_global_pool(tmp_path, op_type, first, keepdims):
+    """FocalNet's global context, ``x.mean(2, keepdim=True).mean(3, keepdim=True)``: two float
+    layers, now one global pool (onnxruntime's output)."""
+    nodes = [helper.make_node(op_type, ["x", "a1"], ["m"], keepdims=1),
+             helper.make_node(op_type, ["m", "a2"], ["y"], keepdims=keepdims)]
+    inits = [numpy_helper.from_array(np.array([first], np.int64), "a1"),
+             numpy_helper.from_array(np.array([5 - first], np.int64), "a2")]
+    ops = _at_o2(tmp_path, nodes, [1, 6, 5, 7], inits, opset=18, atol=1e-5)
+    assert [op.kind for op in ops if op.kind != "reshape"] == ["global_pool"]
