@@ -1271,7 +1271,7 @@ def _two_step_plane_reduce(rw: Rewriter, op) -> bool:
     found = _nchw_reduce(op, ("mean", "max"))
     if found is None or not op.attrs["keepdims"] or len(op.attrs["axes"]) != 1:
         return False
-    x, shape, _ = found
+    x = found[0]
     first = op.attrs["axes"][0] % 4
     second = rw.single_user(op.results[0])
     if first not in (2, 3) or second is None or second.kind != "reduce" or second.attrs["op"] != op.attrs["op"] \
