@@ -655,7 +655,7 @@ def test_kernel_taps_that_read_only_padding_are_cropped(tmp_path, hw, dil, strid
     ((8, 8), (3, 1), 1, (1, 0, 1, 0), True, (3, 3)),
     ((8, 8), (2, 2), 2, (0, 0, 0, 0), True, (3, 3)),  # 2x2 s2 depthwise: 3x3 s2, the extra tap below/right
     ((9, 9), (6, 6), 1, (2, 3, 3, 2), False, (7, 7)),
-    ((8, 24), (1, 17), 1, (0, 8, 0, 8), True, None),  # no validated kernel holds 1x17 (nor 3-tap pieces): host
+    ((8, 40), (1, 33), 1, (0, 16, 0, 16), True, None),  # no validated kernel holds 1x33 (nor 3-tap pieces): host
 ])
 def test_a_kernel_tidl_lacks_is_zero_padded_to_one_it_takes(tmp_path, hw, kernel, stride, pad, dw, expect):
     """A conv kernel TIDL does not validate at its stride, inside a larger one it does, becomes
