@@ -692,29 +692,39 @@ def _up(n: int, m: int) -> int:
     return -(-n // m) * m if m > 0 else n
 
 
+def _panel(dev, bits: int = 8) -> int:
+    """The MMA panel in elements of ``bits``: 64 at 8 bits, 32 at 16 on TDA4VM."""
+    return int(getattr(dev, "mma_panel_bytes", MMA_PANEL) or MMA_PANEL) // (1 if bits <= 8 else 2)
+
+
+def _mac_k(op) -> tuple[int, str] | None:
+    """K of a conv, deconv or dense layer on the MMA, without the bias (kH*kW*Cin/groups; a
+    deconv's taps per output pixel; a dense layer's inputs), and how :func:`alignment` names
+    it; None for a depthwise conv (the vector unit's) or a shape not known."""
+    xs, ws = _shape(op.operands[0]), _shape(op.operands[1])
+    if op.kind == "dense":
+        return None if ws is None else (ws[1], "inputs")
+    if xs is None or ws is None:
+        return None
+    groups = op.attrs["groups"]
+    if op.kind == "conv2d":
+        if groups > 1 and groups == xs[1] and ws[1] == 1:
+            return None
+        return ws[1] * ws[2] * ws[3], f"{ws[1]}x{ws[2]}x{ws[3]}"
+    sh, sw = op.attrs["strides"]
+    taps = math.ceil(ws[2] / sh) * math.ceil(ws[3] / sw)
+    return (xs[1] // groups) * taps, f"{xs[1] // groups}x{taps} taps"
+
+
 def bias_widens_k(op, device=None, bits: int = 8) -> bool:
     """Whether giving bias-less MAC layer ``op``, computed in ``bits``, a bias adds an MMA panel to
-    its K (64 elements at 8 bits, 32 at 16 on TDA4VM): its K fills whole panels, and the device
-    counts the bias in K. A depthwise conv runs on the vector unit: no panel."""
+    its K: its K fills whole panels (:func:`_panel`), and the device counts the bias in K. A
+    depthwise conv runs on the vector unit: no panel."""
     if op.kind not in ("conv2d", "deconv2d", "dense") or len(op.operands) > 2:
         return False
     dev = resolve_device(device)
-    if not bool(getattr(dev, "bias_in_k", True)):
-        return False
-    xs, ws = _shape(op.operands[0]), _shape(op.operands[1])
-    if xs is None or ws is None or None in xs or None in ws:
-        return False
-    if op.kind == "conv2d":
-        if op.attrs["groups"] > 1 and op.attrs["groups"] == xs[1] and ws[1] == 1:
-            return False
-        k = ws[1] * ws[2] * ws[3]
-    elif op.kind == "deconv2d":
-        sh, sw = op.attrs["strides"]
-        k = (xs[1] // op.attrs["groups"]) * math.ceil(ws[2] / sh) * math.ceil(ws[3] / sw)
-    else:
-        k = ws[1]
-    panel = int(getattr(dev, "mma_panel_bytes", MMA_PANEL) or MMA_PANEL) // (1 if bits <= 8 else 2)
-    return k % panel == 0
+    found = _mac_k(op)
+    return bool(getattr(dev, "bias_in_k", True)) and found is not None and found[0] % _panel(dev, bits) == 0
 
 
 def alignment(op, device=None) -> list[Padding]:
@@ -728,28 +738,21 @@ def alignment(op, device=None) -> list[Padding]:
     if op.kind not in _MAC_KINDS:
         return []
     dev = resolve_device(device)
-    panel = int(getattr(dev, "mma_panel_bytes", MMA_PANEL) or MMA_PANEL)
-    bias_in_k = bool(getattr(dev, "bias_in_k", True))
+    panel = _panel(dev)
+    bias = int(len(op.operands) > 2 and bool(getattr(dev, "bias_in_k", True)))
     out = []
+
+    def k_padding(k: int, k_text: str) -> None:
+        if (k + bias) % panel:
+            out.append(Padding("K", k + bias, _up(k + bias, panel), panel, f"{k_text}{' + bias' if bias else ''}"))
+
     if op.kind in ("conv2d", "deconv2d"):
         xs, ws, ys = _shape(op.operands[0]), _shape(op.operands[1]), _shape(op.results[0])
         if xs is None or ws is None or ys is None:
             return []
         groups = op.attrs["groups"]
-        kh, kw = ws[2], ws[3]
-        sh, sw = op.attrs["strides"]
-        if op.kind == "conv2d":
-            depthwise = groups > 1 and groups == xs[1] and ws[1] == 1
-            k = ws[1] * kh * kw
-            stride = sw
-            k_text = f"{ws[1]}x{kh}x{kw}"
-        else:
-            depthwise = False
-            taps = math.ceil(kh / sh) * math.ceil(kw / sw)
-            k = (xs[1] // groups) * taps
-            stride = 1
-            k_text = f"{xs[1] // groups}x{taps} taps"
-        bias = int(len(op.operands) > 2 and bias_in_k)
+        stride = op.attrs["strides"][1] if op.kind == "conv2d" else 1
+        depthwise = op.kind == "conv2d" and groups > 1 and groups == xs[1] and ws[1] == 1
         align = (dev.width_align_stride2 if stride >= 2 else dev.width_align) if dev is not None else 8
         wo = ys[3]
         if wo % align:
@@ -758,21 +761,17 @@ def alignment(op, device=None) -> list[Padding]:
                                f"{' at stride 2' if stride >= 2 else ''}", "vector" if depthwise else "MMA"))
         if depthwise:  # runs on the C7x vector unit: no MMA panel
             return out
-        if (k + bias) % panel:
-            label = f"{k_text}{' + bias' if bias else ''}"
-            out.append(Padding("K", k + bias, _up(k + bias, panel), panel, label))
+        k_padding(*_mac_k(op))
         cout_g = ys[1] // groups
         if cout_g % panel:
             out.append(Padding("Cout", cout_g, _up(cout_g, panel), panel, "output channels per MMA panel"))
         return out
     if op.kind == "dense":
-        ws = _shape(op.operands[1])
-        if ws is None:
+        found = _mac_k(op)
+        if found is None:
             return []
-        m, k = ws
-        bias = int(len(op.operands) > 2 and bias_in_k)
-        if (k + bias) % panel:
-            out.append(Padding("K", k + bias, _up(k + bias, panel), panel, "inputs" + (" + bias" if bias else "")))
+        k_padding(*found)
+        m = _shape(op.operands[1])[0]
         if m % panel:
             out.append(Padding("Cout", m, _up(m, panel), panel, "outputs"))
         return out
