@@ -558,6 +558,15 @@ def _row_pool(rw: Rewriter, op) -> bool:
     return _replace(rw, op, "reshape", pool.results[0], {"shape": tuple(out)})
 
 
+def _take_rows(rw: Rewriter, anchor, v, axis: int, rows: np.ndarray, name: str, index_name: str):
+    """``v``'s rows ``rows`` along ``axis`` (constant indices ``index_name``), placed before
+    ``anchor``: TIDL's Gather layer, which keeps the scale (exact in fixed point). The value."""
+    index = rw.const(rows.astype(np.int32), index_name)
+    take = rw.make("gather", [v, index], {"axis": axis}, name, anchor.loc)
+    rw.insert_before(anchor, take)
+    return take.results[0]
+
+
 def _strided_rows(rw: Rewriter, op) -> bool:
     """A pool at a stride TIDL does not take with its window (LPRNet's 3x3 max pools at stride
     (1, 2); TIDL pools at equal strides 1 or 2) as the pool at stride 1, then a gather of every
@@ -571,19 +580,14 @@ def _strided_rows(rw: Rewriter, op) -> bool:
             or tuple(a["strides"]) == (1, 1) or x.type.layout not in (None, "NCHW") or not _on_host(op):
         return False
     dense = rw.make("pool2d", [x], {**a, "strides": (1, 1)}, f"{op.name}.stride1", op.loc)
-    if verdict(dense) is not None:
+    kept = [np.arange(0, n, s) for n, s in zip(dense.results[0].type.shape[2:], a["strides"])]
+    if verdict(dense) is not None or tuple(len(k) for k in kept) != tuple(out[2:]):
         return False
     rw.insert_before(op, dense)
     v = dense.results[0]
-    for axis, stride in ((2, a["strides"][0]), (3, a["strides"][1])):
-        if stride == 1:
-            continue
-        rows = rw.const(np.arange(0, v.type.shape[axis], stride, dtype=np.int32), f"{op.name}.every{axis}")
-        take = rw.make("gather", [v, rows], {"axis": axis}, f"{op.name}.pick{axis}", op.loc)
-        rw.insert_before(op, take)
-        v = take.results[0]
-    if tuple(v.type.shape) != tuple(out):
-        return False
+    for axis, rows, stride in zip((2, 3), kept, a["strides"]):
+        if stride > 1:
+            v = _take_rows(rw, op, v, axis, rows, f"{op.name}.pick{axis}", f"{op.name}.every{axis}")
     rw.replace_op(op, v)
     return True
 
@@ -1110,18 +1114,26 @@ def _spatial_reduce(rw: Rewriter, op) -> bool:
     dynamo exporter writes ``AdaptiveAvgPool2d(1)`` (EfficientNet's squeeze-excite) as
     ``ReduceMean`` over axes 2 and 3, which then splits like a pool when its plane is larger than
     TIDL's global pooling takes. Without ``keepdims``, a reshape to (N, C) follows."""
-    a = op.attrs
-    x = op.operands[0]
-    shape = x.type.shape
-    if a["op"] not in ("mean", "max") or shape is None or len(shape) != 4 or None in shape \
-            or x.type.layout not in (None, "NCHW") or sorted(ax % 4 for ax in a["axes"]) != [2, 3]:
+    found = _nchw_reduce(op, ("mean", "max"))
+    if found is None or sorted(ax % 4 for ax in op.attrs["axes"]) != [2, 3]:
         return False
-    mode = {"mode": "avg" if a["op"] == "mean" else "max"}
-    if a["keepdims"]:
+    return _as_global_pool(rw, op, found[0])
+
+
+def _pool_mode(reduce: str) -> dict:
+    """The global_pool/pool2d mode of a mean or max reduction."""
+    return {"mode": "avg" if reduce == "mean" else "max"}
+
+
+def _as_global_pool(rw: Rewriter, op, x) -> bool:
+    """Replace reduce ``op``, a mean (max) over the whole plane of NCHW ``x``, by its global pool:
+    a reshape to ``op``'s result follows without ``keepdims``."""
+    mode = _pool_mode(op.attrs["op"])
+    if op.attrs["keepdims"]:
         return _replace(rw, op, "global_pool", x, mode)
     pool = rw.make("global_pool", [x], mode, f"{op.name}.pool", op.loc)
     rw.insert_before(op, pool)
-    return _replace(rw, op, "reshape", pool.results[0], {"shape": tuple(shape[:2])})
+    return _replace(rw, op, "reshape", pool.results[0], {"shape": tuple(op.results[0].type.shape)})
 
 
 _ELEMENTWISE_BINARY = ("add", "sub", "mul", "div", "max", "min")
@@ -1257,7 +1269,7 @@ def _whole_reduce(rw: Rewriter, op) -> bool:
     axes = {ax % 4 for ax in a["axes"]} or {0, 1, 2, 3}  # (none: every axis)
     if axes not in ({1, 2, 3}, {0, 1, 2, 3}) or (0 in axes and shape[0] != 1):
         return False
-    pool = rw.make("global_pool", [x], {"mode": "avg" if a["op"] == "mean" else "max"}, f"{op.name}.pool", op.loc)
+    pool = rw.make("global_pool", [x], _pool_mode(a["op"]), f"{op.name}.pool", op.loc)
     rw.insert_before(op, pool)
     across = rw.make("reduce", [pool.results[0]], {**a, "axes": (1,), "keepdims": True}, f"{op.name}.channels", op.loc)
     rw.insert_before(op, across)
@@ -1277,12 +1289,7 @@ def _two_step_plane_reduce(rw: Rewriter, op) -> bool:
     if first not in (2, 3) or second is None or second.kind != "reduce" or second.attrs["op"] != op.attrs["op"] \
             or [ax % 4 for ax in second.attrs["axes"]] != [5 - first]:
         return False
-    mode = {"mode": "avg" if op.attrs["op"] == "mean" else "max"}
-    if second.attrs["keepdims"]:
-        return _replace(rw, second, "global_pool", x, mode)
-    pool = rw.make("global_pool", [x], mode, f"{second.name}.pool", second.loc)
-    rw.insert_before(second, pool)
-    return _replace(rw, second, "reshape", pool.results[0], {"shape": tuple(second.results[0].type.shape)})
+    return _as_global_pool(rw, second, x)
 
 
 def _height_reduce(rw: Rewriter, op) -> bool:
@@ -1490,7 +1497,7 @@ def _resize_by_copies(rw: Rewriter, op) -> bool:
     return True
 
 
-def _pad_by_copies(rw: Rewriter, op) -> bool:
+def _pad_by_gathers(rw: Rewriter, op) -> bool:
     """Reflect, symmetric, edge or wrap padding (monodepth2's ``ReflectionPad2d(1)`` before every
     3x3 conv of its depth decoder, image-to-image nets' ``ReflectionPad2d(3)``, TF's SYMMETRIC
     MirrorPad) has no TIDL layer: a float layer between data_convert ops each time (10.6 ms
@@ -1509,12 +1516,8 @@ def _pad_by_copies(rw: Rewriter, op) -> bool:
         return False
     v = x
     for axis in axes:
-        n = xs[axis]
-        rows = np.pad(np.arange(n), (pads[axis], pads[axis + rank]), mode=a["mode"])  # (the pad's own compute)
-        index = rw.const(rows.astype(np.int32), f"{op.name}.axis{axis}.rows")
-        take = rw.make("gather", [v, index], {"axis": axis}, f"{op.name}.axis{axis}", op.loc)
-        rw.insert_before(op, take)
-        v = take.results[0]
+        rows = np.pad(np.arange(xs[axis]), (pads[axis], pads[axis + rank]), mode=a["mode"])  # (the pad's own compute)
+        v = _take_rows(rw, op, v, axis, rows, f"{op.name}.axis{axis}", f"{op.name}.axis{axis}.rows")
     rw.replace_op(op, v)
     return True
 
@@ -2071,7 +2074,7 @@ PATTERN_RULES = [
     *[(kind, _moves_in_float) for kind in (*_MOVES, "pool2d")], ("gather", _scalar_gather),
     *((kind, _batch_broadcast) for kind in _ELEMENTWISE_BINARY),
     ("deconv2d", _grouped_deconv), ("argmax", _argmax_keepdims), ("host", _gathered_pool), ("resize", _resize_from_one), ("resize", _resize_by_copies), ("resize", _resize_as_dense),
-    ("pad", _pad_by_copies), ("conv2d", _dynamic_pointwise), ("pool2d", _strided_rows),
+    ("pad", _pad_by_gathers), ("conv2d", _dynamic_pointwise), ("pool2d", _strided_rows),
     ("concat", _concat_tree), ("concat", _unstack), ("reshape", _unsplit),
 ]
 
