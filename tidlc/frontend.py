@@ -249,6 +249,12 @@ class NodeContext:
         where = attrs.evolve(at, name=self.name) if at is not None else self.loc
         return TidlcError(f"{self.error_prefix}: {message}", where, hint=hint, code=code)
 
+    def host_instead(self, why: str) -> HostInstead:
+        """What a converter raises when ``why`` (a form it does not lower) leaves this node to the
+        host: a host op for that reason, or with host ops refused, the error."""
+        err = self.error(f"not lowered: {why}", hint="the host runs it")
+        return HostInstead(err.message, err.loc, hint=err.hint, reason=f"{why}: the host runs it")
+
     def op(self, kind: str, operands: Sequence[Value], suffix: str = "", **attrs_: Any):
         """Append an IR op named after this node (``node/suffix`` for helper ops); returns its
         result, a list if it has several."""

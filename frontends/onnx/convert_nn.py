@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from tidlc import frontend_einsum as einsum
-from tidlc.frontend import HostInstead, not_lowered
+from tidlc.frontend import not_lowered
 from tidlc.ir.core import Value
 from tidlc.ir.types import numpy_dtype
 
@@ -380,8 +380,7 @@ def _pool_depth_slices(node: Node, x: Value, kernel, mode: str, ceil_mode: int, 
             or auto_pad not in ("NOTSET", "VALID"):
         why = "a 3-D pool padded or dilated in depth"
     if why is not None:
-        err = node.error(f"not lowered: {why}", hint="the host runs it")
-        raise HostInstead(err.message, err.loc, hint=err.hint, reason=f"{why}: the host runs it")
+        raise node.host_instead(why)
     volume = node.op("unsqueeze", [x], axes=(0,)) if len(shape) == 4 else x  # (unbatched: N = 1)
     n, c, d, h, w = volume.type.shape
     if strides[0] > 1:

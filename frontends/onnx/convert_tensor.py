@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tidlc.frontend import HostInstead, not_lowered, tile_by_concat
+from tidlc.frontend import not_lowered, tile_by_concat
 from tidlc.ir.types import dtype_of
 
 from .context import Node, static_value
@@ -450,8 +450,7 @@ def scatter_nd(node: Node) -> None:
     data = node.input(0)
     box = _scatter_box(node)
     if isinstance(box, str):
-        err = node.error(f"not lowered: {box}", hint="the host runs it")
-        raise HostInstead(err.message, err.loc, hint=err.hint, reason=f"{box}: the host runs it")
+        raise node.host_instead(box)
     shape = tuple(data.type.shape)
     lo, hi = box
     k = len(lo)
